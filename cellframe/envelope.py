@@ -1,0 +1,44 @@
+"""Envelope and Message: what travels between cells, on the wire and once decoded.
+
+An ``Envelope`` is the transport's unit: the canonical s-expression text as UTF-8 bytes plus
+the metadata every transport carries (id, time, reply address, sender, free headers). A
+``Message`` is what a cell's mailbox receives: the same metadata with the body already read
+into data.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Envelope", "Message", "new_message_id"]
+
+
+def new_message_id() -> str:
+    """A fresh, globally unique message id (the dedup key for at-least-once delivery)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A message as transports carry it: body bytes plus metadata."""
+
+    body: bytes
+    message_id: str = field(default_factory=new_message_id)
+    timestamp: float = field(default_factory=time.time)
+    reply_to: str | None = None
+    sender: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    """A message as a cell receives it: the expression already read into data."""
+
+    expr: Any
+    id: str = field(default_factory=new_message_id)
+    reply_to: str | None = None
+    sender: str | None = None
+    sent_at: float = field(default_factory=time.time)

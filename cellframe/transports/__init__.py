@@ -1,0 +1,1 @@
+"""Transports: how envelopes move between nodes (in-process, or AMQP on RabbitMQ)."""

@@ -1,0 +1,93 @@
+"""The transport interface: the one small contract every transport implements.
+
+A transport owns one topic exchange for control traffic and one dead-letter queue. Cells
+never talk to a transport directly; a Node does, and every call here is non-blocking for the
+caller (fire and forget): ``publish`` hands the message over and returns; problems that are
+only known later (an unroutable message, a broker that refused it) come back through the
+``on_return`` callback.
+
+Both ``MemoryTransport`` and ``AmqpTransport`` pass the conformance suite in
+``cellframe.testing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from ..envelope import Envelope
+
+__all__ = ["DEAD_LETTER_REASON", "Delivery", "ReturnHandler", "Transport", "DeliveryHandler"]
+
+#: Header that carries, on a dead-lettered envelope, why it was dead-lettered.
+DEAD_LETTER_REASON = "x-cellframe-reason"
+
+
+@runtime_checkable
+class Delivery(Protocol):
+    """One delivery of an envelope to a consumer; settle it exactly once."""
+
+    envelope: Envelope
+    routing_key: str
+    redelivered: bool
+
+    def ack(self) -> None:
+        """The message was applied: the transport may forget it."""
+
+    def reject(self, *, requeue: bool = False, reason: str = "") -> None:
+        """Give the message back: redeliver it later (``requeue``) or dead-letter it with
+        ``reason`` stored in the ``DEAD_LETTER_REASON`` header."""
+
+
+DeliveryHandler = Callable[[Delivery], None]
+ReturnHandler = Callable[[Envelope, str], None]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Topic-routed, at-least-once messaging with dead-lettering."""
+
+    @property
+    def dead_letter_queue(self) -> str:
+        """Name of the queue that receives dead-lettered envelopes."""
+        ...
+
+    def declare_queue(
+        self, name: str, *, durable: bool = False, exclusive: bool = False
+    ) -> None:
+        """Create ``name`` if it does not exist (idempotent). Durable queues outlive their
+        consumers and keep a backlog; exclusive queues vanish with their owner."""
+
+    def delete_queue(self, name: str) -> None:
+        """Remove a queue and whatever it holds (idempotent)."""
+
+    def bind(self, queue: str, pattern: str) -> None:
+        """Route envelopes whose routing key matches the topic ``pattern`` to ``queue``."""
+
+    def unbind(self, queue: str, pattern: str) -> None:
+        """Undo ``bind`` (idempotent)."""
+
+    def publish(
+        self,
+        routing_key: str,
+        envelope: Envelope,
+        *,
+        persistent: bool = False,
+        on_return: ReturnHandler | None = None,
+    ) -> None:
+        """Send without waiting. If no queue receives it, ``on_return(envelope, reason)`` is
+        called (from any thread), else the transport logs it as unroutable."""
+
+    def dead_letter(self, envelope: Envelope, reason: str) -> None:
+        """Put a copy of ``envelope`` on the dead-letter queue with ``reason``."""
+
+    def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int = 256) -> str:
+        """Call ``handler`` (on a transport thread) for each delivery from ``queue``, with at
+        most ``prefetch`` unsettled at once. Returns a consumer tag for ``cancel``. Deliveries
+        left unsettled when the consumer is cancelled are redelivered to others."""
+
+    def cancel(self, consumer_tag: str) -> None:
+        """Stop a consumer; its unsettled deliveries go back to the queue."""
+
+    def close(self) -> None:
+        """Stop every consumer and release resources; later calls raise ClosedTransportError."""
