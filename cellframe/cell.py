@@ -1,0 +1,248 @@
+"""Cell: a pykka actor whose mailbox feeds the declarative state machine of its class.
+
+Each message carries an s-expression. The cell evaluates it with the safe evaluator, whose
+only verbs are the transitions the class declares. A verb with no transition from the
+current state is a no-op (counted, and reflected to the dead letters in diagnostic mode); a
+message seen before (same id) is not applied again; an action that raises leaves the state
+where it was. Nothing a cell does waits on another cell: it sends, and may be called back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pykka
+
+from .dedup import DedupMemory
+from .envelope import Message
+from .errors import CellframeError, LanguageError, UnknownVerbError
+from .evaluator import Evaluator
+from .outbox import Outbox
+from .statemachine import Machine, Transition, compile_machine
+from .symbols import Keyword, Symbol
+
+__all__ = ["Cell", "CellCounters", "Inbound"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class CellCounters:
+    """How many messages a cell saw, and what became of them."""
+
+    received: int = 0
+    applied: int = 0
+    ignored: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    dead_lettered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message from a transport, with the callback that settles its delivery once applied."""
+
+    message: Message
+    settle: Callable[[], None] = field(default=lambda: None)
+
+
+class _Ignored(CellframeError):
+    """Internal: the message had no transition to take; carries the reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Cell(pykka.ThreadingActor):
+    """Base class of every cell. Subclasses declare ``states``, ``initial``, and transitions
+    (``@transition`` on methods, or ``on(...)`` entries in ``transitions``).
+
+    Attributes the framework owns start with ``cell_`` so they never collide with yours.
+    """
+
+    states: ClassVar[tuple[str, ...] | frozenset[str]] = ("ready",)
+    initial: ClassVar[str] = "ready"
+    transitions: ClassVar[list[Transition] | tuple[Transition, ...]] = ()
+    #: The role this class plays when a node differentiates (see ``cellframe.registry``).
+    role: ClassVar[str | None] = None
+    #: Extra topic patterns this cell receives on its node's queue, besides ``cell.<name>``;
+    #: ``{node}``, ``{role}`` and ``{cell}`` are filled in (e.g. ``"event.down.*"``).
+    bindings: ClassVar[tuple[str, ...]] = ()
+    #: Seconds between ``(tick)`` messages the node puts in this cell's mailbox; None: never.
+    #: Declare a ``tick`` transition to use it. A cell may compute it from its settings by
+    #: overriding ``cell_tick_interval``.
+    tick_interval: ClassVar[float | None] = None
+    cell_machine: ClassVar[Machine]
+
+    use_daemon_thread = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.cell_machine = compile_machine(cls)
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        outbox: Outbox | None = None,
+        diagnostic: bool = False,
+        dedup_capacity: int = 100_000,
+        evaluator: Evaluator | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.cell_name = name or f"{type(self).__name__.lower()}-{uuid.uuid4().hex[:8]}"
+        self.cell_outbox = outbox
+        self.cell_diagnostic = diagnostic
+        self.cell_settings = dict(settings or {})
+        self.cell_state = self.cell_machine.initial
+        self.cell_counters = CellCounters()
+        self.cell_dedup = DedupMemory(dedup_capacity)
+        self.cell_evaluator = evaluator or Evaluator()
+        self.cell_message: Message | None = None
+        self._cell_verbs = {
+            verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
+        }
+        attach = getattr(outbox, "attach_cell", None)
+        if attach is not None:
+            attach(self)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if type(message) is Inbound:
+            try:
+                self.cell_handle(message.message)
+            finally:
+                message.settle()
+        elif type(message) is Message:
+            self.cell_handle(message)
+        else:
+            log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
+
+    def cell_handle(self, message: Message) -> None:
+        """Apply one message: dedup, evaluate against this cell's verbs, count the outcome."""
+        counters = self.cell_counters
+        counters.received += 1
+        if self.cell_dedup.seen(message.id):
+            counters.duplicates += 1
+            return
+        before = self.cell_state
+        self.cell_message = message
+        try:
+            self.cell_evaluator.evaluate(message.expr, self._cell_verbs)
+        except _Ignored as ignored:
+            self._cell_ignore(message, ignored.reason)
+        except UnknownVerbError as error:
+            self._cell_ignore(message, str(error))
+        except LanguageError as error:
+            self.cell_state = before
+            self._cell_fail(message, f"bad input: {error}")
+        except Exception as error:  # an action's bug must not kill the cell or the node
+            self.cell_state = before
+            log.exception("%s: action failed on %s", self.cell_name, _describe(message))
+            self._cell_fail(message, f"action failed: {type(error).__name__}: {error}")
+        else:
+            counters.applied += 1
+        finally:
+            self.cell_message = None
+
+    def _cell_dispatcher(self, verb: str, candidates: tuple[Transition, ...]) -> Callable[..., Any]:
+        def dispatch(*args: Any, **kwargs: Any) -> Any:
+            state = self.cell_state
+            for t in candidates:
+                if not t.applies_from(state):
+                    continue
+                t.arity.check(verb, args, kwargs)
+                if t.guard is not None and not self._cell_guard(t, args, kwargs):
+                    continue
+                result = t.action(self, *args, **kwargs) if t.action is not None else None
+                if t.target is not None:
+                    self.cell_state = t.target
+                return result
+            raise _Ignored(f"no transition for {verb!r} from state {state!r}")
+
+        return dispatch
+
+    def _cell_guard(self, t: Transition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        guard = getattr(self, t.guard) if isinstance(t.guard, str) else t.guard.__get__(self)  # type: ignore[union-attr]
+        return bool(guard(*args, **kwargs))
+
+    def _cell_ignore(self, message: Message, reason: str) -> None:
+        self.cell_counters.ignored += 1
+        if self.cell_diagnostic:
+            self._cell_dead_letter(message, reason)
+
+    def _cell_fail(self, message: Message, reason: str) -> None:
+        self.cell_counters.errors += 1
+        if self.cell_diagnostic:
+            self._cell_dead_letter(message, reason)
+        if message.reply_to and self.cell_outbox is not None:
+            self.cell_send(
+                message.reply_to,
+                [Symbol("error"), Keyword("cell"), self.cell_name, Keyword("id"), message.id,
+                 Keyword("reason"), reason],
+            )
+
+    def _cell_dead_letter(self, message: Message, reason: str) -> None:
+        if self.cell_outbox is None:
+            log.warning("%s: diagnostic mode without an outbox; dropped dead letter: %s", self.cell_name, reason)
+            return
+        self.cell_counters.dead_lettered += 1
+        self.cell_outbox.dead_letter(message, f"{self.cell_name}: {reason}")
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def cell_send(self, target: str, expr: Any, *, reply_to: str | None = None) -> None:
+        """Send ``expr`` to the routing key ``target``, fire and forget."""
+        if self.cell_outbox is None:
+            raise CellframeError(f"cell {self.cell_name} has no outbox to send through")
+        self.cell_outbox.send(target, expr, reply_to=reply_to, sender=self.cell_name)
+
+    def cell_reply(self, expr: Any) -> bool:
+        """Call back the sender of the message being applied, if it named a reply address."""
+        message = self.cell_message
+        if message is None or not message.reply_to:
+            return False
+        self.cell_send(message.reply_to, expr)
+        return True
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def cell_tick_interval(self) -> float | None:
+        """Seconds between ticks for this instance (default: the class's ``tick_interval``)."""
+        return self.tick_interval
+
+    def cell_bindings(self, node: str, role: str | None) -> list[str]:
+        """The topic patterns this instance receives, with placeholders filled in."""
+        return [p.format(node=node, role=role or "spare", cell=self.cell_name) for p in self.bindings]
+
+    @classmethod
+    def cell_verbs(cls) -> frozenset[str]:
+        """The verbs this class declares (what its messages may say)."""
+        return cls.cell_machine.verbs
+
+    def cell_snapshot(self) -> dict[str, Any]:
+        """Name, class, state and counters, for status reports."""
+        return {
+            "name": self.cell_name,
+            "class": type(self).__name__,
+            "role": self.role,
+            "state": self.cell_state,
+            "counters": self.cell_counters.as_dict(),
+        }
+
+
+def _describe(message: Message) -> str:
+    return f"message {message.id}"
+
+
+Cell.cell_machine = compile_machine(Cell)

@@ -1,0 +1,179 @@
+"""A Cell applies messages through its state machine, and nothing a message says can hurt it."""
+
+from __future__ import annotations
+
+import pytest
+from cell_support import Lamp, message, snapshot, start_lamp
+
+from cellframe import Keyword, Symbol
+from cellframe.errors import CellframeError
+
+
+@pytest.fixture
+def lamp():
+    ref, outbox = start_lamp()
+    yield ref, outbox
+    ref.stop()
+
+
+@pytest.fixture
+def diagnostic_lamp():
+    ref, outbox = start_lamp(diagnostic=True)
+    yield ref, outbox
+    ref.stop()
+
+
+def test_message_with_a_transition_moves_the_cell_and_runs_its_action(lamp) -> None:
+    ref, _ = lamp
+    ref.tell(message("(switch-on 7)"))
+    after = snapshot(ref)
+    assert after["state"] == "on"
+    assert after["brightness"] == 7
+    assert after["counters"]["applied"] == 1
+
+
+def test_keyword_arguments_reach_the_action_with_dashes_as_underscores(lamp) -> None:
+    ref, _ = lamp
+    ref.tell(message("(switch-on 7)"))
+    ref.tell(message('(dim 2 :reason "load")'))
+    assert snapshot(ref)["brightness"] == 5
+    assert ref.proxy().reasons.get(timeout=5) == ["load"]
+
+
+def test_message_with_no_transition_from_the_current_state_is_a_counted_no_op(lamp) -> None:
+    ref, outbox = lamp
+    ref.tell(message("(switch-off)"))  # the lamp is already off: nothing to do
+    after = snapshot(ref)
+    assert after["state"] == "off"
+    assert after["counters"]["ignored"] == 1
+    assert after["counters"]["errors"] == 0
+    assert outbox.dead_letters == []  # not in diagnostic mode
+    ref.tell(message("(switch-on)"))
+    assert snapshot(ref)["state"] == "on"  # and the cell kept running
+
+
+def test_unknown_verb_is_a_counted_no_op(lamp) -> None:
+    ref, _ = lamp
+    ref.tell(message("(teleport 3)"))
+    after = snapshot(ref)
+    assert after["state"] == "off"
+    assert after["counters"]["ignored"] == 1
+
+
+def test_refused_guard_is_a_no_op_that_keeps_the_state(lamp) -> None:
+    ref, _ = lamp
+    ref.tell(message("(switch-on 1)"))
+    ref.tell(message("(dim 5)"))  # would go below zero: the guard refuses
+    after = snapshot(ref)
+    assert (after["state"], after["brightness"]) == ("on", 1)
+    assert after["counters"]["ignored"] == 1
+
+
+def test_diagnostic_mode_reflects_errant_messages_to_the_dead_letters_with_the_reason(diagnostic_lamp) -> None:
+    ref, outbox = diagnostic_lamp
+    ref.tell(message("(switch-off)", id="errant-1"))
+    ref.tell(message("(teleport)", id="errant-2"))
+    after = snapshot(ref)
+    assert after["counters"]["dead_lettered"] == 2
+    reasons = {d.message.id: d.reason for d in outbox.dead_letters}
+    assert "no transition for 'switch-off' from state 'off'" in reasons["errant-1"]
+    assert "teleport" in reasons["errant-2"]
+
+
+def test_exception_in_an_action_leaves_the_state_and_keeps_the_cell_alive(diagnostic_lamp) -> None:
+    ref, outbox = diagnostic_lamp
+    ref.tell(message("(switch-on 3)"))
+    ref.tell(message("(flicker)", id="buggy", reply_to="reply.operator"))
+    after = snapshot(ref)
+    assert after["state"] == "on"  # flicker's target was "off": not taken
+    assert after["counters"]["errors"] == 1
+    assert [d.message.id for d in outbox.dead_letters] == ["buggy"]
+    assert "the filament snapped" in outbox.dead_letters[0].reason
+    (error,) = [s for s in outbox.sent if s.target == "reply.operator"]
+    assert error.expr[0] == Symbol("error")
+    assert "the filament snapped" in error.expr[error.expr.index(Keyword("reason")) + 1]
+    ref.tell(message("(switch-off)"))
+    assert snapshot(ref)["state"] == "off"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["(switch-on 1 2 3)", "(dim)", "(switch-on :colour 3)", "(dim 1 :reason)"],
+)
+def test_wrong_arity_is_an_error_that_leaves_the_cell_unchanged(lamp, text) -> None:
+    ref, _ = lamp
+    ref.tell(message(text))
+    after = snapshot(ref)
+    assert (after["state"], after["brightness"]) == ("off", 0)
+    assert after["counters"]["errors"] + after["counters"]["ignored"] == 1
+    assert after["counters"]["applied"] == 0
+
+
+def test_duplicate_delivery_is_not_applied_twice(lamp) -> None:
+    ref, _ = lamp
+    ref.tell(message("(switch-on 4)"))
+    twice = message('(dim 1 :reason "once")', id="same-id")
+    ref.tell(twice)
+    ref.tell(twice)
+    after = snapshot(ref)
+    assert after["brightness"] == 3
+    assert after["counters"]["duplicates"] == 1
+
+
+def test_dedup_memory_is_bounded_and_forgets_the_oldest_ids() -> None:
+    ref, _ = start_lamp(dedup_capacity=2)
+    try:
+        ref.tell(message("(switch-on 9)", id="a"))
+        ref.tell(message("(dim 1)", id="b"))
+        ref.tell(message("(dim 1)", id="c"))
+        ref.tell(message("(dim 1)", id="b"))  # still remembered: dropped
+        ref.tell(message("(switch-on 1)", id="a"))  # forgotten, but no transition from "on": no-op
+        after = snapshot(ref)
+        assert after["brightness"] == 7
+        assert after["counters"]["duplicates"] == 1
+        assert ref.proxy().cell_dedup.get(timeout=5).capacity == 2
+    finally:
+        ref.stop()
+
+
+def test_repeating_a_request_whose_effect_holds_is_a_no_op(lamp) -> None:
+    ref, _ = lamp
+    ref.tell(message("(switch-on 2)"))
+    ref.tell(message("(switch-on 2)"))  # a new id, same request: already on
+    after = snapshot(ref)
+    assert (after["state"], after["brightness"]) == ("on", 2)
+    assert after["counters"]["applied"] == 1
+
+
+def test_cell_replies_only_by_sending_to_the_reply_address(lamp) -> None:
+    ref, outbox = lamp
+    ref.tell(message("(report)", reply_to="reply.repl-1"))
+    ref.tell(message("(report)"))  # no reply address: nobody to call back
+    snapshot(ref)
+    assert [(s.target, s.expr) for s in outbox.sent] == [
+        ("reply.repl-1", [Symbol("lamp-state"), "off", 0])
+    ]
+
+
+def test_special_forms_compose_verbs_in_one_message(lamp) -> None:
+    ref, _ = lamp
+    ref.tell(message("(do (switch-on 10) (let ((x 3)) (dim (+ x 1))))"))
+    after = snapshot(ref)
+    assert (after["state"], after["brightness"]) == ("on", 6)
+
+
+def test_message_whose_evaluation_fails_midway_restores_the_state(lamp) -> None:
+    ref, _ = lamp
+    ref.tell(message("(do (switch-on 10) (flicker))"))
+    after = snapshot(ref)
+    assert after["state"] == "off"
+    assert after["counters"]["errors"] == 1
+
+
+def test_cell_without_an_outbox_refuses_to_send_with_a_clear_error() -> None:
+    cell_ref = Lamp.start("alone")
+    try:
+        with pytest.raises(CellframeError, match="no outbox"):
+            cell_ref.proxy().cell_send("all", [Symbol("hi")]).get(timeout=5)
+    finally:
+        cell_ref.stop()
