@@ -100,7 +100,7 @@ def parse_target(target: str) -> str:
 @lru_cache(maxsize=65_536)
 def topic_matches(pattern: str, key: str) -> bool:
     """AMQP topic matching: ``*`` is exactly one word, ``#`` is zero or more words."""
-    return _words_match(tuple(pattern.split(".")), tuple(key.split(".")) if key else ())
+    return _words_match(tuple(pattern.split(".")) if pattern else (), tuple(key.split(".")) if key else ())
 
 
 def _words_match(pattern: tuple[str, ...], key: tuple[str, ...]) -> bool:

@@ -1,0 +1,209 @@
+"""The ``cellframe`` command: run a node, send to the cluster, print DNS config, and more.
+
+Every sub-command builds its backends as objects (transport, resolver, signer) from its
+options and hands them to the library; nothing here chooses a backend by importing a name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import CellframeError, ConfigError
+
+__all__ = ["main"]
+
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+BUNDLED_ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
+
+
+class CliError(click.ClickException):
+    """A CellframeError shown to the operator as one clear line, exit code 2."""
+
+    exit_code = 2
+
+
+def _fail(error: CellframeError) -> CliError:
+    return CliError(str(error))
+
+
+def bundled_zone() -> Path:
+    """The zone file shipped with cellframe (inside the wheel, or in the source tree)."""
+    from importlib.resources import files
+
+    packaged = files("cellframe") / "examples" / "cluster.zone"
+    if packaged.is_file():
+        return Path(str(packaged))
+    return BUNDLED_ZONE
+
+
+def zone_option(function: Any) -> Any:
+    function = click.option("--domain", help="DNS zone of the cluster (with --dns).")(function)
+    function = click.option("--dns", "dns_server", metavar="HOST:PORT", help="DNS server to ask.")(function)
+    return click.option("--zone", "zone_file", type=click.Path(dir_okay=False),
+                        help="Zone file to read (default: the bundled example zone).")(function)
+
+
+def secret_option(function: Any) -> Any:
+    return click.option("--secret-file", type=click.Path(dir_okay=False),
+                        help="Cluster secret for signing (else $CELLFRAME_SECRET; none: unsigned).")(function)
+
+
+def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | None) -> Any:
+    from .resolvers import resolver_from_options
+
+    if dns_server is None and zone_file is None:
+        zone_file = str(bundled_zone())
+    try:
+        return resolver_from_options(zone_file=zone_file, dns=dns_server, domain=domain)
+    except CellframeError as error:
+        raise _fail(error) from error
+
+
+def make_signer(secret_file: str | None, *, required: bool = False) -> Any:
+    from .signing import Signer, load_secret
+
+    if secret_file is None and not os.environ.get("CELLFRAME_SECRET"):
+        if required:
+            raise CliError("a cluster secret is required: set CELLFRAME_SECRET or pass --secret-file")
+        return None
+    try:
+        return Signer(load_secret(file=secret_file))
+    except CellframeError as error:
+        raise _fail(error) from error
+
+
+def make_transport(amqp: tuple[str, ...] | list[str] | None) -> Any:
+    if not amqp:
+        from .transports.memory import MemoryTransport
+
+        return MemoryTransport()
+    from .transports.amqp import AmqpTransport
+
+    try:
+        return AmqpTransport(list(amqp))
+    except CellframeError as error:
+        raise _fail(error) from error
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("--json-logs", is_flag=True, help="Log one JSON object per line.")
+def main(verbose: int, json_logs: bool) -> None:
+    """cellframe: self-healing clusters built like stem cells."""
+    from .logs import configure_logging
+
+    configure_logging(verbose=verbose, json_lines=json_logs)
+
+
+@main.command()
+@click.argument("name")
+@zone_option
+@secret_option
+@click.option("--amqp", multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
+@click.option("--role", help="Play this role instead of the one DNS names.")
+@click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
+@click.option("--metrics-port", type=int, help="Expose Prometheus metrics on this port.")
+def node(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
+         secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
+         metrics_port: int | None) -> None:
+    """Run the management daemon of node NAME until SIGTERM or Ctrl-C."""
+    from .nodeproc import run_node
+
+    try:
+        run_node(
+            name,
+            transport=make_transport(amqp),
+            resolver=make_resolver(zone_file, dns_server, domain),
+            signer=make_signer(secret_file),
+            role=role,
+            diagnostic=diagnostic,
+            metrics_port=metrics_port,
+        )
+    except CellframeError as error:
+        raise _fail(error) from error
+
+
+@main.command()
+@click.argument("target")
+@click.argument("expression")
+@secret_option
+@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--wait", "wait_seconds", type=float, default=0.0,
+              help="Print the call-backs that arrive within this many seconds.")
+@click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
+def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
+         wait_seconds: float, hy_syntax: bool) -> None:
+    """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME)."""
+    from .client import Client
+    from .hylang import read_hy
+    from .reader import read
+    from .routing import parse_target
+
+    try:
+        key = parse_target(target)
+        expr = read_hy(expression) if hy_syntax else read(expression)
+    except CellframeError as error:
+        raise _fail(error) from error
+    transport = make_transport(amqp)
+    returned = threading.Event()
+
+    def on_return(envelope: Any, reason: str) -> None:
+        click.echo(f"error: nothing is listening on {key}: {reason}", err=True)
+        returned.set()
+
+    client = Client(transport, signer=make_signer(secret_file),
+                    on_reply=lambda reply: click.echo(reply.text))
+    try:
+        client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
+        if returned.wait(min(wait_seconds, 1.0) if wait_seconds else 1.0):
+            sys.exit(1)
+        if wait_seconds > 1.0:
+            returned.wait(wait_seconds - 1.0)
+    finally:
+        client.close()
+        transport.close()
+
+
+@main.command()
+@click.argument("name")
+@zone_option
+def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | None) -> None:
+    """Print node NAME's DNS configuration as shell export lines (for eval in bash)."""
+    from .shellenv import export_lines
+
+    resolver = make_resolver(zone_file, dns_server, domain)
+    try:
+        config = resolver.node_config(name)
+    except CellframeError as error:
+        raise _fail(error) from error
+    finally:
+        resolver.close()
+    lines, rejected = export_lines(config)
+    for line in lines:
+        click.echo(line)
+    for problem in rejected:
+        click.echo(f"# not exported: {problem}", err=True)
+    for warning in config.warnings:
+        click.echo(f"# warning: {warning}", err=True)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` so the main thread can shut down cleanly."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+def run() -> None:  # pragma: no cover - console entry point wrapper
+    try:
+        main()
+    except ConfigError as error:
+        logging.getLogger(__name__).error("%s", error)
+        sys.exit(2)

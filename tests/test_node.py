@@ -1,0 +1,155 @@
+"""A node routes messages by node, role, each, cell and all, on both transports alike."""
+
+from __future__ import annotations
+
+from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wire)
+from node_support import cell_total, replies_matching, wire  # noqa: F401
+
+from cellframe import Envelope, Keyword, Symbol
+from cellframe.plist import from_plist
+from cellframe.signing import Signer
+from cellframe.testing import Collector, wait_for
+
+SECRET = b"s" * 32
+
+
+def test_node_key_reaches_the_daemon_which_calls_back(wire) -> None:
+    wire.node("n1", "tally")
+    client = wire.client()
+    client.send("node.n1", "(ping)")
+    (pong,) = replies_matching(client, "pong", 1)
+    assert pong[pong.index(Keyword("node")) + 1] == "n1"
+
+
+def test_all_reaches_every_node(wire) -> None:
+    for name in ("a1", "a2", "a3"):
+        wire.node(name)
+    client = wire.client()
+    client.send("all", "(ping)")
+    pongs = replies_matching(client, "pong", 3)
+    assert sorted(p[p.index(Keyword("node")) + 1] for p in pongs) == ["a1", "a2", "a3"]
+
+
+def test_role_key_reaches_exactly_one_node_of_the_role(wire) -> None:
+    n1, n2 = wire.node("r1", "tally"), wire.node("r2", "tally")
+    client = wire.client()
+    for _ in range(10):
+        client.send("role.tally", "(add 1)")
+    wait_for(lambda: cell_total(n1, "r1") + cell_total(n2, "r2") == 10, 10, what="10 adds")
+
+
+def test_each_key_reaches_every_node_of_the_role_and_no_other(wire) -> None:
+    n1, n2 = wire.node("e1", "tally"), wire.node("e2", "tally")
+    other = wire.node("e3", "other")
+    client = wire.client()
+    client.send("each.tally", "(add 5)")
+    wait_for(lambda: cell_total(n1, "e1") == 5 and cell_total(n2, "e2") == 5, 10)
+    client.send("cell.e3", "(total)")
+    (total,) = replies_matching(client, "total", 1)
+    assert total == [Symbol("total"), 0, "e3"]
+    assert cell_total(other, "e3") == 0
+
+
+def test_cell_key_reaches_one_cell(wire) -> None:
+    wire.node("c1", "tally")
+    n2 = wire.node("c2", "tally")
+    client = wire.client()
+    client.send("cell.c2", "(add 7)")
+    client.send("cell.c2", "(total)")
+    assert replies_matching(client, "total", 1) == [[Symbol("total"), 7, "c2"]]
+    assert cell_total(n2, "c2") == 7
+
+
+def test_status_calls_back_name_role_cells_states_and_counters(wire) -> None:
+    node = wire.node("s1", "tally")
+    client = wire.client()
+    client.send("cell.s1", "(add 2)")
+    client.send("cell.s1", "(bogus)")
+    wait_for(lambda: node.cells()["s1"].cell_counters.received == 2, 10)
+    client.send("node.s1", "(status)")
+    (status,) = replies_matching(client, "node-status", 1)
+    fields = from_plist(status[1:])
+    assert (fields["node"], fields["role"]) == ("s1", "tally")
+    (cell,) = [from_plist(c) for c in fields["cells"]]
+    assert (cell["name"], cell["state"]) == ("s1", "counting")
+    counters = from_plist(cell["counters"])
+    assert counters["applied"] == 1 and counters["ignored"] == 1
+
+
+def test_differentiate_changes_the_role_and_repeating_it_changes_nothing(wire) -> None:
+    spare = wire.node("d1")
+    client = wire.client()
+    assert spare.role is None and spare.cells() == {}
+    for _ in range(2):
+        client.send("node.d1", '(differentiate "tally")')
+    wait_for(lambda: "d1" in spare.cells(), 10, what="the tally cell")
+    client.send("role.tally", "(add 3)")
+    wait_for(lambda: cell_total(spare, "d1") == 3, 10)
+    assert spare.role == "tally"
+    assert list(spare.cells()) == ["d1"]
+
+
+def test_a_node_that_takes_a_role_later_inherits_its_backlog(wire) -> None:
+    first = wire.node("b1", "tally")
+    first.differentiate(None)  # the only tally node becomes a spare; its role queue stays
+    client = wire.client()
+    for n in (1, 2, 3):
+        client.send("role.tally", f"(add {n})")
+    heir = wire.node("b2")
+    heir.differentiate("tally")
+    wait_for(lambda: "b2" in heir.cells() and cell_total(heir, "b2") == 6, 10, what="the backlog")
+
+
+def test_the_same_message_delivered_twice_is_applied_once(wire) -> None:
+    node = wire.node("u1", "tally")
+    sender = wire.connect()
+    envelope = Envelope(b"(add 4)", message_id="the-same-id")
+    sender.publish("cell.u1", envelope)
+    sender.publish("cell.u1", Envelope(b"(add 4)", message_id="the-same-id"))
+    client = wire.client()
+    client.send("cell.u1", "(total)")
+    replies_matching(client, "total", 1)
+    assert cell_total(node, "u1") == 4
+    assert node.cells()["u1"].cell_counters.duplicates == 1
+
+
+def test_unsigned_and_forged_messages_are_refused_and_dead_lettered(wire) -> None:
+    signer = Signer(SECRET)
+    node = wire.node("t1", "tally", signer=signer, diagnostic=True)
+    raw = wire.connect()
+    dead = Collector()
+    raw.consume(raw.dead_letter_queue, dead)
+    unsigned = Envelope(b"(add 100)", message_id="unsigned")
+    forged = Envelope(b"(add 1000)", message_id="forged")
+    forged = Signer(b"x" * 32).sign(forged)
+    raw.publish("cell.t1", unsigned)
+    raw.publish("cell.t1", forged)
+    good = Envelope(b"(add 1)", message_id="good")
+    good = signer.sign(good)
+    raw.publish("cell.t1", good)
+    wait_for(lambda: cell_total(node, "t1") == 1, 10)
+    wait_for(lambda: {"unsigned", "forged"} <= set(dead.ids), 10, what="two dead letters")
+    assert cell_total(node, "t1") == 1
+    assert node.counters.rejected == 2
+
+
+def test_oversized_and_unreadable_messages_are_refused_with_a_clear_error(wire) -> None:
+    node = wire.node("o1", "tally", max_message_bytes=1024)
+    client = wire.client()
+    sender = wire.connect()
+    sender.publish("cell.o1", Envelope(b"(add " + b"1" * 2000 + b")", reply_to=client.reply_to))
+    sender.publish("cell.o1", Envelope(b"(add 1", reply_to=client.reply_to))
+    sender.publish("cell.o1", Envelope(b"(add \xff\xfe)", reply_to=client.reply_to))
+    errors = replies_matching(client, "error", 2)
+    reasons = [e[e.index(Keyword("reason")) + 1] for e in errors]
+    assert any("line 1" in r for r in reasons), reasons
+    wait_for(lambda: node.counters.rejected == 3, 10)
+    assert cell_total(node, "o1") == 0
+
+
+def test_a_cell_error_is_called_back_to_the_sender(wire) -> None:
+    wire.node("x1", "tally")
+    client = wire.client()
+    client.send("cell.x1", "(add 1 2 3)")
+    (error,) = replies_matching(client, "error", 1)
+    assert "add" in error[error.index(Keyword("reason")) + 1]
