@@ -1,0 +1,141 @@
+"""AmqpTransport when the broker drops its connection: it reconnects and nothing is lost.
+
+The connections are closed broker-side with ``rabbitmqctl close_connection`` (only this
+test's, found by connection name), as the broker does on a node restart or a network cut.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from amqp_support import (  # noqa: F401  (pytest fixtures)
+    amqp_connect,
+    amqp_names,
+    kill_connections,
+    raw_channel,
+)
+
+from cellframe.envelope import Envelope
+from cellframe.errors import BufferFullError
+from cellframe.testing import Collector, holds_for, wait_for
+
+pytestmark = [pytest.mark.amqp, pytest.mark.slow]
+
+
+@pytest.fixture
+def durable_queue(amqp_names):  # noqa: F811
+    name = amqp_names.queue("stream")
+    yield name
+    with raw_channel(amqp_names.url) as channel:
+        channel.queue_delete(name)
+
+
+class Recorder:
+    """A handler that records every message id it sees (duplicates included) and acks."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.redelivered = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, delivery) -> None:
+        with self._lock:
+            self.ids.append(delivery.envelope.message_id)
+            self.redelivered += delivery.redelivered
+        delivery.ack()
+
+
+def publish_until(t, key: str, stop: threading.Event, sent: list[str]) -> None:
+    """Publish bursts of 50 until ``stop`` is set, backing off while the unconfirmed buffer
+    is full. The pauses between bursts (about 2,500 msgs/s) leave CPU to rabbitmqctl, which
+    took seconds to close a connection while an unpaced stream held both cores here."""
+    i = 0
+    while not stop.wait(0.02):
+        for _ in range(50):
+            envelope = Envelope(b"(n %d)" % i)
+            try:
+                t.publish(key, envelope, persistent=True)
+            except BufferFullError:
+                t.flush(0.05)  # wait for confirms to make room
+                continue
+            sent.append(envelope.message_id)
+            i += 1
+
+
+def test_every_message_arrives_after_the_connections_are_killed_mid_stream(
+        amqp_connect, amqp_names, durable_queue, record_property):  # noqa: F811
+    name = f"cf-fault-{amqp_names.token}"
+    pub = amqp_connect(name=name, buffer_size=2000)
+    con = amqp_connect(name=name)
+    pub.declare_queue(durable_queue, durable=True)
+    pub.bind(durable_queue, "role.stream")
+    recorder = Recorder()
+    con.consume(durable_queue, recorder, prefetch=200)
+    sent: list[str] = []
+    stop = threading.Event()
+    publisher = threading.Thread(target=publish_until, args=(pub, "role.stream", stop, sent))
+    publisher.start()
+    try:
+        wait_for(lambda: len(recorder.ids) > 500, 20, what="the stream to be flowing")
+        kill_connections(name, expect=2)
+        at_kill = len(sent)
+        wait_for(lambda: len(sent) > at_kill + 500, 20, what="the stream to go on")
+    finally:
+        stop.set()
+        publisher.join(10)
+    wait_for(lambda: set(recorder.ids) >= set(sent), 30, what="every message at least once")
+    assert len(set(sent)) == len(sent)
+    assert pub.stats()["reconnects"] == 1 and con.stats()["reconnects"] == 1
+    record_property("published", len(sent))
+    record_property("duplicates", len(recorder.ids) - len(set(recorder.ids)))
+    record_property("resent", pub.stats()["resent"])
+    record_property("redelivered", recorder.redelivered)
+    assert pub.flush(10)
+
+
+def test_a_held_delivery_comes_back_redelivered_and_its_late_ack_is_ignored(
+        amqp_connect, amqp_names, durable_queue):  # noqa: F811
+    t = amqp_connect(name=f"cf-held-{amqp_names.token}")
+    t.declare_queue(durable_queue, durable=True)
+    t.bind(durable_queue, "role.held")
+    held = Collector(settle=None)
+    t.consume(durable_queue, held)
+    sent = Envelope(b"(held)")
+    t.publish("role.held", sent)
+    first = held.wait(1)[0]
+    kill_connections(f"cf-held-{amqp_names.token}")
+    second = held.wait(2)[1]
+    assert (first.redelivered, second.redelivered) == (False, True)
+    assert second.envelope.message_id == sent.message_id
+    first.ack()  # from the dead channel: dropped, not a channel error
+    second.ack()
+    after = Envelope(b"(after)")
+    t.publish("role.held", after)
+    assert held.wait(3)[2].envelope.message_id == after.message_id
+    assert t.stats()["reconnects"] == 1
+
+
+def test_queues_bindings_and_consumers_are_restored_after_a_reconnect(
+        amqp_connect, amqp_names):  # noqa: F811
+    t = amqp_connect(name=f"cf-restore-{amqp_names.token}")
+    mine = amqp_names.queue("exclusive")
+    t.declare_queue(mine, exclusive=True)
+    t.bind(mine, "node.web-01")
+    collector = Collector()
+    t.consume(mine, collector)
+    kill_connections(f"cf-restore-{amqp_names.token}")
+    during = Envelope(b"(sent while reconnecting)")
+    t.publish("node.web-01", during)  # buffered until the topology is back, then confirmed
+    assert collector.wait(1)[0].envelope.message_id == during.message_id
+    assert t.stats()["reconnects"] == 1
+    returned = []
+    t.publish("node.nobody", Envelope(b"x"), on_return=lambda e, r: returned.append(r))
+    wait_for(lambda: returned, what="the unroutable message after a reconnect")
+
+
+def test_an_idle_transport_keeps_its_connection_alive_with_heartbeats(amqp_connect):  # noqa: F811
+    # The broker closes a connection after about two missed 1 s heartbeats; the I/O thread
+    # answers them even when nobody publishes (a BlockingConnection would not).
+    t = amqp_connect(heartbeat=1)
+    assert holds_for(lambda: t.stats()["reconnects"] == 0 and t.connected, 3.5)
