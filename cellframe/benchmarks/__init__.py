@@ -1,0 +1,1 @@
+"""Benchmarks: functions that measure cellframe on this machine and return dicts of figures."""

@@ -1,0 +1,76 @@
+"""Benchmark of the control language: lark's bare parse against cellframe's read + evaluate.
+
+The figure that matters is ``ratio``: how much of lark's raw parsing speed survives once the
+text has become data and run. Each text is distinct (names, numbers and reasons vary) so no
+cache can help.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lark import Lark
+
+from ..evaluator import Evaluator
+from ..grammar import grammar_text
+from ..reader import read
+
+__all__ = ["bench_language", "distinct_texts"]
+
+_REASONS = ("load", "drain", "canary", "maintenance", "rebalance", "hot spot")
+
+
+def distinct_texts(n: int, seed: int = 2) -> list[str]:
+    """``n`` distinct ``(set-weight "web-01" 5 :reason "load")`` messages."""
+    rng = random.Random(seed)
+    return [
+        f'(set-weight "web-{i:05d}" {rng.randrange(1_000_000)} '
+        f':reason "{rng.choice(_REASONS)} {i}")'
+        for i in range(n)
+    ]
+
+
+def _seconds(run: Callable[[str], Any], texts: Sequence[str]) -> float:
+    """CPU seconds to run ``run`` over every text (CPU time: the machine is shared)."""
+    started = time.process_time()
+    for text in texts:
+        run(text)
+    return time.process_time() - started
+
+
+def bench_language(n: int = 20000, rounds: int = 5) -> dict[str, float]:
+    """Parses per second of bare lark and of read + evaluate, best of ``rounds`` interleaved."""
+    texts = distinct_texts(n)
+    bare = Lark(grammar_text(), parser="lalr")
+    evaluator = Evaluator()
+    applied: list[int] = []
+
+    def set_weight(name: str, weight: int, *, reason: str | None = None) -> int:
+        applied.append(weight)
+        return weight
+
+    verbs = {"set-weight": set_weight}
+
+    def read_eval(text: str) -> Any:
+        return evaluator.evaluate(read(text), verbs)
+
+    bare_best = ours_best = float("inf")
+    for _ in range(rounds):  # interleaved, best of: other work on the machine only adds time
+        bare_best = min(bare_best, _seconds(bare.parse, texts))
+        ours_best = min(ours_best, _seconds(read_eval, texts))
+    if len(applied) != n * rounds:
+        raise RuntimeError("a message did not reach the verb: the benchmark measured nothing")
+    lark_rate, ours_rate = n / bare_best, n / ours_best
+    return {
+        "n": n,
+        "lark_parse_per_s": round(lark_rate, 1),
+        "read_eval_per_s": round(ours_rate, 1),
+        "ratio": round(ours_rate / lark_rate, 3),
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(bench_language())
