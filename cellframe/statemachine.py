@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ArityError, StateMachineError
+from .evaluator import BUILTIN_NAMES, SPECIAL_FORM_NAMES
 
 __all__ = ["ANY", "Arity", "Machine", "Transition", "compile_machine", "on", "transition"]
 
@@ -41,6 +42,14 @@ class Arity:
     positional: int | None  # None: *args accepted
     keywords: frozenset[str] | None  # None: **kwargs accepted
     required_keywords: frozenset[str]
+
+    def fits_positional(self, count: int) -> bool:
+        """The hot-path test: ``count`` positional arguments and no keywords are fine."""
+        return (
+            self.required <= count
+            and (self.positional is None or count <= self.positional)
+            and not self.required_keywords
+        )
 
     @classmethod
     def of(cls, function: Callable[..., Any] | None, *, skip_self: bool = True) -> Arity:
@@ -164,6 +173,10 @@ def compile_machine(cls: type) -> Machine:
         if not isinstance(t, Transition):
             raise StateMachineError(f"{name}: transitions must be made with on(), got {t!r}")
         _check_states(name, t, states)
+        if t.verb in SPECIAL_FORM_NAMES or t.verb in BUILTIN_NAMES:
+            raise StateMachineError(
+                f"{name}: {t.verb!r} is a special form or built-in of the language, not a verb name"
+            )
         by_verb.setdefault(t.verb, []).append(t)
     _check_reachable(name, states, initial, declared)
     return Machine(states, initial, {verb: tuple(ts) for verb, ts in by_verb.items()})

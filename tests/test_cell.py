@@ -177,3 +177,23 @@ def test_cell_without_an_outbox_refuses_to_send_with_a_clear_error() -> None:
             cell_ref.proxy().cell_send("all", [Symbol("hi")]).get(timeout=5)
     finally:
         cell_ref.stop()
+
+
+def test_required_keyword_argument_missing_is_an_arity_error_on_the_fast_path() -> None:
+    from cellframe import Cell, transition
+    from cellframe.outbox import RecordingOutbox
+
+    class Strict(Cell):
+        @transition("tag")
+        def tag(self, *, label: str) -> None:
+            self.label = label
+
+    ref = Strict.start("strict", outbox=RecordingOutbox())
+    try:
+        ref.tell(message("(tag)"))
+        ref.tell(message('(tag :label "x")'))
+        proxy = ref.proxy()
+        assert proxy.label.get(timeout=5) == "x"
+        assert proxy.cell_counters.get(timeout=5).errors == 1
+    finally:
+        ref.stop()

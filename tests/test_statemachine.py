@@ -109,3 +109,11 @@ def test_arity_of_an_action_is_checked_without_calling_it() -> None:
         arity.check("v", (), {})
     with pytest.raises(TypeError, match=":colour"):
         arity.check("v", (1,), {"colour": "red"})
+
+
+@pytest.mark.parametrize("name", ["if", "count"])
+def test_a_verb_may_not_take_the_name_of_a_special_form_or_built_in(name: str) -> None:
+    with pytest.raises(StateMachineError, match="special form or built-in"):
+
+        class Sneaky(Cell):
+            transitions = [on(name)]
