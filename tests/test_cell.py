@@ -192,8 +192,7 @@ def test_required_keyword_argument_missing_is_an_arity_error_on_the_fast_path() 
     try:
         ref.tell(message("(tag)"))
         ref.tell(message('(tag :label "x")'))
-        proxy = ref.proxy()
-        assert proxy.label.get(timeout=5) == "x"
-        assert proxy.cell_counters.get(timeout=5).errors == 1
+        assert ref.proxy().cell_counters.get(timeout=5).errors == 1
+        assert ref.proxy().label.get(timeout=5) == "x"
     finally:
         ref.stop()
