@@ -405,7 +405,8 @@ class Node:
 
     # -- sending (the Outbox of the hosted cells) ------------------------------------------
 
-    def send(self, target: str, expr: Any, *, reply_to: str | None = None, sender: str | None = None,
+    def send(self, target: str, expr: Any, *, reply_to: str | None = None,
+             sender: str | None = None,
              on_return: Callable[[Envelope, str], None] | None = None) -> None:
         """Publish ``expr`` to ``target``; ``on_return`` (any thread) hears if it was unroutable
         (membership uses that as a probe: a dead node's queue is gone)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -148,16 +149,22 @@ class _Build:
 
 
 _parsers: dict[str, Lark] = {}
+# Building a Lark parser is not thread-safe: two cells reading their first message at once
+# once failed with "re.error: unbalanced parenthesis" while both built one. Build under a lock.
+_build_lock = threading.Lock()
 
 
 def _parser(start: str) -> Lark:
     """Return the data-building parser for ``start``, built on first use."""
     parser = _parsers.get(start)
     if parser is None:
-        # The basic lexer: one regex for all terminals. The contextual lexer measured the
-        # same speed here (14.1k/s vs 14.2k/s) and reports a shorter "expected" list.
-        parser = make_parser(start=start, lexer="basic", transformer=_Build())
-        _parsers[start] = parser
+        with _build_lock:
+            parser = _parsers.get(start)
+            if parser is None:
+                # The basic lexer: one regex for all terminals. The contextual lexer measured
+                # the same speed here (14.1k/s vs 14.2k/s) and reports a shorter "expected" list.
+                parser = make_parser(start=start, lexer="basic", transformer=_Build())
+                _parsers[start] = parser
     return parser
 
 
@@ -316,8 +323,9 @@ def locate(text: str, path: Sequence[int]) -> tuple[int, int] | None:
     Used only after an error, so it may re-parse: it builds a tree that keeps positions.
     """
     global _position_parser
-    if _position_parser is None:
-        _position_parser = make_parser(start="start", lexer="basic", propagate_positions=True)
+    with _build_lock:
+        if _position_parser is None:
+            _position_parser = make_parser(start="start", lexer="basic", propagate_positions=True)
     try:
         node: Any = _position_parser.parse(text).children[0]
     except UnexpectedInput:

@@ -1,0 +1,5 @@
+"""``python -m cellframe``: the same as the ``cellframe`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""Library cells: the service examples of the seed, ready to register under their roles.
+
+============  =====================  ==========================================
+role          class                  what it does
+============  =====================  ==========================================
+``proxy``     ``ProxyCell``          weighted pool of backends, routes requests
+``web``       ``WebCell``            serves, measures load, asks for a weight
+``keepalive`` ``KeepAliveCell``      only sends keep-alive pings
+``logsump``   ``LogSumpCell``        only receives: events and logs to a file
+============  =====================  ==========================================
+"""
+
+from __future__ import annotations
+
+from ..registry import RoleRegistry
+from .keepalive import KeepAliveCell
+from .logsump import LogSumpCell
+from .proxy import ProxyCell, WeightedPool
+from .web import WebCell
+
+__all__ = [
+    "BUILTIN_CELLS",
+    "BUILTIN_ROLES",
+    "KeepAliveCell",
+    "LogSumpCell",
+    "ProxyCell",
+    "WeightedPool",
+    "WebCell",
+    "builtin_registry",
+]
+
+#: Every library cell by the role it plays.
+BUILTIN_CELLS: dict[str, type] = {
+    "keepalive": KeepAliveCell,
+    "logsump": LogSumpCell,
+    "proxy": ProxyCell,
+    "web": WebCell,
+}
+
+#: The same, in the shape ``RoleRegistry`` takes: role -> the classes to start.
+BUILTIN_ROLES: dict[str, tuple[type, ...]] = {role: (cls,) for role, cls in BUILTIN_CELLS.items()}
+
+
+def builtin_registry(**replace: type) -> RoleRegistry:
+    """A RoleRegistry with every library cell; ``replace`` swaps a role's class
+    (``builtin_registry(logsump=LogSumpCell.writing_to(path))``)."""
+    roles = {**BUILTIN_CELLS, **replace}
+    return RoleRegistry({role: [cls] for role, cls in roles.items()})

@@ -1,0 +1,185 @@
+"""The proxy: a weighted pool kept by messages, smooth weighted round-robin, no thrashing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pykka
+import pytest
+from healing_support import wait_for
+
+from cellframe.cells import ProxyCell, WeightedPool
+from cellframe.envelope import Message
+from cellframe.outbox import RecordingOutbox
+from cellframe.reader import read
+from cellframe.symbols import Keyword, Symbol
+
+
+class QuickProxy(ProxyCell):
+    hold_base = 0.2
+
+
+@pytest.fixture
+def proxy():
+    outbox = RecordingOutbox()
+    ref = QuickProxy.start("proxy-01", outbox=outbox)
+    yield ref, outbox
+    ref.stop()
+
+
+def tell(ref: pykka.ActorRef[Any], text: str, reply_to: str | None = None) -> None:
+    ref.tell(Message(read(text), reply_to=reply_to))
+
+
+def pool_of(ref: pykka.ActorRef[Any]) -> dict[str, int]:
+    rows = ref.proxy().cell_snapshot().get(timeout=5)["pool"]
+    return {name: weight for name, weight, _ in rows}
+
+
+def served_by(outbox: RecordingOutbox) -> list[str]:
+    return [s.target.removeprefix("cell.") for s in outbox.sent if s.expr[0] == Symbol("serve")]
+
+
+def join(ref: pykka.ActorRef[Any], backend: str, weight: int, incarnation: int = 1) -> None:
+    tell(ref, f'(join-pool :backend "{backend}" :node "{backend}" :weight {weight} '
+              f':incarnation {incarnation})')
+
+
+def test_smooth_weighted_round_robin_follows_the_weights_exactly_and_spreads_them() -> None:
+    pool = WeightedPool()
+    pool.add("a", "a", 5)
+    pool.add("b", "b", 1)
+    pool.add("c", "c", 1)
+    picks = [pool.pick().name for _ in range(7)]  # type: ignore[union-attr]
+    assert picks == ["a", "a", "b", "a", "c", "a", "a"]  # nginx's documented sequence
+
+
+def test_a_weight_of_zero_is_never_picked_and_an_empty_pool_picks_nothing() -> None:
+    pool = WeightedPool()
+    assert pool.pick() is None
+    pool.add("a", "a", 0)
+    assert pool.pick() is None
+    pool.add("b", "b", 2)
+    assert {pool.pick().name for _ in range(4)} == {"b"}  # type: ignore[union-attr]
+
+
+def test_routed_requests_follow_the_weights_of_the_pool(proxy) -> None:
+    ref, outbox = proxy
+    join(ref, "web-01", 10)
+    join(ref, "web-02", 10)
+    join(ref, "web-03", 5)
+    for i in range(250):
+        tell(ref, f'(route "r{i}")')
+    wait_for(lambda: len(served_by(outbox)) == 250)
+    assert Counter(served_by(outbox)) == {"web-01": 100, "web-02": 100, "web-03": 50}
+
+
+def test_a_new_weight_changes_the_distribution_from_then_on(proxy) -> None:
+    ref, outbox = proxy
+    join(ref, "web-01", 10)
+    join(ref, "web-02", 10)
+    tell(ref, '(set-weight :backend "web-01" :weight 1)')
+    for i in range(110):
+        tell(ref, f'(route "r{i}")')
+    wait_for(lambda: len(served_by(outbox)) == 110)
+    counts = Counter(served_by(outbox))
+    assert counts["web-02"] == 10 * counts["web-01"]
+
+
+def test_a_request_is_sent_to_the_backend_with_the_requesters_reply_address(proxy) -> None:
+    ref, outbox = proxy
+    join(ref, "web-01", 10)
+    tell(ref, '(route "r1")', reply_to="reply.client")
+    wait_for(lambda: served_by(outbox))
+    (sent,) = [s for s in outbox.sent if s.expr[0] == Symbol("serve")]
+    assert sent.target == "cell.web-01" and sent.reply_to == "reply.client"
+    assert sent.expr == read('(serve :request "r1" :proxy "proxy-01")')
+
+
+def test_joining_twice_keeps_one_entry_and_leaving_removes_it(proxy) -> None:
+    ref, _ = proxy
+    join(ref, "web-01", 10)
+    join(ref, "web-01", 10)
+    assert pool_of(ref) == {"web-01": 10}
+    tell(ref, '(leave-pool :backend "web-01")')
+    assert pool_of(ref) == {}
+
+
+def test_a_node_declared_down_loses_its_backends_at_once_and_repeats_change_nothing(proxy) -> None:
+    ref, _ = proxy
+    join(ref, "web-01", 10)
+    join(ref, "web-02", 10)
+    for _ in range(3):
+        tell(ref, '(member-down :node "web-01" :incarnation 1 :by "web-02")')
+    assert pool_of(ref) == {"web-02": 10}
+    removed = [c for c in ref.proxy().pool_changes.get(timeout=5) if c[1] == "removed"]
+    assert [c[2] for c in removed] == ["web-01"]
+
+
+def test_a_late_join_from_a_life_declared_down_is_refused(proxy) -> None:
+    ref, _ = proxy
+    join(ref, "web-01", 10, incarnation=5)
+    tell(ref, '(member-down :node "web-01" :incarnation 5)')
+    join(ref, "web-01", 10, incarnation=5)  # delayed or duplicated announcement of the dead
+    assert pool_of(ref) == {}
+    join(ref, "web-01", 10, incarnation=6)  # the node restarted: a new life is welcome
+    assert pool_of(ref) == {"web-01": 10}
+
+
+def test_a_backend_that_flaps_is_held_out_before_it_may_rejoin(proxy) -> None:
+    ref, _ = proxy
+    for life in (1, 2):
+        join(ref, "web-01", 10, incarnation=life)
+        tell(ref, f'(member-down :node "web-01" :incarnation {life})')
+    join(ref, "web-01", 10, incarnation=3)  # second down in a minute: held out 0.2 s
+    assert pool_of(ref) == {}
+    assert ref.proxy().cell_snapshot().get(timeout=5)["stats"]["refused_joins"] >= 1
+
+    def rejoined() -> bool:
+        join(ref, "web-01", 10, incarnation=3)  # web cells re-announce periodically
+        return pool_of(ref) == {"web-01": 10}
+
+    wait_for(rejoined, 5, interval=0.05)
+
+
+def test_the_pool_is_queryable_by_s_expression(proxy) -> None:
+    ref, outbox = proxy
+    join(ref, "web-02", 7)
+    join(ref, "web-01", 3)
+    tell(ref, "(pool)", reply_to="reply.op")
+    (reply,) = wait_for(lambda: [s for s in outbox.sent if s.target == "reply.op"])
+    assert reply.expr[0] == Symbol("pool")
+    rows = reply.expr[reply.expr.index(Keyword("backends")) + 1]
+    assert rows == [Symbol("quote"), [["web-01", 3, "web-01"], ["web-02", 7, "web-02"]]]
+
+
+def test_routes_are_counted_per_backend_since_a_time(proxy) -> None:
+    ref, outbox = proxy
+    join(ref, "web-01", 1)
+    for i in range(3):
+        tell(ref, f'(route "r{i}")')
+    tell(ref, "(routes :since 0)", reply_to="reply.op")
+    (reply,) = wait_for(lambda: [s for s in outbox.sent if s.target == "reply.op"])
+    assert reply.expr[reply.expr.index(Keyword("counts")) + 1] == [Symbol("quote"), [["web-01", 3]]]
+
+
+def test_a_request_with_an_empty_pool_is_answered_unrouted(proxy) -> None:
+    ref, outbox = proxy
+    tell(ref, '(route "r1")', reply_to="reply.client")
+    (reply,) = wait_for(lambda: [s for s in outbox.sent if s.target == "reply.client"])
+    assert reply.expr[0] == Symbol("unrouted")
+
+
+@pytest.mark.parametrize("text", [
+    "(join-pool)", '(join-pool :backend 3)', '(join-pool :backend "w" :weight "heavy")',
+    '(set-weight :backend "nobody" :weight 5)', '(member-down :node 7)', "(teleport)",
+    '(route)', '(served :request "r" :backend "w")',
+])
+def test_odd_messages_change_nothing_and_do_not_stop_the_proxy(proxy, text) -> None:
+    ref, outbox = proxy
+    join(ref, "web-01", 10)
+    tell(ref, text)
+    assert pool_of(ref) == {"web-01": 10}
+    tell(ref, '(route "after")')
+    wait_for(lambda: "web-01" in served_by(outbox))
