@@ -195,6 +195,45 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
         click.echo(f"# warning: {warning}", err=True)
 
 
+@main.command()
+@secret_option
+@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+@click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
+@click.option("--window", type=float, default=1.0, show_default=True,
+              help="Seconds to gather the nodes' call-backs.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="--watch period.")
+def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
+           window: float, interval: float) -> None:
+    """Show the cluster: nodes, roles, cells and states, health, heartbeats, counters."""
+    import json
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from .client import Client
+    from .status import collect_status, status_table, to_json_ready
+
+    transport = make_transport(amqp)
+    client = Client(transport, signer=make_signer(secret_file))
+    try:
+        if as_json:
+            nodes = collect_status(client, window=window)
+            click.echo(json.dumps({"nodes": to_json_ready(nodes)}, sort_keys=True))
+        elif not watch:
+            Console().print(status_table(collect_status(client, window=window)))
+        else:
+            with Live(status_table([]), auto_refresh=False) as live:
+                while True:
+                    live.update(status_table(collect_status(client, window=window)), refresh=True)
+                    threading.Event().wait(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+        transport.close()
+
+
 def install_signal_handlers(stop: threading.Event) -> None:
     """SIGTERM and SIGINT set ``stop`` so the main thread can shut down cleanly."""
     for signum in (signal.SIGTERM, signal.SIGINT):
