@@ -89,10 +89,10 @@ class NodeCollector(Collector):
                                 "seconds since the member's last heartbeat was heard",
                                 labels=["node", "member"])
         for member in members:
-            up.add_metric([status["node"], member["node"], member.get("role") or "spare"],
-                          1 if member.get("status") == "up" else 0)
-            if member.get("lag") is not None:
-                lag.add_metric([status["node"], member["node"]], member["lag"])
+            up.add_metric([status["node"], member["name"], member.get("role") or "spare"],
+                          1 if member.get("status") == "alive" else 0)
+            if member.get("silence") is not None:
+                lag.add_metric([status["node"], member["name"]], member["silence"])
         yield up
         yield lag
 

@@ -97,13 +97,13 @@ def _health(node: str, views: list[list[dict[str, Any]]]) -> tuple[str, str]:
     states, lags = [], []
     for view in views:
         for member in view:
-            if isinstance(member, dict) and member.get("node") == node:
+            if isinstance(member, dict) and member.get("name") == node:
                 states.append(str(member.get("status", "?")))
-                if isinstance(member.get("lag"), int | float):
-                    lags.append(member["lag"])
+                if isinstance(member.get("silence"), int | float):
+                    lags.append(member["silence"])
     if not states:
         return "-", "-"
-    worst = next((s for s in ("down", "suspect", "up") if s in states), states[0])
+    worst = next((s for s in ("down", "held", "suspect", "alive") if s in states), states[0])
     return worst, f"{min(lags) * 1000:.0f} ms ago" if lags else "-"
 
 

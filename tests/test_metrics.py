@@ -39,3 +39,20 @@ def test_metrics_endpoint_reports_cell_counters_role_and_events() -> None:
     finally:
         node.stop()
         exporter.shutdown()
+
+
+def test_metrics_show_membership_as_seen_by_the_node() -> None:
+    from cellframe.membership import Membership
+
+    broker = MemoryBroker()
+    nodes = [Node(name, transport=broker.connect(), system_cells=(Membership,)).start()
+             for name in ("p1", "p2")]
+    exporter = serve_metrics(nodes[0], 0)
+    try:
+        wait_for(lambda: 'cellframe_member_up{member="p2",node="p1",role="spare"} 1.0'
+                 in scrape(exporter.port), 10, what="p1 to see p2 alive")
+        assert "cellframe_heartbeat_lag_seconds{" in scrape(exporter.port)
+    finally:
+        exporter.shutdown()
+        for node in nodes:
+            node.stop()

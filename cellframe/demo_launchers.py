@@ -1,0 +1,125 @@
+"""Where the demo's cluster runs: in this process (embedded) or as node processes (AMQP)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .client import Client
+from .cluster import LocalCluster
+from .errors import ClusterError
+
+__all__ = ["EmbeddedLauncher", "ProcessLauncher"]
+
+
+class EmbeddedLauncher:
+    """The whole cluster in this process, on one MemoryBroker (nothing else installed)."""
+
+    def __init__(self, zone: str | Path, *, workdir: str | Path | None = None):
+        self.cluster = LocalCluster(zone, workdir=workdir)
+
+    def start(self) -> list[str]:
+        self.cluster.start()
+        return list(self.cluster.names)
+
+    def kill(self, name: str) -> float:
+        return self.cluster.kill(name)
+
+    def client(self) -> Client:
+        return Client(self.cluster.broker.connect(name="demo-observer"))
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+class ProcessLauncher:
+    """One ``cellframe node`` process per node on RabbitMQ, on a topology of its own."""
+
+    def __init__(self, amqp: str, *, zone: str | None = None, dns: str | None = None,
+                 domain: str | None = None, names: list[str] | None = None,
+                 workdir: str | Path | None = None):
+        from .resolvers import resolver_from_options
+
+        self.amqp, self.zone, self.dns, self.domain = amqp, zone, dns, domain
+        self.token = uuid.uuid4().hex[:8]
+        self.exchange = f"cellframe-demo.{self.token}"
+        self.prefix = f"cellframe-demo.{self.token}."
+        resolver = resolver_from_options(zone_file=zone, dns=dns, domain=domain)
+        self.names = names or _playable(resolver)
+        resolver.close()
+        self.workdir = Path(workdir) if workdir else Path.cwd()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.transports: list[Any] = []
+
+    def _command(self, name: str) -> list[str]:
+        command = [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.amqp,
+                   "--exchange", self.exchange, "--queue-prefix", self.prefix]
+        if self.dns:
+            command += ["--dns", self.dns, "--domain", self.domain or ""]
+        elif self.zone:
+            command += ["--zone", self.zone]
+        return command
+
+    def start(self) -> list[str]:
+        for name in self.names:
+            log = open(self.workdir / f"demo-{self.token}-{name}.log", "wb")  # noqa: SIM115
+            self.processes[name] = subprocess.Popen(self._command(name), stdout=log, stderr=log)
+        self._wait_ready(30.0)
+        return list(self.names)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(self.names)
+        while pending and time.monotonic() < deadline:
+            for name in list(pending):
+                log = self.workdir / f"demo-{self.token}-{name}.log"
+                if b"ready as" in log.read_bytes():
+                    pending.discard(name)
+                elif self.processes[name].poll() is not None:
+                    raise ClusterError(f"node {name} exited early; see {log}")
+            time.sleep(0.05)
+        if pending:
+            raise ClusterError(f"nodes {sorted(pending)} did not start within {timeout} s")
+
+    def kill(self, name: str) -> float:
+        killed_at = time.time()
+        os.kill(self.processes[name].pid, signal.SIGKILL)
+        self.processes[name].wait(10)
+        return killed_at
+
+    def client(self) -> Client:
+        from .transports.amqp import AmqpTransport
+
+        transport = AmqpTransport(self.amqp, exchange=self.exchange,
+                                  dead_letter_exchange=self.exchange + ".dlx",
+                                  dead_letter_queue=self.prefix + "dead-letters")
+        self.transports.append(transport)
+        return Client(transport, queue_prefix=self.prefix)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for transport in self.transports:
+            transport.close()
+
+
+def _playable(resolver: Any) -> list[str]:
+    """The zone's nodes, minus those whose records carry warnings (the broken example)."""
+    names = []
+    for name in resolver.node_names():
+        config = resolver.node_config(name)
+        if not (config.warnings and config.role is not None):
+            names.append(name)
+    return names
