@@ -80,7 +80,8 @@ def make_signer(secret_file: str | None, *, required: bool = False) -> Any:
         raise _fail(error) from error
 
 
-def make_transport(amqp: tuple[str, ...] | list[str] | None) -> Any:
+def make_transport(amqp: tuple[str, ...] | list[str] | None, *, exchange: str | None = None,
+                   name: str | None = None) -> Any:
     if not amqp:
         from .transports.memory import MemoryTransport
 
@@ -88,9 +89,27 @@ def make_transport(amqp: tuple[str, ...] | list[str] | None) -> Any:
     from .transports.amqp import AmqpTransport
 
     try:
-        return AmqpTransport(list(amqp))
+        return AmqpTransport(list(amqp), name=name, **amqp_topology(exchange))
     except CellframeError as error:
         raise _fail(error) from error
+
+
+def amqp_topology(exchange: str | None) -> dict[str, str]:
+    """AmqpTransport's topology names for ``--exchange E``: the control exchange E, and a
+    dead-letter exchange and queue both named ``E.dead-letter``; none: the defaults."""
+    if exchange is None:
+        return {}
+    return {"exchange": exchange, "dead_letter_exchange": f"{exchange}.dead-letter",
+            "dead_letter_queue": f"{exchange}.dead-letter"}
+
+
+def topology_option(function: Any) -> Any:
+    """``--exchange`` and ``--queue-prefix``: several clusters (or test runs) on one broker."""
+    function = click.option("--queue-prefix", default="", metavar="PREFIX",
+                            help="Prefix of every queue name this command declares.")(function)
+    return click.option("--exchange", metavar="NAME",
+                        help="Control exchange (default cellframe.control); the dead letters "
+                             "go to NAME.dead-letter.")(function)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,21 +130,33 @@ def main(verbose: int, json_logs: bool) -> None:
 @click.option("--role", help="Play this role instead of the one DNS names.")
 @click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
 @click.option("--metrics-port", type=int, help="Expose Prometheus metrics on this port.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE:ATTR",
+              help="Register more roles: ATTR is a Cell class (under its `role`) or a mapping "
+                   "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
+@topology_option
 def node(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
          secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
-         metrics_port: int | None) -> None:
+         metrics_port: int | None, plugins: tuple[str, ...], exchange: str | None,
+         queue_prefix: str) -> None:
     """Run the management daemon of node NAME until SIGTERM or Ctrl-C."""
-    from .nodeproc import run_node
+    import socket
+
+    from .nodeproc import registry_with_plugins, run_node
 
     try:
+        registry = registry_with_plugins(plugins)
         run_node(
             name,
-            transport=make_transport(amqp),
+            # Named for the node, so the broker's tools show which connection is whose.
+            transport=make_transport(amqp, exchange=exchange,
+                                     name=f"{name}@{socket.gethostname()}:{os.getpid()}"),
             resolver=make_resolver(zone_file, dns_server, domain),
             signer=make_signer(secret_file),
             role=role,
             diagnostic=diagnostic,
             metrics_port=metrics_port,
+            registry=registry,
+            queue_prefix=queue_prefix,
         )
     except CellframeError as error:
         raise _fail(error) from error
@@ -139,8 +170,9 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 @click.option("--wait", "wait_seconds", type=float, default=0.0,
               help="Print the call-backs that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
+@topology_option
 def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
-         wait_seconds: float, hy_syntax: bool) -> None:
+         wait_seconds: float, hy_syntax: bool, exchange: str | None, queue_prefix: str) -> None:
     """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME)."""
     from .client import Client
     from .hylang import read_hy
@@ -152,14 +184,14 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
         expr = read_hy(expression) if hy_syntax else read(expression)
     except CellframeError as error:
         raise _fail(error) from error
-    transport = make_transport(amqp)
+    transport = make_transport(amqp, exchange=exchange)
     returned = threading.Event()
 
     def on_return(envelope: Any, reason: str) -> None:
         click.echo(f"error: nothing is listening on {key}: {reason}", err=True)
         returned.set()
 
-    client = Client(transport, signer=make_signer(secret_file),
+    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix,
                     on_reply=lambda reply: click.echo(reply.text))
     try:
         client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
@@ -203,8 +235,9 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 @click.option("--window", type=float, default=1.0, show_default=True,
               help="Seconds to gather the nodes' call-backs.")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="--watch period.")
+@topology_option
 def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
-           window: float, interval: float) -> None:
+           window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
     """Show the cluster: nodes, roles, cells and states, health, heartbeats, counters."""
     import json
 
@@ -214,8 +247,8 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
     from .client import Client
     from .status import collect_status, status_table, to_json_ready
 
-    transport = make_transport(amqp)
-    client = Client(transport, signer=make_signer(secret_file))
+    transport = make_transport(amqp, exchange=exchange)
+    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
     try:
         if as_json:
             nodes = collect_status(client, window=window)
@@ -275,6 +308,93 @@ def demo(zone_file: str | None, dns_server: str | None, domain: str | None, amqp
 
         console.print(summary_table(summary))
     sys.exit(0 if summary.healed else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+@click.option("--quick", is_flag=True, help="Smaller runs (a minute instead of several).")
+@click.option("--only", multiple=True, metavar="KEY", help="Run only these comparisons.")
+@click.option("--amqp", metavar="URL", default=DEFAULT_AMQP, show_default=True)
+def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
+    """Measure cellframe against raw pykka, raw pika, lark and SQLite, in one run."""
+    import json
+    from urllib.parse import urlparse
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .bench import COMPARISONS, run_comparisons
+
+    console = Console(stderr=True)
+    parsed = urlparse(amqp)
+    broker = _port_open(parsed.hostname or "127.0.0.1", parsed.port or 5672)
+    with console.status("benchmarking") as spinner:
+        results = run_comparisons(
+            quick=quick, only=list(only) or None, broker_available=broker,
+            progress=lambda title: spinner.update(f"benchmarking: {title}"),
+        )
+    if as_json:
+        click.echo(json.dumps(results, sort_keys=True))
+        return
+    table = Table(title="cellframe bench (ratio = cellframe / baseline, same run)")
+    for column in ("comparison", "ratio", "goal", "figures"):
+        table.add_column(column)
+    for comparison in COMPARISONS:
+        figures = results.get(comparison.key)
+        if figures is None:
+            continue
+        ratio = figures.get("ratio", figures.get("p99_ms", "-"))
+        rest = ", ".join(f"{k}={v}" for k, v in figures.items() if k not in ("ratio", "goal"))
+        table.add_row(comparison.title, str(ratio), comparison.goal, rest)
+    Console().print(table)
+
+
+@main.command()
+@zone_option
+@secret_option
+@click.option("--amqp", metavar="URL", help="Talk to the cluster on this RabbitMQ; without it, "
+              "start a local cluster on the embedded transport and talk to that.")
+@click.option("--history", type=click.Path(dir_okay=False), help="History file "
+              "(default ~/.cellframe_history).")
+def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
+         secret_file: str | None, amqp: str | None, history: str | None) -> None:
+    """An interactive prompt: TARGET EXPRESSION lines, call-backs printed as they arrive."""
+    import logging
+
+    from .client import Client
+    from .repl import DEFAULT_HISTORY, Repl
+
+    cluster = None
+    if amqp:
+        transport = make_transport([amqp])
+    else:
+        from .cluster import LocalCluster
+
+        logging.getLogger("cellframe").setLevel(logging.ERROR)
+        cluster = LocalCluster(zone_file or str(bundled_zone())).start()
+        transport = cluster.broker.connect(name="repl")
+        click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
+    client = Client(transport, signer=make_signer(secret_file))
+    session = Repl.with_file_history(client, Path(history) if history else DEFAULT_HISTORY)
+    client.on_reply = session.on_reply
+    click.echo("type TARGET EXPRESSION, e.g. node:web-01 (status); ,help for more; Ctrl-D quits")
+    try:
+        session.run()
+    finally:
+        client.close()
+        transport.close()
+        if cluster is not None:
+            cluster.stop()
+
+
+def _port_open(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

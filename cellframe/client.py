@@ -54,7 +54,7 @@ class Client:
         self.reply_to = reply_key(self.name)
         self.queue = queue_prefix + self.reply_to
         self.replies: list[Reply] = []
-        self._on_reply = on_reply
+        self.on_reply = on_reply
         self._arrived = threading.Condition()
         transport.declare_queue(self.queue, exclusive=True)
         transport.bind(self.queue, self.reply_to)
@@ -101,8 +101,8 @@ class Client:
             self.replies.append(reply)
             self._arrived.notify_all()
         delivery.ack()
-        if self._on_reply is not None:
-            self._on_reply(reply)
+        if self.on_reply is not None:
+            self.on_reply(reply)
 
     def _returned(self, envelope: Envelope, reason: str) -> None:
         log.warning("message %s was not delivered: %s", envelope.message_id, reason)

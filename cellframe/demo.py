@@ -85,10 +85,10 @@ class Observer:
         self.answers: dict[str, list[Any]] = {}
         self._on_event = on_event
         self._lock = threading.Condition()
-        client._on_reply = self._on_reply
+        client.on_reply = self.on_reply
         client.transport.bind(client.queue, "event.#")
 
-    def _on_reply(self, reply: Reply) -> None:
+    def on_reply(self, reply: Reply) -> None:
         expr = reply.expr
         if not (isinstance(expr, list) and expr and isinstance(expr[0], Symbol)):
             return

@@ -133,13 +133,16 @@ class Repl:
 
     def on_reply(self, reply: Reply) -> None:
         """Print a call-back as it arrives (patch_stdout keeps the prompt intact)."""
+        who = f"{reply.sender}: " if reply.sender else ""
+        text = reply.text
         if isinstance(reply.expr, list) and reply.expr and reply.expr[0] == Symbol("node-status"):
             from .status import decode_status
 
-            self.state.learn(decode_status(reply.expr))
-        who = f"{reply.sender}: " if reply.sender else ""
+            status = decode_status(reply.expr)
+            self.state.learn(status)
+            text = _status_line(status)  # the full picture is `cellframe status --json`
         with self._lock:
-            self.print(f"<- {who}{reply.text}")
+            self.print(f"<- {who}{text}")
 
     def handle(self, line: str) -> bool:
         """Act on one input; False means quit. Never raises for bad input."""
@@ -205,6 +208,12 @@ class Repl:
                     return
                 if not self.handle(line):
                     return
+
+
+def _status_line(status: dict[str, Any]) -> str:
+    cells = ", ".join(f"{c['name']} ({c['state']})" for c in status.get("cells", [])
+                      if "members" not in c)
+    return f"(node-status :node {status['node']!r} :role {status.get('role') or 'spare'} ...) {cells}"
 
 
 def _submit_when_balanced() -> KeyBindings:

@@ -28,7 +28,7 @@ def make_repl():
                 registry=RoleRegistry({"tally": [Tally]})).start()
     printed: list[str] = []
     repl = Repl(Client(broker.connect()), print_fn=printed.append)
-    repl.client._on_reply = repl.on_reply
+    repl.client.on_reply = repl.on_reply
     return node, repl, printed
 
 

@@ -1,0 +1,66 @@
+"""The REPL driven as a person would: in a real pseudo-terminal, against a live local cluster."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+
+@pytest.fixture
+def repl(tmp_path: Path):
+    history = tmp_path / "history"
+    child = pexpect.spawn(
+        sys.executable, ["-m", "cellframe", "repl", "--history", str(history)],
+        encoding="utf-8", timeout=20, dimensions=(40, 200),
+        env={"PYTHONUNBUFFERED": "1", "TERM": "xterm", "PATH": "/usr/bin:/bin",
+             "PROMPT_TOOLKIT_NO_CPR": "1"},
+    )
+    child.expect("local cluster on the embedded transport")
+    child.expect("cellframe>")
+    yield child, history
+    if child.isalive():
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF, timeout=20)
+
+
+def test_repl_sends_to_a_node_and_prints_its_call_back(repl) -> None:
+    child, _ = repl
+    child.sendline("node:proxy-01 (ping)")
+    child.expect(r'\(pong :node "proxy-01"')
+
+
+def test_repl_waits_for_balanced_parentheses_before_sending(repl) -> None:
+    child, _ = repl
+    child.send("node:web-01 (do\r")  # Enter inside an open form: a new line, nothing sent
+    child.send("  (ping))\r")
+    child.expect(r'\(pong :node "web-01"')
+
+
+def test_repl_shows_bad_input_with_its_position_and_keeps_going(repl) -> None:
+    child, _ = repl
+    child.sendline("node:web-01 (ping))")
+    child.expect("error: ")
+    child.expect(r"\^")
+    child.expect("line 1, column")
+    child.sendline("node:web-03 (ping)")
+    child.expect(r'\(pong :node "web-03"')
+
+
+def test_repl_reads_hy_syntax_after_the_hy_command(repl) -> None:
+    child, _ = repl
+    child.sendline(",hy")
+    child.expect("reading expressions as hy")
+    child.sendline("node:web-02 (ping)")
+    child.expect(r'\(pong :node "web-02"')
+
+
+def test_repl_keeps_history_across_sessions(repl) -> None:
+    child, history = repl
+    child.sendline("node:proxy-01 (ping)")
+    child.expect(r"\(pong")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF, timeout=20)
+    assert "node:proxy-01 (ping)" in history.read_text()
