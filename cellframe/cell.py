@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import pykka
 
 from .dedup import DedupMemory
-from .envelope import Message
+from .envelope import Envelope, Message
 from .errors import CellframeError, LanguageError, UnknownVerbError
 from .evaluator import Evaluator
 from .outbox import Outbox
@@ -239,11 +239,15 @@ class Cell(pykka.ThreadingActor):
 
     # -- sending ----------------------------------------------------------------------------
 
-    def cell_send(self, target: str, expr: Any, *, reply_to: str | None = None) -> None:
-        """Send ``expr`` to the routing key ``target``, fire and forget."""
+    def cell_send(self, target: str, expr: Any, *, reply_to: str | None = None,
+                  on_return: Callable[[Envelope, str], None] | None = None) -> None:
+        """Send ``expr`` to the routing key ``target``, fire and forget. ``on_return`` (called
+        from a transport thread: tell yourself a message rather than touch state) hears if no
+        queue received it."""
         if self.cell_outbox is None:
             raise CellframeError(f"cell {self.cell_name} has no outbox to send through")
-        self.cell_outbox.send(target, expr, reply_to=reply_to, sender=self.cell_name)
+        self.cell_outbox.send(target, expr, reply_to=reply_to, sender=self.cell_name,
+                              on_return=on_return)
 
     def cell_reply(self, expr: Any) -> bool:
         """Call back the sender of the message being applied, if it named a reply address."""

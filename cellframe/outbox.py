@@ -10,7 +10,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .envelope import Message
+from collections.abc import Callable
+
+from .envelope import Envelope, Message
 
 __all__ = ["DeadLetter", "Outbox", "RecordingOutbox", "Sent"]
 
@@ -18,8 +20,11 @@ __all__ = ["DeadLetter", "Outbox", "RecordingOutbox", "Sent"]
 class Outbox(Protocol):
     """Fire-and-forget sending on behalf of a cell; never blocks on the receiver."""
 
-    def send(self, target: str, expr: Any, *, reply_to: str | None = None, sender: str | None = None) -> None:
-        """Send ``expr`` to the routing key ``target``."""
+    def send(self, target: str, expr: Any, *, reply_to: str | None = None,
+             sender: str | None = None,
+             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+        """Send ``expr`` to the routing key ``target``; ``on_return`` (called from any thread)
+        hears if no queue received it."""
 
     def dead_letter(self, message: Message, reason: str) -> None:
         """Reflect an errant ``message`` to the dead letters, with ``reason``."""
@@ -47,7 +52,9 @@ class RecordingOutbox:
         self.sent: list[Sent] = []
         self.dead_letters: list[DeadLetter] = []
 
-    def send(self, target: str, expr: Any, *, reply_to: str | None = None, sender: str | None = None) -> None:
+    def send(self, target: str, expr: Any, *, reply_to: str | None = None,
+             sender: str | None = None,
+             on_return: Callable[[Envelope, str], None] | None = None) -> None:
         with self._lock:
             self.sent.append(Sent(target, expr, reply_to, sender))
 

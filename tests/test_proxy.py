@@ -183,3 +183,30 @@ def test_odd_messages_change_nothing_and_do_not_stop_the_proxy(proxy, text) -> N
     assert pool_of(ref) == {"web-01": 10}
     tell(ref, '(route "after")')
     wait_for(lambda: "web-01" in served_by(outbox))
+
+
+def test_a_request_whose_backend_vanished_before_detection_is_rerouted_not_lost() -> None:
+    from cellframe import Client, MemoryBroker, Node, RoleRegistry
+    from cellframe.cells import WebCell
+
+    broker = MemoryBroker()
+    registry = RoleRegistry({"proxy": [QuickProxy], "web": [WebCell]})
+    nodes = [Node(name, transport=broker.connect(), role=role, registry=registry).start()
+             for name, role in (("px", "proxy"), ("wa", "web"), ("wb", "web"))]
+    client = Client(broker.connect())
+    try:
+        proxy = nodes[0].cells()["px"]
+        wait_for(lambda: len(proxy.pool.backends) == 2, 10)
+        nodes[2].transport.abort()  # wb's queue is gone; the proxy has not heard it is down
+        for n in range(10):
+            client.send("cell.px", f'(route "r{n}")')
+        served = wait_for(lambda: [r for r in client.replies if r.expr[0] == Symbol("served")]
+                          if len([r for r in client.replies if r.expr[0] == Symbol("served")]) == 10
+                          else None, 10)
+        backends = {r.expr[r.expr.index(Keyword("backend")) + 1] for r in served}
+        assert backends == {"wa"}
+        assert proxy.stats["rerouted"] >= 1
+    finally:
+        client.close()
+        for node in nodes:
+            node.stop()

@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..envelope import Message
 from ..cell import Cell
 from ..detector import FlapDamper
 from ..routing import cell_key, each_key
@@ -125,7 +126,7 @@ class ProxyCell(Cell):
         self.damper = FlapDamper(base=self.hold_base)
         self.gone: dict[str, int] = {}  # node -> newest incarnation declared down or left
         self.route_log: deque[tuple[float, str, str]] = deque(maxlen=self.route_log_size)
-        self.stats = {"routed": 0, "unrouted": 0, "served": 0, "refused_joins": 0}
+        self.stats = {"routed": 0, "unrouted": 0, "served": 0, "refused_joins": 0, "rerouted": 0}
         self.pool_changes: list[tuple[float, str, str]] = []  # (time, "added"/"removed", backend)
 
     def on_start(self) -> None:
@@ -190,18 +191,39 @@ class ProxyCell(Cell):
 
     @transition("route")
     def route(self, request: Any, **extra: Any) -> None:
+        message = self.cell_message
+        self._route(request, message.reply_to if message is not None else None, avoid=None)
+
+    @transition("reroute")
+    def reroute(self, request: Any, failed: str | None = None, reply_to: str | None = None,
+                **extra: Any) -> None:
+        """A request whose backend vanished before the proxy heard it was down (the broker
+        returned it): route it again, avoiding that backend, so it is not lost in the gap."""
+        self.stats["rerouted"] += 1
+        self._route(request, reply_to if isinstance(reply_to, str) else None, avoid=failed)
+
+    def _route(self, request: Any, reply_to: str | None, avoid: str | None) -> None:
         backend = self.pool.pick()
-        if backend is None:
+        if backend is not None and backend.name == avoid and len(self.pool.backends) > 1:
+            backend = self.pool.pick()
+        if backend is None or backend.name == avoid:
             self.stats["unrouted"] += 1
-            self.cell_reply([Symbol("unrouted"), Keyword("request"), request,
-                             Keyword("reason"), "the pool is empty"])
+            reason = "the pool is empty"
+            unrouted = [Symbol("unrouted"), Keyword("request"), request, Keyword("reason"), reason]
+            if reply_to:
+                self.cell_send(reply_to, unrouted)
             return
         self.stats["routed"] += 1
         self.route_log.append((time.time(), str(request), backend.name))
-        message = self.cell_message
         serve = [Symbol("serve"), Keyword("request"), request, Keyword("proxy"), self.cell_name]
-        self.cell_send(cell_key(backend.name), serve,
-                       reply_to=message.reply_to if message is not None else None)
+        retry = [Symbol("reroute"), request, Keyword("failed"), backend.name,
+                 Keyword("reply-to"), reply_to]
+        me = self.actor_ref
+
+        def returned(envelope: Any, reason: str) -> None:  # a transport thread: only tell
+            me.tell(Message(retry))
+
+        self.cell_send(cell_key(backend.name), serve, reply_to=reply_to, on_return=returned)
 
     @transition("served")
     def served(self, request: Any = None, backend: str | None = None, **extra: Any) -> None:
