@@ -1,0 +1,142 @@
+"""Merkle trees over a partition's record digests, kept up to date as records arrive.
+
+The leaves are ``fanout ** depth`` buckets; a record falls in the bucket named by the top bits
+of its digest. A leaf's hash is the XOR of its records' digests, so adding a record is one
+XOR and marks one root-to-leaf path stale; an inner node hashes its children (blake2b) when
+it is next read. No full rebuild ever happens except after compaction (``MerkleTree.build``).
+A subtree with no records hashes to 16 zero bytes, so empty regions compare equal for free.
+
+XOR is a sound set hash here because a partition never holds the same digest twice.
+
+Two replicas compare roots, then only the children of nodes that differ, level by level:
+``diff`` takes a callback that fetches the remote hashes of a list of nodes, so the walk maps
+onto request/response messages (one round per level).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+
+__all__ = ["EMPTY", "MerkleTree", "RemoteFetch", "diff"]
+
+EMPTY = bytes(16)
+#: ``remote_fetch(level, indices)`` returns the remote node hashes for those indices.
+RemoteFetch = Callable[[int, Sequence[int]], Sequence[bytes]]
+
+
+class MerkleTree:
+    """A fixed-shape hash tree: level 0 is the root, level ``depth`` the leaf buckets."""
+
+    __slots__ = ("fanout", "depth", "_bits", "_leaves", "_nodes", "_stale", "_touched")
+
+    def __init__(self, *, fanout: int = 16, depth: int = 2) -> None:
+        if fanout < 2 or fanout & (fanout - 1):
+            raise ValueError(f"fanout must be a power of two >= 2, got {fanout}")
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.fanout = fanout
+        self.depth = depth
+        self._bits = (fanout.bit_length() - 1) * depth
+        self._leaves = [0] * (fanout ** depth)
+        # inner levels 0..depth-1; a stale node is recomputed from its children on read
+        self._nodes = [[EMPTY] * (fanout ** level) for level in range(depth)]
+        self._stale: list[set[int]] = [set() for _ in range(depth)]
+        self._touched: set[int] = set()  # leaves changed since the inner levels were marked
+
+    @classmethod
+    def build(cls, digests: Iterable[bytes], *, fanout: int = 16, depth: int = 2) -> MerkleTree:
+        """A tree over ``digests`` (compaction's one full rebuild)."""
+        tree = cls(fanout=fanout, depth=depth)
+        for digest in digests:
+            tree.add(digest)
+        return tree
+
+    @property
+    def buckets(self) -> int:
+        return len(self._leaves)
+
+    def bucket_of(self, digest: bytes) -> int:
+        """The leaf bucket ``digest`` falls in: the top bits of the digest."""
+        return int.from_bytes(digest[:8], "big") >> (64 - self._bits)
+
+    def add(self, digest: bytes) -> None:
+        """Account for one more record: one XOR, one path marked stale."""
+        self._toggle(digest)
+
+    def remove(self, digest: bytes) -> None:
+        """Forget a record (XOR is its own inverse)."""
+        self._toggle(digest)
+
+    def _toggle(self, digest: bytes) -> None:
+        bucket = int.from_bytes(digest[:8], "big") >> (64 - self._bits)
+        self._leaves[bucket] ^= int.from_bytes(digest, "big")
+        self._touched.add(bucket)
+
+    def _mark_stale(self) -> None:
+        """Mark the ancestors of the touched leaves (deferred from ``add``: one set.add each)."""
+        for bucket in self._touched:
+            index = bucket
+            for level in range(self.depth - 1, -1, -1):
+                index //= self.fanout
+                self._stale[level].add(index)
+        self._touched.clear()
+
+    def root(self) -> bytes:
+        return self.node(0, 0)
+
+    def node(self, level: int, index: int) -> bytes:
+        """The hash of one node; leaves (``level == depth``) are XORs of their digests."""
+        if not 0 <= level <= self.depth:
+            raise ValueError(f"level {level} is outside 0..{self.depth}")
+        if level == self.depth:
+            return self._leaves[index].to_bytes(16, "big")
+        if self._touched:
+            self._mark_stale()
+        if index in self._stale[level]:
+            self._refresh(level, index)
+        return self._nodes[level][index]
+
+    def nodes(self, level: int, indices: Iterable[int]) -> list[bytes]:
+        """The hashes of several nodes of one level (what a remote fetch answers)."""
+        return [self.node(level, i) for i in indices]
+
+    def children(self, level: int, index: int) -> range:
+        """Indices, at ``level + 1``, of the children of node ``index`` of ``level``."""
+        return range(index * self.fanout, (index + 1) * self.fanout)
+
+    def _refresh(self, level: int, index: int) -> None:
+        kids = [self.node(level + 1, i) for i in self.children(level, index)]
+        if any(k != EMPTY for k in kids):
+            value = hashlib.blake2b(b"".join(kids), digest_size=16, person=b"cf-merkle").digest()
+        else:
+            value = EMPTY
+        self._nodes[level][index] = value
+        self._stale[level].discard(index)
+
+    def copy(self) -> MerkleTree:
+        """An independent snapshot (the store hands these out so callers never race it)."""
+        twin = MerkleTree(fanout=self.fanout, depth=self.depth)
+        twin._leaves = list(self._leaves)
+        twin._nodes = [list(level) for level in self._nodes]
+        twin._stale = [set(s) for s in self._stale]
+        twin._touched = set(self._touched)
+        return twin
+
+
+def diff(local: MerkleTree, remote_fetch: RemoteFetch) -> set[int]:
+    """The leaf buckets whose content differs between ``local`` and the remote tree.
+
+    Descends only into nodes whose hashes differ, fetching one level's worth of remote
+    hashes per call (``depth + 1`` calls at most, none past the root when the trees agree).
+    """
+    frontier = [0]
+    for level in range(local.depth + 1):
+        remote = list(remote_fetch(level, frontier))
+        if len(remote) != len(frontier):
+            raise ValueError(f"remote answered {len(remote)} hashes for {len(frontier)} nodes")
+        differing = [i for i, h in zip(frontier, remote, strict=True) if local.node(level, i) != h]
+        if level == local.depth or not differing:
+            return set(differing) if level == local.depth else set()
+        frontier = [c for i in differing for c in local.children(level, i)]
+    return set()

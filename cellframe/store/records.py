@@ -1,0 +1,170 @@
+"""Records: what the store holds, how their identity is hashed, and how they are framed.
+
+A record is immutable: a *family* (a key string), a *time* (int microseconds since the Unix
+epoch), a *value* (bytes) and the *guid* its origin shard gave it. Its identity is the
+content digest ``blake2b-128(family, time, value)``: the same content inserted twice, or
+replicated twice, is one record. The guid is not part of the digest, so the same content
+keeps the guid it got first.
+
+Frame on disk (big-endian)::
+
+    magic u16 = 0xCF5E | body length u32 | crc32 u32 (over the length and the body)
+    body: batch u64 | partition u16 | sequence u64 | guid u64 | time i64
+          | digest 16 bytes | family length u16 | family (UTF-8) | value
+
+``batch`` numbers the group commit that wrote the record (0 in compacted files); recovery
+uses it to tell a torn tail from damage to acknowledged data. ``sequence`` is the record's
+place in its partition's local append order. ``pack`` / ``unpack`` give the portable form
+(family, time, value, guid) that replication sends between nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time as _time
+import zlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = [
+    "BODY_FIXED",
+    "FRAME_HEAD",
+    "FRAME_MAGIC",
+    "MAX_FAMILY_BYTES",
+    "MAX_VALUE_BYTES",
+    "Receipt",
+    "Record",
+    "check_fields",
+    "content_digest",
+    "decode_body",
+    "encode_frame",
+    "frame_crc",
+    "now_micros",
+    "pack",
+    "unpack",
+]
+
+MAX_FAMILY_BYTES = 0xFFFF
+MAX_VALUE_BYTES = 64 << 20
+FRAME_MAGIC = 0xCF5E
+FRAME_HEAD = struct.Struct(">HII")
+BODY_FIXED = struct.Struct(">QHQQq16sH")
+_PORTABLE = struct.Struct(">BQq16sH")
+_PORTABLE_VERSION = 1
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def now_micros() -> int:
+    """The current wall-clock time in the store's unit: int microseconds since the epoch."""
+    return _time.time_ns() // 1000
+
+
+class Receipt(NamedTuple):
+    """What an insert returns: the record's identity and where this store put it."""
+
+    guid: int
+    digest: bytes
+    partition: int
+    sequence: int
+    time: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One immutable version of a family, as stored (``sequence`` is local to this store)."""
+
+    family: str
+    time: int
+    value: bytes
+    guid: int
+    digest: bytes
+    partition: int = 0
+    sequence: int = 0
+
+    @property
+    def receipt(self) -> Receipt:
+        return Receipt(self.guid, self.digest, self.partition, self.sequence, self.time)
+
+
+def check_fields(family: str, time: int, value: bytes) -> bytes:
+    """Validate a record's content; return the family as UTF-8."""
+    if not isinstance(family, str):
+        raise TypeError(f"family must be a str, got {type(family).__name__}")
+    raw = family.encode("utf-8")
+    if not 0 < len(raw) <= MAX_FAMILY_BYTES:
+        raise ValueError(f"family must be 1..{MAX_FAMILY_BYTES} UTF-8 bytes, got {len(raw)}")
+    if not isinstance(time, int) or isinstance(time, bool):
+        raise TypeError(f"time must be int microseconds since the epoch, got {time!r}")
+    if not _INT64[0] <= time <= _INT64[1]:
+        raise ValueError(f"time {time} does not fit in 64 bits")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"value must be bytes, got {type(value).__name__}")
+    if len(value) > MAX_VALUE_BYTES:
+        raise ValueError(f"value of {len(value)} bytes exceeds {MAX_VALUE_BYTES}")
+    return raw
+
+
+def content_digest(family: str, time: int, value: bytes) -> bytes:
+    """The record's identity: 16 bytes of blake2b over its family, time and value."""
+    raw = check_fields(family, time, value)
+    h = hashlib.blake2b(digest_size=16, person=b"cf-record")
+    h.update(struct.pack(">Hq", len(raw), time))
+    h.update(raw)
+    h.update(value)
+    return h.digest()
+
+
+def encode_frame(batch: int, record: Record) -> bytes:
+    """The record framed for a segment file, checksum included."""
+    raw = record.family.encode("utf-8")
+    body = b"".join((
+        BODY_FIXED.pack(batch, record.partition, record.sequence, record.guid, record.time,
+                        record.digest, len(raw)),
+        raw,
+        record.value,
+    ))
+    length = len(body).to_bytes(4, "big")
+    crc = zlib.crc32(body, zlib.crc32(length))
+    return FRAME_HEAD.pack(FRAME_MAGIC, len(body), crc) + body
+
+
+def frame_crc(length: int, body: bytes | memoryview) -> int:
+    """The checksum a frame of ``body`` must carry."""
+    return zlib.crc32(body, zlib.crc32(length.to_bytes(4, "big")))
+
+
+def decode_body(body: bytes | memoryview) -> tuple[int, Record]:
+    """(batch, record) from a frame body whose checksum already matched."""
+    batch, partition, seq, guid, time, digest, flen = BODY_FIXED.unpack_from(body)
+    start = BODY_FIXED.size
+    family = bytes(body[start:start + flen]).decode("utf-8")
+    value = bytes(body[start + flen:])
+    return batch, Record(family, time, value, guid, digest, partition, seq)
+
+
+def pack(record: Record) -> bytes:
+    """The portable form of a record for another node: family, time, value, guid."""
+    raw = record.family.encode("utf-8")
+    head = _PORTABLE.pack(_PORTABLE_VERSION, record.guid, record.time, record.digest, len(raw))
+    return head + raw + record.value
+
+
+def unpack(data: bytes) -> Record:
+    """Read ``pack``'s output; the digest is recomputed and must match (else ValueError)."""
+    if len(data) < _PORTABLE.size:
+        raise ValueError(f"packed record of {len(data)} bytes is shorter than its header")
+    version, guid, time, digest, flen = _PORTABLE.unpack_from(data)
+    if version != _PORTABLE_VERSION:
+        raise ValueError(f"packed record has version {version}, expected {_PORTABLE_VERSION}")
+    start = _PORTABLE.size
+    if len(data) < start + flen:
+        raise ValueError("packed record is shorter than its family")
+    try:
+        family = data[start:start + flen].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"packed record family is not UTF-8: {exc}") from exc
+    value = bytes(data[start + flen:])
+    if content_digest(family, time, value) != digest:
+        raise ValueError("packed record digest does not match its content")
+    return Record(family, time, value, guid, digest)

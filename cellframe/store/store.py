@@ -1,0 +1,613 @@
+"""The append-only store: insert and select, durable by group commit, partitioned by the ring.
+
+Layout of a store directory::
+
+    META                       partition count and format (checked on open)
+    LOCK                       flock: one open Store per directory
+    guid.lease                 the shard's guid high-water mark (``lease``)
+    log-00000001.seg ...       the shared log: every insert appends here
+    part-00042-00000007.seg    partition 42's compacted records (at most one per partition)
+
+Every insert of every partition goes to one shared log, so a group commit is one write and
+one fsync whatever the partitions of its records: per-partition files would need one fsync
+per partition touched. Each partition still has its own view (indexes, sequence, Merkle
+tree) and its own compacted file. A log segment is deleted once compaction has superseded
+every record in it (``compact_all``).
+
+Opening scans the files, drops a torn tail, raises ``CorruptSegmentError`` on any other
+damage, and rebuilds the in-memory indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from ..guid import decode as decode_guid
+from . import compaction
+from .commit import CommitBatch, GroupCommitter
+from .compaction import CompactionResult, Retention, choose_kept
+from .files import DirectoryLock, fsync_directory
+from .index import FamilyIndex, PartitionState, location, split_location, tie_key
+from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
+from .merkle import MerkleTree
+from .records import Receipt, Record, content_digest, encode_frame, now_micros
+from .ring import DEFAULT_PARTITIONS, partition_of
+from .segment import KIND_COMPACTED, KIND_LOG, LAST_IN_BATCH, SegmentFile, scan
+
+__all__ = ["InsertCallback", "Store"]
+
+#: ``callback(receipt, error)``: called once the record is durable (error None) or failed.
+InsertCallback = Callable[[Receipt, BaseException | None], None]
+
+_LOG_NAME = re.compile(r"^log-(\d{8})\.seg$")
+_PART_NAME = re.compile(r"^part-(\d{5})-(\d{8})\.seg$")
+_FORMAT = 1
+
+
+class Store:
+    """A durable, append-only, deduplicating record store for one shard.
+
+    ``fsync=False`` skips fsync (tests, bulk loads: not durable). ``group_commit=False``
+    writes and fsyncs each insert on its own, in the caller's thread (the slow baseline).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, shard: int = 0,
+                 partitions: int = DEFAULT_PARTITIONS, fsync: bool = True,
+                 group_commit: bool = True, segment_bytes: int = 64 << 20,
+                 lease_block: int = DEFAULT_LEASE_BLOCK, max_batch_bytes: int = 8 << 20) -> None:
+        if not 1 <= partitions <= 1 << 16:
+            raise ValueError(f"partitions must be 1..65536, got {partitions}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.shard = shard
+        self.partitions = partitions
+        self.durable = fsync
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._append_lock = threading.RLock()
+        self._compact_lock = threading.Lock()
+        self._files: dict[int, SegmentFile] = {}
+        self._log_ids: list[int] = []
+        self._log_seqs: dict[int, dict[int, int]] = {}
+        self._parts: dict[int, PartitionState] = {}
+        self._families: dict[str, FamilyIndex] = {}
+        self._next_file = 1
+        self._next_batch = 1
+        self._broken: BaseException | None = None
+        self._closed = False
+        self.batches = 0
+        self.batched_records = 0
+        self._dir_lock = DirectoryLock(self.directory)
+        try:
+            self._check_meta()
+            self._guids = GuidAllocator(shard, self.directory / "guid.lease", block=lease_block)
+            self._recover()
+            self._active = self._new_log_segment()
+        except BaseException:
+            self._close_files()
+            self._dir_lock.release()
+            raise
+        self._committer = (GroupCommitter(self._flush, max_batch_bytes=max_batch_bytes)
+                           if group_commit else None)
+
+    # -- insert -----------------------------------------------------------------------------
+
+    def insert(self, family: str, value: bytes, *, time: int | None = None) -> Receipt:
+        """Store a new version of ``family``; returns once it is durable.
+
+        ``time`` is int microseconds since the epoch (default: now). Inserting content that
+        is already stored (same family, time and value) stores nothing and returns the
+        receipt of the stored record.
+        """
+        when = now_micros() if time is None else time
+        receipt, batch = self._submit(family, when, value, None, None, None)
+        if batch is not None:
+            batch.wait()
+        return receipt
+
+    def insert_nowait(self, family: str, value: bytes, callback: InsertCallback | None = None,
+                      *, time: int | None = None) -> Receipt:
+        """Start an insert and return its receipt at once; ``callback`` runs once it is durable.
+
+        The callback runs on the commit thread (keep it short) or, for content already
+        durable, immediately in the caller's thread.
+        """
+        when = now_micros() if time is None else time
+        return self._submit(family, when, value, None, None, callback)[0]
+
+    def apply(self, record: Record) -> Receipt:
+        """Insert a replicated record with its origin guid and time; idempotent by digest."""
+        receipt, batch = self._submit(record.family, record.time, record.value, record.guid,
+                                      record.digest, None)
+        if batch is not None:
+            batch.wait()
+        return receipt
+
+    def apply_many(self, records: Iterable[Record]) -> list[Receipt]:
+        """``apply`` several records, waiting once for all of them to be durable."""
+        out, batches = [], {}
+        for record in records:
+            receipt, batch = self._submit(record.family, record.time, record.value,
+                                          record.guid, record.digest, None)
+            out.append(receipt)
+            if batch is not None:
+                batches[id(batch)] = batch
+        for batch in batches.values():
+            batch.wait()
+        return out
+
+    def apply_nowait(self, record: Record,
+                     callback: InsertCallback | None = None) -> Receipt:
+        """``apply`` without waiting; ``callback`` as for ``insert_nowait``."""
+        return self._submit(record.family, record.time, record.value, record.guid,
+                            record.digest, callback)[0]
+
+    def _submit(self, family: str, time: int, value: bytes, guid: int | None,
+                claimed: bytes | None, callback: InsertCallback | None,
+                ) -> tuple[Receipt, CommitBatch | None]:
+        digest = content_digest(family, time, value)
+        if claimed is not None and claimed != digest:
+            raise StoreError(f"record of family {family!r} does not match its digest")
+        if guid is not None:
+            decode_guid(guid)
+        if self._committer is not None:
+            self._committer.throttle()
+            return self._enqueue(family, time, bytes(value), guid, digest, callback)
+        with self._append_lock:
+            receipt, batch = self._enqueue(family, time, bytes(value), guid, digest, callback)
+            if batch is not None and not batch.done:
+                self._flush_now(batch)
+            return receipt, batch
+
+    def _enqueue(self, family: str, time: int, value: bytes, guid: int | None,
+                 digest: bytes, callback: InsertCallback | None,
+                 ) -> tuple[Receipt, CommitBatch | None]:
+        """Dedup, then give the record its guid and sequence and queue it for commit."""
+        index = self._families.get(family)  # a dict read is atomic; saves a hash per insert
+        p = index.partition if index is not None else partition_of(family, self.partitions)
+        with self._lock:
+            self._check_usable()
+            part = self._parts.get(p) or self._part(p)
+            loc = part.digests.get(digest)
+            if loc is None:
+                pending = part.pending.get(digest)
+                if pending is not None:  # the same content is on its way to disk
+                    known, waiting = pending
+                    if callback is not None:
+                        waiting.add_callback(callback, known)
+                    return known, waiting
+                record = Record(family, time, value,
+                                self._guids.allocate() if guid is None else guid,
+                                digest, p, part.next_seq)
+                part.next_seq += 1
+                receipt = record.receipt
+                if self._committer is not None:
+                    batch = self._committer.submit(record, len(value) + 80, callback, receipt)
+                else:
+                    batch = _single(record)
+                    if callback is not None:
+                        batch.add_callback(callback, receipt)
+                part.pending[digest] = (receipt, batch)
+                return receipt, batch
+            receipt = self._read(loc).receipt
+        if callback is not None:
+            callback(receipt, None)
+        return receipt, None
+
+    def _flush_now(self, batch: CommitBatch) -> None:
+        try:
+            self._flush(batch)
+        except BaseException as exc:
+            batch.settle(exc)
+        else:
+            batch.settle(None)
+
+    def _flush(self, batch: CommitBatch) -> None:
+        """Write one batch to the log, fsync it, then make it visible (commit thread)."""
+        with self._append_lock:
+            try:
+                frames, data = self._frames(batch.items)
+                if self._active.size + len(data) > self.segment_bytes and \
+                        self._active.size > 4096:
+                    self._roll()
+                segment = self._active
+                offset = segment.append(data)
+                if self.durable:
+                    segment.sync()
+            except BaseException as exc:
+                self._broken = exc
+                raise
+            self._publish(segment, offset, batch.items, frames)
+
+    def _frames(self, items: list[Record]) -> tuple[list[bytes], bytes]:
+        number = self._next_batch
+        self._next_batch += 1
+        frames = [encode_frame(number, r) for r in items[:-1]]
+        frames.append(encode_frame(number | LAST_IN_BATCH, items[-1]))
+        return frames, b"".join(frames)
+
+    def _publish(self, segment: SegmentFile, offset: int, items: list[Record],
+                 frames: list[bytes]) -> None:
+        base = location(segment.file_id, 0)
+        with self._lock:
+            seqs = self._log_seqs.setdefault(segment.file_id, {})
+            for record, frame in zip(items, frames, strict=True):
+                self._index(record, base + offset)
+                self._parts[record.partition].pending.pop(record.digest, None)
+                seqs[record.partition] = record.sequence
+                offset += len(frame)
+            self.batches += 1
+            self.batched_records += len(items)
+
+    def _index(self, record: Record, loc: int) -> None:
+        self._part(record.partition).add(record.sequence, record.digest, loc, record.family)
+        index = self._families.get(record.family)
+        if index is None:
+            index = self._families[record.family] = FamilyIndex(record.partition)
+        index.add(record.time, record.digest, loc)
+
+    # -- select -----------------------------------------------------------------------------
+
+    def select(self, family: str, *, at: int | None = None) -> Record | None:
+        """The newest version of ``family``, or the newest with time <= ``at``; None if none."""
+        with self._lock:
+            index = self._families.get(family)
+            if index is None:
+                return None
+            loc = index.newest() if at is None else index.as_of(at)
+            return None if loc is None else self._read(loc)
+
+    def select_history(self, family: str, *, since: int | None = None,
+                       until: int | None = None) -> list[Record]:
+        """Every version of ``family`` (optionally since <= time <= until), oldest first."""
+        with self._lock:
+            index = self._families.get(family)
+            if index is None:
+                return []
+            return [self._read(loc) for loc in index.between(since, until)]
+
+    def partition_of(self, family: str) -> int:
+        return partition_of(family, self.partitions)
+
+    # -- replication support ----------------------------------------------------------------
+
+    def last_position(self, partition: int) -> int:
+        """The sequence of the partition's newest durable record (0 if none)."""
+        with self._lock:
+            part = self._parts.get(partition)
+            return 0 if part is None else part.last_seq
+
+    def records_since(self, partition: int, position: int, limit: int = 1000) -> list[Record]:
+        """Up to ``limit`` durable records of ``partition`` with sequence > ``position``,
+        in append order: the stream that handoff and replication read."""
+        with self._lock:
+            part = self._parts.get(partition)
+            if part is None:
+                return []
+            return [self._read(loc) for loc in part.since(position, limit)]
+
+    def merkle(self, partition: int) -> MerkleTree:
+        """A snapshot of the partition's Merkle tree."""
+        with self._lock:
+            return self._part(partition).tree.copy()
+
+    def merkle_nodes(self, partition: int, level: int, indices: Iterable[int]) -> list[bytes]:
+        """Node hashes of the partition's tree: what a peer's ``diff`` fetch asks for."""
+        with self._lock:
+            return self._part(partition).tree.nodes(level, indices)
+
+    def bucket(self, partition: int, bucket: int) -> set[bytes]:
+        """The digests of the partition's records that fall in Merkle leaf ``bucket``."""
+        with self._lock:
+            part = self._part(partition)
+            return {d for d in part.digests if part.tree.bucket_of(d) == bucket}
+
+    def fetch(self, partition: int, digests: Iterable[bytes]) -> list[Record]:
+        """The records of ``partition`` with these digests (unknown digests are skipped)."""
+        with self._lock:
+            part = self._part(partition)
+            locs = [part.digests[d] for d in digests if d in part.digests]
+            return [self._read(loc) for loc in locs]
+
+    # -- compaction -------------------------------------------------------------------------
+
+    def compact(self, partition: int, keep: Retention) -> CompactionResult:
+        """Rewrite the partition keeping what ``keep`` says; inserts go on meanwhile."""
+        with self._compact_lock:
+            with self._lock:
+                self._check_usable()
+                part = self._part(partition)
+                covers = part.last_seq
+                entries = part.upto(covers)
+                file_id = self._take_file_id()
+            # Read outside the lock: only compaction deletes files, and we hold its lock.
+            snapshot = [(seq, loc, self._read(loc)) for seq, loc in entries]
+            kept = _kept(snapshot, keep)
+            compaction.fault_point("snapshot")
+            segment, moved = self._write_compacted(partition, file_id, covers, kept)
+            self._install(part, segment, covers, snapshot, moved)
+            compaction.fault_point("installed")
+            deleted = self._delete_dead_files()
+            compaction.fault_point("cleaned")
+            return CompactionResult(partition, covers, len(kept), len(snapshot) - len(kept),
+                                    segment.size, deleted)
+
+    def compact_all(self, keep: Retention) -> list[CompactionResult]:
+        """Compact every partition, after starting a new log segment so the old ones can go."""
+        with self._append_lock:
+            if self._active.size > 4096:
+                self._roll()
+        with self._lock:
+            partitions = sorted(p for p, part in self._parts.items() if part.seqs)
+        return [self.compact(p, keep) for p in partitions]
+
+    def _write_compacted(self, partition: int, file_id: int, covers: int,
+                         kept: list[tuple[int, int, Record]],
+                         ) -> tuple[SegmentFile, dict[int, int]]:
+        """Steps written .. committed: the new file, durable and renamed into place."""
+        name = f"part-{partition:05d}-{file_id:08d}"
+        tmp = self.directory / f"{name}.tmp"
+        segment = SegmentFile.create(tmp, file_id=file_id, kind=KIND_COMPACTED,
+                                     partition=partition, covers=covers, sync=False)
+        frames = [encode_frame(0, record) for _, _, record in kept]
+        offset = segment.append(b"".join(frames))
+        moved = {}
+        for (_, loc, _), frame in zip(kept, frames, strict=True):
+            moved[loc] = location(file_id, offset)
+            offset += len(frame)
+        compaction.fault_point("written")
+        segment.sync()
+        compaction.fault_point("synced")
+        final = self.directory / f"{name}.seg"
+        os.rename(tmp, final)
+        segment.path = final
+        compaction.fault_point("renamed")
+        fsync_directory(self.directory)
+        compaction.fault_point("committed")
+        return segment, moved
+
+    def _install(self, part: PartitionState, segment: SegmentFile, covers: int,
+                 snapshot: list[tuple[int, int, Record]], moved: dict[int, int]) -> None:
+        """Switch the partition's indexes to the compacted file."""
+        dropped_locs = {loc for _, loc, _ in snapshot if loc not in moved}
+        with self._lock:
+            self._files[segment.file_id] = segment
+            old = part.compacted_file
+            part.compacted_file = segment.file_id
+            kept = [(seq, rec.digest, moved[loc]) for seq, loc, rec in snapshot if loc in moved]
+            dropped = [rec.digest for _, loc, rec in snapshot if loc not in moved]
+            part.replace_prefix(covers, kept, dropped)
+            for family in {rec.family for _, _, rec in snapshot}:
+                self._families[family].relocate(moved, dropped_locs)
+            if old is not None:
+                self._files[old].covers = -1  # marks it for deletion
+
+    def _delete_dead_files(self) -> int:
+        """Delete superseded compacted files and log segments whose records are all superseded."""
+        with self._lock:
+            dead = [f for f in self._files.values() if f.kind == KIND_COMPACTED and f.covers < 0]
+            for file_id in self._log_ids:
+                seqs = self._log_seqs.get(file_id, {})
+                if file_id != self._active.file_id and all(
+                        seq <= self._part(p).covers for p, seq in seqs.items()):
+                    dead.append(self._files[file_id])
+            for f in dead:
+                del self._files[f.file_id]
+                self._log_seqs.pop(f.file_id, None)
+            self._log_ids = [i for i in self._log_ids if i in self._files]
+        for f in dead:
+            f.close()
+            f.path.unlink()
+        if dead:
+            fsync_directory(self.directory)
+        return len(dead)
+
+    # -- files and recovery -----------------------------------------------------------------
+
+    def _read(self, loc: int) -> Record:
+        file_id, offset = split_location(loc)
+        return self._files[file_id].read(offset)[1]
+
+    def _part(self, partition: int) -> PartitionState:
+        part = self._parts.get(partition)
+        if part is None:
+            if not 0 <= partition < self.partitions:
+                raise ValueError(f"partition {partition} is outside 0..{self.partitions - 1}")
+            part = self._parts[partition] = PartitionState(partition)
+        return part
+
+    def _take_file_id(self) -> int:
+        file_id = self._next_file
+        self._next_file += 1
+        return file_id
+
+    def _new_log_segment(self) -> SegmentFile:
+        file_id = self._take_file_id()
+        segment = SegmentFile.create(self.directory / f"log-{file_id:08d}.seg",
+                                     file_id=file_id, kind=KIND_LOG, sync=self.durable)
+        self._files[file_id] = segment
+        self._log_ids.append(file_id)
+        return segment
+
+    def _roll(self) -> None:
+        """Seal the active log segment and start a new one (under the append lock)."""
+        with self._lock:
+            self._active = self._new_log_segment()
+
+    def _check_meta(self) -> None:
+        path = self.directory / "META"
+        want = {"format": _FORMAT, "partitions": self.partitions}
+        if path.exists():
+            try:
+                have = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"{path} is unreadable: {exc}") from exc
+            if have != want:
+                raise StoreError(f"{self.directory} was created with {have}, opened with {want}")
+            return
+        tmp = path.with_name("META.tmp")
+        tmp.write_text(json.dumps(want))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_directory(self.directory)
+
+    def _recover(self) -> None:
+        """Rebuild every index from the files; clean up what a crash left half done."""
+        logs, compacted = self._classify_files()
+        for partition, file_id in sorted(compacted.items()):
+            self._load_compacted(partition, file_id)
+        for i, file_id in enumerate(logs):
+            self._load_log(file_id, last=i == len(logs) - 1)
+        self._delete_dead_files_at_open()
+
+    def _classify_files(self) -> tuple[list[int], dict[int, int]]:
+        """Log ids in order, and the newest compacted file id of each partition."""
+        logs: list[int] = []
+        compacted: dict[int, int] = {}
+        stale: list[Path] = []
+        for name in sorted(os.listdir(self.directory)):
+            path = self.directory / name
+            if name.endswith(".tmp"):
+                stale.append(path)
+            elif m := _LOG_NAME.match(name):
+                logs.append(int(m.group(1)))
+            elif m := _PART_NAME.match(name):
+                partition, file_id = int(m.group(1)), int(m.group(2))
+                if file_id > compacted.get(partition, 0):
+                    if partition in compacted:
+                        stale.append(self._part_path(partition, compacted[partition]))
+                    compacted[partition] = file_id
+                else:
+                    stale.append(path)
+        for path in stale:
+            path.unlink()
+        if stale:
+            fsync_directory(self.directory)
+        self._next_file = max([0, *logs, *compacted.values()]) + 1
+        return sorted(logs), compacted
+
+    def _part_path(self, partition: int, file_id: int) -> Path:
+        return self.directory / f"part-{partition:05d}-{file_id:08d}.seg"
+
+    def _load_compacted(self, partition: int, file_id: int) -> None:
+        segment = SegmentFile.open(self._part_path(partition, file_id))
+        self._files[file_id] = segment
+        part = self._part(partition)
+        part.covers = segment.covers
+        part.compacted_file = file_id
+        part.next_seq = max(part.next_seq, segment.covers + 1)
+        for offset, _, record in scan(segment, tolerate_torn_tail=False):
+            self._check_record(segment, record)
+            self._index(record, location(file_id, offset))
+
+    def _load_log(self, file_id: int, *, last: bool) -> None:
+        path = self.directory / f"log-{file_id:08d}.seg"
+        if last and path.stat().st_size < 32:
+            path.unlink()  # created but its header never became durable: nothing in it
+            return
+        segment = SegmentFile.open(path)
+        self._files[file_id] = segment
+        self._log_ids.append(file_id)
+        seqs = self._log_seqs.setdefault(file_id, {})
+        for offset, batch, record in scan(segment, tolerate_torn_tail=last,
+                                          next_batch=self._next_batch):
+            self._check_record(segment, record)
+            self._next_batch = max(self._next_batch, (batch & ~LAST_IN_BATCH) + 1)
+            part = self._part(record.partition)
+            seqs[record.partition] = max(seqs.get(record.partition, 0), record.sequence)
+            part.next_seq = max(part.next_seq, record.sequence + 1)
+            if record.sequence > part.covers and record.digest not in part.digests:
+                self._index(record, location(file_id, offset))
+
+    def _check_record(self, segment: SegmentFile, record: Record) -> None:
+        if not 0 <= record.partition < self.partitions:
+            raise StoreError(f"{segment.path}: record names partition {record.partition}")
+
+    def _delete_dead_files_at_open(self) -> None:
+        self._active = self._files[self._log_ids[-1]] if self._log_ids else _NO_SEGMENT
+        self._delete_dead_files()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StoreError(f"the store at {self.directory} is closed")
+        if self._broken is not None:
+            raise StoreError(f"the store at {self.directory} failed to write and must be "
+                             f"reopened: {self._broken}")
+
+    def close(self) -> None:
+        """Commit what is queued, then close the files and release the directory."""
+        if self._closed:
+            return
+        if self._committer is not None:
+            self._committer.close()
+        with self._append_lock, self._lock:
+            self._closed = True
+            self._close_files()
+        self._dir_lock.release()
+
+    def _close_files(self) -> None:
+        for segment in self._files.values():
+            segment.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for monitoring and benchmarks."""
+        with self._lock:
+            return {
+                "records": sum(len(p.digests) for p in self._parts.values()),
+                "families": len(self._families),
+                "partitions_used": sum(1 for p in self._parts.values() if p.seqs),
+                "files": len(self._files),
+                "bytes": sum(f.size for f in self._files.values()),
+                "batches": self.batches,
+                "mean_batch": self.batched_records / self.batches if self.batches else 0.0,
+            }
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.directory)!r}, shard={self.shard})"
+
+
+class _NoSegment:
+    """Stands in for the active segment while recovery runs (never written to)."""
+
+    file_id = -1
+    size = 0
+
+
+_NO_SEGMENT: Any = _NoSegment()
+
+
+def _single(record: Record) -> CommitBatch:
+    batch = CommitBatch()
+    batch.items.append(record)
+    return batch
+
+
+def _kept(snapshot: list[tuple[int, int, Record]], keep: Retention,
+          ) -> list[tuple[int, int, Record]]:
+    """The snapshot entries ``keep`` retains, in sequence order."""
+    by_family: dict[str, list[tuple[int, int, int]]] = {}
+    for i, (_, _, record) in enumerate(snapshot):
+        by_family.setdefault(record.family, []).append(
+            (record.time, tie_key(record.digest), i))
+    chosen: list[int] = []
+    for versions in by_family.values():
+        versions.sort()
+        picks = choose_kept([(t, tie) for t, tie, _ in versions], keep)
+        chosen.extend(versions[j][2] for j in picks)
+    return [snapshot[i] for i in sorted(chosen)]

@@ -1,0 +1,152 @@
+"""Compaction: retention rules, unchanged selects, concurrent inserts, crash at every step."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from store_support import SimulatedCrash, crash_at, log_segments
+
+from cellframe.store import MerkleTree, Record, Retention, Store
+from cellframe.store.compaction import STEPS, choose_kept
+
+PARTS = 4
+FAMILIES = [f"fam{i}" for i in range(12)]
+
+
+def fill(store: Store, versions: int = 6) -> None:
+    for t in range(versions):
+        for f in FAMILIES:
+            store.insert(f, f"{f}@{t}".encode(), time=t * 10)
+
+
+def view(store: Store, times: range) -> dict[tuple[str, int | None], Record | None]:
+    """What select answers for every family, newest and at each of ``times``."""
+    out: dict[tuple[str, int | None], Record | None] = {}
+    for f in FAMILIES:
+        out[(f, None)] = store.select(f)
+        for t in times:
+            out[(f, t)] = store.select(f, at=t)
+    return out
+
+
+def test_a_retention_needs_a_rule() -> None:
+    with pytest.raises(ValueError):
+        Retention()
+    with pytest.raises(ValueError):
+        Retention(newest=-1)
+    with pytest.raises(TypeError):
+        Retention(since=1.5)  # type: ignore[arg-type]
+
+
+def test_choose_kept_applies_each_rule_and_their_union() -> None:
+    versions = [(10, 0), (20, 0), (30, 0), (40, 0)]
+    assert choose_kept(versions, Retention(newest=1)) == [3]
+    assert choose_kept(versions, Retention(newest=9)) == [0, 1, 2, 3]
+    assert choose_kept(versions, Retention(since=25)) == [1, 2, 3]  # 20 was current at 25
+    assert choose_kept(versions, Retention(since=30)) == [2, 3]
+    assert choose_kept(versions, Retention(since=5)) == [0, 1, 2, 3]
+    assert choose_kept(versions, Retention(since=99)) == [3]
+    assert choose_kept(versions, Retention(newest=2, since=15)) == [0, 1, 2, 3]
+
+
+def test_newest_rule_keeps_select_newest_and_drops_the_rest(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        fill(s)
+        before = view(s, range(0))
+        results = [s.compact(p, Retention(newest=1)) for p in range(PARTS)]
+        assert view(s, range(0)) == before
+        assert sum(r.kept for r in results) == len(FAMILIES)
+        assert sum(r.dropped for r in results) == len(FAMILIES) * 5
+        assert all(len(s.select_history(f)) == 1 for f in FAMILIES)
+
+
+def test_since_rule_keeps_every_select_at_or_after_since(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        fill(s)
+        kept_range = range(25, 70)
+        before = view(s, kept_range)
+        for p in range(PARTS):
+            s.compact(p, Retention(since=25))
+        assert view(s, kept_range) == before
+        assert [r.time for r in s.select_history("fam0")] == [20, 30, 40, 50]
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        assert view(s, kept_range) == before
+
+
+def test_compaction_rebuilds_the_merkle_tree_to_the_kept_records(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        fill(s)
+        s.compact(1, Retention(newest=2))
+        kept = {r.digest for r in s.records_since(1, 0, 10**6)}
+        assert s.merkle(1).root() == MerkleTree.build(kept).root()
+        assert set().union(*(s.bucket(1, b) for b in range(256))) == kept
+
+
+def test_inserts_continue_during_compaction_and_none_is_lost(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        fill(s, versions=20)
+        stop = threading.Event()
+        written: list[tuple[str, int]] = []
+
+        def writer() -> None:
+            t = 1001
+            while not stop.is_set() or len(written) < 50:
+                f = FAMILIES[t % len(FAMILIES)]
+                s.insert(f, b"late", time=t)
+                written.append((f, t))
+                t += 1
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            for _ in range(3):  # every late record is newer than `since`: all must stay
+                for p in range(PARTS):
+                    s.compact(p, Retention(since=1000))
+        finally:
+            stop.set()
+            thread.join()
+        for f, t in written:
+            found = s.select(f, at=t)
+            assert found is not None and found.time == t
+        newest = {f: max(t for g, t in written if g == f) for f in FAMILIES}
+        assert all(s.select(f).time == newest[f] for f in FAMILIES)
+        assert all(s.select_history(f)[0].time == 190 for f in FAMILIES)  # current at 1000
+
+
+def test_compact_all_frees_the_log_and_needs_only_the_kept_size(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        fill(s, versions=30)
+        before = s.stats()["bytes"]
+        results = s.compact_all(Retention(newest=1))
+        after = s.stats()["bytes"]
+        live = sum(r.bytes_written for r in results)
+        assert sum(r.segments_deleted for r in results) >= 1
+        assert after < before / 10
+        assert live <= after  # the compacted files are all that is left, besides the log head
+    assert len(log_segments(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crash_at_any_step_leaves_old_or_new_content_and_can_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    kept_range = range(40, 60)
+    with Store(tmp_path, partitions=PARTS) as s:
+        fill(s)
+        s.compact(2, Retention(since=20))  # so an older compacted file exists to replace
+        before = view(s, kept_range)
+        histories = {f: s.select_history(f) for f in FAMILIES}
+        with crash_at(step, monkeypatch), pytest.raises(SimulatedCrash):
+            s.compact(2, Retention(since=40))
+    assert not list(tmp_path.glob("*.tmp")) or step in ("written", "synced")
+    with Store(tmp_path, partitions=PARTS) as s:
+        assert not list(tmp_path.glob("*.tmp"))
+        assert view(s, kept_range) == before
+        for f in FAMILIES:
+            history = [r.digest for r in s.select_history(f)]
+            full = [r.digest for r in histories[f]]
+            assert history == full or history == full[-2:]  # old content or new, never a mix
+        s.compact(2, Retention(since=40))  # simply restartable
+        assert view(s, kept_range) == before
+        assert len(list(tmp_path.glob("part-00002-*.seg"))) == 1

@@ -1,0 +1,229 @@
+"""The append-only store: insert and select, dedup, durability, group commit, replication."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from store_support import read_lines_until, spawn_python, wait_for
+
+from cellframe.errors import StoreError
+from cellframe.guid import decode
+from cellframe.store import Receipt, Record, Store, pack, unpack
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "data.md"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "s", partitions=64, fsync=False) as s:
+        yield s
+
+
+def test_select_gives_newest_as_of_and_history(store: Store) -> None:
+    for t, v in [(10, b"a"), (30, b"c"), (20, b"b")]:  # out of time order on purpose
+        store.insert("k", v, time=t)
+    assert store.select("k").value == b"c"
+    assert store.select("k", at=25).value == b"b"
+    assert store.select("k", at=20).value == b"b"
+    assert store.select("k", at=9) is None
+    assert [r.value for r in store.select_history("k")] == [b"a", b"b", b"c"]
+    assert [r.time for r in store.select_history("k", since=15, until=30)] == [20, 30]
+    assert store.select("unknown") is None and store.select_history("unknown") == []
+
+
+def test_identical_content_is_stored_once_and_returns_the_same_receipt(store: Store) -> None:
+    first = store.insert("k", b"v", time=5)
+    again = store.insert("k", b"v", time=5)
+    assert again == first and isinstance(first, Receipt)
+    assert len(store.select_history("k")) == 1
+    other = store.insert("k", b"v", time=6)
+    assert other.guid != first.guid and other.sequence == first.sequence + 1
+
+
+def test_equal_times_order_the_same_way_on_every_replica(tmp_path: Path) -> None:
+    values = [b"x", b"y", b"z"]
+    histories, newest = [], []
+    for name, order in (("one", values), ("two", values[::-1])):
+        with Store(tmp_path / name, partitions=8, fsync=False) as s:
+            for v in order:
+                s.insert("k", v, time=7)
+            histories.append([r.value for r in s.select_history("k")])
+            newest.append(s.select("k").value)
+    assert histories[0] == histories[1] and sorted(histories[0]) == values
+    assert newest[0] == newest[1] == histories[0][-1]
+
+
+def test_records_survive_reopening(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=16) as s:
+        receipts = [s.insert(f"f{i % 3}", b"%d" % i, time=i) for i in range(30)]
+    with Store(tmp_path, partitions=16) as s:
+        assert s.select("f0").value == b"27"
+        assert {r.guid for f in ("f0", "f1", "f2") for r in s.select_history(f)} == {
+            r.guid for r in receipts}
+        later = s.insert("f0", b"later")
+        assert later.sequence > max(r.sequence for r in receipts if r.partition == later.partition)
+        assert later.guid > max(r.guid for r in receipts)
+
+
+def test_bad_input_is_refused_and_the_store_stays_usable(store: Store) -> None:
+    with pytest.raises(TypeError):
+        store.insert(42, b"v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.insert("k", "text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.insert("k", b"v", time=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        store.insert("", b"v")
+    with pytest.raises(ValueError):
+        store.insert("k", b"v", time=1 << 63)
+    assert store.insert("k", b"fine").sequence == 1
+
+
+def test_one_open_store_per_directory(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=8, fsync=False):
+        with pytest.raises(StoreError, match="already open"):
+            Store(tmp_path, partitions=8)
+    Store(tmp_path, partitions=8).close()
+
+
+def test_reopening_with_another_partition_count_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path, partitions=8, fsync=False).close()
+    with pytest.raises(StoreError, match="partitions"):
+        Store(tmp_path, partitions=16)
+
+
+def test_closed_store_refuses_inserts(tmp_path: Path) -> None:
+    s = Store(tmp_path, partitions=8, fsync=False)
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.insert("k", b"v")
+
+
+def test_concurrent_inserts_share_fsyncs_and_all_land(tmp_path: Path) -> None:
+    s = Store(tmp_path, partitions=64)  # real fsync
+    barrier = threading.Barrier(8)
+    receipts: list[list[Receipt]] = [[] for _ in range(8)]
+
+    def writer(w: int) -> None:
+        barrier.wait()
+        receipts[w] = [s.insert(f"w{w}", b"%d" % i, time=i) for i in range(40)]
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = s.stats()
+    s.close()
+    assert stats["records"] == 320
+    assert stats["batches"] < 320  # group commit: fewer fsyncs than records
+    with Store(tmp_path, partitions=64) as again:
+        for w in range(8):
+            assert [r.guid for r in again.select_history(f"w{w}")] == [r.guid for r in receipts[w]]
+
+
+def test_insert_nowait_calls_back_once_durable(tmp_path: Path) -> None:
+    done: list[tuple[Receipt, BaseException | None]] = []
+    with Store(tmp_path, partitions=8) as s:
+        receipt = s.insert_nowait("k", b"v", lambda r, e: done.append((r, e)), time=3)
+        wait_for(lambda: done)
+        assert done == [(receipt, None)]
+        assert s.select("k").guid == receipt.guid
+        again = s.insert_nowait("k", b"v", lambda r, e: done.append((r, e)), time=3)
+        assert again == receipt and done[-1] == (receipt, None)  # already durable: at once
+
+
+def test_a_killed_writer_loses_no_acknowledged_record(tmp_path: Path) -> None:
+    child = spawn_python("""
+        import sys
+        from cellframe.store import Store
+        store = Store(sys.argv[1], partitions=64)
+        i = 0
+        while True:
+            r = store.insert(f"family-{i % 13}", b"value %d" % i, time=i)
+            print(r.guid, i, flush=True)
+            i += 1
+    """, str(tmp_path))
+    try:
+        acked = read_lines_until(child, 300)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with Store(tmp_path, partitions=64) as s:
+        for line in acked:
+            guid, i = map(int, line.split())
+            found = s.select(f"family-{i % 13}", at=i)
+            assert found is not None and found.guid == guid and found.value == b"value %d" % i
+
+
+def test_records_since_streams_a_partition_in_append_order(store: Store) -> None:
+    families = [f for f in (f"f{i}" for i in range(200)) if store.partition_of(f) == 5][:6]
+    receipts = [store.insert(f, b"v%d" % i, time=i) for i, f in enumerate(families * 3)]
+    stream = store.records_since(5, 0, 100)
+    assert [r.guid for r in stream] == [r.guid for r in receipts]
+    assert [r.sequence for r in stream] == list(range(1, len(receipts) + 1))
+    assert store.records_since(5, 4, 3) == stream[4:7]
+    assert store.last_position(5) == len(receipts)
+    assert store.records_since(6, 0) == [] and store.last_position(6) == 0
+
+
+def test_apply_keeps_the_origin_guid_and_is_idempotent(tmp_path: Path) -> None:
+    with Store(tmp_path / "a", partitions=16, fsync=False, shard=1) as a, \
+            Store(tmp_path / "b", partitions=16, fsync=False, shard=2) as b:
+        original = a.insert("k", b"v", time=9)
+        record = a.select("k")
+        for _ in range(3):
+            applied = b.apply(unpack(pack(record)))
+        assert applied.guid == original.guid and decode(applied.guid).shard == 1
+        assert len(b.select_history("k")) == 1
+        assert b.apply_many([record, record]) == [applied, applied]
+
+
+def test_apply_refuses_a_record_whose_digest_does_not_match(store: Store) -> None:
+    forged = Record("k", 1, b"changed", 5, bytes(16))
+    with pytest.raises(StoreError, match="digest"):
+        store.apply(forged)
+
+
+def test_unpack_refuses_damaged_bytes() -> None:
+    from cellframe.store import content_digest
+    good = pack(Record("k", 1, b"v", 5, content_digest("k", 1, b"v")))
+    with pytest.raises(ValueError):
+        unpack(good[:-1] + b"w")
+    with pytest.raises(ValueError):
+        unpack(good[:5])
+
+
+def test_without_group_commit_each_insert_is_its_own_fsync(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=8, group_commit=False) as s:
+        for i in range(5):
+            s.insert("k", b"%d" % i, time=i)
+        assert s.stats()["batches"] == 5
+        assert [r.value for r in s.select_history("k")] == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_segments_roll_over_and_stay_readable(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=8, fsync=False, segment_bytes=8192) as s:
+        for i in range(300):
+            s.insert(f"f{i % 5}", b"x" * 100, time=i)
+        assert s.stats()["files"] > 3
+    with Store(tmp_path, partitions=8, fsync=False) as s:
+        assert len(s.select_history("f0")) == 60
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_the_data_design_doc_examples_run(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(DOC.read_text())
+    assert blocks, "docs/data.md has no python examples"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(DOC), "exec"), {"__name__": "docs_example"})
