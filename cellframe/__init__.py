@@ -34,20 +34,30 @@ from .errors import (
     UnknownVerbError,
     UnroutableError,
 )
-from .evaluator import Evaluator
+from .cells import KeepAliveCell, LogSumpCell, ProxyCell, WebCell, builtin_registry
+from .cluster import LocalCluster
+from .evaluator import Evaluator, read_eval
+from .guid import Guid
+from .healing import Reconciler
+from .hylang import hy_to_text, read_hy
+from .membership import HealingConfig, Membership
 from .node import Node
 from .outbox import Outbox, RecordingOutbox
 from .printer import write
 from .reader import read, read_all
-from .registry import RoleRegistry
+from .registry import RoleRegistry, default_registry
 from .resolvers import ConfigWatcher, DnsServerResolver, ZoneFileResolver
+from .signing import Signer, load_secret
 from .statemachine import on, transition
 from .symbols import Keyword, Symbol
+from .store import GuidAllocator, Record, Retention, Ring, Store, plan_transfer
+from .transports.amqp import AmqpTransport
 from .transports.base import Delivery, Transport
 from .transports.memory import MemoryBroker, MemoryTransport
 from .txtconfig import ClusterIntent, NodeConfig
 
 __all__ = [
+    "AmqpTransport",
     "ArityError",
     "BrokerUnavailableError",
     "BufferFullError",
@@ -67,11 +77,18 @@ __all__ = [
     "Envelope",
     "EvaluationError",
     "Evaluator",
+    "Guid",
+    "GuidAllocator",
     "GuidExhaustedError",
+    "HealingConfig",
     "InputTooLargeError",
+    "KeepAliveCell",
     "Keyword",
     "LanguageError",
     "LimitExceededError",
+    "LocalCluster",
+    "LogSumpCell",
+    "Membership",
     "MemoryBroker",
     "MemoryTransport",
     "Message",
@@ -79,22 +96,37 @@ __all__ = [
     "NodeConfig",
     "NotEnoughReplicasError",
     "Outbox",
+    "ProxyCell",
     "ReadError",
+    "Reconciler",
+    "Record",
     "RecordingOutbox",
     "Reply",
+    "Retention",
+    "Ring",
     "RoleRegistry",
     "SecurityError",
+    "Signer",
     "StateMachineError",
+    "Store",
     "StoreError",
     "Symbol",
     "Transport",
     "TransportError",
     "UnknownVerbError",
     "UnroutableError",
+    "WebCell",
     "ZoneFileResolver",
+    "builtin_registry",
+    "default_registry",
+    "hy_to_text",
+    "load_secret",
     "on",
+    "plan_transfer",
     "read",
     "read_all",
+    "read_eval",
+    "read_hy",
     "transition",
     "write",
 ]
