@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import pkgutil
 import signal
 import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .errors import ConfigError
 from .node import Node
 from .registry import RoleRegistry, default_registry
 
-__all__ = ["run_node"]
+__all__ = ["registry_with_plugins", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ def run_node(
     registry: RoleRegistry | None = None,
     metrics_port: int | None = None,
     stop: threading.Event | None = None,
+    queue_prefix: str = "",
 ) -> None:
     """Start node ``name`` and serve until ``stop`` is set (SIGTERM and SIGINT set it).
 
@@ -45,6 +49,7 @@ def run_node(
         role=role,
         diagnostic=diagnostic,
         system_cells=system_cells(),
+        queue_prefix=queue_prefix,
     )
     node.start()
     exporter = None
@@ -71,3 +76,33 @@ def system_cells() -> tuple[type, ...]:
     from .membership import Membership
 
     return (Membership,)
+
+
+def registry_with_plugins(specs: Iterable[str]) -> RoleRegistry:
+    """The default registry plus the roles of each ``module:attr`` plug-in (``--plugin``).
+
+    ``attr`` is a Cell class, registered under its ``role``, or a mapping from role names to
+    a Cell class or a list of them. A plug-in that cannot be loaded is a ConfigError.
+    """
+    registry = default_registry()
+    for spec in specs:
+        if ":" not in spec:
+            raise ConfigError(f"plug-in {spec!r} must be written MODULE:ATTR")
+        try:
+            found = pkgutil.resolve_name(spec)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"plug-in {spec!r} failed to load: {exc}") from exc
+        for role, classes in _plugin_roles(spec, found).items():
+            for cls in classes:
+                registry.register(role, cls)
+    return registry
+
+
+def _plugin_roles(spec: str, found: Any) -> dict[str, list[Any]]:
+    if isinstance(found, Mapping):
+        return {role: list(c) if isinstance(c, list | tuple) else [c] for role, c in found.items()}
+    role = getattr(found, "role", None)
+    if not isinstance(found, type) or not isinstance(role, str):
+        raise ConfigError(f"plug-in {spec!r} is neither a Cell class with a role nor a mapping "
+                          "of roles to Cell classes")
+    return {role: [found]}
