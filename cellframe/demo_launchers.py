@@ -96,9 +96,9 @@ class ProcessLauncher:
     def client(self) -> Client:
         from .transports.amqp import AmqpTransport
 
-        transport = AmqpTransport(self.amqp, exchange=self.exchange,
-                                  dead_letter_exchange=self.exchange + ".dlx",
-                                  dead_letter_queue=self.prefix + "dead-letters")
+        from .cli import amqp_topology
+
+        transport = AmqpTransport(self.amqp, name="demo-observer", **amqp_topology(self.exchange))
         self.transports.append(transport)
         return Client(transport, queue_prefix=self.prefix)
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -181,13 +182,30 @@ class NodeProcesses:
     def __init__(self, amqp_url: str, zone: Path, logdir: Path) -> None:
         self.amqp_url, self.zone, self.logdir = amqp_url, zone, logdir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # A topology of this test's own: durable role queues on the shared broker must not
+        # carry one run's backlog into another's.
+        token = uuid.uuid4().hex[:8]
+        self.exchange = f"cf-test.{token}.control"
+        self.prefix = f"cf-test.{token}."
+
+    def transport(self, name: str) -> Any:
+        """An AmqpTransport on this test's topology, for observers and traffic."""
+        from cellframe.cli import amqp_topology
+        from cellframe.transports.amqp import AmqpTransport
+
+        return AmqpTransport(self.amqp_url, name=name, **amqp_topology(self.exchange))
+
+    def client(self, name: str) -> Any:
+        from cellframe.client import Client
+
+        return Client(self.transport(name), name=name, queue_prefix=self.prefix)
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         out = (self.logdir / f"{name}.out").open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from cellframe.cli import main; main()", "node", name,
-             "--amqp", self.amqp_url, "--zone", str(self.zone)],
+            [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.amqp_url,
+             "--zone", str(self.zone), "--exchange", self.exchange, "--queue-prefix", self.prefix],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
         )
         self.procs[name] = proc
@@ -213,6 +231,21 @@ class NodeProcesses:
                 proc.kill()
                 proc.wait(5)
         self.procs.clear()
+        self._delete_topology()
+
+    def _delete_topology(self) -> None:
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        try:
+            channel = connection.channel()
+            for role in ("proxy", "web", "logsump", "shard", "keepalive"):
+                channel.queue_delete(f"{self.prefix}role.{role}")
+            channel.queue_delete(f"{self.exchange}.dead-letter")
+            channel.exchange_delete(self.exchange)
+            channel.exchange_delete(f"{self.exchange}.dead-letter")
+        finally:
+            connection.close()
 
 
 class GateTransport:

@@ -159,15 +159,13 @@ def test_across_real_processes_a_sigkilled_web_node_is_replaced(tmp_path) -> Non
     from healing_support import NodeProcesses, write_zone
     from services import require_amqp
 
-    from cellframe.client import Client
-    from cellframe.transports.amqp import AmqpTransport
 
     url = require_amqp()
     log_file = tmp_path / "logsump.log"
     zone = write_zone(tmp_path / "cluster.zone", log_file=log_file)
     procs = NodeProcesses(url, zone, tmp_path)
-    transport = AmqpTransport(url, name="healing-test")
-    observer = Client(transport, name=f"observer-{int(time.time() * 1000) % 10**9}")
+    observer = procs.client(f"observer-{int(time.time() * 1000) % 10**9}")
+    transport = observer.transport
     try:
         for name in ["logsump-01", "proxy-01", *WEBS, "spare-01"]:
             procs.start(name)
@@ -184,7 +182,7 @@ def test_across_real_processes_a_sigkilled_web_node_is_replaced(tmp_path) -> Non
 
         wait_for(lambda: pool() == WEBS, 60, interval=0.2)
         wait_for(lambda: len(events(log_file, "up", node="spare-01")) >= 5, 30, interval=0.1)
-        with Traffic(Client(AmqpTransport(url, name="healing-traffic"), name="traffic")):
+        with Traffic(procs.client("traffic")):
             time.sleep(0.5)  # traffic flows to all three before the kill
             killed = procs.kill("web-01")
             survivors = ["logsump-01", "proxy-01", "web-02", "web-03", "spare-01"]
