@@ -1,0 +1,30 @@
+"""The examples run as their docstrings say."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_python_and_hy_cells_exchange_s_expressions_over_the_embedded_transport() -> None:
+    result = subprocess.run([sys.executable, str(EXAMPLES / "ping_pong.py"), "--rally", "4"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "pinger got (pong 2) from ponger-01" in result.stdout
+    assert "rally of 4 finished" in result.stdout
+
+
+def test_the_hy_cell_declares_its_state_machine_like_a_python_cell() -> None:
+    import hy  # noqa: F401
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from ponger import Ponger
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    assert Ponger.cell_verbs() == {"ping"}
+    assert Ponger.cell_machine.initial == "waiting"
+    assert Ponger.role == "ponger"
