@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -53,7 +54,7 @@ class ProcessLauncher:
         resolver = resolver_from_options(zone_file=zone, dns=dns, domain=domain)
         self.names = names or _playable(resolver)
         resolver.close()
-        self.workdir = Path(workdir) if workdir else Path.cwd()
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cellframe-demo-"))
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.transports: list[Any] = []
 
@@ -113,13 +114,39 @@ class ProcessLauncher:
                 process.kill()
         for transport in self.transports:
             transport.close()
+        self._delete_topology()
+
+    def _delete_topology(self) -> None:
+        """Remove this run's exchange and durable queues: the broker is shared."""
+        import pika
+
+        from .cli import amqp_topology
+
+        names = amqp_topology(self.exchange)
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(self.amqp))
+        except pika.exceptions.AMQPError:
+            return
+        try:
+            channel = connection.channel()
+            for role in ("proxy", "web", "shard", "logsump", "keepalive"):
+                channel.queue_delete(f"{self.prefix}role.{role}")
+            channel.queue_delete(names["dead_letter_queue"])
+            channel.exchange_delete(names["exchange"])
+            channel.exchange_delete(names["dead_letter_exchange"])
+        finally:
+            connection.close()
 
 
 def _playable(resolver: Any) -> list[str]:
-    """The zone's nodes, minus those whose records carry warnings (the broken example)."""
+    """The zone's nodes whose role a node process can play (spares included), minus those
+    whose records carry warnings (the zone's deliberately broken example)."""
+    from .registry import default_registry
+
+    roles = default_registry()
     names = []
     for name in resolver.node_names():
         config = resolver.node_config(name)
-        if not (config.warnings and config.role is not None):
+        if config.role is None or (not config.warnings and config.role in roles):
             names.append(name)
     return names
