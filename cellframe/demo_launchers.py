@@ -70,7 +70,8 @@ class ProcessLauncher:
     def start(self) -> list[str]:
         for name in self.names:
             log = open(self.workdir / f"demo-{self.token}-{name}.log", "wb")  # noqa: SIM115
-            self.processes[name] = subprocess.Popen(self._command(name), stdout=log, stderr=log)
+            self.processes[name] = subprocess.Popen(self._command(name), stdout=log, stderr=log,
+                                                   cwd=self.workdir)
         self._wait_ready(30.0)
         return list(self.names)
 
