@@ -123,7 +123,7 @@ def main(verbose: int, json_logs: bool) -> None:
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @zone_option
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
@@ -138,10 +138,13 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
          secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
          metrics_port: int | None, plugins: tuple[str, ...], exchange: str | None,
          queue_prefix: str) -> None:
-    """Run the management daemon of node NAME until SIGTERM or Ctrl-C."""
+    """Run the management daemon of node NAME (default: this host's name) until SIGTERM."""
     import socket
 
     from .nodeproc import registry_with_plugins, run_node
+    from .txtconfig import node_name_from_hostname
+
+    name = name or node_name_from_hostname()
 
     try:
         registry = registry_with_plugins(plugins)

@@ -70,7 +70,9 @@ class Client:
                             sender=self.name)
         if self.signer is not None:
             envelope = self.signer.sign(envelope)
-        self.transport.publish(target, envelope, on_return=on_return or self._returned)
+        # Role queues are durable mailboxes: what waits there must survive a broker restart.
+        self.transport.publish(target, envelope, on_return=on_return or self._returned,
+                               persistent=target.startswith("role."))
         return envelope.message_id
 
     def wait_for_replies(self, count: int, timeout: float) -> list[Reply]:

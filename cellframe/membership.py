@@ -262,6 +262,8 @@ class Membership(Cell):
         self._publish(leave_key(self.node_name), [
             Symbol("member-leave"), Keyword("node"), self.node_name,
             Keyword("incarnation"), self.incarnation])
+        if self._intent is not None:
+            self._intent.stop(timeout=1.0)
 
     # -- heartbeats ---------------------------------------------------------------------------
 
@@ -302,6 +304,8 @@ class Membership(Cell):
         if member is None or incarnation > member.incarnation:
             member = self._new_life(node, role, incarnation, interval, now, member)
         elif incarnation < member.incarnation or member.status in (DOWN, LEFT):
+            if incarnation == member.incarnation and member.status == DOWN:
+                self._remind_down(member, now)
             return  # news from an older life, or from a life already declared over
         if isinstance(seq, int) and seq <= member.seq:
             return  # duplicate or reordered: arrival times only from fresh heartbeats
@@ -423,6 +427,18 @@ class Membership(Cell):
                    hold=hold)
         self._publish(down_key(member.name), news)
 
+    def _remind_down(self, member: Member, now: float) -> None:
+        """A member we declared down is heartbeating in the same life: our notice may have
+        been lost while its queue was gone (a dropped connection). Tell it again, at most once
+        a second, so it refutes with a new incarnation instead of staying down for ever."""
+        if now - member.probed_at < 1.0:
+            return
+        member.probed_at = now
+        self._publish(down_key(member.name), [
+            Symbol("member-down"), Keyword("node"), member.name,
+            Keyword("incarnation"), member.incarnation, Keyword("by"), self.node_name,
+            Keyword("evidence"), "reminder"])
+
     def _tell_local(self, expr: list[Any]) -> None:
         """Hand membership news to this node's cells that declare its verb, at once: a proxy
         here then drops a dead backend without waiting for the broker's copy (which follows,
@@ -535,8 +551,9 @@ class Membership(Cell):
         if resolver is None:
             return None
         if self._intent is None:
-            self._intent = IntentWatcher(resolver, lambda old, new: None, min_interval=1.0)
-        self._intent.poll()
+            # Its own thread: a DNS server that does not answer must never delay heartbeats
+            # (reading on the tick once made a node flap every few seconds while DNS was down).
+            self._intent = IntentWatcher(resolver, lambda old, new: None, min_interval=1.0).start()
         return self._intent.current
 
     def _sync_role(self) -> None:

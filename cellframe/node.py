@@ -50,6 +50,10 @@ __all__ = ["Node", "NodeCounters", "NodeDaemon"]
 
 log = logging.getLogger(__name__)
 
+#: Messages to a role wait in a durable queue for whoever plays it: they are sent persistent,
+#: so a broker restart keeps that backlog.
+_ROLE_PREFIX = "role."
+
 #: Default cap on an incoming message body, checked before anything reads it.
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -414,7 +418,8 @@ class Node:
         if self.signer is not None:
             envelope = self.signer.sign(envelope)
         self.counters.sent += 1
-        self.transport.publish(target, envelope, on_return=on_return or self._on_return)
+        self.transport.publish(target, envelope, on_return=on_return or self._on_return,
+                               persistent=target.startswith(_ROLE_PREFIX))
 
     def dead_letter(self, message: Message, reason: str) -> None:
         envelope = Envelope(write(message.expr).encode(), message_id=message.id,

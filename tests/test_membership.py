@@ -165,3 +165,21 @@ def test_a_configured_membership_class_keeps_its_name_for_routing() -> None:
     configured = Membership.configured(FAST)
     assert configured.__name__ == "Membership"
     assert configured.healing == FAST
+
+
+def test_a_node_whose_down_notices_were_lost_is_reminded_and_comes_back(tmp_path) -> None:
+    gated = {"healing": NO_HEALING, "wrap_transport": GateTransport}
+    with local_cluster(tmp_path, SMALL, **gated) as cluster:
+        peers = [cluster.node(n).transport for n in ("web-01", "web-02", "logsump-01")]
+        for peer in peers:
+            peer.close_gate("membership.down.*")  # the notices to web-03 will be lost
+        gate = cluster.node("web-03").transport
+        gate.close_gate("heartbeat.*")
+        wait_for(lambda: cluster.all_see("web-03", "down"), 5)
+        for peer in peers:
+            with peer._lock:
+                peer.held.clear()  # lost, as if web-03's queue had been gone
+            peer.open_gate()
+        gate.open_gate()  # web-03 heartbeats again, in the life the others declared over
+        wait_for(lambda: cluster.all_see("web-03", "alive"), 10)
+        assert wait_for(lambda: events(cluster.log_path, "refuted", node="web-03"), 5)
