@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wire)
-from node_support import cell_total, replies_matching, wire  # noqa: F401
+from node_support import cell_total, replies_matching, wire  # noqa: F401  (wire: fixture)
 
 from cellframe import Envelope, Keyword, Symbol
 from cellframe.plist import from_plist

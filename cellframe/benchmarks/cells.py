@@ -62,14 +62,14 @@ def bench_cell_dispatch(n: int = 100_000, rounds: int = 3) -> dict[str, float]:
     for _ in range(rounds):
         actor = _CountingActor.start()
         try:
-            raw = _rate(actor, [("inc",)] * n, lambda: actor.proxy().count.get(timeout=60))
+            raw = _rate(actor, [("inc",)] * n, lambda ref=actor: ref.proxy().count.get(timeout=60))
         finally:
             actor.stop()
         cell = _CountingCell.start("bench")
         inc = [Symbol("inc")]
         messages = [Message(inc, id=str(i)) for i in range(n)]
         try:
-            rate = _rate(cell, messages, lambda: cell.proxy().count.get(timeout=60))
+            rate = _rate(cell, messages, lambda ref=cell: ref.proxy().count.get(timeout=60))
         finally:
             cell.stop()
         raw_best, cell_best = max(raw_best, raw), max(cell_best, rate)
