@@ -8,7 +8,9 @@ with s-expressions. This module re-exports the public, stable API.
 from __future__ import annotations
 
 from .cell import Cell, CellCounters
+from .cells import KeepAliveCell, LogSumpCell, ProxyCell, WebCell, builtin_registry
 from .client import Client, Reply
+from .cluster import LocalCluster
 from .envelope import Envelope, Message
 from .errors import (
     ArityError,
@@ -34,8 +36,6 @@ from .errors import (
     UnknownVerbError,
     UnroutableError,
 )
-from .cells import KeepAliveCell, LogSumpCell, ProxyCell, WebCell, builtin_registry
-from .cluster import LocalCluster
 from .evaluator import Evaluator, read_eval
 from .guid import Guid
 from .healing import Reconciler
@@ -49,8 +49,8 @@ from .registry import RoleRegistry, default_registry
 from .resolvers import ConfigWatcher, DnsServerResolver, ZoneFileResolver
 from .signing import Signer, load_secret
 from .statemachine import on, transition
-from .symbols import Keyword, Symbol
 from .store import GuidAllocator, Record, Retention, Ring, Store, plan_transfer
+from .symbols import Keyword, Symbol
 from .transports.amqp import AmqpTransport
 from .transports.base import Delivery, Transport
 from .transports.memory import MemoryBroker, MemoryTransport

@@ -96,9 +96,8 @@ class ProcessLauncher:
         return killed_at
 
     def client(self) -> Client:
-        from .transports.amqp import AmqpTransport
-
         from .cli import amqp_topology
+        from .transports.amqp import AmqpTransport
 
         transport = AmqpTransport(self.amqp, name="demo-observer", **amqp_topology(self.exchange))
         self.transports.append(transport)

@@ -7,10 +7,9 @@ its own, in a test or a script, can be given a ``RecordingOutbox`` instead.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from collections.abc import Callable
 
 from .envelope import Envelope, Message
 

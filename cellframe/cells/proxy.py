@@ -22,9 +22,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..envelope import Message
 from ..cell import Cell
 from ..detector import FlapDamper
+from ..envelope import Message
 from ..routing import cell_key, each_key
 from ..statemachine import transition
 from ..symbols import Keyword, Symbol
