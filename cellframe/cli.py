@@ -133,11 +133,13 @@ def main(verbose: int, json_logs: bool) -> None:
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE:ATTR",
               help="Register more roles: ATTR is a Cell class (under its `role`) or a mapping "
                    "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="CELLFRAME_DATA_DIR",
+              help="Where cells keep data (a shard's store: DIR/NAME/shard-ID; DNS data-dir wins).")
 @topology_option
 def node(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
          secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
-         metrics_port: int | None, plugins: tuple[str, ...], exchange: str | None,
-         queue_prefix: str) -> None:
+         metrics_port: int | None, plugins: tuple[str, ...], data_dir: str | None,
+         exchange: str | None, queue_prefix: str) -> None:
     """Run the management daemon of node NAME (default: this host's name) until SIGTERM."""
     import socket
 
@@ -145,6 +147,8 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
     from .txtconfig import node_name_from_hostname
 
     name = name or node_name_from_hostname()
+    if data_dir:
+        os.environ["CELLFRAME_DATA_DIR"] = str(Path(data_dir).resolve())  # read by shard cells
 
     try:
         registry = registry_with_plugins(plugins)
@@ -280,13 +284,12 @@ def demo(zone_file: str | None, dns_server: str | None, domain: str | None, amqp
          as_json: bool, timeout: float) -> None:
     """Start a local cluster, kill nodes, and watch it heal (exit 0 only if it did)."""
     import json
+    import logging
 
     from rich.console import Console
 
     from .demo import Scenario
     from .demo_launchers import EmbeddedLauncher, ProcessLauncher
-
-    import logging
 
     if logging.getLogger().level >= logging.WARNING:
         # The demo narrates the healing itself; the nodes' own warnings (unroutable requests

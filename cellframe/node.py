@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
+from pykka.messages import ProxyGetAttr
 
 from .cell import Cell, Inbound
 from .envelope import Envelope, Message
@@ -165,6 +166,9 @@ class Node:
         self._consumers: list[str] = []
         self._role_consumer: str | None = None
         self._stopped = threading.Event()
+        # Held while a delivery is handed to cells, and to set _stopped: once stop() has set
+        # it, no cell receives another delivery (see stop()).
+        self._intake = threading.Lock()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -253,15 +257,26 @@ class Node:
         self.transport.unbind(self.queue, pattern)
 
     def stop(self) -> None:
-        """Stop consuming (unsettled messages return to their queues), then stop every cell
-        after it has applied what is already in its mailbox."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
+        """Finish or give back every message in flight, then stop every cell.
+
+        Deliveries that arrive from now on stay unsettled; the cells apply what their
+        mailboxes already hold, and those acks reach the broker; then the consumers close, so
+        the broker requeues the rest for another node. Each message is applied here or there,
+        not both: closing the consumers first requeued messages still waiting in a mailbox,
+        which were then applied here and by the next node as well (found by
+        tests/test_node_processes.py under SIGTERM).
+        """
+        with self._intake:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
         self._ticker.stop()
         if self._watcher is not None:
             self._watcher.stop()
         self.emit("stopping", role=self.role)
+        with self._lock:
+            holding = self._all_hosted()
+        self._drain_mailboxes(holding)
         for tag in [*self._consumers, *([self._role_consumer] if self._role_consumer else [])]:
             try:
                 self.transport.cancel(tag)
@@ -273,6 +288,23 @@ class Node:
             self._system.clear()
         for h in hosted:
             h.ref.stop(block=True, timeout=10)
+
+    @staticmethod
+    def _drain_mailboxes(hosted: list[_Hosted], timeout: float = 10.0) -> None:
+        """Return once every cell has handled what was in its mailbox (a read of its state
+        queues behind it)."""
+        futures = []
+        for h in hosted:
+            try:
+                futures.append(h.ref.ask(ProxyGetAttr(attr_path=("cell_state",)), block=False))
+            except pykka.ActorDeadError:
+                continue
+        deadline = time.monotonic() + timeout
+        for future in futures:
+            try:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # a dead or stuck cell: its deliveries go back to the broker
+                log.debug("a cell did not drain its mailbox while stopping", exc_info=True)
 
     def _all_hosted(self) -> list[_Hosted]:
         daemon = [self._daemon] if self._daemon else []
@@ -367,13 +399,16 @@ class Node:
         if not targets:
             self._refuse(delivery, "no cell here to receive it", message.reply_to)
             return
-        self.counters.delivered += 1
-        settle = _countdown(len(targets), delivery.ack)
-        for hosted in targets:
-            try:
-                hosted.ref.tell(Inbound(message, settle))
-            except pykka.ActorDeadError:
-                settle()
+        with self._intake:
+            if self._stopped.is_set():
+                return  # left unsettled: the broker gives it to another node
+            self.counters.delivered += 1
+            settle = _countdown(len(targets), delivery.ack)
+            for hosted in targets:
+                try:
+                    hosted.ref.tell(Inbound(message, settle))
+                except pykka.ActorDeadError:
+                    settle()
 
     def _decode(self, delivery: Delivery) -> Message | None:
         """Check size and signature, then read the body; refuse anything else."""

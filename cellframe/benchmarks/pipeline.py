@@ -1,0 +1,332 @@
+"""The control pipeline end to end, against raw pika doing the same traffic in the same run.
+
+- ``bench_control_pipeline(n, size)``: a node hosting a counting cell (a ``cellframe node``
+  process by default, or an in-process Node) and a client that sends ``n`` signed
+  ``(add 1 "...")`` messages, each body padded to ``size`` bytes, to the cell's role queue.
+  Every message is published with a confirm, verified (HMAC), read, evaluated and applied by
+  the cell, and acked after it was applied; the clock stops when the cell calls back that it
+  has applied all ``n``. The baseline is ``bench_raw_pika(n, size)``: a SelectConnection
+  publisher with 1,000 confirms in flight and a consumer with prefetch 1,000 acking
+  ``multiple`` every 100, same body size.
+- ``bench_round_trip(n)``: a client sends ``(ping)`` to a node and waits for the ``(pong ...)``
+  call-back, one at a time; its p50/p99 against ``bench_raw_rpc(n)``, raw pika request/reply.
+
+Each returns a dict of figures; ``python -m cellframe.benchmarks.pipeline`` prints both as
+JSON with the machine's load average (the rates fall when other work takes the cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import timeit
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..cell import Cell
+from ..client import Client, Reply
+from ..errors import BufferFullError, CellframeError
+from ..node import Node
+from ..printer import write
+from ..reader import read
+from ..registry import RoleRegistry
+from ..routing import cell_key, node_key, role_key
+from ..signing import Signer
+from ..statemachine import transition
+from ..symbols import Keyword, Symbol
+from ..transports.amqp import DEFAULT_URL, AmqpTransport
+from .amqp import _latency, bench_raw_pika, bench_raw_rpc
+
+__all__ = ["PipelineCounter", "bench_control_pipeline", "bench_round_trip", "main"]
+
+ROLE = "pipeline-counter"
+_WARM_UP = 500
+_ZONE = """$ORIGIN bench.test.
+$TTL 60
+@ IN SOA ns.bench.test. hostmaster.bench.test. ( 1 60 30 600 60 )
+  IN NS ns
+ns IN A 127.0.0.1
+"""
+
+
+class PipelineCounter(Cell):
+    """Counts ``(add N ...)``; ``(watch N)`` asks for a ``(reached N)`` call-back at N."""
+
+    states = ("counting",)
+    initial = "counting"
+    role = ROLE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.count = 0
+        self.watch_for: tuple[int, str] | None = None
+
+    @transition("add")
+    def add(self, n: int, pad: str = "") -> None:
+        self.count += n
+        if self.watch_for is not None and self.count >= self.watch_for[0]:
+            self._reached()
+
+    @transition("watch")
+    def watch(self, target: int) -> None:
+        message = self.cell_message
+        if message is None or not message.reply_to:
+            return
+        self.watch_for = (target, message.reply_to)
+        if self.count >= target:
+            self._reached()
+
+    def _reached(self) -> None:
+        assert self.watch_for is not None
+        target, reply_to = self.watch_for
+        self.watch_for = None
+        self.cell_send(reply_to, [Symbol("reached"), target, Keyword("count"), self.count])
+
+
+def bench_control_pipeline(n: int = 20_000, size: int = 100, *, url: str = DEFAULT_URL,
+                           in_process: bool = False, via: str = "role") -> dict[str, Any]:
+    """Signed control messages end to end through a node, and raw pika in the same run.
+
+    ``via="role"`` sends to the cell's role queue: a durable mailbox, so the messages are
+    persistent (the broker writes them to disk). ``via="cell"`` sends to ``cell.<name>``,
+    the node's own queue, with transient messages, the same delivery mode as the raw baseline.
+
+    Raw pika runs just before and just after, and the ratio is taken to their mean: on a
+    shared machine the load moves within seconds. ``read_us_per_msg`` is what reading one
+    such body costs here, the largest single part of the node's ``node_cpu_us_per_msg``.
+    """
+    raw_before = bench_raw_pika(n, size, url=url)
+    with _counting_node(url, in_process=in_process) as bench:
+        client = bench.client(on_reply=bench.on_reply)
+        body = _padded_add(size)
+        bench.deliver(client, _WARM_UP, body, via=via)  # parsers built, connections warm
+        cpu = bench.node_cpu()
+        start = time.perf_counter()
+        reached_at = bench.deliver(client, n, body, via=via)
+        elapsed = reached_at - start
+        node_cpu = bench.node_cpu() - cpu if cpu is not None else None
+        per_s = n / elapsed
+    raw_after = bench_raw_pika(n, size, url=url)
+    raw = round((raw_before["end_to_end_per_s"] + raw_after["end_to_end_per_s"]) / 2)
+    return {
+        "bench": "control_pipeline", "n": n, "size": size,
+        "node": "in-process" if in_process else "process", "via": via,
+        "pipeline_per_s": round(per_s), "seconds": round(elapsed, 3),
+        "node_cpu_us_per_msg": round(node_cpu / n * 1e6, 1) if node_cpu is not None else None,
+        "read_us_per_msg": _read_cost(body),
+        "raw_end_to_end_per_s": raw,
+        "raw_runs_per_s": [raw_before["end_to_end_per_s"], raw_after["end_to_end_per_s"]],
+        "ratio": round(per_s / raw, 3),
+        "load_average": _load(),
+    }
+
+
+def bench_round_trip(n: int = 2_000, *, url: str = DEFAULT_URL,
+                     in_process: bool = False) -> dict[str, Any]:
+    """``(ping)`` -> ``(pong ...)`` round trips, one at a time, against raw pika's p99 (the
+    mean of a run just before and one just after)."""
+    raw_before = bench_raw_rpc(n, url=url)
+    with _counting_node(url, in_process=in_process) as bench:
+        arrived: queue.SimpleQueue[Reply] = queue.SimpleQueue()
+        client = bench.client(on_reply=arrived.put)
+        target, ping = node_key(bench.name), [Symbol("ping")]
+        latencies = []
+        for i in range(_WARM_UP + n):
+            started = time.perf_counter()
+            client.send(target, ping)
+            arrived.get(timeout=10)
+            if i >= _WARM_UP:
+                latencies.append(time.perf_counter() - started)
+    raw_after = bench_raw_rpc(n, url=url)
+    raw = {key: round((raw_before[key] + raw_after[key]) / 2, 3) for key in ("p50_ms", "p99_ms")}
+    figures = _latency("round_trip", latencies)
+    figures.update({
+        "node": "in-process" if in_process else "process",
+        "raw_p50_ms": raw["p50_ms"], "raw_p99_ms": raw["p99_ms"],
+        "raw_runs_p99_ms": [raw_before["p99_ms"], raw_after["p99_ms"]],
+        "ratio_p99": round(figures["p99_ms"] / raw["p99_ms"], 3),
+        "load_average": _load(),
+    })
+    return figures
+
+
+def main() -> None:
+    """Run the benchmarks once (a node process; the pipeline via the role and the cell) and
+    print the figures as JSON."""
+    print(json.dumps([bench_control_pipeline(), bench_control_pipeline(via="cell"),
+                      bench_round_trip()], indent=2))
+
+
+# -- the node under test ---------------------------------------------------------------------
+
+
+@dataclass
+class _Bench:
+    """A counting node on a topology of its own, and the benchmark's side of the wire."""
+
+    url: str
+    token: str
+    signer: Signer
+    name: str
+    pid: int | None = None
+
+    @property
+    def exchange(self) -> str:
+        return f"cf-bench-{self.token}.control"
+
+    @property
+    def prefix(self) -> str:
+        return f"cf-bench-{self.token}."
+
+    def transport(self) -> AmqpTransport:
+        from ..cli import amqp_topology
+
+        transport = AmqpTransport(self.url, name=f"cf-bench-{self.token}-{uuid.uuid4().hex[:6]}",
+                                  **amqp_topology(self.exchange))
+        self._opened.append(transport)
+        return transport
+
+    def client(self, **options: Any) -> Client:
+        return Client(self.transport(), signer=self.signer, queue_prefix=self.prefix, **options)
+
+    def on_reply(self, reply: Reply) -> None:
+        if isinstance(reply.expr, list) and reply.expr[:1] == [Symbol("reached")]:
+            self.reached.put(time.perf_counter())
+
+    def deliver(self, client: Client, n: int, body: list[Any], *, via: str = "role") -> float:
+        """Send ``n`` adds to the role and return the time the cell called back at n more
+        (``client`` must pass its call-backs to ``on_reply``)."""
+        self.sent += n
+        client.send(cell_key(self.name), [Symbol("watch"), self.sent])
+        key, send = (role_key(ROLE) if via == "role" else cell_key(self.name)), client.send
+        for _ in range(n):
+            while True:
+                try:
+                    send(key, body, expect_reply=False)
+                    break
+                except BufferFullError:
+                    client.transport.flush(0.001)  # type: ignore[attr-defined]  # back off
+        return self.reached.get(timeout=300)
+
+    def node_cpu(self) -> float | None:
+        """CPU seconds the node process has used (None in process or off Linux)."""
+        if self.pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __post_init__(self) -> None:
+        self._opened: list[AmqpTransport] = []
+        self.sent = 0
+        self.reached: queue.SimpleQueue[float] = queue.SimpleQueue()
+
+    def close(self) -> None:
+        from ..cli import amqp_topology
+        from .amqp import _delete
+
+        for transport in self._opened:
+            transport.close()
+        names = amqp_topology(self.exchange)
+        _delete(self.url, names["dead_letter_queue"], self.prefix + role_key(ROLE),
+                exchanges=(names["exchange"], names["dead_letter_exchange"]))
+
+
+@contextmanager
+def _counting_node(url: str, *, in_process: bool) -> Iterator[_Bench]:
+    secret = secrets.token_hex(16).encode()
+    bench = _Bench(url, uuid.uuid4().hex[:8], Signer(secret), f"bench-{uuid.uuid4().hex[:6]}")
+    try:
+        if in_process:
+            with _node_in_process(bench):
+                yield bench
+        else:
+            with _node_process(bench, secret):
+                yield bench
+    finally:
+        bench.close()
+
+
+@contextmanager
+def _node_in_process(bench: _Bench) -> Iterator[None]:
+    node = Node(bench.name, transport=bench.transport(), signer=bench.signer, role=ROLE,
+                registry=RoleRegistry({ROLE: [PipelineCounter]}), queue_prefix=bench.prefix,
+                watch_config=False)
+    node.start()
+    try:
+        yield
+    finally:
+        node.stop()
+
+
+@contextmanager
+def _node_process(bench: _Bench, secret: bytes) -> Iterator[None]:
+    with tempfile.TemporaryDirectory(prefix="cf-bench-") as workdir:
+        secret_file, zone = Path(workdir, "secret"), Path(workdir, "bench.zone")
+        secret_file.write_bytes(secret)
+        zone.write_text(_ZONE)
+        command = [sys.executable, "-m", "cellframe", "node", bench.name, "--amqp", bench.url,
+                   "--zone", str(zone), "--secret-file", str(secret_file), "--role", ROLE,
+                   "--plugin", "cellframe.benchmarks.pipeline:PipelineCounter",
+                   "--exchange", bench.exchange, "--queue-prefix", bench.prefix]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        bench.pid = proc.pid
+        try:
+            _wait_ready(proc, bench.name)
+            yield
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], name: str) -> None:
+    """Read the node's output until its ready line; then drain it in the background."""
+    assert proc.stdout is not None
+    seen: list[bytes] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"node {name} ready".encode()):
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return
+    raise CellframeError(f"benchmark node {name} exited before it was ready: "
+                         + b"".join(seen).decode(errors="replace")[-2000:])
+
+
+def _padded_add(size: int) -> list[Any]:
+    """``(add 1 "xxx...")`` written in exactly ``size`` bytes (at least the 10 of the frame)."""
+    frame = len('(add 1 "")')
+    return [Symbol("add"), 1, "x" * max(0, size - frame)]
+
+
+def _read_cost(expr: list[Any], rounds: int = 3, n: int = 2_000) -> float:
+    """Microseconds to read ``expr``'s text once, best of ``rounds``."""
+    body = write(expr).encode()
+    best = min(timeit.timeit(lambda: read(body), number=n) for _ in range(rounds))
+    return round(best / n * 1e6, 1)
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+if __name__ == "__main__":
+    main()

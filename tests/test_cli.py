@@ -1,0 +1,203 @@
+"""The ``cellframe`` command in-process (click's CliRunner): ``send`` prints the call-backs,
+``env`` prints exports, ``status --json`` gathers every node, and bad input exits 2 with a
+message that names the problem. Nodes here are in-process, on a topology of the test's own on
+the real RabbitMQ; the process tests (test_node_processes.py) run the same commands as
+processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from amqp_support import amqp_names  # noqa: F401  (fixture)
+from click.testing import CliRunner, Result
+
+from cellframe.cli import amqp_topology, main
+from cellframe.node import Node
+from cellframe.registry import RoleRegistry
+from cellframe.signing import Signer
+from cellframe.transports.amqp import AmqpTransport
+
+ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """``cellframe`` points the root logger at the runner's stderr; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["bogus:web", "node:", "node:bad name", "web-01", "role.a.b"])
+def test_send_to_a_bad_target_exits_2_naming_it(target: str) -> None:
+    result = invoke("send", target, "(ping)", "--amqp", "amqp://nowhere.invalid/")
+    assert result.exit_code == 2
+    assert "Error:" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(("expression", "problem"), [
+    ("(ping", "not closed"),
+    ("(ping))", "unexpected ')'"),
+    ('(say "hi)', "unterminated string"),
+    ("", "empty input"),
+])
+def test_send_of_a_bad_expression_exits_2_showing_where(expression: str, problem: str) -> None:
+    result = invoke("send", "all", expression, "--amqp", "amqp://nowhere.invalid/")
+    assert result.exit_code == 2
+    assert problem in result.stderr and "line 1" in result.stderr
+
+
+def test_send_to_a_broker_that_is_not_there_exits_2() -> None:
+    result = invoke("send", "all", "(ping)", "--amqp", "amqp://guest:guest@127.0.0.1:1/")
+    assert result.exit_code == 2
+    assert "no broker reachable" in result.stderr
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ("no_colon_here", "MODULE:ATTR"),
+    ("cellframe_no_such_module:Thing", "failed to load"),
+    ("cellframe.cells:NoSuchCell", "failed to load"),
+    ("json:dumps", "neither a Cell class"),
+    ("cellframe.cells.proxy:WeightedPool", "neither a Cell class"),
+])
+def test_node_with_a_bad_plugin_exits_2_before_it_connects(spec: str, problem: str) -> None:
+    result = invoke("node", "n1", "--plugin", spec, "--amqp", "amqp://nowhere.invalid/")
+    assert result.exit_code == 2
+    assert problem in result.stderr
+
+
+# -- env -------------------------------------------------------------------------------------
+
+
+def test_env_prints_exports_that_bash_evaluates_back_to_the_settings() -> None:
+    result = invoke("env", "web-01", "--zone", str(ZONE))
+    assert result.exit_code == 0
+    script = result.stdout + 'printf "%s\\n" "$CELLFRAME_ROLE" "$CELLFRAME_HEALTH_URL"'
+    shown = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert shown.stdout.splitlines() == ["web", "http://web-01/health?full=1"]
+
+
+def test_env_of_malformed_records_prints_the_valid_pairs_and_reports_the_rest() -> None:
+    result = invoke("env", "broken-01", "--zone", str(ZONE))
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "export CELLFRAME_NAME=broken-01", "export CELLFRAME_ROLE=web",
+        "export CELLFRAME_WEIGHT=3", "export CELLFRAME_NOTE=''"]
+    assert "# not exported: data dir" in result.stderr
+    assert "no-equals-sign" in result.stderr and "not UTF-8" in result.stderr
+
+
+def test_env_of_a_name_without_records_is_a_spare_with_a_warning() -> None:
+    result = invoke("env", "nobody-07", "--zone", str(ZONE))
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["export CELLFRAME_NAME=nobody-07",
+                                          "export CELLFRAME_ROLE=''"]
+    assert "no TXT records" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["bad name!", "--zone", str(ZONE)], "node name"),
+    (["web-01", "--zone", "/nonexistent/cluster.zone"], "No such file"),
+    (["web-01", "--dns", "127.0.0.1:notaport"], "port"),
+    (["web-01", "--zone", str(ZONE), "--dns", "127.0.0.1:53"], "exactly one"),
+])
+def test_env_with_bad_options_exits_2_naming_the_problem(args: list[str], problem: str) -> None:
+    result = invoke("env", *args)
+    assert result.exit_code == 2
+    assert problem in result.stderr
+
+
+# -- against nodes on the real broker ----------------------------------------------------------
+
+
+@pytest.fixture
+def nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:  # noqa: F811
+    """Two signed in-process nodes, and the CLI options that reach them."""
+    exchange, prefix = f"cf-test.{amqp_names.token}.cli", f"cf-test.{amqp_names.token}."
+    secret_file = tmp_path / "secret"
+    secret_file.write_bytes(b"a cluster secret for the cli tests")
+    signer = Signer(secret_file.read_bytes())
+    from node_support import Tally
+
+    started, transports = [], []
+    try:
+        for name, role in (("cli-a", "tally"), ("cli-b", None)):
+            transport = AmqpTransport(amqp_names.url, name=f"cf-test-{amqp_names.token}-{name}",
+                                      **amqp_topology(exchange))
+            transports.append(transport)
+            node = Node(name, transport=transport, signer=signer, role=role,
+                        registry=RoleRegistry({"tally": [Tally]}), queue_prefix=prefix)
+            started.append(node.start())
+        yield {"nodes": started, "options": [
+            "--amqp", amqp_names.url, "--exchange", exchange, "--queue-prefix", prefix,
+            "--secret-file", str(secret_file)]}
+    finally:
+        for node in started:
+            node.stop()
+        for transport in transports:
+            transport.close()
+        from amqp_support import raw_channel
+
+        with raw_channel(amqp_names.url) as channel:
+            channel.queue_delete(f"{prefix}role.tally")
+            for name in ("exchange", "dead_letter_exchange"):
+                channel.exchange_delete(amqp_topology(exchange)[name])
+            channel.queue_delete(amqp_topology(exchange)["dead_letter_queue"])
+
+
+@pytest.mark.amqp
+def test_send_with_wait_prints_each_call_back_as_one_expression_per_line(nodes) -> None:
+    result = invoke("send", "all", "(ping)", "--wait", "1.5", *nodes["options"])
+    assert result.exit_code == 0, result.stderr
+    lines = sorted(result.stdout.splitlines())
+    assert [shlex.split(line)[2] for line in lines] == ["cli-a", "cli-b"]
+    assert all(line.startswith("(pong :node ") and line.endswith(")") for line in lines)
+
+
+@pytest.mark.amqp
+def test_send_applies_and_a_later_send_sees_it(nodes) -> None:
+    assert invoke("send", "cell:cli-a", "(add 41)", *nodes["options"]).exit_code == 0
+    result = invoke("send", "cell:cli-a", "(total)", "--wait", "1", *nodes["options"])
+    assert result.stdout.splitlines() == ['(total 41 "cli-a")']
+
+
+@pytest.mark.amqp
+def test_send_to_a_target_nobody_listens_on_exits_1(nodes) -> None:
+    result = invoke("send", "node:nobody-here", "(ping)", *nodes["options"])
+    assert result.exit_code == 1
+    assert "nothing is listening on node.nobody-here" in result.stderr
+
+
+@pytest.mark.amqp
+def test_unsigned_send_gets_no_answer_from_signed_nodes(nodes) -> None:
+    options = nodes["options"][:-2]
+    assert "--secret-file" not in options
+    result = invoke("send", "node:cli-a", "(ping)", "--wait", "1", *options,
+                    env={"CELLFRAME_SECRET": ""})
+    assert result.exit_code == 0 and result.stdout == ""
+    assert nodes["nodes"][0].counters.rejected >= 1
+
+
+@pytest.mark.amqp
+def test_status_json_lists_every_node_with_role_cells_and_counters(nodes) -> None:
+    result = invoke("status", "--json", "--window", "1.5", *nodes["options"])
+    assert result.exit_code == 0, result.stderr
+    statuses = {n["node"]: n for n in json.loads(result.stdout)["nodes"]}
+    assert {name: s["role"] for name, s in statuses.items()} == {"cli-a": "tally", "cli-b": None}
+    assert [c["name"] for c in statuses["cli-a"]["cells"]] == ["cli-a"]
+    assert statuses["cli-a"]["counters"]["delivered"] >= 1
