@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from .client import Client, Reply
 from .plist import from_plist
-from .routing import each_key
+from .routing import each_key, role_key
 from .symbols import Symbol
 
 __all__ = ["DemoSummary", "Launcher", "Observer", "Scenario"]
@@ -142,7 +142,124 @@ def _fields(items: list[Any]) -> dict[str, Any]:
         return {"raw": items}
 
 
-class Scenario:
+class _DataPhase:
+    """The data half of the scenario: inserts through the shard role, a shard node killed
+    mid-stream, the replicas' Merkle roots agreeing again, every acknowledged insert read."""
+
+    observer: Observer | None
+    summary: DemoSummary
+    shard_victim: str | None
+    inserts: int
+    timeout: float
+    show: Callable[[str], None]
+    _traffic_stop: threading.Event
+
+    def _shard_answers(self) -> dict[str, dict[str, Any]]:
+        assert self.observer is not None
+        before = len(self.observer.answers.get("shard-status-is", []))
+        self.observer.client.send(each_key("shard"), [Symbol("shard-status")])
+        self.observer.wait(lambda: False, 0.3)  # answers arrive within the window
+        answers = self.observer.answers.get("shard-status-is", [])[before:]
+        return {str(_fields(a[1:]).get("node")): _fields(a[1:]) for a in answers}
+
+    def _wait_for_shards(self, count: int) -> bool:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            answers = self._shard_answers()
+            if len(answers) >= count and all(
+                len(_unquote(a.get("peers")) or []) >= count - 1 for a in answers.values()
+            ):
+                self.show(f"shard ring formed: {', '.join(sorted(answers))}")
+                return True
+        return False
+
+    def _drive_inserts(self) -> None:
+        assert self.observer is not None
+        for n in range(self.inserts):
+            if self._traffic_stop.wait(0.01):
+                return
+            self.observer.client.send(role_key("shard"), [Symbol("insert"), f"item-{n}", f"value-{n}"])
+
+    def _acked(self) -> dict[str, Any]:
+        assert self.observer is not None
+        acked = {}
+        for answer in list(self.observer.answers.get("inserted", [])):
+            fields = _fields(answer[1:])
+            acked[str(fields.get("family"))] = fields.get("guid")
+        return acked
+
+    def _kill_shard_node(self) -> None:
+        assert self.observer is not None and self.shard_victim is not None
+        self.observer.wait(lambda: len(self._acked()) >= 50, self.timeout)
+        victim = self.shard_victim
+        killed_at = self.launcher.kill(victim)  # type: ignore[attr-defined]
+        self.summary.killed.append(victim)
+        self.show(f"killed {victim} while inserts were streaming ({len(self._acked())} acknowledged)")
+        took = self.observer.wait(lambda: [e for e in self.observer.events_of("differentiated", role="shard")
+                                           if e.at > killed_at], self.timeout)
+        if not took:
+            self.summary.problems.append(f"no spare differentiated into shard after {victim} died")
+            return
+        self.summary.replacements[victim] = took[0].node
+        self.show(f"{took[0].node} differentiated into shard; waiting for the replicas to agree")
+        self.observer.wait(lambda: len(self._acked()) >= self.inserts or self._traffic_stop.is_set(),
+                           self.timeout)
+        if self._roots_agree(self.timeout):
+            self.summary.data_heal_seconds = round(time.time() - killed_at, 3)
+            self.show(f"every replica's Merkle roots agree {self.summary.data_heal_seconds} s after the kill")
+        else:
+            self.summary.problems.append("the replicas' Merkle roots did not agree again")
+
+    def _roots_agree(self, timeout: float) -> bool:
+        assert self.observer is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = len(self.observer.answers.get("roots-are", []))
+            self.observer.client.send(each_key("shard"), [Symbol("roots")])
+            self.observer.wait(lambda: False, 0.5)
+            roots: dict[str, dict[int, str]] = {}
+            for answer in self.observer.answers.get("roots-are", [])[before:]:
+                fields = _fields(answer[1:])
+                node_roots = roots.setdefault(str(fields.get("node")), {})
+                node_roots.update({int(p): str(r) for p, r in _unquote(fields.get("roots")) or []})
+            if len(roots) >= 3 and len({tuple(sorted(r.items())) for r in roots.values()}) == 1:
+                return True
+        return False
+
+    def _verify_data(self) -> None:
+        assert self.observer is not None
+        acked = self._acked()
+        self.summary.inserts_acked = len(acked)
+        for family in acked:
+            self.observer.client.send(role_key("shard"), [Symbol("select"), family])
+
+        def readable() -> dict[str, Any]:
+            found = {}
+            for answer in list(self.observer.answers.get("selected", [])):  # type: ignore[union-attr]
+                fields = _fields(answer[1:])
+                if fields.get("found") is True:
+                    found[str(fields.get("family"))] = fields.get("value")
+            return found if len(found) >= len(acked) else {}
+
+        found = self.observer.wait(readable, self.timeout) or readable_now(self.observer)
+        good = sum(1 for family in acked if found.get(family) == f"value-{family[5:]}")
+        self.summary.inserts_readable = good
+        self.summary.inserts_lost = len(acked) - good
+        self.show(f"{good} of {len(acked)} acknowledged inserts read back after the healing")
+        if self.summary.inserts_lost:
+            self.summary.problems.append(f"{self.summary.inserts_lost} acknowledged inserts are lost")
+
+
+def readable_now(observer: Observer) -> dict[str, Any]:
+    found = {}
+    for answer in list(observer.answers.get("selected", [])):
+        fields = _fields(answer[1:])
+        if fields.get("found") is True:
+            found[str(fields.get("family"))] = fields.get("value")
+    return found
+
+
+class Scenario(_DataPhase):
     """The demo's script: converge, load, kill, watch the healing, verify, summarise."""
 
     def __init__(self, launcher: Launcher, *, web_victim: str = "web-02",
@@ -172,12 +289,26 @@ class Scenario:
             self.show(f"started {len(self.nodes)} nodes: {', '.join(self.nodes)}")
             if not self._wait_for_pool(3):
                 return self._give_up("the proxy's pool never reached three web backends")
+            wanted = self.shard_victim is not None and self.shard_victim in self.nodes
+            if self.shard_victim is not None and not wanted:
+                self.show("no shard nodes in this cluster: the data phase is skipped")
+            shards = wanted and self._wait_for_shards(3)
+            if wanted and not shards:
+                return self._give_up("the shard cells never formed a ring of three")
             traffic = threading.Thread(target=self._drive_requests, daemon=True)
             traffic.start()
+            writer = threading.Thread(target=self._drive_inserts, daemon=True)
+            if shards:
+                writer.start()
             self._wait_for_requests(50)
             self._kill_web_node()
+            if shards:
+                self._kill_shard_node()
             self._traffic_stop.set()
             traffic.join(5)
+            if shards:
+                writer.join(5)
+                self._verify_data()
             self.summary.requests_served = sum(self.observer.served.values())
             self.summary.healed = not self.summary.problems
             return self.summary
