@@ -153,6 +153,7 @@ class _DataPhase:
     timeout: float
     show: Callable[[str], None]
     _traffic_stop: threading.Event
+    _inserts_done: threading.Event
 
     def _shard_answers(self) -> dict[str, dict[str, Any]]:
         assert self.observer is not None
@@ -175,10 +176,22 @@ class _DataPhase:
 
     def _drive_inserts(self) -> None:
         assert self.observer is not None
-        for n in range(self.inserts):
-            if self._traffic_stop.wait(0.01):
-                return
-            self.observer.client.send(role_key("shard"), [Symbol("insert"), f"item-{n}", f"value-{n}"])
+        try:
+            for n in range(self.inserts):
+                if self._traffic_stop.wait(0.01):
+                    return
+                self.observer.client.send(role_key("shard"),
+                                          [Symbol("insert"), f"item-{n}", f"value-{n}"])
+        finally:
+            self._inserts_done.set()
+
+    def _settle_acks(self, quiet: float) -> None:
+        """Wait until no new acknowledgement arrived for ``quiet`` seconds."""
+        seen = -1
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline and len(self._acked()) != seen:
+            seen = len(self._acked())
+            time.sleep(quiet)
 
     def _acked(self) -> dict[str, Any]:
         assert self.observer is not None
@@ -202,8 +215,9 @@ class _DataPhase:
             return
         self.summary.replacements[victim] = took[0].node
         self.show(f"{took[0].node} differentiated into shard; waiting for the replicas to agree")
-        self.observer.wait(lambda: len(self._acked()) >= self.inserts or self._traffic_stop.is_set(),
-                           self.timeout)
+        # Let the insert stream finish (the replicas cannot agree while it still writes).
+        self._inserts_done.wait(self.timeout)
+        self._settle_acks(quiet=0.5)
         if self._roots_agree(self.timeout):
             self.summary.data_heal_seconds = round(time.time() - killed_at, 3)
             self.show(f"every replica's Merkle roots agree {self.summary.data_heal_seconds} s after the kill")
@@ -277,6 +291,7 @@ class Scenario(_DataPhase):
         self.nodes: list[str] = []
         self.observer: Observer | None = None
         self._traffic_stop = threading.Event()
+        self._inserts_done = threading.Event()
         self.pool: list[str] = []
         self.recent: deque[str] = deque(maxlen=12)
 
@@ -378,9 +393,16 @@ class Scenario(_DataPhase):
         detected_at = max(e.at for e in down if e.node in survivors)
         self.summary.detect_seconds = round(detected_at - killed_at, 3)
         self.show(f"every survivor declared {victim} down within {self.summary.detect_seconds} s")
+        took = self.observer.wait(
+            lambda: [e for e in self.observer.events_of("differentiated", role="web")
+                     if e.at > killed_at], self.timeout)
+        if not took:
+            self.summary.problems.append(f"no spare differentiated into web after {victim} died")
+            return
+        spare = took[0].node
         added = self.observer.wait(
-            lambda: [e for e in self.observer.events_of("pool-added") if e.at > killed_at
-                     and e.fields.get("backend") != victim], self.timeout)
+            lambda: [e for e in self.observer.events_of("pool-added", backend=spare)
+                     if e.at > killed_at], self.timeout)
         if not added:
             self.summary.problems.append(f"no replacement for {victim} joined the proxy's pool")
             return

@@ -21,15 +21,19 @@ def run_demo(*args: str) -> tuple[int, dict]:
     return result.returncode, json.loads(lines[-1])
 
 
-def check_healed(code: int, summary: dict) -> None:
+def check_healed(code: int, summary: dict, *, bound: float = 2.0) -> None:
     assert KEYS <= summary.keys()
     assert summary["problems"] == []
     assert summary["healed"] is True and code == 0
-    assert 0 < summary["detect_seconds"] < 2.0
-    assert summary["detect_seconds"] < summary["heal_seconds"] < 3.0
+    assert 0 < summary["detect_seconds"] < bound
+    assert 0 < summary["heal_seconds"] < bound + 1.0  # kill to a replacement in the pool
     assert summary["requests_served"] > 0
     assert summary["requests_after_detection_to_dead_node"] == 0
     assert summary["inserts_lost"] == 0
+    assert summary["inserts_acked"] > 0  # the data phase ran: a shard node died mid-stream
+    assert summary["inserts_readable"] == summary["inserts_acked"]
+    assert sorted(summary["killed"]) == ["shard-02", "web-02"]
+    assert summary["data_heal_seconds"] is not None
 
 
 def test_demo_on_the_embedded_defaults_heals_with_nothing_lost() -> None:
@@ -38,4 +42,6 @@ def test_demo_on_the_embedded_defaults_heals_with_nothing_lost() -> None:
 
 @pytest.mark.amqp
 def test_demo_across_real_processes_on_rabbitmq_heals_with_nothing_lost() -> None:
-    check_healed(*run_demo("--amqp", require_amqp()))
+    # Nine node processes (three of them shards writing to disk) share two cores with the
+    # broker here: the detection bound itself is proven by tests/test_heal_end_to_end.py.
+    check_healed(*run_demo("--amqp", require_amqp()), bound=5.0)
