@@ -7,6 +7,7 @@ role          class                  what it does
 ``web``       ``WebCell``            serves, measures load, asks for a weight
 ``keepalive`` ``KeepAliveCell``      only sends keep-alive pings
 ``logsump``   ``LogSumpCell``        only receives: events and logs to a file
+``shard``     ``ShardCell``          replicates and heals the append-only store
 ============  =====================  ==========================================
 """
 
@@ -16,6 +17,7 @@ from ..registry import RoleRegistry
 from .keepalive import KeepAliveCell
 from .logsump import LogSumpCell
 from .proxy import ProxyCell, WeightedPool
+from .shard import ShardCell
 from .web import WebCell
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "KeepAliveCell",
     "LogSumpCell",
     "ProxyCell",
+    "ShardCell",
     "WeightedPool",
     "WebCell",
     "builtin_registry",
@@ -34,6 +37,7 @@ BUILTIN_CELLS: dict[str, type] = {
     "keepalive": KeepAliveCell,
     "logsump": LogSumpCell,
     "proxy": ProxyCell,
+    "shard": ShardCell,
     "web": WebCell,
 }
 

@@ -1,0 +1,255 @@
+"""Shared helpers of the replication tests: zones with shard nodes, in-process clusters of shard
+cells, a client that matches call-backs to requests, and node processes on RabbitMQ."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from healing_support import FAST, wait_for
+
+from cellframe.cells.shard import ShardCell
+from cellframe.client import Client
+from cellframe.cluster import LocalCluster
+from cellframe.plist import from_plist
+from cellframe.reader import read
+from cellframe.registry import RoleRegistry
+from cellframe.resolvers import ZoneFileResolver
+from cellframe.store import Record
+
+__all__ = [
+    "ShardClient",
+    "ShardProcesses",
+    "cells",
+    "converged",
+    "roots_agree",
+    "shard_cluster",
+    "shard_zone",
+    "unquote",
+    "wait_for",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shard_zone(path: Path, *, shards: int = 3, spares: int = 1, replicas: int = 3,
+               partitions: int = 16, extra: str = "", heartbeat_ms: int = 50,
+               intent: int | None = None, fsync: bool = False) -> Path:
+    """A zone of ``shards`` shard nodes (ids 1..n) and ``spares`` spares; the intent asks for
+    ``intent`` shards (default ``shards``)."""
+    names = [f"shard-{i:02d}" for i in range(1, shards + 1)]
+    spare_names = [f"spare-{i:02d}" for i in range(1, spares + 1)]
+    nodes = "\n".join(f'{n}    IN TXT  "role=shard" "shard-id={i}"'
+                      for i, n in enumerate(names, start=1))
+    nodes += "".join(f'\n{n}    IN TXT  "rack=r{i}"' for i, n in enumerate(spare_names, 1))
+    spare_list = f' "spares={",".join(spare_names)}"' if spare_names else ""
+    path.write_text(f"""$ORIGIN cluster.test.
+$TTL 5
+@           IN SOA  ns.cluster.test. hostmaster.cluster.test. ( 1 60 30 600 5 )
+            IN NS   ns
+ns          IN A    127.0.0.1
+_cluster    IN TXT  "shard={intent or shards}"{spare_list} "replicas={replicas}"
+_cluster    IN TXT  "heartbeat-ms={heartbeat_ms}" "failure-timeout-ms=500"
+_cluster    IN TXT  "shard.partitions={partitions}" "shard.fsync={str(fsync).lower()}"
+_nodes      IN TXT  "{' '.join(names + spare_names)}"
+{nodes}
+{extra}""", encoding="utf-8")
+    return path
+
+
+@contextmanager
+def shard_cluster(tmp_path: Path, *, nodes: list[str] | None = None, shards: int = 3,
+                  spares: int = 1, replicas: int = 3, partitions: int = 16,
+                  intent: int | None = None, **settings: Any) -> Iterator[LocalCluster]:
+    """A started LocalCluster of shard cells (fast timing, no fsync), stopped afterwards.
+
+    ``settings`` are ``ShardConfig`` fields for every shard cell (``write_quorum=3``...).
+    """
+    zone = shard_zone(tmp_path / "cluster.zone", shards=shards, spares=spares,
+                      replicas=replicas, partitions=partitions, intent=intent)
+    settings.setdefault("anti_entropy_interval", 0.2)
+    settings.setdefault("ring_wait", 0.3)  # 50 ms heartbeats: the view fills in 0.1 s
+    shard_class = ShardCell.configured(data_dir=str(tmp_path / "data"), **settings)
+    registry = RoleRegistry({"shard": [shard_class]})
+    names = nodes if nodes is not None else [f"shard-{i:02d}" for i in range(1, shards + 1)]
+    cluster = LocalCluster(resolver=ZoneFileResolver(zone), registry=registry, healing=FAST,
+                           workdir=tmp_path, nodes=names)
+    try:
+        cluster.start()
+        wait_for(lambda: converged(cluster, len([n for n in names if n.startswith("shard")])),
+                 10)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def cells(cluster: LocalCluster) -> dict[str, ShardCell]:
+    """The live shard cells by node name (whose stores are open)."""
+    found = {}
+    for name, node in list(cluster.nodes.items()):
+        for cell in node.cells().values():
+            if isinstance(cell, ShardCell) and cell.checkpoints is not None:
+                found[name] = cell
+    return found
+
+
+def converged(cluster: LocalCluster, count: int) -> bool:
+    """``count`` shard cells, all with the same ring of all of them, nothing on the move."""
+    found = cells(cluster).values()
+    live = tuple(sorted(c.me for c in found))
+    return (len(live) == count and all(c.view.ring is not None and c.view.ring.members == live
+                                       for c in found)
+            and len({c.view.digest for c in found}) == 1
+            and all(not c.view.moved_at and not c.pulls for c in found))
+
+
+def roots_agree(cluster: LocalCluster) -> bool:
+    """Every partition's owners hold the same records (equal Merkle roots)."""
+    found = cells(cluster)
+    by_shard = {c.me: c for c in found.values()}
+    any_cell = next(iter(found.values()))
+    ring = any_cell.view.ring
+    assert ring is not None
+    for p in range(ring.partitions):
+        roots = {by_shard[s].store.merkle_nodes(p, 0, [0])[0] for s in ring.owners(p)
+                 if s in by_shard}
+        if len(roots) != 1:
+            return False
+    return True
+
+
+def holders(cluster: LocalCluster, family: str) -> list[str]:
+    """The nodes whose store holds a version of ``family``."""
+    return [name for name, c in cells(cluster).items() if c.store.select(family) is not None]
+
+
+def unquote(value: Any) -> Any:
+    if isinstance(value, list) and len(value) == 2 and str(value[0]) == "quote":
+        return value[1]
+    return value
+
+
+class ShardClient:
+    """Sends store verbs to ``role.shard`` and finds each call-back by its ``:request``."""
+
+    def __init__(self, client: Client, target: str = "role.shard") -> None:
+        self.client = client
+        self.target = target
+
+    def send(self, text: str | list[Any]) -> str:
+        return self.client.send(self.target, read(text) if isinstance(text, str) else text)
+
+    def insert(self, family: str, value: str = "1", **options: Any) -> str:
+        extra = "".join(f" :{k.replace('_', '-')} {v}" for k, v in options.items())
+        return self.send(f'(insert "{family}" {value}{extra})')
+
+    def answers(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Every call-back so far, by request id: (verb, fields)."""
+        out = {}
+        for reply in list(self.client.replies):
+            expr = reply.expr
+            if isinstance(expr, list) and expr and len(expr) % 2 == 1:
+                fields = from_plist(expr[1:])
+                if isinstance(fields.get("request"), str):
+                    out[fields["request"]] = (str(expr[0]), fields)
+        return out
+
+    def answer(self, request: str, timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
+        return wait_for(lambda: self.answers().get(request), timeout)
+
+    def call(self, text: str, timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
+        return self.answer(self.send(text), timeout)
+
+
+class InsertStream:
+    """Inserts ``(insert "stream/N" N)`` from a thread every ``every`` seconds until stopped."""
+
+    def __init__(self, shard_client: ShardClient, every: float = 0.005) -> None:
+        self.shards, self.every = shard_client, every
+        self.sent: dict[str, str] = {}  # request id -> family
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> InsertStream:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(self.every):
+            family = f"stream/{n}"
+            self.sent[self.shards.insert(family, str(n))] = family
+            n += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def acknowledged(self) -> dict[str, int]:
+        """family -> guid of every insert acknowledged so far."""
+        answers = self.shards.answers()
+        return {family: answers[r][1]["guid"] for r, family in list(self.sent.items())
+                if r in answers and answers[r][0] == "inserted"}
+
+
+def record(family: str, time_: int, value: str, guid: int) -> Record:
+    from cellframe.store import content_digest
+
+    data = value.encode()
+    return Record(family, time_, data, guid, content_digest(family, time_, data))
+
+
+# -- node processes on RabbitMQ ----------------------------------------------------------------
+
+
+class ShardProcesses:
+    """``python -m cellframe node`` processes with a data directory; SIGKILL to kill."""
+
+    def __init__(self, amqp_url: str, zone: Path, workdir: Path) -> None:
+        self.amqp_url, self.zone, self.workdir = amqp_url, zone, workdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        out = (self.workdir / f"{name}.out").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.amqp_url,
+             "--zone", str(self.zone), "--data-dir", str(self.workdir / "data")],
+            stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO),
+            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+
+
+def ask_all(client: Client, expr: str, window: float,
+            accept: Callable[[Any], bool]) -> list[dict[str, Any]]:
+    """Broadcast ``expr`` to ``each.shard``; the fields of the call-backs ``accept`` takes."""
+    first = len(client.replies)
+    client.send("each.shard", read(expr))
+    deadline = time.monotonic() + window
+    while time.monotonic() < deadline:
+        client.wait_for_replies(len(client.replies) + 1, max(0.0, deadline - time.monotonic()))
+    return [from_plist(r.expr[1:]) for r in client.replies[first:] if accept(r.expr)]

@@ -1,0 +1,353 @@
+"""Shard cells replicate the store across nodes and heal it: W-of-N writes, R-of-N reads with
+read repair, replication in order, Merkle anti-entropy, rebalancing by the ring's transfer
+plan with resumable transfers, and re-replication after a node is lost (in one process, on the
+embedded transport; ``kill`` is SIGKILL's in-process equivalent)."""
+
+from __future__ import annotations
+
+import time
+
+from replication_support import (
+    InsertStream,
+    ShardClient,
+    cells,
+    converged,
+    holders,
+    record,
+    roots_agree,
+    shard_cluster,
+    unquote,
+    wait_for,
+)
+
+from cellframe.store import Checkpoints, plan_transfer
+from cellframe.store.handoff import transfer_key
+
+
+def test_an_insert_is_acknowledged_once_w_replicas_hold_it_durably(tmp_path) -> None:
+    with shard_cluster(tmp_path) as cluster:
+        shards = ShardClient(cluster.client())
+        for i in range(20):
+            verb, fields = shards.call(f'(insert "user/{i}" "v{i}")')
+            assert verb == "inserted"
+            # the call-back left after W=2 copies were durable: they are there already
+            assert len(holders(cluster, f"user/{i}")) >= 2
+            assert fields["copies"] >= 2
+            assert fields["family"] == f"user/{i}"
+        wait_for(lambda: all(len(holders(cluster, f"user/{i}")) == 3 for i in range(20)), 5)
+
+
+def test_with_w_equal_to_n_every_replica_holds_an_insert_when_it_is_acknowledged(tmp_path) -> None:
+    with shard_cluster(tmp_path, write_quorum=3) as cluster:
+        shards = ShardClient(cluster.client())
+        for i in range(10):
+            verb, fields = shards.call(f'(insert "w3/{i}" {i})')
+            assert (verb, fields["copies"]) == ("inserted", 3)
+            assert len(holders(cluster, f"w3/{i}")) == 3
+
+
+def test_a_write_that_cannot_reach_w_copies_gets_an_error_call_back(tmp_path) -> None:
+    with shard_cluster(tmp_path, write_quorum=3, request_timeout=0.5) as cluster:
+        shards = ShardClient(cluster.client())
+        cells(cluster)["shard-03"].store.close()  # it can no longer make anything durable
+        verb, fields = shards.call('(insert "doomed" 1)')
+        assert verb == "error"
+        assert "of 3 copies were durable" in fields["reason"]
+        cluster.kill("shard-02")
+        wait_for(lambda: len(cells(cluster)["shard-01"].view.ring.members) == 2, 5)
+        verb, fields = shards.call('(insert "too-few" 1)')
+        assert verb == "error" and "live replicas" in fields["reason"]
+
+
+def test_select_answers_the_newest_version_as_of_a_time_and_the_history(tmp_path) -> None:
+    with shard_cluster(tmp_path) as cluster:
+        shards = ShardClient(cluster.client())
+        for t, value in ((1000, '"a"'), (2000, "'(1 2)"), (3000, "3.5")):
+            assert shards.call(f'(insert "doc" {value} :time {t})')[0] == "inserted"
+        verb, newest = shards.call('(select "doc")')
+        assert (verb, newest["found"], newest["time"], newest["value"]) == ("selected", True,
+                                                                           3000, 3.5)
+        _, as_of = shards.call('(select "doc" :as-of 2500)')
+        assert unquote(as_of["value"]) == [1, 2] and as_of["time"] == 2000
+        _, before = shards.call('(select "doc" :as-of 999)')
+        assert before["found"] is False
+        verb, history = shards.call('(history "doc" :since 1500)')
+        versions = unquote(history["versions"])
+        assert verb == "history-selected"
+        assert [v[v.index(_kw("time")) + 1] for v in versions] == [2000, 3000]
+        guids = {v[v.index(_kw("guid")) + 1] for v in versions}
+        assert len(guids) == 2 and all(isinstance(g, int) for g in guids)
+
+
+def _kw(name: str):
+    from cellframe.symbols import Keyword
+
+    return Keyword(name)
+
+
+def test_a_read_repairs_a_replica_that_missed_a_version(tmp_path) -> None:
+    with shard_cluster(tmp_path) as cluster:
+        found = cells(cluster)
+        stale = found["shard-03"]
+        newer = record("profile", 5000, '"new"', guid=(1 << 48) + 77)
+        older = record("profile", 4000, '"old"', guid=(1 << 48) + 76)
+        for cell in found.values():
+            cell.store.apply(older)
+        for name in ("shard-01", "shard-02"):
+            found[name].store.apply(newer)  # shard-03 missed it
+        _, fields = ShardClient(cluster.client()).call('(select "profile")')
+        assert fields["value"] == "new"
+        wait_for(lambda: stale.store.select("profile").value == b'"new"', 5)
+        assert sum(c.stats.get("read_repairs", 0) for c in found.values()) >= 1
+
+
+def test_replication_applies_a_partitions_records_in_the_coordinators_order(tmp_path) -> None:
+    with shard_cluster(tmp_path) as cluster:
+        shards = ShardClient(cluster.client())
+        requests = [shards.insert("ordered", str(i), time=1_000 + i) for i in range(50)]
+        for request in requests:
+            assert shards.answer(request)[0] == "inserted"
+        found = cells(cluster)
+        ring = found["shard-01"].view.ring
+        p = ring.partition_of("ordered")
+        wait_for(lambda: all(c.store.last_position(p) >= 50 for c in found.values()), 5)
+
+        def order(cell) -> list[bytes]:
+            return [r.value for r in cell.store.records_since(p, 0, 1000)]
+
+        by_shard = {c.me: c for c in found.values()}
+        primary = order(by_shard[ring.owners(p)[0]])  # the coordinator: its append order
+        assert sorted(primary) == sorted(str(i).encode() for i in range(50))
+        for shard in ring.owners(p)[1:]:
+            assert order(by_shard[shard]) == primary, shard
+
+
+def test_anti_entropy_copies_exactly_the_records_a_replica_lacks(tmp_path) -> None:
+    # Two shards, N=2: one pair of replicas, so every push is one the exchange decided.
+    with shard_cluster(tmp_path, shards=2, spares=0, replicas=2,
+                       anti_entropy_interval=0.1) as cluster:
+        found = cells(cluster)
+        a, b = found["shard-01"], found["shard-02"]
+        shared = [record(f"f/{i}", i, str(i), (1 << 48) + i) for i in range(60)]
+        only_a = [record(f"a/{i}", i, str(i), (1 << 48) + 1000 + i) for i in range(7)]
+        only_b = [record(f"b/{i}", i, str(i), (2 << 48) + i) for i in range(5)]
+        for r in shared:
+            a.store.apply(r)
+            b.store.apply(r)
+        for r in only_a:
+            a.store.apply(r)
+        for r in only_b:
+            b.store.apply(r)
+        wait_for(lambda: roots_agree(cluster), 10)
+        assert a.store.stats()["records"] == b.store.stats()["records"] == 72
+        moved = sum(c.stats.get("anti_entropy_pushed", 0) for c in (a, b))
+        assert moved == len(only_a) + len(only_b)
+        rounds = a.stats.get("anti_entropy_rounds", 0)
+        wait_for(lambda: a.stats.get("anti_entropy_rounds", 0) >= rounds + 3, 5)
+        assert sum(c.stats.get("anti_entropy_pushed", 0) for c in (a, b)) == moved
+
+
+def test_a_joining_shard_receives_the_partitions_of_the_transfer_plan_and_reads_never_miss(
+    tmp_path,
+) -> None:
+    nodes = ["shard-01", "shard-02", "shard-03"]
+    # The intent asks for four shards: the spare that joins is wanted, not stepped down.
+    with shard_cluster(tmp_path, nodes=nodes, replicas=2, intent=4,
+                       handoff_rate=8_000) as cluster:
+        shards = ShardClient(cluster.client())
+        families = [f"item/{i}" for i in range(120)]
+        for family in families:
+            shards.insert(family, '"payload-payload-payload"')
+        wait_for(lambda: all(len(holders(cluster, f)) == 2 for f in families), 10)
+        before = cells(cluster)["shard-01"].view.ring
+        cluster.start_node("spare-01", role="shard")
+        newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 5)
+        wait_for(lambda: newcomer.view.ring is not None and newcomer.me in newcomer.view.ring.members,
+                 5)
+        misses = 0
+        reads = 0
+        deadline = time.monotonic() + 20
+        while not converged(cluster, 4):  # reads while the partitions move
+            assert time.monotonic() < deadline, "the move did not finish"
+            for family in families[reads % 120:reads % 120 + 10]:
+                verb, fields = shards.call(f'(select "{family}")')
+                misses += verb != "selected" or fields["found"] is not True
+            reads += 10
+        assert reads >= 10 and misses == 0
+        after = newcomer.view.ring
+        plan = [t for t in plan_transfer(before, after) if t.to_shard == newcomer.me]
+        assert {t.to_shard for t in plan_transfer(before, after)} == {newcomer.me}
+        assert sorted(t.partition for t in plan) == sorted(after.partitions_of(newcomer.me))
+        mine = set(after.partitions_of(newcomer.me))
+        held = {f for f in families if newcomer.store.select(f) is not None}
+        assert held == {f for f in families if after.partition_of(f) in mine}
+        assert roots_agree(cluster)
+
+
+def test_an_interrupted_transfer_resumes_from_its_checkpoint(tmp_path) -> None:
+    nodes = ["shard-01", "shard-02"]
+    with shard_cluster(tmp_path, nodes=nodes, shards=2, replicas=2, partitions=4, intent=3,
+                       handoff_rate=20_000, handoff_batch_bytes=2_000) as cluster:
+        source = cells(cluster)["shard-01"]
+        rows = [record(f"big/{i}", i, f'"{"x" * 200}{i}"', (1 << 48) + i) for i in range(400)]
+        source.store.apply_many(rows)
+        cells(cluster)["shard-02"].store.apply_many(rows)
+        cluster.start_node("spare-01", role="shard")
+        newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 5)
+        checkpoint_file = newcomer.checkpoints.path
+
+        def checkpointed() -> bool:
+            return newcomer.stats.get("transfer_records_received", 0) > 50 and any(
+                newcomer.checkpoints.get(transfer_key(p, s, newcomer.me)) > 0
+                for p in range(4) for s in (1, 2))
+
+        wait_for(checkpointed, 10)
+        received_before = newcomer.stats["transfer_records_received"]
+        cluster.kill("spare-01")  # mid-transfer
+        saved = Checkpoints(checkpoint_file)
+        resumed_at = {p: max(saved.get(transfer_key(p, s, newcomer.me)) for s in (1, 2))
+                      for p in range(4)}
+        saved.close()
+        assert any(resumed_at.values())
+        cluster.start_node("spare-01", role="shard")
+        again = wait_for(lambda: cells(cluster).get("spare-01"), 5)
+        wait_for(lambda: converged(cluster, 3), 20)
+        held = again.store.stats()["records"]
+        expected = sum(1 for r in rows if again.view.owns(again.view.ring.partition_of(r.family)))
+        assert held == expected
+        # it did not start over: together the two runs received about what it holds
+        received_after = again.stats.get("transfer_records_received", 0)
+        assert received_after < expected
+        assert received_before + received_after < 2 * expected
+        assert roots_agree(cluster)
+
+
+def test_killing_a_shard_during_inserts_loses_no_acknowledged_insert_and_the_spare_heals(
+    tmp_path,
+) -> None:
+    nodes = ["shard-01", "shard-02", "shard-03", "spare-01"]
+    with shard_cluster(tmp_path, nodes=nodes) as cluster:
+        shards = ShardClient(cluster.client())
+        with InsertStream(shards) as stream:
+            wait_for(lambda: len(stream.acknowledged()) >= 100, 10)
+            cluster.kill("shard-02")
+            acked_at_kill = len(stream.acknowledged())
+            wait_for(lambda: len(stream.acknowledged()) >= acked_at_kill + 100, 10)
+        # the spare took the lost shard's role (DNS intent: 3 shards) and received its data
+        wait_for(lambda: cluster.roles().get("spare-01") == "shard", 10)
+        wait_for(lambda: converged(cluster, 3), 20)
+        acknowledged = stream.acknowledged()
+        time.sleep(0)
+        for family, guid in acknowledged.items():
+            for name, cell in cells(cluster).items():
+                stored = cell.store.select(family)
+                assert stored is not None and stored.guid == guid, (family, name)
+        wait_for(lambda: roots_agree(cluster), 10)
+        sample = list(acknowledged.items())[::25]
+        for family, guid in sample:
+            verb, fields = shards.call(f'(select "{family}")')
+            assert (verb, fields["guid"]) == ("selected", guid)
+
+
+def test_bad_messages_are_refused_without_harming_a_shard_cell(tmp_path) -> None:
+    with shard_cluster(tmp_path) as cluster:
+        shards = ShardClient(cluster.client())
+        cell = cells(cluster)["shard-01"]
+        target = ShardClient(shards.client, target="cell.shard-01")
+        verb, fields = target.call("(insert 5 1)")
+        assert verb == "error" and "family" in fields["reason"]
+        verb, fields = target.call('(select "x" :as-of "yesterday")')
+        assert verb == "error" and "as-of" in fields["reason"]
+        verb, fields = target.call('(insert "f" 1 :time 1.5)')
+        assert verb == "error"
+        junk = [
+            '(replicate :peer "nobody" :rows \'(1 "2 x" "5 5 9 9 short") :ack true)',
+            "(replicate :peer 5 :rows 7)",
+            "(merkle-roots :shard 2 :roots '((99999 \"zz\") (1) 7))",
+            "(merkle-nodes :shard 2 :queries '((1 9 (1)) (1 1 (999)) (1 0 ())))",
+            "(merkle-nodes-are :shard 2 :answers '((1 1 (0) (\"00\" \"11\")) 5))",
+            "(bucket-digests :shard 2 :partition 1 :buckets '((9999 \"ab\") (1 \"zz\") x))",
+            "(fetch :shard 2 :partition 1 :digests '(\"not-hex\" 5))",
+            "(handoff-pull :shard 2 :request \"r\" :positions '((1 -5) (x y) (99999 0)))",
+            "(handoff-batch :shard 2 :request \"r\" :parts '((1 5 true (\"junk\")) 7))",
+            "(ring-table :version 1 :replicas 3 :owners '((1 1 1)))",
+            "(shard-hello :node 5 :cell nil :shard \"x\")",
+            "(read-records :id 5 :peer nil :family 1 :mode \"sideways\")",
+        ]
+        for text in junk:
+            shards.client.send("cell.shard-01", text, expect_reply=False)
+        verb, fields = shards.call('(insert "after-junk" 42)')
+        assert verb == "inserted"
+        assert shards.call('(select "after-junk")')[1]["value"] == 42
+        assert cell.view.ring is not None and len(cell.view.ring.members) == 3
+        assert cell.cell_counters.errors <= 2  # arity slips; nothing crashed the cell
+
+
+def test_status_reports_each_shard_cells_store(tmp_path) -> None:
+    with shard_cluster(tmp_path) as cluster:
+        shards = ShardClient(cluster.client())
+        for i in range(10):
+            shards.call(f'(insert "s/{i}" {i})')
+        wait_for(lambda: all(c.store.stats()["records"] == 10 for c in cells(cluster).values()), 5)
+        status = cluster.node("shard-01").status()
+        store = next(c["store"] for c in status["cells"] if "store" in c)
+        assert store["records"] == 10 and store["bytes"] > 0 and store["partitions"] == 16
+        verb, fields = ShardClient(shards.client, "cell.shard-02").call("(shard-status)")
+        assert verb == "shard-status-is" and fields["shard"] == 2
+
+
+def test_transfers_stay_within_the_nodes_bandwidth_budget(tmp_path) -> None:
+    rate = 10_000  # bytes per second, and as much again in one burst
+    with shard_cluster(tmp_path, nodes=["shard-01"], shards=1, replicas=1, intent=2,
+                       handoff_rate=rate) as cluster:
+        source = cells(cluster)["shard-01"]
+        source.store.apply_many(
+            [record(f"paced/{i}", i, f'"{"y" * 250}"', (1 << 48) + i) for i in range(180)])
+        started = time.monotonic()
+        cluster.start_node("spare-01", role="shard")
+        wait_for(lambda: converged(cluster, 2), 20)
+        elapsed = time.monotonic() - started
+        charged = source.stats["transfer_bytes_charged"]
+        assert charged > 2 * rate  # enough data that the budget had to pace it
+        assert source.stats.get("transfer_answers_paced", 0) > 0
+        assert elapsed >= (charged - rate) / rate
+        newcomer = cells(cluster)["spare-01"]
+        assert newcomer.store.stats()["records"] == newcomer.stats["transfer_records_received"]
+        assert roots_agree(cluster)
+
+
+def test_survivors_restore_n_copies_among_themselves_when_a_shard_is_lost(tmp_path) -> None:
+    with shard_cluster(tmp_path, shards=4, spares=0) as cluster:
+        shards = ShardClient(cluster.client())
+        families = [f"kept/{i}" for i in range(80)]
+        for request in [shards.insert(f, '"v"') for f in families]:
+            assert shards.answer(request)[0] == "inserted"
+        wait_for(lambda: all(len(holders(cluster, f)) == 3 for f in families), 5)
+        cluster.kill("shard-04")
+        wait_for(lambda: converged(cluster, 3), 20)
+        assert all(len(holders(cluster, f)) == 3 for f in families)  # N=3 again, on 3 nodes
+        assert roots_agree(cluster)
+
+
+def test_a_shard_cell_with_bad_settings_stays_out_of_the_ring_and_says_why(tmp_path) -> None:
+    from cellframe.cells.shard import ShardCell
+    from cellframe.client import Client
+    from cellframe.node import Node
+    from cellframe.registry import RoleRegistry
+    from cellframe.transports.memory import MemoryBroker
+
+    broker = MemoryBroker()
+    broken = ShardCell.configured(write_quorum=5, data_dir=str(tmp_path))  # W > N=3
+    node = Node("lonely", transport=broker.connect(), role="shard",
+                registry=RoleRegistry({"shard": [broken]}))
+    node.start()
+    client = Client(broker.connect())
+    try:
+        cell = next(iter(node.cells().values()))
+        assert cell.broken is not None and "write-quorum" in cell.broken
+        assert cell.store is None and cell.view.ring is None
+        verb, fields = ShardClient(client, "cell.lonely").call('(insert "x" 1)')
+        assert verb == "error" and "write-quorum" in fields["reason"]
+    finally:
+        client.close()
+        node.stop()

@@ -1,0 +1,78 @@
+"""Across real node processes on RabbitMQ: a shard node SIGKILLed during a stream of inserts
+loses no acknowledged insert; the spare differentiates into a shard, receives its partitions,
+and the replicas' Merkle roots agree again."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from replication_support import InsertStream, ShardClient, ShardProcesses, ask_all, shard_zone
+from replication_support import unquote as _unquote
+
+from cellframe.client import Client
+
+
+def _is(verb: str):
+    return lambda expr: isinstance(expr, list) and expr and str(expr[0]) == verb
+
+
+@pytest.mark.amqp
+@pytest.mark.slow
+def test_across_processes_a_sigkilled_shard_loses_no_acknowledged_insert(tmp_path) -> None:
+    from healing_support import wait_for
+    from services import require_amqp
+
+    from cellframe.transports.amqp import AmqpTransport
+
+    url = require_amqp()
+    zone = shard_zone(tmp_path / "cluster.zone", partitions=32, heartbeat_ms=100, fsync=True)
+    procs = ShardProcesses(url, zone, tmp_path)
+    transport = AmqpTransport(url, name="replication-test")
+    client = Client(transport, name=f"replication-test-{int(time.time() * 1000) % 10**9}")
+    shards = ShardClient(client)
+    try:
+        for name in ("shard-01", "shard-02", "shard-03", "spare-01"):
+            procs.start(name)
+
+        def status() -> dict[str, dict]:
+            answers = ask_all(client, "(shard-status)", 0.5, _is("shard-status-is"))
+            return {a["node"]: {"ring": dict(zip(*[iter(_unquote(a["ring"]))] * 2,
+                                                 strict=True)),
+                                "peers": _unquote(a["peers"])} for a in answers}
+
+        def settled(names: list[str]) -> bool:
+            seen = status()
+            return all(len(seen.get(n, {}).get("peers", [])) == len(names) for n in names)
+
+        wait_for(lambda: settled(["shard-01", "shard-02", "shard-03"]), 60, interval=0.3)
+        with InsertStream(shards, every=0.01) as stream:
+            wait_for(lambda: len(stream.acknowledged()) >= 100, 30)
+            procs.kill("shard-02")
+            acked_at_kill = len(stream.acknowledged())
+            wait_for(lambda: len(stream.acknowledged()) >= acked_at_kill + 100, 30)
+        acknowledged = stream.acknowledged()
+
+        def roots() -> dict[str, dict[int, str]]:
+            out: dict[str, dict[int, str]] = {}
+            for answer in ask_all(client, "(roots)", 0.5, _is("roots-are")):
+                out.setdefault(answer["node"], {}).update(dict(_unquote(answer["roots"])))
+            return out
+
+        live = ["shard-01", "shard-03", "spare-01"]
+
+        def healed() -> bool:
+            seen = roots()
+            return all(n in seen for n in live) and all(seen[n] == seen[live[0]] for n in live)
+
+        # N=3 again: with three live shards each holds every partition, so equal roots mean
+        # every replica holds every record any of them holds
+        wait_for(healed, 60, interval=0.5)
+        assert len(acknowledged) >= 200
+        for family, guid in list(acknowledged.items())[::7]:
+            verb, fields = shards.call(f'(select "{family}")', timeout=10)
+            assert (verb, fields.get("guid")) == ("selected", guid), family
+    finally:
+        procs.close()
+        client.close()
+        transport.close()
