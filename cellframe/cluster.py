@@ -137,8 +137,13 @@ class LocalCluster:
         node.transport.close()
 
     def stop(self) -> None:
-        for name in list(self.nodes):
-            self.stop_node(name)
+        """Stop every node, all at once (each drains its cells' mailboxes first)."""
+        stoppers = [threading.Thread(target=self.stop_node, args=(name,), daemon=True)
+                    for name in list(self.nodes)]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join(30)
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cellframe.cells import LogSumpCell, builtin_registry
 from cellframe.cluster import LocalCluster
+from cellframe.registry import RoleRegistry
 from cellframe.envelope import Envelope, new_message_id
 from cellframe.errors import CellframeError
 from cellframe.membership import HealingConfig
@@ -53,6 +55,11 @@ def local_cluster(tmp_path: Path, nodes: list[str] | None = None,
                   **options: Any) -> Iterator[LocalCluster]:
     """A started LocalCluster on the bundled zone with FAST timing, stopped afterwards."""
     options.setdefault("healing", FAST)
+    if "registry" not in options:
+        # These scenarios are about the web tier: with the shard role playable, a spare would
+        # (rightly) fill the zone's unstarted shard slots first.
+        full = builtin_registry(logsump=LogSumpCell.writing_to(tmp_path / "logsump.log"))
+        options["registry"] = RoleRegistry({r: full.cells_for(r) for r in full.roles if r != "shard"})
     cluster = LocalCluster(ZONE, nodes=nodes or SCENARIO_NODES, workdir=tmp_path, **options)
     try:
         cluster.start()

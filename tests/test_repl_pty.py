@@ -23,7 +23,7 @@ def repl(tmp_path: Path):
     yield child, history
     if child.isalive():
         child.sendcontrol("d")
-        child.expect(pexpect.EOF, timeout=20)
+        child.expect(pexpect.EOF, timeout=60)  # the local cluster stops, shards and all
 
 
 def test_repl_sends_to_a_node_and_prints_its_call_back(repl) -> None:
@@ -62,5 +62,5 @@ def test_repl_keeps_history_across_sessions(repl) -> None:
     child.sendline("node:proxy-01 (ping)")
     child.expect(r"\(pong")
     child.sendcontrol("d")
-    child.expect(pexpect.EOF, timeout=20)
+    child.expect(pexpect.EOF, timeout=60)
     assert "node:proxy-01 (ping)" in history.read_text()
