@@ -21,10 +21,10 @@ from typing import Any
 
 from cellframe.cells import LogSumpCell, builtin_registry
 from cellframe.cluster import LocalCluster
-from cellframe.registry import RoleRegistry
 from cellframe.envelope import Envelope, new_message_id
 from cellframe.errors import CellframeError
 from cellframe.membership import HealingConfig
+from cellframe.registry import RoleRegistry
 from cellframe.routing import topic_matches
 
 REPO = Path(__file__).resolve().parent.parent
