@@ -183,10 +183,17 @@ class _Cluster:
 
     client: Any
 
-    def store_dir(self, node: str, shard: int) -> Path: ...
-    def start(self, name: str) -> None: ...
-    def kill(self, name: str) -> None: ...
-    def close(self) -> None: ...
+    def store_dir(self, node: str, shard: int) -> Path:
+        raise NotImplementedError
+
+    def start(self, name: str) -> None:
+        raise NotImplementedError
+
+    def kill(self, name: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     def ask(self, expr: str, window: float = 0.5, expected: int = 0) -> list[Any]:
         """Send ``expr`` to every shard cell; the call-backs within ``window`` seconds."""

@@ -53,8 +53,9 @@ def children(indices: Sequence[int]) -> list[int]:
     return [c for i in indices for c in range(i * FANOUT, (i + 1) * FANOUT)]
 
 
-def differing(indices: Sequence[int], local: Sequence[bytes], remote: Sequence[bytes]) -> list[int]:
-    """The indices whose local and remote hashes differ."""
+def differing(indices: Sequence[int], local: Sequence[bytes],
+              remote: Sequence[bytes | None]) -> list[int]:
+    """The indices whose local and remote hashes differ (an unreadable remote hash differs)."""
     return [i for i, mine, theirs in zip(indices, local, remote, strict=True) if mine != theirs]
 
 
@@ -189,7 +190,7 @@ class AntiEntropy(ShardBase):
         """A's side: answer the hashes B asks for."""
         if self.store is None or not _int(shard) or not isinstance(queries, list):
             return
-        answers = []
+        answers: list[list[Any]] = []
         for query in queries:
             p, level, indices = self._node_query(query)
             if p is not None:

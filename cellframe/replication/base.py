@@ -119,12 +119,11 @@ class ShardBase(Cell):
             store = Store(directory, shard=self.me, partitions=self.config.partitions,
                           fsync=self.config.fsync)
             try:
-                self.checkpoints = Checkpoints(
-                    directory.with_name(directory.name + ".checkpoints"))
+                checkpoints = Checkpoints(directory.with_name(directory.name + ".checkpoints"))
             except OSError:
                 store.close()
                 raise
-            self.store = store
+            self.store, self.checkpoints = store, checkpoints
         except (CellframeError, OSError) as error:
             # The cell stays up and says why in every answer; the node and its peers go on.
             log.error("%s: cannot open the store in %s: %s", self.cell_name, directory, error)
@@ -293,7 +292,8 @@ class ShardBase(Cell):
             self.peer_receiving[shard] = frozenset(p for p in receiving if _int(p))
         if self.peers.hear(node, cell, shard, incarnation, time.monotonic()) or reply:
             self._hello(to=cell_key(cell))
-        if _int(ring_version) and isinstance(ring_digest, str) and isinstance(ring_members, list):
+        if isinstance(ring_version, int) and isinstance(ring_digest, str) and \
+                isinstance(ring_members, list):
             self.peer_rings[shard] = (ring_version, ring_digest)
             if self.view.should_adopt(ring_version, ring_digest, ring_members):
                 self._ask_ring(cell, ring_version, ring_digest)
@@ -366,11 +366,12 @@ class ShardBase(Cell):
         if ring is None:
             if self._may_build(now):
                 self.install(self.view.successor(live))
-        elif set(ring.members) != live:
-            if self.restored and now - self.started < self.config.restart_grace and \
-                    not set(ring.members) <= live:
-                return  # a saved ring: give its members a moment to say hello first
-            self.install(self.view.successor(live))
+        else:
+            if self.restored and (set(ring.members) <= live
+                                  or now - self.started >= self.config.restart_grace):
+                self.restored = False  # every member of the saved ring heard (or given up)
+            if set(ring.members) != live and not self.restored:
+                self.install(self.view.successor(live))
 
     def _may_build(self, now: float) -> bool:
         """May a cell with no table build one of its own?

@@ -98,6 +98,8 @@ class Coordinator(ShardBase):
             self.writes[receipt.guid] = PendingWrite(
                 family, receipt.guid, receipt.time, p, needed,
                 time.monotonic() + self.config.request_timeout, reply_to, request)
+        else:  # the same content again while the first is on its way: one record, two answers
+            pending.others.append((reply_to, request))
         self.count("writes")
         rows = rows_of([Record(family, receipt.time, value, receipt.guid, receipt.digest)])
         for shard in replicas:
@@ -141,10 +143,11 @@ class Coordinator(ShardBase):
             return
         del self.writes[guid]
         self.count("writes_acknowledged")
-        self.reply(pending.reply_to, [
-            Symbol("inserted"), Keyword("family"), pending.family, Keyword("guid"), guid,
-            Keyword("time"), pending.time, Keyword("copies"), len(pending.durable),
-            Keyword("request"), pending.request])
+        for reply_to, request in pending.callers():
+            self.reply(reply_to, [
+                Symbol("inserted"), Keyword("family"), pending.family, Keyword("guid"), guid,
+                Keyword("time"), pending.time, Keyword("copies"), len(pending.durable),
+                Keyword("request"), request])
 
     # -- select and history -----------------------------------------------------------------
 
@@ -273,9 +276,10 @@ class Coordinator(ShardBase):
         for guid in [g for g, w in self.writes.items() if w.deadline < now]:
             pending = self.writes.pop(guid)
             self.count("writes_timed_out")
-            self._refuse(pending.reply_to, pending.request, pending.family,
-                         f"only {len(pending.durable)} of {pending.needed} copies were durable"
-                         f" within {self.config.request_timeout} s", guid=guid)
+            for reply_to, request in pending.callers():
+                self._refuse(reply_to, request, pending.family,
+                             f"only {len(pending.durable)} of {pending.needed} copies were"
+                             f" durable within {self.config.request_timeout} s", guid=guid)
         for key in [k for k, r in self.reads.items() if r.deadline < now]:
             read_ = self.reads.pop(key)
             if not read_.answered:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..store import Record
 from ..store.index import tie_key
@@ -34,6 +33,11 @@ class PendingWrite:
     request: str | None = None  # the client's message id, echoed in the call-back
     durable: set[int] = field(default_factory=set)
     answered: bool = False
+    #: Further (reply address, request) pairs: the same content inserted again meanwhile.
+    others: list[tuple[str | None, str | None]] = field(default_factory=list)
+
+    def callers(self) -> list[tuple[str | None, str | None]]:
+        return [(self.reply_to, self.request), *self.others]
 
     def acknowledge(self, shard: int) -> bool:
         """Count ``shard``'s durable copy; True the moment the quorum is reached."""
@@ -117,11 +121,3 @@ def repairs(answers: dict[int, list[Record]], result: list[Record]) -> dict[int,
         if missing:
             out[shard] = missing
     return out
-
-
-def describe(record: Record, decode: Any) -> list[Any]:
-    """The plist of one version in a call-back: guid, time and the decoded value."""
-    from ..symbols import Keyword
-
-    return [Keyword("guid"), record.guid, Keyword("time"), record.time,
-            Keyword("value"), decode(record.value)]

@@ -50,7 +50,7 @@ CHECKPOINT_EVERY = 0.5
 #: Partitions asked of one source in one request.
 PULL_GROUP = 32
 #: Requests waiting for an answer from one source at a time.
-REQUESTS_PER_SOURCE = 8
+REQUESTS_PER_SOURCE = 4
 
 
 @dataclass(slots=True)
@@ -264,7 +264,8 @@ class Handoff(ShardBase):
         sender = HandoffSender(self.store, p, batch_bytes=min(room, self.config.handoff_batch_bytes))
         batch, _ = sender.next_batch(position)
         records = list(batch.records) if batch is not None else []
-        rows, last, used, cost, count = [], position, 16, 0, 0
+        rows: list[str] = []
+        last, used, cost, count = position, 16, 0, 0
         for start in range(0, len(records), RECORDS_PER_ROW):
             group = records[start:start + RECORDS_PER_ROW]
             row = "".join(record_text(r) for r in group)
