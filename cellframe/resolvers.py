@@ -16,6 +16,7 @@ role reaches a running node without a restart.
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import threading
@@ -73,14 +74,14 @@ class ConfigResolver(Protocol):
         ...
 
 
-class _TxtResolver:
+class _TxtResolver(abc.ABC):
     """Shared logic: everything but how one name's TXT records are fetched."""
 
     origin: dns.name.Name
 
+    @abc.abstractmethod
     def _lookup(self, label: str) -> tuple[Records | None, int]:
         """TXT strings at ``label`` (``None`` if there are none) and the TTL of that answer."""
-        raise NotImplementedError
 
     def _where(self, label: str) -> str:
         return f"{label}.{self.origin.to_text()}: "
@@ -104,7 +105,7 @@ class _TxtResolver:
             return []
         return _names_from_records(records, self._where(NODES_LABEL))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op by design, not abstract)
         """Nothing to release: dnspython opens a socket per query."""
 
     def __enter__(self) -> _TxtResolver:

@@ -18,6 +18,7 @@ prints JSON.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import shutil
@@ -178,22 +179,26 @@ def _roots_agree(roots: dict[str, dict[int, str]], names: list[str]) -> bool:
 # -- two ways of running the cluster -----------------------------------------------------------
 
 
-class _Cluster:
+class _Cluster(abc.ABC):
     """What the benchmark needs of a cluster: start, kill, and a client to ask questions."""
 
     client: Any
 
+    @abc.abstractmethod
     def store_dir(self, node: str, shard: int) -> Path:
-        raise NotImplementedError
+        """Where node ``node`` keeps shard ``shard``'s store."""
 
+    @abc.abstractmethod
     def start(self, name: str) -> None:
-        raise NotImplementedError
+        """Start node ``name``."""
 
+    @abc.abstractmethod
     def kill(self, name: str) -> None:
-        raise NotImplementedError
+        """Kill node ``name`` as SIGKILL would."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Stop everything still running."""
 
     def ask(self, expr: str, window: float = 0.5, expected: int = 0) -> list[Any]:
         """Send ``expr`` to every shard cell; the call-backs within ``window`` seconds."""
