@@ -15,6 +15,7 @@ from typing import Any
 from .client import Client
 from .cluster import LocalCluster
 from .errors import ClusterError
+from .processes import terminate_all
 
 __all__ = ["EmbeddedLauncher", "ProcessLauncher"]
 
@@ -104,14 +105,7 @@ class ProcessLauncher:
         return Client(transport, queue_prefix=self.prefix)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        terminate_all(self.processes.values())
         for transport in self.transports:
             transport.close()
         self._delete_topology()

@@ -24,6 +24,7 @@ from cellframe.cluster import LocalCluster
 from cellframe.envelope import Envelope, new_message_id
 from cellframe.errors import CellframeError
 from cellframe.membership import HealingConfig
+from cellframe.processes import terminate_all
 from cellframe.registry import RoleRegistry
 from cellframe.routing import topic_matches
 
@@ -227,16 +228,7 @@ class NodeProcesses:
         return killed_at
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate_all(self.procs.values())
         self.procs.clear()
         self._delete_topology()
 

@@ -20,6 +20,7 @@ from cellframe.cells.shard import ShardCell
 from cellframe.client import Client
 from cellframe.cluster import LocalCluster
 from cellframe.plist import from_plist
+from cellframe.processes import terminate_all
 from cellframe.reader import read
 from cellframe.registry import RoleRegistry
 from cellframe.resolvers import ZoneFileResolver
@@ -231,16 +232,7 @@ class ShardProcesses:
         proc.wait(10)
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate_all(self.procs.values())
         self.procs.clear()
 
 

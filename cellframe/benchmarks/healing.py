@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import CellframeError
 from ..plist import from_plist
+from ..processes import terminate_all
 from ..reader import read
 from ..transports.base import Delivery
 
@@ -129,13 +130,7 @@ class _ProcessCluster:
         return killed
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        terminate_all(self.procs.values())
         self.events.transport.close()
 
 

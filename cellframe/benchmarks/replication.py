@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import CellframeError
 from ..guid import encode
 from ..printer import write
+from ..processes import terminate_all
 from ..store import Record, Ring, Store, content_digest, moved_fraction, plan_transfer
 
 __all__ = ["bench_join_fraction", "bench_restore", "main", "restore_zone", "synthetic_records"]
@@ -293,13 +294,7 @@ class _Processes(_Cluster):
         proc.wait(10)
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        terminate_all(self.procs.values())
         self.client.close()
         self.transport.close()
 
