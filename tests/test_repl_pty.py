@@ -22,6 +22,20 @@ def repl(tmp_path: Path):
     child.expect("cellframe>")
     yield child, history
     if child.isalive():
+        quit_with_ctrl_d(child)
+
+
+def quit_with_ctrl_d(child: pexpect.spawn) -> None:
+    """Press Ctrl-D at the prompt and wait for the REPL (and its local cluster) to exit.
+
+    Between two prompts the terminal is briefly in cooked mode, where the line discipline swallows a
+    Ctrl-D as end-of-file; a reply printed in that window reaches the test before the next prompt is
+    in raw mode. So wait until the prompt is drawn again after the last output, and press Ctrl-D a
+    second time, as a person would, if the first was swallowed.
+    """
+    child.expect("cellframe>")
+    child.sendcontrol("d")
+    if child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=5) == 1:
         child.sendcontrol("d")
         child.expect(pexpect.EOF, timeout=60)  # the local cluster stops, shards and all
 
@@ -61,6 +75,5 @@ def test_repl_keeps_history_across_sessions(repl) -> None:
     child, history = repl
     child.sendline("node:proxy-01 (ping)")
     child.expect(r"\(pong")
-    child.sendcontrol("d")
-    child.expect(pexpect.EOF, timeout=60)
+    quit_with_ctrl_d(child)
     assert "node:proxy-01 (ping)" in history.read_text()
