@@ -8,17 +8,38 @@ into data.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Envelope", "Message", "new_message_id"]
 
 
+class _MessageIds:
+    """96 random bits drawn once per process, then a counter: unique like a uuid4 (which
+    costs a getrandom call per id, 3 us against 0.4 us here), and drawn again in a forked
+    child so parent and child never share a prefix."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(12).hex()
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):08x}"
+
+
+_ids = _MessageIds()
+
+
 def new_message_id() -> str:
     """A fresh, globally unique message id (the dedup key for at-least-once delivery)."""
-    return uuid.uuid4().hex
+    return _ids.next()
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from language_support import expressions, language_texts, values, verb_tables
 
+from cellframe import reader as reader_module
 from cellframe.errors import CellframeError, InputTooLargeError, LanguageError
 from cellframe.evaluator import Evaluator, read_eval
 from cellframe.hylang import read_hy
@@ -157,3 +158,19 @@ def test_many_elements_in_one_list() -> None:
     assert len(items) == 30_000
     with pytest.raises(CellframeError):
         Evaluator().evaluate([Symbol("list"), *items])  # 30,001 steps: over the budget
+
+
+def _outcome(text: str, *, compiled: bool) -> Any:
+    limits = reader_module.DEFAULT_MAX_BYTES, reader_module.DEFAULT_MAX_DEPTH
+    try:
+        return ("data", reader_module._parse(text, "start", *limits, compiled))
+    except LanguageError as error:
+        return ("error", type(error).__name__, str(error))
+
+
+@pytest.mark.skipif(reader_module.lark_cython is None,
+                    reason="lark-cython is not installed on this platform")
+@settings(FUZZ, max_examples=800)
+@given(st.one_of(language_texts(), st.builds(write, values()), st.text(max_size=40)))
+def test_the_compiled_parser_reads_and_refuses_exactly_as_pure_lark(text: str) -> None:
+    assert _outcome(text, compiled=True) == _outcome(text, compiled=False)

@@ -340,3 +340,27 @@ def test_cancel_and_close_from_inside_a_handler_do_not_deadlock(amqp_connect, qu
     t.publish("role.inside", Envelope(b"stop"))
     assert done.wait(10)
     assert t.closed and "closed" in repr(t)
+
+
+def _unacknowledged(name: str) -> int | None:
+    listed = subprocess.run(["rabbitmqctl", "list_queues", "--quiet", "--no-table-headers",
+                             "name", "messages_unacknowledged"],
+                            capture_output=True, text=True, timeout=30).stdout
+    for line in listed.splitlines():
+        fields = line.split()
+        if fields and fields[0] == name:
+            return int(fields[1])
+    return None
+
+
+def test_held_acks_reach_the_broker_without_more_traffic(amqp_connect, queue):  # noqa: F811
+    # Acks are coalesced into batches; a batch that never fills still goes out on its own.
+    t = amqp_connect()
+    name = bound_queue(t, queue(), "role.few", durable=True)
+    seen = Collector()  # acks each delivery
+    t.consume(name, seen, prefetch=256)
+    for i in range(3):
+        t.publish("role.few", Envelope(b"%d" % i))
+    seen.wait(3)
+    wait_for(lambda: _unacknowledged(name) == 0, timeout=20,
+             what="the broker to hear the three acks")
