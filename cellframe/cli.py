@@ -358,12 +358,15 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
 @main.command()
 @zone_option
 @secret_option
-@click.option("--amqp", metavar="URL", help="Talk to the cluster on this RabbitMQ; without it, "
-              "start a local cluster on the embedded transport and talk to that.")
+@click.option("--amqp", multiple=True, metavar="URL", help="Talk to the cluster on this "
+              "RabbitMQ (repeat for fail-over); without it, start a local cluster on the "
+              "embedded transport and talk to that.")
 @click.option("--history", type=click.Path(dir_okay=False), help="History file "
               "(default ~/.cellframe_history).")
+@topology_option
 def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
-         secret_file: str | None, amqp: str | None, history: str | None) -> None:
+         secret_file: str | None, amqp: tuple[str, ...], history: str | None,
+         exchange: str | None, queue_prefix: str) -> None:
     """An interactive prompt: TARGET EXPRESSION lines, call-backs printed as they arrive."""
     import logging
 
@@ -372,7 +375,7 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
 
     cluster = None
     if amqp:
-        transport = make_transport([amqp])
+        transport = make_transport(amqp, exchange=exchange)
     else:
         from .cluster import LocalCluster
 
@@ -380,7 +383,7 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
         cluster = LocalCluster(zone_file or str(bundled_zone())).start()
         transport = cluster.broker.connect(name="repl")
         click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
-    client = Client(transport, signer=make_signer(secret_file))
+    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
     session = Repl.with_file_history(client, Path(history) if history else DEFAULT_HISTORY)
     client.on_reply = session.on_reply
     click.echo("type TARGET EXPRESSION, e.g. node:web-01 (status); ,help for more; Ctrl-D quits")

@@ -183,6 +183,29 @@ def test_cell_key_reaches_one_cell(cluster, client) -> None:
 # -- DNS ---------------------------------------------------------------------------------------
 
 
+def test_the_repl_talks_to_node_processes_on_rabbitmq(cluster, tmp_path) -> None:
+    import pexpect
+
+    child = pexpect.spawn(
+        sys.executable, ["-m", "cellframe", "repl", *topology_args(cluster),
+                         "--history", str(tmp_path / "history")],
+        encoding="utf-8", timeout=30, dimensions=(40, 200), cwd=str(REPO),
+        env=dict(os.environ, PYTHONPATH=str(TESTS), PYTHONUNBUFFERED="1", TERM="xterm",
+                 PROMPT_TOOLKIT_NO_CPR="1"),
+    )
+    try:
+        child.expect("cellframe>")
+        child.sendline("node:tally-02 (ping)")
+        child.expect(r'\(pong :node "tally-02"')
+        child.sendline("node:tally-02 (ping))")  # an extra parenthesis: shown, not sent
+        child.expect("error: ")
+        child.expect("cellframe>")
+        child.sendline(",quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.terminate(force=True)
+
+
 def test_a_role_change_in_dns_reaches_the_running_node(cluster, dns, client) -> None:
     def set_txt(pairs: dict[str, str]) -> None:
         register(dns.address, dns.port, dns.zone, dns.key_name, dns.key_secret, "morph-01",
