@@ -81,7 +81,7 @@ def make_signer(secret_file: str | None, *, required: bool = False) -> Any:
 
 
 def make_transport(amqp: tuple[str, ...] | list[str] | None, *, exchange: str | None = None,
-                   name: str | None = None) -> Any:
+                   name: str | None = None, quorum: bool = False) -> Any:
     if not amqp:
         from .transports.memory import MemoryTransport
 
@@ -89,7 +89,7 @@ def make_transport(amqp: tuple[str, ...] | list[str] | None, *, exchange: str | 
     from .transports.amqp import AmqpTransport
 
     try:
-        return AmqpTransport(list(amqp), name=name, **amqp_topology(exchange))
+        return AmqpTransport(list(amqp), name=name, quorum=quorum, **amqp_topology(exchange))
     except CellframeError as error:
         raise _fail(error) from error
 
@@ -135,11 +135,13 @@ def main(verbose: int, json_logs: bool) -> None:
                    "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="CELLFRAME_DATA_DIR",
               help="Where cells keep data (a shard's store: DIR/NAME/shard-ID; DNS data-dir wins).")
+@click.option("--quorum", is_flag=True, help="Declare durable queues (the role mailboxes) as "
+              "quorum queues with a delivery limit: for a RabbitMQ cluster.")
 @topology_option
 def node(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
          secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
          metrics_port: int | None, plugins: tuple[str, ...], data_dir: str | None,
-         exchange: str | None, queue_prefix: str) -> None:
+         quorum: bool, exchange: str | None, queue_prefix: str) -> None:
     """Run the management daemon of node NAME (default: this host's name) until SIGTERM."""
     import socket
 
@@ -155,7 +157,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
         run_node(
             name,
             # Named for the node, so the broker's tools show which connection is whose.
-            transport=make_transport(amqp, exchange=exchange,
+            transport=make_transport(amqp, exchange=exchange, quorum=quorum,
                                      name=f"{name}@{socket.gethostname()}:{os.getpid()}"),
             resolver=make_resolver(zone_file, dns_server, domain),
             signer=make_signer(secret_file),

@@ -60,7 +60,8 @@ class Tally(Cell):
 
 
 #: Every role the process tests use, all played by a Tally.
-ROLES = {role: Tally for role in ("tally", "other", "scribe", "steady", "drain", "crash")}
+ROLES = {role: Tally for role in ("tally", "other", "scribe", "steady", "drain", "crash",
+                                  "quorate")}
 
 
 def applied_ids(directory: Path, cell: str | None = None) -> list[str]:

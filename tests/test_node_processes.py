@@ -206,6 +206,25 @@ def test_the_repl_talks_to_node_processes_on_rabbitmq(cluster, tmp_path) -> None
         child.terminate(force=True)
 
 
+def test_a_quorum_cluster_keeps_its_role_mailboxes_in_quorum_queues(tmp_path) -> None:
+    # Quorum or classic is a choice for a whole cluster (the broker refuses to redeclare a
+    # queue with another type), so this one gets a topology of its own.
+    quorate = ProcessCluster(require_amqp(), tmp_path)
+    try:
+        quorate.wait_ready([quorate.launch("quorum-01", "--role", "quorate", "--quorum")])
+        listed = subprocess.run(["rabbitmqctl", "list_queues", "--quiet", "--no-table-headers",
+                                 "name", "type"], capture_output=True, text=True,
+                                timeout=60).stdout
+        types = dict(line.split()[:2] for line in listed.splitlines() if len(line.split()) >= 2)
+        assert types[f"{quorate.prefix}role.quorate"] == "quorum"
+        client = quorate.client()
+        client.send("role.quorate", "(add 3)")
+        wait_for(lambda: quorate.cell(client, "quorum-01")["total"] == 3, 10,
+                 what="the add sent to the quorum mailbox")
+    finally:
+        quorate.close()
+
+
 def test_a_role_change_in_dns_reaches_the_running_node(cluster, dns, client) -> None:
     def set_txt(pairs: dict[str, str]) -> None:
         register(dns.address, dns.port, dns.zone, dns.key_name, dns.key_secret, "morph-01",

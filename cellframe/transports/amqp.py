@@ -64,7 +64,8 @@ class AmqpTransport:
     ``urls``: one broker URL or several, tried in order (failover). ``exchange``,
     ``dead_letter_exchange`` and ``dead_letter_queue`` name the topology it declares (a topic
     exchange for control, a fanout dead-letter exchange and its queue). ``quorum``: durable
-    queues become quorum queues with ``x-delivery-limit=delivery_limit``. ``heartbeat``: AMQP
+    queues become quorum queues with ``x-delivery-limit=delivery_limit`` (all but the
+    dead-letter queue, which stays classic). ``heartbeat``: AMQP
     heartbeat seconds. ``max_in_flight``: unconfirmed publishes on the wire; ``buffer_size``:
     publishes accepted but not yet confirmed, beyond which ``publish`` raises BufferFullError.
     ``connect_timeout`` bounds the first connection, ``op_timeout`` each declaration or
@@ -113,9 +114,12 @@ class AmqpTransport:
         self._lock = threading.Lock()
         self._consumers: dict[str, ConsumerState] = {}
         params = _parameters(urls, heartbeat=heartbeat, name=self.name)
+        # The dead-letter queue is classic in either mode: every client and node of a cluster
+        # declares it, and the broker refuses a queue redeclared with another type, so a
+        # `cellframe send` without --quorum could not talk to a quorum cluster otherwise.
         topology = Topology(exchange, dead_letter_exchange,
                             self._queue_kwargs(dead_letter_queue, durable=True, exclusive=False,
-                                               dead_letters=False))
+                                               dead_letters=False, quorum=False))
         self._link = BrokerLink(params, topology, max_in_flight=max_in_flight, backoff=backoff,
                                 release=self._release, name=self.name)
         self._link.start()
@@ -264,12 +268,12 @@ class AmqpTransport:
     # -- internals -------------------------------------------------------------------------
 
     def _queue_kwargs(self, name: str, *, durable: bool, exclusive: bool,
-                      dead_letters: bool = True) -> dict[str, Any]:
+                      dead_letters: bool = True, quorum: bool | None = None) -> dict[str, Any]:
         _check_name(name, "queue name")
         arguments: dict[str, Any] = {}
         if dead_letters:
             arguments["x-dead-letter-exchange"] = self._dead_letter_exchange
-        if self._quorum and durable and not exclusive:
+        if (self._quorum if quorum is None else quorum) and durable and not exclusive:
             # Quorum queues must be durable and cannot be exclusive (services.md).
             arguments["x-queue-type"] = "quorum"
             if dead_letters:
