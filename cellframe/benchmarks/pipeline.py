@@ -7,7 +7,9 @@
   the cell, and acked after it was applied; the clock stops when the cell calls back that it
   has applied all ``n``. The baseline is ``bench_raw_pika(n, size)``: a SelectConnection
   publisher with 1,000 confirms in flight and a consumer with prefetch 1,000 acking
-  ``multiple`` every 100, same body size.
+  ``multiple`` every 100, same body size. For context, ``ratio_like_cellframe`` sets it
+  against raw pika sending what a cellframe client sends (a signed envelope's properties and
+  headers, ``mandatory``, a topic exchange): the goal stays with the bare ``ratio``.
 - ``bench_round_trip(n)``: a client sends ``(ping)`` to a node and waits for the ``(pong ...)``
   call-back, one at a time; its p50/p99 against ``bench_raw_rpc(n)``, raw pika request/reply.
 
@@ -120,6 +122,7 @@ def bench_control_pipeline(n: int = 20_000, size: int = 100, *, url: str = DEFAU
         per_s = n / elapsed
     raw_after = bench_raw_pika(n, size, url=url)
     raw = round((raw_before["end_to_end_per_s"] + raw_after["end_to_end_per_s"]) / 2)
+    like = bench_raw_pika(n, size, url=url, like_cellframe=True)["end_to_end_per_s"]
     return {
         "bench": "control_pipeline", "n": n, "size": size,
         "node": "in-process" if in_process else "process", "via": via,
@@ -129,6 +132,8 @@ def bench_control_pipeline(n: int = 20_000, size: int = 100, *, url: str = DEFAU
         "raw_end_to_end_per_s": raw,
         "raw_runs_per_s": [raw_before["end_to_end_per_s"], raw_after["end_to_end_per_s"]],
         "ratio": round(per_s / raw, 3),
+        "raw_like_cellframe_per_s": like,
+        "ratio_like_cellframe": round(per_s / like, 3),
         "load_average": _load(),
     }
 

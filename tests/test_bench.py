@@ -1,0 +1,39 @@
+"""`cellframe bench` runs its comparisons and reports ratios, not errors (it catches a broken
+benchmark so the others still print: this is where such a break shows)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from services import require_amqp
+
+
+def bench(*keys: str, timeout: float = 300) -> dict:
+    only = [arg for key in keys for arg in ("--only", key)]
+    done = subprocess.run([sys.executable, "-m", "cellframe", "bench", "--quick", "--json", *only],
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_bench_prints_the_language_and_cell_ratios_as_json() -> None:
+    results = bench("read_eval_vs_lark_parse", "cell_dispatch_vs_pykka_tell")
+    assert set(results) == {"read_eval_vs_lark_parse", "cell_dispatch_vs_pykka_tell"}
+    for figures in results.values():
+        assert "error" not in figures
+        assert figures["ratio"] > 0
+    language = results["read_eval_vs_lark_parse"]
+    assert language["read_eval_per_s"] > 0 and language["lark_parse_per_s"] > 0
+
+
+@pytest.mark.amqp
+def test_bench_measures_the_control_pipeline_against_raw_pika_on_rabbitmq() -> None:
+    require_amqp()
+    figures = bench("control_pipeline_vs_raw_pika")["control_pipeline_vs_raw_pika"]
+    assert "error" not in figures, figures
+    assert figures["pipeline_per_s"] > 0 and figures["raw_end_to_end_per_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["pipeline_per_s"] / figures["raw_end_to_end_per_s"],
+                                             abs=0.01)
