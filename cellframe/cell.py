@@ -25,7 +25,7 @@ from .outbox import Outbox
 from .statemachine import Machine, Transition, compile_machine
 from .symbols import Keyword, Symbol
 
-__all__ = ["Cell", "CellCounters", "Inbound"]
+__all__ = ["Cell", "CellCounters", "Inbound", "SettingsChanged"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ class Inbound:
 
     message: Message
     settle: Callable[[], None] = field(default=lambda: None)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChanged:
+    """The node's settings changed in DNS (a mailbox item the node sends each of its cells)."""
+
+    settings: dict[str, str]
 
 
 class _Ignored(CellframeError):
@@ -128,8 +135,20 @@ class Cell(pykka.ThreadingActor):
                 message.settle()
         elif type(message) is Message:
             self.cell_handle(message)
+        elif type(message) is SettingsChanged:
+            old, self.cell_settings = self.cell_settings, dict(message.settings)
+            if old != self.cell_settings:
+                try:
+                    self.on_settings_changed(old)
+                except Exception:  # a bad hook must not kill the cell
+                    log.exception("%s: on_settings_changed raised", self.cell_name)
         else:
             log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
+
+    def on_settings_changed(self, old: dict[str, str]) -> None:
+        """Called in the cell's thread after DNS changed its node's settings; the new ones are
+        already in ``cell_settings``. Override to act on a change (the default does nothing:
+        cells that read ``cell_settings`` when they need them see the new values)."""
 
     def cell_handle(self, message: Message) -> None:
         """Apply one message: dedup, evaluate against this cell's verbs, count the outcome."""

@@ -25,7 +25,7 @@ from typing import Any
 import pykka
 from pykka.messages import ProxyGetAttr
 
-from .cell import Cell, Inbound
+from .cell import Cell, Inbound, SettingsChanged
 from .envelope import Envelope, Message
 from .errors import ConfigError, LanguageError, SecurityError
 from .printer import write
@@ -219,11 +219,19 @@ class Node:
         return queue
 
     def _on_config_change(self, old: NodeConfig | None, new: NodeConfig) -> None:
-        """DNS changed under a running node: take the new settings, and the new role."""
+        """DNS changed under a running node: take the new settings (every running cell hears
+        of them), and the new role."""
         self.settings = dict(new.settings)
         self.emit("reconfigured", role=new.role)
         if old is None or old.role != new.role:
             self.differentiate(new.role)
+        with self._lock:
+            hosted = self._all_hosted()
+        for each in hosted:  # cells started just now already have them: a no-op for those
+            try:
+                each.ref.tell(SettingsChanged(dict(new.settings)))
+            except pykka.ActorDeadError:
+                pass
 
     def _host(self, cls: type[Cell], name: str, **kwargs: Any) -> _Hosted:
         """Start a cell with this node as its outbox and bind its routes."""

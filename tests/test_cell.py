@@ -196,3 +196,27 @@ def test_required_keyword_argument_missing_is_an_arity_error_on_the_fast_path() 
         assert ref.proxy().label.get(timeout=5) == "x"
     finally:
         ref.stop()
+
+
+def test_a_settings_change_reaches_a_running_cell_once_and_keeps_its_state() -> None:
+    import threading
+
+    from cellframe.cell import Cell, SettingsChanged
+
+    heard: list[tuple[dict, dict]] = []
+    changed = threading.Event()
+
+    class Tuned(Cell):
+        def on_settings_changed(self, old: dict[str, str]) -> None:
+            heard.append((old, dict(self.cell_settings)))
+            changed.set()
+
+    ref = Tuned.start("tuned", settings={"weight": "1"})
+    try:
+        ref.tell(SettingsChanged({"weight": "1"}))  # the same settings: nothing to hear
+        ref.tell(SettingsChanged({"weight": "5", "rack": "r2"}))
+        assert changed.wait(5)
+        assert ref.proxy().cell_settings.get() == {"weight": "5", "rack": "r2"}
+        assert heard == [({"weight": "1"}, {"weight": "5", "rack": "r2"})]
+    finally:
+        ref.stop()

@@ -237,6 +237,10 @@ def test_a_role_change_in_dns_reaches_the_running_node(cluster, dns, client) -> 
     client.send("role.scribe", "(add 2)")
     wait_for(lambda: cluster.cell(client, "morph-01")["total"] == 2, 10, what="the scribe's add")
     assert dict(cluster.cell(client, "morph-01")["settings"]) == {"role": "scribe", "rack": "r9"}
+    set_txt({"role": "scribe", "rack": "r10"})  # a setting alone changes: the same cell hears it
+    wait_for(lambda: dict(cluster.cell(client, "morph-01")["settings"]).get("rack") == "r10", 15,
+             interval=0.2, what="the running scribe to see rack=r10")
+    assert cluster.cell(client, "morph-01")["total"] == 2  # not restarted: it kept its state
     set_txt({"rack": "r9"})
     wait_for(lambda: cluster.status(client, "morph-01")["role"] is None, 15, interval=0.2,
              what="morph-01 back to a spare")
