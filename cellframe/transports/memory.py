@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_DEAD_LETTER_QUEUE", "MemoryBroker", "MemoryDelivery", "Memor
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DEAD_LETTER_QUEUE = "cellframe.dead-letters"
+DEFAULT_DEAD_LETTER_QUEUE = "cellframe.dead-letter"  # the AMQP transport's default too
 
 # AMQP short strings (queue names, routing keys, patterns) hold at most 255 bytes.
 _MAX_NAME_BYTES = 255
