@@ -130,6 +130,8 @@ def main(verbose: int, json_logs: bool) -> None:
 @click.option("--role", help="Play this role instead of the one DNS names.")
 @click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
 @click.option("--metrics-port", type=int, help="Expose Prometheus metrics on this port.")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address the metrics listen on (0.0.0.0 for every interface).")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE:ATTR",
               help="Register more roles: ATTR is a Cell class (under its `role`) or a mapping "
                    "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
@@ -140,7 +142,8 @@ def main(verbose: int, json_logs: bool) -> None:
 @topology_option
 def node(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
          secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
-         metrics_port: int | None, plugins: tuple[str, ...], data_dir: str | None,
+         metrics_port: int | None, metrics_addr: str, plugins: tuple[str, ...],
+         data_dir: str | None,
          quorum: bool, exchange: str | None, queue_prefix: str) -> None:
     """Run the management daemon of node NAME (default: this host's name) until SIGTERM."""
     import socket
@@ -164,6 +167,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
             role=role,
             diagnostic=diagnostic,
             metrics_port=metrics_port,
+            metrics_addr=metrics_addr,
             registry=registry,
             queue_prefix=queue_prefix,
         )

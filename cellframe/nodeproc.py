@@ -28,6 +28,7 @@ def run_node(
     diagnostic: bool = False,
     registry: RoleRegistry | None = None,
     metrics_port: int | None = None,
+    metrics_addr: str = "127.0.0.1",
     stop: threading.Event | None = None,
     queue_prefix: str = "",
 ) -> None:
@@ -56,7 +57,7 @@ def run_node(
     if metrics_port is not None:
         from .metrics import serve_metrics
 
-        exporter = serve_metrics(node, metrics_port)
+        exporter = serve_metrics(node, metrics_port, metrics_addr)
     log.info("node %s running as %s", name, node.role or "a spare")
     print(f"node {name} ready as {node.role or 'spare'}", flush=True)
     try:

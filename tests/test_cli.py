@@ -201,3 +201,37 @@ def test_status_json_lists_every_node_with_role_cells_and_counters(nodes) -> Non
     assert {name: s["role"] for name, s in statuses.items()} == {"cli-a": "tally", "cli-b": None}
     assert [c["name"] for c in statuses["cli-a"]["cells"]] == ["cli-a"]
     assert statuses["cli-a"]["counters"]["delivered"] >= 1
+
+
+def test_node_serves_prometheus_metrics_on_the_address_and_port_given(tmp_path) -> None:
+    import os
+    import socket
+    import sys
+    import urllib.request
+
+    from cellframe.testing import wait_for
+
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellframe", "node", "web-01", "--metrics-port", str(port),
+         "--metrics-addr", "0.0.0.0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, CELLFRAME_SECRET=""),
+    )
+    try:
+        def scrape() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    return r.read().decode()
+            except OSError:
+                return None
+
+        text = wait_for(scrape, 30, what="the metrics endpoint")
+        assert 'cellframe_node_role{node="web-01"' in text
+        listening = subprocess.run(["ss", "-ltn", f"sport = :{port}"], capture_output=True,
+                                   text=True).stdout
+        assert f"0.0.0.0:{port}" in listening
+    finally:
+        proc.terminate()
+        proc.wait(20)
