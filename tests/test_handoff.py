@@ -227,3 +227,41 @@ def test_sender_cuts_batches_by_bytes_and_reports_the_wait(tmp_path: Path) -> No
         assert sender.next_batch(source.last_position(PARTITION)) == (None, 0.0)
     finally:
         source.close()
+
+
+def test_sender_batches_are_the_same_prefix_however_the_partition_is_read(tmp_path: Path) -> None:
+    source = filled_source(tmp_path / "src", n=300)  # records of about 180 bytes
+    try:
+        stream = source.records_since(PARTITION, 0, 10**6)
+        for batch_bytes, batch_records in ((10**9, 100), (9_000, 1000), (10**9, 1000), (1, 5)):
+            sender = HandoffSender(source, PARTITION, batch_bytes=batch_bytes,
+                                   batch_records=batch_records)
+            batch, _ = sender.next_batch(7)
+            assert batch is not None and batch.records[0] == stream[7]
+            assert list(batch.records) == stream[7:7 + len(batch.records)]
+            taken = len(batch.records)
+            assert taken <= batch_records
+            assert batch.nbytes <= batch_bytes or taken == 1  # one record at least
+            # cut only where the count, the partition or the bytes say so
+            assert taken == batch_records or taken == len(stream) - 7 or \
+                batch.nbytes + record_bytes(stream[7 + taken]) > batch_bytes
+    finally:
+        source.close()
+
+
+def test_checkpoints_update_many_keys_and_forget_others_in_one_durable_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cp"
+    cp = Checkpoints(path)
+    cp.set("old", 3)
+    cp.update({"a": 5, "b": 7}, forget=["old"])
+    assert (cp.get("a"), cp.get("b"), cp.get("old")) == (5, 7, 0)
+    with pytest.raises(ValueError):
+        cp.update({"c": 1, "has space": 2})
+    cp.update({})  # nothing to write
+    cp.close()
+    again = Checkpoints(path)
+    assert (again.get("a"), again.get("b"), again.get("old"), again.get("c")) == (5, 7, 0, 0)
+    again.close()
+    assert path.read_bytes().count(b"\n") == 4  # set, two positions and a forget: no more

@@ -47,8 +47,9 @@ def test_records_survive_the_wire_exactly(fields) -> None:
 def test_a_damaged_row_is_counted_and_skipped_without_an_exception() -> None:
     good = rows_of([rec("ok", 1)])[0]
     records, bad = rows_to_records([good, "1 2 3", "x 1 1 1 ab", 5, "1 2 9 1 ab",
-                                    "1 99999999999999999999 1 1 ab", good])
-    assert [r.family for r in records] == ["ok", "ok"] and bad == 5
+                                    "1 99999999999999999999 1 1 ab", "1 -2 1 1 ab",
+                                    "99999999999999999999 2 1 1 ab", "1 2 1 1 a", good])
+    assert [r.family for r in records] == ["ok", "ok"] and bad == 8
     with pytest.raises(ValueError):
         row_records("1 2 0 1 ab")
     assert rows_to_records("not a list") == ([], 1)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import signal
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from store_support import read_lines_until, spawn_python, wait_for
 
 from cellframe.errors import StoreError
 from cellframe.guid import decode
-from cellframe.store import Receipt, Record, Store, pack, unpack
+from cellframe.store import Receipt, Record, Store, content_digest, pack, unpack
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "data.md"
 
@@ -190,8 +194,120 @@ def test_apply_refuses_a_record_whose_digest_does_not_match(store: Store) -> Non
         store.apply(forged)
 
 
+def test_a_negative_or_too_large_guid_is_refused_and_the_store_stays_usable(store: Store) -> None:
+    # A negative guid once passed the check, then failed the commit, and with it the store.
+    for guid in (-5, 1 << 64):
+        with pytest.raises(ValueError, match="guid"):
+            store.apply(record("k", 1, b"v", guid))
+    assert store.insert("k", b"fine").sequence == 1
+
+
+def record(family: str, time: int, value: bytes, guid: int = 7) -> Record:
+    return Record(family, time, value, guid, content_digest(family, time, value))
+
+
+class ManyCalls:
+    """Records the call-backs of ``apply_many_nowait``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, BaseException | None]] = []
+        self.done = threading.Event()
+
+    def __call__(self, failed: int, error: BaseException | None) -> None:
+        self.calls.append((failed, error))
+        self.done.set()
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_apply_many_nowait_calls_back_once_when_every_record_is_durable(
+    tmp_path: Path, group_commit: bool,
+) -> None:
+    rows = [record(f"f{i % 7}", i, b"v%d" % i, guid=100 + i) for i in range(60)]
+    with Store(tmp_path, partitions=4, group_commit=group_commit) as s:  # real fsync
+        s.apply(rows[0])  # durable already
+        back = ManyCalls()
+        s.apply_many_nowait([*rows, rows[5], rows[0]], back)
+        assert back.done.wait(10)
+        assert back.calls == [(0, None)]
+        for p in range(4):  # in the order given, each record once
+            mine = [r for r in rows if s.partition_of(r.family) == p]
+            assert [(r.guid, r.digest) for r in s.records_since(p, 0, 1000)] == \
+                [(r.guid, r.digest) for r in mine]
+        assert s.stats()["records"] == 60
+    with Store(tmp_path, partitions=4) as again:  # and on disk
+        assert again.select("f3", at=3).guid == 103
+
+
+def test_apply_many_nowait_counts_the_refused_records_and_applies_the_rest(store: Store) -> None:
+    good = [record("a", 1, b"x"), record("b", 2, b"y")]
+    forged = Record("c", 3, b"changed", 5, bytes(16))
+    back = ManyCalls()
+    store.apply_many_nowait([good[0], forged, record("d", 4, b"z", guid=-1), good[1]], back)
+    assert back.done.wait(10)
+    [(failed, error)] = back.calls
+    assert failed == 2 and "digest" in str(error)
+    assert store.select("a").value == b"x" and store.select("b").value == b"y"
+    assert store.select("c") is None and store.select("d") is None
+    assert store.insert("e", b"fine").guid  # still usable
+
+
+def test_apply_many_nowait_waits_for_records_already_on_their_way_to_disk(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path, partitions=8) as s:
+        assert s._committer is not None
+        gate, flush = threading.Event(), s._committer._flush
+        s._committer._flush = lambda batch: (gate.wait(10), flush(batch))  # type: ignore[method-assign]
+        rows = [record("k", i, b"v") for i in range(3)]
+        s.apply_nowait(rows[0])  # queued, held at the gate
+        back = ManyCalls()
+        s.apply_many_nowait(rows, back)
+        assert back.calls == []  # nothing is durable yet: no call-back
+        gate.set()
+        assert back.done.wait(10) and back.calls == [(0, None)]
+        assert [r.time for r in s.select_history("k")] == [0, 1, 2]
+
+
+def test_apply_many_nowait_reports_a_failed_commit(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=8) as s:
+        assert s._committer is not None
+
+        def failing(batch: object) -> None:
+            raise OSError("disk full")
+
+        s._committer._flush = failing  # type: ignore[method-assign]
+        back = ManyCalls()
+        s.apply_many_nowait([record("k", i, b"v") for i in range(4)], back)
+        assert back.done.wait(10)
+        [(failed, error)] = back.calls
+        assert failed == 4 and "disk full" in str(error)
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.text(min_size=1, max_size=40), st.integers(-(2**63), 2**63 - 1),
+       st.binary(max_size=80))
+def test_content_digest_is_the_same_for_any_bytes_like_value(family: str, time: int,
+                                                            value: bytes) -> None:
+    digest = content_digest(family, time, value)
+    raw = family.encode("utf-8", "surrogatepass")
+    reference = hashlib.blake2b(digest_size=16, person=b"cf-record")
+    reference.update(struct.pack(">Hq", len(raw), time) + raw + value)
+    assert digest == reference.digest()
+    assert content_digest(family, time, bytearray(value)) == digest
+    assert content_digest(family, time, memoryview(value)) == digest
+
+
+def test_content_digest_refuses_what_cannot_be_stored() -> None:
+    for family, time, value, error in [
+        ("", 1, b"v", ValueError), ("k" * 70_000, 1, b"v", ValueError),
+        ("k", 1 << 63, b"v", ValueError), ("k", True, b"v", TypeError),
+        ("k", 1.0, b"v", TypeError), (5, 1, b"v", TypeError), ("k", 1, "v", TypeError),
+    ]:
+        with pytest.raises(error):
+            content_digest(family, time, value)  # type: ignore[arg-type]
+
+
 def test_unpack_refuses_damaged_bytes() -> None:
-    from cellframe.store import content_digest
     good = pack(Record("k", 1, b"v", 5, content_digest("k", 1, b"v")))
     with pytest.raises(ValueError):
         unpack(good[:-1] + b"w")

@@ -2,7 +2,10 @@
 data a joining shard moves.
 
 ``python -m cellframe.benchmarks.replication [memory|amqp|join] [records] [spare|four]``
-prints JSON.
+prints JSON. ``CELLFRAME_BENCH_AMQP`` names the broker (best a virtual host of the run's own:
+node names are fixed, so two runs on one vhost take each other's queues), and
+``CELLFRAME_BENCH_NODE_OPTIONS`` adds options to every ``cellframe`` node process (``-v``
+logs each ring change).
 
 - ``bench_restore``: shard nodes with N=3 hold ``records`` records (written straight into
   their stores before the clock starts); one is killed. Scenario ``spare``: three shards and
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,8 @@ __all__ = ["bench_join_fraction", "bench_restore", "main", "restore_zone", "synt
 
 AMQP_URL = os.environ.get("CELLFRAME_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 PLUGIN = "cellframe.cells.shard:ShardCell"
+#: Options for ``cellframe`` in every node process (``-v`` logs each ring change and transfer).
+NODE_OPTIONS = os.environ.get("CELLFRAME_BENCH_NODE_OPTIONS", "").split()
 
 
 def restore_zone(path: Path, shards: int, *, partitions: int = 1024, fsync: bool = True,
@@ -147,9 +153,10 @@ def _run(runner: _Cluster, shards: int, total: int, scenario: str,
     before = _received(runner.status(), survivors)
     killed = time.monotonic()
     runner.kill("shard-02")
-    wait_for(lambda: _holds_all(runner.status(), survivors, total), timeout, interval=0.1)
+    wait_for(lambda: _holds_all(runner.status(survivors), survivors, total), timeout,
+             interval=0.05)
     copied = time.monotonic()
-    wait_for(lambda: _roots_agree(runner.roots(), survivors), timeout, interval=0.1)
+    wait_for(lambda: _roots_agree(runner.roots(survivors), survivors), timeout, interval=0.05)
     done = time.monotonic()
     return {"seconds_kill_to_all_records": round(copied - killed, 3),
             "seconds_kill_to_roots_agree": round(done - killed, 3),
@@ -201,40 +208,66 @@ class _Cluster(abc.ABC):
     def close(self) -> None:
         """Stop everything still running."""
 
-    def ask(self, expr: str, window: float = 0.5, expected: int = 0) -> list[Any]:
-        """Send ``expr`` to every shard cell; the call-backs within ``window`` seconds."""
+    def ask(self, expr: str, window: float = 0.5,
+            complete: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+        """Send ``expr`` to every shard cell; the call-backs within ``window`` seconds, or
+        fewer as soon as ``complete(call-backs)`` says every expected one is in."""
         from ..reader import read
 
         first = len(self.client.replies)
         self.client.send("each.shard", read(expr))
         deadline = time.monotonic() + window
         while time.monotonic() < deadline:
-            if expected and len(self.client.replies) - first >= expected:
+            if complete is not None and complete([r.expr for r in self.client.replies[first:]]):
                 break
             self.client.wait_for_replies(len(self.client.replies) + 1,
                                          max(0.0, deadline - time.monotonic()))
         return [r.expr for r in self.client.replies[first:]]
 
-    def status(self) -> dict[str, dict[str, Any]]:
+    def status(self, names: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+        """Every shard cell's status (waiting the whole window unless ``names`` says whose
+        answers to expect: each poll then takes milliseconds, not 0.5 s)."""
         from ..plist import from_plist
 
         out = {}
-        for expr in self.ask("(shard-status)"):
+        for expr in self.ask("(shard-status)", complete=_answered(names, "shard-status-is")):
             if expr and str(expr[0]) == "shard-status-is":
                 fields = from_plist(expr[1:])
                 out[fields["node"]] = {key: from_plist(_unquote(fields[key]))
                                        for key in ("store", "ring", "stats")}
         return out
 
-    def roots(self) -> dict[str, dict[int, str]]:
+    def roots(self, names: Collection[str] = ()) -> dict[str, dict[int, str]]:
+        """Every shard cell's Merkle roots, by node (``names`` as for ``status``)."""
         from ..plist import from_plist
 
         out: dict[str, dict[int, str]] = {}
-        for expr in self.ask("(roots)"):
+        for expr in self.ask("(roots)", complete=_answered(names, "roots-are")):
             if expr and str(expr[0]) == "roots-are":
                 fields = from_plist(expr[1:])
                 out.setdefault(fields["node"], {}).update(dict(_unquote(fields["roots"])))
         return out
+
+
+def _answered(names: Collection[str], verb: str) -> Callable[[list[Any]], bool] | None:
+    """Whether every node of ``names`` has sent all the parts of its ``verb`` call-back."""
+    if not names:
+        return None
+
+    def complete(replies: list[Any]) -> bool:
+        from ..plist import from_plist
+
+        parts: dict[str, set[int]] = {}
+        wanted: dict[str, int] = {}
+        for expr in replies:
+            if expr and str(expr[0]) == verb:
+                fields = from_plist(expr[1:])
+                node = fields["node"]
+                parts.setdefault(node, set()).add(fields.get("part", 0))
+                wanted[node] = fields.get("parts", 1)
+        return all(len(parts.get(n, ())) >= wanted.get(n, 1) for n in names)
+
+    return complete
 
 
 class _InProcess(_Cluster):
@@ -284,7 +317,7 @@ class _Processes(_Cluster):
     def start(self, name: str) -> None:
         out = (self.work / f"{name}.out").open("ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "cellframe", "node", name, "--amqp", AMQP_URL,
+            [sys.executable, "-m", "cellframe", *NODE_OPTIONS, "node", name, "--amqp", AMQP_URL,
              "--zone", str(self.zone), "--data-dir", str(self.data), "--plugin", PLUGIN],
             stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 

@@ -17,11 +17,13 @@ from typing import Any
 
 from ..errors import StoreError
 
-__all__ = ["CommitBatch", "GroupCommitter"]
+__all__ = ["CommitBatch", "GroupCommitter", "ManyCallback", "Tally"]
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Any, BaseException | None], None]
+#: ``callback(failed, error)``: how many records of a group failed, and the first reason.
+ManyCallback = Callable[[int, BaseException | None], None]
 
 
 class CommitBatch:
@@ -70,6 +72,59 @@ def _call(fn: Callback, arg: Any, error: BaseException | None) -> None:
         fn(arg, error)
     except Exception:  # a caller's callback must not stop the committer
         log.exception("commit callback %r failed", fn)
+
+
+class Tally:
+    """Follows the commit batches a group of records went into; calls ``callback(failed,
+    error)`` once, when all of them have settled and ``close`` was called.
+
+    One call-back for a group instead of one per record: the group's caller (a replica
+    applying a message's records) has one thing to do once they are all durable.
+    """
+
+    __slots__ = ("_callback", "_left", "failed", "error", "_lock")
+
+    def __init__(self, callback: ManyCallback) -> None:
+        self._callback = callback
+        self._left = 1  # the caller's own hold, released by close: no call-back before it
+        self.failed = 0
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def fail(self, count: int, error: BaseException) -> None:
+        """Count ``count`` records that will never be durable."""
+        with self._lock:
+            self.failed += count
+            self.error = self.error or error
+
+    def follow(self, batch: CommitBatch, count: int) -> None:
+        """Wait for ``batch``, which holds ``count`` of the group's records."""
+        with self._lock:
+            self._left += 1
+        batch.add_callback(self._settled, count)
+
+    def expect_one(self) -> Callback:
+        """A per-record call-back ``(receipt, error)`` for one more record to wait for."""
+        with self._lock:
+            self._left += 1
+        return self.settle_one
+
+    def settle_one(self, receipt: Any, error: BaseException | None) -> None:
+        self._settled(1, error)
+
+    def close(self) -> None:
+        """Every batch is followed: call back as soon as they have all settled."""
+        self._settled(0, None)
+
+    def _settled(self, count: int, error: BaseException | None) -> None:
+        with self._lock:
+            if error is not None:
+                self.failed += count
+                self.error = self.error or error
+            self._left -= 1
+            if self._left:
+                return
+        _call(self._callback, self.failed, self.error)
 
 
 class GroupCommitter:
@@ -130,6 +185,18 @@ class GroupCommitter:
             if callback is not None:
                 batch.callbacks.append((callback, arg))  # open batch: cannot be settled yet
             if self._sleeping:  # notify only a committer that waits: saves 2 us per insert
+                self._cond.notify_all()
+            return batch
+
+    def submit_many(self, items: list[Any], size: int) -> CommitBatch:
+        """Add ``items`` (``size`` bytes in all) to the open batch and return that batch."""
+        with self._cond:
+            if self._closing:
+                raise StoreError("the store is closed")
+            batch = self._open
+            batch.items += items
+            batch.size += size
+            if self._sleeping:
                 self._cond.notify_all()
             return batch
 

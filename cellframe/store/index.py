@@ -50,15 +50,19 @@ class FamilyIndex:
 
     def add(self, time: int, digest: bytes, loc: int) -> None:
         """Insert a version; appending (the usual case, times rising) is O(1)."""
-        tie = tie_key(digest)
-        i = len(self.times)
-        if i and (self.times[-1] > time or (self.times[-1] == time and self.ties[-1] > tie)):
-            i = bisect_right(self.times, time)
-            while i > 0 and self.times[i - 1] == time and self.ties[i - 1] > tie:
+        tie = int.from_bytes(digest[:8], "big")  # tie_key, inlined: once per record stored
+        times = self.times
+        if times and (times[-1] > time or (times[-1] == time and self.ties[-1] > tie)):
+            i = bisect_right(times, time)
+            while i > 0 and times[i - 1] == time and self.ties[i - 1] > tie:
                 i -= 1
-        self.times.insert(i, time)
-        self.ties.insert(i, tie)
-        self.locs.insert(i, loc)
+            times.insert(i, time)
+            self.ties.insert(i, tie)
+            self.locs.insert(i, loc)
+        else:
+            times.append(time)
+            self.ties.append(tie)
+            self.locs.append(loc)
 
     def newest(self) -> int | None:
         return self.locs[-1] if self.locs else None
@@ -86,7 +90,7 @@ class PartitionState:
     """One partition: its records by digest and by sequence, its Merkle tree, its compaction."""
 
     __slots__ = ("partition", "digests", "seqs", "locs", "tree", "next_seq", "covers",
-                 "compacted_file", "pending", "families")
+                 "compacted_file", "pending")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
@@ -99,15 +103,13 @@ class PartitionState:
         self.compacted_file: int | None = None
         # digest -> (receipt, commit batch) of records written but not yet durable
         self.pending: dict[bytes, tuple[Any, Any]] = {}
-        self.families: set[str] = set()
 
-    def add(self, seq: int, digest: bytes, loc: int, family: str) -> None:
+    def add(self, seq: int, digest: bytes, loc: int) -> None:
         """Account for a durable record (sequences arrive in increasing order)."""
         self.digests[digest] = loc
         self.seqs.append(seq)
         self.locs.append(loc)
         self.tree.add(digest)
-        self.families.add(family)
         if seq >= self.next_seq:
             self.next_seq = seq + 1
 

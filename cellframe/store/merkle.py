@@ -61,17 +61,16 @@ class MerkleTree:
         return int.from_bytes(digest[:8], "big") >> (64 - self._bits)
 
     def add(self, digest: bytes) -> None:
-        """Account for one more record: one XOR, one path marked stale."""
-        self._toggle(digest)
+        """Account for one more record: one XOR, one path marked stale (once per record a
+        replica receives, hence one ``int.from_bytes`` and no helper call)."""
+        whole = int.from_bytes(digest, "big")
+        bucket = whole >> (8 * len(digest) - self._bits)
+        self._leaves[bucket] ^= whole
+        self._touched.add(bucket)
 
     def remove(self, digest: bytes) -> None:
         """Forget a record (XOR is its own inverse)."""
-        self._toggle(digest)
-
-    def _toggle(self, digest: bytes) -> None:
-        bucket = int.from_bytes(digest[:8], "big") >> (64 - self._bits)
-        self._leaves[bucket] ^= int.from_bytes(digest, "big")
-        self._touched.add(bucket)
+        self.add(digest)
 
     def _mark_stale(self) -> None:
         """Mark the ancestors of the touched leaves (deferred from ``add``: one set.add each)."""

@@ -39,6 +39,7 @@ __all__ = [
     "content_digest",
     "decode_body",
     "encode_frame",
+    "encode_placed_frame",
     "frame_crc",
     "now_micros",
     "pack",
@@ -105,11 +106,36 @@ def check_fields(family: str, time: int, value: bytes) -> bytes:
     return raw
 
 
+_DIGEST_HEAD = struct.Struct(">Hq")
+_DIGEST_SEED = hashlib.blake2b(digest_size=16, person=b"cf-record")
+
+
 def content_digest(family: str, time: int, value: bytes) -> bytes:
-    """The record's identity: 16 bytes of blake2b over its family, time and value."""
+    """The record's identity: 16 bytes of blake2b over its family, time and value.
+
+    Every record a replica receives is hashed here (twice: once read off the wire, once
+    checked by the store), so the common case takes a fast path: plain str, int and bytes,
+    the ranges checked by ``struct.pack`` itself, and a copy of a seeded hasher rather than
+    a new one (0.5 us instead of 1.6). Anything else goes through ``check_fields``, which
+    says exactly what is wrong.
+    """
+    if type(family) is str and type(time) is int and type(value) is bytes \
+            and len(value) <= MAX_VALUE_BYTES:
+        raw = family.encode("utf-8")
+        if raw:
+            try:
+                head = _DIGEST_HEAD.pack(len(raw), time)
+            except struct.error:
+                pass  # out of range: check_fields below names the field
+            else:
+                h = _DIGEST_SEED.copy()
+                h.update(head)
+                h.update(raw)
+                h.update(value)
+                return h.digest()
     raw = check_fields(family, time, value)
-    h = hashlib.blake2b(digest_size=16, person=b"cf-record")
-    h.update(struct.pack(">Hq", len(raw), time))
+    h = _DIGEST_SEED.copy()
+    h.update(_DIGEST_HEAD.pack(len(raw), time))
     h.update(raw)
     h.update(value)
     return h.digest()
@@ -117,10 +143,16 @@ def content_digest(family: str, time: int, value: bytes) -> bytes:
 
 def encode_frame(batch: int, record: Record) -> bytes:
     """The record framed for a segment file, checksum included."""
+    return encode_placed_frame(batch, record, record.partition, record.sequence)
+
+
+def encode_placed_frame(batch: int, record: Record, partition: int, sequence: int) -> bytes:
+    """``encode_frame`` of ``record`` at ``partition`` and ``sequence`` (the store's commit
+    queue holds the records it was given, with their place beside them)."""
     raw = record.family.encode("utf-8")
     body = b"".join((
-        BODY_FIXED.pack(batch, record.partition, record.sequence, record.guid, record.time,
-                        record.digest, len(raw)),
+        BODY_FIXED.pack(batch, partition, sequence, record.guid, record.time, record.digest,
+                        len(raw)),
         raw,
         record.value,
     ))

@@ -29,22 +29,26 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from ..guid import decode as decode_guid
 from . import compaction
-from .commit import CommitBatch, GroupCommitter
+from .commit import CommitBatch, GroupCommitter, ManyCallback, Tally
 from .compaction import CompactionResult, Retention, choose_kept
 from .files import DirectoryLock, fsync_directory
 from .index import FamilyIndex, PartitionState, location, split_location, tie_key
 from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
 from .merkle import MerkleTree
-from .records import Receipt, Record, content_digest, encode_frame, now_micros
+from .records import Receipt, Record, content_digest, encode_frame, encode_placed_frame, now_micros
 from .ring import DEFAULT_PARTITIONS, partition_of
 from .segment import KIND_COMPACTED, KIND_LOG, LAST_IN_BATCH, SegmentFile, scan
 
-__all__ = ["InsertCallback", "Store"]
+__all__ = ["InsertCallback", "ManyCallback", "Store"]
 
 #: ``callback(receipt, error)``: called once the record is durable (error None) or failed.
 InsertCallback = Callable[[Receipt, BaseException | None], None]
+_GUID_LIMIT = 1 << 64
+#: A record queued for commit, with the partition and sequence this store gives it: the
+#: caller's record itself, not a copy with them set (a Record made per record received cost a
+#: quarter of the time the store spent on it).
+_Placed = tuple[Record, int, int]
 
 _LOG_NAME = re.compile(r"^log-(\d{8})\.seg$")
 _PART_NAME = re.compile(r"^part-(\d{5})-(\d{8})\.seg$")
@@ -149,6 +153,99 @@ class Store:
         return self._submit(record.family, record.time, record.value, record.guid,
                             record.digest, callback)[0]
 
+    def apply_many_nowait(self, records: Iterable[Record], callback: ManyCallback) -> None:
+        """``apply`` every record without waiting; ``callback(failed, error)`` once each one
+        is durable or refused.
+
+        What a replica receiving hundreds of records a message needs: the content is checked
+        outside the lock, then one lock, one hand-over to the committer and one call-back
+        serve them all (``apply_nowait`` record by record took 17 us of CPU a record, commit
+        included; this, 8.5). ``failed`` counts the records refused (digest, guid or fields
+        wrong) and those of a commit that failed; ``error`` is the first reason. The
+        call-back runs on the commit thread, or in the caller's if nothing had to be written.
+        """
+        tally = Tally(callback)
+        checked = self._checked(records, tally)
+        if self._committer is None:
+            for record, digest, _ in checked:
+                try:
+                    self._submit(record.family, record.time, record.value, record.guid, digest,
+                                 tally.expect_one())
+                except StoreError as error:
+                    tally.settle_one(None, error)
+        elif checked:
+            self._committer.throttle()
+            try:
+                waits = self._enqueue_many(checked)
+            except StoreError as error:
+                tally.fail(len(checked), error)
+            else:
+                for batch, count in waits:
+                    tally.follow(batch, count)
+        tally.close()
+
+    def _checked(self, records: Iterable[Record], tally: Tally,
+                 ) -> list[tuple[Record, bytes, int]]:
+        """(record, digest, partition) of the records whose content holds; the others are
+        counted as failed."""
+        out = []
+        families, partitions = self._families, self.partitions
+        for record in records:
+            family = record.family
+            try:
+                digest = content_digest(family, record.time, record.value)
+                if digest != record.digest:
+                    raise StoreError(f"record of family {family!r} does not match its digest")
+                _check_guid(record.guid)
+            except (StoreError, ValueError, TypeError) as error:
+                tally.fail(1, error)
+                continue
+            index = families.get(family)
+            out.append((record, digest,
+                        index.partition if index is not None else partition_of(family, partitions)))
+        return out
+
+    def _enqueue_many(self, checked: list[tuple[Record, bytes, int]],
+                      ) -> list[tuple[CommitBatch, int]]:
+        """``_enqueue`` for many checked records under one lock: the batches to wait for,
+        with how many of the records each holds."""
+        assert self._committer is not None
+        fresh: list[_Placed] = []
+        waits: dict[int, tuple[CommitBatch, int]] = {}
+        size = 0
+        with self._lock:
+            self._check_usable()
+            parts = self._parts
+            for record, digest, p in checked:
+                part = parts.get(p) or self._part(p)
+                if digest in part.digests:
+                    continue  # durable already
+                pending = part.pending.get(digest)
+                if pending is not None:
+                    batch = pending[1]
+                    if batch is not None:  # None: a repeat within these records
+                        waits[id(batch)] = (batch, waits.get(id(batch), (batch, 0))[1] + 1)
+                    continue
+                if type(record.value) is not bytes:
+                    record = Record(record.family, record.time, bytes(record.value),
+                                    record.guid, digest)
+                item = (record, p, part.next_seq)
+                part.next_seq += 1
+                part.pending[digest] = (item, None)
+                fresh.append(item)
+                size += len(record.value) + 80
+            if fresh:
+                try:
+                    batch = self._committer.submit_many(fresh, size)
+                except StoreError:
+                    for record, p, _ in fresh:
+                        del parts[p].pending[record.digest]
+                    raise
+                for item in fresh:
+                    parts[item[1]].pending[item[0].digest] = (item, batch)
+                waits[id(batch)] = (batch, waits.get(id(batch), (batch, 0))[1] + len(fresh))
+        return list(waits.values())
+
     def _submit(self, family: str, time: int, value: bytes, guid: int | None,
                 claimed: bytes | None, callback: InsertCallback | None,
                 ) -> tuple[Receipt, CommitBatch | None]:
@@ -156,7 +253,7 @@ class Store:
         if claimed is not None and claimed != digest:
             raise StoreError(f"record of family {family!r} does not match its digest")
         if guid is not None:
-            decode_guid(guid)
+            _check_guid(guid)
         if self._committer is not None:
             self._committer.throttle()
             return self._enqueue(family, time, bytes(value), guid, digest, callback)
@@ -179,22 +276,23 @@ class Store:
             if loc is None:
                 pending = part.pending.get(digest)
                 if pending is not None:  # the same content is on its way to disk
-                    known, waiting = pending
+                    known, waiting = _receipt(pending[0]), pending[1]
                     if callback is not None:
                         waiting.add_callback(callback, known)
                     return known, waiting
                 record = Record(family, time, value,
                                 self._guids.allocate() if guid is None else guid,
                                 digest, p, part.next_seq)
+                item = (record, p, part.next_seq)
                 part.next_seq += 1
                 receipt = record.receipt
                 if self._committer is not None:
-                    batch = self._committer.submit(record, len(value) + 80, callback, receipt)
+                    batch = self._committer.submit(item, len(value) + 80, callback, receipt)
                 else:
-                    batch = _single(record)
+                    batch = _single(item)
                     if callback is not None:
                         batch.add_callback(callback, receipt)
-                part.pending[digest] = (receipt, batch)
+                part.pending[digest] = (item, batch)
                 return receipt, batch
             receipt = self._read(loc).receipt
         if callback is not None:
@@ -226,28 +324,40 @@ class Store:
                 raise
             self._publish(segment, offset, batch.items, frames)
 
-    def _frames(self, items: list[Record]) -> tuple[list[bytes], bytes]:
+    def _frames(self, items: list[_Placed]) -> tuple[list[bytes], bytes]:
         number = self._next_batch
         self._next_batch += 1
-        frames = [encode_frame(number, r) for r in items[:-1]]
-        frames.append(encode_frame(number | LAST_IN_BATCH, items[-1]))
+        frames = [encode_placed_frame(number, r, p, seq) for r, p, seq in items[:-1]]
+        record, p, seq = items[-1]
+        frames.append(encode_placed_frame(number | LAST_IN_BATCH, record, p, seq))
         return frames, b"".join(frames)
 
-    def _publish(self, segment: SegmentFile, offset: int, items: list[Record],
+    def _publish(self, segment: SegmentFile, offset: int, items: list[_Placed],
                  frames: list[bytes]) -> None:
-        base = location(segment.file_id, 0)
+        """Index a durable batch: ``_index`` unrolled, with the lookups hoisted out of the
+        loop, which runs once per record a replica receives (4.7 us a record before, 3.5
+        after; grouping a transfer's runs of one partition saved little more, and cost the
+        scattered batches of client writes 1 us a record)."""
+        loc = location(segment.file_id, offset)
+        parts, families = self._parts, self._families
         with self._lock:
             seqs = self._log_seqs.setdefault(segment.file_id, {})
-            for record, frame in zip(items, frames, strict=True):
-                self._index(record, base + offset)
-                self._parts[record.partition].pending.pop(record.digest, None)
-                seqs[record.partition] = record.sequence
-                offset += len(frame)
+            for (record, p, seq), frame in zip(items, frames, strict=True):
+                digest, family = record.digest, record.family
+                part = parts[p]
+                part.add(seq, digest, loc)
+                part.pending.pop(digest, None)
+                index = families.get(family)
+                if index is None:
+                    index = families[family] = FamilyIndex(p)
+                index.add(record.time, digest, loc)
+                seqs[p] = seq
+                loc += len(frame)
             self.batches += 1
             self.batched_records += len(items)
 
     def _index(self, record: Record, loc: int) -> None:
-        self._part(record.partition).add(record.sequence, record.digest, loc, record.family)
+        self._part(record.partition).add(record.sequence, record.digest, loc)
         index = self._families.get(record.family)
         if index is None:
             index = self._families[record.family] = FamilyIndex(record.partition)
@@ -592,9 +702,21 @@ class _NoSegment:
 _NO_SEGMENT: Any = _NoSegment()
 
 
-def _single(record: Record) -> CommitBatch:
+def _receipt(item: _Placed) -> Receipt:
+    record, partition, sequence = item
+    return Receipt(record.guid, record.digest, partition, sequence, record.time)
+
+
+def _check_guid(guid: int) -> None:
+    """A guid the store can write: unsigned 64 bits (a negative one, the signed view a
+    ``bigint`` column returns, once failed the commit and with it the whole store)."""
+    if not (type(guid) is int and 0 <= guid < _GUID_LIMIT):
+        raise ValueError(f"guid must be an int in 0..2**64-1, got {guid!r}")
+
+
+def _single(item: _Placed) -> CommitBatch:
     batch = CommitBatch()
-    batch.items.append(record)
+    batch.items.append(item)
     return batch
 
 
