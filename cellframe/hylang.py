@@ -40,7 +40,7 @@ _HY_ONLY = frozenset(
 _LIST = Symbol("list")
 _SCAN = re.compile(  # tokens for check_nesting: Hy opens with ( [ { and quotes with ' ` ~ ~@
     r"""
-    "(?:[^"\\]|\\.)*"? | ;[^\n]*
+    "[^"\\]*(?:\\.[^"\\]*)*"? | ;[^\n]*
     | (?P<o>[(\[{]) | (?P<c>[)\]}]) | (?P<q>~@|['`~])
     | [^\s()\[\]{}'`~";]+
     """,

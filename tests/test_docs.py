@@ -44,6 +44,7 @@ import pytest
 from services import missing, require_amqp
 
 from cellframe import read_all
+from cellframe.grammar import grammar_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -213,7 +214,9 @@ def named_test_exists(ref: str) -> bool:
 def _language_mechanism(blocks: list[Block]) -> None:
     # tests/test_evaluator.py finds blocks with r"```(\w+)\n": a one-word info string only.
     assert [b.where for b in blocks if not re.fullmatch(r"\w+", b.info)] == []
-    assert sum(b.language == "lark" for b in blocks) == 1
+    grammars = [b.text for b in blocks if b.language == "lark"]
+    assert len(grammars) == 1
+    assert grammars[0].strip() == grammar_text().strip()  # the grammar the reader uses, verbatim
     for block in blocks:
         if block.language == "lisp":
             read_all(block.text)  # what the evaluator's test then evaluates
