@@ -10,6 +10,7 @@ where it was. Nothing a cell does waits on another cell: it sends, and may be ca
 from __future__ import annotations
 
 import logging
+import queue
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,14 @@ class Cell(pykka.ThreadingActor):
     cell_machine: ClassVar[Machine]
 
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        """pykka's hook for an actor type's mailbox: a ``queue.SimpleQueue`` (C, no condition
+        variable) instead of the thread actor's ``queue.Queue``. pykka only puts, gets and asks
+        ``empty()``; a put and a get cost 0.09 us here against 1.3 us, and a waiting cell is
+        woken without a Python-level lock dance."""
+        return queue.SimpleQueue()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
