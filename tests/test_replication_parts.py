@@ -163,8 +163,6 @@ def test_pulls_start_up_to_the_limit_and_drop_what_is_no_longer_owned() -> None:
     assert pulls.drop(lambda p: p != 1) == [1]
     pulls.start()
     assert sorted(pulls.active) == [0, 2] and pulls.receiving(3)
-    pulls.active[0].request, pulls.active[0].asked_at = "r", 0.0
-    assert [p.partition for p in pulls.stalled(now=10.0, timeout=3.0)] == [0]
     assert pulls.done(2) is not None and pulls.finished == 1
 
 

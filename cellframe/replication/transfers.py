@@ -110,11 +110,6 @@ class Pulls:
             partition = next(iter(self.queued))
             self.active[partition] = self.queued.pop(partition)
 
-    def stalled(self, now: float, timeout: float) -> list[Pull]:
-        """Active transfers waiting for an answer for longer than ``timeout``."""
-        return [p for p in self.active.values()
-                if p.request is not None and now - p.asked_at > timeout]
-
     def done(self, partition: int) -> Pull | None:
         pull = self.active.pop(partition, None)
         if pull is not None:
