@@ -364,3 +364,13 @@ def test_held_acks_reach_the_broker_without_more_traffic(amqp_connect, queue):  
     seen.wait(3)
     wait_for(lambda: _unacknowledged(name) == 0, timeout=20,
              what="the broker to hear the three acks")
+
+
+def test_write_coalescing_leaves_a_connection_it_does_not_recognise_alone() -> None:
+    from cellframe.transports._amqp_writes import coalesce_writes
+
+    class Elsewhere:  # e.g. an SSL transport, or a future pika's
+        _transport = object()
+
+    assert coalesce_writes(Elsewhere()) is False
+    assert coalesce_writes(object()) is False

@@ -22,7 +22,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
+try:
+    from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
+except ImportError:  # pragma: no cover - a pika laid out otherwise: send frame by frame
+    _AsyncPlaintextTransport = None
 
 __all__ = ["JOIN_BYTES", "coalesce_writes"]
 
@@ -37,7 +40,7 @@ def coalesce_writes(connection: Any) -> bool:
     """Make ``connection``'s transport join its waiting frames before each send; return
     whether it could (a plaintext transport of the expected shape)."""
     transport = getattr(connection, "_transport", None)
-    if type(transport) is not _AsyncPlaintextTransport:
+    if _AsyncPlaintextTransport is None or type(transport) is not _AsyncPlaintextTransport:
         return False
     buffers = getattr(transport, "_tx_buffers", None)
     produce = getattr(transport, "_produce", None)
