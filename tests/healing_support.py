@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cellframe import processes
 from cellframe.cells import LogSumpCell, builtin_registry
 from cellframe.cluster import LocalCluster
 from cellframe.envelope import Envelope, new_message_id
 from cellframe.errors import CellframeError
 from cellframe.membership import HealingConfig
-from cellframe.processes import terminate_all
 from cellframe.registry import RoleRegistry
 from cellframe.routing import topic_matches
 
@@ -184,17 +180,18 @@ spare-02    IN TXT  "rack=r2"
     return path
 
 
-class NodeProcesses:
-    """Node processes started with ``python -m cellframe.nodeproc``; all killed on close."""
+class NodeProcesses(processes.NodeProcesses):
+    """Node processes on a topology of this test's own; all stopped on close."""
 
     def __init__(self, amqp_url: str, zone: Path, logdir: Path) -> None:
-        self.amqp_url, self.zone, self.logdir = amqp_url, zone, logdir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         # A topology of this test's own: durable role queues on the shared broker must not
         # carry one run's backlog into another's.
         token = uuid.uuid4().hex[:8]
+        self.amqp_url = amqp_url
         self.exchange = f"cf-test.{token}.control"
         self.prefix = f"cf-test.{token}."
+        super().__init__(logdir, ["--amqp", amqp_url, "--zone", str(zone), "--exchange",
+                                  self.exchange, "--queue-prefix", self.prefix], cwd=REPO)
 
     def transport(self, name: str) -> Any:
         """An AmqpTransport on this test's topology, for observers and traffic."""
@@ -208,28 +205,8 @@ class NodeProcesses:
 
         return Client(self.transport(name), name=name, queue_prefix=self.prefix)
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        out = (self.logdir / f"{name}.out").open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.amqp_url,
-             "--zone", str(self.zone), "--exchange", self.exchange, "--queue-prefix", self.prefix],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
-        )
-        self.procs[name] = proc
-        return proc
-
-    def kill(self, name: str) -> float:
-        """SIGKILL ``name``; return the wall time just before the signal."""
-        proc = self.procs.pop(name)
-        killed_at = time.time()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        return killed_at
-
     def close(self) -> None:
-        terminate_all(self.procs.values())
-        self.procs.clear()
+        super().close()
         self._delete_topology()
 
     def _delete_topology(self) -> None:

@@ -3,10 +3,6 @@ cells, a client that matches call-backs to requests, and node processes on Rabbi
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +16,7 @@ from cellframe.cells.shard import ShardCell
 from cellframe.client import Client
 from cellframe.cluster import LocalCluster
 from cellframe.plist import from_plist
-from cellframe.processes import terminate_all
+from cellframe.processes import NodeProcesses
 from cellframe.reader import read
 from cellframe.registry import RoleRegistry
 from cellframe.resolvers import ZoneFileResolver
@@ -211,29 +207,12 @@ def record(family: str, time_: int, value: str, guid: int) -> Record:
 # -- node processes on RabbitMQ ----------------------------------------------------------------
 
 
-class ShardProcesses:
+class ShardProcesses(NodeProcesses):
     """``python -m cellframe node`` processes with a data directory; SIGKILL to kill."""
 
     def __init__(self, amqp_url: str, zone: Path, workdir: Path) -> None:
-        self.amqp_url, self.zone, self.workdir = amqp_url, zone, workdir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str) -> None:
-        out = (self.workdir / f"{name}.out").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.amqp_url,
-             "--zone", str(self.zone), "--data-dir", str(self.workdir / "data")],
-            stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO),
-            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def close(self) -> None:
-        terminate_all(self.procs.values())
-        self.procs.clear()
+        super().__init__(workdir, ["--amqp", amqp_url, "--zone", str(zone),
+                                   "--data-dir", str(workdir / "data")], cwd=REPO)
 
 
 def ask_all(client: Client, expr: str, window: float,

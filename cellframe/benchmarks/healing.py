@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 
 from ..errors import CellframeError
 from ..plist import from_plist
-from ..processes import terminate_all
+from ..processes import NodeProcesses
 from ..reader import read
 from ..transports.base import Delivery
 
@@ -110,27 +109,19 @@ class _ProcessCluster:
 
     def __init__(self, workdir: Path, zone: Path, url: str) -> None:
         self.workdir, self.zone, self.url = workdir, zone, url
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.nodes = NodeProcesses(workdir, ["--amqp", url, "--zone", str(zone)])
         from ..transports.amqp import AmqpTransport
 
         self.events = EventLog(AmqpTransport(url, name="bench-events"))
 
     def start(self, name: str) -> None:
-        out = (self.workdir / f"{name}.out").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-c", "from cellframe.cli import main; main()", "node", name,
-             "--amqp", self.url, "--zone", str(self.zone)],
-            stdout=out, stderr=subprocess.STDOUT)
+        self.nodes.start(name)
 
     def kill(self, name: str) -> float:
-        proc = self.procs.pop(name)
-        killed = time.time()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        return killed
+        return self.nodes.kill(name)
 
     def close(self) -> None:
-        terminate_all(self.procs.values())
+        self.nodes.close()
         self.events.transport.close()
 
 

@@ -25,8 +25,6 @@ import abc
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ from typing import Any
 from ..errors import CellframeError
 from ..guid import encode
 from ..printer import write
-from ..processes import terminate_all
+from ..processes import NodeProcesses
 from ..store import Record, Ring, Store, content_digest, moved_fraction, plan_transfer
 
 __all__ = ["bench_join_fraction", "bench_restore", "main", "restore_zone", "synthetic_records"]
@@ -307,7 +305,9 @@ class _Processes(_Cluster):
         from ..transports.amqp import AmqpTransport
 
         self.work, self.zone, self.data = work, zone, work / "data"
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.nodes = NodeProcesses(work, ["--amqp", AMQP_URL, "--zone", str(zone), "--data-dir",
+                                          str(self.data), "--plugin", PLUGIN],
+                                   cli_options=NODE_OPTIONS)
         self.transport = AmqpTransport(AMQP_URL, name="bench-replication")
         self.client = Client(self.transport, name=f"bench-repl-{os.getpid()}")
 
@@ -315,19 +315,13 @@ class _Processes(_Cluster):
         return self.data / node / f"shard-{shard}"
 
     def start(self, name: str) -> None:
-        out = (self.work / f"{name}.out").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "cellframe", *NODE_OPTIONS, "node", name, "--amqp", AMQP_URL,
-             "--zone", str(self.zone), "--data-dir", str(self.data), "--plugin", PLUGIN],
-            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.nodes.start(name)
 
     def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        self.nodes.kill(name)
 
     def close(self) -> None:
-        terminate_all(self.procs.values())
+        self.nodes.close()
         self.client.close()
         self.transport.close()
 
