@@ -110,6 +110,18 @@ class _Hosted:
     patterns: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Routes:
+    """Which cells a delivery may reach: one immutable snapshot, replaced whole on every
+    change, so that deliveries read it without a lock. They must: they are handled on the
+    transport's I/O thread, while ``differentiate`` holds the node's lock and waits on that
+    same thread to bind and consume."""
+
+    daemon: _Hosted | None = None
+    everyone: tuple[_Hosted, ...] = ()
+    role_cells: tuple[_Hosted, ...] = ()
+
+
 class Node:
     """One host's management daemon; also the Outbox through which its cells send."""
 
@@ -159,6 +171,7 @@ class Node:
         self._attached: dict[str, Cell] = {}
         self._bound: dict[str, int] = {}
         self._daemon: _Hosted | None = None
+        self._routes = _Routes()
         self._ticker = _Ticker(self)
         self._watch_config = watch_config
         self._config_min_interval = config_min_interval
@@ -185,13 +198,17 @@ class Node:
             self._declare_role_queues()
         for key in (node_key(self.name), ALL):
             self._bind_node(key)
-        self._daemon = self._host(NodeDaemon, f"{self.name}-daemon", node=self)
-        for cls in self._system_classes:
-            hosted = self._host(cls, f"{self.name}-{cls.__name__.lower()}")
-            self._system[hosted.cell.cell_name] = hosted
+        read("nil")  # builds the reader's parser here, not on the I/O thread at a delivery
+        with self._lock:
+            self._daemon = self._host(NodeDaemon, f"{self.name}-daemon", node=self)
+            for cls in self._system_classes:
+                hosted = self._host(cls, f"{self.name}-{cls.__name__.lower()}")
+                self._system[hosted.cell.cell_name] = hosted
+            self._reroute()
         self.started_at = time.time()
         self.differentiate(role)
-        self._consumers.append(self.transport.consume(self.queue, self._on_node_delivery))
+        self._consumers.append(self.transport.consume(self.queue, self._on_node_delivery,
+                                                      inline=True))
         self._ticker.start()
         if config is not None and self._watch_config:
             self._watcher = ConfigWatcher(
@@ -294,6 +311,7 @@ class Node:
             hosted = self._all_hosted()
             self._cells.clear()
             self._system.clear()
+            self._reroute()
         for h in hosted:
             h.ref.stop(block=True, timeout=10)
 
@@ -318,6 +336,12 @@ class Node:
         daemon = [self._daemon] if self._daemon else []
         return [*daemon, *self._system.values(), *self._cells.values()]
 
+    def _reroute(self) -> None:
+        """Publish a new routing snapshot; call it, holding ``_lock``, after any change of
+        the hosted cells."""
+        self._routes = _Routes(self._daemon, tuple(self._all_hosted()),
+                               tuple(self._cells.values()))
+
     # -- differentiation --------------------------------------------------------------------
 
     def differentiate(self, role: str | None) -> bool:
@@ -341,9 +365,11 @@ class Node:
             name = self.name if len(classes) == 1 else f"{self.name}-{cls.__name__.lower()}"
             hosted = self._host(cls, name)
             self._cells[hosted.cell.cell_name] = hosted
+        self._reroute()
         self._bind_node(each_key(role))
         role_queue = self._declare_role_queue(role)
-        self._role_consumer = self.transport.consume(role_queue, self._on_role_delivery)
+        self._role_consumer = self.transport.consume(role_queue, self._on_role_delivery,
+                                                     inline=True)
 
     def _retire_role_cells(self) -> None:
         if self._role_consumer is not None:
@@ -351,16 +377,18 @@ class Node:
             self._role_consumer = None
         if self.role is not None:
             self._unbind_node(each_key(self.role))
-        for hosted in list(self._cells.values()):
-            self._unhost(hosted)
+        retiring = list(self._cells.values())
         self._cells.clear()
+        self._reroute()
+        for hosted in retiring:
+            self._unhost(hosted)
 
     def attach_cell(self, cell: Cell) -> None:
         """Called by each Cell created with this node as its outbox, so the node can read
         its cells' snapshots without ever waiting on them."""
         self._attached[cell.cell_name] = cell
 
-    # -- receiving --------------------------------------------------------------------------
+    # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
 
     def _on_node_delivery(self, delivery: Delivery) -> None:
         message = self._decode(delivery)
@@ -377,30 +405,27 @@ class Node:
         message = self._decode(delivery)
         if message is None:
             return
-        with self._lock:
-            cells = [h for h in self._cells.values()]
+        cells = self._routes.role_cells
         verb = _head_verb(message.expr)
         declaring = [h for h in cells if verb in h.cell.cell_verbs()]
-        self._tell(declaring or cells[:1], message, delivery)
+        self._tell(declaring or list(cells[:1]), message, delivery)
 
     def _cells_named(self, name: str) -> list[_Hosted]:
-        with self._lock:
-            hosted = [h for h in self._all_hosted() if h.cell.cell_name == name]
-        return hosted
+        return [h for h in self._routes.everyone if h.cell.cell_name == name]
 
     def _cells_bound_to(self, key: str) -> list[_Hosted]:
-        with self._lock:
-            hosted = self._all_hosted()
-        return [h for h in hosted if any(topic_matches(p, key) for p in h.patterns)]
+        return [h for h in self._routes.everyone
+                if any(topic_matches(p, key) for p in h.patterns)]
 
     def _cells_for_verb(self, expr: Any) -> list[_Hosted]:
+        routes = self._routes
+        daemon = routes.daemon
+        if daemon is None:
+            return []
         verb = _head_verb(expr)
-        daemon = self._daemon
-        assert daemon is not None
         if verb is None or verb in daemon.cell.cell_verbs():
             return [daemon]
-        with self._lock:
-            declaring = [h for h in self._cells.values() if verb in h.cell.cell_verbs()]
+        declaring = [h for h in routes.role_cells if verb in h.cell.cell_verbs()]
         return declaring or [daemon]
 
     def _tell(self, targets: list[_Hosted], message: Message, delivery: Delivery) -> None:

@@ -384,13 +384,15 @@ class TransportConformance:
         assert [d.envelope.message_id for d in deliveries] == ids
         assert not any(d.redelivered for d in deliveries)
 
-    def test_unsettled_deliveries_are_redelivered_after_cancel(self, connect, declare, unique):
+    @pytest.mark.parametrize("inline", [False, True], ids=["worker", "inline"])
+    def test_unsettled_deliveries_are_redelivered_after_cancel(self, connect, declare, unique,
+                                                               inline):
         key = f"role.{unique('r')}"
         first_node, second_node = connect(), connect()
         queue = declare("redeliver")
         first_node.bind(queue, key)
         holder = Collector(settle=None)
-        tag = first_node.consume(queue, holder)
+        tag = first_node.consume(queue, holder, inline=inline)
         ids = publish_many(first_node, key, 3)
         assert [d.redelivered for d in holder.wait(3)] == [False] * 3
         first_node.cancel(tag)
@@ -439,6 +441,27 @@ class TransportConformance:
         assert (first.redelivered, second.redelivered) == (False, True)
         assert second.envelope.body == b"try again"
 
+    def test_an_inline_handler_gets_every_delivery_in_order_and_may_publish(
+        self, connect, declare, unique
+    ):
+        t = connect()
+        word = unique("w")
+        work, answers = declare("inline-work"), declare("inline-answers")
+        t.bind(work, f"role.{word}")
+        t.bind(answers, f"reply.{word}")
+
+        def answer(delivery: Delivery) -> None:  # publishing from the handler, as a node does
+            t.publish(f"reply.{word}", envelope(b"re:" + delivery.envelope.body))
+            delivery.ack()
+
+        handled, replies = Collector(settle=answer), Collector()
+        t.consume(work, handled, inline=True)
+        t.consume(answers, replies)
+        ids = publish_many(t, f"role.{word}", 20, "inline")
+        assert [d.envelope.message_id for d in handled.wait(20)] == ids
+        assert sorted(d.envelope.body for d in replies.wait(20)) == sorted(
+            b"re:" + d.envelope.body for d in handled.deliveries)
+
     # -- dead letters -------------------------------------------------------------------------
 
     def test_reject_without_requeue_dead_letters_with_reason(self, connect, declare, unique):
@@ -469,8 +492,9 @@ class TransportConformance:
         assert letter.headers["n"] == 3
         assert sent.headers == {"n": 3}, "dead_letter changed the caller's envelope"
 
+    @pytest.mark.parametrize("inline", [False, True], ids=["worker", "inline"])
     def test_a_handler_that_raises_dead_letters_and_the_consumer_goes_on(
-        self, connect, declare, unique
+        self, connect, declare, unique, inline
     ):
         key = f"role.{unique('r')}"
         t = connect()
@@ -485,7 +509,7 @@ class TransportConformance:
         collector = Collector(settle=explode_on_boom)
         boom, after = envelope(b"boom"), envelope(b"after")
         dead = self._consume_dead_letters(connect(), {boom.message_id})
-        t.consume(queue, collector)
+        t.consume(queue, collector, inline=inline)
         t.publish(key, boom)
         t.publish(key, after)
         assert after.message_id in [d.envelope.message_id for d in collector.wait(1)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wire)
 from node_support import cell_total, replies_matching, wire  # noqa: F401  (wire: fixture)
 
@@ -153,3 +155,32 @@ def test_a_cell_error_is_called_back_to_the_sender(wire) -> None:
     client.send("cell.x1", "(add 1 2 3)")
     (error,) = replies_matching(client, "error", 1)
     assert "add" in error[error.index(Keyword("reason")) + 1]
+
+
+def test_a_node_keeps_answering_while_it_differentiates_again_and_again(wire) -> None:
+    # Deliveries are handled on the transport's I/O thread, and differentiating waits on that
+    # thread to bind and consume: routing that took the node's lock would deadlock here.
+    node = wire.node("f1")
+    client = wire.client()
+    sent = [0]
+    stop = threading.Event()
+
+    def keep_pinging() -> None:
+        while not stop.is_set() and sent[0] < 2_000:
+            client.send("node.f1", "(ping)")
+            sent[0] += 1
+
+    pinger = threading.Thread(target=keep_pinging, daemon=True)
+    pinger.start()
+    try:
+        for role in ("tally", None, "other", "tally", None, "tally"):
+            changing = threading.Thread(target=node.differentiate, args=(role,), daemon=True)
+            changing.start()
+            changing.join(20)
+            assert not changing.is_alive(), f"differentiate({role!r}) never finished"
+            assert node.role == role
+    finally:
+        stop.set()
+        pinger.join(10)
+    assert sent[0] > 0
+    replies_matching(client, "pong", sent[0], timeout=30)

@@ -3,7 +3,9 @@ hands out.
 
 The I/O thread only records a delivery tag and queues the raw frame; decoding and the
 handler run on the consumer's own worker thread, so a slow handler never stalls heartbeats,
-confirms or other consumers. Settling (``ack``/``reject``) goes back to the I/O thread through
+confirms or other consumers. An ``inline`` consumer (its handler promised never to block)
+has no worker: the I/O thread decodes and handles each delivery as it reads it, which saves
+a queue and a thread hand-off per message. Settling (``ack``/``reject``) goes back to the I/O thread through
 the transport's command queue; the I/O thread turns a run of consecutive acks into one
 ``basic.ack(multiple=True)``.
 """
@@ -89,7 +91,7 @@ class ConsumerState:
     """
 
     def __init__(self, tag: str, queue_name: str, handler: DeliveryHandler, prefetch: int,
-                 sink: SettleSink) -> None:
+                 sink: SettleSink, *, inline: bool = False) -> None:
         self.tag = tag
         self.queue = queue_name
         self.handler = handler
@@ -100,18 +102,26 @@ class ConsumerState:
         self.acked: set[int] = set()
         self.closing: Future[Any] | None = None  # a cancel waiting for the channel to close
         self.cancelled = False  # deliveries still queued for the worker are skipped
+        self.inline = inline
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"cellframe-consumer-{tag}",
-                                        daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if not inline:
+            self._thread = threading.Thread(target=self._run, name=f"cellframe-consumer-{tag}",
+                                            daemon=True)
+            self._thread.start()
 
     # -- I/O thread ------------------------------------------------------------------------
 
     def on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        """pika's message callback: note the tag, queue the rest for the worker."""
+        """pika's message callback: note the tag, then queue the rest for the worker, or
+        handle it here if the consumer is inline."""
         self.outstanding[method.delivery_tag] = None
-        self._inbox.put((channel, method.delivery_tag, method.routing_key, method.redelivered,
-                         properties, body))
+        if not self.inline:
+            self._inbox.put((channel, method.delivery_tag, method.routing_key,
+                             method.redelivered, properties, body))
+        elif not self.cancelled:  # a cancelled consumer's deliveries go back to the broker
+            self._deliver(channel, method.delivery_tag, method.routing_key, method.redelivered,
+                          properties, body)
 
     def flush_acks(self) -> None:
         """Send the acks collected since the last flush: one ``multiple`` ack for the run at
@@ -143,6 +153,8 @@ class ConsumerState:
     def stop(self, *, join: bool = True, timeout: float = 10.0) -> None:
         """Stop the worker after the delivery it is handling (never joins itself)."""
         self.cancelled = True
+        if self._thread is None:
+            return
         self._inbox.put(_STOP)
         if join and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -154,17 +166,21 @@ class ConsumerState:
             item = self._inbox.get()
             if item is _STOP:
                 return
-            channel, tag, key, redelivered, properties, body = item
+            channel = item[0]
             if channel is not self.channel or self.cancelled:
                 continue  # from a channel that died: the broker redelivers it on the new one
+            self._deliver(*item)
+
+    def _deliver(self, channel: Any, tag: int, key: str, redelivered: bool, properties: Any,
+                 body: bytes) -> None:
+        delivery = None
+        try:
             delivery = AmqpDelivery(self, channel, tag, key, redelivered,
                                     from_amqp(properties, body))
-            self._handle(delivery)
-
-    def _handle(self, delivery: AmqpDelivery) -> None:
-        try:
             self.handler(delivery)
-        except Exception as exc:  # a handler bug must not kill the consumer
+        except Exception as exc:  # a handler bug must not kill the consumer (or the I/O thread)
             log.exception("handler for queue %r raised on %r", self.queue, delivery)
+            if delivery is None:
+                delivery = AmqpDelivery(self, channel, tag, key, redelivered, Envelope(body))
             if not delivery.settled:
                 delivery.reject(reason=f"handler raised {type(exc).__name__}: {exc}")

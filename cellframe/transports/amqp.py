@@ -21,7 +21,8 @@ What it guarantees, and how:
   message is dead-lettered instead of redelivered for ever.
 
 Threads: one I/O thread owns the connection (see ``_amqp_io``); each consumer has a worker
-thread that runs its handler; ``on_return`` callbacks run on a notifier thread.
+thread that runs its handler, except an ``inline`` consumer, whose handler runs on the I/O
+thread; ``on_return`` callbacks run on a notifier thread.
 """
 
 from __future__ import annotations
@@ -180,14 +181,17 @@ class AmqpTransport:
         copy = with_reason(envelope, reason)
         self._publish(self._dead_letter_exchange, "dead", copy, True, None)
 
-    def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int = 256) -> str:
+    def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int = 256,
+                inline: bool = False) -> str:
+        """See Transport.consume. ``inline`` runs ``handler`` on the I/O thread as each
+        delivery is read: no worker thread and no queue between them."""
         self._check_open()
         _check_name(queue, "queue name")
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) \
                 or not 1 <= prefetch <= 65_535:
             raise ConfigError(f"prefetch {prefetch!r} must be an int from 1 to 65535")
         tag = f"{self.name}.{uuid.uuid4().hex[:12]}"
-        consumer = ConsumerState(tag, queue, handler, prefetch, self._link.settle)
+        consumer = ConsumerState(tag, queue, handler, prefetch, self._link.settle, inline=inline)
         future: Future[str] = Future()
         self._link.start_consumer(consumer, future)
         try:

@@ -81,10 +81,16 @@ class Transport(Protocol):
     def dead_letter(self, envelope: Envelope, reason: str) -> None:
         """Put a copy of ``envelope`` on the dead-letter queue with ``reason``."""
 
-    def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int = 256) -> str:
+    def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int = 256,
+                inline: bool = False) -> str:
         """Call ``handler`` (on a transport thread) for each delivery from ``queue``, with at
         most ``prefetch`` unsettled at once. Returns a consumer tag for ``cancel``. Deliveries
-        left unsettled when the consumer is cancelled are redelivered to others."""
+        left unsettled when the consumer is cancelled are redelivered to others.
+
+        ``inline`` promises that ``handler`` is quick and never blocks; a transport may then
+        call it on its own I/O thread instead of handing each delivery to a worker (a
+        handler that blocks there stalls the whole connection). It is a hint: a transport
+        without an I/O thread of its own ignores it."""
 
     def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer; its unsettled deliveries go back to the queue."""

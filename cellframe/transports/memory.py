@@ -637,7 +637,10 @@ class MemoryTransport:
         self._check_open()
         self.broker._dead_letter(envelope, reason)
 
-    def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int = 256) -> str:
+    def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int = 256,
+                inline: bool = False) -> str:
+        """See Transport.consume; ``inline`` is ignored: the broker dispatches under its lock,
+        so every consumer keeps a thread of its own."""
         self._check_open()
         if self._closing:
             raise ClosedTransportError(f"transport {self.name} is closing")
