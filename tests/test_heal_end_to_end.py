@@ -167,7 +167,11 @@ def test_across_real_processes_a_sigkilled_web_node_is_replaced(tmp_path) -> Non
     observer = procs.client(f"observer-{int(time.time() * 1000) % 10**9}")
     transport = observer.transport
     try:
-        for name in ["logsump-01", "proxy-01", *WEBS, "spare-01"]:
+        # Events sent before the log sump binds are unroutable and gone: the "up" events
+        # counted below were sometimes emitted before it, on a loaded machine.
+        procs.start("logsump-01")
+        wait_for(lambda: events(log_file, "started", node="logsump-01"), 30, interval=0.05)
+        for name in ["proxy-01", *WEBS, "spare-01"]:
             procs.start(name)
 
         def pool() -> list[str]:
