@@ -37,7 +37,12 @@ class Reply:
 
 
 class Client:
-    """Sends to the cluster and collects call-backs on a private, exclusive reply queue."""
+    """Sends to the cluster and collects call-backs on a private, exclusive reply queue.
+
+    ``inline=True`` promises that ``on_reply`` is quick and never blocks (it appends, or puts
+    on a queue): the transport may then run it on its I/O thread, which saves a thread
+    hand-off per call-back. A callback that prints to a terminal or waits must not use it.
+    """
 
     def __init__(
         self,
@@ -47,6 +52,7 @@ class Client:
         name: str | None = None,
         on_reply: Callable[[Reply], None] | None = None,
         queue_prefix: str = "",
+        inline: bool = False,
     ) -> None:
         self.transport = transport
         self.signer = signer
@@ -58,7 +64,7 @@ class Client:
         self._arrived = threading.Condition()
         transport.declare_queue(self.queue, exclusive=True)
         transport.bind(self.queue, self.reply_to)
-        self._consumer = transport.consume(self.queue, self._on_delivery)
+        self._consumer = transport.consume(self.queue, self._on_delivery, inline=inline)
 
     def send(self, target: str, expr: Any, *, expect_reply: bool = True,
              on_return: Callable[[Envelope, str], None] | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wire)
 from node_support import cell_total, replies_matching, wire  # noqa: F401  (wire: fixture)
@@ -184,3 +185,22 @@ def test_a_node_keeps_answering_while_it_differentiates_again_and_again(wire) ->
         pinger.join(10)
     assert sent[0] > 0
     replies_matching(client, "pong", sent[0], timeout=30)
+
+
+def test_a_client_with_inline_call_backs_hears_every_answer(wire) -> None:
+    wire.node("i1", "tally")
+    heard: list[Any] = []
+    threads: list[str] = []
+
+    def on_reply(reply: Any) -> None:
+        threads.append(threading.current_thread().name)
+        heard.append(reply.expr)
+
+    client = wire.client(inline=True, on_reply=on_reply)
+    for n in range(1, 6):
+        client.send("cell.i1", f"(add {n})")
+    client.send("cell.i1", "(total)")
+    wait_for(lambda: heard, 10, what="the call-back")
+    assert heard == [[Symbol("total"), 15, "i1"]]
+    if wire.kind == "amqp":  # no worker thread between the socket and the callback
+        assert threads[0].startswith("cellframe-amqp-io-")

@@ -145,7 +145,8 @@ def bench_round_trip(n: int = 2_000, *, url: str = DEFAULT_URL,
     raw_before = bench_raw_rpc(n, url=url)
     with _counting_node(url, in_process=in_process) as bench:
         arrived: queue.SimpleQueue[Reply] = queue.SimpleQueue()
-        client = bench.client(on_reply=arrived.put)
+        # The raw baseline answers on pika's own thread; so does this client (inline).
+        client = bench.client(on_reply=arrived.put, inline=True)
         target, ping = node_key(bench.name), [Symbol("ping")]
         latencies = []
         for i in range(_WARM_UP + n):
