@@ -59,7 +59,16 @@ def _select(quick: bool) -> dict[str, Any]:
 def _pipeline(quick: bool) -> dict[str, Any]:
     from .benchmarks.pipeline import bench_control_pipeline
 
-    return bench_control_pipeline(n=5_000 if quick else 20_000)
+    # To a cell's own queue: transient messages, the delivery mode of the raw baseline.
+    return bench_control_pipeline(n=5_000 if quick else 20_000, via="cell")
+
+
+def _pipeline_durable(quick: bool) -> dict[str, Any]:
+    from .benchmarks.pipeline import bench_control_pipeline
+
+    # To a role's durable queue: persistent messages, which the broker writes to disk and
+    # the raw baseline does not.
+    return bench_control_pipeline(n=5_000 if quick else 20_000, via="role")
 
 
 def _round_trip(quick: bool) -> dict[str, Any]:
@@ -81,6 +90,9 @@ COMPARISONS = [
     Comparison("control_pipeline_vs_raw_pika",
                "confirmed, signed, evaluated control messages vs raw pika pipeline",
                ">= 0.5", True, _pipeline),
+    Comparison("durable_pipeline_vs_raw_pika",
+               "the same sent persistent to a durable role queue, vs the same (transient) raw pika",
+               "(context)", True, _pipeline_durable),
     Comparison("round_trip_p99_vs_raw_rpc", "send-evaluate-call-back p99 vs raw pika RPC p99",
                "<= 3", True, _round_trip),
 ]

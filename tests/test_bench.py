@@ -35,5 +35,6 @@ def test_bench_measures_the_control_pipeline_against_raw_pika_on_rabbitmq() -> N
     figures = bench("control_pipeline_vs_raw_pika")["control_pipeline_vs_raw_pika"]
     assert "error" not in figures, figures
     assert figures["pipeline_per_s"] > 0 and figures["raw_end_to_end_per_s"] > 0
+    assert figures["via"] == "cell"  # transient, like the baseline's messages
     assert figures["ratio"] == pytest.approx(figures["pipeline_per_s"] / figures["raw_end_to_end_per_s"],
                                              abs=0.01)
