@@ -10,6 +10,7 @@ from store_support import SimulatedCrash, crash_at, log_segments
 
 from cellframe.store import MerkleTree, Record, Retention, Store
 from cellframe.store.compaction import STEPS, choose_kept
+from cellframe.store.merkle import EMPTY
 
 PARTS = 4
 FAMILIES = [f"fam{i}" for i in range(12)]
@@ -149,4 +150,92 @@ def test_a_crash_at_any_step_leaves_old_or_new_content_and_can_restart(
             assert history == full or history == full[-2:]  # old content or new, never a mix
         s.compact(2, Retention(since=40))  # simply restartable
         assert view(s, kept_range) == before
+        assert len(list(tmp_path.glob("part-00002-*.seg"))) == 1
+
+
+def _families_of(store: Store, partition: int) -> list[str]:
+    return [f for f in FAMILIES if store.partition_of(f) == partition]
+
+
+def test_dropping_a_partition_forgets_its_records_and_leaves_the_others_intact(
+        tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        fill(s)
+        gone = _families_of(s, 2)
+        assert gone  # the test means something only if partition 2 holds families
+        others = {f: s.select_history(f) for f in FAMILIES if f not in gone}
+        roots = {p: s.merkle(p).root() for p in range(PARTS) if p != 2}
+        result = s.drop_partition(2)
+        assert result.kept == 0 and result.dropped == 6 * len(gone)
+        assert all(s.select(f) is None and s.select_history(f) == [] for f in gone)
+        assert s.merkle(2).root() == EMPTY
+        assert s.records_since(2, 0) == [] and s.holdings(2) == (0, [])
+        assert 2 not in s.partitions_held()
+        assert {f: s.select_history(f) for f in others} == others
+        assert {p: s.merkle(p).root() for p in roots} == roots
+        assert s.stats()["families"] == len(others)
+
+
+def test_a_dropped_partition_stays_dropped_after_reopen_and_its_sequence_goes_on(
+        tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS) as s:
+        fill(s)
+        last = s.last_position(2)
+        s.drop_partition(2)
+    with Store(tmp_path, partitions=PARTS) as s:
+        family = _families_of(s, 2)[0]
+        assert s.select(family) is None and s.last_position(2) == 0
+        assert s.insert(family, b"again", time=999).sequence > last  # never reused
+    with Store(tmp_path, partitions=PARTS) as s:
+        assert [r.value for r in s.select_history(family)] == [b"again"]
+
+
+def test_a_drop_keeps_the_records_that_arrived_after_the_sequence_it_was_given(
+        tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        fill(s)
+        family = _families_of(s, 2)[0]
+        upto, digests = s.holdings(2)
+        assert upto == s.last_position(2) and len(digests) == 6 * len(_families_of(s, 2))
+        late = s.insert(family, b"late", time=10_000)
+        result = s.drop_partition(2, upto=upto)
+        assert result.kept == 1 and result.dropped == len(digests)
+        assert [r.digest for r in s.select_history(family)] == [late.digest]
+        assert s.missing(2, [*digests, late.digest]) == digests
+
+
+def test_a_drop_frees_the_partitions_disk(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False, segment_bytes=8192) as s:
+        fill(s, versions=40)
+        assert len(log_segments(tmp_path)) > 3
+        s.compact(1, Retention(since=0))  # partition 1 also has a compacted file to free
+        before = s.stats()["bytes"]
+        results = [s.drop_partition(p) for p in range(PARTS)]
+        after = s.stats()["bytes"]
+        # every sealed log segment held only records now dropped: all of them are deleted
+        assert sum(r.segments_deleted for r in results) >= 3
+        assert len(log_segments(tmp_path)) == 1  # the active one stays
+        assert after < before / 4
+        assert s.stats()["records"] == 0
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crash_at_any_step_of_a_drop_leaves_all_or_none_of_the_partition(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    with Store(tmp_path, partitions=PARTS) as s:
+        fill(s)
+        s.compact(2, Retention(since=20))  # so an older compacted file exists to replace
+        gone = _families_of(s, 2)
+        histories = {f: s.select_history(f) for f in FAMILIES}
+        with crash_at(step, monkeypatch), pytest.raises(SimulatedCrash):
+            s.drop_partition(2)
+    with Store(tmp_path, partitions=PARTS) as s:
+        assert not list(tmp_path.glob("*.tmp"))
+        dropped = s.select_history(gone[0]) == []
+        for f in FAMILIES:
+            expected = [] if dropped and f in gone else histories[f]
+            assert s.select_history(f) == expected  # old content or none, never a mix
+        assert dropped == (step not in ("snapshot", "written", "synced"))
+        s.drop_partition(2)  # simply restartable
+        assert all(s.select(f) is None for f in gone)
         assert len(list(tmp_path.glob("part-00002-*.seg"))) == 1

@@ -16,7 +16,7 @@ from cellframe.store import (
     TokenBucket,
     run_transfer,
 )
-from cellframe.store.handoff import HandoffBatch, record_bytes, transfer_key
+from cellframe.store.handoff import HandoffBatch, parse_transfer_key, record_bytes, transfer_key
 
 PARTS = 8
 PARTITION = 3
@@ -265,3 +265,15 @@ def test_checkpoints_update_many_keys_and_forget_others_in_one_durable_write(
     assert (again.get("a"), again.get("b"), again.get("old"), again.get("c")) == (5, 7, 0, 0)
     again.close()
     assert path.read_bytes().count(b"\n") == 4  # set, two positions and a forget: no more
+
+
+def test_checkpoint_keys_list_what_is_recorded_and_transfer_keys_read_back(
+        tmp_path: Path) -> None:
+    checkpoints = Checkpoints(tmp_path / "cp")
+    checkpoints.update({transfer_key(7, 1, 4): 10, transfer_key(12, 2, 4): 5})
+    checkpoints.forget(transfer_key(7, 1, 4))
+    assert checkpoints.keys() == [transfer_key(12, 2, 4)]
+    checkpoints.close()
+    assert Checkpoints(tmp_path / "cp").keys() == [transfer_key(12, 2, 4)]
+    assert parse_transfer_key(transfer_key(12, 2, 4)) == (12, 2, 4)
+    assert parse_transfer_key("other-key") is None

@@ -76,3 +76,82 @@ def test_across_processes_a_sigkilled_shard_loses_no_acknowledged_insert(tmp_pat
         procs.close()
         client.close()
         transport.close()
+
+
+def _plist(value) -> dict[str, object]:
+    items = _unquote(value)
+    return {str(k).lstrip(":"): v for k, v in zip(items[::2], items[1::2], strict=True)}
+
+
+@pytest.mark.amqp
+@pytest.mark.slow
+def test_across_processes_old_owners_drop_what_a_joining_shard_took_and_nothing_is_lost(
+        tmp_path) -> None:
+    from healing_support import wait_for
+    from services import require_amqp
+
+    from cellframe.transports.amqp import AmqpTransport
+
+    url = require_amqp()
+    zone = shard_zone(tmp_path / "cluster.zone", partitions=32, replicas=2, intent=4,
+                      heartbeat_ms=100)
+    procs = ShardProcesses(url, zone, tmp_path)
+    transport = AmqpTransport(url, name="replication-drop-test")
+    client = Client(transport, name=f"replication-drop-{int(time.time() * 1000) % 10**9}")
+    shards = ShardClient(client)
+    names = ["shard-01", "shard-02", "shard-03", "spare-01"]
+    try:
+        for name in names[:3]:
+            procs.start(name)
+
+        def status() -> dict[str, dict[str, object]]:
+            return {a["node"]: {"peers": _unquote(a["peers"]), "stats": _plist(a["stats"])}
+                    for a in ask_all(client, "(shard-status)", 0.5, _is("shard-status-is"))}
+
+        def peers(count: int) -> bool:
+            seen = status()
+            return len(seen) == count and all(len(s["peers"]) == count for s in seen.values())
+
+        wait_for(lambda: peers(3), 60, interval=0.3)
+        wait_for(lambda: shards.call('(insert "probe" 1)', timeout=10)[0] == "inserted", 30,
+                 interval=0.3)  # the ring is built
+        requests = {shards.insert(f"drop/{i}", str(i)): f"drop/{i}" for i in range(150)}
+        acknowledged = {family: shards.answer(r, timeout=10)[1]["guid"]
+                        for r, family in requests.items()}
+        procs.start("spare-01")
+
+        def roots() -> dict[str, dict[int, str]]:
+            out: dict[str, dict[int, str]] = {}
+            for answer in ask_all(client, "(roots)", 0.5, _is("roots-are")):
+                out.setdefault(answer["node"], {}).update(dict(_unquote(answer["roots"])))
+            return out
+
+        def two_copies_each() -> bool:
+            # every partition held by exactly N=2 nodes, with equal roots: the moved copies
+            # arrived and the old owners dropped theirs
+            seen = roots()
+            if set(seen) != set(names):
+                return False
+            held: dict[int, set[str]] = {}
+            for node, partitions in seen.items():
+                for p, root in partitions.items():
+                    held.setdefault(p, set()).add(root + "@" + node)
+            return all(len(h) == 2 and len({x.split("@")[0] for x in h}) == 1
+                       for h in held.values())
+
+        try:
+            wait_for(two_copies_each, 60, interval=0.5)
+        except AssertionError:
+            seen = roots()
+            copies = {p: sorted(n for n in seen if p in seen[n]) for p in range(32)}
+            raise AssertionError(f"copies: {copies}; status: {status()}") from None
+        dropped = sum(int(s["stats"].get("partitions-dropped", 0))
+                      for s in status().values())
+        assert dropped > 0
+        for family, guid in acknowledged.items():
+            verb, fields = shards.call(f'(select "{family}")', timeout=10)
+            assert (verb, fields.get("guid")) == ("selected", guid), family
+    finally:
+        procs.close()
+        client.close()
+        transport.close()

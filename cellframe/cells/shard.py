@@ -29,6 +29,7 @@ from typing import Any
 from ..replication.antientropy import AntiEntropy
 from ..replication.config import ShardConfig
 from ..replication.coordinate import Coordinator
+from ..replication.drops import Drops
 from ..replication.transfers import Handoff
 from ..replication.wire import chunks, quoted
 from ..statemachine import transition
@@ -40,7 +41,7 @@ __all__ = ["ShardCell"]
 _SETTINGS = frozenset(f.name for f in fields(ShardConfig))
 
 
-class ShardCell(Coordinator, AntiEntropy, Handoff):
+class ShardCell(Coordinator, AntiEntropy, Handoff, Drops):
     """Replicates the append-only store across shard nodes and heals it (role ``shard``)."""
 
     role = "shard"

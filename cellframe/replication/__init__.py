@@ -6,6 +6,7 @@ The shard cell (``cellframe.cells.ShardCell``, role ``shard``) is composed of th
 * ``coordinate``: insert / select / history with W and R quorums and read repair (``quorum``);
 * ``antientropy``: Merkle comparison over messages, repairing missing records;
 * ``transfers``: resumable, budgeted partition transfers when the ring changes;
+* ``drops``: dropping a partition the ring moved away, once its owners hold it;
 * ``wire``: records and digests in messages, cut to fit.
 
 The protocol, with the measurements behind its choices, is described in

@@ -415,6 +415,10 @@ class ShardBase(Cell):
         """A saved ring was loaded; ``receiving`` were still on their way (the transfer part
         resumes them)."""
 
+    def forget_transfers(self, partitions: set[int]) -> None:
+        """Durably forget where transfers of ``partitions`` to this cell stopped, before they
+        are dropped (the transfer part does it)."""
+
     # -- the tick ---------------------------------------------------------------------------
 
     @transition("tick")

@@ -91,6 +91,7 @@ class ShardConfig:
     restart_grace: float = 10.0
     tick: float = 0.05
     reoffer_interval: float = 30.0
+    drop_interval: float = 1.0  # period of the look for partitions to drop
 
     @classmethod
     def from_settings(cls, *layers: Mapping[str, str], **overrides: Any) -> ShardConfig:

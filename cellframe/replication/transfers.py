@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import StoreError
 from ..statemachine import transition
 from ..store import Checkpoints, HandoffSender, Record, TokenBucket, Transfer
-from ..store.handoff import record_bytes, transfer_key
+from ..store.handoff import parse_transfer_key, record_bytes, transfer_key
 from ..symbols import Keyword, Symbol
 from .base import ShardBase, _int
 from .wire import MESSAGE_BUDGET, RECORDS_PER_ROW, quoted, record_text, row_size, rows_to_records
@@ -413,6 +413,23 @@ class Handoff(ShardBase):
 
     def _finished(self, partition: int) -> None:
         self.pulls.done(partition)
+
+    def forget_transfers(self, partitions: set[int]) -> None:
+        """Forget, durably and at once, the checkpoints of transfers of ``partitions`` to this
+        cell: once it drops them, a later transfer must start over, not resume past records
+        it no longer holds."""
+        super().forget_transfers(partitions)
+        if not partitions:
+            return
+
+        def ours(key: str) -> bool:
+            parsed = parse_transfer_key(key)
+            return parsed is not None and parsed[0] in partitions and parsed[2] == self.me
+
+        for key in [k for k in self.due_checkpoints if ours(k)]:
+            del self.due_checkpoints[key]
+        self.finished_checkpoints -= {k for k in self.finished_checkpoints if ours(k)}
+        self._checkpoints().update({}, [k for k in self._checkpoints().keys() if ours(k)])
 
     # -- helpers ----------------------------------------------------------------------------
 

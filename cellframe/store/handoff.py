@@ -42,6 +42,7 @@ __all__ = [
     "ReconcileResult",
     "TokenBucket",
     "TransferResult",
+    "parse_transfer_key",
     "reconcile",
     "record_bytes",
     "run_transfer",
@@ -109,6 +110,11 @@ class Checkpoints:
         """The recorded position for ``key`` (0: nothing received yet)."""
         with self._lock:
             return self._positions.get(key, 0)
+
+    def keys(self) -> list[str]:
+        """The keys with a recorded position, sorted."""
+        with self._lock:
+            return sorted(self._positions)
 
     def set(self, key: str, position: int) -> None:
         """Record ``position`` for ``key`` durably."""
@@ -208,6 +214,16 @@ def _parse(raw: bytes) -> tuple[str, int] | None:
 def transfer_key(partition: int, source_shard: int, target_shard: int) -> str:
     """The checkpoint key of one transfer: partition, source and target."""
     return f"p{partition}:{source_shard}->{target_shard}"
+
+
+def parse_transfer_key(key: str) -> tuple[int, int, int] | None:
+    """(partition, source, target) of a ``transfer_key``; None for another key."""
+    head, _, target = key.partition("->")
+    partition, _, source = head.partition(":")
+    try:
+        return int(partition.removeprefix("p")), int(source), int(target)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

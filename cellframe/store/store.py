@@ -419,6 +419,27 @@ class Store:
             part = self._part(partition)
             return {d for d in part.digests if part.tree.bucket_of(d) == bucket}
 
+    def holdings(self, partition: int) -> tuple[int, list[bytes]]:
+        """The partition's newest durable sequence and the digests of its durable records up
+        to it, read together: what a shard asks its owners to hold before dropping it."""
+        with self._lock:
+            part = self._parts.get(partition)
+            if part is None:
+                return 0, []
+            return part.last_seq, list(part.digests)
+
+    def missing(self, partition: int, digests: Iterable[bytes]) -> list[bytes]:
+        """The ``digests`` of which the partition holds no durable record."""
+        with self._lock:
+            part = self._parts.get(partition)
+            held = part.digests if part is not None else {}
+            return [d for d in digests if d not in held]
+
+    def partitions_held(self) -> list[int]:
+        """The partitions holding at least one durable record, in order."""
+        with self._lock:
+            return sorted(p for p, part in self._parts.items() if part.seqs)
+
     def fetch(self, partition: int, digests: Iterable[bytes]) -> list[Record]:
         """The records of ``partition`` with these digests (unknown digests are skipped)."""
         with self._lock:
@@ -430,6 +451,27 @@ class Store:
 
     def compact(self, partition: int, keep: Retention) -> CompactionResult:
         """Rewrite the partition keeping what ``keep`` says; inserts go on meanwhile."""
+        return self._rewrite(partition, lambda snapshot: _kept(snapshot, keep))
+
+    def drop_partition(self, partition: int, *, upto: int | None = None) -> CompactionResult:
+        """Forget the partition's durable records with sequence <= ``upto`` (default: all).
+
+        For a shard that no longer owns the partition, once its owners are known to hold
+        what it holds. It is a compaction that keeps nothing (or only the records after
+        ``upto``, which arrived after the owners were asked), with the same crash-safe steps:
+        a crash leaves the old records or none, never part of them. Sequences go on from
+        where they were, so a transfer that later reads this store from an old position
+        misses nothing received afterwards.
+        """
+        if upto is None:
+            return self._rewrite(partition, lambda snapshot: [])
+        return self._rewrite(partition,
+                             lambda snapshot: [e for e in snapshot if e[0] > upto])
+
+    def _rewrite(self, partition: int,
+                 choose: Callable[[list[tuple[int, int, Record]]],
+                                  list[tuple[int, int, Record]]]) -> CompactionResult:
+        """Replace the partition's durable records by those ``choose`` keeps of them."""
         with self._compact_lock:
             with self._lock:
                 self._check_usable()
@@ -439,7 +481,7 @@ class Store:
                 file_id = self._take_file_id()
             # Read outside the lock: only compaction deletes files, and we hold its lock.
             snapshot = [(seq, loc, self._read(loc)) for seq, loc in entries]
-            kept = _kept(snapshot, keep)
+            kept = choose(snapshot)
             compaction.fault_point("snapshot")
             segment, moved = self._write_compacted(partition, file_id, covers, kept)
             self._install(part, segment, covers, snapshot, moved)
@@ -495,7 +537,10 @@ class Store:
             dropped = [rec.digest for _, loc, rec in snapshot if loc not in moved]
             part.replace_prefix(covers, kept, dropped)
             for family in {rec.family for _, _, rec in snapshot}:
-                self._families[family].relocate(moved, dropped_locs)
+                index = self._families[family]
+                index.relocate(moved, dropped_locs)
+                if not len(index):  # every version dropped: the family is gone from here
+                    del self._families[family]
             if old is not None:
                 self._files[old].covers = -1  # marks it for deletion
 

@@ -1,0 +1,212 @@
+"""Dropping the partitions a shard no longer owns, once their owners hold what it holds.
+
+While a partition moves, its old owners keep their copies and stay in its replica set
+(``ringview``): writes reach them, reads ask them. Once the move is over, an old owner X drops
+its copy, but only after every current owner O has said it durably holds every record X
+holds of the partition::
+
+    X -> O  (drop-check :shard X :partition p :check K :chunk i :digests '("hex" ...))
+    O -> X  (drop-check-is :shard O :partition p :check K :chunk i :owner true :missing '(...))
+    X -> O  (records :shard X :partition p :rows '(...))     what O lacked; asked again later
+
+X asks only when it is not in p's preference list, the move of p is over (the view has
+settled it: no live owner receives p), X itself is not receiving p, and every owner of p is
+live and announces the same ring as X (a peer on another table may still count X as an
+owner). The digests are those of X's durable records of p up to its newest sequence S
+(``Store.holdings``), sent to every owner; an answer from a shard that does not own p in its
+own ring, or that lacks anything, fails the check (X pushes what was lacking and asks again
+on a later round). Once every owner confirmed every chunk, X drops p up to S
+(``Store.drop_partition(p, upto=S)``): records that reached X after it asked (a write
+coordinated with a stale ring) have larger sequences, are kept, and are checked next time.
+
+The drop is a compaction that keeps nothing, with compaction's crash-safe steps. Before it,
+X forgets its transfer checkpoints of p (durably: forgetting one early only costs records
+sent again), so that if the ring gives p back, X pulls it from the start, not from where an
+earlier transfer stopped. Drops run on the cell's thread, which is what makes the ownership
+test and the drop one step (a thread of their own could drop records that a pull started
+meanwhile had just found present); each costs a few fsyncs, so a tick spends at most
+``DROP_BUDGET`` seconds on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CellframeError
+from ..statemachine import transition
+from ..symbols import Keyword, Symbol
+from .base import ShardBase, _int
+from .wire import chunks, digest_hex, hex_digest, quoted, row_size, rows_of
+
+__all__ = ["DROP_BUDGET", "DropCheck", "Drops", "MAX_DROP_CHECKS"]
+
+log = logging.getLogger(__name__)
+
+#: Partitions whose owners are being asked at once (each check is a message per owner per
+#: 1,600 records).
+MAX_DROP_CHECKS = 64
+#: Seconds of a tick that drops may take.
+DROP_BUDGET = 0.02
+
+
+@dataclass(slots=True)
+class DropCheck:
+    """Owners being asked to confirm they hold a partition's records up to ``upto``."""
+
+    check: str
+    upto: int
+    ring: tuple[int, str]  # the table (version, digest) the owners were named by
+    started: float
+    waiting: set[tuple[int, int]] = field(default_factory=set)  # (owner, chunk) unconfirmed
+
+
+class Drops(ShardBase):
+    """The part of the shard cell that drops partitions it no longer owns, safely."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.drop_checks: dict[int, DropCheck] = {}
+        #: partition -> (sequence its owners confirmed, the ring they were owners in)
+        self.drop_ready: dict[int, tuple[int, tuple[int, str]]] = {}
+        self.next_drop_round = time.monotonic() + self.config.drop_interval
+
+    def may_drop(self, p: int) -> bool:
+        """Is ``p`` someone else's now, its move over, and its owners live on our ring?"""
+        ring = self.view.ring
+        if ring is None or self.restored or self.view.owns(p) or p in self.view.moved_at \
+                or self.is_receiving(p):
+            return False
+        agreed = self._ring_key()
+        owners = self.view.owners(p)
+        return bool(owners) and all(
+            self.live(s) and self.peer_rings.get(s) == agreed
+            and p not in self.peer_receiving.get(s, ()) for s in owners)
+
+    def on_tick(self, now: float) -> None:
+        super().on_tick(now)
+        if self.store is None or self.view.ring is None:
+            return
+        if self.drop_ready:
+            self._drop_confirmed()
+        if now >= self.next_drop_round:
+            self.next_drop_round = now + self.config.drop_interval
+            for p, entry in list(self.drop_checks.items()):
+                if now - entry.started > self.config.stall_timeout:
+                    del self.drop_checks[p]  # an answer was lost: asked again below
+            self._start_drop_checks(now)
+
+    # -- asking the owners (X) --------------------------------------------------------------
+
+    def _start_drop_checks(self, now: float) -> None:
+        assert self.store is not None
+        for p in self.store.partitions_held():
+            if len(self.drop_checks) >= MAX_DROP_CHECKS:
+                return
+            if p not in self.drop_checks and p not in self.drop_ready and self.may_drop(p):
+                self._ask_owners(p, now)
+
+    def _ask_owners(self, p: int, now: float) -> None:
+        assert self.store is not None
+        upto, digests = self.store.holdings(p)
+        if not digests:
+            return
+        entry = self.drop_checks[p] = DropCheck(uuid.uuid4().hex[:16], upto, self._ring_key(),
+                                                now)
+        parts = list(chunks([hex_digest(d) for d in digests], lambda d: 35))
+        self.count("drop_checks")
+        for owner in self.view.owners(p):
+            for i, part in enumerate(parts):
+                entry.waiting.add((owner, i))
+                self.send_to(owner, [Symbol("drop-check"), Keyword("shard"), self.me,
+                                     Keyword("partition"), p, Keyword("check"), entry.check,
+                                     Keyword("chunk"), i, Keyword("digests"), quoted(part)])
+
+    @transition("drop-check-is")
+    def drop_check_is(self, shard: int, partition: int, check: str, chunk: int,
+                      owner: bool = False, missing: Any = None, **extra: Any) -> None:
+        entry = self.drop_checks.get(partition) if _int(partition) else None
+        if entry is None or entry.check != check or (shard, chunk) not in entry.waiting:
+            return  # late, repeated, or for a check given up on
+        lacked = list(map(digest_hex, missing)) if isinstance(missing, list) else [None]
+        if owner is not True or lacked:
+            del self.drop_checks[partition]  # asked again on a later round
+            self.count("drop_checks_failed")
+            held = [d for d in lacked if d is not None]
+            if held and self.store is not None:
+                self._push_lacked(shard, partition, held)
+            return
+        entry.waiting.discard((shard, chunk))
+        if not entry.waiting:
+            del self.drop_checks[partition]
+            self.drop_ready[partition] = (entry.upto, entry.ring)
+
+    def _push_lacked(self, shard: int, p: int, digests: list[bytes]) -> None:
+        """Send an owner the records of ``p`` it said it lacks (applied by ``records``)."""
+        assert self.store is not None
+        records = self.store.fetch(p, digests)
+        self.count("drop_check_pushed", len(records))
+        for part in chunks(rows_of(records), row_size):
+            self.send_to(shard, [Symbol("records"), Keyword("shard"), self.me,
+                                 Keyword("partition"), p, Keyword("rows"), quoted(part)])
+
+    # -- dropping (X) -----------------------------------------------------------------------
+
+    def _drop_confirmed(self) -> None:
+        """Drop the confirmed partitions that are still someone else's, within the budget.
+
+        A confirmation counts only on the table it was asked on: on another, the owners
+        that answered may not be the owners any more.
+        """
+        start, ring = time.monotonic(), self._ring_key()
+        batch = {p: ready for p, ready in self.drop_ready.items()
+                 if ready[1] == ring and self.may_drop(p)}
+        self.drop_ready.clear()  # the others are owned or moving again, or asked again later
+        try:
+            self.forget_transfers(set(batch))
+        except (OSError, CellframeError) as error:
+            log.warning("%s: transfer checkpoints not forgotten (%s); nothing dropped",
+                        self.cell_name, error)
+            return
+        for p, ready in batch.items():
+            if time.monotonic() - start > DROP_BUDGET:
+                self.drop_ready[p] = ready  # next tick (its checkpoints are forgotten already)
+                continue
+            self._drop(p, ready[0])
+
+    def _ring_key(self) -> tuple[int, str]:
+        ring = self.view.ring
+        return (-1, "") if ring is None else (ring.version, self.view.digest)
+
+    def _drop(self, p: int, upto: int) -> None:
+        assert self.store is not None
+        try:
+            result = self.store.drop_partition(p, upto=upto)
+        except (OSError, CellframeError) as error:
+            log.warning("%s: partition %s not dropped: %s", self.cell_name, p, error)
+            return
+        self.count("partitions_dropped")
+        self.count("records_dropped", result.dropped)
+        log.info("%s: dropped partition %s (%d records), its owners hold them", self.cell_name,
+                 p, result.dropped)
+
+    # -- answering (O) ----------------------------------------------------------------------
+
+    @transition("drop-check")
+    def drop_check(self, shard: int, partition: int, check: str, chunk: int, digests: Any,
+                   **extra: Any) -> None:
+        """Say which of an old owner's records of a partition this shard lacks."""
+        if self.store is None or not _int(shard, partition, chunk) or \
+                not 0 <= partition < self.config.partitions or not isinstance(digests, list):
+            return
+        wanted = [d for d in map(digest_hex, digests) if d is not None]
+        if len(wanted) != len(digests):
+            return  # unreadable: no answer is safer than a wrong "nothing missing"
+        missing = self.store.missing(partition, wanted)
+        self.send_to(shard, [Symbol("drop-check-is"), Keyword("shard"), self.me,
+                             Keyword("partition"), partition, Keyword("check"), check,
+                             Keyword("chunk"), chunk, Keyword("owner"), self.view.owns(partition),
+                             Keyword("missing"), quoted([hex_digest(d) for d in missing])])
