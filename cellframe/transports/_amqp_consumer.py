@@ -5,9 +5,9 @@ The I/O thread only records a delivery tag and queues the raw frame; decoding an
 handler run on the consumer's own worker thread, so a slow handler never stalls heartbeats,
 confirms or other consumers. An ``inline`` consumer (its handler promised never to block)
 has no worker: the I/O thread decodes and handles each delivery as it reads it, which saves
-a queue and a thread hand-off per message. Settling (``ack``/``reject``) goes back to the I/O thread through
-the transport's command queue; the I/O thread turns a run of consecutive acks into one
-``basic.ack(multiple=True)``.
+a queue and a thread hand-off per message. Settling (``ack``/``reject``) goes back to the
+I/O thread through the transport's command queue; the I/O thread turns a run of
+consecutive acks into one ``basic.ack(multiple=True)``.
 """
 
 from __future__ import annotations
