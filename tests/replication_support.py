@@ -20,7 +20,7 @@ from cellframe.processes import NodeProcesses
 from cellframe.reader import read
 from cellframe.registry import RoleRegistry
 from cellframe.resolvers import ZoneFileResolver
-from cellframe.store import Record
+from cellframe.store import Record, Ring
 
 __all__ = [
     "ShardClient",
@@ -202,6 +202,45 @@ def record(family: str, time_: int, value: str, guid: int) -> Record:
 
     data = value.encode()
     return Record(family, time_, data, guid, content_digest(family, time_, data))
+
+
+# -- a rebalance that moves partitions (the drop and retention tests) ---------------------------
+
+FAMILIES = [f"item/{i}" for i in range(120)]
+
+
+def only_owned(cluster) -> bool:
+    """Every shard holds records of the partitions it owns, and of no other."""
+    return all(set(c.store.partitions_held()) <= set(c.view.mine())
+               for c in cells(cluster).values())
+
+
+def settled(cluster, count: int) -> bool:
+    return converged(cluster, count) and only_owned(cluster)
+
+
+def lost(before: Ring, after: Ring) -> set[tuple[int, int]]:
+    """(shard, partition) for every copy the move took away from an old owner."""
+    return {(s, p) for p in range(before.partitions) for s in before.owners(p)
+            if s not in after.owners(p)}
+
+
+def read_everything(shards: ShardClient, families: list[str]) -> int:
+    """Select every family through the cluster; the number not found."""
+    misses = 0
+    for family in families:
+        verb, fields = shards.call(f'(select "{family}")')
+        misses += verb != "selected" or fields["found"] is not True
+    return misses
+
+
+def fill(cluster) -> ShardClient:
+    shards = ShardClient(cluster.client())
+    for request in [shards.insert(f, '"payload-payload"') for f in FAMILIES]:
+        assert shards.answer(request)[0] == "inserted"
+    wait_for(lambda: all(len(holders(cluster, f)) == 2 for f in FAMILIES), 10)
+    return shards
+
 
 
 # -- node processes on RabbitMQ ----------------------------------------------------------------

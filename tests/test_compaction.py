@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from pathlib import Path
 
 import pytest
 from store_support import SimulatedCrash, crash_at, log_segments
 
-from cellframe.store import MerkleTree, Record, Retention, Store
-from cellframe.store.compaction import STEPS, choose_kept
+from cellframe.store import MerkleTree, Record, Retention, Store, content_digest
+from cellframe.store.compaction import STEPS, choose_kept, obsolete
 from cellframe.store.merkle import EMPTY
 
 PARTS = 4
@@ -50,6 +51,49 @@ def test_choose_kept_applies_each_rule_and_their_union() -> None:
     assert choose_kept(versions, Retention(since=5)) == [0, 1, 2, 3]
     assert choose_kept(versions, Retention(since=99)) == [3]
     assert choose_kept(versions, Retention(newest=2, since=15)) == [0, 1, 2, 3]
+
+
+def test_obsolete_drops_exactly_what_compacting_the_union_would_drop() -> None:
+    rng = random.Random(5)
+    for _ in range(2000):
+        pool = sorted(rng.sample([(t, tie) for t in range(12) for tie in range(2)], 10))
+        fresh = set(rng.sample(range(len(pool)), rng.randint(0, len(pool))))
+        held = [v for i, v in enumerate(pool) if i not in fresh]
+        candidates = [v for i, v in enumerate(pool) if i in fresh]
+        since = rng.choice([None, *range(14)])
+        keep = Retention(newest=rng.randint(0 if since is not None else 1, 4), since=since)
+        kept = {pool[i] for i in choose_kept(pool, keep)}
+        assert obsolete(candidates, held, keep) == [v not in kept for v in candidates]
+
+
+def _version(family: str, time: int) -> Record:
+    value = f"{family}@{time}".encode()
+    return Record(family, time, value, time, content_digest(family, time, value))
+
+
+def test_retained_skips_what_the_rule_drops_given_the_store_and_the_batch(
+        tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        s.apply_many([_version("f", t) for t in (30, 40)])
+        incoming = [_version("f", t) for t in (10, 35, 40, 50)] + [_version("g", 1)]
+        kept = s.retained(incoming, Retention(newest=2))
+        # 10 and 35 have two newer versions (40 held, 50 arriving); 40 is held already
+        assert [(r.family, r.time) for r in kept] == [("f", 40), ("f", 50), ("g", 1)]
+        cut = s.retained([_version("f", t) for t in (20, 45)], Retention(since=42))
+        assert [r.time for r in cut] == [45]  # 40 was current at 42: 20 is superseded
+        assert s.retained(incoming, Retention(newest=9)) == incoming
+
+
+def test_compact_all_stops_between_partitions_when_asked(tmp_path: Path) -> None:
+    with Store(tmp_path, partitions=PARTS, fsync=False) as s:
+        fill(s)
+        calls: list[int] = []
+
+        def stop() -> bool:
+            calls.append(1)
+            return len(calls) > 2
+
+        assert len(s.compact_all(Retention(newest=1), stop=stop)) == 2
 
 
 def test_newest_rule_keeps_select_newest_and_drops_the_rest(tmp_path: Path) -> None:

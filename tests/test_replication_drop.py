@@ -8,56 +8,24 @@ from __future__ import annotations
 import time
 
 from replication_support import (
-    ShardClient,
+    FAMILIES,
     cells,
-    converged,
+    fill,
     holders,
+    lost,
+    read_everything,
     record,
     roots_agree,
+    settled,
     shard_cluster,
     wait_for,
 )
 
-from cellframe.store import Ring
 from cellframe.store.handoff import transfer_key
 from cellframe.store.merkle import EMPTY
 
 NODES = ["shard-01", "shard-02", "shard-03"]
-FAMILIES = [f"item/{i}" for i in range(120)]
 STALE = 10**6  # a checkpoint past every record: a transfer resuming there would get nothing
-
-
-def only_owned(cluster) -> bool:
-    """Every shard holds records of the partitions it owns, and of no other."""
-    return all(set(c.store.partitions_held()) <= set(c.view.mine())
-               for c in cells(cluster).values())
-
-
-def settled(cluster, count: int) -> bool:
-    return converged(cluster, count) and only_owned(cluster)
-
-
-def lost(before: Ring, after: Ring) -> set[tuple[int, int]]:
-    """(shard, partition) for every copy the move took away from an old owner."""
-    return {(s, p) for p in range(before.partitions) for s in before.owners(p)
-            if s not in after.owners(p)}
-
-
-def read_everything(shards: ShardClient, families: list[str]) -> int:
-    """Select every family through the cluster; the number not found."""
-    misses = 0
-    for family in families:
-        verb, fields = shards.call(f'(select "{family}")')
-        misses += verb != "selected" or fields["found"] is not True
-    return misses
-
-
-def fill(cluster) -> ShardClient:
-    shards = ShardClient(cluster.client())
-    for request in [shards.insert(f, '"payload-payload"') for f in FAMILIES]:
-        assert shards.answer(request)[0] == "inserted"
-    wait_for(lambda: all(len(holders(cluster, f)) == 2 for f in FAMILIES), 10)
-    return shards
 
 
 def plant_stale_checkpoints(cluster) -> None:

@@ -15,6 +15,9 @@ shard cell) with call-backs:
 ``(shard-status)``                       ``(shard-status-is :shard S :store (...) ...)``
 ``(roots)``                              ``(roots-are :shard S :roots '((p hex) ...))``: the
                                          Merkle root of every non-empty partition
+``(compact)``                            ``(compacted :shard S :partitions P :kept K
+                                         :dropped D :bytes B :seconds S)`` once every held
+                                         partition is compacted by ``shard.retention``
 =======================================  ====================================================
 
 Every failure is a call-back too: ``(error :reason R :family F :request ID)``. Times are int
@@ -27,6 +30,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..replication.antientropy import AntiEntropy
+from ..replication.compactor import Compactions
 from ..replication.config import ShardConfig
 from ..replication.coordinate import Coordinator
 from ..replication.drops import Drops
@@ -41,7 +45,7 @@ __all__ = ["ShardCell"]
 _SETTINGS = frozenset(f.name for f in fields(ShardConfig))
 
 
-class ShardCell(Coordinator, AntiEntropy, Handoff, Drops):
+class ShardCell(Coordinator, AntiEntropy, Handoff, Drops, Compactions):
     """Replicates the append-only store across shard nodes and heals it (role ``shard``)."""
 
     role = "shard"

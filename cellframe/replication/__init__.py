@@ -7,6 +7,8 @@ The shard cell (``cellframe.cells.ShardCell``, role ``shard``) is composed of th
 * ``antientropy``: Merkle comparison over messages, repairing missing records;
 * ``transfers``: resumable, budgeted partition transfers when the ring changes;
 * ``drops``: dropping a partition the ring moved away, once its owners hold it;
+* ``compactor`` and ``retention``: compaction by the cluster's one retention rule, and no
+  record the rule dropped coming back from a peer;
 * ``wire``: records and digests in messages, cut to fit.
 
 The protocol, with the measurements behind its choices, is described in

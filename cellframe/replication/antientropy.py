@@ -286,13 +286,14 @@ class AntiEntropy(ShardBase):
                                            Keyword("rows"), quoted(chunk)))
 
     @transition("records")
-    def records(self, rows: Any, **extra: Any) -> None:
-        """Records a replica lacked, pushed by its peer: apply them (idempotent)."""
+    def records(self, rows: Any, shard: Any = None, **extra: Any) -> None:
+        """Records a replica lacked, pushed by its peer: apply them (idempotent; what
+        retention drops here is skipped, see ``when_durable``)."""
         records, bad = rows_to_records(rows)
         if bad:
             self.count("bad_rows", bad)
         self.count("anti_entropy_applied", len(records))
-        self.when_durable(records, lambda failures: None)
+        self.when_durable(records, lambda failures: None, source=shard if _int(shard) else None)
 
     # -- helpers ----------------------------------------------------------------------------
 

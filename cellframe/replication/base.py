@@ -29,7 +29,7 @@ from ..cell import Cell
 from ..errors import CellframeError, ClusterError, ConfigError
 from ..routing import cell_key, each_key
 from ..statemachine import transition
-from ..store import Checkpoints, Record, Ring, Store, Transfer
+from ..store import Checkpoints, Record, Retention, Ring, Store, Transfer, now_micros
 from ..symbols import Keyword, Symbol
 from .config import ShardConfig, store_directory
 from .peers import ShardPeers
@@ -199,13 +199,27 @@ class ShardBase(Cell):
         except pykka.ActorDeadError:
             pass  # stopped meanwhile: nothing is waiting for it
 
-    def when_durable(self, records: list[Record], then: Callable[[int], None]) -> None:
+    def when_durable(self, records: list[Record], then: Callable[[int], None], *,
+                     source: int | None = None) -> None:
         """Apply replicated ``records`` (idempotent); ``then(failures)`` once all are durable.
 
-        One call to the store for the whole list and one call-back (a transfer's answer holds
-        hundreds of records: per record, the call-backs alone cost more than the write).
+        Every record a peer sends passes here (writes, read repair, anti-entropy, transfers,
+        drops), so this is where the cluster's retention rule is applied: a record the next
+        compaction would drop, given what the store holds, is skipped (not a failure), and
+        ``source``, the shard that sent it, hears it has versions to compact
+        (``on_obsolete``). One call to the store for the whole list and one call-back (a
+        transfer's answer holds hundreds of records: per record, the call-backs alone cost
+        more than the write).
         """
         store = self.store
+        keep = self.retention_now()
+        if store is not None and keep is not None and records:
+            kept = store.retained(records, keep)
+            if len(kept) < len(records):
+                self.count("retention_skipped", len(records) - len(kept))
+                applied = {r.digest for r in kept}
+                self.on_obsolete(source, [r for r in records if r.digest not in applied])
+                records = kept
         if store is None or not records:
             then(len(records) if store is None else 0)
             return
@@ -441,6 +455,15 @@ class ShardBase(Cell):
                    if s != self.me and self.live(s))
 
     # Hooks the protocol's parts extend (cooperatively: call super()).
+
+    def retention_now(self) -> Retention | None:
+        """The cluster's retention rule as it applies now (None: keep every version)."""
+        rule = self.config.retention
+        return None if rule is None else rule.at(now_micros())
+
+    def on_obsolete(self, source: int | None, records: list[Record]) -> None:
+        """``source`` sent ``records`` that retention drops here (the compaction part tells
+        it to compact)."""
 
     def on_ring_change(self, plan: list[Transfer], *, first: bool) -> None:
         """The ring changed; ``plan`` lists the copies the move needs."""

@@ -17,6 +17,10 @@ key                         default  meaning
 ``shard.anti-entropy-ms``   1000     period of the Merkle comparison with each peer
 ``shard.timeout-ms``        5000     a write or read not answered by then gets an error
 ``shard.announce-ms``       500      period of the ``(shard-hello)`` announcement
+``shard.retention``         none     what compaction keeps: ``newest=N``, ``max-age=30d``
+                                     or both (``retention``); none keeps every version
+``shard.compact-ms``        none     period of compaction by that rule (else only the
+                                     ``(compact)`` verb runs it)
 ==========================  =======  ===================================================
 
 Keys at ``_cluster`` carry a dot (``shard.``) because ``_cluster`` reads any other
@@ -39,6 +43,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..guid import MAX_SHARD
+from .retention import RetentionRule, parse_retention
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -92,6 +97,8 @@ class ShardConfig:
     tick: float = 0.05
     reoffer_interval: float = 30.0
     drop_interval: float = 1.0  # period of the look for partitions to drop
+    retention: RetentionRule | None = None  # None: keep every version, never compact
+    compact_interval: float | None = None  # None: compact only when asked ``(compact)``
 
     @classmethod
     def from_settings(cls, *layers: Mapping[str, str], **overrides: Any) -> ShardConfig:
@@ -102,6 +109,8 @@ class ShardConfig:
                 if key in settings:
                     values[name] = parse(key, settings[key])
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("retention"), str):
+            values["retention"] = parse_retention("retention", values["retention"])
         replicas = values.get("replicas", cls.replicas)
         for quorum in ("write_quorum", "read_quorum"):
             if quorum not in values and isinstance(replicas, int):
@@ -125,6 +134,10 @@ class ShardConfig:
                 f"shard.partitions must be 1..{MAX_PARTITIONS}, got {self.partitions}")
         if self.handoff_rate <= 0:
             raise ConfigError(f"shard.handoff-rate must be positive, got {self.handoff_rate}")
+        if self.retention is not None and not isinstance(self.retention, RetentionRule):
+            raise ConfigError(f"shard.retention must be a RetentionRule, got {self.retention!r}")
+        if self.compact_interval is not None and self.compact_interval <= 0:
+            raise ConfigError(f"shard.compact-ms must be positive, got {self.compact_interval}")
 
     def with_defaults(self, node: str, settings: Mapping[str, str]) -> ShardConfig:
         """Fill the shard id and data directory for ``node``."""
@@ -187,4 +200,6 @@ _KEYS = {
     "shard.anti-entropy-ms": ("anti_entropy_interval", _millis),
     "shard.timeout-ms": ("request_timeout", _millis),
     "shard.announce-ms": ("announce_interval", _millis),
+    "shard.retention": ("retention", parse_retention),
+    "shard.compact-ms": ("compact_interval", _millis),
 }

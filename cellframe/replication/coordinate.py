@@ -115,7 +115,8 @@ class Coordinator(ShardBase):
                 Keyword("partition"), p, Keyword("ack"), ack, Keyword("rows"), quoted(rows)]
 
     @transition("replicate")
-    def replicate(self, peer: str, rows: Any, ack: bool = False, **extra: Any) -> None:
+    def replicate(self, peer: str, rows: Any, ack: bool = False, shard: Any = None,
+                  **extra: Any) -> None:
         """A coordinator's copy of records, in its order: apply, then say they are durable."""
         records, bad = rows_to_records(rows)
         if bad:
@@ -128,7 +129,7 @@ class Coordinator(ShardBase):
                 self._publish(cell_key(peer), [Symbol("replicated"), Keyword("shard"), self.me,
                                                Keyword("guids"), quoted(guids)])
 
-        self.when_durable(records, durable)
+        self.when_durable(records, durable, source=shard if _int(shard) else None)
 
     @transition("replicated")
     def replicated(self, shard: int, guids: Any, **extra: Any) -> None:

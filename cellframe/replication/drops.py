@@ -7,15 +7,22 @@ holds of the partition::
 
     X -> O  (drop-check :shard X :partition p :check K :chunk i :digests '("hex" ...))
     O -> X  (drop-check-is :shard O :partition p :check K :chunk i :owner true :missing '(...))
-    X -> O  (records :shard X :partition p :rows '(...))     what O lacked; asked again later
+    X -> O  (drop-check :shard X :partition p :check K :chunk j :rows '(...))  what O lacked
+    O -> X  (drop-check-is ... :chunk j :missing '(...))   once O applied them, durably
 
 X asks only when it is not in p's preference list, the move of p is over (the view has
 settled it: no live owner receives p), X itself is not receiving p, and every owner of p is
 live and announces the same ring as X (a peer on another table may still count X as an
 owner). The digests are those of X's durable records of p up to its newest sequence S
 (``Store.holdings``), sent to every owner; an answer from a shard that does not own p in its
-own ring, or that lacks anything, fails the check (X pushes what was lacking and asks again
-on a later round). Once every owner confirmed every chunk, X drops p up to S
+own ring, fails the check (asked again on a later round). What an owner lacks, X sends it as
+rows, under new chunk numbers of the same check; the owner applies them and answers for those
+chunks once they are durable. A record the owner's retention rule drops (``shard.retention``:
+the owner compacted, and holds newer versions) is not applied and not missing: the owner
+could only learn that from the record itself, which is why the rows go back to it rather
+than X asking again (an owner that compacted would otherwise lack the same digests on every
+round, and X could never drop). A chunk of rows still lacking after that fails the check.
+Once every owner confirmed every chunk, X drops p up to S
 (``Store.drop_partition(p, upto=S)``): records that reached X after it asked (a write
 coordinated with a stale ring) have larger sequences, are kept, and are checked next time.
 
@@ -40,7 +47,7 @@ from ..errors import CellframeError
 from ..statemachine import transition
 from ..symbols import Keyword, Symbol
 from .base import ShardBase, _int
-from .wire import chunks, digest_hex, hex_digest, quoted, row_size, rows_of
+from .wire import chunks, digest_hex, hex_digest, quoted, row_size, rows_of, rows_to_records
 
 __all__ = ["DROP_BUDGET", "DropCheck", "Drops", "MAX_DROP_CHECKS"]
 
@@ -62,6 +69,8 @@ class DropCheck:
     ring: tuple[int, str]  # the table (version, digest) the owners were named by
     started: float
     waiting: set[tuple[int, int]] = field(default_factory=set)  # (owner, chunk) unconfirmed
+    next_chunk: int = 0  # the number of the next chunk (of rows sent to an owner)
+    rows_chunks: set[int] = field(default_factory=set)  # the chunks that carried rows
 
 
 class Drops(ShardBase):
@@ -117,6 +126,7 @@ class Drops(ShardBase):
         entry = self.drop_checks[p] = DropCheck(uuid.uuid4().hex[:16], upto, self._ring_key(),
                                                 now)
         parts = list(chunks([hex_digest(d) for d in digests], lambda d: 35))
+        entry.next_chunk = len(parts)
         self.count("drop_checks")
         for owner in self.view.owners(p):
             for i, part in enumerate(parts):
@@ -132,26 +142,30 @@ class Drops(ShardBase):
         if entry is None or entry.check != check or (shard, chunk) not in entry.waiting:
             return  # late, repeated, or for a check given up on
         lacked = list(map(digest_hex, missing)) if isinstance(missing, list) else [None]
-        if owner is not True or lacked:
+        if owner is not True or None in lacked or (lacked and chunk in entry.rows_chunks):
             del self.drop_checks[partition]  # asked again on a later round
             self.count("drop_checks_failed")
-            held = [d for d in lacked if d is not None]
-            if held and self.store is not None:
-                self._push_lacked(shard, partition, held)
             return
         entry.waiting.discard((shard, chunk))
+        if lacked:
+            self._send_lacked(shard, partition, entry, [d for d in lacked if d is not None])
         if not entry.waiting:
             del self.drop_checks[partition]
             self.drop_ready[partition] = (entry.upto, entry.ring)
 
-    def _push_lacked(self, shard: int, p: int, digests: list[bytes]) -> None:
-        """Send an owner the records of ``p`` it said it lacks (applied by ``records``)."""
+    def _send_lacked(self, shard: int, p: int, entry: DropCheck, digests: list[bytes]) -> None:
+        """Send an owner the records of ``p`` it lacks, as more chunks of the check (those
+        this cell compacted away meanwhile need not be sent: its rule dropped them)."""
         assert self.store is not None
         records = self.store.fetch(p, digests)
         self.count("drop_check_pushed", len(records))
         for part in chunks(rows_of(records), row_size):
-            self.send_to(shard, [Symbol("records"), Keyword("shard"), self.me,
-                                 Keyword("partition"), p, Keyword("rows"), quoted(part)])
+            chunk, entry.next_chunk = entry.next_chunk, entry.next_chunk + 1
+            entry.waiting.add((shard, chunk))
+            entry.rows_chunks.add(chunk)
+            self.send_to(shard, [Symbol("drop-check"), Keyword("shard"), self.me,
+                                 Keyword("partition"), p, Keyword("check"), entry.check,
+                                 Keyword("chunk"), chunk, Keyword("rows"), quoted(part)])
 
     # -- dropping (X) -----------------------------------------------------------------------
 
@@ -196,17 +210,47 @@ class Drops(ShardBase):
     # -- answering (O) ----------------------------------------------------------------------
 
     @transition("drop-check")
-    def drop_check(self, shard: int, partition: int, check: str, chunk: int, digests: Any,
-                   **extra: Any) -> None:
-        """Say which of an old owner's records of a partition this shard lacks."""
+    def drop_check(self, shard: int, partition: int, check: str, chunk: int,
+                   digests: Any = None, rows: Any = None, **extra: Any) -> None:
+        """Say which of an old owner's records of a partition this shard lacks (given their
+        digests), or apply those it lacked and then say which it still lacks (given rows)."""
         if self.store is None or not _int(shard, partition, chunk) or \
-                not 0 <= partition < self.config.partitions or not isinstance(digests, list):
+                not 0 <= partition < self.config.partitions:
+            return
+        if rows is not None:
+            self._apply_lacked(shard, partition, check, chunk, rows)
+            return
+        if not isinstance(digests, list):
             return
         wanted = [d for d in map(digest_hex, digests) if d is not None]
         if len(wanted) != len(digests):
             return  # unreadable: no answer is safer than a wrong "nothing missing"
-        missing = self.store.missing(partition, wanted)
+        self._answer_check(shard, partition, check, chunk, self.store.missing(partition, wanted))
+
+    def _apply_lacked(self, shard: int, p: int, check: str, chunk: int, rows: Any) -> None:
+        """Apply an old owner's rows; answer once durable with those still lacking (a record
+        retention drops here is not lacking: see ``when_durable``)."""
+        records, bad = rows_to_records(rows)
+        if bad:
+            self.count("bad_rows", bad)
+            return  # unreadable: no answer is safer than a wrong "nothing missing"
+
+        def durable(failures: int) -> None:
+            store = self.store
+            if store is None:
+                return
+            absent = set(store.missing(p, [r.digest for r in records]))
+            lacking = [r for r in records if r.digest in absent]
+            keep = self.retention_now()
+            if keep is not None:
+                lacking = store.retained(lacking, keep)
+            self._answer_check(shard, p, check, chunk, [r.digest for r in lacking])
+
+        self.when_durable(records, durable, source=shard)
+
+    def _answer_check(self, shard: int, p: int, check: str, chunk: int,
+                      missing: list[bytes]) -> None:
         self.send_to(shard, [Symbol("drop-check-is"), Keyword("shard"), self.me,
-                             Keyword("partition"), partition, Keyword("check"), check,
-                             Keyword("chunk"), chunk, Keyword("owner"), self.view.owns(partition),
+                             Keyword("partition"), p, Keyword("check"), check,
+                             Keyword("chunk"), chunk, Keyword("owner"), self.view.owns(p),
                              Keyword("missing"), quoted([hex_digest(d) for d in missing])])

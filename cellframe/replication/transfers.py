@@ -362,7 +362,8 @@ class Handoff(ShardBase):
                 accepted.append((pull, last, more, len(batch)))
         for pull in waiting:
             pull.request = None  # answered (or not reached: asked again at once)
-        self.when_durable(records, lambda failures: self._applied(accepted, failures))
+        self.when_durable(records, lambda failures: self._applied(accepted, failures),
+                          source=shard)
         # The answer freed a request slot: fill it now rather than once these records are
         # durable, so the source works while this cell applies (its partitions wait, being
         # applied: order within a partition holds).

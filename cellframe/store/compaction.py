@@ -21,9 +21,10 @@ Extra disk: the new file holds only the kept records.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CompactionResult", "Retention", "STEPS", "choose_kept", "fault_point"]
+__all__ = ["CompactionResult", "Retention", "STEPS", "choose_kept", "fault_point", "obsolete"]
 
 _MAX_TIE = (1 << 64) - 1
 STEPS = ("snapshot", "written", "synced", "renamed", "committed", "installed", "cleaned")
@@ -54,6 +55,18 @@ class Retention:
         if self.newest == 0 and self.since is None:
             raise ValueError("a Retention needs a rule: newest=N and/or since=time")
 
+    def keeps(self, newer: int, newer_by_since: int) -> bool:
+        """Does this rule keep a version with ``newer`` versions of its family above it, of
+        which ``newer_by_since`` have a time at or before ``since``?
+
+        The rule of ``choose_kept`` for one version: kept by ``newest`` while fewer than N
+        versions are newer; kept by ``since`` unless a newer version was current at
+        ``since`` (then that one is the version ``select(at=since)`` answers).
+        """
+        if self.newest and newer < self.newest:
+            return True
+        return self.since is not None and newer_by_since == 0
+
 
 @dataclass(frozen=True, slots=True)
 class CompactionResult:
@@ -75,3 +88,26 @@ def choose_kept(versions: list[tuple[int, int]], keep: Retention) -> list[int]:
         at_or_before = bisect_right(versions, (keep.since, _MAX_TIE))
         chosen.update(range(max(0, at_or_before - 1), n))
     return sorted(chosen)
+
+
+def obsolete(candidates: Sequence[tuple[int, int]], held: Sequence[tuple[int, int]],
+             keep: Retention) -> list[bool]:
+    """Which ``candidates`` the next compaction would drop, were they added to ``held``.
+
+    Both are a family's versions as (time, tie), sorted; the candidates are new (none is in
+    ``held``), so a candidate's newer versions are those of ``held`` above it plus the
+    candidates above it: exactly what ``choose_kept`` would count over the union. This is
+    what a replica asks before applying a record a peer sent (``Store.retained``): a record
+    its retention has dropped, or would drop, does not come back. ``held`` only needs
+    ``len`` and indexing (bisect, no copy: a family may hold many versions).
+    """
+    cut = None if keep.since is None else (keep.since, _MAX_TIE)
+    held_cut = 0 if cut is None else bisect_right(held, cut)
+    mine_cut = 0 if cut is None else bisect_right(candidates, cut)
+    out = []
+    for i, version in enumerate(candidates):
+        below = bisect_right(held, version)
+        newer = len(held) - below + len(candidates) - i - 1
+        by_since = max(0, held_cut - below) + max(0, mine_cut - i - 1)
+        out.append(not keep.keeps(newer, by_since))
+    return out

@@ -67,6 +67,10 @@ class FamilyIndex:
     def newest(self) -> int | None:
         return self.locs[-1] if self.locs else None
 
+    def versions(self) -> _Versions:
+        """The versions as a sorted sequence of (time, tie), without copying them."""
+        return _Versions(self.times, self.ties)
+
     def as_of(self, time: int) -> int | None:
         """Location of the newest version with time <= ``time``."""
         i = bisect_right(self.times, time)
@@ -84,6 +88,21 @@ class FamilyIndex:
         self.times = array("q", (self.times[i] for i in keep))
         self.ties = array("Q", (self.ties[i] for i in keep))
         self.locs = array("Q", (moved.get(self.locs[i], self.locs[i]) for i in keep))
+
+
+class _Versions:
+    """A read-only view of a family's (time, tie) pairs that ``bisect`` can search."""
+
+    __slots__ = ("times", "ties")
+
+    def __init__(self, times: array[int], ties: array[int]) -> None:
+        self.times, self.ties = times, ties
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return self.times[i], self.ties[i]
 
 
 class PartitionState:

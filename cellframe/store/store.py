@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import StoreError
 from . import compaction
 from .commit import CommitBatch, GroupCommitter, ManyCallback, Tally
-from .compaction import CompactionResult, Retention, choose_kept
+from .compaction import CompactionResult, Retention, choose_kept, obsolete
 from .files import DirectoryLock, fsync_directory
 from .index import FamilyIndex, PartitionState, location, split_location, tie_key
 from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
@@ -449,6 +449,32 @@ class Store:
 
     # -- compaction -------------------------------------------------------------------------
 
+    def retained(self, records: Iterable[Record], keep: Retention) -> list[Record]:
+        """The ``records`` that ``keep`` would not drop, given what this store holds.
+
+        A record is dropped when the next compaction would drop it from the store plus these
+        records (``compaction.obsolete``); one already held is kept (applying it changes
+        nothing). What a replica applies of a peer's records, so that a version its
+        compaction removed does not come back from a replica that has not compacted yet.
+        """
+        records = list(records)
+        by_family: dict[str, dict[tuple[int, int], list[int]]] = {}
+        for i, record in enumerate(records):
+            version = (record.time, tie_key(record.digest))
+            by_family.setdefault(record.family, {}).setdefault(version, []).append(i)
+        dropped: set[int] = set()
+        with self._lock:
+            for family, versions in by_family.items():
+                index = self._families.get(family)
+                held = index.versions() if index is not None else ()
+                digests = self._parts[index.partition].digests if index is not None else {}
+                fresh = sorted(v for v, at in versions.items()
+                               if records[at[0]].digest not in digests)
+                for version, gone in zip(fresh, obsolete(fresh, held, keep), strict=True):
+                    if gone:
+                        dropped.update(versions[version])
+        return [r for i, r in enumerate(records) if i not in dropped]
+
     def compact(self, partition: int, keep: Retention) -> CompactionResult:
         """Rewrite the partition keeping what ``keep`` says; inserts go on meanwhile."""
         return self._rewrite(partition, lambda snapshot: _kept(snapshot, keep))
@@ -491,14 +517,21 @@ class Store:
             return CompactionResult(partition, covers, len(kept), len(snapshot) - len(kept),
                                     segment.size, deleted)
 
-    def compact_all(self, keep: Retention) -> list[CompactionResult]:
-        """Compact every partition, after starting a new log segment so the old ones can go."""
+    def compact_all(self, keep: Retention, *,
+                    stop: Callable[[], bool] | None = None) -> list[CompactionResult]:
+        """Compact every partition, after starting a new log segment so the old ones can go;
+        ``stop()`` true between two partitions ends it early (a shard cell stopping)."""
         with self._append_lock:
             if self._active.size > 4096:
                 self._roll()
         with self._lock:
             partitions = sorted(p for p, part in self._parts.items() if part.seqs)
-        return [self.compact(p, keep) for p in partitions]
+        results = []
+        for p in partitions:
+            if stop is not None and stop():
+                break
+            results.append(self.compact(p, keep))
+        return results
 
     def _write_compacted(self, partition: int, file_id: int, covers: int,
                          kept: list[tuple[int, int, Record]],
