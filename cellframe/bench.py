@@ -94,7 +94,8 @@ COMPARISONS = [
                "the same sent persistent to a durable role queue, vs the same (transient) raw pika",
                "(context)", True, _pipeline_durable),
     Comparison("round_trip_p99_vs_raw_rpc", "send-evaluate-call-back p99 vs raw pika RPC p99",
-               "<= 3", True, _round_trip),    Comparison("store_inserts_vs_sqlite_wal", "durable inserts (8 writers) vs SQLite WAL, FULL sync",
+               "<= 3", True, _round_trip),
+    Comparison("store_inserts_vs_sqlite_wal", "durable inserts (8 writers) vs SQLite WAL, FULL sync",
                ">= 5", False, _store),
     Comparison("select_p99_at_scale", "select newest / as-of p99 (ms)", "< 1 ms", False, _select),
 ]
