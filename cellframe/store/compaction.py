@@ -23,8 +23,15 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["CompactionResult", "Retention", "STEPS", "choose_kept", "fault_point", "obsolete"]
+from .index import tie_key
+
+if TYPE_CHECKING:
+    from .records import Record
+
+__all__ = ["CompactionResult", "Retention", "STEPS", "choose_kept", "fault_point", "kept_entries",
+           "obsolete"]
 
 _MAX_TIE = (1 << 64) - 1
 STEPS = ("snapshot", "written", "synced", "renamed", "committed", "installed", "cleaned")
@@ -111,3 +118,19 @@ def obsolete(candidates: Sequence[tuple[int, int]], held: Sequence[tuple[int, in
         by_since = max(0, held_cut - below) + max(0, mine_cut - i - 1)
         out.append(not keep.keeps(newer, by_since))
     return out
+
+
+def kept_entries(snapshot: list[tuple[int, int, Record]], keep: Retention,
+                 ) -> list[tuple[int, int, Record]]:
+    """The entries of a partition's snapshot, (sequence, location, record) in sequence
+    order, that ``keep`` retains."""
+    by_family: dict[str, list[tuple[int, int, int]]] = {}
+    for i, (_, _, record) in enumerate(snapshot):
+        by_family.setdefault(record.family, []).append(
+            (record.time, tie_key(record.digest), i))
+    chosen: list[int] = []
+    for versions in by_family.values():
+        versions.sort()
+        picks = choose_kept([(t, tie) for t, tie, _ in versions], keep)
+        chosen.extend(versions[j][2] for j in picks)
+    return [snapshot[i] for i in sorted(chosen)]

@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import StoreError
 from . import compaction
 from .commit import CommitBatch, GroupCommitter, ManyCallback, Tally
-from .compaction import CompactionResult, Retention, choose_kept, obsolete
+from .compaction import CompactionResult, Retention, kept_entries, obsolete
 from .files import DirectoryLock, fsync_directory
 from .index import FamilyIndex, PartitionState, location, split_location, tie_key
 from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
@@ -477,7 +477,7 @@ class Store:
 
     def compact(self, partition: int, keep: Retention) -> CompactionResult:
         """Rewrite the partition keeping what ``keep`` says; inserts go on meanwhile."""
-        return self._rewrite(partition, lambda snapshot: _kept(snapshot, keep))
+        return self._rewrite(partition, lambda snapshot: kept_entries(snapshot, keep))
 
     def drop_partition(self, partition: int, *, upto: int | None = None) -> CompactionResult:
         """Forget the partition's durable records with sequence <= ``upto`` (default: all).
@@ -796,18 +796,3 @@ def _single(item: _Placed) -> CommitBatch:
     batch = CommitBatch()
     batch.items.append(item)
     return batch
-
-
-def _kept(snapshot: list[tuple[int, int, Record]], keep: Retention,
-          ) -> list[tuple[int, int, Record]]:
-    """The snapshot entries ``keep`` retains, in sequence order."""
-    by_family: dict[str, list[tuple[int, int, int]]] = {}
-    for i, (_, _, record) in enumerate(snapshot):
-        by_family.setdefault(record.family, []).append(
-            (record.time, tie_key(record.digest), i))
-    chosen: list[int] = []
-    for versions in by_family.values():
-        versions.sort()
-        picks = choose_kept([(t, tie) for t, tie, _ in versions], keep)
-        chosen.extend(versions[j][2] for j in picks)
-    return [snapshot[i] for i in sorted(chosen)]
