@@ -204,6 +204,26 @@ def record(family: str, time_: int, value: str, guid: int) -> Record:
     return Record(family, time_, data, guid, content_digest(family, time_, data))
 
 
+@contextmanager
+def lonely_shard(tmp_path: Path, **settings: Any) -> Iterator[tuple[ShardCell, ShardClient]]:
+    """One shard node configured with ``settings`` on an embedded broker: its cell, and a
+    client that asks it (``cell.lonely``) directly."""
+    from cellframe.node import Node
+    from cellframe.transports.memory import MemoryBroker
+
+    broker = MemoryBroker()
+    cls = ShardCell.configured(data_dir=str(tmp_path), **settings)
+    node = Node("lonely", transport=broker.connect(), role="shard",
+                registry=RoleRegistry({"shard": [cls]}))
+    node.start()
+    client = Client(broker.connect())
+    try:
+        yield next(iter(node.cells().values())), ShardClient(client, "cell.lonely")
+    finally:
+        client.close()
+        node.stop()
+
+
 # -- a rebalance that moves partitions (the drop and retention tests) ---------------------------
 
 FAMILIES = [f"item/{i}" for i in range(120)]

@@ -13,6 +13,7 @@ from replication_support import (
     cells,
     converged,
     holders,
+    lonely_shard,
     record,
     roots_agree,
     shard_cluster,
@@ -361,27 +362,11 @@ def test_survivors_restore_n_copies_among_themselves_when_a_shard_is_lost(tmp_pa
 
 
 def test_a_shard_cell_with_bad_settings_stays_out_of_the_ring_and_says_why(tmp_path) -> None:
-    from cellframe.cells.shard import ShardCell
-    from cellframe.client import Client
-    from cellframe.node import Node
-    from cellframe.registry import RoleRegistry
-    from cellframe.transports.memory import MemoryBroker
-
-    broker = MemoryBroker()
-    broken = ShardCell.configured(write_quorum=5, data_dir=str(tmp_path))  # W > N=3
-    node = Node("lonely", transport=broker.connect(), role="shard",
-                registry=RoleRegistry({"shard": [broken]}))
-    node.start()
-    client = Client(broker.connect())
-    try:
-        cell = next(iter(node.cells().values()))
+    with lonely_shard(tmp_path, write_quorum=5) as (cell, shards):  # W > N=3
         assert cell.broken is not None and "write-quorum" in cell.broken
         assert cell.store is None and cell.view.ring is None
-        verb, fields = ShardClient(client, "cell.lonely").call('(insert "x" 1)')
+        verb, fields = shards.call('(insert "x" 1)')
         assert verb == "error" and "write-quorum" in fields["reason"]
-    finally:
-        client.close()
-        node.stop()
 
 
 def test_the_same_content_inserted_twice_is_one_record_and_both_callers_hear(tmp_path) -> None:

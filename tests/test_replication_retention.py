@@ -11,6 +11,7 @@ from replication_support import (
     converged,
     fill,
     holders,
+    lonely_shard,
     lost,
     record,
     roots_agree,
@@ -226,23 +227,8 @@ def test_a_retention_setting_reads_counts_ages_and_their_union() -> None:
 
 
 def test_a_shard_cell_with_a_bad_retention_rule_stays_out_and_says_why(tmp_path) -> None:
-    from cellframe.client import Client
-    from cellframe.node import Node
-    from cellframe.registry import RoleRegistry
-    from cellframe.transports.memory import MemoryBroker
-
-    broker = MemoryBroker()
-    broken = ShardCell.configured(retention="newest=0", data_dir=str(tmp_path))
-    node = Node("lonely", transport=broker.connect(), role="shard",
-                registry=RoleRegistry({"shard": [broken]}))
-    node.start()
-    client = Client(broker.connect())
-    try:
-        cell = next(iter(node.cells().values()))
+    with lonely_shard(tmp_path, retention="newest=0") as (cell, shards):
         assert cell.broken is not None and "retention" in cell.broken
         assert cell.store is None
-        verb, fields = ShardClient(client, "cell.lonely").call('(insert "x" 1)')
+        verb, fields = shards.call('(insert "x" 1)')
         assert verb == "error" and "newest=0" in fields["reason"]
-    finally:
-        client.close()
-        node.stop()
