@@ -58,6 +58,14 @@ _ROLE_PREFIX = "role."
 #: Default cap on an incoming message body, checked before anything reads it.
 MAX_MESSAGE_BYTES = 64 * 1024
 
+#: Unsettled deliveries from the node's own queue. It holds only this node's messages, so a
+#: wide window takes work from no other node; against the transport's default of 256 it
+#: measured 0.43-0.46x raw pika instead of 0.37-0.41x (three runs each, interleaved), the
+#: node spending 70-106 us of CPU a message instead of 89-111 us: pika reads larger runs of
+#: deliveries at a time. Role queues keep the default: there a narrow window spreads work
+#: across the role's nodes.
+NODE_QUEUE_PREFETCH = 1000
+
 
 @dataclass(slots=True)
 class NodeCounters:
@@ -207,8 +215,8 @@ class Node:
             self._reroute()
         self.started_at = time.time()
         self.differentiate(role)
-        self._consumers.append(self.transport.consume(self.queue, self._on_node_delivery,
-                                                      inline=True))
+        self._consumers.append(self.transport.consume(
+            self.queue, self._on_node_delivery, prefetch=NODE_QUEUE_PREFETCH, inline=True))
         self._ticker.start()
         if config is not None and self._watch_config:
             self._watcher = ConfigWatcher(
