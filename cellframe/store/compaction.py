@@ -23,15 +23,15 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .index import tie_key
 
 if TYPE_CHECKING:
     from .records import Record
 
-__all__ = ["CompactionResult", "Retention", "STEPS", "choose_kept", "fault_point", "kept_entries",
-           "obsolete"]
+__all__ = ["CompactionResult", "Retention", "STEPS", "Versions", "choose_kept", "fault_point",
+           "kept_entries", "obsolete"]
 
 _MAX_TIE = (1 << 64) - 1
 STEPS = ("snapshot", "written", "synced", "renamed", "committed", "installed", "cleaned")
@@ -97,7 +97,15 @@ def choose_kept(versions: list[tuple[int, int]], keep: Retention) -> list[int]:
     return sorted(chosen)
 
 
-def obsolete(candidates: Sequence[tuple[int, int]], held: Sequence[tuple[int, int]],
+class Versions(Protocol):
+    """A family's versions, (time, tie) sorted: what ``bisect`` needs of them."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> tuple[int, int]: ...
+
+
+def obsolete(candidates: Sequence[tuple[int, int]], held: Versions,
              keep: Retention) -> list[bool]:
     """Which ``candidates`` the next compaction would drop, were they added to ``held``.
 
