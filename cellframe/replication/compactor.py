@@ -114,13 +114,7 @@ class Compactions(ShardBase):
         error: BaseException | None = None
         try:
             assert store is not None
-            if partitions is None:
-                results = store.compact_all(keep, stop=self.compaction_stop.is_set)
-            else:
-                for p in sorted(set(partitions) & set(store.partitions_held())):
-                    if self.compaction_stop.is_set():
-                        break
-                    results.append(store.compact(p, keep))
+            results = store.compact_all(keep, only=partitions, stop=self.compaction_stop.is_set)
         except (OSError, CellframeError) as exc:
             error = exc
         except Exception as exc:  # a bug must still free the slot and be seen

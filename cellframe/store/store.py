@@ -517,15 +517,17 @@ class Store:
             return CompactionResult(partition, covers, len(kept), len(snapshot) - len(kept),
                                     segment.size, deleted)
 
-    def compact_all(self, keep: Retention, *,
+    def compact_all(self, keep: Retention, *, only: Iterable[int] | None = None,
                     stop: Callable[[], bool] | None = None) -> list[CompactionResult]:
-        """Compact every partition, after starting a new log segment so the old ones can go;
-        ``stop()`` true between two partitions ends it early (a shard cell stopping)."""
+        """Compact every partition (or those of ``only``) after starting a new log segment,
+        so old ones can go; ``stop()`` true between two partitions ends it (a cell stopping)."""
         with self._append_lock:
             if self._active.size > 4096:
                 self._roll()
         with self._lock:
             partitions = sorted(p for p, part in self._parts.items() if part.seqs)
+        if only is not None:
+            partitions = sorted(set(partitions).intersection(only))
         results = []
         for p in partitions:
             if stop is not None and stop():
