@@ -48,9 +48,10 @@ from pika.spec import Basic
 from ..envelope import Envelope
 from ..errors import TransportError
 from ._amqp_consumer import ConsumerState, Settle
+from ._amqp_reads import read_deliveries
 from ._amqp_state import ControlOp, Outgoing, Topology
 from ._amqp_wire import to_amqp, with_reason
-from ._amqp_writes import coalesce_writes
+from ._amqp_writes import Publish, coalesce_writes, publisher
 
 __all__ = ["BrokerLink"]
 
@@ -108,6 +109,7 @@ class BrokerLink:
         self._conn: Any = None
         self._control: Any = None
         self._publisher: Any = None
+        self._publish: Publish | None = None  # how to publish on _publisher
         self._tag = 0
         self._unconfirmed: dict[int, Outgoing] = {}
         self._held_acks: set[ConsumerState] = set()  # consumers with acks not yet sent
@@ -258,12 +260,12 @@ class BrokerLink:
         """Send from the outbox while the confirm window has room."""
         if self._state is not _READY:
             return
-        channel, outbox, unconfirmed = self._publisher, self.outbox, self._unconfirmed
+        publish, outbox, unconfirmed = self._publish, self.outbox, self._unconfirmed
+        assert publish is not None  # set with the publisher channel, before _READY
         while outbox and len(unconfirmed) < self._max_in_flight:
             item = outbox.popleft()
             try:
-                channel.basic_publish(item.exchange, item.routing_key, item.envelope.body,
-                                      item.properties, mandatory=True)
+                publish(item.exchange, item.routing_key, item.envelope.body, item.properties)
             except pika.exceptions.AMQPError:
                 outbox.appendleft(item)  # the channel is closing; its close handler recovers
                 return
@@ -312,6 +314,7 @@ class BrokerLink:
     @_guard
     def _on_open(self, conn: Any) -> None:
         coalesce_writes(conn)
+        read_deliveries(conn)
         self._tries = 0
         self._delay = self._backoff[0]
         self.stats["connections"] += 1
@@ -342,6 +345,7 @@ class BrokerLink:
     @_guard
     def _on_ready(self, channel: Any) -> None:
         self._publisher = channel
+        self._publish = publisher(channel)
         self._tag = 0  # delivery tags restart at 1 on every channel
         self._state = _READY
         self.connected.set()
