@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .cell import Cell, CellCounters
 from .cells import KeepAliveCell, LogSumpCell, ProxyCell, WebCell, builtin_registry
-from .client import Client, Reply
+from .client import Client, Reply, ReplyLog
 from .cluster import LocalCluster
 from .envelope import Envelope, Message
 from .errors import (
@@ -102,6 +102,7 @@ __all__ = [
     "Record",
     "RecordingOutbox",
     "Reply",
+    "ReplyLog",
     "Retention",
     "Ring",
     "RoleRegistry",

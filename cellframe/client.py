@@ -2,7 +2,8 @@
 
 A client sends s-expressions to any target and receives the call-backs addressed to its own
 reply queue, asynchronously: ``send`` never waits, and each call-back is handed to
-``on_reply`` as it arrives.
+``on_reply`` as it arrives. ``replies`` holds the newest of them (``keep_replies``), so a
+client that runs for weeks (a REPL, a service) does not grow without end.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from .envelope import Envelope
 from .errors import LanguageError, SecurityError
@@ -21,7 +22,10 @@ from .reader import read
 from .routing import reply_key
 from .transports.base import Delivery, Transport
 
-__all__ = ["Client", "Reply"]
+__all__ = ["Client", "Reply", "ReplyLog"]
+
+#: Call-backs a client holds by default; older ones are forgotten.
+DEFAULT_KEEP_REPLIES = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,79 @@ class Reply:
     message_id: str
 
 
+class ReplyLog:
+    """The call-backs a client received, numbered 0, 1, 2... in arrival order, holding only
+    the newest ``keep``.
+
+    ``len`` counts every call-back ever received, and indexes and slices use those numbers:
+    ``first = len(log)`` before sending, then ``log[first:]`` is what arrived since, as long
+    as fewer than ``keep`` did. A forgotten reply is absent from a slice; indexing it raises
+    IndexError. Appends come from a transport thread; every read sees a consistent state.
+    """
+
+    def __init__(self, keep: int = DEFAULT_KEEP_REPLIES) -> None:
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+            raise ValueError(f"keep_replies must be a positive int, not {keep!r}")
+        self.keep = keep
+        self._held: list[Reply] = []
+        self._forgotten = 0  # the number of the first reply held
+        self._lock = threading.Lock()
+
+    def append(self, reply: Reply) -> None:
+        with self._lock:
+            self._held.append(reply)
+            if len(self._held) >= 2 * self.keep:  # forget in halves: O(1) a reply
+                drop = len(self._held) - self.keep
+                del self._held[:drop]
+                self._forgotten += drop
+
+    @property
+    def forgotten(self) -> int:
+        """How many of the oldest replies are no longer held."""
+        return self._forgotten
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._forgotten + len(self._held)
+
+    @overload
+    def __getitem__(self, index: int) -> Reply: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Reply]: ...
+
+    def __getitem__(self, index: int | slice) -> Reply | list[Reply]:
+        with self._lock:
+            first, held = self._forgotten, self._held
+            if isinstance(index, slice):
+                start, stop, step = index.indices(first + len(held))
+                if step == 1:
+                    return held[max(start - first, 0):max(stop - first, 0)]
+                return [held[i - first] for i in range(start, stop, step) if i >= first]
+            number = index + first + len(held) if index < 0 else index
+            if not first <= number < first + len(held):
+                raise IndexError(f"reply {index} is not held ({first} forgotten, "
+                                 f"{first + len(held)} received)")
+            return held[number - first]
+
+    def __iter__(self) -> Iterator[Reply]:
+        with self._lock:
+            return iter(list(self._held))
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __repr__(self) -> str:
+        return f"<ReplyLog {len(self)} received, {len(self._held)} held>"
+
+
 class Client:
     """Sends to the cluster and collects call-backs on a private, exclusive reply queue.
 
     ``inline=True`` promises that ``on_reply`` is quick and never blocks (it appends, or puts
     on a queue): the transport may then run it on its I/O thread, which saves a thread
     hand-off per call-back. A callback that prints to a terminal or waits must not use it.
+    ``keep_replies``: how many of the newest call-backs ``replies`` holds.
     """
 
     def __init__(
@@ -53,13 +124,14 @@ class Client:
         on_reply: Callable[[Reply], None] | None = None,
         queue_prefix: str = "",
         inline: bool = False,
+        keep_replies: int = DEFAULT_KEEP_REPLIES,
     ) -> None:
         self.transport = transport
         self.signer = signer
         self.name = name or f"client-{uuid.uuid4().hex[:12]}"
         self.reply_to = reply_key(self.name)
         self.queue = queue_prefix + self.reply_to
-        self.replies: list[Reply] = []
+        self.replies = ReplyLog(keep_replies)
         self.on_reply = on_reply
         self._arrived = threading.Condition()
         transport.declare_queue(self.queue, exclusive=True)
@@ -82,10 +154,11 @@ class Client:
         return envelope.message_id
 
     def wait_for_replies(self, count: int, timeout: float) -> list[Reply]:
-        """Block this (non-cell) caller until ``count`` replies arrived or ``timeout`` passed."""
+        """Block this (non-cell) caller until ``count`` replies arrived in all (``len`` of
+        ``replies``) or ``timeout`` passed; return the replies held, oldest first."""
         with self._arrived:
             self._arrived.wait_for(lambda: len(self.replies) >= count, timeout)
-            return list(self.replies)
+            return self.replies[:]
 
     def close(self) -> None:
         try:
