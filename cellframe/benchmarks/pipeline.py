@@ -114,11 +114,13 @@ def bench_control_pipeline(n: int = 20_000, size: int = 100, *, url: str = DEFAU
         client = bench.client(on_reply=bench.on_reply)
         body = _padded_add(size)
         bench.deliver(client, _WARM_UP, body, via=via)  # parsers built, connections warm
-        cpu = bench.node_cpu()
+        cpu_before = bench.node_cpu()
         start = time.perf_counter()
         reached_at = bench.deliver(client, n, body, via=via)
         elapsed = reached_at - start
-        node_cpu = bench.node_cpu() - cpu if cpu is not None else None
+        cpu_after = bench.node_cpu()
+        node_cpu = cpu_after - cpu_before \
+            if cpu_before is not None and cpu_after is not None else None
         per_s = n / elapsed
     raw_after = bench_raw_pika(n, size, url=url)
     raw = round((raw_before["end_to_end_per_s"] + raw_after["end_to_end_per_s"]) / 2)

@@ -108,7 +108,7 @@ def _publish_in_one_buffer(channel: Any, connection: Any, frame: Callable[..., b
 def coalesce_writes(connection: Any) -> bool:
     """Make ``connection``'s transport join its waiting frames before each send; return
     whether it could (a plaintext transport of the expected shape)."""
-    transport = getattr(connection, "_transport", None)
+    transport: Any = getattr(connection, "_transport", None)
     if _AsyncPlaintextTransport is None or type(transport) is not _AsyncPlaintextTransport:
         return False
     buffers = getattr(transport, "_tx_buffers", None)
