@@ -56,11 +56,27 @@ def _select(quick: bool) -> dict[str, Any]:
     return figures
 
 
+#: Runs of the headline pipeline comparison. One run's ratio moves by about a tenth either way
+#: from one run to the next on 2 cores (the raw baseline alone ran at 16k to 26k messages/s),
+#: so the median of three is reported, with every run's ratio beside it.
+PIPELINE_RUNS = 3
+
+
+def _median_of(runs: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a noisy comparison ``runs`` times: the figures of the run with the median ratio,
+    and ``ratio_runs``, every run's ratio in the order they ran."""
+    results = [run() for _ in range(runs)]
+    figures = dict(sorted(results, key=lambda figures: figures["ratio"])[len(results) // 2])
+    figures["ratio_runs"] = [figures_of_run["ratio"] for figures_of_run in results]
+    return figures
+
+
 def _pipeline(quick: bool) -> dict[str, Any]:
     from .benchmarks.pipeline import bench_control_pipeline
 
     # To a cell's own queue: transient messages, the delivery mode of the raw baseline.
-    return bench_control_pipeline(n=5_000 if quick else 20_000, via="cell")
+    return _median_of(1 if quick else PIPELINE_RUNS,
+                      lambda: bench_control_pipeline(n=5_000 if quick else 20_000, via="cell"))
 
 
 def _pipeline_durable(quick: bool) -> dict[str, Any]:

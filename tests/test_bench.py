@@ -29,6 +29,14 @@ def test_bench_prints_the_language_and_cell_ratios_as_json() -> None:
     assert language["read_eval_per_s"] > 0 and language["lark_parse_per_s"] > 0
 
 
+def test_a_noisy_comparison_reports_its_median_run_and_every_ratio() -> None:
+    from cellframe.bench import _median_of
+
+    runs = iter([{"ratio": 0.6, "run": 1}, {"ratio": 0.4, "run": 2}, {"ratio": 0.5, "run": 3}])
+    figures = _median_of(3, lambda: next(runs))
+    assert figures == {"ratio": 0.5, "run": 3, "ratio_runs": [0.6, 0.4, 0.5]}
+
+
 @pytest.mark.amqp
 def test_bench_measures_the_control_pipeline_against_raw_pika_on_rabbitmq() -> None:
     require_amqp()
@@ -38,3 +46,4 @@ def test_bench_measures_the_control_pipeline_against_raw_pika_on_rabbitmq() -> N
     assert figures["via"] == "cell"  # transient, like the baseline's messages
     assert figures["ratio"] == pytest.approx(figures["pipeline_per_s"] / figures["raw_end_to_end_per_s"],
                                              abs=0.01)
+    assert figures["ratio_runs"] == [figures["ratio"]]  # --quick: one run
