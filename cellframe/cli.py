@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import click
 
@@ -94,7 +94,15 @@ def make_transport(amqp: tuple[str, ...] | list[str] | None, *, exchange: str | 
         raise _fail(error) from error
 
 
-def amqp_topology(exchange: str | None) -> dict[str, str]:
+class AmqpTopology(TypedDict, total=False):
+    """The keyword arguments of AmqpTransport that name its exchanges and dead-letter queue."""
+
+    exchange: str
+    dead_letter_exchange: str
+    dead_letter_queue: str
+
+
+def amqp_topology(exchange: str | None) -> AmqpTopology:
     """AmqpTransport's topology names for ``--exchange E``: the control exchange E, and a
     dead-letter exchange and queue both named ``E.dead-letter``; none: the defaults."""
     if exchange is None:

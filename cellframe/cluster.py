@@ -125,7 +125,8 @@ class LocalCluster:
             node = self.nodes.pop(name)
         killed_at = time.time()
         self.killed_at[name] = killed_at
-        node.transport.abort()
+        transport: Any = node.transport  # a MemoryTransport, or a wrapper of one: not just any Transport
+        transport.abort()
         node.stop()
         return killed_at
 

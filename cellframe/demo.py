@@ -93,19 +93,18 @@ class Observer:
         if not (isinstance(expr, list) and expr and isinstance(expr[0], Symbol)):
             return
         head, now = expr[0].name, time.time()
+        event: Event | None = None
         with self._lock:
             if head == "event":
                 fields = _fields(expr[1:])
-                event: Event | None = Event(now, str(fields.get("kind")), str(fields.get("node")), fields)
+                event = Event(now, str(fields.get("kind")), str(fields.get("node")), fields)
                 self.events.append(event)
             elif head == "served":
                 backend = str(_fields(expr[1:]).get("backend"))
                 self.served[backend] += 1
                 self.served_at.append((now, backend))
-                event = None
             else:
                 self.answers.setdefault(head, []).append(expr)
-                event = None
             self._lock.notify_all()
         if event is not None and self._on_event is not None:
             self._on_event(event)
@@ -146,6 +145,7 @@ class _DataPhase:
     """The data half of the scenario: inserts through the shard role, a shard node killed
     mid-stream, the replicas' Merkle roots agreeing again, every acknowledged insert read."""
 
+    launcher: Launcher
     observer: Observer | None
     summary: DemoSummary
     shard_victim: str | None
@@ -203,13 +203,14 @@ class _DataPhase:
 
     def _kill_shard_node(self) -> None:
         assert self.observer is not None and self.shard_victim is not None
-        self.observer.wait(lambda: len(self._acked()) >= 50, self.timeout)
+        observer = self.observer
+        observer.wait(lambda: len(self._acked()) >= 50, self.timeout)
         victim = self.shard_victim
-        killed_at = self.launcher.kill(victim)  # type: ignore[attr-defined]
+        killed_at = self.launcher.kill(victim)
         self.summary.killed.append(victim)
         self.show(f"killed {victim} while inserts were streaming ({len(self._acked())} acknowledged)")
-        took = self.observer.wait(lambda: [e for e in self.observer.events_of("differentiated", role="shard")
-                                           if e.at > killed_at], self.timeout)
+        took = observer.wait(lambda: [e for e in observer.events_of("differentiated", role="shard")
+                                      if e.at > killed_at], self.timeout)
         if not took:
             self.summary.problems.append(f"no spare differentiated into shard after {victim} died")
             return
@@ -242,20 +243,21 @@ class _DataPhase:
 
     def _verify_data(self) -> None:
         assert self.observer is not None
+        observer = self.observer
         acked = self._acked()
         self.summary.inserts_acked = len(acked)
         for family in acked:
-            self.observer.client.send(role_key("shard"), [Symbol("select"), family])
+            observer.client.send(role_key("shard"), [Symbol("select"), family])
 
         def readable() -> dict[str, Any]:
             found = {}
-            for answer in list(self.observer.answers.get("selected", [])):  # type: ignore[union-attr]
+            for answer in list(observer.answers.get("selected", [])):
                 fields = _fields(answer[1:])
                 if fields.get("found") is True:
                     found[str(fields.get("family"))] = fields.get("value")
             return found if len(found) >= len(acked) else {}
 
-        found = self.observer.wait(readable, self.timeout) or readable_now(self.observer)
+        found = observer.wait(readable, self.timeout) or readable_now(observer)
         good = sum(1 for family in acked if found.get(family) == f"value-{family[5:]}")
         self.summary.inserts_readable = good
         self.summary.inserts_lost = len(acked) - good
@@ -373,35 +375,37 @@ class Scenario(_DataPhase):
 
     def _wait_for_requests(self, count: int) -> None:
         assert self.observer is not None
-        self.observer.wait(lambda: sum(self.observer.served.values()) >= count, self.timeout)
+        observer = self.observer
+        observer.wait(lambda: sum(observer.served.values()) >= count, self.timeout)
 
     def _kill_web_node(self) -> None:
         assert self.observer is not None
+        observer = self.observer
         victim = self.web_victim
         killed_at = self.launcher.kill(victim)
         self.summary.killed.append(victim)
         self.show(f"killed {victim} (as SIGKILL would)")
         survivors = [n for n in self.nodes if n not in self.summary.killed]
-        down = self.observer.wait(
-            lambda: {e.node for e in self.observer.events_of("down", member=victim)} >= set(survivors)
-            and self.observer.events_of("down", member=victim), self.timeout)
+        down = observer.wait(
+            lambda: {e.node for e in observer.events_of("down", member=victim)} >= set(survivors)
+            and observer.events_of("down", member=victim), self.timeout)
         if not down:
-            seen = {e.node for e in self.observer.events_of("down", member=victim)}
+            seen = {e.node for e in observer.events_of("down", member=victim)}
             self.summary.problems.append(
                 f"{victim} was not declared down by {sorted(set(survivors) - seen)}")
             return
         detected_at = max(e.at for e in down if e.node in survivors)
         self.summary.detect_seconds = round(detected_at - killed_at, 3)
         self.show(f"every survivor declared {victim} down within {self.summary.detect_seconds} s")
-        took = self.observer.wait(
-            lambda: [e for e in self.observer.events_of("differentiated", role="web")
+        took = observer.wait(
+            lambda: [e for e in observer.events_of("differentiated", role="web")
                      if e.at > killed_at], self.timeout)
         if not took:
             self.summary.problems.append(f"no spare differentiated into web after {victim} died")
             return
         spare = took[0].node
-        added = self.observer.wait(
-            lambda: [e for e in self.observer.events_of("pool-added", backend=spare)
+        added = observer.wait(
+            lambda: [e for e in observer.events_of("pool-added", backend=spare)
                      if e.at > killed_at], self.timeout)
         if not added:
             self.summary.problems.append(f"no replacement for {victim} joined the proxy's pool")

@@ -15,7 +15,7 @@ class JsonLineFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, logger, message, and any extras."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),

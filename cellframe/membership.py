@@ -222,7 +222,7 @@ class Membership(Cell):
         self.reconciler = Reconciler(self.node_name, self.config.claim_window_s,
                                      claim_ttl=5 * self.config.claim_window_s + 1.0)
         self.seq = 0
-        self.role: str | None = None
+        self.node_role: str | None = None
         self.role_since = time.time()
         self.started = time.monotonic()
         self.last_heartbeat = -math.inf
@@ -288,7 +288,7 @@ class Membership(Cell):
         self.seq += 1
         self.last_heartbeat = now
         self._publish(heartbeat_key(self.node_name), [
-            Symbol("heartbeat"), Keyword("node"), self.node_name, Keyword("role"), self.role,
+            Symbol("heartbeat"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
             Keyword("incarnation"), self.incarnation, Keyword("seq"), self.seq,
             Keyword("role-since"), self.role_since,
             Keyword("interval"), self.config.heartbeat_interval])
@@ -518,7 +518,7 @@ class Membership(Cell):
                  if registry is None or role in registry}
         live = [LiveMember(m.name, m.role, m.role_since)
                 for m in self.view.values() if m.status in _LIVE and m.name != self.node_name]
-        live.append(LiveMember(self.node_name, self.role, self.role_since))
+        live.append(LiveMember(self.node_name, self.node_role, self.role_since))
         decision = self.reconciler.tick(now, roles, live)
         if decision.withdraw:
             self._publish(claim_key(self.node_name), [
@@ -536,7 +536,7 @@ class Membership(Cell):
             self._become(None, "stepped-down")
 
     def _become(self, role: str | None, event: str) -> None:
-        previous = self.role
+        previous = self.node_role
         try:
             self.cell_outbox.differentiate(role)  # type: ignore[union-attr]
         except (CellframeError, AttributeError) as error:
@@ -553,13 +553,14 @@ class Membership(Cell):
         if self._intent is None:
             # Its own thread: a DNS server that does not answer must never delay heartbeats
             # (reading on the tick once made a node flap every few seconds while DNS was down).
-            self._intent = IntentWatcher(resolver, lambda old, new: None, min_interval=1.0).start()
+            self._intent = IntentWatcher(resolver, lambda old, new: None, min_interval=1.0)
+            self._intent.start()
         return self._intent.current
 
     def _sync_role(self) -> None:
         role = getattr(self.cell_outbox, "role", None)
-        if role != self.role:
-            self.role, self.role_since = role, time.time()
+        if role != self.node_role:
+            self.node_role, self.role_since = role, time.time()
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -579,7 +580,7 @@ class Membership(Cell):
                 break
             except RuntimeError:  # resized by the cell's thread meanwhile: read again
                 continue
-        me = {"name": self.node_name, "role": self.role, "status": ALIVE,
+        me = {"name": self.node_name, "role": self.node_role, "status": ALIVE,
               "incarnation": self.incarnation, "seq": self.seq, "role_since": self.role_since,
               "silence": 0.0, "phi": 0.0}
         return sorted([me, *(m.public(now) for m in others if m.name != self.node_name)],

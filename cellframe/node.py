@@ -219,16 +219,19 @@ class Node:
             self.queue, self._on_node_delivery, prefetch=NODE_QUEUE_PREFETCH, inline=True))
         self._ticker.start()
         if config is not None and self._watch_config:
+            assert self.resolver is not None  # the config was read from it
             self._watcher = ConfigWatcher(
                 self.resolver, self.name, self._on_config_change, initial=config,
                 min_interval=self._config_min_interval,
-            ).start()
+            )
+            self._watcher.start()
         self.emit("started", role=self.role)
         return self
 
     def _declare_role_queues(self) -> None:
         """Declare the durable queue of every role the cluster intends, so that messages to a
         role wait for it even before any node plays it."""
+        assert self.resolver is not None  # start() calls this only when there is one
         try:
             roles = self.resolver.cluster_intent().roles
         except ConfigError as error:

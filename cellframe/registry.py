@@ -7,7 +7,7 @@ class): every node then carries every role, as the stem-cell design asks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
 from .errors import ConfigError
@@ -21,7 +21,7 @@ ENTRY_POINT_GROUP = "cellframe.roles"
 class RoleRegistry:
     """Maps role names to the Cell classes that play them."""
 
-    def __init__(self, roles: dict[str, Iterable[type]] | None = None):
+    def __init__(self, roles: Mapping[str, Iterable[type]] | None = None):
         self._roles: dict[str, list[type]] = {}
         for role, classes in (roles or {}).items():
             for cls in classes:

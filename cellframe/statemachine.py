@@ -166,7 +166,7 @@ def compile_machine(cls: type) -> Machine:
     declared = list(getattr(cls, "transitions", ()) or ())
     declared.extend(_decorated_transitions(cls))
     name = cls.__qualname__
-    if initial not in states:
+    if initial is None or initial not in states:
         raise StateMachineError(f"{name}: initial state {initial!r} is not one of {sorted(states)}")
     by_verb: dict[str, list[Transition]] = {}
     for t in declared:
@@ -192,7 +192,7 @@ def _decorated_transitions(cls: type) -> list[Transition]:
             marked = getattr(member, _TRANSITIONS_ATTR, None)
             if marked:
                 by_method[name] = marked
-    result = []
+    result: list[Transition] = []
     for name, marked in by_method.items():
         action = inspect.getattr_static(cls, name)
         result.extend(replace(t, action=action) for t in marked)

@@ -17,6 +17,7 @@ class _Atom:
     __slots__ = ("name", "_hash")
     _interned: dict[str, _Atom]
     name: str
+    _hash: int
 
     def __new__(cls, name: str) -> _Atom:
         atom = cls._interned.get(name)

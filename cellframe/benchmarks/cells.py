@@ -77,11 +77,12 @@ def bench_cell_dispatch(n: int = 100_000, rounds: int = 3) -> dict[str, float]:
             raw = _rate(actor, [("inc",)] * n, lambda ref=actor: ref.proxy().count.get(timeout=60))
         finally:
             actor.stop()
-        actor = _CountingActorSimpleQueue.start()
+        same_mailbox_actor = _CountingActorSimpleQueue.start()
         try:
-            same = _rate(actor, [("inc",)] * n, lambda ref=actor: ref.proxy().count.get(timeout=60))
+            same = _rate(same_mailbox_actor, [("inc",)] * n,
+                         lambda ref=same_mailbox_actor: ref.proxy().count.get(timeout=60))
         finally:
-            actor.stop()
+            same_mailbox_actor.stop()
         same_best = max(same_best, same)
         cell = _CountingCell.start("bench")
         inc = [Symbol("inc")]
