@@ -374,3 +374,20 @@ def test_write_coalescing_leaves_a_connection_it_does_not_recognise_alone() -> N
 
     assert coalesce_writes(Elsewhere()) is False
     assert coalesce_writes(object()) is False
+
+
+def test_this_pika_takes_the_one_step_paths_for_reads_and_writes(amqp_connect, queue):  # noqa: F811
+    # They fall back to pika's own framing on a pika of another shape; this test says so
+    # loudly instead of letting the transport quietly become slower after an upgrade.
+    from cellframe.transports._amqp_reads import _Reader
+    from cellframe.transports._amqp_writes import _publish_in_one_buffer
+
+    t = amqp_connect()
+    name = bound_queue(t, queue(), "role.paths")
+    seen = Collector()
+    t.consume(name, seen)
+    t.publish("role.paths", Envelope(b"(ping)"))
+    seen.wait(1)
+    link = t._link
+    assert isinstance(link._conn._on_data_available, _Reader)
+    assert link._publish.func is _publish_in_one_buffer
