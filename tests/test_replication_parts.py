@@ -167,13 +167,15 @@ def test_pulls_start_up_to_the_limit_and_drop_what_is_no_longer_owned() -> None:
 
 
 def test_settings_come_from_dns_with_node_records_winning() -> None:
-    cluster = {"replicas": "3", "shard.write-quorum": "3", "shard.partitions": "64"}
+    cluster = {"replicas": "3", "shard.write-quorum": "3", "shard.partitions": "64",
+               "shard.drop-ms": "250"}
     node = {"shard-id": "7", "shard.write-quorum": "2", "shard.fsync": "false"}
     config = ShardConfig.from_settings(cluster, node)
-    assert (config.shard_id, config.write_quorum, config.partitions, config.fsync) == (
-        7, 2, 64, False)
+    assert (config.shard_id, config.write_quorum, config.partitions, config.fsync,
+            config.drop_interval) == (7, 2, 64, False, 0.25)
+    assert ShardConfig.from_settings({}).drop_interval == 1.0
     for bad in ({"shard.write-quorum": "4"}, {"replicas": "x"}, {"shard.fsync": "maybe"},
-                {"shard.partitions": "100000"}, {"shard-id": "70000"}):
+                {"shard.partitions": "100000"}, {"shard-id": "70000"}, {"shard.drop-ms": "0"}):
         with pytest.raises(ConfigError):
             ShardConfig.from_settings(bad)
 

@@ -21,6 +21,7 @@ key                         default  meaning
                                      or both (``retention``); none keeps every version
 ``shard.compact-ms``        none     period of compaction by that rule (else only the
                                      ``(compact)`` verb runs it)
+``shard.drop-ms``           1000     period of the look for partitions that moved away
 ==========================  =======  ===================================================
 
 Keys at ``_cluster`` carry a dot (``shard.``) because ``_cluster`` reads any other
@@ -96,7 +97,7 @@ class ShardConfig:
     restart_grace: float = 10.0
     tick: float = 0.05
     reoffer_interval: float = 30.0
-    drop_interval: float = 1.0  # period of the look for partitions to drop
+    drop_interval: float = 1.0  # period of the look for partitions that moved away
     retention: RetentionRule | None = None  # None: keep every version, never compact
     compact_interval: float | None = None  # None: compact only when asked ``(compact)``
 
@@ -202,4 +203,5 @@ _KEYS = {
     "shard.announce-ms": ("announce_interval", _millis),
     "shard.retention": ("retention", parse_retention),
     "shard.compact-ms": ("compact_interval", _millis),
+    "shard.drop-ms": ("drop_interval", _millis),
 }
