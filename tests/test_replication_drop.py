@@ -38,15 +38,22 @@ def plant_stale_checkpoints(cluster) -> None:
                                  if source != cell.me})
 
 
+def fill_then_add_a_spare(cluster):
+    """Fill the cluster, plant stale checkpoints, then start a spare that joins as a shard;
+    return the shard client and the ring from before the spare joined."""
+    shards = fill(cluster)
+    plant_stale_checkpoints(cluster)
+    before = cells(cluster)["shard-01"].view.ring
+    cluster.start_node("spare-01", role="shard")
+    return shards, before
+
+
 def test_after_a_shard_joins_old_owners_drop_what_moved_and_every_record_stays_readable(
     tmp_path,
 ) -> None:
     with shard_cluster(tmp_path, nodes=NODES, replicas=2, intent=4, handoff_rate=8_000,
                        drop_interval=0.1) as cluster:
-        shards = fill(cluster)
-        plant_stale_checkpoints(cluster)
-        before = cells(cluster)["shard-01"].view.ring
-        cluster.start_node("spare-01", role="shard")
+        shards, before = fill_then_add_a_spare(cluster)
         wait_for(lambda: cells(cluster).get("spare-01"), 5)
         misses, reads, deadline = 0, 0, time.monotonic() + 30
         while not settled(cluster, 4):  # reads while partitions move and are dropped
@@ -108,10 +115,7 @@ def test_a_shard_that_dropped_a_partition_receives_it_again_in_full_when_it_come
     # Anti-entropy is off: the transfer alone must bring the partition back, from the start.
     with shard_cluster(tmp_path, nodes=NODES, replicas=2, intent=4, anti_entropy_interval=60,
                        drop_interval=0.1) as cluster:
-        shards = fill(cluster)
-        plant_stale_checkpoints(cluster)
-        before = cells(cluster)["shard-01"].view.ring
-        cluster.start_node("spare-01", role="shard")
+        shards, before = fill_then_add_a_spare(cluster)
         wait_for(lambda: settled(cluster, 4), 30)
         dropped = lost(before, cells(cluster)["spare-01"].view.ring)
         cluster.kill("spare-01")  # its partitions go back to the three

@@ -69,9 +69,7 @@ def test_across_processes_a_sigkilled_shard_loses_no_acknowledged_insert(tmp_pat
         # every replica holds every record any of them holds
         wait_for(healed, 60, interval=0.5)
         assert len(acknowledged) >= 200
-        for family, guid in list(acknowledged.items())[::7]:
-            verb, fields = shards.call(f'(select "{family}")', timeout=10)
-            assert (verb, fields.get("guid")) == ("selected", guid), family
+        assert_readable(shards, list(acknowledged.items())[::7])
     finally:
         procs.close()
         client.close()
@@ -148,10 +146,15 @@ def test_across_processes_old_owners_drop_what_a_joining_shard_took_and_nothing_
         dropped = sum(int(s["stats"].get("partitions-dropped", 0))
                       for s in status().values())
         assert dropped > 0
-        for family, guid in acknowledged.items():
-            verb, fields = shards.call(f'(select "{family}")', timeout=10)
-            assert (verb, fields.get("guid")) == ("selected", guid), family
+        assert_readable(shards, acknowledged.items())
     finally:
         procs.close()
         client.close()
         transport.close()
+
+
+def assert_readable(shards, acknowledged) -> None:
+    """Every (family, guid) acknowledged reads back through the cluster as that guid."""
+    for family, guid in acknowledged:
+        verb, fields = shards.call(f'(select "{family}")', timeout=10)
+        assert (verb, fields.get("guid")) == ("selected", guid), family
