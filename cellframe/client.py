@@ -99,9 +99,6 @@ class ReplyLog:
         with self._lock:
             return iter(list(self._held))
 
-    def __bool__(self) -> bool:
-        return len(self) > 0
-
     def __repr__(self) -> str:
         return f"<ReplyLog {len(self)} received, {len(self._held)} held>"
 
