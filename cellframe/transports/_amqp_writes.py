@@ -72,8 +72,7 @@ def publisher(channel: Any) -> Publish:
                 "_adapter_emit_data", "bytes_sent", "frames_sent")):
         log.debug("pika's channel has changed shape; publishing through basic_publish")
         return functools.partial(_basic_publish, channel)
-    return functools.partial(_publish_in_one_buffer, channel, connection,
-                             _FRAME.pack, channel.channel_number)
+    return functools.partial(_publish_in_one_buffer, channel, connection, channel.channel_number)
 
 
 def _basic_publish(channel: Any, exchange: str, routing_key: str, body: bytes,
@@ -81,8 +80,8 @@ def _basic_publish(channel: Any, exchange: str, routing_key: str, body: bytes,
     channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
 
 
-def _publish_in_one_buffer(channel: Any, connection: Any, frame: Callable[..., bytes],
-                           number: int, exchange: str, routing_key: str, body: bytes,
+def _publish_in_one_buffer(channel: Any, connection: Any, number: int, exchange: str,
+                           routing_key: str, body: bytes,
                            properties: spec.BasicProperties) -> None:
     channel._raise_if_not_open()
     names = exchange.encode(), routing_key.encode()
@@ -93,6 +92,7 @@ def _publish_in_one_buffer(channel: Any, connection: Any, frame: Callable[..., b
                        names[0], bytes((len(names[1]),)), names[1], _MANDATORY))
     content = b"".join((_CONTENT.pack(spec.BasicProperties.INDEX, 0, len(body)),
                         *properties.encode()))
+    frame = _FRAME.pack
     parts = [frame(spec.FRAME_METHOD, number, len(method)), method, _END,
              frame(spec.FRAME_HEADER, number, len(content)), content, _END]
     step = connection._body_max_length
