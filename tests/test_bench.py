@@ -27,6 +27,7 @@ def test_bench_prints_the_language_and_cell_ratios_as_json() -> None:
         assert figures["ratio"] > 0
     language = results["read_eval_vs_lark_parse"]
     assert language["read_eval_per_s"] > 0 and language["lark_parse_per_s"] > 0
+    assert language["read_eval_lark_only_per_s"] > 0  # the same work with lark parsing all
 
 
 def test_a_noisy_comparison_reports_its_median_run_and_every_ratio() -> None:
