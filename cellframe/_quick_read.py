@@ -2,9 +2,9 @@
 per-parse and per-token machinery of lark's parser.
 
 Nearly every control message is one list of atoms and lists: ``(set-weight "web-1" 5)``.
-lark (lark-cython included) spends about 30 us on such a form here, most of it in fixed
-costs (a lexer thread, a parser state, a tree builder per rule) and in a Python call or two
-per token. This path reads it in about 5 us with two things:
+lark (lark-cython included) spent 40-55 us on a 100-byte one on the machine measured, most of
+it in fixed costs (a lexer thread, a parser state, a tree builder per rule) and in a Python
+call or two per token. This path reads it in about a fifth of that time, with two things:
 
 - one regex: the grammar's own terminals, in the order lark's lexer tries them, taken from
   the lexer lark built. ``grammar/cellframe.lark`` stays the only definition of the syntax;
@@ -53,7 +53,6 @@ def quick_reader(terminals: Iterable[_Terminal], convert: dict[str, Callable[[An
     maps an atom's terminal name to the function that makes its value (``refused``, the
     exception they raise for a bad atom, defers to lark); ``ignore`` are the terminals lark
     skips (whitespace, comments). Terminals that are neither, nor ``LPAR``/``RPAR``, defer."""
-    terminals = list(terminals)
     scan = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals)).match
 
     def read_quickly(text: str) -> Any:
