@@ -113,6 +113,17 @@ class MerkleTree:
         self._nodes[level][index] = value
         self._stale[level].discard(index)
 
+    def leaves(self) -> list[int]:
+        """The leaf buckets' XORs, which determine every node (what an index snapshot keeps)."""
+        return list(self._leaves)
+
+    def restore_leaves(self, leaves: list[int]) -> None:
+        """Take the leaves ``leaves()`` gave; the inner nodes are recomputed when read."""
+        if len(leaves) != len(self._leaves):
+            raise ValueError(f"{len(leaves)} leaves for a tree of {len(self._leaves)}")
+        self._leaves = list(leaves)
+        self._touched = set(range(len(leaves)))
+
     def copy(self) -> MerkleTree:
         """An independent snapshot (the store hands these out so callers never race it)."""
         twin = MerkleTree(fanout=self.fanout, depth=self.depth)

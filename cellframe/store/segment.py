@@ -33,6 +33,7 @@ __all__ = [
     "LAST_IN_BATCH",
     "NO_PARTITION",
     "SegmentFile",
+    "file_crc",
     "scan",
 ]
 
@@ -61,6 +62,8 @@ class SegmentFile:
         self.partition = partition
         self.covers = covers
         self.size = size
+        #: CRC-32 of the file's bytes as written, when known (kept for the index snapshot).
+        self.crc: int | None = None
 
     @classmethod
     def create(cls, path: Path, *, file_id: int, kind: int, partition: int = NO_PARTITION,
@@ -76,8 +79,10 @@ class SegmentFile:
                 fsync_directory(path.parent)
         except OSError as exc:
             raise StoreError(f"cannot create segment {path}: {exc}") from exc
-        return cls(path, fd, file_id=file_id, kind=kind, partition=partition, covers=covers,
-                   size=HEADER_SIZE)
+        segment = cls(path, fd, file_id=file_id, kind=kind, partition=partition,
+                      covers=covers, size=HEADER_SIZE)
+        segment.crc = zlib.crc32(head)
+        return segment
 
     @classmethod
     def open(cls, path: Path) -> SegmentFile:
@@ -106,6 +111,8 @@ class SegmentFile:
             written = os.write(self.fd, view)
             view = view[written:]
         self.size += len(data)
+        if self.crc is not None:
+            self.crc = zlib.crc32(data, self.crc)
         return offset
 
     def sync(self) -> None:
@@ -130,6 +137,12 @@ class SegmentFile:
         os.ftruncate(self.fd, size)
         os.fsync(self.fd)
         self.size = size
+        self.crc = None
+
+    def checksum(self) -> int:
+        """Read the whole file and remember, and return, the CRC-32 of its bytes."""
+        self.crc = file_crc(self.path)
+        return self.crc
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -138,6 +151,15 @@ class SegmentFile:
 
     def __repr__(self) -> str:
         return f"SegmentFile({self.path.name}, size={self.size})"
+
+
+def file_crc(path: Path, chunk: int = 1 << 20) -> int:
+    """CRC-32 of a file's bytes, read a megabyte at a time."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def scan(segment: SegmentFile, *, tolerate_torn_tail: bool,

@@ -21,6 +21,7 @@ damage, and rebuilds the in-memory indexes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -38,9 +39,12 @@ from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
 from .merkle import MerkleTree
 from .records import Receipt, Record, content_digest, encode_frame, encode_placed_frame, now_micros
 from .ring import DEFAULT_PARTITIONS, partition_of
-from .segment import KIND_COMPACTED, KIND_LOG, LAST_IN_BATCH, SegmentFile, scan
+from .segment import KIND_COMPACTED, KIND_LOG, LAST_IN_BATCH, SegmentFile, file_crc, scan
+from .snapshot import IndexImage, take_snapshot, write_snapshot
 
 __all__ = ["InsertCallback", "ManyCallback", "Store"]
+
+log = logging.getLogger(__name__)
 
 #: ``callback(receipt, error)``: called once the record is durable (error None) or failed.
 InsertCallback = Callable[[Receipt, BaseException | None], None]
@@ -86,6 +90,8 @@ class Store:
         self._next_batch = 1
         self._broken: BaseException | None = None
         self._closed = False
+        #: How the last open rebuilt the indexes: "scan" (every record read) or "snapshot".
+        self.opened_from = "scan"
         self.batches = 0
         self.batched_records = 0
         self._dir_lock = DirectoryLock(self.directory)
@@ -650,13 +656,62 @@ class Store:
         fsync_directory(self.directory)
 
     def _recover(self) -> None:
-        """Rebuild every index from the files; clean up what a crash left half done."""
+        """Rebuild every index: from the snapshot a clean close left if it names exactly the
+        files there are, else by scanning them; clean up what a crash left half done."""
         logs, compacted = self._classify_files()
-        for partition, file_id in sorted(compacted.items()):
-            self._load_compacted(partition, file_id)
-        for i, file_id in enumerate(logs):
-            self._load_log(file_id, last=i == len(logs) - 1)
+        image = take_snapshot(self.directory)
+        if image is not None and self._image_matches(image):
+            self._adopt(image, logs, compacted)
+            self.opened_from = "snapshot"
+        else:
+            if image is not None:
+                log.warning("index snapshot in %s does not match its files, scanning instead",
+                            self.directory)
+            for partition, file_id in sorted(compacted.items()):
+                self._load_compacted(partition, file_id)
+            for i, file_id in enumerate(logs):
+                self._load_log(file_id, last=i == len(logs) - 1)
+            self.opened_from = "scan"
         self._delete_dead_files_at_open()
+        for segment in self._files.values():
+            if segment.crc is None:  # opened and scanned: its checksum for the next snapshot
+                segment.checksum()
+
+    def _segment_sizes(self) -> dict[str, int]:
+        """Name and size of every segment file in the directory."""
+        return {entry.name: entry.stat().st_size for entry in os.scandir(self.directory)
+                if _LOG_NAME.match(entry.name) or _PART_NAME.match(entry.name)}
+
+    def _image_matches(self, image: IndexImage) -> bool:
+        """Whether the segment files are exactly those ``image`` was taken from: the same
+        names and sizes, and the same bytes (each file's CRC-32, read now)."""
+        sizes = {name: size for name, (size, _) in image.files.items()}
+        return sizes == self._segment_sizes() and all(
+            file_crc(self.directory / name) == crc for name, (_, crc) in image.files.items())
+
+    def _adopt(self, image: IndexImage, logs: list[int], compacted: dict[int, int]) -> None:
+        """Open the files and take the indexes from ``image`` (what the scan would build)."""
+        paths = [self._part_path(p, file_id) for p, file_id in sorted(compacted.items())]
+        paths += [self.directory / f"log-{file_id:08d}.seg" for file_id in logs]
+        for path in paths:
+            segment = SegmentFile.open(path)
+            segment.crc = image.files[path.name][1]
+            self._files[segment.file_id] = segment
+        self._log_ids.extend(logs)
+        self._parts, self._families = image.parts, image.families
+        self._log_seqs, self._next_batch = image.log_seqs, image.next_batch
+
+    def _leave_snapshot(self) -> None:
+        """Write the indexes for the next open (on a clean close; a failure costs only time)."""
+        files = {segment.path.name: (segment.size, segment.crc)
+                 for segment in self._files.values()}
+        image = IndexImage(files, self._next_batch, self._log_seqs, self._parts,
+                           self._families)
+        try:
+            write_snapshot(self.directory, image, sync=self.durable)
+        except (OSError, ValueError) as error:
+            log.warning("no index snapshot left in %s (the next open scans): %s",
+                        self.directory, error)
 
     def _classify_files(self) -> tuple[list[int], dict[int, int]]:
         """Log ids in order, and the newest compacted file id of each partition."""
@@ -742,6 +797,8 @@ class Store:
             self._committer.close()
         with self._append_lock, self._lock:
             self._closed = True
+            if self._broken is None:
+                self._leave_snapshot()
             self._close_files()
         self._dir_lock.release()
 
