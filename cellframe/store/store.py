@@ -675,7 +675,10 @@ class Store:
         self._delete_dead_files_at_open()
         for segment in self._files.values():
             if segment.crc is None:  # opened and scanned: its checksum for the next snapshot
-                segment.checksum()
+                try:
+                    segment.checksum()
+                except OSError as error:  # then the close leaves no snapshot, that is all
+                    log.warning("cannot checksum %s: %s", segment.path, error)
 
     def _segment_sizes(self) -> dict[str, int]:
         """Name and size of every segment file in the directory."""
@@ -691,12 +694,11 @@ class Store:
 
     def _adopt(self, image: IndexImage, logs: list[int], compacted: dict[int, int]) -> None:
         """Open the files and take the indexes from ``image`` (what the scan would build)."""
-        paths = [self._part_path(p, file_id) for p, file_id in sorted(compacted.items())]
-        paths += [self.directory / f"log-{file_id:08d}.seg" for file_id in logs]
-        for path in paths:
-            segment = SegmentFile.open(path)
+        paths = [(file_id, self._part_path(p, file_id)) for p, file_id in sorted(compacted.items())]
+        paths += [(file_id, self.directory / f"log-{file_id:08d}.seg") for file_id in logs]
+        for file_id, path in paths:
+            segment = self._files[file_id] = SegmentFile.open(path)
             segment.crc = image.files[path.name][1]
-            self._files[segment.file_id] = segment
         self._log_ids.extend(logs)
         self._parts, self._families = image.parts, image.families
         self._log_seqs, self._next_batch = image.log_seqs, image.next_batch
@@ -795,12 +797,16 @@ class Store:
             return
         if self._committer is not None:
             self._committer.close()
-        with self._append_lock, self._lock:
-            self._closed = True
-            if self._broken is None:
-                self._leave_snapshot()
-            self._close_files()
-        self._dir_lock.release()
+        try:
+            with self._append_lock, self._lock:
+                self._closed = True
+                try:
+                    if self._broken is None:
+                        self._leave_snapshot()
+                finally:
+                    self._close_files()
+        finally:
+            self._dir_lock.release()
 
     def _close_files(self) -> None:
         for segment in self._files.values():
