@@ -305,6 +305,8 @@ def test_content_digest_refuses_what_cannot_be_stored() -> None:
     ]:
         with pytest.raises(error):
             content_digest(family, time, value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lone surrogate '\\\\udcff' at index 3"):
+        content_digest("web\udcff", 1, b"v")
 
 
 def test_unpack_refuses_damaged_bytes() -> None:

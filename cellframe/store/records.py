@@ -92,7 +92,11 @@ def check_fields(family: str, time: int, value: bytes) -> bytes:
     """Validate a record's content; return the family as UTF-8."""
     if not isinstance(family, str):
         raise TypeError(f"family must be a str, got {type(family).__name__}")
-    raw = family.encode("utf-8")
+    try:
+        raw = family.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, which a "\ud800" escape can make
+        raise ValueError(f"family holds a lone surrogate {family[exc.start]!r} at index "
+                         f"{exc.start}: it has no UTF-8 form") from None
     if not 0 < len(raw) <= MAX_FAMILY_BYTES:
         raise ValueError(f"family must be 1..{MAX_FAMILY_BYTES} UTF-8 bytes, got {len(raw)}")
     if not isinstance(time, int) or isinstance(time, bool):
@@ -121,7 +125,10 @@ def content_digest(family: str, time: int, value: bytes) -> bytes:
     """
     if type(family) is str and type(time) is int and type(value) is bytes \
             and len(value) <= MAX_VALUE_BYTES:
-        raw = family.encode("utf-8")
+        try:
+            raw = family.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = b""  # check_fields below says what is wrong
         if raw:
             try:
                 head = _DIGEST_HEAD.pack(len(raw), time)
