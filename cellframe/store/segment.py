@@ -174,6 +174,7 @@ def scan(segment: SegmentFile, *, tolerate_torn_tail: bool,
     # One read of the whole file: segments are capped (64 MiB by default), and plain bytes
     # cannot pin the file the way an mmap's exported buffers do when a scan raises.
     data = os.pread(segment.fd, segment.size, 0)
+    segment.crc = zlib.crc32(data)  # the bytes are here: the index snapshot needs their CRC
     yield from _frames(segment, data, tolerate_torn_tail, next_batch)
 
 
@@ -217,6 +218,7 @@ def _damaged(segment: SegmentFile, view: bytes, pos: int, batch: int,
     log.warning("%s: dropping a torn tail of %d bytes at offset %d",
                 segment.path, len(view) - pos, pos)
     segment.truncate(pos)
+    segment.crc = zlib.crc32(memoryview(view)[:pos])
 
 
 def _later_batch_after(view: bytes, pos: int, batch: int) -> int | None:

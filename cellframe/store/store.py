@@ -674,7 +674,7 @@ class Store:
             self.opened_from = "scan"
         self._delete_dead_files_at_open()
         for segment in self._files.values():
-            if segment.crc is None:  # opened and scanned: its checksum for the next snapshot
+            if segment.crc is None:  # not read by the scan (a header alone): read it now
                 try:
                     segment.checksum()
                 except OSError as error:  # then the close leaves no snapshot, that is all
