@@ -7,11 +7,12 @@ with s-expressions. This module re-exports the public, stable API.
 
 from __future__ import annotations
 
-from .cell import Cell, CellCounters
-from .cells import KeepAliveCell, LogSumpCell, ProxyCell, WebCell, builtin_registry
+from .cell.cell import Cell, CellCounters
+from .cell.outbox import Outbox, RecordingOutbox
+from .cell.statemachine import on, transition
 from .client import Client, Reply, ReplyLog
-from .cluster import LocalCluster
-from .envelope import Envelope, Message
+from .config.resolvers import ConfigWatcher, DnsServerResolver, ZoneFileResolver
+from .config.txtconfig import ClusterIntent, NodeConfig
 from .errors import (
     ArityError,
     BrokerUnavailableError,
@@ -36,25 +37,23 @@ from .errors import (
     UnknownVerbError,
     UnroutableError,
 )
-from .evaluator import Evaluator, read_eval
-from .guid import Guid
-from .healing import Reconciler
-from .hylang import hy_to_text, read_hy
-from .membership import HealingConfig, Membership
-from .node import Node
-from .outbox import Outbox, RecordingOutbox
-from .printer import write
-from .reader import read, read_all
-from .registry import RoleRegistry, default_registry
-from .resolvers import ConfigWatcher, DnsServerResolver, ZoneFileResolver
-from .signing import Signer, load_secret
-from .statemachine import on, transition
+from .healing.membership import HealingConfig, Membership
+from .healing.reconciler import Reconciler
+from .language.evaluator import Evaluator, read_eval
+from .language.hylang import hy_to_text, read_hy
+from .language.printer import write
+from .language.reader import read, read_all
+from .language.symbols import Keyword, Symbol
+from .node.cluster import LocalCluster
+from .node.node import Node
+from .roles import KeepAliveCell, LogSumpCell, ProxyCell, RoleRegistry, WebCell, builtin_registry, default_registry
 from .store import GuidAllocator, Record, Retention, Ring, Store, plan_transfer
-from .symbols import Keyword, Symbol
+from .store.guid import Guid
 from .transports.amqp import AmqpTransport
 from .transports.base import Delivery, Transport
 from .transports.memory import MemoryBroker, MemoryTransport
-from .txtconfig import ClusterIntent, NodeConfig
+from .wire.envelope import Envelope, Message
+from .wire.signing import Signer, load_secret
 
 __all__ = [
     "AmqpTransport",

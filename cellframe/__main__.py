@@ -1,5 +1,5 @@
 """``python -m cellframe``: the same as the ``cellframe`` command."""
 
-from .cli import main
+from .cli.main import main
 
 main()

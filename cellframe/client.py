@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, overload
 
-from .envelope import Envelope
 from .errors import LanguageError, SecurityError
-from .printer import write
-from .reader import read
-from .routing import reply_key
+from .language.printer import write
+from .language.reader import read
 from .transports.base import Delivery, Transport
+from .wire.envelope import Envelope
+from .wire.routing import reply_key
 
 __all__ = ["Client", "Reply", "ReplyLog"]
 

@@ -35,9 +35,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from .envelope import Envelope
 from .errors import CellframeError, ClosedTransportError
 from .transports.base import DEAD_LETTER_REASON, Delivery, Transport
+from .wire.envelope import Envelope
 
 __all__ = [
     "Collector",

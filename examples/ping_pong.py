@@ -17,9 +17,9 @@ from typing import Any
 import hy  # noqa: F401  (lets Python import the .hy module beside this file)
 
 from cellframe import Cell, Node, RoleRegistry, Symbol
-from cellframe.routing import cell_key, role_key
-from cellframe.statemachine import transition
+from cellframe.cell.statemachine import transition
 from cellframe.transports.memory import MemoryBroker
+from cellframe.wire.routing import cell_key, role_key
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ponger import Ponger  # noqa: E402  (a cell written in Hy)

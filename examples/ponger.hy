@@ -3,7 +3,7 @@
 ;; ever run as Hy or Python: the wire carries data, which the cell's evaluator applies.
 
 (import cellframe [Cell Symbol Keyword])
-(import cellframe.statemachine [transition])
+(import cellframe.cell.statemachine [transition])
 
 (defclass Ponger [Cell]
   "Answers every ping with a pong one higher; after the first ping it is 'playing'."

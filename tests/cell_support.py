@@ -8,9 +8,9 @@ from typing import Any
 import pykka
 
 from cellframe import Cell, Message
-from cellframe.outbox import RecordingOutbox
-from cellframe.reader import read
-from cellframe.statemachine import on, transition
+from cellframe.cell.outbox import RecordingOutbox
+from cellframe.cell.statemachine import on, transition
+from cellframe.language.reader import read
 
 _ids = itertools.count()
 

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cellframe import processes
-from cellframe.cells import LogSumpCell, builtin_registry
-from cellframe.cluster import LocalCluster
-from cellframe.envelope import Envelope, new_message_id
+from cellframe.node import children as processes
 from cellframe.errors import CellframeError
-from cellframe.membership import HealingConfig
-from cellframe.registry import RoleRegistry
-from cellframe.routing import topic_matches
+from cellframe.healing.membership import HealingConfig
+from cellframe.node.cluster import LocalCluster
+from cellframe.roles import LogSumpCell, builtin_registry
+from cellframe.roles.registry import RoleRegistry
+from cellframe.wire.envelope import Envelope, new_message_id
+from cellframe.wire.routing import topic_matches
 
 REPO = Path(__file__).resolve().parent.parent
 ZONE = REPO / "examples" / "cluster.zone"
@@ -195,8 +195,8 @@ class NodeProcesses(processes.NodeProcesses):
 
     def transport(self, name: str) -> Any:
         """An AmqpTransport on this test's topology, for observers and traffic."""
-        from cellframe.cli import amqp_topology
         from cellframe.transports.amqp import AmqpTransport
+        from cellframe.transports.topology import amqp_topology
 
         return AmqpTransport(self.amqp_url, name=name, **amqp_topology(self.exchange))
 

@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from cellframe.errors import ClusterError, EvaluationError
-from cellframe.evaluator import BUILTIN_NAMES, SPECIAL_FORM_NAMES
-from cellframe.symbols import Keyword, Symbol
+from cellframe.language.evaluator import BUILTIN_NAMES, SPECIAL_FORM_NAMES
+from cellframe.language.symbols import Keyword, Symbol
 
 __all__ = [
     "LANGUAGE_ALPHABET",

@@ -27,12 +27,12 @@ from typing import Any
 from amqp_support import raw_channel
 from process_cells import ROLES, TALLY_DIR
 
-from cellframe.cli import amqp_topology
+from cellframe.cli.status import decode_status
 from cellframe.client import Client
-from cellframe.signing import Signer
-from cellframe.status import decode_status
-from cellframe.symbols import Symbol
+from cellframe.language.symbols import Symbol
 from cellframe.transports.amqp import AmqpTransport
+from cellframe.transports.topology import amqp_topology
+from cellframe.wire.signing import Signer
 
 __all__ = [
     "NodeProcess",

@@ -12,14 +12,14 @@ from typing import Any
 
 from healing_support import FAST, wait_for
 
-from cellframe.cells.shard import ShardCell
 from cellframe.client import Client
-from cellframe.cluster import LocalCluster
-from cellframe.plist import from_plist
-from cellframe.processes import NodeProcesses
-from cellframe.reader import read
-from cellframe.registry import RoleRegistry
-from cellframe.resolvers import ZoneFileResolver
+from cellframe.config.resolvers import ZoneFileResolver
+from cellframe.language.plist import from_plist
+from cellframe.language.reader import read
+from cellframe.node.children import NodeProcesses
+from cellframe.node.cluster import LocalCluster
+from cellframe.roles.registry import RoleRegistry
+from cellframe.roles.shard import ShardCell
 from cellframe.store import Record, Ring
 
 __all__ = [
@@ -208,7 +208,7 @@ def record(family: str, time_: int, value: str, guid: int) -> Record:
 def lonely_shard(tmp_path: Path, **settings: Any) -> Iterator[tuple[ShardCell, ShardClient]]:
     """One shard node configured with ``settings`` on an embedded broker: its cell, and a
     client that asks it (``cell.lonely``) directly."""
-    from cellframe.node import Node
+    from cellframe.node.node import Node
     from cellframe.transports.memory import MemoryBroker
 
     broker = MemoryBroker()

@@ -17,9 +17,9 @@ from amqp_support import (  # noqa: F401  (pytest fixtures)
     raw_channel,
 )
 
-from cellframe.envelope import Envelope
 from cellframe.errors import BufferFullError
 from cellframe.testing import Collector, holds_for, wait_for
+from cellframe.wire.envelope import Envelope
 
 pytestmark = [pytest.mark.amqp, pytest.mark.slow]
 

@@ -31,7 +31,7 @@ def test_bench_prints_the_language_and_cell_ratios_as_json() -> None:
 
 
 def test_a_noisy_comparison_reports_its_median_run_and_every_ratio() -> None:
-    from cellframe.bench import _median_of
+    from cellframe.benchmarks.comparisons import _median_of
 
     runs = iter([{"ratio": 0.6, "run": 1}, {"ratio": 0.4, "run": 2}, {"ratio": 0.5, "run": 3}])
     figures = _median_of(3, lambda: next(runs))

@@ -181,7 +181,7 @@ def test_cell_without_an_outbox_refuses_to_send_with_a_clear_error() -> None:
 
 def test_required_keyword_argument_missing_is_an_arity_error_on_the_fast_path() -> None:
     from cellframe import Cell, transition
-    from cellframe.outbox import RecordingOutbox
+    from cellframe.cell.outbox import RecordingOutbox
 
     class Strict(Cell):
         @transition("tag")
@@ -201,7 +201,7 @@ def test_required_keyword_argument_missing_is_an_arity_error_on_the_fast_path() 
 def test_a_settings_change_reaches_a_running_cell_once_and_keeps_its_state() -> None:
     import threading
 
-    from cellframe.cell import Cell, SettingsChanged
+    from cellframe.cell.cell import Cell, SettingsChanged
 
     heard: list[tuple[dict, dict]] = []
     changed = threading.Event()

@@ -6,7 +6,7 @@ from cell_support import Lamp, message, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellframe.outbox import RecordingOutbox
+from cellframe.cell.outbox import RecordingOutbox
 
 COMMANDS = [
     "(switch-on 5)", "(switch-on 9)", "(switch-off)", "(dim 1)", "(dim 2 :reason \"load\")",

@@ -18,11 +18,12 @@ import pytest
 from amqp_support import amqp_names  # noqa: F401  (fixture)
 from click.testing import CliRunner, Result
 
-from cellframe.cli import amqp_topology, main
-from cellframe.node import Node
-from cellframe.registry import RoleRegistry
-from cellframe.signing import Signer
+from cellframe.cli.main import main
+from cellframe.node.node import Node
+from cellframe.roles.registry import RoleRegistry
 from cellframe.transports.amqp import AmqpTransport
+from cellframe.transports.topology import amqp_topology
+from cellframe.wire.signing import Signer
 
 ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
 
@@ -71,9 +72,9 @@ def test_send_to_a_broker_that_is_not_there_exits_2() -> None:
 @pytest.mark.parametrize(("spec", "problem"), [
     ("no_colon_here", "MODULE:ATTR"),
     ("cellframe_no_such_module:Thing", "failed to load"),
-    ("cellframe.cells:NoSuchCell", "failed to load"),
+    ("cellframe.roles:NoSuchCell", "failed to load"),
     ("json:dumps", "neither a Cell class"),
-    ("cellframe.cells.proxy:WeightedPool", "neither a Cell class"),
+    ("cellframe.roles.proxy:WeightedPool", "neither a Cell class"),
 ])
 def test_node_with_a_bad_plugin_exits_2_before_it_connects(spec: str, problem: str) -> None:
     result = invoke("node", "n1", "--plugin", spec, "--amqp", "amqp://nowhere.invalid/")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellframe.detector import FlapDamper, PhiAccrual, phi_for
+from cellframe.healing.detector import FlapDamper, PhiAccrual, phi_for
 
 
 def steady(detector: PhiAccrual, start: float, count: int, interval: float) -> float:

@@ -44,7 +44,7 @@ import pytest
 from services import missing, require_amqp
 
 from cellframe import read_all
-from cellframe.grammar import grammar_text
+from cellframe.language.grammar import grammar_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -377,7 +377,7 @@ class PageRun:
         after itself): nodes, clusters and clients, the shell blocks' process groups; and
         forget the modules the page wrote."""
         from cellframe import Client, Node
-        from cellframe.cluster import LocalCluster
+        from cellframe.node.cluster import LocalCluster
 
         for value in list(self.namespace.values()):
             if isinstance(value, LocalCluster | Node):
@@ -401,8 +401,8 @@ def _end_group(group: int) -> None:
 
 
 def _wait_group_gone(group: int, timeout: float) -> bool:
-    from cellframe.cluster import wait_for
     from cellframe.errors import ClusterError
+    from cellframe.node.cluster import wait_for
 
     def gone() -> bool:
         try:

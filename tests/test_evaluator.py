@@ -17,11 +17,11 @@ from cellframe.errors import (
     LimitExceededError,
     UnknownVerbError,
 )
-from cellframe.evaluator import MAX_LIST_WEIGHT, Evaluator, read_eval
-from cellframe.grammar import grammar_text
-from cellframe.printer import write
-from cellframe.reader import read, read_all
-from cellframe.symbols import Keyword, Symbol
+from cellframe.language.evaluator import MAX_LIST_WEIGHT, Evaluator, read_eval
+from cellframe.language.grammar import grammar_text
+from cellframe.language.printer import write
+from cellframe.language.reader import read, read_all
+from cellframe.language.symbols import Keyword, Symbol
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "language.md"
 

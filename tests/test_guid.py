@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellframe.errors import GuidExhaustedError
-from cellframe.guid import (
+from cellframe.store import GuidAllocator
+from cellframe.store.guid import (
     MAX_COUNTER,
     MAX_SHARD,
     decode,
@@ -20,7 +21,6 @@ from cellframe.guid import (
     to_json,
     to_signed,
 )
-from cellframe.store import GuidAllocator
 
 shards = st.integers(0, MAX_SHARD)
 counters = st.integers(0, MAX_COUNTER)

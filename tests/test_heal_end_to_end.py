@@ -23,8 +23,8 @@ from healing_support import (
     wait_for,
 )
 
-from cellframe.reader import read
-from cellframe.symbols import Keyword
+from cellframe.language.reader import read
+from cellframe.language.symbols import Keyword
 
 #: The stated bound on SIGKILL -> 'down' on every survivor (docs/healing.md), worst case.
 DOWN_BOUND = 2.0

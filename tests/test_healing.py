@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellframe.healing import Claim, LiveMember, Reconciler, assign, short_slots, shortfall
+from cellframe.healing.reconciler import Claim, LiveMember, Reconciler, assign, short_slots, shortfall
 
 INTENT = {"proxy": 1, "web": 3, "logsump": 1}
 

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from language_support import unicode_strings
 
 from cellframe.errors import InputTooLargeError, ReadError
-from cellframe.hylang import hy_to_text, read_hy
-from cellframe.printer import write
-from cellframe.reader import read
-from cellframe.symbols import Keyword, Symbol
+from cellframe.language.hylang import hy_to_text, read_hy
+from cellframe.language.printer import write
+from cellframe.language.reader import read
+from cellframe.language.symbols import Keyword, Symbol
 
 
 @pytest.mark.parametrize(

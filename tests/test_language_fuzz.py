@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from language_support import expressions, language_texts, values, verb_tables
 
-from cellframe import reader as reader_module
+from cellframe.language import reader as reader_module
 from cellframe.errors import CellframeError, InputTooLargeError, LanguageError
-from cellframe.evaluator import Evaluator, read_eval
-from cellframe.hylang import read_hy
-from cellframe.printer import write
-from cellframe.reader import read, read_all
-from cellframe.symbols import Symbol
+from cellframe.language.evaluator import Evaluator, read_eval
+from cellframe.language.hylang import read_hy
+from cellframe.language.printer import write
+from cellframe.language.reader import read, read_all
+from cellframe.language.symbols import Symbol
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,8 +11,8 @@ import pytest
 from store_support import read_lines_until, spawn_python
 
 from cellframe.errors import GuidExhaustedError, StoreError
-from cellframe.guid import MAX_COUNTER, decode, encode
 from cellframe.store import GuidAllocator
+from cellframe.store.guid import MAX_COUNTER, decode, encode
 
 
 def test_ids_increase_and_start_after_counter_zero(tmp_path: Path) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import logging
 
-from cellframe.logs import JsonLineFormatter, configure_logging
+from cellframe.node.logs import JsonLineFormatter, configure_logging
 
 
 def test_json_line_formatter_writes_one_object_with_the_extras() -> None:
-    record = logging.makeLogRecord({"name": "cellframe.node", "levelname": "WARNING",
+    record = logging.makeLogRecord({"name": "cellframe.node.node", "levelname": "WARNING",
                                     "msg": "refused %s", "args": ("m1",), "node": "web-01"})
     entry = json.loads(JsonLineFormatter().format(record))
     assert entry["message"] == "refused m1"
-    assert entry["level"] == "warning" and entry["logger"] == "cellframe.node"
+    assert entry["level"] == "warning" and entry["logger"] == "cellframe.node.node"
     assert entry["node"] == "web-01"
     assert entry["time"].endswith("Z")
 

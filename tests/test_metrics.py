@@ -7,7 +7,7 @@ import urllib.request
 from node_support import Tally
 
 from cellframe import Client, MemoryBroker, Node, RoleRegistry
-from cellframe.metrics import serve_metrics
+from cellframe.node.metrics import serve_metrics
 from cellframe.testing import wait_for
 
 
@@ -42,7 +42,7 @@ def test_metrics_endpoint_reports_cell_counters_role_and_events() -> None:
 
 
 def test_metrics_show_membership_as_seen_by_the_node() -> None:
-    from cellframe.membership import Membership
+    from cellframe.healing.membership import Membership
 
     broker = MemoryBroker()
     nodes = [Node(name, transport=broker.connect(), system_cells=(Membership,)).start()

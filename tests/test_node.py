@@ -9,9 +9,9 @@ from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wir
 from node_support import cell_total, replies_matching, wire  # noqa: F401  (wire: fixture)
 
 from cellframe import Envelope, Keyword, Symbol
-from cellframe.plist import from_plist
-from cellframe.signing import Signer
+from cellframe.language.plist import from_plist
 from cellframe.testing import Collector, wait_for
+from cellframe.wire.signing import Signer
 
 SECRET = b"s" * 32
 

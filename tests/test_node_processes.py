@@ -35,12 +35,12 @@ from process_support import (
 from services import require_amqp
 
 from cellframe.client import Client
-from cellframe.envelope import Envelope
-from cellframe.registration import register
-from cellframe.signing import Signer
-from cellframe.symbols import Keyword, Symbol
+from cellframe.config.registration import register
+from cellframe.language.symbols import Keyword, Symbol
 from cellframe.testing import Collector
 from cellframe.transports.base import DEAD_LETTER_REASON
+from cellframe.wire.envelope import Envelope
+from cellframe.wire.signing import Signer
 
 pytestmark = [pytest.mark.amqp, pytest.mark.bind, pytest.mark.slow]
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from pg_support import doc_blocks
 
 from cellframe.errors import ConfigError
-from cellframe.guid import MAX_COUNTER, MAX_SHARD, decode, encode, to_signed
 from cellframe.pgmulti import (
     READ_SIDE,
     Column,
@@ -26,6 +25,7 @@ from cellframe.pgmulti import (
     read_ddl,
     read_master_ddl,
 )
+from cellframe.store.guid import MAX_COUNTER, MAX_SHARD, decode, encode, to_signed
 
 CUSTOMERS = Table("customers", (("name", "text"), ("order", "integer")))
 FIVE = Description(

@@ -25,7 +25,6 @@ from psycopg.conninfo import make_conninfo
 from services import require_postgres
 
 from cellframe.errors import ConfigError, GuidExhaustedError, StoreError
-from cellframe.guid import MAX_COUNTER, decode, encode, to_signed
 from cellframe.pgmulti import (
     READ_SIDE,
     Description,
@@ -38,6 +37,7 @@ from cellframe.pgmulti import (
     insert_rows,
     master_ddl,
 )
+from cellframe.store.guid import MAX_COUNTER, decode, encode, to_signed
 
 pytestmark = pytest.mark.postgres
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from language_support import symbols, unicode_strings, values
 
 from cellframe.errors import LanguageError
-from cellframe.printer import write, write_bounded
-from cellframe.reader import read
-from cellframe.symbols import Keyword, Symbol
+from cellframe.language.printer import write, write_bounded
+from cellframe.language.reader import read
+from cellframe.language.symbols import Keyword, Symbol
 
 
 @settings(deadline=None, max_examples=600)

@@ -9,11 +9,11 @@ import pykka
 import pytest
 from healing_support import wait_for
 
-from cellframe.cells import ProxyCell, WeightedPool
-from cellframe.envelope import Message
-from cellframe.outbox import RecordingOutbox
-from cellframe.reader import read
-from cellframe.symbols import Keyword, Symbol
+from cellframe.cell.outbox import RecordingOutbox
+from cellframe.language.reader import read
+from cellframe.language.symbols import Keyword, Symbol
+from cellframe.roles import ProxyCell, WeightedPool
+from cellframe.wire.envelope import Message
 
 
 class QuickProxy(ProxyCell):
@@ -187,7 +187,7 @@ def test_odd_messages_change_nothing_and_do_not_stop_the_proxy(proxy, text) -> N
 
 def test_a_request_whose_backend_vanished_before_detection_is_rerouted_not_lost() -> None:
     from cellframe import Client, MemoryBroker, Node, RoleRegistry
-    from cellframe.cells import WebCell
+    from cellframe.roles import WebCell
 
     broker = MemoryBroker()
     registry = RoleRegistry({"proxy": [QuickProxy], "web": [WebCell]})

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from language_support import language_texts, values
 
-from cellframe import reader as reader_module
-from cellframe._quick_read import DEFER
+from cellframe.language import reader as reader_module
 from cellframe.errors import LanguageError
-from cellframe.printer import write
-from cellframe.symbols import Keyword, Symbol
+from cellframe.language._quick_read import DEFER
+from cellframe.language.printer import write
+from cellframe.language.symbols import Keyword, Symbol
 
 LIMITS = reader_module.DEFAULT_MAX_BYTES, reader_module.DEFAULT_MAX_DEPTH
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])

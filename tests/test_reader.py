@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import cellframe.reader as reader_module
+import cellframe.language.reader as reader_module
 from cellframe.errors import InputTooLargeError, LanguageError, ReadError
-from cellframe.grammar import grammar_text
-from cellframe.reader import locate, read, read_all
-from cellframe.symbols import Keyword, Symbol
+from cellframe.language.grammar import grammar_text
+from cellframe.language.reader import locate, read, read_all
+from cellframe.language.symbols import Keyword, Symbol
 
 REPO = Path(__file__).resolve().parent.parent
 Q = Symbol("quote")
@@ -238,13 +238,15 @@ def test_grammar_loads_from_an_installed_wheel(tmp_path: Path) -> None:
              "-q", "-w", str(tmp_path / "dist"), str(REPO)]
     subprocess.run(build, check=True, capture_output=True, timeout=180)
     wheel = next((tmp_path / "dist").glob("cellframe-*.whl"))
-    assert "cellframe/grammar/cellframe.lark" in zipfile.ZipFile(wheel).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cellframe/language/cellframe.lark" in names  # beside the module that loads it
+    assert not [name for name in names if name.startswith("cellframe/grammar")]
     target = tmp_path / "site"
     install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                str(target), str(wheel)]
     subprocess.run(install, check=True, capture_output=True, timeout=180)
     probe = (
-        "import cellframe.grammar as g, cellframe.reader as r; "
+        "import cellframe.language.grammar as g, cellframe.language.reader as r; "
         f"assert g.__file__.startswith({str(target)!r}), g.__file__; "
         "print(r.read('(set-weight \"web-01\" 5)'))"
     )

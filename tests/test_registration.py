@@ -13,9 +13,9 @@ import dns.zone
 import pytest
 from bind_support import DOCS, bind_server, doc_blocks, run_doc_block  # noqa: F401
 
+from cellframe.config.registration import register, txt_rdata
+from cellframe.config.resolvers import ConfigWatcher, DnsServerResolver
 from cellframe.errors import ConfigError, DnsLookupError
-from cellframe.registration import register, txt_rdata
-from cellframe.resolvers import ConfigWatcher, DnsServerResolver
 
 pytestmark = pytest.mark.bind
 
@@ -131,7 +131,7 @@ def test_the_zone_refuses_transfers(bind_server):  # noqa: F811
 
 
 def test_the_bind_examples_in_the_dns_docs_run(bind_server):  # noqa: F811
-    from cellframe.resolvers import DnsServerResolver as resolver_class
+    from cellframe.config.resolvers import DnsServerResolver as resolver_class
 
     globs = {
         "server": bind_server.address, "port": bind_server.port,

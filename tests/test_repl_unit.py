@@ -5,7 +5,7 @@ from __future__ import annotations
 from node_support import Tally, replies_matching
 
 from cellframe import Client, MemoryBroker, Node, RoleRegistry
-from cellframe.repl import Repl, balanced, parse_line
+from cellframe.cli.repl import Repl, balanced, parse_line
 from cellframe.testing import wait_for
 
 

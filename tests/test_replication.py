@@ -82,7 +82,7 @@ def test_select_answers_the_newest_version_as_of_a_time_and_the_history(tmp_path
 
 
 def _kw(name: str):
-    from cellframe.symbols import Keyword
+    from cellframe.language.symbols import Keyword
 
     return Keyword(name)
 
@@ -392,7 +392,7 @@ def test_the_restore_benchmark_sees_every_copy_back(tmp_path) -> None:
 
 def test_the_benchmark_stops_polling_once_every_survivor_sent_every_part() -> None:
     from cellframe.benchmarks.replication import _answered
-    from cellframe.reader import read
+    from cellframe.language.reader import read
 
     complete = _answered(["a", "b"], "roots-are")
     assert complete is not None and _answered([], "roots-are") is None  # no names: the window

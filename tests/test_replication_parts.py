@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellframe.errors import ConfigError
-from cellframe.printer import write
-from cellframe.reader import read
+from cellframe.language.printer import write
+from cellframe.language.reader import read
 from cellframe.replication import RingView, ShardConfig, ShardPeers, derive_shard_id
 from cellframe.replication.antientropy import Exchanges, children, differing
 from cellframe.replication.config import DERIVED_SHARD_BASE

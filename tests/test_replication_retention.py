@@ -20,12 +20,12 @@ from replication_support import (
     wait_for,
 )
 
-from cellframe.cells.shard import ShardCell
 from cellframe.errors import ConfigError
-from cellframe.plist import from_plist
-from cellframe.reader import read
+from cellframe.language.plist import from_plist
+from cellframe.language.reader import read
 from cellframe.replication import ShardConfig
 from cellframe.replication.retention import UNITS, parse_retention
+from cellframe.roles.shard import ShardCell
 
 NODES = ["shard-01", "shard-02", "shard-03"]
 

@@ -19,8 +19,7 @@ from bind_support import (
     run_doc_block,
 )
 
-from cellframe.errors import ConfigError, DnsLookupError
-from cellframe.resolvers import (
+from cellframe.config.resolvers import (
     ConfigResolver,
     ConfigWatcher,
     DnsServerResolver,
@@ -28,7 +27,8 @@ from cellframe.resolvers import (
     ZoneFileResolver,
     resolver_from_options,
 )
-from cellframe.txtconfig import NodeConfig
+from cellframe.config.txtconfig import NodeConfig
+from cellframe.errors import ConfigError, DnsLookupError
 
 
 @pytest.fixture(params=["zone_file", pytest.param("dns_server", marks=pytest.mark.bind)])

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from transport_support import reference_matches
 
 from cellframe.errors import ConfigError
-from cellframe.routing import (
+from cellframe.wire.routing import (
     cell_key,
     each_key,
     event_key,

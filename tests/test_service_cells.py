@@ -10,11 +10,11 @@ import pykka
 import pytest
 from healing_support import SCENARIO_NODES, local_cluster, log_lines, wait_for
 
-from cellframe.cells import KeepAliveCell, LogSumpCell, WebCell
-from cellframe.envelope import Message
-from cellframe.outbox import RecordingOutbox
-from cellframe.reader import read
-from cellframe.symbols import Keyword, Symbol
+from cellframe.cell.outbox import RecordingOutbox
+from cellframe.language.reader import read
+from cellframe.language.symbols import Keyword, Symbol
+from cellframe.roles import KeepAliveCell, LogSumpCell, WebCell
+from cellframe.wire.envelope import Message
 
 
 def tick() -> Message:

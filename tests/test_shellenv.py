@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellframe.shellenv import env_name, export_lines
-from cellframe.txtconfig import NodeConfig
+from cellframe.config.shellenv import env_name, export_lines
+from cellframe.config.txtconfig import NodeConfig
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash is not installed")

@@ -10,10 +10,10 @@ from amqp_support import amqp_connect, amqp_names  # noqa: F401  (pytest fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellframe.envelope import Envelope
 from cellframe.errors import ConfigError, InputTooLargeError, SecurityError
-from cellframe.signing import SIGNATURE_HEADER, Signer, canonical_bytes, check_size, load_secret
 from cellframe.testing import Collector
+from cellframe.wire.envelope import Envelope
+from cellframe.wire.signing import SIGNATURE_HEADER, Signer, canonical_bytes, check_size, load_secret
 
 SECRET = b"correct horse battery staple"
 NOW = 1_700_000_000.0

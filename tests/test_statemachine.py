@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cellframe import Cell, StateMachineError
-from cellframe.statemachine import Arity, on, transition
+from cellframe.cell.statemachine import Arity, on, transition
 
 
 def test_unreachable_state_is_an_error_at_class_definition() -> None:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from store_support import read_lines_until, spawn_python, wait_for
 
 from cellframe.errors import StoreError
-from cellframe.guid import decode
 from cellframe.store import Receipt, Record, Store, content_digest, pack, unpack
+from cellframe.store.guid import decode
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "data.md"
 

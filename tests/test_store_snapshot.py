@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from store_support import flip_byte, log_segments, read_lines_until, spawn_python
 
-from cellframe.guid import encode
 from cellframe.store import Record, Store, content_digest
 from cellframe.store.compaction import Retention
+from cellframe.store.guid import encode
 from cellframe.store.snapshot import SNAPSHOT_NAME
 
 PARTITIONS = 16

@@ -13,10 +13,10 @@ from amqp_support import (  # noqa: F401  (pytest fixtures)
     raw_channel,
 )
 
-from cellframe.envelope import Envelope
 from cellframe.errors import BrokerUnavailableError, BufferFullError, ConfigError, TransportError
 from cellframe.testing import Collector, Connector, TransportConformance, wait_for
 from cellframe.transports.base import DEAD_LETTER_REASON
+from cellframe.wire.envelope import Envelope
 
 pytestmark = pytest.mark.amqp
 

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellframe.errors import ConfigError
-from cellframe.txtconfig import (
+from cellframe.config.txtconfig import (
     ClusterIntent,
     NodeConfig,
     format_txt_string,
@@ -20,6 +19,7 @@ from cellframe.txtconfig import (
     parse_txt_records,
     parse_txt_string,
 )
+from cellframe.errors import ConfigError
 
 
 def test_first_unquoted_equals_separates_key_and_value():

@@ -23,10 +23,10 @@ from typing import Any
 
 import pika
 
-from ..envelope import Envelope
 from ..errors import BufferFullError
-from ..signing import Signer
 from ..transports.amqp import DEFAULT_URL, AmqpTransport
+from ..wire.envelope import Envelope
+from ..wire.signing import Signer
 
 __all__ = ["bench_raw_pika", "bench_raw_rpc", "bench_transport", "bench_transport_rpc", "main"]
 

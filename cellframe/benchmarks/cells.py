@@ -18,10 +18,10 @@ from typing import Any
 
 import pykka
 
-from ..cell import Cell
-from ..envelope import Message
-from ..statemachine import transition
-from ..symbols import Symbol
+from ..cell.cell import Cell
+from ..cell.statemachine import transition
+from ..language.symbols import Symbol
+from ..wire.envelope import Message
 
 __all__ = ["bench_cell_dispatch"]
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CellframeError
-from ..plist import from_plist
-from ..processes import NodeProcesses
-from ..reader import read
+from ..language.plist import from_plist
+from ..language.reader import read
+from ..node.children import NodeProcesses
 from ..transports.base import Delivery
 
 __all__ = ["bench_detection", "bench_false_downs", "main", "scenario_zone"]
@@ -129,7 +129,7 @@ class _MemoryCluster:
     """Every node in this process on one MemoryBroker; ``kill`` aborts a node's transport."""
 
     def __init__(self, workdir: Path, zone: Path) -> None:
-        from ..cluster import LocalCluster
+        from ..node.cluster import LocalCluster
 
         self.cluster = LocalCluster(zone, nodes=[], workdir=workdir)
         self.events = EventLog(self.cluster.broker.connect(name="bench-events"))

@@ -20,9 +20,9 @@ from typing import Any
 
 from lark import Lark
 
-from ..evaluator import Evaluator
-from ..grammar import grammar_text
-from ..reader import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, _parse, lark_cython, read
+from ..language.evaluator import Evaluator
+from ..language.grammar import grammar_text
+from ..language.reader import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, _parse, lark_cython, read
 
 __all__ = ["bench_language", "distinct_texts"]
 

@@ -13,9 +13,9 @@ import threading
 import time
 from typing import Any
 
-from ..envelope import Envelope
 from ..transports.base import Delivery
 from ..transports.memory import MemoryBroker
+from ..wire.envelope import Envelope
 
 __all__ = ["bench_delivery", "main"]
 

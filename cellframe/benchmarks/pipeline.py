@@ -37,18 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cell import Cell
+from ..cell.cell import Cell
+from ..cell.statemachine import transition
 from ..client import Client, Reply
 from ..errors import BufferFullError, CellframeError
-from ..node import Node
-from ..printer import write
-from ..reader import read
-from ..registry import RoleRegistry
-from ..routing import cell_key, node_key, role_key
-from ..signing import Signer
-from ..statemachine import transition
-from ..symbols import Keyword, Symbol
+from ..language.printer import write
+from ..language.reader import read
+from ..language.symbols import Keyword, Symbol
+from ..node.node import Node
+from ..roles.registry import RoleRegistry
 from ..transports.amqp import DEFAULT_URL, AmqpTransport
+from ..wire.routing import cell_key, node_key, role_key
+from ..wire.signing import Signer
 from .amqp import _latency, bench_raw_pika, bench_raw_rpc
 
 __all__ = ["PipelineCounter", "bench_control_pipeline", "bench_round_trip", "main"]
@@ -199,7 +199,7 @@ class _Bench:
         return f"cf-bench-{self.token}."
 
     def transport(self) -> AmqpTransport:
-        from ..cli import amqp_topology
+        from ..transports.topology import amqp_topology
 
         transport = AmqpTransport(self.url, name=f"cf-bench-{self.token}-{uuid.uuid4().hex[:6]}",
                                   **amqp_topology(self.exchange))
@@ -244,7 +244,7 @@ class _Bench:
         self.reached: queue.SimpleQueue[float] = queue.SimpleQueue()
 
     def close(self) -> None:
-        from ..cli import amqp_topology
+        from ..transports.topology import amqp_topology
         from .amqp import _delete
 
         for transport in self._opened:

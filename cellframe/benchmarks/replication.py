@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CellframeError
-from ..guid import encode
-from ..printer import write
-from ..processes import NodeProcesses
+from ..language.printer import write
+from ..node.children import NodeProcesses
 from ..store import Record, Ring, Store, content_digest, moved_fraction, plan_transfer
+from ..store.guid import encode
 
 __all__ = ["bench_join_fraction", "bench_restore", "main", "restore_zone", "synthetic_records"]
 
 AMQP_URL = os.environ.get("CELLFRAME_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
-PLUGIN = "cellframe.cells.shard:ShardCell"
+PLUGIN = "cellframe.roles.shard:ShardCell"
 #: Options for ``cellframe`` in every node process (``-v`` logs each ring change and transfer).
 NODE_OPTIONS = os.environ.get("CELLFRAME_BENCH_NODE_OPTIONS", "").split()
 
@@ -137,7 +137,7 @@ def _preload(runner: _Cluster, shards: int, rows: list[Record], *, partitions: i
 
 def _run(runner: _Cluster, shards: int, total: int, scenario: str,
          timeout: float) -> dict[str, Any]:
-    from ..cluster import wait_for
+    from ..node.cluster import wait_for
 
     names = [f"shard-{i:02d}" for i in range(1, shards + 1)]
     for name in names:
@@ -210,7 +210,7 @@ class _Cluster(abc.ABC):
             complete: Callable[[list[Any]], bool] | None = None) -> list[Any]:
         """Send ``expr`` to every shard cell; the call-backs within ``window`` seconds, or
         fewer as soon as ``complete(call-backs)`` says every expected one is in."""
-        from ..reader import read
+        from ..language.reader import read
 
         first = len(self.client.replies)
         self.client.send("each.shard", read(expr))
@@ -225,7 +225,7 @@ class _Cluster(abc.ABC):
     def status(self, names: Collection[str] = ()) -> dict[str, dict[str, Any]]:
         """Every shard cell's status (waiting the whole window unless ``names`` says whose
         answers to expect: each poll then takes milliseconds, not 0.5 s)."""
-        from ..plist import from_plist
+        from ..language.plist import from_plist
 
         out = {}
         for expr in self.ask("(shard-status)", complete=_answered(names, "shard-status-is")):
@@ -237,7 +237,7 @@ class _Cluster(abc.ABC):
 
     def roots(self, names: Collection[str] = ()) -> dict[str, dict[int, str]]:
         """Every shard cell's Merkle roots, by node (``names`` as for ``status``)."""
-        from ..plist import from_plist
+        from ..language.plist import from_plist
 
         out: dict[str, dict[int, str]] = {}
         for expr in self.ask("(roots)", complete=_answered(names, "roots-are")):
@@ -253,7 +253,7 @@ def _answered(names: Collection[str], verb: str) -> Callable[[list[Any]], bool] 
         return None
 
     def complete(replies: list[Any]) -> bool:
-        from ..plist import from_plist
+        from ..language.plist import from_plist
 
         parts: dict[str, set[int]] = {}
         wanted: dict[str, int] = {}
@@ -272,10 +272,10 @@ class _InProcess(_Cluster):
     """Every node in this process: LocalCluster on the embedded transport."""
 
     def __init__(self, work: Path, zone: Path) -> None:
-        from ..cells.shard import ShardCell
-        from ..cluster import LocalCluster
-        from ..registry import RoleRegistry
-        from ..resolvers import ZoneFileResolver
+        from ..config.resolvers import ZoneFileResolver
+        from ..node.cluster import LocalCluster
+        from ..roles.registry import RoleRegistry
+        from ..roles.shard import ShardCell
 
         self.data = work / "data"
         registry = RoleRegistry({"shard": [ShardCell.configured(data_dir=str(self.data))]})

@@ -7,14 +7,14 @@ every master. Every statement is idempotent (``IF NOT EXISTS``, ``CREATE OR REPL
 ``DO`` blocks), and a master's text depends only on that master and the tables, so adding a
 master adds text without changing any other.
 
-Ids are stored as ``bigint``: the signed view of ``cellframe.guid``'s unsigned layout, so
-masters 32768..65535 issue negative ids (see ``cellframe.guid``). A master's ids are one
+Ids are stored as ``bigint``: the signed view of ``cellframe.store.guid``'s unsigned layout, so
+masters 32768..65535 issue negative ids (see ``cellframe.store.guid``). A master's ids are one
 contiguous, increasing signed range, which is what the ``guid_range`` checks state.
 """
 
 from __future__ import annotations
 
-from ..guid import COUNTER_BITS, MAX_COUNTER, MAX_SHARD
+from ..store.guid import COUNTER_BITS, MAX_COUNTER, MAX_SHARD
 from .schema import FIRST_COUNTER, READ_SIDE, Description, Master, Table, child_name
 
 __all__ = [
@@ -118,7 +118,7 @@ def _guid_function(master: Master) -> str:
     """The sequence counts; ``guid()`` puts the master's id above it.
 
     NO CYCLE and MAXVALUE 2**48-1 make exhaustion an error in ``nextval`` instead of a carry
-    into the next master's range; the prefix is computed in Python by ``cellframe.guid`` so the
+    into the next master's range; the prefix is computed in Python by ``cellframe.store.guid`` so the
     SQL and Python layouts cannot disagree.
     """
     return f"""CREATE SEQUENCE IF NOT EXISTS cellframe.guid_counter
@@ -130,7 +130,7 @@ CREATE OR REPLACE FUNCTION cellframe.guid() RETURNS bigint
 
 
 def _decode_functions() -> str:
-    """SQL twins of ``cellframe.guid.decode``; ``&`` undoes the sign of negative ids."""
+    """SQL twins of ``cellframe.store.guid.decode``; ``&`` undoes the sign of negative ids."""
     return f"""CREATE OR REPLACE FUNCTION cellframe.guid_master(guid bigint) RETURNS integer
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     AS $$ SELECT ((guid >> {COUNTER_BITS}) & {MAX_SHARD})::integer $$;

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..guid import MAX_COUNTER, MAX_SHARD, encode, to_signed
+from ..store.guid import MAX_COUNTER, MAX_SHARD, encode, to_signed
 
 __all__ = [
     "FIRST_COUNTER",

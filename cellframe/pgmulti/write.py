@@ -25,7 +25,7 @@ def insert_rows(
     """Insert ``rows`` (column name -> value) into ``table`` in one statement; return their guids.
 
     The guids are the signed ``bigint`` values, in the order PostgreSQL inserted the rows (for
-    a VALUES list, the list's order); ``cellframe.guid.decode`` accepts them as they are. The
+    a VALUES list, the list's order); ``cellframe.store.guid.decode`` accepts them as they are. The
     caller owns the transaction.
     """
     rows = list(rows)

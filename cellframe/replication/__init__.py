@@ -1,6 +1,6 @@
 """Replication of the append-only store across shard cells, and its healing.
 
-The shard cell (``cellframe.cells.ShardCell``, role ``shard``) is composed of the parts here:
+The shard cell (``cellframe.roles.ShardCell``, role ``shard``) is composed of the parts here:
 
 * ``base``: the store, the live peers (``peers``) and the ring view (``ringview``);
 * ``coordinate``: insert / select / history with W and R quorums and read repair (``quorum``);

@@ -31,10 +31,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..statemachine import transition
+from ..cell.statemachine import transition
+from ..language.symbols import Keyword, Symbol
 from ..store import MerkleTree, Record
 from ..store.merkle import EMPTY
-from ..symbols import Keyword, Symbol
 from .base import ShardBase, _int
 from .wire import chunks, digest_hex, quoted, row_size, rows_of, rows_to_records
 

@@ -25,12 +25,12 @@ from typing import Any, ClassVar
 
 import pykka
 
-from ..cell import Cell
+from ..cell.cell import Cell
+from ..cell.statemachine import transition
 from ..errors import CellframeError, ClusterError, ConfigError
-from ..routing import cell_key, each_key
-from ..statemachine import transition
+from ..language.symbols import Keyword, Symbol
 from ..store import Checkpoints, Record, Retention, Ring, Store, Transfer, now_micros
-from ..symbols import Keyword, Symbol
+from ..wire.routing import cell_key, each_key
 from .config import ShardConfig, store_directory
 from .peers import ShardPeers
 from .ringview import RingView
@@ -491,7 +491,7 @@ class ShardBase(Cell):
     @transition("shard-status")
     def shard_status(self) -> None:
         """Reply ``(shard-status-is :node N :shard S :store (...) :ring (...))``."""
-        from ..plist import to_plist
+        from ..language.plist import to_plist
 
         ring = self.view.summary()
         request = self.cell_message.id if self.cell_message is not None else None

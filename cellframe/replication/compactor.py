@@ -32,10 +32,10 @@ import threading
 import time
 from typing import Any
 
+from ..cell.statemachine import transition
 from ..errors import CellframeError
-from ..statemachine import transition
+from ..language.symbols import Keyword, Symbol
 from ..store import CompactionResult, Record, Retention
-from ..symbols import Keyword, Symbol
 from .base import ShardBase, _int
 from .wire import quoted
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..guid import MAX_SHARD
+from ..store.guid import MAX_SHARD
 from .retention import RetentionRule, parse_retention
 
 __all__ = [

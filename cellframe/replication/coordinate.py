@@ -23,14 +23,14 @@ import time
 import uuid
 from typing import Any
 
-from ..envelope import Message
+from ..cell.statemachine import transition
 from ..errors import LanguageError, StoreError
-from ..printer import write
-from ..reader import read
-from ..routing import cell_key
-from ..statemachine import transition
+from ..language.printer import write
+from ..language.reader import read
+from ..language.symbols import Keyword, Symbol
 from ..store import Receipt, Record
-from ..symbols import Keyword, Symbol
+from ..wire.envelope import Message
+from ..wire.routing import cell_key
 from .base import ShardBase, _int, _names
 from .quorum import AS_OF, HISTORY, NEWEST, PendingRead, PendingWrite, merge, repairs
 from .wire import MESSAGE_BUDGET, chunks, fits, quoted, row_size, rows_of, rows_to_records

@@ -43,9 +43,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cell.statemachine import transition
 from ..errors import CellframeError
-from ..statemachine import transition
-from ..symbols import Keyword, Symbol
+from ..language.symbols import Keyword, Symbol
 from .base import ShardBase, _int
 from .wire import chunks, digest_hex, hex_digest, quoted, row_size, rows_of, rows_to_records
 

@@ -34,11 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..cell.statemachine import transition
 from ..errors import StoreError
-from ..statemachine import transition
+from ..language.symbols import Keyword, Symbol
 from ..store import Checkpoints, HandoffSender, Record, TokenBucket, Transfer
 from ..store.handoff import parse_transfer_key, record_bytes, transfer_key
-from ..symbols import Keyword, Symbol
 from .base import ShardBase, _int
 from .wire import MESSAGE_BUDGET, RECORDS_PER_ROW, quoted, record_text, row_size, rows_to_records
 

@@ -23,9 +23,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from ..printer import write
+from ..language.printer import write
+from ..language.symbols import Symbol
 from ..store import Record, content_digest
-from ..symbols import Symbol
 
 __all__ = [
     "MESSAGE_BUDGET",

@@ -18,8 +18,8 @@ import zlib
 from pathlib import Path
 
 from ..errors import GuidExhaustedError, StoreError
-from ..guid import MAX_COUNTER, MAX_SHARD, encode
 from .files import fsync_directory
+from .guid import MAX_COUNTER, MAX_SHARD, encode
 
 __all__ = ["DEFAULT_LEASE_BLOCK", "GuidAllocator"]
 

@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from enum import Enum
 from typing import Any
 
-from ..envelope import Envelope
+from ..wire.envelope import Envelope
 from ._amqp_wire import from_amqp
 from .base import DeliveryHandler
 

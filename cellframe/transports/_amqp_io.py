@@ -45,8 +45,8 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic
 
-from ..envelope import Envelope
 from ..errors import TransportError
+from ..wire.envelope import Envelope
 from ._amqp_consumer import ConsumerState, Settle
 from ._amqp_reads import read_deliveries
 from ._amqp_state import ControlOp, Outgoing, Topology

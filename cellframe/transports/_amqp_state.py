@@ -11,7 +11,7 @@ from typing import Any
 
 import pika
 
-from ..envelope import Envelope
+from ..wire.envelope import Envelope
 from ._amqp_consumer import ConsumerState
 
 __all__ = ["ControlOp", "Outgoing", "Topology"]

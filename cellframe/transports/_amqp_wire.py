@@ -26,8 +26,8 @@ from typing import Any
 
 import pika
 
-from ..envelope import Envelope, new_message_id
 from ..errors import TransportError
+from ..wire.envelope import Envelope, new_message_id
 from .base import DEAD_LETTER_REASON
 
 __all__ = ["RESERVED_PREFIX", "from_amqp", "to_amqp", "with_reason"]

@@ -39,7 +39,6 @@ from typing import Any
 
 import pika
 
-from ..envelope import Envelope
 from ..errors import (
     BrokerUnavailableError,
     BufferFullError,
@@ -47,6 +46,7 @@ from ..errors import (
     ConfigError,
     TransportError,
 )
+from ..wire.envelope import Envelope
 from ._amqp_consumer import ConsumerState
 from ._amqp_io import BrokerLink
 from ._amqp_state import ControlOp, Outgoing, Topology

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from ..envelope import Envelope
+from ..wire.envelope import Envelope
 
 __all__ = ["DEAD_LETTER_REASON", "Delivery", "ReturnHandler", "Transport", "DeliveryHandler"]
 

@@ -33,9 +33,9 @@ from collections import deque
 from queue import SimpleQueue
 from typing import Any
 
-from ..envelope import Envelope
 from ..errors import ClosedTransportError, ConfigError, TransportError
-from ..routing import topic_matches
+from ..wire.envelope import Envelope
+from ..wire.routing import topic_matches
 from .base import DEAD_LETTER_REASON, DeliveryHandler, ReturnHandler
 
 __all__ = ["DEFAULT_DEAD_LETTER_QUEUE", "MemoryBroker", "MemoryDelivery", "MemoryTransport"]

@@ -1,0 +1,340 @@
+"""Cell: a pykka actor whose mailbox feeds the declarative state machine of its class.
+
+Each message carries an s-expression. The cell evaluates it with the safe evaluator, whose
+only verbs are the transitions the class declares. A verb with no transition from the
+current state is a no-op (counted, and reflected to the dead letters in diagnostic mode); a
+message seen before (same id) is not applied again; an action that raises leaves the state
+where it was. Nothing a cell does waits on another cell: it sends, and may be called back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pykka
+
+from ..errors import CellframeError, LanguageError, UnknownVerbError
+from ..language.evaluator import Evaluator
+from ..language.symbols import Keyword, Symbol
+from ..wire.envelope import Envelope, Message
+from .dedup import DedupMemory
+from .outbox import Outbox
+from .statemachine import Machine, Transition, compile_machine
+
+__all__ = ["Cell", "CellCounters", "Inbound", "SettingsChanged"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class CellCounters:
+    """How many messages a cell saw, and what became of them."""
+
+    received: int = 0
+    applied: int = 0
+    ignored: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    dead_lettered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message from a transport, with the callback that settles its delivery once applied."""
+
+    message: Message
+    settle: Callable[[], None] = field(default=lambda: None)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChanged:
+    """The node's settings changed in DNS (a mailbox item the node sends each of its cells)."""
+
+    settings: dict[str, str]
+
+
+class _Ignored(CellframeError):
+    """Internal: the message had no transition to take; carries the reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Cell(pykka.ThreadingActor):
+    """Base class of every cell. Subclasses declare ``states``, ``initial``, and transitions
+    (``@transition`` on methods, or ``on(...)`` entries in ``transitions``).
+
+    Attributes the framework owns start with ``cell_`` so they never collide with yours.
+    """
+
+    states: ClassVar[tuple[str, ...] | frozenset[str]] = ("ready",)
+    initial: ClassVar[str] = "ready"
+    transitions: ClassVar[list[Transition] | tuple[Transition, ...]] = ()
+    #: The role this class plays when a node differentiates (see ``cellframe.roles.registry``).
+    role: ClassVar[str | None] = None
+    #: Extra topic patterns this cell receives on its node's queue, besides ``cell.<name>``;
+    #: ``{node}``, ``{role}`` and ``{cell}`` are filled in (e.g. ``"event.down.*"``).
+    bindings: ClassVar[tuple[str, ...]] = ()
+    #: Seconds between ``(tick)`` messages the node puts in this cell's mailbox; None: never.
+    #: Declare a ``tick`` transition to use it. A cell may compute it from its settings by
+    #: overriding ``cell_tick_interval``.
+    tick_interval: ClassVar[float | None] = None
+    cell_machine: ClassVar[Machine]
+
+    use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        """pykka's hook for an actor type's mailbox: a ``queue.SimpleQueue`` (C, no condition
+        variable) instead of the thread actor's ``queue.Queue``. pykka only puts, gets and asks
+        ``empty()``; a put and a get cost 0.09 us here against 1.3 us, and a waiting cell is
+        woken without a Python-level lock dance."""
+        return queue.SimpleQueue()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.cell_machine = compile_machine(cls)
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        outbox: Outbox | None = None,
+        diagnostic: bool = False,
+        dedup_capacity: int = 100_000,
+        evaluator: Evaluator | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.cell_name = name or f"{type(self).__name__.lower()}-{uuid.uuid4().hex[:8]}"
+        self.cell_outbox = outbox
+        self.cell_diagnostic = diagnostic
+        self.cell_settings = dict(settings or {})
+        self.cell_state = self.cell_machine.initial
+        self.cell_counters = CellCounters()
+        self.cell_dedup = DedupMemory(dedup_capacity)
+        self.cell_evaluator = evaluator or Evaluator()
+        self.cell_message: Message | None = None
+        self._cell_verbs = {
+            verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
+        }
+        # (verb, state) -> the transition to take when it is the first candidate and has no
+        # guard: then the choice depends on nothing but the verb and the state.
+        self._cell_unguarded = _unguarded_table(self.cell_machine)
+        attach = getattr(outbox, "attach_cell", None)
+        if attach is not None:
+            attach(self)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if type(message) is Inbound:
+            try:
+                self.cell_handle(message.message)
+            finally:
+                message.settle()
+        elif type(message) is Message:
+            self.cell_handle(message)
+        elif type(message) is SettingsChanged:
+            old, self.cell_settings = self.cell_settings, dict(message.settings)
+            if old != self.cell_settings:
+                try:
+                    self.on_settings_changed(old)
+                except Exception:  # a bad hook must not kill the cell
+                    log.exception("%s: on_settings_changed raised", self.cell_name)
+        else:
+            log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
+
+    def on_settings_changed(self, old: dict[str, str]) -> None:
+        """Called in the cell's thread after DNS changed its node's settings; the new ones are
+        already in ``cell_settings``. Override to act on a change (the default does nothing:
+        cells that read ``cell_settings`` when they need them see the new values)."""
+
+    def cell_handle(self, message: Message) -> None:
+        """Apply one message: dedup, evaluate against this cell's verbs, count the outcome."""
+        counters = self.cell_counters
+        counters.received += 1
+        if self.cell_dedup.seen(message.id):
+            counters.duplicates += 1
+            return
+        before = self.cell_state
+        self.cell_message = message
+        try:
+            expr = message.expr
+            if not self._cell_apply_directly(expr):
+                self.cell_evaluator.evaluate(expr, self._cell_verbs)
+        except _Ignored as ignored:
+            self._cell_ignore(message, ignored.reason)
+        except UnknownVerbError as error:
+            self._cell_ignore(message, str(error))
+        except LanguageError as error:
+            self.cell_state = before
+            self._cell_fail(message, f"bad input: {error}")
+        except Exception as error:  # an action's bug must not kill the cell or the node
+            self.cell_state = before
+            log.exception("%s: action failed on %s", self.cell_name, _describe(message))
+            self._cell_fail(message, f"action failed: {type(error).__name__}: {error}")
+        else:
+            counters.applied += 1
+        finally:
+            self.cell_message = None
+
+    def _cell_apply_directly(self, expr: Any) -> bool:
+        """The hot path: a verb applied to literals, whose transition from the current state
+        has no guard, runs without the evaluator (which would do the same, slower: 2.9 us
+        against 4.4 us per message measured here). False: let the evaluator do it."""
+        if type(expr) is not list or not expr or type(expr[0]) is not Symbol:
+            return False
+        entry = self._cell_unguarded[self.cell_state].get(expr[0].name)
+        if entry is None:
+            return False
+        t, fewest, most = entry
+        if len(expr) > 1:
+            args = expr[1:]
+            for argument in args:
+                if isinstance(argument, _EVALUATED):
+                    return False
+            if not fewest <= len(args) <= most:
+                t.arity.check(t.verb, tuple(args), {})
+            if t.action is not None:
+                t.action(self, *args)
+        else:
+            if not fewest <= 0 <= most:
+                t.arity.check(t.verb, (), {})
+            if t.action is not None:
+                t.action(self)
+        if t.target is not None:
+            self.cell_state = t.target
+        return True
+
+    def _cell_dispatcher(self, verb: str, candidates: tuple[Transition, ...]) -> Callable[..., Any]:
+        # Transitions per source state, computed once: the hot path is one dict lookup.
+        by_state = {
+            state: tuple(t for t in candidates if t.applies_from(state))
+            for state in self.cell_machine.states
+        }
+
+        def dispatch(*args: Any, **kwargs: Any) -> Any:
+            state = self.cell_state
+            for t in by_state[state]:
+                if kwargs or not t.arity.fits_positional(len(args)):
+                    t.arity.check(verb, args, kwargs)
+                if t.guard is not None and not self._cell_guard(t, args, kwargs):
+                    continue
+                result = t.action(self, *args, **kwargs) if t.action is not None else None
+                if t.target is not None:
+                    self.cell_state = t.target
+                return result
+            raise _Ignored(f"no transition for {verb!r} from state {state!r}")
+
+        return dispatch
+
+    def _cell_guard(self, t: Transition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        guard = getattr(self, t.guard) if isinstance(t.guard, str) else t.guard.__get__(self)  # type: ignore[union-attr]
+        return bool(guard(*args, **kwargs))
+
+    def _cell_ignore(self, message: Message, reason: str) -> None:
+        self.cell_counters.ignored += 1
+        if self.cell_diagnostic:
+            self._cell_dead_letter(message, reason)
+
+    def _cell_fail(self, message: Message, reason: str) -> None:
+        self.cell_counters.errors += 1
+        if self.cell_diagnostic:
+            self._cell_dead_letter(message, reason)
+        if message.reply_to and self.cell_outbox is not None:
+            self.cell_send(
+                message.reply_to,
+                [Symbol("error"), Keyword("cell"), self.cell_name, Keyword("id"), message.id,
+                 Keyword("reason"), reason],
+            )
+
+    def _cell_dead_letter(self, message: Message, reason: str) -> None:
+        if self.cell_outbox is None:
+            log.warning("%s: diagnostic mode without an outbox; dropped dead letter: %s", self.cell_name, reason)
+            return
+        self.cell_counters.dead_lettered += 1
+        self.cell_outbox.dead_letter(message, f"{self.cell_name}: {reason}")
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def cell_send(self, target: str, expr: Any, *, reply_to: str | None = None,
+                  on_return: Callable[[Envelope, str], None] | None = None) -> None:
+        """Send ``expr`` to the routing key ``target``, fire and forget. ``on_return`` (called
+        from a transport thread: tell yourself a message rather than touch state) hears if no
+        queue received it."""
+        if self.cell_outbox is None:
+            raise CellframeError(f"cell {self.cell_name} has no outbox to send through")
+        self.cell_outbox.send(target, expr, reply_to=reply_to, sender=self.cell_name,
+                              on_return=on_return)
+
+    def cell_reply(self, expr: Any) -> bool:
+        """Call back the sender of the message being applied, if it named a reply address."""
+        message = self.cell_message
+        if message is None or not message.reply_to:
+            return False
+        self.cell_send(message.reply_to, expr)
+        return True
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def cell_tick_interval(self) -> float | None:
+        """Seconds between ticks for this instance (default: the class's ``tick_interval``)."""
+        return self.tick_interval
+
+    def cell_bindings(self, node: str, role: str | None) -> list[str]:
+        """The topic patterns this instance receives, with placeholders filled in."""
+        return [p.format(node=node, role=role or "spare", cell=self.cell_name) for p in self.bindings]
+
+    @classmethod
+    def cell_verbs(cls) -> frozenset[str]:
+        """The verbs this class declares (what its messages may say)."""
+        return cls.cell_machine.verbs
+
+    def cell_snapshot(self) -> dict[str, Any]:
+        """Name, class, state and counters, for status reports."""
+        return {
+            "name": self.cell_name,
+            "class": type(self).__name__,
+            "role": self.role,
+            "state": self.cell_state,
+            "counters": self.cell_counters.as_dict(),
+            "verbs": sorted(self.cell_verbs()),
+        }
+
+
+_EVALUATED = (list, Symbol, Keyword)
+
+
+def _unguarded_table(machine: Machine) -> dict[str, dict[str, tuple[Transition, int, int]]]:
+    """state -> verb -> (transition, fewest, most positional arguments) for every verb whose
+    first candidate transition from that state has no guard, so that the choice depends on
+    nothing but the verb and the state. Required keyword-only arguments force the slow path."""
+    table: dict[str, dict[str, tuple[Transition, int, int]]] = {}
+    for state in machine.states:
+        row = table.setdefault(state, {})
+        for verb, candidates in machine.by_verb.items():
+            applicable = [t for t in candidates if t.applies_from(state)]
+            if applicable and applicable[0].guard is None:
+                t = applicable[0]
+                arity = t.arity
+                most = -1 if arity.required_keywords else (
+                    arity.positional if arity.positional is not None else 1 << 30)
+                row[verb] = (t, arity.required, most)
+    return table
+
+
+def _describe(message: Message) -> str:
+    return f"message {message.id}"
+
+
+Cell.cell_machine = compile_machine(Cell)

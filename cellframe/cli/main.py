@@ -1,0 +1,418 @@
+"""The ``cellframe`` command: run a node, send to the cluster, print DNS config, and more.
+
+Every sub-command builds its backends as objects (transport, resolver, signer) from its
+options and hands them to the library; nothing here chooses a backend by importing a name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import CellframeError, ConfigError
+
+__all__ = ["main"]
+
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+BUNDLED_ZONE = Path(__file__).resolve().parents[2] / "examples" / "cluster.zone"
+
+
+class CliError(click.ClickException):
+    """A CellframeError shown to the operator as one clear line, exit code 2."""
+
+    exit_code = 2
+
+
+def _fail(error: CellframeError) -> CliError:
+    return CliError(str(error))
+
+
+def bundled_zone() -> Path:
+    """The zone file shipped with cellframe (inside the wheel, or in the source tree)."""
+    from importlib.resources import files
+
+    packaged = files("cellframe") / "examples" / "cluster.zone"
+    if packaged.is_file():
+        return Path(str(packaged))
+    return BUNDLED_ZONE
+
+
+def zone_option(function: Any) -> Any:
+    function = click.option("--domain", help="DNS zone of the cluster (with --dns).")(function)
+    function = click.option("--dns", "dns_server", metavar="HOST:PORT", help="DNS server to ask.")(function)
+    return click.option("--zone", "zone_file", type=click.Path(dir_okay=False),
+                        help="Zone file to read (default: the bundled example zone).")(function)
+
+
+def secret_option(function: Any) -> Any:
+    return click.option("--secret-file", type=click.Path(dir_okay=False),
+                        help="Cluster secret for signing (else $CELLFRAME_SECRET; none: unsigned).")(function)
+
+
+def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | None) -> Any:
+    from ..config.resolvers import resolver_from_options
+
+    if dns_server is None and zone_file is None:
+        zone_file = str(bundled_zone())
+    try:
+        return resolver_from_options(zone_file=zone_file, dns=dns_server, domain=domain)
+    except CellframeError as error:
+        raise _fail(error) from error
+
+
+def make_signer(secret_file: str | None, *, required: bool = False) -> Any:
+    from ..wire.signing import Signer, load_secret
+
+    if secret_file is None and not os.environ.get("CELLFRAME_SECRET"):
+        if required:
+            raise CliError("a cluster secret is required: set CELLFRAME_SECRET or pass --secret-file")
+        return None
+    try:
+        return Signer(load_secret(file=secret_file))
+    except CellframeError as error:
+        raise _fail(error) from error
+
+
+def make_transport(amqp: tuple[str, ...] | list[str] | None, *, exchange: str | None = None,
+                   name: str | None = None, quorum: bool = False) -> Any:
+    if not amqp:
+        from ..transports.memory import MemoryTransport
+
+        return MemoryTransport()
+    from ..transports.amqp import AmqpTransport
+    from ..transports.topology import amqp_topology
+
+    try:
+        return AmqpTransport(list(amqp), name=name, quorum=quorum, **amqp_topology(exchange))
+    except CellframeError as error:
+        raise _fail(error) from error
+
+
+def topology_option(function: Any) -> Any:
+    """``--exchange`` and ``--queue-prefix``: several clusters (or test runs) on one broker."""
+    function = click.option("--queue-prefix", default="", metavar="PREFIX",
+                            help="Prefix of every queue name this command declares.")(function)
+    return click.option("--exchange", metavar="NAME",
+                        help="Control exchange (default cellframe.control); the dead letters "
+                             "go to NAME.dead-letter.")(function)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("--json-logs", is_flag=True, help="Log one JSON object per line.")
+def main(verbose: int, json_logs: bool) -> None:
+    """cellframe: self-healing clusters built like stem cells."""
+    from ..node.logs import configure_logging
+
+    configure_logging(verbose=verbose, json_lines=json_logs)
+
+
+@main.command()
+@click.argument("name", required=False)
+@zone_option
+@secret_option
+@click.option("--amqp", multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
+@click.option("--role", help="Play this role instead of the one DNS names.")
+@click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
+@click.option("--metrics-port", type=int, help="Expose Prometheus metrics on this port.")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address the metrics listen on (0.0.0.0 for every interface).")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE:ATTR",
+              help="Register more roles: ATTR is a Cell class (under its `role`) or a mapping "
+                   "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="CELLFRAME_DATA_DIR",
+              help="Where cells keep data (a shard's store: DIR/NAME/shard-ID; DNS data-dir wins).")
+@click.option("--quorum", is_flag=True, help="Declare durable queues (the role mailboxes) as "
+              "quorum queues with a delivery limit: for a RabbitMQ cluster.")
+@topology_option
+def node(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
+         secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
+         metrics_port: int | None, metrics_addr: str, plugins: tuple[str, ...],
+         data_dir: str | None,
+         quorum: bool, exchange: str | None, queue_prefix: str) -> None:
+    """Run the management daemon of node NAME (default: this host's name) until SIGTERM."""
+    import socket
+
+    from ..config.txtconfig import node_name_from_hostname
+    from ..node.process import registry_with_plugins, run_node
+
+    name = name or node_name_from_hostname()
+    if data_dir:
+        os.environ["CELLFRAME_DATA_DIR"] = str(Path(data_dir).resolve())  # read by shard cells
+
+    try:
+        registry = registry_with_plugins(plugins)
+        run_node(
+            name,
+            # Named for the node, so the broker's tools show which connection is whose.
+            transport=make_transport(amqp, exchange=exchange, quorum=quorum,
+                                     name=f"{name}@{socket.gethostname()}:{os.getpid()}"),
+            resolver=make_resolver(zone_file, dns_server, domain),
+            signer=make_signer(secret_file),
+            role=role,
+            diagnostic=diagnostic,
+            metrics_port=metrics_port,
+            metrics_addr=metrics_addr,
+            registry=registry,
+            queue_prefix=queue_prefix,
+        )
+    except CellframeError as error:
+        raise _fail(error) from error
+
+
+@main.command()
+@click.argument("target")
+@click.argument("expression")
+@secret_option
+@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--wait", "wait_seconds", type=float, default=0.0,
+              help="Print the call-backs that arrive within this many seconds.")
+@click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
+@topology_option
+def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
+         wait_seconds: float, hy_syntax: bool, exchange: str | None, queue_prefix: str) -> None:
+    """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME)."""
+    from ..client import Client
+    from ..language.hylang import read_hy
+    from ..language.reader import read
+    from ..wire.routing import parse_target
+
+    try:
+        key = parse_target(target)
+        expr = read_hy(expression) if hy_syntax else read(expression)
+    except CellframeError as error:
+        raise _fail(error) from error
+    transport = make_transport(amqp, exchange=exchange)
+    returned = threading.Event()
+
+    def on_return(envelope: Any, reason: str) -> None:
+        click.echo(f"error: nothing is listening on {key}: {reason}", err=True)
+        returned.set()
+
+    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix,
+                    on_reply=lambda reply: click.echo(reply.text))
+    try:
+        client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
+        if returned.wait(min(wait_seconds, 1.0) if wait_seconds else 1.0):
+            sys.exit(1)
+        if wait_seconds > 1.0:
+            returned.wait(wait_seconds - 1.0)
+    finally:
+        client.close()
+        transport.close()
+
+
+@main.command()
+@click.argument("name")
+@zone_option
+def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | None) -> None:
+    """Print node NAME's DNS configuration as shell export lines (for eval in bash)."""
+    from ..config.shellenv import export_lines
+
+    resolver = make_resolver(zone_file, dns_server, domain)
+    try:
+        config = resolver.node_config(name)
+    except CellframeError as error:
+        raise _fail(error) from error
+    finally:
+        resolver.close()
+    lines, rejected = export_lines(config)
+    for line in lines:
+        click.echo(line)
+    for problem in rejected:
+        click.echo(f"# not exported: {problem}", err=True)
+    for warning in config.warnings:
+        click.echo(f"# warning: {warning}", err=True)
+
+
+@main.command()
+@secret_option
+@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+@click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
+@click.option("--window", type=float, default=1.0, show_default=True,
+              help="Seconds to gather the nodes' call-backs.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="--watch period.")
+@topology_option
+def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
+           window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
+    """Show the cluster: nodes, roles, cells and states, health, heartbeats, counters."""
+    import json
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..client import Client
+    from .status import collect_status, status_table, to_json_ready
+
+    transport = make_transport(amqp, exchange=exchange)
+    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    try:
+        if as_json:
+            nodes = collect_status(client, window=window)
+            click.echo(json.dumps({"nodes": to_json_ready(nodes)}, sort_keys=True))
+        elif not watch:
+            Console().print(status_table(collect_status(client, window=window)))
+        else:
+            with Live(status_table([]), auto_refresh=False) as live:
+                while True:
+                    live.update(status_table(collect_status(client, window=window)), refresh=True)
+                    threading.Event().wait(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+        transport.close()
+
+
+@main.command()
+@zone_option
+@click.option("--amqp", metavar="URL", help="Run the nodes as processes on this RabbitMQ.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for each step before declaring the healing failed.")
+def demo(zone_file: str | None, dns_server: str | None, domain: str | None, amqp: str | None,
+         as_json: bool, timeout: float) -> None:
+    """Start a local cluster, kill nodes, and watch it heal (exit 0 only if it did)."""
+    import json
+    import logging
+
+    from rich.console import Console
+
+    from .demo import Scenario
+    from .demo_launchers import EmbeddedLauncher, ProcessLauncher
+
+    if logging.getLogger().level >= logging.WARNING:
+        # The demo narrates the healing itself; the nodes' own warnings (unroutable requests
+        # in the detection gap, the zone's deliberately broken record) would drown it out.
+        logging.getLogger("cellframe").setLevel(logging.ERROR)
+    console = Console(stderr=as_json)
+    zone = zone_file or (None if dns_server else str(bundled_zone()))
+    try:
+        if amqp:
+            launcher: Any = ProcessLauncher(amqp, zone=zone, dns=dns_server, domain=domain)
+        else:
+            launcher = EmbeddedLauncher(zone or str(bundled_zone()))
+        scenario = Scenario(launcher, timeout=timeout,
+                            show=lambda line: console.print(line, highlight=False))
+        summary = scenario.run()
+    except CellframeError as error:
+        raise _fail(error) from error
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), sort_keys=True))
+    else:
+        from .demo import summary_table
+
+        console.print(summary_table(summary))
+    sys.exit(0 if summary.healed else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+@click.option("--quick", is_flag=True, help="Smaller runs (a minute instead of several).")
+@click.option("--only", multiple=True, metavar="KEY", help="Run only these comparisons.")
+@click.option("--amqp", metavar="URL", default=DEFAULT_AMQP, show_default=True)
+def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
+    """Measure cellframe against raw pykka, raw pika, lark and SQLite, in one run."""
+    import json
+    from urllib.parse import urlparse
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..benchmarks.comparisons import COMPARISONS, run_comparisons
+
+    console = Console(stderr=True)
+    parsed = urlparse(amqp)
+    broker = _port_open(parsed.hostname or "127.0.0.1", parsed.port or 5672)
+    with console.status("benchmarking") as spinner:
+        results = run_comparisons(
+            quick=quick, only=list(only) or None, broker_available=broker,
+            progress=lambda title: spinner.update(f"benchmarking: {title}"),
+        )
+    if as_json:
+        click.echo(json.dumps(results, sort_keys=True))
+        return
+    table = Table(title="cellframe bench (ratio = cellframe / baseline, same run)")
+    for column in ("comparison", "ratio", "goal", "figures"):
+        table.add_column(column)
+    for comparison in COMPARISONS:
+        figures = results.get(comparison.key)
+        if figures is None:
+            continue
+        ratio = figures.get("ratio", figures.get("p99_ms", "-"))
+        rest = ", ".join(f"{k}={v}" for k, v in figures.items() if k not in ("ratio", "goal"))
+        table.add_row(comparison.title, str(ratio), comparison.goal, rest)
+    Console().print(table)
+
+
+@main.command()
+@zone_option
+@secret_option
+@click.option("--amqp", multiple=True, metavar="URL", help="Talk to the cluster on this "
+              "RabbitMQ (repeat for fail-over); without it, start a local cluster on the "
+              "embedded transport and talk to that.")
+@click.option("--history", type=click.Path(dir_okay=False), help="History file "
+              "(default ~/.cellframe_history).")
+@topology_option
+def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
+         secret_file: str | None, amqp: tuple[str, ...], history: str | None,
+         exchange: str | None, queue_prefix: str) -> None:
+    """An interactive prompt: TARGET EXPRESSION lines, call-backs printed as they arrive."""
+    import logging
+
+    from ..client import Client
+    from .repl import DEFAULT_HISTORY, Repl
+
+    cluster = None
+    if amqp:
+        transport = make_transport(amqp, exchange=exchange)
+    else:
+        from ..node.cluster import LocalCluster
+
+        logging.getLogger("cellframe").setLevel(logging.ERROR)
+        cluster = LocalCluster(zone_file or str(bundled_zone())).start()
+        transport = cluster.broker.connect(name="repl")
+        click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
+    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    session = Repl.with_file_history(client, Path(history) if history else DEFAULT_HISTORY)
+    client.on_reply = session.on_reply
+    click.echo("type TARGET EXPRESSION, e.g. node:web-01 (status); ,help for more; Ctrl-D quits")
+    try:
+        session.run()
+    finally:
+        client.close()
+        transport.close()
+        if cluster is not None:
+            cluster.stop()
+
+
+def _port_open(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` so the main thread can shut down cleanly."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+def run() -> None:  # pragma: no cover - console entry point wrapper
+    try:
+        main()
+    except ConfigError as error:
+        logging.getLogger(__name__).error("%s", error)
+        sys.exit(2)

@@ -1,0 +1,606 @@
+"""Membership: heartbeats, failure detection and the cluster view, as a system cell on every node.
+
+Every node hosts one ``Membership`` cell (``Node(system_cells=(Membership,))``). Each tick it
+
+1. publishes ``(heartbeat :node N :role R :incarnation I :seq S :role-since T :interval H)``
+   on ``heartbeat.<node>``; every membership cell binds ``heartbeat.*``, so every live node
+   hears every heartbeat and the views converge without gossip rounds;
+2. runs a phi-accrual detector (``cellframe.healing.detector``) over every member it knows. Above
+   ``suspect_phi`` the member is *suspected* and probed: a mandatory publish to
+   ``probe.<member>``, a key only that member's queue binds. The broker deletes a dead node's
+   exclusive queue when its connection drops (RabbitMQ: at once on SIGKILL, the kernel closes
+   the socket; the memory broker: on ``abort()``), so the probe comes back unroutable and the
+   member is declared *down* with evidence ``broker``. A member that is only slow still has
+   its queue: the probe is delivered, and only a silence past ``down_phi`` (which includes the
+   ``acceptable_pause``) declares it down with evidence ``phi``;
+3. runs the reconciler (``cellframe.healing.reconciler``) once warm, and carries out what it decides.
+
+Membership changes are messages, applied idempotently: ``(member-down :node N :incarnation
+I)`` on ``membership.down.<N>`` (others take it as a hint and probe N themselves; N itself,
+if alive, refutes it by bumping its incarnation), ``(member-leave ...)`` on a clean stop,
+``(claim ...)`` and ``(claim-withdrawn ...)``. Anything about an incarnation older than the
+one known is ignored, so a 'down' heard twice, late, or after the node came back changes
+nothing. Every step is also an event on ``event.<kind>.<node>``: up, suspected, down, held,
+left, claimed, stood-down, ready, stepped-down, refuted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
+
+from ..cell.cell import Cell
+from ..cell.statemachine import transition
+from ..config.resolvers import IntentWatcher
+from ..config.txtconfig import ClusterIntent
+from ..errors import CellframeError, ConfigError
+from ..language.symbols import Keyword, Symbol
+from ..wire.envelope import Message
+from ..wire.routing import validate_name
+from .detector import FlapDamper, PhiAccrual
+from .reconciler import Claim, LiveMember, Reconciler
+
+__all__ = [
+    "ALIVE",
+    "DOWN",
+    "HELD",
+    "LEFT",
+    "SUSPECT",
+    "HealingConfig",
+    "Member",
+    "Membership",
+    "claim_key",
+    "down_key",
+    "heartbeat_key",
+    "leave_key",
+    "probe_key",
+]
+
+log = logging.getLogger(__name__)
+
+ALIVE, SUSPECT, DOWN, LEFT, HELD = "alive", "suspect", "down", "left", "held"
+_LIVE = frozenset({ALIVE, SUSPECT})
+
+
+def heartbeat_key(node: str) -> str:
+    return "heartbeat." + validate_name(node, "node name")
+
+
+def down_key(node: str) -> str:
+    return "membership.down." + validate_name(node, "node name")
+
+
+def leave_key(node: str) -> str:
+    return "membership.leave." + validate_name(node, "node name")
+
+
+def claim_key(node: str) -> str:
+    return "membership.claim." + validate_name(node, "node name")
+
+
+def probe_key(node: str) -> str:
+    return "probe." + validate_name(node, "node name")
+
+
+@dataclass(frozen=True)
+class HealingConfig:
+    """Timing of heartbeats, detection and healing. ``None`` fields derive from the interval.
+
+    DNS may set them: ``heartbeat-ms`` and ``failure-timeout-ms`` (the acceptable pause) at
+    ``_cluster``, the rest as ``healing.<name>`` (e.g. ``healing.down-phi=10``); a node's own
+    TXT records override ``_cluster``; arguments given in code override both.
+    """
+
+    heartbeat_interval: float = 0.1
+    acceptable_pause: float = 0.5
+    suspect_phi: float = 3.0
+    down_phi: float = 8.0
+    min_std: float | None = None  # default: half the heartbeat interval
+    window: int = 100
+    claim_window: float | None = None  # default: two heartbeat intervals
+    reconcile_period: float | None = None  # warm-up before acting; default max(1 s, 3 intervals)
+    hold_base: float = 1.0
+    hold_cap: float = 30.0
+    flap_memory: float = 60.0
+    reconcile: bool = True
+
+    @property
+    def min_std_s(self) -> float:
+        return self.min_std if self.min_std is not None else self.heartbeat_interval / 2
+
+    @property
+    def claim_window_s(self) -> float:
+        return self.claim_window if self.claim_window is not None else 2 * self.heartbeat_interval
+
+    @property
+    def reconcile_period_s(self) -> float:
+        if self.reconcile_period is not None:
+            return self.reconcile_period
+        # Long enough to have heard every running node (3 heartbeats), and at least a second
+        # so that nodes of a cold start, launched one after another, are all seen first.
+        return max(1.0, 3 * self.heartbeat_interval)
+
+    @classmethod
+    def from_settings(cls, *layers: Mapping[str, str], **overrides: Any) -> HealingConfig:
+        """Read DNS settings (later layers win), then apply ``overrides``; ConfigError if bad."""
+        values: dict[str, Any] = {}
+        for settings in layers:
+            for key, name, scale in _SETTING_KEYS:
+                if key in settings:
+                    values[name] = _number(key, settings[key]) * scale
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.heartbeat_interval <= 0 or self.acceptable_pause < 0:
+            raise ConfigError("heartbeat interval must be > 0 and the acceptable pause >= 0")
+        if not 0 < self.suspect_phi <= self.down_phi:
+            raise ConfigError(f"need 0 < suspect-phi <= down-phi, got {self.suspect_phi}"
+                              f" and {self.down_phi}")
+
+
+_SETTING_KEYS = (
+    ("heartbeat-ms", "heartbeat_interval", 0.001),
+    ("failure-timeout-ms", "acceptable_pause", 0.001),
+    ("healing.heartbeat-ms", "heartbeat_interval", 0.001),
+    ("healing.failure-timeout-ms", "acceptable_pause", 0.001),
+    ("healing.suspect-phi", "suspect_phi", 1.0),
+    ("healing.down-phi", "down_phi", 1.0),
+    ("healing.claim-window-ms", "claim_window", 0.001),
+    ("healing.reconcile-ms", "reconcile_period", 0.001),
+    ("healing.hold-ms", "hold_base", 0.001),
+)
+
+
+def _number(key: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ConfigError(f"setting {key!r}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"setting {key!r}: {text!r} must be a finite number >= 0")
+    return value
+
+
+@dataclass
+class Member:
+    """One node as this node sees it."""
+
+    name: str
+    role: str | None
+    incarnation: int
+    status: str = ALIVE
+    seq: int = -1
+    role_since: float = 0.0
+    last_seen: float = 0.0  # local monotonic time of the last heartbeat
+    changed_at: float = 0.0  # local monotonic time of the last status change
+    probed_at: float = -math.inf
+    detector: PhiAccrual | None = field(default=None, repr=False)
+
+    def public(self, now: float) -> dict[str, Any]:
+        phi = self.detector.phi(now) if self.detector is not None else 0.0
+        return {"name": self.name, "role": self.role, "status": self.status,
+                "incarnation": self.incarnation, "seq": self.seq, "role_since": self.role_since,
+                "silence": round(max(0.0, now - self.last_seen), 4),
+                "phi": round(min(phi, 1e6), 3)}
+
+
+class Membership(Cell):
+    """Heartbeats, the failure detector, the membership view and the reconciler of one node.
+
+    Configure with ``Membership.configured(HealingConfig(...))`` (a subclass with those
+    defaults); otherwise the timing comes from DNS settings (see ``HealingConfig``).
+    """
+
+    states = ("joining", "running")
+    initial = "joining"
+    bindings = ("heartbeat.*", "membership.#", "probe.{node}")
+    healing: ClassVar[HealingConfig | None] = None
+
+    @classmethod
+    def configured(cls, config: HealingConfig | None = None, **overrides: Any) -> type[Membership]:
+        """A Membership class whose timing is ``config`` (DNS settings are then ignored)."""
+        base = config or HealingConfig()
+        return type("Membership", (cls,), {"healing": replace(base, **overrides),
+                                           "__module__": cls.__module__})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        node = self.cell_outbox
+        self.node_name: str = getattr(node, "name", self.cell_name)
+        self.view: dict[str, Member] = {}
+        self.config = self._read_config()
+        config = self.config
+        self.damper = FlapDamper(config.hold_base, config.hold_cap, config.flap_memory)
+        self.reconciler = Reconciler(self.node_name, self.config.claim_window_s,
+                                     claim_ttl=5 * self.config.claim_window_s + 1.0)
+        self.seq = 0
+        self.node_role: str | None = None
+        self.role_since = time.time()
+        self.started = time.monotonic()
+        self.last_heartbeat = -math.inf
+        self._returned: list[tuple[str, int]] = []
+        self._returned_lock = threading.Lock()
+        self._intent: IntentWatcher | None = None
+        self._intent_failed = False
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def _read_config(self) -> HealingConfig:
+        if self.healing is not None:
+            return self.healing
+        layers: list[Mapping[str, str]] = []
+        resolver = getattr(self.cell_outbox, "resolver", None)
+        if resolver is not None:
+            try:
+                layers.append(resolver.cluster_intent().settings)
+            except CellframeError as error:
+                log.warning("%s: no cluster settings (%s); default timing", self.cell_name, error)
+        layers.append(self.cell_settings)
+        try:
+            return HealingConfig.from_settings(*layers)
+        except ConfigError as error:
+            log.warning("%s: %s; default timing", self.cell_name, error)
+            return HealingConfig()
+
+    def cell_tick_interval(self) -> float | None:
+        return self.config.heartbeat_interval
+
+    @property
+    def incarnation(self) -> int:
+        return int(getattr(self.cell_outbox, "incarnation", 0))
+
+    def on_stop(self) -> None:
+        """Say goodbye (a clean stop); a killed node cannot, and must not be able to."""
+        self._publish(leave_key(self.node_name), [
+            Symbol("member-leave"), Keyword("node"), self.node_name,
+            Keyword("incarnation"), self.incarnation])
+        if self._intent is not None:
+            self._intent.stop(timeout=1.0)
+
+    # -- heartbeats ---------------------------------------------------------------------------
+
+    # Stacked: the inner (joining -> running once warm) is tried first.
+    @transition("tick")
+    @transition("tick", source="joining", target="running", guard="_warm")
+    def tick(self) -> None:
+        now = time.monotonic()
+        self._sync_role()
+        self._heartbeat(now)
+        self._drain_returns()
+        for member in list(self.view.values()):
+            if member.name != self.node_name:
+                self._judge(member, now)
+        if self.cell_state == "running" and self.config.reconcile:
+            self._reconcile(now)
+
+    def _warm(self) -> bool:
+        return time.monotonic() - self.started >= self.config.reconcile_period_s
+
+    def _heartbeat(self, now: float) -> None:
+        self.seq += 1
+        self.last_heartbeat = now
+        self._publish(heartbeat_key(self.node_name), [
+            Symbol("heartbeat"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
+            Keyword("incarnation"), self.incarnation, Keyword("seq"), self.seq,
+            Keyword("role-since"), self.role_since,
+            Keyword("interval"), self.config.heartbeat_interval])
+
+    @transition("heartbeat")
+    def heard_heartbeat(self, node: str, role: str | None = None, incarnation: int = 0,
+                        seq: int = 0, role_since: float = 0.0, interval: float | None = None,
+                        **extra: Any) -> None:
+        if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
+            return
+        now = time.monotonic()
+        member = self.view.get(node)
+        if member is None or incarnation > member.incarnation:
+            member = self._new_life(node, role, incarnation, interval, now, member)
+        elif incarnation < member.incarnation or member.status in (DOWN, LEFT):
+            if incarnation == member.incarnation and member.status == DOWN:
+                self._remind_down(member, now)
+            return  # news from an older life, or from a life already declared over
+        if isinstance(seq, int) and seq <= member.seq:
+            return  # duplicate or reordered: arrival times only from fresh heartbeats
+        member.seq = seq if isinstance(seq, int) else member.seq + 1
+        member.last_seen = now
+        assert member.detector is not None
+        member.detector.heartbeat(now)
+        self._learn_role(member, role, role_since)
+        if member.status == SUSPECT:
+            self._set_status(member, ALIVE, now)
+
+    def _new_life(self, node: str, role: Any, incarnation: int, interval: Any, now: float,
+                  previous: Member | None) -> Member:
+        expected = interval if isinstance(interval, int | float) and interval > 0 else None
+        config = self.config
+        member = Member(node, None, incarnation, changed_at=now, detector=PhiAccrual(
+            expected or config.heartbeat_interval, config.min_std_s, config.acceptable_pause,
+            config.window))
+        self.view[node] = member
+        rejoined = previous is not None and previous.status in (DOWN, LEFT, HELD)
+        if self.damper.held(node, now):
+            member.status = HELD
+            until = self.damper.held_until(node) or now
+            self._emit("held", member=node, incarnation=incarnation, seconds=round(until - now, 3))
+        else:
+            self._emit("up", member=node, role=role if isinstance(role, str) else None,
+                       incarnation=incarnation, rejoined=rejoined)
+        return member
+
+    def _learn_role(self, member: Member, role: Any, role_since: Any) -> None:
+        role = role if isinstance(role, str) else None
+        if isinstance(role_since, int | float):
+            member.role_since = float(role_since)
+        if role != member.role:
+            member.role = role
+            if role is not None:
+                self.reconciler.forget(member.name)
+
+    # -- detection ----------------------------------------------------------------------------
+
+    def _judge(self, member: Member, now: float) -> None:
+        """Move one member along alive -> suspect -> down, probing the broker on the way."""
+        if member.status not in (*_LIVE, HELD) or member.detector is None:
+            return
+        if member.status == HELD and not self.damper.held(member.name, now):
+            self._set_status(member, ALIVE, now)
+            self._emit("up", member=member.name, role=member.role,
+                       incarnation=member.incarnation, rejoined=True)
+        # Two readings of one history: the raw phi suspects early (and only costs a probe);
+        # the phi that grants the acceptable pause is the one that may declare down alone.
+        phi = member.detector.phi(now, pause=False)
+        if member.detector.phi(now) >= self.config.down_phi:
+            self._declare_down(member, now, "phi")
+        elif phi >= self.config.suspect_phi:
+            if member.status == ALIVE:
+                self._set_status(member, SUSPECT, now)
+                self._emit("suspected", member=member.name, phi=round(phi, 2),
+                           silence=round(now - member.last_seen, 3))
+            self._probe(member, now)
+
+    def _probe(self, member: Member, now: float) -> None:
+        """Ask the broker whether ``member``'s queue still exists (at most once an interval)."""
+        if now - member.probed_at < self.config.heartbeat_interval:
+            return
+        member.probed_at = now
+        name, incarnation = member.name, member.incarnation
+
+        def returned(envelope: Any, reason: str) -> None:  # a broker thread: hand it over
+            with self._returned_lock:
+                self._returned.append((name, incarnation))
+            try:
+                self.actor_ref.tell(Message([Symbol("probe-returned")]))
+            except Exception:  # the cell stopped meanwhile: nothing left to tell
+                pass
+
+        expr = [Symbol("probe"), Keyword("by"), self.node_name]
+        try:
+            self.cell_outbox.send(probe_key(name), expr, sender=self.cell_name,  # type: ignore[call-arg, union-attr]
+                                  on_return=returned)
+        except TypeError:
+            self._publish(probe_key(name), expr)  # an outbox without returns: no broker evidence
+        except CellframeError as error:
+            log.debug("%s: probe of %s not sent: %s", self.cell_name, name, error)
+
+    @transition("probe-returned")
+    def probe_returned(self) -> None:
+        self._drain_returns()
+
+    def _drain_returns(self) -> None:
+        with self._returned_lock:
+            returned, self._returned = self._returned, []
+        now = time.monotonic()
+        for name, incarnation in returned:
+            member = self.view.get(name)
+            if member is None or member.incarnation != incarnation:
+                continue  # a newer life answered meanwhile: the probe was about the old one
+            if member.status in (*_LIVE, HELD):
+                self._declare_down(member, now, "broker")
+
+    @transition("probe")
+    def probed(self, by: str | None = None, **extra: Any) -> None:
+        """Someone suspects us: answer with a heartbeat now (at most twice an interval)."""
+        now = time.monotonic()
+        if now - self.last_heartbeat >= self.config.heartbeat_interval / 2:
+            self._heartbeat(now)
+
+    def _declare_down(self, member: Member, now: float, evidence: str) -> None:
+        phi = member.detector.phi(now) if member.detector is not None else 0.0
+        silence = now - member.last_seen
+        hold = 0.0 if member.status == HELD else self.damper.record_down(member.name, now)
+        self._set_status(member, DOWN, now)
+        self.reconciler.forget(member.name)
+        news = [Symbol("member-down"), Keyword("node"), member.name,
+                Keyword("incarnation"), member.incarnation, Keyword("by"), self.node_name,
+                Keyword("evidence"), evidence]
+        self._tell_local(news)
+        self._emit("down", member=member.name, role=member.role, incarnation=member.incarnation,
+                   evidence=evidence, phi=round(min(phi, 1e6), 2), silence=round(silence, 3),
+                   hold=hold)
+        self._publish(down_key(member.name), news)
+
+    def _remind_down(self, member: Member, now: float) -> None:
+        """A member we declared down is heartbeating in the same life: our notice may have
+        been lost while its queue was gone (a dropped connection). Tell it again, at most once
+        a second, so it refutes with a new incarnation instead of staying down for ever."""
+        if now - member.probed_at < 1.0:
+            return
+        member.probed_at = now
+        self._publish(down_key(member.name), [
+            Symbol("member-down"), Keyword("node"), member.name,
+            Keyword("incarnation"), member.incarnation, Keyword("by"), self.node_name,
+            Keyword("evidence"), "reminder"])
+
+    def _tell_local(self, expr: list[Any]) -> None:
+        """Hand membership news to this node's cells that declare its verb, at once: a proxy
+        here then drops a dead backend without waiting for the broker's copy (which follows,
+        and is a no-op since the news is applied idempotently)."""
+        cells = getattr(self.cell_outbox, "cells", None)
+        if cells is None:
+            return
+        verb = expr[0].name
+        for cell in cells().values():
+            if verb in cell.cell_verbs():
+                try:
+                    cell.actor_ref.tell(Message(expr, sender=self.cell_name))
+                except Exception:  # the cell is stopping: it needs no news
+                    pass
+
+    @transition("member-down")
+    def heard_down(self, node: str, incarnation: int = 0, by: str | None = None,
+                   evidence: str | None = None, **extra: Any) -> None:
+        """Another node declared ``node`` down: refute it if it is us, else check for ourselves."""
+        if by == self.node_name or not isinstance(incarnation, int):
+            return
+        if node == self.node_name:
+            if incarnation >= self.incarnation:
+                self._refute(incarnation, by)
+            return
+        member = self.view.get(node)
+        if member is None or incarnation != member.incarnation or member.status not in _LIVE:
+            return  # late, about an older life, or already known: changes nothing
+        member.probed_at = -math.inf
+        self._probe(member, time.monotonic())
+
+    def _refute(self, incarnation: int, by: str | None) -> None:
+        """We are alive but were declared down: start a new life that supersedes that news."""
+        node = self.cell_outbox
+        new = max(self.incarnation, incarnation) + 1
+        if node is not None and hasattr(node, "incarnation"):
+            node.incarnation = new  # type: ignore[union-attr]
+        self.role_since = time.time()  # a new life: the newest holder if our role was refilled
+        self._emit("refuted", incarnation=new, by=by)
+        self._heartbeat(time.monotonic())
+
+    @transition("member-leave")
+    def heard_leave(self, node: str, incarnation: int = 0, **extra: Any) -> None:
+        member = self.view.get(node) if isinstance(node, str) else None
+        if member is None or incarnation != member.incarnation or member.status in (DOWN, LEFT):
+            return
+        self._set_status(member, LEFT, time.monotonic())
+        self.reconciler.forget(node)
+        self._emit("left", member=node, incarnation=incarnation)
+
+    def _set_status(self, member: Member, status: str, now: float) -> None:
+        member.status = status
+        member.changed_at = now
+
+    # -- healing ------------------------------------------------------------------------------
+
+    @transition("claim")
+    def heard_claim(self, node: str, role: str, incarnation: int = 0, **extra: Any) -> None:
+        if not isinstance(node, str) or not isinstance(role, str) or node == self.node_name:
+            return
+        member = self.view.get(node)
+        if member is not None and (member.status in (DOWN, LEFT) or member.role is not None):
+            return  # a claim from a node already gone, or already playing a role: stale
+        self.reconciler.hear_claim(Claim(node, role, incarnation, time.monotonic()))
+
+    @transition("claim-withdrawn")
+    def heard_withdrawal(self, node: str, role: str | None = None, **extra: Any) -> None:
+        if isinstance(node, str):
+            self.reconciler.forget(node, role)
+
+    def _reconcile(self, now: float) -> None:
+        intent = self._current_intent()
+        if intent is None:
+            return
+        registry = getattr(self.cell_outbox, "registry", None)
+        roles = {role: count for role, count in intent.roles.items()
+                 if registry is None or role in registry}
+        live = [LiveMember(m.name, m.role, m.role_since)
+                for m in self.view.values() if m.status in _LIVE and m.name != self.node_name]
+        live.append(LiveMember(self.node_name, self.node_role, self.role_since))
+        decision = self.reconciler.tick(now, roles, live)
+        if decision.withdraw:
+            self._publish(claim_key(self.node_name), [
+                Symbol("claim-withdrawn"), Keyword("node"), self.node_name,
+                Keyword("role"), decision.withdraw])
+            self._emit("stood-down", role=decision.withdraw, reason=decision.reason)
+        if decision.send_claim:
+            self._publish(claim_key(self.node_name), [
+                Symbol("claim"), Keyword("node"), self.node_name, Keyword("role"),
+                decision.send_claim, Keyword("incarnation"), self.incarnation])
+            self._emit("claimed", role=decision.send_claim)
+        if decision.differentiate:
+            self._become(decision.differentiate, "ready")
+        elif decision.step_down:
+            self._become(None, "stepped-down")
+
+    def _become(self, role: str | None, event: str) -> None:
+        previous = self.node_role
+        try:
+            self.cell_outbox.differentiate(role)  # type: ignore[union-attr]
+        except (CellframeError, AttributeError) as error:
+            log.warning("%s: could not become %s: %s", self.cell_name, role or "a spare", error)
+            return
+        self._sync_role()
+        self._emit(event, role=role, previous=previous)
+        self._heartbeat(time.monotonic())
+
+    def _current_intent(self) -> ClusterIntent | None:
+        resolver = getattr(self.cell_outbox, "resolver", None)
+        if resolver is None:
+            return None
+        if self._intent is None:
+            # Its own thread: a DNS server that does not answer must never delay heartbeats
+            # (reading on the tick once made a node flap every few seconds while DNS was down).
+            self._intent = IntentWatcher(resolver, lambda old, new: None, min_interval=1.0)
+            self._intent.start()
+        return self._intent.current
+
+    def _sync_role(self) -> None:
+        role = getattr(self.cell_outbox, "role", None)
+        if role != self.node_role:
+            self.node_role, self.role_since = role, time.time()
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @transition("members")
+    def members(self) -> None:
+        """Reply ``(members :node N :view '((name role status incarnation) ...))``."""
+        rows = [[m["name"], m["role"], m["status"], m["incarnation"]] for m in self.cell_view()]
+        self.cell_reply([Symbol("members"), Keyword("node"), self.node_name,
+                         Keyword("view"), [Symbol("quote"), rows]])
+
+    def cell_view(self) -> list[dict[str, Any]]:
+        """The view as plain dicts (safe to call from any thread), this node included."""
+        now = time.monotonic()
+        while True:
+            try:
+                others = list(self.view.values())
+                break
+            except RuntimeError:  # resized by the cell's thread meanwhile: read again
+                continue
+        me = {"name": self.node_name, "role": self.node_role, "status": ALIVE,
+              "incarnation": self.incarnation, "seq": self.seq, "role_since": self.role_since,
+              "silence": 0.0, "phi": 0.0}
+        return sorted([me, *(m.public(now) for m in others if m.name != self.node_name)],
+                      key=lambda m: m["name"])
+
+    def cell_snapshot(self) -> dict[str, Any]:
+        snapshot = super().cell_snapshot()
+        snapshot["members"] = self.cell_view()
+        snapshot["healing"] = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
+        return snapshot
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _publish(self, key: str, expr: list[Any]) -> None:
+        try:
+            self.cell_send(key, expr)
+        except CellframeError as error:  # a closed transport (a killed node) sends nothing
+            log.debug("%s: not sent to %s: %s", self.cell_name, key, error)
+
+    def _emit(self, kind: str, **fields_: Any) -> None:
+        emit = getattr(self.cell_outbox, "emit", None)
+        if emit is not None:
+            emit(kind, **fields_)
