@@ -231,6 +231,56 @@ def test_unroutable_reason_names_the_key_and_the_broker_reply(amqp_connect):  # 
     assert t.stats()["returned"] == 1
 
 
+# -- flush ---------------------------------------------------------------------------------
+
+
+def test_flush_returns_once_the_broker_has_confirmed_what_was_published(amqp_connect, queue):  # noqa: F811
+    t = amqp_connect(max_in_flight=1)  # one confirm at a time: 200 take many round trips
+    bound_queue(t, queue(), "role.flushed")
+    for i in range(200):
+        t.publish("role.flushed", Envelope(b"%d" % i))
+    assert not t.flush(0)  # confirms take time: flush gives up when its timeout runs out
+    assert t.flush(10)
+    assert (t.buffered, t.stats()["confirmed"]) == (0, 200)  # at once, without waiting more
+
+
+def test_flush_returns_once_an_unroutable_messages_on_return_has_run(amqp_connect):  # noqa: F811
+    t = amqp_connect()
+    returned = []
+
+    def slow_handler(envelope, reason):
+        threading.Event().wait(0.2)  # a handler that takes its time: flush still waits for it
+        returned.append(reason)
+
+    t.publish("cell.nobody-at-all", Envelope(b"x"), on_return=slow_handler)
+    assert t.flush(10)
+    assert len(returned) == 1 and "NO_ROUTE" in returned[0]
+
+
+def test_flush_on_an_inline_handler_is_refused_rather_than_deadlocking(amqp_connect, queue):  # noqa: F811
+    t = amqp_connect()
+    name = bound_queue(t, queue(), "role.inline-flush")
+    outcome: list[BaseException | bool] = []
+
+    def handler(delivery):
+        try:
+            outcome.append(t.flush(5))
+        except TransportError as error:
+            outcome.append(error)
+        delivery.ack()
+
+    t.consume(name, handler, inline=True)
+    t.publish("role.inline-flush", Envelope(b"x"))
+    wait_for(lambda: outcome, 10, what="the inline handler")
+    assert isinstance(outcome[0], TransportError) and "I/O thread" in str(outcome[0])
+
+
+def test_an_amqp_transport_is_a_context_manager_that_closes(amqp_names):  # noqa: F811
+    with amqp_names.connect() as t:
+        assert t.connected
+    assert t.closed
+
+
 # -- flow ----------------------------------------------------------------------------------
 
 
