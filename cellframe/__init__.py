@@ -28,14 +28,12 @@ from .errors import (
     InputTooLargeError,
     LanguageError,
     LimitExceededError,
-    NotEnoughReplicasError,
     ReadError,
     SecurityError,
     StateMachineError,
     StoreError,
     TransportError,
     UnknownVerbError,
-    UnroutableError,
 )
 from .healing.membership import HealingConfig, Membership
 from .healing.reconciler import Reconciler
@@ -93,7 +91,6 @@ __all__ = [
     "Message",
     "Node",
     "NodeConfig",
-    "NotEnoughReplicasError",
     "Outbox",
     "ProxyCell",
     "ReadError",
@@ -114,7 +111,6 @@ __all__ = [
     "Transport",
     "TransportError",
     "UnknownVerbError",
-    "UnroutableError",
     "WebCell",
     "ZoneFileResolver",
     "builtin_registry",
