@@ -10,6 +10,7 @@ import json
 import logging
 import shlex
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from click.testing import CliRunner, Result
 from cellframe.cli.main import main
 from cellframe.node.node import Node
 from cellframe.roles.registry import RoleRegistry
+from cellframe.testing import wait_for
 from cellframe.transports.amqp import AmqpTransport
 from cellframe.transports.topology import amqp_topology
 from cellframe.wire.signing import Signer
@@ -177,11 +179,38 @@ def test_send_applies_and_a_later_send_sees_it(nodes) -> None:
     assert result.stdout.splitlines() == ['(total 41 "cli-a")']
 
 
+def time_from_send_to_exit(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Result, float]:
+    """Invoke ``cellframe send`` and measure from its publish to its return (connecting to
+    the broker, before the publish, does not count)."""
+    from cellframe.client import Client
+
+    sent_at: list[float] = []
+    original = Client.send
+
+    def send(self: Client, *a: Any, **kw: Any) -> str:
+        sent_at.append(time.monotonic())
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Client, "send", send)
+    result = invoke("send", *args)
+    return result, time.monotonic() - sent_at[0]
+
+
 @pytest.mark.amqp
-def test_send_to_a_target_nobody_listens_on_exits_1(nodes) -> None:
-    result = invoke("send", "node:nobody-here", "(ping)", *nodes["options"])
+def test_send_returns_once_the_broker_confirms(nodes, monkeypatch) -> None:
+    result, took = time_from_send_to_exit(monkeypatch, "cell:cli-a", "(add 1)", *nodes["options"])
+    assert result.exit_code == 0 and result.stderr == ""
+    # It used to wait a whole second for a return that never came; a confirm takes ms.
+    assert took < 0.9, f"send took {took:.3f} s from publish to exit"
+    wait_for(lambda: nodes["nodes"][0].cells()["cli-a"].total == 1, 10, what="(add 1) applied")
+
+
+@pytest.mark.amqp
+def test_send_to_a_target_nobody_listens_on_exits_1(nodes, monkeypatch) -> None:
+    result, took = time_from_send_to_exit(monkeypatch, "node:nobody-here", "(ping)", *nodes["options"])
     assert result.exit_code == 1
     assert "nothing is listening on node.nobody-here" in result.stderr
+    assert took < 0.9, f"send took {took:.3f} s from publish to exit"
 
 
 @pytest.mark.amqp
