@@ -21,7 +21,8 @@
     │   ├── CorruptSegmentError             a segment failed its checksum where no torn tail explains it
     │   ├── GuidExhaustedError              a shard has issued all 2**48 of its ids
     │   └── NotEnoughReplicasError          fewer than W (or R) replicas answered in time
-    └── ClusterError                        membership, healing or ring operations that cannot proceed
+    ├── ClusterError                        membership, healing or ring operations that cannot proceed
+    └── MissingExtraError (ImportError)     an optional part needs an extra that is not installed
 
 Errors from pika and dnspython are translated at the transport and resolver boundaries with
 ``raise ... from exc``, so callers only ever catch ``CellframeError`` subclasses.
@@ -44,6 +45,7 @@ __all__ = [
     "InputTooLargeError",
     "LanguageError",
     "LimitExceededError",
+    "MissingExtraError",
     "NotEnoughReplicasError",
     "ReadError",
     "SecurityError",
@@ -151,3 +153,8 @@ class NotEnoughReplicasError(StoreError):
 
 class ClusterError(CellframeError):
     """Membership, healing or ring operations that cannot proceed."""
+
+
+class MissingExtraError(CellframeError, ImportError):
+    """An optional part of cellframe was imported without the extra it needs; the message names
+    the extra to install (``pip install 'cellframe[postgres]'``)."""

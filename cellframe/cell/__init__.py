@@ -4,19 +4,6 @@
 where its messages go, and ``RecordingOutbox`` keeps them for a test.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from .cell import Cell, CellCounters
-from .dedup import DedupMemory
-from .outbox import Outbox, RecordingOutbox
-from .statemachine import on, transition
-
-__all__ = [
-    "Cell",
-    "CellCounters",
-    "DedupMemory",
-    "Outbox",
-    "RecordingOutbox",
-    "on",
-    "transition",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -27,8 +27,8 @@ from pykka.messages import ProxyGetAttr
 
 from ..cell.cell import Cell, Inbound, SettingsChanged
 from ..cell.statemachine import transition
-from ..config.resolvers import ConfigWatcher
 from ..config.txtconfig import NodeConfig
+from ..config.watchers import ConfigWatcher
 from ..errors import ConfigError, LanguageError, SecurityError
 from ..language.printer import write
 from ..language.reader import read
