@@ -19,7 +19,8 @@
     ├── StoreError                          the append-only store could not do what was asked
     │   ├── CorruptSegmentError             a segment failed its checksum where no torn tail explains it
     │   └── GuidExhaustedError              a shard has issued all 2**48 of its ids
-    └── ClusterError                        membership, healing or ring operations that cannot proceed
+    ├── ClusterError                        membership, healing or ring operations that cannot proceed
+    └── MissingExtraError (ImportError)     an optional part needs an extra that is not installed
 
 Errors from pika and dnspython are translated at the transport and resolver boundaries with
 ``raise ... from exc``, so callers only ever catch ``CellframeError`` subclasses. Every class
@@ -44,6 +45,7 @@ __all__ = [
     "InputTooLargeError",
     "LanguageError",
     "LimitExceededError",
+    "MissingExtraError",
     "ReadError",
     "SecurityError",
     "StateMachineError",
@@ -141,3 +143,8 @@ class GuidExhaustedError(StoreError):
 
 class ClusterError(CellframeError):
     """Membership, healing or ring operations that cannot proceed."""
+
+
+class MissingExtraError(CellframeError, ImportError):
+    """An optional part of cellframe was imported without the extra it needs; the message names
+    the extra to install (``pip install 'cellframe[postgres]'``)."""

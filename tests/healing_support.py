@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cellframe.node import children as processes
 from cellframe.errors import CellframeError
 from cellframe.healing.membership import HealingConfig
+from cellframe.node import children as processes
 from cellframe.node.cluster import LocalCluster
 from cellframe.roles import LogSumpCell, builtin_registry
 from cellframe.roles.registry import RoleRegistry

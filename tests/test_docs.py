@@ -43,7 +43,7 @@ import dns.zone
 import pytest
 from services import missing, require_amqp
 
-from cellframe import read_all
+from cellframe.language import read_all
 from cellframe.language.grammar import grammar_text
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,8 @@ import pytest
 from bind_support import DOCS, bind_server, doc_blocks, run_doc_block  # noqa: F401
 
 from cellframe.config.registration import register, txt_rdata
-from cellframe.config.resolvers import ConfigWatcher, DnsServerResolver
+from cellframe.config.resolvers import DnsServerResolver
+from cellframe.config.watchers import ConfigWatcher
 from cellframe.errors import ConfigError, DnsLookupError
 
 pytestmark = pytest.mark.bind

@@ -21,13 +21,12 @@ from bind_support import (
 
 from cellframe.config.resolvers import (
     ConfigResolver,
-    ConfigWatcher,
     DnsServerResolver,
-    IntentWatcher,
     ZoneFileResolver,
     resolver_from_options,
 )
 from cellframe.config.txtconfig import NodeConfig
+from cellframe.config.watchers import ConfigWatcher, IntentWatcher
 from cellframe.errors import ConfigError, DnsLookupError
 
 

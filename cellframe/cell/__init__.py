@@ -5,22 +5,6 @@ what a cell may ask of the node hosting it, and ``StandaloneHost`` what a cell s
 gets; the ``Outbox`` is where its messages go, and ``RecordingOutbox`` keeps them for a test.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from .cell import Cell, CellCounters
-from .dedup import DedupMemory
-from .host import CellHost, StandaloneHost
-from .outbox import Outbox, RecordingOutbox
-from .statemachine import on, transition
-
-__all__ = [
-    "Cell",
-    "CellCounters",
-    "CellHost",
-    "DedupMemory",
-    "Outbox",
-    "RecordingOutbox",
-    "StandaloneHost",
-    "on",
-    "transition",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -14,17 +14,33 @@ import logging
 from collections.abc import Callable, Container, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+import pykka
+
 from ..errors import CellframeError, ClusterError
 from ..wire.envelope import Envelope, Message
 from .outbox import Outbox
 
 if TYPE_CHECKING:
     from ..config.resolvers import ConfigResolver
-    from .cell import Cell
 
-__all__ = ["CellHost", "StandaloneHost"]
+__all__ = ["CellHost", "HostedCell", "StandaloneHost"]
 
 log = logging.getLogger(__name__)
+
+
+class HostedCell(Protocol):
+    """What a host and the cells beside one may use of a cell (a ``Cell`` is one; declared
+    here so that this module need not import the Cell, which imports it)."""
+
+    @property
+    def cell_name(self) -> str: ...
+
+    @property
+    def actor_ref(self) -> pykka.ActorRef[Any]: ...
+
+    def cell_verbs(self) -> frozenset[str]:
+        """The verbs the cell declares."""
+        ...
 
 
 class CellHost(Outbox, Protocol):
@@ -60,9 +76,9 @@ class CellHost(Outbox, Protocol):
         """The roles this node can play (None: it cannot tell, so any)."""
         ...
 
-    def cells(self) -> Mapping[str, Cell]:
-        """The role cells the node hosts, by name (read-only use: each lives on its own
-        thread)."""
+    def cells(self) -> Mapping[str, HostedCell]:
+        """The role cells the node hosts, by name (tell them messages; never touch their
+        state: each lives on its own thread)."""
         ...
 
     def status(self) -> dict[str, Any]:
@@ -83,7 +99,7 @@ class CellHost(Outbox, Protocol):
         (how a node refutes news of its death); returns the new incarnation."""
         ...
 
-    def attach_cell(self, cell: Cell) -> None:
+    def attach_cell(self, cell: HostedCell) -> None:
         """Called once by each cell created with this host, from its constructor, so the host
         can read the cell's snapshot without waiting on it."""
         ...
@@ -114,7 +130,7 @@ class StandaloneHost:
             raise CellframeError(f"{self.name} has no outbox for the dead letter: {reason}")
         self.outbox.dead_letter(message, reason)
 
-    def cells(self) -> Mapping[str, Cell]:
+    def cells(self) -> Mapping[str, HostedCell]:
         return {}
 
     def status(self) -> dict[str, Any]:
@@ -131,7 +147,7 @@ class StandaloneHost:
         self.incarnation = max(self.incarnation, above) + 1
         return self.incarnation
 
-    def attach_cell(self, cell: Cell) -> None:
+    def attach_cell(self, cell: HostedCell) -> None:
         """Nothing to do: the cell is the only one."""
 
     def __repr__(self) -> str:

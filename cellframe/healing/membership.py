@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 
 from ..cell.cell import Cell
 from ..cell.statemachine import transition
-from ..config.resolvers import IntentWatcher
 from ..config.txtconfig import ClusterIntent
+from ..config.watchers import IntentWatcher
 from ..errors import CellframeError, ConfigError
 from ..language.symbols import Keyword, Symbol
 from ..wire.envelope import Envelope, Message

@@ -31,10 +31,10 @@ import pykka
 from pykka.messages import ProxyGetAttr
 
 from ..cell.cell import Cell, Inbound, SettingsChanged
-from ..cell.host import CellHost
+from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
-from ..config.resolvers import ConfigWatcher
 from ..config.txtconfig import NodeConfig
+from ..config.watchers import ConfigWatcher
 from ..errors import ConfigError, LanguageError, SecurityError
 from ..language.printer import write
 from ..language.reader import read
@@ -426,9 +426,10 @@ class Node:
         for hosted in retiring:
             self._unhost(hosted)
 
-    def attach_cell(self, cell: Cell) -> None:
+    def attach_cell(self, cell: HostedCell) -> None:
         """Called by each Cell created with this node as its host, so the node can read its
         cells' snapshots without ever waiting on them."""
+        assert isinstance(cell, Cell), f"{cell!r} is not a Cell"  # only Cells take a host
         self._attached[cell.cell_name] = cell
 
     def renew_incarnation(self, above: int) -> int:

@@ -13,12 +13,9 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..language.printer import write
-
-if TYPE_CHECKING:
-    from .signing import Signer
 
 __all__ = ["Envelope", "Message", "envelope_for", "new_message_id"]
 
@@ -71,8 +68,15 @@ class Message:
     sent_at: float = field(default_factory=time.time)
 
 
+class _Signs(Protocol):
+    """What ``envelope_for`` needs of a signer (``wire.signing.Signer``, which imports this
+    module)."""
+
+    def sign(self, envelope: Envelope) -> Envelope: ...
+
+
 def envelope_for(expr: Any, *, sender: str | None, reply_to: str | None = None,
-                 signer: Signer | None = None, headers: dict[str, Any] | None = None) -> Envelope:
+                 signer: _Signs | None = None, headers: dict[str, Any] | None = None) -> Envelope:
     """``expr`` as a node or client publishes it: its canonical text (so every sender puts the
     same bytes on the wire for the same data), a fresh id and time, the reply address and the
     sender, then signed by ``signer`` if there is one."""
