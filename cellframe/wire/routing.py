@@ -28,6 +28,7 @@ the one kind sent persistent (``is_persistent``): a broker restart keeps that ba
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 from ..errors import ConfigError
@@ -93,24 +94,20 @@ def reply_key(name: str) -> str:
     return "reply." + validate_name(name, "reply name")
 
 
-def heartbeat_key(node: str) -> str:
-    return "heartbeat." + validate_name(node, "node name")
+def _about_a_node(prefix: str) -> Callable[[str], str]:
+    """The key builder of a membership message about one node: ``prefix`` + the node's name."""
+
+    def key(node: str) -> str:
+        return prefix + validate_name(node, "node name")
+
+    return key
 
 
-def probe_key(node: str) -> str:
-    return "probe." + validate_name(node, "node name")
-
-
-def down_key(node: str) -> str:
-    return "membership.down." + validate_name(node, "node name")
-
-
-def leave_key(node: str) -> str:
-    return "membership.leave." + validate_name(node, "node name")
-
-
-def claim_key(node: str) -> str:
-    return "membership.claim." + validate_name(node, "node name")
+heartbeat_key = _about_a_node("heartbeat.")
+probe_key = _about_a_node("probe.")
+down_key = _about_a_node("membership.down.")
+leave_key = _about_a_node("membership.leave.")
+claim_key = _about_a_node("membership.claim.")
 
 
 def is_persistent(key: str) -> bool:
