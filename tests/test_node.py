@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wire)
 from node_support import cell_total, registry, replies_matching, wire  # noqa: F401  (wire: fixture)
 
@@ -228,3 +229,16 @@ def test_with_a_client_deletes_its_reply_queue_and_leaves_the_transport_open(wir
     transport.publish(reply_to, Envelope(b"(late)"), on_return=lambda e, r: returned.append(r))
     assert transport.flush(10) and len(returned) == 1
     assert not getattr(transport, "closed", False)
+
+
+def test_a_node_that_fails_to_start_in_a_with_block_leaves_nothing_behind(wire) -> None:
+    from cellframe.errors import ConfigError
+
+    transport = wire.connect()
+    returned: list[str] = []
+    with pytest.raises(ConfigError, match="no cells are registered for role 'nosuch'"):
+        with Node("bad1", transport=transport, role="nosuch", registry=registry(),
+                  queue_prefix=wire.prefix):
+            pass
+    transport.publish("node.bad1", Envelope(b"(ping)"), on_return=lambda e, r: returned.append(r))
+    assert transport.flush(10) and len(returned) == 1  # its queue went with it

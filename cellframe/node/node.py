@@ -352,7 +352,11 @@ class Node:
 
     def __enter__(self) -> Node:
         if self.started_at is None:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                self.stop()  # undo what start did before it failed: cells, consumers, queue
+                raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
