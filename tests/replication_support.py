@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from healing_support import FAST, wait_for
-
 from cellframe.client import Client
 from cellframe.config.resolvers import ZoneFileResolver
 from cellframe.language.plist import from_plist
@@ -21,6 +19,8 @@ from cellframe.node.cluster import LocalCluster
 from cellframe.roles.registry import RoleRegistry
 from cellframe.roles.shard import ShardCell
 from cellframe.store import Record, Ring
+from cellframe.testing import running_cluster, wait_for
+from tests.healing_support import FAST
 
 __all__ = [
     "ShardClient",
@@ -31,7 +31,6 @@ __all__ = [
     "shard_cluster",
     "shard_zone",
     "unquote",
-    "wait_for",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,15 +76,14 @@ def shard_cluster(tmp_path: Path, *, nodes: list[str] | None = None, shards: int
     shard_class = ShardCell.configured(data_dir=str(tmp_path / "data"), **settings)
     registry = RoleRegistry({"shard": [shard_class]})
     names = nodes if nodes is not None else [f"shard-{i:02d}" for i in range(1, shards + 1)]
-    cluster = LocalCluster(resolver=ZoneFileResolver(zone), registry=registry, healing=FAST,
-                           workdir=tmp_path, nodes=names)
-    try:
-        cluster.start()
-        wait_for(lambda: converged(cluster, len([n for n in names if n.startswith("shard")])),
-                 10)
+    count = len([n for n in names if n.startswith("shard")])
+
+    def shards_converged(cluster: LocalCluster) -> bool:
+        return converged(cluster, count)
+
+    with running_cluster(resolver=ZoneFileResolver(zone), registry=registry, healing=FAST,
+                         workdir=tmp_path, nodes=names, ready=shards_converged) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def cells(cluster: LocalCluster) -> dict[str, ShardCell]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from cell_support import Lamp, message, snapshot, start_lamp
 
 from cellframe import Keyword, Symbol
 from cellframe.errors import CellframeError
+from tests.cell_support import Lamp, message, snapshot, start_lamp
 
 
 @pytest.fixture

@@ -41,10 +41,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dns.zone
 import pytest
-from services import missing, require_amqp
 
 from cellframe.language import read_all
 from cellframe.language.grammar import grammar_text
+from cellframe.testing import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -223,17 +223,17 @@ def _language_mechanism(blocks: list[Block]) -> None:
 
 
 def _dns_mechanism(blocks: list[Block]) -> None:
-    from bind_support import doc_blocks
+    from tests.dns_docs import doc_blocks
 
     theirs = doc_blocks()
-    assert len(theirs) == len(blocks), "tests/bind_support.py misses a block of docs/dns.md"
+    assert len(theirs) == len(blocks), "tests/dns_docs.py misses a block of docs/dns.md"
     for block in blocks:
         if block.language == "dns":
             dns.zone.from_text(block.text, check_origin=False)
 
 
 def _postgres_mechanism(blocks: list[Block]) -> None:
-    from pg_support import doc_blocks
+    from tests.pg_support import doc_blocks
 
     theirs = doc_blocks()
     assert len(theirs) == len(blocks), "tests/pg_support.py misses a block of the page"
@@ -483,10 +483,10 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @pytest.fixture
-def amqp_vhost() -> Iterator[str]:
+def amqp_vhost(amqp_url: str) -> Iterator[str]:
     """A virtual host of its own on the real RabbitMQ, deleted afterwards: the shell blocks
     start ``cellframe node`` processes, whose exchange and queue names are fixed."""
-    url = require_amqp()
+    url = amqp_url
     name = f"cf-docs-{uuid.uuid4().hex[:12]}"
     try:
         rabbitmqctl("add_vhost", name)

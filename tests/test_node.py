@@ -5,13 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wire)
-from node_support import cell_total, replies_matching, wire  # noqa: F401  (wire: fixture)
-
 from cellframe import Envelope, Keyword, Symbol
 from cellframe.language.plist import from_plist
 from cellframe.testing import Collector, wait_for
 from cellframe.wire.signing import Signer
+from tests.node_support import cell_total, replies_matching
 
 SECRET = b"s" * 32
 

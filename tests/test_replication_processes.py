@@ -7,10 +7,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from replication_support import InsertStream, ShardClient, ShardProcesses, ask_all, shard_zone
-from replication_support import unquote as _unquote
 
 from cellframe.client import Client
+from cellframe.testing import wait_for
+from cellframe.transports.amqp import AmqpTransport
+from tests.replication_support import InsertStream, ShardClient, ShardProcesses, ask_all, shard_zone
+from tests.replication_support import unquote as _unquote
 
 
 def _is(verb: str):
@@ -19,13 +21,9 @@ def _is(verb: str):
 
 @pytest.mark.amqp
 @pytest.mark.slow
-def test_across_processes_a_sigkilled_shard_loses_no_acknowledged_insert(tmp_path) -> None:
-    from healing_support import wait_for
-    from services import require_amqp
-
-    from cellframe.transports.amqp import AmqpTransport
-
-    url = require_amqp()
+def test_across_processes_a_sigkilled_shard_loses_no_acknowledged_insert(tmp_path,
+                                                                        amqp_url) -> None:
+    url = amqp_url
     zone = shard_zone(tmp_path / "cluster.zone", partitions=32, heartbeat_ms=100, fsync=True)
     procs = ShardProcesses(url, zone, tmp_path)
     transport = AmqpTransport(url, name="replication-test")
@@ -84,13 +82,8 @@ def _plist(value) -> dict[str, object]:
 @pytest.mark.amqp
 @pytest.mark.slow
 def test_across_processes_old_owners_drop_what_a_joining_shard_took_and_nothing_is_lost(
-        tmp_path) -> None:
-    from healing_support import wait_for
-    from services import require_amqp
-
-    from cellframe.transports.amqp import AmqpTransport
-
-    url = require_amqp()
+        tmp_path, amqp_url) -> None:
+    url = amqp_url
     zone = shard_zone(tmp_path / "cluster.zone", partitions=32, replicas=2, intent=4,
                       heartbeat_ms=100)
     procs = ShardProcesses(url, zone, tmp_path)
