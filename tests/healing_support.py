@@ -8,7 +8,6 @@ import itertools
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ from cellframe.node import children as processes
 from cellframe.node.cluster import LocalCluster
 from cellframe.roles import LogSumpCell, builtin_registry
 from cellframe.roles.registry import RoleRegistry
-from cellframe.testing import running_cluster
+from cellframe.testing import AmqpNames, running_cluster
 from cellframe.wire.envelope import Envelope, new_message_id
 from cellframe.wire.routing import topic_matches
 
@@ -163,24 +162,22 @@ spare-02    IN TXT  "rack=r2"
 
 
 class NodeProcesses(processes.NodeProcesses):
-    """Node processes on a topology of this test's own; all stopped on close."""
+    """Node processes on a topology of this test's own; all stopped, and the topology deleted,
+    on close."""
 
     def __init__(self, amqp_url: str, zone: Path, logdir: Path) -> None:
         # A topology of this test's own: durable role queues on the shared broker must not
         # carry one run's backlog into another's.
-        token = uuid.uuid4().hex[:8]
-        self.amqp_url = amqp_url
-        self.exchange = f"cf-test.{token}.control"
-        self.prefix = f"cf-test.{token}."
+        self.names = AmqpNames(amqp_url)
+        for role in ("proxy", "web", "logsump", "shard", "keepalive"):
+            self.names.queue(f"role.{role}")
+        self.prefix = self.names.queue_prefix
         super().__init__(logdir, ["--amqp", amqp_url, "--zone", str(zone), "--exchange",
-                                  self.exchange, "--queue-prefix", self.prefix], cwd=REPO)
+                                  self.names.exchange, "--queue-prefix", self.prefix], cwd=REPO)
 
     def transport(self, name: str) -> Any:
         """An AmqpTransport on this test's topology, for observers and traffic."""
-        from cellframe.transports.amqp import AmqpTransport
-        from cellframe.transports.topology import amqp_topology
-
-        return AmqpTransport(self.amqp_url, name=name, **amqp_topology(self.exchange))
+        return self.names.connect(name=name, connect_timeout=10.0, op_timeout=30.0)
 
     def client(self, name: str) -> Any:
         from cellframe.client import Client
@@ -189,19 +186,7 @@ class NodeProcesses(processes.NodeProcesses):
 
     def close(self) -> None:
         super().close()
-        self._delete_topology()
-
-    def _delete_topology(self) -> None:
-        from cellframe.testing.amqp import raw_channel
-        from cellframe.transports.topology import amqp_topology
-
-        names = amqp_topology(self.exchange)
-        with raw_channel(self.amqp_url) as channel:
-            for role in ("proxy", "web", "logsump", "shard", "keepalive"):
-                channel.queue_delete(f"{self.prefix}role.{role}")
-            channel.queue_delete(names["dead_letter_queue"])
-            channel.exchange_delete(names["exchange"])
-            channel.exchange_delete(names["dead_letter_exchange"])
+        self.names.cleanup()
 
 
 class GateTransport:

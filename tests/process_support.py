@@ -28,10 +28,8 @@ from typing import Any
 from cellframe.cli.status import decode_status
 from cellframe.client import Client
 from cellframe.language.symbols import Symbol
-from cellframe.testing import wait_for
-from cellframe.testing.amqp import raw_channel
+from cellframe.testing import AmqpNames, wait_for
 from cellframe.transports.amqp import AmqpTransport
-from cellframe.transports.topology import amqp_topology
 from cellframe.wire.signing import Signer
 from tests.node_support import replies_matching
 from tests.process_cells import ROLES, TALLY_DIR
@@ -86,16 +84,18 @@ class NodeProcess:
 
 @dataclass
 class ProcessCluster:
-    """Node processes sharing one test topology on ``url``; ``close()`` removes everything."""
+    """Node processes sharing one test topology on ``url`` (``names``, an AmqpNames);
+    ``close()`` removes everything."""
 
     url: str
     workdir: Path
     dns: Any = None  # a cellframe.testing.BindServer the nodes read their config from
-    token: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
-    transports: list[AmqpTransport] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.names = AmqpNames(self.url)
+        for role in ROLES:  # the nodes' durable role queues, deleted by close()
+            self.names.queue(f"role.{role}")
         self.secret = secrets.token_hex(16).encode()
         self.secret_file = self.workdir / "cluster.secret"
         self.secret_file.write_bytes(self.secret)
@@ -105,11 +105,11 @@ class ProcessCluster:
 
     @property
     def exchange(self) -> str:
-        return f"cf-test.{self.token}.control"
+        return self.names.exchange
 
     @property
     def prefix(self) -> str:
-        return f"cf-test.{self.token}."
+        return self.names.queue_prefix
 
     # -- node processes -----------------------------------------------------------------------
 
@@ -157,11 +157,9 @@ class ProcessCluster:
 
     def connect(self, label: str = "client") -> AmqpTransport:
         """A transport of the test's own on the cluster's topology (closed by ``close``)."""
-        transport = AmqpTransport(self.url, name=f"cf-test-{self.token}-{label}-"
-                                  f"{uuid.uuid4().hex[:6]}", heartbeat=5, connect_timeout=10.0,
-                                  op_timeout=20.0, **amqp_topology(self.exchange))
-        self.transports.append(transport)
-        return transport
+        return self.names.connect(name=f"cf-test-{self.names.token}-{label}-"
+                                  f"{uuid.uuid4().hex[:6]}", connect_timeout=10.0,
+                                  op_timeout=20.0)
 
     def client(self, label: str = "client", *, signed: bool = True) -> Client:
         """A client that signs with the cluster secret and collects call-backs."""
@@ -194,14 +192,7 @@ class ProcessCluster:
             except subprocess.TimeoutExpired:
                 node.popen.kill()
                 node.popen.wait(5)
-        for transport in self.transports:
-            transport.close()
-        names = amqp_topology(self.exchange)
-        with raw_channel(self.url) as channel:
-            for queue in [names["dead_letter_queue"], *(f"{self.prefix}role.{r}" for r in ROLES)]:
-                channel.queue_delete(queue)
-            channel.exchange_delete(names["exchange"])
-            channel.exchange_delete(names["dead_letter_exchange"])
+        self.names.cleanup()
 
 
 class Stream:
