@@ -169,7 +169,8 @@ def test_a_project_drives_a_detector_and_a_watcher_with_the_fake_clock(
         pytester: pytest.Pytester) -> None:
     (pytester.path / "lamps.zone").write_text(LAMPS_ZONE)
     pytester.makepyfile(test_clock='''
-        from cellframe import ConfigWatcher, ZoneFileResolver
+        from cellframe import ZoneFileResolver
+        from cellframe.config.watchers import ConfigWatcher
         from cellframe.healing.detector import PhiAccrual
 
 

@@ -2,7 +2,7 @@
 
 cellframe keeps its timing logic off the wall clock where it can: the failure detector and
 the flap damper (``cellframe.healing.detector``) and the reconciler take ``now`` as an
-argument, and the TTL watchers (``ConfigWatcher``, ``IntentWatcher``) and the hand-off's
+argument, and the TTL watchers (``cellframe.config.watchers``) and the hand-off's
 ``TokenBucket`` take ``clock=`` (and ``sleep=``) callables. One ``FakeClock`` serves them all::
 
     clock = FakeClock()

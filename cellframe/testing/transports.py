@@ -35,10 +35,9 @@ from typing import Any
 import pytest
 
 from ..errors import CellframeError, ClosedTransportError
-from ..node.cluster import wait_for
 from ..transports.base import DEAD_LETTER_REASON, Delivery, Transport
 from ..wire.envelope import Envelope
-from .waiting import holds_for
+from .waiting import holds_for, wait_for
 
 __all__ = [
     "DEADLINE",

@@ -1,7 +1,9 @@
-"""Asserting that something stays true: ``holds_for``, the counterpart of ``wait_for``.
+"""Waiting in tests without fixed sleeps: ``wait_for`` until something is true, and
+``holds_for``, that it stays true.
 
-``wait_for`` itself lives in ``cellframe.node.cluster`` (library code waits with it, and a
-module there may not import ``cellframe.testing``); ``cellframe.testing`` exports both.
+``wait_for`` is defined in ``cellframe.node.cluster``, the floor of ``LocalCluster``: library
+code waits with it too, and may not import ``cellframe.testing``. It is re-exported here, so
+there is one ``wait_for``, failing one way.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["holds_for"]
+from ..node.cluster import wait_for
+
+__all__ = ["holds_for", "wait_for"]
 
 
 def holds_for(predicate: Callable[[], object], duration: float) -> bool:
