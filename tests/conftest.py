@@ -11,7 +11,7 @@ import pytest
 from tests.dns_docs import ZONE_FILE
 from tests.node_support import Wire
 
-pytest_plugins = ["pytester"]  # tests/test_testing_plugin.py runs pytest on projects of its own
+pytest_plugins = ["pytester"]  # tests/test_testing_kit.py runs pytest on projects of its own
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from cellframe.node.cluster import LocalCluster
 from cellframe.roles.registry import RoleRegistry
 from cellframe.roles.shard import ShardCell
 from cellframe.store import Record, Ring
-from cellframe.testing import running_cluster, wait_for
+from cellframe.testing import AmqpNames, running_cluster, wait_for
 from tests.healing_support import FAST
 
 __all__ = [
@@ -265,11 +266,21 @@ def fill(cluster) -> ShardClient:
 
 
 class ShardProcesses(NodeProcesses):
-    """``python -m cellframe node`` processes with a data directory; SIGKILL to kill."""
+    """``python -m cellframe node`` processes with a data directory, on the test's own
+    topology (``names``: the shared broker's durable ``role.shard`` must carry nothing from one
+    run, or one engineer, to another); SIGKILL to kill."""
 
-    def __init__(self, amqp_url: str, zone: Path, workdir: Path) -> None:
-        super().__init__(workdir, ["--amqp", amqp_url, "--zone", str(zone),
+    def __init__(self, names: AmqpNames, zone: Path, workdir: Path) -> None:
+        self.names = names
+        names.queue("role.shard")  # declared by the node processes: deleted with the rest
+        super().__init__(workdir, ["--amqp", names.url, "--zone", str(zone), "--exchange",
+                                   names.exchange, "--queue-prefix", names.queue_prefix,
                                    "--data-dir", str(workdir / "data")], cwd=REPO)
+
+    def client(self, name: str) -> Client:
+        """A client of the test's own on the processes' topology (closed with the names)."""
+        return Client(self.names.connect(name=name, connect_timeout=10.0, op_timeout=30.0),
+                      name=f"{name}-{uuid.uuid4().hex[:8]}", queue_prefix=self.names.queue_prefix)
 
 
 def ask_all(client: Client, expr: str, window: float,
