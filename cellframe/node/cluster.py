@@ -74,7 +74,7 @@ def _describe(predicate: Callable[[], object]) -> str:
     if name and name != "<lambda>":
         return name
     try:
-        return inspect.getsource(predicate).strip()
+        return _shorten(" ".join(inspect.getsource(predicate).split()), 300)
     except (OSError, TypeError):
         return repr(predicate)
 
