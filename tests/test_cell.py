@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cell_support import Lamp, message, snapshot, start_lamp
 
 from cellframe import Keyword, Symbol
 from cellframe.cell.cell import Cell
@@ -15,6 +14,7 @@ from cellframe.cell.outbox import RecordingOutbox
 from cellframe.cell.statemachine import transition
 from cellframe.errors import CellframeError
 from cellframe.language.reader import read
+from tests.cell_support import Lamp, message, snapshot, start_lamp
 
 
 @pytest.fixture

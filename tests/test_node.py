@@ -6,13 +6,12 @@ import threading
 from typing import Any
 
 import pytest
-from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wire)
-from node_support import cell_total, registry, replies_matching, wire  # noqa: F401  (wire: fixture)
 
 from cellframe import Client, Envelope, Keyword, Node, Symbol
 from cellframe.node.status import decode_status
 from cellframe.testing import Collector, wait_for
 from cellframe.wire.signing import Signer
+from tests.node_support import cell_total, registry, replies_matching
 
 SECRET = b"s" * 32
 

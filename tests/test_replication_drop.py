@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import time
 
-from replication_support import (
+from cellframe.store.handoff import transfer_key
+from cellframe.store.merkle import EMPTY
+from cellframe.testing import wait_for
+from tests.replication_support import (
     FAMILIES,
     cells,
     fill,
@@ -18,11 +21,7 @@ from replication_support import (
     roots_agree,
     settled,
     shard_cluster,
-    wait_for,
 )
-
-from cellframe.store.handoff import transfer_key
-from cellframe.store.merkle import EMPTY
 
 NODES = ["shard-01", "shard-02", "shard-03"]
 STALE = 10**6  # a checkpoint past every record: a transfer resuming there would get nothing

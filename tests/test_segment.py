@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_support import first_log_with_records, flip_byte, frame_ends, log_segments
 
 from cellframe.errors import CorruptSegmentError
 from cellframe.store import Store, content_digest, partition_of
 from cellframe.store.records import Record, encode_frame
 from cellframe.store.segment import HEADER_SIZE, KIND_LOG, LAST_IN_BATCH, SegmentFile
+from tests.store_support import first_log_with_records, flip_byte, frame_ends, log_segments
 
 PARTITIONS = 64
 RECORDS = 40

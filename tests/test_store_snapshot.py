@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from store_support import flip_byte, log_segments, read_lines_until, spawn_python
 
 from cellframe.store import Record, Store, content_digest
 from cellframe.store.compaction import Retention
 from cellframe.store.guid import encode
 from cellframe.store.snapshot import SNAPSHOT_NAME
+from tests.store_support import flip_byte, log_segments, read_lines_until, spawn_python
 
 PARTITIONS = 16
 

@@ -8,13 +8,13 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transport_support import reference_matches
 
 from cellframe.errors import ClosedTransportError, ConfigError, TransportError
 from cellframe.testing import Collector, Connector, TransportConformance, publish_many, wait_for
 from cellframe.transports.base import DEAD_LETTER_REASON
 from cellframe.transports.memory import MemoryBroker, MemoryTransport
 from cellframe.wire.envelope import Envelope
+from tests.transport_support import reference_matches
 
 
 class TestMemoryTransportConformance(TransportConformance):
