@@ -17,12 +17,12 @@ from ..errors import LanguageError
 from .reader import terminal_regex
 from .symbols import Keyword, Symbol
 
-__all__ = ["write", "write_bounded"]
+__all__ = ["NEEDS_ESCAPE", "write", "write_bounded"]
 
 _QUOTE = Symbol("quote")
 # Escaped in strings: the quote and backslash, C0/C1 controls, DEL, the two Unicode line
 # separators (they break lines in many viewers) and lone surrogates (not encodable as UTF-8).
-_NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
+NEEDS_ESCAPE = _NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
 _NAMED_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
