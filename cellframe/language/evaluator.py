@@ -33,6 +33,7 @@ from .budget import (
     MAX_INT_BITS,
     MAX_VALUE_BYTES,
     MAX_VALUE_DEPTH,
+    YIELD_EVERY,
     Meter,
     check_budget,
 )
@@ -80,12 +81,13 @@ class _Run(Meter):
         self.max_work, self.max_bytes = max_work, max_bytes
         self.steps = self.work = self.allocated = 0
         self.shapes = None
+        self.due, self.steps_due = min(YIELD_EVERY, max_work), min(YIELD_EVERY, max_steps)
         self.verbs = verbs
 
     def eval(self, expr: Any, env: Mapping[str, Any], depth: int) -> Any:
         self.steps += 1
-        if self.steps > self.max_steps:
-            raise _fail(LimitExceededError, f"more than {self.max_steps} evaluation steps", expr)
+        if self.steps > self.steps_due:
+            self.step_checkpoint(expr)
         kind = type(expr)
         if kind is list:
             return self.form(expr, env, depth + 1) if expr else expr
@@ -142,8 +144,8 @@ class _Run(Meter):
             kind = type(result)
             if kind is bool or kind is Symbol or result is None or (
                     kind is int and -_SMALL_INT < result < _SMALL_INT):
-                if self.work > self.max_work:
-                    self.charge(0)
+                if self.work > self.due:
+                    self.checkpoint()
                 return result
             return self.admit(result)
         except EvaluationError as err:
@@ -198,9 +200,16 @@ class _Run(Meter):
             else:
                 args.append(self.eval(arg, env, depth))
                 index += 1
-        if self.steps > self.max_steps:  # literals above were counted but not checked
-            raise _fail(LimitExceededError, f"more than {self.max_steps} evaluation steps", form)
+        if self.steps > self.steps_due:  # literals above were counted but not checked
+            self.step_checkpoint(form)
         return args, kwargs
+
+    def step_checkpoint(self, expr: Any) -> None:
+        """``checkpoint``, for the step count: the error names the form it stopped at."""
+        try:
+            self.checkpoint()
+        except LimitExceededError as err:
+            raise _fail(LimitExceededError, err.reason, expr) from None
 
 
 # -- special forms ---------------------------------------------------------------------------
