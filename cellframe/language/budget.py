@@ -221,28 +221,49 @@ class Meter:
 
     def _list_shape(self, root: list[Any]) -> tuple[int, int, int]:
         """The shape of a list whose lists inside are all measured already (what built-ins
-        make), in one loop; any other goes to ``_walk``. Remembered either way."""
+        make), in one loop; any other goes to ``_walk``. Remembered either way. Small
+        integers and short plain strings, most items, are sized in the loop itself."""
         shapes = self.shapes
         if shapes is None:
             shapes = self.shapes = {}
-        known = shapes.get(id(root))
-        if known is not None:
-            return known[1], known[2], known[3]
-        self.charge(len(root))  # before the loop: a long foreign list costs before it is read
-        size, depth, cost = max(len(root), 1) + 1, 1, 1  # "(", ")" and a space between items
+        else:
+            known = shapes.get(id(root))
+            if known is not None:
+                return known[1], known[2], known[3]
+        count = len(root)
+        self.work += count  # before the loop: a long foreign list costs before it is read
+        if self.work > self.due:
+            self.checkpoint()
+        size, depth, cost = (count or 1) + 1, 1, 1  # "(", ")" and a space between items
         for item in root:
-            if isinstance(item, list):
+            kind = type(item)
+            if kind is int:
+                bits = item.bit_length()
+                if bits <= 64:
+                    size += (bits * _INT_WORDS >> 12) + 1 + (item < 0)
+                    cost += 1
+                    continue
+            elif kind is str:
+                if len(item) <= _SMALL_STRING and item.isascii() and _printable(item):
+                    size += len(item) + 2
+                    cost += 1
+                    continue
+            elif kind is list:
                 known = shapes.get(id(item))
                 if known is None:
                     return self._walk(root)
                 size += known[1]
-                depth = max(depth, known[2] + 1)
+                if known[2] >= depth:
+                    depth = known[2] + 1
                 cost += known[3]
-            else:
-                item_size, item_cost = self._atom(item)
-                size += item_size
-                cost += item_cost
-        _check(size, depth)
+                continue
+            elif isinstance(item, list):
+                return self._walk(root)
+            item_size, item_cost = self._atom(item)
+            size += item_size
+            cost += item_cost
+        if size > MAX_VALUE_BYTES or depth > MAX_VALUE_DEPTH:
+            _check(size, depth)
         shapes[id(root)] = (root, size, depth, cost)
         return size, depth, cost
 

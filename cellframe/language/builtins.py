@@ -25,6 +25,7 @@ __all__ = ["BUILTINS", "BUILTIN_NAMES", "Builtin", "arity_text", "describe", "tr
 Builtin = tuple[Callable[..., Any], int, "int | None"]
 
 _LIST_BYTES, _SLOT_BYTES, _STR_BYTES = 56, 8, 49  # CPython's empty list, list slot, str
+_SMALL_INT = 1 << 64
 
 
 def arity_text(low: int, high: int | None) -> str:
@@ -104,7 +105,8 @@ def _multiply(meter: Meter, *args: Any) -> int | float:
     total: int | float = 1
     for arg in args:
         factor = _number(arg, "*")
-        _quadratic(meter, total, factor)
+        if type(factor) is int and not -_SMALL_INT < factor < _SMALL_INT:
+            _quadratic(meter, total, factor)
         total = _checked(total * factor)
     return total
 
@@ -148,6 +150,14 @@ def equal(meter: Meter, a: Any, b: Any) -> bool:
     With an explicit stack, charging each pair of values before it is compared and each
     1,024 characters of strings: no depth is too deep, and no comparison outruns its budget.
     """
+    if type(a) is not list or type(b) is not list:  # two atoms, most often: no stack
+        if a is b:
+            return True
+        if type(a) is bool or type(b) is bool:
+            return type(a) is type(b) and a == b
+        if type(a) is str and type(b) is str:
+            meter.charge(len(a) >> 10)
+        return bool(a == b)
     pairs = [(a, b)]
     while pairs:
         a, b = pairs.pop()
@@ -198,7 +208,7 @@ def _not(meter: Meter, value: Any) -> bool:
 
 
 def _list(meter: Meter, *items: Any) -> list[Any]:
-    meter.charge(0, _LIST_BYTES + _SLOT_BYTES * len(items))
+    meter.allocated += _LIST_BYTES + _SLOT_BYTES * len(items)  # checked as it is admitted
     return list(items)
 
 
@@ -273,9 +283,14 @@ def _str(meter: Meter, *args: Any) -> str:
     parts: list[str] = []
     room = MAX_VALUE_BYTES
     for arg in args:
-        if type(arg) is str:
-            meter.charge(len(arg) >> 10)
+        kind = type(arg)
+        if kind is str:
+            if len(arg) > 1024:
+                meter.charge(len(arg) >> 10)
             text = arg
+        elif kind is Keyword or kind is bool or arg is None or (
+                kind is int and -_SMALL_INT < arg < _SMALL_INT):
+            text = write(arg)  # a short atom: cheaper to write than to measure
         else:
             size, _depth, cost = meter.shape(arg)
             if size > room:
@@ -286,7 +301,7 @@ def _str(meter: Meter, *args: Any) -> str:
         if room < 0:
             raise _too_long()
         parts.append(text)
-    meter.charge(0, _STR_BYTES + MAX_VALUE_BYTES - room)
+    meter.allocated += _STR_BYTES + MAX_VALUE_BYTES - room  # checked as it is admitted
     return "".join(parts)
 
 
