@@ -368,3 +368,15 @@ def test_keywords_and_symbols_in_built_lists_are_measured_like_the_printer_write
     value = Evaluator().evaluate(read("(list :reason 'web-01 \"é\" 1.5 -3 nil true)"))
     assert value == [Keyword("reason"), Symbol("web-01"), "é", 1.5, -3, None, True]
     assert read(write(value)) == value
+
+
+def test_data_from_outside_is_charged_as_it_is_touched() -> None:
+    huge = list(range(1_000_000))  # a verb's or a binding's: not built here, not measured yet
+    for text, error in [("(rest x)", "budget exhausted"), ("(list x)", "budget exhausted"),
+                        ("(str x)", "budget exhausted"), ("(+ 1 x)", r"\+ takes numbers"),
+                        ("(concat x x)", "text is more than")]:
+        started = time.thread_time()
+        with pytest.raises(CellframeError, match=error):
+            Evaluator().evaluate(read(text), bindings={"x": huge})
+        assert time.thread_time() - started < 0.1, text
+    assert Evaluator().evaluate(read("(count x)"), bindings={"x": huge}) == 1_000_000
