@@ -158,19 +158,24 @@ class Cell(pykka.ThreadingActor):
         else:
             log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
 
-    def _cell_budgeted_evaluator(self) -> Evaluator:
-        """An evaluator with the budgets DNS sets (``language.max-*`` at ``_cluster``, then in
-        this node's records); the defaults where it sets none, or sets them badly."""
+    def cell_setting_layers(self) -> list[dict[str, str]]:
+        """The DNS settings this cell sees, in the order they apply: the cluster's (at
+        ``_cluster``, when its outbox has a resolver that answers), then its node's own."""
         layers = []
         resolver = getattr(self.cell_outbox, "resolver", None)
         if resolver is not None:
             try:
                 layers.append(resolver.cluster_intent().settings)
             except CellframeError as error:
-                log.debug("%s: no cluster settings (%s)", self.cell_name, error)
+                log.warning("%s: no cluster settings (%s); defaults", self.cell_name, error)
         layers.append(self.cell_settings)
+        return layers
+
+    def _cell_budgeted_evaluator(self) -> Evaluator:
+        """An evaluator with the budgets DNS sets (``language.max-*`` at ``_cluster``, then in
+        this node's records); the defaults where it sets none, or sets them badly."""
         try:
-            return Evaluator(**language_budget(*layers))
+            return Evaluator(**language_budget(*self.cell_setting_layers()))
         except CellframeError as error:
             log.warning("%s: %s; default evaluation budgets", self.cell_name, error)
             return Evaluator()
