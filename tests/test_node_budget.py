@@ -66,10 +66,9 @@ def test_pings_are_answered_at_their_usual_pace_while_another_cell_burns_its_bud
         (reason,) = _refusals(attacker, replies)
         assert "evaluation budget exhausted" in reason or "read it back" in reason, reason
     assert len(during) >= len(ATTACKS)
-    # Usual: about 1.5 ms here, up to 3 ms at the median during the attacks (a ping may
-    # also wait behind the I/O thread reading the next 60 KB attack).
-    assert statistics.median(during) < statistics.median(usual) + 0.010, (usual, during)
-    assert max(during) < 0.25, sorted(during)[-5:]
+    # Usual: about 1.5 ms here; 3 ms at the median during the attacks, 39 ms at most.
+    assert statistics.median(during) < statistics.median(usual) + 0.020, (usual, during)
+    assert max(during) < 0.5, sorted(during)[-5:]
 
 
 def test_a_budget_exhausting_message_to_the_daemon_itself_delays_a_ping_by_its_budget_only(
@@ -79,6 +78,6 @@ def test_a_budget_exhausting_message_to_the_daemon_itself_delays_a_ping_by_its_b
     for text in ATTACKS.values():
         replies = len(attacker.replies)
         attacker.send(f"node.{node.name}", text)  # a let form: the daemon evaluates it
-        assert _ping(pinger, node) < 0.5  # it waits for the attack (about 50 ms), not seconds
+        assert _ping(pinger, node) < 1.0  # it waits for the attack (50 to 150 ms), not seconds
         wait_for(lambda: _refusals(attacker, replies), 10,  # noqa: B023
                  what="the refusal of the attack")
