@@ -163,6 +163,15 @@ def test_nesting_hidden_in_strings_is_refused_before_hy_spends_seconds(kinds: li
     assert time.process_time() - started < 0.5
 
 
+@pytest.mark.parametrize("count", [40, 100, 1500])
+def test_fields_nested_in_format_specs_are_refused_before_hy_spends_seconds(count: int) -> None:
+    text = 'f"{a ' + ":{a " * count + "}" * count + '}"'  # one f-string: 100 took 1.2 s
+    started = time.process_time()
+    with pytest.raises(InputTooLargeError, match="nesting deeper than 32"):
+        read_hy(text)
+    assert time.process_time() - started < 0.5
+
+
 def test_the_f_string_of_200_parentheses_is_refused_at_once() -> None:
     text = 'f"{' + "(" * 200 + ")" * 200 + '}"'  # 405 bytes: took 5 to 9 s
     started = time.process_time()
