@@ -163,6 +163,26 @@ def test_nesting_hidden_in_strings_is_refused_before_hy_spends_seconds(kinds: li
     assert time.process_time() - started < 0.5
 
 
+@settings(deadline=None, max_examples=40)
+@given(st.lists(st.sampled_from(sorted(_WRAPPERS)), min_size=1, max_size=4),
+       st.integers(min_value=8, max_value=30))
+def test_text_within_every_limit_reads_in_time_linear_in_its_size(kinds: list[str],
+                                                                   depth: int) -> None:
+    chain = "x"
+    for level in range(depth):
+        chain = _WRAPPERS[kinds[level % len(kinds)]](chain, level)
+    text = "(" + " ".join([chain] * max(1, 8000 // (len(chain.encode()) + 1))) + ")"
+    if len(text.encode()) > 8192:
+        return
+    started = time.process_time()
+    try:
+        read_hy(text)
+    except ReadError:  # f-strings and the like are refused, after Hy read them
+        pass
+    # 8 KB of 31-deep quote chains took 6 s when Hy rebuilt every form's subtree; 0.15 s now.
+    assert time.process_time() - started < 1.0
+
+
 @pytest.mark.parametrize("count", [40, 100, 1500])
 def test_fields_nested_in_format_specs_are_refused_before_hy_spends_seconds(count: int) -> None:
     text = 'f"{a ' + ":{a " * count + "}" * count + '}"'  # one f-string: 100 took 1.2 s
