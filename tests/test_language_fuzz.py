@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from language_support import expressions, language_texts, values, verb_tables
 
-from cellframe.language import reader as reader_module
 from cellframe.errors import CellframeError, InputTooLargeError, LanguageError
+from cellframe.language import reader as reader_module
 from cellframe.language.evaluator import Evaluator, read_eval
 from cellframe.language.hylang import read_hy
 from cellframe.language.printer import write

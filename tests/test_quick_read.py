@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from language_support import language_texts, values
 
-from cellframe.language import reader as reader_module
 from cellframe.errors import LanguageError
+from cellframe.language import reader as reader_module
 from cellframe.language._quick_read import DEFER
 from cellframe.language.printer import write
 from cellframe.language.symbols import Keyword, Symbol
