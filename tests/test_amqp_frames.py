@@ -20,8 +20,11 @@ from pika import frame, spec
 from pika.channel import Channel
 from pika.connection import Connection
 
+from cellframe.transports._amqp_consumer import ConsumerState, Settle
 from cellframe.transports._amqp_reads import read_deliveries
+from cellframe.transports._amqp_wire import Undecodable, UndecodableError, from_amqp
 from cellframe.transports._amqp_writes import publisher
+from tests.hostile_amqp_support import BROKER_ACCEPTS, FRAME_ONLY, header_frames
 
 FRAME_MAX = 4096
 TAG = "consumer-1"
@@ -205,6 +208,65 @@ def test_a_connection_of_another_shape_is_left_alone():
 
     assert read_deliveries(Elsewhere()) is False
     assert read_deliveries(object()) is False
+
+
+# -- properties that cannot be decoded (issue 21, item 1) --------------------------------------
+
+
+def _hostile_stream(raw: bytes, body: bytes) -> bytes:
+    """A delivery whose content header carries property bytes ``raw``, then a sound one."""
+    method = spec.Basic.Deliver(consumer_tag=TAG, delivery_tag=1, redelivered=False,
+                                exchange="control", routing_key="cell.a")
+    return (frame.Method(1, method).marshal() + header_frames(1, raw, body, FRAME_MAX)
+            + _delivery(1, 2, b"(after)"))
+
+
+@pytest.mark.parametrize("name", sorted({**BROKER_ACCEPTS, **FRAME_ONLY}))
+@pytest.mark.parametrize("body", [b"(ping)", b"x" * (3 * FRAME_MAX)], ids=["one-step", "by-frame"])
+def test_undecodable_properties_reach_the_consumer_as_a_reason_and_the_next_delivery_follows(
+        name: str, body: bytes) -> None:
+    raw = {**BROKER_ACCEPTS, **FRAME_ONLY}[name]
+    stream = _hostile_stream(raw, body)
+    for cuts in ([], list(range(0, len(stream), 7))):  # in one read, and a few bytes at a time
+        connection = _Socketless()
+        handed: list[tuple[int, Any, bytes]] = []
+        connection.consuming(1)
+        connection._channels[1]._consumers[TAG] = (
+            lambda ch, method, props, b, handed=handed: handed.append(
+                (method.delivery_tag, props, b)))
+        assert read_deliveries(connection)
+        previous = 0
+        for cut in [*cuts, len(stream)]:
+            connection._on_data_available(stream[previous:cut])
+            previous = cut
+        assert [(tag, data) for tag, _, data in handed] == [(1, body), (2, b"(after)")]
+        first, second = handed[0][1], handed[1][1]
+        if isinstance(first, Undecodable):
+            assert first.reason and first.message_id is None and first.headers is None
+            with pytest.raises(UndecodableError, match="undecodable AMQP properties"):
+                from_amqp(first, body)
+        else:  # pika decoded it: cellframe refuses what it carries
+            with pytest.raises(UndecodableError):
+                from_amqp(first, body)
+        assert second.message_id == "m2"
+        assert connection._frame_buffer == b""
+
+
+def test_a_routing_key_that_is_not_utf8_is_refused_before_the_handler() -> None:
+    settled: list[tuple[Settle, str]] = []
+    handled: list[Any] = []
+    consumer = ConsumerState("t", "q", handled.append, 10,
+                             lambda c, ch, tag, how, env, reason: settled.append((how, reason)),
+                             inline=True)
+    channel = object()
+    method = spec.Basic.Deliver(consumer_tag="t", delivery_tag=1, redelivered=False,
+                                exchange="control", routing_key="x")
+    method.routing_key = b"event.down.\xff"  # how pika leaves a key that is not UTF-8
+    consumer.on_message(channel, method, pika.BasicProperties(), b"(ping)")
+    assert handled == []
+    ((how, reason),) = settled
+    assert how is Settle.UNDECODABLE
+    assert reason.startswith("routing key b'event.down.\\xff' is not UTF-8 text")
 
 
 # -- publishes ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from cellframe.errors import (
     LimitExceededError,
     UnknownVerbError,
 )
-from cellframe.language.evaluator import MAX_LIST_WEIGHT, Evaluator, read_eval
+from cellframe.language.evaluator import MAX_VALUE_BYTES, Evaluator, read_eval
 from cellframe.language.grammar import grammar_text
 from cellframe.language.printer import write
 from cellframe.language.reader import read, read_all
@@ -353,7 +353,7 @@ def _doubling(level: int, seed: str, double: str) -> str:
 
 def test_sharing_cannot_blow_up_a_list() -> None:
     started = time.monotonic()
-    with pytest.raises(LimitExceededError, match=f"more than {MAX_LIST_WEIGHT} values"):
+    with pytest.raises(LimitExceededError, match=f"text is more than {MAX_VALUE_BYTES} bytes"):
         run(_doubling(40, "(list 1 1)", "(list a a)"))
     with pytest.raises(LimitExceededError):
         run(_doubling(40, "'(1 1)", "(concat a a)"))
@@ -361,9 +361,9 @@ def test_sharing_cannot_blow_up_a_list() -> None:
 
 
 def test_sharing_cannot_blow_up_a_string_or_an_integer() -> None:
-    with pytest.raises(LimitExceededError, match="string of more than"):
+    with pytest.raises(LimitExceededError, match="string whose text is more than"):
         run(_doubling(40, '"xxxxxxxx"', "(concat a a)"))
-    with pytest.raises(LimitExceededError, match="string of more than"):
+    with pytest.raises(LimitExceededError, match="string whose text is more than"):
         run(_doubling(40, '"xxxxxxxx"', "(str a a)"))
     with pytest.raises(LimitExceededError, match="integer result of more than"):
         run(_doubling(40, "99999999", "(* a a)"))

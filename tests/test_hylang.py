@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import hy
 import pytest
 from hypothesis import given, settings
@@ -128,3 +131,95 @@ def test_hy_eval_is_never_called(monkeypatch: pytest.MonkeyPatch) -> None:
     assert read_hy("(import os)") == [Symbol("import"), Symbol("os")]
     with pytest.raises(ReadError):
         read_hy('(os.system "true")')
+
+
+# -- what Hy parses as code inside strings is depth-checked too (issue 21, item 5) -------------
+
+_WRAPPERS = {  # each nests a form one level deeper (at ``level``), the way Hy reads it
+    "list": lambda inner, level: f"({inner})",
+    "brackets": lambda inner, level: f"[{inner}]",
+    "quote": lambda inner, level: f"'{inner}",
+    "f-string": lambda inner, level: f'f"{{{inner}}}"',
+    "raw f-string": lambda inner, level: f'rf"{{{inner}}}"',
+    "bracketed f-string": lambda inner, level: f"#[f-{level}[{{{inner}}}]f-{level}]",
+    "format spec": lambda inner, level: f'f"{{a :{{{inner}}}}}"',
+    "discard": lambda inner, level: f"(a #_ {inner} b)",
+}
+
+
+@settings(deadline=None, max_examples=150)
+@given(st.lists(st.sampled_from(sorted(_WRAPPERS)), min_size=1, max_size=4),
+       st.integers(min_value=34, max_value=400))
+def test_nesting_hidden_in_strings_is_refused_before_hy_spends_seconds(kinds: list[str],
+                                                                       depth: int) -> None:
+    text = "x"
+    for level in range(depth):
+        text = _WRAPPERS[kinds[level % len(kinds)]](text, level)
+    if len(text.encode()) > 8192:
+        return
+    started = time.process_time()
+    with pytest.raises(InputTooLargeError, match="nesting deeper than 32"):
+        read_hy(text)
+    assert time.process_time() - started < 0.5
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.lists(st.sampled_from(sorted(_WRAPPERS)), min_size=1, max_size=4),
+       st.integers(min_value=8, max_value=30))
+def test_text_within_every_limit_reads_in_time_linear_in_its_size(kinds: list[str],
+                                                                   depth: int) -> None:
+    chain = "x"
+    for level in range(depth):
+        chain = _WRAPPERS[kinds[level % len(kinds)]](chain, level)
+    text = "(" + " ".join([chain] * max(1, 8000 // (len(chain.encode()) + 1))) + ")"
+    if len(text.encode()) > 8192:
+        return
+    started = time.process_time()
+    try:
+        read_hy(text)
+    except ReadError:  # f-strings and the like are refused, after Hy read them
+        pass
+    # 8 KB of 31-deep quote chains took 6 s when Hy rebuilt every form's subtree; 0.15 s now.
+    assert time.process_time() - started < 1.0
+
+
+@pytest.mark.parametrize("count", [40, 100, 1500])
+def test_fields_nested_in_format_specs_are_refused_before_hy_spends_seconds(count: int) -> None:
+    text = 'f"{a ' + ":{a " * count + "}" * count + '}"'  # one f-string: 100 took 1.2 s
+    started = time.process_time()
+    with pytest.raises(InputTooLargeError, match="nesting deeper than 32"):
+        read_hy(text)
+    assert time.process_time() - started < 0.5
+
+
+def test_the_f_string_of_200_parentheses_is_refused_at_once() -> None:
+    text = 'f"{' + "(" * 200 + ")" * 200 + '}"'  # 405 bytes: took 5 to 9 s
+    started = time.process_time()
+    with pytest.raises(InputTooLargeError, match="nesting deeper than 32"):
+        read_hy(text)
+    assert time.process_time() - started < 0.5
+
+
+def test_a_shallow_f_string_is_read_by_hy_and_refused_as_hy_only() -> None:
+    with pytest.raises(ReadError, match="a Hy FString"):
+        read_hy('f"{' + "(" * 20 + ")" * 20 + '}"')
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("1" * 8000, "an integer literal of 8000 digits (more than 4300)"),
+        ("(f -" + "1" * 4301 + ")", "an integer literal of 4301 digits (more than 4300)"),
+        ("1e999", "the float literal '1e999', out of range"),
+        ("(f 0x" + "f" * 4000 + ")", "an integer of more than 4300 digits"),
+        ("NaN", "an infinite or NaN float"),
+    ],
+)
+def test_numbers_hy_cannot_carry_say_why(text: str, reason: str) -> None:
+    with pytest.raises(ReadError, match=re.escape(reason)):
+        read_hy(text)
+
+
+def test_the_longest_integer_the_lark_reader_takes_reads_the_same_in_hy() -> None:
+    text = "9" * 4300
+    assert read_hy(text) == read(text)

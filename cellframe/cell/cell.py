@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import pykka
 
+from ..config.txtconfig import language_budget
 from ..errors import CellframeError, ConfigError, LanguageError, UnknownVerbError
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
@@ -146,7 +147,8 @@ class Cell(pykka.ThreadingActor):
         self.cell_state = self.cell_machine.initial
         self.cell_counters = CellCounters()
         self.cell_dedup = DedupMemory(dedup_capacity)
-        self.cell_evaluator = evaluator or Evaluator()
+        self._cell_given_evaluator = evaluator is not None
+        self.cell_evaluator = evaluator or self._cell_budgeted_evaluator()
         self.cell_message: Message | None = None
         self._cell_verbs = {
             verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
@@ -169,12 +171,36 @@ class Cell(pykka.ThreadingActor):
         elif type(message) is SettingsChanged:
             old, self.cell_settings = self.cell_settings, dict(message.settings)
             if old != self.cell_settings:
+                if not self._cell_given_evaluator:
+                    self.cell_evaluator = self._cell_budgeted_evaluator()
                 try:
                     self.on_settings_changed(old)
                 except Exception:  # a bad hook must not kill the cell
                     log.exception("%s: on_settings_changed raised", self.cell_name)
         else:
             log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
+
+    def cell_setting_layers(self) -> list[dict[str, str]]:
+        """The DNS settings this cell sees, in the order they apply: the cluster's (at
+        ``_cluster``, when its host has a resolver that answers), then its node's own."""
+        layers = []
+        resolver = self.cell_host.resolver
+        if resolver is not None:
+            try:
+                layers.append(resolver.cluster_intent().settings)
+            except CellframeError as error:
+                log.warning("%s: no cluster settings (%s); defaults", self.cell_name, error)
+        layers.append(self.cell_settings)
+        return layers
+
+    def _cell_budgeted_evaluator(self) -> Evaluator:
+        """An evaluator with the budgets DNS sets (``language.max-*`` at ``_cluster``, then in
+        this node's records); the defaults where it sets none, or sets them badly."""
+        try:
+            return Evaluator(**language_budget(*self.cell_setting_layers()))
+        except CellframeError as error:
+            log.warning("%s: %s; default evaluation budgets", self.cell_name, error)
+            return Evaluator()
 
     def on_settings_changed(self, old: dict[str, str]) -> None:
         """Called in the cell's thread after DNS changed its node's settings; the new ones are

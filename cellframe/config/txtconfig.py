@@ -26,14 +26,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..language.budget import DEFAULT_BUDGET
 from ..wire.routing import validate_name
 
 __all__ = [
     "CLUSTER_SETTING_KEYS",
+    "LANGUAGE_SETTING_KEYS",
     "ClusterIntent",
     "NodeConfig",
     "format_txt_string",
     "int_setting",
+    "language_budget",
     "node_name_from_hostname",
     "parse_names",
     "parse_node_config",
@@ -46,6 +49,15 @@ log = logging.getLogger("cellframe.config")
 #: Keys at ``_cluster`` that are settings, not role counts (a dotted key is a setting too,
 #: since a role name is one routing word and never holds a dot).
 CLUSTER_SETTING_KEYS = frozenset({"replicas", "heartbeat-ms", "failure-timeout-ms"})
+
+#: Settings that give the evaluator's budgets (``cellframe.language.budget``): at ``_cluster``
+#: for every node, or in a node's own records, which win. Dotted, so settings at ``_cluster``.
+LANGUAGE_SETTING_KEYS = {
+    "language.max-steps": "max_steps",
+    "language.max-depth": "max_depth",
+    "language.max-work": "max_work",
+    "language.max-bytes": "max_bytes",
+}
 
 _QUOTABLE = frozenset("= \t`")
 # C0 and C1 control characters, tab excepted (RFC 1464 lets a backquote quote it).
@@ -277,6 +289,16 @@ def int_setting(
     if value < minimum:
         raise ConfigError(f"setting {key!r}: {value} is below the minimum {minimum}")
     return value
+
+
+def language_budget(*layers: Mapping[str, str]) -> dict[str, int]:
+    """The evaluator's budgets (``Evaluator(**budget)``) that settings give: later layers win,
+    the defaults fill in the rest; ConfigError names a bad setting."""
+    budget = dict(DEFAULT_BUDGET)
+    for settings in layers:
+        for key, name in LANGUAGE_SETTING_KEYS.items():
+            budget[name] = int_setting(settings, key, budget[name], minimum=1)
+    return budget
 
 
 def node_name_from_hostname(hostname: str | None = None) -> str:

@@ -2,8 +2,10 @@
 
 Safe by construction: nothing here reaches Python beyond the callables the caller passes as
 verbs. There is no I/O, no mutation of data, no attribute access and no way to name a Python
-object. Every run has a step budget and a depth budget, and the built-ins bound the size of
-what they build (integers, strings, lists), so a hostile expression costs bounded time.
+object. Every run is bounded by budgets counted as it runs (``budget.py``): steps (each
+sub-expression evaluated), form depth, units of work that every built-in charges by the size
+of what it touches, and bytes built. Whatever a built-in returns obeys the reader's limits,
+so it can be printed and read back. A hostile expression costs bounded time and memory.
 
 A form ``(head arg...)`` is looked up in this order: special forms, built-ins, verbs. A verb
 gets its positional arguments evaluated left to right; ``:some-name value`` becomes the
@@ -14,8 +16,6 @@ whole expression; :func:`read_eval` adds its line and column in the text.
 from __future__ import annotations
 
 import difflib
-import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from types import MappingProxyType
@@ -24,51 +24,43 @@ from typing import Any
 from ..errors import (
     ArityError,
     CellframeError,
-    ConfigError,
     EvaluationError,
-    LanguageError,
     LimitExceededError,
     UnknownVerbError,
 )
-from .printer import write_bounded
+from .budget import (
+    DEFAULT_BUDGET,
+    MAX_INT_BITS,
+    MAX_VALUE_BYTES,
+    MAX_VALUE_DEPTH,
+    YIELD_EVERY,
+    Meter,
+    check_budget,
+)
+from .builtins import BUILTIN_NAMES, BUILTINS, Builtin, arity_text, describe, truthy
 from .reader import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, locate, read
 from .symbols import Keyword, Symbol
 
 __all__ = [
     "BUILTIN_NAMES",
     "MAX_INT_BITS",
-    "MAX_LIST_WEIGHT",
-    "MAX_STRING_CHARS",
+    "MAX_VALUE_BYTES",
+    "MAX_VALUE_DEPTH",
     "SPECIAL_FORM_NAMES",
     "Evaluator",
     "read_eval",
 ]
-
-MAX_INT_BITS = 8192
-MAX_STRING_CHARS = 1_000_000
-# Lists built by `list` and `concat` may hold this many values, counting a shared part each
-# time it appears: `(let ((a (list 1 1))) (let ((a (list a a))) ...))` doubles per level, and
-# without a bound 40 levels would make `=` or `str` run for hours.
-MAX_LIST_WEIGHT = 100_000
 
 _MISSING = object()
 _NO_VERBS: Mapping[str, Callable[..., Any]] = MappingProxyType({})
 _NO_BINDINGS: Mapping[str, Any] = MappingProxyType({})
 _SELF_EVALUATING = frozenset({str, int, float, bool, type(None), Keyword})
 _TRAIL = "_cellframe_trail"
-
-
-def _text(value: Any, limit: int = 60) -> str:
-    """Short canonical text of ``value`` for an error message."""
-    try:
-        text = write_bounded(value, limit)
-    except LanguageError:
-        text = None
-    if text is not None:
-        return text
-    if type(value) is list and value:
-        return f"({_text(value[0], 20)} ...)"
-    return f"<{type(value).__name__}>"
+_SMALL_INT = 1 << 64  # results this small need no measuring: the hot path returns them at once
+_SMALL_SCOPE = 64
+_ENTRY_BYTES = 64  # about what one entry of a dict costs, with its share of the table
+_text = describe
+_truthy = truthy
 
 
 def _fail(cls: type[EvaluationError], reason: str, expr: Any) -> EvaluationError:
@@ -78,27 +70,25 @@ def _fail(cls: type[EvaluationError], reason: str, expr: Any) -> EvaluationError
     return err
 
 
-def _truthy(value: Any) -> bool:
-    """Only false and nil are false: 0, "" and () are true, as in Clojure."""
-    return value is not None and value is not False
+class _Run(Meter):
+    """The state of one evaluation: its verbs, and the meter of what it has spent."""
 
+    __slots__ = ("verbs",)
 
-class _Run:
-    """The state of one evaluation: verbs, step count, and sizes of lists built so far."""
-
-    __slots__ = ("verbs", "steps", "max_steps", "max_depth", "weights")
-
-    def __init__(self, verbs: Mapping[str, Callable[..., Any]], max_steps: int, max_depth: int):
+    def __init__(self, verbs: Mapping[str, Callable[..., Any]],
+                 start: tuple[int, int, int, int, int, int]):
+        # Meter.__init__'s fields, set here from the evaluator's tuple: on every evaluation's
+        # hot path, a call and two min() less.
+        (self.max_steps, self.max_depth, self.max_work, self.max_bytes, self.due,
+         self.steps_due) = start
+        self.steps = self.work = self.allocated = 0
+        self.shapes = None
         self.verbs = verbs
-        self.steps = 0
-        self.max_steps = max_steps
-        self.max_depth = max_depth
-        self.weights: dict[int, tuple[list[Any], int]] | None = None  # made when first needed
 
     def eval(self, expr: Any, env: Mapping[str, Any], depth: int) -> Any:
         self.steps += 1
-        if self.steps > self.max_steps:
-            raise _fail(LimitExceededError, f"more than {self.max_steps} evaluation steps", expr)
+        if self.steps > self.steps_due:
+            self.step_checkpoint(expr)
         kind = type(expr)
         if kind is list:
             return self.form(expr, env, depth + 1) if expr else expr
@@ -123,7 +113,7 @@ class _Run:
             special = _SPECIAL_FORMS.get(name)
             if special is not None:
                 return special(self, expr, env, depth)
-            builtin = _BUILTINS.get(name)
+            builtin = BUILTINS.get(name)
             if builtin is not None:
                 return self.call_builtin(name, builtin, expr, env, depth)
             verb = self.verbs.get(name)
@@ -137,20 +127,33 @@ class _Run:
             raise
 
     def unknown(self, name: str) -> str:
-        known = [*_SPECIAL_FORMS, *_BUILTINS, *self.verbs]
+        known = [*_SPECIAL_FORMS, *BUILTINS, *self.verbs]
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         return f"unknown verb {name}{hint}"
 
-    def call_builtin(self, name: str, builtin: _Builtin, form: list[Any],
+    def call_builtin(self, name: str, builtin: Builtin, form: list[Any],
                      env: Mapping[str, Any], depth: int) -> Any:
         function, low, high = builtin
         count = len(form) - 1
         if count < low or (high is not None and count > high):
-            raise _fail(ArityError, f"{name} takes {_arity_text(low, high)}, got {count}", form)
+            raise _fail(ArityError, f"{name} takes {arity_text(low, high)}, got {count}", form)
         args = [self.eval(arg, env, depth) for arg in islice(form, 1, None)]
         try:
-            return function(self, *args)
+            self.work += 1  # a call costs a unit; what is sized by its data, the built-in charges
+            result = function(self, *args)
+            kind = type(result)
+            if kind is bool or kind is Symbol or result is None or (
+                    kind is int and -_SMALL_INT < result < _SMALL_INT):
+                if self.work > self.due:
+                    self.checkpoint()
+                return result
+            if kind is list:  # admit's work for a list, a call or two less
+                self._list_shape(result)
+                if self.allocated > self.max_bytes:
+                    self.checkpoint()
+                return result
+            return self.admit(result)
         except EvaluationError as err:
             if not hasattr(err, _TRAIL):
                 setattr(err, _TRAIL, [form])
@@ -203,30 +206,16 @@ class _Run:
             else:
                 args.append(self.eval(arg, env, depth))
                 index += 1
-        if self.steps > self.max_steps:  # literals above were counted but not checked
-            raise _fail(LimitExceededError, f"more than {self.max_steps} evaluation steps", form)
+        if self.steps > self.steps_due:  # literals above were counted but not checked
+            self.step_checkpoint(form)
         return args, kwargs
 
-    def weight(self, value: Any) -> int:
-        """How many values ``value`` holds, counting shared parts each time (memoised)."""
-        if type(value) is not list:
-            return 1
-        if self.weights is None:
-            self.weights = {}
-        known = self.weights.get(id(value))
-        if known is not None:
-            return known[1]
-        total = 1
-        for item in value:
-            total += self.weight(item)
-        self.weights[id(value)] = (value, total)  # keep value alive so its id stays unique
-        return total
-
-    def built(self, value: list[Any]) -> list[Any]:
-        """Return a list a built-in made, after checking it against MAX_LIST_WEIGHT."""
-        if self.weight(value) > MAX_LIST_WEIGHT:
-            raise LimitExceededError(f"a list of more than {MAX_LIST_WEIGHT} values")
-        return value
+    def step_checkpoint(self, expr: Any) -> None:
+        """``checkpoint``, for the step count: the error names the form it stopped at."""
+        try:
+            self.checkpoint()
+        except LimitExceededError as err:
+            raise _fail(LimitExceededError, err.reason, expr) from None
 
 
 # -- special forms ---------------------------------------------------------------------------
@@ -268,6 +257,14 @@ def _when(run: _Run, form: list[Any], env: Mapping[str, Any], depth: int) -> Any
 def _let(run: _Run, form: list[Any], env: Mapping[str, Any], depth: int) -> Any:
     if len(form) < 2 or type(form[1]) is not list:
         raise _fail(ArityError, "let takes a list of bindings ((name value) ...) and a body", form)
+    # The scope is a copy: charged by its size, or a let inside a let of 5,000 names, run
+    # 5,000 times, would copy 25 million entries for 10,000 steps.
+    size = len(env)
+    if size > _SMALL_SCOPE:  # a small one costs less than the step that made the let
+        try:
+            run.charge(size >> 6, _ENTRY_BYTES * size)
+        except LimitExceededError as err:
+            raise _fail(LimitExceededError, err.reason, form) from None
     scope = dict(env)
     for binding in form[1]:
         if type(binding) is not list or len(binding) != 2 or type(binding[0]) is not Symbol:
@@ -305,235 +302,6 @@ _SPECIAL_FORMS: dict[str, _Special] = {
     "or": _or,
 }
 SPECIAL_FORM_NAMES = frozenset(_SPECIAL_FORMS)
-
-
-# -- built-ins -------------------------------------------------------------------------------
-
-_Builtin = tuple[Callable[..., Any], int, "int | None"]
-
-
-def _arity_text(low: int, high: int | None) -> str:
-    if high is None:
-        return f"at least {low} argument{'s' * (low != 1)}"
-    if low == high:
-        return f"{low} argument{'s' * (low != 1)}"
-    return f"{low} to {high} arguments"
-
-
-def _number(value: Any, name: str) -> int | float:
-    if type(value) is int or type(value) is float:
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    raise ArityError(f"{name} takes numbers, not {_text(value, 30)}")
-
-
-def _checked(value: int | float) -> int | float:
-    """Refuse results the language could not carry: huge integers, infinite floats."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise EvaluationError("float result out of range")
-    elif value.bit_length() > MAX_INT_BITS:
-        raise LimitExceededError(f"integer result of more than {MAX_INT_BITS} bits")
-    return value
-
-
-def _add(run: _Run, *args: Any) -> int | float:
-    total: int | float = 0
-    for arg in args:
-        total = _checked(total + _number(arg, "+"))
-    return total
-
-
-def _subtract(run: _Run, first: Any, *rest: Any) -> int | float:
-    if not rest:
-        return -_number(first, "-")
-    total = _number(first, "-")
-    for arg in rest:
-        total = _checked(total - _number(arg, "-"))
-    return total
-
-
-def _multiply(run: _Run, *args: Any) -> int | float:
-    total: int | float = 1
-    for arg in args:
-        total = _checked(total * _number(arg, "*"))
-    return total
-
-
-def _divide(run: _Run, first: Any, *rest: Any) -> float:
-    if not rest:
-        first, rest = 1, (first,)
-    total = _number(first, "/")
-    for arg in rest:
-        if _number(arg, "/") == 0:
-            raise EvaluationError("division by zero")
-        total = _checked(total / arg)
-    return float(total)
-
-
-def _mod(run: _Run, value: Any, divisor: Any) -> int | float:
-    if _number(divisor, "mod") == 0:
-        raise EvaluationError("mod by zero")
-    return _number(value, "mod") % divisor
-
-
-def _abs(run: _Run, value: Any) -> int | float:
-    return abs(_number(value, "abs"))
-
-
-def _extreme(name: str, pick: Callable[..., Any]) -> Callable[..., Any]:
-    def extreme(run: _Run, *args: Any) -> Any:
-        return pick(_number(arg, name) for arg in args)
-
-    return extreme
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """Language equality: like Python's, except that true is not 1 and false is not 0."""
-    if a is b:
-        return True
-    if type(a) is bool or type(b) is bool:
-        return type(a) is type(b) and a == b
-    if type(a) is list and type(b) is list:
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
-def _equals(run: _Run, first: Any, *rest: Any) -> bool:
-    return all(_equal(first, other) for other in rest)
-
-
-def _not_equals(run: _Run, first: Any, *rest: Any) -> bool:
-    return not _equals(run, first, *rest)
-
-
-def _comparison(name: str, test: Callable[[Any, Any], bool]) -> Callable[..., bool]:
-    def compare(run: _Run, *args: Any) -> bool:
-        if not all(type(arg) is str for arg in args):
-            args = tuple(_number(arg, name) for arg in args)
-        return all(test(a, b) for a, b in zip(args, args[1:], strict=False))
-
-    return compare
-
-
-def _not(run: _Run, value: Any) -> bool:
-    return not _truthy(value)
-
-
-def _list(run: _Run, *items: Any) -> list[Any]:
-    return run.built(list(items))
-
-
-def _sequence(value: Any, name: str) -> list[Any]:
-    if value is None:
-        return []
-    if type(value) is list or isinstance(value, list):
-        return value
-    raise ArityError(f"{name} takes a list or nil, not {_text(value, 30)}")
-
-
-def _first(run: _Run, value: Any) -> Any:
-    items = _sequence(value, "first")
-    return items[0] if items else None
-
-
-def _rest(run: _Run, value: Any) -> list[Any]:
-    return _sequence(value, "rest")[1:]
-
-
-def _index(value: Any, name: str) -> int:
-    if type(value) is not int:
-        raise ArityError(f"{name} takes an integer index, not {_text(value, 30)}")
-    return value
-
-
-def _nth(run: _Run, coll: Any, index: Any, *default: Any) -> Any:
-    if not isinstance(coll, list | str):
-        raise ArityError(f"nth takes a list or string, not {_text(coll, 30)}")
-    position = _index(index, "nth")
-    if 0 <= position < len(coll):
-        return coll[position]
-    if default:
-        return default[0]
-    raise EvaluationError(f"nth: index {position} is out of range for {len(coll)} items")
-
-
-def _count(run: _Run, value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, list | str | Mapping):
-        return len(value)
-    raise ArityError(f"count takes a list, string, map or nil, not {_text(value, 30)}")
-
-
-def _get(run: _Run, coll: Any, key: Any, default: Any = None) -> Any:
-    """(get coll key default?): a map's value, or a list's or string's item; else default."""
-    if coll is None:
-        return default
-    if isinstance(coll, Mapping):
-        if key in coll:
-            return coll[key]
-        if type(key) is Keyword:  # let :weight find a Python map's "weight"
-            return coll.get(key.name, default)
-        return default
-    if isinstance(coll, list | str):
-        position = _index(key, "get")
-        return coll[position] if 0 <= position < len(coll) else default
-    raise ArityError(f"get takes a map, list, string or nil, not {_text(coll, 30)}")
-
-
-def _str(run: _Run, *args: Any) -> str:
-    parts: list[str] = []
-    room = MAX_STRING_CHARS
-    for arg in args:
-        text = arg if type(arg) is str else write_bounded(arg, room)
-        if text is None or len(text) > room:
-            raise LimitExceededError(f"a string of more than {MAX_STRING_CHARS} characters")
-        room -= len(text)
-        parts.append(text)
-    return "".join(parts)
-
-
-def _concat(run: _Run, *args: Any) -> Any:
-    if args and all(isinstance(arg, str) for arg in args):
-        if sum(len(arg) for arg in args) > MAX_STRING_CHARS:
-            raise LimitExceededError(f"a string of more than {MAX_STRING_CHARS} characters")
-        return "".join(args)
-    result: list[Any] = []
-    for arg in args:
-        if arg is not None and not isinstance(arg, list):
-            raise ArityError(f"concat takes all strings or all lists, not {_text(arg, 30)}")
-        result.extend(arg or ())
-    return run.built(result)
-
-
-_BUILTINS: dict[str, _Builtin] = {
-    "+": (_add, 0, None),
-    "-": (_subtract, 1, None),
-    "*": (_multiply, 0, None),
-    "/": (_divide, 1, None),
-    "mod": (_mod, 2, 2),
-    "abs": (_abs, 1, 1),
-    "max": (_extreme("max", max), 1, None),
-    "min": (_extreme("min", min), 1, None),
-    "=": (_equals, 1, None),
-    "!=": (_not_equals, 1, None),
-    "<": (_comparison("<", operator.lt), 1, None),
-    ">": (_comparison(">", operator.gt), 1, None),
-    "<=": (_comparison("<=", operator.le), 1, None),
-    ">=": (_comparison(">=", operator.ge), 1, None),
-    "not": (_not, 1, 1),
-    "list": (_list, 0, None),
-    "first": (_first, 1, 1),
-    "rest": (_rest, 1, 1),
-    "nth": (_nth, 2, 3),
-    "count": (_count, 1, 1),
-    "get": (_get, 2, 3),
-    "str": (_str, 0, None),
-    "concat": (_concat, 0, None),
-}
-BUILTIN_NAMES = frozenset(_BUILTINS)
 
 
 # -- the public face -------------------------------------------------------------------------
@@ -574,15 +342,29 @@ def _explain(err: EvaluationError, trail: list[Any]) -> None:
 
 
 class Evaluator:
-    """Evaluates language data against a table of verbs, within step and depth budgets."""
+    """Evaluates language data against a table of verbs, within its budgets: steps, form
+    depth, units of work and bytes built (defaults in ``budget.DEFAULT_BUDGET``)."""
 
-    __slots__ = ("max_steps", "max_depth")
+    __slots__ = ("max_steps", "max_depth", "max_work", "max_bytes", "_start")
 
-    def __init__(self, *, max_steps: int = 10_000, max_depth: int = 64):
-        if max_steps < 1 or max_depth < 1:
-            raise ConfigError("max_steps and max_depth must be at least 1")
+    def __init__(self, *, max_steps: int = DEFAULT_BUDGET["max_steps"],
+                 max_depth: int = DEFAULT_BUDGET["max_depth"],
+                 max_work: int = DEFAULT_BUDGET["max_work"],
+                 max_bytes: int = DEFAULT_BUDGET["max_bytes"]):
+        check_budget(max_steps=max_steps, max_depth=max_depth, max_work=max_work,
+                     max_bytes=max_bytes)
         self.max_steps = max_steps
         self.max_depth = max_depth
+        self.max_work = max_work
+        self.max_bytes = max_bytes
+        # A run's starting fields, in _Run's order: one unpacking per evaluation.
+        self._start = (max_steps, max_depth, max_work, max_bytes,
+                       min(YIELD_EVERY, max_work), min(YIELD_EVERY, max_steps))
+
+    @property
+    def budget(self) -> dict[str, int]:
+        """The four budgets by name, as ``Evaluator(**budget)`` takes them."""
+        return {name: getattr(self, name) for name in self.__slots__ if name != "_start"}
 
     def evaluate(
         self,
@@ -592,7 +374,7 @@ class Evaluator:
         bindings: Mapping[str, Any] | None = None,
     ) -> Any:
         """Evaluate ``expr``; symbols resolve to ``bindings``, form heads to ``verbs``."""
-        run = _Run(verbs, self.max_steps, self.max_depth)
+        run = _Run(verbs, self._start)
         try:
             return run.eval(expr, _NO_BINDINGS if bindings is None else bindings, 0)
         except EvaluationError as err:
@@ -604,6 +386,9 @@ class Evaluator:
         except RecursionError:
             reason = "Python's recursion limit was reached: lower max_depth"
             raise LimitExceededError(reason) from None
+
+    def __repr__(self) -> str:
+        return "Evaluator(" + ", ".join(f"{k}={v}" for k, v in self.budget.items()) + ")"
 
 
 _DEFAULT = Evaluator()

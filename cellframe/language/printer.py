@@ -17,12 +17,12 @@ from ..errors import LanguageError
 from .reader import terminal_regex
 from .symbols import Keyword, Symbol
 
-__all__ = ["write", "write_bounded"]
+__all__ = ["NEEDS_ESCAPE", "write", "write_bounded"]
 
 _QUOTE = Symbol("quote")
 # Escaped in strings: the quote and backslash, C0/C1 controls, DEL, the two Unicode line
 # separators (they break lines in many viewers) and lone surrogates (not encodable as UTF-8).
-_NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
+NEEDS_ESCAPE = _NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
 _NAMED_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
@@ -135,7 +135,7 @@ def _run(value: Any, room: float) -> str:
         elif kind in _ATOMS:
             text = _ATOMS[kind](item)
         elif kind is list:
-            text = _open_list(item, work, open_lists)
+            text = _open_list(item, work, open_lists, room)
         else:
             work.append(_base_value(item))
             continue
@@ -146,22 +146,28 @@ def _run(value: Any, room: float) -> str:
     return "".join(parts)
 
 
-def _flat_list(value: list[Any]) -> str | None:
-    """The text of a list of atoms only (most messages), or None if it holds anything else."""
+def _flat_list(value: list[Any], room: float) -> str | None:
+    """The text of a list of atoms only (most messages), or None if it holds anything else;
+    _Budget as soon as it passes ``room`` (an error message writes 60 characters of a list
+    that may hold a million atoms)."""
     texts = []
     for item in value:
         convert = _ATOMS.get(type(item))
         if convert is None:
             return None
-        texts.append(convert(item))
+        text = convert(item)
+        room -= len(text) + 1
+        if room < 0:
+            raise _Budget
+        texts.append(text)
     if len(value) == 2 and _QUOTE == value[0]:
         return "'" + texts[1]
     return "(" + " ".join(texts) + ")"
 
 
-def _open_list(value: list[Any], work: list[Any], open_lists: set[int]) -> str:
+def _open_list(value: list[Any], work: list[Any], open_lists: set[int], room: float) -> str:
     """Queue the items of a list (last first) and return the text that opens it."""
-    flat = _flat_list(value)
+    flat = _flat_list(value, room)
     if flat is not None:
         return flat
     if id(value) in open_lists:

@@ -87,14 +87,7 @@ class ShardBase(Cell):
     # -- configuration and life cycle -------------------------------------------------------
 
     def _read_config(self) -> ShardConfig:
-        layers = []
-        resolver = self.cell_host.resolver
-        if resolver is not None:
-            try:
-                layers.append(resolver.cluster_intent().settings)
-            except CellframeError as error:
-                log.warning("%s: no cluster settings (%s); defaults", self.cell_name, error)
-        layers.append(self.cell_settings)
+        layers = self.cell_setting_layers()
         try:
             config = ShardConfig.from_settings(*layers, **self.shard_overrides)
         except ConfigError as error:

@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any
 
 from ..wire.envelope import Envelope
-from ._amqp_wire import from_amqp
+from ._amqp_wire import UndecodableError, from_amqp
 from .base import DeliveryHandler
 
 __all__ = ["AmqpDelivery", "ConsumerState", "Settle", "SettleSink"]
@@ -35,6 +35,7 @@ class Settle(Enum):
     ACK = "ack"
     REQUEUE = "requeue"
     DEAD_LETTER = "dead-letter"
+    UNDECODABLE = "undecodable"  # dead-lettered before any handler saw it, and counted
 
 
 #: ``sink(consumer, channel, delivery_tag, settle, envelope, reason)``, called on any thread.
@@ -171,12 +172,18 @@ class ConsumerState:
                 continue  # from a channel that died: the broker redelivers it on the new one
             self._deliver(*item)
 
-    def _deliver(self, channel: Any, tag: int, key: str, redelivered: bool, properties: Any,
+    def _deliver(self, channel: Any, tag: int, key: Any, redelivered: bool, properties: Any,
                  body: bytes) -> None:
+        try:
+            if type(key) is not str:  # pika leaves a routing key that is not UTF-8 as bytes
+                raise UndecodableError(f"routing key {key[:60]!r} is not UTF-8 text")
+            envelope = from_amqp(properties, body)
+        except UndecodableError as exc:
+            self._refuse(channel, tag, key, redelivered, body, str(exc))
+            return
         delivery = None
         try:
-            delivery = AmqpDelivery(self, channel, tag, key, redelivered,
-                                    from_amqp(properties, body))
+            delivery = AmqpDelivery(self, channel, tag, key, redelivered, envelope)
             self.handler(delivery)
         except Exception as exc:  # a handler bug must not kill the consumer (or the I/O thread)
             log.exception("handler for queue %r raised on %r", self.queue, delivery)
@@ -184,3 +191,12 @@ class ConsumerState:
                 delivery = AmqpDelivery(self, channel, tag, key, redelivered, Envelope(body))
             if not delivery.settled:
                 delivery.reject(reason=f"handler raised {type(exc).__name__}: {exc}")
+
+    def _refuse(self, channel: Any, tag: int, key: Any, redelivered: bool, body: bytes,
+                reason: str) -> None:
+        """Dead-letter a delivery no handler can be given: its body, under a fresh id, with
+        ``reason``; the link counts it. One line in the log, never a traceback."""
+        shown = key if type(key) is str else repr(key)
+        log.warning("queue %r: refused a delivery on %r: %s", self.queue, shown, reason)
+        delivery = AmqpDelivery(self, channel, tag, shown, redelivered, Envelope(body))
+        delivery._settle(Settle.UNDECODABLE, f"{reason} (routing key {shown!r})")

@@ -51,7 +51,7 @@ from ..wire.envelope import Envelope
 from ._amqp_consumer import ConsumerState, Settle
 from ._amqp_reads import read_deliveries
 from ._amqp_state import ControlOp, Outgoing, Topology
-from ._amqp_wire import to_amqp, with_reason
+from ._amqp_wire import dead_letter_properties
 from ._amqp_writes import Publish, coalesce_writes, publisher
 
 __all__ = ["BrokerLink"]
@@ -91,8 +91,8 @@ class BrokerLink:
         self.errors: dict[str, str] = {}  # the last connection error of each broker address
         self.restore_errors: list[str] = []  # re-declarations the broker refused
         self.stats = dict.fromkeys(("published", "confirmed", "returned", "nacked", "resent",
-                                    "acked", "requeued", "dead_lettered", "connections",
-                                    "reconnects"), 0)
+                                    "acked", "requeued", "dead_lettered", "undecodable",
+                                    "connections", "reconnects"), 0)
         self._params = params
         self._max_in_flight = max_in_flight
         self._backoff = backoff
@@ -267,9 +267,17 @@ class BrokerLink:
         else:
             # A copy with the reason goes to the dead-letter exchange; ack once it is confirmed.
             self.stats["dead_lettered"] += 1
-            copy = with_reason(envelope, reason or "rejected")
+            if how is Settle.UNDECODABLE:
+                self.stats["undecodable"] += 1
+            try:
+                copy, properties = dead_letter_properties(envelope, reason or "rejected")
+            except Exception:  # never leave a delivery unsettled: the broker's DLX takes it
+                log.exception("cannot dead-letter %s; rejecting it", envelope.message_id)
+                consumer.outstanding.pop(tag, None)
+                channel.basic_reject(tag, requeue=False)
+                return
             self.outbox.append(Outgoing(
-                self.topology.dead_letter_exchange, "dead", copy, to_amqp(copy, persistent=True),
+                self.topology.dead_letter_exchange, "dead", copy, properties,
                 None, after_confirm=(consumer, channel, tag), counted=False))
 
     @staticmethod

@@ -16,6 +16,13 @@ delivery whose frames do not follow one another on its channel. A delivery whose
 has arrived but not the rest is left in the buffer until the rest comes, where pika would have
 held its first frame in the channel's assembler: nothing a consumer sees differs.
 
+Both paths decode a content header's properties behind the guard of ``_amqp_wire``
+(``decode_properties``): properties pika cannot decode (a timestamp past the platform's
+range, tables nested past the recursion limit) become ``Undecodable`` properties that the
+consumer dead-letters, instead of an exception on the I/O thread that drops the connection.
+Where this path gives a frame to pika, a content header is decoded here (``_decode_frame``)
+and pika gets the frame object it would have made.
+
 This touches private names of pika 1.x (``_on_data_available``, ``_frame_buffer``,
 ``_process_frame``, ``_channels`` of the connection; ``_consumers``, ``_cancelled`` and
 ``_content_assembler`` of a channel). If any is missing, nothing changes and pika reads as it
@@ -30,6 +37,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pika import frame, spec
+
+from ._amqp_wire import decode_properties
 
 __all__ = ["read_deliveries"]
 
@@ -53,7 +62,8 @@ def read_deliveries(connection: Any) -> bool:
     """Make ``connection`` hand out each complete delivery in one step; return whether it
     could (a connection of the expected shape)."""
     if not all(hasattr(connection, name) for name in _CONNECTION_NAMES):
-        log.debug("pika's connection has changed shape; reading frame by frame")
+        log.warning("pika's connection has changed shape; reading frame by frame, and a "
+                    "delivery whose properties pika cannot decode will drop the connection")
         return False
     connection._on_data_available = _Reader(connection)
     return True
@@ -83,7 +93,7 @@ class _Reader:
                 continue
             # Anything else: one frame, pika's way.
             connection._frame_buffer = buffer[offset:] if offset else buffer
-            consumed, value = frame.decode_frame(connection._frame_buffer)
+            consumed, value = _decode_frame(connection._frame_buffer)
             if not value:
                 return
             connection._trim_frame_buffer(consumed)
@@ -130,8 +140,8 @@ def _delivery_at(connection: Any, buffer: bytes, offset: int, end: int) -> int:
     if consumer is None:
         return 0
     call, channel, method = consumer
-    properties = spec.BasicProperties()
-    properties.decode(buffer[header_at + _HEADER_SIZE + _CONTENT_HEADER.size:body_at - 1])
+    properties = decode_properties(buffer[header_at + _HEADER_SIZE + _CONTENT_HEADER.size:
+                                          body_at - 1])
     body = buffer[body_at + _HEADER_SIZE:stop - 1] if body_size else b""
     connection.frames_received += 3 if body_size else 2
     connection.bytes_received += stop - offset
@@ -143,6 +153,22 @@ def _delivery_at(connection: Any, buffer: bytes, offset: int, end: int) -> int:
             connection._frame_buffer = buffer[stop:]
         raise
     return stop - offset
+
+
+def _decode_frame(data: bytes) -> tuple[int, Any]:
+    """``frame.decode_frame``, but a complete content header of class Basic has its
+    properties decoded behind the guard: the same ``frame.Header`` either way."""
+    if len(data) < _HEADER_SIZE + _CONTENT_HEADER.size or data[0] != _CONTENT:
+        return frame.decode_frame(data)
+    _kind, channel_number, size = _FRAME_HEADER.unpack_from(data, 0)
+    end = _OVERHEAD + size
+    if end > len(data) or data[end - 1] != _FRAME_END:
+        return frame.decode_frame(data)  # not all here yet, or pika's InvalidFrameError
+    class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(data, _HEADER_SIZE)
+    if class_id != _BASIC:
+        return frame.decode_frame(data)
+    properties = decode_properties(data[_HEADER_SIZE + _CONTENT_HEADER.size:end - 1])
+    return end, frame.Header(channel_number, body_size, properties)
 
 
 def _consumer(connection: Any, channel_number: int, buffer: bytes,

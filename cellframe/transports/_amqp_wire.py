@@ -16,6 +16,17 @@ pika cannot send a Python float (its table encoder has no float case, and it dec
 double into an int), so a float header value travels as the one-entry table
 ``{"x-cf-float": repr(value)}``; no other header value is a table, so the decoding is
 unambiguous.
+
+Properties come from whoever could publish, so they are decoded behind a guard
+(``decode_properties``): pika raised ``OverflowError`` for a timestamp header of 2**64-1,
+``ValueError`` for one past the year 9999, and ``RecursionError`` (with a 1.2 MB traceback)
+for a table nested 3,000 deep, and any of these, raised on the I/O thread, dropped the whole
+connection: a node lost its exclusive queue, and a durable queue's consumers reconnected 41
+times in 5 s. The guard turns every failure into ``Undecodable`` properties that carry the
+reason, and refuses what decodes but would trip cellframe later: tables nested deeper than
+``MAX_HEADER_DEPTH``, a header name or a property that is not UTF-8 text (pika leaves it
+bytes). ``from_amqp`` raises ``UndecodableError`` for them; the consumer dead-letters the
+delivery with that reason and counts it.
 """
 
 from __future__ import annotations
@@ -25,12 +36,23 @@ import time
 from typing import Any
 
 import pika
+import pika.data
 
 from ..errors import TransportError
 from ..wire.envelope import Envelope, new_message_id
 from .base import DEAD_LETTER_REASON
 
-__all__ = ["RESERVED_PREFIX", "from_amqp", "to_amqp", "with_reason"]
+__all__ = [
+    "MAX_HEADER_DEPTH",
+    "RESERVED_PREFIX",
+    "Undecodable",
+    "UndecodableError",
+    "dead_letter_properties",
+    "decode_properties",
+    "from_amqp",
+    "to_amqp",
+    "with_reason",
+]
 
 #: Header names the transport uses for itself; a caller's header may not start with it.
 RESERVED_PREFIX = "x-cf-"
@@ -39,6 +61,62 @@ _FLOAT = "x-cf-float"
 _LONG_FIELDS = {"message_id": "x-cf-id", "reply_to": "x-cf-reply-to", "sender": "x-cf-sender"}
 _SHORTSTR = 255
 _INT64 = range(-(2**63), 2**63)
+#: Tables and arrays nested deeper than this in headers are refused (the broker's own
+#: ``x-death`` nests 3 deep).
+MAX_HEADER_DEPTH = 16
+_TEXT_PROPERTIES = ("content_type", "content_encoding", "correlation_id", "reply_to",
+                    "expiration", "message_id", "type", "user_id", "app_id", "cluster_id")
+_REASON_CHARS = 200
+
+
+class UndecodableError(TransportError):
+    """A delivery whose AMQP properties cannot be decoded into an Envelope."""
+
+
+class Undecodable(pika.BasicProperties):  # type: ignore[misc]
+    """Properties that could not be decoded: every field is None, ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def decode_properties(data: bytes) -> pika.BasicProperties:
+    """The properties encoded in ``data`` (a content header's property list), or
+    ``Undecodable`` saying why not; never raises."""
+    properties = pika.BasicProperties()
+    try:
+        properties.decode(data)
+        problem = _problem(properties)
+    except Exception as exc:  # whatever pika raises, and RecursionError
+        text = str(exc)[:_REASON_CHARS]
+        problem = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return properties if problem is None else Undecodable(problem)
+
+
+def _problem(properties: pika.BasicProperties) -> str | None:
+    """What in decoded ``properties`` cellframe cannot take, or None."""
+    for name in _TEXT_PROPERTIES:
+        value = getattr(properties, name)
+        if value is not None and type(value) is not str:
+            return f"property {name} is not UTF-8 text"
+    headers = properties.headers
+    if headers is None:
+        return None
+    stack: list[tuple[Any, int]] = [(headers, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_HEADER_DEPTH:
+            return f"headers nested deeper than {MAX_HEADER_DEPTH}"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if type(key) is not str:
+                    return f"header name {bytes(key)[:40]!r} is not UTF-8 text"
+                if isinstance(item, dict | list):
+                    stack.append((item, depth + 1))
+        else:
+            stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return None
 
 
 def to_amqp(envelope: Envelope, *, persistent: bool) -> pika.BasicProperties:
@@ -68,10 +146,17 @@ def to_amqp(envelope: Envelope, *, persistent: bool) -> pika.BasicProperties:
 
 
 def from_amqp(properties: pika.BasicProperties, body: bytes) -> Envelope:
-    """Rebuild the Envelope a cellframe transport sent; a foreign message gets a fresh id."""
+    """Rebuild the Envelope a cellframe transport sent; a foreign message gets a fresh id.
+    UndecodableError if the properties could not be decoded, or carry a field of the
+    transport's own (``x-cf-...``) that is not text."""
+    if isinstance(properties, Undecodable):
+        raise UndecodableError(f"undecodable AMQP properties ({properties.reason})")
     headers: dict[str, Any] = {}
     for key, value in (properties.headers or {}).items():
         headers[key] = _decode_value(value)
+    for own in (_TS, *_LONG_FIELDS.values()):
+        if own in headers and type(headers[own]) is not str:
+            raise UndecodableError(f"undecodable AMQP properties (header {own} is not text)")
     ts = _timestamp(headers.pop(_TS, None), properties.timestamp)
     fields = {
         "message_id": headers.pop(_LONG_FIELDS["message_id"], None) or properties.message_id,
@@ -93,6 +178,44 @@ def with_reason(envelope: Envelope, reason: str) -> Envelope:
     return Envelope(body=envelope.body, message_id=envelope.message_id,
                     timestamp=envelope.timestamp, reply_to=envelope.reply_to,
                     sender=envelope.sender, headers=headers)
+
+
+def dead_letter_properties(envelope: Envelope, reason: str) -> tuple[Envelope,
+                                                                   pika.BasicProperties]:
+    """The copy of ``envelope`` that goes to the dead letters, with ``reason``, and its
+    properties. Headers of a foreign message that ``to_amqp`` refuses (a timestamp, a decimal,
+    a table) are kept when pika can encode them, else dropped and named in the reason: a dead
+    letter must always be sendable."""
+    copy = with_reason(envelope, reason)
+    try:
+        return copy, to_amqp(copy, persistent=True)
+    except TransportError:
+        pass
+    kept, foreign, dropped = {}, {}, []
+    for key, value in copy.headers.items():
+        try:
+            kept[_check_key(key)] = value
+            _encode_value(key, value)
+        except TransportError:
+            kept.pop(key, None)
+            if isinstance(key, str) and _pika_encodes(key, value):
+                foreign[key] = value
+            else:
+                dropped.append(str(key)[:40])
+    if dropped:
+        kept[DEAD_LETTER_REASON] = f"{reason} (headers dropped: {', '.join(dropped)})"
+    copy = Envelope(copy.body, copy.message_id, copy.timestamp, copy.reply_to, copy.sender, kept)
+    properties = to_amqp(copy, persistent=True)
+    properties.headers.update(foreign)
+    return copy, properties
+
+
+def _pika_encodes(key: str, value: Any) -> bool:
+    try:
+        pika.data.encode_table([], {key: value})
+    except Exception:  # pika refuses it (or it nests too deep to encode)
+        return False
+    return not key.startswith(RESERVED_PREFIX)
 
 
 def _check_key(key: object) -> str:
