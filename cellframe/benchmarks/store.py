@@ -5,29 +5,40 @@
 * ``bare_fsync``: one thread, one ``write`` + ``fsync`` per record (the disk's floor);
 * ``sqlite``: ``writers`` threads, one connection each, WAL mode, ``synchronous=FULL``, one
   transaction per insert (each waits for its own fsync);
+* ``rocksdb``: ``writers`` threads putting into one RocksDB (``rocksdict``) with synced
+  writes (``WriteOptions.sync``: each put returns once its write-ahead log is fsynced);
+* ``lmdb``: ``writers`` threads, one synced write transaction per insert (LMDB has one
+  writer at a time: each waits for its own commit);
 * ``store_blocking``: ``writers`` threads calling ``Store.insert`` (each waits until its
   record is durable before sending the next: group commit batches across threads);
 * ``store_pipelined``: ``writers`` threads each keeping up to ``window`` inserts in flight
   with ``insert_nowait``; a record counts once its durability callback has run.
 
+RocksDB and LMDB are optional (``pip install cellframe[dev]`` brings ``rocksdict`` and
+``lmdb``): without them their figures say they were skipped, and why.
+
 Every variant writes the same records (family, time, 100-byte value) and the rate is records
 made durable per second of wall-clock time. fsync rates on this shared machine swing by 10x
 within minutes (other jobs use the disk), so only figures from the same run compare.
 
-``bench_select`` loads ``n`` records (bulk, without fsync), reopens the store twice, then
-times ``select`` newest and ``select(at=...)`` for random families and times, one call at a
-time. ``reopen_scan_s`` is an open after a crash (no index snapshot: every record is read);
-``reopen_s`` an open after a clean close, from the index snapshot it left;
-``peak_rss_mb`` is the process's peak resident memory.
+``bench_select`` loads ``n`` records (bulk, without fsync) in a child process and SIGKILLs
+it, then opens the store three times and times ``select`` newest and ``select(at=...)`` for
+random families and times, one call at a time. ``reopen_crash_s`` is the open after the
+crash (the last background checkpoint, and the log written after it: the records it read are
+``reopen_crash_tail_records``); ``reopen_scan_s`` an open that reads every record (no
+checkpoint), in the same run; ``reopen_s`` an open after a clean close. ``peak_rss_mb`` is
+the larger peak resident memory of the two processes: the one that loaded the records and
+the one that opened them three times and selected.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import resource
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from ..store import Store
-from ..store.snapshot import SNAPSHOT_NAME
+from ..store.checkpoint import CHECKPOINT_NAME
+from ..store.store import DEFAULT_CHECKPOINT_BYTES
 
 __all__ = ["bench_select", "bench_store_inserts", "main"]
 
@@ -99,6 +111,46 @@ def _sqlite(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float
     return sum(map(len, parts)) / _run_threads(work, len(parts))
 
 
+def _key(family: str, t: int) -> bytes:
+    """A rival's key for a record: family and time, as the store indexes it."""
+    return b"%s\0%d" % (family.encode(), t)
+
+
+def _rocksdb(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float | str:
+    try:
+        import rocksdict
+    except ImportError:
+        return "skipped: rocksdict is not installed (a dev extra)"
+    db = rocksdict.Rdict(str(directory / "rocksdb"), rocksdict.Options(raw_mode=True))
+    synced = rocksdict.WriteOptions()
+    synced.sync = True
+    try:
+        def work(w: int) -> None:
+            for family, t, value in parts[w]:
+                db.put(_key(family, t), value, synced)
+
+        return sum(map(len, parts)) / _run_threads(work, len(parts))
+    finally:
+        db.close()
+
+
+def _lmdb(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float | str:
+    try:
+        import lmdb
+    except ImportError:
+        return "skipped: lmdb is not installed (a dev extra)"
+    env = lmdb.open(str(directory / "lmdb"), map_size=1 << 30, sync=True, metasync=True)
+    try:
+        def work(w: int) -> None:
+            for family, t, value in parts[w]:
+                with env.begin(write=True) as txn:
+                    txn.put(_key(family, t), value)
+
+        return sum(map(len, parts)) / _run_threads(work, len(parts))
+    finally:
+        env.close()
+
+
 def _store_blocking(directory: Path, parts: list[list[tuple[str, int, bytes]]],
                     ) -> tuple[float, float]:
     with Store(directory / "blocking") as store:
@@ -129,28 +181,46 @@ def _store_pipelined(directory: Path, parts: list[list[tuple[str, int, bytes]]],
         return rate, store.stats()["mean_batch"]
 
 
-def bench_store_inserts(writers: int = 8, n: int = 8000, *, window: int = 32) -> dict[str, Any]:
-    """Durable inserts per second: bare fsync, SQLite, and the store (blocking, pipelined)."""
+def bench_store_inserts(writers: int = 8, n: int = 8000, *, window: int = 32,
+                        rivals: bool = True) -> dict[str, Any]:
+    """Durable inserts per second: bare fsync, SQLite, RocksDB, LMDB, and the store
+    (blocking, pipelined). ``rivals=False`` leaves out RocksDB and LMDB."""
     parts = _records(n, writers)
     with tempfile.TemporaryDirectory(prefix="cellframe-bench-") as tmp:
         directory = Path(tmp)
         bare = _bare_fsync(directory, min(n, 2000))
         lite = _sqlite(directory, parts)
+        rocks = _rocksdb(directory, parts) if rivals else "skipped: not asked for"
+        mdb = _lmdb(directory, parts) if rivals else "skipped: not asked for"
         blocking, blocking_batch = _store_blocking(directory, parts)
         pipelined, pipelined_batch = _store_pipelined(directory, parts, window)
-    return {
+    figures: dict[str, Any] = {
         "writers": writers,
         "records": n,
         "window": window,
         "bare_fsync_per_s": round(bare),
+        "fsync_bound_per_s": round(bare * writers),
         "sqlite_wal_full_per_s": round(lite),
         "store_blocking_per_s": round(blocking),
         "store_blocking_mean_batch": round(blocking_batch, 1),
         "store_pipelined_per_s": round(pipelined),
         "store_pipelined_mean_batch": round(pipelined_batch, 1),
+        "blocking_vs_fsync_bound": round(blocking / (bare * writers), 2),
         "blocking_vs_sqlite": round(blocking / lite, 1),
         "pipelined_vs_sqlite": round(pipelined / lite, 1),
     }
+    rates = {"sqlite": lite}
+    for name, rate in (("rocksdb", rocks), ("lmdb", mdb)):
+        if isinstance(rate, str):
+            figures[f"{name}_sync_per_s"] = rate
+        else:
+            figures[f"{name}_sync_per_s"] = round(rate)
+            figures[f"blocking_vs_{name}"] = round(blocking / rate, 1)
+            rates[name] = rate
+    best = max(rates, key=rates.__getitem__)
+    figures["best_rival"] = best
+    figures["blocking_vs_best_rival"] = round(blocking / rates[best], 2)
+    return figures
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -162,51 +232,114 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     return {"p50_us": at(0.50), "p99_us": at(0.99), "max_us": at(1.0)}
 
 
-def _bulk_load(directory: str, n: int, families: int) -> None:
-    """Insert ``n`` records without fsync (the store is closed and dropped afterwards)."""
-    with Store(directory, fsync=False) as store:
-        for i in range(n):
-            store.insert_nowait(f"family-{i % families}", _VALUE[:64], time=i)
+_LOADER = """
+import resource, sys
+from cellframe.store import Store
+directory, n, families, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+value = b"v" * 64
+store = Store(directory, fsync=False, checkpoint_bytes=every)
+for i in range(n - 1):
+    store.insert_nowait(f"family-{i % families}", value, time=i)
+store.insert(f"family-{(n - 1) % families}", value, time=n - 1)  # every one before is in
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _load_and_kill(directory: str, n: int, families: int) -> tuple[float, int]:
+    """Load ``n`` records in a child process without fsync (its checkpoints are written in
+    the background as it goes), then SIGKILL it: the files are as a crash leaves them.
+    Returns the load's seconds and the child's peak RSS in MB."""
+    # the store's default, or less for a small load (a quick run) so it has a checkpoint
+    every = min(DEFAULT_CHECKPOINT_BYTES, 16 * n)
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", _LOADER, directory, str(n), str(families),
+                              str(every)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        load = time.perf_counter() - start
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the loading process failed (exit {child.poll()})")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    return load, int(line)
+
+
+_OPENER = """
+import json, random, resource, sys, time
+from cellframe.store import Store
+directory, select, n, families, samples = sys.argv[1], sys.argv[2] == "select", \\
+    int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+start = time.perf_counter()
+store = Store(directory, fsync=False, checkpoint_bytes=None)
+took = time.perf_counter() - start
+out = {"s": took, "from": store.opened_from, "read": store.tail_records}
+if select:
+    rng, newest, as_of = random.Random(1), [], []
+    for _ in range(samples):
+        family = f"family-{rng.randrange(families)}"
+        t0 = time.perf_counter_ns()
+        store.select(family)
+        t1 = time.perf_counter_ns()
+        store.select(family, at=rng.randrange(n))
+        t2 = time.perf_counter_ns()
+        newest.append(t1 - t0)
+        as_of.append(t2 - t1)
+    out["newest"], out["as_of"] = newest, as_of
+store.close()  # leaves a checkpoint of everything
+out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(json.dumps(out))
+"""
+
+
+def _open_in_child(directory: str, *, select: bool = False, n: int = 0, families: int = 0,
+                   samples: int = 0) -> dict[str, Any]:
+    """Open the store in a fresh process (its peak RSS is then the open's alone), time it,
+    optionally time selects, close it."""
+    done = subprocess.run([sys.executable, "-c", _OPENER, directory,
+                           "select" if select else "open", str(n), str(families),
+                           str(samples)], capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"opening the store failed: {done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
 
 
 def bench_select(n: int = 1_000_000, *, families: int = 10_000,
                  samples: int = 20_000) -> dict[str, Any]:
-    """Latency of select newest and select as-of with ``n`` records in the store."""
-    rng = random.Random(1)
+    """Opening ``n`` records after a crash (SIGKILL) from the last checkpoint and the log
+    after it, by a full scan, and after a clean close, each in a process of its own; peak
+    memory; then the latency of select newest and select as-of, one call at a time."""
     with tempfile.TemporaryDirectory(prefix="cellframe-bench-") as tmp:
-        start = time.perf_counter()
-        _bulk_load(tmp, n, families)
-        load = time.perf_counter() - start
-        os.remove(os.path.join(tmp, SNAPSHOT_NAME))  # as after a crash
-        start = time.perf_counter()
-        with Store(tmp, fsync=False) as store:
-            reopen_scan = time.perf_counter() - start
-            scanned = store.opened_from
-        start = time.perf_counter()
-        with Store(tmp, fsync=False) as store:
-            reopen = time.perf_counter() - start
-            if (scanned, store.opened_from) != ("scan", "snapshot"):
-                raise RuntimeError(f"opened by {scanned} then {store.opened_from}: the "
-                                   "benchmark did not measure what it names")
-            newest, as_of = [], []
-            for _ in range(samples):
-                family = f"family-{rng.randrange(families)}"
-                t0 = time.perf_counter_ns()
-                store.select(family)
-                t1 = time.perf_counter_ns()
-                store.select(family, at=rng.randrange(n))
-                t2 = time.perf_counter_ns()
-                newest.append(t1 - t0)
-                as_of.append(t2 - t1)
+        load, loader_rss = _load_and_kill(tmp, n, families)
+        crash = _open_in_child(tmp)  # its close leaves a checkpoint of everything
+        kept = os.path.join(tmp, "kept")
+        os.rename(os.path.join(tmp, CHECKPOINT_NAME), kept)
+        scan = _open_in_child(tmp)
+        os.replace(kept, os.path.join(tmp, CHECKPOINT_NAME))
+        clean = _open_in_child(tmp, select=True, n=n, families=families, samples=samples)
+    opened = (crash["from"], scan["from"], clean["from"])
+    if opened != ("checkpoint", "scan", "snapshot"):
+        raise RuntimeError(f"opened by {opened}: the benchmark did not measure what it names")
+    rss = {"loader": loader_rss, "crash_open": crash["rss_mb"], "scan_open": scan["rss_mb"],
+           "clean_open_and_selects": clean["rss_mb"]}
     return {
         "records": n,
         "families": families,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "peak_rss_mb": max(rss.values()),
+        "peak_rss_mb_by_process": rss,
         "load_s": round(load, 1),
-        "reopen_scan_s": round(reopen_scan, 1),
-        "reopen_s": round(reopen, 2),
-        "select_newest": _percentiles(newest),
-        "select_as_of": _percentiles(as_of),
+        "reopen_crash_s": round(crash["s"], 2),
+        "reopen_crash_tail_records": crash["read"],
+        "reopen_scan_s": round(scan["s"], 2),
+        "reopen_scan_records": scan["read"],
+        "reopen_s": round(clean["s"], 2),
+        "crash_vs_scan": round(scan["s"] / crash["s"], 1),
+        "select_newest": _percentiles(clean["newest"]),
+        "select_as_of": _percentiles(clean["as_of"]),
     }
 
 
