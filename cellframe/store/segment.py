@@ -15,6 +15,7 @@ in a compacted file or in a log segment other than the newest.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -50,6 +51,7 @@ _HEADER = struct.Struct(">8sB3xIIQ")
 HEADER_SIZE = _HEADER.size + 4
 _READ_AHEAD = 4096
 _WINDOW = 4 << 20
+_RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
 
 
 class SegmentFile:
@@ -75,6 +77,7 @@ class SegmentFile:
         self.size = size
         self.allocated = size
         self.preallocate = preallocate
+        self.dsync_writes = _RWF_DSYNC != 0
         #: CRC-32 of the file's bytes as written, when known (kept for the index snapshot).
         self.crc: int | None = None
 
@@ -127,15 +130,33 @@ class SegmentFile:
             self._allocate(end)
         view, at = memoryview(data), offset
         while view:
-            written = os.pwrite(self.fd, view, at)
+            if sync and self.dsync_writes:
+                written = self._write_synced(view, at)
+            else:
+                written = os.pwrite(self.fd, view, at)
             view, at = view[written:], at + written
         self.size = end
         self.allocated = max(self.allocated, end)
         if self.crc is not None:
             self.crc = zlib.crc32(data, self.crc)
-        if sync:
+        if sync and not self.dsync_writes:
             os.fdatasync(self.fd)
         return offset
+
+    def _write_synced(self, view: memoryview, at: int) -> int:
+        """One ``pwritev`` with ``RWF_DSYNC``: written and durable in one call, so the
+        committer gives up and retakes the GIL once per commit instead of twice (with the
+        writers' threads waiting for it, each retake cost tens of microseconds). A kernel
+        or file system that refuses the flag gets ``pwrite`` and ``fdatasync`` instead."""
+        try:
+            return os.pwritev(self.fd, [view], at, _RWF_DSYNC)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            self.dsync_writes = False
+            written = os.pwrite(self.fd, view, at)
+            os.fdatasync(self.fd)
+            return written
 
     def _allocate(self, end: int) -> None:
         """Allocate the file up to ``end`` plus one more step; if the file system cannot,

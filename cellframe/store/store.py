@@ -26,7 +26,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import StoreError
 from . import compaction
@@ -37,7 +37,15 @@ from .files import DirectoryLock, fsync_directory
 from .index import FamilyIndex, PartitionState, location, split_location, tie_key
 from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
 from .merkle import MerkleTree
-from .records import Receipt, Record, content_digest, encode_frame, encode_placed_frame, now_micros
+from .records import (
+    Content,
+    Receipt,
+    Record,
+    content_digest,
+    encode_frame,
+    encode_placed_frame,
+    now_micros,
+)
 from .recovery import Checkpointer, Recovery
 from .ring import DEFAULT_PARTITIONS, partition_of
 from .segment import (
@@ -57,7 +65,7 @@ _GUID_LIMIT = 1 << 64
 #: A record queued for commit, with the partition and sequence this store gives it: the
 #: caller's record itself, not a copy with them set (a Record made per record received cost a
 #: quarter of the time the store spent on it).
-_Placed = tuple[Record, int, int]
+_Placed = tuple[Content, int, int]
 #: A batch written and synced: its segment, offset and frames, and the segment's CRC after it.
 _Written = tuple[SegmentFile, int, list[bytes], "int | None"]
 
@@ -271,11 +279,11 @@ class Store(Recovery):
                 try:
                     batch = self._committer.submit_many(fresh, size)
                 except StoreError:
-                    for record, p, _ in fresh:
-                        del parts[p].pending[record.digest]
+                    for queued, p, _ in fresh:
+                        del parts[p].pending[queued.digest]
                     raise
-                for item in fresh:
-                    parts[item[1]].pending[item[0].digest] = (item, batch)
+                for placed in fresh:
+                    parts[placed[1]].pending[placed[0].digest] = (placed, batch)
                 waits[id(batch)] = (batch, waits.get(id(batch), (batch, 0))[1] + len(fresh))
         return list(waits.values())
 
@@ -313,12 +321,12 @@ class Store(Recovery):
                     if callback is not None:
                         waiting.add_callback(callback, known)
                     return known, waiting
-                record = Record(family, time, value,
-                                self._guids.allocate() if guid is None else guid,
-                                digest, p, part.next_seq)
-                item = (record, p, part.next_seq)
-                part.next_seq += 1
-                receipt = record.receipt
+                seq = part.next_seq
+                part.next_seq = seq + 1
+                if guid is None:
+                    guid = self._guids.allocate()
+                item = (_Fresh(family, time, value, guid, digest), p, seq)
+                receipt = Receipt(guid, digest, p, seq, time)
                 if self._committer is not None:
                     batch = self._committer.submit(item, len(value) + 80, callback, receipt)
                 else:
@@ -764,6 +772,16 @@ class Store(Recovery):
 
     def __repr__(self) -> str:
         return f"Store({str(self.directory)!r}, shard={self.shard})"
+
+
+class _Fresh(NamedTuple):
+    """A fresh insert as queued for commit (``records.Content``)."""
+
+    family: str
+    time: int
+    value: bytes
+    guid: int
+    digest: bytes
 
 
 class _NoSegment:
