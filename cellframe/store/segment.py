@@ -174,12 +174,14 @@ class SegmentFile:
         """Make what was written durable (data and size: ``fdatasync`` flushes both)."""
         os.fdatasync(self.fd)
 
-    def trim(self) -> None:
-        """Cut the preallocated space past the last frame, durably (sealing the segment)."""
+    def trim(self, *, sync: bool = True) -> None:
+        """Cut the preallocated space past the last frame (durably if ``sync``), sealing the
+        segment."""
         self.preallocate = 0
         if self.allocated > self.size:
             os.ftruncate(self.fd, self.size)
-            os.fsync(self.fd)
+            if sync:
+                os.fsync(self.fd)
             self.allocated = self.size
 
     def read(self, offset: int) -> tuple[int, Record]:

@@ -679,7 +679,7 @@ class Store(Recovery):
 
     def _roll(self) -> None:
         """Seal the active log segment and start a new one (under the append lock)."""
-        self._active.trim()  # sealed: no zeros left past its last frame
+        self._active.trim(sync=self.durable)  # sealed: no zeros past its last frame
         with self._lock:
             self._active = self._new_log_segment()
 
@@ -737,7 +737,7 @@ class Store(Recovery):
         """Write a checkpoint of everything for the next open (on a clean close, under the
         locks; a failure costs only time: the next open scans more)."""
         try:
-            self._active.trim()  # sealed: no zeros past its last frame
+            self._active.trim(sync=self.durable)  # sealed: no zeros past its last frame
             self._published = (self._active.file_id, self._active.size, self._active.crc,
                                self._next_batch - 1)
             head = self._head(clean=True)
