@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from store_support import (
     SimulatedCrash,
+    crash_at,
     flip_byte,
     log_segments,
     read_lines_until,
@@ -155,17 +154,6 @@ def test_a_checkpoint_taken_while_inserts_go_on_restores_what_a_scan_builds(
                    for i in range(50))
 
 
-@contextmanager
-def _crash_at(step: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def fault(name: str) -> None:
-        if name == step:
-            raise SimulatedCrash(step)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "fault_point", fault)
-        yield
-
-
 @pytest.mark.parametrize("step", STEPS)
 def test_a_crash_at_any_step_of_writing_a_checkpoint_leaves_one_that_restores_the_scan(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
@@ -173,7 +161,7 @@ def test_a_crash_at_any_step_of_writing_a_checkpoint_leaves_one_that_restores_th
         _hard_cases(store)
         store.checkpoint()  # the previous one
         _tail_cases(store, shift=1_000)
-        with _crash_at(step, monkeypatch), pytest.raises(SimulatedCrash):
+        with crash_at(step, monkeypatch, checkpoint), pytest.raises(SimulatedCrash):
             store.checkpoint()
         shutil.copytree(tmp_path / "a", tmp_path / "crashed")  # as the process dies there
     assert not list((tmp_path / "crashed").glob("*.tmp")) or step in ("written", "synced")
