@@ -2,8 +2,7 @@
 
 ``bench_store_inserts`` runs, in one process and one after the other on the same disk:
 
-* ``bare_fsync``: one thread, one ``write`` + ``fsync`` per record (the disk's floor),
-  just before and just after the blocking store; the faster is the bound;
+* ``bare_fsync``: one thread, one ``write`` + ``fsync`` per record (the disk's floor);
 * ``sqlite``: ``writers`` threads, one connection each, WAL mode, ``synchronous=FULL``, one
   transaction per insert (each waits for its own fsync);
 * ``rocksdb``: ``writers`` threads putting into one RocksDB (``rocksdict``) with synced
@@ -12,11 +11,17 @@
   writer at a time: each waits for its own commit);
 * ``store_blocking``: ``writers`` threads calling ``Store.insert`` (each waits until its
   record is durable before sending the next: group commit batches across threads);
+* ``handoff_ceiling``: ``writers`` blocking threads and one committer with no store code
+  at all (``_handoff_ceiling``): what thread wake-ups leave to blocking writers here;
 * ``store_pipelined``: ``writers`` threads each keeping up to ``window`` inserts in flight
   with ``insert_nowait``; a record counts once its durability callback has run.
 
 RocksDB and LMDB are optional (``pip install cellframe[dev]`` brings ``rocksdict`` and
 ``lmdb``): without them their figures say they were skipped, and why.
+
+The bare fsync, the blocking store and the hand-over ceiling are taken in turns, four rounds
+of a quarter of the records each, and their medians and the medians of each round's ratios
+are reported: the shared disk's fsync rate swings by 10x within seconds.
 
 Every variant writes the same records (family, time, 100-byte value) and the rate is records
 made durable per second of wall-clock time. fsync rates on this shared machine swing by 10x
@@ -38,6 +43,7 @@ import json
 import os
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,6 +118,64 @@ def _sqlite(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float
     return sum(map(len, parts)) / _run_threads(work, len(parts))
 
 
+def _handoff_ceiling(directory: Path, writers: int, n: int) -> float:
+    """What ``writers`` blocking threads reach with no store at all: each hands a 180-byte
+    record to one committer thread and waits on a raw lock, the committer writes all that is
+    queued with one ``pwritev(RWF_DSYNC)`` into a preallocated file (what the store does,
+    without its Python), after waiting up to 2 ms for the batch to be as large as the last.
+    The ceiling thread wake-ups and GIL hand-overs leave to blocking writers here."""
+    fd = os.open(directory / "ceiling", os.O_RDWR | os.O_CREAT, 0o644)
+    os.posix_fallocate(fd, 0, 256 * n + 4096)
+    os.fsync(fd)
+    cond = threading.Condition()
+    state: dict[str, Any] = {"open": [], "gate": _closed_gate(), "stop": False}
+
+    def committer() -> None:
+        offset, previous = 0, 0
+        while True:
+            with cond:
+                while not state["open"] and not state["stop"]:
+                    cond.wait()
+                if not state["open"]:
+                    return
+                deadline = time.monotonic() + 0.002
+                while len(state["open"]) < previous and time.monotonic() < deadline:
+                    cond.wait(0.0002)
+                items, gate = state["open"], state["gate"]
+                state["open"], state["gate"] = [], _closed_gate()
+            previous = len(items)
+            data = b"".join(items)
+            os.pwritev(fd, [data], offset, getattr(os, "RWF_DSYNC", 0))
+            offset += len(data)
+            gate.release()
+
+    def work(w: int) -> None:
+        for _ in range(w, n, writers):
+            with cond:
+                state["open"].append(_VALUE + _VALUE[:80])
+                gate = state["gate"]
+                cond.notify()
+            gate.acquire()
+            gate.release()
+
+    thread = threading.Thread(target=committer)
+    thread.start()
+    try:
+        return n / _run_threads(work, writers)
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify()
+        thread.join()
+        os.close(fd)
+
+
+def _closed_gate() -> threading.Lock:
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
+
+
 def _key(family: str, t: int) -> bytes:
     """A rival's key for a record: family and time, as the store indexes it."""
     return b"%s\0%d" % (family.encode(), t)
@@ -154,13 +218,67 @@ def _lmdb(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float |
 
 def _store_blocking(directory: Path, parts: list[list[tuple[str, int, bytes]]],
                     ) -> tuple[float, float]:
-    with Store(directory / "blocking") as store:
+    with Store(directory) as store:
         def work(w: int) -> None:
             for family, t, value in parts[w]:
                 store.insert(family, value, time=t)
 
         rate = sum(map(len, parts)) / _run_threads(work, len(parts))
         return rate, store.stats()["mean_batch"]
+
+
+def _in_turns(directory: Path, parts: list[list[tuple[str, int, bytes]]], rounds: int,
+              rivals: bool) -> dict[str, Any]:
+    """Every variant whose writers wait for each insert, taken in turns over ``rounds``
+    rounds of a share of the records each: the shared disk's fsync rate swings by 10x within
+    seconds, so each round's ratios come from figures measured seconds apart. The medians
+    are reported, with every round's figure."""
+    writers, n = len(parts), sum(map(len, parts))
+    runs: dict[str, list[float]] = {}
+    batches = []
+    for r in range(rounds):
+        chunk = [part[r::rounds] for part in parts]
+        here = directory / f"round-{r}"
+        here.mkdir()
+        turn: dict[str, float | str] = {
+            "bare_fsync": _bare_fsync(here, max(200, n // (4 * rounds))),
+            "sqlite_wal_full": _sqlite(here, chunk),
+            "rocksdb_sync": _rocksdb(here, chunk) if rivals else "skipped: not asked for",
+            "lmdb_sync": _lmdb(here, chunk) if rivals else "skipped: not asked for",
+            "handoff_ceiling": _handoff_ceiling(here, writers, n // rounds),
+        }
+        turn["store_blocking"], batch = _store_blocking(here / "store", chunk)
+        batches.append(batch)
+        for name, rate in turn.items():
+            if isinstance(rate, str):
+                runs[name] = rate  # type: ignore[assignment]
+            else:
+                runs.setdefault(name, []).append(rate)
+    figures: dict[str, Any] = {"store_blocking_mean_batch": round(statistics.mean(batches), 1)}
+    for name, rates in runs.items():
+        if isinstance(rates, str):
+            figures[f"{name}_per_s"] = rates
+            continue
+        figures[f"{name}_per_s"] = round(statistics.median(rates))
+        figures[f"{name}_runs_per_s"] = [round(rate) for rate in rates]
+    blocking = runs["store_blocking"]
+    bound = [rate * writers for rate in runs["bare_fsync"]]
+    figures["fsync_bound_per_s"] = round(statistics.median(bound))
+
+    def ratio(top: list[float], bottom: list[float]) -> float:
+        return round(statistics.median(a / b for a, b in zip(top, bottom, strict=True)), 2)
+
+    figures["blocking_vs_fsync_bound"] = ratio(blocking, bound)
+    figures["handoff_ceiling_vs_fsync_bound"] = ratio(runs["handoff_ceiling"], bound)
+    figures["blocking_vs_handoff_ceiling"] = ratio(blocking, runs["handoff_ceiling"])
+    rivals_run = [name for name in ("sqlite_wal_full", "rocksdb_sync", "lmdb_sync")
+                  if isinstance(runs[name], list)]
+    for name in rivals_run:
+        figures[f"blocking_vs_{name.split('_')[0]}"] = ratio(blocking, runs[name])
+    # against the fastest rival of each round
+    fastest = [max(runs[name][r] for name in rivals_run) for r in range(rounds)]
+    figures["blocking_vs_best_rival"] = ratio(blocking, fastest)
+    return figures
 
 
 def _store_pipelined(directory: Path, parts: list[list[tuple[str, int, bytes]]],
@@ -189,44 +307,18 @@ def bench_store_inserts(writers: int = 8, n: int = 8000, *, window: int = 32,
     parts = _records(n, writers)
     with tempfile.TemporaryDirectory(prefix="cellframe-bench-") as tmp:
         directory = Path(tmp)
-        lite = _sqlite(directory, parts)
-        rocks = _rocksdb(directory, parts) if rivals else "skipped: not asked for"
-        mdb = _lmdb(directory, parts) if rivals else "skipped: not asked for"
-        # The disk's fsync rate here swings by 10x within seconds: measured just before and
-        # just after the blocking writers, and the faster of the two is the bound.
-        bare_runs = [_bare_fsync(directory, min(n, 1000))]
-        blocking, blocking_batch = _store_blocking(directory, parts)
-        bare_runs.append(_bare_fsync(directory, min(n, 1000)))
-        bare = max(bare_runs)
+        figures = _in_turns(directory, parts, 4, rivals)
         pipelined, pipelined_batch = _store_pipelined(directory, parts, window)
-    figures: dict[str, Any] = {
+    lite = figures["sqlite_wal_full_per_s"]
+    return {
         "writers": writers,
         "records": n,
         "window": window,
-        "bare_fsync_per_s": round(bare),
-        "bare_fsync_runs_per_s": [round(rate) for rate in bare_runs],
-        "fsync_bound_per_s": round(bare * writers),
-        "sqlite_wal_full_per_s": round(lite),
-        "store_blocking_per_s": round(blocking),
-        "store_blocking_mean_batch": round(blocking_batch, 1),
+        **figures,
         "store_pipelined_per_s": round(pipelined),
         "store_pipelined_mean_batch": round(pipelined_batch, 1),
-        "blocking_vs_fsync_bound": round(blocking / (bare * writers), 2),
-        "blocking_vs_sqlite": round(blocking / lite, 1),
         "pipelined_vs_sqlite": round(pipelined / lite, 1),
     }
-    rates = {"sqlite": lite}
-    for name, rate in (("rocksdb", rocks), ("lmdb", mdb)):
-        if isinstance(rate, str):
-            figures[f"{name}_sync_per_s"] = rate
-        else:
-            figures[f"{name}_sync_per_s"] = round(rate)
-            figures[f"blocking_vs_{name}"] = round(blocking / rate, 1)
-            rates[name] = rate
-    best = max(rates, key=rates.__getitem__)
-    figures["best_rival"] = best
-    figures["blocking_vs_best_rival"] = round(blocking / rates[best], 2)
-    return figures
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
