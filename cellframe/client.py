@@ -19,8 +19,8 @@ from .errors import LanguageError, SecurityError
 from .language.printer import write
 from .language.reader import read
 from .transports.base import Delivery, Transport
-from .wire.envelope import Envelope
-from .wire.routing import reply_key
+from .wire.envelope import Envelope, envelope_for
+from .wire.routing import is_persistent, reply_key
 
 __all__ = ["Client", "Reply", "ReplyLog"]
 
@@ -110,6 +110,9 @@ class Client:
     on a queue): the transport may then run it on its I/O thread, which saves a thread
     hand-off per call-back. A callback that prints to a terminal or waits must not use it.
     ``keep_replies``: how many of the newest call-backs ``replies`` holds.
+
+    ``close`` (or leaving ``with Client(...) as client:``) deletes the reply queue the client
+    declared; the transport it was given stays open for whoever made it to close.
     """
 
     def __init__(
@@ -141,13 +144,10 @@ class Client:
         returns the message id. Never waits for an answer."""
         if isinstance(expr, str | bytes):
             expr = read(expr)
-        envelope = Envelope(write(expr).encode(), reply_to=self.reply_to if expect_reply else None,
-                            sender=self.name)
-        if self.signer is not None:
-            envelope = self.signer.sign(envelope)
-        # Role queues are durable mailboxes: what waits there must survive a broker restart.
+        envelope = envelope_for(expr, sender=self.name, signer=self.signer,
+                                reply_to=self.reply_to if expect_reply else None)
         self.transport.publish(target, envelope, on_return=on_return or self._returned,
-                               persistent=target.startswith("role."))
+                               persistent=is_persistent(target))
         return envelope.message_id
 
     def wait_for_replies(self, count: int, timeout: float) -> list[Reply]:
@@ -158,11 +158,18 @@ class Client:
             return self.replies[:]
 
     def close(self) -> None:
+        """Stop consuming and delete the reply queue (idempotent); the transport stays open."""
         try:
             self.transport.cancel(self._consumer)
             self.transport.delete_queue(self.queue)
         except Exception:  # closing must succeed even if the transport is already gone
             log.debug("client %s: cleanup failed", self.name, exc_info=True)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _on_delivery(self, delivery: Delivery) -> None:
         envelope = delivery.envelope

@@ -10,7 +10,6 @@
     │       └── LimitExceededError          too many evaluation steps, or too deep a recursion
     ├── StateMachineError (TypeError)       a Cell class declares an impossible state machine
     ├── TransportError                      a transport could not do what was asked
-    │   ├── UnroutableError                 a message no queue was bound to receive
     │   ├── BufferFullError                 the unconfirmed-message buffer is full: back off and retry
     │   ├── ClosedTransportError            the transport was closed
     │   └── BrokerUnavailableError          no broker address could be reached
@@ -19,12 +18,14 @@
     │   └── DnsLookupError                  the DNS server or zone file could not answer
     ├── StoreError                          the append-only store could not do what was asked
     │   ├── CorruptSegmentError             a segment failed its checksum where no torn tail explains it
-    │   ├── GuidExhaustedError              a shard has issued all 2**48 of its ids
-    │   └── NotEnoughReplicasError          fewer than W (or R) replicas answered in time
-    └── ClusterError                        membership, healing or ring operations that cannot proceed
+    │   └── GuidExhaustedError              a shard has issued all 2**48 of its ids
+    ├── ClusterError                        membership, healing or ring operations that cannot proceed
+    └── MissingExtraError (ImportError)     an optional part needs an extra that is not installed
 
 Errors from pika and dnspython are translated at the transport and resolver boundaries with
-``raise ... from exc``, so callers only ever catch ``CellframeError`` subclasses.
+``raise ... from exc``, so callers only ever catch ``CellframeError`` subclasses. Every class
+here is raised somewhere: an unroutable message is reported to ``on_return``, never raised,
+and a quorum that is not met is answered with an ``(error ...)`` call-back.
 """
 
 from __future__ import annotations
@@ -44,14 +45,13 @@ __all__ = [
     "InputTooLargeError",
     "LanguageError",
     "LimitExceededError",
-    "NotEnoughReplicasError",
+    "MissingExtraError",
     "ReadError",
     "SecurityError",
     "StateMachineError",
     "StoreError",
     "TransportError",
     "UnknownVerbError",
-    "UnroutableError",
 ]
 
 
@@ -105,10 +105,6 @@ class TransportError(CellframeError):
     """A transport could not do what was asked."""
 
 
-class UnroutableError(TransportError):
-    """A message was published to a routing key that no queue is bound to."""
-
-
 class BufferFullError(TransportError):
     """The buffer of messages awaiting broker confirmation is full."""
 
@@ -145,9 +141,10 @@ class GuidExhaustedError(StoreError):
     """A shard has issued every one of its 2**48 ids."""
 
 
-class NotEnoughReplicasError(StoreError):
-    """Fewer than the required number of replicas answered."""
-
-
 class ClusterError(CellframeError):
     """Membership, healing or ring operations that cannot proceed."""
+
+
+class MissingExtraError(CellframeError, ImportError):
+    """An optional part of cellframe was imported without the extra it needs; the message names
+    the extra to install (``pip install 'cellframe[postgres]'``)."""

@@ -1,117 +1,40 @@
-"""Fixtures for tests on the real RabbitMQ: unique names, cleanup, and killing connections.
+"""Cutting connections on the real RabbitMQ, as a broker restart or a network cut would.
 
-Every test gets its own control exchange, dead-letter exchange and dead-letter queue (a uuid
-in each name), and they are deleted afterwards, so tests never see each other's messages.
-Connections are killed broker-side by their connection name (``rabbitmqctl
-close_connection``), which touches only this test's connections, not other engineers'.
+Connections are closed broker-side by their client-provided name (``rabbitmqctl eval``), which
+touches only this test's connections, not other engineers'. The per-test topology itself
+(unique names, cleanup) comes from the plugin's ``amqp_names`` fixture.
 """
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
-import pika
-import pytest
-from services import require_amqp
+__all__ = ["close_connections"]
 
-from cellframe.transports.amqp import AmqpTransport
-
-__all__ = ["AmqpNames", "amqp_connect", "amqp_names", "kill_connections", "raw_channel"]
-
-
-@dataclass(frozen=True)
-class AmqpNames:
-    """The per-test topology names, ready to pass to ``AmqpTransport``."""
-
-    token: str
-    url: str
-
-    @property
-    def kwargs(self) -> dict[str, str]:
-        return {"exchange": f"cf-test.{self.token}.control",
-                "dead_letter_exchange": f"cf-test.{self.token}.dlx",
-                "dead_letter_queue": f"cf-test.{self.token}.dlq"}
-
-    def queue(self, label: str) -> str:
-        return f"cf-test.{self.token}.{label}"
-
-    def connect(self, urls: Any = None, **options: Any) -> AmqpTransport:
-        """A transport on this test's topology, with short heartbeats and timeouts."""
-        settings: dict[str, Any] = {"heartbeat": 5, "connect_timeout": 5.0, "op_timeout": 10.0,
-                                    "close_timeout": 5.0, "name": f"cf-test-{self.token}",
-                                    **self.kwargs}
-        return AmqpTransport(urls or self.url, **{**settings, **options})
-
-
-@contextlib.contextmanager
-def raw_channel(url: str) -> Iterator[Any]:
-    """A plain pika channel, for inspecting or cleaning the broker behind the transport."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
-
-
-def delete_topology(names: AmqpNames, queues: list[str] = ()) -> None:
-    """Remove this test's exchanges and queues from the broker."""
-    kw = names.kwargs
-    with raw_channel(names.url) as channel:
-        for queue in [kw["dead_letter_queue"], *queues]:
-            channel.queue_delete(queue)
-        channel.exchange_delete(kw["exchange"])
-        channel.exchange_delete(kw["dead_letter_exchange"])
-
-
-@pytest.fixture
-def amqp_names() -> Iterator[AmqpNames]:
-    """Unique names for this test; its exchanges and dead-letter queue go at teardown."""
-    names = AmqpNames(uuid.uuid4().hex[:12], require_amqp())
-    yield names
-    delete_topology(names)
-
-
-@pytest.fixture
-def amqp_connect(amqp_names: AmqpNames) -> Iterator[Callable[..., AmqpTransport]]:
-    """``connect(urls=None, **options)``: a new AmqpTransport on this test's topology; every
-    one is closed after the test."""
-    opened: list[AmqpTransport] = []
-
-    def connect(urls: Any = None, **options: Any) -> AmqpTransport:
-        opened.append(amqp_names.connect(urls, **options))
-        return opened[-1]
-
-    yield connect
-    for transport in reversed(opened):
-        transport.close()
-
-
-# One rabbitmqctl call that closes the connections with a given client-provided name: each
-# rabbitmqctl starts an Erlang VM (0.6 s idle, seconds on a busy machine), so listing the
-# connections and then closing each one took 2 to 6 s here. Another client's connection may
-# be half open (its client properties are still `none`) or gone by the time it is asked
-# about: either way it is not ours (this once failed the run while other clients churned).
-_CLOSE_BY_NAME = """
-Name = <<"{name}">>,
-Ours = fun(P) ->
-    try lists:keyfind(<<"connection_name">>, 1, proplists:get_value(client_properties,
-            rabbit_networking:connection_info(P, [client_properties]), []))
-          =:= {{<<"connection_name">>, longstr, Name}}
+# One rabbitmqctl call for several names: each call starts an Erlang VM (0.6 s idle, seconds
+# on a busy machine), so listing the connections and then closing each one took 2 to 6 s
+# here. Another client's connection may be half open (its client properties are still
+# `none`) or gone by the time it is asked about: either way it is not ours (this once failed
+# the run while other clients churned).
+_CLOSE_NAMED = """
+Names = [{names}],
+Named = fun(P) ->
+    try case lists:keyfind(<<"connection_name">>, 1, proplists:get_value(client_properties,
+                 rabbit_networking:connection_info(P, [client_properties]), [])) of
+            {{_, longstr, N}} -> lists:member(N, Names); _ -> false end
     catch _:_ -> false end end,
-Mine = [P || P <- rabbit_networking:connections(), Ours(P)],
+Mine = [P || P <- rabbit_networking:connections(), Named(P)],
 [rabbit_networking:close_connection(P, "test") || P <- Mine],
 length(Mine).
 """
 
 
-def kill_connections(name: str, *, expect: int = 1) -> None:
-    """Close, broker-side, the ``expect`` connections named ``name``, as a broker restart or
-    a network cut would."""
-    out = subprocess.run(["rabbitmqctl", "eval", _CLOSE_BY_NAME.format(name=name)],
+def close_connections(*names: str, expect: int | None = None) -> None:
+    """Close, broker-side, the connections carrying these names: ``expect`` of them (default:
+    one per name)."""
+    erlang = ", ".join(f'<<"{name}">>' for name in names)
+    out = subprocess.run(["rabbitmqctl", "eval", _CLOSE_NAMED.format(names=erlang)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
-    assert out.strip() == str(expect), f"closed {out.strip()} connections, expected {expect}"
+    wanted = len(names) if expect is None else expect
+    assert out.strip() == str(wanted), f"closed {out.strip()} connections of {names}, " \
+                                       f"expected {wanted}"

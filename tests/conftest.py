@@ -1,8 +1,42 @@
-"""Shared pytest setup: make tests/ importable so support modules can be shared."""
+"""The fixtures of cellframe's own tests. Shared services come from cellframe's pytest plugin
+(``cellframe/testing/plugin.py``: the broker, BIND 9, local clusters, the fake clock); the
+fixtures here are the ones only this project needs."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Iterator
 
-sys.path.insert(0, str(Path(__file__).parent))
+import pytest
+
+from tests.dns_docs import ZONE_FILE
+from tests.node_support import Wire
+
+pytest_plugins = ["pytester"]  # tests/test_testing_kit.py runs pytest on projects of its own
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("cellframe"):
+        raise pytest.UsageError(
+            "cellframe's pytest plugin is not loaded: install the project (`pip install -e"
+            " '.[dev]'`) so that its pytest11 entry point is registered, and do not pass"
+            " `-p no:cellframe`")
+
+
+@pytest.fixture(scope="module")
+def bind_zone() -> str:
+    """The DNS tests run against the bundled zone (docs/dns.md shows the same one)."""
+    return ZONE_FILE.read_text()
+
+
+@pytest.fixture(params=["memory", "amqp"])
+def wire(request: pytest.FixtureRequest) -> Iterator[Wire]:
+    """Nodes and clients on one broker, in-process or the real RabbitMQ: the node tests run
+    on both alike."""
+    if request.param == "memory":
+        wire = Wire.in_process()
+    else:
+        wire = Wire.on_rabbitmq(request.getfixturevalue("amqp_names"))
+    try:
+        yield wire
+    finally:
+        wire.close()

@@ -1,5 +1,5 @@
-"""Shared helpers of the healing tests: a waiting helper, clusters, a chaos transport, and
-node processes on the real RabbitMQ."""
+"""Shared helpers of the healing tests: clusters of the issue's scenario, a chaos transport,
+and node processes on the real RabbitMQ."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ import itertools
 import random
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cellframe.node import children as processes
 from cellframe.errors import CellframeError
 from cellframe.healing.membership import HealingConfig
+from cellframe.node import children as processes
 from cellframe.node.cluster import LocalCluster
 from cellframe.roles import LogSumpCell, builtin_registry
 from cellframe.roles.registry import RoleRegistry
+from cellframe.testing import AmqpNames, running_cluster
 from cellframe.wire.envelope import Envelope, new_message_id
 from cellframe.wire.routing import topic_matches
 
@@ -34,36 +34,17 @@ FAST = HealingConfig(heartbeat_interval=0.05, acceptable_pause=0.5, reconcile_pe
 SCENARIO_NODES = ["proxy-01", "web-01", "web-02", "web-03", "logsump-01", "spare-01"]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
-    """Poll ``predicate`` until it is true (return its value) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            name = getattr(predicate, "__name__", predicate)
-            raise AssertionError(f"not true within {timeout} s: {name}")
-        time.sleep(interval)
-
-
-@contextmanager
 def local_cluster(tmp_path: Path, nodes: list[str] | None = None,
-                  **options: Any) -> Iterator[LocalCluster]:
-    """A started LocalCluster on the bundled zone with FAST timing, stopped afterwards."""
+                  **options: Any) -> AbstractContextManager[LocalCluster]:
+    """A started LocalCluster of the scenario on the bundled zone with FAST timing, stopped
+    afterwards."""
     options.setdefault("healing", FAST)
     if "registry" not in options:
         # These scenarios are about the web tier: with the shard role playable, a spare would
         # (rightly) fill the zone's unstarted shard slots first.
         full = builtin_registry(logsump=LogSumpCell.writing_to(tmp_path / "logsump.log"))
         options["registry"] = RoleRegistry({r: full.cells_for(r) for r in full.roles if r != "shard"})
-    cluster = LocalCluster(ZONE, nodes=nodes or SCENARIO_NODES, workdir=tmp_path, **options)
-    try:
-        cluster.start()
-        wait_for(cluster.converged, 10)
-        yield cluster
-    finally:
-        cluster.stop()
+    return running_cluster(ZONE, nodes=nodes or SCENARIO_NODES, workdir=tmp_path, **options)
 
 
 def log_lines(path: Path) -> list[str]:
@@ -181,24 +162,22 @@ spare-02    IN TXT  "rack=r2"
 
 
 class NodeProcesses(processes.NodeProcesses):
-    """Node processes on a topology of this test's own; all stopped on close."""
+    """Node processes on a topology of this test's own; all stopped, and the topology deleted,
+    on close."""
 
     def __init__(self, amqp_url: str, zone: Path, logdir: Path) -> None:
         # A topology of this test's own: durable role queues on the shared broker must not
         # carry one run's backlog into another's.
-        token = uuid.uuid4().hex[:8]
-        self.amqp_url = amqp_url
-        self.exchange = f"cf-test.{token}.control"
-        self.prefix = f"cf-test.{token}."
+        self.names = AmqpNames(amqp_url)
+        for role in ("proxy", "web", "logsump", "shard", "keepalive"):
+            self.names.queue(f"role.{role}")
+        self.prefix = self.names.queue_prefix
         super().__init__(logdir, ["--amqp", amqp_url, "--zone", str(zone), "--exchange",
-                                  self.exchange, "--queue-prefix", self.prefix], cwd=REPO)
+                                  self.names.exchange, "--queue-prefix", self.prefix], cwd=REPO)
 
     def transport(self, name: str) -> Any:
         """An AmqpTransport on this test's topology, for observers and traffic."""
-        from cellframe.transports.amqp import AmqpTransport
-        from cellframe.transports.topology import amqp_topology
-
-        return AmqpTransport(self.amqp_url, name=name, **amqp_topology(self.exchange))
+        return self.names.connect(name=name, connect_timeout=10.0, op_timeout=30.0)
 
     def client(self, name: str) -> Any:
         from cellframe.client import Client
@@ -207,21 +186,7 @@ class NodeProcesses(processes.NodeProcesses):
 
     def close(self) -> None:
         super().close()
-        self._delete_topology()
-
-    def _delete_topology(self) -> None:
-        import pika
-
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        try:
-            channel = connection.channel()
-            for role in ("proxy", "web", "logsump", "shard", "keepalive"):
-                channel.queue_delete(f"{self.prefix}role.{role}")
-            channel.queue_delete(f"{self.exchange}.dead-letter")
-            channel.exchange_delete(self.exchange)
-            channel.exchange_delete(f"{self.exchange}.dead-letter")
-        finally:
-            connection.close()
+        self.names.cleanup()
 
 
 class GateTransport:

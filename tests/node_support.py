@@ -1,19 +1,17 @@
-"""Nodes on either transport: the same node tests run in-process and on the real RabbitMQ."""
+"""Nodes on either transport (the same node tests run in-process and on the real RabbitMQ),
+and waiting for their call-backs."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
 from cellframe import Cell, Client, MemoryBroker, Node, RoleRegistry, Symbol, transition
-from cellframe.testing import wait_for
+from cellframe.testing import AmqpNames, wait_for
 from cellframe.transports.base import Transport
 
-__all__ = ["Tally", "Wire", "registry", "wire"]
+__all__ = ["Tally", "Wire", "cell_total", "registry", "replies_matching"]
 
 
 class Tally(Cell):
@@ -51,6 +49,15 @@ class Wire:
     clients: list[Client] = field(default_factory=list)
     transports: list[Transport] = field(default_factory=list)
 
+    @classmethod
+    def in_process(cls) -> Wire:
+        return cls("memory", MemoryBroker().connect)
+
+    @classmethod
+    def on_rabbitmq(cls, names: AmqpNames) -> Wire:
+        """On this test's topology: the queues its nodes declare go with it."""
+        return cls("amqp", names.connect, prefix=names.queue_prefix)
+
     def connect(self) -> Transport:
         transport = self.connect_transport()
         self.transports.append(transport)
@@ -80,30 +87,14 @@ def cell_total(node: Node, name: str) -> int:
     return node.cells()[name].total
 
 
-@pytest.fixture(params=["memory", "amqp"])
-def wire(request: pytest.FixtureRequest) -> Iterator[Wire]:
-    if request.param == "memory":
-        broker = MemoryBroker()
-        w = Wire("memory", broker.connect)
-        yield w
-        w.close()
-        return
-    names = request.getfixturevalue("amqp_names")
-    token = uuid.uuid4().hex[:8]
-    w = Wire("amqp", names.connect, prefix=f"cf-test.{token}.")
-    yield w
-    w.close()
-    from amqp_support import raw_channel
-
-    with raw_channel(names.url) as channel:  # durable role queues outlive their nodes
-        for role in ("tally", "other"):
-            channel.queue_delete(f"{w.prefix}role.{role}")
-
-
-def replies_matching(client: Client, head: str, count: int, timeout: float = 10.0) -> list[Any]:
-    """Wait until ``count`` call-backs whose verb is ``head`` arrived; return their exprs."""
+def replies_matching(client: Client, head: str, count: int, timeout: float = 10.0, *,
+                     since: int = 0) -> list[Any]:
+    """Wait for ``count`` call-backs ``(head ...)`` after reply number ``since``; return their
+    expressions."""
     def found() -> list[Any] | None:
-        matching = [r.expr for r in client.replies if r.expr and r.expr[0] == Symbol(head)]
+        matching = [r.expr for r in client.replies[since:]
+                    if isinstance(r.expr, list) and r.expr and r.expr[0] == Symbol(head)]
         return matching if len(matching) >= count else None
 
-    return wait_for(found, timeout, what=f"{count} ({head} ...) call-backs")
+    return wait_for(found, timeout, what=f"{count} ({head} ...) call-backs",
+                    show=lambda: [r.expr for r in client.replies[since:]])

@@ -8,8 +8,8 @@ checked by tests rather than trusted.
 
 from __future__ import annotations
 
+import os
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +20,10 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from services import require_postgres
 
 from cellframe.pgmulti import READ_SIDE, Description, apply_description
+from cellframe.testing import missing
+from cellframe.testing.services import port_open
 
 __all__ = [
     "DOC_PATH",
@@ -33,12 +34,22 @@ __all__ = [
     "dsn_for",
     "open_cluster",
     "query",
+    "require_postgres",
     "reset_cluster",
     "throwaway_databases",
-    "wait_for",
 ]
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "postgres-multimaster.md"
+POSTGRES_DSN = os.environ.get("CELLFRAME_TEST_POSTGRES",
+                              "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
+
+
+def require_postgres() -> str:
+    """The test server's connection string; skip the test (fail it under CI) if it is down."""
+    if not port_open(POSTGRES_HOST, POSTGRES_PORT):
+        missing(f"PostgreSQL on {POSTGRES_HOST}:{POSTGRES_PORT}")
+    return POSTGRES_DSN
 
 
 def dsn_for(dbname: str) -> str:
@@ -51,16 +62,6 @@ def query(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]
     with psycopg.connect(dsn, autocommit=True) as conn:
         cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> float:
-    """Poll ``predicate`` until it holds; return the seconds it took, or fail at the deadline."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-    return time.monotonic() - start
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 A ``ProcessCluster`` gives its nodes a topology of their own on the shared broker (control
 exchange ``cf-test.<token>.control``, queues prefixed ``cf-test.<token>.``), a cluster secret,
-and the test cells of ``process_cells`` (``--plugin process_cells:ROLES``). ``start`` launches
+and the test cells of ``tests/process_cells.py`` (``--plugin tests.process_cells:ROLES``, with
+the repository on ``PYTHONPATH``). ``start`` launches
 several nodes at once and waits for each one's ``node NAME ready`` line; ``close`` kills what is
 still running and deletes the topology. Connections are killed broker-side by name, and each
 node's connection is named ``NAME@HOST:PID``, so a test only ever touches its own.
@@ -19,47 +20,39 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amqp_support import raw_channel
-from process_cells import ROLES, TALLY_DIR
-
 from cellframe.cli.status import decode_status
 from cellframe.client import Client
 from cellframe.language.symbols import Symbol
+from cellframe.testing import AmqpNames, wait_for
 from cellframe.transports.amqp import AmqpTransport
-from cellframe.transports.topology import amqp_topology
 from cellframe.wire.signing import Signer
+from tests.node_support import replies_matching
+from tests.process_cells import ROLES, TALLY_DIR
 
 __all__ = [
+    "REPO",
     "NodeProcess",
     "ProcessCluster",
     "Stream",
-    "cut_connections",
-    "replies",
-    "wait_for",
+    "child_env",
 ]
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
+REPO = Path(__file__).resolve().parent.parent
 #: Long enough for several interpreters starting at once on two busy cores.
 READY_TIMEOUT = 60.0
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, *, interval: float = 0.02,
-             what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned); fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or predicate}")
-        time.sleep(interval)
+def child_env(**variables: str) -> dict[str, str]:
+    """The environment of a child ``python -m cellframe``: this one, with the repository on
+    ``PYTHONPATH`` so that ``--plugin tests.process_cells:ROLES`` imports."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **variables)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
 
 
 @dataclass
@@ -91,16 +84,18 @@ class NodeProcess:
 
 @dataclass
 class ProcessCluster:
-    """Node processes sharing one test topology on ``url``; ``close()`` removes everything."""
+    """Node processes sharing one test topology on ``url`` (``names``, an AmqpNames);
+    ``close()`` removes everything."""
 
     url: str
     workdir: Path
-    dns: Any = None  # a bind_support.BindServer the nodes read their config from
-    token: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    dns: Any = None  # a cellframe.testing.BindServer the nodes read their config from
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
-    transports: list[AmqpTransport] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.names = AmqpNames(self.url)
+        for role in ROLES:  # the nodes' durable role queues, deleted by close()
+            self.names.queue(f"role.{role}")
         self.secret = secrets.token_hex(16).encode()
         self.secret_file = self.workdir / "cluster.secret"
         self.secret_file.write_bytes(self.secret)
@@ -110,11 +105,11 @@ class ProcessCluster:
 
     @property
     def exchange(self) -> str:
-        return f"cf-test.{self.token}.control"
+        return self.names.exchange
 
     @property
     def prefix(self) -> str:
-        return f"cf-test.{self.token}."
+        return self.names.queue_prefix
 
     # -- node processes -----------------------------------------------------------------------
 
@@ -124,13 +119,12 @@ class ProcessCluster:
                  if self.dns is not None else [])
         return [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.url, *where,
                 "--secret-file", str(self.secret_file), "--exchange", self.exchange,
-                "--queue-prefix", self.prefix, "--plugin", "process_cells:ROLES", *args]
+                "--queue-prefix", self.prefix, "--plugin", "tests.process_cells:ROLES", *args]
 
     def launch(self, name: str, *args: str) -> NodeProcess:
         """Start node ``name`` without waiting for it."""
         output = self.workdir / f"{name}.{len(self.nodes)}.out"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **{TALLY_DIR: str(self.tally_dir)})
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+        env = child_env(**{TALLY_DIR: str(self.tally_dir)})
         with output.open("wb") as out:
             popen = subprocess.Popen(self.command(name, *args), stdout=out,
                                      stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
@@ -163,11 +157,9 @@ class ProcessCluster:
 
     def connect(self, label: str = "client") -> AmqpTransport:
         """A transport of the test's own on the cluster's topology (closed by ``close``)."""
-        transport = AmqpTransport(self.url, name=f"cf-test-{self.token}-{label}-"
-                                  f"{uuid.uuid4().hex[:6]}", heartbeat=5, connect_timeout=10.0,
-                                  op_timeout=20.0, **amqp_topology(self.exchange))
-        self.transports.append(transport)
-        return transport
+        return self.names.connect(name=f"cf-test-{self.names.token}-{label}-"
+                                  f"{uuid.uuid4().hex[:6]}", connect_timeout=10.0,
+                                  op_timeout=20.0)
 
     def client(self, label: str = "client", *, signed: bool = True) -> Client:
         """A client that signs with the cluster secret and collects call-backs."""
@@ -178,7 +170,7 @@ class ProcessCluster:
         """Ask node ``node`` for ``(status)`` and return its decoded call-back."""
         first = len(client.replies)
         client.send(f"node.{node}", [Symbol("status")])
-        found = replies(client, "node-status", 1, timeout, since=first)
+        found = replies_matching(client, "node-status", 1, timeout, since=first)
         return decode_status(found[0])
 
     def cell(self, client: Client, node: str, cell: str | None = None) -> dict[str, Any]:
@@ -200,14 +192,7 @@ class ProcessCluster:
             except subprocess.TimeoutExpired:
                 node.popen.kill()
                 node.popen.wait(5)
-        for transport in self.transports:
-            transport.close()
-        names = amqp_topology(self.exchange)
-        with raw_channel(self.url) as channel:
-            for queue in [names["dead_letter_queue"], *(f"{self.prefix}role.{r}" for r in ROLES)]:
-                channel.queue_delete(queue)
-            channel.exchange_delete(names["exchange"])
-            channel.exchange_delete(names["dead_letter_exchange"])
+        self.names.cleanup()
 
 
 class Stream:
@@ -245,38 +230,3 @@ class Stream:
                 self.ids.append(self.client.send(self.target, add, expect_reply=False))
             if self._stop.wait(self.every):
                 return
-
-
-def replies(client: Client, head: str, count: int, timeout: float = 10.0, *,
-            since: int = 0) -> list[Any]:
-    """Wait for ``count`` call-backs ``(head ...)`` after reply number ``since``; return them."""
-    def found() -> list[Any] | None:
-        matching = [r.expr for r in client.replies[since:]
-                    if isinstance(r.expr, list) and r.expr and r.expr[0] == Symbol(head)]
-        return matching if len(matching) >= count else None
-
-    return wait_for(found, timeout, what=f"{count} ({head} ...) call-backs")
-
-
-# One rabbitmqctl call for several names: each call starts an Erlang VM, 0.6 s when idle and
-# seconds on a busy machine. A half-open or vanished connection is not ours (see amqp_support).
-_CLOSE_NAMED = """
-Names = [{names}],
-Named = fun(P) ->
-    try case lists:keyfind(<<"connection_name">>, 1, proplists:get_value(client_properties,
-                 rabbit_networking:connection_info(P, [client_properties]), [])) of
-            {{_, longstr, N}} -> lists:member(N, Names); _ -> false end
-    catch _:_ -> false end end,
-Mine = [P || P <- rabbit_networking:connections(), Named(P)],
-[rabbit_networking:close_connection(P, "test") || P <- Mine],
-length(Mine).
-"""
-
-
-def cut_connections(*names: str) -> None:
-    """Close, broker-side, the connections with these names (exactly one each), as a network
-    cut would."""
-    erlang = ", ".join(f'<<"{name}">>' for name in names)
-    out = subprocess.run(["rabbitmqctl", "eval", _CLOSE_NAMED.format(names=erlang)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    assert out.strip() == str(len(names)), f"closed {out.strip()} connections of {names}"

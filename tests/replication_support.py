@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-from healing_support import FAST, wait_for
 
 from cellframe.client import Client
 from cellframe.config.resolvers import ZoneFileResolver
@@ -21,6 +20,8 @@ from cellframe.node.cluster import LocalCluster
 from cellframe.roles.registry import RoleRegistry
 from cellframe.roles.shard import ShardCell
 from cellframe.store import Record, Ring
+from cellframe.testing import AmqpNames, running_cluster, wait_for
+from tests.healing_support import FAST
 
 __all__ = [
     "ShardClient",
@@ -31,7 +32,6 @@ __all__ = [
     "shard_cluster",
     "shard_zone",
     "unquote",
-    "wait_for",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,15 +77,14 @@ def shard_cluster(tmp_path: Path, *, nodes: list[str] | None = None, shards: int
     shard_class = ShardCell.configured(data_dir=str(tmp_path / "data"), **settings)
     registry = RoleRegistry({"shard": [shard_class]})
     names = nodes if nodes is not None else [f"shard-{i:02d}" for i in range(1, shards + 1)]
-    cluster = LocalCluster(resolver=ZoneFileResolver(zone), registry=registry, healing=FAST,
-                           workdir=tmp_path, nodes=names)
-    try:
-        cluster.start()
-        wait_for(lambda: converged(cluster, len([n for n in names if n.startswith("shard")])),
-                 10)
+    count = len([n for n in names if n.startswith("shard")])
+
+    def shards_converged(cluster: LocalCluster) -> bool:
+        return converged(cluster, count)
+
+    with running_cluster(resolver=ZoneFileResolver(zone), registry=registry, healing=FAST,
+                         workdir=tmp_path, nodes=names, ready=shards_converged) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def cells(cluster: LocalCluster) -> dict[str, ShardCell]:
@@ -267,11 +266,21 @@ def fill(cluster) -> ShardClient:
 
 
 class ShardProcesses(NodeProcesses):
-    """``python -m cellframe node`` processes with a data directory; SIGKILL to kill."""
+    """``python -m cellframe node`` processes with a data directory, on the test's own
+    topology (``names``: the shared broker's durable ``role.shard`` must carry nothing from one
+    run, or one engineer, to another); SIGKILL to kill."""
 
-    def __init__(self, amqp_url: str, zone: Path, workdir: Path) -> None:
-        super().__init__(workdir, ["--amqp", amqp_url, "--zone", str(zone),
+    def __init__(self, names: AmqpNames, zone: Path, workdir: Path) -> None:
+        self.names = names
+        names.queue("role.shard")  # declared by the node processes: deleted with the rest
+        super().__init__(workdir, ["--amqp", names.url, "--zone", str(zone), "--exchange",
+                                   names.exchange, "--queue-prefix", names.queue_prefix,
                                    "--data-dir", str(workdir / "data")], cwd=REPO)
+
+    def client(self, name: str) -> Client:
+        """A client of the test's own on the processes' topology (closed with the names)."""
+        return Client(self.names.connect(name=name, connect_timeout=10.0, op_timeout=30.0),
+                      name=f"{name}-{uuid.uuid4().hex[:8]}", queue_prefix=self.names.queue_prefix)
 
 
 def ask_all(client: Client, expr: str, window: float,

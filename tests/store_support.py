@@ -1,4 +1,4 @@
-"""Shared helpers for the data-layer tests: waiting, child processes, crash injection."""
+"""Shared helpers for the data-layer tests: child processes, crash injection, segments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -26,18 +26,7 @@ __all__ = [
     "log_segments",
     "read_lines_until",
     "spawn_python",
-    "wait_for",
 ]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
-             interval: float = 0.01) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {predicate}")
-        time.sleep(interval)
 
 
 def spawn_python(code: str, *args: str) -> subprocess.Popen[str]:

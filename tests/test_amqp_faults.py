@@ -10,26 +10,19 @@ import subprocess
 import threading
 
 import pytest
-from amqp_support import (  # noqa: F401  (pytest fixtures)
-    amqp_connect,
-    amqp_names,
-    kill_connections,
-    raw_channel,
-)
 
 from cellframe.errors import BufferFullError
 from cellframe.testing import Collector, holds_for, wait_for
 from cellframe.wire.envelope import Envelope
+from tests.amqp_support import close_connections
 
 pytestmark = [pytest.mark.amqp, pytest.mark.slow]
 
 
 @pytest.fixture
-def durable_queue(amqp_names):  # noqa: F811
-    name = amqp_names.queue("stream")
-    yield name
-    with raw_channel(amqp_names.url) as channel:
-        channel.queue_delete(name)
+def durable_queue(amqp_names):
+    """A queue name of this test's own, deleted afterwards."""
+    return amqp_names.queue("stream")
 
 
 class Recorder:
@@ -65,7 +58,7 @@ def publish_until(t, key: str, stop: threading.Event, sent: list[str]) -> None:
 
 
 def test_every_message_arrives_after_the_connections_are_killed_mid_stream(
-        amqp_connect, amqp_names, durable_queue, record_property):  # noqa: F811
+        amqp_connect, amqp_names, durable_queue, record_property):
     name = f"cf-fault-{amqp_names.token}"
     pub = amqp_connect(name=name, buffer_size=2000)
     con = amqp_connect(name=name)
@@ -79,7 +72,7 @@ def test_every_message_arrives_after_the_connections_are_killed_mid_stream(
     publisher.start()
     try:
         wait_for(lambda: len(recorder.ids) > 500, 20, what="the stream to be flowing")
-        kill_connections(name, expect=2)
+        close_connections(name, expect=2)
         at_kill = len(sent)
         wait_for(lambda: len(sent) > at_kill + 500, 20, what="the stream to go on")
     finally:
@@ -96,7 +89,7 @@ def test_every_message_arrives_after_the_connections_are_killed_mid_stream(
 
 
 def test_a_held_delivery_comes_back_redelivered_and_its_late_ack_is_ignored(
-        amqp_connect, amqp_names, durable_queue):  # noqa: F811
+        amqp_connect, amqp_names, durable_queue):
     t = amqp_connect(name=f"cf-held-{amqp_names.token}")
     t.declare_queue(durable_queue, durable=True)
     t.bind(durable_queue, "role.held")
@@ -105,7 +98,7 @@ def test_a_held_delivery_comes_back_redelivered_and_its_late_ack_is_ignored(
     sent = Envelope(b"(held)")
     t.publish("role.held", sent)
     first = held.wait(1)[0]
-    kill_connections(f"cf-held-{amqp_names.token}")
+    close_connections(f"cf-held-{amqp_names.token}")
     second = held.wait(2)[1]
     assert (first.redelivered, second.redelivered) == (False, True)
     assert second.envelope.message_id == sent.message_id
@@ -118,14 +111,14 @@ def test_a_held_delivery_comes_back_redelivered_and_its_late_ack_is_ignored(
 
 
 def test_queues_bindings_and_consumers_are_restored_after_a_reconnect(
-        amqp_connect, amqp_names):  # noqa: F811
+        amqp_connect, amqp_names):
     t = amqp_connect(name=f"cf-restore-{amqp_names.token}")
     mine = amqp_names.queue("exclusive")
     t.declare_queue(mine, exclusive=True)
     t.bind(mine, "node.web-01")
     collector = Collector()
     t.consume(mine, collector)
-    kill_connections(f"cf-restore-{amqp_names.token}")
+    close_connections(f"cf-restore-{amqp_names.token}")
     during = Envelope(b"(sent while reconnecting)")
     t.publish("node.web-01", during)  # buffered until the topology is back, then confirmed
     assert collector.wait(1)[0].envelope.message_id == during.message_id
@@ -135,7 +128,7 @@ def test_queues_bindings_and_consumers_are_restored_after_a_reconnect(
     wait_for(lambda: returned, what="the unroutable message after a reconnect")
 
 
-def test_an_idle_transport_keeps_its_connection_alive_with_heartbeats(amqp_connect):  # noqa: F811
+def test_an_idle_transport_keeps_its_connection_alive_with_heartbeats(amqp_connect):
     # The broker closes a connection after about two missed 1 s heartbeats; the I/O thread
     # answers them even when nobody publishes (a BlockingConnection would not).
     t = amqp_connect(heartbeat=1)
@@ -147,7 +140,7 @@ def _rabbitmqctl(*args: str) -> None:
 
 
 def test_persistent_messages_and_the_buffer_survive_a_broker_restart(
-        amqp_connect, amqp_names, durable_queue):  # noqa: F811
+        amqp_connect, amqp_names, durable_queue):
     # The whole broker application stops and starts again (every connection of every client
     # drops): what it had confirmed as persistent is still queued, what was published while it
     # was down waits in the buffer and goes once the transport has reconnected.

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from services import require_amqp
 
 
 def bench(*keys: str, timeout: float = 300) -> dict:
@@ -39,8 +38,7 @@ def test_a_noisy_comparison_reports_its_median_run_and_every_ratio() -> None:
 
 
 @pytest.mark.amqp
-def test_bench_measures_the_control_pipeline_against_raw_pika_on_rabbitmq() -> None:
-    require_amqp()
+def test_bench_measures_the_control_pipeline_against_raw_pika_on_rabbitmq(amqp_url: str) -> None:
     figures = bench("control_pipeline_vs_raw_pika")["control_pipeline_vs_raw_pika"]
     assert "error" not in figures, figures
     assert figures["pipeline_per_s"] > 0 and figures["raw_end_to_end_per_s"] > 0
@@ -48,3 +46,10 @@ def test_bench_measures_the_control_pipeline_against_raw_pika_on_rabbitmq() -> N
     assert figures["ratio"] == pytest.approx(figures["pipeline_per_s"] / figures["raw_end_to_end_per_s"],
                                              abs=0.01)
     assert figures["ratio_runs"] == [figures["ratio"]]  # --quick: one run
+
+
+def test_bench_times_import_cellframe_against_import_pykka_in_new_interpreters() -> None:
+    figures = bench("import_vs_pykka")["import_vs_pykka"]
+    assert "error" not in figures
+    assert figures["pykka_ms"] > 0 and figures["cellframe_ms"] > 0 and figures["cell_and_node_ms"] > 0
+    assert figures["ratio"] == round(figures["cellframe_ms"] / figures["pykka_ms"], 2)

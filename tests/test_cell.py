@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
-from cell_support import Lamp, message, snapshot, start_lamp
 
 from cellframe import Keyword, Symbol
+from cellframe.cell.cell import Cell
+from cellframe.cell.outbox import RecordingOutbox
+from cellframe.cell.statemachine import transition
 from cellframe.errors import CellframeError
+from cellframe.language.reader import read
+from tests.cell_support import Lamp, message, snapshot, start_lamp
 
 
 @pytest.fixture
@@ -100,13 +108,13 @@ def test_exception_in_an_action_leaves_the_state_and_keeps_the_cell_alive(diagno
     "text",
     ["(switch-on 1 2 3)", "(dim)", "(switch-on :colour 3)", "(dim 1 :reason)"],
 )
-def test_wrong_arity_is_an_error_that_leaves_the_cell_unchanged(lamp, text) -> None:
+def test_wrong_arity_is_refused_or_ignored_and_leaves_the_cell_unchanged(lamp, text) -> None:
     ref, _ = lamp
     ref.tell(message(text))
     after = snapshot(ref)
     assert (after["state"], after["brightness"]) == ("off", 0)
-    assert after["counters"]["errors"] + after["counters"]["ignored"] == 1
-    assert after["counters"]["applied"] == 0
+    assert after["counters"]["refused"] + after["counters"]["ignored"] == 1
+    assert after["counters"]["applied"] == after["counters"]["errors"] == 0
 
 
 def test_duplicate_delivery_is_not_applied_twice(lamp) -> None:
@@ -179,7 +187,7 @@ def test_cell_without_an_outbox_refuses_to_send_with_a_clear_error() -> None:
         cell_ref.stop()
 
 
-def test_required_keyword_argument_missing_is_an_arity_error_on_the_fast_path() -> None:
+def test_required_keyword_argument_missing_is_refused_on_the_fast_path() -> None:
     from cellframe import Cell, transition
     from cellframe.cell.outbox import RecordingOutbox
 
@@ -192,7 +200,8 @@ def test_required_keyword_argument_missing_is_an_arity_error_on_the_fast_path() 
     try:
         ref.tell(message("(tag)"))
         ref.tell(message('(tag :label "x")'))
-        assert ref.proxy().cell_counters.get(timeout=5).errors == 1
+        counters = ref.proxy().cell_counters.get(timeout=5)
+        assert (counters.refused, counters.errors) == (1, 0)
         assert ref.proxy().label.get(timeout=5) == "x"
     finally:
         ref.stop()
@@ -220,3 +229,104 @@ def test_a_settings_change_reaches_a_running_cell_once_and_keeps_its_state() -> 
         assert heard == [({"weight": "1"}, {"weight": "5", "rack": "r2"})]
     finally:
         ref.stop()
+
+
+class Fragile(Cell):
+    """Actions and a guard that fail in the ways a cell must report."""
+
+    @transition("boom")
+    def boom(self, n: int) -> None:
+        raise KeyError(f"no entry {n}")
+
+    @transition("parse")
+    def parse(self, text: str) -> None:
+        read(text)  # a LanguageError raised by the action itself, not by its input
+
+    @transition("guarded", guard="explodes")
+    def guarded(self, n: int) -> None:
+        pass
+
+    def explodes(self, n: int) -> bool:
+        raise ValueError("the guard's own bug")
+
+
+@pytest.fixture
+def fragile() -> Iterator[tuple[Any, RecordingOutbox]]:
+    outbox = RecordingOutbox()
+    ref = Fragile.start("fragile", outbox=outbox)
+    yield ref, outbox
+    ref.stop()
+
+
+def reasons_sent(outbox: RecordingOutbox, ids: list[str]) -> dict[str, str]:
+    found = {s.expr[s.expr.index(Keyword("id")) + 1]: s.expr[s.expr.index(Keyword("reason")) + 1]
+             for s in outbox.sent if s.expr[0] == Symbol("error")}
+    return {i: found[i] for i in ids}
+
+
+def failures_logged(caplog: pytest.LogCaptureFixture) -> list[BaseException]:
+    return [r.exc_info[1] for r in caplog.records
+            if r.name == "cellframe.cell.cell" and r.exc_info and r.exc_info[1] is not None]
+
+
+@pytest.mark.parametrize(("literal", "evaluated"), [
+    ("(boom 1)", "(boom (+ 1 0))"),
+    ('(parse "(")', '(parse (concat "(" ""))'),
+    ("(guarded 1)", "(guarded (+ 1 0))"),
+])
+def test_an_action_that_raises_is_reported_alike_however_the_message_is_written(
+        fragile, caplog, literal: str, evaluated: str) -> None:
+    ref, outbox = fragile
+    caplog.set_level(logging.ERROR, logger="cellframe.cell.cell")
+    ref.tell(message(literal, id="literal", reply_to="reply.op"))
+    ref.tell(message(evaluated, id="evaluated", reply_to="reply.op"))
+    counters = ref.proxy().cell_counters.get(timeout=5)
+    assert (counters.errors, counters.refused, counters.applied) == (2, 0, 0)
+    reasons = reasons_sent(outbox, ["literal", "evaluated"])
+    assert reasons["literal"] == reasons["evaluated"]
+    assert reasons["literal"].startswith("action failed: ")
+    logged = failures_logged(caplog)
+    assert len(logged) == 2 and type(logged[0]) is type(logged[1])
+    assert all(error.__traceback__ is not None for error in logged)  # the traceback is logged
+
+
+@pytest.mark.parametrize("text", [
+    "(boom 1 2)",          # wrong arity, on the fast path
+    "(boom (+ 1 2) 3)",    # wrong arity, under the evaluator
+    "(boom nowhere)",      # an unbound symbol
+    '(boom (+ 1 "a"))',    # a built-in refuses its arguments
+])
+def test_bad_input_is_refused_and_told_apart_from_a_failed_action(fragile, caplog, text) -> None:
+    ref, outbox = fragile
+    caplog.set_level(logging.ERROR, logger="cellframe.cell.cell")
+    ref.tell(message(text, id="bad", reply_to="reply.op"))
+    counters = ref.proxy().cell_counters.get(timeout=5)
+    assert (counters.refused, counters.errors, counters.applied) == (1, 0, 0)
+    assert reasons_sent(outbox, ["bad"])["bad"].startswith("bad input: ")
+    assert failures_logged(caplog) == []  # bad input is the sender's fault: no traceback
+
+
+def test_a_cell_started_alone_has_a_standalone_host_with_honest_defaults() -> None:
+    from cellframe.cell.host import StandaloneHost
+    from cellframe.errors import ClusterError
+
+    ref = Lamp.start("alone")
+    try:
+        host = ref.proxy().cell_host.get(timeout=5)
+        assert isinstance(host, StandaloneHost)
+        assert (host.name, host.incarnation, host.role, host.resolver) == ("alone", 0, None, None)
+        assert host.cells() == {} and host.status()["cells"] == []
+        host.emit("anything", at=1)  # no node to publish it: nothing happens, nothing raises
+        assert host.renew_incarnation(5) == 6 and host.incarnation == 6
+        with pytest.raises(ClusterError, match="runs alone"):
+            host.differentiate("web")
+    finally:
+        ref.stop()
+
+
+def test_a_cell_given_both_a_host_and_an_outbox_is_refused() -> None:
+    from cellframe.cell.host import StandaloneHost
+    from cellframe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not both"):
+        Lamp("lamp", host=StandaloneHost("lamp"), outbox=RecordingOutbox())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cell_support import Lamp, message, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellframe.cell.outbox import RecordingOutbox
+from tests.cell_support import Lamp, message, snapshot
 
 COMMANDS = [
     "(switch-on 5)", "(switch-on 9)", "(switch-off)", "(dim 1)", "(dim 2 :reason \"load\")",

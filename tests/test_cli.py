@@ -10,20 +10,20 @@ import json
 import logging
 import shlex
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from amqp_support import amqp_names  # noqa: F401  (fixture)
 from click.testing import CliRunner, Result
 
 from cellframe.cli.main import main
 from cellframe.node.node import Node
 from cellframe.roles.registry import RoleRegistry
-from cellframe.transports.amqp import AmqpTransport
-from cellframe.transports.topology import amqp_topology
+from cellframe.testing import wait_for
 from cellframe.wire.signing import Signer
+from tests.node_support import Tally
 
 ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
 
@@ -127,38 +127,26 @@ def test_env_with_bad_options_exits_2_naming_the_problem(args: list[str], proble
 
 
 @pytest.fixture
-def nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:  # noqa: F811
-    """Two signed in-process nodes, and the CLI options that reach them."""
-    exchange, prefix = f"cf-test.{amqp_names.token}.cli", f"cf-test.{amqp_names.token}."
+def nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Two signed in-process nodes on this test's topology, and the CLI options that reach
+    them."""
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(b"a cluster secret for the cli tests")
     signer = Signer(secret_file.read_bytes())
-    from node_support import Tally
-
-    started, transports = [], []
+    started = []
     try:
         for name, role in (("cli-a", "tally"), ("cli-b", None)):
-            transport = AmqpTransport(amqp_names.url, name=f"cf-test-{amqp_names.token}-{name}",
-                                      **amqp_topology(exchange))
-            transports.append(transport)
+            transport = amqp_names.connect(name=f"cf-test-{amqp_names.token}-{name}")
             node = Node(name, transport=transport, signer=signer, role=role,
-                        registry=RoleRegistry({"tally": [Tally]}), queue_prefix=prefix)
+                        registry=RoleRegistry({"tally": [Tally]}),
+                        queue_prefix=amqp_names.queue_prefix)
             started.append(node.start())
         yield {"nodes": started, "options": [
-            "--amqp", amqp_names.url, "--exchange", exchange, "--queue-prefix", prefix,
-            "--secret-file", str(secret_file)]}
+            "--amqp", amqp_names.url, "--exchange", amqp_names.exchange, "--queue-prefix",
+            amqp_names.queue_prefix, "--secret-file", str(secret_file)]}
     finally:
         for node in started:
             node.stop()
-        for transport in transports:
-            transport.close()
-        from amqp_support import raw_channel
-
-        with raw_channel(amqp_names.url) as channel:
-            channel.queue_delete(f"{prefix}role.tally")
-            for name in ("exchange", "dead_letter_exchange"):
-                channel.exchange_delete(amqp_topology(exchange)[name])
-            channel.queue_delete(amqp_topology(exchange)["dead_letter_queue"])
 
 
 @pytest.mark.amqp
@@ -177,11 +165,38 @@ def test_send_applies_and_a_later_send_sees_it(nodes) -> None:
     assert result.stdout.splitlines() == ['(total 41 "cli-a")']
 
 
+def time_from_send_to_exit(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Result, float]:
+    """Invoke ``cellframe send`` and measure from its publish to its return (connecting to
+    the broker, before the publish, does not count)."""
+    from cellframe.client import Client
+
+    sent_at: list[float] = []
+    original = Client.send
+
+    def send(self: Client, *a: Any, **kw: Any) -> str:
+        sent_at.append(time.monotonic())
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Client, "send", send)
+    result = invoke("send", *args)
+    return result, time.monotonic() - sent_at[0]
+
+
 @pytest.mark.amqp
-def test_send_to_a_target_nobody_listens_on_exits_1(nodes) -> None:
-    result = invoke("send", "node:nobody-here", "(ping)", *nodes["options"])
+def test_send_returns_once_the_broker_confirms(nodes, monkeypatch) -> None:
+    result, took = time_from_send_to_exit(monkeypatch, "cell:cli-a", "(add 1)", *nodes["options"])
+    assert result.exit_code == 0 and result.stderr == ""
+    # It used to wait a whole second for a return that never came; a confirm takes ms.
+    assert took < 0.9, f"send took {took:.3f} s from publish to exit"
+    wait_for(lambda: nodes["nodes"][0].cells()["cli-a"].total == 1, 10, what="(add 1) applied")
+
+
+@pytest.mark.amqp
+def test_send_to_a_target_nobody_listens_on_exits_1(nodes, monkeypatch) -> None:
+    result, took = time_from_send_to_exit(monkeypatch, "node:nobody-here", "(ping)", *nodes["options"])
     assert result.exit_code == 1
     assert "nothing is listening on node.nobody-here" in result.stderr
+    assert took < 0.9, f"send took {took:.3f} s from publish to exit"
 
 
 @pytest.mark.amqp
@@ -209,8 +224,6 @@ def test_node_serves_prometheus_metrics_on_the_address_and_port_given(tmp_path) 
     import socket
     import sys
     import urllib.request
-
-    from cellframe.testing import wait_for
 
     with socket.socket() as probe:  # a free port
         probe.bind(("127.0.0.1", 0))

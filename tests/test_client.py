@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from cellframe import Client, Envelope, MemoryBroker, ReplyLog
-from cellframe.client import Reply
+from cellframe import Client, Envelope, MemoryBroker
+from cellframe.client import Reply, ReplyLog
 from cellframe.testing import wait_for
 
 

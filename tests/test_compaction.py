@@ -7,11 +7,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from store_support import SimulatedCrash, crash_at, log_segments
 
 from cellframe.store import MerkleTree, Record, Retention, Store, content_digest
 from cellframe.store.compaction import STEPS, choose_kept, obsolete
 from cellframe.store.merkle import EMPTY
+from tests.store_support import SimulatedCrash, crash_at, log_segments
 
 PARTS = 4
 FAMILIES = [f"fam{i}" for i in range(12)]

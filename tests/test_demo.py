@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from services import require_amqp
 
 KEYS = {"healed", "detect_seconds", "heal_seconds", "requests_served", "inserts_acked",
         "inserts_lost"}
@@ -41,7 +40,7 @@ def test_demo_on_the_embedded_defaults_heals_with_nothing_lost() -> None:
 
 
 @pytest.mark.amqp
-def test_demo_across_real_processes_on_rabbitmq_heals_with_nothing_lost() -> None:
+def test_demo_across_real_processes_on_rabbitmq_heals_with_nothing_lost(amqp_url: str) -> None:
     # Nine node processes (three of them shards writing to disk) share two cores with the
     # broker here: the detection bound itself is proven by tests/test_heal_end_to_end.py.
-    check_healed(*run_demo("--amqp", require_amqp()), bound=5.0)
+    check_healed(*run_demo("--amqp", amqp_url), bound=5.0)

@@ -1,11 +1,12 @@
 """Every code block of every page in docs/ is exercised by a test.
 
-The pages this file owns (tutorial, operations, architecture, index) are run here, block by
-block, in the order they appear:
+The pages this file owns (tutorial, testing, operations, architecture, index) are run here,
+block by block, in the order they appear:
 
 - ``python``: executed in one namespace per page, in a working folder that is on ``sys.path``
-  as it would be for a Python started there (empty for the tutorial; for the other pages it
-  holds a link to the repository's ``examples/``);
+  as it would be for a Python started there (empty for the tutorial and the testing page, as a
+  new project's folder is; for the other pages it holds a link to the repository's
+  ``examples/``);
 - ``lisp``: read with ``cellframe.read_all``; ``dns``: parsed by dnspython;
 - ``bash``: run by ``bash -euo pipefail``; ``console``: each ``$ `` line is run the same way
   and its standard output must equal the lines that follow it;
@@ -16,6 +17,9 @@ it to ``NAME`` in the working folder (and it must equal ``examples/tutorial/NAME
 ``<!-- needs: amqp -->`` runs it against the real RabbitMQ, in a virtual host of its own (its
 URL in ``$AMQP``, ``os.environ["AMQP"]`` in Python), in a separate test; ``<!-- not-run: WHY
 -->`` skips a shell block, and WHY must name a test that exists and does the same thing.
+The testing page is a user's project: its Python blocks are files (test modules, which its
+shell blocks run with ``python -m pytest``, cellframe's plugin loaded from the installed
+package as in any project), so each of them must carry a ``file:`` note.
 
 The pages other engineers own are run by their own tests; here each of their blocks is checked
 to be one those tests' mechanism picks up, and a page this file does not know may hold only
@@ -41,17 +45,21 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dns.zone
 import pytest
-from services import missing, require_amqp
 
-from cellframe import read_all
+from cellframe.language import read_all
 from cellframe.language.grammar import grammar_text
+from cellframe.testing import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples" / "tutorial"
 
 #: Pages run by this file, and the languages their blocks may use.
-OWN_PAGES = {"tutorial.md", "operations.md", "architecture.md", "index.md"}
+OWN_PAGES = {"tutorial.md", "testing.md", "operations.md", "architecture.md", "index.md"}
+#: Pages that start in an empty folder, as a reader's new project does.
+EMPTY_FOLDER_PAGES = {"tutorial.md", "testing.md"}
+#: Pages whose Python blocks must all be files: they are a project, run by pytest.
+PROJECT_PAGES = {"testing.md"}
 OWN_LANGUAGES = {"python", "lisp", "dns", "bash", "console", "text", ""}
 PROSE = {"text", ""}
 
@@ -223,17 +231,17 @@ def _language_mechanism(blocks: list[Block]) -> None:
 
 
 def _dns_mechanism(blocks: list[Block]) -> None:
-    from bind_support import doc_blocks
+    from tests.dns_docs import doc_blocks
 
     theirs = doc_blocks()
-    assert len(theirs) == len(blocks), "tests/bind_support.py misses a block of docs/dns.md"
+    assert len(theirs) == len(blocks), "tests/dns_docs.py misses a block of docs/dns.md"
     for block in blocks:
         if block.language == "dns":
             dns.zone.from_text(block.text, check_origin=False)
 
 
 def _postgres_mechanism(blocks: list[Block]) -> None:
-    from pg_support import doc_blocks
+    from tests.pg_support import doc_blocks
 
     theirs = doc_blocks()
     assert len(theirs) == len(blocks), "tests/pg_support.py misses a block of the page"
@@ -266,6 +274,8 @@ def note_problems(block: Block) -> list[str]:
         problems.append(f"unknown notes {unknown}")
     if block.notes.get("needs", "amqp") != "amqp":
         problems.append(f"needs {block.notes['needs']!r}: only amqp is provided")
+    if block.page in PROJECT_PAGES and block.language == "python" and "file" not in block.notes:
+        problems.append("a Python block of a project page must be a file (<!-- file: NAME -->)")
     if "not-run" in block.notes:
         refs = _TEST_REF.findall(block.notes["not-run"])
         if block.language not in ("bash", "console"):
@@ -296,6 +306,16 @@ def test_a_block_left_unrun_must_name_an_existing_test_that_covers_it() -> None:
         "only a shell block may be left unrun"]
     assert note_problems(block("yaml", needs="kafka")) == [
         "no test runs 'yaml' blocks", "needs 'kafka': only amqp is provided"]
+
+
+def test_a_python_block_of_the_testing_page_must_be_a_file_its_pytest_runs() -> None:
+    def block(page: str, language: str, **notes: str) -> Block:
+        return Block(page, 1, language, language, "", notes)
+
+    assert note_problems(block("testing.md", "python", file="test_x.py")) == []
+    assert note_problems(block("testing.md", "python")) == [
+        "a Python block of a project page must be a file (<!-- file: NAME -->)"]
+    assert note_problems(block("tutorial.md", "python")) == []
 
 
 def test_the_tutorial_files_are_the_finished_example() -> None:
@@ -448,10 +468,11 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def page_workdir(page: str, tmp_path: Path) -> Path:
-    """The tutorial starts in an empty folder; the other pages see the repository's examples."""
+    """The tutorial and the testing page start in an empty folder; the other pages see the
+    repository's examples."""
     workdir = tmp_path / "work"
     workdir.mkdir()
-    if page != "tutorial.md":
+    if page not in EMPTY_FOLDER_PAGES:
         (workdir / "examples").symlink_to(ROOT / "examples")
     return workdir
 
@@ -483,10 +504,10 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @pytest.fixture
-def amqp_vhost() -> Iterator[str]:
+def amqp_vhost(amqp_url: str) -> Iterator[str]:
     """A virtual host of its own on the real RabbitMQ, deleted afterwards: the shell blocks
     start ``cellframe node`` processes, whose exchange and queue names are fixed."""
-    url = require_amqp()
+    url = amqp_url
     name = f"cf-docs-{uuid.uuid4().hex[:12]}"
     try:
         rabbitmqctl("add_vhost", name)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -17,14 +19,12 @@ def test_python_and_hy_cells_exchange_s_expressions_over_the_embedded_transport(
     assert "rally of 4 finished" in result.stdout
 
 
-def test_the_hy_cell_declares_its_state_machine_like_a_python_cell() -> None:
-    import hy  # noqa: F401
+def test_the_hy_cell_declares_its_state_machine_like_a_python_cell(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import hy  # noqa: F401  (installs the importer of .hy modules)
 
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        from ponger import Ponger
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # undone after the test
+    from ponger import Ponger
     assert Ponger.cell_verbs() == {"ping"}
     assert Ponger.cell_machine.initial == "waiting"
     assert Ponger.role == "ponger"

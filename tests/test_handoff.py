@@ -6,7 +6,6 @@ import signal
 from pathlib import Path
 
 import pytest
-from store_support import read_lines_until, spawn_python
 
 from cellframe.store import (
     Checkpoints,
@@ -17,24 +16,11 @@ from cellframe.store import (
     run_transfer,
 )
 from cellframe.store.handoff import HandoffBatch, parse_transfer_key, record_bytes, transfer_key
+from cellframe.testing import FakeClock
+from tests.store_support import read_lines_until, spawn_python
 
 PARTS = 8
 PARTITION = 3
-
-
-class FakeClock:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        self.slept += seconds
 
 
 def family_in(partition: int, count: int) -> list[str]:
@@ -55,20 +41,19 @@ def digests(store: Store) -> list[bytes]:
     return [r.digest for r in store.records_since(PARTITION, 0, 10**6)]
 
 
-def test_token_bucket_allows_a_burst_then_paces_to_the_rate() -> None:
-    clock = FakeClock()
-    bucket = TokenBucket(1000, burst=500, clock=clock, sleep=clock.sleep)
+def test_token_bucket_allows_a_burst_then_paces_to_the_rate(fake_clock: FakeClock) -> None:
+    bucket = TokenBucket(1000, burst=500, clock=fake_clock, sleep=fake_clock.sleep)
     assert bucket.reserve(500) == 0.0
     assert bucket.reserve(250) == pytest.approx(0.25)
-    clock.now += 0.25
+    fake_clock.advance(0.25)
     assert bucket.reserve(100) == pytest.approx(0.1)
     with pytest.raises(ValueError):
         TokenBucket(0)
 
 
-def test_one_budget_shared_by_two_transfers_caps_their_total_rate(tmp_path: Path) -> None:
-    clock = FakeClock()
-    budget = TokenBucket(50_000, burst=10_000, clock=clock, sleep=clock.sleep)
+def test_one_budget_shared_by_two_transfers_caps_their_total_rate(tmp_path: Path,
+                                                                    fake_clock: FakeClock) -> None:
+    budget = TokenBucket(50_000, burst=10_000, clock=fake_clock, sleep=fake_clock.sleep)
     source = filled_source(tmp_path / "src")
     targets = [Store(tmp_path / f"t{i}", partitions=PARTS, fsync=False, shard=2 + i)
                for i in range(2)]
@@ -77,7 +62,7 @@ def test_one_budget_shared_by_two_transfers_caps_their_total_rate(tmp_path: Path
         moved = sum(run_transfer(source, t, PARTITION, checkpoints, budget=budget,
                                  batch_bytes=4096).nbytes for t in targets)
         # everything beyond the burst was paid for in time at the budget's rate
-        assert clock.slept == pytest.approx((moved - 10_000) / 50_000, rel=0.01)
+        assert fake_clock.slept == pytest.approx((moved - 10_000) / 50_000, rel=0.01)
     finally:
         for s in (source, *targets):
             s.close()
@@ -212,11 +197,11 @@ def test_a_killed_receiver_resumes_from_its_checkpoint(tmp_path: Path) -> None:
         cp.close()
 
 
-def test_sender_cuts_batches_by_bytes_and_reports_the_wait(tmp_path: Path) -> None:
-    clock = FakeClock()
+def test_sender_cuts_batches_by_bytes_and_reports_the_wait(tmp_path: Path,
+                                                           fake_clock: FakeClock) -> None:
     source = filled_source(tmp_path / "src", n=50)
     try:
-        budget = TokenBucket(1000, burst=1000, clock=clock, sleep=clock.sleep)
+        budget = TokenBucket(1000, burst=1000, clock=fake_clock, sleep=fake_clock.sleep)
         sender = HandoffSender(source, PARTITION, budget=budget, batch_bytes=1000)
         batch, wait = sender.next_batch(0)
         assert batch is not None and batch.nbytes <= 1000 and wait == 0.0

@@ -13,18 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from healing_support import (
-    SCENARIO_NODES,
-    Chaos,
-    ChaosTransport,
-    events,
-    local_cluster,
-    log_lines,
-    wait_for,
-)
 
 from cellframe.language.reader import read
 from cellframe.language.symbols import Keyword
+from cellframe.testing import wait_for
+from tests.healing_support import (
+    SCENARIO_NODES,
+    Chaos,
+    ChaosTransport,
+    NodeProcesses,
+    events,
+    local_cluster,
+    log_lines,
+    write_zone,
+)
 
 #: The stated bound on SIGKILL -> 'down' on every survivor (docs/healing.md), worst case.
 DOWN_BOUND = 2.0
@@ -155,12 +157,8 @@ def test_duplicated_and_reordered_membership_and_healing_messages_end_in_the_sam
 
 @pytest.mark.amqp
 @pytest.mark.slow
-def test_across_real_processes_a_sigkilled_web_node_is_replaced(tmp_path) -> None:
-    from healing_support import NodeProcesses, write_zone
-    from services import require_amqp
-
-
-    url = require_amqp()
+def test_across_real_processes_a_sigkilled_web_node_is_replaced(tmp_path, amqp_url) -> None:
+    url = amqp_url
     log_file = tmp_path / "logsump.log"
     zone = write_zone(tmp_path / "cluster.zone", log_file=log_file)
     procs = NodeProcesses(url, zone, tmp_path)

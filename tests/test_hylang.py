@@ -6,13 +6,13 @@ import hy
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from language_support import unicode_strings
 
 from cellframe.errors import InputTooLargeError, ReadError
 from cellframe.language.hylang import hy_to_text, read_hy
 from cellframe.language.printer import write
 from cellframe.language.reader import read
 from cellframe.language.symbols import Keyword, Symbol
+from tests.language_support import unicode_strings
 
 
 @pytest.mark.parametrize(

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from language_support import expressions, language_texts, values, verb_tables
 
-from cellframe.language import reader as reader_module
 from cellframe.errors import CellframeError, InputTooLargeError, LanguageError
+from cellframe.language import reader as reader_module
 from cellframe.language.evaluator import Evaluator, read_eval
 from cellframe.language.hylang import read_hy
 from cellframe.language.printer import write
 from cellframe.language.reader import read, read_all
 from cellframe.language.symbols import Symbol
+from tests.language_support import expressions, language_texts, values, verb_tables
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,11 +8,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from store_support import read_lines_until, spawn_python
 
 from cellframe.errors import GuidExhaustedError, StoreError
 from cellframe.store import GuidAllocator
 from cellframe.store.guid import MAX_COUNTER, decode, encode
+from tests.store_support import read_lines_until, spawn_python
 
 
 def test_ids_increase_and_start_after_counter_zero(tmp_path: Path) -> None:

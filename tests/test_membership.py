@@ -4,12 +4,14 @@ not flapped, and membership news is applied idempotently."""
 from __future__ import annotations
 
 import pytest
-from healing_support import FAST, GateTransport, events, local_cluster, wait_for
 
 from cellframe.errors import ConfigError
-from cellframe.healing.membership import HealingConfig, Membership, down_key
+from cellframe.healing.membership import HealingConfig, Membership
 from cellframe.language.reader import read
 from cellframe.language.symbols import Keyword, Symbol
+from cellframe.testing import wait_for
+from cellframe.wire.routing import down_key
+from tests.healing_support import FAST, GateTransport, events, local_cluster
 
 SMALL = ["web-01", "web-02", "web-03", "logsump-01"]
 NO_HEALING = FAST.__class__(**{**FAST.__dict__, "reconcile": False})

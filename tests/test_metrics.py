@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import urllib.request
 
-from node_support import Tally
-
 from cellframe import Client, MemoryBroker, Node, RoleRegistry
 from cellframe.node.metrics import serve_metrics
 from cellframe.testing import wait_for
+from tests.node_support import Tally
 
 
 def scrape(port: int) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from amqp_support import amqp_names  # noqa: F401  (fixture used by the amqp wire)
-from node_support import cell_total, replies_matching, wire  # noqa: F401  (wire: fixture)
+import pytest
 
-from cellframe import Envelope, Keyword, Symbol
-from cellframe.language.plist import from_plist
+from cellframe import Client, Envelope, Keyword, Node, Symbol
+from cellframe.node.status import decode_status
 from cellframe.testing import Collector, wait_for
 from cellframe.wire.signing import Signer
+from tests.node_support import cell_total, registry, replies_matching
 
 SECRET = b"s" * 32
 
@@ -71,12 +71,11 @@ def test_status_calls_back_name_role_cells_states_and_counters(wire) -> None:
     wait_for(lambda: node.cells()["s1"].cell_counters.received == 2, 10)
     client.send("node.s1", "(status)")
     (status,) = replies_matching(client, "node-status", 1)
-    fields = from_plist(status[1:])
+    fields = decode_status(status)
     assert (fields["node"], fields["role"]) == ("s1", "tally")
-    (cell,) = [from_plist(c) for c in fields["cells"]]
-    assert (cell["name"], cell["state"]) == ("s1", "counting")
-    counters = from_plist(cell["counters"])
-    assert counters["applied"] == 1 and counters["ignored"] == 1
+    (cell,) = fields["cells"]
+    assert (cell["name"], cell["state"], cell["verbs"]) == ("s1", "counting", ["add", "total"])
+    assert cell["counters"]["applied"] == 1 and cell["counters"]["ignored"] == 1
 
 
 def test_differentiate_changes_the_role_and_repeating_it_changes_nothing(wire) -> None:
@@ -204,3 +203,41 @@ def test_a_client_with_inline_call_backs_hears_every_answer(wire) -> None:
     assert heard == [[Symbol("total"), 15, "i1"]]
     if wire.kind == "amqp":  # no worker thread between the socket and the callback
         assert threads[0].startswith("cellframe-amqp-io-")
+
+
+def test_a_stopped_node_deletes_its_queue_and_leaves_the_transport_open(wire) -> None:
+    transport = wire.connect()
+    returned: list[str] = []
+    with Node("q1", transport=transport, role="tally", registry=registry(),
+              queue_prefix=wire.prefix) as node:
+        assert node.started_at is not None  # `with` started it
+        transport.publish("cell.q1", Envelope(b"(add 1)"), on_return=lambda e, r: returned.append(r))
+        assert transport.flush(10) and returned == []  # its queue received it
+    transport.publish("cell.q1", Envelope(b"(add 1)"), on_return=lambda e, r: returned.append(r))
+    assert transport.flush(10), "the broker did not settle the publish"
+    assert len(returned) == 1  # nothing receives for a stopped node: it comes back at once
+    assert not getattr(transport, "closed", False)  # the transport is its maker's to close
+    node.stop()  # again: nothing more to do
+
+
+def test_with_a_client_deletes_its_reply_queue_and_leaves_the_transport_open(wire) -> None:
+    transport = wire.connect()
+    returned: list[str] = []
+    with Client(transport, queue_prefix=wire.prefix) as client:
+        reply_to = client.reply_to
+    transport.publish(reply_to, Envelope(b"(late)"), on_return=lambda e, r: returned.append(r))
+    assert transport.flush(10) and len(returned) == 1
+    assert not getattr(transport, "closed", False)
+
+
+def test_a_node_that_fails_to_start_in_a_with_block_leaves_nothing_behind(wire) -> None:
+    from cellframe.errors import ConfigError
+
+    transport = wire.connect()
+    returned: list[str] = []
+    with pytest.raises(ConfigError, match="no cells are registered for role 'nosuch'"):
+        with Node("bad1", transport=transport, role="nosuch", registry=registry(),
+                  queue_prefix=wire.prefix):
+            pass
+    transport.publish("node.bad1", Envelope(b"(ping)"), on_return=lambda e, r: returned.append(r))
+    assert transport.flush(10) and len(returned) == 1  # its queue went with it

@@ -12,7 +12,6 @@ role from the test BIND; the tallies record the ids they apply in files (see
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,26 +20,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bind_support import run_named
-from process_cells import applied_ids
-from process_support import (
-    REPO,
-    TESTS,
-    ProcessCluster,
-    Stream,
-    cut_connections,
-    replies,
-    wait_for,
-)
-from services import require_amqp
 
 from cellframe.client import Client
 from cellframe.config.registration import register
 from cellframe.language.symbols import Keyword, Symbol
-from cellframe.testing import Collector
+from cellframe.testing import Collector, wait_for
 from cellframe.transports.base import DEAD_LETTER_REASON
 from cellframe.wire.envelope import Envelope
 from cellframe.wire.signing import Signer
+from tests.amqp_support import close_connections
+from tests.node_support import replies_matching
+from tests.process_cells import applied_ids
+from tests.process_support import REPO, ProcessCluster, Stream, child_env
 
 pytestmark = [pytest.mark.amqp, pytest.mark.bind, pytest.mark.slow]
 
@@ -71,13 +62,15 @@ NODES = {"tally-01": "tally", "tally-02": "tally", "other-01": "other", "morph-0
 
 
 @pytest.fixture(scope="module")
-def dns() -> Iterator[Any]:
-    yield from run_named(ZONE)
+def bind_zone() -> str:
+    """The zone the plugin's ``bind_server`` serves to this module's nodes."""
+    return ZONE
 
 
 @pytest.fixture(scope="module")
-def cluster(dns: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
-    cluster = ProcessCluster(require_amqp(), tmp_path_factory.mktemp("nodes"), dns=dns)
+def cluster(bind_server: Any, amqp_url: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
+    cluster = ProcessCluster(amqp_url, tmp_path_factory.mktemp("nodes"), dns=bind_server)
     try:
         # other-01 runs in diagnostic mode, so what it refuses goes to the dead letters.
         started = [cluster.launch(name, *(["--diagnostic"] if name == "other-01" else []))
@@ -107,9 +100,8 @@ def totals(cluster: ProcessCluster, client: Client, *nodes: str) -> dict[str, in
 
 def cli(cluster: ProcessCluster, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     """Run ``python -m cellframe ARGS`` as its own process, as an operator would."""
-    env = dict(os.environ, PYTHONPATH=str(TESTS))
     return subprocess.run([sys.executable, "-m", "cellframe", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=str(REPO), env=env)
+                          text=True, timeout=timeout, cwd=str(REPO), env=child_env())
 
 
 def topology_args(cluster: ProcessCluster) -> list[str]:
@@ -123,11 +115,11 @@ def topology_args(cluster: ProcessCluster) -> list[str]:
 def test_node_key_reaches_that_node_alone_and_all_reaches_every_node(cluster, client) -> None:
     client.send("node.tally-02", "(ping)")
     client.send("node.other-01", "(ping)")
-    replies(client, "pong", 2)
+    replies_matching(client, "pong", 2)
     # A node queue is FIFO: had a node.* ping reached another node, its pong would come
     # before that node's pong to the broadcast below.
     client.send("all", "(ping)")
-    replies(client, "pong", 2 + len(NODES))
+    replies_matching(client, "pong", 2 + len(NODES))
     expected = Counter(list(NODES))
     expected.update(["tally-02", "other-01"])
     assert pongs_by_node(client) == expected
@@ -175,7 +167,7 @@ def test_cell_key_reaches_one_cell(cluster, client) -> None:
     before = totals(cluster, client, "tally-01", "tally-02")
     client.send("cell.tally-01", "(add 7)")
     client.send("cell.tally-01", "(total)")
-    (total,) = replies(client, "total", 1)
+    (total,) = replies_matching(client, "total", 1)
     assert total == [Symbol("total"), before["tally-01"] + 7, "tally-01"]
     assert totals(cluster, client, "tally-02") == {"tally-02": before["tally-02"]}
 
@@ -190,8 +182,7 @@ def test_the_repl_talks_to_node_processes_on_rabbitmq(cluster, tmp_path) -> None
         sys.executable, ["-m", "cellframe", "repl", *topology_args(cluster),
                          "--history", str(tmp_path / "history")],
         encoding="utf-8", timeout=30, dimensions=(40, 200), cwd=str(REPO),
-        env=dict(os.environ, PYTHONPATH=str(TESTS), PYTHONUNBUFFERED="1", TERM="xterm",
-                 PROMPT_TOOLKIT_NO_CPR="1"),
+        env=child_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1"),
     )
     try:
         child.expect("cellframe>")
@@ -206,10 +197,10 @@ def test_the_repl_talks_to_node_processes_on_rabbitmq(cluster, tmp_path) -> None
         child.terminate(force=True)
 
 
-def test_a_quorum_cluster_keeps_its_role_mailboxes_in_quorum_queues(tmp_path) -> None:
+def test_a_quorum_cluster_keeps_its_role_mailboxes_in_quorum_queues(tmp_path, amqp_url) -> None:
     # Quorum or classic is a choice for a whole cluster (the broker refuses to redeclare a
     # queue with another type), so this one gets a topology of its own.
-    quorate = ProcessCluster(require_amqp(), tmp_path)
+    quorate = ProcessCluster(amqp_url, tmp_path)
     try:
         quorate.wait_ready([quorate.launch("quorum-01", "--role", "quorate", "--quorum")])
         listed = subprocess.run(["rabbitmqctl", "list_queues", "--quiet", "--no-table-headers",
@@ -225,9 +216,10 @@ def test_a_quorum_cluster_keeps_its_role_mailboxes_in_quorum_queues(tmp_path) ->
         quorate.close()
 
 
-def test_a_role_change_in_dns_reaches_the_running_node(cluster, dns, client) -> None:
+def test_a_role_change_in_dns_reaches_the_running_node(cluster, bind_server, client) -> None:
     def set_txt(pairs: dict[str, str]) -> None:
-        register(dns.address, dns.port, dns.zone, dns.key_name, dns.key_secret, "morph-01",
+        register(bind_server.address, bind_server.port, bind_server.zone,
+                 bind_server.key_name, bind_server.key_secret, "morph-01",
                  pairs, ttl=1)
 
     assert cluster.status(client, "morph-01")["role"] is None
@@ -247,7 +239,7 @@ def test_a_role_change_in_dns_reaches_the_running_node(cluster, dns, client) -> 
     assert [c["class"] for c in cluster.status(client, "morph-01")["cells"]] == ["Membership"]
 
 
-def test_a_node_with_malformed_txt_records_runs_with_the_valid_pairs(cluster, dns, client) -> None:
+def test_a_node_with_malformed_txt_records_runs_with_the_valid_pairs(cluster, bind_server, client) -> None:
     output = cluster.nodes["broken-01"].text()
     for warning in ("no unquoted '=' in 'no-equals-sign'", "empty key in '=empty-key'",
                     "not UTF-8", "key 'weight' repeated"):
@@ -255,8 +247,8 @@ def test_a_node_with_malformed_txt_records_runs_with_the_valid_pairs(cluster, dn
     cell = cluster.cell(client, "broken-01")
     assert dict(cell["settings"]) == {"role": "other", "weight": "3", "note": "",
                                       "data dir": "/srv/data"}
-    done = cli(cluster, "env", "broken-01", "--dns", f"{dns.address}:{dns.port}",
-               "--domain", dns.zone)
+    done = cli(cluster, "env", "broken-01", "--dns", f"{bind_server.address}:{bind_server.port}",
+               "--domain", bind_server.zone)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "export CELLFRAME_NAME=broken-01", "export CELLFRAME_ROLE=other",
@@ -314,7 +306,7 @@ def test_a_connection_cut_mid_stream_loses_nothing_and_applies_nothing_twice(
                  what="the stream under way")
         # Both ends at once: the node's unacked deliveries are redelivered, and the
         # client's unconfirmed publishes are sent again.
-        cut_connections(node.connection_name, client.transport.name)
+        close_connections(node.connection_name, client.transport.name)
         sent = stream.finish(300)
     assert client.transport.stats()["reconnects"] >= 1
     wait_for(lambda: len(applied_ids(cluster.tally_dir, "steady-01")) >= len(sent), 30,

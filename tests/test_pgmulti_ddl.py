@@ -10,7 +10,6 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pg_support import doc_blocks
 
 from cellframe.errors import ConfigError
 from cellframe.pgmulti import (
@@ -26,6 +25,7 @@ from cellframe.pgmulti import (
     read_master_ddl,
 )
 from cellframe.store.guid import MAX_COUNTER, MAX_SHARD, decode, encode, to_signed
+from tests.pg_support import doc_blocks
 
 CUSTOMERS = Table("customers", (("name", "text"), ("order", "integer")))
 FIVE = Description(

@@ -11,18 +11,7 @@ import uuid
 
 import psycopg
 import pytest
-from pg_support import (
-    Cluster,
-    catalog_snapshot,
-    doc_blocks,
-    open_cluster,
-    query,
-    reset_cluster,
-    throwaway_databases,
-    wait_for,
-)
 from psycopg.conninfo import make_conninfo
-from services import require_postgres
 
 from cellframe.errors import ConfigError, GuidExhaustedError, StoreError
 from cellframe.pgmulti import (
@@ -38,6 +27,17 @@ from cellframe.pgmulti import (
     master_ddl,
 )
 from cellframe.store.guid import MAX_COUNTER, decode, encode, to_signed
+from cellframe.testing import wait_for
+from tests.pg_support import (
+    Cluster,
+    catalog_snapshot,
+    doc_blocks,
+    open_cluster,
+    query,
+    require_postgres,
+    reset_cluster,
+    throwaway_databases,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -130,8 +130,10 @@ def test_concurrent_inserts_on_five_masters_reach_the_read_side_exactly_once(clu
             thread.start()
         for thread in threads:
             thread.join()
-        wait_for(lambda: len(read_rows(cluster)) >= len(inserted), timeout=20)
-        wait_for(lambda: len(read_rows(cluster, "events")) >= len(events), timeout=20)
+        wait_for(lambda: len(read_rows(cluster)) >= len(inserted), 20, what="every row copied",
+                 interval=0.02)
+        wait_for(lambda: len(read_rows(cluster, "events")) >= len(events), 20,
+                 what="every event copied", interval=0.02)
     assert len(inserted) == 5 * 3 * 78  # 39 transactions of 1, 2 or 3 rows per worker
     assert loop.failures == 0
     assert_exactly_once(cluster, inserted)
@@ -170,7 +172,8 @@ def test_a_link_that_was_down_catches_up_with_nothing_missing_or_doubled(cluster
         for master in FIVE.masters:
             names = [f"{master.name}-early-{i}" for i in range(10)]
             inserted.update(insert_names(cluster, master.name, names))
-        wait_for(lambda: len(read_rows(cluster)) == len(inserted))
+        wait_for(lambda: len(read_rows(cluster)) == len(inserted), 10, what="every row copied",
+                 interval=0.02)
         loop.stop()  # the link goes down
 
         for master in FIVE.masters:
@@ -186,9 +189,9 @@ def test_a_link_that_was_down_catches_up_with_nothing_missing_or_doubled(cluster
         )
 
         loop.start()
-        catch_up = wait_for(lambda: len(read_rows(cluster)) >= len(inserted), timeout=20)
+        wait_for(lambda: len(read_rows(cluster)) >= len(inserted), 20,
+                 what="the replicator to catch up", interval=0.02)
     assert loop.failures >= 1
-    assert catch_up < 20
     assert_exactly_once(cluster, inserted)
     copied = query(cluster.read, "SELECT sum(rows_copied) FROM cellframe.replication_state")
     assert copied == [(len(inserted),)]

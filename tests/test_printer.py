@@ -7,12 +7,12 @@ import math
 
 import pytest
 from hypothesis import given, settings
-from language_support import symbols, unicode_strings, values
 
 from cellframe.errors import LanguageError
 from cellframe.language.printer import write, write_bounded
 from cellframe.language.reader import read
 from cellframe.language.symbols import Keyword, Symbol
+from tests.language_support import symbols, unicode_strings, values
 
 
 @settings(deadline=None, max_examples=600)

@@ -7,12 +7,12 @@ from typing import Any
 
 import pykka
 import pytest
-from healing_support import wait_for
 
 from cellframe.cell.outbox import RecordingOutbox
 from cellframe.language.reader import read
 from cellframe.language.symbols import Keyword, Symbol
 from cellframe.roles import ProxyCell, WeightedPool
+from cellframe.testing import wait_for
 from cellframe.wire.envelope import Message
 
 

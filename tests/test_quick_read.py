@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from language_support import language_texts, values
 
-from cellframe.language import reader as reader_module
 from cellframe.errors import LanguageError
+from cellframe.language import reader as reader_module
 from cellframe.language._quick_read import DEFER
 from cellframe.language.printer import write
 from cellframe.language.symbols import Keyword, Symbol
+from tests.language_support import language_texts, values
 
 LIMITS = reader_module.DEFAULT_MAX_BYTES, reader_module.DEFAULT_MAX_DEPTH
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])

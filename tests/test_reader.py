@@ -247,6 +247,7 @@ def test_grammar_loads_from_an_installed_wheel(tmp_path: Path) -> None:
     subprocess.run(install, check=True, capture_output=True, timeout=180)
     probe = (
         "import cellframe.language.grammar as g, cellframe.language.reader as r; "
+        "from cellframe import Cell, Node, ShardCell; "  # the lazy names resolve from the stubs shipped
         f"assert g.__file__.startswith({str(target)!r}), g.__file__; "
         "print(r.read('(set-weight \"web-01\" 5)'))"
     )

@@ -11,11 +11,12 @@ import dns.rcode
 import dns.update
 import dns.zone
 import pytest
-from bind_support import DOCS, bind_server, doc_blocks, run_doc_block  # noqa: F401
 
 from cellframe.config.registration import register, txt_rdata
-from cellframe.config.resolvers import ConfigWatcher, DnsServerResolver
+from cellframe.config.resolvers import DnsServerResolver
+from cellframe.config.watchers import ConfigWatcher
 from cellframe.errors import ConfigError, DnsLookupError
+from tests.dns_docs import DOCS, doc_blocks, run_doc_block
 
 pytestmark = pytest.mark.bind
 
@@ -29,11 +30,11 @@ def _register(server, name, pairs, ttl=1, **options):
 
 
 @pytest.fixture
-def resolver(bind_server):  # noqa: F811
+def resolver(bind_server):
     return DnsServerResolver(bind_server.address, bind_server.port, bind_server.zone)
 
 
-def test_a_registered_node_is_served_with_its_settings_and_listed(bind_server, resolver):  # noqa: F811
+def test_a_registered_node_is_served_with_its_settings_and_listed(bind_server, resolver):
     _register(bind_server, "web-04", {"role": "web", "Max Conns": "a=b \"c\"\n$x"}, ttl=7)
     config = resolver.node_config("web-04")
     assert (config.role, config.ttl) == ("web", 7)
@@ -41,13 +42,13 @@ def test_a_registered_node_is_served_with_its_settings_and_listed(bind_server, r
     assert "web-04" in resolver.node_names()
 
 
-def test_registering_again_replaces_the_node_records(bind_server, resolver):  # noqa: F811
+def test_registering_again_replaces_the_node_records(bind_server, resolver):
     _register(bind_server, "web-05", {"role": "web", "weight": "1"})
     _register(bind_server, "web-05", {"role": "proxy"})
     assert resolver.node_config("web-05").settings == {"role": "proxy"}
 
 
-def test_a_role_change_by_update_reaches_a_running_watcher(bind_server, resolver):  # noqa: F811
+def test_a_role_change_by_update_reaches_a_running_watcher(bind_server, resolver):
     _register(bind_server, "shard-04", {"role": "shard", "shard-id": "4"}, ttl=1)
     changed = threading.Event()
     seen = []
@@ -75,7 +76,7 @@ def test_a_role_change_by_update_reaches_a_running_watcher(bind_server, resolver
         ({"key_name": "stranger"}, "rejected the TSIG key"),
     ],
 )
-def test_an_update_with_a_wrong_key_is_refused(bind_server, resolver, key, problem):  # noqa: F811
+def test_an_update_with_a_wrong_key_is_refused(bind_server, resolver, key, problem):
     before = resolver.node_config("web-01")
     with pytest.raises(ConfigError, match=problem):
         _register(bind_server, "web-01", {"role": "shard"}, **key)
@@ -83,14 +84,14 @@ def test_an_update_with_a_wrong_key_is_refused(bind_server, resolver, key, probl
     assert after == before and after.role == "web"
 
 
-def test_an_unsigned_update_is_refused(bind_server):  # noqa: F811
+def test_an_unsigned_update_is_refused(bind_server):
     update = dns.update.UpdateMessage(bind_server.zone)
     update.replace("web-01", 1, txt_rdata({"role": "shard"}))
     response = dns.query.tcp(update, bind_server.address, port=bind_server.port, timeout=5)
     assert dns.rcode.to_text(response.rcode()) == "REFUSED"
 
 
-def test_an_update_for_a_zone_the_server_does_not_serve_is_refused(bind_server):  # noqa: F811
+def test_an_update_for_a_zone_the_server_does_not_serve_is_refused(bind_server):
     with pytest.raises(ConfigError, match="answered NOTAUTH"):
         register(
             bind_server.address, bind_server.port, "other.test.", bind_server.key_name,
@@ -98,7 +99,7 @@ def test_an_update_for_a_zone_the_server_does_not_serve_is_refused(bind_server):
         )
 
 
-def test_a_secret_that_is_not_base64_is_a_config_error(bind_server):  # noqa: F811
+def test_a_secret_that_is_not_base64_is_a_config_error(bind_server):
     with pytest.raises(ConfigError, match="not valid base64"):
         _register(bind_server, "web-01", {"role": "web"}, key_secret="not base64!")
 
@@ -124,13 +125,13 @@ def test_bad_registrations_are_refused_before_sending(name, pairs, problem):
     assert not isinstance(caught.value, DnsLookupError)
 
 
-def test_the_zone_refuses_transfers(bind_server):  # noqa: F811
+def test_the_zone_refuses_transfers(bind_server):
     with pytest.raises(dns.exception.DNSException, match="REFUSED"):
         dns.zone.from_xfr(dns.query.xfr(bind_server.address, bind_server.zone,
                                         port=bind_server.port, lifetime=5))
 
 
-def test_the_bind_examples_in_the_dns_docs_run(bind_server):  # noqa: F811
+def test_the_bind_examples_in_the_dns_docs_run(bind_server):
     from cellframe.config.resolvers import DnsServerResolver as resolver_class
 
     globs = {

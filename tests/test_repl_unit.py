@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from node_support import Tally, replies_matching
-
 from cellframe import Client, MemoryBroker, Node, RoleRegistry
 from cellframe.cli.repl import Repl, balanced, parse_line
 from cellframe.testing import wait_for
+from tests.node_support import Tally, replies_matching
 
 
 def test_balanced_ignores_parentheses_inside_strings_and_comments() -> None:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import time
 
-from replication_support import (
+from cellframe.replication.transfers import CHECKPOINT_EVERY
+from cellframe.store import Checkpoints, plan_transfer
+from cellframe.store.handoff import transfer_key
+from cellframe.testing import wait_for
+from tests.replication_support import (
     InsertStream,
     ShardClient,
     cells,
@@ -18,12 +22,7 @@ from replication_support import (
     roots_agree,
     shard_cluster,
     unquote,
-    wait_for,
 )
-
-from cellframe.replication.transfers import CHECKPOINT_EVERY
-from cellframe.store import Checkpoints, plan_transfer
-from cellframe.store.handoff import transfer_key
 
 
 def test_an_insert_is_acknowledged_once_w_replicas_hold_it_durably(tmp_path) -> None:

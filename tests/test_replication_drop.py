@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import time
 
-from replication_support import (
+from cellframe.store.handoff import transfer_key
+from cellframe.store.merkle import EMPTY
+from cellframe.testing import wait_for
+from tests.replication_support import (
     FAMILIES,
     cells,
     fill,
@@ -18,11 +21,7 @@ from replication_support import (
     roots_agree,
     settled,
     shard_cluster,
-    wait_for,
 )
-
-from cellframe.store.handoff import transfer_key
-from cellframe.store.merkle import EMPTY
 
 NODES = ["shard-01", "shard-02", "shard-03"]
 STALE = 10**6  # a checkpoint past every record: a transfer resuming there would get nothing
@@ -101,8 +100,8 @@ def test_a_record_only_an_old_owner_holds_reaches_the_new_owners_before_the_drop
         old.store.apply(record(family, 5, '"only here"', (shard << 48) + 7))
         wait_for(lambda: settled(cluster, 4), 30)
         after = newcomer.view.ring
-        owners = {c.cell_outbox.name for c in cells(cluster).values() if c.me in after.owners(p)}
-        assert set(holders(cluster, family)) == owners and old.cell_outbox.name not in owners
+        owners = {c.cell_host.name for c in cells(cluster).values() if c.me in after.owners(p)}
+        assert set(holders(cluster, family)) == owners and old.cell_host.name not in owners
         assert old.stats.get("drop_check_pushed", 0) >= 1  # the guard, not anti-entropy
         verb, fields = shards.call(f'(select "{family}")')
         assert verb == "selected" and fields["found"] is True and fields["value"] == "only here"

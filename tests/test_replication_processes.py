@@ -4,13 +4,11 @@ and the replicas' Merkle roots agree again."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from replication_support import InsertStream, ShardClient, ShardProcesses, ask_all, shard_zone
-from replication_support import unquote as _unquote
 
-from cellframe.client import Client
+from cellframe.testing import wait_for
+from tests.replication_support import InsertStream, ShardClient, ShardProcesses, ask_all, shard_zone
+from tests.replication_support import unquote as _unquote
 
 
 def _is(verb: str):
@@ -19,17 +17,11 @@ def _is(verb: str):
 
 @pytest.mark.amqp
 @pytest.mark.slow
-def test_across_processes_a_sigkilled_shard_loses_no_acknowledged_insert(tmp_path) -> None:
-    from healing_support import wait_for
-    from services import require_amqp
-
-    from cellframe.transports.amqp import AmqpTransport
-
-    url = require_amqp()
+def test_across_processes_a_sigkilled_shard_loses_no_acknowledged_insert(tmp_path,
+                                                                        amqp_names) -> None:
     zone = shard_zone(tmp_path / "cluster.zone", partitions=32, heartbeat_ms=100, fsync=True)
-    procs = ShardProcesses(url, zone, tmp_path)
-    transport = AmqpTransport(url, name="replication-test")
-    client = Client(transport, name=f"replication-test-{int(time.time() * 1000) % 10**9}")
+    procs = ShardProcesses(amqp_names, zone, tmp_path)
+    client = procs.client("replication-test")
     shards = ShardClient(client)
     try:
         for name in ("shard-01", "shard-02", "shard-03", "spare-01"):
@@ -73,7 +65,6 @@ def test_across_processes_a_sigkilled_shard_loses_no_acknowledged_insert(tmp_pat
     finally:
         procs.close()
         client.close()
-        transport.close()
 
 
 def _plist(value) -> dict[str, object]:
@@ -84,18 +75,11 @@ def _plist(value) -> dict[str, object]:
 @pytest.mark.amqp
 @pytest.mark.slow
 def test_across_processes_old_owners_drop_what_a_joining_shard_took_and_nothing_is_lost(
-        tmp_path) -> None:
-    from healing_support import wait_for
-    from services import require_amqp
-
-    from cellframe.transports.amqp import AmqpTransport
-
-    url = require_amqp()
+        tmp_path, amqp_names) -> None:
     zone = shard_zone(tmp_path / "cluster.zone", partitions=32, replicas=2, intent=4,
                       heartbeat_ms=100)
-    procs = ShardProcesses(url, zone, tmp_path)
-    transport = AmqpTransport(url, name="replication-drop-test")
-    client = Client(transport, name=f"replication-drop-{int(time.time() * 1000) % 10**9}")
+    procs = ShardProcesses(amqp_names, zone, tmp_path)
+    client = procs.client("replication-drop-test")
     shards = ShardClient(client)
     names = ["shard-01", "shard-02", "shard-03", "spare-01"]
     try:
@@ -150,7 +134,6 @@ def test_across_processes_old_owners_drop_what_a_joining_shard_took_and_nothing_
     finally:
         procs.close()
         client.close()
-        transport.close()
 
 
 def assert_readable(shards, acknowledged) -> None:

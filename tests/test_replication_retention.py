@@ -5,7 +5,15 @@ that compaction removed (in one process, on the embedded transport)."""
 from __future__ import annotations
 
 import pytest
-from replication_support import (
+
+from cellframe.errors import ConfigError
+from cellframe.language.plist import from_plist
+from cellframe.language.reader import read
+from cellframe.replication import ShardConfig
+from cellframe.replication.retention import UNITS, parse_retention
+from cellframe.roles.shard import ShardCell
+from cellframe.testing import wait_for
+from tests.replication_support import (
     ShardClient,
     cells,
     converged,
@@ -17,15 +25,7 @@ from replication_support import (
     roots_agree,
     settled,
     shard_cluster,
-    wait_for,
 )
-
-from cellframe.errors import ConfigError
-from cellframe.language.plist import from_plist
-from cellframe.language.reader import read
-from cellframe.replication import ShardConfig
-from cellframe.replication.retention import UNITS, parse_retention
-from cellframe.roles.shard import ShardCell
 
 NODES = ["shard-01", "shard-02", "shard-03"]
 

@@ -1,5 +1,6 @@
-"""Resolvers: one conformance suite run against the zone file and a real BIND 9, then the
-zone-file re-read, errors at the boundary, the TTL watcher, and the examples in docs/dns.md."""
+"""Resolvers: the conformance suite of cellframe.testing run against the zone file and a real
+BIND 9, then the zone-file re-read, errors at the boundary, the TTL watcher, and the examples
+in docs/dns.md."""
 
 from __future__ import annotations
 
@@ -10,111 +11,41 @@ from pathlib import Path
 
 import dns.exception
 import pytest
-from bind_support import (
-    DOCS,
-    ROOT,
-    ZONE_FILE,
-    bind_server,  # noqa: F401 - a fixture, used through getfixturevalue
-    doc_blocks,
-    run_doc_block,
-)
 
 from cellframe.config.resolvers import (
-    ConfigResolver,
-    ConfigWatcher,
     DnsServerResolver,
-    IntentWatcher,
     ZoneFileResolver,
     resolver_from_options,
 )
 from cellframe.config.txtconfig import NodeConfig
+from cellframe.config.watchers import ConfigWatcher, IntentWatcher
 from cellframe.errors import ConfigError, DnsLookupError
-
-
-@pytest.fixture(params=["zone_file", pytest.param("dns_server", marks=pytest.mark.bind)])
-def resolver(request):
-    """Every resolver, serving the same examples/cluster.zone."""
-    if request.param == "zone_file":
-        made = ZoneFileResolver(ZONE_FILE)
-    else:
-        server = request.getfixturevalue("bind_server")
-        made = DnsServerResolver(server.address, server.port, server.zone)
-    yield made
-    made.close()
-
+from cellframe.testing import ResolverConformance, conformance_zone, run_named
+from tests.dns_docs import DOCS, ROOT, ZONE_FILE, doc_blocks, run_doc_block
 
 # --- conformance: the same answers from every resolver ---------------------------------
 
 
-def test_resolver_implements_the_protocol(resolver):
-    assert isinstance(resolver, ConfigResolver)
+class TestZoneFileResolverConformance(ResolverConformance):
+    @pytest.fixture
+    def resolver(self, tmp_path):
+        path = tmp_path / "conformance.zone"
+        path.write_text(conformance_zone())
+        with ZoneFileResolver(path) as resolver:
+            yield resolver
 
 
-def test_node_config_has_role_settings_and_ttl(resolver):
-    config = resolver.node_config("shard-02")
-    assert config == NodeConfig("shard-02", "shard", {"role": "shard", "shard-id": "2"})
-    assert (config.ttl, config.warnings) == (5, ())
+@pytest.mark.bind
+class TestDnsServerResolverConformance(ResolverConformance):
+    @pytest.fixture(scope="class")
+    def server(self):
+        with run_named(conformance_zone()) as server:
+            yield server
 
-
-def test_equals_signs_inside_values_are_kept(resolver):
-    assert resolver.node_config("web-01").settings["health-url"] == "http://web-01/health?full=1"
-
-
-def test_node_without_a_role_is_a_spare(resolver):
-    config = resolver.node_config("spare-02")
-    assert (config.role, config.settings, config.warnings) == (None, {"rack": "r2"}, ())
-
-
-def test_cluster_intent_counts_roles_and_lists_spares(resolver):
-    intent = resolver.cluster_intent()
-    assert intent.roles == {"proxy": 1, "web": 3, "shard": 3, "logsump": 1}
-    assert intent.spares == ("spare-01", "spare-02")
-    assert intent.settings == {"replicas": "3", "heartbeat-ms": "100", "failure-timeout-ms": "500"}
-    assert (intent.ttl, intent.warnings) == (5, ())
-
-
-def test_repeated_key_takes_the_value_of_the_last_sorted_record(resolver):
-    assert resolver.node_config("broken-01").settings["weight"] == "3"
-
-
-def test_malformed_strings_are_skipped_with_warnings(resolver):
-    config = resolver.node_config("broken-01")
-    assert config.role == "web"
-    assert config.settings == {"role": "web", "weight": "3", "note": "", "data dir": "/srv/data"}
-    reasons = [w.split(": ", 2)[2] for w in config.warnings]
-    assert reasons == [
-        "no unquoted '=' in 'no-equals-sign'; skipped",
-        "empty key in '=empty-key'; skipped",
-        "empty string; skipped",
-        "not UTF-8 at byte 0: b'\\xff\\xfe=x'; skipped",
-        "key 'weight' repeated (record 1, string 6 set it first); the later value '2' wins",
-        "key 'weight' repeated (record 1, string 7 set it first); the later value '3' wins",
-    ]
-    assert all(w.startswith("broken-01.cluster.test.: record ") for w in config.warnings)
-
-
-@pytest.mark.parametrize("name", ["web-99", "ns"])
-def test_missing_node_is_a_spare_with_a_warning_and_the_negative_ttl(resolver, name, caplog):
-    with caplog.at_level(logging.WARNING, logger="cellframe.config"):
-        config = resolver.node_config(name)
-    assert (config.role, config.settings, config.ttl) == (None, {}, 5)
-    assert config.warnings == (
-        f"{name}.cluster.test.: no TXT records for node {name!r}: it has no role (a spare)",
-    )
-    assert caplog.records[-1].getMessage() == config.warnings[0]
-
-
-def test_node_names_come_from_the_nodes_record(resolver):
-    assert resolver.node_names() == sorted(
-        ["proxy-01", "web-01", "web-02", "web-03", "shard-01", "shard-02", "shard-03",
-         "spare-01", "spare-02", "logsump-01", "broken-01"]
-    )
-
-
-@pytest.mark.parametrize("name", ["web-01.cluster.test", "", "a b", "_cluster"[1:] + "."])
-def test_a_node_name_that_is_not_a_routing_word_is_a_config_error(resolver, name):
-    with pytest.raises(ConfigError, match="node name"):
-        resolver.node_config(name)
+    @pytest.fixture
+    def resolver(self, server):
+        with server.resolver() as resolver:
+            yield resolver
 
 
 # --- zone file -----------------------------------------------------------------------------
@@ -188,7 +119,7 @@ def test_unreachable_server_is_a_lookup_error_caused_by_dnspython():
 
 
 @pytest.mark.bind
-def test_a_domain_the_server_does_not_serve_is_a_lookup_error(bind_server):  # noqa: F811
+def test_a_domain_the_server_does_not_serve_is_a_lookup_error(bind_server):
     other = DnsServerResolver(bind_server.address, bind_server.port, "other.test.")
     with pytest.raises(DnsLookupError, match="REFUSED"):
         other.node_config("web-01")
@@ -225,59 +156,49 @@ def test_resolver_from_options_rejects_bad_options(options, problem):
 # --- the TTL watcher ------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _ttl_zone(tmp_path: Path, ttl: int) -> Path:
     return _zone_copy(tmp_path, ZONE_FILE.read_text().replace("$TTL 5", f"$TTL {ttl}"))
 
 
-def test_watcher_reads_again_only_when_the_ttl_has_run_out(tmp_path):
-    path, clock, changes = _ttl_zone(tmp_path, 30), FakeClock(), []
-    watcher = ConfigWatcher(
-        ZoneFileResolver(path), "web-02", lambda old, new: changes.append((old, new)), clock=clock
-    )
+def test_watcher_reads_again_only_when_the_ttl_has_run_out(tmp_path, fake_clock):
+    path, changes = _ttl_zone(tmp_path, 30), []
+    watcher = ConfigWatcher(ZoneFileResolver(path), "web-02",
+                            lambda old, new: changes.append((old, new)), clock=fake_clock)
     assert watcher.poll() is True
     assert changes == [(None, NodeConfig("web-02", "web", {"role": "web", "weight": "10"}))]
     _rewrite(path, '"role=web" "weight=10"\nweb-03', '"role=shard" "weight=10"\nweb-03')
-    clock.now += 29.9
+    fake_clock.advance(29.9)
     assert watcher.poll() is False and watcher.current.role == "web"
-    clock.now += 0.1
+    fake_clock.advance(0.1)
     assert watcher.poll() is True
     assert [(old.role, new.role) for old, new in changes[1:]] == [("web", "shard")]
 
 
-def test_watcher_reports_nothing_when_nothing_changed(tmp_path):
-    path, clock, changes = _ttl_zone(tmp_path, 1), FakeClock(), []
+def test_watcher_reports_nothing_when_nothing_changed(tmp_path, fake_clock):
+    path, changes = _ttl_zone(tmp_path, 1), []
     resolver = ZoneFileResolver(path)
     watcher = ConfigWatcher(
         resolver, "web-02", lambda old, new: changes.append(new),
-        initial=resolver.node_config("web-02"), clock=clock,
+        initial=resolver.node_config("web-02"), clock=fake_clock,
     )
     _rewrite(path, "spare-01    IN TXT  \"rack=r1\"", "spare-01    IN TXT  \"rack=r9\"")
     for _ in range(3):
-        clock.now += 1
+        fake_clock.advance(1)
         assert watcher.poll() is False
     assert changes == []
 
 
-def test_watcher_floors_a_zero_ttl_at_min_interval(tmp_path):
-    clock = FakeClock()
+def test_watcher_floors_a_zero_ttl_at_min_interval(tmp_path, fake_clock):
     watcher = ConfigWatcher(
         ZoneFileResolver(_ttl_zone(tmp_path, 0)), "web-01", lambda o, n: None,
-        min_interval=2.0, clock=clock,
+        min_interval=2.0, clock=fake_clock,
     )
     watcher.poll()
     assert watcher.seconds_until_due() == 2.0
 
 
-def test_watcher_keeps_the_last_config_when_a_read_fails_and_retries_later(caplog):
-    clock, calls = FakeClock(), []
+def test_watcher_keeps_the_last_config_when_a_read_fails_and_retries_later(caplog, fake_clock):
+    calls = []
 
     class FailingOnce:
         def node_config(self, name: str) -> NodeConfig:
@@ -289,26 +210,24 @@ def test_watcher_keeps_the_last_config_when_a_read_fails_and_retries_later(caplo
     changes = []
     watcher = ConfigWatcher(
         FailingOnce(), "web-01", lambda old, new: changes.append(new.role),
-        min_interval=1.0, retry_interval=10.0, clock=clock,
+        min_interval=1.0, retry_interval=10.0, clock=fake_clock,
     )
     watcher.poll()
-    clock.now += 1
+    fake_clock.advance(1)
     with caplog.at_level(logging.WARNING, logger="cellframe.config"):
         assert watcher.poll() is False
     assert watcher.current.role == "web" and "server gone" in caplog.text
-    clock.now += 9.9
+    fake_clock.advance(9.9)
     assert watcher.poll() is False and len(calls) == 2
-    clock.now += 0.1
+    fake_clock.advance(0.1)
     assert watcher.poll() is True and changes == ["web", "shard"]
 
 
-def test_a_failing_callback_does_not_stop_the_watcher(tmp_path, caplog):
-    clock = FakeClock()
-
+def test_a_failing_callback_does_not_stop_the_watcher(tmp_path, caplog, fake_clock):
     def explode(old, new):
         raise RuntimeError("callback bug")
 
-    watcher = ConfigWatcher(ZoneFileResolver(ZONE_FILE), "web-01", explode, clock=clock)
+    watcher = ConfigWatcher(ZoneFileResolver(ZONE_FILE), "web-01", explode, clock=fake_clock)
     with caplog.at_level(logging.ERROR, logger="cellframe.config"):
         assert watcher.poll() is True
     assert "callback bug" in caplog.text and watcher.current.role == "web"
@@ -336,14 +255,14 @@ def test_watcher_thread_delivers_a_role_change_without_restart(tmp_path):
     assert not watcher._thread.is_alive()
 
 
-def test_intent_watcher_reports_a_changed_role_count(tmp_path):
-    path, clock, counts = _ttl_zone(tmp_path, 1), FakeClock(), []
+def test_intent_watcher_reports_a_changed_role_count(tmp_path, fake_clock):
+    path, counts = _ttl_zone(tmp_path, 1), []
     watcher = IntentWatcher(
-        ZoneFileResolver(path), lambda old, new: counts.append(new.roles["web"]), clock=clock
+        ZoneFileResolver(path), lambda old, new: counts.append(new.roles["web"]), clock=fake_clock
     )
     watcher.poll()
     _rewrite(path, '"web=3"', '"web=4"')
-    clock.now += 1
+    fake_clock.advance(1)
     assert watcher.poll() is True and counts == [3, 4]
 
 

@@ -8,7 +8,6 @@ import string
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from transport_support import reference_matches
 
 from cellframe.errors import ConfigError
 from cellframe.wire.routing import (
@@ -23,6 +22,7 @@ from cellframe.wire.routing import (
     topic_matches,
     validate_name,
 )
+from tests.transport_support import reference_matches
 
 NAME_CHARS = string.ascii_letters + string.digits + "-_"
 

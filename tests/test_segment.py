@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_support import first_log_with_records, flip_byte, frame_ends, log_segments
 
 from cellframe.errors import CorruptSegmentError
 from cellframe.store import Store, content_digest, partition_of
@@ -24,6 +23,7 @@ from cellframe.store.segment import (
     file_crc,
     scan,
 )
+from tests.store_support import first_log_with_records, flip_byte, frame_ends, log_segments
 
 PARTITIONS = 64
 RECORDS = 40

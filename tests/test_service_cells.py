@@ -8,13 +8,14 @@ from typing import Any
 
 import pykka
 import pytest
-from healing_support import SCENARIO_NODES, local_cluster, log_lines, wait_for
 
 from cellframe.cell.outbox import RecordingOutbox
 from cellframe.language.reader import read
 from cellframe.language.symbols import Keyword, Symbol
 from cellframe.roles import KeepAliveCell, LogSumpCell, WebCell
+from cellframe.testing import wait_for
 from cellframe.wire.envelope import Message
+from tests.healing_support import SCENARIO_NODES, local_cluster, log_lines
 
 
 def tick() -> Message:

@@ -6,7 +6,6 @@ import dataclasses
 import math
 
 import pytest
-from amqp_support import amqp_connect, amqp_names  # noqa: F401  (pytest fixtures)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -196,7 +195,7 @@ def test_an_unreadable_or_short_secret_file_is_a_config_error(tmp_path):
 # -- end to end ----------------------------------------------------------------------------
 
 
-def test_a_signed_message_still_verifies_after_crossing_rabbitmq(amqp_connect, amqp_names):  # noqa: F811
+def test_a_signed_message_still_verifies_after_crossing_rabbitmq(amqp_connect, amqp_names):
     signer = Signer(SECRET)
     t = amqp_connect()
     queue = amqp_names.queue("signed")

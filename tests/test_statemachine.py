@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cellframe import Cell, StateMachineError
+from cellframe import Cell
 from cellframe.cell.statemachine import Arity, on, transition
+from cellframe.errors import StateMachineError
 
 
 def test_unreachable_state_is_an_error_at_class_definition() -> None:

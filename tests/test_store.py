@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_support import read_lines_until, spawn_python, wait_for
 
 from cellframe.errors import StoreError
 from cellframe.store import Receipt, Record, Store, content_digest, pack, unpack
 from cellframe.store.guid import decode
+from cellframe.testing import wait_for
+from tests.store_support import read_lines_until, spawn_python
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "data.md"
 
@@ -135,7 +136,7 @@ def test_insert_nowait_calls_back_once_durable(tmp_path: Path) -> None:
     done: list[tuple[Receipt, BaseException | None]] = []
     with Store(tmp_path, partitions=8) as s:
         receipt = s.insert_nowait("k", b"v", lambda r, e: done.append((r, e)), time=3)
-        wait_for(lambda: done)
+        wait_for(lambda: done, 10)
         assert done == [(receipt, None)]
         assert s.select("k").guid == receipt.guid
         again = s.insert_nowait("k", b"v", lambda r, e: done.append((r, e)), time=3)

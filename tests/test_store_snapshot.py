@@ -9,21 +9,21 @@ import shutil
 from pathlib import Path
 
 import pytest
-from store_support import (
-    SimulatedCrash,
-    crash_at,
-    flip_byte,
-    log_segments,
-    read_lines_until,
-    spawn_python,
-    wait_for,
-)
 
 from cellframe.errors import CorruptSegmentError
 from cellframe.store import Record, Store, checkpoint, content_digest
 from cellframe.store.checkpoint import CHECKPOINT_NAME, STEPS
 from cellframe.store.compaction import Retention
 from cellframe.store.guid import encode
+from cellframe.testing import wait_for
+from tests.store_support import (
+    SimulatedCrash,
+    crash_at,
+    flip_byte,
+    log_segments,
+    read_lines_until,
+    spawn_python,
+)
 
 PARTITIONS = 16
 
@@ -181,7 +181,8 @@ def test_a_compaction_is_followed_by_a_checkpoint_that_names_the_new_files(
         assert checkpointer is not None
         written = checkpointer.written
         store.compact(store.partition_of("family-3"), Retention(newest=1))
-        wait_for(lambda: checkpointer.written > written, timeout=30)
+        wait_for(lambda: checkpointer.written > written, 30,
+                 what="a checkpoint after the compaction", show=lambda: checkpointer.written)
         shutil.copytree(tmp_path / "a", tmp_path / "crashed")
     with _scanned(tmp_path / "crashed", tmp_path / "b") as scanned, \
             _open(tmp_path / "crashed") as reopened:
@@ -197,7 +198,8 @@ def test_checkpoints_are_written_in_the_background_as_the_log_grows(tmp_path: Pa
         store.insert("last", b"x")
         checkpointer = store._checkpointer
         assert checkpointer is not None
-        wait_for(lambda: checkpointer.written >= 2, timeout=30)
+        wait_for(lambda: checkpointer.written >= 2, 30, what="two background checkpoints",
+                 show=lambda: checkpointer.written)
         assert checkpointer.failures == 0
     with Store(tmp_path, partitions=PARTITIONS, fsync=False) as store:
         assert store.opened_from == "snapshot" and store.stats()["records"] == 2_001

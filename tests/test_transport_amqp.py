@@ -6,15 +6,10 @@ import subprocess
 import threading
 
 import pytest
-from amqp_support import (  # noqa: F401  (pytest fixtures)
-    AmqpNames,
-    amqp_connect,
-    amqp_names,
-    raw_channel,
-)
 
 from cellframe.errors import BrokerUnavailableError, BufferFullError, ConfigError, TransportError
 from cellframe.testing import Collector, Connector, TransportConformance, wait_for
+from cellframe.testing.amqp import raw_channel
 from cellframe.transports.base import DEAD_LETTER_REASON
 from cellframe.wire.envelope import Envelope
 
@@ -23,24 +18,15 @@ pytestmark = pytest.mark.amqp
 
 class TestAmqpTransportConformance(TransportConformance):
     @pytest.fixture
-    def connect(self, amqp_names):  # noqa: F811
+    def connect(self, amqp_names):
         with Connector(amqp_names.connect) as connect:
             yield connect
 
 
 @pytest.fixture
-def queue(amqp_names):  # noqa: F811
-    """A queue name for this test, deleted afterwards."""
-    names: list[str] = []
-
-    def make(label: str = "q") -> str:
-        names.append(amqp_names.queue(label))
-        return names[-1]
-
-    yield make
-    with raw_channel(amqp_names.url) as channel:
-        for name in names:
-            channel.queue_delete(name)
+def queue(amqp_names):
+    """``queue(label="q")``: a queue name for this test, deleted afterwards."""
+    return lambda label="q": amqp_names.queue(label)
 
 
 def bound_queue(t, name, key, **declare):
@@ -52,7 +38,7 @@ def bound_queue(t, name, key, **declare):
 # -- connecting ----------------------------------------------------------------------------
 
 
-def test_fails_over_to_the_next_broker_address(amqp_names, queue):  # noqa: F811
+def test_fails_over_to_the_next_broker_address(amqp_names, queue):
     dead = "amqp://guest:guest@127.0.0.1:1/%2F"
     with amqp_names.connect([dead, amqp_names.url]) as t:
         assert t.connected
@@ -64,13 +50,13 @@ def test_fails_over_to_the_next_broker_address(amqp_names, queue):  # noqa: F811
         assert collector.wait(1)[0].envelope.body == b"via the second address"
 
 
-def test_no_reachable_broker_is_broker_unavailable(amqp_names):  # noqa: F811
+def test_no_reachable_broker_is_broker_unavailable(amqp_names):
     dead = ["amqp://guest:guest@127.0.0.1:1/%2F", "amqp://guest:guest@127.0.0.1:2/%2F"]
     with pytest.raises(BrokerUnavailableError, match="127.0.0.1:2"):
         amqp_names.connect(dead, connect_timeout=0.5)
 
 
-def test_connections_carry_the_configured_heartbeat(amqp_names):  # noqa: F811
+def test_connections_carry_the_configured_heartbeat(amqp_names):
     with amqp_names.connect(heartbeat=7, name=f"cf-hb-{amqp_names.token}"):
         out = subprocess.run(
             ["rabbitmqctl", "list_connections", "-q", "--no-table-headers", "timeout",
@@ -81,19 +67,19 @@ def test_connections_carry_the_configured_heartbeat(amqp_names):  # noqa: F811
 
 @pytest.mark.parametrize("options", [{"max_in_flight": 0}, {"buffer_size": -1},
                                      {"heartbeat": 1.5}])
-def test_bad_limits_are_config_errors(amqp_names, options):  # noqa: F811
+def test_bad_limits_are_config_errors(amqp_names, options):
     with pytest.raises(ConfigError):
         amqp_names.connect(**options)
 
 
-def test_a_malformed_url_is_a_config_error(amqp_names):  # noqa: F811
+def test_a_malformed_url_is_a_config_error(amqp_names):
     with pytest.raises(ConfigError, match="malformed"):
         amqp_names.connect("amqp://guest:guest@127.0.0.1:notaport/")
 
 
-def test_a_clash_with_an_existing_exchange_is_a_transport_error(amqp_names):  # noqa: F811
+def test_a_clash_with_an_existing_exchange_is_a_transport_error(amqp_names):
     with raw_channel(amqp_names.url) as channel:
-        channel.exchange_declare(amqp_names.kwargs["exchange"], "direct")
+        channel.exchange_declare(amqp_names.topology["exchange"], "direct")
     with pytest.raises(TransportError, match="inequivalent arg 'type'"):
         amqp_names.connect()
 
@@ -102,7 +88,7 @@ def test_a_clash_with_an_existing_exchange_is_a_transport_error(amqp_names):  # 
 
 
 def test_quorum_queue_dead_letters_a_poison_message_after_the_delivery_limit(
-        amqp_connect, queue):  # noqa: F811
+        amqp_connect, queue):
     t = amqp_connect(quorum=True, delivery_limit=2)
     name = bound_queue(t, queue("quorum"), "role.poison", durable=True)
     deliveries = Collector(settle=lambda d: d.reject(requeue=True))
@@ -118,19 +104,19 @@ def test_quorum_queue_dead_letters_a_poison_message_after_the_delivery_limit(
     assert [d.redelivered for d in deliveries.deliveries] == [False, True, True]
 
 
-def test_quorum_queues_are_declared_as_quorum(amqp_connect, queue, amqp_names):  # noqa: F811
+def test_quorum_queues_are_declared_as_quorum(amqp_connect, queue, amqp_names):
     t = amqp_connect(quorum=True, delivery_limit=4)
     name = queue("quorum-type")
     t.declare_queue(name, durable=True)
     expected = {"x-queue-type": "quorum", "x-delivery-limit": 4,
-                "x-dead-letter-exchange": amqp_names.kwargs["dead_letter_exchange"],
+                "x-dead-letter-exchange": amqp_names.topology["dead_letter_exchange"],
                 "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
     with raw_channel(amqp_names.url) as channel:  # the broker refuses any inequivalent argument
         channel.queue_declare(name, durable=True, arguments=expected)
 
 
 def test_classic_durable_queue_dead_letters_what_the_broker_rejects(
-        amqp_connect, queue, amqp_names):  # noqa: F811
+        amqp_connect, queue, amqp_names):
     t = amqp_connect()
     name = bound_queue(t, queue("classic"), "role.classic", durable=True)
     dead = Collector()
@@ -144,7 +130,7 @@ def test_classic_durable_queue_dead_letters_what_the_broker_rejects(
     assert dead.wait(1)[0].envelope.message_id == sent.message_id
 
 
-def test_redeclaring_a_queue_with_other_flags_is_a_transport_error(amqp_connect, queue):  # noqa: F811
+def test_redeclaring_a_queue_with_other_flags_is_a_transport_error(amqp_connect, queue):
     t = amqp_connect()
     name = queue()
     t.declare_queue(name, durable=True)
@@ -153,14 +139,14 @@ def test_redeclaring_a_queue_with_other_flags_is_a_transport_error(amqp_connect,
     t.declare_queue(name, durable=True)  # the control channel recovered
 
 
-def test_consuming_from_a_missing_queue_is_a_transport_error(amqp_connect, amqp_names):  # noqa: F811
+def test_consuming_from_a_missing_queue_is_a_transport_error(amqp_connect, amqp_names):
     t = amqp_connect()
     with pytest.raises(TransportError, match="404"):
         t.consume(amqp_names.queue("ghost"), Collector())
 
 
 @pytest.mark.parametrize("prefetch", [0, -1, 1.5, 70_000])
-def test_bad_prefetch_is_a_config_error(amqp_connect, queue, prefetch):  # noqa: F811
+def test_bad_prefetch_is_a_config_error(amqp_connect, queue, prefetch):
     t = amqp_connect()
     name = queue()
     t.declare_queue(name)
@@ -171,7 +157,7 @@ def test_bad_prefetch_is_a_config_error(amqp_connect, queue, prefetch):  # noqa:
 # -- the wire ------------------------------------------------------------------------------
 
 
-def test_envelope_fields_use_the_standard_amqp_properties(amqp_connect, queue, amqp_names):  # noqa: F811
+def test_envelope_fields_use_the_standard_amqp_properties(amqp_connect, queue, amqp_names):
     t = amqp_connect()
     name = bound_queue(t, queue(), "cell.props", durable=True)
     sent = Envelope(b"(x)", message_id="id-1", timestamp=1_700_000_000.75, reply_to="reply.me",
@@ -195,7 +181,7 @@ def _get(channel, name):
                     what=f"a message on {name}")
 
 
-def test_fields_too_long_for_amqp_properties_still_round_trip(amqp_connect, queue):  # noqa: F811
+def test_fields_too_long_for_amqp_properties_still_round_trip(amqp_connect, queue):
     t = amqp_connect()
     name = bound_queue(t, queue(), "cell.long")
     collector = Collector()
@@ -215,14 +201,14 @@ def test_fields_too_long_for_amqp_properties_still_round_trip(amqp_connect, queu
     ({"x-cf-ts": "1"}, "reserved"),
     ({1: "x"}, "not a str"),
 ])
-def test_headers_amqp_cannot_carry_are_refused_at_publish(amqp_connect, headers, problem):  # noqa: F811
+def test_headers_amqp_cannot_carry_are_refused_at_publish(amqp_connect, headers, problem):
     t = amqp_connect()
     with pytest.raises(TransportError, match=problem):
         t.publish("all", Envelope(b"", headers=headers))
     assert t.buffered == 0
 
 
-def test_unroutable_reason_names_the_key_and_the_broker_reply(amqp_connect):  # noqa: F811
+def test_unroutable_reason_names_the_key_and_the_broker_reply(amqp_connect):
     t = amqp_connect()
     returned = []
     t.publish("cell.nobody", Envelope(b"x"), on_return=lambda e, r: returned.append(r))
@@ -231,10 +217,60 @@ def test_unroutable_reason_names_the_key_and_the_broker_reply(amqp_connect):  # 
     assert t.stats()["returned"] == 1
 
 
+# -- flush ---------------------------------------------------------------------------------
+
+
+def test_flush_returns_once_the_broker_has_confirmed_what_was_published(amqp_connect, queue):  # noqa: F811
+    t = amqp_connect(max_in_flight=1)  # one confirm at a time: 200 take many round trips
+    bound_queue(t, queue(), "role.flushed")
+    for i in range(200):
+        t.publish("role.flushed", Envelope(b"%d" % i))
+    assert not t.flush(0)  # confirms take time: flush gives up when its timeout runs out
+    assert t.flush(10)
+    assert (t.buffered, t.stats()["confirmed"]) == (0, 200)  # at once, without waiting more
+
+
+def test_flush_returns_once_an_unroutable_messages_on_return_has_run(amqp_connect):  # noqa: F811
+    t = amqp_connect()
+    returned = []
+
+    def slow_handler(envelope, reason):
+        threading.Event().wait(0.2)  # a handler that takes its time: flush still waits for it
+        returned.append(reason)
+
+    t.publish("cell.nobody-at-all", Envelope(b"x"), on_return=slow_handler)
+    assert t.flush(10)
+    assert len(returned) == 1 and "NO_ROUTE" in returned[0]
+
+
+def test_flush_on_an_inline_handler_is_refused_rather_than_deadlocking(amqp_connect, queue):  # noqa: F811
+    t = amqp_connect()
+    name = bound_queue(t, queue(), "role.inline-flush")
+    outcome: list[BaseException | bool] = []
+
+    def handler(delivery):
+        try:
+            outcome.append(t.flush(5))
+        except TransportError as error:
+            outcome.append(error)
+        delivery.ack()
+
+    t.consume(name, handler, inline=True)
+    t.publish("role.inline-flush", Envelope(b"x"))
+    wait_for(lambda: outcome, 10, what="the inline handler")
+    assert isinstance(outcome[0], TransportError) and "I/O thread" in str(outcome[0])
+
+
+def test_an_amqp_transport_is_a_context_manager_that_closes(amqp_names):  # noqa: F811
+    with amqp_names.connect() as t:
+        assert t.connected
+    assert t.closed
+
+
 # -- flow ----------------------------------------------------------------------------------
 
 
-def test_a_full_buffer_raises_and_every_accepted_message_arrives(amqp_connect, queue):  # noqa: F811
+def test_a_full_buffer_raises_and_every_accepted_message_arrives(amqp_connect, queue):
     t = amqp_connect(buffer_size=3, max_in_flight=1)
     name = bound_queue(t, queue(), "role.flow")
     accepted, refused = [], 0
@@ -255,7 +291,7 @@ def test_a_full_buffer_raises_and_every_accepted_message_arrives(amqp_connect, q
     assert sorted(collector.ids) == sorted(accepted)
 
 
-def test_acks_from_many_threads_are_all_applied(amqp_connect, queue):  # noqa: F811
+def test_acks_from_many_threads_are_all_applied(amqp_connect, queue):
     t, later = amqp_connect(), amqp_connect()
     name = bound_queue(t, queue(), "role.acks", durable=True)
     handed: list = []
@@ -302,7 +338,7 @@ def _acked_all(t, count: int) -> bool:
     return t.stats()["acked"] >= count
 
 
-def test_close_lets_a_running_handler_finish_so_its_ack_counts(amqp_connect, queue, amqp_names):  # noqa: F811
+def test_close_lets_a_running_handler_finish_so_its_ack_counts(amqp_connect, queue, amqp_names):
     t = amqp_connect()
     name = bound_queue(t, queue(), "role.slow", durable=True)
     started, release = threading.Event(), threading.Event()
@@ -324,7 +360,7 @@ def test_close_lets_a_running_handler_finish_so_its_ack_counts(amqp_connect, que
         assert channel.queue_declare(name, passive=True).method.message_count == 0
 
 
-def test_cancel_and_close_from_inside_a_handler_do_not_deadlock(amqp_connect, queue):  # noqa: F811
+def test_cancel_and_close_from_inside_a_handler_do_not_deadlock(amqp_connect, queue):
     t = amqp_connect()
     name = bound_queue(t, queue(), "role.inside")
     done = threading.Event()
@@ -353,7 +389,7 @@ def _unacknowledged(name: str) -> int | None:
     return None
 
 
-def test_held_acks_reach_the_broker_without_more_traffic(amqp_connect, queue):  # noqa: F811
+def test_held_acks_reach_the_broker_without_more_traffic(amqp_connect, queue):
     # Acks are coalesced into batches; a batch that never fills still goes out on its own.
     t = amqp_connect()
     name = bound_queue(t, queue(), "role.few", durable=True)
@@ -376,7 +412,7 @@ def test_write_coalescing_leaves_a_connection_it_does_not_recognise_alone() -> N
     assert coalesce_writes(object()) is False
 
 
-def test_this_pika_takes_the_one_step_paths_for_reads_and_writes(amqp_connect, queue):  # noqa: F811
+def test_this_pika_takes_the_one_step_paths_for_reads_and_writes(amqp_connect, queue):
     # They fall back to pika's own framing on a pika of another shape; this test says so
     # loudly instead of letting the transport quietly become slower after an upgrade.
     from cellframe.transports._amqp_reads import _Reader

@@ -8,13 +8,13 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transport_support import reference_matches
 
 from cellframe.errors import ClosedTransportError, ConfigError, TransportError
 from cellframe.testing import Collector, Connector, TransportConformance, publish_many, wait_for
 from cellframe.transports.base import DEAD_LETTER_REASON
 from cellframe.transports.memory import MemoryBroker, MemoryTransport
 from cellframe.wire.envelope import Envelope
+from tests.transport_support import reference_matches
 
 
 class TestMemoryTransportConformance(TransportConformance):
@@ -392,3 +392,43 @@ def test_repr_says_what_it_is(connect):
     assert "MemoryTransport" in repr(t)
     t.close()
     assert "closed" in repr(t)
+
+
+# -- flush ---------------------------------------------------------------------------------
+
+
+def test_flush_returns_once_every_unroutable_messages_on_return_has_run(connect):
+    t = connect()
+    returned = []
+
+    def slow_handler(envelope, reason):
+        threading.Event().wait(0.2)  # a handler that takes its time: flush still waits for it
+        returned.append(envelope.message_id)
+
+    lost = [Envelope(b"%d" % i) for i in range(3)]
+    for envelope in lost:
+        t.publish("cell.nobody", envelope, on_return=slow_handler)
+    assert t.flush(5)
+    assert returned == [e.message_id for e in lost]
+
+
+def test_flush_with_nothing_returned_is_immediate(connect):
+    t = connect()
+    collector, _ = queue_with_consumer(t)
+    t.publish("role.web", Envelope(b"routed"))
+    assert t.flush(0.5)
+    assert collector.wait(1)[0].envelope.body == b"routed"
+
+
+def test_flush_from_inside_an_on_return_handler_does_not_wait_for_itself(connect):
+    t = connect()
+    flushed = []
+    t.publish("cell.nobody", Envelope(b"x"), on_return=lambda e, r: flushed.append(t.flush(5)))
+    assert t.flush(10)
+    assert flushed == [True]
+
+
+def test_a_memory_transport_is_a_context_manager_that_closes(broker):
+    with broker.connect() as t:
+        t.declare_queue("mine", exclusive=True)
+    assert t.closed and "mine" not in broker.queue_names()

@@ -108,6 +108,12 @@ def _median_of(runs: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return figures
 
 
+def _imports(quick: bool) -> dict[str, Any]:
+    from .imports import bench_imports
+
+    return bench_imports(runs=3 if quick else 7)
+
+
 def _pipeline(quick: bool) -> dict[str, Any]:
     from .pipeline import bench_control_pipeline
 
@@ -136,6 +142,8 @@ def _round_trip(quick: bool) -> dict[str, Any]:
 # one run the pipeline measured after them gave 5.5k messages/s (node CPU 119 us a message),
 # and 8.3k-9.2k/s (74-84 us) alone minutes later on the same quiet machine.
 COMPARISONS = [
+    Comparison("import_vs_pykka", "import cellframe (ms) vs import pykka, warm, in new interpreters",
+               "< 100 ms", False, _imports),
     Comparison("cell_dispatch_vs_pykka_tell", "Cell state-machine dispatch vs raw pykka tell",
                ">= 0.7", False, _cells),
     Comparison("read_eval_vs_lark_parse", "read + evaluate vs bare lark LALR parse",

@@ -1,7 +1,8 @@
 """Where a cell's outgoing messages go: the Outbox interface, and one that records them.
 
-A running Node is the outbox of its cells (it signs, writes and publishes). A cell started on
-its own, in a test or a script, can be given a ``RecordingOutbox`` instead.
+A running Node sends for its cells (it signs, writes and publishes): the Outbox is the sending
+half of the ``CellHost`` it is to them. A cell started on its own, in a test or a script, can
+be given a ``RecordingOutbox`` instead, which its ``StandaloneHost`` sends through.
 """
 
 from __future__ import annotations

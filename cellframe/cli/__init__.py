@@ -3,10 +3,6 @@
 Library code never imports this package; it imports the library.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from .main import main
-
-__all__ = [
-    "main",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -6,21 +6,22 @@ options and hands them to the library; nothing here chooses a backend by importi
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..errors import CellframeError, ConfigError
+from ..errors import CellframeError
 
 __all__ = ["main"]
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+#: How long ``send`` waits for the broker to confirm (or return) what it sent.
+CONFIRM_TIMEOUT = 10.0
 BUNDLED_ZONE = Path(__file__).resolve().parents[2] / "examples" / "cluster.zone"
 
 
@@ -178,7 +179,10 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 @topology_option
 def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
          wait_seconds: float, hy_syntax: bool, exchange: str | None, queue_prefix: str) -> None:
-    """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME)."""
+    """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME).
+
+    Returns once the broker has confirmed the message (exit 0), or returned it because nothing
+    listens on TARGET (exit 1); with --wait, prints the call-backs that arrive meanwhile."""
     from ..client import Client
     from ..language.hylang import read_hy
     from ..language.reader import read
@@ -189,24 +193,26 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
         expr = read_hy(expression) if hy_syntax else read(expression)
     except CellframeError as error:
         raise _fail(error) from error
-    transport = make_transport(amqp, exchange=exchange)
     returned = threading.Event()
 
     def on_return(envelope: Any, reason: str) -> None:
         click.echo(f"error: nothing is listening on {key}: {reason}", err=True)
         returned.set()
 
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix,
-                    on_reply=lambda reply: click.echo(reply.text))
-    try:
+    with make_transport(amqp, exchange=exchange) as transport, \
+            Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix,
+                   on_reply=lambda reply: click.echo(reply.text)) as client:
+        sent_at = time.monotonic()
         client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
-        if returned.wait(min(wait_seconds, 1.0) if wait_seconds else 1.0):
+        # The broker confirms a message once a queue has it, or returns it first when none
+        # is bound: either way flush returns then, with on_return already run.
+        if not transport.flush(CONFIRM_TIMEOUT):
+            click.echo(f"error: the broker did not confirm the message within "
+                       f"{CONFIRM_TIMEOUT:g} s", err=True)
             sys.exit(1)
-        if wait_seconds > 1.0:
-            returned.wait(wait_seconds - 1.0)
-    finally:
-        client.close()
-        transport.close()
+        if returned.is_set():
+            sys.exit(1)
+        time.sleep(max(0.0, wait_seconds - (time.monotonic() - sent_at)))
 
 
 @main.command()
@@ -403,16 +409,3 @@ def _port_open(host: str, port: int) -> bool:
     except OSError:
         return False
 
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop`` so the main thread can shut down cleanly."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-
-
-def run() -> None:  # pragma: no cover - console entry point wrapper
-    try:
-        main()
-    except ConfigError as error:
-        logging.getLogger(__name__).error("%s", error)
-        sys.exit(2)

@@ -138,9 +138,13 @@ class Repl:
         if isinstance(reply.expr, list) and reply.expr and reply.expr[0] == Symbol("node-status"):
             from .status import decode_status
 
-            status = decode_status(reply.expr)
-            self.state.learn(status)
-            text = _status_line(status)  # the full picture is `cellframe status --json`
+            try:
+                status = decode_status(reply.expr)
+            except LanguageError:
+                pass  # not of the status shape: shown as it came
+            else:
+                self.state.learn(status)
+                text = _status_line(status)  # the full picture is `cellframe status --json`
         with self._lock:
             self.print(f"<- {who}{text}")
 

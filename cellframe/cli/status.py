@@ -1,45 +1,32 @@
 """Cluster status: ask every node for ``(status)``, gather the call-backs, show a table.
 
 Fire and forget all the way: the request goes to ``all``; each node calls back with
-``(node-status ...)``; whatever has arrived when the window closes is the picture (a node that
-did not answer in time is listed as silent if the others' membership views know it).
+``(node-status ...)``, whose shape ``cellframe.node.status`` defines and decodes; whatever has
+arrived when the window closes is the picture (a node that did not answer in time is listed as
+silent if the others' membership views know it). An answer not of that shape is logged and
+left out.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from rich.table import Table
 
 from ..client import Client
-from ..language.plist import from_plist
+from ..errors import LanguageError
 from ..language.symbols import Keyword, Symbol
+from ..node.status import STATUS_VERB, decode_status
 from ..wire.routing import ALL
 
 __all__ = ["collect_status", "decode_status", "status_table", "to_json_ready"]
 
+log = logging.getLogger(__name__)
 
-def decode_status(expr: list[Any]) -> dict[str, Any]:
-    """``(node-status :node ... :cells ((...) ...))`` as nested dicts."""
-    fields = from_plist(expr[1:])
-    fields["counters"] = _maybe_plist(fields.get("counters"))
-    cells = []
-    for cell in fields.get("cells") or []:
-        decoded = {k: _maybe_plist(v) for k, v in from_plist(cell).items()}
-        if isinstance(decoded.get("members"), list):
-            decoded["members"] = [_maybe_plist(m) for m in decoded["members"]]
-        cells.append(decoded)
-    fields["cells"] = cells
-    return fields
-
-
-def _maybe_plist(value: Any) -> Any:
-    if isinstance(value, list) and value and len(value) % 2 == 0 and all(
-        isinstance(k, Keyword) for k in value[::2]
-    ):
-        return {k: _maybe_plist(v) for k, v in from_plist(value).items()}
-    return value
+#: The cell counters the table sums per node, in its column order.
+_TOTALS = ("applied", "ignored", "refused", "errors", "dead_lettered")
 
 
 def collect_status(client: Client, *, window: float = 1.0, expected: int | None = None) -> list[dict[str, Any]]:
@@ -59,8 +46,12 @@ def collect_status(client: Client, *, window: float = 1.0, expected: int | None 
 def _answers(client: Client, first: int) -> dict[str, dict[str, Any]]:
     answers = {}
     for reply in client.replies[first:]:
-        if isinstance(reply.expr, list) and reply.expr and reply.expr[0] == Symbol("node-status"):
-            status = decode_status(reply.expr)
+        if isinstance(reply.expr, list) and reply.expr and reply.expr[0] == STATUS_VERB:
+            try:
+                status = decode_status(reply.expr)
+            except LanguageError as error:
+                log.warning("a status from %s left out: %s", reply.sender, error)
+                continue
             answers[status["node"]] = status
     return answers
 
@@ -69,20 +60,19 @@ def status_table(statuses: list[dict[str, Any]]) -> Table:
     """One row per node: role, cells and states, health, heartbeat, message counters."""
     table = Table(title=f"cellframe cluster: {len(statuses)} nodes answered", expand=False)
     for column in ("node", "role", "cells (state)", "health", "last heartbeat", "applied",
-                   "ignored", "errors", "dead letters", "store"):
+                   "ignored", "refused", "errors", "dead letters", "store"):
         table.add_column(column)
     views = _membership_views(statuses)
     for status in statuses:
         cells = [c for c in status["cells"] if "members" not in c]
-        totals = {k: sum(c.get("counters", {}).get(k, 0) for c in status["cells"])
-                  for k in ("applied", "ignored", "errors", "dead_lettered")}
+        totals = {k: sum(c["counters"].get(k, 0) for c in status["cells"]) for k in _TOTALS}
         health, seen = _health(status["node"], views)
         store = [c["store"] for c in status["cells"] if isinstance(c.get("store"), dict)]
         table.add_row(
             status["node"], status.get("role") or "spare",
             ", ".join(f"{c['name']} ({c['state']})" for c in cells) or "-",
             health, seen,
-            *(str(totals[k]) for k in ("applied", "ignored", "errors", "dead_lettered")),
+            *(str(totals[k]) for k in _TOTALS),
             _store_summary(store),
         )
     return table

@@ -2,15 +2,6 @@
 or a DNS server, watched for changes, registered with dynamic updates, and exported to shells.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from .resolvers import ConfigWatcher, DnsServerResolver, ZoneFileResolver
-from .txtconfig import ClusterIntent, NodeConfig
-
-__all__ = [
-    "ClusterIntent",
-    "ConfigWatcher",
-    "DnsServerResolver",
-    "NodeConfig",
-    "ZoneFileResolver",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

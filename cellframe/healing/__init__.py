@@ -5,15 +5,6 @@ others from heartbeats, and the ``reconciler`` turns a shortfall against DNS int
 that spares make.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from .detector import PhiAccrual
-from .membership import HealingConfig, Membership
-from .reconciler import Reconciler
-
-__all__ = [
-    "HealingConfig",
-    "Membership",
-    "PhiAccrual",
-    "Reconciler",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

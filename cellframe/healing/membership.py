@@ -30,18 +30,18 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from ..cell.cell import Cell
 from ..cell.statemachine import transition
-from ..config.resolvers import IntentWatcher
 from ..config.txtconfig import ClusterIntent
+from ..config.watchers import IntentWatcher
 from ..errors import CellframeError, ConfigError
 from ..language.symbols import Keyword, Symbol
-from ..wire.envelope import Message
-from ..wire.routing import validate_name
+from ..wire.envelope import Envelope, Message
+from ..wire.routing import claim_key, down_key, heartbeat_key, leave_key, probe_key
 from .detector import FlapDamper, PhiAccrual
 from .reconciler import Claim, LiveMember, Reconciler
 
@@ -54,37 +54,12 @@ __all__ = [
     "HealingConfig",
     "Member",
     "Membership",
-    "claim_key",
-    "down_key",
-    "heartbeat_key",
-    "leave_key",
-    "probe_key",
 ]
 
 log = logging.getLogger(__name__)
 
 ALIVE, SUSPECT, DOWN, LEFT, HELD = "alive", "suspect", "down", "left", "held"
 _LIVE = frozenset({ALIVE, SUSPECT})
-
-
-def heartbeat_key(node: str) -> str:
-    return "heartbeat." + validate_name(node, "node name")
-
-
-def down_key(node: str) -> str:
-    return "membership.down." + validate_name(node, "node name")
-
-
-def leave_key(node: str) -> str:
-    return "membership.leave." + validate_name(node, "node name")
-
-
-def claim_key(node: str) -> str:
-    return "membership.claim." + validate_name(node, "node name")
-
-
-def probe_key(node: str) -> str:
-    return "probe." + validate_name(node, "node name")
 
 
 @dataclass(frozen=True)
@@ -213,8 +188,7 @@ class Membership(Cell):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        node = self.cell_outbox
-        self.node_name: str = getattr(node, "name", self.cell_name)
+        self.node_name: str = self.cell_host.name
         self.view: dict[str, Member] = {}
         self.config = self._read_config()
         config = self.config
@@ -237,7 +211,7 @@ class Membership(Cell):
         if self.healing is not None:
             return self.healing
         layers: list[Mapping[str, str]] = []
-        resolver = getattr(self.cell_outbox, "resolver", None)
+        resolver = self.cell_host.resolver
         if resolver is not None:
             try:
                 layers.append(resolver.cluster_intent().settings)
@@ -255,7 +229,7 @@ class Membership(Cell):
 
     @property
     def incarnation(self) -> int:
-        return int(getattr(self.cell_outbox, "incarnation", 0))
+        return self.cell_host.incarnation
 
     def on_stop(self) -> None:
         """Say goodbye (a clean stop); a killed node cannot, and must not be able to."""
@@ -381,14 +355,8 @@ class Membership(Cell):
             except Exception:  # the cell stopped meanwhile: nothing left to tell
                 pass
 
-        expr = [Symbol("probe"), Keyword("by"), self.node_name]
-        try:
-            self.cell_outbox.send(probe_key(name), expr, sender=self.cell_name,  # type: ignore[call-arg, union-attr]
-                                  on_return=returned)
-        except TypeError:
-            self._publish(probe_key(name), expr)  # an outbox without returns: no broker evidence
-        except CellframeError as error:
-            log.debug("%s: probe of %s not sent: %s", self.cell_name, name, error)
+        self._publish(probe_key(name), [Symbol("probe"), Keyword("by"), self.node_name],
+                      on_return=returned)
 
     @transition("probe-returned")
     def probe_returned(self) -> None:
@@ -443,11 +411,8 @@ class Membership(Cell):
         """Hand membership news to this node's cells that declare its verb, at once: a proxy
         here then drops a dead backend without waiting for the broker's copy (which follows,
         and is a no-op since the news is applied idempotently)."""
-        cells = getattr(self.cell_outbox, "cells", None)
-        if cells is None:
-            return
         verb = expr[0].name
-        for cell in cells().values():
+        for cell in self.cell_host.cells().values():
             if verb in cell.cell_verbs():
                 try:
                     cell.actor_ref.tell(Message(expr, sender=self.cell_name))
@@ -472,10 +437,7 @@ class Membership(Cell):
 
     def _refute(self, incarnation: int, by: str | None) -> None:
         """We are alive but were declared down: start a new life that supersedes that news."""
-        node = self.cell_outbox
-        new = max(self.incarnation, incarnation) + 1
-        if node is not None and hasattr(node, "incarnation"):
-            node.incarnation = new  # type: ignore[union-attr]
+        new = self.cell_host.renew_incarnation(incarnation)
         self.role_since = time.time()  # a new life: the newest holder if our role was refilled
         self._emit("refuted", incarnation=new, by=by)
         self._heartbeat(time.monotonic())
@@ -513,7 +475,7 @@ class Membership(Cell):
         intent = self._current_intent()
         if intent is None:
             return
-        registry = getattr(self.cell_outbox, "registry", None)
+        registry = self.cell_host.registry
         roles = {role: count for role, count in intent.roles.items()
                  if registry is None or role in registry}
         live = [LiveMember(m.name, m.role, m.role_since)
@@ -538,8 +500,8 @@ class Membership(Cell):
     def _become(self, role: str | None, event: str) -> None:
         previous = self.node_role
         try:
-            self.cell_outbox.differentiate(role)  # type: ignore[union-attr]
-        except (CellframeError, AttributeError) as error:
+            self.cell_host.differentiate(role)
+        except CellframeError as error:
             log.warning("%s: could not become %s: %s", self.cell_name, role or "a spare", error)
             return
         self._sync_role()
@@ -547,7 +509,7 @@ class Membership(Cell):
         self._heartbeat(time.monotonic())
 
     def _current_intent(self) -> ClusterIntent | None:
-        resolver = getattr(self.cell_outbox, "resolver", None)
+        resolver = self.cell_host.resolver
         if resolver is None:
             return None
         if self._intent is None:
@@ -558,7 +520,7 @@ class Membership(Cell):
         return self._intent.current
 
     def _sync_role(self) -> None:
-        role = getattr(self.cell_outbox, "role", None)
+        role = self.cell_host.role
         if role != self.node_role:
             self.node_role, self.role_since = role, time.time()
 
@@ -594,13 +556,12 @@ class Membership(Cell):
 
     # -- sending ------------------------------------------------------------------------------
 
-    def _publish(self, key: str, expr: list[Any]) -> None:
+    def _publish(self, key: str, expr: list[Any], *,
+                 on_return: Callable[[Envelope, str], None] | None = None) -> None:
         try:
-            self.cell_send(key, expr)
+            self.cell_send(key, expr, on_return=on_return)
         except CellframeError as error:  # a closed transport (a killed node) sends nothing
             log.debug("%s: not sent to %s: %s", self.cell_name, key, error)
 
     def _emit(self, kind: str, **fields_: Any) -> None:
-        emit = getattr(self.cell_outbox, "emit", None)
-        if emit is not None:
-            emit(kind, **fields_)
+        self.cell_host.emit(kind, **fields_)

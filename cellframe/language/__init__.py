@@ -6,25 +6,6 @@ read into the same data (``read_hy``). The grammar, ``cellframe.lark``, ships be
 modules. See ``docs/language.md``.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from .evaluator import Evaluator, read_eval
-from .hylang import hy_to_text, read_hy
-from .plist import from_plist, to_plist
-from .printer import write
-from .reader import read, read_all
-from .symbols import Keyword, Symbol
-
-__all__ = [
-    "Evaluator",
-    "Keyword",
-    "Symbol",
-    "from_plist",
-    "hy_to_text",
-    "read",
-    "read_all",
-    "read_eval",
-    "read_hy",
-    "to_plist",
-    "write",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -5,16 +5,6 @@ a process until SIGTERM; ``LocalCluster`` runs several in this process on the em
 ``NodeProcesses`` starts and kills node processes; ``metrics`` and ``logs`` are what a node shows.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from .children import NodeProcesses
-from .cluster import LocalCluster
-from .node import Node
-from .process import run_node
-
-__all__ = [
-    "LocalCluster",
-    "Node",
-    "NodeProcesses",
-    "run_node",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -15,12 +15,13 @@ warnings (the zone's deliberately broken example) is left out.
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..cell.cell import Cell
 from ..client import Client
@@ -35,20 +36,51 @@ from .node import Node
 __all__ = ["LocalCluster", "wait_for"]
 
 TransportWrapper = Callable[[MemoryTransport], Any]
+T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> Any:
-    """Poll ``predicate`` until it returns something true (returned) or ``timeout`` passes
-    (ClusterError naming the predicate)."""
+def wait_for(predicate: Callable[[], T], timeout: float = 5.0, *, what: str = "",
+             show: Callable[[], object] | None = None, interval: float = 0.01) -> T:
+    """Poll ``predicate`` until it returns something true, and return that.
+
+    The one waiting helper of cellframe and its tests (``cellframe.testing`` re-exports it; it
+    lives here, on the floor of ``LocalCluster``, because library code waits with it too). At
+    the deadline it raises ClusterError saying what it waited for and what it saw last::
+
+        wait_for(lambda: len(client.replies) >= 3, 5, what="3 replies",
+                 show=lambda: client.replies)
+        # ClusterError: not true within 5 s: 3 replies; last seen: [Reply(...), ...]
+
+    ``what`` defaults to the predicate's name, or its source line for a lambda; ``show``
+    defaults to the predicate's last value. Polls start 1 ms apart and double up to
+    ``interval``: a condition that is nearly true costs no more than a millisecond, and a slow
+    one (a status round trip per poll) is asked at most every ``interval`` seconds.
+    """
     deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
+    pause = min(0.001, interval)
+    while not (result := predicate()):
         if time.monotonic() >= deadline:
-            name = getattr(predicate, "__name__", repr(predicate))
-            raise ClusterError(f"condition {name} not met within {timeout} s")
-        time.sleep(interval)
+            seen = show() if show is not None else result
+            raise ClusterError(f"not true within {timeout:g} s: {what or _describe(predicate)}"
+                               f"; last seen: {_shorten(repr(seen))}")
+        time.sleep(pause)
+        pause = min(pause * 2, interval)
+    return result
+
+
+def _describe(predicate: Callable[[], object]) -> str:
+    """A named function's name; a lambda's source line (read only when a wait has failed)."""
+    name = getattr(predicate, "__name__", "")
+    if name and name != "<lambda>":
+        return name
+    try:
+        return _shorten(" ".join(inspect.getsource(predicate).split()), 300)
+    except (OSError, TypeError):
+        return repr(predicate)
+
+
+def _shorten(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class LocalCluster:
@@ -210,5 +242,7 @@ class LocalCluster:
         """A client on the cluster's broker (close it when done)."""
         return Client(self.broker.connect(name=name or "client"), signer=self.signer, name=name)
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> Any:
-        return wait_for(predicate, timeout, interval)
+    def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0, *, what: str = "",
+                 show: Callable[[], object] | None = None, interval: float = 0.01) -> T:
+        """``wait_for`` (this module's), for ``cluster.wait_for(cluster.converged, 5)``."""
+        return wait_for(predicate, timeout, what=what, show=show, interval=interval)

@@ -23,7 +23,8 @@ _CELL_COUNTERS = {
     "applied": "messages applied through a transition",
     "ignored": "messages with no transition from the current state (no-ops)",
     "duplicates": "messages not applied again because their id was seen",
-    "errors": "messages whose evaluation or action failed",
+    "refused": "messages refused as bad input: arguments that do not fit, a refused expression",
+    "errors": "messages whose action (or guard) raised",
     "dead_lettered": "messages reflected to the dead letters in diagnostic mode",
 }
 

@@ -1,4 +1,4 @@
-"""Node: the management daemon every host runs, and the outbox of the cells it hosts.
+"""Node: the management daemon every host runs, and the host of the cells it starts.
 
 A node learns its role (from DNS, or as given), differentiates into the cells that role
 names, binds its routes, and turns deliveries from the transport into messages for its
@@ -11,6 +11,11 @@ once the receiving cell has applied it. Routing:
 * ``cell.<name>`` reaches one hosted cell;
 * ``role.<role>`` is a durable queue shared by every node of the role: one of them applies
   each message, and a node that takes the role later inherits the backlog.
+
+A node is the ``CellHost`` of its cells: all they know of it is that protocol. It closes what
+it opened and nothing else: ``stop`` (or leaving ``with node:``) stops its cells, threads and
+consumers and deletes its own queue, while the transport, the resolver and the signer it was
+given stay open for whoever made them to close.
 """
 
 from __future__ import annotations
@@ -26,34 +31,36 @@ import pykka
 from pykka.messages import ProxyGetAttr
 
 from ..cell.cell import Cell, Inbound, SettingsChanged
+from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
-from ..config.resolvers import ConfigWatcher
 from ..config.txtconfig import NodeConfig
+from ..config.watchers import ConfigWatcher
 from ..errors import ConfigError, LanguageError, SecurityError
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
 from ..roles.registry import RoleRegistry
 from ..transports.base import Delivery, Transport
-from ..wire.envelope import Envelope, Message
+from ..wire.envelope import Envelope, Message, envelope_for
 from ..wire.routing import (
     ALL,
     cell_key,
     each_key,
     event_key,
+    is_persistent,
     node_key,
     role_key,
     topic_matches,
     validate_name,
 )
+from .status import status_reply
 
 __all__ = ["Node", "NodeCounters", "NodeDaemon"]
 
 log = logging.getLogger(__name__)
 
-#: Messages to a role wait in a durable queue for whoever plays it: they are sent persistent,
-#: so a broker restart keeps that backlog.
-_ROLE_PREFIX = "role."
+#: The header that marks an event (nobody listening to one is fine: a log sump is optional).
+_EVENT_HEADER = "x-cellframe-event"
 
 #: Default cap on an incoming message body, checked before anything reads it.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -94,7 +101,7 @@ class NodeDaemon(Cell):
 
     @transition("status")
     def status(self) -> None:
-        self.cell_reply([Symbol("node-status"), *self.node.status_plist()])
+        self.cell_reply(status_reply(self.node.status()))
 
     @transition("ping")
     def ping(self) -> None:
@@ -131,7 +138,11 @@ class _Routes:
 
 
 class Node:
-    """One host's management daemon; also the Outbox through which its cells send."""
+    """One host's management daemon, and the ``CellHost`` of the cells it starts.
+
+    ``with Node(...) as node:`` starts it (unless it was started already) and stops it on the
+    way out. It never closes the transport, resolver or signer it is given.
+    """
 
     def __init__(
         self,
@@ -262,8 +273,9 @@ class Node:
                 pass
 
     def _host(self, cls: type[Cell], name: str, **kwargs: Any) -> _Hosted:
-        """Start a cell with this node as its outbox and bind its routes."""
-        ref = cls.start(name, outbox=self, diagnostic=self.diagnostic,
+        """Start a cell with this node as its host and bind its routes."""
+        host: CellHost = self  # mypy checks here that a Node is all a cell may ask of its host
+        ref = cls.start(name, host=host, diagnostic=self.diagnostic,
                         dedup_capacity=self.dedup_capacity, settings=self.settings, **kwargs)
         hosted = _Hosted(ref, self._attached.pop(name))
         hosted.patterns = hosted.cell.cell_bindings(self.name, self.role)
@@ -325,6 +337,30 @@ class Node:
             self._reroute()
         for h in hosted:
             h.ref.stop(block=True, timeout=10)
+        self._delete_queue()
+
+    def _delete_queue(self) -> None:
+        """Delete the node's own queue once its cells have said goodbye: what is sent to this
+        node from now on (a probe, a message to one of its cells) comes back unroutable at
+        once, instead of waiting in a queue nobody reads until the transport closes."""
+        try:
+            self.transport.delete_queue(self.queue)
+        except Exception:  # the transport may already be gone, and the queue with it
+            log.debug("deleting queue %s failed while stopping %s", self.queue, self.name,
+                      exc_info=True)
+        self._bound.clear()
+
+    def __enter__(self) -> Node:
+        if self.started_at is None:
+            try:
+                self.start()
+            except BaseException:
+                self.stop()  # undo what start did before it failed: cells, consumers, queue
+                raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     @staticmethod
     def _drain_mailboxes(hosted: list[_Hosted], timeout: float = 10.0) -> None:
@@ -394,10 +430,17 @@ class Node:
         for hosted in retiring:
             self._unhost(hosted)
 
-    def attach_cell(self, cell: Cell) -> None:
-        """Called by each Cell created with this node as its outbox, so the node can read
-        its cells' snapshots without ever waiting on them."""
+    def attach_cell(self, cell: HostedCell) -> None:
+        """Called by each Cell created with this node as its host, so the node can read its
+        cells' snapshots without ever waiting on them."""
+        assert isinstance(cell, Cell), f"{cell!r} is not a Cell"  # only Cells take a host
         self._attached[cell.cell_name] = cell
+
+    def renew_incarnation(self, above: int) -> int:
+        """Start a new life, numbered above ``above`` and the current one (membership does,
+        to refute news of this node's death); returns it."""
+        self.incarnation = max(self.incarnation, above) + 1
+        return self.incarnation
 
     # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
 
@@ -493,12 +536,11 @@ class Node:
              on_return: Callable[[Envelope, str], None] | None = None) -> None:
         """Publish ``expr`` to ``target``; ``on_return`` (any thread) hears if it was unroutable
         (membership uses that as a probe: a dead node's queue is gone)."""
-        envelope = Envelope(write(expr).encode(), reply_to=reply_to, sender=sender or self.name)
-        if self.signer is not None:
-            envelope = self.signer.sign(envelope)
+        envelope = envelope_for(expr, sender=sender or self.name, reply_to=reply_to,
+                                signer=self.signer)
         self.counters.sent += 1
         self.transport.publish(target, envelope, on_return=on_return or self._on_return,
-                               persistent=target.startswith(_ROLE_PREFIX))
+                               persistent=is_persistent(target))
 
     def dead_letter(self, message: Message, reason: str) -> None:
         envelope = Envelope(write(message.expr).encode(), message_id=message.id,
@@ -507,7 +549,7 @@ class Node:
 
     def _on_return(self, envelope: Envelope, reason: str) -> None:
         self.counters.unroutable += 1
-        if envelope.headers.get("x-cellframe-event"):
+        if envelope.headers.get(_EVENT_HEADER):
             return  # events nobody listens to are fine: a log sump is optional
         log.warning("%s: message %s was unroutable: %s", self.name, envelope.message_id, reason)
 
@@ -519,10 +561,9 @@ class Node:
         expr = [Symbol("event"), Keyword("kind"), kind]
         for key, value in payload.items():
             expr += [Keyword(key.replace("_", "-")), value]
-        envelope = Envelope(write(expr).encode(), sender=self.name, headers={"x-cellframe-event": 1})
-        if self.signer is not None:
-            envelope = self.signer.sign(envelope)
         try:
+            envelope = envelope_for(expr, sender=self.name, signer=self.signer,
+                                    headers={_EVENT_HEADER: 1})
             self.transport.publish(event_key(kind, self.name), envelope, on_return=self._on_return)
         except Exception:  # an event is informational; failing to publish it must not stop the node
             log.debug("%s: event %s not published", self.name, kind, exc_info=True)
@@ -546,11 +587,6 @@ class Node:
             cells = [h.cell.cell_snapshot() for h in [*self._system.values(), *self._cells.values()]]
         return {"node": self.name, "role": self.role, "started_at": self.started_at,
                 "diagnostic": self.diagnostic, "counters": self.counters.as_dict(), "cells": cells}
-
-    def status_plist(self) -> list[Any]:
-        from ..language.plist import to_plist
-
-        return to_plist(self.status())
 
 
 def _head_verb(expr: Any) -> str | None:

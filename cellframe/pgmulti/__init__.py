@@ -8,6 +8,17 @@
 
 from __future__ import annotations
 
+from ..errors import MissingExtraError
+
+try:
+    import psycopg  # noqa: F401  (applying, writing and replicating all talk to PostgreSQL)
+except ModuleNotFoundError as exc:
+    if exc.name != "psycopg":
+        raise
+    raise MissingExtraError(
+        "cellframe.pgmulti needs psycopg, which comes with an extra: pip install 'cellframe[postgres]'"
+    ) from exc
+
 from .apply import apply_ddl, apply_description, translate_error
 from .ddl import generate_ddl, master_ddl, read_common_ddl, read_ddl, read_master_ddl
 from .replicate import ReplicationLoop, Replicator, SyncReport

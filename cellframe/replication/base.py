@@ -14,7 +14,6 @@ touched by the cell's thread and no handler ever waits.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -67,7 +66,7 @@ class ShardBase(Cell):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.node_name: str = str(getattr(self.cell_outbox, "name", self.cell_name))
+        self.node_name: str = self.cell_host.name
         self.broken: str | None = None  # why this cell cannot serve, if it cannot
         self.config = self._read_config()
         assert self.config.shard_id is not None
@@ -89,7 +88,7 @@ class ShardBase(Cell):
 
     def _read_config(self) -> ShardConfig:
         layers = []
-        resolver = getattr(self.cell_outbox, "resolver", None)
+        resolver = self.cell_host.resolver
         if resolver is not None:
             try:
                 layers.append(resolver.cluster_intent().settings)
@@ -243,17 +242,10 @@ class ShardBase(Cell):
 
     def _publish(self, target: str, expr: Any, *, reply_to: str | None = None,
                  on_return: Callable[[Any, str], None] | None = None) -> None:
-        """Fire and forget: no listener is fine; a closed transport (a killed node) sends
-        nothing."""
-        outbox = self.cell_outbox
-        if outbox is None:
-            return
+        """Fire and forget: no listener is fine; a closed transport (a killed node), or a
+        cell alone without an outbox, sends nothing."""
         try:
-            if _accepts_returns(outbox):
-                outbox.send(target, expr, reply_to=reply_to, sender=self.cell_name,  # type: ignore[call-arg]
-                            on_return=on_return or _ignore_return)
-            else:
-                outbox.send(target, expr, reply_to=reply_to, sender=self.cell_name)
+            self.cell_send(target, expr, reply_to=reply_to, on_return=on_return or _ignore_return)
         except CellframeError as error:
             log.debug("%s: not sent to %s: %s", self.cell_name, target, error)
 
@@ -265,7 +257,7 @@ class ShardBase(Cell):
         self.stats[name] = self.stats.get(name, 0) + n
 
     def _incarnation(self) -> int:
-        return int(getattr(self.cell_outbox, "incarnation", 0))
+        return self.cell_host.incarnation
 
     def _unreachable(self, shard: int) -> None:
         if self.peers.unreachable(shard):
@@ -401,11 +393,8 @@ class ShardBase(Cell):
 
     def _shard_nodes(self) -> set[str]:
         """Other nodes the node's membership view lists as alive and playing a shard."""
-        status = getattr(self.cell_outbox, "status", None)
-        if status is None:
-            return set()
         nodes = set()
-        for cell in status()["cells"]:
+        for cell in self.cell_host.status()["cells"]:
             for member in cell.get("members") or ():
                 if member.get("role") == ROLE and member.get("status") in ("alive", "suspect"):
                     nodes.add(member["name"])
@@ -521,13 +510,4 @@ def _names(*values: Any) -> bool:
 def _int(*values: Any) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
-
-_ACCEPTS_RETURNS: dict[type, bool] = {}
-
-
-def _accepts_returns(outbox: Any) -> bool:
-    kind = type(outbox)
-    if kind not in _ACCEPTS_RETURNS:
-        _ACCEPTS_RETURNS[kind] = "on_return" in inspect.signature(outbox.send).parameters
-    return _ACCEPTS_RETURNS[kind]
 

@@ -37,7 +37,7 @@ class KeepAliveCell(Cell):
         except ConfigError as error:
             log.warning("%s: %s; every 1 s", self.cell_name, error)
             self.period = 1.0
-        node = str(getattr(self.cell_outbox, "name", self.cell_name))
+        node = self.cell_host.name
         self.node_name = validate_name(node, "node name")
         self.target = self.cell_settings.get("keepalive-target") or log_key(node, "debug")
         self.seq = 0

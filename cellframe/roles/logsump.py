@@ -60,7 +60,7 @@ class LogSumpCell(Cell):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        node = getattr(self.cell_outbox, "name", self.cell_name)
+        node = self.cell_host.name
         chosen = self.log_path or self.cell_settings.get("log-file") or f"logsump-{node}.log"
         self.path = Path(chosen)
         self.lines = 0

@@ -260,6 +260,4 @@ class ProxyCell(Cell):
         return snapshot
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        emit = getattr(self.cell_outbox, "emit", None)
-        if emit is not None:
-            emit(kind, proxy=self.cell_name, **fields)
+        self.cell_host.emit(kind, proxy=self.cell_name, **fields)

@@ -67,7 +67,7 @@ class WebCell(Cell):
 
     @property
     def node_name(self) -> str:
-        return str(getattr(self.cell_outbox, "name", self.cell_name))
+        return self.cell_host.name
 
     def on_start(self) -> None:
         self._announce()
@@ -82,7 +82,7 @@ class WebCell(Cell):
         self._send(self.proxies, [
             Symbol("join-pool"), Keyword("backend"), self.cell_name,
             Keyword("node"), self.node_name, Keyword("weight"), self.weight,
-            Keyword("incarnation"), int(getattr(self.cell_outbox, "incarnation", 0))])
+            Keyword("incarnation"), self.cell_host.incarnation])
 
     @transition("pool-hello")
     def pool_hello(self, proxy: str | None = None, **extra: Any) -> None:

@@ -38,6 +38,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import pika
@@ -155,6 +156,28 @@ class BrokerLink:
     def notify(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a caller's callback on the notifier thread, never on the I/O thread."""
         self._notices.put((fn, args))
+
+    def unsettled(self, timeout: float) -> list[Outgoing] | None:
+        """The callers' publishes not settled yet (queued, or awaiting their confirm), read on
+        the I/O thread; None if it did not answer within ``timeout``."""
+        if threading.current_thread() is self._thread:
+            raise TransportError("flush would wait on the transport's own I/O thread, which "
+                                 "is the thread that settles what it waits for")
+        future: Future[list[Outgoing]] = Future()
+        self.call(lambda: future.set_result(
+            [item for item in (*self.outbox, *self._unconfirmed.values()) if item.counted]))
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            return None
+
+    def notices_caught_up(self, timeout: float) -> bool:
+        """Wait until every callback handed to ``notify`` before this call has run."""
+        if threading.current_thread() is self._notifier or not self._notifier.is_alive():
+            return True  # called from a callback: those before it have run
+        done = threading.Event()
+        self._notices.put((done.set, ()))
+        return done.wait(timeout)
 
     def shutdown(self, timeout: float) -> None:
         """Close the connection, stop the ioloop and wait for the I/O thread."""
@@ -469,6 +492,8 @@ class BrokerLink:
             self._settle((consumer, channel, tag, how, item.envelope, ""), touched)
 
     def _release_items(self, items: list[Outgoing]) -> None:
+        for item in items:
+            item.settled = True
         count = sum(1 for item in items if item.counted)
         if count:
             self._release(count)

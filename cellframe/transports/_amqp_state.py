@@ -23,7 +23,7 @@ class Outgoing:
     """One publish waiting to be sent, then to be confirmed."""
 
     __slots__ = ("exchange", "routing_key", "envelope", "properties", "on_return",
-                 "after_confirm", "counted", "returned")
+                 "after_confirm", "counted", "returned", "settled")
 
     def __init__(self, exchange: str, routing_key: str, envelope: Envelope,
                  properties: pika.BasicProperties, on_return: Callable[..., None] | None,
@@ -36,6 +36,7 @@ class Outgoing:
         self.after_confirm = after_confirm  # (consumer, channel, tag) to ack once confirmed
         self.counted = counted  # occupies a slot of the caller-visible buffer
         self.returned = False
+        self.settled = False  # confirmed, refused or given up: set on the I/O thread
 
 
 @dataclass(eq=False)

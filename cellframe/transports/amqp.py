@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -203,6 +204,26 @@ class AmqpTransport:
             self._consumers[tag] = consumer
         return tag
 
+    def flush(self, timeout: float) -> bool:
+        """Wait until every message published before this call is confirmed by the broker, or
+        returned as unroutable or refused (its ``on_return`` then has run); False if
+        ``timeout`` seconds passed first. Messages published meanwhile, by other threads, are
+        not waited for. Raises TransportError on a consumer's ``inline`` handler, which runs on
+        the I/O thread that settles them."""
+        deadline = time.monotonic() + timeout
+        if not self._link.alive:
+            return self._buffered == 0  # nothing will settle any more
+        pending = self._link.unsettled(timeout)
+        if pending is None:
+            return False
+        with self._buffer_cond:
+            while pending := [item for item in pending if not item.settled]:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._buffer_cond.wait(left)
+        return self._link.notices_caught_up(max(0.0, deadline - time.monotonic()))
+
     def cancel(self, consumer_tag: str) -> None:
         self._check_open()
         future: Future[ConsumerState | None] = Future()
@@ -254,11 +275,6 @@ class AmqpTransport:
     def buffered(self) -> int:
         """Messages handed to ``publish`` that the broker has not confirmed yet."""
         return self._buffered
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until every published message is confirmed (or returned); False on timeout."""
-        with self._buffer_cond:
-            return self._buffer_cond.wait_for(lambda: self._buffered == 0, timeout)
 
     def stats(self) -> dict[str, int]:
         """Counters: published, confirmed, returned, nacked, resent (after a reconnect),
@@ -329,8 +345,7 @@ class AmqpTransport:
     def _release(self, count: int) -> None:
         with self._buffer_cond:
             self._buffered -= count
-            if self._buffered == 0:
-                self._buffer_cond.notify_all()
+            self._buffer_cond.notify_all()  # a flush waits for particular messages
 
     def _check_open(self) -> None:
         if self._closed:

@@ -4,7 +4,11 @@ A transport owns one topic exchange for control traffic and one dead-letter queu
 never talk to a transport directly; a Node does, and every call here is non-blocking for the
 caller (fire and forget): ``publish`` hands the message over and returns; problems that are
 only known later (an unroutable message, a broker that refused it) come back through the
-``on_return`` callback.
+``on_return`` callback. ``flush`` is the one call that waits: until what was published is
+settled, for a program that must know before it exits (``cellframe send``).
+
+A transport is closed by whoever made it (``close``, or leaving ``with transport:``); a Node or
+a Client given one never closes it.
 
 Both ``MemoryTransport`` and ``AmqpTransport`` pass the conformance suite in
 ``cellframe.testing``.
@@ -13,7 +17,7 @@ Both ``MemoryTransport`` and ``AmqpTransport`` pass the conformance suite in
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from ..wire.envelope import Envelope
 
@@ -95,5 +99,18 @@ class Transport(Protocol):
     def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer; its unsettled deliveries go back to the queue."""
 
+    def flush(self, timeout: float) -> bool:
+        """Wait until every envelope published before this call is settled: confirmed by the
+        broker, or returned or refused, its ``on_return`` having then run. True once it is;
+        False if ``timeout`` seconds passed first."""
+        ...
+
     def close(self) -> None:
         """Stop every consumer and release resources; later calls raise ClosedTransportError."""
+
+    def __enter__(self) -> Self:
+        """``with transport:`` closes it on the way out."""
+        ...
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the transport."""

@@ -18,7 +18,9 @@ suite (``cellframe.testing.TransportConformance``):
   to the front of the queue, marked ``redelivered``;
 - ``publish`` never waits for a consumer; an unroutable message, a full queue
   (``x-overflow=reject-publish``) or an oversized body comes back through ``on_return``, which
-  runs on a broker thread, as it would on AMQP's I/O thread, never inside ``publish``;
+  runs on a broker thread, as it would on AMQP's I/O thread, never inside ``publish``; a
+  message is routed (settled) inside ``publish``, so ``flush`` only waits for those
+  ``on_return`` callbacks to have run;
 - exclusive queues vanish when the transport that declared them closes (how a node's death is
   seen); ``abort()`` simulates a crash for healing tests.
 """
@@ -192,23 +194,40 @@ class _Returns:
     """One process-wide thread that runs ``on_return`` callbacks, outside any caller's locks."""
 
     _lock = threading.Lock()
-    _inbox: SimpleQueue[tuple[ReturnHandler, Envelope, str]] | None = None
+    _inbox: SimpleQueue[tuple[Any, ...]] | None = None
+    _thread: threading.Thread | None = None
 
     @classmethod
     def put(cls, handler: ReturnHandler, envelope: Envelope, reason: str) -> None:
         with cls._lock:
             if cls._inbox is None:
                 cls._inbox = SimpleQueue()
-                threading.Thread(
+                cls._thread = threading.Thread(
                     target=cls._run, args=(cls._inbox,), name="cellframe-memory-returns",
                     daemon=True,
-                ).start()
+                )
+                cls._thread.start()
             cls._inbox.put((handler, envelope, reason))
 
+    @classmethod
+    def caught_up(cls, timeout: float) -> bool:
+        """Wait until every callback put before this call has run."""
+        with cls._lock:
+            inbox = cls._inbox
+        if inbox is None or threading.current_thread() is cls._thread:
+            return True  # none ever put, or called from a callback: those before it have run
+        done = threading.Event()
+        inbox.put((done,))
+        return done.wait(timeout)
+
     @staticmethod
-    def _run(inbox: SimpleQueue[tuple[ReturnHandler, Envelope, str]]) -> None:
+    def _run(inbox: SimpleQueue[tuple[Any, ...]]) -> None:
         while True:
-            handler, envelope, reason = inbox.get()
+            item = inbox.get()
+            if len(item) == 1:  # a marker of caught_up
+                item[0].set()
+                continue
+            handler, envelope, reason = item
             try:
                 handler(envelope, reason)
             except Exception:
@@ -652,6 +671,11 @@ class MemoryTransport:
         consumer = self._consumers.get(consumer_tag)
         if consumer is not None:
             self.broker._cancel(consumer)
+
+    def flush(self, timeout: float) -> bool:
+        """Every message is routed within ``publish``: wait only until the ``on_return``
+        callbacks of those that came back have run (False if ``timeout`` passed first)."""
+        return _Returns.caught_up(timeout)
 
     def close(self) -> None:
         """Stop consumers, let running handlers finish (up to ``close_timeout``), requeue what

@@ -3,19 +3,6 @@ and topic matching), and how it is signed (``Signer``). Transports carry envelop
 look inside them.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-from .envelope import Envelope, Message, new_message_id
-from .routing import ALL, parse_target, topic_matches
-from .signing import Signer, load_secret
-
-__all__ = [
-    "ALL",
-    "Envelope",
-    "Message",
-    "Signer",
-    "load_secret",
-    "new_message_id",
-    "parse_target",
-    "topic_matches",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

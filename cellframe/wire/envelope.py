@@ -3,7 +3,8 @@
 An ``Envelope`` is the transport's unit: the canonical s-expression text as UTF-8 bytes plus
 the metadata every transport carries (id, time, reply address, sender, free headers). A
 ``Message`` is what a cell's mailbox receives: the same metadata with the body already read
-into data.
+into data. ``envelope_for`` is the one place a node or a client turns an expression into the
+envelope it publishes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Envelope", "Message", "new_message_id"]
+from ..language.printer import write
+
+__all__ = ["Envelope", "Message", "envelope_for", "new_message_id"]
 
 
 class _MessageIds:
@@ -63,3 +66,20 @@ class Message:
     reply_to: str | None = None
     sender: str | None = None
     sent_at: float = field(default_factory=time.time)
+
+
+class _Signs(Protocol):
+    """What ``envelope_for`` needs of a signer (``wire.signing.Signer``, which imports this
+    module)."""
+
+    def sign(self, envelope: Envelope) -> Envelope: ...
+
+
+def envelope_for(expr: Any, *, sender: str | None, reply_to: str | None = None,
+                 signer: _Signs | None = None, headers: dict[str, Any] | None = None) -> Envelope:
+    """``expr`` as a node or client publishes it: its canonical text (so every sender puts the
+    same bytes on the wire for the same data), a fresh id and time, the reply address and the
+    sender, then signed by ``signer`` if there is one."""
+    envelope = Envelope(write(expr).encode(), reply_to=reply_to, sender=sender,
+                        headers={} if headers is None else headers)
+    return envelope if signer is None else signer.sign(envelope)

@@ -14,12 +14,21 @@ name: a host called ``web-01.example.org`` is node ``web-01``.
 ``event.<kind>.<node>``   healing and membership events (for log sumps, operators)
 ``log.<node>.<level>``    log records
 ``reply.<name>``     call-backs to a client such as the REPL or ``cellframe send``
+``heartbeat.<node>``         a node's heartbeats (every membership cell binds ``heartbeat.*``)
+``probe.<node>``             a probe only that node's queue receives (unroutable: it is gone)
+``membership.down.<node>``   news that a node was declared down
+``membership.leave.<node>``  a node's goodbye on a clean stop
+``membership.claim.<node>``  a spare node's claim on a role, or its withdrawal
 ===================  ==========================================================
+
+Messages to ``role.<role>`` wait in a durable queue for whoever plays the role, so they are
+the one kind sent persistent (``is_persistent``): a broker restart keeps that backlog.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 from ..errors import ConfigError
@@ -27,11 +36,17 @@ from ..errors import ConfigError
 __all__ = [
     "ALL",
     "cell_key",
+    "claim_key",
+    "down_key",
     "each_key",
     "event_key",
+    "heartbeat_key",
+    "is_persistent",
+    "leave_key",
     "log_key",
     "node_key",
     "parse_target",
+    "probe_key",
     "reply_key",
     "role_key",
     "topic_matches",
@@ -77,6 +92,28 @@ def log_key(node: str, level: str) -> str:
 
 def reply_key(name: str) -> str:
     return "reply." + validate_name(name, "reply name")
+
+
+def _about_a_node(prefix: str) -> Callable[[str], str]:
+    """The key builder of a membership message about one node: ``prefix`` + the node's name."""
+
+    def key(node: str) -> str:
+        return prefix + validate_name(node, "node name")
+
+    return key
+
+
+heartbeat_key = _about_a_node("heartbeat.")
+probe_key = _about_a_node("probe.")
+down_key = _about_a_node("membership.down.")
+leave_key = _about_a_node("membership.leave.")
+claim_key = _about_a_node("membership.claim.")
+
+
+def is_persistent(key: str) -> bool:
+    """Whether a message sent to routing key ``key`` is sent persistent: those to a role's
+    durable queue, which must outlive a broker restart."""
+    return key.startswith("role.")
 
 
 def parse_target(target: str) -> str:

@@ -28,51 +28,31 @@ This module needs pytest, which cellframe itself does not depend on.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from .errors import CellframeError, ClosedTransportError
-from .transports.base import DEAD_LETTER_REASON, Delivery, Transport
-from .wire.envelope import Envelope
+from ..errors import CellframeError, ClosedTransportError
+from ..transports.base import DEAD_LETTER_REASON, Delivery, Transport
+from ..wire.envelope import Envelope
+from .waiting import holds_for, wait_for
 
 __all__ = [
+    "DEADLINE",
     "Collector",
     "Connector",
     "TransportConformance",
-    "holds_for",
-    "wait_for",
+    "envelope",
+    "publish_many",
 ]
-
-T = TypeVar("T")
 
 #: How long a conformance test waits for something that should happen (seconds).
 DEADLINE = 5.0
 
-
-def wait_for(predicate: Callable[[], T], timeout: float = DEADLINE, *, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy and return that; fail at deadline."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not (result := predicate()):
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return result
-
-
-def holds_for(predicate: Callable[[], object], duration: float) -> bool:
-    """True if ``predicate`` stays truthy for ``duration`` seconds: for "nothing else arrives"."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        if not predicate():
-            return False
-        time.sleep(0.005)
-    return bool(predicate())
+#: Between polls that publish a probe each: 20 a second at most.
+PROBE_INTERVAL = 0.05
 
 
 class Collector:
@@ -92,7 +72,7 @@ class Collector:
     ):
         self._settle = settle
         self._accept = accept
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self.deliveries: list[Delivery] = []
 
     def __call__(self, delivery: Delivery) -> None:
@@ -100,9 +80,8 @@ class Collector:
             return
         if self._settle is not None:
             self._settle(delivery)
-        with self._changed:
+        with self._lock:
             self.deliveries.append(delivery)
-            self._changed.notify_all()
 
     def __len__(self) -> int:
         return len(self.deliveries)
@@ -117,22 +96,14 @@ class Collector:
 
     def wait(self, count: int, timeout: float = DEADLINE) -> list[Delivery]:
         """Wait until at least ``count`` deliveries arrived; return them all."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while len(self.deliveries) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"timed out after {timeout} s: {len(self.deliveries)} of {count}"
-                        f" deliveries arrived ({self.bodies!r:.300})"
-                    )
-                self._changed.wait(left)
-            return list(self.deliveries)
+        wait_for(lambda: len(self.deliveries) >= count, timeout,
+                 what=f"{count} deliveries", show=lambda: self.bodies)
+        return list(self.deliveries)
 
     def wait_for_id(self, message_id: str, timeout: float = DEADLINE) -> list[Delivery]:
         """Wait until a delivery of ``message_id`` arrived; return everything up to it."""
-        found = wait_for(lambda: message_id in self.ids, timeout, what=f"message {message_id}")
-        assert found
+        wait_for(lambda: message_id in self.ids, timeout, what=f"message {message_id}",
+                 show=lambda: self.bodies)
         deliveries = list(self.deliveries)
         end = [d.envelope.message_id for d in deliveries].index(message_id)
         return deliveries[: end + 1]
@@ -365,7 +336,8 @@ class TransportConformance:
             pub.publish(key, envelope(b"probe"))
             return bool(first.deliveries and second.deliveries)
 
-        wait_for(both_consuming, what="both consumers to receive a probe")
+        wait_for(both_consuming, DEADLINE, what="both consumers to receive a probe",
+                 interval=PROBE_INTERVAL)
         ids = set(publish_many(pub, key, 20, "work"))
         wait_for(lambda: ids <= set(first.ids) | set(second.ids), what="all 20 deliveries")
         mine, theirs = ids & set(first.ids), ids & set(second.ids)
@@ -592,7 +564,8 @@ class TransportConformance:
             other.publish(key, envelope(b"probe"), on_return=lambda e, r: returned.append(e))
             return bool(returned)
 
-        wait_for(returned_now, what="the exclusive queue to disappear")
+        wait_for(returned_now, DEADLINE, what="the exclusive queue to disappear",
+                 interval=PROBE_INTERVAL)
 
     def test_queue_declare_and_delete_are_idempotent(self, connect, declare, unique):
         t = connect()

@@ -1,0 +1,12 @@
+# The names this package re-exports, read by type checkers and by lazy_loader (see __init__.py).
+from .detector import PhiAccrual as PhiAccrual
+from .membership import HealingConfig as HealingConfig
+from .membership import Membership as Membership
+from .reconciler import Reconciler as Reconciler
+
+__all__ = [
+    "HealingConfig",
+    "Membership",
+    "PhiAccrual",
+    "Reconciler",
+]
