@@ -280,3 +280,11 @@ def test_a_torn_or_altered_checkpoint_is_ignored_with_a_warning(
         assert store.select("after-the-drop").value == b"x0"
     assert "unusable, scanning instead" in caplog.text
     assert path.read_bytes() != b"not a checkpoint at all"  # the close wrote a good one
+
+
+def test_the_index_snapshot_an_older_version_left_is_deleted_at_open(tmp_path: Path) -> None:
+    _fill(tmp_path)
+    (tmp_path / "INDEX.snapshot").write_bytes(b"cellframe index snapshot 1\n" + bytes(100))
+    with _open(tmp_path) as store:
+        assert store.opened_from == "snapshot"  # from the checkpoint: the old file is not read
+    assert not (tmp_path / "INDEX.snapshot").exists()

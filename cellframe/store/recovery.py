@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Rows a checkpoint copies per hold of the store's lock: about 3 MB, a millisecond.
 _ROWS_PER_HOLD = 65_536
+#: What a clean close left before checkpoints (another format, never read now).
+_OLD_SNAPSHOT = "INDEX.snapshot"
 LOG_NAME = re.compile(r"^log-(\d{8})\.seg$")
 PART_NAME = re.compile(r"^part-(\d{5})-(\d{8})\.seg$")
 
@@ -148,7 +150,7 @@ class Recovery:
         stale: list[Path] = []
         for name in sorted(os.listdir(self.directory)):
             path = self.directory / name
-            if name.endswith(".tmp"):
+            if name.endswith(".tmp") or name == _OLD_SNAPSHOT:
                 stale.append(path)
             elif m := LOG_NAME.match(name):
                 logs.append(int(m.group(1)))
