@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -56,14 +57,16 @@ class SimulatedCrash(BaseException):
 
 
 @contextmanager
-def crash_at(step: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Make compaction stop dead at ``step`` (see ``compaction.STEPS``)."""
+def crash_at(step: str, monkeypatch: pytest.MonkeyPatch,
+             steps: ModuleType = compaction) -> Iterator[None]:
+    """Make compaction (or the module ``steps``: ``checkpoint``) stop dead at ``step`` (see
+    its ``STEPS``)."""
     def fault(name: str) -> None:
         if name == step:
             raise SimulatedCrash(step)
 
     with monkeypatch.context() as patch:
-        patch.setattr(compaction, "fault_point", fault)
+        patch.setattr(steps, "fault_point", fault)
         yield
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -12,8 +13,16 @@ from hypothesis import strategies as st
 
 from cellframe.errors import CorruptSegmentError
 from cellframe.store import Store, content_digest, partition_of
+from cellframe.store import segment as segment_module
 from cellframe.store.records import Record, encode_frame
-from cellframe.store.segment import HEADER_SIZE, KIND_LOG, LAST_IN_BATCH, SegmentFile
+from cellframe.store.segment import (
+    HEADER_SIZE,
+    KIND_LOG,
+    LAST_IN_BATCH,
+    SegmentFile,
+    file_crc,
+    scan,
+)
 from tests.store_support import first_log_with_records, flip_byte, frame_ends, log_segments
 
 PARTITIONS = 64
@@ -139,3 +148,47 @@ def test_a_segment_cut_inside_its_header_holds_nothing(tmp_path: Path) -> None:
     os.truncate(path, HEADER_SIZE - 5)
     assert present_numbers(tmp_path) == set()
     assert not path.exists()
+
+
+@pytest.mark.parametrize("window", [23, 64, 200, 1 << 20])
+@pytest.mark.parametrize("cut_fraction", [1.0, 0.61, 0.37])
+def test_a_scan_reads_the_same_records_whatever_its_read_window(
+        pristine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int,
+        cut_fraction: float) -> None:
+    """Frames cross the window's edge, and some are larger than the window itself."""
+    directory, segment, frames = copy_of(pristine, tmp_path)
+    cut = int(cut_fraction * segment.stat().st_size)
+    os.truncate(segment, cut)
+    monkeypatch.setattr(segment_module, "_WINDOW", window)
+    assert stored_digests(directory) == {digest for _, end, digest in frames if end <= cut}
+    opened = SegmentFile.open(segment)
+    try:
+        assert len(list(scan(opened, tolerate_torn_tail=False))) == \
+            sum(1 for _, end, _ in frames if end <= cut)
+        assert opened.crc == file_crc(segment)  # kept on the way, window by window
+    finally:
+        opened.close()
+
+
+def test_the_zeros_a_log_segment_was_preallocated_with_end_it_quietly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path, offsets = write_log(tmp_path, [[0, 1], [2]])
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(bytes(10_000))  # space allocated ahead, never written: a crash left it
+    with caplog.at_level(logging.WARNING):
+        assert present_numbers(tmp_path) == {0, 1, 2}
+    assert "torn" not in caplog.text
+    assert path.stat().st_size == size  # trimmed back to its last frame
+
+
+def test_a_torn_frame_before_the_preallocated_zeros_is_dropped_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path, offsets = write_log(tmp_path, [[0, 1], [2, 3]])
+    with open(path, "r+b") as f:
+        f.truncate(offsets[3] + 20)  # the last frame cut short...
+        f.seek(0, os.SEEK_END)
+        f.write(bytes(5_000))  # ...and the allocated space after it
+    with caplog.at_level(logging.WARNING):
+        assert present_numbers(tmp_path) == {0, 1, 2}
+    assert "dropping a torn tail" in caplog.text

@@ -257,8 +257,8 @@ def test_apply_many_nowait_waits_for_records_already_on_their_way_to_disk(
 ) -> None:
     with Store(tmp_path, partitions=8) as s:
         assert s._committer is not None
-        gate, flush = threading.Event(), s._committer._flush
-        s._committer._flush = lambda batch: (gate.wait(10), flush(batch))  # type: ignore[method-assign]
+        gate, write = threading.Event(), s._committer._write
+        s._committer._write = lambda batch: (gate.wait(10), write(batch))[1]  # type: ignore[method-assign]
         rows = [record("k", i, b"v") for i in range(3)]
         s.apply_nowait(rows[0])  # queued, held at the gate
         back = ManyCalls()
@@ -276,7 +276,7 @@ def test_apply_many_nowait_reports_a_failed_commit(tmp_path: Path) -> None:
         def failing(batch: object) -> None:
             raise OSError("disk full")
 
-        s._committer._flush = failing  # type: ignore[method-assign]
+        s._committer._write = failing  # type: ignore[method-assign]
         back = ManyCalls()
         s.apply_many_nowait([record("k", i, b"v") for i in range(4)], back)
         assert back.done.wait(10)

@@ -5,29 +5,47 @@
 * ``bare_fsync``: one thread, one ``write`` + ``fsync`` per record (the disk's floor);
 * ``sqlite``: ``writers`` threads, one connection each, WAL mode, ``synchronous=FULL``, one
   transaction per insert (each waits for its own fsync);
+* ``rocksdb``: ``writers`` threads putting into one RocksDB (``rocksdict``) with synced
+  writes (``WriteOptions.sync``: each put returns once its write-ahead log is fsynced);
+* ``lmdb``: ``writers`` threads, one synced write transaction per insert (LMDB has one
+  writer at a time: each waits for its own commit);
 * ``store_blocking``: ``writers`` threads calling ``Store.insert`` (each waits until its
   record is durable before sending the next: group commit batches across threads);
+* ``handoff_ceiling``: ``writers`` blocking threads and one committer with no store code
+  at all (``_handoff_ceiling``): what thread wake-ups leave to blocking writers here;
 * ``store_pipelined``: ``writers`` threads each keeping up to ``window`` inserts in flight
   with ``insert_nowait``; a record counts once its durability callback has run.
+
+RocksDB and LMDB are optional (``pip install cellframe[dev]`` brings ``rocksdict`` and
+``lmdb``): without them their figures say they were skipped, and why.
+
+The bare fsync, the blocking store and the hand-over ceiling are taken in turns, four rounds
+of a quarter of the records each, and their medians and the medians of each round's ratios
+are reported: the shared disk's fsync rate swings by 10x within seconds.
 
 Every variant writes the same records (family, time, 100-byte value) and the rate is records
 made durable per second of wall-clock time. fsync rates on this shared machine swing by 10x
 within minutes (other jobs use the disk), so only figures from the same run compare.
 
-``bench_select`` loads ``n`` records (bulk, without fsync), reopens the store twice, then
-times ``select`` newest and ``select(at=...)`` for random families and times, one call at a
-time. ``reopen_scan_s`` is an open after a crash (no index snapshot: every record is read);
-``reopen_s`` an open after a clean close, from the index snapshot it left;
-``peak_rss_mb`` is the process's peak resident memory.
+``bench_select`` loads ``n`` records (bulk, without fsync) in a child process and SIGKILLs
+it, then opens the store three times and times ``select`` newest and ``select(at=...)`` for
+random families and times, one call at a time. ``reopen_crash_s`` is the open after the
+crash (the last background checkpoint, and the log written after it: the records it read are
+``reopen_crash_tail_records``); ``reopen_scan_s`` an open that reads every record (no
+checkpoint), in the same run; ``reopen_s`` an open after a clean close. ``peak_rss_mb`` is
+the larger peak resident memory of the two processes: the one that loaded the records and
+the one that opened them three times and selected.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import resource
+import signal
 import sqlite3
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,7 +54,8 @@ from pathlib import Path
 from typing import Any
 
 from ..store import Store
-from ..store.snapshot import SNAPSHOT_NAME
+from ..store.checkpoint import CHECKPOINT_NAME
+from ..store.store import DEFAULT_CHECKPOINT_BYTES
 
 __all__ = ["bench_select", "bench_store_inserts", "main"]
 
@@ -99,15 +118,167 @@ def _sqlite(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float
     return sum(map(len, parts)) / _run_threads(work, len(parts))
 
 
+def _handoff_ceiling(directory: Path, writers: int, n: int) -> float:
+    """What ``writers`` blocking threads reach with no store at all: each hands a 180-byte
+    record to one committer thread and waits on a raw lock, the committer writes all that is
+    queued with one ``pwritev(RWF_DSYNC)`` into a preallocated file (what the store does,
+    without its Python), after waiting up to 2 ms for the batch to be as large as the last.
+    The ceiling thread wake-ups and GIL hand-overs leave to blocking writers here."""
+    fd = os.open(directory / "ceiling", os.O_RDWR | os.O_CREAT, 0o644)
+    os.posix_fallocate(fd, 0, 256 * n + 4096)
+    os.fsync(fd)
+    cond = threading.Condition()
+    state: dict[str, Any] = {"open": [], "gate": _closed_gate(), "stop": False}
+
+    def committer() -> None:
+        offset, previous = 0, 0
+        while True:
+            with cond:
+                while not state["open"] and not state["stop"]:
+                    cond.wait()
+                if not state["open"]:
+                    return
+                deadline = time.monotonic() + 0.002
+                while len(state["open"]) < previous and time.monotonic() < deadline:
+                    cond.wait(0.0002)
+                items, gate = state["open"], state["gate"]
+                state["open"], state["gate"] = [], _closed_gate()
+            previous = len(items)
+            data = b"".join(items)
+            os.pwritev(fd, [data], offset, getattr(os, "RWF_DSYNC", 0))
+            offset += len(data)
+            gate.release()
+
+    def work(w: int) -> None:
+        for _ in range(w, n, writers):
+            with cond:
+                state["open"].append(_VALUE + _VALUE[:80])
+                gate = state["gate"]
+                cond.notify()
+            gate.acquire()
+            gate.release()
+
+    thread = threading.Thread(target=committer)
+    thread.start()
+    try:
+        return n / _run_threads(work, writers)
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify()
+        thread.join()
+        os.close(fd)
+
+
+def _closed_gate() -> threading.Lock:
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
+
+
+def _key(family: str, t: int) -> bytes:
+    """A rival's key for a record: family and time, as the store indexes it."""
+    return b"%s\0%d" % (family.encode(), t)
+
+
+def _rocksdb(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float | str:
+    try:
+        import rocksdict
+    except ImportError:
+        return "skipped: rocksdict is not installed (a dev extra)"
+    db = rocksdict.Rdict(str(directory / "rocksdb"), rocksdict.Options(raw_mode=True))
+    synced = rocksdict.WriteOptions()
+    synced.sync = True
+    try:
+        def work(w: int) -> None:
+            for family, t, value in parts[w]:
+                db.put(_key(family, t), value, synced)
+
+        return sum(map(len, parts)) / _run_threads(work, len(parts))
+    finally:
+        db.close()
+
+
+def _lmdb(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float | str:
+    try:
+        import lmdb
+    except ImportError:
+        return "skipped: lmdb is not installed (a dev extra)"
+    env = lmdb.open(str(directory / "lmdb"), map_size=1 << 30, sync=True, metasync=True)
+    try:
+        def work(w: int) -> None:
+            for family, t, value in parts[w]:
+                with env.begin(write=True) as txn:
+                    txn.put(_key(family, t), value)
+
+        return sum(map(len, parts)) / _run_threads(work, len(parts))
+    finally:
+        env.close()
+
+
 def _store_blocking(directory: Path, parts: list[list[tuple[str, int, bytes]]],
                     ) -> tuple[float, float]:
-    with Store(directory / "blocking") as store:
+    with Store(directory) as store:
         def work(w: int) -> None:
             for family, t, value in parts[w]:
                 store.insert(family, value, time=t)
 
         rate = sum(map(len, parts)) / _run_threads(work, len(parts))
         return rate, store.stats()["mean_batch"]
+
+
+def _in_turns(directory: Path, parts: list[list[tuple[str, int, bytes]]], rounds: int,
+              rivals: bool) -> dict[str, Any]:
+    """Every variant whose writers wait for each insert, taken in turns over ``rounds``
+    rounds of a share of the records each: the shared disk's fsync rate swings by 10x within
+    seconds, so each round's ratios come from figures measured seconds apart. The medians
+    are reported, with every round's figure."""
+    writers, n = len(parts), sum(map(len, parts))
+    runs: dict[str, list[float]] = {}
+    batches = []
+    for r in range(rounds):
+        chunk = [part[r::rounds] for part in parts]
+        here = directory / f"round-{r}"
+        here.mkdir()
+        turn: dict[str, float | str] = {
+            "bare_fsync": _bare_fsync(here, max(200, n // (4 * rounds))),
+            "sqlite_wal_full": _sqlite(here, chunk),
+            "rocksdb_sync": _rocksdb(here, chunk) if rivals else "skipped: not asked for",
+            "lmdb_sync": _lmdb(here, chunk) if rivals else "skipped: not asked for",
+            "handoff_ceiling": _handoff_ceiling(here, writers, n // rounds),
+        }
+        turn["store_blocking"], batch = _store_blocking(here / "store", chunk)
+        batches.append(batch)
+        for name, rate in turn.items():
+            if isinstance(rate, str):
+                runs[name] = rate  # type: ignore[assignment]
+            else:
+                runs.setdefault(name, []).append(rate)
+    figures: dict[str, Any] = {"store_blocking_mean_batch": round(statistics.mean(batches), 1)}
+    for name, rates in runs.items():
+        if isinstance(rates, str):
+            figures[f"{name}_per_s"] = rates
+            continue
+        figures[f"{name}_per_s"] = round(statistics.median(rates))
+        figures[f"{name}_runs_per_s"] = [round(rate) for rate in rates]
+    blocking = runs["store_blocking"]
+    bound = [rate * writers for rate in runs["bare_fsync"]]
+    figures["fsync_bound_per_s"] = round(statistics.median(bound))
+
+    def ratio(top: list[float], bottom: list[float]) -> float:
+        return round(statistics.median(a / b for a, b in zip(top, bottom, strict=True)), 2)
+
+    figures["blocking_vs_fsync_bound"] = ratio(blocking, bound)
+    figures["handoff_ceiling_vs_fsync_bound"] = ratio(runs["handoff_ceiling"], bound)
+    figures["blocking_vs_handoff_ceiling"] = ratio(blocking, runs["handoff_ceiling"])
+    rivals_run = [name for name in ("sqlite_wal_full", "rocksdb_sync", "lmdb_sync")
+                  if isinstance(runs[name], list)]
+    for name in rivals_run:
+        figures[f"blocking_vs_{name.split('_')[0]}"] = ratio(blocking, runs[name])
+    # against the fastest rival of each round
+    fastest = [max(runs[name][r] for name in rivals_run) for r in range(rounds)]
+    figures["blocking_vs_best_rival"] = ratio(blocking, fastest)
+    return figures
 
 
 def _store_pipelined(directory: Path, parts: list[list[tuple[str, int, bytes]]],
@@ -129,26 +300,23 @@ def _store_pipelined(directory: Path, parts: list[list[tuple[str, int, bytes]]],
         return rate, store.stats()["mean_batch"]
 
 
-def bench_store_inserts(writers: int = 8, n: int = 8000, *, window: int = 32) -> dict[str, Any]:
-    """Durable inserts per second: bare fsync, SQLite, and the store (blocking, pipelined)."""
+def bench_store_inserts(writers: int = 8, n: int = 8000, *, window: int = 32,
+                        rivals: bool = True) -> dict[str, Any]:
+    """Durable inserts per second: bare fsync, SQLite, RocksDB, LMDB, and the store
+    (blocking, pipelined). ``rivals=False`` leaves out RocksDB and LMDB."""
     parts = _records(n, writers)
     with tempfile.TemporaryDirectory(prefix="cellframe-bench-") as tmp:
         directory = Path(tmp)
-        bare = _bare_fsync(directory, min(n, 2000))
-        lite = _sqlite(directory, parts)
-        blocking, blocking_batch = _store_blocking(directory, parts)
+        figures = _in_turns(directory, parts, 4, rivals)
         pipelined, pipelined_batch = _store_pipelined(directory, parts, window)
+    lite = figures["sqlite_wal_full_per_s"]
     return {
         "writers": writers,
         "records": n,
         "window": window,
-        "bare_fsync_per_s": round(bare),
-        "sqlite_wal_full_per_s": round(lite),
-        "store_blocking_per_s": round(blocking),
-        "store_blocking_mean_batch": round(blocking_batch, 1),
+        **figures,
         "store_pipelined_per_s": round(pipelined),
         "store_pipelined_mean_batch": round(pipelined_batch, 1),
-        "blocking_vs_sqlite": round(blocking / lite, 1),
         "pipelined_vs_sqlite": round(pipelined / lite, 1),
     }
 
@@ -162,51 +330,114 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     return {"p50_us": at(0.50), "p99_us": at(0.99), "max_us": at(1.0)}
 
 
-def _bulk_load(directory: str, n: int, families: int) -> None:
-    """Insert ``n`` records without fsync (the store is closed and dropped afterwards)."""
-    with Store(directory, fsync=False) as store:
-        for i in range(n):
-            store.insert_nowait(f"family-{i % families}", _VALUE[:64], time=i)
+_LOADER = """
+import resource, sys
+from cellframe.store import Store
+directory, n, families, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+value = b"v" * 64
+store = Store(directory, fsync=False, checkpoint_bytes=every)
+for i in range(n - 1):
+    store.insert_nowait(f"family-{i % families}", value, time=i)
+store.insert(f"family-{(n - 1) % families}", value, time=n - 1)  # every one before is in
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _load_and_kill(directory: str, n: int, families: int) -> tuple[float, int]:
+    """Load ``n`` records in a child process without fsync (its checkpoints are written in
+    the background as it goes), then SIGKILL it: the files are as a crash leaves them.
+    Returns the load's seconds and the child's peak RSS in MB."""
+    # the store's default, or less for a small load (a quick run) so it has a checkpoint
+    every = min(DEFAULT_CHECKPOINT_BYTES, 16 * n)
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", _LOADER, directory, str(n), str(families),
+                              str(every)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        load = time.perf_counter() - start
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the loading process failed (exit {child.poll()})")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    return load, int(line)
+
+
+_OPENER = """
+import json, random, resource, sys, time
+from cellframe.store import Store
+directory, select, n, families, samples = sys.argv[1], sys.argv[2] == "select", \\
+    int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+start = time.perf_counter()
+store = Store(directory, fsync=False, checkpoint_bytes=None)
+took = time.perf_counter() - start
+out = {"s": took, "from": store.opened_from, "read": store.tail_records}
+if select:
+    rng, newest, as_of = random.Random(1), [], []
+    for _ in range(samples):
+        family = f"family-{rng.randrange(families)}"
+        t0 = time.perf_counter_ns()
+        store.select(family)
+        t1 = time.perf_counter_ns()
+        store.select(family, at=rng.randrange(n))
+        t2 = time.perf_counter_ns()
+        newest.append(t1 - t0)
+        as_of.append(t2 - t1)
+    out["newest"], out["as_of"] = newest, as_of
+store.close()  # leaves a checkpoint of everything
+out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(json.dumps(out))
+"""
+
+
+def _open_in_child(directory: str, *, select: bool = False, n: int = 0, families: int = 0,
+                   samples: int = 0) -> dict[str, Any]:
+    """Open the store in a fresh process (its peak RSS is then the open's alone), time it,
+    optionally time selects, close it."""
+    done = subprocess.run([sys.executable, "-c", _OPENER, directory,
+                           "select" if select else "open", str(n), str(families),
+                           str(samples)], capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"opening the store failed: {done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
 
 
 def bench_select(n: int = 1_000_000, *, families: int = 10_000,
                  samples: int = 20_000) -> dict[str, Any]:
-    """Latency of select newest and select as-of with ``n`` records in the store."""
-    rng = random.Random(1)
+    """Opening ``n`` records after a crash (SIGKILL) from the last checkpoint and the log
+    after it, by a full scan, and after a clean close, each in a process of its own; peak
+    memory; then the latency of select newest and select as-of, one call at a time."""
     with tempfile.TemporaryDirectory(prefix="cellframe-bench-") as tmp:
-        start = time.perf_counter()
-        _bulk_load(tmp, n, families)
-        load = time.perf_counter() - start
-        os.remove(os.path.join(tmp, SNAPSHOT_NAME))  # as after a crash
-        start = time.perf_counter()
-        with Store(tmp, fsync=False) as store:
-            reopen_scan = time.perf_counter() - start
-            scanned = store.opened_from
-        start = time.perf_counter()
-        with Store(tmp, fsync=False) as store:
-            reopen = time.perf_counter() - start
-            if (scanned, store.opened_from) != ("scan", "snapshot"):
-                raise RuntimeError(f"opened by {scanned} then {store.opened_from}: the "
-                                   "benchmark did not measure what it names")
-            newest, as_of = [], []
-            for _ in range(samples):
-                family = f"family-{rng.randrange(families)}"
-                t0 = time.perf_counter_ns()
-                store.select(family)
-                t1 = time.perf_counter_ns()
-                store.select(family, at=rng.randrange(n))
-                t2 = time.perf_counter_ns()
-                newest.append(t1 - t0)
-                as_of.append(t2 - t1)
+        load, loader_rss = _load_and_kill(tmp, n, families)
+        crash = _open_in_child(tmp)  # its close leaves a checkpoint of everything
+        kept = os.path.join(tmp, "kept")
+        os.rename(os.path.join(tmp, CHECKPOINT_NAME), kept)
+        scan = _open_in_child(tmp)
+        os.replace(kept, os.path.join(tmp, CHECKPOINT_NAME))
+        clean = _open_in_child(tmp, select=True, n=n, families=families, samples=samples)
+    opened = (crash["from"], scan["from"], clean["from"])
+    if opened != ("checkpoint", "scan", "snapshot"):
+        raise RuntimeError(f"opened by {opened}: the benchmark did not measure what it names")
+    rss = {"loader": loader_rss, "crash_open": crash["rss_mb"], "scan_open": scan["rss_mb"],
+           "clean_open_and_selects": clean["rss_mb"]}
     return {
         "records": n,
         "families": families,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "peak_rss_mb": max(rss.values()),
+        "peak_rss_mb_by_process": rss,
         "load_s": round(load, 1),
-        "reopen_scan_s": round(reopen_scan, 1),
-        "reopen_s": round(reopen, 2),
-        "select_newest": _percentiles(newest),
-        "select_as_of": _percentiles(as_of),
+        "reopen_crash_s": round(crash["s"], 2),
+        "reopen_crash_tail_records": crash["read"],
+        "reopen_scan_s": round(scan["s"], 2),
+        "reopen_scan_records": scan["read"],
+        "reopen_s": round(clean["s"], 2),
+        "crash_vs_scan": round(scan["s"] / crash["s"], 1),
+        "select_newest": _percentiles(clean["newest"]),
+        "select_as_of": _percentiles(clean["as_of"]),
     }
 
 

@@ -25,10 +25,11 @@ import struct
 import time as _time
 import zlib
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "BODY_FIXED",
+    "Content",
     "FRAME_HEAD",
     "FRAME_MAGIC",
     "MAX_FAMILY_BYTES",
@@ -86,6 +87,22 @@ class Record:
     @property
     def receipt(self) -> Receipt:
         return Receipt(self.guid, self.digest, self.partition, self.sequence, self.time)
+
+
+class Content(Protocol):
+    """What framing needs of a record: a ``Record``, or the lighter tuple the store queues
+    for a fresh insert (a frozen dataclass cost 1.6 us to make, a NamedTuple 0.4)."""
+
+    @property
+    def family(self) -> str: ...
+    @property
+    def time(self) -> int: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def guid(self) -> int: ...
+    @property
+    def digest(self) -> bytes: ...
 
 
 def check_fields(family: str, time: int, value: bytes) -> bytes:
@@ -153,7 +170,7 @@ def encode_frame(batch: int, record: Record) -> bytes:
     return encode_placed_frame(batch, record, record.partition, record.sequence)
 
 
-def encode_placed_frame(batch: int, record: Record, partition: int, sequence: int) -> bytes:
+def encode_placed_frame(batch: int, record: Content, partition: int, sequence: int) -> bytes:
     """``encode_frame`` of ``record`` at ``partition`` and ``sequence`` (the store's commit
     queue holds the records it was given, with their place beside them)."""
     raw = record.family.encode("utf-8")

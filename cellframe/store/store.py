@@ -23,24 +23,37 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import StoreError
 from . import compaction
+from .checkpoint import capture, write_checkpoint
 from .commit import CommitBatch, GroupCommitter, ManyCallback, Tally
 from .compaction import CompactionResult, Retention, kept_entries, obsolete
 from .files import DirectoryLock, fsync_directory
 from .index import FamilyIndex, PartitionState, location, split_location, tie_key
 from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
 from .merkle import MerkleTree
-from .records import Receipt, Record, content_digest, encode_frame, encode_placed_frame, now_micros
+from .records import (
+    Content,
+    Receipt,
+    Record,
+    content_digest,
+    encode_frame,
+    encode_placed_frame,
+    now_micros,
+)
+from .recovery import Checkpointer, Recovery
 from .ring import DEFAULT_PARTITIONS, partition_of
-from .segment import KIND_COMPACTED, KIND_LOG, LAST_IN_BATCH, SegmentFile, file_crc, scan
-from .snapshot import IndexImage, take_snapshot, write_snapshot
+from .segment import (
+    KIND_COMPACTED,
+    KIND_LOG,
+    LAST_IN_BATCH,
+    SegmentFile,
+)
 
 __all__ = ["InsertCallback", "ManyCallback", "Store"]
 
@@ -52,24 +65,36 @@ _GUID_LIMIT = 1 << 64
 #: A record queued for commit, with the partition and sequence this store gives it: the
 #: caller's record itself, not a copy with them set (a Record made per record received cost a
 #: quarter of the time the store spent on it).
-_Placed = tuple[Record, int, int]
+_Placed = tuple[Content, int, int]
+#: A batch written and synced: its segment, offset and frames, and the segment's CRC after it.
+_Written = tuple[SegmentFile, int, list[bytes], "int | None"]
 
-_LOG_NAME = re.compile(r"^log-(\d{8})\.seg$")
-_PART_NAME = re.compile(r"^part-(\d{5})-(\d{8})\.seg$")
 _FORMAT = 1
+#: Log space allocated ahead of the writes at a time: a size change costs the next sync a
+#: journal commit, once per 4 MiB of log instead of once per batch.
+_PREALLOCATE = 4 << 20
+#: Log between two checkpoints: an open after a crash scans about this much past the last one
+#: (8 MiB is 60k records of 64 bytes, half a second here), and each checkpoint rewrites the
+#: whole index (54 bytes a record: 54 MB at a million records, so 7 bytes of checkpoint per
+#: byte of log at that size; it is written in the background).
+DEFAULT_CHECKPOINT_BYTES = 8 << 20
 
 
-class Store:
+class Store(Recovery):
     """A durable, append-only, deduplicating record store for one shard.
 
     ``fsync=False`` skips fsync (tests, bulk loads: not durable). ``group_commit=False``
     writes and fsyncs each insert on its own, in the caller's thread (the slow baseline).
+    ``checkpoint_bytes``: write an index checkpoint in the background each time this much
+    log has been written since the last one began (None: only at a clean close), so that an
+    open after a crash scans at most about that much log.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, shard: int = 0,
                  partitions: int = DEFAULT_PARTITIONS, fsync: bool = True,
                  group_commit: bool = True, segment_bytes: int = 64 << 20,
-                 lease_block: int = DEFAULT_LEASE_BLOCK, max_batch_bytes: int = 8 << 20) -> None:
+                 lease_block: int = DEFAULT_LEASE_BLOCK, max_batch_bytes: int = 8 << 20,
+                 checkpoint_bytes: int | None = DEFAULT_CHECKPOINT_BYTES) -> None:
         if not 1 <= partitions <= 1 << 16:
             raise ValueError(f"partitions must be 1..65536, got {partitions}")
         self.directory = Path(directory)
@@ -90,8 +115,6 @@ class Store:
         self._next_batch = 1
         self._broken: BaseException | None = None
         self._closed = False
-        #: How the last open rebuilt the indexes: "scan" (every record read) or "snapshot".
-        self.opened_from = "scan"
         self.batches = 0
         self.batched_records = 0
         self._dir_lock = DirectoryLock(self.directory)
@@ -99,13 +122,25 @@ class Store:
             self._check_meta()
             self._guids = GuidAllocator(shard, self.directory / "guid.lease", block=lease_block)
             self._recover()
+            stale = self._delete_dead_files_at_open()
             self._active = self._new_log_segment()
         except BaseException:
             self._close_files()
             self._dir_lock.release()
             raise
-        self._committer = (GroupCommitter(self._flush, max_batch_bytes=max_batch_bytes)
+        #: The end of the last batch made visible: (log file id, offset, the file's CRC up to
+        #: there, batch number). Where a checkpoint taken now would start its tail.
+        self._published = (self._active.file_id, self._active.size, self._active.crc,
+                           self._next_batch - 1)
+        self._log_bytes = 0  # published since the open
+        self._committer = (GroupCommitter(self._write, self._publish,
+                                          max_batch_bytes=max_batch_bytes,
+                                          first_batch=self._next_batch)
                            if group_commit else None)
+        self._checkpointer = (Checkpointer(self.checkpoint, checkpoint_bytes)
+                              if checkpoint_bytes else None)
+        if stale and self._checkpointer is not None:
+            self._checkpointer.request()  # the checkpoint named files deleted just now
 
     # -- insert -----------------------------------------------------------------------------
 
@@ -224,7 +259,7 @@ class Store:
             parts = self._parts
             for record, digest, p in checked:
                 part = parts.get(p) or self._part(p)
-                if digest in part.digests:
+                if part.find(digest) >= 0:
                     continue  # durable already
                 pending = part.pending.get(digest)
                 if pending is not None:
@@ -244,11 +279,11 @@ class Store:
                 try:
                     batch = self._committer.submit_many(fresh, size)
                 except StoreError:
-                    for record, p, _ in fresh:
-                        del parts[p].pending[record.digest]
+                    for queued, p, _ in fresh:
+                        del parts[p].pending[queued.digest]
                     raise
-                for item in fresh:
-                    parts[item[1]].pending[item[0].digest] = (item, batch)
+                for placed in fresh:
+                    parts[placed[1]].pending[placed[0].digest] = (placed, batch)
                 waits[id(batch)] = (batch, waits.get(id(batch), (batch, 0))[1] + len(fresh))
         return list(waits.values())
 
@@ -278,96 +313,107 @@ class Store:
         with self._lock:
             self._check_usable()
             part = self._parts.get(p) or self._part(p)
-            loc = part.digests.get(digest)
-            if loc is None:
+            row = part.find(digest)
+            if row < 0:
                 pending = part.pending.get(digest)
                 if pending is not None:  # the same content is on its way to disk
                     known, waiting = _receipt(pending[0]), pending[1]
                     if callback is not None:
                         waiting.add_callback(callback, known)
                     return known, waiting
-                record = Record(family, time, value,
-                                self._guids.allocate() if guid is None else guid,
-                                digest, p, part.next_seq)
-                item = (record, p, part.next_seq)
-                part.next_seq += 1
-                receipt = record.receipt
+                seq = part.next_seq
+                part.next_seq = seq + 1
+                if guid is None:
+                    guid = self._guids.allocate()
+                item = (_Fresh(family, time, value, guid, digest), p, seq)
+                receipt = Receipt(guid, digest, p, seq, time)
                 if self._committer is not None:
                     batch = self._committer.submit(item, len(value) + 80, callback, receipt)
                 else:
-                    batch = _single(item)
+                    batch = _single(item, self._next_batch)
                     if callback is not None:
                         batch.add_callback(callback, receipt)
                 part.pending[digest] = (item, batch)
                 return receipt, batch
-            receipt = self._read(loc).receipt
+            receipt = self._read(part.locs[row]).receipt
         if callback is not None:
             callback(receipt, None)
         return receipt, None
 
     def _flush_now(self, batch: CommitBatch) -> None:
         try:
-            self._flush(batch)
+            self._publish(batch, self._write(batch))
         except BaseException as exc:
             batch.settle(exc)
         else:
             batch.settle(None)
 
-    def _flush(self, batch: CommitBatch) -> None:
-        """Write one batch to the log, fsync it, then make it visible (commit thread)."""
+    def _write(self, batch: CommitBatch) -> _Written:
+        """Write one batch to the log and make it durable (the sync thread); what
+        ``_publish`` needs to index it."""
         with self._append_lock:
             try:
-                frames, data = self._frames(batch.items)
+                self._check_writable()
+                frames, data = self._frames(batch)
                 if self._active.size + len(data) > self.segment_bytes and \
                         self._active.size > 4096:
                     self._roll()
                 segment = self._active
-                offset = segment.append(data)
-                if self.durable:
-                    segment.sync()
+                offset = segment.append(data, sync=self.durable)
             except BaseException as exc:
-                self._broken = exc
+                self._broken = self._broken or exc
                 raise
-            self._publish(segment, offset, batch.items, frames)
+            return segment, offset, frames, segment.crc
 
-    def _frames(self, items: list[_Placed]) -> tuple[list[bytes], bytes]:
-        number = self._next_batch
-        self._next_batch += 1
+    def _check_writable(self) -> None:
+        if self._broken is not None:
+            raise StoreError(f"an earlier write failed: {self._broken}")
+
+    def _frames(self, batch: CommitBatch) -> tuple[list[bytes], bytes]:
+        number, items = batch.number, batch.items
+        self._next_batch = number + 1
         frames = [encode_placed_frame(number, r, p, seq) for r, p, seq in items[:-1]]
         record, p, seq = items[-1]
         frames.append(encode_placed_frame(number | LAST_IN_BATCH, record, p, seq))
         return frames, b"".join(frames)
 
-    def _publish(self, segment: SegmentFile, offset: int, items: list[_Placed],
-                 frames: list[bytes]) -> None:
-        """Index a durable batch: ``_index`` unrolled, with the lookups hoisted out of the
-        loop, which runs once per record a replica receives (4.7 us a record before, 3.5
-        after; grouping a transfer's runs of one partition saved little more, and cost the
-        scattered batches of client writes 1 us a record)."""
+    def _publish(self, batch: CommitBatch, written: _Written) -> None:
+        """Index a durable batch (the ack thread): ``_index`` unrolled, with the lookups
+        hoisted out of the loop, which runs once per record a replica receives (4.7 us a
+        record before, 3.5 after; grouping a transfer's runs of one partition saved little
+        more, and cost the scattered batches of client writes 1 us a record)."""
+        segment, offset, frames, crc = written
+        items = batch.items
         loc = location(segment.file_id, offset)
         parts, families = self._parts, self._families
         with self._lock:
             seqs = self._log_seqs.setdefault(segment.file_id, {})
             for (record, p, seq), frame in zip(items, frames, strict=True):
-                digest, family = record.digest, record.family
+                digest, family, time = record.digest, record.family, record.time
                 part = parts[p]
-                part.add(seq, digest, loc)
+                row = part.add(seq, digest, loc, time)
                 part.pending.pop(digest, None)
                 index = families.get(family)
                 if index is None:
-                    index = families[family] = FamilyIndex(p)
-                index.add(record.time, digest, loc)
+                    index = families[family] = part.family(family)
+                index.add(row, time, digest)
                 seqs[p] = seq
                 loc += len(frame)
+            end = split_location(loc)[1]
+            self._published = (segment.file_id, end, crc, batch.number)
+            self._log_bytes += end - offset
+            if self._checkpointer is not None:
+                self._checkpointer.published(self._log_bytes)
             self.batches += 1
             self.batched_records += len(items)
 
     def _index(self, record: Record, loc: int) -> None:
-        self._part(record.partition).add(record.sequence, record.digest, loc)
+        part = self._part(record.partition)
+        row = part.add(record.sequence, record.digest, loc, record.time)
         index = self._families.get(record.family)
         if index is None:
-            index = self._families[record.family] = FamilyIndex(record.partition)
-        index.add(record.time, record.digest, loc)
+            index = self._families[record.family] = part.family(record.family)
+        index.add(row, record.time, record.digest)
 
     # -- select -----------------------------------------------------------------------------
 
@@ -423,7 +469,7 @@ class Store:
         """The digests of the partition's records that fall in Merkle leaf ``bucket``."""
         with self._lock:
             part = self._part(partition)
-            return {d for d in part.digests if part.tree.bucket_of(d) == bucket}
+            return {d for d in part.all_digests() if part.tree.bucket_of(d) == bucket}
 
     def holdings(self, partition: int) -> tuple[int, list[bytes]]:
         """The partition's newest durable sequence and the digests of its durable records up
@@ -432,26 +478,27 @@ class Store:
             part = self._parts.get(partition)
             if part is None:
                 return 0, []
-            return part.last_seq, list(part.digests)
+            return part.last_seq, list(part.all_digests())
 
     def missing(self, partition: int, digests: Iterable[bytes]) -> list[bytes]:
         """The ``digests`` of which the partition holds no durable record."""
         with self._lock:
             part = self._parts.get(partition)
-            held = part.digests if part is not None else {}
-            return [d for d in digests if d not in held]
+            if part is None:
+                return list(digests)
+            return [d for d in digests if part.find(d) < 0]
 
     def partitions_held(self) -> list[int]:
         """The partitions holding at least one durable record, in order."""
         with self._lock:
-            return sorted(p for p, part in self._parts.items() if part.seqs)
+            return sorted(p for p, part in self._parts.items() if len(part))
 
     def fetch(self, partition: int, digests: Iterable[bytes]) -> list[Record]:
         """The records of ``partition`` with these digests (unknown digests are skipped)."""
         with self._lock:
             part = self._part(partition)
-            locs = [part.digests[d] for d in digests if d in part.digests]
-            return [self._read(loc) for loc in locs]
+            rows = [row for row in map(part.find, digests) if row >= 0]
+            return [self._read(part.locs[row]) for row in rows]
 
     # -- compaction -------------------------------------------------------------------------
 
@@ -473,9 +520,9 @@ class Store:
             for family, versions in by_family.items():
                 index = self._families.get(family)
                 held = index.versions() if index is not None else ()
-                digests = self._parts[index.partition].digests if index is not None else {}
+                part = index.part if index is not None else None
                 fresh = sorted(v for v, at in versions.items()
-                               if records[at[0]].digest not in digests)
+                               if part is None or part.find(records[at[0]].digest) < 0)
                 for version, gone in zip(fresh, obsolete(fresh, held, keep), strict=True):
                     if gone:
                         dropped.update(versions[version])
@@ -520,6 +567,8 @@ class Store:
             compaction.fault_point("installed")
             deleted = self._delete_dead_files()
             compaction.fault_point("cleaned")
+            if self._checkpointer is not None:
+                self._checkpointer.request()  # the last checkpoint names replaced files
             return CompactionResult(partition, covers, len(kept), len(snapshot) - len(kept),
                                     segment.size, deleted)
 
@@ -531,7 +580,7 @@ class Store:
             if self._active.size > 4096:
                 self._roll()
         with self._lock:
-            partitions = sorted(p for p, part in self._parts.items() if part.seqs)
+            partitions = sorted(p for p, part in self._parts.items() if len(part))
         if only is not None:
             partitions = sorted(set(partitions).intersection(only))
         results = []
@@ -568,20 +617,15 @@ class Store:
 
     def _install(self, part: PartitionState, segment: SegmentFile, covers: int,
                  snapshot: list[tuple[int, int, Record]], moved: dict[int, int]) -> None:
-        """Switch the partition's indexes to the compacted file."""
-        dropped_locs = {loc for _, loc, _ in snapshot if loc not in moved}
+        """Switch the partition's indexes to the compacted file (the snapshot's entries are
+        the partition's first rows, in order)."""
+        kept = [(row, moved[loc]) for row, (_, loc, _) in enumerate(snapshot) if loc in moved]
         with self._lock:
             self._files[segment.file_id] = segment
             old = part.compacted_file
             part.compacted_file = segment.file_id
-            kept = [(seq, rec.digest, moved[loc]) for seq, loc, rec in snapshot if loc in moved]
-            dropped = [rec.digest for _, loc, rec in snapshot if loc not in moved]
-            part.replace_prefix(covers, kept, dropped)
-            for family in {rec.family for _, _, rec in snapshot}:
-                index = self._families[family]
-                index.relocate(moved, dropped_locs)
-                if not len(index):  # every version dropped: the family is gone from here
-                    del self._families[family]
+            for family in part.replace_prefix(covers, kept):
+                del self._families[family]  # every version dropped: gone from here
             if old is not None:
                 self._files[old].covers = -1  # marks it for deletion
 
@@ -627,13 +671,15 @@ class Store:
     def _new_log_segment(self) -> SegmentFile:
         file_id = self._take_file_id()
         segment = SegmentFile.create(self.directory / f"log-{file_id:08d}.seg",
-                                     file_id=file_id, kind=KIND_LOG, sync=self.durable)
+                                     file_id=file_id, kind=KIND_LOG, sync=self.durable,
+                                     preallocate=min(self.segment_bytes, _PREALLOCATE))
         self._files[file_id] = segment
         self._log_ids.append(file_id)
         return segment
 
     def _roll(self) -> None:
         """Seal the active log segment and start a new one (under the append lock)."""
+        self._active.trim(sync=self.durable)  # sealed: no zeros past its last frame
         with self._lock:
             self._active = self._new_log_segment()
 
@@ -655,132 +701,9 @@ class Store:
         os.replace(tmp, path)
         fsync_directory(self.directory)
 
-    def _recover(self) -> None:
-        """Rebuild every index: from the snapshot a clean close left if it names exactly the
-        files there are, else by scanning them; clean up what a crash left half done."""
-        logs, compacted = self._classify_files()
-        image = take_snapshot(self.directory)
-        if image is not None and self._image_matches(image):
-            self._adopt(image, logs, compacted)
-            self.opened_from = "snapshot"
-        else:
-            if image is not None:
-                log.warning("index snapshot in %s does not match its files, scanning instead",
-                            self.directory)
-            for partition, file_id in sorted(compacted.items()):
-                self._load_compacted(partition, file_id)
-            for i, file_id in enumerate(logs):
-                self._load_log(file_id, last=i == len(logs) - 1)
-            self.opened_from = "scan"
-        self._delete_dead_files_at_open()
-        for segment in self._files.values():
-            if segment.crc is None:  # not read by the scan (a header alone): read it now
-                try:
-                    segment.checksum()
-                except OSError as error:  # then the close leaves no snapshot, that is all
-                    log.warning("cannot checksum %s: %s", segment.path, error)
-
-    def _segment_sizes(self) -> dict[str, int]:
-        """Name and size of every segment file in the directory."""
-        return {entry.name: entry.stat().st_size for entry in os.scandir(self.directory)
-                if _LOG_NAME.match(entry.name) or _PART_NAME.match(entry.name)}
-
-    def _image_matches(self, image: IndexImage) -> bool:
-        """Whether the segment files are exactly those ``image`` was taken from: the same
-        names and sizes, and the same bytes (each file's CRC-32, read now)."""
-        sizes = {name: size for name, (size, _) in image.files.items()}
-        return sizes == self._segment_sizes() and all(
-            file_crc(self.directory / name) == crc for name, (_, crc) in image.files.items())
-
-    def _adopt(self, image: IndexImage, logs: list[int], compacted: dict[int, int]) -> None:
-        """Open the files and take the indexes from ``image`` (what the scan would build)."""
-        paths = [(file_id, self._part_path(p, file_id)) for p, file_id in sorted(compacted.items())]
-        paths += [(file_id, self.directory / f"log-{file_id:08d}.seg") for file_id in logs]
-        for file_id, path in paths:
-            segment = self._files[file_id] = SegmentFile.open(path)
-            segment.crc = image.files[path.name][1]
-        self._log_ids.extend(logs)
-        self._parts, self._families = image.parts, image.families
-        self._log_seqs, self._next_batch = image.log_seqs, image.next_batch
-
-    def _leave_snapshot(self) -> None:
-        """Write the indexes for the next open (on a clean close; a failure costs only time)."""
-        files = {segment.path.name: (segment.size, segment.crc)
-                 for segment in self._files.values()}
-        image = IndexImage(files, self._next_batch, self._log_seqs, self._parts,
-                           self._families)
-        try:
-            write_snapshot(self.directory, image, sync=self.durable)
-        except (OSError, ValueError) as error:
-            log.warning("no index snapshot left in %s (the next open scans): %s",
-                        self.directory, error)
-
-    def _classify_files(self) -> tuple[list[int], dict[int, int]]:
-        """Log ids in order, and the newest compacted file id of each partition."""
-        logs: list[int] = []
-        compacted: dict[int, int] = {}
-        stale: list[Path] = []
-        for name in sorted(os.listdir(self.directory)):
-            path = self.directory / name
-            if name.endswith(".tmp"):
-                stale.append(path)
-            elif m := _LOG_NAME.match(name):
-                logs.append(int(m.group(1)))
-            elif m := _PART_NAME.match(name):
-                partition, file_id = int(m.group(1)), int(m.group(2))
-                if file_id > compacted.get(partition, 0):
-                    if partition in compacted:
-                        stale.append(self._part_path(partition, compacted[partition]))
-                    compacted[partition] = file_id
-                else:
-                    stale.append(path)
-        for path in stale:
-            path.unlink()
-        if stale:
-            fsync_directory(self.directory)
-        self._next_file = max([0, *logs, *compacted.values()]) + 1
-        return sorted(logs), compacted
-
-    def _part_path(self, partition: int, file_id: int) -> Path:
-        return self.directory / f"part-{partition:05d}-{file_id:08d}.seg"
-
-    def _load_compacted(self, partition: int, file_id: int) -> None:
-        segment = SegmentFile.open(self._part_path(partition, file_id))
-        self._files[file_id] = segment
-        part = self._part(partition)
-        part.covers = segment.covers
-        part.compacted_file = file_id
-        part.next_seq = max(part.next_seq, segment.covers + 1)
-        for offset, _, record in scan(segment, tolerate_torn_tail=False):
-            self._check_record(segment, record)
-            self._index(record, location(file_id, offset))
-
-    def _load_log(self, file_id: int, *, last: bool) -> None:
-        path = self.directory / f"log-{file_id:08d}.seg"
-        if last and path.stat().st_size < 32:
-            path.unlink()  # created but its header never became durable: nothing in it
-            return
-        segment = SegmentFile.open(path)
-        self._files[file_id] = segment
-        self._log_ids.append(file_id)
-        seqs = self._log_seqs.setdefault(file_id, {})
-        for offset, batch, record in scan(segment, tolerate_torn_tail=last,
-                                          next_batch=self._next_batch):
-            self._check_record(segment, record)
-            self._next_batch = max(self._next_batch, (batch & ~LAST_IN_BATCH) + 1)
-            part = self._part(record.partition)
-            seqs[record.partition] = max(seqs.get(record.partition, 0), record.sequence)
-            part.next_seq = max(part.next_seq, record.sequence + 1)
-            if record.sequence > part.covers and record.digest not in part.digests:
-                self._index(record, location(file_id, offset))
-
-    def _check_record(self, segment: SegmentFile, record: Record) -> None:
-        if not 0 <= record.partition < self.partitions:
-            raise StoreError(f"{segment.path}: record names partition {record.partition}")
-
-    def _delete_dead_files_at_open(self) -> None:
+    def _delete_dead_files_at_open(self) -> int:
         self._active = self._files[self._log_ids[-1]] if self._log_ids else _NO_SEGMENT
-        self._delete_dead_files()
+        return self._delete_dead_files()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -797,16 +720,32 @@ class Store:
             return
         if self._committer is not None:
             self._committer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         try:
-            with self._append_lock, self._lock:
+            with self._compact_lock, self._append_lock, self._lock:
                 self._closed = True
                 try:
                     if self._broken is None:
-                        self._leave_snapshot()
+                        self._leave_checkpoint()
                 finally:
                     self._close_files()
         finally:
             self._dir_lock.release()
+
+    def _leave_checkpoint(self) -> None:
+        """Write a checkpoint of everything for the next open (on a clean close, under the
+        locks; a failure costs only time: the next open scans more)."""
+        try:
+            self._active.trim(sync=self.durable)  # sealed: no zeros past its last frame
+            self._published = (self._active.file_id, self._active.size, self._active.crc,
+                               self._next_batch - 1)
+            head = self._head(clean=True)
+            images = (capture(self._parts[p]) for p in sorted(self._parts))
+            write_checkpoint(self.directory, head, images, sync=self.durable)
+        except (OSError, ValueError, StoreError) as error:
+            log.warning("no index checkpoint left in %s (the next open scans): %s",
+                        self.directory, error)
 
     def _close_files(self) -> None:
         for segment in self._files.values():
@@ -816,9 +755,9 @@ class Store:
         """Counts for monitoring and benchmarks."""
         with self._lock:
             return {
-                "records": sum(len(p.digests) for p in self._parts.values()),
+                "records": sum(len(p) for p in self._parts.values()),
                 "families": len(self._families),
-                "partitions_used": sum(1 for p in self._parts.values() if p.seqs),
+                "partitions_used": sum(1 for p in self._parts.values() if len(p)),
                 "files": len(self._files),
                 "bytes": sum(f.size for f in self._files.values()),
                 "batches": self.batches,
@@ -833,6 +772,16 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.directory)!r}, shard={self.shard})"
+
+
+class _Fresh(NamedTuple):
+    """A fresh insert as queued for commit (``records.Content``)."""
+
+    family: str
+    time: int
+    value: bytes
+    guid: int
+    digest: bytes
 
 
 class _NoSegment:
@@ -857,7 +806,7 @@ def _check_guid(guid: int) -> None:
         raise ValueError(f"guid must be an int in 0..2**64-1, got {guid!r}")
 
 
-def _single(item: _Placed) -> CommitBatch:
-    batch = CommitBatch()
+def _single(item: _Placed, number: int) -> CommitBatch:
+    batch = CommitBatch(number)
     batch.items.append(item)
     return batch
