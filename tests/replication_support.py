@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -283,12 +283,21 @@ class ShardProcesses(NodeProcesses):
                       name=f"{name}-{uuid.uuid4().hex[:8]}", queue_prefix=self.names.queue_prefix)
 
 
-def ask_all(client: Client, expr: str, window: float,
-            accept: Callable[[Any], bool]) -> list[dict[str, Any]]:
-    """Broadcast ``expr`` to ``each.shard``; the fields of the call-backs ``accept`` takes."""
+def ask_all(client: Client, expr: str, window: float, accept: Callable[[Any], bool],
+            expect: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Broadcast ``expr`` to ``each.shard``; the fields of the call-backs ``accept`` takes.
+
+    Answers are collected for ``window`` seconds, and, when ``expect`` names nodes, until each
+    of them has answered too (at most 15 s): under load a node may answer after the window,
+    and a count that misses it would be wrong, not slow."""
     first = len(client.replies)
     client.send("each.shard", read(expr))
-    deadline = time.monotonic() + window
-    while time.monotonic() < deadline:
-        client.wait_for_replies(len(client.replies) + 1, max(0.0, deadline - time.monotonic()))
-    return [from_plist(r.expr[1:]) for r in client.replies[first:] if accept(r.expr)]
+    start = time.monotonic()
+
+    def answers() -> list[dict[str, Any]]:
+        return [from_plist(r.expr[1:]) for r in client.replies[first:] if accept(r.expr)]
+
+    while (elapsed := time.monotonic() - start) < window or (
+            elapsed < 15 and not set(expect) <= {a.get("node") for a in answers()}):
+        client.wait_for_replies(len(client.replies) + 1, 0.05)
+    return answers()

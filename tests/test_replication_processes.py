@@ -4,6 +4,8 @@ and the replicas' Merkle roots agree again."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pytest
 
 from cellframe.testing import wait_for
@@ -86,9 +88,10 @@ def test_across_processes_old_owners_drop_what_a_joining_shard_took_and_nothing_
         for name in names[:3]:
             procs.start(name)
 
-        def status() -> dict[str, dict[str, object]]:
+        def status(expect: Collection[str] = ()) -> dict[str, dict[str, object]]:
             return {a["node"]: {"peers": _unquote(a["peers"]), "stats": _plist(a["stats"])}
-                    for a in ask_all(client, "(shard-status)", 0.5, _is("shard-status-is"))}
+                    for a in ask_all(client, "(shard-status)", 0.5, _is("shard-status-is"),
+                                     expect)}
 
         def peers(count: int) -> bool:
             seen = status()
@@ -121,14 +124,14 @@ def test_across_processes_old_owners_drop_what_a_joining_shard_took_and_nothing_
             return all(len(h) == 2 and len({x.split("@")[0] for x in h}) == 1
                        for h in held.values())
 
-        try:
-            wait_for(two_copies_each, 60, interval=0.5)
-        except AssertionError:
+        def copies() -> dict[int, list[str]]:
             seen = roots()
-            copies = {p: sorted(n for n in seen if p in seen[n]) for p in range(32)}
-            raise AssertionError(f"copies: {copies}; status: {status()}") from None
+            return {p: sorted(n for n in seen if p in seen[n]) for p in range(32)}
+
+        wait_for(two_copies_each, 60, interval=0.5,
+                 what="every partition held by exactly two nodes with equal roots", show=copies)
         dropped = sum(int(s["stats"].get("partitions-dropped", 0))
-                      for s in status().values())
+                      for s in status(expect=names).values())
         assert dropped > 0
         assert_readable(shards, acknowledged.items())
     finally:

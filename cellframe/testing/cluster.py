@@ -17,7 +17,7 @@ from ..node.cluster import LocalCluster
 __all__ = ["running_cluster"]
 
 #: Long enough for a dozen nodes to hear each other on two busy cores.
-READY_TIMEOUT = 10.0
+READY_TIMEOUT = 30.0  # a deadline, not a wait: a quiet machine is ready in well under a second
 
 
 @contextlib.contextmanager
