@@ -53,3 +53,17 @@ def test_bench_times_import_cellframe_against_import_pykka_in_new_interpreters()
     assert "error" not in figures
     assert figures["pykka_ms"] > 0 and figures["cellframe_ms"] > 0 and figures["cell_and_node_ms"] > 0
     assert figures["ratio"] == round(figures["cellframe_ms"] / figures["pykka_ms"], 2)
+
+
+@pytest.mark.postgres
+def test_bench_measures_inserts_through_pgbouncer_against_one_master_or_says_why_not() -> None:
+    from cellframe.benchmarks.postgres import missing_programs
+
+    figures = bench("pgbouncer_inserts_vs_direct")["pgbouncer_inserts_vs_direct"]
+    assert "error" not in figures, figures
+    if missing_programs() is not None:
+        assert figures["skipped"] == missing_programs()
+        return
+    assert figures["pgbouncer_per_s"] > 0 and figures["direct_one_master_per_s"] > 0
+    assert figures["ratio"] == pytest.approx(
+        figures["pgbouncer_per_s"] / figures["direct_one_master_per_s"], abs=0.01)

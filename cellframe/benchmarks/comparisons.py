@@ -138,6 +138,13 @@ def _round_trip(quick: bool) -> dict[str, Any]:
     return figures
 
 
+def _pgbouncer(quick: bool) -> dict[str, Any]:
+    from .postgres import bench_pgbouncer_inserts
+
+    # Skips itself, with the reason, where PostgreSQL's server programs or pgbouncer are absent.
+    return bench_pgbouncer_inserts(n=1_600 if quick else 4_000, rounds=1 if quick else 3)
+
+
 # The broker's comparisons run before the store's, which write and fsync hundreds of MB: in
 # one run the pipeline measured after them gave 5.5k messages/s (node CPU 119 us a message),
 # and 8.3k-9.2k/s (74-84 us) alone minutes later on the same quiet machine.
@@ -156,6 +163,9 @@ COMPARISONS = [
                "(context)", True, _pipeline_durable),
     Comparison("round_trip_p99_vs_raw_rpc", "send-evaluate-call-back p99 vs raw pika RPC p99",
                "<= 3", True, _round_trip),
+    Comparison("pgbouncer_inserts_vs_direct",
+               "inserts through pgbouncer's write alias (5 masters, 8 writers) vs straight to one master",
+               ">= 0.8", False, _pgbouncer),
     Comparison("store_inserts_vs_sqlite_wal", "durable inserts (8 writers) vs SQLite WAL, FULL sync",
                ">= 5", False, _store),
     Comparison("store_blocking_vs_fsync_bound",

@@ -1,0 +1,157 @@
+"""pgbouncer in front of the masters, without a server: the layout read from DNS, the generated
+configuration, and where the application helper sends each statement."""
+
+from __future__ import annotations
+
+import pytest
+
+from cellframe.config.resolvers import ZoneFileResolver
+from cellframe.errors import ConfigError
+from cellframe.pgmulti import (
+    BouncerSettings,
+    Endpoint,
+    Master,
+    MasterEndpoint,
+    PgLayout,
+    Router,
+    bouncer_ini,
+    statement_kind,
+)
+
+ZONE = """$ORIGIN pg.test.
+$TTL 5
+@        IN SOA ns.pg.test. hostmaster.pg.test. ( 1 60 30 600 5 )
+         IN NS  ns
+ns       IN A   127.0.0.1
+_cluster IN TXT "web=1" "pg.masters=pg-a pg-b,pg-c" "pg.read=pg-read"
+pg-a     IN TXT "pg.master=a" "pg.id=1" "pg.host=10.0.0.11" "pg.dbname=app"
+pg-b     IN TXT "pg.master=b" "pg.id=2" "pg.host=10.0.0.12" "pg.dbname=app" "pg.port=5432"
+pg-c     IN TXT "pg.master=c" "pg.id=40000" "pg.host=10.0.0.13" "pg.dbname=app" "role=web"
+pg-read  IN TXT "pg.host=10.0.0.20" "pg.port=6543" "pg.dbname=app_read" "pg.user=reader"
+"""
+
+
+def zone_layout(tmp_path, text: str = ZONE) -> PgLayout:
+    path = tmp_path / "pg.zone"
+    path.write_text(text)
+    with ZoneFileResolver(path) as resolver:
+        return PgLayout.from_dns(resolver)
+
+
+def test_the_layout_comes_from_dns_masters_in_the_order_listed(tmp_path) -> None:
+    layout = zone_layout(tmp_path)
+    assert layout.names() == ["a", "b", "c"]
+    assert layout.master("c").master == Master("c", 40000)
+    assert layout.master("a").endpoint == Endpoint("10.0.0.11", "app", 5432, "postgres")
+    assert layout.read == Endpoint("10.0.0.20", "app_read", 6543, "reader")
+    assert layout.ttl == 5
+
+
+@pytest.mark.parametrize(("record", "complaint"), [
+    ('pg-b     IN TXT "pg.master=b" "pg.host=10.0.0.12" "pg.dbname=app"', "pg-b: no pg.id="),
+    ('pg-b     IN TXT "pg.master=b" "pg.id=two" "pg.host=10.0.0.12" "pg.dbname=app"',
+     "pg-b: pg.id='two' is not an integer"),
+    ('pg-b     IN TXT "pg.master=B-2" "pg.id=2" "pg.host=10.0.0.12" "pg.dbname=app"',
+     "pg-b: master name: 'B-2' is not a lowercase identifier"),
+    ('pg-b     IN TXT "pg.master=b" "pg.id=2" "pg.host=10.0.0.12 port=1" "pg.dbname=app"',
+     "pg-b: host '10.0.0.12 port=1' holds characters"),
+    ('pg-b     IN TXT "pg.master=b" "pg.id=2" "pg.host=h" "pg.dbname=app\\010[pgbouncer]"',
+     "pg-b: dbname"),
+    ('pg-b     IN TXT "pg.master=b" "pg.id=1" "pg.host=10.0.0.12" "pg.dbname=app"',
+     "master id 1 appears twice"),
+])
+def test_a_bad_master_record_is_refused_naming_the_record_and_key(tmp_path, record, complaint) -> None:
+    lines = [record if line.startswith("pg-b ") else line for line in ZONE.splitlines()]
+    with pytest.raises(ConfigError) as raised:
+        zone_layout(tmp_path, "\n".join(lines) + "\n")
+    assert complaint in str(raised.value)
+
+
+def test_a_zone_without_a_multi_master_layout_says_what_is_missing(tmp_path) -> None:
+    text = ZONE.replace('"pg.masters=pg-a pg-b,pg-c" ', "")
+    with pytest.raises(ConfigError, match="needs pg.masters= and pg.read="):
+        zone_layout(tmp_path, text)
+
+
+def databases(ini: str) -> dict[str, str]:
+    section = ini.split("[databases]", 1)[1].split("[pgbouncer]", 1)[0]
+    return dict(line.split(" = ", 1) for line in section.splitlines() if " = " in line)
+
+
+def test_the_configuration_has_a_database_per_master_a_round_robin_alias_and_the_read_side(tmp_path) -> None:
+    ini = bouncer_ini(zone_layout(tmp_path), BouncerSettings(listen_port=7000))
+    assert databases(ini) == {
+        "write_a": "host=10.0.0.11 port=5432 dbname=app user=postgres",
+        "write_b": "host=10.0.0.12 port=5432 dbname=app user=postgres",
+        "write_c": "host=10.0.0.13 port=5432 dbname=app user=postgres",
+        "write": "host=10.0.0.11,10.0.0.12,10.0.0.13 port=5432 dbname=app user=postgres",
+        "read": "host=10.0.0.20 port=6543 dbname=app_read user=reader",
+    }
+    settings = dict(line.split(" = ", 1) for line in ini.split("[pgbouncer]")[1].splitlines() if " = " in line)
+    assert settings["listen_port"] == "7000" and settings["server_round_robin"] == "1"
+    assert settings["pool_mode"] == "transaction"
+
+
+def test_a_lost_master_leaves_the_write_alias_but_keeps_its_own_entry(tmp_path) -> None:
+    ini = bouncer_ini(zone_layout(tmp_path), BouncerSettings(), live={"a", "c"})
+    found = databases(ini)
+    assert found["write"] == "host=10.0.0.11,10.0.0.13 port=5432 dbname=app user=postgres"
+    assert found["write_b"] == "host=10.0.0.12 port=5432 dbname=app user=postgres"
+    assert "; master b (id 2): LOST: out of the write alias" in ini
+
+
+def test_with_no_master_alive_there_is_no_write_alias(tmp_path) -> None:
+    found = databases(bouncer_ini(zone_layout(tmp_path), BouncerSettings(), live=set()))
+    assert "write" not in found and {"write_a", "write_b", "write_c", "read"} <= set(found)
+
+
+def test_masters_that_differ_in_database_name_cannot_share_a_host_list() -> None:
+    layout = PgLayout((MasterEndpoint(Master("a", 1), Endpoint("127.0.0.1", "cf_a")),
+                       MasterEndpoint(Master("b", 2), Endpoint("127.0.0.1", "cf_b"))),
+                      Endpoint("127.0.0.1", "cf_read"))
+    with pytest.raises(ConfigError, match="pgbouncer's host list shares one of each"):
+        bouncer_ini(layout, BouncerSettings())
+
+
+def test_a_setting_cannot_smuggle_a_line_into_the_file(tmp_path) -> None:
+    settings = BouncerSettings(extra=(("auth_type", "trust\nadmin_users = mallory"),))
+    with pytest.raises(ConfigError, match="newline"):
+        bouncer_ini(zone_layout(tmp_path), settings)
+
+
+@pytest.mark.parametrize(("sql", "kind"), [
+    ("INSERT INTO t (x) VALUES (1)", "insert"),
+    ("  -- a note\n insert into t default values", "insert"),
+    ("/* UPDATE */ SELECT 'DELETE FROM t' FROM t", "read"),
+    ("values (1), (2)", "read"),
+    ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", "insert"),
+    ("WITH gone AS (DELETE FROM t RETURNING *) INSERT INTO u SELECT * FROM gone", "other"),
+    ("WITH x AS (SELECT 1) SELECT * FROM x", "read"),
+    ("EXPLAIN ANALYZE DELETE FROM t", "other"),
+    ("EXPLAIN SELECT 1", "read"),
+    ("UPDATE t SET x = 2", "other"),
+    ("delete from t", "other"),
+    ("TRUNCATE t", "other"),
+    ("CREATE TABLE u (x int)", "other"),
+    ("SELECT $$ UPDATE $$", "read"),
+])
+def test_statements_are_told_apart_by_what_they_do(sql, kind) -> None:
+    assert statement_kind(sql) == kind
+
+
+def test_an_update_without_a_named_master_is_refused_with_the_reasons() -> None:
+    router = Router(lambda dbname: "host=192.0.2.1 dbname=" + dbname)  # never connected to
+    with pytest.raises(ConfigError, match="updates and deletes need consistent routing"):
+        router.execute("UPDATE customers SET name = 'x' WHERE guid = 1")
+    with pytest.raises(ConfigError, match="refused DELETE"):
+        router.execute("DELETE FROM customers")
+    with pytest.raises(ConfigError, match="select\\(\\) takes reads only"):
+        router.select("INSERT INTO customers DEFAULT VALUES")
+
+
+def test_the_docs_zone_gives_exactly_the_docs_configuration(tmp_path) -> None:
+    from tests.pg_support import doc_blocks
+
+    blocks = {b.options.get("role"): b for b in doc_blocks()}
+    layout = zone_layout(tmp_path, blocks["zone"].text)
+    assert bouncer_ini(layout, BouncerSettings()) == blocks["bouncer-ini"].text

@@ -1,0 +1,205 @@
+"""The multi-master scheme behind a real pgbouncer, on real PostgreSQL servers.
+
+Five masters (private servers on 127.0.0.2..6), the read side on the test server, pgbouncer
+on a loopback port with the configuration cellframe generates from the zone, and writers that
+use the application helper (``Router``) only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cellframe.errors import ConfigError, StoreError
+from cellframe.pgmulti import BouncerDriver, ReplicationLoop, Replicator, Router, admin_command
+from cellframe.store.guid import decode
+from cellframe.testing import wait_for
+from tests.pg_support import query
+from tests.pgbouncer_support import EVENTS, Acked, BouncedLayout, bounced_layout
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+WRITERS = 8
+
+
+@pytest.fixture(scope="module")
+def bounced(tmp_path_factory) -> BouncedLayout:
+    with bounced_layout(tmp_path_factory.mktemp("pgbouncer")) as layout:
+        yield layout
+
+
+@pytest.fixture
+def fresh(bounced: BouncedLayout) -> BouncedLayout:
+    """The module's layout with every table emptied and replication forgotten."""
+    for server in bounced.servers.values():
+        query(server.endpoint.conninfo(), "SET session_replication_role = replica; DELETE FROM events")
+    query(bounced.read_dsn(), "SET session_replication_role = replica; DELETE FROM events;"
+          " UPDATE cellframe.replication_state SET done = '1:1:', target = NULL, after_guid = NULL")
+    return bounced
+
+
+def router(bounced: BouncedLayout) -> Router:
+    return Router(lambda dbname: bounced.bouncer.conninfo(dbname), description=bounced.description)
+
+
+def writer(bounced: BouncedLayout, number: int, acked: Acked, stop: threading.Event,
+           limit: int, errors: list[BaseException]) -> None:
+    """Insert (number, seq) rows one by one through the write alias until ``stop`` or ``limit``."""
+    with router(bounced) as helper:
+        try:
+            for seq in range(limit):
+                if stop.is_set():
+                    return
+                [guid] = helper.insert(EVENTS, [{"writer": number, "seq": seq, "body": f"w{number}"}])
+                acked.add(number, seq, guid)
+        except BaseException as error:  # the test reports it
+            errors.append(error)
+
+
+def read_side(bounced: BouncedLayout) -> list[tuple[int, int, int, str]]:
+    return query(bounced.read_dsn(),
+                 "SELECT guid, writer, seq, tableoid::regclass::text FROM events")
+
+
+def replicator(bounced: BouncedLayout) -> Replicator:
+    masters = {m.name: m.endpoint.conninfo() for m in bounced.layout.masters}
+    return Replicator(bounced.description, bounced.read_dsn(), masters)
+
+
+def assert_every_acked_row_once(bounced: BouncedLayout, acked: dict[tuple[int, int], int]) -> None:
+    rows = read_side(bounced)
+    by_guid = {guid: (w, s, child) for guid, w, s, child in rows}
+    assert len(by_guid) == len(rows), "a guid appears twice on the read side"
+    missing = {key: guid for key, guid in acked.items() if guid not in by_guid}
+    assert missing == {}, f"{len(missing)} acknowledged inserts are not on the read side"
+    for key, guid in acked.items():
+        writer_, seq, child = by_guid[guid]
+        assert (writer_, seq) == key
+        master = bounced.layout.master(child.removesuffix("_events")).master
+        assert decode(guid).shard == master.id, "a guid lost its origin"
+
+
+def test_eight_writers_through_pgbouncer_put_every_row_exactly_once_on_the_read_side(fresh) -> None:
+    acked, stop, errors = Acked(), threading.Event(), []
+    threads = [threading.Thread(target=writer, args=(fresh, n, acked, stop, 150, errors))
+               for n in range(WRITERS)]
+    with replicator(fresh) as copying, ReplicationLoop(copying, interval=0.05) as loop:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert errors == []
+        wait_for(lambda: len(read_side(fresh)) >= len(acked), 30, interval=0.05,
+                 what="every acknowledged row on the read side",
+                 show=lambda: (len(read_side(fresh)), len(acked)))
+    assert loop.failures == 0
+    assert len(acked) == WRITERS * 150
+    rows = read_side(fresh)
+    assert len(rows) == len(acked)  # exactly once: nothing more than was acknowledged
+    assert_every_acked_row_once(fresh, acked.snapshot())
+    masters_used = {child for *_, child in rows}
+    assert masters_used == {f"{m}_events" for m in "abcde"}, "the write alias skipped a master"
+
+
+def test_a_master_lost_mid_stream_loses_no_acknowledged_insert_and_writes_go_on(fresh) -> None:
+    lost = fresh.servers["c"]
+    acked, stop, errors = Acked(), threading.Event(), []
+    driver = BouncerDriver(lambda: fresh.layout.__class__.from_dns(fresh.resolver()),
+                           fresh.bouncer.config_path, fresh.bouncer.admin_conninfo,
+                           fresh.bouncer.settings, interval=0.05, probe_timeout=1.0, source="pg.zone")
+    threads = [threading.Thread(target=writer, args=(fresh, n, acked, stop, 10**6, errors))
+               for n in range(WRITERS)]
+    try:
+        with driver:
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: len(acked) >= 400, 60, what="400 inserts before the loss")
+            lost.stop("immediate")  # a crash: what it acknowledged survives on its disk
+            at_loss = len(acked)
+            wait_for(lambda: "c" not in driver.live, 10, what="the driver to drop master c",
+                     show=lambda: driver.live)
+            after_reload = len(acked)
+            wait_for(lambda: len(acked) >= after_reload + 400, 60,
+                     what="400 more inserts once c is out of the alias", show=lambda: len(acked))
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+            assert errors == []
+            alias = [row for row in admin_command(fresh.bouncer.admin_conninfo, "SHOW DATABASES")
+                     if row[0] == "write"]
+            assert "127.0.0.4" not in str(alias), "pgbouncer still routes writes to master c"
+            taken = acked.snapshot()
+            late = [g for g in list(taken.values())[after_reload:] if decode(g).shard == 3]
+            assert late == [], "inserts acknowledged after the reload went to the lost master"
+            assert len(taken) > at_loss + 400
+            lost.start()  # the master comes back: its rows reach the read side, it rejoins
+            wait_for(lambda: "c" in driver.live, 10, what="master c back in the alias",
+                     show=lambda: driver.live)
+            assert driver.reloads >= 2
+    finally:
+        stop.set()
+        if not lost.running():
+            lost.start()
+    with replicator(fresh) as copying:
+        wait_for(lambda: not copying.sync_all().errors and len(read_side(fresh)) >= len(taken),
+                 30, what="the read side to catch up", show=lambda: len(read_side(fresh)))
+    assert_every_acked_row_once(fresh, taken)
+
+
+def test_the_helper_reads_from_the_read_side_and_names_a_master_only_when_told(fresh) -> None:
+    with router(fresh) as helper:
+        [guid] = helper.insert(EVENTS, [{"writer": 99, "seq": 0, "body": "first"}])
+        master = helper.master_of(guid)
+        with replicator(fresh) as copying:
+            copying.sync_all()
+        assert helper.select("SELECT body FROM events WHERE guid = %s", (guid,)) == [("first",)]
+        with pytest.raises(ConfigError, match="consistent routing"):
+            helper.execute("UPDATE events SET body = 'second' WHERE guid = %s", (guid,))
+        # Named, it reaches the row's master, whose insert-only trigger has the last word.
+        with pytest.raises(StoreError, match="masters are insert-only"):
+            helper.execute("UPDATE events SET body = 'second' WHERE guid = %s", (guid,), master=master)
+    # A client that writes through the read alias by hand reaches the read side, which
+    # refuses it itself.
+    with pytest.raises(StoreError, match="the read side is for selects"):
+        _write_on_read(fresh)
+
+
+def _write_on_read(bounced: BouncedLayout) -> None:
+    import psycopg
+
+    from cellframe.pgmulti import translate_error
+
+    try:
+        with psycopg.connect(bounced.bouncer.conninfo("read"), prepare_threshold=None) as conn:
+            conn.execute("INSERT INTO events (guid, writer, seq) VALUES (1, 1, 1)")
+    except psycopg.Error as exc:
+        raise translate_error(exc, "writing through the read alias") from exc
+
+
+def test_the_driver_keeps_the_file_as_generated_when_nothing_changes(fresh) -> None:
+    before = fresh.bouncer.config_path.read_text()
+    driver = BouncerDriver(lambda: fresh.layout, fresh.bouncer.config_path,
+                           fresh.bouncer.admin_conninfo, fresh.bouncer.settings)
+    try:
+        started = time.monotonic()
+        assert driver.poll() is False and driver.poll() is False
+        assert time.monotonic() - started < 5
+    finally:
+        driver.stop()
+    assert fresh.bouncer.config_path.read_text() == before and driver.reloads == 0
+
+
+def test_the_docs_driver_and_helper_examples_run_as_written(fresh, capsys) -> None:
+    from tests.pg_support import doc_blocks
+
+    blocks = {b.options.get("role"): b for b in doc_blocks()}
+    bouncer = fresh.bouncer
+    namespace = {"resolver": fresh.resolver(), "config_path": bouncer.config_path,
+                 "admin": bouncer.admin_conninfo, "settings": bouncer.settings,
+                 "bouncer": bouncer, "description": fresh.description}
+    exec(blocks["driver"].text, namespace)  # our own doc's examples, not received text
+    exec(blocks["router"].text, namespace)
+    assert capsys.readouterr().out.strip() in set("abcde")
+    assert namespace["rows"] == [(0,)]  # the read side: the replicator has not run
