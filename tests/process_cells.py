@@ -10,13 +10,17 @@ applied twice.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
 from cellframe import Cell, Symbol, transition
 
-__all__ = ["ROLES", "Tally", "applied_ids"]
+__all__ = ["CHAT_LINE", "ROLES", "Chatter", "Tally", "applied_ids"]
 
 TALLY_DIR = "CELLFRAME_TALLY_DIR"
 
@@ -59,9 +63,50 @@ class Tally(Cell):
         return snapshot
 
 
-#: Every role the process tests use, all played by a Tally.
-ROLES = {role: Tally for role in ("tally", "other", "scribe", "steady", "drain", "crash",
-                                  "quorate")}
+class Chatter(Cell):
+    """Logs ``(chatter N)`` lines at INFO, about 5,000 a second, each ``line I of CELL``; with
+    ``$CELLFRAME_TALLY_DIR`` set, a thread writes to ``<dir>/<cell>.confirmed`` the largest
+    line number the node's log shipping saw the broker confirm (a file survives a SIGKILL)."""
+
+    states = ("idle",)
+    initial = "idle"
+    role = "chatter"
+
+    @transition("chatter")
+    def chatter(self, count: int) -> None:
+        directory = os.environ.get(TALLY_DIR)
+        if directory:
+            threading.Thread(target=self._watch_confirms, args=(Path(directory), count),
+                             daemon=True).start()
+        for index in range(count):
+            chat_log.info("line %d of %s", index, self.cell_name)
+            if index % 50 == 49:
+                time.sleep(0.01)
+
+    def _watch_confirms(self, directory: Path, count: int) -> None:
+        from cellframe.node.logship import SumpHandler
+
+        [handler] = [h for h in logging.getLogger().handlers if isinstance(h, SumpHandler)]
+        path = directory / f"{self.cell_name}.confirmed"
+        best = -1
+        while best < count - 1:
+            record = handler.last_confirmed
+            found = CHAT_LINE.fullmatch(record["message"]) if record else None
+            if found and found.group(2) == self.cell_name and int(found.group(1)) > best:
+                best = int(found.group(1))
+                temporary = path.with_suffix(".tmp")
+                temporary.write_text(str(best))
+                os.replace(temporary, path)  # whole, even under a SIGKILL
+            time.sleep(0.002)
+
+
+chat_log = logging.getLogger("tests.chatter")
+CHAT_LINE = re.compile(r"line (\d+) of (\S+)")
+
+#: Every role the process tests use, all played by a Tally but the chatter.
+ROLES: dict[str, type[Cell]] = {
+    role: Tally for role in ("tally", "other", "scribe", "steady", "drain", "crash", "quorate")}
+ROLES["chatter"] = Chatter
 
 
 def applied_ids(directory: Path, cell: str | None = None) -> list[str]:

@@ -77,10 +77,12 @@ OTHER_PAGES: dict[str, tuple[set[str], list[str]]] = {
         "tests/test_registration.py::test_the_bind_examples_in_the_dns_docs_run",
     ]),
     "healing.md": (PROSE, []),
-    "postgres-multimaster.md": ({"python", "sql"}, [
+    "postgres-multimaster.md": ({"python", "sql", "dns", "ini"}, [
         "tests/test_pgmulti_ddl.py::test_every_code_block_of_the_doc_is_checked_or_run",
         "tests/test_pgmulti_ddl.py::test_the_docs_ddl_blocks_are_exactly_what_cellframe_generates",
         "tests/test_pgmulti_postgres.py::test_the_docs_walkthrough_runs_as_written",
+        "tests/test_pgmulti_bouncer.py::test_the_docs_zone_gives_exactly_the_docs_configuration",
+        "tests/test_pgmulti_bouncer_postgres.py::test_the_docs_driver_and_helper_examples_run_as_written",
     ]),
     "data.md": ({"python", ""}, [
         "tests/test_store.py::test_the_data_design_doc_examples_run",

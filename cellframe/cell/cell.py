@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,6 +113,14 @@ class Cell(pykka.ThreadingActor):
     cell_machine: ClassVar[Machine]
 
     use_daemon_thread = True
+
+    def _start_actor_loop(self) -> None:
+        """pykka's hook that starts the actor's thread, which it names ``<Class>-<n>``; ours
+        is named ``cell:<name>``, so a log record (``cellframe.node.logship``), a traceback or
+        a thread dump says which cell it came from, at no cost per message."""
+        thread = threading.Thread(target=self._actor_loop, name=f"cell:{self.cell_name}",
+                                  daemon=self.use_daemon_thread)
+        thread.start()
 
     @staticmethod
     def _create_actor_inbox() -> Any:

@@ -60,8 +60,10 @@ class ProcessLauncher:
         self.transports: list[Any] = []
 
     def _command(self, name: str) -> list[str]:
+        # Data (the log sump's files, a shard's store) in the demo's folder, not the user's.
         command = [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.amqp,
-                   "--exchange", self.exchange, "--queue-prefix", self.prefix]
+                   "--exchange", self.exchange, "--queue-prefix", self.prefix,
+                   "--data-dir", str(self.workdir / "data")]
         if self.dns:
             command += ["--dns", self.dns, "--domain", self.domain or ""]
         elif self.zone:

@@ -7,6 +7,7 @@ options and hands them to the library; nothing here chooses a backend by importi
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -129,7 +130,8 @@ def main(verbose: int, json_logs: bool) -> None:
               help="Register more roles: ATTR is a Cell class (under its `role`) or a mapping "
                    "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="CELLFRAME_DATA_DIR",
-              help="Where cells keep data (a shard's store: DIR/NAME/shard-ID; DNS data-dir wins).")
+              help="Where cells keep data (a shard's store: DIR/NAME/shard-ID; the log sump's "
+                   "files: DIR/NAME/logsump; DNS data-dir wins).")
 @click.option("--quorum", is_flag=True, help="Declare durable queues (the role mailboxes) as "
               "quorum queues with a delivery limit: for a RabbitMQ cluster.")
 @topology_option
@@ -279,6 +281,62 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
 
 
 @main.command()
+@secret_option
+@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing records as the nodes ship them.")
+@click.option("--node", help="Only this node's records.")
+@click.option("--role", help="Only records of nodes playing this role.")
+@click.option("--level", type=click.Choice(["debug", "info", "warning", "error", "critical"]),
+              help="Only records at this level or above.")
+@click.option("--since", metavar="T", help="Only records since T: 30s, 10m, 2h, 1d, or an ISO time.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="At most this many of the newest records before following.")
+@click.option("--data-dir", type=click.Path(file_okay=False, exists=True),
+              help="Read a log sump's folder (the one holding records.jsonl) instead of asking it.")
+@click.option("--json", "as_json", is_flag=True, help="Print each record as its JSON line.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the sump's answer.")
+@topology_option
+def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str | None,
+         role: str | None, level: str | None, since: str | None, limit: int, data_dir: str | None,
+         as_json: bool, timeout: float, exchange: str | None, queue_prefix: str) -> None:
+    """Show the cluster's log records, from the log sump, and live with --follow."""
+    import json
+
+    from ..client import Client
+    from ..roles.logfiles import RECORDS_FILE, RecordFilter
+    from .logs import LogQuery, follow_file, format_record, parse_since, read_folder
+
+    def show(record: dict[str, Any]) -> None:
+        click.echo(json.dumps(record, ensure_ascii=False) if as_json else format_record(record))
+
+    try:
+        wanted = RecordFilter(node, role, level, parse_since(since) if since else None)
+        if data_dir:
+            for record in read_folder(Path(data_dir), wanted, limit):
+                show(record)
+            if follow:
+                stopped = _stopped_by_signals()
+                follow_file(Path(data_dir) / RECORDS_FILE, wanted, show, stopped)
+            return
+    except CellframeError as error:
+        raise _fail(error) from error
+    transport = make_transport(amqp, exchange=exchange)
+    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    try:
+        query = LogQuery(client, wanted, limit=limit, show=show)
+        if follow:  # bound before asking: nothing shipped in between is missed
+            query.follow(lambda pattern: transport.bind(client.queue, pattern))
+        if not query.ask(timeout) and not follow:
+            raise CliError(f"no log sump answered within {timeout:g} s (is a logsump node running?)")
+        if follow:
+            _stopped_by_signals().wait()
+    finally:
+        client.close()
+        transport.close()
+
+
+@main.command()
 @zone_option
 @click.option("--amqp", metavar="URL", help="Run the nodes as processes on this RabbitMQ.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -398,6 +456,14 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
         transport.close()
         if cluster is not None:
             cluster.stop()
+
+
+def _stopped_by_signals() -> threading.Event:
+    """An event that SIGTERM and SIGINT (Ctrl-C) set, for a command that runs until told."""
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    return stopped
 
 
 def _port_open(host: str, port: int) -> bool:

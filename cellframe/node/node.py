@@ -556,6 +556,9 @@ class Node:
     def emit(self, kind: str, **fields: Any) -> None:
         """Publish a healing/membership event on ``event.<kind>.<node>`` (fire and forget)."""
         payload = {"node": self.name, "time": time.time(), **fields}
+        if log.isEnabledFor(logging.INFO):  # the node's life in its log (and the sump's)
+            log.info("%s: %s %s", self.name, kind,
+                     " ".join(f"{key}={value}" for key, value in fields.items()))
         for listener in list(self.listeners):
             listener(kind, payload)
         expr = [Symbol("event"), Keyword("kind"), kind]

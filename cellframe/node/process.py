@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..roles import RoleRegistry, default_registry
+from . import logship
 from .node import Node
 
 __all__ = ["registry_with_plugins", "run_node"]
@@ -31,11 +32,14 @@ def run_node(
     metrics_addr: str = "127.0.0.1",
     stop: threading.Event | None = None,
     queue_prefix: str = "",
+    ship_logs: bool = True,
 ) -> None:
     """Start node ``name`` and serve until ``stop`` is set (SIGTERM and SIGINT set it).
 
     On the way out the node stops consuming first, so messages not yet applied go back to
     their queues for another node, then lets its cells finish what their mailboxes hold.
+    With ``ship_logs`` its Python log records at INFO and above go to the log sump
+    (``logship.SumpHandler``), from before it starts until after it stopped.
     """
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -52,6 +56,7 @@ def run_node(
         system_cells=system_cells(),
         queue_prefix=queue_prefix,
     )
+    shipping = logship.install(transport, node, signer=signer) if ship_logs else None
     node.start()
     exporter = None
     if metrics_port is not None:
@@ -63,9 +68,13 @@ def run_node(
     try:
         stop.wait()
     finally:
+        log.info("node %s shutting down", name)
         node.stop()
         if exporter is not None:
             exporter.shutdown()
+        if shipping is not None:
+            log.info("node %s stopped; log shipping %s", name, shipping.counters())
+            logship.uninstall(shipping)
         transport.close()
         if resolver is not None:
             resolver.close()
