@@ -19,6 +19,7 @@ from .errors import LanguageError, SecurityError
 from .language.printer import write
 from .language.reader import read
 from .transports.base import Delivery, Transport
+from .wire import tracing
 from .wire.envelope import Envelope, envelope_for
 from .wire.routing import is_persistent, reply_key
 
@@ -145,7 +146,7 @@ class Client:
         if isinstance(expr, str | bytes):
             expr = read(expr)
         envelope = envelope_for(expr, sender=self.name, signer=self.signer,
-                                reply_to=self.reply_to if expect_reply else None)
+                                reply_to=self.reply_to if expect_reply else None, target=target)
         self.transport.publish(target, envelope, on_return=on_return or self._returned,
                                persistent=is_persistent(target))
         return envelope.message_id
@@ -186,8 +187,12 @@ class Client:
             self.replies.append(reply)
             self._arrived.notify_all()
         delivery.ack()
-        if self.on_reply is not None:
-            self.on_reply(reply)
+        on_reply = self.on_reply
+        if tracing.active is not None:  # the call-back's deliver span, around on_reply
+            tracing.active.delivering(envelope, delivery.routing_key,
+                                      lambda: on_reply(reply) if on_reply is not None else None)
+        elif on_reply is not None:
+            on_reply(reply)
 
     def _returned(self, envelope: Envelope, reason: str) -> None:
         log.warning("message %s was not delivered: %s", envelope.message_id, reason)

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from cellframe import Cell, Symbol, transition
 
-__all__ = ["CHAT_LINE", "ROLES", "Chatter", "Tally", "applied_ids"]
+__all__ = ["CHAT_LINE", "ROLES", "Chatter", "Echo", "Relay", "Tally", "applied_ids"]
 
 TALLY_DIR = "CELLFRAME_TALLY_DIR"
 
@@ -100,13 +100,34 @@ class Chatter(Cell):
             time.sleep(0.002)
 
 
+class Relay(Cell):
+    """``(relay CELL TEXT)``: sends ``(echo TEXT)`` to cell CELL, which calls back the sender."""
+
+    role = "relay"
+
+    @transition("relay")
+    def relay(self, cell: str, text: str) -> None:
+        reply_to = self.cell_message.reply_to if self.cell_message is not None else None
+        self.cell_send(f"cell.{cell}", [Symbol("echo"), text], reply_to=reply_to)
+
+
+class Echo(Cell):
+    """``(echo TEXT)``: calls back ``(echoed TEXT CELL)``."""
+
+    role = "echo"
+
+    @transition("echo")
+    def echo(self, text: str) -> None:
+        self.cell_reply([Symbol("echoed"), text, self.cell_name])
+
+
 chat_log = logging.getLogger("tests.chatter")
 CHAT_LINE = re.compile(r"line (\d+) of (\S+)")
 
 #: Every role the process tests use, all played by a Tally but the chatter.
 ROLES: dict[str, type[Cell]] = {
     role: Tally for role in ("tally", "other", "scribe", "steady", "drain", "crash", "quorate")}
-ROLES["chatter"] = Chatter
+ROLES.update(chatter=Chatter, relay=Relay, echo=Echo)
 
 
 def applied_ids(directory: Path, cell: str | None = None) -> list[str]:

@@ -67,3 +67,13 @@ def test_bench_measures_inserts_through_pgbouncer_against_one_master_or_says_why
     assert figures["pgbouncer_per_s"] > 0 and figures["direct_one_master_per_s"] > 0
     assert figures["ratio"] == pytest.approx(
         figures["pgbouncer_per_s"] / figures["direct_one_master_per_s"], abs=0.01)
+
+
+@pytest.mark.amqp
+def test_bench_measures_the_traced_pipeline_with_every_span_exported(amqp_url: str) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    figures = bench("traced_pipeline_vs_raw_pika")["traced_pipeline_vs_raw_pika"]
+    assert "error" not in figures, figures
+    assert figures["traced"] is True and figures["sample"] == 1.0
+    assert figures["spans"] >= 3 * 5_000  # send, deliver and apply of every message
+    assert figures["pipeline_per_s"] > 0 and figures["ratio"] > 0

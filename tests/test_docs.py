@@ -84,6 +84,9 @@ OTHER_PAGES: dict[str, tuple[set[str], list[str]]] = {
         "tests/test_pgmulti_bouncer.py::test_the_docs_zone_gives_exactly_the_docs_configuration",
         "tests/test_pgmulti_bouncer_postgres.py::test_the_docs_driver_and_helper_examples_run_as_written",
     ]),
+    "tracing.md": ({"python", "bash"}, [
+        "tests/test_tracing.py::test_the_tracing_page_runs_as_written",
+    ]),
     "data.md": ({"python", ""}, [
         "tests/test_store.py::test_the_data_design_doc_examples_run",
     ]),

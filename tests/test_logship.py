@@ -19,11 +19,11 @@ from cellframe.cli.main import main
 from cellframe.client import Client
 from cellframe.errors import BufferFullError, ConfigError
 from cellframe.language.symbols import Keyword, Symbol
-from cellframe.node import logship
 from cellframe.node.logship import SumpHandler, record_fields
 from cellframe.roles.logfiles import RecordFilter, RotatingLines, read_records
 from cellframe.roles.logsump import LogSumpCell, sump_folder
 from cellframe.testing import wait_for
+from cellframe.wire import tracing
 
 
 class Noisy(Cell):
@@ -104,13 +104,19 @@ def test_a_record_logged_in_a_cell_names_the_cell(tmp_path) -> None:
     assert seen[0]["cell"] == "noisy-01" and seen[0]["message"] == "said hi"
 
 
-def test_a_trace_id_is_recorded_when_tracing_provides_one(logger) -> None:
-    logship.trace_id_source.append(lambda: "4bf92f3577b34da6a3ce929d0e0e4736")
+def test_a_record_logged_in_a_span_carries_its_trace_id(logger) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "x", (), None)
+    tracer = tracing.enable(TracerProvider())
     try:
-        record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "x", (), None)
-        assert record_fields(record, "n", None)["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+        with tracer.tracer.start_as_current_span("work") as span:
+            fields = record_fields(record, "n", None)
+        assert fields["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+        assert "trace_id" not in record_fields(record, "n", None)  # outside any span
     finally:
-        logship.trace_id_source.clear()
+        tracing.disable()
     assert "trace_id" not in record_fields(record, "n", None)
 
 

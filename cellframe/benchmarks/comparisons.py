@@ -122,6 +122,18 @@ def _pipeline(quick: bool) -> dict[str, Any]:
                       lambda: bench_control_pipeline(n=5_000 if quick else 20_000, via="cell"))
 
 
+def _pipeline_traced(quick: bool) -> dict[str, Any]:
+    from .pipeline import bench_control_pipeline
+
+    try:
+        import opentelemetry.sdk  # noqa: F401
+    except ModuleNotFoundError:
+        return {"skipped": "OpenTelemetry is not installed (pip install 'cellframe[otel]')"}
+    # The headline pipeline with tracing on in the client and the node, every span exported.
+    return _median_of(1 if quick else PIPELINE_RUNS, lambda: bench_control_pipeline(
+        n=5_000 if quick else 20_000, via="cell", traced=True))
+
+
 def _pipeline_durable(quick: bool) -> dict[str, Any]:
     from .pipeline import bench_control_pipeline
 
@@ -158,6 +170,9 @@ COMPARISONS = [
     Comparison("control_pipeline_vs_raw_pika",
                "confirmed, signed, evaluated control messages vs raw pika pipeline",
                ">= 0.5", True, _pipeline),
+    Comparison("traced_pipeline_vs_raw_pika",
+               "the same with OpenTelemetry tracing on (send, deliver, apply spans, all exported)",
+               ">= 0.4", True, _pipeline_traced),
     Comparison("durable_pipeline_vs_raw_pika",
                "the same sent persistent to a durable role queue, vs the same (transient) raw pika",
                "(context)", True, _pipeline_durable),

@@ -98,7 +98,8 @@ class PipelineCounter(Cell):
 
 
 def bench_control_pipeline(n: int = 20_000, size: int = 100, *, url: str = DEFAULT_URL,
-                           in_process: bool = False, via: str = "role") -> dict[str, Any]:
+                           in_process: bool = False, via: str = "role",
+                           traced: bool = False, sample: float = 1.0) -> dict[str, Any]:
     """Signed control messages end to end through a node, and raw pika in the same run.
 
     ``via="role"`` sends to the cell's role queue: a durable mailbox, so the messages are
@@ -108,9 +109,16 @@ def bench_control_pipeline(n: int = 20_000, size: int = 100, *, url: str = DEFAU
     Raw pika runs just before and just after, and the ratio is taken to their mean: on a
     shared machine the load moves within seconds. ``read_us_per_msg`` is what reading one
     such body costs here, the largest single part of the node's ``node_cpu_us_per_msg``.
+
+    ``traced``: with OpenTelemetry tracing on in the client and the node (``cellframe.wire.
+    tracing``), every span exported in batches to a JSON-lines file, as ``cellframe
+    --trace-file`` does; ``spans`` counts what reached the files. ``sample``: the
+    share of messages whose traces are recorded (all carry their trace context).
     """
     raw_before = bench_raw_pika(n, size, url=url)
-    with _counting_node(url, in_process=in_process) as bench:
+    spans = _Spans()
+    with _traced(traced, sample, spans), _counting_node(url, in_process=in_process,
+                                                         trace_dir=spans.folder, sample=sample) as bench:
         client = bench.client(on_reply=bench.on_reply)
         body = _padded_add(size)
         bench.deliver(client, _WARM_UP, body, via=via)  # parsers built, connections warm
@@ -136,8 +144,39 @@ def bench_control_pipeline(n: int = 20_000, size: int = 100, *, url: str = DEFAU
         "ratio": round(per_s / raw, 3),
         "raw_like_cellframe_per_s": like,
         "ratio_like_cellframe": round(per_s / like, 3),
+        **({"traced": True, "sample": sample, "spans": spans.count} if traced else {}),
         "load_average": _load(),
     }
+
+
+@dataclass
+class _Spans:
+    """Where the spans of a traced run go, and how many got there in the end."""
+
+    folder: Path | None = None
+    count: int = 0
+
+
+@contextmanager
+def _traced(on: bool, sample: float, spans: _Spans) -> Iterator[None]:
+    """Tracing on in this process (and, through ``spans.folder``, in the node) while inside;
+    then ``spans.count`` is what the client and the node exported."""
+    if not on:
+        yield
+        return
+    from ..wire import tracing
+
+    with tempfile.TemporaryDirectory(prefix="cf-bench-traces-") as folder:
+        spans.folder = Path(folder)
+        traced = tracing.enable_to_file(str(Path(folder, "client-{pid}.jsonl")), sample=sample)
+        try:
+            yield
+        finally:
+            tracing.disable()
+            traced.shutdown()  # exports the client's last spans; the node's exit did its own
+            spans.count = sum(len(path.read_bytes().splitlines())
+                              for path in Path(folder).glob("*.jsonl"))
+            spans.folder = None
 
 
 def bench_round_trip(n: int = 2_000, *, url: str = DEFAULT_URL,
@@ -255,7 +294,8 @@ class _Bench:
 
 
 @contextmanager
-def _counting_node(url: str, *, in_process: bool) -> Iterator[_Bench]:
+def _counting_node(url: str, *, in_process: bool, trace_dir: Path | None = None,
+                   sample: float = 1.0) -> Iterator[_Bench]:
     secret = secrets.token_hex(16).encode()
     bench = _Bench(url, uuid.uuid4().hex[:8], Signer(secret), f"bench-{uuid.uuid4().hex[:6]}")
     try:
@@ -263,7 +303,7 @@ def _counting_node(url: str, *, in_process: bool) -> Iterator[_Bench]:
             with _node_in_process(bench):
                 yield bench
         else:
-            with _node_process(bench, secret):
+            with _node_process(bench, secret, trace_dir, sample):
                 yield bench
     finally:
         bench.close()
@@ -282,7 +322,8 @@ def _node_in_process(bench: _Bench) -> Iterator[None]:
 
 
 @contextmanager
-def _node_process(bench: _Bench, secret: bytes) -> Iterator[None]:
+def _node_process(bench: _Bench, secret: bytes, trace_dir: Path | None = None,
+                  sample: float = 1.0) -> Iterator[None]:
     with tempfile.TemporaryDirectory(prefix="cf-bench-") as workdir:
         secret_file, zone = Path(workdir, "secret"), Path(workdir, "bench.zone")
         secret_file.write_bytes(secret)
@@ -291,8 +332,11 @@ def _node_process(bench: _Bench, secret: bytes) -> Iterator[None]:
                    "--zone", str(zone), "--secret-file", str(secret_file), "--role", ROLE,
                    "--plugin", "cellframe.benchmarks.pipeline:PipelineCounter",
                    "--exchange", bench.exchange, "--queue-prefix", bench.prefix]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if trace_dir is not None:
+            env["CELLFRAME_TRACE_FILE"] = str(trace_dir / "node-{pid}.jsonl")
+            env["CELLFRAME_TRACE_SAMPLE"] = str(sample)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         bench.pid = proc.pid
         try:
             _wait_ready(proc, bench.name)

@@ -29,6 +29,7 @@ from ..config.txtconfig import language_budget
 from ..errors import CellframeError, ConfigError, LanguageError, UnknownVerbError
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
+from ..wire import tracing
 from ..wire.envelope import Envelope, Message
 from .dedup import DedupMemory
 from .host import CellHost, StandaloneHost
@@ -219,7 +220,15 @@ class Cell(pykka.ThreadingActor):
     def cell_handle(self, message: Message) -> None:
         """Apply one message: dedup, evaluate against this cell's verbs, count the outcome.
 
-        One path for every outcome, whether the fast path or the evaluator ran the action."""
+        One path for every outcome, whether the fast path or the evaluator ran the action.
+        A message delivered with tracing on is applied in an ``apply`` span
+        (``cellframe.wire.tracing``), current while the action runs."""
+        if message.trace is not None and tracing.active is not None:
+            tracing.active.apply(self, message, self._cell_handle)
+        else:
+            self._cell_handle(message)
+
+    def _cell_handle(self, message: Message) -> None:
         counters = self.cell_counters
         counters.received += 1
         if self.cell_dedup.seen(message.id):

@@ -109,11 +109,23 @@ def topology_option(function: Any) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("--json-logs", is_flag=True, help="Log one JSON object per line.")
-def main(verbose: int, json_logs: bool) -> None:
+@click.option("--trace-file", metavar="PATH", envvar="CELLFRAME_TRACE_FILE",
+              help="Trace messages with OpenTelemetry (cellframe[otel]), each span a JSON line "
+                   "in PATH ({pid}: the process id).")
+@click.option("--trace-sample", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+              envvar="CELLFRAME_TRACE_SAMPLE", help="With --trace-file: the share of new traces recorded.")
+def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: float) -> None:
     """cellframe: self-healing clusters built like stem cells."""
     from ..node.logs import configure_logging
 
     configure_logging(verbose=verbose, json_lines=json_logs)
+    if trace_file:
+        from ..wire.tracing import enable_to_file
+
+        try:
+            enable_to_file(trace_file, sample=trace_sample)
+        except CellframeError as error:
+            raise _fail(error) from error
 
 
 @main.command()

@@ -40,11 +40,11 @@ from ..errors import CellframeError
 from ..language.symbols import Keyword, Symbol
 from ..roles.logsump import LOG_RECORDS_VERB, pages
 from ..transports.base import Transport
+from ..wire import tracing
 from ..wire.envelope import envelope_for
 from ..wire.routing import log_key
 
-__all__ = ["RECORDS_LEVEL", "SumpHandler", "install", "record_fields",
-           "trace_id_source", "uninstall"]
+__all__ = ["RECORDS_LEVEL", "SumpHandler", "install", "record_fields", "uninstall"]
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,6 @@ log = logging.getLogger(__name__)
 RECORDS_LEVEL = "records"
 #: Longest message or exception text shipped; the rest is cut, with a note.
 MAX_FIELD_CHARS = 8_000
-
-#: Returns the current trace id (hex) or None; set by ``cellframe.wire.tracing`` when tracing
-#: is on, so that without it this module imports and pays nothing for traces.
-trace_id_source: list[Callable[[], str | None]] = []
 
 
 def _cut(text: str) -> str:
@@ -84,8 +80,8 @@ def record_fields(record: logging.LogRecord, node: str, role: str | None) -> dic
         fields["exception"] = _cut("".join(traceback.format_exception(*record.exc_info)))
     elif record.exc_text:
         fields["exception"] = _cut(record.exc_text)
-    if trace_id_source:
-        trace = trace_id_source[0]()
+    if tracing.active is not None:  # off: nothing imported, nothing paid
+        trace = tracing.active.trace_id()
         if trace:
             fields["trace_id"] = trace
     return fields

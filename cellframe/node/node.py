@@ -41,6 +41,7 @@ from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
 from ..roles.registry import RoleRegistry
 from ..transports.base import Delivery, Transport
+from ..wire import tracing
 from ..wire.envelope import Envelope, Message, envelope_for
 from ..wire.routing import (
     ALL,
@@ -515,7 +516,9 @@ class Node:
             self._refuse(delivery, f"unreadable: {error}", envelope.reply_to)
             return None
         return Message(expr, id=envelope.message_id, reply_to=envelope.reply_to,
-                       sender=envelope.sender, sent_at=envelope.timestamp)
+                       sender=envelope.sender, sent_at=envelope.timestamp,
+                       trace=None if tracing.active is None
+                       else tracing.active.on_deliver(envelope, delivery.routing_key))
 
     def _refuse(self, delivery: Delivery, reason: str, reply_to: str | None = None) -> None:
         """Count and log a refused delivery; dead-letter it in diagnostic mode, else drop it."""
@@ -537,7 +540,7 @@ class Node:
         """Publish ``expr`` to ``target``; ``on_return`` (any thread) hears if it was unroutable
         (membership uses that as a probe: a dead node's queue is gone)."""
         envelope = envelope_for(expr, sender=sender or self.name, reply_to=reply_to,
-                                signer=self.signer)
+                                signer=self.signer, target=target)
         self.counters.sent += 1
         self.transport.publish(target, envelope, on_return=on_return or self._on_return,
                                persistent=is_persistent(target))

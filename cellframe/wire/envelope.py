@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..language.printer import write
+from . import tracing
 
 __all__ = ["Envelope", "Message", "envelope_for", "new_message_id"]
 
@@ -66,6 +67,8 @@ class Message:
     reply_to: str | None = None
     sender: str | None = None
     sent_at: float = field(default_factory=time.time)
+    #: The trace context it was delivered in (``cellframe.wire.tracing``); None with tracing off.
+    trace: Any = None
 
 
 class _Signs(Protocol):
@@ -76,10 +79,14 @@ class _Signs(Protocol):
 
 
 def envelope_for(expr: Any, *, sender: str | None, reply_to: str | None = None,
-                 signer: _Signs | None = None, headers: dict[str, Any] | None = None) -> Envelope:
+                 signer: _Signs | None = None, headers: dict[str, Any] | None = None,
+                 target: str | None = None) -> Envelope:
     """``expr`` as a node or client publishes it: its canonical text (so every sender puts the
     same bytes on the wire for the same data), a fresh id and time, the reply address and the
-    sender, then signed by ``signer`` if there is one."""
+    sender, then signed by ``signer`` if there is one. Given the ``target`` it goes to, and
+    with tracing on, it is sent in a span whose context its headers carry."""
     envelope = Envelope(write(expr).encode(), reply_to=reply_to, sender=sender,
                         headers={} if headers is None else headers)
+    if target is not None and tracing.active is not None:
+        tracing.active.on_send(envelope, target)
     return envelope if signer is None else signer.sign(envelope)

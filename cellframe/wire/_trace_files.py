@@ -1,0 +1,84 @@
+"""Finished spans as JSON lines in a file: for processes whose spans a test or a script
+gathers (``cellframe --trace-file``). Imported only when tracing to a file is asked for:
+it needs OpenTelemetry's SDK (``cellframe[otel]``).
+
+One line per span: ``name``, ``kind``, ``trace_id``, ``span_id``, ``parent_span_id`` (hex;
+None for a root), ``start`` and ``end`` (ns since the epoch), ``attributes``, ``status``,
+``pid``. Each line is written and flushed whole, so spans from several processes can be read
+back and joined by their ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+__all__ = ["JsonLinesExporter", "file_provider", "process_resource", "span_record"]
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """One finished span as a plain dict."""
+    context = span.get_span_context()
+    parent = span.parent
+    return {
+        "name": span.name,
+        "kind": span.kind.name if span.kind is not None else None,
+        "trace_id": f"{context.trace_id:032x}" if context else None,
+        "span_id": f"{context.span_id:016x}" if context else None,
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "start": span.start_time,
+        "end": span.end_time,
+        "attributes": dict(span.attributes or {}),
+        "status": span.status.status_code.name,
+        "pid": os.getpid(),
+    }
+
+
+class JsonLinesExporter(SpanExporter):
+    """Appends each exported span to a file as one JSON line."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by shutdown)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        text = "".join(json.dumps(span_record(span), default=str) + "\n" for span in spans)
+        with self._lock:
+            if self._file.closed:
+                return SpanExportResult.FAILURE
+            self._file.write(text)
+            self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def process_resource() -> Resource:
+    """The resource of this process's spans: service ``cellframe`` and the process id."""
+    return Resource.create({"service.name": "cellframe", "process.pid": os.getpid()})
+
+
+def file_provider(path: str, *, batch: bool = False, sample: float = 1.0) -> TracerProvider:
+    """A TracerProvider whose spans go to ``path``, one JSON line each; ``sample`` is the
+    share of new traces recorded (a trace begun elsewhere follows its sender's choice)."""
+    provider = TracerProvider(resource=process_resource(),
+                              sampler=ParentBased(TraceIdRatioBased(sample)))
+    exporter = JsonLinesExporter(path)
+    provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+    return provider
