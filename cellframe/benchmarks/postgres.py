@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .store import _run_threads
 
 __all__ = ["bench_pgbouncer_inserts", "missing_programs"]
 
@@ -41,26 +41,20 @@ def missing_programs() -> str | None:
 
 
 def _timed(writers: int, work: Callable[[int], None]) -> float:
-    barrier = threading.Barrier(writers + 1)
+    """``work(w)`` on ``writers`` threads started together (``store._run_threads``); the wall
+    time, or the first worker's error raised here."""
     errors: list[BaseException] = []
 
-    def body(w: int) -> None:
-        barrier.wait()
+    def guarded(w: int) -> None:
         try:
             work(w)
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=body, args=(w,)) for w in range(writers)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
+    elapsed = _run_threads(guarded, writers)
     if errors:
         raise errors[0]
-    return time.perf_counter() - started
+    return elapsed
 
 
 def bench_pgbouncer_inserts(n: int = 4_000, *, writers: int = 8, rounds: int = 3) -> dict[str, Any]:

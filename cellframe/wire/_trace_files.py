@@ -56,7 +56,14 @@ class JsonLinesExporter(SpanExporter):
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by shutdown)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        text = "".join(json.dumps(span_record(span), default=str) + "\n" for span in spans)
+        return self.export_plain([span_record(span) for span in spans])
+
+    def export_plain(self, records: Sequence[dict[str, Any]]) -> SpanExportResult:
+        """Write spans already in ``span_record``'s form: what ``ExportingTracing`` hands
+        this exporter, skipping the ReadableSpan it would make for any other (7 us a span,
+        and 4 more to read it back here)."""
+        dumps = json.dumps
+        text = "".join(dumps(record, default=str) + "\n" for record in records)
         with self._lock:
             if self._file.closed:
                 return SpanExportResult.FAILURE

@@ -181,35 +181,48 @@ class Tracing:
         return self._set_span(span)
 
     def _parent(self, headers: dict[str, Any]) -> Any:
-        """The context a W3C ``traceparent`` header names, or None (a new trace) if it is
-        missing or malformed: version 00, 32 and 16 hex digits, not all zero, 2 of flags."""
-        value = headers.get(TRACEPARENT)
-        if type(value) is not str or len(value) != 55 or value.count("-") != 3:
+        """The context a W3C ``traceparent`` header names, or None (a new trace)."""
+        ids = _header_ids(headers)
+        if ids is None:
             return None
-        version, trace_id, span_id, flags = value.split("-")
-        if version != "00" or len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
-            return None
-        try:
-            ids = int(trace_id, 16), int(span_id, 16), int(flags, 16)
-        except ValueError:
-            return None
-        if not ids[0] or not ids[1]:
-            return None
-        state = headers.get(TRACESTATE)
         remote = self._span_context(ids[0], ids[1], is_remote=True, trace_flags=self._flags(ids[2]),
-                                    trace_state=self._state.from_header([state])
-                                    if isinstance(state, str) and state else None)
+                                    trace_state=self._state.from_header([ids[3]]) if ids[3] else None)
         return self._set_span(self._non_recording(remote))
 
 
+def _header_ids(headers: dict[str, Any]) -> tuple[int, int, int, str | None] | None:
+    """Trace id, parent span id, flags and tracestate from a W3C ``traceparent`` header, or
+    None if it is missing or malformed: version 00, 32 and 16 hex digits, not all zero, 2 of
+    flags."""
+    value = headers.get(TRACEPARENT)
+    if type(value) is not str or len(value) != 55 or value.count("-") != 3:
+        return None
+    version, trace_id, span_id, flags = value.split("-")
+    if version != "00" or len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
+        return None
+    try:
+        ids = int(trace_id, 16), int(span_id, 16), int(flags, 16)
+    except ValueError:
+        return None
+    if not ids[0] or not ids[1]:
+        return None
+    state = headers.get(TRACESTATE)
+    return (*ids, state if isinstance(state, str) and state else None)
+
+
 class _Open:
-    """A span ExportingTracing has begun: what it needs to record it once it ends."""
+    """A span ExportingTracing has begun, in plain numbers: what it needs to record it once
+    it ends (the OpenTelemetry objects are made on the exporting thread)."""
 
-    __slots__ = ("name", "kind", "context", "parent", "start", "attributes")
+    __slots__ = ("name", "kind", "trace_id", "span_id", "trace_flags", "trace_state", "parent_id",
+                 "parent_remote", "start", "attributes")
 
-    def __init__(self, name: str, kind: Any, context: Any, parent: Any, start: int,
+    def __init__(self, name: str, kind: Any, trace_id: int, span_id: int, trace_flags: int,
+                 trace_state: Any, parent_id: int, parent_remote: bool, start: int,
                  attributes: dict[str, Any] | None) -> None:
-        self.name, self.kind, self.context, self.parent = name, kind, context, parent
+        self.name, self.kind, self.trace_id, self.span_id = name, kind, trace_id, span_id
+        self.trace_flags, self.trace_state = trace_flags, trace_state
+        self.parent_id, self.parent_remote = parent_id, parent_remote
         self.start, self.attributes = start, attributes
 
 
@@ -248,7 +261,8 @@ class ExportingTracing(Tracing):
         self._now = time.time_ns
         self._bits, self._random = random.getrandbits, random.random
         self._done: collections.deque[tuple[_Open, int, bool]] = collections.deque()
-        self._sampled, self._unsampled = self._flags(1), self._flags(0)
+        self._unset = self._trace.Status(self._trace.StatusCode.UNSET)
+        self._pid = os.getpid()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cellframe-spans", daemon=True)
@@ -257,20 +271,35 @@ class ExportingTracing(Tracing):
 
         atexit.register(self.shutdown)
 
+    def on_deliver(self, envelope: Envelope, key: str) -> Any:
+        """As ``Tracing.on_deliver``, without OpenTelemetry objects: the header's numbers go
+        straight into the span, and the span itself is what the cell gets."""
+        ids = _header_ids(envelope.headers)
+        attributes = _messaging(envelope, key, "process", "deliver")
+        if ids is None:
+            span = self._start(f"deliver {key}", self._consumer, None, attributes)
+        else:
+            span = _Open(f"deliver {key}", self._consumer, ids[0], self._bits(64) or 1, ids[2],
+                         self._state.from_header([ids[3]]) if ids[3] else None, ids[1], True,
+                         self._now(), attributes)
+        self._end(span)
+        return span
+
     def _start(self, name: str, kind: Any, parent: Any, attributes: dict[str, Any] | None) -> Any:
+        if type(parent) is _Open:  # a deliver span handed to the cell
+            return _Open(name, kind, parent.trace_id, self._bits(64) or 1, parent.trace_flags,
+                         parent.trace_state, parent.span_id, False, self._now(), attributes)
         above = self._trace.get_current_span(parent).get_span_context()
         if above.is_valid:
-            trace_id, flags, parent_context = above.trace_id, above.trace_flags, above
-        else:
-            trace_id = self._bits(128) or 1
-            flags = self._sampled if self._random() < self.sample else self._unsampled
-            parent_context = None
-        context = self._span_context(trace_id, self._bits(64) or 1, is_remote=False,
-                                     trace_flags=flags, trace_state=above.trace_state or None)
-        return _Open(name, kind, context, parent_context, self._now(), attributes)
+            return _Open(name, kind, above.trace_id, self._bits(64) or 1, int(above.trace_flags),
+                         above.trace_state or None, above.span_id, above.is_remote, self._now(),
+                         attributes)
+        flags = 1 if self._random() < self.sample else 0
+        return _Open(name, kind, self._bits(128) or 1, self._bits(64) or 1, flags, None, 0, False,
+                     self._now(), attributes)
 
     def _end(self, span: Any, attributes: dict[str, Any] | None = None, *, error: bool = False) -> None:
-        if not span.context.trace_flags.sampled:
+        if not span.trace_flags & 1:  # not sampled: it carried its context, nothing to record
             return
         if attributes:
             span.attributes = {**span.attributes, **attributes} if span.attributes else attributes
@@ -283,10 +312,12 @@ class ExportingTracing(Tracing):
             self._wake.set()
 
     def _context_of(self, span: Any) -> Any:
-        return span.context
+        return span  # it has trace_id, span_id, trace_flags and trace_state, as a SpanContext
 
     def _current(self, span: Any) -> Any:
-        return self._set_span(self._non_recording(span.context))
+        return self._set_span(self._non_recording(self._span_context(
+            span.trace_id, span.span_id, is_remote=False, trace_flags=self._flags(span.trace_flags),
+            trace_state=span.trace_state)))
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -298,16 +329,37 @@ class ExportingTracing(Tracing):
         done = self._done
         while done:
             batch = [done.popleft() for _ in range(min(len(done), self.batch_spans))]
-            spans = [self._readable(
-                span.name, context=span.context, parent=span.parent, resource=self.resource,
-                attributes=span.attributes, kind=span.kind, start_time=span.start, end_time=end,
-                status=self._error if error else self._trace.Status(self._trace.StatusCode.UNSET),
-                instrumentation_scope=self._scope) for span, end, error in batch]
+            plain = getattr(self.exporter, "export_plain", None)  # cellframe's own file exporter
             try:
-                self.exporter.export(spans)
-                self.exported += len(spans)
+                if plain is not None:
+                    plain([self._plain_span(span, end, error) for span, end, error in batch])
+                else:
+                    self.exporter.export([self._readable_span(span, end, error)
+                                          for span, end, error in batch])
+                self.exported += len(batch)
             except Exception:  # an exporter's failure must not stop the node: count, go on
-                self.dropped += len(spans)
+                self.dropped += len(batch)
+
+    def _plain_span(self, span: _Open, end: int, error: bool) -> dict[str, Any]:
+        """``span`` as ``_trace_files.span_record`` writes a ReadableSpan."""
+        return {
+            "name": span.name, "kind": span.kind.name, "trace_id": f"{span.trace_id:032x}",
+            "span_id": f"{span.span_id:016x}",
+            "parent_span_id": f"{span.parent_id:016x}" if span.parent_id else None,
+            "start": span.start, "end": end, "attributes": span.attributes or {},
+            "status": "ERROR" if error else "UNSET", "pid": self._pid,
+        }
+
+    def _readable_span(self, span: _Open, end: int, error: bool) -> Any:
+        context = self._span_context(span.trace_id, span.span_id, is_remote=False,
+                                     trace_flags=self._flags(span.trace_flags),
+                                     trace_state=span.trace_state)
+        parent = self._span_context(span.trace_id, span.parent_id, is_remote=span.parent_remote,
+                                    trace_flags=self._flags(span.trace_flags)) if span.parent_id else None
+        return self._readable(span.name, context=context, parent=parent, resource=self.resource,
+                              attributes=span.attributes, kind=span.kind, start_time=span.start,
+                              end_time=end, status=self._error if error else self._unset,
+                              instrumentation_scope=self._scope)
 
     def shutdown(self) -> None:
         """Export what waits, then shut the exporter down (idempotent)."""
