@@ -31,12 +31,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from ..errors import MissingExtraError
 
-if TYPE_CHECKING:
-    from .envelope import Envelope, Message
+
+class Envelope(Protocol):
+    """What tracing reads and writes of an ``envelope.Envelope`` (declared here: envelope.py
+    imports this module, so this one may not import it)."""
+
+    body: bytes
+    message_id: str
+    headers: dict[str, Any]
+
+
+class Message(Protocol):
+    """What tracing reads of an ``envelope.Message``."""
+
+    @property
+    def expr(self) -> Any: ...
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def trace(self) -> Any: ...
+
+
+_M = TypeVar("_M", bound=Message)
 
 __all__ = ["TRACEPARENT", "TRACESTATE", "TRACE_FILE_ENV", "TRACE_SAMPLE_ENV", "ExportingTracing",
            "Tracing", "active", "disable", "enable", "enable_exporting", "enable_to_file"]
@@ -129,7 +151,7 @@ class Tracing:
             self._detach(token)
             self._end(span)
 
-    def apply(self, cell: Any, message: Message, handle: Callable[[Message], None]) -> None:
+    def apply(self, cell: Any, message: _M, handle: Callable[[_M], None]) -> None:
         """``handle(message)`` inside an apply span: the cell's evaluation and transition."""
         expr = message.expr
         verb = getattr(expr[0], "name", None) if isinstance(expr, list) and expr else None
