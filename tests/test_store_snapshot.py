@@ -193,16 +193,18 @@ def test_a_compaction_is_followed_by_a_checkpoint_that_names_the_new_files(
 def test_checkpoints_are_written_in_the_background_as_the_log_grows(tmp_path: Path) -> None:
     with Store(tmp_path, partitions=PARTITIONS, fsync=False,
                checkpoint_bytes=32 << 10) as store:
-        for i in range(2_000):
-            store.insert_nowait(f"family-{i % 50}", b"x" * 100, time=i)
-        store.insert("last", b"x")
         checkpointer = store._checkpointer
         assert checkpointer is not None
-        wait_for(lambda: checkpointer.written >= 2, 30, what="two background checkpoints",
-                 show=lambda: checkpointer.written)
+        for round_ in range(2):  # each round grows the log by more than checkpoint_bytes
+            for i in range(1_000 * round_, 1_000 * (round_ + 1)):
+                store.insert_nowait(f"family-{i % 50}", b"x" * 100, time=i)
+            store.insert("last", b"x")
+            wait_for(lambda done=round_: checkpointer.written > done, 30,
+                     what=f"{round_ + 1} background checkpoint(s)",
+                     show=lambda: checkpointer.written)
         assert checkpointer.failures == 0
     with Store(tmp_path, partitions=PARTITIONS, fsync=False) as store:
-        assert store.opened_from == "snapshot" and store.stats()["records"] == 2_001
+        assert store.opened_from == "snapshot" and store.stats()["records"] == 2_002
 
 
 def test_a_crashed_child_reopens_from_its_checkpoint_with_every_acknowledged_record(
