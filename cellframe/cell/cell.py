@@ -352,7 +352,7 @@ class Cell(pykka.ThreadingActor):
             try:
                 self.cell_send(message.reply_to, [
                     Symbol("error"), Keyword("cell"), self.cell_name, Keyword("id"), message.id,
-                    Keyword("reason"), reason])
+                    Keyword("reason"), reason], correlation_id=message.id)
             except CellframeError as error:  # no outbox, or a closed transport
                 log.warning("%s: could not report %s: %s", self.cell_name, reason, error)
 
@@ -367,20 +367,23 @@ class Cell(pykka.ThreadingActor):
     # -- sending ----------------------------------------------------------------------------
 
     def cell_send(self, target: str, expr: Any, *, reply_to: str | None = None,
-                  on_return: Callable[[Envelope, str], None] | None = None) -> None:
+                  on_return: Callable[[Envelope, str], None] | None = None,
+                  correlation_id: str | None = None) -> None:
         """Send ``expr`` to the routing key ``target``, fire and forget. ``on_return`` (called
         from a transport thread: tell yourself a message rather than touch state) hears if no
         queue received it. Raises a CellframeError if it cannot be sent (a cell alone without
-        an outbox, a closed transport)."""
+        an outbox, a closed transport). ``correlation_id``: the id of the message a call-back
+        answers (``cell_reply`` sets it)."""
         self.cell_host.send(target, expr, reply_to=reply_to, sender=self.cell_name,
-                            on_return=on_return)
+                            on_return=on_return, correlation_id=correlation_id)
 
     def cell_reply(self, expr: Any) -> bool:
-        """Call back the sender of the message being applied, if it named a reply address."""
+        """Call back the sender of the message being applied, if it named a reply address; the
+        call-back's correlation id is that message's id."""
         message = self.cell_message
         if message is None or not message.reply_to:
             return False
-        self.cell_send(message.reply_to, expr)
+        self.cell_send(message.reply_to, expr, correlation_id=message.id)
         return True
 
     # -- introspection ----------------------------------------------------------------------

@@ -75,7 +75,7 @@ class Compactions(ShardBase):
         reason = self.start_compaction(chosen, reply_to, request)
         if reason is not None:
             self.reply(reply_to, [Symbol("error"), Keyword("cell"), self.cell_name,
-                                  Keyword("reason"), reason, Keyword("request"), request])
+                                  Keyword("reason"), reason, Keyword("request"), request], request)
 
     def start_compaction(self, partitions: list[int] | None, reply_to: str | None = None,
                          request: str | None = None) -> str | None:
@@ -143,7 +143,7 @@ class Compactions(ShardBase):
                         len(results), error)
             self.reply(reply_to, [Symbol("error"), Keyword("cell"), self.cell_name,
                                   Keyword("reason"), f"compaction failed: {error}",
-                                  Keyword("request"), request])
+                                  Keyword("request"), request], request)
             return
         log.info("%s: compacted %d partitions in %.3f s, %d records dropped", self.cell_name,
                  len(results), seconds, dropped)
@@ -153,7 +153,7 @@ class Compactions(ShardBase):
                               Keyword("kept"), sum(r.kept for r in results),
                               Keyword("dropped"), dropped,
                               Keyword("bytes"), sum(r.bytes_written for r in results),
-                              Keyword("seconds"), round(seconds, 3)])
+                              Keyword("seconds"), round(seconds, 3)], request)
 
     def on_stop(self) -> None:
         self.compaction_stop.set()

@@ -148,7 +148,7 @@ class Coordinator(ShardBase):
             self.reply(reply_to, [
                 Symbol("inserted"), Keyword("family"), pending.family, Keyword("guid"), guid,
                 Keyword("time"), pending.time, Keyword("copies"), len(pending.durable),
-                Keyword("request"), request])
+                Keyword("request"), request], request)
 
     # -- select and history -----------------------------------------------------------------
 
@@ -252,12 +252,12 @@ class Coordinator(ShardBase):
         if read_.mode == HISTORY:
             versions = [_version(r) for r in result]
             self.reply(read_.reply_to, [Symbol("history-selected"), *head,
-                                        Keyword("versions"), quoted(versions)])
+                                        Keyword("versions"), quoted(versions)], read_.request)
         elif result:
             self.reply(read_.reply_to, [Symbol("selected"), *head, Keyword("found"), True,
-                                        *_version(result[0], quote=True)])
+                                        *_version(result[0], quote=True)], read_.request)
         else:
-            self.reply(read_.reply_to, [Symbol("selected"), *head, Keyword("found"), False])
+            self.reply(read_.reply_to, [Symbol("selected"), *head, Keyword("found"), False], read_.request)
 
     def _repair(self, read_: PendingRead) -> None:
         """Send every replica that answered with less the records it lacked (read repair)."""
@@ -335,7 +335,7 @@ class Coordinator(ShardBase):
                 Keyword("request"), request]
         for key, value in fields.items():
             expr += [Keyword(key), value]
-        self.reply(reply_to, expr)
+        self.reply(reply_to, expr, request)
 
 
 def _opt(key: str, value: Any) -> list[Any]:
