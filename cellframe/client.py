@@ -154,16 +154,20 @@ class Client:
                                persistent=is_persistent(target))
         return envelope.message_id
 
-    def answers(self, message_id: str) -> list[Reply]:
-        """The held call-backs that answer the message ``send`` returned ``message_id`` for."""
-        return [reply for reply in self.replies if reply.correlation_id == message_id]
+    def answers(self, message_id: str, *, or_unnamed: bool = False) -> list[Reply]:
+        """The held call-backs that answer the message ``send`` returned ``message_id`` for
+        (with ``or_unnamed``, also those that name no message they answer)."""
+        return [reply for reply in self.replies if reply.correlation_id == message_id
+                or (or_unnamed and reply.correlation_id is None)]
 
-    def wait_for_answers(self, message_id: str, count: int, timeout: float) -> list[Reply]:
+    def wait_for_answers(self, message_id: str, count: int, timeout: float, *,
+                         or_unnamed: bool = False) -> list[Reply]:
         """Block this (non-cell) caller until ``count`` call-backs answering ``message_id``
         arrived or ``timeout`` passed; return those held, oldest first."""
         with self._arrived:
-            self._arrived.wait_for(lambda: len(self.answers(message_id)) >= count, timeout)
-            return self.answers(message_id)
+            self._arrived.wait_for(
+                lambda: len(self.answers(message_id, or_unnamed=or_unnamed)) >= count, timeout)
+            return self.answers(message_id, or_unnamed=or_unnamed)
 
     def wait_for_replies(self, count: int, timeout: float) -> list[Reply]:
         """Block this (non-cell) caller until ``count`` replies arrived in all (``len`` of

@@ -227,9 +227,12 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
             sys.exit(1)
         if returned.is_set():
             sys.exit(1)
+        # The reply queue is this command's own: what names another message is stale, and a
+        # call-back that names none (a cell that sent to reply_to by hand, an older node) is
+        # taken as an answer.
         deadline, printed = sent_at + wait_seconds, 0
         while (left := deadline - time.monotonic()) > 0:
-            answers = client.wait_for_answers(message_id, printed + 1, left)
+            answers = client.wait_for_answers(message_id, printed + 1, left, or_unnamed=True)
             for reply in answers[printed:]:
                 click.echo(reply.text)
             printed = len(answers)
