@@ -9,13 +9,14 @@ from typing import Any
 import pika
 import pytest
 
-from cellframe import Client, Envelope, Keyword, Symbol
+from cellframe import Client, Envelope, Keyword, RoleRegistry, Symbol
 from cellframe.testing import AmqpNames, wait_for
 from cellframe.testing.amqp import raw_channel
 from cellframe.transports._amqp_wire import from_amqp, to_amqp
 from cellframe.transports.base import DEAD_LETTER_REASON
 from cellframe.wire.envelope import CONTENT_TYPE, is_cellframe_content
 from tests.node_support import Wire
+from tests.process_cells import Echo, Relay
 
 
 def _answers(client: Client, message_id: str, count: int = 1) -> list[Any]:
@@ -123,3 +124,14 @@ def test_a_delivery_of_a_foreign_content_type_is_dead_lettered_with_the_reason(
         assert _answers(client, ping)[0].expr[0] == Symbol("pong")
     finally:
         wire.close()
+
+
+def test_a_forwarded_request_is_answered_under_the_original_requests_id(wire: Wire) -> None:
+    registry = RoleRegistry({"relay": [Relay], "echo": [Echo]})
+    relay = wire.node(f"relay-{uuid.uuid4().hex[:6]}", role="relay", registry=registry)
+    echo = wire.node(f"echo-{uuid.uuid4().hex[:6]}", role="echo", registry=registry)
+    client = wire.client()
+    asked = client.send(f"cell.{relay.name}", [Symbol("relay"), echo.name, "across"])
+    [answer] = _answers(client, asked)
+    assert answer.expr == [Symbol("echoed"), "across", echo.name]
+    assert answer.sender == echo.name  # answered by the cell the request was forwarded to

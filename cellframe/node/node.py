@@ -42,7 +42,14 @@ from ..language.symbols import Keyword, Symbol
 from ..roles.registry import RoleRegistry
 from ..transports.base import Delivery, Transport
 from ..wire import tracing
-from ..wire.envelope import CONTENT_TYPE, Envelope, Message, envelope_for, is_cellframe_content
+from ..wire.envelope import (
+    CONTENT_TYPE,
+    Envelope,
+    Message,
+    envelope_for,
+    is_cellframe_content,
+    request_id,
+)
 from ..wire.routing import (
     ALL,
     cell_key,
@@ -536,10 +543,9 @@ class Node:
         else:
             delivery.ack()
         if reply_to:
-            message_id = delivery.envelope.message_id
             self.send(reply_to, [Symbol("error"), Keyword("node"), self.name, Keyword("id"),
-                                 message_id, Keyword("reason"), reason],
-                      correlation_id=message_id)
+                                 delivery.envelope.message_id, Keyword("reason"), reason],
+                      correlation_id=request_id(delivery.envelope))
 
     # -- sending (the Outbox of the hosted cells) ------------------------------------------
 

@@ -36,6 +36,7 @@ from ..cell.statemachine import transition
 from ..errors import CellframeError
 from ..language.symbols import Keyword, Symbol
 from ..store import CompactionResult, Record, Retention
+from ..wire.envelope import request_id
 from .base import ShardBase, _int
 from .wire import quoted
 
@@ -68,7 +69,7 @@ class Compactions(ShardBase):
         """Compact every held partition (or ``:partitions '(p ...)``, a peer's nudge)."""
         message = self.cell_message
         reply_to = message.reply_to if message is not None else None
-        request = message.id if message is not None else None
+        request = request_id(message) if message is not None else None
         chosen = None
         if isinstance(partitions, list):
             chosen = [p for p in partitions if _int(p) and 0 <= p < self.config.partitions]

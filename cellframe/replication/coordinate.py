@@ -29,7 +29,7 @@ from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
 from ..store import Receipt, Record
-from ..wire.envelope import Message
+from ..wire.envelope import Message, request_id
 from ..wire.routing import cell_key
 from .base import ShardBase, _int, _names
 from .quorum import AS_OF, HISTORY, NEWEST, PendingRead, PendingWrite, merge, repairs
@@ -296,7 +296,7 @@ class Coordinator(ShardBase):
         message = self.cell_message
         reply_to = message.reply_to if message is not None else None
         if not isinstance(request, str):
-            request = message.id if message is not None else uuid.uuid4().hex
+            request = request_id(message) if message is not None else uuid.uuid4().hex
         return reply_to, request
 
     def _partition(self, family: str) -> int:

@@ -19,7 +19,7 @@ from ..language.printer import write
 from . import tracing
 
 __all__ = ["CONTENT_TYPE", "Envelope", "Message", "envelope_for", "is_cellframe_content",
-           "new_message_id"]
+           "new_message_id", "request_id"]
 
 #: The media type of cellframe text (an s-expression in canonical UTF-8), set on every message
 #: a cellframe transport publishes; a node refuses a delivery that names another one.
@@ -91,10 +91,19 @@ class Message:
     reply_to: str | None = None
     sender: str | None = None
     sent_at: float = field(default_factory=time.time)
-    #: The id of the message this one answers, if it is a call-back.
+    #: A call-back: the id of the request it answers. A request: the id of the original
+    #: request it forwards (see ``request_id``), else None.
     correlation_id: str | None = None
     #: The trace context it was delivered in (``cellframe.wire.tracing``); None with tracing off.
     trace: Any = None
+
+
+def request_id(message: Message | Envelope) -> str:
+    """The id a call-back to ``message`` names as its correlation id: the original request's,
+    if ``message`` forwards one (it carries that id as its correlation id), else its own."""
+    if isinstance(message, Envelope):
+        return message.correlation_id or message.message_id
+    return message.correlation_id or message.id
 
 
 class _Signs(Protocol):
