@@ -20,7 +20,7 @@ from .language.printer import write
 from .language.reader import read
 from .transports.base import Delivery, Transport
 from .wire import tracing
-from .wire.envelope import Envelope, envelope_for
+from .wire.envelope import Envelope, envelope_for, is_cellframe_content
 from .wire.routing import is_persistent, reply_key
 
 __all__ = ["Client", "Reply", "ReplyLog"]
@@ -33,12 +33,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A call-back received by a client: the expression, who sent it, and its raw text."""
+    """A call-back received by a client: the expression, who sent it, its text, its own id,
+    and the id of the message it answers (``correlation_id``; None from a sender that did not
+    say)."""
 
     expr: Any
     sender: str | None
     text: str
     message_id: str
+    correlation_id: str | None = None
 
 
 class ReplyLog:
@@ -151,6 +154,21 @@ class Client:
                                persistent=is_persistent(target))
         return envelope.message_id
 
+    def answers(self, message_id: str, *, or_unnamed: bool = False) -> list[Reply]:
+        """The held call-backs that answer the message ``send`` returned ``message_id`` for
+        (with ``or_unnamed``, also those that name no message they answer)."""
+        return [reply for reply in self.replies if reply.correlation_id == message_id
+                or (or_unnamed and reply.correlation_id is None)]
+
+    def wait_for_answers(self, message_id: str, count: int, timeout: float, *,
+                         or_unnamed: bool = False) -> list[Reply]:
+        """Block this (non-cell) caller until ``count`` call-backs answering ``message_id``
+        arrived or ``timeout`` passed; return those held, oldest first."""
+        with self._arrived:
+            self._arrived.wait_for(
+                lambda: len(self.answers(message_id, or_unnamed=or_unnamed)) >= count, timeout)
+            return self.answers(message_id, or_unnamed=or_unnamed)
+
     def wait_for_replies(self, count: int, timeout: float) -> list[Reply]:
         """Block this (non-cell) caller until ``count`` replies arrived in all (``len`` of
         ``replies``) or ``timeout`` passed; return the replies held, oldest first."""
@@ -175,6 +193,8 @@ class Client:
     def _on_delivery(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
         try:
+            if not is_cellframe_content(envelope.content_type):
+                raise LanguageError(f"foreign content type {str(envelope.content_type)[:80]!r}")
             if self.signer is not None:
                 self.signer.verify(envelope)
             expr = read(envelope.body)
@@ -182,7 +202,8 @@ class Client:
             log.warning("client %s: refused a reply: %s", self.name, error)
             delivery.ack()
             return
-        reply = Reply(expr, envelope.sender, write(expr), envelope.message_id)
+        reply = Reply(expr, envelope.sender, write(expr), envelope.message_id,
+                      envelope.correlation_id)
         with self._arrived:
             self.replies.append(reply)
             self._arrived.notify_all()

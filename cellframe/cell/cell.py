@@ -30,7 +30,7 @@ from ..errors import CellframeError, ConfigError, LanguageError, UnknownVerbErro
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
 from ..wire import tracing
-from ..wire.envelope import Envelope, Message
+from ..wire.envelope import Envelope, Message, request_id
 from .dedup import DedupMemory
 from .host import CellHost, StandaloneHost
 from .outbox import Outbox
@@ -352,7 +352,7 @@ class Cell(pykka.ThreadingActor):
             try:
                 self.cell_send(message.reply_to, [
                     Symbol("error"), Keyword("cell"), self.cell_name, Keyword("id"), message.id,
-                    Keyword("reason"), reason])
+                    Keyword("reason"), reason], correlation_id=request_id(message))
             except CellframeError as error:  # no outbox, or a closed transport
                 log.warning("%s: could not report %s: %s", self.cell_name, reason, error)
 
@@ -367,20 +367,29 @@ class Cell(pykka.ThreadingActor):
     # -- sending ----------------------------------------------------------------------------
 
     def cell_send(self, target: str, expr: Any, *, reply_to: str | None = None,
-                  on_return: Callable[[Envelope, str], None] | None = None) -> None:
+                  on_return: Callable[[Envelope, str], None] | None = None,
+                  correlation_id: str | None = None) -> None:
         """Send ``expr`` to the routing key ``target``, fire and forget. ``on_return`` (called
         from a transport thread: tell yourself a message rather than touch state) hears if no
         queue received it. Raises a CellframeError if it cannot be sent (a cell alone without
-        an outbox, a closed transport)."""
+        an outbox, a closed transport). ``correlation_id``: the id of the request a call-back
+        answers (``cell_reply`` sets it). A message sent on with the reply address of the one
+        being applied is that request forwarded: it carries the request's id, so whoever
+        answers it answers the original sender's request."""
+        if correlation_id is None and reply_to is not None:
+            message = self.cell_message
+            if message is not None and reply_to == message.reply_to:
+                correlation_id = request_id(message)
         self.cell_host.send(target, expr, reply_to=reply_to, sender=self.cell_name,
-                            on_return=on_return)
+                            on_return=on_return, correlation_id=correlation_id)
 
     def cell_reply(self, expr: Any) -> bool:
-        """Call back the sender of the message being applied, if it named a reply address."""
+        """Call back the sender of the message being applied, if it named a reply address; the
+        call-back's correlation id is the request's (``request_id``)."""
         message = self.cell_message
         if message is None or not message.reply_to:
             return False
-        self.cell_send(message.reply_to, expr)
+        self.cell_send(message.reply_to, expr, correlation_id=request_id(message))
         return True
 
     # -- introspection ----------------------------------------------------------------------

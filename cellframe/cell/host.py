@@ -120,10 +120,12 @@ class StandaloneHost:
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             correlation_id: str | None = None) -> None:
         if self.outbox is None:
             raise CellframeError(f"cell {sender or self.name} has no outbox to send through")
-        self.outbox.send(target, expr, reply_to=reply_to, sender=sender, on_return=on_return)
+        self.outbox.send(target, expr, reply_to=reply_to, sender=sender, on_return=on_return,
+                         correlation_id=correlation_id)
 
     def dead_letter(self, message: Message, reason: str) -> None:
         if self.outbox is None:

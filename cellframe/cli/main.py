@@ -188,7 +188,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--wait", "wait_seconds", type=float, default=0.0,
-              help="Print the call-backs that arrive within this many seconds.")
+              help="Print the call-backs answering it that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
 @topology_option
 def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
@@ -196,7 +196,8 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
     """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME).
 
     Returns once the broker has confirmed the message (exit 0), or returned it because nothing
-    listens on TARGET (exit 1); with --wait, prints the call-backs that arrive meanwhile."""
+    listens on TARGET (exit 1); with --wait, prints the call-backs that answer it (matched by
+    correlation id) as they arrive meanwhile."""
     from ..client import Client
     from ..language.hylang import read_hy
     from ..language.reader import read
@@ -214,10 +215,10 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
         returned.set()
 
     with make_transport(amqp, exchange=exchange) as transport, \
-            Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix,
-                   on_reply=lambda reply: click.echo(reply.text)) as client:
+            Client(transport, signer=make_signer(secret_file),
+                   queue_prefix=queue_prefix) as client:
         sent_at = time.monotonic()
-        client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
+        message_id = client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
         # The broker confirms a message once a queue has it, or returns it first when none
         # is bound: either way flush returns then, with on_return already run.
         if not transport.flush(CONFIRM_TIMEOUT):
@@ -226,7 +227,15 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
             sys.exit(1)
         if returned.is_set():
             sys.exit(1)
-        time.sleep(max(0.0, wait_seconds - (time.monotonic() - sent_at)))
+        # The reply queue is this command's own: what names another message is stale, and a
+        # call-back that names none (a cell that sent to reply_to by hand, an older node) is
+        # taken as an answer.
+        deadline, printed = sent_at + wait_seconds, 0
+        while (left := deadline - time.monotonic()) > 0:
+            answers = client.wait_for_answers(message_id, printed + 1, left, or_unnamed=True)
+            for reply in answers[printed:]:
+                click.echo(reply.text)
+            printed = len(answers)
 
 
 @main.command()

@@ -42,7 +42,14 @@ from ..language.symbols import Keyword, Symbol
 from ..roles.registry import RoleRegistry
 from ..transports.base import Delivery, Transport
 from ..wire import tracing
-from ..wire.envelope import Envelope, Message, envelope_for
+from ..wire.envelope import (
+    CONTENT_TYPE,
+    Envelope,
+    Message,
+    envelope_for,
+    is_cellframe_content,
+    request_id,
+)
 from ..wire.routing import (
     ALL,
     cell_key,
@@ -504,6 +511,10 @@ class Node:
         if len(envelope.body) > self.max_message_bytes:
             self._refuse(delivery, f"message of {len(envelope.body)} bytes exceeds {self.max_message_bytes}")
             return None
+        if not is_cellframe_content(envelope.content_type):
+            self._refuse(delivery, f"foreign content type {str(envelope.content_type)[:80]!r}: a node "
+                                   f"reads only {CONTENT_TYPE}", envelope.reply_to, dead_letter=True)
+            return None
         if self.signer is not None:
             try:
                 self.signer.verify(envelope)
@@ -517,37 +528,44 @@ class Node:
             return None
         return Message(expr, id=envelope.message_id, reply_to=envelope.reply_to,
                        sender=envelope.sender, sent_at=envelope.timestamp,
+                       correlation_id=envelope.correlation_id,
                        trace=None if tracing.active is None
                        else tracing.active.on_deliver(envelope, delivery.routing_key))
 
-    def _refuse(self, delivery: Delivery, reason: str, reply_to: str | None = None) -> None:
-        """Count and log a refused delivery; dead-letter it in diagnostic mode, else drop it."""
+    def _refuse(self, delivery: Delivery, reason: str, reply_to: str | None = None, *,
+                dead_letter: bool = False) -> None:
+        """Count and log a refused delivery; dead-letter it in diagnostic mode (or always, with
+        ``dead_letter``: a message meant for something else), else drop it."""
         self.counters.rejected += 1
         log.warning("%s: %s (message %s)", self.name, reason, delivery.envelope.message_id)
-        if self.diagnostic:
+        if self.diagnostic or dead_letter:
             delivery.reject(requeue=False, reason=f"{self.name}: {reason}")
         else:
             delivery.ack()
         if reply_to:
             self.send(reply_to, [Symbol("error"), Keyword("node"), self.name, Keyword("id"),
-                                 delivery.envelope.message_id, Keyword("reason"), reason])
+                                 delivery.envelope.message_id, Keyword("reason"), reason],
+                      correlation_id=request_id(delivery.envelope))
 
     # -- sending (the Outbox of the hosted cells) ------------------------------------------
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             correlation_id: str | None = None) -> None:
         """Publish ``expr`` to ``target``; ``on_return`` (any thread) hears if it was unroutable
-        (membership uses that as a probe: a dead node's queue is gone)."""
+        (membership uses that as a probe: a dead node's queue is gone); ``correlation_id``
+        names the message a call-back answers."""
         envelope = envelope_for(expr, sender=sender or self.name, reply_to=reply_to,
-                                signer=self.signer, target=target)
+                                signer=self.signer, target=target, correlation_id=correlation_id)
         self.counters.sent += 1
         self.transport.publish(target, envelope, on_return=on_return or self._on_return,
                                persistent=is_persistent(target))
 
     def dead_letter(self, message: Message, reason: str) -> None:
         envelope = Envelope(write(message.expr).encode(), message_id=message.id,
-                            timestamp=message.sent_at, reply_to=message.reply_to, sender=message.sender)
+                            timestamp=message.sent_at, reply_to=message.reply_to,
+                            sender=message.sender, correlation_id=message.correlation_id)
         self.transport.dead_letter(envelope, reason)
 
     def _on_return(self, envelope: Envelope, reason: str) -> None:

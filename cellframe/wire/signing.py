@@ -22,6 +22,7 @@ reason, which are added after signing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import math
@@ -83,8 +84,7 @@ class Signer:
         """A copy of ``envelope`` carrying its signature header (the original is unchanged)."""
         headers = dict(envelope.headers)
         headers[SIGNATURE_HEADER] = self.signature(envelope)
-        return Envelope(envelope.body, envelope.message_id, envelope.timestamp,
-                        envelope.reply_to, envelope.sender, headers)
+        return dataclasses.replace(envelope, headers=headers)
 
     def verify(self, envelope: Envelope, *, max_age: float | None = None,
                now: float | None = None, max_bytes: int | None = None) -> None:
