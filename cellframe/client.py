@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, overload
 
-from .errors import LanguageError, SecurityError
+from .errors import CellframeError, LanguageError, SecurityError
 from .language.printer import write
 from .language.reader import read
 from .transports.base import Delivery, Transport
@@ -137,6 +137,8 @@ class Client:
         self.queue = queue_prefix + self.reply_to
         self.replies = ReplyLog(keep_replies)
         self.on_reply = on_reply
+        #: Call-backs refused (unverifiable or unreadable), newest last: the errors.
+        self.refused: list[CellframeError] = []
         self._arrived = threading.Condition()
         transport.declare_queue(self.queue, exclusive=True)
         transport.bind(self.queue, self.reply_to)
@@ -196,10 +198,14 @@ class Client:
             if not is_cellframe_content(envelope.content_type):
                 raise LanguageError(f"foreign content type {str(envelope.content_type)[:80]!r}")
             if self.signer is not None:
-                self.signer.verify(envelope)
+                self.signer.verify(envelope, delivery.routing_key)
             expr = read(envelope.body)
         except (SecurityError, LanguageError) as error:
             log.warning("client %s: refused a reply: %s", self.name, error)
+            with self._arrived:
+                self.refused.append(error)
+                del self.refused[:-DEFAULT_KEEP_REPLIES]
+                self._arrived.notify_all()
             delivery.ack()
             return
         reply = Reply(expr, envelope.sender, write(expr), envelope.message_id,

@@ -69,15 +69,16 @@ def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | N
         raise _fail(error) from error
 
 
-def make_signer(secret_file: str | None, *, required: bool = False) -> Any:
-    from ..wire.signing import Signer, load_secret
+def make_signer(secret_file: str | None, *, required: bool = False,
+                exchange: str | None = None) -> Any:
+    from ..wire.signing import DEFAULT_EXCHANGE, Signer, load_secret
 
     if secret_file is None and not os.environ.get("CELLFRAME_SECRET"):
         if required:
             raise CliError("a cluster secret is required: set CELLFRAME_SECRET or pass --secret-file")
         return None
     try:
-        return Signer(load_secret(file=secret_file))
+        return Signer(load_secret(file=secret_file), exchange=exchange or DEFAULT_EXCHANGE)
     except CellframeError as error:
         raise _fail(error) from error
 
@@ -170,7 +171,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
             transport=make_transport(amqp, exchange=exchange, quorum=quorum,
                                      name=f"{name}@{socket.gethostname()}:{os.getpid()}"),
             resolver=make_resolver(zone_file, dns_server, domain),
-            signer=make_signer(secret_file),
+            signer=make_signer(secret_file, exchange=exchange),
             role=role,
             diagnostic=diagnostic,
             metrics_port=metrics_port,
@@ -215,7 +216,7 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
         returned.set()
 
     with make_transport(amqp, exchange=exchange) as transport, \
-            Client(transport, signer=make_signer(secret_file),
+            Client(transport, signer=make_signer(secret_file, exchange=exchange),
                    queue_prefix=queue_prefix) as client:
         sent_at = time.monotonic()
         message_id = client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
@@ -282,7 +283,7 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
     from .status import collect_status, status_table, to_json_ready
 
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     try:
         if as_json:
             nodes = collect_status(client, window=window)
@@ -343,7 +344,7 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
     except CellframeError as error:
         raise _fail(error) from error
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     try:
         query = LogQuery(client, wanted, limit=limit, show=show)
         if follow:  # bound before asking: nothing shipped in between is missed
@@ -466,7 +467,7 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
         cluster = LocalCluster(zone_file or str(bundled_zone())).start()
         transport = cluster.broker.connect(name="repl")
         click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     session = Repl.with_file_history(client, Path(history) if history else DEFAULT_HISTORY)
     client.on_reply = session.on_reply
     click.echo("type TARGET EXPRESSION, e.g. node:web-01 (status); ,help for more; Ctrl-D quits")

@@ -35,7 +35,7 @@ from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
-from ..errors import ConfigError, LanguageError, SecurityError
+from ..errors import ConfigError, RefusedError
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -61,6 +61,7 @@ from ..wire.routing import (
     topic_matches,
     validate_name,
 )
+from .gate import Gate, head_verb
 from .status import status_reply
 
 __all__ = ["Node", "NodeCounters", "NodeDaemon"]
@@ -90,11 +91,12 @@ class NodeCounters:
     rejected: int = 0
     unroutable: int = 0
     sent: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
+    #: RefusedError deliveries by reason (``wire.signing.REASONS``).
+    refused: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"delivered": self.delivered, "rejected": self.rejected,
-                "unroutable": self.unroutable, "sent": self.sent}
+                "unroutable": self.unroutable, "sent": self.sent, "refused": dict(self.refused)}
 
 
 class NodeDaemon(Cell):
@@ -174,6 +176,7 @@ class Node:
         self.resolver = resolver
         self.registry = registry or RoleRegistry()
         self.signer = signer
+        self.gate = Gate(signer, max_message_bytes)
         self.diagnostic = diagnostic
         self.max_message_bytes = max_message_bytes
         self.dedup_capacity = dedup_capacity
@@ -453,7 +456,7 @@ class Node:
     # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
 
     def _on_node_delivery(self, delivery: Delivery) -> None:
-        message = self._decode(delivery)
+        message = self._decode(delivery, "node")
         if message is None:
             return
         key = delivery.routing_key
@@ -464,11 +467,11 @@ class Node:
         self._tell(targets, message, delivery)
 
     def _on_role_delivery(self, delivery: Delivery) -> None:
-        message = self._decode(delivery)
+        message = self._decode(delivery, "role")
         if message is None:
             return
         cells = self._routes.role_cells
-        verb = _head_verb(message.expr)
+        verb = head_verb(message.expr)
         declaring = [h for h in cells if verb in h.cell.cell_verbs()]
         self._tell(declaring or list(cells[:1]), message, delivery)
 
@@ -484,7 +487,7 @@ class Node:
         daemon = routes.daemon
         if daemon is None:
             return []
-        verb = _head_verb(expr)
+        verb = head_verb(expr)
         if verb is None or verb in daemon.cell.cell_verbs():
             return [daemon]
         declaring = [h for h in routes.role_cells if verb in h.cell.cell_verbs()]
@@ -505,46 +508,56 @@ class Node:
                 except pykka.ActorDeadError:
                     settle()
 
-    def _decode(self, delivery: Delivery) -> Message | None:
-        """Check size and signature, then read the body; refuse anything else."""
+    def _decode(self, delivery: Delivery, where: str) -> Message | None:
+        """Pass the delivery through the gate (size, signature, replay, read, capabilities);
+        refuse it with the reason, or make it a message for the cells."""
         envelope = delivery.envelope
-        if len(envelope.body) > self.max_message_bytes:
-            self._refuse(delivery, f"message of {len(envelope.body)} bytes exceeds {self.max_message_bytes}")
-            return None
         if not is_cellframe_content(envelope.content_type):
-            self._refuse(delivery, f"foreign content type {str(envelope.content_type)[:80]!r}: a node "
-                                   f"reads only {CONTENT_TYPE}", envelope.reply_to, dead_letter=True)
+            # Its reply_to is not verified yet: answered only in an unsigned cluster.
+            self._refuse(delivery, f"foreign content type {str(envelope.content_type)[:80]!r}: "
+                                   f"a node reads only {CONTENT_TYPE}",
+                         envelope.reply_to if self.signer is None else None,
+                         reason="content-type", dead_letter=True)
             return None
-        if self.signer is not None:
-            try:
-                self.signer.verify(envelope)
-            except SecurityError as error:
-                self._refuse(delivery, f"refused: {error}")
-                return None
         try:
-            expr = read(envelope.body, max_bytes=self.max_message_bytes)
-        except LanguageError as error:
-            self._refuse(delivery, f"unreadable: {error}", envelope.reply_to)
+            admitted = self.gate.admit(delivery, where)
+        except RefusedError as error:
+            verified = error.reason in ("unreadable", "not-allowed")  # its reply_to is signed
+            self._refuse(delivery, f"refused: {error}", envelope.reply_to if verified else None,
+                         reason=error.reason)
+            self._audit(delivery, getattr(error, "key", None), None, f"refused: {error.reason}")
             return None
-        return Message(expr, id=envelope.message_id, reply_to=envelope.reply_to,
+        if admitted.key is not None and admitted.key.kind == "operator":
+            self._audit(delivery, admitted.key, admitted.verb, "accepted")
+        return Message(admitted.expr, id=envelope.message_id, reply_to=envelope.reply_to,
                        sender=envelope.sender, sent_at=envelope.timestamp,
                        correlation_id=envelope.correlation_id,
                        trace=None if tracing.active is None
                        else tracing.active.on_deliver(envelope, delivery.routing_key))
 
-    def _refuse(self, delivery: Delivery, reason: str, reply_to: str | None = None, *,
-                dead_letter: bool = False) -> None:
+    def _audit(self, delivery: Delivery, key: Any, verb: str | None, result: str) -> None:
+        """An ``event.audit.<node>`` for what an operator key sent (and for refusals)."""
+        if self.signer is None:
+            return
+        self.emit("audit", key=getattr(key, "id", None), target=delivery.routing_key,
+                  verb=verb, message_id=str(delivery.envelope.message_id)[:200], result=result)
+
+    def _refuse(self, delivery: Delivery, detail: str, reply_to: str | None = None, *,
+                reason: str = "no-cell", dead_letter: bool = False) -> None:
         """Count and log a refused delivery; dead-letter it in diagnostic mode (or always, with
         ``dead_letter``: a message meant for something else), else drop it."""
         self.counters.rejected += 1
-        log.warning("%s: %s (message %s)", self.name, reason, delivery.envelope.message_id)
+        refused = self.counters.refused
+        refused[reason] = refused.get(reason, 0) + 1
+        log.warning("%s: %s (message %r)", self.name, detail,
+                    str(delivery.envelope.message_id)[:200])
         if self.diagnostic or dead_letter:
-            delivery.reject(requeue=False, reason=f"{self.name}: {reason}")
+            delivery.reject(requeue=False, reason=f"{self.name}: {reason}: {detail}")
         else:
             delivery.ack()
         if reply_to:
             self.send(reply_to, [Symbol("error"), Keyword("node"), self.name, Keyword("id"),
-                                 delivery.envelope.message_id, Keyword("reason"), reason],
+                                 delivery.envelope.message_id, Keyword("reason"), detail],
                       correlation_id=request_id(delivery.envelope))
 
     # -- sending (the Outbox of the hosted cells) ------------------------------------------
@@ -557,7 +570,9 @@ class Node:
         (membership uses that as a probe: a dead node's queue is gone); ``correlation_id``
         names the message a call-back answers."""
         envelope = envelope_for(expr, sender=sender or self.name, reply_to=reply_to,
-                                signer=self.signer, target=target, correlation_id=correlation_id)
+                                target=target, correlation_id=correlation_id)
+        if self.signer is not None:
+            envelope = self.signer.sign(envelope, target, key=self.gate.reply_key(target))
         self.counters.sent += 1
         self.transport.publish(target, envelope, on_return=on_return or self._on_return,
                                persistent=is_persistent(target))
@@ -586,9 +601,11 @@ class Node:
         for key, value in payload.items():
             expr += [Keyword(key.replace("_", "-")), value]
         try:
-            envelope = envelope_for(expr, sender=self.name, signer=self.signer,
-                                    headers={_EVENT_HEADER: 1})
-            self.transport.publish(event_key(kind, self.name), envelope, on_return=self._on_return)
+            key = event_key(kind, self.name)
+            envelope = envelope_for(expr, sender=self.name, headers={_EVENT_HEADER: 1})
+            if self.signer is not None:  # signed for its key, but not traced (no target given)
+                envelope = self.signer.sign(envelope, key)
+            self.transport.publish(key, envelope, on_return=self._on_return)
         except Exception:  # an event is informational; failing to publish it must not stop the node
             log.debug("%s: event %s not published", self.name, kind, exc_info=True)
 
@@ -611,12 +628,6 @@ class Node:
             cells = [h.cell.cell_snapshot() for h in [*self._system.values(), *self._cells.values()]]
         return {"node": self.name, "role": self.role, "started_at": self.started_at,
                 "diagnostic": self.diagnostic, "counters": self.counters.as_dict(), "cells": cells}
-
-
-def _head_verb(expr: Any) -> str | None:
-    if isinstance(expr, list) and expr and isinstance(expr[0], Symbol):
-        return expr[0].name
-    return None
 
 
 def _countdown(count: int, done: Callable[[], None]) -> Callable[[], None]:

@@ -110,7 +110,7 @@ class _Signs(Protocol):
     """What ``envelope_for`` needs of a signer (``wire.signing.Signer``, which imports this
     module)."""
 
-    def sign(self, envelope: Envelope) -> Envelope: ...
+    def sign(self, envelope: Envelope, target: str | None = None) -> Envelope: ...
 
 
 def envelope_for(expr: Any, *, sender: str | None, reply_to: str | None = None,
@@ -118,12 +118,12 @@ def envelope_for(expr: Any, *, sender: str | None, reply_to: str | None = None,
                  target: str | None = None, correlation_id: str | None = None) -> Envelope:
     """``expr`` as a node or client publishes it: its canonical text (so every sender puts the
     same bytes on the wire for the same data), a fresh id and time, the reply address and the
-    sender (and, for a call-back, the id of the message it answers), then signed by ``signer``
-    if there is one. Given the ``target`` it goes to, and
-    with tracing on, it is sent in a span whose context its headers carry."""
+    sender (and, for a call-back, the id of the request it answers), then signed by ``signer``
+    if there is one. Given the ``target`` it goes to, and with tracing on, it is sent in a span
+    whose context its headers carry; the signature binds it to that ``target``."""
     envelope = Envelope(write(expr).encode(), reply_to=reply_to, sender=sender,
                         headers={} if headers is None else headers,
                         correlation_id=correlation_id)
     if target is not None and tracing.active is not None:
         tracing.active.on_send(envelope, target)
-    return envelope if signer is None else signer.sign(envelope)
+    return envelope if signer is None else signer.sign(envelope, target)
