@@ -9,12 +9,21 @@ written: *bad input* (wrong arguments, an expression the evaluator refuses: ``re
 an action or guard that raised (``errors``, its traceback logged). Either leaves the state
 where it was. Nothing a cell does waits on another cell: it sends, and may be called back.
 
+A message is applied all or nothing. Before it is applied the cell takes an undo record: a
+copy of its instance dictionary (every field rebound by the action is put back) and a copy of
+each field the class lists in ``fields`` (so in-place changes to those containers are undone
+too); what the action sends or replies is held, and released only once the whole message was
+applied. If any part fails, even the second verb of a ``(do ...)``, the fields are restored and
+the held messages dropped. The record costs one dict copy a message (about 0.1 us for a cell's
+20 attributes), plus a shallow copy of each declared field.
+
 A cell reaches the node hosting it only through ``cell_host`` (a ``CellHost``); a cell
 started alone gets a ``StandaloneHost``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -111,6 +120,10 @@ class Cell(pykka.ThreadingActor):
     #: Declare a ``tick`` transition to use it. A cell may compute it from its settings by
     #: overriding ``cell_tick_interval``.
     tick_interval: ClassVar[float | None] = None
+    #: Fields whose contents (not only their binding) a failed message must leave untouched:
+    #: each is copied (``copy.copy``) before every message, so keep them small. A field an
+    #: action only rebinds (``self.n += 1``) needs no declaration.
+    fields: ClassVar[tuple[str, ...]] = ()
     cell_machine: ClassVar[Machine]
 
     use_daemon_thread = True
@@ -160,6 +173,8 @@ class Cell(pykka.ThreadingActor):
         self._cell_given_evaluator = evaluator is not None
         self.cell_evaluator = evaluator or self._cell_budgeted_evaluator()
         self.cell_message: Message | None = None
+        # What the message being applied sends, held until it is applied (None: send now).
+        self._cell_held: list[tuple[str, Any, str | None, Any]] | None = None
         self._cell_verbs = {
             verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
         }
@@ -234,30 +249,64 @@ class Cell(pykka.ThreadingActor):
         if self.cell_dedup.seen(message.id):
             counters.duplicates += 1
             return
-        before = self.cell_state
         self.cell_message = message
+        held: list[tuple[str, Any, str | None, Any]] = []
+        self._cell_held = held
+        # The undo record, written out here: a method for it cost 0.1 us a message.
+        fields = self.fields
+        undo = (self.__dict__.copy(),
+                [(name, copy.copy(getattr(self, name, None))) for name in fields] if fields else ())
         try:
             expr = message.expr
             if not self._cell_apply_directly(expr):
                 self.cell_evaluator.evaluate(expr, self._cell_verbs)
         except _Ignored as ignored:
+            self._cell_rollback(undo)
             self._cell_ignore(message, ignored.reason)
         except UnknownVerbError as error:
+            self._cell_rollback(undo)
             self._cell_ignore(message, str(error))
         except _ActionFailed as failed:  # an action or guard raised: its bug, not the input's
-            self.cell_state = before
+            self._cell_rollback(undo)
             self._cell_action_failed(message, failed.error)
         except LanguageError as error:  # the reader's, the evaluator's or the arity's refusal
-            self.cell_state = before
+            self._cell_rollback(undo)
             self.cell_counters.refused += 1
             self._cell_report(message, f"bad input: {error}")
         except Exception as error:  # a bug outside any action must not kill the cell either
-            self.cell_state = before
+            self._cell_rollback(undo)
             self._cell_action_failed(message, error)
+        except BaseException:  # a crash (SystemExit...): the cell as it was, for its supervisor
+            self._cell_rollback(undo)
+            raise
         else:
             counters.applied += 1
+            self._cell_held = None
+            if held:
+                self._cell_release(held)
         finally:
+            self._cell_held = None
             self.cell_message = None
+
+    def _cell_rollback(self, undo: tuple[dict[str, Any], Any]) -> None:
+        """Restore the fields from an undo record and drop what the failed message sent."""
+        before, copies = undo
+        state = self.__dict__
+        state.clear()
+        state.update(before)
+        for name, value in copies:
+            state[name] = value
+        self._cell_held = None
+
+    def _cell_release(self, held: list[tuple[str, Any, str | None, Any]]) -> None:
+        """Send what an applied message sent. The message is applied whatever happens here:
+        a send that fails now (a closed transport) is logged, as a lost send would be."""
+        for target, expr, reply_to, on_return in held:
+            try:
+                self.cell_host.send(target, expr, reply_to=reply_to, sender=self.cell_name,
+                                    on_return=on_return)
+            except CellframeError as error:
+                log.warning("%s: a message to %s was not sent: %s", self.cell_name, target, error)
 
     def _cell_apply_directly(self, expr: Any) -> bool:
         """The hot path: a verb applied to literals, whose transition from the current state
@@ -371,7 +420,12 @@ class Cell(pykka.ThreadingActor):
         """Send ``expr`` to the routing key ``target``, fire and forget. ``on_return`` (called
         from a transport thread: tell yourself a message rather than touch state) hears if no
         queue received it. Raises a CellframeError if it cannot be sent (a cell alone without
-        an outbox, a closed transport)."""
+        an outbox, a closed transport). Sent while a message is applied, it is held and sent
+        once that message is applied, and never if it fails."""
+        held = self._cell_held
+        if held is not None:
+            held.append((target, expr, reply_to, on_return))
+            return
         self.cell_host.send(target, expr, reply_to=reply_to, sender=self.cell_name,
                             on_return=on_return)
 
