@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import pykka
 
 from ..config.txtconfig import language_budget
-from ..errors import CellframeError, ConfigError, LanguageError, UnknownVerbError
+from ..errors import CellCrashedError, CellframeError, ConfigError, LanguageError, UnknownVerbError
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
 from ..wire import tracing
@@ -68,12 +68,19 @@ class CellCounters:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
+def _no_refusal(reason: str, requeue: bool) -> None:
+    """The ``refuse`` of a message no transport delivered."""
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """A message from a transport, with the callback that settles its delivery once applied."""
+    """A message from a transport, with the callbacks that settle its delivery: ``settle``
+    once applied, ``refuse(reason, requeue)`` when it was not (the cell crashed on it, or
+    failed before it): dead-lettered with ``reason``, or given back to its queue."""
 
     message: Message
     settle: Callable[[], None] = field(default=lambda: None)
+    refuse: Callable[[str, bool], None] = field(default=_no_refusal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +196,18 @@ class Cell(pykka.ThreadingActor):
         if type(message) is Inbound:
             try:
                 self.cell_handle(message.message)
-            finally:
-                message.settle()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # SystemExit too: this cell crashed, not the node
+                self._cell_crashing(message.message, message, error)
+            message.settle()
         elif type(message) is Message:
-            self.cell_handle(message)
+            try:
+                self.cell_handle(message)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:
+                self._cell_crashing(message, None, error)
         elif type(message) is SettingsChanged:
             old, self.cell_settings = self.cell_settings, dict(message.settings)
             if old != self.cell_settings:
@@ -204,6 +219,44 @@ class Cell(pykka.ThreadingActor):
                     log.exception("%s: on_settings_changed raised", self.cell_name)
         else:
             log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
+
+    def _cell_crashing(self, message: Message, inbound: Inbound | None,
+                       error: BaseException) -> None:
+        """Leave pykka's loop by the way a failure does, so that ``on_failure`` reports the
+        crash and the actor stops; pykka would stop every actor of the process on a
+        BaseException. The message was already rolled back."""
+        self._cell_crash = (message, inbound)
+        raise CellCrashedError(
+            f"{self.cell_name} crashed on {_describe(message)}: {type(error).__name__}: {error}"
+        ) from error
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        """pykka's hook when the actor dies: tell the host (its supervisor restarts the
+        cell), and refuse the message it died on. Subclasses overriding it call this one."""
+        message, inbound = getattr(self, "_cell_crash", (None, None))
+        error = exception_value
+        if isinstance(error, CellCrashedError) and error.__cause__ is not None:
+            error = error.__cause__
+        self.cell_host.cell_crashed(self, message, error)
+        if inbound is not None:
+            inbound.refuse(f"cell crashed: {type(error).__name__}: {error}", False)
+
+    def _actor_loop_teardown(self) -> None:
+        """pykka's hook after the actor's last message: what the mailbox still holds goes back
+        to the host (pykka would drop what was told, unsettled), the rest to pykka."""
+        inbox = self.actor_inbox
+        orphans: list[Any] = []
+        others = []
+        while not inbox.empty():
+            envelope = inbox.get()
+            if envelope.reply_to is None and type(envelope.message) in (Inbound, Message):
+                orphans.append(envelope.message)
+            else:
+                others.append(envelope)
+        for envelope in others:
+            inbox.put(envelope)
+        self.cell_host.cell_stopped(self, orphans)
+        super()._actor_loop_teardown()  # type: ignore[misc]
 
     def cell_setting_layers(self) -> list[dict[str, str]]:
         """The DNS settings this cell sees, in the order they apply: the cluster's (at
@@ -436,6 +489,14 @@ class Cell(pykka.ThreadingActor):
             return False
         self.cell_send(message.reply_to, expr)
         return True
+
+    def cell_monitor(self, watched: str) -> None:
+        """Ask to be told ``(cell-down :cell W :node N :condition C :reason R)`` when the cell
+        ``watched`` of this node crashes (C: ``restarting``) or fails (``failed``): an
+        ordinary message, which a class without a ``cell-down`` transition ignores. Cells
+        of other nodes and whole nodes are watched through their events: bind
+        ``event.cell-crashed.*``, ``event.cell-failed.*`` or ``event.down.*``."""
+        self.cell_host.monitor(self.cell_name, watched)
 
     # -- introspection ----------------------------------------------------------------------
 
