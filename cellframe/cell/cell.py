@@ -41,6 +41,7 @@ from ..language.symbols import Keyword, Symbol
 from ..wire import tracing
 from ..wire.envelope import Envelope, Message
 from .dedup import DedupMemory
+from .durable import CellJournal
 from .host import CellHost, StandaloneHost
 from .outbox import Outbox
 from .statemachine import Machine, Transition, compile_machine
@@ -131,6 +132,9 @@ class Cell(pykka.ThreadingActor):
     #: each is copied (``copy.copy``) before every message, so keep them small. A field an
     #: action only rebinds (``self.n += 1``) needs no declaration.
     fields: ClassVar[tuple[str, ...]] = ()
+    #: Keep the state, the ``fields`` and the applied message ids in the store (through the
+    #: ``CellJournal`` its node is given), so a spare resumes them (``cellframe.cell.durable``).
+    durable: ClassVar[bool] = False
     cell_machine: ClassVar[Machine]
 
     use_daemon_thread = True
@@ -165,6 +169,7 @@ class Cell(pykka.ThreadingActor):
         dedup_capacity: int = 100_000,
         evaluator: Evaluator | None = None,
         settings: dict[str, str] | None = None,
+        journal: CellJournal | None = None,
     ) -> None:
         super().__init__()
         self.cell_name = name or f"{type(self).__name__.lower()}-{uuid.uuid4().hex[:8]}"
@@ -188,26 +193,83 @@ class Cell(pykka.ThreadingActor):
         # (verb, state) -> the transition to take when it is the first candidate and has no
         # guard: then the choice depends on nothing but the verb and the state.
         self._cell_unguarded = _unguarded_table(self.cell_machine)
+        self._cell_journal = self._cell_open_journal(journal)
         self.cell_host.attach_cell(self)
+
+    def _cell_open_journal(self, journal: CellJournal | None) -> CellJournal | None:
+        """A durable cell's journal, after recovering from it (call once the subclass's
+        fields exist: ``on_start`` does)."""
+        if not self.durable:
+            return None
+        if journal is None:
+            raise ConfigError(f"{type(self).__name__} is durable, but {self.cell_name} was given "
+                              "no store for its state: start its node with journal=CellJournal(store)")
+        self._cell_family = journal.family_for(self.cell_name, self.role or self.cell_host.role,
+                                              type(self).__name__)
+        return journal
+
+    def on_start(self) -> None:
+        """pykka's hook, in the cell's thread before its first message: a durable cell
+        recovers its state, fields and applied ids here. Subclasses overriding it call this."""
+        if self._cell_journal is not None:
+            self._cell_recover(self._cell_journal)
+
+    def _cell_recover(self, journal: CellJournal) -> None:
+        recovered = journal.recover(self._cell_family, self.cell_dedup.capacity)
+        if recovered is None:
+            return
+        state, values, ids = recovered
+        if state in self.cell_machine.states:
+            self.cell_state = state
+        for name in self.fields:
+            if name in values:
+                setattr(self, name, values[name])
+        for message_id in ids:
+            self.cell_dedup.seen(message_id)
+        log.info("%s: recovered %s, %d applied ids", self.cell_name, state, len(ids))
+
+    def _cell_record(self, message: Message, inbound: Inbound | None) -> None:
+        """Journal the state after ``message``; its delivery is settled once that is durable."""
+        assert self._cell_journal is not None
+        name = self.cell_name
+
+        def durable(error: BaseException | None) -> None:
+            if inbound is None:
+                return
+            if error is None:
+                inbound.settle()
+            else:  # not recorded: give it back, so it is applied again where it is recorded
+                log.error("%s: the record of %s failed: %s", name, message.id, error)
+                inbound.refuse(f"{name}: not recorded: {error}", True)
+
+        fields = {field_name: getattr(self, field_name, None) for field_name in self.fields}
+        self._cell_journal.record(self._cell_family, message.id, self.cell_state, fields, durable)
 
     # -- receiving --------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is Inbound:
+            applied = self.cell_counters.applied
             try:
                 self.cell_handle(message.message)
             except KeyboardInterrupt:
                 raise
             except BaseException as error:  # SystemExit too: this cell crashed, not the node
                 self._cell_crashing(message.message, message, error)
-            message.settle()
+            if self._cell_journal is not None and self.cell_counters.applied != applied:
+                self._cell_record(message.message, message)
+            else:
+                message.settle()
         elif type(message) is Message:
+            applied = self.cell_counters.applied
             try:
                 self.cell_handle(message)
             except KeyboardInterrupt:
                 raise
             except BaseException as error:
                 self._cell_crashing(message, None, error)
+            if self._cell_journal is not None and self.cell_counters.applied != applied:
+                self._cell_record(message, None)
         elif type(message) is SettingsChanged:
             old, self.cell_settings = self.cell_settings, dict(message.settings)
             if old != self.cell_settings:

@@ -31,6 +31,7 @@ import pykka
 from pykka.messages import ProxyGetAttr
 
 from ..cell.cell import Cell, Inbound, SettingsChanged
+from ..cell.durable import CellJournal
 from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
@@ -178,6 +179,7 @@ class Node:
         config_min_interval: float = 1.0,
         queue_prefix: str = "",
         supervision: SupervisionPolicy | None = None,
+        journal: CellJournal | None = None,
     ) -> None:
         self.name = validate_name(name, "node name")
         self.transport = transport
@@ -190,6 +192,8 @@ class Node:
         self.settings: dict[str, str] = {}
         self.role: str | None = None
         self._given_supervision = supervision
+        #: Where durable cells keep their state (None: a durable cell is refused at start).
+        self.journal = journal
         #: How this node restarts its cells (DNS ``supervision.*`` when not given).
         self.supervision = supervision or SupervisionPolicy()
         #: Roles this node gave up past a cell's restart intensity, until (monotonic) when.
@@ -314,6 +318,8 @@ class Node:
     def _host(self, cls: type[Cell], name: str, **kwargs: Any) -> _Hosted:
         """Start a cell with this node as its host and bind its routes."""
         host: CellHost = self  # mypy checks here that a Node is all a cell may ask of its host
+        if cls.durable:
+            kwargs["journal"] = self.journal
 
         def start() -> pykka.ActorRef[Any]:
             return cls.start(name, host=host, diagnostic=self.diagnostic,
