@@ -364,6 +364,11 @@ class Cell(pykka.ThreadingActor):
         if self.cell_dedup.seen(message.id):
             counters.duplicates += 1
             return
+        journal = self._cell_journal
+        if journal is not None and not journal.claim(self._cell_family, message.id,
+                                                     self.cell_dedup.capacity):
+            counters.duplicates += 1  # another instance of the role applied it
+            return
         self.cell_message = message
         held: list[tuple[str, Any, str | None, Any]] = []
         self._cell_held = held
@@ -406,6 +411,8 @@ class Cell(pykka.ThreadingActor):
     def _cell_rollback(self, undo: tuple[dict[str, Any], Any]) -> None:
         """Restore the fields from an undo record and drop what the failed message sent."""
         before, copies = undo
+        if self._cell_journal is not None and self.cell_message is not None:
+            self._cell_journal.release(self._cell_family, self.cell_message.id)
         state = self.__dict__
         state.clear()
         state.update(before)

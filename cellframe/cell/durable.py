@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,26 @@ class CellJournal:
         # whose deliveries are about to be acknowledged).
         self._in_flight: dict[str, int] = {}
         self._settled = threading.Condition()
+        # The ids applied by any instance of each role this journal serves: the fence that
+        # keeps a redelivered message from being applied by a second live instance.
+        self._claims: dict[str, _Claims] = {}
+        self._claims_lock = threading.Lock()
+
+    def claim(self, family: str, message_id: str, capacity: int) -> bool:
+        """Claim ``message_id`` for the role of ``family``: False if an instance of the role
+        applied it or is applying it (then it must not be applied again)."""
+        with self._claims_lock:
+            claims = self._claims.get(family)
+            if claims is None:
+                claims = self._claims[family] = _Claims(capacity)
+            return claims.claim(message_id)
+
+    def release(self, family: str, message_id: str) -> None:
+        """Give up a claim: the message was not applied (it failed, or the cell crashed)."""
+        with self._claims_lock:
+            claims = self._claims.get(family)
+            if claims is not None:
+                claims.ids.discard(message_id)
 
     @staticmethod
     def family_for(cell_name: str, role: str | None, class_name: str) -> str:
@@ -90,6 +111,29 @@ class CellJournal:
             snapshot = json.loads(newest.value)
             history = self.store.select_history(family)[-capacity:]
             ids = [json.loads(record.value)["id"] for record in history]
-            return snapshot["state"], snapshot["fields"], ids
         except (ValueError, KeyError) as error:
             raise StoreError(f"{family}: an unreadable durable-cell record: {error}") from error
+        for message_id in ids:
+            self.claim(family, message_id, capacity)
+        return snapshot["state"], snapshot["fields"], ids
+
+
+class _Claims:
+    """The last ``capacity`` ids claimed for one role (FIFO), like a cell's DedupMemory but
+    one may be released."""
+
+    __slots__ = ("capacity", "ids", "order")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.ids: set[str] = set()
+        self.order: deque[str] = deque()
+
+    def claim(self, message_id: str) -> bool:
+        if message_id in self.ids:
+            return False
+        self.ids.add(message_id)
+        self.order.append(message_id)
+        if len(self.order) > self.capacity:
+            self.ids.discard(self.order.popleft())
+        return True
