@@ -120,3 +120,16 @@ def test_role_taken_over_after_a_lost_node_applies_each_distinct_message_once(
         assert lost.cell_counters.applied + spare.cell_counters.applied == len(ids)
         assert lost.cell_counters.applied > 0 and spare.cell_counters.duplicates > 0
         second.stop()
+
+
+def test_recovery_reads_the_newest_snapshot_and_the_records_after_it(tmp_path: Path) -> None:
+    with Store(tmp_path / "s") as store:
+        journal = CellJournal(store, snapshot_every=4)
+        first = Counter.start("c", journal=journal)
+        for number in range(10):
+            first.tell(message("(inc)", id=f"m{number}"))
+        first.stop(block=True)
+        assert len(store.select_history("cell/c/snapshot")) == 2  # after m3 and m7
+    with Store(tmp_path / "s") as store:
+        state, fields, ids = CellJournal(store, snapshot_every=4).recover("cell/c", 100)
+        assert (state, fields, ids) == ("ready", {"count": 10}, [f"m{n}" for n in range(10)])
