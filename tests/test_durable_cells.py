@@ -129,7 +129,7 @@ def test_recovery_reads_the_newest_snapshot_and_the_records_after_it(tmp_path: P
         for number in range(10):
             first.tell(message("(inc)", id=f"m{number}"))
         first.stop(block=True)
-        assert len(store.select_history("cell/counter/counter/snapshot")) == 2  # after m3 and m7
     with Store(tmp_path / "s") as store:
+        assert len(store.select_history("cell/counter/counter/snapshot")) == 2  # after m3, m7
         state, fields, ids = CellJournal(store, snapshot_every=4).recover("cell/counter/counter", 100)
         assert (state, fields, ids) == ("ready", {"count": 10}, [f"m{n}" for n in range(10)])
