@@ -2,6 +2,7 @@
 from .cell import Cell as Cell
 from .cell import CellCounters as CellCounters
 from .dedup import DedupMemory as DedupMemory
+from .durable import CellJournal as CellJournal
 from .host import CellHost as CellHost
 from .host import StandaloneHost as StandaloneHost
 from .outbox import Outbox as Outbox
@@ -13,6 +14,7 @@ __all__ = [
     "Cell",
     "CellCounters",
     "CellHost",
+    "CellJournal",
     "DedupMemory",
     "Outbox",
     "RecordingOutbox",

@@ -104,6 +104,27 @@ class CellHost(Outbox, Protocol):
         can read the cell's snapshot without waiting on it."""
         ...
 
+    @property
+    def quarantined(self) -> bool:
+        """True while the node may not play a role it gave up when a cell failed."""
+        ...
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """Tell the cell ``watcher`` ``(cell-down :cell W ...)`` when the cell ``watched``
+        crashes or fails."""
+        ...
+
+    def cell_crashed(self, cell: HostedCell, message: Message | None,
+                     error: BaseException | None) -> None:
+        """Called from the cell's thread as it dies: ``message`` (None: none was being
+        applied) crashed it with ``error``. Messages for it are held from now on."""
+        ...
+
+    def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
+        """Called from the cell's thread as its actor ends, with what its mailbox still held
+        (``Inbound`` or ``Message`` items, in order), which the host must not lose."""
+        ...
+
 
 class StandaloneHost:
     """The host of a cell that no node hosts: sends through ``outbox`` (none: sending raises
@@ -117,6 +138,7 @@ class StandaloneHost:
         self.role: str | None = None
         self.resolver: ConfigResolver | None = None
         self.registry: Container[str] | None = None
+        self.quarantined = False
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
@@ -151,6 +173,25 @@ class StandaloneHost:
 
     def attach_cell(self, cell: HostedCell) -> None:
         """Nothing to do: the cell is the only one."""
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """Nothing to watch: the cell is the only one."""
+
+    def cell_crashed(self, cell: HostedCell, message: Message | None,
+                     error: BaseException | None) -> None:
+        """No supervisor: the cell stays down, and says so in the log."""
+        log.error("%s crashed (no node supervises it, so it stays down): %r",
+                  cell.cell_name, error)
+
+    def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
+        """Refuse what the mailbox still held: given back to its queue if a transport
+        delivered it, else only logged."""
+        for item in orphans:
+            refuse = getattr(item, "refuse", None)
+            if refuse is not None:
+                refuse(f"{cell.cell_name} stopped before applying it", True)
+        if orphans:
+            log.warning("%s stopped with %d messages unapplied", cell.cell_name, len(orphans))
 
     def __repr__(self) -> str:
         return f"<StandaloneHost {self.name} outbox={self.outbox!r}>"

@@ -58,6 +58,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The role a node announces while it may not play the role it gave up when a cell failed
+#: (see ``cellframe.node.supervisor``): not a role any intent counts, so it is no spare.
+QUARANTINED = "quarantined"
+
 ALIVE, SUSPECT, DOWN, LEFT, HELD = "alive", "suspect", "down", "left", "held"
 _LIVE = frozenset({ALIVE, SUSPECT})
 
@@ -521,6 +525,10 @@ class Membership(Cell):
 
     def _sync_role(self) -> None:
         role = self.cell_host.role
+        if role is None and self.cell_host.quarantined:
+            # Announced as no spare while it may not take back the role it gave up, so that
+            # every view (this one too) gives the role to another spare.
+            role = QUARANTINED
         if role != self.node_role:
             self.node_role, self.role_since = role, time.time()
 
