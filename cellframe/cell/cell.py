@@ -61,10 +61,16 @@ class CellCounters:
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """A message from a transport, with the callback that settles its delivery once applied."""
+    """A message from a transport, with the callback that settles its delivery once applied.
+
+    ``admit``, if given, is asked just before the message is applied: False means the host
+    has taken the delivery back (a node fenced after a pause, see ``cellframe.cell.fence``),
+    and the cell neither applies nor settles it.
+    """
 
     message: Message
     settle: Callable[[], None] = field(default=lambda: None)
+    admit: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +178,8 @@ class Cell(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is Inbound:
+            if message.admit is not None and not message.admit():
+                return  # given back by the host: never applied, never settled here
             try:
                 self.cell_handle(message.message)
             finally:

@@ -22,6 +22,7 @@ from .outbox import Outbox
 
 if TYPE_CHECKING:
     from ..config.resolvers import ConfigResolver
+    from .fence import PauseFence
 
 __all__ = ["CellHost", "HostedCell", "StandaloneHost"]
 
@@ -104,6 +105,22 @@ class CellHost(Outbox, Protocol):
         can read the cell's snapshot without waiting on it."""
         ...
 
+    @property
+    def broker_connected(self) -> bool:
+        """Is the node's transport connected to its broker now? (False while it reconnects:
+        silence heard meanwhile is no evidence about peers.)"""
+        ...
+
+    def guard_pauses(self, gap: float) -> PauseFence | None:
+        """Fence the node's role cells after a pause longer than ``gap`` seconds (see
+        ``cellframe.cell.fence``); returns the fence (None: this host cannot)."""
+        ...
+
+    def clear_fence(self, generation: int) -> None:
+        """Membership has judged the node's standing since the pause of ``generation``: hand
+        the deliveries held meanwhile to the role cells, or give them back if the role changed."""
+        ...
+
 
 class StandaloneHost:
     """The host of a cell that no node hosts: sends through ``outbox`` (none: sending raises
@@ -149,6 +166,16 @@ class StandaloneHost:
 
     def attach_cell(self, cell: HostedCell) -> None:
         """Nothing to do: the cell is the only one."""
+
+    @property
+    def broker_connected(self) -> bool:
+        return True  # no broker of its own to lose: never a reason to doubt
+
+    def guard_pauses(self, gap: float) -> PauseFence | None:
+        return None  # no role cells to fence
+
+    def clear_fence(self, generation: int) -> None:
+        """Nothing held: there is no fence."""
 
     def __repr__(self) -> str:
         return f"<StandaloneHost {self.name} outbox={self.outbox!r}>"

@@ -75,6 +75,13 @@ class PhiAccrual:
             self._push(now - self.last)
         self.last = now if self.last is None else max(self.last, now)
 
+    def rebase(self, now: float) -> None:
+        """Start the silence again at ``now`` without recording an interval: the observer
+        itself was blind (paused, or cut off from the broker), so the silence it measured
+        says nothing about the member."""
+        if self.last is not None:
+            self.last = max(self.last, now)
+
     def _push(self, interval: float) -> None:
         self._intervals.append(interval)
         self._sum += interval

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from ..cell.cell import Cell
+from ..cell.fence import PauseFence
 from ..cell.statemachine import transition
 from ..config.txtconfig import ClusterIntent
 from ..config.watchers import IntentWatcher
@@ -83,6 +84,19 @@ class HealingConfig:
     hold_cap: float = 30.0
     flap_memory: float = 60.0
     reconcile: bool = True
+    pause_gap: float | None = None  # own tick late by more: doubt; default 3 intervals
+    rejoin_grace: float = 10.0  # a doubted member unheard for this long is judged again
+
+    @property
+    def pause_gap_s(self) -> float:
+        return self.pause_gap if self.pause_gap is not None else 3 * self.heartbeat_interval
+
+    @property
+    def fence_gap_s(self) -> float:
+        """A pause past which peers may have declared this node down: it fences its role
+        cells and refutes. Below the acceptable pause no peer's phi can reach ``down_phi``
+        (the silence they see is the pause plus at most an interval)."""
+        return max(self.acceptable_pause, self.pause_gap_s)
 
     @property
     def min_std_s(self) -> float:
@@ -131,6 +145,8 @@ _SETTING_KEYS = (
     ("healing.claim-window-ms", "claim_window", 0.001),
     ("healing.reconcile-ms", "reconcile_period", 0.001),
     ("healing.hold-ms", "hold_base", 0.001),
+    ("healing.pause-gap-ms", "pause_gap", 0.001),
+    ("healing.rejoin-grace-ms", "rejoin_grace", 0.001),
 )
 
 
@@ -157,6 +173,8 @@ class Member:
     last_seen: float = 0.0  # local monotonic time of the last heartbeat
     changed_at: float = 0.0  # local monotonic time of the last status change
     probed_at: float = -math.inf
+    #: Not judged before this local time unless heard from first (this node was blind).
+    doubted_until: float | None = None
     detector: PhiAccrual | None = field(default=None, repr=False)
 
     def public(self, now: float) -> dict[str, Any]:
@@ -204,6 +222,12 @@ class Membership(Cell):
         self._returned_lock = threading.Lock()
         self._intent: IntentWatcher | None = None
         self._intent_failed = False
+        self.last_tick: float | None = None
+        self._pause_seen_at: float | None = None  # the last_tick whose gap was noticed
+        self._blind_since: float | None = None
+        self._fence: PauseFence | None = self.cell_host.guard_pauses(self.config.fence_gap_s)
+        self._fence_seen = 0  # the fence generation membership has answered
+        self._fence_tripped_at: float | None = None  # while the fence waits to be cleared
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -247,13 +271,88 @@ class Membership(Cell):
     def tick(self) -> None:
         now = time.monotonic()
         self._sync_role()
+        if not self._sighted(now):
+            return
         self._heartbeat(now)
         self._drain_returns()
         for member in list(self.view.values()):
             if member.name != self.node_name:
                 self._judge(member, now)
-        if self.cell_state == "running" and self.config.reconcile:
+        fresh = not self._doubting()
+        if fresh and self.cell_state == "running" and self.config.reconcile:
             self._reconcile(now)
+        if fresh:
+            self._clear_fence(now)
+
+    # -- the pause and broker rule (docs/healing.md, "Blind spells") ---------------------------
+
+    def _sighted(self, now: float) -> bool:
+        """May this node judge its peers now? Not while its broker connection is down; after
+        it comes back, or after a pause of its own, it doubts: it judges each peer again only
+        once it has heard from it (or after ``rejoin_grace``)."""
+        gap = 0.0 if self.last_tick is None else now - self.last_tick
+        self._notice_pause(now)
+        self.last_tick = now
+        if not self.cell_host.broker_connected:
+            if self._blind_since is None:
+                self._blind_since = now
+                self._emit("blind", reason="broker")
+            return False
+        if self._blind_since is not None:
+            self._doubt(now, "broker", now - self._blind_since)
+            self._blind_since = None
+        fence = self._fence
+        if fence is not None and fence.generation != self._fence_seen:
+            self._fence_seen = fence.generation
+            self._fence_tripped_at = now
+            self._doubt(now, "pause", max(gap, fence.longest))
+            # Peers may have declared this life down: start a newer one, whose role-since is
+            # now, so that if the slot was refilled meanwhile this node is the one to step down.
+            self._refute(self.incarnation, "pause")
+        return True
+
+    def _notice_pause(self, now: float) -> None:
+        """Own ticks late by more than the pause gap: the silence of others measured since is
+        (partly) our own. Called first on a tick and on every heartbeat (those parked while we
+        were stopped are read before the tick that would notice)."""
+        if self.last_tick is None or self._pause_seen_at == self.last_tick:
+            return
+        gap = now - self.last_tick
+        if gap > self.config.pause_gap_s:
+            self._pause_seen_at = self.last_tick
+            self._doubt(now, "pause", gap)
+
+    def _doubt(self, now: float, reason: str, seconds: float) -> None:
+        """Restart every live member's silence at ``now`` and judge none of them before it is
+        heard from again (or ``rejoin_grace`` has passed)."""
+        for member in self.view.values():
+            if member.status in (*_LIVE, HELD) and member.detector is not None:
+                member.detector.rebase(now)
+                member.doubted_until = now + self.config.rejoin_grace
+        self._emit("doubting", reason=reason, seconds=round(seconds, 3))
+
+    def _doubting(self) -> bool:
+        return any(m.doubted_until is not None for m in self.view.values())
+
+    def _clear_fence(self, now: float) -> None:
+        """After a pause the role cells serve again once this node heard every peer, waited
+        out any claim in flight, and its role is not over-filled (if it was the newest holder
+        it has stepped down by now, and its held deliveries go back)."""
+        if self._fence_tripped_at is None:
+            return
+        settle = self.config.claim_window_s + 3 * self.config.heartbeat_interval
+        if now - self._fence_tripped_at < settle or self._role_overfilled():
+            return
+        self._fence_tripped_at = None
+        self.cell_host.clear_fence(self._fence_seen)
+
+    def _role_overfilled(self) -> bool:
+        intent = self._current_intent()
+        if intent is None or self.node_role is None or self.node_role not in intent.roles:
+            return False
+        holders = 1 + sum(1 for m in self.view.values()
+                          if m.status in _LIVE and m.role == self.node_role)
+        return holders > intent.roles[self.node_role]
 
     def _warm(self) -> bool:
         return time.monotonic() - self.started >= self.config.reconcile_period_s
@@ -274,6 +373,7 @@ class Membership(Cell):
         if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
             return
         now = time.monotonic()
+        self._notice_pause(now)
         member = self.view.get(node)
         if member is None or incarnation > member.incarnation:
             member = self._new_life(node, role, incarnation, interval, now, member)
@@ -285,6 +385,7 @@ class Membership(Cell):
             return  # duplicate or reordered: arrival times only from fresh heartbeats
         member.seq = seq if isinstance(seq, int) else member.seq + 1
         member.last_seen = now
+        member.doubted_until = None
         assert member.detector is not None
         member.detector.heartbeat(now)
         self._learn_role(member, role, role_since)
@@ -323,6 +424,12 @@ class Membership(Cell):
     def _judge(self, member: Member, now: float) -> None:
         """Move one member along alive -> suspect -> down, probing the broker on the way."""
         if member.status not in (*_LIVE, HELD) or member.detector is None:
+            return
+        if member.doubted_until is not None:
+            if now < member.doubted_until:
+                return  # not heard since we were blind: no verdict yet
+            member.doubted_until = None  # never heard: judge it afresh from now
+            member.detector.rebase(now)
             return
         if member.status == HELD and not self.damper.held(member.name, now):
             self._set_status(member, ALIVE, now)
@@ -370,6 +477,8 @@ class Membership(Cell):
             member = self.view.get(name)
             if member is None or member.incarnation != incarnation:
                 continue  # a newer life answered meanwhile: the probe was about the old one
+            if member.doubted_until is not None:
+                continue  # sent before or while we were blind: its queue may be rebuilding
             if member.status in (*_LIVE, HELD):
                 self._declare_down(member, now, "broker")
 
@@ -432,6 +541,8 @@ class Membership(Cell):
         member = self.view.get(node)
         if member is None or incarnation != member.incarnation or member.status not in _LIVE:
             return  # late, about an older life, or already known: changes nothing
+        if member.doubted_until is not None or not self.cell_host.broker_connected:
+            return  # we cannot judge it now; we will once we hear it, or after the grace
         member.probed_at = -math.inf
         self._probe(member, time.monotonic())
 

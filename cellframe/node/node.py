@@ -31,6 +31,7 @@ import pykka
 from pykka.messages import ProxyGetAttr
 
 from ..cell.cell import Cell, Inbound, SettingsChanged
+from ..cell.fence import PauseFence
 from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
@@ -83,11 +84,13 @@ class NodeCounters:
     rejected: int = 0
     unroutable: int = 0
     sent: int = 0
+    #: Deliveries for role cells given back, never applied, because the node was paused.
+    fenced: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"delivered": self.delivered, "rejected": self.rejected,
-                "unroutable": self.unroutable, "sent": self.sent}
+                "unroutable": self.unroutable, "sent": self.sent, "fenced": self.fenced}
 
 
 class NodeDaemon(Cell):
@@ -124,6 +127,17 @@ class _Hosted:
     ref: pykka.ActorRef[Any]
     cell: Cell
     patterns: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A delivery for role cells that arrived while the fence was holding."""
+
+    targets: list[_Hosted]
+    message: Message
+    delivery: Delivery
+    from_role_queue: bool
+    role: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +216,11 @@ class Node:
         # Held while a delivery is handed to cells, and to set _stopped: once stop() has set
         # it, no cell receives another delivery (see stop()).
         self._intake = threading.Lock()
+        #: Set by membership (``guard_pauses``): role cells serve nothing after a pause until
+        #: membership has judged this node's standing again (see ``cellframe.cell.fence``).
+        self.fence: PauseFence | None = None
+        self._held: list[_Held] = []
+        self._held_lock = threading.Lock()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -437,6 +456,34 @@ class Node:
         assert isinstance(cell, Cell), f"{cell!r} is not a Cell"  # only Cells take a host
         self._attached[cell.cell_name] = cell
 
+    @property
+    def broker_connected(self) -> bool:
+        return bool(getattr(self.transport, "connected", True))
+
+    def guard_pauses(self, gap: float) -> PauseFence:
+        """Fence the role cells after a pause longer than ``gap`` (membership calls it)."""
+        if self.fence is None or self.fence.gap != gap:
+            self.fence = PauseFence(gap)
+        return self.fence
+
+    def clear_fence(self, generation: int) -> None:
+        """Stop holding role deliveries; hand them on, or give them back if the role changed."""
+        fence = self.fence
+        if fence is None:
+            return
+        with self._held_lock:
+            if not fence.clear(generation):
+                return
+            held, self._held = self._held, []
+        for item in held:
+            role_cells = self._routes.role_cells
+            if item.role == self.role and all(t in role_cells for t in item.targets):
+                self._tell(item.targets, item.message, item.delivery,
+                           from_role_queue=item.from_role_queue)
+            else:
+                self._give_back(item.delivery, item.from_role_queue, "the node's role changed "
+                                "while it was paused")
+
     def renew_incarnation(self, above: int) -> int:
         """Start a new life, numbered above ``above`` and the current one (membership does,
         to refute news of this node's death); returns it."""
@@ -463,7 +510,7 @@ class Node:
         cells = self._routes.role_cells
         verb = _head_verb(message.expr)
         declaring = [h for h in cells if verb in h.cell.cell_verbs()]
-        self._tell(declaring or list(cells[:1]), message, delivery)
+        self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True)
 
     def _cells_named(self, name: str) -> list[_Hosted]:
         return [h for h in self._routes.everyone if h.cell.cell_name == name]
@@ -483,10 +530,21 @@ class Node:
         declaring = [h for h in routes.role_cells if verb in h.cell.cell_verbs()]
         return declaring or [daemon]
 
-    def _tell(self, targets: list[_Hosted], message: Message, delivery: Delivery) -> None:
+    def _tell(self, targets: list[_Hosted], message: Message, delivery: Delivery, *,
+              from_role_queue: bool = False) -> None:
         if not targets:
             self._refuse(delivery, "no cell here to receive it", message.reply_to)
             return
+        admit = None
+        fence = self.fence
+        if fence is not None and all(t in self._routes.role_cells for t in targets):
+            with self._held_lock:
+                generation, holding = fence.stamp()
+                if holding:
+                    self._held.append(_Held(targets, message, delivery, from_role_queue,
+                                            self.role))
+                    return
+            admit = self._admission(fence, generation, delivery, from_role_queue)
         with self._intake:
             if self._stopped.is_set():
                 return  # left unsettled: the broker gives it to another node
@@ -494,9 +552,39 @@ class Node:
             settle = _countdown(len(targets), delivery.ack)
             for hosted in targets:
                 try:
-                    hosted.ref.tell(Inbound(message, settle))
+                    hosted.ref.tell(Inbound(message, settle, admit))
                 except pykka.ActorDeadError:
                     settle()
+
+    def _admission(self, fence: PauseFence, generation: int, delivery: Delivery,
+                   from_role_queue: bool) -> Callable[[], bool]:
+        """What a role cell asks just before applying a delivery stamped ``generation``: one
+        decision for all the cells it went to, and the delivery given back at most once."""
+        decided: list[bool] = []
+        lock = threading.Lock()
+
+        def admit() -> bool:
+            with lock:
+                if not decided:
+                    decided.append(fence.admits(generation))
+                    if not decided[0]:
+                        self._give_back(delivery, from_role_queue,
+                                        "it arrived before the node was paused")
+                return decided[0]
+
+        return admit
+
+    def _give_back(self, delivery: Delivery, from_role_queue: bool, why: str) -> None:
+        """A delivery a fenced role cell must not apply: back to its role queue for another
+        holder, or, addressed to this node, to the dead letters with the reason."""
+        self.counters.fenced += 1
+        reason = f"{self.name}: not applied: {why}"
+        log.info("%s (message %s)", reason, delivery.envelope.message_id)
+        try:
+            delivery.reject(requeue=from_role_queue, reason=reason)
+        except Exception:  # a consumer closed meanwhile: the broker requeued it already
+            log.debug("%s: giving back %s failed", self.name, delivery.envelope.message_id,
+                      exc_info=True)
 
     def _decode(self, delivery: Delivery) -> Message | None:
         """Check size and signature, then read the body; refuse anything else."""
@@ -651,6 +739,9 @@ class _Ticker:
     def _run(self) -> None:
         tick = [Symbol("tick")]
         while not self._stopped.is_set():
+            fence = self._node.fence
+            if fence is not None:
+                fence.beat()  # before any tick: a pause is noticed before membership judges
             now = time.monotonic()
             with self._lock:
                 entries = list(self._due.items())
