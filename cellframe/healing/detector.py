@@ -82,6 +82,12 @@ class PhiAccrual:
         if self.last is not None:
             self.last = max(self.last, now)
 
+    def forgive(self, seconds: float, now: float) -> None:
+        """Take ``seconds`` off the current silence (never past ``now``): the observer was
+        that late itself, so that much of the silence it measured is its own."""
+        if self.last is not None and seconds > 0:
+            self.last = min(max(self.last, now), self.last + seconds)
+
     def _push(self, interval: float) -> None:
         self._intervals.append(interval)
         self._sum += interval

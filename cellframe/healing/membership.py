@@ -313,14 +313,23 @@ class Membership(Cell):
 
     def _notice_pause(self, now: float) -> None:
         """Own ticks late by more than the pause gap: the silence of others measured since is
-        (partly) our own. Called first on a tick and on every heartbeat (those parked while we
-        were stopped are read before the tick that would notice)."""
+        partly our own. Called first on a tick and on every heartbeat (those parked while we
+        were stopped are read before the tick that would notice). A gap past the fence gap
+        is a blind spell: doubt. A shorter one (a busy host) is taken off every member's
+        silence: doubting on each late tick kept a loaded node from ever finding the dead."""
         if self.last_tick is None or self._pause_seen_at == self.last_tick:
             return
         gap = now - self.last_tick
-        if gap > self.config.pause_gap_s:
-            self._pause_seen_at = self.last_tick
+        if gap <= self.config.pause_gap_s:
+            return
+        self._pause_seen_at = self.last_tick
+        if gap >= self.config.fence_gap_s:
             self._doubt(now, "pause", gap)
+            return
+        late = gap - self.config.heartbeat_interval
+        for member in self.view.values():
+            if member.detector is not None:
+                member.detector.forgive(late, now)
 
     def _doubt(self, now: float, reason: str, seconds: float) -> None:
         """Restart every live member's silence at ``now`` and judge none of them before it is
