@@ -2,6 +2,7 @@
 from .cell import Cell as Cell
 from .cell import CellCounters as CellCounters
 from .dedup import DedupMemory as DedupMemory
+from .fence import PauseFence as PauseFence
 from .host import CellHost as CellHost
 from .host import StandaloneHost as StandaloneHost
 from .outbox import Outbox as Outbox
@@ -15,6 +16,7 @@ __all__ = [
     "CellHost",
     "DedupMemory",
     "Outbox",
+    "PauseFence",
     "RecordingOutbox",
     "StandaloneHost",
     "on",

@@ -121,6 +121,15 @@ class CellHost(Outbox, Protocol):
         the deliveries held meanwhile to the role cells, or give them back if the role changed."""
         ...
 
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        """Route ``pattern`` to the hosted cell named ``cell`` from now on (bindings that
+        change as the cell runs: membership's watch ring)."""
+        ...
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        """Undo ``cell_bind``."""
+        ...
+
 
 class StandaloneHost:
     """The host of a cell that no node hosts: sends through ``outbox`` (none: sending raises
@@ -176,6 +185,12 @@ class StandaloneHost:
 
     def clear_fence(self, generation: int) -> None:
         """Nothing held: there is no fence."""
+
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        """Nothing to bind: a cell alone receives only what it is given."""
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        """Nothing bound."""
 
     def __repr__(self) -> str:
         return f"<StandaloneHost {self.name} outbox={self.outbox!r}>"

@@ -42,9 +42,18 @@ from ..config.watchers import IntentWatcher
 from ..errors import CellframeError, ConfigError
 from ..language.symbols import Keyword, Symbol
 from ..wire.envelope import Envelope, Message
-from ..wire.routing import claim_key, down_key, heartbeat_key, leave_key, probe_key
+from ..wire.routing import (
+    announce_key,
+    cell_key,
+    claim_key,
+    down_key,
+    heartbeat_key,
+    leave_key,
+    probe_key,
+)
 from .detector import FlapDamper, PhiAccrual
 from .reconciler import Claim, LiveMember, Reconciler
+from .watchring import watched_by
 
 __all__ = [
     "ALIVE",
@@ -86,6 +95,7 @@ class HealingConfig:
     reconcile: bool = True
     pause_gap: float | None = None  # own tick late by more: doubt; default 3 intervals
     rejoin_grace: float = 10.0  # a doubted member unheard for this long is judged again
+    watchers: int = 0  # k > 0: each node is watched by k others (the watch ring); 0: by all
 
     @property
     def pause_gap_s(self) -> float:
@@ -123,6 +133,8 @@ class HealingConfig:
                 if key in settings:
                     values[name] = _number(key, settings[key]) * scale
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "watchers" in values:
+            values["watchers"] = int(values["watchers"])
         config = cls(**values)
         config.check()
         return config
@@ -147,6 +159,7 @@ _SETTING_KEYS = (
     ("healing.hold-ms", "hold_base", 0.001),
     ("healing.pause-gap-ms", "pause_gap", 0.001),
     ("healing.rejoin-grace-ms", "rejoin_grace", 0.001),
+    ("healing.watchers", "watchers", 1.0),
 )
 
 
@@ -228,6 +241,17 @@ class Membership(Cell):
         self._fence: PauseFence | None = self.cell_host.guard_pauses(self.config.fence_gap_s)
         self._fence_seen = 0  # the fence generation membership has answered
         self._fence_tripped_at: float | None = None  # while the fence waits to be cleared
+        # The watch ring (config.watchers > 0): the members whose heartbeats this node binds.
+        self._watching: set[str] = set()
+        self._ring_dirty = True
+        self._announced = False
+        self.heard_counts = {"heartbeat": 0, "announce": 0, "other": 0}
+
+    def cell_bindings(self, node: str, role: str | None) -> list[str]:
+        patterns = super().cell_bindings(node, role)
+        if self.config.watchers > 0:  # only the watched members' heartbeats (see _rewatch)
+            patterns = [p for p in patterns if p != "heartbeat.*"]
+        return patterns
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -274,6 +298,11 @@ class Membership(Cell):
         if not self._sighted(now):
             return
         self._heartbeat(now)
+        if self.config.watchers > 0:
+            if not self._announced:
+                self._announced = True
+                self._announce(hello=True)
+            self._rewatch(now)
         self._drain_returns()
         for member in list(self.view.values()):
             if member.name != self.node_name:
@@ -340,6 +369,58 @@ class Membership(Cell):
                 member.doubted_until = now + self.config.rejoin_grace
         self._emit("doubting", reason=reason, seconds=round(seconds, 3))
 
+    # -- the watch ring (config.watchers > 0; see cellframe.healing.watchring) ---------------
+
+    def _rewatch(self, now: float) -> None:
+        """Bind the heartbeats of the members this node now watches, and unbind the rest."""
+        if not self._ring_dirty:
+            return
+        self._ring_dirty = False
+        live = [m.name for m in self.view.values() if m.status in (*_LIVE, HELD)]
+        wanted = set(watched_by(self.node_name, live, self.config.watchers))
+        for name in sorted(wanted - self._watching):
+            member = self.view[name]
+            config = self.config
+            member.detector = PhiAccrual(config.heartbeat_interval, config.min_std_s,
+                                         config.acceptable_pause, config.window)
+            member.detector.heartbeat(now)  # its silence counts from now: a dead one is found
+            member.doubted_until = None
+            self.cell_host.cell_bind(self.cell_name, heartbeat_key(name))
+        for name in sorted(self._watching - wanted):
+            self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
+        self._watching = wanted
+
+    def _watched(self, name: str) -> bool:
+        return self.config.watchers <= 0 or name in self._watching
+
+    def _announce(self, *, hello: bool = False, to: str | None = None) -> None:
+        """Tell every node (or ``to``) this node's life and role: in the watch ring this is
+        how nodes that do not watch it learn of it, once per change. ``hello`` asks every
+        node to answer with its own announce (a joiner learning the view)."""
+        self._publish(to or announce_key(self.node_name), [
+            Symbol("announce"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
+            Keyword("incarnation"), self.incarnation, Keyword("role-since"), self.role_since,
+            Keyword("interval"), self.config.heartbeat_interval, Keyword("hello"), hello])
+
+    @transition("announce")
+    def heard_announce(self, node: str, role: str | None = None, incarnation: int = 0,
+                       role_since: float = 0.0, interval: float | None = None,
+                       hello: bool = False, **extra: Any) -> None:
+        self.heard_counts["announce"] += 1
+        if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
+            return
+        now = time.monotonic()
+        member = self.view.get(node)
+        if member is None or incarnation > member.incarnation:
+            member = self._new_life(node, role, incarnation, interval, now, member)
+            member.last_seen = now
+            self._ring_dirty = True
+        elif incarnation < member.incarnation or member.status in (DOWN, LEFT):
+            return
+        self._learn_role(member, role, role_since)
+        if hello is True and self.config.watchers > 0:
+            self._announce(to=cell_key(f"{node}-membership"))
+
     def _doubting(self) -> bool:
         return any(m.doubted_until is not None for m in self.view.values())
 
@@ -382,10 +463,12 @@ class Membership(Cell):
         if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
             return
         now = time.monotonic()
+        self.heard_counts["heartbeat"] += 1
         self._notice_pause(now)
         member = self.view.get(node)
         if member is None or incarnation > member.incarnation:
             member = self._new_life(node, role, incarnation, interval, now, member)
+            self._ring_dirty = True
         elif incarnation < member.incarnation or member.status in (DOWN, LEFT):
             if incarnation == member.incarnation and member.status == DOWN:
                 self._remind_down(member, now)
@@ -434,6 +517,8 @@ class Membership(Cell):
         """Move one member along alive -> suspect -> down, probing the broker on the way."""
         if member.status not in (*_LIVE, HELD) or member.detector is None:
             return
+        if not self._watched(member.name):
+            return  # its watchers judge it, and tell everyone
         if member.doubted_until is not None:
             if now < member.doubted_until:
                 return  # not heard since we were blind: no verdict yet
@@ -498,7 +583,8 @@ class Membership(Cell):
         if now - self.last_heartbeat >= self.config.heartbeat_interval / 2:
             self._heartbeat(now)
 
-    def _declare_down(self, member: Member, now: float, evidence: str) -> None:
+    def _declare_down(self, member: Member, now: float, evidence: str, *,
+                      publish: bool = True) -> None:
         phi = member.detector.phi(now) if member.detector is not None else 0.0
         silence = now - member.last_seen
         hold = 0.0 if member.status == HELD else self.damper.record_down(member.name, now)
@@ -511,7 +597,8 @@ class Membership(Cell):
         self._emit("down", member=member.name, role=member.role, incarnation=member.incarnation,
                    evidence=evidence, phi=round(min(phi, 1e6), 2), silence=round(silence, 3),
                    hold=hold)
-        self._publish(down_key(member.name), news)
+        if publish:
+            self._publish(down_key(member.name), news)
 
     def _remind_down(self, member: Member, now: float) -> None:
         """A member we declared down is heartbeating in the same life: our notice may have
@@ -552,6 +639,11 @@ class Membership(Cell):
             return  # late, about an older life, or already known: changes nothing
         if member.doubted_until is not None or not self.cell_host.broker_connected:
             return  # we cannot judge it now; we will once we hear it, or after the grace
+        if not self._watched(node):
+            # Its watchers judged it; we hear none of its heartbeats to judge by ourselves.
+            self._declare_down(member, time.monotonic(), f"{evidence or 'phi'} by {by}",
+                               publish=False)
+            return
         member.probed_at = -math.inf
         self._probe(member, time.monotonic())
 
@@ -561,6 +653,8 @@ class Membership(Cell):
         self.role_since = time.time()  # a new life: the newest holder if our role was refilled
         self._emit("refuted", incarnation=new, by=by)
         self._heartbeat(time.monotonic())
+        if self.config.watchers > 0:
+            self._announce()
 
     @transition("member-leave")
     def heard_leave(self, node: str, incarnation: int = 0, **extra: Any) -> None:
@@ -572,6 +666,8 @@ class Membership(Cell):
         self._emit("left", member=node, incarnation=incarnation)
 
     def _set_status(self, member: Member, status: str, now: float) -> None:
+        if (status in _LIVE) != (member.status in _LIVE):
+            self._ring_dirty = True
         member.status = status
         member.changed_at = now
 
@@ -627,6 +723,8 @@ class Membership(Cell):
         self._sync_role()
         self._emit(event, role=role, previous=previous)
         self._heartbeat(time.monotonic())
+        if self.config.watchers > 0:
+            self._announce()
 
     def _current_intent(self) -> ClusterIntent | None:
         resolver = self.cell_host.resolver
@@ -643,6 +741,8 @@ class Membership(Cell):
         role = self.cell_host.role
         if role != self.node_role:
             self.node_role, self.role_since = role, time.time()
+            if self.config.watchers > 0 and self._announced:
+                self._announce()
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -671,6 +771,8 @@ class Membership(Cell):
     def cell_snapshot(self) -> dict[str, Any]:
         snapshot = super().cell_snapshot()
         snapshot["members"] = self.cell_view()
+        snapshot["heard"] = dict(self.heard_counts)
+        snapshot["watching"] = sorted(self._watching)
         snapshot["healing"] = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
         return snapshot
 

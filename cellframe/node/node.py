@@ -484,6 +484,26 @@ class Node:
                 self._give_back(item.delivery, item.from_role_queue, "the node's role changed "
                                 "while it was paused")
 
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        """Bind ``pattern`` to this node's queue and route it to hosted cell ``cell``."""
+        with self._lock:
+            hosted = self._hosted_named(cell)
+            if hosted is None or pattern in hosted.patterns:
+                return
+            hosted.patterns = [*hosted.patterns, pattern]  # replaced whole: read without a lock
+            self._bind_node(pattern)
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        with self._lock:
+            hosted = self._hosted_named(cell)
+            if hosted is None or pattern not in hosted.patterns:
+                return
+            hosted.patterns = [p for p in hosted.patterns if p != pattern]
+            self._unbind_node(pattern)
+
+    def _hosted_named(self, cell: str) -> _Hosted | None:
+        return next((h for h in self._all_hosted() if h.cell.cell_name == cell), None)
+
     def renew_incarnation(self, above: int) -> int:
         """Start a new life, numbered above ``above`` and the current one (membership does,
         to refute news of this node's death); returns it."""
