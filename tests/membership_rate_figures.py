@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cellframe.errors import ClusterError
 from cellframe.healing.membership import HealingConfig
 from cellframe.node.cluster import LocalCluster
 from cellframe.testing import wait_for
@@ -30,7 +31,7 @@ $TTL 5
   IN NS ns
 ns IN A 127.0.0.1
 _cluster IN TXT "heartbeat-ms=100" "failure-timeout-ms=500"
-_nodes IN TXT "{' '.join(names)}"
+_nodes IN TXT {' '.join(f'"{n}"' for n in names)}
 {records}
 """, encoding="utf-8")
     return path
@@ -51,7 +52,10 @@ def measure(n: int, k: int, seconds: float) -> dict[str, object]:
         zone = _zone(Path(folder) / "cluster.zone", names)
         healing = HealingConfig(watchers=k, reconcile=False)
         with LocalCluster(zone, healing=healing, workdir=folder) as cluster:
-            wait_for(cluster.converged, 60, interval=0.2, what=f"{n} nodes to converge")
+            try:
+                wait_for(cluster.converged, 60, interval=0.2, what=f"{n} nodes to converge")
+            except ClusterError as error:  # the figure then is that it never got there
+                return {"nodes": n, "watchers": k, "converged": False, "error": str(error)[:200]}
             first, cpu, started = _heard(cluster), time.process_time(), time.monotonic()
             time.sleep(seconds)  # the measuring window
             last = _heard(cluster)

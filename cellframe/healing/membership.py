@@ -173,6 +173,10 @@ def _number(key: str, text: str) -> float:
     return value
 
 
+def _unheard(envelope: Envelope, reason: str) -> None:
+    """A heartbeat nobody binds yet (a watch ring still forming) is no error worth a warning."""
+
+
 @dataclass
 class Member:
     """One node as this node sees it."""
@@ -454,7 +458,7 @@ class Membership(Cell):
             Symbol("heartbeat"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
             Keyword("incarnation"), self.incarnation, Keyword("seq"), self.seq,
             Keyword("role-since"), self.role_since,
-            Keyword("interval"), self.config.heartbeat_interval])
+            Keyword("interval"), self.config.heartbeat_interval], on_return=_unheard)
 
     @transition("heartbeat")
     def heard_heartbeat(self, node: str, role: str | None = None, incarnation: int = 0,
