@@ -2,6 +2,7 @@
 
     python -m tests.hostile_timing_figures pause --runs 10
     python -m tests.hostile_timing_figures broker --runs 10   # needs the 3-node cluster
+    python -m tests.hostile_timing_figures broker-kill --runs 3  # issue 16, item 4
 
 Each run is one trial of ``tests.timing_support`` (four node processes); prints one JSON line a
 run, then the totals, with the load average before and after.
@@ -18,12 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from cellframe.transports.amqp import DEFAULT_URL
-from tests.timing_support import CLUSTER_URLS, broker_restart_trial, pause_trial
+from tests.timing_support import (
+    CLUSTER_URLS,
+    RMQC,
+    broker_kill_trial,
+    broker_restart_trial,
+    pause_trial,
+)
 
 
 def _ctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-n", "cf1@localhost", *args], check=True, cwd="/",
                    timeout=120, capture_output=True)
+
+
+def _kill_second() -> None:
+    subprocess.run([str(RMQC / "rabbitmq-cluster"), "kill", "2"], check=True, cwd="/",
+                   timeout=60, capture_output=True)
 
 
 def _start() -> None:
@@ -38,6 +50,12 @@ def run(kind: str, runs: int) -> list[dict[str, Any]]:
             try:
                 if kind == "pause":
                     figures = pause_trial(os.environ.get("CELLFRAME_TEST_AMQP", DEFAULT_URL), Path(folder))
+                elif kind == "broker-kill":
+                    try:
+                        figures = broker_kill_trial(CLUSTER_URLS, Path(folder), kill=_kill_second)
+                    finally:
+                        subprocess.run([str(RMQC / "rabbitmq-cluster"), "restart", "2"], cwd="/",
+                                       timeout=180, capture_output=True)
                 else:
                     figures = broker_restart_trial(CLUSTER_URLS[:1], Path(folder),
                                                    stop=lambda: _ctl("stop_app"), start=_start)
@@ -51,7 +69,7 @@ def run(kind: str, runs: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["pause", "broker"])
+    parser.add_argument("kind", choices=["pause", "broker", "broker-kill"])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     print("load before:", os.getloadavg(), flush=True)

@@ -27,7 +27,7 @@ from cellframe.testing import AmqpNames, wait_for
 from tests.process_cells import TALLY_DIR, TALLY_TIMES, applied_ids
 from tests.process_support import READY_TIMEOUT, REPO, Stream, child_env
 
-__all__ = ["Trial", "broker_restart_trial", "pause_trial"]
+__all__ = ["Trial", "broker_kill_trial", "broker_restart_trial", "pause_trial"]
 
 CLUSTER_URLS = [f"amqp://guest:guest@127.0.0.1:{port}/%2F" for port in (5701, 5702, 5703)]
 RMQC = Path(os.environ.get("CELLFRAME_SHARED_TOOLS", REPO.parent.parent / "shared" / "tools"))
@@ -69,17 +69,22 @@ class Trial:
         self.tally_dir = self.workdir / "tallies"
         self.tally_dir.mkdir(exist_ok=True)
 
-    def start(self, nodes: list[str], tally: int) -> None:
+    def start(self, nodes: list[str], tally: int, *, spread: bool = False,
+              options: tuple[str, ...] = ()) -> None:
+        """Start ``nodes`` (the log sump first). ``spread``: node ``i`` gets the broker URLs
+        rotated by ``i``, so the nodes connect to the brokers in turn."""
         zone = _zone(self.workdir / "cluster.zone", self.log_file, tally=tally, nodes=nodes)
-        urls = [self.url] if isinstance(self.url, str) else self.url
+        given = [self.url] if isinstance(self.url, str) else self.url
         env = child_env(**{TALLY_DIR: str(self.tally_dir), TALLY_TIMES: "1"})
-        for name in nodes:  # the log sump first: events sent before it binds are lost
+        for index, name in enumerate(nodes):  # events sent before the log sump binds are lost
+            turn = index % len(given) if spread else 0
+            urls = given[turn:] + given[:turn]
             with (self.workdir / f"{name}.out").open("ab") as out:
                 command = [sys.executable, "-m", "cellframe", "node", name,
                            *[arg for url in urls for arg in ("--amqp", url)],
                            "--zone", str(zone), "--exchange", self.names.exchange,
                            "--queue-prefix", self.names.queue_prefix,
-                           "--plugin", "tests.process_cells:ROLES"]
+                           "--plugin", "tests.process_cells:ROLES", *options]
                 self.procs[name] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                                     env=env, cwd=str(REPO))
             if name.startswith("logsump"):
@@ -249,6 +254,36 @@ def broker_restart_trial(urls: list[str], workdir: Path, *, outage: float = 4.8,
             "tally_holders_after": sorted(n for n, r in settled.items() if r == "tally"),
             "doubting": len([e for e in t.events("doubting") if e.get("reason") == "broker"]),
             "sent": len(sent), "lost": lost, "applied_twice": twice,
+        }
+
+
+def broker_kill_trial(urls: list[str], workdir: Path, *, messages: int = 5000,
+                      kill: Callable[[], None]) -> dict[str, Any]:
+    """Three nodes, one on each broker of a 3-node cluster (tally-01, the role's only holder,
+    on the second); quorum role queues; SIGKILL the second broker node in the middle of a
+    stream of ``messages`` confirmed ``(add 1)`` to ``role.tally`` (issue 16, item 4)."""
+    nodes = ["logsump-01", "tally-01", "spare-01"]
+    with trial(urls, workdir) as t:
+        t.start(nodes, tally=1, spread=True, options=("--quorum",))
+        client = t.client()
+        with Stream(client, "role.tally", rate=500) as stream:
+            wait_for(lambda: len(stream.ids) > messages // 5, 30, what="the stream to run")
+            killed = time.time()
+            kill()
+            sent = stream.finish(max(0, messages - len(stream.ids)))
+        confirmed = client.transport.flush(60)
+        wait_for(lambda: _exactly_once(t, sent)[0] == 0, 60, interval=0.2,
+                 what="every message sent applied", show=lambda: _exactly_once(t, sent))
+        settled = _wait_settled(t, nodes, tally=1)
+        lost, twice = _exactly_once(t, sent)
+        blind = [e for e in t.events("doubting") if e.get("reason") == "broker"]
+        return {
+            "sent": len(sent), "confirmed": confirmed, "lost": lost, "applied_twice": twice,
+            "declared_down": len(t.events("down")),
+            "down_members": sorted({e.get("member", "?") for e in t.events("down")}),
+            "reconnected_after": sorted(round(e["seconds"], 2) for e in blind),
+            "max_tally_appliers": _max_concurrent_appliers(t.applications(), killed),
+            "tally_holders_after": sorted(n for n, r in settled.items() if r == "tally"),
         }
 
 
