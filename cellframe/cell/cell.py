@@ -77,11 +77,17 @@ def _no_refusal(reason: str, requeue: bool) -> None:
 class Inbound:
     """A message from a transport, with the callbacks that settle its delivery: ``settle``
     once applied, ``refuse(reason, requeue)`` when it was not (the cell crashed on it, or
-    failed before it): dead-lettered with ``reason``, or given back to its queue."""
+    failed before it): dead-lettered with ``reason``, or given back to its queue.
+
+    ``admit``, if given, is asked just before the message is applied: False means the host
+    has taken the delivery back (a node fenced after a pause, see ``cellframe.cell.fence``),
+    and the cell neither applies nor settles it.
+    """
 
     message: Message
     settle: Callable[[], None] = field(default=lambda: None)
     refuse: Callable[[str, bool], None] = field(default=_no_refusal)
+    admit: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +255,8 @@ class Cell(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is Inbound:
+            if message.admit is not None and not message.admit():
+                return  # given back by the host: never applied, never settled here
             applied = self.cell_counters.applied
             try:
                 self.cell_handle(message.message)

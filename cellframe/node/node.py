@@ -32,6 +32,7 @@ from pykka.messages import ProxyGetAttr
 
 from ..cell.cell import Cell, Inbound, SettingsChanged
 from ..cell.durable import CellJournal
+from ..cell.fence import PauseFence
 from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
@@ -99,12 +100,15 @@ class NodeCounters:
     crashes: int = 0
     restarts: int = 0
     failures: int = 0
+    #: Deliveries for role cells given back, never applied, because the node was paused.
+    fenced: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"delivered": self.delivered, "rejected": self.rejected,
                 "unroutable": self.unroutable, "sent": self.sent, "refused": dict(self.refused),
-                "crashes": self.crashes, "restarts": self.restarts, "failures": self.failures}
+                "crashes": self.crashes, "restarts": self.restarts, "failures": self.failures,
+                "fenced": self.fenced}
 
 
 class NodeDaemon(Cell):
@@ -151,6 +155,17 @@ class _Hosted:
     intensity: RestartIntensity | None = None
     #: When the restart is due (monotonic), set at the crash; None: no restart scheduled.
     restart_due: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A delivery for role cells that arrived while the fence was holding."""
+
+    targets: list[_Hosted]
+    message: Message
+    delivery: Delivery
+    from_role_queue: bool
+    role: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +260,11 @@ class Node:
         # Held while a delivery is handed to cells, and to set _stopped: once stop() has set
         # it, no cell receives another delivery (see stop()).
         self._intake = threading.Lock()
+        #: Set by membership (``guard_pauses``): role cells serve nothing after a pause until
+        #: membership has judged this node's standing again (see ``cellframe.cell.fence``).
+        self.fence: PauseFence | None = None
+        self._held: list[_Held] = []
+        self._held_lock = threading.Lock()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -505,6 +525,54 @@ class Node:
         assert isinstance(cell, Cell), f"{cell!r} is not a Cell"  # only Cells take a host
         self._attached[cell.cell_name] = cell
 
+    @property
+    def broker_connected(self) -> bool:
+        return bool(getattr(self.transport, "connected", True))
+
+    def guard_pauses(self, gap: float) -> PauseFence:
+        """Fence the role cells after a pause longer than ``gap`` (membership calls it)."""
+        if self.fence is None or self.fence.gap != gap:
+            self.fence = PauseFence(gap)
+        return self.fence
+
+    def clear_fence(self, generation: int) -> None:
+        """Stop holding role deliveries; hand them on, or give them back if the role changed."""
+        fence = self.fence
+        if fence is None:
+            return
+        with self._held_lock:
+            if not fence.clear(generation):
+                return
+            held, self._held = self._held, []
+        for item in held:
+            role_cells = self._routes.role_cells
+            if item.role == self.role and all(t in role_cells for t in item.targets):
+                self._tell(item.targets, item.message, item.delivery,
+                           from_role_queue=item.from_role_queue)
+            else:
+                self._give_back_fenced(item.delivery, item.from_role_queue,
+                                       "the node's role changed while it was paused")
+
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        """Bind ``pattern`` to this node's queue and route it to hosted cell ``cell``."""
+        with self._lock:
+            hosted = self._hosted_named(cell)
+            if hosted is None or pattern in hosted.patterns:
+                return
+            hosted.patterns = [*hosted.patterns, pattern]  # replaced whole: read without a lock
+            self._bind_node(pattern)
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        with self._lock:
+            hosted = self._hosted_named(cell)
+            if hosted is None or pattern not in hosted.patterns:
+                return
+            hosted.patterns = [p for p in hosted.patterns if p != pattern]
+            self._unbind_node(pattern)
+
+    def _hosted_named(self, cell: str) -> _Hosted | None:
+        return next((h for h in self._all_hosted() if h.cell.cell_name == cell), None)
+
     def renew_incarnation(self, above: int) -> int:
         """Start a new life, numbered above ``above`` and the current one (membership does,
         to refute news of this node's death); returns it."""
@@ -651,7 +719,7 @@ class Node:
             targets = self._cells_named(key[5:])
         else:
             targets = self._cells_bound_to(key) or self._cells_for_verb(message.expr)
-        self._tell(targets, message, delivery, requeue=False)
+        self._tell(targets, message, delivery, from_role_queue=False)
 
     def _on_role_delivery(self, delivery: Delivery) -> None:
         message = self._decode(delivery, "role")
@@ -660,7 +728,7 @@ class Node:
         cells = self._routes.role_cells
         verb = head_verb(message.expr)
         declaring = [h for h in cells if verb in h.cell.cell_verbs()]
-        self._tell(declaring or list(cells[:1]), message, delivery, requeue=True)
+        self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True)
 
     def _cells_named(self, name: str) -> list[_Hosted]:
         return [h for h in self._routes.everyone if h.cell.cell_name == name]
@@ -681,21 +749,31 @@ class Node:
         return declaring or [daemon]
 
     def _tell(self, targets: list[_Hosted], message: Message, delivery: Delivery, *,
-              requeue: bool) -> None:
+              from_role_queue: bool = False) -> None:
         """Hand a delivery to its cells; a cell that is down has it held for its restart.
-        ``requeue``: a refused message may go back to its queue (a role queue, where another
-        node may apply it), else it is dead-lettered (this node's own queue)."""
+        ``from_role_queue``: a refused message may go back to its queue (a role queue, where
+        another node may apply it), else it is dead-lettered (this node's own queue)."""
         if not targets:
             self._refuse(delivery, "no cell here to receive it", message.reply_to)
             return
+        admit = None
+        fence = self.fence
+        if fence is not None and all(t in self._routes.role_cells for t in targets):
+            with self._held_lock:
+                generation, holding = fence.stamp()
+                if holding:
+                    self._held.append(_Held(targets, message, delivery, from_role_queue,
+                                            self.role))
+                    return
+            admit = self._admission(fence, generation, delivery, from_role_queue)
         with self._intake:
             if self._stopped.is_set():
                 return  # left unsettled: the broker gives it to another node
             self.counters.delivered += 1
             settle = _countdown(len(targets), delivery.ack)
-            refuse = self._refusal(delivery, message, settle, len(targets) == 1, requeue)
+            refuse = self._refusal(delivery, message, settle, len(targets) == 1, from_role_queue)
             for hosted in targets:
-                inbound = Inbound(message, settle, refuse)
+                inbound = Inbound(message, settle, refuse, admit)
                 if hosted.condition == "running":
                     try:
                         hosted.ref.tell(inbound)
@@ -706,6 +784,36 @@ class Node:
                     refuse(f"{hosted.cell.cell_name}: cell crashed", True)
                 else:
                     hosted.pending.append(inbound)
+
+    def _admission(self, fence: PauseFence, generation: int, delivery: Delivery,
+                   from_role_queue: bool) -> Callable[[], bool]:
+        """What a role cell asks just before applying a delivery stamped ``generation``: one
+        decision for all the cells it went to, and the delivery given back at most once."""
+        decided: list[bool] = []
+        lock = threading.Lock()
+
+        def admit() -> bool:
+            with lock:
+                if not decided:
+                    decided.append(fence.admits(generation))
+                    if not decided[0]:
+                        self._give_back_fenced(delivery, from_role_queue,
+                                        "it arrived before the node was paused")
+                return decided[0]
+
+        return admit
+
+    def _give_back_fenced(self, delivery: Delivery, from_role_queue: bool, why: str) -> None:
+        """A delivery a fenced role cell must not apply: back to its role queue for another
+        holder, or, addressed to this node, to the dead letters with the reason."""
+        self.counters.fenced += 1
+        reason = f"{self.name}: not applied: {why}"
+        log.info("%s (message %s)", reason, delivery.envelope.message_id)
+        try:
+            delivery.reject(requeue=from_role_queue, reason=reason)
+        except Exception:  # a consumer closed meanwhile: the broker requeued it already
+            log.debug("%s: giving back %s failed", self.name, delivery.envelope.message_id,
+                      exc_info=True)
 
     def _refusal(self, delivery: Delivery, message: Message, settle: Callable[[], None],
                  alone: bool, requeue: bool) -> Callable[[str, bool], None]:
@@ -895,6 +1003,9 @@ class _Ticker:
     def _run(self) -> None:
         tick = [Symbol("tick")]
         while not self._stopped.is_set():
+            fence = self._node.fence
+            if fence is not None:
+                fence.beat()  # before any tick: a pause is noticed before membership judges
             now = time.monotonic()
             with self._lock:
                 entries = list(self._due.items())
