@@ -340,7 +340,12 @@ class Cell(pykka.ThreadingActor):
 
     def _cell_action_failed(self, message: Message, error: BaseException) -> None:
         self.cell_counters.errors += 1
-        log.error("%s: action failed on %s", self.cell_name, _describe(message), exc_info=error)
+        if isinstance(error, CellframeError):  # an ordinary refusal (a role that does not
+            # exist...): one line; a traceback is kept for what can only be a bug in the action
+            log.error("%s: action failed on %s: %s: %s", self.cell_name, _describe(message),
+                      type(error).__name__, error)
+        else:
+            log.error("%s: action failed on %s", self.cell_name, _describe(message), exc_info=error)
         self._cell_report(message, f"action failed: {type(error).__name__}: {error}")
 
     def _cell_report(self, message: Message, reason: str) -> None:

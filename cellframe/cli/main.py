@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,27 @@ class CliError(click.ClickException):
 
 def _fail(error: CellframeError) -> CliError:
     return CliError(str(error))
+
+
+class Utf8Text(click.ParamType):
+    """A text argument that must be valid UTF-8: a stray byte would otherwise reach the
+    reader and the wire as a lone surrogate (``'\\udcff'``)."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        for index, char in enumerate(text):
+            if "\udc80" <= char <= "\udcff":  # how Python keeps an undecodable byte
+                self.fail(f"byte 0x{ord(char) - 0xDC00:02x} at position {index} is not "
+                          f"valid UTF-8", param, ctx)
+        return text
+
+
+UTF8 = Utf8Text()
+#: Seconds that must not be negative (--wait, --timeout), and ones that must be positive.
+SECONDS = click.FloatRange(min=0.0, max=86_400.0)
+POSITIVE_SECONDS = click.FloatRange(min=0.0, min_open=True, max=86_400.0)
 
 
 def bundled_zone() -> Path:
@@ -129,13 +149,14 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
 
 
 @main.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=UTF8)
 @zone_option
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
 @click.option("--role", help="Play this role instead of the one DNS names.")
 @click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
-@click.option("--metrics-port", type=int, help="Expose Prometheus metrics on this port.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Expose Prometheus metrics on this port (0: any free port).")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address the metrics listen on (0.0.0.0 for every interface).")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE:ATTR",
@@ -183,11 +204,11 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 
 
 @main.command()
-@click.argument("target")
-@click.argument("expression")
+@click.argument("target", type=UTF8)
+@click.argument("expression", type=UTF8)
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
-@click.option("--wait", "wait_seconds", type=float, default=0.0,
+@click.option("--wait", "wait_seconds", type=SECONDS, default=0.0,
               help="Print the call-backs that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
 @topology_option
@@ -195,42 +216,35 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
          wait_seconds: float, hy_syntax: bool, exchange: str | None, queue_prefix: str) -> None:
     """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME).
 
-    Returns once the broker has confirmed the message (exit 0), or returned it because nothing
-    listens on TARGET (exit 1); with --wait, prints the call-backs that arrive meanwhile."""
-    from ..client import Client
+    Returns once the broker has confirmed the message; with --wait, prints each call-back
+    that arrives meanwhile on stdout, one expression a line. What happened goes to stderr.
+
+    \b
+    Exit codes:
+      0  delivered (with --wait: call-backs came, and none was an error)
+      1  not delivered: nothing listens on TARGET, or the broker did not confirm
+      2  a usage or environment error (bad option, expression, broker URL, secret)
+      3  with --wait: a call-back was an (error ...)
+      4  with --wait: no call-back came (the message may have been a no-op)"""
     from ..language.hylang import read_hy
     from ..language.reader import read
     from ..wire.routing import parse_target
+    from .sending import send_and_report
 
     try:
         key = parse_target(target)
         expr = read_hy(expression) if hy_syntax else read(expression)
     except CellframeError as error:
         raise _fail(error) from error
-    returned = threading.Event()
-
-    def on_return(envelope: Any, reason: str) -> None:
-        click.echo(f"error: nothing is listening on {key}: {reason}", err=True)
-        returned.set()
-
-    with make_transport(amqp, exchange=exchange) as transport, \
-            Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix,
-                   on_reply=lambda reply: click.echo(reply.text)) as client:
-        sent_at = time.monotonic()
-        client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
-        # The broker confirms a message once a queue has it, or returns it first when none
-        # is bound: either way flush returns then, with on_return already run.
-        if not transport.flush(CONFIRM_TIMEOUT):
-            click.echo(f"error: the broker did not confirm the message within "
-                       f"{CONFIRM_TIMEOUT:g} s", err=True)
-            sys.exit(1)
-        if returned.is_set():
-            sys.exit(1)
-        time.sleep(max(0.0, wait_seconds - (time.monotonic() - sent_at)))
+    with make_transport(amqp, exchange=exchange) as transport:
+        code = send_and_report(transport, key, expr, signer=make_signer(secret_file),
+                               queue_prefix=queue_prefix, wait=wait_seconds,
+                               confirm_timeout=CONFIRM_TIMEOUT, target=target)
+    sys.exit(code)
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", type=UTF8)
 @zone_option
 def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | None) -> None:
     """Print node NAME's DNS configuration as shell export lines (for eval in bash)."""
@@ -239,10 +253,15 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
     resolver = make_resolver(zone_file, dns_server, domain)
     try:
         config = resolver.node_config(name)
+        # No records and not listed either: a typo, not a spare (spares are in _nodes).
+        unknown = not config.settings and name not in resolver.node_names()
     except CellframeError as error:
         raise _fail(error) from error
     finally:
         resolver.close()
+    if unknown:
+        raise CliError(f"node {name!r} is not in the zone: it has no TXT records and _nodes "
+                       f"does not list it (a typo? a spare must be listed in _nodes)")
     lines, rejected = export_lines(config)
     for line in lines:
         click.echo(line)
@@ -257,9 +276,10 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
-@click.option("--window", type=float, default=1.0, show_default=True,
+@click.option("--window", type=POSITIVE_SECONDS, default=1.0, show_default=True,
               help="Seconds to gather the nodes' call-backs.")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="--watch period.")
+@click.option("--interval", type=POSITIVE_SECONDS, default=2.0, show_default=True,
+              help="--watch period.")
 @topology_option
 def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
            window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
@@ -306,7 +326,7 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
 @click.option("--data-dir", type=click.Path(file_okay=False, exists=True),
               help="Read a log sump's folder (the one holding records.jsonl) instead of asking it.")
 @click.option("--json", "as_json", is_flag=True, help="Print each record as its JSON line.")
-@click.option("--timeout", type=float, default=10.0, show_default=True,
+@click.option("--timeout", type=POSITIVE_SECONDS, default=10.0, show_default=True,
               help="Seconds to wait for the sump's answer.")
 @topology_option
 def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str | None,
@@ -352,7 +372,7 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
 @zone_option
 @click.option("--amqp", metavar="URL", help="Run the nodes as processes on this RabbitMQ.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
+@click.option("--timeout", type=POSITIVE_SECONDS, default=30.0, show_default=True,
               help="Seconds to wait for each step before declaring the healing failed.")
 def demo(zone_file: str | None, dns_server: str | None, domain: str | None, amqp: str | None,
          as_json: bool, timeout: float) -> None:
