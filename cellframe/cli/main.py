@@ -283,33 +283,56 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 @topology_option
 def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
            window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
-    """Show the cluster: nodes, roles, cells and states, health, heartbeats, counters."""
+    """Show the cluster: every node (the silent and the dead too), roles against the intent,
+    cells and states, health, heartbeats, counters. Exits 1 when no node answered."""
     import json
 
     from rich.console import Console
     from rich.live import Live
 
     from ..client import Client
-    from .status import collect_status, status_table, to_json_ready
+    from .picture import ClusterPicture
+    from .status import collect_status, status_view, to_json_ready
 
+    console = Console()
+    if not console.is_terminal:  # piped: rich would squeeze the table into 80 columns
+        console = Console(width=400)
     transport = make_transport(amqp, exchange=exchange)
     client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
     try:
-        if as_json:
-            nodes = collect_status(client, window=window)
-            click.echo(json.dumps({"nodes": to_json_ready(nodes)}, sort_keys=True))
-        elif not watch:
-            Console().print(status_table(collect_status(client, window=window)))
-        else:
-            with Live(status_table([]), auto_refresh=False) as live:
+        if watch:
+            with Live(status_view([]), console=console, auto_refresh=False) as live:
                 while True:
-                    live.update(status_table(collect_status(client, window=window)), refresh=True)
+                    live.update(status_view(collect_status(client, window=window)), refresh=True)
                     threading.Event().wait(interval)
+        nodes = collect_status(client, window=window)
+        if as_json:
+            click.echo(json.dumps({"nodes": to_json_ready(nodes),
+                                   **ClusterPicture.from_statuses(nodes).as_dict()},
+                                  sort_keys=True))
+        elif nodes:
+            console.print(status_view(nodes))
     except KeyboardInterrupt:
-        pass
+        return
     finally:
         client.close()
         transport.close()
+    if not nodes:
+        raise click.ClickException(
+            f"no node answered within {window:g} s. Check that nodes run "
+            f"(cellframe node NAME --amqp URL), on this broker ({', '.join(_redact(u) for u in amqp)}), "
+            f"with the same --exchange/--queue-prefix and cluster secret (unsigned "
+            f"requests get no answer from signed nodes), or give them longer (--window)")
+
+
+def _redact(url: str) -> str:
+    """A broker URL without its password, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
 
 
 @main.command()
