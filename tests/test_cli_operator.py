@@ -266,3 +266,21 @@ def test_metrics_carry_the_standard_process_and_python_collectors() -> None:
     for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info",
                  "python_gc_collections_total"):
         assert f"\n{name}" in text, name
+
+
+@pytest.mark.parametrize(("incomplete", "expected"), [
+    ("", ["all", "node:", "role:", "each:", "cell:"]),
+    ("node:w", ["node:web-01", "node:web-02", "node:web-03"]),
+    ("r", ["role:logsump", "role:proxy", "role:shard", "role:web"]),
+    ("each:s", ["each:shard"]),
+    ("cell:spare", ["cell:spare-01", "cell:spare-02"]),
+])
+def test_shell_completion_of_send_targets_comes_from_the_zone(
+        incomplete: str, expected: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.shell_completion import BashComplete
+
+    from cellframe.cli.main import main
+
+    monkeypatch.setenv("CELLFRAME_ZONE", str(ZONE))
+    complete = BashComplete(main, {}, "cellframe", "_CELLFRAME_COMPLETE")
+    assert [c.value for c in complete.get_completions(["send"], incomplete)] == expected

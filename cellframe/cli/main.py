@@ -51,6 +51,12 @@ class Utf8Text(click.ParamType):
 
 
 UTF8 = Utf8Text()
+
+
+def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> Any:
+    from .completion import complete_target
+
+    return complete_target(ctx, param, incomplete)
 #: Seconds that must not be negative (--wait, --timeout), and ones that must be positive.
 SECONDS = click.FloatRange(min=0.0, max=86_400.0)
 POSITIVE_SECONDS = click.FloatRange(min=0.0, min_open=True, max=86_400.0)
@@ -204,7 +210,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 
 
 @main.command()
-@click.argument("target", type=UTF8)
+@click.argument("target", type=UTF8, shell_complete=_complete_target)
 @click.argument("expression", type=UTF8)
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)

@@ -9,6 +9,7 @@ view says so. An answer not of that shape is logged and left out.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from typing import Any
@@ -24,7 +25,15 @@ from ..node.status import STATUS_VERB, decode_status
 from ..wire.routing import ALL
 from .picture import ClusterPicture, MemberRow
 
-__all__ = ["collect_status", "decode_status", "roles_table", "status_table", "status_view", "to_json_ready"]
+__all__ = [
+    "collect_status",
+    "decode_status",
+    "render_text",
+    "roles_table",
+    "status_table",
+    "status_view",
+    "to_json_ready",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +87,9 @@ def status_table(statuses: list[dict[str, Any]]) -> Table:
 
 def _answer_columns(member: MemberRow) -> list[str]:
     health = member.health
-    if member.evidence:
+    if len(member.evidence) > 3:
+        health += f" (per {len(member.evidence)} views)"
+    elif member.evidence:
         health += f" (per {', '.join(member.evidence)})"
     lag = "-" if member.heartbeat_lag is None else _ago(member.heartbeat_lag)
     status = member.status
@@ -117,6 +128,15 @@ def status_view(statuses: list[dict[str, Any]]) -> Group:
     roles = roles_table(statuses)
     steps = [Text(f"next: {step}") for step in picture.next_steps]
     return Group(status_table(statuses), *([roles] if roles is not None else []), *steps)
+
+
+def render_text(renderable: Any, width: int = 200) -> str:
+    """A rich renderable as plain text (no colours), for the REPL's ``,status``."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text().rstrip("\n")
 
 
 def _store_summary(stores: list[dict[str, Any]]) -> str:
