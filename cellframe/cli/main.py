@@ -57,9 +57,29 @@ def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str
     from .completion import complete_target
 
     return complete_target(ctx, param, incomplete)
+class FilePath(click.Path):
+    """A path option; a NUL byte, which no file name can hold, is refused here rather than
+    by ``open`` with a ValueError."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            self.fail("a path cannot contain a NUL byte", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class NumberRange(click.FloatRange):
+    """A number in range, and never ``nan`` (which every range comparison lets through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return seconds
+
+
 #: Seconds that must not be negative (--wait, --timeout), and ones that must be positive.
-SECONDS = click.FloatRange(min=0.0, max=86_400.0)
-POSITIVE_SECONDS = click.FloatRange(min=0.0, min_open=True, max=86_400.0)
+SECONDS = NumberRange(min=0.0, max=86_400.0)
+POSITIVE_SECONDS = NumberRange(min=0.0, min_open=True, max=86_400.0)
 
 
 def bundled_zone() -> Path:
@@ -75,12 +95,12 @@ def bundled_zone() -> Path:
 def zone_option(function: Any) -> Any:
     function = click.option("--domain", help="DNS zone of the cluster (with --dns).")(function)
     function = click.option("--dns", "dns_server", metavar="HOST:PORT", help="DNS server to ask.")(function)
-    return click.option("--zone", "zone_file", type=click.Path(dir_okay=False),
+    return click.option("--zone", "zone_file", type=FilePath(dir_okay=False),
                         help="Zone file to read (default: the bundled example zone).")(function)
 
 
 def secret_option(function: Any) -> Any:
-    return click.option("--secret-file", type=click.Path(dir_okay=False),
+    return click.option("--secret-file", type=FilePath(dir_okay=False),
                         help="Cluster secret for signing (else $CELLFRAME_SECRET; none: unsigned).")(function)
 
 
@@ -138,7 +158,7 @@ def topology_option(function: Any) -> Any:
 @click.option("--trace-file", metavar="PATH", envvar="CELLFRAME_TRACE_FILE",
               help="Trace messages with OpenTelemetry (cellframe[otel]), each span a JSON line "
                    "in PATH ({pid}: the process id).")
-@click.option("--trace-sample", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+@click.option("--trace-sample", type=NumberRange(0.0, 1.0), default=1.0, show_default=True,
               envvar="CELLFRAME_TRACE_SAMPLE", help="With --trace-file: the share of new traces recorded.")
 def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: float) -> None:
     """cellframe: self-healing clusters built like stem cells."""
@@ -168,7 +188,7 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE:ATTR",
               help="Register more roles: ATTR is a Cell class (under its `role`) or a mapping "
                    "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="CELLFRAME_DATA_DIR",
+@click.option("--data-dir", type=FilePath(file_okay=False), envvar="CELLFRAME_DATA_DIR",
               help="Where cells keep data (a shard's store: DIR/NAME/shard-ID; the log sump's "
                    "files: DIR/NAME/logsump; DNS data-dir wins).")
 @click.option("--quorum", is_flag=True, help="Declare durable queues (the role mailboxes) as "
@@ -352,7 +372,7 @@ def _redact(url: str) -> str:
 @click.option("--since", metavar="T", help="Only records since T: 30s, 10m, 2h, 1d, or an ISO time.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="At most this many of the newest records before following.")
-@click.option("--data-dir", type=click.Path(file_okay=False, exists=True),
+@click.option("--data-dir", type=FilePath(file_okay=False, exists=True),
               help="Read a log sump's folder (the one holding records.jsonl) instead of asking it.")
 @click.option("--json", "as_json", is_flag=True, help="Print each record as its JSON line.")
 @click.option("--timeout", type=POSITIVE_SECONDS, default=10.0, show_default=True,
@@ -484,7 +504,7 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
 @click.option("--amqp", multiple=True, metavar="URL", help="Talk to the cluster on this "
               "RabbitMQ (repeat for fail-over); without it, start a local cluster on the "
               "embedded transport and talk to that.")
-@click.option("--history", type=click.Path(dir_okay=False), help="History file "
+@click.option("--history", type=FilePath(dir_okay=False), help="History file "
               "(default ~/.cellframe_history).")
 @topology_option
 def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
@@ -503,7 +523,10 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
         from ..node.cluster import LocalCluster
 
         logging.getLogger("cellframe").setLevel(logging.ERROR)
-        cluster = LocalCluster(zone_file or str(bundled_zone())).start()
+        try:
+            cluster = LocalCluster(zone_file or str(bundled_zone())).start()
+        except CellframeError as error:
+            raise _fail(error) from error
         transport = cluster.broker.connect(name="repl")
         click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
     client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)

@@ -167,7 +167,8 @@ class ZoneFileResolver(_TxtResolver):
                 f"zone file {str(self.path)!r} has no $ORIGIN: name the zone's domain "
                 "(--domain in the CLI, origin= in Python)"
             ) from exc
-        except (OSError, dns.exception.DNSException) as exc:
+        except (OSError, ValueError, dns.exception.DNSException) as exc:  # ValueError: dnspython
+            # on a zone that does not fit the origin given (``--domain ""``: "non-origin SOA")
             raise DnsLookupError(f"zone file {str(self.path)!r}: {exc}") from exc
 
     def _current(self) -> dns.zone.Zone:
