@@ -35,7 +35,15 @@ from typing import Any, ClassVar
 import pykka
 
 from ..config.txtconfig import language_budget
-from ..errors import CellCrashedError, CellframeError, ConfigError, LanguageError, UnknownVerbError
+from ..errors import (
+    ArityError,
+    CellCrashedError,
+    CellframeError,
+    ClusterError,
+    ConfigError,
+    LanguageError,
+    UnknownVerbError,
+)
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
 from ..wire import tracing
@@ -49,6 +57,8 @@ from .statemachine import Machine, Transition, compile_machine
 __all__ = ["Cell", "CellCounters", "Inbound", "SettingsChanged"]
 
 log = logging.getLogger(__name__)
+#: What an action raises for an operator's mistake, logged as one line without a traceback.
+_ORDINARY = (ConfigError, ClusterError, ArityError)
 
 
 @dataclass(slots=True)
@@ -519,7 +529,12 @@ class Cell(pykka.ThreadingActor):
 
     def _cell_action_failed(self, message: Message, error: BaseException) -> None:
         self.cell_counters.errors += 1
-        log.error("%s: action failed on %s", self.cell_name, _describe(message), exc_info=error)
+        if isinstance(error, _ORDINARY):  # an operator's mistake (a role that does not
+            # exist, a bad argument): one line; the traceback is kept for what may be a bug
+            log.error("%s: action failed on %s: %s: %s", self.cell_name, _describe(message),
+                      type(error).__name__, error)
+        else:
+            log.error("%s: action failed on %s", self.cell_name, _describe(message), exc_info=error)
         self._cell_report(message, f"action failed: {type(error).__name__}: {error}")
 
     def _cell_report(self, message: Message, reason: str) -> None:

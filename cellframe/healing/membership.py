@@ -786,6 +786,11 @@ class Membership(Cell):
         snapshot["heard"] = dict(self.heard_counts)
         snapshot["watching"] = sorted(self._watching)
         snapshot["healing"] = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
+        intent = self._intent.current if self._intent is not None else None
+        if intent is not None:  # what the reconciler counts, for `cellframe status`
+            registry = self.cell_host.registry
+            snapshot["intent"] = {role: count for role, count in intent.roles.items()
+                                  if registry is None or role in registry}
         return snapshot
 
     # -- sending ------------------------------------------------------------------------------

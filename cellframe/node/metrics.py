@@ -12,9 +12,17 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from ..errors import ConfigError
 
 __all__ = ["MetricsExporter", "NodeCollector", "serve_metrics"]
 
@@ -140,8 +148,18 @@ class MetricsExporter:
 
 
 def serve_metrics(node: Any, port: int, addr: str = "127.0.0.1") -> MetricsExporter:
-    """Expose ``node``'s metrics at ``http://addr:port/metrics`` (port 0: any free port)."""
+    """Expose ``node``'s metrics at ``http://addr:port/metrics`` (port 0: any free port), with
+    the standard ``process_*`` and ``python_*`` collectors beside the node's own.
+
+    A port in use or an address not on this host is a ConfigError saying which."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node))
-    server, thread = start_http_server(port, addr=addr, registry=registry)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"metrics cannot listen on {addr}:{port}: "
+                          f"{exc.strerror or exc}") from exc
     return MetricsExporter(server, thread, registry)

@@ -37,7 +37,7 @@ from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
-from ..errors import ClusterError, ConfigError, RefusedError
+from ..errors import ArityError, ClusterError, ConfigError, RefusedError
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -136,8 +136,11 @@ class NodeDaemon(Cell):
         self.node.differentiate(role)
 
     @transition("diagnostic")
-    def diagnostic(self, enabled: bool) -> None:
-        self.node.set_diagnostic(bool(enabled))
+    def diagnostic(self, enabled: bool | None) -> None:
+        # true, or false/nil: Python's bool() would read "false", "maybe" and 1 as true.
+        if enabled is not None and type(enabled) is not bool:
+            raise ArityError(f"diagnostic takes true or false, not {enabled!r}")
+        self.node.set_diagnostic(enabled is True)
 
 
 @dataclass(slots=True)
