@@ -1,0 +1,145 @@
+"""Web cells behind a real HAProxy, in one process: real HTTP, the proxy cell driving HAProxy.
+
+The nodes share an embedded broker here (the crash under SIGKILL, which needs processes, is
+in test_web_processes.py); HAProxy, the HTTP servers (waitress) and the load (urllib3, a
+bounded loop: tests/web_support.py) are real. HAProxy's own view is read from its runtime API
+(``show servers state``, ``show stat``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import urllib3
+
+from cellframe.roles import ProxyCell, WebCell
+from cellframe.testing import wait_for
+from tests import web_apps
+from tests.web_support import HttpLoad, web_zone
+
+pytestmark = pytest.mark.slow
+
+
+def web_cells(cluster) -> dict[str, WebCell]:
+    return {name: cell for name in cluster.holders("web")
+            for cell in cluster.node(name).cells().values() if isinstance(cell, WebCell)}
+
+
+def ports(cluster) -> dict[str, int]:
+    return {name: cell.http.port for name, cell in web_cells(cluster).items()}
+
+
+def haproxy_pool(haproxy) -> dict[str, tuple[int, int, bool]]:
+    """HAProxy's servers: name -> (port, weight, up)."""
+    return {name: (s.port, s.weight, s.up) for name, s in haproxy.runtime().servers("web").items()}
+
+
+def matches_cluster(cluster, haproxy) -> bool:
+    wanted = {name: (port, 10, True) for name, port in ports(cluster).items()}
+    return bool(wanted) and haproxy_pool(haproxy) == wanted
+
+
+@pytest.fixture
+def web_cluster(local_cluster, haproxy_server, tmp_path):
+    zone = web_zone(tmp_path / "web.zone", haproxy_server.socket_path)
+    cluster = local_cluster(zone)
+    yield cluster
+    web_apps.SLOW.clear()
+
+
+def test_three_web_cells_join_haproxy_and_its_servers_state_matches_the_cluster(
+        web_cluster, haproxy_server) -> None:
+    wait_for(lambda: len(web_cells(web_cluster)) == 3, 5, what="three web cells")
+    wait_for(lambda: matches_cluster(web_cluster, haproxy_server), 1.0,
+             what="HAProxy's servers to be the cluster's web cells, up, at weight 10",
+             show=lambda: (haproxy_pool(haproxy_server), ports(web_cluster)))
+    http = urllib3.PoolManager()
+    answered = {http.request("GET", haproxy_server.url + "/").data.decode() for _ in range(30)}
+    assert answered == {str(port) for port in ports(web_cluster).values()}
+
+
+def test_a_slow_web_cell_gets_a_lower_weight_and_fewer_requests_until_it_is_fast_again(
+        web_cluster, haproxy_server) -> None:
+    wait_for(lambda: matches_cluster(web_cluster, haproxy_server), 5, what="the pool in HAProxy")
+    runtime = haproxy_server.runtime()
+    slow_port = ports(web_cluster)["web-01"]
+    load = HttpLoad(haproxy_server.url, threads=3, seconds=30).start()
+    try:
+        web_apps.slow(slow_port, 0.08)  # p95 80 ms against slow-ms=40
+        wait_for(lambda: haproxy_pool(haproxy_server)["web-01"][1] < 10, 5,
+                 what="HAProxy's weight for the slow web-01 to drop",
+                 show=lambda: haproxy_pool(haproxy_server))
+        weight = haproxy_pool(haproxy_server)["web-01"][1]
+        before = runtime.request_totals("web")
+        wait_for(lambda: sum(runtime.request_totals("web").values()) - sum(before.values()) >= 300,
+                 10, what="300 requests through HAProxy", show=runtime.request_totals)
+        after = runtime.request_totals("web")
+        share = (after["web-01"] - before["web-01"]) / sum(after[n] - before[n] for n in after)
+        # Weighted round-robin gives web-01 weight/(weight+20) of the requests.
+        assert share <= (weight + 1) / (weight + 21), (share, weight, before, after)
+        web_apps.slow(slow_port, 0)
+        wait_for(lambda: haproxy_pool(haproxy_server)["web-01"][1] == 10, 5,
+                 what="web-01's weight back to 10 once fast", show=lambda: haproxy_pool(haproxy_server))
+    finally:
+        load.stop()
+    assert load.failures() == 0, load.served_by()
+
+
+def test_a_restarted_haproxy_is_rebuilt_from_the_cluster(web_cluster, haproxy_server) -> None:
+    wait_for(lambda: matches_cluster(web_cluster, haproxy_server), 5, what="the pool in HAProxy")
+    haproxy_server.restart()
+    assert haproxy_pool(haproxy_server) == {}  # its file names no server: the cluster does
+    wait_for(lambda: matches_cluster(web_cluster, haproxy_server), 2,
+             what="the proxy cell to rebuild HAProxy's pool", show=lambda: haproxy_pool(haproxy_server))
+    proxy: ProxyCell = web_cluster.proxy()
+    assert proxy.haproxy is not None and proxy.haproxy.rebuilds >= 1
+
+
+def test_an_unreachable_haproxy_is_retried_with_backoff_shown_in_status_and_nothing_is_lost(
+        web_cluster, haproxy_server) -> None:
+    wait_for(lambda: matches_cluster(web_cluster, haproxy_server), 5, what="the pool in HAProxy")
+    proxy = web_cluster.proxy()
+    haproxy_server.stop()
+
+    def status() -> dict:
+        return web_cluster.node("proxy-01").status()["cells"][0].get("haproxy") or next(
+            c["haproxy"] for c in web_cluster.node("proxy-01").status()["cells"] if "haproxy" in c)
+
+    wait_for(lambda: status()["failures"] >= 3 and not status()["reachable"], 5,
+             what="the proxy to report HAProxy unreachable after retries", show=status)
+    assert status()["retry_in"] > 0 and "did not answer" in status()["error"]
+    # Meanwhile web-02 gets slow (asked directly: HAProxy is down) and asks for a lower weight.
+    slow_port = ports(web_cluster)["web-02"]
+    web_apps.slow(slow_port, 0.08)
+    direct = HttpLoad(f"http://127.0.0.1:{slow_port}", threads=2, seconds=10, limit=200).start()
+    wait_for(lambda: proxy.haproxy.wanted["web-02"].weight < 10, 5,
+             what="the proxy to take web-02's lower weight while HAProxy is down",
+             show=lambda: proxy.haproxy.wanted)
+    wanted = proxy.haproxy.wanted["web-02"].weight
+    direct.stop()
+    haproxy_server.start()
+    wait_for(lambda: status()["reachable"], 10, what="the proxy to reach HAProxy again", show=status)
+    wait_for(lambda: haproxy_pool(haproxy_server).get("web-02", (0, 10, 0))[1] <= wanted, 2,
+             what="web-02's lower weight in the restarted HAProxy",
+             show=lambda: haproxy_pool(haproxy_server))
+    assert set(haproxy_pool(haproxy_server)) == {"web-01", "web-02", "web-03"}
+
+
+def test_a_web_cell_stopped_cleanly_drains_with_no_failed_request(web_cluster, haproxy_server) -> None:
+    wait_for(lambda: matches_cluster(web_cluster, haproxy_server), 5, what="the pool in HAProxy")
+    port = str(ports(web_cluster)["web-03"])
+    load = HttpLoad(haproxy_server.url, threads=3, seconds=30).start()
+    try:
+        wait_for(lambda: load.served_by()[port] >= 20, 5, what="web-03 serving under load",
+                 show=load.served_by)
+        web_cluster.stop_node("web-03")
+        wait_for(lambda: "web-03" not in haproxy_pool(haproxy_server), 3,
+                 what="web-03 deleted from HAProxy", show=lambda: haproxy_pool(haproxy_server))
+        deleted = time.monotonic()
+        wait_for(lambda: sum(load.served_by(since=deleted).values()) >= 100, 5,
+                 what="100 requests after the deletion", show=load.served_by)
+    finally:
+        load.stop()
+    assert load.failures() == 0, load.served_by()
+    assert load.served_by(since=deleted)[port] == 0
