@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -51,6 +52,8 @@ class HttpServer:
             from waitress.server import create_server
         except ImportError as exc:
             raise MissingExtraError("web cells need waitress: pip install 'cellframe[web]'") from exc
+        # waitress warns of every request that waits for a thread; the meter counts them.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self.meter = LoadMeter(app, window=window)
         self.health_path = health_path
         self.draining = False
