@@ -143,3 +143,30 @@ def test_a_web_cell_stopped_cleanly_drains_with_no_failed_request(web_cluster, h
         load.stop()
     assert load.failures() == 0, load.served_by()
     assert load.served_by(since=deleted)[port] == 0
+
+
+def test_a_spare_whose_app_cannot_be_imported_fails_its_claim_and_another_spare_takes_the_role(
+        local_cluster, haproxy_server, tmp_path) -> None:
+    zone = web_zone(tmp_path / "web.zone", haproxy_server.socket_path, web=1, spares=2)
+    text = zone.read_text().replace('spare-01 IN TXT "app=tests.web_apps:app"',
+                                    'spare-01 IN TXT "app=tests.no_such_module:app"')
+    zone.write_text(text)
+    cluster = local_cluster(zone)
+    seen: list[tuple[str, dict]] = []
+    for name in cluster.live():
+        cluster.node(name).listeners.append(lambda kind, payload: seen.append((kind, payload)))
+    wait_for(lambda: matches_cluster(cluster, haproxy_server), 5, what="web-01 in HAProxy")
+    cluster.kill("web-01")
+
+    def failed() -> list[dict]:
+        return [p for k, p in list(seen) if k == "claim-failed" and p["node"] == "spare-01"]
+
+    wait_for(failed, 10, what="spare-01's claim-failed event", show=lambda: seen[-10:])
+    assert failed()[0]["role"] == "web"
+    assert "cannot import tests.no_such_module" in failed()[0]["error"]
+    wait_for(lambda: cluster.holders("web") == ["spare-02"], 10, what="spare-02 to take web",
+             show=cluster.roles)
+    wait_for(lambda: set(haproxy_pool(haproxy_server)) == {"spare-02"}, 3,
+             what="spare-02 alone in HAProxy", show=lambda: haproxy_pool(haproxy_server))
+    assert cluster.node("spare-01").role is None
+    assert [k for k, p in seen if k == "differentiate-failed" and p["node"] == "spare-01"]

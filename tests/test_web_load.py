@@ -89,3 +89,15 @@ def test_an_unreachable_haproxy_backs_off_exponentially_and_keeps_what_is_wanted
 def test_the_runtime_translates_socket_errors(tmp_path) -> None:
     with pytest.raises(HaproxyUnreachableError, match="did not answer 'show info'"):
         HaproxyRuntime(str(tmp_path / "no.sock")).pid()
+
+
+def test_a_slot_a_spare_cannot_play_goes_to_the_next_spare_by_name() -> None:
+    from cellframe.healing.reconciler import LiveMember, assign
+
+    live = [LiveMember("spare-01", None), LiveMember("spare-02", None), LiveMember("p", "proxy")]
+    intent = {"web": 1, "proxy": 1}
+    assert assign(intent, live, "spare-01").take == "web"
+    assert assign(intent, live, "spare-02").take is None
+    unable = {"spare-01": {"web"}}
+    assert assign(intent, live, "spare-01", unable=unable).take is None
+    assert assign(intent, live, "spare-02", unable=unable).take == "web"

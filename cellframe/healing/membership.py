@@ -21,7 +21,9 @@ if alive, refutes it by bumping its incarnation), ``(member-leave ...)`` on a cl
 ``(claim ...)`` and ``(claim-withdrawn ...)``. Anything about an incarnation older than the
 one known is ignored, so a 'down' heard twice, late, or after the node came back changes
 nothing. Every step is also an event on ``event.<kind>.<node>``: up, suspected, down, held,
-left, claimed, stood-down, ready, stepped-down, refuted.
+left, claimed, stood-down, ready, stepped-down, refuted, claim-failed (a role whose cells
+failed to start on this node: the claim is withdrawn, and the node leaves that role to others
+for ``failed_role_hold`` seconds).
 """
 
 from __future__ import annotations
@@ -178,6 +180,8 @@ class Membership(Cell):
     initial = "joining"
     bindings = ("heartbeat.*", "membership.#", "probe.{node}")
     healing: ClassVar[HealingConfig | None] = None
+    #: How long a node whose cells failed to start for a role leaves that role to others.
+    failed_role_hold: ClassVar[float] = 30.0
 
     @classmethod
     def configured(cls, config: HealingConfig | None = None, **overrides: Any) -> type[Membership]:
@@ -467,9 +471,12 @@ class Membership(Cell):
         self.reconciler.hear_claim(Claim(node, role, incarnation, time.monotonic()))
 
     @transition("claim-withdrawn")
-    def heard_withdrawal(self, node: str, role: str | None = None, **extra: Any) -> None:
+    def heard_withdrawal(self, node: str, role: str | None = None, failed: Any = False,
+                         **extra: Any) -> None:
         if isinstance(node, str):
             self.reconciler.forget(node, role)
+            if failed is True and isinstance(role, str):  # it cannot play the role: skip it
+                self.reconciler.cannot_play(node, role, time.monotonic() + self.failed_role_hold)
 
     def _reconcile(self, now: float) -> None:
         intent = self._current_intent()
@@ -503,10 +510,21 @@ class Membership(Cell):
             self.cell_host.differentiate(role)
         except CellframeError as error:
             log.warning("%s: could not become %s: %s", self.cell_name, role or "a spare", error)
+            if role is not None:
+                self._claim_failed(role, error)
             return
         self._sync_role()
         self._emit(event, role=role, previous=previous)
         self._heartbeat(time.monotonic())
+
+    def _claim_failed(self, role: str, error: CellframeError) -> None:
+        """This node cannot play ``role`` (its cells failed to start): say so, give the slot
+        back so that another spare claims it, and claim other roles only for a while."""
+        self.reconciler.cannot_play(self.node_name, role, time.monotonic() + self.failed_role_hold)
+        self._publish(claim_key(self.node_name), [
+            Symbol("claim-withdrawn"), Keyword("node"), self.node_name, Keyword("role"), role,
+            Keyword("failed"), True])
+        self._emit("claim-failed", role=role, error=str(error))
 
     def _current_intent(self) -> ClusterIntent | None:
         resolver = self.cell_host.resolver

@@ -35,7 +35,7 @@ from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
-from ..errors import ConfigError, LanguageError, SecurityError
+from ..errors import CellframeError, ConfigError, LanguageError, SecurityError
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -404,14 +404,30 @@ class Node:
             self._retire_role_cells()
             self.role = role
             if role is not None:
-                self._start_role_cells(role, classes)
+                try:
+                    self._start_role_cells(role, classes)
+                except CellframeError as error:
+                    self.role = None  # a spare again: the cells that started were stopped
+                    self.emit("differentiate-failed", role=role, previous=old, error=str(error))
+                    raise
         self.emit("differentiated", role=role, previous=old)
         return True
 
     def _start_role_cells(self, role: str, classes: list[type]) -> None:
+        """Start ``role``'s cells; if one fails to start (its app does not import, its port is
+        taken), stop those that did and raise a CellframeError that says why."""
         for cls in classes:
             name = self.name if len(classes) == 1 else f"{self.name}-{cls.__name__.lower()}"
-            hosted = self._host(cls, name)
+            try:
+                hosted = self._host(cls, name)
+            except Exception as exc:
+                self._attached.pop(name, None)
+                started, self._cells = list(self._cells.values()), {}
+                for hosted in started:
+                    self._unhost(hosted)
+                if isinstance(exc, CellframeError):
+                    raise
+                raise ConfigError(f"role {role}: {cls.__name__} failed to start: {exc!r}") from exc
             self._cells[hosted.cell.cell_name] = hosted
         self._reroute()
         self._bind_node(each_key(role))
