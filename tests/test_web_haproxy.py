@@ -88,8 +88,8 @@ def test_a_slow_web_cell_gets_a_lower_weight_and_fewer_requests_until_it_is_fast
 
 def test_a_restarted_haproxy_is_rebuilt_from_the_cluster(web_cluster, haproxy_server) -> None:
     wait_for(lambda: matches_cluster(web_cluster, haproxy_server), 5, what="the pool in HAProxy")
+    assert "\n    server " not in haproxy_server.config.read_text()  # the cluster names them
     haproxy_server.restart()
-    assert haproxy_pool(haproxy_server) == {}  # its file names no server: the cluster does
     wait_for(lambda: matches_cluster(web_cluster, haproxy_server), 2,
              what="the proxy cell to rebuild HAProxy's pool", show=lambda: haproxy_pool(haproxy_server))
     proxy: ProxyCell = web_cluster.proxy()
@@ -170,3 +170,45 @@ def test_a_spare_whose_app_cannot_be_imported_fails_its_claim_and_another_spare_
              what="spare-02 alone in HAProxy", show=lambda: haproxy_pool(haproxy_server))
     assert cluster.node("spare-01").role is None
     assert [k for k, p in seen if k == "differentiate-failed" and p["node"] == "spare-01"]
+
+
+def test_sustained_load_brings_a_spare_into_web_and_idleness_returns_it_drained(
+        local_cluster, haproxy_server, tmp_path) -> None:
+    zone = web_zone(tmp_path / "web.zone", haproxy_server.socket_path, web=1, spares=1,
+                    intent="web=1..2",
+                    cluster_extra='"scale-out-load=0.6" "scale-in-load=0.2" '
+                                  '"scale-out-hold-ms=1000" "scale-in-hold-ms=1500"',
+                    web_extra='"http-threads=2"')
+    cluster = local_cluster(zone)
+    seen: list[tuple[str, dict]] = []
+    for name in cluster.live():
+        cluster.node(name).listeners.append(lambda kind, payload: seen.append((kind, payload)))
+    wait_for(lambda: set(haproxy_pool(haproxy_server)) == {"web-01"}, 5, what="web-01 in HAProxy")
+    web_apps.SLOW["*"] = 0.02  # 20 ms a request on two threads: six clients keep them busy
+    load = HttpLoad(haproxy_server.url, threads=6, seconds=40).start()
+    try:
+        started = time.monotonic()
+        wait_for(lambda: cluster.holders("web") == ["spare-01", "web-01"], 10,
+                 what="the spare to take web under sustained load", show=cluster.roles)
+        out = [p for k, p in seen if k == "scale-out"]
+        assert out and out[0]["role"] == "web" and "above 0.6" in out[0]["reason"]
+        wait_for(lambda: set(haproxy_pool(haproxy_server)) == {"web-01", "spare-01"}, 3,
+                 what="spare-01 in HAProxy", show=lambda: haproxy_pool(haproxy_server))
+        print(f"spare-01 in web {time.monotonic() - started:.2f} s after the load began")
+    finally:
+        load.stop()
+    web_apps.SLOW.clear()
+    trickle = HttpLoad(haproxy_server.url, threads=1, seconds=40, pause=0.05).start()
+    try:
+        wait_for(lambda: cluster.holders("web") == ["web-01"], 15,
+                 what="the extra web cell to return to the spares", show=cluster.roles)
+        wait_for(lambda: set(haproxy_pool(haproxy_server)) == {"web-01"}, 3,
+                 what="spare-01 out of HAProxy", show=lambda: haproxy_pool(haproxy_server))
+        after = len(trickle.results)
+        wait_for(lambda: len(trickle.results) >= after + 10, 5, what="10 more requests")
+    finally:
+        trickle.stop()
+    scale_in = [p for k, p in seen if k == "scale-in"]
+    assert scale_in and "below 0.2" in scale_in[0]["reason"]
+    assert trickle.failures() == 0 and load.failures() == 0, (trickle.served_by(), load.served_by())
+    assert cluster.node("spare-01").role is None

@@ -101,3 +101,60 @@ def test_a_slot_a_spare_cannot_play_goes_to_the_next_spare_by_name() -> None:
     unable = {"spare-01": {"web"}}
     assert assign(intent, live, "spare-01", unable=unable).take is None
     assert assign(intent, live, "spare-02", unable=unable).take == "web"
+
+
+def member(name: str, role: str | None, load: float | None = None):
+    from cellframe.healing.reconciler import LiveMember
+
+    return LiveMember(name, role, 0.0, load)
+
+
+def test_sustained_load_above_the_threshold_adds_one_cell_and_idleness_gives_it_back() -> None:
+    from cellframe.healing.capacity import CapacityPlanner, ScaleSettings
+
+    planner = CapacityPlanner(ScaleSettings(out_load=0.8, in_load=0.3, out_hold=2, in_hold=5))
+    busy = [member("w1", "web", 1.2), member("w2", "web", 1.0), member("s1", None)]
+    assert planner.plan(0, {"web": 2}, {"web": (2, 4)}, busy) == ({"web": 2}, [])
+    assert planner.plan(1.9, {"web": 2}, {"web": (2, 4)}, busy) == ({"web": 2}, [])
+    wanted, moves = planner.plan(2.0, {"web": 2}, {"web": (2, 4)}, busy)
+    assert wanted == {"web": 3} and [(m.before, m.after) for m in moves] == [(2, 3)]
+    assert "above 0.8 for 2.0 s" in moves[0].reason
+    # Still filling (two holders for three): no further move, however long the load lasts.
+    assert planner.plan(10, {"web": 2}, {"web": (2, 4)}, busy)[0] == {"web": 3}
+    idle = [member("w1", "web", 0.1), member("w2", "web", 0.0), member("s1", "web", 0.1)]
+    assert planner.plan(11, {"web": 2}, {"web": (2, 4)}, idle) == ({"web": 3}, [])
+    wanted, moves = planner.plan(16, {"web": 2}, {"web": (2, 4)}, idle)
+    assert wanted == {"web": 2} and moves[0].after == 2
+    assert planner.plan(100, {"web": 2}, {"web": (2, 4)}, idle[:2])[0] == {"web": 2}  # the minimum
+
+
+def test_a_load_between_the_thresholds_moves_nothing_and_a_short_burst_neither() -> None:
+    from cellframe.healing.capacity import CapacityPlanner, ScaleSettings
+
+    planner = CapacityPlanner(ScaleSettings(out_load=0.8, in_load=0.3, out_hold=2, in_hold=5))
+    ranges = {"web": (1, 3)}
+    spare = member("s1", None)
+    for t in range(0, 30):
+        assert planner.plan(t, {"web": 1}, ranges, [member("w1", "web", 0.5), spare])[1] == []
+    planner.plan(30, {"web": 1}, ranges, [member("w1", "web", 2.0), spare])
+    planner.plan(31, {"web": 1}, ranges, [member("w1", "web", 0.5), spare])  # the burst ends
+    assert planner.plan(33, {"web": 1}, ranges, [member("w1", "web", 2.0), spare])[1] == []
+
+
+def test_a_count_no_spare_can_fill_falls_back_to_the_holders() -> None:
+    from cellframe.healing.capacity import CapacityPlanner
+
+    planner = CapacityPlanner(want={"web": 4})
+    assert planner.plan(0, {"web": 2}, {"web": (2, 6)}, [member("w1", "web", 0.5),
+                                                         member("w2", "web", 0.5),
+                                                         member("w3", "web", 0.5)])[0] == {"web": 3}
+
+
+def test_a_range_in_the_intent_gives_its_minimum_as_the_count() -> None:
+    from cellframe.config.txtconfig import ClusterIntent
+
+    intent = ClusterIntent.from_settings({"web": "3..6", "proxy": "1", "bad": "5..2",
+                                          "scale-out-load": "0.9"})
+    assert intent.roles == {"web": 3, "proxy": 1} and intent.ranges == {"web": (3, 6)}
+    assert intent.settings == {"scale-out-load": "0.9"}
+    assert any("'bad'" in w for w in intent.warnings)

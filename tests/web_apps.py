@@ -1,7 +1,8 @@
 """WSGI apps for the web-tier tests: one that answers which server served it, and can be slowed.
 
 ``app`` answers its server's port, so a client counts where each request went. A test slows
-one server by ``slow(port, seconds)``: in this process through ``SLOW``, and across processes
+one server by ``slow(port, seconds)`` (every server: ``SLOW["*"]``): in this process through
+``SLOW``, and across processes
 through a file ``<CELLFRAME_TEST_WEB_SLOW>/<port>`` holding the seconds.
 """
 
@@ -30,8 +31,8 @@ def slow(port: int, seconds: float) -> None:
 
 
 def _delay(port: str) -> float:
-    if port in SLOW:
-        return SLOW[port]
+    if port in SLOW or "*" in SLOW:
+        return SLOW.get(port, SLOW.get("*", 0.0))
     folder = os.environ.get(SLOW_DIR_VARIABLE)
     if folder:
         try:

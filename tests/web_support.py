@@ -22,7 +22,8 @@ WEB_SETTINGS = ('"app=tests.web_apps:app" "listen=127.0.0.1:0" "health-url=http:
 
 
 def web_zone(path: Path, haproxy_socket: str, *, web: int = 3, spares: int = 0,
-             intent: str | None = None, web_app: str = "tests.web_apps:app") -> Path:
+             intent: str | None = None, web_app: str = "tests.web_apps:app",
+             cluster_extra: str = "", web_extra: str = "") -> Path:
     webs = [f"web-{i:02d}" for i in range(1, web + 1)]
     spare = [f"spare-{i:02d}" for i in range(1, spares + 1)]
     lines = [
@@ -30,11 +31,13 @@ def web_zone(path: Path, haproxy_socket: str, *, web: int = 3, spares: int = 0,
         "@ IN SOA ns.web.test. hostmaster.web.test. ( 1 60 30 600 5 )", "  IN NS ns",
         "ns IN A 127.0.0.1",
         f'_cluster IN TXT "proxy=1" "{intent or f"web={web}"}" "heartbeat-ms=100" '
-        f'"failure-timeout-ms=500"' + (f' "spares={",".join(spare)}"' if spare else ""),
+        f'"failure-timeout-ms=500"' + (f' "spares={",".join(spare)}"' if spare else "")
+        + (f" {cluster_extra}" if cluster_extra else ""),
         f'_nodes IN TXT "{" ".join(["proxy-01", *webs, *spare])}"',
         f'proxy-01 IN TXT "role=proxy" "haproxy-socket={haproxy_socket}" "haproxy-sync-ms=200"',
     ]
-    settings = WEB_SETTINGS.replace("tests.web_apps:app", web_app)
+    settings = WEB_SETTINGS.replace("tests.web_apps:app", web_app) + (
+        f" {web_extra}" if web_extra else "")
     lines += [f'{name} IN TXT "role=web" {settings.format(name=name)}' for name in webs]
     lines += [f"{name} IN TXT {settings.format(name=name)}" for name in spare]
     path.write_text("\n".join(lines) + "\n")
@@ -49,6 +52,7 @@ class HttpLoad:
     threads: int = 2
     limit: int = 20_000
     seconds: float = 20.0
+    pause: float = 0.0  # between one thread's requests: a light load, when not 0
     results: list[tuple[float, str | None]] = field(default_factory=list)  # (sent at, port or None)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -71,6 +75,8 @@ class HttpLoad:
             except urllib3.exceptions.HTTPError:
                 served = None
             self.results.append((sent, served))
+            if self.pause:
+                self._stop.wait(self.pause)
 
     def stop(self) -> HttpLoad:
         self._stop.set()

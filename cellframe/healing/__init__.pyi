@@ -1,12 +1,16 @@
 # The names this package re-exports, read by type checkers and by lazy_loader (see __init__.py).
+from .capacity import CapacityPlanner as CapacityPlanner
+from .capacity import ScaleSettings as ScaleSettings
 from .detector import PhiAccrual as PhiAccrual
 from .membership import HealingConfig as HealingConfig
 from .membership import Membership as Membership
 from .reconciler import Reconciler as Reconciler
 
 __all__ = [
+    "CapacityPlanner",
     "HealingConfig",
     "Membership",
     "PhiAccrual",
     "Reconciler",
+    "ScaleSettings",
 ]

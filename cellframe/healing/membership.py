@@ -44,6 +44,7 @@ from ..errors import CellframeError, ConfigError
 from ..language.symbols import Keyword, Symbol
 from ..wire.envelope import Envelope, Message
 from ..wire.routing import claim_key, down_key, heartbeat_key, leave_key, probe_key
+from .capacity import CapacityPlanner, ScaleSettings
 from .detector import FlapDamper, PhiAccrual
 from .reconciler import Claim, LiveMember, Reconciler
 
@@ -160,6 +161,7 @@ class Member:
     changed_at: float = 0.0  # local monotonic time of the last status change
     probed_at: float = -math.inf
     detector: PhiAccrual | None = field(default=None, repr=False)
+    load: float | None = None  # what its last heartbeat said its role cells' load was
 
     def public(self, now: float) -> dict[str, Any]:
         phi = self.detector.phi(now) if self.detector is not None else 0.0
@@ -208,6 +210,9 @@ class Membership(Cell):
         self._returned_lock = threading.Lock()
         self._intent: IntentWatcher | None = None
         self._intent_failed = False
+        self.capacity = CapacityPlanner()
+        self._capacity_rows: dict[str, dict[str, Any]] = {}
+        self._scale_error = ""
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -269,12 +274,17 @@ class Membership(Cell):
             Symbol("heartbeat"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
             Keyword("incarnation"), self.incarnation, Keyword("seq"), self.seq,
             Keyword("role-since"), self.role_since,
-            Keyword("interval"), self.config.heartbeat_interval])
+            Keyword("interval"), self.config.heartbeat_interval,
+            *self._load_fields()])
+
+    def _load_fields(self) -> list[Any]:
+        load = self.cell_host.load()
+        return [] if load is None else [Keyword("load"), load]
 
     @transition("heartbeat")
     def heard_heartbeat(self, node: str, role: str | None = None, incarnation: int = 0,
                         seq: int = 0, role_since: float = 0.0, interval: float | None = None,
-                        **extra: Any) -> None:
+                        load: Any = None, **extra: Any) -> None:
         if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
             return
         now = time.monotonic()
@@ -289,6 +299,7 @@ class Membership(Cell):
             return  # duplicate or reordered: arrival times only from fresh heartbeats
         member.seq = seq if isinstance(seq, int) else member.seq + 1
         member.last_seen = now
+        member.load = float(load) if isinstance(load, int | float) and not isinstance(load, bool) else None
         assert member.detector is not None
         member.detector.heartbeat(now)
         self._learn_role(member, role, role_since)
@@ -485,9 +496,12 @@ class Membership(Cell):
         registry = self.cell_host.registry
         roles = {role: count for role, count in intent.roles.items()
                  if registry is None or role in registry}
-        live = [LiveMember(m.name, m.role, m.role_since)
+        live = [LiveMember(m.name, m.role, m.role_since, m.load)
                 for m in self.view.values() if m.status in _LIVE and m.name != self.node_name]
-        live.append(LiveMember(self.node_name, self.node_role, self.role_since))
+        live.append(LiveMember(self.node_name, self.node_role, self.role_since,
+                               self.cell_host.load()))
+        if intent.ranges:
+            roles = self._plan_capacity(now, intent, roles, live)
         decision = self.reconciler.tick(now, roles, live)
         if decision.withdraw:
             self._publish(claim_key(self.node_name), [
@@ -516,6 +530,28 @@ class Membership(Cell):
         self._sync_role()
         self._emit(event, role=role, previous=previous)
         self._heartbeat(time.monotonic())
+
+    def _plan_capacity(self, now: float, intent: ClusterIntent, roles: dict[str, int],
+                       live: list[LiveMember]) -> dict[str, int]:
+        """Move the counts of ranged roles (``web=3..6``) with load; each move is an event."""
+        try:
+            settings = ScaleSettings.from_settings(intent.settings)
+        except ConfigError as error:
+            if str(error) != self._scale_error:  # once per distinct mistake, not every tick
+                log.warning("%s: %s; default scaling", self.cell_name, error)
+            self._scale_error = str(error)
+            settings = ScaleSettings()
+        self.capacity.settings = settings
+        wanted, moves = self.capacity.plan(now, roles, intent.ranges, live)
+        for move in moves:
+            self._emit("scale-out" if move.after > move.before else "scale-in", role=move.role,
+                       before=move.before, after=move.after, load=round(move.load, 3),
+                       reason=move.reason)
+        self._capacity_rows = {
+            role: {"held": sum(1 for m in live if m.role == role), "want": wanted[role],
+                   "min": low, "max": high, "load": self.capacity.loads.get(role)}
+            for role, (low, high) in intent.ranges.items() if role in wanted}
+        return wanted
 
     def _claim_failed(self, role: str, error: CellframeError) -> None:
         """This node cannot play ``role`` (its cells failed to start): say so, give the slot
@@ -570,6 +606,8 @@ class Membership(Cell):
         snapshot = super().cell_snapshot()
         snapshot["members"] = self.cell_view()
         snapshot["healing"] = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
+        if self._capacity_rows:  # roles with a range: held against wanted, min..max, load
+            snapshot["capacity"] = dict(self._capacity_rows)
         return snapshot
 
     # -- sending ------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class LiveMember:
     name: str
     role: str | None
     role_since: float = 0.0
+    load: float | None = None  # what its heartbeat last said (``Cell.cell_load``)
 
 
 @dataclass(frozen=True, slots=True)

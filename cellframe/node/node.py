@@ -603,6 +603,14 @@ class Node:
         with self._lock:
             return {name: h.cell for name, h in self._cells.items()}
 
+    def load(self) -> float | None:
+        """The busiest role cell's ``cell_load()`` (None: none measures it). Read from the
+        routes snapshot, not under the lock: membership asks every heartbeat, and
+        ``differentiate`` holds the lock while a web cell drains, for seconds."""
+        loads = [load for hosted in self._routes.role_cells
+                 if (load := hosted.cell.cell_load()) is not None]
+        return max(loads) if loads else None
+
     def status(self) -> dict[str, Any]:
         """A snapshot of the node: name, role, cells with state and counters."""
         with self._lock:

@@ -70,6 +70,7 @@ class WebCell(Cell):
         self.last_announce = -float("inf")
         self.http: HttpServer | None = None
         self.policy: WeightPolicy | None = None
+        self.last_load: float | None = None
         if settings.get("app"):
             self._open_http(settings)
 
@@ -173,7 +174,9 @@ class WebCell(Cell):
 
     def _reweigh(self) -> None:
         if self.http is not None and self.policy is not None:
-            wanted = self.policy.decide(self.http.meter.sample())
+            sample = self.http.meter.sample()
+            self.last_load = round(max(sample.busy, sample.p95_ms / self.policy.slow_ms), 3)
+            wanted = self.policy.decide(sample)
         else:
             rate = self.rate()
             wanted = self.base_weight
@@ -183,6 +186,11 @@ class WebCell(Cell):
             self.weight = wanted
             self._send(self.proxies, [Symbol("set-weight"), Keyword("backend"), self.cell_name,
                                       Keyword("weight"), wanted])
+
+    def cell_load(self) -> float | None:
+        """With HTTP: the busier of its threads' busy fraction and p95 latency / ``slow-ms``,
+        as of the last tick (without HTTP: None)."""
+        return self.last_load
 
     @transition("load")
     def load(self) -> None:

@@ -1,11 +1,12 @@
 """A web cell's own load, measured where requests pass, and the weight it asks for.
 
 ``LoadMeter`` wraps the WSGI application: it counts requests in flight and keeps the latency
-of the last ``window`` seconds, and it reads the process's CPU time, so a cell knows its load
-without asking anyone. ``WeightPolicy`` turns the 95th percentile latency into a weight, with
-two thresholds (hysteresis): above ``slow_ms`` the weight falls in proportion to the excess;
-it comes back to the base weight only once latency is under ``fast_ms`` again, so a latency
-hovering at one threshold does not make the weight flap. Both take ``now`` as an argument.
+of the last ``window`` seconds (and so how busy the server's threads were), and it reads the
+process's CPU time, so a cell knows its load without asking anyone. ``WeightPolicy`` turns
+the 95th percentile latency into a weight, with two thresholds (hysteresis): above
+``slow_ms`` the weight falls in proportion to the excess; it comes back to the base weight
+only once latency is under ``fast_ms`` again, so a latency hovering at one threshold does not
+make the weight flap. Both take ``now`` as an argument.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ class LoadSample:
     p95_ms: float
     p99_ms: float
     cpu: float  # the process's CPU seconds per wall second since the last sample
+    busy: float = 0.0  # the server's threads' time spent in requests over the window, 0..1
 
     def as_dict(self) -> dict[str, float]:
         return {"in-flight": self.in_flight, "requests": self.requests, "rate": round(self.rate, 1),
                 "p50-ms": round(self.p50_ms, 2), "p95-ms": round(self.p95_ms, 2),
-                "p99-ms": round(self.p99_ms, 2), "cpu": round(self.cpu, 3)}
+                "p99-ms": round(self.p99_ms, 2), "cpu": round(self.cpu, 3),
+                "busy": round(self.busy, 3)}
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
@@ -50,10 +53,11 @@ class LoadMeter:
     """WSGI middleware that measures in-flight requests and latency (thread-safe: the server
     calls it from its worker threads, the cell samples it from its own)."""
 
-    def __init__(self, app: WsgiApp, *, window: float = 1.0,
+    def __init__(self, app: WsgiApp, *, window: float = 1.0, threads: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.window = window
+        self.threads = threads
         self.clock = clock
         self.in_flight = 0
         self.total = 0
@@ -92,9 +96,10 @@ class LoadMeter:
         then, cpu_then = self._cpu_at
         self._cpu_at = (now, cpu_now)
         cpu = (cpu_now - cpu_then) / (now - then) if now > then else 0.0
+        busy = min(1.0, sum(taken) / 1000 / (self.window * self.threads))
         return LoadSample(in_flight, len(taken), len(taken) / self.window,
                           _percentile(taken, 0.5), _percentile(taken, 0.95),
-                          _percentile(taken, 0.99), cpu)
+                          _percentile(taken, 0.99), cpu, busy)
 
 
 @dataclass

@@ -54,7 +54,7 @@ class HttpServer:
             raise MissingExtraError("web cells need waitress: pip install 'cellframe[web]'") from exc
         # waitress warns of every request that waits for a thread; the meter counts them.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-        self.meter = LoadMeter(app, window=window)
+        self.meter = LoadMeter(app, window=window, threads=threads)
         self.health_path = health_path
         self.draining = False
         try:
