@@ -16,6 +16,7 @@ of HAProxy's backend ``haproxy-backend`` (web), its ``set-weight`` becomes HAPro
 ``(drain-pool :backend B)`` sets it to drain (and out of the s-expression rotation), and leaving
 or its node going down deletes it. The pool is synced again every ``haproxy-sync-ms`` (500),
 so a restarted HAProxy is rebuilt from the cluster; an unreachable one is retried with backoff.
+``haproxy-server-options`` replaces what each added server is given (``SERVER_OPTIONS``).
 
 Not thrashing the pool: a ``join-pool`` from a node life already declared down (same or older
 incarnation, a late or duplicated message) is ignored, and a node that went down more than
@@ -36,7 +37,7 @@ from ..config.txtconfig import int_setting
 from ..healing.detector import FlapDamper
 from ..language.symbols import Keyword, Symbol
 from ..web.dataplane import HaproxyPool
-from ..web.haproxy import HaproxyRuntime
+from ..web.haproxy import SERVER_OPTIONS, HaproxyRuntime
 from ..wire.envelope import Message
 from ..wire.routing import cell_key, each_key
 from ._quiet import send_quietly
@@ -145,8 +146,8 @@ class ProxyCell(Cell):
         if self.cell_settings.get("haproxy-socket"):
             runtime = HaproxyRuntime(self.cell_settings["haproxy-socket"])
             backend = self.cell_settings.get("haproxy-backend", "web")
-            check = self.cell_settings.get("haproxy-check", "check inter 100 fall 2 rise 1")
-            self.haproxy = HaproxyPool(runtime, backend, check=check)
+            options = self.cell_settings.get("haproxy-server-options", SERVER_OPTIONS)
+            self.haproxy = HaproxyPool(runtime, backend, options=options)
 
     def cell_tick_interval(self) -> float | None:
         return None if self.haproxy is None else min(self.sync_every, 0.1)

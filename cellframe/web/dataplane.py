@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .haproxy import HaproxyError, HaproxyRuntime, HaproxyUnreachableError, ServerState
+from .haproxy import SERVER_OPTIONS, HaproxyError, HaproxyRuntime, HaproxyUnreachableError, ServerState
 
 __all__ = ["HaproxyPool", "WantedServer"]
 
@@ -36,11 +36,11 @@ class HaproxyPool:
     """Keeps one HAProxy backend equal to the wanted servers, through the runtime API."""
 
     def __init__(self, runtime: HaproxyRuntime, backend: str = "web", *,
-                 check: str = "check inter 100 fall 2 rise 1",
+                 options: str = SERVER_OPTIONS,
                  backoff_base: float = 0.1, backoff_max: float = 5.0) -> None:
         self.runtime = runtime
         self.backend = backend
-        self.check = check
+        self.options = options
         self.wanted: dict[str, WantedServer] = {}
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.failures = 0  # consecutive failed syncs
@@ -49,6 +49,7 @@ class HaproxyPool:
         self.syncs = 0
         self.rebuilds = 0  # syncs that found HAProxy missing servers it had been given
         self._known_pid: int | None = None
+        self._last_refusal = ""
 
     # -- what the cluster wants ---------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class HaproxyPool:
                 have = None
             if have is None:
                 self._try(self.runtime.add_server, self.backend, name, want.address, want.port,
-                          want.weight, check=self.check)
+                          want.weight, options=self.options)
             elif have.weight != want.weight and not want.draining:
                 self._try(self.runtime.set_weight, self.backend, name, want.weight)
             if want.draining and (have is None or not have.draining):
@@ -124,8 +125,10 @@ class HaproxyPool:
             command(*args, **kwargs)
         except HaproxyUnreachableError:
             raise
-        except HaproxyError as error:
-            log.warning("HAProxy: %s", error)
+        except HaproxyError as error:  # e.g. a deletion waiting for idle connections to go
+            level = logging.DEBUG if str(error) == self._last_refusal else logging.WARNING
+            log.log(level, "HAProxy: %s (retried at the next sync)", error)
+            self._last_refusal = str(error)
 
     def status(self, now: float) -> dict[str, Any]:
         """For ``cellframe status``: reachable or not, since how many tries, next try when."""

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import ConfigError
-from .haproxy import HaproxyError, HaproxyRuntime
+from .haproxy import SERVER_OPTIONS, HaproxyError, HaproxyRuntime
 
 __all__ = ["HaproxyProcess", "find_haproxy", "free_port"]
 
@@ -44,7 +44,7 @@ def free_port() -> int:
 
 def _config(port: int, admin: Path, backend: str, health_path: str,
             servers: Iterable[tuple[str, str, int]]) -> str:
-    static = "".join(f"    server {name} {host}:{sport} weight 10 check inter 100 fall 2 rise 1\n"
+    static = "".join(f"    server {name} {host}:{sport} weight 10 {SERVER_OPTIONS}\n"
                      for name, host, sport in servers)
     return f"""global
     stats socket {admin} mode 600 level admin
