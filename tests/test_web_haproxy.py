@@ -212,3 +212,43 @@ def test_sustained_load_brings_a_spare_into_web_and_idleness_returns_it_drained(
     assert scale_in and "below 0.2" in scale_in[0]["reason"]
     assert trickle.failures() == 0 and load.failures() == 0, (trickle.served_by(), load.served_by())
     assert cluster.node("spare-01").role is None
+
+
+def test_the_web_page_runs_as_written() -> None:
+    """docs/web.md: its zone parses, with a range for web and the settings named as the page
+    says; its app is examples/web/hello.py, and serves under a web cell's server."""
+    import json
+    import re
+    import sys
+    from pathlib import Path
+
+    import dns.zone
+
+    from cellframe.config.txtconfig import ClusterIntent, parse_txt_records
+    from cellframe.web import HttpServer, load_app
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "web.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", page, re.M | re.S)
+    assert sorted({language for language, _ in blocks}) == ["dns", "python", "text"]
+    [zone_text] = [text for language, text in blocks if language == "dns"]
+    zone = dns.zone.from_text("@ IN SOA ns h 1 60 30 600 5\n@ IN NS ns\n" + zone_text,
+                              origin="cluster.test.", check_origin=False)
+    records = [rdata.strings for rdata in zone.find_rdataset("_cluster", "TXT")]
+    intent = ClusterIntent.from_settings(parse_txt_records(records)[0])
+    assert intent.roles["web"] == 2 and intent.ranges == {"web": (2, 4)} and not intent.warnings
+    [app_text] = [text for language, text in blocks if language == "python"]
+    assert app_text == (root / "examples" / "web" / "hello.py").read_text(encoding="utf-8")
+    sys.path.insert(0, str(root / "examples" / "web"))
+    try:
+        server = HttpServer(load_app("hello:app"), "127.0.0.1", 0).start()
+    finally:
+        sys.path.remove(str(root / "examples" / "web"))
+    try:
+        http = urllib3.PoolManager()
+        answer = json.loads(http.request("GET", f"http://127.0.0.1:{server.port}/x").data)
+        assert answer["hello"] == "world" and answer["path"] == "/x"
+        health = http.request("GET", f"http://127.0.0.1:{server.port}/health")
+        assert health.status == 200 and json.loads(health.data)["draining"] is False
+    finally:
+        server.close()
