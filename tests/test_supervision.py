@@ -220,3 +220,29 @@ def test_a_cell_past_its_intensity_escalates_and_the_reconciler_gives_its_role_t
         client.send("role.fragile", "(add 7)")
         wait_for(lambda: Fragile.applied == [7], 10, what="the spare serving the role",
                  show=lambda: Fragile.applied)
+
+
+def test_cellframe_status_shows_a_cell_that_is_not_running_by_its_condition() -> None:
+    from cellframe.cli.status import _cell_condition
+
+    running = {"name": "c", "state": "ready", "condition": "running", "restarts": 0}
+    assert _cell_condition(running) == "ready"
+    assert _cell_condition({**running, "restarts": 2}) == "ready, 2 restarts"
+    assert _cell_condition({**running, "condition": "failed", "restarts": 3}) == "failed, 3 restarts"
+
+
+def test_a_crash_of_a_cell_leaves_the_other_actors_of_the_process_running() -> None:
+    import pykka
+
+    from cellframe.cell.outbox import RecordingOutbox
+    from tests.cell_support import message
+
+    bystander = Partner.start("bystander", outbox=RecordingOutbox())
+    alone = Fragile.start("alone", outbox=RecordingOutbox())
+    try:
+        alone.tell(message("(add 5)"))
+        wait_for(lambda: not alone.is_alive(), 10, what="the crashed cell to stop")
+        assert bystander.is_alive()  # pykka stops every actor on a BaseException; not here
+        assert pykka.ActorRegistry.get_by_urn(bystander.actor_urn) is not None
+    finally:
+        bystander.stop()
