@@ -14,6 +14,7 @@
     │   ├── ClosedTransportError            the transport was closed
     │   └── BrokerUnavailableError          no broker address could be reached
     ├── SecurityError                       a message failed its signature, or is too old to trust
+    │   └── RefusedError                    a node or client refused a message (``reason`` says why)
     ├── ConfigError (ValueError)            configuration that is missing, malformed or contradictory
     │   └── DnsLookupError                  the DNS server or zone file could not answer
     ├── StoreError                          the append-only store could not do what was asked
@@ -49,6 +50,7 @@ __all__ = [
     "LimitExceededError",
     "MissingExtraError",
     "ReadError",
+    "RefusedError",
     "SecurityError",
     "StateMachineError",
     "StoreError",
@@ -121,6 +123,15 @@ class BrokerUnavailableError(TransportError):
 
 class SecurityError(CellframeError):
     """A message was unsigned, forged, or too old to be trusted."""
+
+
+class RefusedError(SecurityError):
+    """A message a verifier refused; ``reason`` is one of ``wire.signing.REASONS``
+    (``unsigned``, ``bad-signature``, ``wrong-target``, ``expired``, ``replayed``, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ConfigError(CellframeError, ValueError):

@@ -3,6 +3,7 @@ from .cell import Cell as Cell
 from .cell import CellCounters as CellCounters
 from .dedup import DedupMemory as DedupMemory
 from .durable import CellJournal as CellJournal
+from .fence import PauseFence as PauseFence
 from .host import CellHost as CellHost
 from .host import StandaloneHost as StandaloneHost
 from .outbox import Outbox as Outbox
@@ -17,6 +18,7 @@ __all__ = [
     "CellJournal",
     "DedupMemory",
     "Outbox",
+    "PauseFence",
     "RecordingOutbox",
     "StandaloneHost",
     "on",

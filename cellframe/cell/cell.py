@@ -35,11 +35,19 @@ from typing import Any, ClassVar
 import pykka
 
 from ..config.txtconfig import language_budget
-from ..errors import CellCrashedError, CellframeError, ConfigError, LanguageError, UnknownVerbError
+from ..errors import (
+    ArityError,
+    CellCrashedError,
+    CellframeError,
+    ClusterError,
+    ConfigError,
+    LanguageError,
+    UnknownVerbError,
+)
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
 from ..wire import tracing
-from ..wire.envelope import Envelope, Message
+from ..wire.envelope import Envelope, Message, request_id
 from .dedup import DedupMemory
 from .durable import CellJournal
 from .host import CellHost, StandaloneHost
@@ -49,6 +57,8 @@ from .statemachine import Machine, Transition, compile_machine
 __all__ = ["Cell", "CellCounters", "Inbound", "SettingsChanged"]
 
 log = logging.getLogger(__name__)
+#: What an action raises for an operator's mistake, logged as one line without a traceback.
+_ORDINARY = (ConfigError, ClusterError, ArityError)
 
 
 @dataclass(slots=True)
@@ -77,11 +87,17 @@ def _no_refusal(reason: str, requeue: bool) -> None:
 class Inbound:
     """A message from a transport, with the callbacks that settle its delivery: ``settle``
     once applied, ``refuse(reason, requeue)`` when it was not (the cell crashed on it, or
-    failed before it): dead-lettered with ``reason``, or given back to its queue."""
+    failed before it): dead-lettered with ``reason``, or given back to its queue.
+
+    ``admit``, if given, is asked just before the message is applied: False means the host
+    has taken the delivery back (a node fenced after a pause, see ``cellframe.cell.fence``),
+    and the cell neither applies nor settles it.
+    """
 
     message: Message
     settle: Callable[[], None] = field(default=lambda: None)
     refuse: Callable[[str, bool], None] = field(default=_no_refusal)
+    admit: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +202,7 @@ class Cell(pykka.ThreadingActor):
         self.cell_evaluator = evaluator or self._cell_budgeted_evaluator()
         self.cell_message: Message | None = None
         # What the message being applied sends, held until it is applied (None: send now).
-        self._cell_held: list[tuple[str, Any, str | None, Any]] | None = None
+        self._cell_held: list[tuple[str, Any, str | None, Any, str | None]] | None = None
         self._cell_verbs = {
             verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
         }
@@ -249,6 +265,8 @@ class Cell(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is Inbound:
+            if message.admit is not None and not message.admit():
+                return  # given back by the host: never applied, never settled here
             applied = self.cell_counters.applied
             try:
                 self.cell_handle(message.message)
@@ -375,7 +393,7 @@ class Cell(pykka.ThreadingActor):
             counters.duplicates += 1  # another instance of the role applied it
             return
         self.cell_message = message
-        held: list[tuple[str, Any, str | None, Any]] = []
+        held: list[tuple[str, Any, str | None, Any, str | None]] = []
         self._cell_held = held
         # The undo record, written out here: a method for it cost 0.1 us a message.
         fields = self.fields
@@ -425,13 +443,13 @@ class Cell(pykka.ThreadingActor):
             state[name] = value
         self._cell_held = None
 
-    def _cell_release(self, held: list[tuple[str, Any, str | None, Any]]) -> None:
+    def _cell_release(self, held: list[tuple[str, Any, str | None, Any, str | None]]) -> None:
         """Send what an applied message sent. The message is applied whatever happens here:
         a send that fails now (a closed transport) is logged, as a lost send would be."""
-        for target, expr, reply_to, on_return in held:
+        for target, expr, reply_to, on_return, correlation_id in held:
             try:
                 self.cell_host.send(target, expr, reply_to=reply_to, sender=self.cell_name,
-                                    on_return=on_return)
+                                    on_return=on_return, correlation_id=correlation_id)
             except CellframeError as error:
                 log.warning("%s: a message to %s was not sent: %s", self.cell_name, target, error)
 
@@ -516,7 +534,12 @@ class Cell(pykka.ThreadingActor):
 
     def _cell_action_failed(self, message: Message, error: BaseException) -> None:
         self.cell_counters.errors += 1
-        log.error("%s: action failed on %s", self.cell_name, _describe(message), exc_info=error)
+        if isinstance(error, _ORDINARY):  # an operator's mistake (a role that does not
+            # exist, a bad argument): one line; the traceback is kept for what may be a bug
+            log.error("%s: action failed on %s: %s: %s", self.cell_name, _describe(message),
+                      type(error).__name__, error)
+        else:
+            log.error("%s: action failed on %s", self.cell_name, _describe(message), exc_info=error)
         self._cell_report(message, f"action failed: {type(error).__name__}: {error}")
 
     def _cell_report(self, message: Message, reason: str) -> None:
@@ -528,7 +551,7 @@ class Cell(pykka.ThreadingActor):
             try:
                 self.cell_send(message.reply_to, [
                     Symbol("error"), Keyword("cell"), self.cell_name, Keyword("id"), message.id,
-                    Keyword("reason"), reason])
+                    Keyword("reason"), reason], correlation_id=request_id(message))
             except CellframeError as error:  # no outbox, or a closed transport
                 log.warning("%s: could not report %s: %s", self.cell_name, reason, error)
 
@@ -543,25 +566,34 @@ class Cell(pykka.ThreadingActor):
     # -- sending ----------------------------------------------------------------------------
 
     def cell_send(self, target: str, expr: Any, *, reply_to: str | None = None,
-                  on_return: Callable[[Envelope, str], None] | None = None) -> None:
+                  on_return: Callable[[Envelope, str], None] | None = None,
+                  correlation_id: str | None = None) -> None:
         """Send ``expr`` to the routing key ``target``, fire and forget. ``on_return`` (called
         from a transport thread: tell yourself a message rather than touch state) hears if no
         queue received it. Raises a CellframeError if it cannot be sent (a cell alone without
         an outbox, a closed transport). Sent while a message is applied, it is held and sent
-        once that message is applied, and never if it fails."""
+        once that message is applied, and never if it fails. ``correlation_id``: the id of the
+        request a call-back answers (``cell_reply`` sets it). A message sent on with the reply
+        address of the one being applied is that request forwarded: it carries the request's
+        id, so whoever answers it answers the original sender's request."""
+        if correlation_id is None and reply_to is not None:
+            message = self.cell_message
+            if message is not None and reply_to == message.reply_to:
+                correlation_id = request_id(message)
         held = self._cell_held
         if held is not None:
-            held.append((target, expr, reply_to, on_return))
+            held.append((target, expr, reply_to, on_return, correlation_id))
             return
         self.cell_host.send(target, expr, reply_to=reply_to, sender=self.cell_name,
-                            on_return=on_return)
+                            on_return=on_return, correlation_id=correlation_id)
 
     def cell_reply(self, expr: Any) -> bool:
-        """Call back the sender of the message being applied, if it named a reply address."""
+        """Call back the sender of the message being applied, if it named a reply address; the
+        call-back's correlation id is the request's (``request_id``)."""
         message = self.cell_message
         if message is None or not message.reply_to:
             return False
-        self.cell_send(message.reply_to, expr)
+        self.cell_send(message.reply_to, expr, correlation_id=request_id(message))
         return True
 
     def cell_monitor(self, watched: str) -> None:

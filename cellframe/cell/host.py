@@ -22,6 +22,7 @@ from .outbox import Outbox
 
 if TYPE_CHECKING:
     from ..config.resolvers import ConfigResolver
+    from .fence import PauseFence
 
 __all__ = ["CellHost", "HostedCell", "StandaloneHost"]
 
@@ -125,6 +126,31 @@ class CellHost(Outbox, Protocol):
         (``Inbound`` or ``Message`` items, in order), which the host must not lose."""
         ...
 
+    @property
+    def broker_connected(self) -> bool:
+        """Is the node's transport connected to its broker now? (False while it reconnects:
+        silence heard meanwhile is no evidence about peers.)"""
+        ...
+
+    def guard_pauses(self, gap: float) -> PauseFence | None:
+        """Fence the node's role cells after a pause longer than ``gap`` seconds (see
+        ``cellframe.cell.fence``); returns the fence (None: this host cannot)."""
+        ...
+
+    def clear_fence(self, generation: int) -> None:
+        """Membership has judged the node's standing since the pause of ``generation``: hand
+        the deliveries held meanwhile to the role cells, or give them back if the role changed."""
+        ...
+
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        """Route ``pattern`` to the hosted cell named ``cell`` from now on (bindings that
+        change as the cell runs: membership's watch ring)."""
+        ...
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        """Undo ``cell_bind``."""
+        ...
+
 
 class StandaloneHost:
     """The host of a cell that no node hosts: sends through ``outbox`` (none: sending raises
@@ -142,10 +168,12 @@ class StandaloneHost:
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             correlation_id: str | None = None) -> None:
         if self.outbox is None:
             raise CellframeError(f"cell {sender or self.name} has no outbox to send through")
-        self.outbox.send(target, expr, reply_to=reply_to, sender=sender, on_return=on_return)
+        self.outbox.send(target, expr, reply_to=reply_to, sender=sender, on_return=on_return,
+                         correlation_id=correlation_id)
 
     def dead_letter(self, message: Message, reason: str) -> None:
         if self.outbox is None:
@@ -190,6 +218,22 @@ class StandaloneHost:
                 refuse(f"{cell.cell_name} stopped before applying it", True)
         if orphans:
             log.warning("%s stopped with %d messages unapplied", cell.cell_name, len(orphans))
+
+    @property
+    def broker_connected(self) -> bool:
+        return True  # no broker of its own to lose: never a reason to doubt
+
+    def guard_pauses(self, gap: float) -> PauseFence | None:
+        return None  # no role cells to fence
+
+    def clear_fence(self, generation: int) -> None:
+        """Nothing held: there is no fence."""
+
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        """Nothing to bind: a cell alone receives only what it is given."""
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        """Nothing bound."""
 
     def __repr__(self) -> str:
         return f"<StandaloneHost {self.name} outbox={self.outbox!r}>"
