@@ -126,8 +126,11 @@ class WebCell(Cell):
         while time.monotonic() < deadline:
             if http.meter.total != seen or http.meter.in_flight:
                 quiet_since, seen = time.monotonic(), http.meter.total
-            elif time.monotonic() - quiet_since >= min(0.3, self.drain_wait):
-                break  # nothing for 0.3 s: three health-check intervals of ours
+            elif time.monotonic() - quiet_since >= min(0.15, self.drain_wait):
+                # Nothing new for 0.15 s: HAProxy applies the drain state to the next request
+                # it routes, so this only covers requests already on the wire. Short, because
+                # a step-down drains inside the membership cell's turn, and heartbeats wait.
+                break
             time.sleep(0.01)
         http.close()
 
