@@ -145,7 +145,7 @@ def test_a_web_cell_stopped_cleanly_drains_with_no_failed_request(web_cluster, h
                  what="100 requests after the deletion", show=load.served_by)
     finally:
         load.stop()
-    assert load.failures() == 0, load.served_by()
+    assert load.failures() == 0, (load.served_by(), load.errors)
     assert load.served_by(since=deleted)[port] == 0
 
 
@@ -214,7 +214,7 @@ def test_sustained_load_brings_a_spare_into_web_and_idleness_returns_it_drained(
         trickle.stop()
     scale_in = [p for k, p in seen if k == "scale-in"]
     assert scale_in and "below 0.2" in scale_in[0]["reason"]
-    assert trickle.failures() == 0 and load.failures() == 0, (trickle.served_by(), load.served_by())
+    assert trickle.failures() == 0 and load.failures() == 0, (trickle.errors, load.errors)
     assert cluster.node("spare-01").role is None
 
 
