@@ -84,3 +84,15 @@ def test_bench_measures_the_traced_pipeline_with_every_span_exported(amqp_url: s
     assert figures["traced"] is True and figures["sample"] == 1.0
     assert figures["spans"] >= 3 * 5_000  # send, deliver and apply of every message
     assert figures["pipeline_per_s"] > 0 and figures["ratio"] > 0
+
+
+def test_bench_measures_http_through_haproxy_to_web_cells_against_plain_waitress() -> None:
+    from cellframe.testing.services import in_ci
+
+    figures = bench("http_through_haproxy_vs_plain")["http_through_haproxy_vs_plain"]
+    assert "error" not in figures, figures
+    if "skipped" in figures:
+        assert not in_ci(), figures  # .ci/run installs haproxy and wrk, and dev installs waitress
+        return
+    assert figures["cellframe_rps"] > 0 and figures["plain_rps"] > 0
+    assert figures["load_generator"] == "wrk -t1" and figures["goal"] == ">= 0.8"

@@ -158,3 +158,11 @@ def test_a_range_in_the_intent_gives_its_minimum_as_the_count() -> None:
     assert intent.roles == {"web": 3, "proxy": 1} and intent.ranges == {"web": (3, 6)}
     assert intent.settings == {"scale-out-load": "0.9"}
     assert any("'bad'" in w for w in intent.warnings)
+
+
+def test_capacity_reads_as_held_over_the_range_with_the_wanted_count_when_it_differs() -> None:
+    from cellframe.healing.capacity import capacity_lines
+
+    rows = {"web": {"held": 3, "want": 4, "min": 3, "max": 6, "load": 1.1},
+            "api": {"held": 2, "want": 2, "min": 1, "max": 2, "load": None}}
+    assert capacity_lines(rows) == ["api 2/1..2", "web 3/3..6 -> 4"]

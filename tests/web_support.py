@@ -54,6 +54,7 @@ class HttpLoad:
     seconds: float = 20.0
     pause: float = 0.0  # between one thread's requests: a light load, when not 0
     results: list[tuple[float, str | None]] = field(default_factory=list)  # (sent at, port or None)
+    errors: list[str] = field(default_factory=list)  # what each failed request got
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
 
@@ -72,8 +73,11 @@ class HttpLoad:
             try:
                 answer = pool.request("GET", self.url + "/")
                 served = answer.data.decode() if answer.status == 200 else None
-            except urllib3.exceptions.HTTPError:
+                if served is None:
+                    self.errors.append(f"HTTP {answer.status}: {answer.data[:200]!r}")
+            except urllib3.exceptions.HTTPError as error:
                 served = None
+                self.errors.append(repr(error))
             self.results.append((sent, served))
             if self.pause:
                 self._stop.wait(self.pause)

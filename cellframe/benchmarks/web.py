@@ -101,6 +101,7 @@ def bench_web_through_haproxy(seconds: float = 4.0, *, rounds: int = 3,
         shutil.rmtree(folder, ignore_errors=True)
     ratios = [c / p for c, p in zip(cell_rates, plain_rates, strict=True)]
     return {"ratio": round(statistics.median(ratios), 3),
+            "ratios": [round(r, 2) for r in ratios],
             "cellframe_rps": round(statistics.median(cell_rates)),
             "plain_rps": round(statistics.median(plain_rates)),
             "rounds": rounds, "seconds": seconds, "connections": connections,

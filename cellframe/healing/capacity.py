@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from .reconciler import LiveMember
 
-__all__ = ["CapacityPlanner", "ScaleDecision", "ScaleSettings"]
+__all__ = ["CapacityPlanner", "ScaleDecision", "ScaleSettings", "capacity_lines"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +125,15 @@ class CapacityPlanner:
         else:
             self._below.pop(role, None)
         return None
+
+
+def capacity_lines(rows: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """``web 4/3..6`` per ranged role (held / min..max), from a membership snapshot's
+    ``capacity`` entry; the wanted count follows when it differs (``web 3/3..6 -> 4``)."""
+    lines = []
+    for role, row in sorted(rows.items()):
+        line = f"{role} {row['held']}/{row['min']}..{row['max']}"
+        if row.get("want") != row["held"]:
+            line += f" -> {row['want']}"
+        lines.append(line)
+    return lines

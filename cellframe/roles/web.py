@@ -118,16 +118,20 @@ class WebCell(Cell):
 
     def _drain(self, http: HttpServer) -> None:
         """Ask the proxies to send nothing new, fail health checks, wait for the requests in
-        flight (and those HAProxy had already chosen us for) to finish, then close."""
+        flight, queued or still being written (and those HAProxy had already chosen us for)
+        to finish, then close."""
         self._send(self.proxies, [Symbol("drain-pool"), Keyword("backend"), self.cell_name])
         http.draining = True
         deadline = time.monotonic() + self.drain_wait
         quiet_since, seen = time.monotonic(), http.meter.total
         while time.monotonic() < deadline:
-            if http.meter.total != seen or http.meter.in_flight:
+            if http.meter.total != seen or http.meter.in_flight or http.pending():
                 quiet_since, seen = time.monotonic(), http.meter.total
-            elif time.monotonic() - quiet_since >= min(0.3, self.drain_wait):
-                break  # nothing for 0.3 s: three health-check intervals of ours
+            elif time.monotonic() - quiet_since >= min(0.15, self.drain_wait):
+                # Nothing new for 0.15 s: HAProxy applies the drain state to the next request
+                # it routes, so this only covers requests already on the wire. Short, because
+                # a step-down drains inside the membership cell's turn, and heartbeats wait.
+                break
             time.sleep(0.01)
         http.close()
 

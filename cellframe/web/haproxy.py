@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..errors import HaproxyError, HaproxyUnreachableError
 
 __all__ = [
-    "SERVER_OPTIONS", "HaproxyError", "HaproxyRuntime", "HaproxyUnreachableError", "ServerState",
+    "HaproxyError", "HaproxyRuntime", "HaproxyUnreachableError", "SERVER_OPTIONS", "ServerState",
 ]
 
 #: What a server added at runtime is given. It inherits no ``default-server``, and measured

@@ -57,9 +57,10 @@ class HttpServer:
         self.meter = LoadMeter(app, window=window, threads=threads)
         self.health_path = health_path
         self.draining = False
+        self._map: dict[int, Any] = {}  # waitress's sockets: the listener and every connection
         try:
-            self._server = create_server(self._route, host=host, port=port, threads=threads,
-                                         ident="cellframe", channel_timeout=30)
+            self._server = create_server(self._route, map=self._map, host=host, port=port,
+                                         threads=threads, ident="cellframe", channel_timeout=30)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
         self.host, self.port = host, int(self._server.effective_port)
@@ -74,6 +75,16 @@ class HttpServer:
         """Stop listening and wait for the serving thread (requests in progress are cut)."""
         self._server.close()
         self._thread.join(timeout)
+
+    def pending(self) -> int:
+        """Connections with a request read but not answered, or an answer not yet sent: what a
+        drain waits for besides the requests the meter sees (those queued for a thread)."""
+        busy = 0
+        for channel in list(self._map.values()):
+            if (getattr(channel, "requests", None) or getattr(channel, "request", None) is not None
+                    or getattr(channel, "total_outbufs_len", 0)):
+                busy += 1
+        return busy
 
     def _route(self, environ: dict[str, Any],
                start_response: Callable[..., Any]) -> Iterable[bytes]:
