@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..errors import CellframeError
+from .trust import key_options, keys, make_signer
 
 __all__ = ["main"]
 
@@ -49,36 +50,26 @@ def bundled_zone() -> Path:
 def zone_option(function: Any) -> Any:
     function = click.option("--domain", help="DNS zone of the cluster (with --dns).")(function)
     function = click.option("--dns", "dns_server", metavar="HOST:PORT", help="DNS server to ask.")(function)
+    function = click.option("--example", is_flag=True,
+                            help="Read the bundled example zone (no --zone or --dns).")(function)
     return click.option("--zone", "zone_file", type=click.Path(dir_okay=False),
-                        help="Zone file to read (default: the bundled example zone).")(function)
+                        help="Zone file to read.")(function)
 
 
-def secret_option(function: Any) -> Any:
-    return click.option("--secret-file", type=click.Path(dir_okay=False),
-                        help="Cluster secret for signing (else $CELLFRAME_SECRET; none: unsigned).")(function)
-
-
-def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | None) -> Any:
+def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | None,
+                  example: bool = False) -> Any:
+    """The resolver the options name; the bundled example zone only if asked for by name."""
     from ..config.resolvers import resolver_from_options
 
-    if dns_server is None and zone_file is None:
+    if example:
+        if zone_file is not None or dns_server is not None:
+            raise CliError("--example reads the bundled zone: give it without --zone or --dns")
         zone_file = str(bundled_zone())
+    elif dns_server is None and zone_file is None:
+        raise CliError("no cluster configuration: give --zone FILE or --dns HOST:PORT "
+                       "(or --example for the bundled example zone)")
     try:
         return resolver_from_options(zone_file=zone_file, dns=dns_server, domain=domain)
-    except CellframeError as error:
-        raise _fail(error) from error
-
-
-def make_signer(secret_file: str | None, *, required: bool = False,
-                exchange: str | None = None) -> Any:
-    from ..wire.signing import DEFAULT_EXCHANGE, Signer, load_secret
-
-    if secret_file is None and not os.environ.get("CELLFRAME_SECRET"):
-        if required:
-            raise CliError("a cluster secret is required: set CELLFRAME_SECRET or pass --secret-file")
-        return None
-    try:
-        return Signer(load_secret(file=secret_file), exchange=exchange or DEFAULT_EXCHANGE)
     except CellframeError as error:
         raise _fail(error) from error
 
@@ -132,7 +123,7 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
 @main.command()
 @click.argument("name", required=False)
 @zone_option
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
 @click.option("--role", help="Play this role instead of the one DNS names.")
 @click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
@@ -147,12 +138,18 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
                    "files: DIR/NAME/logsump; DNS data-dir wins).")
 @click.option("--quorum", is_flag=True, help="Declare durable queues (the role mailboxes) as "
               "quorum queues with a delivery limit: for a RabbitMQ cluster.")
+@click.option("--keys", "key_files", multiple=True, type=click.Path(dir_okay=False),
+              envvar="CELLFRAME_KEYS", help="Key file of the keys this node accepts "
+              "(repeatable; reread on SIGHUP or when changed).")
+@click.option("--insecure", is_flag=True, help="Run with no keys: unsigned and unchecked "
+              "(a warning is logged every minute).")
 @topology_option
 def node(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
-         secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
+         example: bool, secret_file: str | None, key_file: str | None,
+         amqp: tuple[str, ...], role: str | None, diagnostic: bool,
          metrics_port: int | None, metrics_addr: str, plugins: tuple[str, ...],
-         data_dir: str | None,
-         quorum: bool, exchange: str | None, queue_prefix: str) -> None:
+         data_dir: str | None, quorum: bool, key_files: tuple[str, ...], insecure: bool,
+         exchange: str | None, queue_prefix: str) -> None:
     """Run the management daemon of node NAME (default: this host's name) until SIGTERM."""
     import socket
 
@@ -160,6 +157,13 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
     from ..node.process import registry_with_plugins, run_node
 
     name = name or node_name_from_hostname()
+    signer = make_signer(secret_file, key_file=key_file, key_files=key_files, exchange=exchange)
+    if signer is None and not insecure:
+        raise CliError("no keys: give --keys FILE (see `cellframe keys new --node`), "
+                       "--secret-file FILE or $CELLFRAME_SECRET; or --insecure to run unsigned")
+    if signer is not None and insecure:
+        raise CliError("--insecure contradicts the keys given: drop one")
+    resolver = make_resolver(zone_file, dns_server, domain, example)
     if data_dir:
         os.environ["CELLFRAME_DATA_DIR"] = str(Path(data_dir).resolve())  # read by shard cells
 
@@ -170,8 +174,8 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
             # Named for the node, so the broker's tools show which connection is whose.
             transport=make_transport(amqp, exchange=exchange, quorum=quorum,
                                      name=f"{name}@{socket.gethostname()}:{os.getpid()}"),
-            resolver=make_resolver(zone_file, dns_server, domain),
-            signer=make_signer(secret_file, exchange=exchange),
+            resolver=resolver,
+            signer=signer,
             role=role,
             diagnostic=diagnostic,
             metrics_port=metrics_port,
@@ -186,18 +190,20 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 @main.command()
 @click.argument("target")
 @click.argument("expression")
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--wait", "wait_seconds", type=float, default=0.0,
               help="Print the call-backs that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
 @topology_option
-def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
-         wait_seconds: float, hy_syntax: bool, exchange: str | None, queue_prefix: str) -> None:
+def send(target: str, expression: str, secret_file: str | None, key_file: str | None,
+         amqp: tuple[str, ...], wait_seconds: float, hy_syntax: bool, exchange: str | None,
+         queue_prefix: str) -> None:
     """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME).
 
     Returns once the broker has confirmed the message (exit 0), or returned it because nothing
-    listens on TARGET (exit 1); with --wait, prints the call-backs that arrive meanwhile."""
+    listens on TARGET (exit 1); with --wait, prints the call-backs that arrive meanwhile, and
+    exits 1 if one of them fails verification."""
     from ..client import Client
     from ..language.hylang import read_hy
     from ..language.reader import read
@@ -215,8 +221,8 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
         returned.set()
 
     with make_transport(amqp, exchange=exchange) as transport, \
-            Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix,
-                   on_reply=lambda reply: click.echo(reply.text)) as client:
+            Client(transport, signer=make_signer(secret_file, key_file=key_file, exchange=exchange),
+                   queue_prefix=queue_prefix, on_reply=lambda reply: click.echo(reply.text)) as client:
         sent_at = time.monotonic()
         client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
         # The broker confirms a message once a queue has it, or returns it first when none
@@ -227,17 +233,20 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
             sys.exit(1)
         if returned.is_set():
             sys.exit(1)
-        time.sleep(max(0.0, wait_seconds - (time.monotonic() - sent_at)))
+        # Until the wait is over, or at once if a call-back fails verification.
+        if client.wait_for_refusal(max(0.0, wait_seconds - (time.monotonic() - sent_at))):
+            raise CliError(f"a call-back failed verification: {client.refused[0]}")
 
 
 @main.command()
 @click.argument("name")
 @zone_option
-def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | None) -> None:
+def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
+        example: bool) -> None:
     """Print node NAME's DNS configuration as shell export lines (for eval in bash)."""
     from ..config.shellenv import export_lines
 
-    resolver = make_resolver(zone_file, dns_server, domain)
+    resolver = make_resolver(zone_file, dns_server, domain, example)
     try:
         config = resolver.node_config(name)
     except CellframeError as error:
@@ -254,7 +263,7 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 
 
 @main.command()
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
@@ -262,7 +271,7 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
               help="Seconds to gather the nodes' call-backs.")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="--watch period.")
 @topology_option
-def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
+def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
            window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
     """Show the cluster: nodes, roles, cells and states, health, heartbeats, counters."""
     import json
@@ -274,7 +283,8 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
     from .status import collect_status, status_table, to_json_ready
 
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
+    signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+    client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     try:
         if as_json:
             nodes = collect_status(client, window=window)
@@ -294,7 +304,7 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
 
 
 @main.command()
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing records as the nodes ship them.")
 @click.option("--node", help="Only this node's records.")
@@ -310,7 +320,7 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the sump's answer.")
 @topology_option
-def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str | None,
+def logs(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], follow: bool, node: str | None,
          role: str | None, level: str | None, since: str | None, limit: int, data_dir: str | None,
          as_json: bool, timeout: float, exchange: str | None, queue_prefix: str) -> None:
     """Show the cluster's log records, from the log sump, and live with --follow."""
@@ -335,7 +345,8 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
     except CellframeError as error:
         raise _fail(error) from error
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
+    signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+    client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     try:
         query = LogQuery(client, wanted, limit=limit, show=show)
         if follow:  # bound before asking: nothing shipped in between is missed
@@ -355,7 +366,8 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds to wait for each step before declaring the healing failed.")
-def demo(zone_file: str | None, dns_server: str | None, domain: str | None, amqp: str | None,
+def demo(zone_file: str | None, dns_server: str | None, domain: str | None, example: bool,
+         amqp: str | None,
          as_json: bool, timeout: float) -> None:
     """Start a local cluster, kill nodes, and watch it heal (exit 0 only if it did)."""
     import json
@@ -432,7 +444,7 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
 
 @main.command()
 @zone_option
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", help="Talk to the cluster on this "
               "RabbitMQ (repeat for fail-over); without it, start a local cluster on the "
               "embedded transport and talk to that.")
@@ -440,7 +452,8 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
               "(default ~/.cellframe_history).")
 @topology_option
 def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
-         secret_file: str | None, amqp: tuple[str, ...], history: str | None,
+         example: bool, secret_file: str | None, key_file: str | None,
+         amqp: tuple[str, ...], history: str | None,
          exchange: str | None, queue_prefix: str) -> None:
     """An interactive prompt: TARGET EXPRESSION lines, call-backs printed as they arrive."""
     import logging
@@ -451,14 +464,18 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
     cluster = None
     if amqp:
         transport = make_transport(amqp, exchange=exchange)
+        signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
     else:
         from ..node.cluster import LocalCluster
+        from ..wire.keys import new_key
+        from ..wire.signing import Signer
 
         logging.getLogger("cellframe").setLevel(logging.ERROR)
-        cluster = LocalCluster(zone_file or str(bundled_zone())).start()
+        signer = Signer(new_key("local", kind="node"))  # ephemeral: secure with no set-up
+        cluster = LocalCluster(zone_file or str(bundled_zone()), signer=signer).start()
         transport = cluster.broker.connect(name="repl")
         click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
-    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
+    client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     session = Repl.with_file_history(client, Path(history) if history else DEFAULT_HISTORY)
     client.on_reply = session.on_reply
     click.echo("type TARGET EXPRESSION, e.g. node:web-01 (status); ,help for more; Ctrl-D quits")
@@ -488,3 +505,5 @@ def _port_open(host: str, port: int) -> bool:
     except OSError:
         return False
 
+
+main.add_command(keys)

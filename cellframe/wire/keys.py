@@ -215,7 +215,8 @@ class KeyFiles:
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ConfigError("no key files given")
-        self._lock = threading.Lock()
+        # Reentrant: SIGHUP's handler reloads on the main thread, which may be refreshing.
+        self._lock = threading.RLock()
         self._stamps: tuple[tuple[int, int], ...] = ()
         self.keyring = Keyring()
         self.reload(strict=True)
@@ -237,12 +238,13 @@ class KeyFiles:
 
     def refresh(self) -> bool:
         """Reload if a file's size or modification time changed; True if it reloaded."""
-        try:
-            if self._read_stamps() == self._stamps:
+        with self._lock:
+            try:
+                if self._read_stamps() == self._stamps:
+                    return False
+            except ConfigError:
                 return False
-        except ConfigError:
-            return False
-        return self.reload()
+            return self.reload()
 
     def _read_stamps(self) -> tuple[tuple[int, int], ...]:
         try:
