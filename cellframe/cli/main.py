@@ -84,13 +84,43 @@ def make_transport(amqp: tuple[str, ...] | list[str] | None, *, exchange: str | 
     from ..transports.topology import amqp_topology
 
     try:
-        return AmqpTransport(list(amqp), name=name, quorum=quorum, **amqp_topology(exchange))
+        return AmqpTransport(list(amqp), name=name, quorum=quorum, tls=_tls_options(),
+                             **amqp_topology(exchange))
     except CellframeError as error:
         raise _fail(error) from error
 
 
+def _tls_options() -> Any:
+    """The ``TlsOptions`` of this command's ``--tls-*`` options, or None if none was given."""
+    from ..transports.tls import TlsOptions
+
+    given = click.get_current_context().meta.get("cellframe.tls", {})
+    return TlsOptions(**given) if given else None
+
+
+def _remember_tls(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        ctx.meta.setdefault("cellframe.tls", {})[param.name] = value
+
+
+def tls_options(function: Any) -> Any:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-server-name`` for amqps:// URLs."""
+    for flag, name, doc in (
+            ("--tls-server-name", "server_name", "Name the broker's certificate must carry "
+                                                  "(default: the URL's host)."),
+            ("--tls-key", "key", "Client key for mutual TLS (PEM)."),
+            ("--tls-cert", "cert", "Client certificate for mutual TLS (PEM)."),
+            ("--tls-ca", "ca", "CA file the broker's certificate is checked against "
+                               "(default: the system's CAs).")):
+        function = click.option(flag, name, metavar="FILE" if name != "server_name" else "NAME",
+                                expose_value=False, callback=_remember_tls, help=doc)(function)
+    return function
+
+
 def topology_option(function: Any) -> Any:
-    """``--exchange`` and ``--queue-prefix``: several clusters (or test runs) on one broker."""
+    """``--exchange`` and ``--queue-prefix``: several clusters (or test runs) on one broker;
+    and the ``--tls-*`` options of amqps:// URLs."""
+    function = tls_options(function)
     function = click.option("--queue-prefix", default="", metavar="PREFIX",
                             help="Prefix of every queue name this command declares.")(function)
     return click.option("--exchange", metavar="NAME",
