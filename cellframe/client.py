@@ -21,7 +21,7 @@ from .language.reader import read
 from .language.symbols import Keyword, Symbol
 from .transports.base import Delivery, Transport
 from .wire import tracing
-from .wire.envelope import Envelope, envelope_for
+from .wire.envelope import Envelope, envelope_for, is_cellframe_content
 from .wire.routing import is_persistent, reply_key
 
 __all__ = ["Client", "Reply", "ReplyLog"]
@@ -34,12 +34,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A call-back received by a client: the expression, who sent it, and its raw text."""
+    """A call-back received by a client: the expression, who sent it, its text, its own id,
+    and the id of the message it answers (``correlation_id``; None from a sender that did not
+    say)."""
 
     expr: Any
     sender: str | None
     text: str
     message_id: str
+    correlation_id: str | None = None
 
 
 class ReplyLog:
@@ -154,18 +157,29 @@ class Client:
                                persistent=is_persistent(target))
         return envelope.message_id
 
+    def answers(self, message_id: str, *, or_unnamed: bool = False) -> list[Reply]:
+        """The held call-backs that answer the message ``send`` returned ``message_id`` for
+        (with ``or_unnamed``, also those that name no message they answer)."""
+        return [reply for reply in self.replies if reply.correlation_id == message_id
+                or (or_unnamed and reply.correlation_id is None)]
+
+    def wait_for_answers(self, message_id: str, count: int, timeout: float, *,
+                         or_unnamed: bool = False, or_refused: bool = False) -> list[Reply]:
+        """Block this (non-cell) caller until ``count`` call-backs answering ``message_id``
+        arrived (or, with ``or_refused``, a call-back was refused) or ``timeout`` passed;
+        return those held, oldest first."""
+        with self._arrived:
+            self._arrived.wait_for(
+                lambda: len(self.answers(message_id, or_unnamed=or_unnamed)) >= count
+                or (or_refused and bool(self.refused)), timeout)
+            return self.answers(message_id, or_unnamed=or_unnamed)
+
     def wait_for_replies(self, count: int, timeout: float) -> list[Reply]:
         """Block this (non-cell) caller until ``count`` replies arrived in all (``len`` of
         ``replies``) or ``timeout`` passed; return the replies held, oldest first."""
         with self._arrived:
             self._arrived.wait_for(lambda: len(self.replies) >= count, timeout)
             return self.replies[:]
-
-    def wait_for_refusal(self, timeout: float) -> bool:
-        """Block until a call-back has been refused (``refused``) or ``timeout`` passed;
-        True if one was."""
-        with self._arrived:
-            return self._arrived.wait_for(lambda: bool(self.refused), timeout)
 
     def close(self) -> None:
         """Stop consuming and delete the reply queue (idempotent); the transport stays open."""
@@ -184,6 +198,8 @@ class Client:
     def _on_delivery(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
         try:
+            if not is_cellframe_content(envelope.content_type):
+                raise LanguageError(f"foreign content type {str(envelope.content_type)[:80]!r}")
             if self.signer is not None:
                 self.signer.verify(envelope, delivery.routing_key)
             expr = read(envelope.body)
@@ -196,7 +212,8 @@ class Client:
                 self._arrived.notify_all()
             delivery.ack()
             return
-        reply = Reply(expr, envelope.sender, write(expr), envelope.message_id)
+        reply = Reply(expr, envelope.sender, write(expr), envelope.message_id,
+                      envelope.correlation_id)
         notice = _with_notice(None, envelope.body) if _is_notice(expr) else None
         with self._arrived:
             self.replies.append(reply)

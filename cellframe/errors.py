@@ -21,6 +21,7 @@
     │   ├── CorruptSegmentError             a segment failed its checksum where no torn tail explains it
     │   └── GuidExhaustedError              a shard has issued all 2**48 of its ids
     ├── ClusterError                        membership, healing or ring operations that cannot proceed
+    │   └── CellCrashedError                a cell crashed (an action raised a BaseException, or its actor died)
     └── MissingExtraError (ImportError)     an optional part needs an extra that is not installed
 
 Errors from pika and dnspython are translated at the transport and resolver boundaries with
@@ -35,6 +36,7 @@ __all__ = [
     "ArityError",
     "BrokerUnavailableError",
     "BufferFullError",
+    "CellCrashedError",
     "CellframeError",
     "ClosedTransportError",
     "ClusterError",
@@ -159,3 +161,8 @@ class ClusterError(CellframeError):
 class MissingExtraError(CellframeError, ImportError):
     """An optional part of cellframe was imported without the extra it needs; the message names
     the extra to install (``pip install 'cellframe[postgres]'``)."""
+
+
+class CellCrashedError(ClusterError):
+    """A cell crashed: an action raised a ``BaseException`` that is not an ``Exception``, or
+    the cell's actor died. Carries the cause as ``__cause__``; its supervisor restarts it."""

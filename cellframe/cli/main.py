@@ -223,7 +223,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 @key_options
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--wait", "wait_seconds", type=float, default=0.0,
-              help="Print the call-backs that arrive within this many seconds.")
+              help="Print the call-backs answering it that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
 @topology_option
 def send(target: str, expression: str, secret_file: str | None, key_file: str | None,
@@ -232,8 +232,9 @@ def send(target: str, expression: str, secret_file: str | None, key_file: str | 
     """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME).
 
     Returns once the broker has confirmed the message (exit 0), or returned it because nothing
-    listens on TARGET (exit 1); with --wait, prints the call-backs that arrive meanwhile, and
-    exits 1 if one of them fails verification."""
+    listens on TARGET (exit 1); with --wait, prints the call-backs that answer it (matched by
+    correlation id) as they arrive meanwhile, and exits 2 at once if a call-back fails
+    verification (a node refused the message: a wrong key, most likely)."""
     from ..client import Client
     from ..language.hylang import read_hy
     from ..language.reader import read
@@ -252,9 +253,9 @@ def send(target: str, expression: str, secret_file: str | None, key_file: str | 
 
     with make_transport(amqp, exchange=exchange) as transport, \
             Client(transport, signer=make_signer(secret_file, key_file=key_file, exchange=exchange),
-                   queue_prefix=queue_prefix, on_reply=lambda reply: click.echo(reply.text)) as client:
+                   queue_prefix=queue_prefix) as client:
         sent_at = time.monotonic()
-        client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
+        message_id = client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
         # The broker confirms a message once a queue has it, or returns it first when none
         # is bound: either way flush returns then, with on_return already run.
         if not transport.flush(CONFIRM_TIMEOUT):
@@ -263,9 +264,18 @@ def send(target: str, expression: str, secret_file: str | None, key_file: str | 
             sys.exit(1)
         if returned.is_set():
             sys.exit(1)
-        # Until the wait is over, or at once if a call-back fails verification.
-        if client.wait_for_refusal(max(0.0, wait_seconds - (time.monotonic() - sent_at))):
-            raise CliError(f"a call-back failed verification: {client.refused[0]}")
+        # The reply queue is this command's own: what names another message is stale, and a
+        # call-back that names none (a cell that sent to reply_to by hand, an older node) is
+        # taken as an answer. A call-back that fails verification ends the wait at once.
+        deadline, printed = sent_at + wait_seconds, 0
+        while (left := deadline - time.monotonic()) > 0:
+            answers = client.wait_for_answers(message_id, printed + 1, left, or_unnamed=True,
+                                              or_refused=True)
+            for reply in answers[printed:]:
+                click.echo(reply.text)
+            printed = len(answers)
+            if client.refused:
+                raise CliError(f"a call-back failed verification: {client.refused[0]}")
 
 
 @main.command()

@@ -70,7 +70,7 @@ def status_table(statuses: list[dict[str, Any]]) -> Table:
         store = [c["store"] for c in status["cells"] if isinstance(c.get("store"), dict)]
         table.add_row(
             status["node"], status.get("role") or "spare",
-            ", ".join(f"{c['name']} ({c['state']})" for c in cells) or "-",
+            ", ".join(f"{c['name']} ({_cell_condition(c)})" for c in cells) or "-",
             health, seen,
             *(str(totals[k]) for k in _TOTALS),
             _store_summary(store),
@@ -114,3 +114,12 @@ def to_json_ready(value: Any) -> Any:
     if isinstance(value, Symbol | Keyword):
         return str(value)
     return value
+
+
+def _cell_condition(cell: dict[str, Any]) -> str:
+    """A cell's state while it runs; else its supervisor's condition (restarting, failed),
+    with its restarts when it has any."""
+    condition = cell.get("condition", "running")
+    shown = cell["state"] if condition == "running" else condition
+    restarts = cell.get("restarts", 0)
+    return f"{shown}, {restarts} restarts" if restarts else shown

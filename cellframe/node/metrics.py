@@ -70,7 +70,10 @@ class NodeCollector(Collector):
         for name, doc in (("delivered", "deliveries handed to cells"),
                           ("rejected", "deliveries refused (all reasons: see cellframe_node_messages_refused)"),
                           ("unroutable", "sent messages no queue received"),
-                          ("sent", "messages sent by this node and its cells")):
+                          ("sent", "messages sent by this node and its cells"),
+                          ("crashes", "cells that crashed"),
+                          ("restarts", "crashed cells restarted by the node's supervisor"),
+                          ("failures", "cells failed past their restart intensity")):
             family = CounterMetricFamily(f"cellframe_node_messages_{name}", doc, labels=["node"])
             family.add_metric([node], status["counters"].get(name, 0))
             yield family

@@ -21,7 +21,7 @@ the same layout with a test vector)::
 
     b"cellframe-sig-v2"
     then for exchange, routing key, message id, key id, timestamp, expires, reply_to,
-    sender, body, in that order:
+    sender, correlation id, body, in that order:
         1 byte   0 = absent (None), 1 = present
         8 bytes  length n, unsigned big-endian
         n bytes  the value: UTF-8 for text, IEEE-754 binary64 big-endian for the two times,
@@ -35,6 +35,7 @@ a dead-letter reason or a trace context, which are added after signing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import math
@@ -155,8 +156,7 @@ class Signer:
         else:
             headers.pop(TARGET_HEADER, None)
         headers[SIGNATURE_HEADER] = self.signature(envelope, target, key, expires)
-        return Envelope(envelope.body, envelope.message_id, envelope.timestamp,
-                        envelope.reply_to, envelope.sender, headers)
+        return dataclasses.replace(envelope, headers=headers)
 
     def verify(self, envelope: Envelope, routing_key: str | None, *,
                now: float | None = None, max_bytes: int | None = None) -> Key:
@@ -233,7 +233,8 @@ def canonical_bytes(envelope: Envelope, *, exchange: str | None, target: str | N
     for value in (_text(exchange), _text(target), _text(envelope.message_id), _text(key_id),
                   _DOUBLE.pack(envelope.timestamp),
                   None if expires is None else _DOUBLE.pack(expires),
-                  _text(envelope.reply_to), _text(envelope.sender), envelope.body):
+                  _text(envelope.reply_to), _text(envelope.sender),
+                  _text(envelope.correlation_id), envelope.body):
         if value is None:
             parts.append(_ABSENT)
         else:
