@@ -377,7 +377,9 @@ def _parameters(urls: str | Sequence[str], *, heartbeat: int, name: str,
         p.socket_timeout = p.stack_timeout = 5.0
         p.blocked_connection_timeout = 60.0
         p.client_properties = {"connection_name": name}
-        if url.lower().startswith("amqps://"):
+        if url.lower().startswith("amqps://") and tls is None and "ssl_options=" in url:
+            pass  # pika's own ssl_options URL argument (CA, certificate, server_hostname) holds
+        elif url.lower().startswith("amqps://"):
             context = (tls or TlsOptions()).context()
             server_name = tls.server_name if tls is not None and tls.server_name else p.host
             p.ssl_options = pika.SSLOptions(context, server_name)

@@ -6,7 +6,10 @@ object (``cellframe node --tls-ca --tls-cert --tls-key``). The broker's certific
 verified, against ``ca`` (else the system's trusted CAs), and must name the host of the URL (or
 ``server_name``); ``cert`` and ``key`` are the client's own, for a broker that asks for one
 (RabbitMQ's ``ssl_options.verify = verify_peer``). TLS 1.2 at least. A plain ``amqp://`` URL
-with TLS options is refused, so a typo cannot silently downgrade to plain TCP.
+with TLS options is refused, so a typo cannot silently downgrade to plain TCP. Without
+``TlsOptions``, an ``amqps://`` URL may carry pika's own ``ssl_options`` argument (a dict of
+``ca_certs``, ``certfile``, ``keyfile``, ``server_hostname``), which is then used as it is: raw
+pika and cellframe then read the same URL (the TLS bench does).
 
 Both of the transport's fast paths work over TLS: a publish is still marshalled into one
 buffer and handed to pika's TLS transport; only the joining of buffers into one ``send()``
