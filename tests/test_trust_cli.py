@@ -162,3 +162,19 @@ def test_a_node_process_reloads_its_key_files_on_sighup(amqp_names, tmp_path) ->
         proc.terminate()
         proc.wait(20)
         out.close()
+
+
+def test_an_insecure_node_warns_at_start_and_again_every_period(monkeypatch, caplog) -> None:
+    import threading
+
+    from cellframe.node import process
+
+    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
+    monkeypatch.setattr(process, "INSECURE_WARNING_EVERY", 0.05)
+    stop = threading.Event()
+    caplog.set_level(logging.WARNING, logger="cellframe.node.process")
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    process._serve("lax-01", None, stop)
+    warnings = [r for r in caplog.records if "runs INSECURE" in r.getMessage()]
+    assert len(warnings) >= 3  # at start, then about every 0.05 s for 0.5 s
