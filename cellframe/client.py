@@ -18,6 +18,7 @@ from typing import Any, overload
 from .errors import CellframeError, LanguageError, SecurityError
 from .language.printer import write
 from .language.reader import read
+from .language.symbols import Keyword, Symbol
 from .transports.base import Delivery, Transport
 from .wire import tracing
 from .wire.envelope import Envelope, envelope_for, is_cellframe_content
@@ -163,12 +164,14 @@ class Client:
                 or (or_unnamed and reply.correlation_id is None)]
 
     def wait_for_answers(self, message_id: str, count: int, timeout: float, *,
-                         or_unnamed: bool = False) -> list[Reply]:
+                         or_unnamed: bool = False, or_refused: bool = False) -> list[Reply]:
         """Block this (non-cell) caller until ``count`` call-backs answering ``message_id``
-        arrived or ``timeout`` passed; return those held, oldest first."""
+        arrived (or, with ``or_refused``, a call-back was refused) or ``timeout`` passed;
+        return those held, oldest first."""
         with self._arrived:
             self._arrived.wait_for(
-                lambda: len(self.answers(message_id, or_unnamed=or_unnamed)) >= count, timeout)
+                lambda: len(self.answers(message_id, or_unnamed=or_unnamed)) >= count
+                or (or_refused and bool(self.refused)), timeout)
             return self.answers(message_id, or_unnamed=or_unnamed)
 
     def wait_for_replies(self, count: int, timeout: float) -> list[Reply]:
@@ -201,17 +204,22 @@ class Client:
                 self.signer.verify(envelope, delivery.routing_key)
             expr = read(envelope.body)
         except (SecurityError, LanguageError) as error:
-            log.warning("client %s: refused a reply: %s", self.name, error)
+            refusal = _with_notice(error, envelope.body)
+            log.info("client %s: refused a reply: %s", self.name, refusal)  # shown by callers
             with self._arrived:
-                self.refused.append(error)
+                self.refused.append(refusal)
                 del self.refused[:-DEFAULT_KEEP_REPLIES]
                 self._arrived.notify_all()
             delivery.ack()
             return
         reply = Reply(expr, envelope.sender, write(expr), envelope.message_id,
                       envelope.correlation_id)
+        notice = _with_notice(None, envelope.body) if _is_notice(expr) else None
         with self._arrived:
             self.replies.append(reply)
+            if notice is not None:  # an unsigned client hears a node refuse it
+                self.refused.append(notice)
+                del self.refused[:-DEFAULT_KEEP_REPLIES]
             self._arrived.notify_all()
         delivery.ack()
         on_reply = self.on_reply
@@ -223,3 +231,23 @@ class Client:
 
     def _returned(self, envelope: Envelope, reason: str) -> None:
         log.warning("message %s was not delivered: %s", envelope.message_id, reason)
+
+
+def _is_notice(expr: Any) -> bool:
+    return isinstance(expr, list) and expr[:1] == [Symbol("refused")]
+
+
+def _with_notice(error: CellframeError | None, body: bytes) -> CellframeError:
+    """``error``, saying what an unverifiable ``(refused :reason R)`` notice claims: a node
+    could not verify our message (a wrong key, most likely). It is unverified, so only shown."""
+    try:
+        expr = read(body)
+    except LanguageError:
+        expr = None
+    if not _is_notice(expr):
+        return error or SecurityError("a call-back was refused")
+    fields = dict(zip(expr[1::2], expr[2::2], strict=False))
+    reason, node = fields.get(Keyword("reason")), fields.get(Keyword("node"))
+    unverified = f"an unverified notice; {error}" if error else "an unverified notice"
+    return SecurityError(f"node {node!s:.63} refused our message ({reason!s:.40}): a wrong or "
+                         f"unknown key? ({unverified})")

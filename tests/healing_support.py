@@ -173,7 +173,8 @@ class NodeProcesses(processes.NodeProcesses):
             self.names.queue(f"role.{role}")
         self.prefix = self.names.queue_prefix
         super().__init__(logdir, ["--amqp", amqp_url, "--zone", str(zone), "--exchange",
-                                  self.names.exchange, "--queue-prefix", self.prefix], cwd=REPO)
+                                  self.names.exchange, "--queue-prefix", self.prefix, "--insecure"],
+                         cwd=REPO)
 
     def transport(self, name: str) -> Any:
         """An AmqpTransport on this test's topology, for observers and traffic."""

@@ -116,7 +116,7 @@ class ProcessCluster:
     def command(self, name: str, *args: str) -> list[str]:
         """The command line of node ``name`` on this cluster's topology."""
         where = (["--dns", f"{self.dns.address}:{self.dns.port}", "--domain", self.dns.zone]
-                 if self.dns is not None else [])
+                 if self.dns is not None else [] if "--zone" in args else ["--example"])
         return [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.url, *where,
                 "--secret-file", str(self.secret_file), "--exchange", self.exchange,
                 "--queue-prefix", self.prefix, "--plugin", "tests.process_cells:ROLES", *args]

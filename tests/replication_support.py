@@ -275,7 +275,7 @@ class ShardProcesses(NodeProcesses):
         names.queue("role.shard")  # declared by the node processes: deleted with the rest
         super().__init__(workdir, ["--amqp", names.url, "--zone", str(zone), "--exchange",
                                    names.exchange, "--queue-prefix", names.queue_prefix,
-                                   "--data-dir", str(workdir / "data")], cwd=REPO)
+                                   "--data-dir", str(workdir / "data"), "--insecure"], cwd=REPO)
 
     def client(self, name: str) -> Client:
         """A client of the test's own on the processes' topology (closed with the names)."""

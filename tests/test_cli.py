@@ -77,7 +77,8 @@ def test_send_to_a_broker_that_is_not_there_exits_2() -> None:
     ("cellframe.roles.proxy:WeightedPool", "neither a Cell class"),
 ])
 def test_node_with_a_bad_plugin_exits_2_before_it_connects(spec: str, problem: str) -> None:
-    result = invoke("node", "n1", "--plugin", spec, "--amqp", "amqp://nowhere.invalid/")
+    result = invoke("node", "n1", "--plugin", spec, "--amqp", "amqp://nowhere.invalid/", "--insecure",
+                    "--example")
     assert result.exit_code == 2
     assert problem in result.stderr
 
@@ -209,14 +210,14 @@ def test_send_to_a_target_nobody_listens_on_exits_1(nodes, monkeypatch) -> None:
 
 
 @pytest.mark.amqp
-def test_unsigned_send_gets_no_answer_from_signed_nodes(nodes) -> None:
+def test_unsigned_send_is_refused_by_signed_nodes_and_exits_non_zero(nodes) -> None:
     options = nodes["options"][:-2]
     assert "--secret-file" not in options
-    result = invoke("send", "node:cli-a", "(ping)", "--wait", "1", *options,
+    result = invoke("send", "node:cli-a", "(ping)", "--wait", "10", *options,
                     env={"CELLFRAME_SECRET": ""})
-    assert result.exit_code == 4 and result.stdout == ""
-    assert "no call-back within 1 s from node:cli-a" in result.stderr
-    assert nodes["nodes"][0].counters.rejected >= 1
+    assert result.exit_code == 2 and "(pong" not in result.stdout
+    assert "node cli-a refused our message (unsigned)" in result.stderr
+    assert nodes["nodes"][0].counters.refused == {"unsigned": 1}
 
 
 @pytest.mark.amqp
@@ -240,7 +241,7 @@ def test_node_serves_prometheus_metrics_on_the_address_and_port_given(tmp_path) 
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "cellframe", "node", "web-01", "--metrics-port", str(port),
-         "--metrics-addr", "0.0.0.0"],
+         "--metrics-addr", "0.0.0.0", "--insecure", "--example"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, CELLFRAME_SECRET=""),
     )
     try:

@@ -98,7 +98,7 @@ def busy_port() -> Iterator[int]:
 
 
 def test_a_metrics_port_in_use_is_one_line_and_the_node_never_starts(busy_port: int) -> None:
-    result = invoke("node", "web-01", "--metrics-port", str(busy_port))
+    result = invoke("node", "web-01", "--example", "--insecure", "--metrics-port", str(busy_port))
     line = assert_one_line_error(result)
     assert f"metrics cannot listen on 127.0.0.1:{busy_port}" in line
     assert "ready" not in result.stdout

@@ -202,3 +202,47 @@ def test_hostile_messages_from_raw_pika_are_refused_and_the_node_stays_up(trust,
     trust.wait_refused(expected)
     assert trust.total("a-01") == 1
     trust.answers_status()
+
+
+def test_what_an_operator_key_sends_is_an_audit_event_on_the_wire(trust) -> None:
+    watcher = trust.names.connect()
+    queue = trust.names.queue("audit")
+    watcher.declare_queue(queue, exclusive=True)
+    watcher.bind(queue, "event.audit.*")
+    events = Collector()
+    watcher.consume(queue, events)
+    accepted = trust.client.send("cell.a-01", "(add 7)")
+    refused = trust.client.send("node.a-01", "(differentiate nil)")  # outside ops-1's grant
+    wait_for(lambda: len(events.deliveries) >= 2, 10, what="two audit events",
+             show=lambda: [d.envelope.body for d in events.deliveries])
+    bodies = {d.routing_key: [] for d in events.deliveries}
+    texts = [d.envelope.body.decode() for d in events.deliveries]
+    assert set(bodies) == {"event.audit.a-01"}
+    assert any(f'"{accepted}"' in t and ':result "accepted"' in t and ':verb "add"' in t
+               and ':key "ops-1"' in t and ':target "cell.a-01"' in t for t in texts)
+    assert any(f'"{refused}"' in t and ':result "refused: not-allowed"' in t for t in texts)
+    # Signed with the node's key, for its routing key: a log sump verifies and keeps it.
+    node_signer = trust.nodes["a-01"].signer
+    for delivery in events.deliveries:
+        assert node_signer.verify(delivery.envelope, delivery.routing_key).kind == "node"
+
+
+def test_an_operator_key_cannot_impersonate_a_node(trust) -> None:
+    everything = new_key("root-ops", ["all *"])
+    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, everything]))
+    assert trust.keys.reload()
+    client = Client(trust.names.connect(), queue_prefix=trust.names.queue_prefix,
+                    signer=Signer(everything, exchange=trust.names.exchange))
+    node = trust.nodes["a-01"]
+    for pattern in ("heartbeat.*", "membership.down.*"):  # as a membership cell binds them
+        node.transport.bind(node.queue, pattern)
+    node.transport.flush(10)
+    try:
+        client.send("heartbeat.a-01", '(heartbeat :node "b-01" :incarnation 99)')
+        client.send("membership.down.b-01", '(member-down :node "b-01")')
+        trust.wait_refused("not-allowed", 2)
+        client.send("cell.a-01", "(add 2)")  # everything else it may do
+        wait_for(lambda: trust.total("a-01") == 2, 10, what="the operator's own add")
+    finally:
+        client.close()
+    assert trust.refused()["not-allowed"] == 2

@@ -146,6 +146,20 @@ def _pipeline_traced(quick: bool) -> dict[str, Any]:
         n=5_000 if quick else 20_000, via="cell", traced=True))
 
 
+def _pipeline_tls(quick: bool) -> dict[str, Any]:
+    import os
+
+    from .pipeline import bench_control_pipeline
+
+    url = os.environ.get("CELLFRAME_BENCH_TLS_URL")
+    if not url:
+        return {"skipped": "set CELLFRAME_BENCH_TLS_URL to an amqps:// URL (with pika's "
+                           "ssl_options argument for its CA and client certificate)"}
+    # The headline pipeline and its raw pika baseline, both over the same TLS listener.
+    return _median_of(1 if quick else PIPELINE_RUNS, lambda: bench_control_pipeline(
+        n=5_000 if quick else 20_000, via="cell", url=url))
+
+
 def _pipeline_durable(quick: bool) -> dict[str, Any]:
     from .pipeline import bench_control_pipeline
 
@@ -197,6 +211,9 @@ COMPARISONS = [
     Comparison("traced_pipeline_vs_raw_pika",
                "the same with OpenTelemetry tracing on (send, deliver, apply spans, all exported)",
                ">= 0.4", True, _pipeline_traced),
+    Comparison("tls_pipeline_vs_raw_pika_tls",
+               "the signed pipeline over TLS (amqps://) vs raw pika over the same TLS listener",
+               ">= 0.5", True, _pipeline_tls),
     Comparison("durable_pipeline_vs_raw_pika",
                "the same sent persistent to a durable role queue, vs the same (transient) raw pika",
                "(context)", True, _pipeline_durable),

@@ -306,7 +306,7 @@ class _Processes(_Cluster):
 
         self.work, self.zone, self.data = work, zone, work / "data"
         self.nodes = NodeProcesses(work, ["--amqp", AMQP_URL, "--zone", str(zone), "--data-dir",
-                                          str(self.data), "--plugin", PLUGIN],
+                                          str(self.data), "--plugin", PLUGIN, "--insecure"],
                                    cli_options=NODE_OPTIONS)
         self.transport = AmqpTransport(AMQP_URL, name="bench-replication")
         self.client = Client(self.transport, name=f"bench-repl-{os.getpid()}")

@@ -16,6 +16,8 @@ from ..client import Client
 from ..errors import ClusterError
 from ..node.children import terminate_all
 from ..node.cluster import LocalCluster
+from ..wire.keys import dump_keys, new_key
+from ..wire.signing import Signer
 
 __all__ = ["EmbeddedLauncher", "ProcessLauncher"]
 
@@ -24,7 +26,9 @@ class EmbeddedLauncher:
     """The whole cluster in this process, on one MemoryBroker (nothing else installed)."""
 
     def __init__(self, zone: str | Path, *, workdir: str | Path | None = None):
-        self.cluster = LocalCluster(zone, workdir=workdir)
+        # An ephemeral node key: the demo is signed with no set-up.
+        self.signer = Signer(new_key("demo", kind="node"))
+        self.cluster = LocalCluster(zone, workdir=workdir, signer=self.signer)
 
     def start(self) -> list[str]:
         self.cluster.start()
@@ -34,7 +38,7 @@ class EmbeddedLauncher:
         return self.cluster.kill(name)
 
     def client(self) -> Client:
-        return Client(self.cluster.broker.connect(name="demo-observer"))
+        return Client(self.cluster.broker.connect(name="demo-observer"), signer=self.signer)
 
     def stop(self) -> None:
         self.cluster.stop()
@@ -58,12 +62,19 @@ class ProcessLauncher:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cellframe-demo-"))
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.transports: list[Any] = []
+        # Ephemeral keys, readable by this user alone, gone with the demo's folder.
+        key = new_key("demo", kind="node")
+        self.key_file = self.workdir / "demo.keys"
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(dump_keys([key]))
+        self.signer = Signer(key, exchange=self.exchange)
 
     def _command(self, name: str) -> list[str]:
         # Data (the log sump's files, a shard's store) in the demo's folder, not the user's.
         command = [sys.executable, "-m", "cellframe", "node", name, "--amqp", self.amqp,
                    "--exchange", self.exchange, "--queue-prefix", self.prefix,
-                   "--data-dir", str(self.workdir / "data")]
+                   "--data-dir", str(self.workdir / "data"), "--keys", str(self.key_file)]
         if self.dns:
             command += ["--dns", self.dns, "--domain", self.domain or ""]
         elif self.zone:
@@ -104,7 +115,7 @@ class ProcessLauncher:
 
         transport = AmqpTransport(self.amqp, name="demo-observer", **amqp_topology(self.exchange))
         self.transports.append(transport)
-        return Client(transport, queue_prefix=self.prefix)
+        return Client(transport, queue_prefix=self.prefix, signer=self.signer)
 
     def stop(self) -> None:
         terminate_all(self.processes.values())

@@ -17,6 +17,7 @@ import click
 
 from ..config.bundled import bundled_zone
 from ..errors import CellframeError
+from .trust import key_options, keys, make_signer
 
 __all__ = ["main"]
 
@@ -85,36 +86,26 @@ POSITIVE_SECONDS = NumberRange(min=0.0, min_open=True, max=86_400.0)
 def zone_option(function: Any) -> Any:
     function = click.option("--domain", help="DNS zone of the cluster (with --dns).")(function)
     function = click.option("--dns", "dns_server", metavar="HOST:PORT", help="DNS server to ask.")(function)
+    function = click.option("--example", is_flag=True,
+                            help="Read the bundled example zone (no --zone or --dns).")(function)
     return click.option("--zone", "zone_file", type=FilePath(dir_okay=False),
-                        help="Zone file to read (default: the bundled example zone).")(function)
+                        help="Zone file to read.")(function)
 
 
-def secret_option(function: Any) -> Any:
-    return click.option("--secret-file", type=FilePath(dir_okay=False),
-                        help="Cluster secret for signing (else $CELLFRAME_SECRET; none: unsigned).")(function)
-
-
-def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | None) -> Any:
+def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | None,
+                  example: bool = False) -> Any:
+    """The resolver the options name; the bundled example zone only if asked for by name."""
     from ..config.resolvers import resolver_from_options
 
-    if dns_server is None and zone_file is None:
+    if example:
+        if zone_file is not None or dns_server is not None:
+            raise CliError("--example reads the bundled zone: give it without --zone or --dns")
         zone_file = str(bundled_zone())
+    elif dns_server is None and zone_file is None:
+        raise CliError("no cluster configuration: give --zone FILE or --dns HOST:PORT "
+                       "(or --example for the bundled example zone)")
     try:
         return resolver_from_options(zone_file=zone_file, dns=dns_server, domain=domain)
-    except CellframeError as error:
-        raise _fail(error) from error
-
-
-def make_signer(secret_file: str | None, *, required: bool = False,
-                exchange: str | None = None) -> Any:
-    from ..wire.signing import DEFAULT_EXCHANGE, Signer, load_secret
-
-    if secret_file is None and not os.environ.get("CELLFRAME_SECRET"):
-        if required:
-            raise CliError("a cluster secret is required: set CELLFRAME_SECRET or pass --secret-file")
-        return None
-    try:
-        return Signer(load_secret(file=secret_file), exchange=exchange or DEFAULT_EXCHANGE)
     except CellframeError as error:
         raise _fail(error) from error
 
@@ -129,13 +120,43 @@ def make_transport(amqp: tuple[str, ...] | list[str] | None, *, exchange: str | 
     from ..transports.topology import amqp_topology
 
     try:
-        return AmqpTransport(list(amqp), name=name, quorum=quorum, **amqp_topology(exchange))
+        return AmqpTransport(list(amqp), name=name, quorum=quorum, tls=_tls_options(),
+                             **amqp_topology(exchange))
     except CellframeError as error:
         raise _fail(error) from error
 
 
+def _tls_options() -> Any:
+    """The ``TlsOptions`` of this command's ``--tls-*`` options, or None if none was given."""
+    from ..transports.tls import TlsOptions
+
+    given = click.get_current_context().meta.get("cellframe.tls", {})
+    return TlsOptions(**given) if given else None
+
+
+def _remember_tls(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        ctx.meta.setdefault("cellframe.tls", {})[param.name] = value
+
+
+def tls_options(function: Any) -> Any:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-server-name`` for amqps:// URLs."""
+    for flag, name, doc in (
+            ("--tls-server-name", "server_name", "Name the broker's certificate must carry "
+                                                  "(default: the URL's host)."),
+            ("--tls-key", "key", "Client key for mutual TLS (PEM)."),
+            ("--tls-cert", "cert", "Client certificate for mutual TLS (PEM)."),
+            ("--tls-ca", "ca", "CA file the broker's certificate is checked against "
+                               "(default: the system's CAs).")):
+        function = click.option(flag, name, metavar="FILE" if name != "server_name" else "NAME",
+                                expose_value=False, callback=_remember_tls, help=doc)(function)
+    return function
+
+
 def topology_option(function: Any) -> Any:
-    """``--exchange`` and ``--queue-prefix``: several clusters (or test runs) on one broker."""
+    """``--exchange`` and ``--queue-prefix``: several clusters (or test runs) on one broker;
+    and the ``--tls-*`` options of amqps:// URLs."""
+    function = tls_options(function)
     function = click.option("--queue-prefix", default="", metavar="PREFIX",
                             help="Prefix of every queue name this command declares.")(function)
     return click.option("--exchange", metavar="NAME",
@@ -168,7 +189,7 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
 @main.command()
 @click.argument("name", required=False, type=UTF8)
 @zone_option
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
 @click.option("--role", help="Play this role instead of the one DNS names.")
 @click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
@@ -184,12 +205,18 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
                    "files: DIR/NAME/logsump; DNS data-dir wins).")
 @click.option("--quorum", is_flag=True, help="Declare durable queues (the role mailboxes) as "
               "quorum queues with a delivery limit: for a RabbitMQ cluster.")
+@click.option("--keys", "key_files", multiple=True, type=click.Path(dir_okay=False),
+              envvar="CELLFRAME_KEYS", help="Key file of the keys this node accepts "
+              "(repeatable; reread on SIGHUP or when changed).")
+@click.option("--insecure", is_flag=True, help="Run with no keys: unsigned and unchecked "
+              "(a warning is logged every minute).")
 @topology_option
 def node(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
-         secret_file: str | None, amqp: tuple[str, ...], role: str | None, diagnostic: bool,
+         example: bool, secret_file: str | None, key_file: str | None,
+         amqp: tuple[str, ...], role: str | None, diagnostic: bool,
          metrics_port: int | None, metrics_addr: str, plugins: tuple[str, ...],
-         data_dir: str | None,
-         quorum: bool, exchange: str | None, queue_prefix: str) -> None:
+         data_dir: str | None, quorum: bool, key_files: tuple[str, ...], insecure: bool,
+         exchange: str | None, queue_prefix: str) -> None:
     """Run the management daemon of node NAME (default: this host's name) until SIGTERM."""
     import socket
 
@@ -197,6 +224,13 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
     from ..node.process import registry_with_plugins, run_node
 
     name = name or node_name_from_hostname()
+    signer = make_signer(secret_file, key_file=key_file, key_files=key_files, exchange=exchange)
+    if signer is None and not insecure:
+        raise CliError("no keys: give --keys FILE (see `cellframe keys new --node`), "
+                       "--secret-file FILE or $CELLFRAME_SECRET; or --insecure to run unsigned")
+    if signer is not None and insecure:
+        raise CliError("--insecure contradicts the keys given: drop one")
+    resolver = make_resolver(zone_file, dns_server, domain, example)
     if data_dir:
         os.environ["CELLFRAME_DATA_DIR"] = str(Path(data_dir).resolve())  # read by shard cells
 
@@ -207,8 +241,8 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
             # Named for the node, so the broker's tools show which connection is whose.
             transport=make_transport(amqp, exchange=exchange, quorum=quorum,
                                      name=f"{name}@{socket.gethostname()}:{os.getpid()}"),
-            resolver=make_resolver(zone_file, dns_server, domain),
-            signer=make_signer(secret_file, exchange=exchange),
+            resolver=resolver,
+            signer=signer,
             role=role,
             diagnostic=diagnostic,
             metrics_port=metrics_port,
@@ -223,14 +257,15 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 @main.command()
 @click.argument("target", type=UTF8, shell_complete=_complete_target)
 @click.argument("expression", type=UTF8)
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--wait", "wait_seconds", type=SECONDS, default=0.0,
               help="Print the call-backs answering it that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
 @topology_option
-def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
-         wait_seconds: float, hy_syntax: bool, exchange: str | None, queue_prefix: str) -> None:
+def send(target: str, expression: str, secret_file: str | None, key_file: str | None,
+         amqp: tuple[str, ...], wait_seconds: float, hy_syntax: bool, exchange: str | None,
+         queue_prefix: str) -> None:
     """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME).
 
     Returns once the broker has confirmed the message; with --wait, prints each call-back
@@ -241,7 +276,8 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
     Exit codes:
       0  delivered (with --wait: call-backs came, and none was an error)
       1  not delivered: nothing listens on TARGET, or the broker did not confirm
-      2  a usage or environment error (bad option, expression, broker URL, secret)
+      2  a usage or environment error (bad option, expression, broker URL, key), or a node
+         refused the message (a wrong key, most likely: it says so at once)
       3  with --wait: a call-back was an (error ...)
       4  with --wait: no call-back came (the message may have been a no-op)"""
     from ..language.hylang import read_hy
@@ -256,7 +292,8 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
         raise _fail(error) from error
     with make_transport(amqp, exchange=exchange) as transport:
         code = send_and_report(transport, key, expr,
-                               signer=make_signer(secret_file, exchange=exchange),
+                               signer=make_signer(secret_file, key_file=key_file,
+                                                  exchange=exchange),
                                queue_prefix=queue_prefix, wait=wait_seconds,
                                confirm_timeout=CONFIRM_TIMEOUT, target=target)
     sys.exit(code)
@@ -265,11 +302,12 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
 @main.command()
 @click.argument("name", type=UTF8)
 @zone_option
-def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | None) -> None:
+def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | None,
+        example: bool) -> None:
     """Print node NAME's DNS configuration as shell export lines (for eval in bash)."""
     from ..config.shellenv import export_lines
 
-    resolver = make_resolver(zone_file, dns_server, domain)
+    resolver = make_resolver(zone_file, dns_server, domain, example)
     try:
         config = resolver.node_config(name)
         # No records and not listed either: a typo, not a spare (spares are in _nodes).
@@ -291,7 +329,7 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 
 
 @main.command()
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
@@ -300,7 +338,7 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 @click.option("--interval", type=POSITIVE_SECONDS, default=2.0, show_default=True,
               help="--watch period.")
 @topology_option
-def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
+def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
            window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
     """Show the cluster: every node (the silent and the dead too), roles against the intent,
     cells and states, health, heartbeats, counters. Exits 1 when no node answered."""
@@ -317,7 +355,8 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
     if not console.is_terminal:  # piped: rich would squeeze the table into 80 columns
         console = Console(width=400)
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
+    signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+    client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     try:
         if watch:
             with Live(status_view([]), console=console, auto_refresh=False) as live:
@@ -355,7 +394,7 @@ def _redact(url: str) -> str:
 
 
 @main.command()
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing records as the nodes ship them.")
 @click.option("--node", help="Only this node's records.")
@@ -371,7 +410,7 @@ def _redact(url: str) -> str:
 @click.option("--timeout", type=POSITIVE_SECONDS, default=10.0, show_default=True,
               help="Seconds to wait for the sump's answer.")
 @topology_option
-def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str | None,
+def logs(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], follow: bool, node: str | None,
          role: str | None, level: str | None, since: str | None, limit: int, data_dir: str | None,
          as_json: bool, timeout: float, exchange: str | None, queue_prefix: str) -> None:
     """Show the cluster's log records, from the log sump, and live with --follow."""
@@ -396,7 +435,8 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
     except CellframeError as error:
         raise _fail(error) from error
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
+    signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+    client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     try:
         query = LogQuery(client, wanted, limit=limit, show=show)
         if follow:  # bound before asking: nothing shipped in between is missed
@@ -416,7 +456,8 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--timeout", type=POSITIVE_SECONDS, default=30.0, show_default=True,
               help="Seconds to wait for each step before declaring the healing failed.")
-def demo(zone_file: str | None, dns_server: str | None, domain: str | None, amqp: str | None,
+def demo(zone_file: str | None, dns_server: str | None, domain: str | None, example: bool,
+         amqp: str | None,
          as_json: bool, timeout: float) -> None:
     """Start a local cluster, kill nodes, and watch it heal (exit 0 only if it did)."""
     import json
@@ -493,7 +534,7 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
 
 @main.command()
 @zone_option
-@secret_option
+@key_options
 @click.option("--amqp", multiple=True, metavar="URL", help="Talk to the cluster on this "
               "RabbitMQ (repeat for fail-over); without it, start a local cluster on the "
               "embedded transport and talk to that.")
@@ -501,7 +542,8 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
               "(default ~/.cellframe_history).")
 @topology_option
 def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
-         secret_file: str | None, amqp: tuple[str, ...], history: str | None,
+         example: bool, secret_file: str | None, key_file: str | None,
+         amqp: tuple[str, ...], history: str | None,
          exchange: str | None, queue_prefix: str) -> None:
     """An interactive prompt: TARGET EXPRESSION lines, call-backs printed as they arrive."""
     import logging
@@ -512,17 +554,21 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
     cluster = None
     if amqp:
         transport = make_transport(amqp, exchange=exchange)
+        signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
     else:
         from ..node.cluster import LocalCluster
+        from ..wire.keys import new_key
+        from ..wire.signing import Signer
 
         logging.getLogger("cellframe").setLevel(logging.ERROR)
+        signer = Signer(new_key("local", kind="node"))  # ephemeral: secure with no set-up
         try:
-            cluster = LocalCluster(zone_file or str(bundled_zone())).start()
+            cluster = LocalCluster(zone_file or str(bundled_zone()), signer=signer).start()
         except CellframeError as error:
             raise _fail(error) from error
         transport = cluster.broker.connect(name="repl")
         click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
-    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
+    client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     session = Repl.with_file_history(client, Path(history) if history else DEFAULT_HISTORY)
     client.on_reply = session.on_reply
     click.echo("type TARGET EXPRESSION, e.g. node:web-01 (status); ,help for more; Ctrl-D quits")
@@ -552,3 +598,5 @@ def _port_open(host: str, port: int) -> bool:
     except OSError:
         return False
 
+
+main.add_command(keys)

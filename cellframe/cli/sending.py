@@ -27,6 +27,7 @@ class SendOutcome(IntEnum):
 
     DELIVERED = 0
     NOT_DELIVERED = 1
+    REFUSED = 2  # a node refused the message before any cell saw it (a wrong key)
     ERROR_REPLY = 3
     NO_CALL_BACK = 4
 
@@ -60,19 +61,24 @@ def send_and_report(transport: Any, key: str, expr: Any, *, signer: Any, queue_p
             return SendOutcome.DELIVERED
         # The reply queue is this command's own: a call-back that names another message is
         # stale, and one that names none (a cell that sent to reply_to by hand, an older
-        # node) is taken as an answer.
+        # node) is taken as an answer. A call-back that fails verification (a node's notice
+        # that it refused the message) ends the wait at once.
         deadline, got = sent_at + wait, list[Reply]()
         while (left := deadline - time.monotonic()) > 0:
             printed = len(got)
-            got = client.wait_for_answers(message_id, printed + 1, left, or_unnamed=True)
+            got = client.wait_for_answers(message_id, printed + 1, left, or_unnamed=True,
+                                          or_refused=True)
             for reply in got[printed:]:
                 click.echo(reply.text)
+            if client.refused:
+                _say(f"error: {client.refused[0]}")
+                return SendOutcome.REFUSED
     return _summarize(target, message_id, got, wait)
 
 
 def _summarize(target: str, message_id: str, replies: list[Reply], wait: float) -> SendOutcome:
     if not replies:
-        _say(f"no call-back within {wait:g} s from {target} (message {message_id[:8]}): it was "
+        _say(f"no call-back within {wait:g} s from {target} (message {message_id}): it was "
              f"delivered, but may have been a no-op (a verb no cell there knows, or no "
              f"transition from its state; see the 'ignored' column of cellframe status). "
              f"To find out, send (diagnostic true) to the node and send again: a no-op then "

@@ -23,8 +23,11 @@ from ..wire.keys import Key
 from ..wire.replay import ReplayCache
 from ..wire.signing import EXPIRES_HEADER
 
-__all__ = ["Admitted", "Gate"]
+__all__ = ["NODE_ONLY", "Admitted", "Gate"]
 
+#: Routing keys only nodes publish to (heartbeats, membership news, probes, logs, events,
+#: call-backs): an operator key, whatever its capabilities, cannot impersonate a node there.
+NODE_ONLY = ("heartbeat.", "membership.", "probe.", "log.", "event.", "reply.")
 #: Client reply addresses remembered with the operator key that last wrote from them.
 _REPLY_KEYS = 10_000
 
@@ -73,6 +76,9 @@ class Gate:
         except LanguageError as error:
             raise RefusedError("unreadable", f"unreadable: {error}") from error
         verb = head_verb(expr)
+        if key is not None and key.kind == "operator" and delivery.routing_key.startswith(NODE_ONLY):
+            raise _with_key(RefusedError("not-allowed", f"operator key {key.id!r} may not send "
+                                         f"to {delivery.routing_key!r}: only node keys do"), key)
         if key is not None and not key.allows(delivery.routing_key, verb):
             raise _with_key(RefusedError("not-allowed", f"key {key.id!r} may not send ({verb} ...) "
                                                    f"to {delivery.routing_key!r}"), key)

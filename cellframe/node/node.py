@@ -79,6 +79,8 @@ log = logging.getLogger(__name__)
 
 #: The header that marks an event (nobody listening to one is fine: a log sump is optional).
 _EVENT_HEADER = "x-cellframe-event"
+#: Unsigned refusal notices a node sends a second at most (see ``Node._notice``).
+NOTICES_PER_SECOND = 20
 
 #: Default cap on an incoming message body, checked before anything reads it.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -221,6 +223,7 @@ class Node:
         self.registry = registry or RoleRegistry()
         self.signer = signer
         self.gate = Gate(signer, max_message_bytes)
+        self._notices = (0, 0)
         self.diagnostic = diagnostic
         self.max_message_bytes = max_message_bytes
         self.dedup_capacity = dedup_capacity
@@ -869,9 +872,11 @@ class Node:
         try:
             admitted = self.gate.admit(delivery, where)
         except RefusedError as error:
-            verified = error.reason in ("unreadable", "not-allowed")  # its reply_to is signed
+            verified = error.reason in ("unreadable", "not-allowed", "replayed")
             self._refuse(delivery, f"refused: {error}", envelope.reply_to if verified else None,
                          reason=error.reason)
+            if not verified:
+                self._notice(envelope, error.reason)
             self._audit(delivery, getattr(error, "key", None), None, f"refused: {error.reason}")
             return None
         if admitted.key is not None and admitted.key.kind == "operator":
@@ -881,6 +886,30 @@ class Node:
                        correlation_id=envelope.correlation_id,
                        trace=None if tracing.active is None
                        else tracing.active.on_deliver(envelope, delivery.routing_key))
+
+    def _notice(self, envelope: Envelope, reason: str) -> None:
+        """Tell a client whose message failed verification, unsigned (it could not verify an
+        answer anyway), so ``cellframe send`` with a wrong key fails at once instead of
+        waiting for nothing. Only to ``reply.*`` addresses, at most ``NOTICES_PER_SECOND``: a
+        forged reply address can make a node send no more than that."""
+        reply_to = envelope.reply_to
+        if not (isinstance(reply_to, str) and reply_to.startswith("reply.")):
+            return
+        now = time.monotonic()
+        second, sent = self._notices
+        if int(now) != second:
+            second, sent = int(now), 0
+        if sent >= NOTICES_PER_SECOND:
+            return
+        self._notices = (second, sent + 1)
+        expr = [Symbol("refused"), Keyword("node"), self.name, Keyword("id"),
+                str(envelope.message_id)[:200], Keyword("reason"), reason]
+        try:
+            notice = envelope_for(expr, sender=self.name,
+                                  correlation_id=str(envelope.message_id)[:200])
+            self.transport.publish(reply_to, notice, on_return=lambda *_: None)
+        except Exception:  # best effort: the refusal is counted and logged already
+            log.debug("%s: refusal notice not sent", self.name, exc_info=True)
 
     def _audit(self, delivery: Delivery, key: Any, verb: str | None, result: str) -> None:
         """An ``event.audit.<node>`` for what an operator key sent (and for refusals)."""

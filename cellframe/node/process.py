@@ -6,17 +6,23 @@ import logging
 import pkgutil
 import signal
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
 from ..roles import RoleRegistry, default_registry
+from ..wire.keys import KeyFiles
 from . import logship
 from .node import Node
 
 __all__ = ["registry_with_plugins", "run_node"]
 
 log = logging.getLogger(__name__)
+#: Seconds between looks at the key files' modification times.
+KEY_FILE_POLL = 2.0
+#: Seconds between the warnings of a node run --insecure.
+INSECURE_WARNING_EVERY = 60.0
 
 
 def run_node(
@@ -45,6 +51,9 @@ def run_node(
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+        key_files = _key_files(signer)
+        if key_files is not None:
+            signal.signal(signal.SIGHUP, lambda *_: _reload(key_files, "SIGHUP"))
     node = Node(
         name,
         transport=transport,
@@ -66,7 +75,7 @@ def run_node(
     log.info("node %s running as %s", name, node.role or "a spare")
     print(f"node {name} ready as {node.role or 'spare'}", flush=True)
     try:
-        stop.wait()
+        _serve(name, signer, stop)
     finally:
         log.info("node %s shutting down", name)
         node.stop()
@@ -78,6 +87,39 @@ def run_node(
         transport.close()
         if resolver is not None:
             resolver.close()
+
+
+def _serve(name: str, signer: Any, stop: threading.Event) -> None:
+    """Wait for ``stop``; meanwhile reread changed key files, and without a signer say every
+    ``INSECURE_WARNING_EVERY`` seconds that anyone on the broker may command this node."""
+    key_files = _key_files(signer)
+    if signer is None:
+        log.warning("node %s runs INSECURE: nothing is signed or checked", name)
+    last_warning = time.monotonic()
+    while not stop.wait(KEY_FILE_POLL):
+        if key_files is not None:
+            try:
+                changed = key_files.refresh()
+            except Exception:  # a key file half written: the next poll reads it whole
+                changed = False
+            if changed:
+                log.info("node %s: key files changed, reloaded: %s", name, key_files.keyring)
+        if signer is None and time.monotonic() - last_warning >= INSECURE_WARNING_EVERY:
+            log.warning("node %s runs INSECURE: nothing is signed or checked", name)
+            last_warning = time.monotonic()
+
+
+def _key_files(signer: Any) -> KeyFiles | None:
+    keyring = getattr(signer, "keyring", None)
+    return keyring if isinstance(keyring, KeyFiles) else None
+
+
+def _reload(key_files: KeyFiles, why: str) -> None:
+    if key_files.reload():
+        log.info("keys reloaded (%s): %s", why, key_files.keyring)
+    else:
+        log.error("keys NOT reloaded (%s): a key file is unreadable or malformed; the old keys "
+                  "stay in force", why)
 
 
 def system_cells() -> tuple[type, ...]:

@@ -4,6 +4,7 @@ from .base import Delivery as Delivery
 from .base import Transport as Transport
 from .memory import MemoryBroker as MemoryBroker
 from .memory import MemoryTransport as MemoryTransport
+from .tls import TlsOptions as TlsOptions
 from .topology import amqp_topology as amqp_topology
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Delivery",
     "MemoryBroker",
     "MemoryTransport",
+    "TlsOptions",
     "Transport",
     "amqp_topology",
 ]

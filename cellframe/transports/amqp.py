@@ -53,6 +53,7 @@ from ._amqp_io import BrokerLink
 from ._amqp_state import ControlOp, Outgoing, Topology
 from ._amqp_wire import to_amqp, with_reason
 from .base import DeliveryHandler, ReturnHandler
+from .tls import TlsOptions
 
 __all__ = ["DEFAULT_URL", "AmqpTransport"]
 
@@ -73,7 +74,9 @@ class AmqpTransport:
     ``connect_timeout`` bounds the first connection, ``op_timeout`` each declaration or
     consume, ``close_timeout`` the wait for confirms and handlers on close. ``backoff``: the
     first and longest pause between reconnection rounds. ``name`` shows as the connection
-    name in RabbitMQ's tools.
+    name in RabbitMQ's tools. ``tls``: the certificates of ``amqps://`` URLs
+    (``transports.tls.TlsOptions``); without it an ``amqps://`` URL is checked against the
+    system's trusted CAs.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class AmqpTransport:
         close_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 5.0),
         name: str | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
         _check_limits(max_in_flight=max_in_flight, buffer_size=buffer_size,
                       delivery_limit=delivery_limit, heartbeat=heartbeat)
@@ -115,7 +119,7 @@ class AmqpTransport:
         self._closed = False
         self._lock = threading.Lock()
         self._consumers: dict[str, ConsumerState] = {}
-        params = _parameters(urls, heartbeat=heartbeat, name=self.name)
+        params = _parameters(urls, heartbeat=heartbeat, name=self.name, tls=tls)
         # The dead-letter queue is classic in either mode: every client and node of a cluster
         # declares it, and the broker refuses a queue redeclared with another type, so a
         # `cellframe send` without --quorum could not talk to a quorum cluster otherwise.
@@ -360,9 +364,10 @@ class AmqpTransport:
             raise TransportError(f"transport {self.name}: its I/O thread has stopped")
 
 
-def _parameters(urls: str | Sequence[str], *, heartbeat: int,
-                name: str) -> list[pika.ConnectionParameters]:
-    """pika parameters for each broker address, with heartbeats and a connection name."""
+def _parameters(urls: str | Sequence[str], *, heartbeat: int, name: str,
+                tls: TlsOptions | None = None) -> list[pika.ConnectionParameters]:
+    """pika parameters for each broker address, with heartbeats, a connection name and, for
+    ``amqps://``, a verifying TLS context."""
     if isinstance(urls, str):
         urls = [urls]
     if not urls:
@@ -379,6 +384,15 @@ def _parameters(urls: str | Sequence[str], *, heartbeat: int,
         p.socket_timeout = p.stack_timeout = 5.0
         p.blocked_connection_timeout = 60.0
         p.client_properties = {"connection_name": name}
+        if url.lower().startswith("amqps://") and tls is None and "ssl_options=" in url:
+            pass  # pika's own ssl_options URL argument (CA, certificate, server_hostname) holds
+        elif url.lower().startswith("amqps://"):
+            context = (tls or TlsOptions()).context()
+            server_name = tls.server_name if tls is not None and tls.server_name else p.host
+            p.ssl_options = pika.SSLOptions(context, server_name)
+        elif tls is not None:
+            raise ConfigError(f"TLS options given for {url.split('@')[-1]!r}, which is not an "
+                              "amqps:// URL")
         params.append(p)
     return params
 

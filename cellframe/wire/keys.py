@@ -32,7 +32,7 @@ import secrets
 import threading
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -113,8 +113,12 @@ class Key:
     secret: bytes
     allow: tuple[Capability, ...] = ALL_CAPABILITIES
     kind: str = "operator"
+    #: Allowed everything (``all *``): the check every node key makes per message, made once.
+    unrestricted: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "unrestricted",
+                           any(c.target == "all" and c.verbs is None for c in self.allow))
         validate_name(self.id, "key id")
         if not isinstance(self.secret, bytes):
             raise ConfigError(f"key {self.id!r}: the secret must be bytes, "
@@ -127,6 +131,8 @@ class Key:
 
     def allows(self, routing_key: str, verb: str | None) -> bool:
         """May this key send a message with head ``verb`` to ``routing_key``?"""
+        if self.unrestricted:
+            return True
         return any(c.allows(routing_key, verb) for c in self.allow)
 
     def __repr__(self) -> str:  # never the secret
@@ -215,7 +221,8 @@ class KeyFiles:
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ConfigError("no key files given")
-        self._lock = threading.Lock()
+        # Reentrant: SIGHUP's handler reloads on the main thread, which may be refreshing.
+        self._lock = threading.RLock()
         self._stamps: tuple[tuple[int, int], ...] = ()
         self.keyring = Keyring()
         self.reload(strict=True)
@@ -237,12 +244,13 @@ class KeyFiles:
 
     def refresh(self) -> bool:
         """Reload if a file's size or modification time changed; True if it reloaded."""
-        try:
-            if self._read_stamps() == self._stamps:
+        with self._lock:
+            try:
+                if self._read_stamps() == self._stamps:
+                    return False
+            except ConfigError:
                 return False
-        except ConfigError:
-            return False
-        return self.reload()
+            return self.reload()
 
     def _read_stamps(self) -> tuple[tuple[int, int], ...]:
         try:

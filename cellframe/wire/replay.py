@@ -5,7 +5,7 @@ it came from) until the message's own expiry. Past its expiry a replay is refuse
 by the ``Signer``, so nothing older needs remembering: the cache holds at most the verified
 messages of one life (``max_age`` + ``max_skew``, 330 s by default) and never more than
 ``capacity`` entries. Only verified messages enter it, so filling it takes a valid key; when
-it is full the entry closest to its expiry goes first, and ``evicted`` counts them (a replay
+it is full the oldest entry goes first, and ``evicted`` counts them (a replay
 of an evicted message inside its window would pass here and be dropped by the cell's dedup).
 
 A broker redelivery (``redelivered``, a flag only the broker sets) of a message seen before is
@@ -14,8 +14,8 @@ let through: the cell's dedup memory then drops it if it was applied.
 
 from __future__ import annotations
 
-import heapq
 import threading
+from collections import deque
 
 __all__ = ["DEFAULT_REPLAY_CAPACITY", "ReplayCache"]
 
@@ -31,32 +31,28 @@ class ReplayCache:
         self.capacity = capacity
         self.evicted = 0
         self._expiry: dict[tuple[str, ...], float] = {}
-        self._heap: list[tuple[float, tuple[str, ...]]] = []
+        # In arrival order: expiries nearly follow it (one life for most messages), so the
+        # oldest entry is the first to go. An entry behind a longer-lived one is kept until
+        # that one goes, never past one life after it (``max_age``): still bounded by it.
+        # A deque here: no tuple comparisons, as a heap ordered by expiry needs.
+        self._order: deque[tuple[float, tuple[str, ...]]] = deque()
         self._lock = threading.Lock()
 
     def seen(self, entry: tuple[str, ...], expires: float, now: float) -> bool:
         """True if ``entry`` was recorded and has not expired; else record it until
         ``expires``."""
         with self._lock:
-            self._forget_expired(now)
-            if entry in self._expiry:
-                return True
-            while len(self._expiry) >= self.capacity:
-                self._pop()
+            order, expiry = self._order, self._expiry
+            while order and order[0][0] < now:
+                del expiry[order.popleft()[1]]
+            if entry in expiry:
+                return expiry[entry] >= now
+            while len(expiry) >= self.capacity:
+                del expiry[order.popleft()[1]]
                 self.evicted += 1
-            self._expiry[entry] = expires
-            heapq.heappush(self._heap, (expires, entry))
+            expiry[entry] = expires
+            order.append((expires, entry))
             return False
-
-    def _forget_expired(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] < now:
-            self._pop()
-
-    def _pop(self) -> None:
-        expires, entry = heapq.heappop(self._heap)
-        if self._expiry.get(entry) == expires:
-            del self._expiry[entry]
 
     def __len__(self) -> int:
         return len(self._expiry)

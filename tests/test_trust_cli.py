@@ -1,0 +1,180 @@
+"""Secure by default on the command line: a node needs keys (or says --insecure) and a zone
+(or says --example), ``cellframe keys`` makes and lists keys without showing a secret, and
+``send`` with a wrong key fails with one clear line. Node processes on the real broker reload
+their key files on SIGHUP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from cellframe.cli.main import main
+from cellframe.client import Client
+from cellframe.node.node import Node
+from cellframe.testing import wait_for
+from cellframe.wire.keys import KeyFiles, dump_keys, load_keys, new_key
+from cellframe.wire.signing import Signer
+from tests.node_support import registry, replies_matching
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env={"CELLFRAME_SECRET": "", "CELLFRAME_KEY": "",
+                                                     "CELLFRAME_KEYS": "", **(env or {})})
+
+
+def test_a_node_without_keys_refuses_to_start_and_says_how_to_give_them() -> None:
+    result = invoke("node", "n1", "--example", "--amqp", "amqp://nowhere.invalid/")
+    assert result.exit_code == 2
+    assert "no keys: give --keys FILE" in result.stderr and "--insecure" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_node_without_zone_or_dns_refuses_to_start(tmp_path) -> None:
+    result = invoke("node", "n1", "--insecure", "--amqp", "amqp://nowhere.invalid/")
+    assert result.exit_code == 2
+    assert "no cluster configuration: give --zone FILE or --dns HOST:PORT" in result.stderr
+
+
+def test_insecure_with_keys_is_a_contradiction(tmp_path) -> None:
+    key_file = tmp_path / "n.keys"
+    key_file.write_text(dump_keys([new_key("nodes", kind="node")]))
+    result = invoke("node", "n1", "--example", "--insecure", "--keys", str(key_file))
+    assert result.exit_code == 2 and "--insecure contradicts" in result.stderr
+
+
+def test_keys_new_writes_a_private_file_and_never_overwrites_it(tmp_path) -> None:
+    path = tmp_path / "web-ops.key"
+    result = invoke("keys", "new", "web-ops", "--allow", "role:web set-weight",
+                    "--allow", "node:web-* status", "-o", str(path))
+    assert result.exit_code == 0, result.output
+    assert "operator key web-ops" in result.stdout
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    [key] = load_keys(path)
+    assert key.allows("role.web", "set-weight") and not key.allows("role.web", "differentiate")
+    again = invoke("keys", "new", "web-ops", "-o", str(path))
+    assert again.exit_code == 1 and "not overwritten" in again.stderr
+    assert load_keys(path) == [key]
+
+
+def test_keys_list_shows_ids_and_capabilities_never_secrets(tmp_path) -> None:
+    keys = [new_key("ops-1", ["role:web set-weight"]), new_key("nodes-1", kind="node")]
+    path = tmp_path / "cluster.keys"
+    path.write_text(dump_keys(keys))
+    result = invoke("keys", "list", str(path))
+    assert result.exit_code == 0
+    assert "ops-1\toperator\trole:web set-weight" in result.stdout
+    assert "nodes-1\tnode\tall *" in result.stdout
+    assert all(k.secret.hex() not in result.stdout for k in keys)
+
+
+@pytest.mark.amqp
+def test_send_with_a_wrong_key_exits_non_zero_with_one_clear_line(amqp_names, tmp_path) -> None:
+    node_key, ops, stranger = new_key("nodes", kind="node"), new_key("ops"), new_key("ops")
+    keys_file = tmp_path / "cluster.keys"
+    keys_file.write_text(dump_keys([node_key, ops]))
+    signer = Signer(node_key, keyring=KeyFiles([keys_file]), exchange=amqp_names.exchange)
+    node = Node("k-01", transport=amqp_names.connect(), signer=signer, role="tally",
+                registry=registry(), queue_prefix=amqp_names.queue_prefix, watch_config=False)
+    node.start()
+    try:
+        options = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange,
+                   "--queue-prefix", amqp_names.queue_prefix, "--wait", "10"]
+        good, bad = tmp_path / "ops.key", tmp_path / "stranger.key"
+        good.write_text(dump_keys([ops]))
+        bad.write_text(dump_keys([stranger]))
+        result = invoke("send", "node:k-01", "(ping)", "--key", str(good), *options[:-2],
+                        "--wait", "1")
+        assert result.exit_code == 0, result.stderr
+        assert "(pong" in result.stdout
+        result = invoke("send", "node:k-01", "(ping)", "--key", str(bad), *options)
+        assert result.exit_code == 2
+        [line] = [x for x in result.stderr.strip().splitlines() if "k-01: refused:" not in x]
+        assert "node k-01 refused our message (bad-signature): a wrong or unknown key?" in line
+        assert node.counters.refused == {"bad-signature": 1}
+    finally:
+        node.stop()
+
+
+@pytest.mark.amqp
+def test_a_node_process_reloads_its_key_files_on_sighup(amqp_names, tmp_path) -> None:
+    node_key, old, new = new_key("nodes", kind="node"), new_key("ops-old"), new_key("ops-new")
+    keys_file = tmp_path / "cluster.keys"
+    keys_file.write_text(dump_keys([node_key, old]))
+    out = (tmp_path / "node.out").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellframe", "-v", "node", "hup-01", "--amqp", amqp_names.url,
+         "--example", "--keys", str(keys_file), "--exchange", amqp_names.exchange,
+         "--queue-prefix", amqp_names.queue_prefix],
+        stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, "CELLFRAME_SECRET": "", "PYTHONPATH": str(REPO)})
+    clients: list[Client] = []
+
+    def client(key: Any) -> Client:
+        made = Client(amqp_names.connect(), queue_prefix=amqp_names.queue_prefix,
+                      signer=Signer(key, exchange=amqp_names.exchange))
+        clients.append(made)
+        return made
+
+    def log() -> str:
+        return (tmp_path / "node.out").read_text(errors="replace")
+
+    try:
+        wait_for(lambda: "ready as" in log(), 30, what="the node process ready", show=log)
+        with_old, with_new = client(old), client(new)
+        with_old.send("node.hup-01", "(ping)")
+        replies_matching(with_old, "pong", 1)
+        # Rotation: the new key beside the old one, then the old one revoked.
+        keys_file.write_text(dump_keys([node_key, old, new]))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "keys reloaded (SIGHUP)" in log(), 10, what="the reload", show=log)
+        with_new.send("node.hup-01", "(ping)")
+        replies_matching(with_new, "pong", 1)
+        keys_file.write_text(dump_keys([node_key, new]))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: log().count("keys reloaded (SIGHUP)") == 2, 10, what="the second reload",
+                 show=log)
+        with_old.send("node.hup-01", "(ping)")
+        wait_for(lambda: with_old.refused, 10, what="the revoked key's refusal notice")
+        assert "unknown or revoked key 'ops-old'" in log()
+    finally:
+        for made in clients:
+            made.close()
+        proc.terminate()
+        proc.wait(20)
+        out.close()
+
+
+def test_an_insecure_node_warns_at_start_and_again_every_period(monkeypatch, caplog) -> None:
+    import threading
+
+    from cellframe.node import process
+
+    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
+    monkeypatch.setattr(process, "INSECURE_WARNING_EVERY", 0.05)
+    stop = threading.Event()
+    caplog.set_level(logging.WARNING, logger="cellframe.node.process")
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    process._serve("lax-01", None, stop)
+    warnings = [r for r in caplog.records if "runs INSECURE" in r.getMessage()]
+    assert len(warnings) >= 3  # at start, then about every 0.05 s for 0.5 s
