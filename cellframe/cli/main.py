@@ -17,6 +17,8 @@ import click
 
 from ..config.bundled import bundled_zone
 from ..errors import CellframeError
+from .failure import CliError
+from .failure import fail as _fail
 from .trust import key_options, keys, make_signer
 
 __all__ = ["main"]
@@ -24,16 +26,6 @@ __all__ = ["main"]
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 #: How long ``send`` waits for the broker to confirm (or return) what it sent.
 CONFIRM_TIMEOUT = 10.0
-
-
-class CliError(click.ClickException):
-    """A CellframeError shown to the operator as one clear line, exit code 2."""
-
-    exit_code = 2
-
-
-def _fail(error: CellframeError) -> CliError:
-    return CliError(str(error))
 
 
 class Utf8Text(click.ParamType):

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ..errors import CellframeError, ConfigError
+from .failure import CliError
 
 __all__ = ["key_options", "keys", "make_signer"]
 
@@ -56,7 +57,6 @@ def make_signer(secret_file: str | None, *, key_file: str | None = None,
             return None
         return Signer(own, keyring=keyring, exchange=exchange or DEFAULT_EXCHANGE)
     except CellframeError as error:
-        from .main import CliError
 
         raise CliError(str(error)) from error
 
