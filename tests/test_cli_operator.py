@@ -211,6 +211,14 @@ def test_status_lists_a_killed_node_as_down_and_shows_intent_against_actual(thre
     assert "1/3" in rows["web"] and "web-01" in rows["web"]
     assert "next: no spare left" in result.stdout and "web 1/3" in result.stdout
     assert "…" not in result.stdout  # not squeezed to 80 columns though not a terminal
+    # The nodes' own consoles tell the story at INFO without -v.
+    web_01, spare_01 = three_nodes.nodes["web-01"], three_nodes.nodes["spare-01"]
+    wait_for(lambda: "down member=web-02" in web_01.text(), 10,
+             what="web-01's console saying web-02 is down", show=web_01.text)
+    assert "claimed role=logsump" in spare_01.text() and "ready role=logsump" in spare_01.text()
+    assert "up member=web-01" in spare_01.text()
+    assert three_nodes.terminate("web-01") == 0
+    assert "node web-01 shutting down" in web_01.text() and "stopping role=web" in web_01.text()
 
 
 def test_the_picture_says_which_spare_takes_which_role_next_and_why() -> None:

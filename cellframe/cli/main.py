@@ -6,6 +6,7 @@ options and hands them to the library; nothing here chooses a backend by importi
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -164,6 +165,10 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
     """cellframe: self-healing clusters built like stem cells."""
     from ..node.logs import configure_logging
 
+    if click.get_current_context().invoked_subcommand == "node":
+        # A node's console tells its story at INFO: role changes, peers up, down and left,
+        # claims, stop (pika stays quiet below -vv).
+        verbose = max(verbose, 1)
     configure_logging(verbose=verbose, json_lines=json_logs)
     if trace_file:
         from ..wire.tracing import enable_to_file
@@ -427,7 +432,6 @@ def demo(zone_file: str | None, dns_server: str | None, domain: str | None, amqp
          as_json: bool, timeout: float) -> None:
     """Start a local cluster, kill nodes, and watch it heal (exit 0 only if it did)."""
     import json
-    import logging
 
     from rich.console import Console
 
@@ -511,8 +515,6 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
          secret_file: str | None, amqp: tuple[str, ...], history: str | None,
          exchange: str | None, queue_prefix: str) -> None:
     """An interactive prompt: TARGET EXPRESSION lines, call-backs printed as they arrive."""
-    import logging
-
     from ..client import Client
     from .repl import DEFAULT_HISTORY, Repl
 
