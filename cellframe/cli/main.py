@@ -422,6 +422,33 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
         transport.close()
 
 
+@main.command("dead-letters")
+@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="At most this many letters.")
+@click.option("--idle", type=POSITIVE_SECONDS, default=2.0, show_default=True,
+              help="Stop once no letter has come for this many seconds.")
+@click.option("--take", is_flag=True, help="Remove the letters shown (default: leave them).")
+@click.option("--json", "as_json", is_flag=True, help="Print each letter as one JSON object.")
+@click.option("--exchange", metavar="NAME", help="The cluster's control exchange (default "
+              "cellframe.control): its dead letters are NAME.dead-letter.")
+def dead_letters(amqp: tuple[str, ...], limit: int, idle: float, take: bool, as_json: bool,
+                 exchange: str | None) -> None:
+    """Show the dead letters: messages a node in diagnostic mode ignored or refused, with the
+    reason (turn it on with `cellframe send node:NAME '(diagnostic true)'`)."""
+    import json
+
+    from .deadletters import format_letter, read_dead_letters
+
+    with make_transport(amqp, exchange=exchange) as transport:
+        letters = read_dead_letters(transport, limit=limit, idle=idle, take=take)
+    for letter in letters:
+        click.echo(json.dumps(letter.as_dict(), sort_keys=True) if as_json else format_letter(letter))
+    if not as_json:
+        kept = "removed" if take else "left in the queue"
+        click.echo(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''} ({kept})", err=True)
+
+
 @main.command()
 @zone_option
 @click.option("--amqp", metavar="URL", help="Run the nodes as processes on this RabbitMQ.")
