@@ -42,7 +42,7 @@ def signed_nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Two signed in-process nodes (one plays ``tally``), and the CLI options that reach them."""
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(b"a cluster secret for the operator tests")
-    signer = Signer(secret_file.read_bytes())
+    signer = Signer(secret_file.read_bytes(), exchange=amqp_names.exchange)
     started = []
     try:
         for name, role in (("op-a", "tally"), ("op-b", None)):

@@ -5,7 +5,8 @@ registers ``Tally`` under every test role. A tally adds numbers and, when
 ``$CELLFRAME_TALLY_DIR`` is set, appends the id of every message it applies to
 ``<dir>/<cell>.<pid>.ids``, one per line, flushed at once: the file survives the process
 (even a SIGKILL), so a test can check across processes that nothing was lost and nothing
-applied twice.
+applied twice. With ``$CELLFRAME_TALLY_TIMES`` set as well, each line of
+``<dir>/<cell>.<pid>.times`` is ``ID WALL-TIME``, for tests that ask *when* a node applied.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cellframe import Cell, Symbol, transition
 __all__ = ["CHAT_LINE", "ROLES", "Chatter", "Echo", "Relay", "Tally", "applied_ids"]
 
 TALLY_DIR = "CELLFRAME_TALLY_DIR"
+TALLY_TIMES = "CELLFRAME_TALLY_TIMES"
 
 
 class Tally(Cell):
@@ -36,24 +38,30 @@ class Tally(Cell):
         super().__init__(*args, **kwargs)
         self.total = 0
         self._ids: IO[str] | None = None
+        self._times: IO[str] | None = None
         directory = os.environ.get(TALLY_DIR)
         if directory:
             path = Path(directory) / f"{self.cell_name}.{os.getpid()}.ids"
             self._ids = path.open("a", buffering=1, encoding="utf-8")  # a line at a time
+            if os.environ.get(TALLY_TIMES):
+                self._times = path.with_suffix(".times").open("a", buffering=1, encoding="utf-8")
 
     @transition("add", target="counting")
     def add(self, n: int, note: str = "") -> None:
         self.total += n
         if self._ids is not None and self.cell_message is not None:
             self._ids.write(self.cell_message.id + "\n")
+        if self._times is not None and self.cell_message is not None:
+            self._times.write(f"{self.cell_message.id} {time.time():.6f}\n")
 
     @transition("total")
     def report(self) -> None:
         self.cell_reply([Symbol("total"), self.total, self.cell_name])
 
     def on_stop(self) -> None:
-        if self._ids is not None:
-            self._ids.close()
+        for file in (self._ids, self._times):
+            if file is not None:
+                file.close()
 
     def cell_snapshot(self) -> dict[str, Any]:
         snapshot = super().cell_snapshot()

@@ -141,7 +141,7 @@ def nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     them."""
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(b"a cluster secret for the cli tests")
-    signer = Signer(secret_file.read_bytes())
+    signer = Signer(secret_file.read_bytes(), exchange=amqp_names.exchange)
     started = []
     try:
         for name, role in (("cli-a", "tally"), ("cli-b", None)):

@@ -55,7 +55,7 @@ DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples" / "tutorial"
 
 #: Pages run by this file, and the languages their blocks may use.
-OWN_PAGES = {"tutorial.md", "testing.md", "operations.md", "architecture.md", "index.md"}
+OWN_PAGES = {"tutorial.md", "testing.md", "operations.md", "architecture.md", "index.md", "security.md"}
 #: Pages that start in an empty folder, as a reader's new project does.
 EMPTY_FOLDER_PAGES = {"tutorial.md", "testing.md"}
 #: Pages whose Python blocks must all be files: they are a project, run by pytest.

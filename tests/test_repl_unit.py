@@ -37,7 +37,10 @@ def test_repl_sends_to_the_target_and_prints_call_backs() -> None:
         assert repl.handle("cell:r1 (add 2)")
         assert repl.handle("(total)")  # the default target is now cell:r1
         replies_matching(repl.client, "total", 1)
-        wait_for(lambda: any('(total 2 "r1")' in line for line in printed), 5)
+        # Each line sent is numbered, and the call-back names the line it answers.
+        assert printed[:2] == ["-> #1 cell:r1", "-> #2 cell:r1"]
+        wait_for(lambda: '<- #2 r1: (total 2 "r1")' in printed, 5, what="the numbered answer",
+                 show=lambda: printed)
     finally:
         node.stop()
 

@@ -32,6 +32,18 @@ def _cells(quick: bool) -> dict[str, Any]:
     return bench_cell_dispatch(n=30_000 if quick else 100_000, rounds=3)
 
 
+def _durable_cell(quick: bool) -> dict[str, Any]:
+    from .durable import bench_durable_cell
+
+    return bench_durable_cell(n=5_000 if quick else 20_000, rounds=3)
+
+
+def _durable_recovery(quick: bool) -> dict[str, Any]:
+    from .durable import bench_durable_recovery
+
+    return bench_durable_recovery(n=20_000 if quick else 100_000)
+
+
 def _language(quick: bool) -> dict[str, Any]:
     from .language import bench_language
 
@@ -165,6 +177,11 @@ COMPARISONS = [
                "< 100 ms", False, _imports),
     Comparison("cell_dispatch_vs_pykka_tell", "Cell state-machine dispatch vs raw pykka tell",
                ">= 0.7", False, _cells),
+    Comparison("durable_cell_vs_store_pipelined",
+               "a durable cell applying and settling messages vs the store's pipelined inserts",
+               ">= 0.5", False, _durable_cell),
+    Comparison("durable_cell_recovery", "start of a durable cell with 100k applied messages (s)",
+               "< 1 s", False, _durable_recovery),
     Comparison("read_eval_vs_lark_parse", "read + evaluate vs bare lark LALR parse",
                ">= 0.8", False, _language),
     Comparison("control_pipeline_vs_raw_pika",

@@ -2,6 +2,8 @@
 from .cell import Cell as Cell
 from .cell import CellCounters as CellCounters
 from .dedup import DedupMemory as DedupMemory
+from .durable import CellJournal as CellJournal
+from .fence import PauseFence as PauseFence
 from .host import CellHost as CellHost
 from .host import StandaloneHost as StandaloneHost
 from .outbox import Outbox as Outbox
@@ -13,8 +15,10 @@ __all__ = [
     "Cell",
     "CellCounters",
     "CellHost",
+    "CellJournal",
     "DedupMemory",
     "Outbox",
+    "PauseFence",
     "RecordingOutbox",
     "StandaloneHost",
     "on",

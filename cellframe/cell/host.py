@@ -22,6 +22,7 @@ from .outbox import Outbox
 
 if TYPE_CHECKING:
     from ..config.resolvers import ConfigResolver
+    from .fence import PauseFence
 
 __all__ = ["CellHost", "HostedCell", "StandaloneHost"]
 
@@ -104,6 +105,52 @@ class CellHost(Outbox, Protocol):
         can read the cell's snapshot without waiting on it."""
         ...
 
+    @property
+    def quarantined(self) -> bool:
+        """True while the node may not play a role it gave up when a cell failed."""
+        ...
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """Tell the cell ``watcher`` ``(cell-down :cell W ...)`` when the cell ``watched``
+        crashes or fails."""
+        ...
+
+    def cell_crashed(self, cell: HostedCell, message: Message | None,
+                     error: BaseException | None) -> None:
+        """Called from the cell's thread as it dies: ``message`` (None: none was being
+        applied) crashed it with ``error``. Messages for it are held from now on."""
+        ...
+
+    def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
+        """Called from the cell's thread as its actor ends, with what its mailbox still held
+        (``Inbound`` or ``Message`` items, in order), which the host must not lose."""
+        ...
+
+    @property
+    def broker_connected(self) -> bool:
+        """Is the node's transport connected to its broker now? (False while it reconnects:
+        silence heard meanwhile is no evidence about peers.)"""
+        ...
+
+    def guard_pauses(self, gap: float) -> PauseFence | None:
+        """Fence the node's role cells after a pause longer than ``gap`` seconds (see
+        ``cellframe.cell.fence``); returns the fence (None: this host cannot)."""
+        ...
+
+    def clear_fence(self, generation: int) -> None:
+        """Membership has judged the node's standing since the pause of ``generation``: hand
+        the deliveries held meanwhile to the role cells, or give them back if the role changed."""
+        ...
+
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        """Route ``pattern`` to the hosted cell named ``cell`` from now on (bindings that
+        change as the cell runs: membership's watch ring)."""
+        ...
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        """Undo ``cell_bind``."""
+        ...
+
 
 class StandaloneHost:
     """The host of a cell that no node hosts: sends through ``outbox`` (none: sending raises
@@ -117,13 +164,16 @@ class StandaloneHost:
         self.role: str | None = None
         self.resolver: ConfigResolver | None = None
         self.registry: Container[str] | None = None
+        self.quarantined = False
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             correlation_id: str | None = None) -> None:
         if self.outbox is None:
             raise CellframeError(f"cell {sender or self.name} has no outbox to send through")
-        self.outbox.send(target, expr, reply_to=reply_to, sender=sender, on_return=on_return)
+        self.outbox.send(target, expr, reply_to=reply_to, sender=sender, on_return=on_return,
+                         correlation_id=correlation_id)
 
     def dead_letter(self, message: Message, reason: str) -> None:
         if self.outbox is None:
@@ -149,6 +199,41 @@ class StandaloneHost:
 
     def attach_cell(self, cell: HostedCell) -> None:
         """Nothing to do: the cell is the only one."""
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """Nothing to watch: the cell is the only one."""
+
+    def cell_crashed(self, cell: HostedCell, message: Message | None,
+                     error: BaseException | None) -> None:
+        """No supervisor: the cell stays down, and says so in the log."""
+        log.error("%s crashed (no node supervises it, so it stays down): %r",
+                  cell.cell_name, error)
+
+    def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
+        """Refuse what the mailbox still held: given back to its queue if a transport
+        delivered it, else only logged."""
+        for item in orphans:
+            refuse = getattr(item, "refuse", None)
+            if refuse is not None:
+                refuse(f"{cell.cell_name} stopped before applying it", True)
+        if orphans:
+            log.warning("%s stopped with %d messages unapplied", cell.cell_name, len(orphans))
+
+    @property
+    def broker_connected(self) -> bool:
+        return True  # no broker of its own to lose: never a reason to doubt
+
+    def guard_pauses(self, gap: float) -> PauseFence | None:
+        return None  # no role cells to fence
+
+    def clear_fence(self, generation: int) -> None:
+        """Nothing held: there is no fence."""
+
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        """Nothing to bind: a cell alone receives only what it is given."""
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        """Nothing bound."""
 
     def __repr__(self) -> str:
         return f"<StandaloneHost {self.name} outbox={self.outbox!r}>"

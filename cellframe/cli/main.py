@@ -116,15 +116,16 @@ def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | N
         raise _fail(error) from error
 
 
-def make_signer(secret_file: str | None, *, required: bool = False) -> Any:
-    from ..wire.signing import Signer, load_secret
+def make_signer(secret_file: str | None, *, required: bool = False,
+                exchange: str | None = None) -> Any:
+    from ..wire.signing import DEFAULT_EXCHANGE, Signer, load_secret
 
     if secret_file is None and not os.environ.get("CELLFRAME_SECRET"):
         if required:
             raise CliError("a cluster secret is required: set CELLFRAME_SECRET or pass --secret-file")
         return None
     try:
-        return Signer(load_secret(file=secret_file))
+        return Signer(load_secret(file=secret_file), exchange=exchange or DEFAULT_EXCHANGE)
     except CellframeError as error:
         raise _fail(error) from error
 
@@ -222,7 +223,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
             transport=make_transport(amqp, exchange=exchange, quorum=quorum,
                                      name=f"{name}@{socket.gethostname()}:{os.getpid()}"),
             resolver=make_resolver(zone_file, dns_server, domain),
-            signer=make_signer(secret_file),
+            signer=make_signer(secret_file, exchange=exchange),
             role=role,
             diagnostic=diagnostic,
             metrics_port=metrics_port,
@@ -240,7 +241,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--wait", "wait_seconds", type=SECONDS, default=0.0,
-              help="Print the call-backs that arrive within this many seconds.")
+              help="Print the call-backs answering it that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
 @topology_option
 def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
@@ -248,7 +249,8 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
     """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME).
 
     Returns once the broker has confirmed the message; with --wait, prints each call-back
-    that arrives meanwhile on stdout, one expression a line. What happened goes to stderr.
+    that answers it (matched by correlation id) as it arrives, on stdout, one expression a
+    line. What happened goes to stderr.
 
     \b
     Exit codes:
@@ -268,7 +270,8 @@ def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str,
     except CellframeError as error:
         raise _fail(error) from error
     with make_transport(amqp, exchange=exchange) as transport:
-        code = send_and_report(transport, key, expr, signer=make_signer(secret_file),
+        code = send_and_report(transport, key, expr,
+                               signer=make_signer(secret_file, exchange=exchange),
                                queue_prefix=queue_prefix, wait=wait_seconds,
                                confirm_timeout=CONFIRM_TIMEOUT, target=target)
     sys.exit(code)
@@ -329,7 +332,7 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
     if not console.is_terminal:  # piped: rich would squeeze the table into 80 columns
         console = Console(width=400)
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     try:
         if watch:
             with Live(status_view([]), console=console, auto_refresh=False) as live:
@@ -408,7 +411,7 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
     except CellframeError as error:
         raise _fail(error) from error
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     try:
         query = LogQuery(client, wanted, limit=limit, show=show)
         if follow:  # bound before asking: nothing shipped in between is missed
@@ -558,7 +561,7 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
             raise _fail(error) from error
         transport = cluster.broker.connect(name="repl")
         click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     session = Repl.with_file_history(client, Path(history) if history else DEFAULT_HISTORY)
     client.on_reply = session.on_reply
     click.echo("type TARGET EXPRESSION, e.g. node:web-01 (status); ,help for more; Ctrl-D quits")

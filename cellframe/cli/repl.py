@@ -110,6 +110,9 @@ class ReplState:
             self.verbs.update(cell.get("verbs") or [])
 
 
+#: How many sent messages the REPL remembers, to number the call-backs that answer them.
+_KEEP_SENT = 10_000
+
 class _Completer(Completer):
     def __init__(self, state: ReplState):
         self.state = state
@@ -139,6 +142,10 @@ class Repl:
         self.print = print_fn
         self.history = history if history is not None else InMemoryHistory()
         self._lock = threading.Lock()
+        #: The number of each message sent, by id, so a call-back names the line it answers
+        #: (its correlation id); the newest ``_KEEP_SENT`` are remembered.
+        self._sent: dict[str, int] = {}
+        self._count = 0
         self._collecting = False
 
     @classmethod
@@ -162,7 +169,9 @@ class Repl:
                     return  # ,status prints them all as one table
                 text = _status_line(status)
         with self._lock:
-            self.print(f"<- {who}{text}")
+            number = self._sent.get(reply.correlation_id or "")
+            answers = f"#{number} " if number is not None else ""
+            self.print(f"<- {answers}{who}{text}")
 
     def handle(self, line: str) -> bool:
         """Act on one input; False means quit. Never raises for bad input."""
@@ -182,13 +191,21 @@ class Repl:
             self.print(f"error: {error}")
             return True
         self.state.target = target
-        message_id = self.client.send(key, expr, on_return=self._returned)
-        self.print(f"-> {target} {message_id[:8]}")
+        with self._lock:
+            self._count += 1
+            number = self._count
+            message_id = self.client.send(key, expr, on_return=self._returned)
+            self._sent[message_id] = number
+            if len(self._sent) > _KEEP_SENT:
+                del self._sent[next(iter(self._sent))]
+            self.print(f"-> #{number} {target}")
         return True
 
     def _returned(self, envelope: Any, reason: str) -> None:
         with self._lock:
-            self.print(f"error: message {envelope.message_id[:8]} was not delivered: {reason}")
+            number = self._sent.get(envelope.message_id)
+            which = f"#{number}" if number is not None else envelope.message_id
+            self.print(f"error: message {which} was not delivered: {reason}")
 
     def _command(self, words: list[str]) -> bool:
         name, args = (words[0], words[1:]) if words else ("help", [])

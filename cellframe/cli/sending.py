@@ -8,7 +8,6 @@ script the same (see ``SendOutcome``).
 
 from __future__ import annotations
 
-import threading
 import time
 from enum import IntEnum
 from typing import Any
@@ -42,16 +41,8 @@ def send_and_report(transport: Any, key: str, expr: Any, *, signer: Any, queue_p
     """Send ``expr`` on routing key ``key`` (``target`` as the operator wrote it, for the
     messages), echo call-backs for ``wait`` seconds, and summarize on stderr."""
     target = target or key
-    replies: list[Reply] = []
     returned: list[str] = []
-    lock = threading.Lock()
-
-    def on_reply(reply: Reply) -> None:
-        with lock:
-            replies.append(reply)
-            click.echo(reply.text)
-
-    with Client(transport, signer=signer, queue_prefix=queue_prefix, on_reply=on_reply) as client:
+    with Client(transport, signer=signer, queue_prefix=queue_prefix) as client:
         sent_at = time.monotonic()
         message_id = client.send(key, expr, expect_reply=wait > 0,
                                  on_return=lambda envelope, reason: returned.append(reason))
@@ -64,12 +55,18 @@ def send_and_report(transport: Any, key: str, expr: Any, *, signer: Any, queue_p
             _say(f"error: nothing is listening on {target} ({key}): {returned[0]}")
             return SendOutcome.NOT_DELIVERED
         if wait <= 0:
-            _say(f"delivered to {target} (message {message_id[:8]}); --wait SECONDS shows the "
+            _say(f"delivered to {target} (message {message_id}); --wait SECONDS shows the "
                  f"call-backs")
             return SendOutcome.DELIVERED
-        time.sleep(max(0.0, wait - (time.monotonic() - sent_at)))
-        with lock:
-            got = list(replies)
+        # The reply queue is this command's own: a call-back that names another message is
+        # stale, and one that names none (a cell that sent to reply_to by hand, an older
+        # node) is taken as an answer.
+        deadline, got = sent_at + wait, list[Reply]()
+        while (left := deadline - time.monotonic()) > 0:
+            printed = len(got)
+            got = client.wait_for_answers(message_id, printed + 1, left, or_unnamed=True)
+            for reply in got[printed:]:
+                click.echo(reply.text)
     return _summarize(target, message_id, got, wait)
 
 

@@ -98,7 +98,7 @@ def _answer_columns(member: MemberRow) -> list[str]:
     cells = [c for c in status["cells"] if "healing" not in c]
     totals = {k: sum(c["counters"].get(k, 0) for c in status["cells"]) for k in _TOTALS}
     store = [c["store"] for c in status["cells"] if isinstance(c.get("store"), dict)]
-    return [", ".join(f"{c['name']} ({c['state']})" for c in cells) or "-", health, lag,
+    return [", ".join(f"{c['name']} ({_cell_condition(c)})" for c in cells) or "-", health, lag,
             *(str(totals[k]) for k in _TOTALS), _store_summary(store)]
 
 
@@ -156,3 +156,12 @@ def to_json_ready(value: Any) -> Any:
     if isinstance(value, Symbol | Keyword):
         return str(value)
     return value
+
+
+def _cell_condition(cell: dict[str, Any]) -> str:
+    """A cell's state while it runs; else its supervisor's condition (restarting, failed),
+    with its restarts when it has any."""
+    condition = cell.get("condition", "running")
+    shown = cell["state"] if condition == "running" else condition
+    restarts = cell.get("restarts", 0)
+    return f"{shown}, {restarts} restarts" if restarts else shown

@@ -3,10 +3,14 @@ from .detector import PhiAccrual as PhiAccrual
 from .membership import HealingConfig as HealingConfig
 from .membership import Membership as Membership
 from .reconciler import Reconciler as Reconciler
+from .watchring import watched_by as watched_by
+from .watchring import watchers_of as watchers_of
 
 __all__ = [
     "HealingConfig",
     "Membership",
     "PhiAccrual",
     "Reconciler",
+    "watched_by",
+    "watchers_of",
 ]

@@ -75,6 +75,19 @@ class PhiAccrual:
             self._push(now - self.last)
         self.last = now if self.last is None else max(self.last, now)
 
+    def rebase(self, now: float) -> None:
+        """Start the silence again at ``now`` without recording an interval: the observer
+        itself was blind (paused, or cut off from the broker), so the silence it measured
+        says nothing about the member."""
+        if self.last is not None:
+            self.last = max(self.last, now)
+
+    def forgive(self, seconds: float, now: float) -> None:
+        """Take ``seconds`` off the current silence (never past ``now``): the observer was
+        that late itself, so that much of the silence it measured is its own."""
+        if self.last is not None and seconds > 0:
+            self.last = min(max(self.last, now), self.last + seconds)
+
     def _push(self, interval: float) -> None:
         self._intervals.append(interval)
         self._sum += interval

@@ -35,15 +35,25 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from ..cell.cell import Cell
+from ..cell.fence import PauseFence
 from ..cell.statemachine import transition
 from ..config.txtconfig import ClusterIntent
 from ..config.watchers import IntentWatcher
 from ..errors import CellframeError, ConfigError
 from ..language.symbols import Keyword, Symbol
 from ..wire.envelope import Envelope, Message
-from ..wire.routing import claim_key, down_key, heartbeat_key, leave_key, probe_key
+from ..wire.routing import (
+    announce_key,
+    cell_key,
+    claim_key,
+    down_key,
+    heartbeat_key,
+    leave_key,
+    probe_key,
+)
 from .detector import FlapDamper, PhiAccrual
 from .reconciler import Claim, LiveMember, Reconciler
+from .watchring import watched_by
 
 __all__ = [
     "ALIVE",
@@ -57,6 +67,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The role a node announces while it may not play the role it gave up when a cell failed
+#: (see ``cellframe.node.supervisor``): not a role any intent counts, so it is no spare.
+QUARANTINED = "quarantined"
 
 ALIVE, SUSPECT, DOWN, LEFT, HELD = "alive", "suspect", "down", "left", "held"
 _LIVE = frozenset({ALIVE, SUSPECT})
@@ -83,6 +97,20 @@ class HealingConfig:
     hold_cap: float = 30.0
     flap_memory: float = 60.0
     reconcile: bool = True
+    pause_gap: float | None = None  # own tick late by more: doubt; default 3 intervals
+    rejoin_grace: float = 10.0  # a doubted member unheard for this long is judged again
+    watchers: int = 0  # k > 0: each node is watched by k others (the watch ring); 0: by all
+
+    @property
+    def pause_gap_s(self) -> float:
+        return self.pause_gap if self.pause_gap is not None else 3 * self.heartbeat_interval
+
+    @property
+    def fence_gap_s(self) -> float:
+        """A pause past which peers may have declared this node down: it fences its role
+        cells and refutes. Below the acceptable pause no peer's phi can reach ``down_phi``
+        (the silence they see is the pause plus at most an interval)."""
+        return max(self.acceptable_pause, self.pause_gap_s)
 
     @property
     def min_std_s(self) -> float:
@@ -109,6 +137,8 @@ class HealingConfig:
                 if key in settings:
                     values[name] = _number(key, settings[key]) * scale
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "watchers" in values:
+            values["watchers"] = int(values["watchers"])
         config = cls(**values)
         config.check()
         return config
@@ -131,6 +161,9 @@ _SETTING_KEYS = (
     ("healing.claim-window-ms", "claim_window", 0.001),
     ("healing.reconcile-ms", "reconcile_period", 0.001),
     ("healing.hold-ms", "hold_base", 0.001),
+    ("healing.pause-gap-ms", "pause_gap", 0.001),
+    ("healing.rejoin-grace-ms", "rejoin_grace", 0.001),
+    ("healing.watchers", "watchers", 1.0),
 )
 
 
@@ -142,6 +175,10 @@ def _number(key: str, text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"setting {key!r}: {text!r} must be a finite number >= 0")
     return value
+
+
+def _unheard(envelope: Envelope, reason: str) -> None:
+    """A heartbeat nobody binds yet (a watch ring still forming) is no error worth a warning."""
 
 
 @dataclass
@@ -157,6 +194,8 @@ class Member:
     last_seen: float = 0.0  # local monotonic time of the last heartbeat
     changed_at: float = 0.0  # local monotonic time of the last status change
     probed_at: float = -math.inf
+    #: Not judged before this local time unless heard from first (this node was blind).
+    doubted_until: float | None = None
     detector: PhiAccrual | None = field(default=None, repr=False)
 
     def public(self, now: float) -> dict[str, Any]:
@@ -204,6 +243,23 @@ class Membership(Cell):
         self._returned_lock = threading.Lock()
         self._intent: IntentWatcher | None = None
         self._intent_failed = False
+        self.last_tick: float | None = None
+        self._pause_seen_at: float | None = None  # the last_tick whose gap was noticed
+        self._blind_since: float | None = None
+        self._fence: PauseFence | None = self.cell_host.guard_pauses(self.config.fence_gap_s)
+        self._fence_seen = 0  # the fence generation membership has answered
+        self._fence_tripped_at: float | None = None  # while the fence waits to be cleared
+        # The watch ring (config.watchers > 0): the members whose heartbeats this node binds.
+        self._watching: set[str] = set()
+        self._ring_dirty = True
+        self._announced = False
+        self.heard_counts = {"heartbeat": 0, "announce": 0, "other": 0}
+
+    def cell_bindings(self, node: str, role: str | None) -> list[str]:
+        patterns = super().cell_bindings(node, role)
+        if self.config.watchers > 0:  # only the watched members' heartbeats (see _rewatch)
+            patterns = [p for p in patterns if p != "heartbeat.*"]
+        return patterns
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -247,13 +303,154 @@ class Membership(Cell):
     def tick(self) -> None:
         now = time.monotonic()
         self._sync_role()
+        if not self._sighted(now):
+            return
         self._heartbeat(now)
+        if self.config.watchers > 0:
+            if not self._announced:
+                self._announced = True
+                self._announce(hello=True)
+            self._rewatch(now)
         self._drain_returns()
         for member in list(self.view.values()):
             if member.name != self.node_name:
                 self._judge(member, now)
-        if self.cell_state == "running" and self.config.reconcile:
+        fresh = not self._doubting()
+        if fresh and self.cell_state == "running" and self.config.reconcile:
             self._reconcile(now)
+        if fresh:
+            self._clear_fence(now)
+
+    # -- the pause and broker rule (docs/healing.md, "Blind spells") ---------------------------
+
+    def _sighted(self, now: float) -> bool:
+        """May this node judge its peers now? Not while its broker connection is down; after
+        it comes back, or after a pause of its own, it doubts: it judges each peer again only
+        once it has heard from it (or after ``rejoin_grace``)."""
+        gap = 0.0 if self.last_tick is None else now - self.last_tick
+        self._notice_pause(now)
+        self.last_tick = now
+        if not self.cell_host.broker_connected:
+            if self._blind_since is None:
+                self._blind_since = now
+                self._emit("blind", reason="broker")
+            return False
+        if self._blind_since is not None:
+            self._doubt(now, "broker", now - self._blind_since)
+            self._blind_since = None
+        fence = self._fence
+        if fence is not None and fence.generation != self._fence_seen:
+            self._fence_seen = fence.generation
+            self._fence_tripped_at = now
+            self._doubt(now, "pause", max(gap, fence.longest))
+            # Peers may have declared this life down: start a newer one, whose role-since is
+            # now, so that if the slot was refilled meanwhile this node is the one to step down.
+            self._refute(self.incarnation, "pause")
+        return True
+
+    def _notice_pause(self, now: float) -> None:
+        """Own ticks late by more than the pause gap: the silence of others measured since is
+        partly our own. Called first on a tick and on every heartbeat (those parked while we
+        were stopped are read before the tick that would notice). A gap past the fence gap
+        is a blind spell: doubt. A shorter one (a busy host) is taken off every member's
+        silence: doubting on each late tick kept a loaded node from ever finding the dead."""
+        if self.last_tick is None or self._pause_seen_at == self.last_tick:
+            return
+        gap = now - self.last_tick
+        if gap <= self.config.pause_gap_s:
+            return
+        self._pause_seen_at = self.last_tick
+        if gap >= self.config.fence_gap_s:
+            self._doubt(now, "pause", gap)
+            return
+        late = gap - self.config.heartbeat_interval
+        for member in self.view.values():
+            if member.detector is not None:
+                member.detector.forgive(late, now)
+
+    def _doubt(self, now: float, reason: str, seconds: float) -> None:
+        """Restart every live member's silence at ``now`` and judge none of them before it is
+        heard from again (or ``rejoin_grace`` has passed)."""
+        for member in self.view.values():
+            if member.status in (*_LIVE, HELD) and member.detector is not None:
+                member.detector.rebase(now)
+                member.doubted_until = now + self.config.rejoin_grace
+        self._emit("doubting", reason=reason, seconds=round(seconds, 3))
+
+    # -- the watch ring (config.watchers > 0; see cellframe.healing.watchring) ---------------
+
+    def _rewatch(self, now: float) -> None:
+        """Bind the heartbeats of the members this node now watches, and unbind the rest."""
+        if not self._ring_dirty:
+            return
+        self._ring_dirty = False
+        live = [m.name for m in self.view.values() if m.status in (*_LIVE, HELD)]
+        wanted = set(watched_by(self.node_name, live, self.config.watchers))
+        for name in sorted(wanted - self._watching):
+            member = self.view[name]
+            config = self.config
+            member.detector = PhiAccrual(config.heartbeat_interval, config.min_std_s,
+                                         config.acceptable_pause, config.window)
+            member.detector.heartbeat(now)  # its silence counts from now: a dead one is found
+            member.doubted_until = None
+            self.cell_host.cell_bind(self.cell_name, heartbeat_key(name))
+        for name in sorted(self._watching - wanted):
+            self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
+        self._watching = wanted
+
+    def _watched(self, name: str) -> bool:
+        return self.config.watchers <= 0 or name in self._watching
+
+    def _announce(self, *, hello: bool = False, to: str | None = None) -> None:
+        """Tell every node (or ``to``) this node's life and role: in the watch ring this is
+        how nodes that do not watch it learn of it, once per change. ``hello`` asks every
+        node to answer with its own announce (a joiner learning the view)."""
+        self._publish(to or announce_key(self.node_name), [
+            Symbol("announce"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
+            Keyword("incarnation"), self.incarnation, Keyword("role-since"), self.role_since,
+            Keyword("interval"), self.config.heartbeat_interval, Keyword("hello"), hello])
+
+    @transition("announce")
+    def heard_announce(self, node: str, role: str | None = None, incarnation: int = 0,
+                       role_since: float = 0.0, interval: float | None = None,
+                       hello: bool = False, **extra: Any) -> None:
+        self.heard_counts["announce"] += 1
+        if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
+            return
+        now = time.monotonic()
+        member = self.view.get(node)
+        if member is None or incarnation > member.incarnation:
+            member = self._new_life(node, role, incarnation, interval, now, member)
+            member.last_seen = now
+            self._ring_dirty = True
+        elif incarnation < member.incarnation or member.status in (DOWN, LEFT):
+            return
+        self._learn_role(member, role, role_since)
+        if hello is True and self.config.watchers > 0:
+            self._announce(to=cell_key(f"{node}-membership"))
+
+    def _doubting(self) -> bool:
+        return any(m.doubted_until is not None for m in self.view.values())
+
+    def _clear_fence(self, now: float) -> None:
+        """After a pause the role cells serve again once this node heard every peer, waited
+        out any claim in flight, and its role is not over-filled (if it was the newest holder
+        it has stepped down by now, and its held deliveries go back)."""
+        if self._fence_tripped_at is None:
+            return
+        settle = self.config.claim_window_s + 3 * self.config.heartbeat_interval
+        if now - self._fence_tripped_at < settle or self._role_overfilled():
+            return
+        self._fence_tripped_at = None
+        self.cell_host.clear_fence(self._fence_seen)
+
+    def _role_overfilled(self) -> bool:
+        intent = self._current_intent()
+        if intent is None or self.node_role is None or self.node_role not in intent.roles:
+            return False
+        holders = 1 + sum(1 for m in self.view.values()
+                          if m.status in _LIVE and m.role == self.node_role)
+        return holders > intent.roles[self.node_role]
 
     def _warm(self) -> bool:
         return time.monotonic() - self.started >= self.config.reconcile_period_s
@@ -265,7 +462,7 @@ class Membership(Cell):
             Symbol("heartbeat"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
             Keyword("incarnation"), self.incarnation, Keyword("seq"), self.seq,
             Keyword("role-since"), self.role_since,
-            Keyword("interval"), self.config.heartbeat_interval])
+            Keyword("interval"), self.config.heartbeat_interval], on_return=_unheard)
 
     @transition("heartbeat")
     def heard_heartbeat(self, node: str, role: str | None = None, incarnation: int = 0,
@@ -274,9 +471,12 @@ class Membership(Cell):
         if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
             return
         now = time.monotonic()
+        self.heard_counts["heartbeat"] += 1
+        self._notice_pause(now)
         member = self.view.get(node)
         if member is None or incarnation > member.incarnation:
             member = self._new_life(node, role, incarnation, interval, now, member)
+            self._ring_dirty = True
         elif incarnation < member.incarnation or member.status in (DOWN, LEFT):
             if incarnation == member.incarnation and member.status == DOWN:
                 self._remind_down(member, now)
@@ -285,6 +485,7 @@ class Membership(Cell):
             return  # duplicate or reordered: arrival times only from fresh heartbeats
         member.seq = seq if isinstance(seq, int) else member.seq + 1
         member.last_seen = now
+        member.doubted_until = None
         assert member.detector is not None
         member.detector.heartbeat(now)
         self._learn_role(member, role, role_since)
@@ -323,6 +524,14 @@ class Membership(Cell):
     def _judge(self, member: Member, now: float) -> None:
         """Move one member along alive -> suspect -> down, probing the broker on the way."""
         if member.status not in (*_LIVE, HELD) or member.detector is None:
+            return
+        if not self._watched(member.name):
+            return  # its watchers judge it, and tell everyone
+        if member.doubted_until is not None:
+            if now < member.doubted_until:
+                return  # not heard since we were blind: no verdict yet
+            member.doubted_until = None  # never heard: judge it afresh from now
+            member.detector.rebase(now)
             return
         if member.status == HELD and not self.damper.held(member.name, now):
             self._set_status(member, ALIVE, now)
@@ -370,6 +579,8 @@ class Membership(Cell):
             member = self.view.get(name)
             if member is None or member.incarnation != incarnation:
                 continue  # a newer life answered meanwhile: the probe was about the old one
+            if member.doubted_until is not None:
+                continue  # sent before or while we were blind: its queue may be rebuilding
             if member.status in (*_LIVE, HELD):
                 self._declare_down(member, now, "broker")
 
@@ -380,7 +591,8 @@ class Membership(Cell):
         if now - self.last_heartbeat >= self.config.heartbeat_interval / 2:
             self._heartbeat(now)
 
-    def _declare_down(self, member: Member, now: float, evidence: str) -> None:
+    def _declare_down(self, member: Member, now: float, evidence: str, *,
+                      publish: bool = True) -> None:
         phi = member.detector.phi(now) if member.detector is not None else 0.0
         silence = now - member.last_seen
         hold = 0.0 if member.status == HELD else self.damper.record_down(member.name, now)
@@ -393,7 +605,8 @@ class Membership(Cell):
         self._emit("down", member=member.name, role=member.role, incarnation=member.incarnation,
                    evidence=evidence, phi=round(min(phi, 1e6), 2), silence=round(silence, 3),
                    hold=hold)
-        self._publish(down_key(member.name), news)
+        if publish:
+            self._publish(down_key(member.name), news)
 
     def _remind_down(self, member: Member, now: float) -> None:
         """A member we declared down is heartbeating in the same life: our notice may have
@@ -432,6 +645,13 @@ class Membership(Cell):
         member = self.view.get(node)
         if member is None or incarnation != member.incarnation or member.status not in _LIVE:
             return  # late, about an older life, or already known: changes nothing
+        if member.doubted_until is not None or not self.cell_host.broker_connected:
+            return  # we cannot judge it now; we will once we hear it, or after the grace
+        if not self._watched(node):
+            # Its watchers judged it; we hear none of its heartbeats to judge by ourselves.
+            self._declare_down(member, time.monotonic(), f"{evidence or 'phi'} by {by}",
+                               publish=False)
+            return
         member.probed_at = -math.inf
         self._probe(member, time.monotonic())
 
@@ -441,6 +661,8 @@ class Membership(Cell):
         self.role_since = time.time()  # a new life: the newest holder if our role was refilled
         self._emit("refuted", incarnation=new, by=by)
         self._heartbeat(time.monotonic())
+        if self.config.watchers > 0:
+            self._announce()
 
     @transition("member-leave")
     def heard_leave(self, node: str, incarnation: int = 0, **extra: Any) -> None:
@@ -452,6 +674,8 @@ class Membership(Cell):
         self._emit("left", member=node, incarnation=incarnation)
 
     def _set_status(self, member: Member, status: str, now: float) -> None:
+        if (status in _LIVE) != (member.status in _LIVE):
+            self._ring_dirty = True
         member.status = status
         member.changed_at = now
 
@@ -507,6 +731,8 @@ class Membership(Cell):
         self._sync_role()
         self._emit(event, role=role, previous=previous)
         self._heartbeat(time.monotonic())
+        if self.config.watchers > 0:
+            self._announce()
 
     def _current_intent(self) -> ClusterIntent | None:
         resolver = self.cell_host.resolver
@@ -521,8 +747,14 @@ class Membership(Cell):
 
     def _sync_role(self) -> None:
         role = self.cell_host.role
+        if role is None and self.cell_host.quarantined:
+            # Announced as no spare while it may not take back the role it gave up, so that
+            # every view (this one too) gives the role to another spare.
+            role = QUARANTINED
         if role != self.node_role:
             self.node_role, self.role_since = role, time.time()
+            if self.config.watchers > 0 and self._announced:
+                self._announce()
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -551,6 +783,8 @@ class Membership(Cell):
     def cell_snapshot(self) -> dict[str, Any]:
         snapshot = super().cell_snapshot()
         snapshot["members"] = self.cell_view()
+        snapshot["heard"] = dict(self.heard_counts)
+        snapshot["watching"] = sorted(self._watching)
         snapshot["healing"] = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
         intent = self._intent.current if self._intent is not None else None
         if intent is not None:  # what the reconciler counts, for `cellframe status`

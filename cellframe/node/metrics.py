@@ -76,12 +76,21 @@ class NodeCollector(Collector):
     def _node_metrics(status: dict[str, Any]) -> Iterator[Metric]:
         node = status["node"]
         for name, doc in (("delivered", "deliveries handed to cells"),
-                          ("rejected", "deliveries refused: oversized, unsigned, unreadable"),
+                          ("rejected", "deliveries refused (all reasons: see cellframe_node_messages_refused)"),
                           ("unroutable", "sent messages no queue received"),
-                          ("sent", "messages sent by this node and its cells")):
+                          ("sent", "messages sent by this node and its cells"),
+                          ("crashes", "cells that crashed"),
+                          ("restarts", "crashed cells restarted by the node's supervisor"),
+                          ("failures", "cells failed past their restart intensity")):
             family = CounterMetricFamily(f"cellframe_node_messages_{name}", doc, labels=["node"])
             family.add_metric([node], status["counters"].get(name, 0))
             yield family
+        refused = CounterMetricFamily("cellframe_node_messages_refused",
+                                      "deliveries refused before any cell saw them, by reason",
+                                      labels=["node", "reason"])
+        for reason, count in sorted(status["counters"].get("refused", {}).items()):
+            refused.add_metric([node, reason], count)
+        yield refused
         role = GaugeMetricFamily("cellframe_node_role", "1 for the role this node plays",
                                  labels=["node", "role"])
         role.add_metric([node, status["role"] or "spare"], 1)

@@ -35,6 +35,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "ALL",
+    "announce_key",
     "cell_key",
     "claim_key",
     "down_key",
@@ -108,6 +109,7 @@ probe_key = _about_a_node("probe.")
 down_key = _about_a_node("membership.down.")
 leave_key = _about_a_node("membership.leave.")
 claim_key = _about_a_node("membership.claim.")
+announce_key = _about_a_node("membership.announce.")
 
 
 def is_persistent(key: str) -> bool:

@@ -1,0 +1,43 @@
+"""The watch ring: who heartbeats to whom when membership's cost must be flat in n.
+
+Every node is placed on a ring by a hash of its name. A node is *watched* by the ``k`` nodes
+that follow it on the ring, so it *watches* the ``k`` nodes before it: it binds only their
+``heartbeat.<node>`` keys and runs a detector only for them. Each node then receives ``k``
+heartbeats an interval whatever ``n`` is (Akka watches with 9, Orleans with 10), and every
+node is watched by exactly ``k`` others, however the hashes fall. A join or a death changes
+the watch sets of about ``2k`` nodes only.
+
+Pure functions of names: every node computes the same ring from the same view, and a
+simulator can run them as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+__all__ = ["ring_order", "watched_by", "watchers_of"]
+
+
+def _position(name: str) -> tuple[int, str]:
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big"), name
+
+
+def ring_order(members: Iterable[str]) -> list[str]:
+    """The members in ring order (by the hash of the name, then the name)."""
+    return sorted(set(members), key=_position)
+
+
+def watched_by(me: str, members: Iterable[str], k: int) -> list[str]:
+    """The members ``me`` watches: the ``k`` before it on the ring of ``members`` and ``me``."""
+    ring = ring_order([*members, me])
+    at = ring.index(me)
+    return [ring[(at - step) % len(ring)] for step in range(1, min(k, len(ring) - 1) + 1)]
+
+
+def watchers_of(node: str, members: Iterable[str], k: int) -> list[str]:
+    """The members that watch ``node``: the ``k`` after it on the ring."""
+    ring = ring_order([*members, node])
+    at = ring.index(node)
+    return [ring[(at + step) % len(ring)] for step in range(1, min(k, len(ring) - 1) + 1)]

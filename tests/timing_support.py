@@ -1,0 +1,349 @@
+"""Hostile timing trials on real node processes (issue 21, items 6 and 7): a node frozen with
+SIGSTOP and resumed, and a broker that stops and starts again, while a stream of ``(add 1)``
+goes to a role queue played by ``Tally`` cells.
+
+One trial returns its figures as a dict; the tests run one trial each and assert on it, and
+``python -m tests.hostile_timing_figures`` runs many and prints the table (docs/healing.md).
+Each trial has a topology of its own (``AmqpNames``) and at most four node processes.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellframe.client import Client
+from cellframe.testing import AmqpNames, wait_for
+from tests.process_cells import TALLY_DIR, TALLY_TIMES, applied_ids
+from tests.process_support import READY_TIMEOUT, REPO, Stream, child_env
+
+__all__ = ["Trial", "broker_kill_trial", "broker_restart_trial", "pause_trial"]
+
+CLUSTER_URLS = [f"amqp://guest:guest@127.0.0.1:{port}/%2F" for port in (5701, 5702, 5703)]
+RMQC = Path(os.environ.get("CELLFRAME_SHARED_TOOLS", REPO.parent.parent / "shared" / "tools"))
+
+
+def _zone(path: Path, log_file: Path, *, tally: int, nodes: list[str]) -> Path:
+    roles = {n: n.split("-")[0] for n in nodes}
+    records = "\n".join(
+        f'{n:<12} IN TXT  "role={r}"' + (f' "log-file={log_file}"' if r == "logsump" else "")
+        if r != "spare" else f'{n:<12} IN TXT  "rack=r1"' for n, r in roles.items())
+    path.write_text(f"""$ORIGIN cluster.test.
+$TTL 5
+@           IN SOA  ns.cluster.test. hostmaster.cluster.test. ( 1 60 30 600 5 )
+            IN NS   ns
+ns          IN A    127.0.0.1
+_cluster    IN TXT  "tally={tally}" "logsump=1"
+_cluster    IN TXT  "heartbeat-ms=100" "failure-timeout-ms=500"
+_nodes      IN TXT  "{' '.join(nodes)}"
+{records}
+""", encoding="utf-8")
+    return path
+
+
+@dataclass
+class Trial:
+    """Node processes of one trial on ``url`` (one broker address, or several), a log sump
+    writing events to ``workdir/events.log``, tallies recording when they applied what."""
+
+    url: str | list[str]
+    workdir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        first = self.url if isinstance(self.url, str) else self.url[0]
+        self.names = AmqpNames(first)
+        for role in ("tally", "logsump"):
+            self.names.queue(f"role.{role}")
+        self.log_file = self.workdir / "events.log"
+        self.tally_dir = self.workdir / "tallies"
+        self.tally_dir.mkdir(exist_ok=True)
+
+    def start(self, nodes: list[str], tally: int, *, spread: bool = False,
+              options: tuple[str, ...] = ()) -> None:
+        """Start ``nodes`` (the log sump first). ``spread``: node ``i`` gets the broker URLs
+        rotated by ``i``, so the nodes connect to the brokers in turn."""
+        zone = _zone(self.workdir / "cluster.zone", self.log_file, tally=tally, nodes=nodes)
+        given = [self.url] if isinstance(self.url, str) else self.url
+        env = child_env(**{TALLY_DIR: str(self.tally_dir), TALLY_TIMES: "1"})
+        for index, name in enumerate(nodes):  # events sent before the log sump binds are lost
+            turn = index % len(given) if spread else 0
+            urls = given[turn:] + given[:turn]
+            with (self.workdir / f"{name}.out").open("ab") as out:
+                command = [sys.executable, "-m", "cellframe", "node", name,
+                           *[arg for url in urls for arg in ("--amqp", url)],
+                           "--zone", str(zone), "--exchange", self.names.exchange,
+                           "--queue-prefix", self.names.queue_prefix,
+                           "--plugin", "tests.process_cells:ROLES", *options]
+                self.procs[name] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                                    env=env, cwd=str(REPO))
+            if name.startswith("logsump"):
+                self._wait_ready([name])
+        self._wait_ready(nodes)
+        # Every node has heard every other (an 'up' from each observer about each member).
+        wait_for(lambda: self._ups_complete(nodes), 30, interval=0.1,
+                 what="every node to see every other up", show=lambda: self.events("up")[-5:])
+
+    def _wait_ready(self, nodes: list[str]) -> None:
+        def ready() -> bool:
+            for name in nodes:
+                text = (self.workdir / f"{name}.out").read_text(errors="replace")
+                if f"node {name} ready" not in text:
+                    if self.procs[name].poll() is not None:
+                        raise AssertionError(f"{name} exited:\n{text[-2000:]}")
+                    return False
+            return True
+        wait_for(ready, READY_TIMEOUT, interval=0.05, what=f"nodes {nodes} ready")
+
+    def _ups_complete(self, nodes: list[str]) -> bool:
+        seen = {(e["node"], e.get("member")) for e in self.events("up")}
+        return all((a, b) in seen for a in nodes for b in nodes if a != b)
+
+    def client(self) -> Client:
+        urls = self.url
+        transport = self.names.connect(urls, name=f"cf-test-{self.names.token}-client",
+                                       connect_timeout=10.0, op_timeout=30.0)
+        return Client(transport, queue_prefix=self.names.queue_prefix)
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        """The log sump's events of ``kind``, as dicts of their string and number fields."""
+        found = []
+        if not self.log_file.exists():
+            return found
+        for line in self.log_file.read_text(encoding="utf-8").splitlines():
+            if f':kind "{kind}"' not in line:
+                continue
+            fields = dict(re.findall(r':([a-z-]+) "([^"]*)"', line))
+            fields.update((k, float(v)) for k, v in re.findall(r':([a-z-]+) (-?[0-9.]+(?:e[+-]?\d+)?)[ )]', line))
+            found.append(fields)
+        return found
+
+    def applications(self) -> dict[str, list[tuple[str, float]]]:
+        """``node -> [(message id, wall time applied)]`` from every tally's times file."""
+        by_node: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)
+        for path in self.tally_dir.glob("*.times"):
+            node = path.name.split(".")[0]
+            for line in path.read_text(encoding="utf-8").splitlines():
+                ident, stamp = line.split()
+                by_node[node].append((ident, float(stamp)))
+        return by_node
+
+    def signal(self, name: str, sig: int) -> float:
+        now = time.time()
+        self.procs[name].send_signal(sig)
+        return now
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.names.cleanup()
+
+
+@contextmanager
+def trial(url: str | list[str], workdir: Path) -> Iterator[Trial]:
+    t = Trial(url, workdir)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+def _max_concurrent_appliers(apps: dict[str, list[tuple[str, float]]], after: float,
+                             window: float = 0.2) -> int:
+    """The most nodes that applied tally messages within one ``window`` after ``after``."""
+    buckets: dict[int, set[str]] = collections.defaultdict(set)
+    for node, rows in apps.items():
+        for _, stamp in rows:
+            if stamp >= after:
+                buckets[int(stamp / window)].add(node)
+    return max((len(b) for b in buckets.values()), default=0)
+
+
+def _exactly_once(t: Trial, sent: list[str]) -> tuple[int, int]:
+    """(lost, applied twice) over the ids ``sent``."""
+    counts = collections.Counter(applied_ids(t.tally_dir))
+    lost = sum(1 for i in sent if counts[i] == 0)
+    twice = sum(1 for i in sent if counts[i] > 1)
+    return lost, twice
+
+
+def pause_trial(url: str, workdir: Path, *, pause: float = 3.0) -> dict[str, Any]:
+    """SIGSTOP tally-01 for ``pause`` seconds under a stream to ``role.tally`` (two slots, one
+    spare): the figures of issue 21, item 6."""
+    nodes = ["logsump-01", "tally-01", "tally-02", "spare-01"]
+    with trial(url, workdir) as t:
+        t.start(nodes, tally=2)
+        client = t.client()
+        with Stream(client, "role.tally", rate=200) as stream:
+            wait_for(lambda: len(stream.ids) > 100, 10, what="the stream to run")
+            stopped = t.signal("tally-01", signal.SIGSTOP)
+            wait_for(lambda: _downs_of(t, "tally-01"), 10, interval=0.05,
+                     what="tally-01 declared down", show=lambda: t.events("down"))
+            time.sleep(max(0.0, stopped + pause - time.time()))  # the scenario: a pause this long
+            resumed = t.signal("tally-01", signal.SIGCONT)
+            settled = _wait_settled(t, nodes, tally=2)
+            sent = stream.finish(200)
+        wait_for(lambda: _exactly_once(t, sent)[0] == 0, 30, interval=0.2,
+                 what="every message sent applied", show=lambda: _exactly_once(t, sent))
+        lost, twice = _exactly_once(t, sent)
+        downs = t.events("down")
+        declared = min(e["time"] for e in downs if e.get("member") == "tally-01")
+        apps = t.applications()
+        late = [stamp for _, stamp in apps.get("tally-01", []) if stamp > declared]
+        roles = settled
+        return {
+            "pause": round(resumed - stopped, 3),
+            "detected_after": round(declared - stopped, 3),
+            "healthy_declared_down": sum(1 for e in downs if e.get("member") != "tally-01"),
+            "paused_node_downs_by_it": sum(1 for e in downs if e.get("node") == "tally-01"),
+            "served_after_declared_down": len(late),
+            "max_tally_appliers": _max_concurrent_appliers(apps, stopped),
+            "tally_holders_after": sorted(n for n, r in roles.items() if r == "tally"),
+            "fenced": _fenced_count(t, "tally-01"),
+            "sent": len(sent), "lost": lost, "applied_twice": twice,
+            "refuted": len([e for e in t.events("refuted") if e.get("node") == "tally-01"]),
+        }
+
+
+def broker_restart_trial(urls: list[str], workdir: Path, *, outage: float = 4.8,
+                         stop: Callable[[], None], start: Callable[[], None]) -> dict[str, Any]:
+    """Stop the broker for ``outage`` seconds under a stream to ``role.tally`` (one slot, two
+    spares): the figures of issue 21, item 7."""
+    nodes = ["logsump-01", "tally-01", "spare-01", "spare-02"]
+    with trial(urls, workdir) as t:
+        t.start(nodes, tally=1)
+        client = t.client()
+        with Stream(client, "role.tally", rate=100) as stream:
+            wait_for(lambda: len(stream.ids) > 50, 10, what="the stream to run")
+            began = time.time()
+            stop()
+            time.sleep(max(0.0, began + outage - time.time()))  # the scenario: an outage this long
+            start()
+            back = time.time()
+            settled = _wait_settled(t, nodes, tally=1, since=back)
+            sent = stream.finish(100)
+        wait_for(lambda: _exactly_once(t, sent)[0] == 0, 60, interval=0.2,
+                 what="every message sent applied", show=lambda: _exactly_once(t, sent))
+        lost, twice = _exactly_once(t, sent)
+        apps = t.applications()
+        return {
+            "outage": round(back - began, 3),
+            "declared_down": len(t.events("down")),
+            "claims": len(t.events("claimed")), "differentiated":
+                len([e for e in t.events("differentiated") if e.get("time", 0) > began]),
+            "max_tally_appliers": _max_concurrent_appliers(apps, began),
+            "tally_holders_after": sorted(n for n, r in settled.items() if r == "tally"),
+            "doubting": len([e for e in t.events("doubting") if e.get("reason") == "broker"]),
+            "sent": len(sent), "lost": lost, "applied_twice": twice,
+        }
+
+
+def broker_kill_trial(urls: list[str], workdir: Path, *, messages: int = 5000,
+                      kill: Callable[[], None]) -> dict[str, Any]:
+    """Three nodes, one on each broker of a 3-node cluster (tally-01, the role's only holder,
+    on the second); quorum role queues; SIGKILL the second broker node in the middle of a
+    stream of ``messages`` confirmed ``(add 1)`` to ``role.tally`` (issue 16, item 4)."""
+    nodes = ["logsump-01", "tally-01", "spare-01"]
+    with trial(urls, workdir) as t:
+        t.start(nodes, tally=1, spread=True, options=("--quorum",))
+        client = t.client()
+        with Stream(client, "role.tally", rate=500) as stream:
+            wait_for(lambda: len(stream.ids) > messages // 5, 30, what="the stream to run")
+            killed = time.time()
+            kill()
+            sent = stream.finish(max(0, messages - len(stream.ids)))
+        confirmed = client.transport.flush(60)
+        wait_for(lambda: _exactly_once(t, sent)[0] == 0, 60, interval=0.2,
+                 what="every message sent applied", show=lambda: _exactly_once(t, sent))
+        settled = _wait_settled(t, nodes, tally=1)
+        lost, twice = _exactly_once(t, sent)
+        blind = [e for e in t.events("doubting") if e.get("reason") == "broker"]
+        return {
+            "sent": len(sent), "confirmed": confirmed, "lost": lost, "applied_twice": twice,
+            "declared_down": len(t.events("down")),
+            "down_members": sorted({e.get("member", "?") for e in t.events("down")}),
+            "reconnected_after": sorted(round(e["seconds"], 2) for e in blind),
+            "max_tally_appliers": _max_concurrent_appliers(t.applications(), killed),
+            "tally_holders_after": sorted(n for n, r in settled.items() if r == "tally"),
+        }
+
+
+def _downs_of(t: Trial, member: str) -> list[dict[str, Any]]:
+    return [e for e in t.events("down") if e.get("member") == member]
+
+
+def _fenced_count(t: Trial, node: str) -> int:
+    """How many deliveries ``node`` gave back unapplied (its status counter ``fenced``)."""
+    from cellframe.cli.status import decode_status
+    from cellframe.language.symbols import Symbol
+    from tests.node_support import replies_matching
+
+    client = t.client()
+    try:
+        client.send(f"node.{node}", [Symbol("status")])
+        status = decode_status(replies_matching(client, "node-status", 1, 10.0)[0])
+        return int(status["counters"].get("fenced", -1))
+    finally:
+        client.close()
+
+
+def _wait_settled(t: Trial, nodes: list[str], *, tally: int,
+                  since: float | None = None) -> dict[str, str | None]:
+    """Wait until every node's membership view agrees on the roles, ``tally`` nodes play the
+    tally role, and every node sees every other alive; return ``node -> role``."""
+    client = t.client()
+
+    def views() -> dict[str, dict[str, tuple[str | None, str]]] | None:
+        from cellframe.language.symbols import Keyword, Symbol
+
+        first = len(client.replies)
+        for name in nodes:
+            client.send(f"cell.{name}-membership", [Symbol("members")])
+        try:
+            client.wait_for_replies(first + len(nodes), 2.0)
+        except Exception:
+            return None
+        out = {}
+        for reply in client.replies[first:]:
+            expr = reply.expr
+            node = expr[expr.index(Keyword("node")) + 1]
+            rows = expr[expr.index(Keyword("view")) + 1][1]
+            out[node] = {row[0]: (row[1], row[2]) for row in rows}
+        return out if len(out) == len(nodes) else None
+
+    def agreed() -> dict[str, str | None] | None:
+        seen = views()
+        if seen is None:
+            return None
+        first = next(iter(seen.values()))
+        if any(v != first for v in seen.values()):
+            return None
+        if any(status != "alive" for _, status in first.values()):
+            return None
+        roles = {n: r for n, (r, _) in first.items()}
+        return roles if sum(1 for r in roles.values() if r == "tally") == tally else None
+
+    try:
+        return wait_for(agreed, 30, interval=0.3, what="the views to agree and settle",
+                        show=views)
+    finally:
+        client.close()
