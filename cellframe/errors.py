@@ -22,6 +22,8 @@
     │   └── GuidExhaustedError              a shard has issued all 2**48 of its ids
     ├── ClusterError                        membership, healing or ring operations that cannot proceed
     │   └── CellCrashedError                a cell crashed (an action raised a BaseException, or its actor died)
+    ├── HaproxyError                        HAProxy's runtime API refused a command
+    │   └── HaproxyUnreachableError (ConnectionError)  its admin socket could not be reached
     └── MissingExtraError (ImportError)     an optional part needs an extra that is not installed
 
 Errors from pika and dnspython are translated at the transport and resolver boundaries with
@@ -45,6 +47,8 @@ __all__ = [
     "DnsLookupError",
     "EvaluationError",
     "GuidExhaustedError",
+    "HaproxyError",
+    "HaproxyUnreachableError",
     "InputTooLargeError",
     "LanguageError",
     "LimitExceededError",
@@ -156,6 +160,14 @@ class GuidExhaustedError(StoreError):
 
 class ClusterError(CellframeError):
     """Membership, healing or ring operations that cannot proceed."""
+
+
+class HaproxyError(CellframeError):
+    """HAProxy's runtime API refused a command, or answered what cannot be read."""
+
+
+class HaproxyUnreachableError(HaproxyError, ConnectionError):
+    """HAProxy's admin socket could not be reached: not running, restarting, or no such file."""
 
 
 class MissingExtraError(CellframeError, ImportError):

@@ -90,6 +90,9 @@ OTHER_PAGES: dict[str, tuple[set[str], list[str]]] = {
     "data.md": ({"python", ""}, [
         "tests/test_store.py::test_the_data_design_doc_examples_run",
     ]),
+    "web.md": ({"dns", "python", "text"}, [
+        "tests/test_web_haproxy.py::test_the_web_page_runs_as_written",
+    ]),
 }
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)(?P<info>.*)$")

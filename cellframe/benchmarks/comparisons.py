@@ -169,6 +169,13 @@ def _pgbouncer(quick: bool) -> dict[str, Any]:
     return bench_pgbouncer_inserts(n=1_600 if quick else 4_000, rounds=1 if quick else 3)
 
 
+def _web(quick: bool) -> dict[str, Any]:
+    from .web import bench_web_through_haproxy
+
+    # Skips itself, with the reason, where haproxy, wrk or waitress is absent.
+    return bench_web_through_haproxy(seconds=2 if quick else 3, rounds=2 if quick else 6)
+
+
 # The broker's comparisons run before the store's, which write and fsync hundreds of MB: in
 # one run the pipeline measured after them gave 5.5k messages/s (node CPU 119 us a message),
 # and 8.3k-9.2k/s (74-84 us) alone minutes later on the same quiet machine.
@@ -198,6 +205,9 @@ COMPARISONS = [
     Comparison("pgbouncer_inserts_vs_direct",
                "inserts through pgbouncer's write alias (5 masters, 8 writers) vs straight to one master",
                ">= 0.8", False, _pgbouncer),
+    Comparison("http_through_haproxy_vs_plain",
+               "HTTP requests/s through HAProxy to a web cell vs the same app under plain waitress",
+               ">= 0.8", False, _web),
     Comparison("store_inserts_vs_sqlite_wal", "durable inserts (8 writers) vs SQLite WAL, FULL sync",
                ">= 5", False, _store),
     Comparison("store_blocking_vs_fsync_bound",

@@ -601,6 +601,13 @@ class Cell(pykka.ThreadingActor):
 
     # -- introspection ----------------------------------------------------------------------
 
+    def cell_load(self) -> float | None:
+        """How busy this cell is, 1.0 being at the threshold its settings give (None: it does
+        not measure load). Called from the membership's thread: return a value computed on
+        the cell's own, never compute here. Nodes carry it in their heartbeats, and capacity
+        follows it (``cellframe.healing.capacity``)."""
+        return None
+
     def cell_tick_interval(self) -> float | None:
         """Seconds between ticks for this instance (default: the class's ``tick_interval``)."""
         return self.tick_interval

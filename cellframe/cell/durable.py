@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, StoreError
-from ..store.records import now_micros
 
 if TYPE_CHECKING:
     from ..store.store import Store
@@ -103,7 +103,9 @@ class CellJournal:
         with self._lock:
             journal = self._family(family, self.snapshot_every)
             journal.in_flight += 1
-            when = journal.last_time = max(now_micros(), journal.last_time + 1)
+            # The store's unit, int microseconds (``store.records.now_micros``, not imported:
+            # a cell module must not load the store).
+            when = journal.last_time = max(time.time_ns() // 1000, journal.last_time + 1)
             journal.recorded.append(message_id)
             journal.since_snapshot += 1
             snapshot = journal.since_snapshot >= self.snapshot_every

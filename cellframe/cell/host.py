@@ -86,6 +86,11 @@ class CellHost(Outbox, Protocol):
         """The node's status: its name, role, counters and every cell's snapshot (``cells``)."""
         ...
 
+    def load(self) -> float | None:
+        """How busy the node's role cells say they are (``Cell.cell_load``: 1.0 is at their
+        threshold), the busiest one's; None if none measures it. Never waits on a lock."""
+        ...
+
     def emit(self, kind: str, **fields: Any) -> None:
         """Publish a healing or membership event ``kind`` with ``fields`` (fire and forget)."""
         ...
@@ -182,6 +187,9 @@ class StandaloneHost:
 
     def cells(self) -> Mapping[str, HostedCell]:
         return {}
+
+    def load(self) -> float | None:
+        return None
 
     def status(self) -> dict[str, Any]:
         return {"node": self.name, "role": None, "started_at": None, "diagnostic": False,

@@ -41,7 +41,7 @@ def complete_target(ctx: click.Context, param: click.Parameter,
     """Click's completion call-back for a TARGET argument."""
     import logging
 
-    from .main import bundled_zone
+    from ..config.bundled import bundled_zone
 
     logging.getLogger("cellframe").setLevel(logging.CRITICAL)  # a zone's warnings: not here
     zone = os.environ.get("CELLFRAME_ZONE") or str(bundled_zone())

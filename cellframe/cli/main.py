@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from ..config.bundled import bundled_zone
 from ..errors import CellframeError
 
 __all__ = ["main"]
@@ -23,7 +24,6 @@ __all__ = ["main"]
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 #: How long ``send`` waits for the broker to confirm (or return) what it sent.
 CONFIRM_TIMEOUT = 10.0
-BUNDLED_ZONE = Path(__file__).resolve().parents[2] / "examples" / "cluster.zone"
 
 
 class CliError(click.ClickException):
@@ -81,16 +81,6 @@ class NumberRange(click.FloatRange):
 #: Seconds that must not be negative (--wait, --timeout), and ones that must be positive.
 SECONDS = NumberRange(min=0.0, max=86_400.0)
 POSITIVE_SECONDS = NumberRange(min=0.0, min_open=True, max=86_400.0)
-
-
-def bundled_zone() -> Path:
-    """The zone file shipped with cellframe (inside the wheel, or in the source tree)."""
-    from importlib.resources import files
-
-    packaged = files("cellframe") / "examples" / "cluster.zone"
-    if packaged.is_file():
-        return Path(str(packaged))
-    return BUNDLED_ZONE
 
 
 def zone_option(function: Any) -> Any:

@@ -37,7 +37,13 @@ from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
-from ..errors import ArityError, ClusterError, ConfigError, RefusedError
+from ..errors import (
+    ArityError,
+    CellframeError,
+    ClusterError,
+    ConfigError,
+    RefusedError,
+)
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -495,14 +501,30 @@ class Node:
             self._retire_role_cells()
             self.role = role
             if role is not None:
-                self._start_role_cells(role, classes)
+                try:
+                    self._start_role_cells(role, classes)
+                except CellframeError as error:
+                    self.role = None  # a spare again: the cells that started were stopped
+                    self.emit("differentiate-failed", role=role, previous=old, error=str(error))
+                    raise
         self.emit("differentiated", role=role, previous=old)
         return True
 
     def _start_role_cells(self, role: str, classes: list[type]) -> None:
+        """Start ``role``'s cells; if one fails to start (its app does not import, its port is
+        taken), stop those that did and raise a CellframeError that says why."""
         for cls in classes:
             name = self.name if len(classes) == 1 else f"{self.name}-{cls.__name__.lower()}"
-            hosted = self._host(cls, name)
+            try:
+                hosted = self._host(cls, name)
+            except Exception as exc:
+                self._attached.pop(name, None)
+                started, self._cells = list(self._cells.values()), {}
+                for hosted in started:
+                    self._unhost(hosted)
+                if isinstance(exc, CellframeError):
+                    raise
+                raise ConfigError(f"role {role}: {cls.__name__} failed to start: {exc!r}") from exc
             self._cells[hosted.cell.cell_name] = hosted
         self._reroute()
         self._bind_node(each_key(role))
@@ -946,6 +968,14 @@ class Node:
         """The hosted role cells by name (read-only use: they live on their own threads)."""
         with self._lock:
             return {name: h.cell for name, h in self._cells.items()}
+
+    def load(self) -> float | None:
+        """The busiest role cell's ``cell_load()`` (None: none measures it). Read from the
+        routes snapshot, not under the lock: membership asks every heartbeat, and
+        ``differentiate`` holds the lock while a web cell drains, for seconds."""
+        loads = [load for hosted in self._routes.role_cells
+                 if (load := hosted.cell.cell_load()) is not None]
+        return max(loads) if loads else None
 
     def status(self) -> dict[str, Any]:
         """A snapshot of the node: name, role, cells with state and counters."""
