@@ -114,6 +114,7 @@ def test_a_no_op_send_says_no_call_back_came_and_how_to_find_out(signed_nodes) -
     assert result.exit_code == 4 and result.stdout == ""
     assert "no call-back within 1 s from node:op-a" in result.stderr
     assert "may have been a no-op" in result.stderr and "(diagnostic true)" in result.stderr
+    assert "cellframe dead-letters" in result.stderr
 
 
 @pytest.mark.amqp
@@ -292,3 +293,25 @@ def test_shell_completion_of_send_targets_comes_from_the_zone(
     monkeypatch.setenv("CELLFRAME_ZONE", str(ZONE))
     complete = BashComplete(main, {}, "cellframe", "_CELLFRAME_COMPLETE")
     assert [c.value for c in complete.get_completions(["send"], incomplete)] == expected
+
+
+@pytest.mark.amqp
+def test_dead_letters_shows_a_no_op_with_its_reason_and_take_removes_it(
+        signed_nodes, amqp_names) -> None:
+    options = signed_nodes["options"]
+    where = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange, "--idle", "0.5"]
+    assert invoke("send", "node:op-a", "(diagnostic true)", *options).exit_code == 0
+    wait_for(lambda: signed_nodes["nodes"][0].diagnostic, 10, what="op-a in diagnostic mode")
+    assert invoke("send", "node:op-a", '(set-wieght "web-01" 5)', *options).exit_code == 0
+    seen: list[str] = []
+
+    def letter_shown() -> bool:
+        seen[:] = [invoke("dead-letters", *where).stdout]
+        return "unknown verb set-wieght" in seen[0]
+
+    wait_for(letter_shown, 15, what="the no-op among the dead letters", show=lambda: seen)
+    assert '(set-wieght "web-01" 5)' in seen[0]
+    taken = invoke("dead-letters", "--take", *where)
+    assert "unknown verb set-wieght" in taken.stdout and "(removed)" in taken.stderr
+    left = invoke("dead-letters", *where)
+    assert "set-wieght" not in left.stdout and left.stderr.startswith("0 dead letters")
