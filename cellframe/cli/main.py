@@ -363,8 +363,8 @@ def _redact(url: str) -> str:
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing records as the nodes ship them.")
-@click.option("--node", help="Only this node's records.")
-@click.option("--role", help="Only records of nodes playing this role.")
+@click.option("--node", type=UTF8, help="Only this node's records.")
+@click.option("--role", type=UTF8, help="Only records of nodes playing this role.")
 @click.option("--level", type=click.Choice(["debug", "info", "warning", "error", "critical"]),
               help="Only records at this level or above.")
 @click.option("--since", metavar="T", help="Only records since T: 30s, 10m, 2h, 1d, or an ISO time.")
