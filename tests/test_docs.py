@@ -77,6 +77,7 @@ OTHER_PAGES: dict[str, tuple[set[str], list[str]]] = {
         "tests/test_registration.py::test_the_bind_examples_in_the_dns_docs_run",
     ]),
     "healing.md": (PROSE, []),
+    "supervision.md": (PROSE, []),
     "postgres-multimaster.md": ({"python", "sql", "dns", "ini"}, [
         "tests/test_pgmulti_ddl.py::test_every_code_block_of_the_doc_is_checked_or_run",
         "tests/test_pgmulti_ddl.py::test_the_docs_ddl_blocks_are_exactly_what_cellframe_generates",

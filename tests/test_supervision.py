@@ -184,3 +184,65 @@ def test_supervision_policy_is_read_from_dns_settings() -> None:
     with pytest.raises(ConfigError, match="period"):
         SupervisionPolicy.from_settings({"supervision.period": "nan"})
 
+
+
+_ESCALATION_ZONE = """$ORIGIN cluster.test.
+$TTL 5
+@           IN SOA  ns.cluster.test. hostmaster.cluster.test. ( 1 60 30 600 5 )
+            IN NS   ns
+ns          IN A    127.0.0.1
+_cluster    IN TXT  "fragile=1" "spares=spare-01"
+_cluster    IN TXT  "supervision.max-restarts=1" "supervision.backoff=0.01"
+_nodes      IN TXT  "fragile-01 spare-01"
+fragile-01  IN TXT  "role=fragile"
+spare-01    IN TXT  "rack=r1"
+"""
+
+
+def test_a_cell_past_its_intensity_escalates_and_the_reconciler_gives_its_role_to_a_spare(
+        tmp_path: Any) -> None:
+    from cellframe.testing import running_cluster
+    from tests.healing_support import FAST
+
+    zone = tmp_path / "cluster.zone"
+    zone.write_text(_ESCALATION_ZONE)
+    with running_cluster(zone, nodes=["fragile-01", "spare-01"], registry=_registry(),
+                         healing=FAST, workdir=tmp_path) as cluster:
+        failing = cluster.node("fragile-01")
+        assert failing.supervision.max_restarts == 1  # read from DNS
+        client = cluster.client("escalation")
+        client.send("cell.fragile-01", "(add 5)")
+        wait_for(lambda: _cell_status(failing, "fragile-01")["restarts"] == 1, 10,
+                 what="one restart", show=lambda: failing.status())
+        client.send("cell.fragile-01", "(add 10)")
+        wait_for(lambda: cluster.roles() == {"fragile-01": None, "spare-01": "fragile"}, 20,
+                 what="the spare holding the role", show=cluster.roles)
+        client.send("role.fragile", "(add 7)")
+        wait_for(lambda: Fragile.applied == [7], 10, what="the spare serving the role",
+                 show=lambda: Fragile.applied)
+
+
+def test_cellframe_status_shows_a_cell_that_is_not_running_by_its_condition() -> None:
+    from cellframe.cli.status import _cell_condition
+
+    running = {"name": "c", "state": "ready", "condition": "running", "restarts": 0}
+    assert _cell_condition(running) == "ready"
+    assert _cell_condition({**running, "restarts": 2}) == "ready, 2 restarts"
+    assert _cell_condition({**running, "condition": "failed", "restarts": 3}) == "failed, 3 restarts"
+
+
+def test_a_crash_of_a_cell_leaves_the_other_actors_of_the_process_running() -> None:
+    import pykka
+
+    from cellframe.cell.outbox import RecordingOutbox
+    from tests.cell_support import message
+
+    bystander = Partner.start("bystander", outbox=RecordingOutbox())
+    alone = Fragile.start("alone", outbox=RecordingOutbox())
+    try:
+        alone.tell(message("(add 5)"))
+        wait_for(lambda: not alone.is_alive(), 10, what="the crashed cell to stop")
+        assert bystander.is_alive()  # pykka stops every actor on a BaseException; not here
+        assert pykka.ActorRegistry.get_by_urn(bystander.actor_urn) is not None
+    finally:
+        bystander.stop()

@@ -297,6 +297,11 @@ class Cell(pykka.ThreadingActor):
                     self.on_settings_changed(old)
                 except Exception:  # a bad hook must not kill the cell
                     log.exception("%s: on_settings_changed raised", self.cell_name)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as error:  # pykka would stop every actor: crash this one
+                    raise CellCrashedError(f"{self.cell_name} crashed changing its settings: "
+                                           f"{type(error).__name__}: {error}") from error
         else:
             log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
 

@@ -103,8 +103,7 @@ class CellJournal:
         with self._lock:
             journal = self._family(family, self.snapshot_every)
             journal.in_flight += 1
-            # The store's unit, int microseconds (``store.records.now_micros``, not imported:
-            # a cell module must not load the store).
+            # The store's time unit (int microseconds), kept increasing within a family.
             when = journal.last_time = max(time.time_ns() // 1000, journal.last_time + 1)
             journal.recorded.append(message_id)
             journal.since_snapshot += 1
@@ -116,7 +115,8 @@ class CellJournal:
         def durable(receipt: Any, error: BaseException | None) -> None:
             with self._lock:
                 journal.in_flight -= 1
-                self._lock.notify_all()
+                if journal.in_flight == 0 and journal.recovering:
+                    self._lock.notify_all()
             done(error)
 
         self.store.insert_nowait(family, value, durable, time=when)
@@ -131,7 +131,12 @@ class CellJournal:
         with self._lock:
             journal = self._family(family, capacity)
             journal.recorded = deque(journal.recorded, maxlen=max(capacity, self.snapshot_every))
-            if not self._lock.wait_for(lambda: journal.in_flight == 0, 30.0):
+            journal.recovering += 1
+            try:
+                drained = self._lock.wait_for(lambda: journal.in_flight == 0, 30.0)
+            finally:
+                journal.recovering -= 1
+            if not drained:
                 raise StoreError(f"{family}: records still not durable after 30 s")
         try:
             state, fields, ids, upto = self._read_snapshot(family)
@@ -169,7 +174,7 @@ _SNAPSHOT = "/snapshot"
 class _Family:
     """What a journal knows of one durable family (under the journal's lock)."""
 
-    __slots__ = ("claims", "recorded", "in_flight", "last_time", "since_snapshot")
+    __slots__ = ("claims", "recorded", "in_flight", "last_time", "since_snapshot", "recovering")
 
     def __init__(self, capacity: int) -> None:
         self.claims = _Claims(capacity)
@@ -177,6 +182,7 @@ class _Family:
         self.in_flight = 0
         self.last_time = 0
         self.since_snapshot = 0
+        self.recovering = 0  # recoveries waiting for in_flight to reach 0
 
 
 class _Claims:
