@@ -321,3 +321,17 @@ def test_dead_letters_shows_a_no_op_with_its_reason_and_take_removes_it(
     assert "unknown verb set-wieght" in taken.stdout and "(removed)" in taken.stderr
     left = invoke("dead-letters", *where)
     assert "set-wieght" not in left.stdout and left.stderr.startswith("0 dead letters")
+
+
+def test_a_node_that_others_hear_but_that_did_not_answer_is_silent_and_one_that_left_is_left() -> None:
+    view = {"name": "web-01-membership", "state": "running", "counters": {}, "healing": {},
+            "members": [{"name": "web-01", "role": "web", "status": "alive", "silence": 0.0},
+                        {"name": "web-02", "role": "web", "status": "alive", "silence": 0.2},
+                        {"name": "web-03", "role": "web", "status": "left", "silence": 9.0},
+                        {"name": "web-04", "role": "web", "status": "suspect", "silence": 0.4}]}
+    picture = ClusterPicture.from_statuses(
+        [{"node": "web-01", "role": "web", "counters": {}, "cells": [view]}])
+    assert [(m.name, m.health, m.live) for m in picture.members] == [
+        ("web-01", "alive", True), ("web-02", "silent", True), ("web-03", "left", False),
+        ("web-04", "suspect", True)]
+    assert not picture.intent_known and picture.next_steps == ()
