@@ -4,6 +4,7 @@ fixtures here are the ones only this project needs."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,21 @@ def pytest_configure(config: pytest.Config) -> None:
             "cellframe's pytest plugin is not loaded: install the project (`pip install -e"
             " '.[dev]'`) so that its pytest11 entry point is registered, and do not pass"
             " `-p no:cellframe`")
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """Commands run in-process (click's CliRunner) set logger levels as a ``cellframe`` process
+    would (the demo and the local REPL quiet ``cellframe`` to ERROR, ``-v`` sets the root):
+    put them back, so a later test's ``caplog`` sees what its code logs."""
+    loggers = [logging.getLogger(name) for name in ("", "cellframe", "pika")]
+    levels = [logger.level for logger in loggers]
+    handlers = [list(logger.handlers) for logger in loggers]
+    yield
+    for logger, level, kept in zip(loggers, levels, handlers, strict=True):
+        logger.setLevel(level)
+        for handler in [h for h in logger.handlers if h not in kept]:
+            logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")

@@ -114,6 +114,7 @@ def test_a_no_op_send_says_no_call_back_came_and_how_to_find_out(signed_nodes) -
     assert result.exit_code == 4 and result.stdout == ""
     assert "no call-back within 1 s from node:op-a" in result.stderr
     assert "may have been a no-op" in result.stderr and "(diagnostic true)" in result.stderr
+    assert "cellframe dead-letters" in result.stderr
 
 
 @pytest.mark.amqp
@@ -180,8 +181,10 @@ def status_json(cluster: ProcessCluster) -> dict[str, Any]:
     return json.loads(result.stdout) if result.exit_code == 0 else {"failed": result.output}
 
 
-def health_of(picture: dict[str, Any], name: str) -> str | None:
-    return next((m["health"] for m in picture.get("members", []) if m["name"] == name), None)
+def health_of(picture: dict[str, Any], name: str) -> tuple[str, list[str]] | None:
+    """A member's health and the views that say so."""
+    return next(((m["health"], m["evidence"]) for m in picture.get("members", [])
+                 if m["name"] == name), None)
 
 
 @pytest.mark.amqp
@@ -197,8 +200,8 @@ def test_status_lists_a_killed_node_as_down_and_shows_intent_against_actual(thre
     wait_for(spare_took_logsump, 30, what="spare-01 holding logsump", show=lambda: seen)
     three_nodes.kill("web-02")
     wait_for(lambda: health_of(seen.__setitem__(0, status_json(three_nodes)) or seen[0],
-                               "web-02") == "down", 30,
-             what="web-02 reported down", show=lambda: seen)
+                               "web-02") == ("down", ["spare-01", "web-01"]), 30,
+             what="web-02 reported down by both survivors", show=lambda: seen)
     result = invoke("status", "--window", "1.5", "--amqp", three_nodes.url, "--exchange",
                     three_nodes.exchange, "--queue-prefix", three_nodes.prefix,
                     "--secret-file", str(three_nodes.secret_file))
@@ -207,24 +210,36 @@ def test_status_lists_a_killed_node_as_down_and_shows_intent_against_actual(thre
             if line.startswith("│ ")}
     assert "2 of 3 nodes answered, 1 did not" in result.stdout
     assert "down (per spare-01, web-01)" in rows["web-02"] and "no answer" in rows["web-02"]
-    assert "│ 0 ms ago" not in rows["web-01"]  # others' views, not its own view of itself
     assert "1/3" in rows["web"] and "web-01" in rows["web"]
     assert "next: no spare left" in result.stdout and "web 1/3" in result.stdout
     assert "…" not in result.stdout  # not squeezed to 80 columns though not a terminal
+    # The nodes' own consoles tell the story at INFO without -v.
+    web_01, spare_01 = three_nodes.nodes["web-01"], three_nodes.nodes["spare-01"]
+    wait_for(lambda: "down member=web-02" in web_01.text(), 10,
+             what="web-01's console saying web-02 is down", show=web_01.text)
+    assert "claimed role=logsump" in spare_01.text() and "ready role=logsump" in spare_01.text()
+    assert "up member=web-01" in spare_01.text()
+    assert three_nodes.terminate("web-01") == 0
+    assert "node web-01 shutting down" in web_01.text() and "stopping role=web" in web_01.text()
 
 
 def test_the_picture_says_which_spare_takes_which_role_next_and_why() -> None:
-    def view(*members: tuple[str, str | None, str]) -> dict[str, Any]:
-        return {"name": "x-membership", "state": "running", "counters": {}, "healing": {},
-                "intent": {"web": 3, "logsump": 1},
-                "members": [{"name": n, "role": r, "status": s, "silence": 0.1}
-                            for n, r, s in members]}
+    def view(owner: str, *members: tuple[str, str | None, str]) -> dict[str, Any]:
+        # A node's view of itself says 0 s of silence: the table must not show that.
+        return {"name": f"{owner}-membership", "state": "running", "counters": {},
+                "healing": {}, "intent": {"web": 3, "logsump": 1},
+                "members": [{"name": n, "role": r, "status": s,
+                             "silence": 0.0 if n == owner else 0.25} for n, r, s in members]}
 
     members = (("web-01", "web", "alive"), ("web-02", "web", "down"),
                ("spare-01", None, "alive"))
-    statuses = [{"node": n, "role": r, "counters": {}, "cells": [view(*members)]}
+    statuses = [{"node": n, "role": r, "counters": {}, "cells": [view(n, *members)]}
                 for n, r, s in members if s == "alive"]
     picture = ClusterPicture.from_statuses(statuses)
+    assert {m.name: m.heartbeat_lag for m in picture.members} == {
+        "spare-01": 0.25, "web-01": 0.25, "web-02": 0.25}
+    assert [m.evidence for m in picture.members] == [("web-01",), ("spare-01",),
+                                                     ("spare-01", "web-01")]
     assert [(m.name, m.health, m.answered) for m in picture.members] == [
         ("spare-01", "alive", True), ("web-01", "alive", True), ("web-02", "down", False)]
     assert [(r.role, len(r.holders), r.wanted) for r in picture.roles] == [
@@ -284,3 +299,39 @@ def test_shell_completion_of_send_targets_comes_from_the_zone(
     monkeypatch.setenv("CELLFRAME_ZONE", str(ZONE))
     complete = BashComplete(main, {}, "cellframe", "_CELLFRAME_COMPLETE")
     assert [c.value for c in complete.get_completions(["send"], incomplete)] == expected
+
+
+@pytest.mark.amqp
+def test_dead_letters_shows_a_no_op_with_its_reason_and_take_removes_it(
+        signed_nodes, amqp_names) -> None:
+    options = signed_nodes["options"]
+    where = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange, "--idle", "0.5"]
+    assert invoke("send", "node:op-a", "(diagnostic true)", *options).exit_code == 0
+    wait_for(lambda: signed_nodes["nodes"][0].diagnostic, 10, what="op-a in diagnostic mode")
+    assert invoke("send", "node:op-a", '(set-wieght "web-01" 5)', *options).exit_code == 0
+    seen: list[str] = []
+
+    def letter_shown() -> bool:
+        seen[:] = [invoke("dead-letters", *where).stdout]
+        return "unknown verb set-wieght" in seen[0]
+
+    wait_for(letter_shown, 15, what="the no-op among the dead letters", show=lambda: seen)
+    assert '(set-wieght "web-01" 5)' in seen[0]
+    taken = invoke("dead-letters", "--take", *where)
+    assert "unknown verb set-wieght" in taken.stdout and "(removed)" in taken.stderr
+    left = invoke("dead-letters", *where)
+    assert "set-wieght" not in left.stdout and left.stderr.startswith("0 dead letters")
+
+
+def test_a_node_that_others_hear_but_that_did_not_answer_is_silent_and_one_that_left_is_left() -> None:
+    view = {"name": "web-01-membership", "state": "running", "counters": {}, "healing": {},
+            "members": [{"name": "web-01", "role": "web", "status": "alive", "silence": 0.0},
+                        {"name": "web-02", "role": "web", "status": "alive", "silence": 0.2},
+                        {"name": "web-03", "role": "web", "status": "left", "silence": 9.0},
+                        {"name": "web-04", "role": "web", "status": "suspect", "silence": 0.4}]}
+    picture = ClusterPicture.from_statuses(
+        [{"node": "web-01", "role": "web", "counters": {}, "cells": [view]}])
+    assert [(m.name, m.health, m.live) for m in picture.members] == [
+        ("web-01", "alive", True), ("web-02", "silent", True), ("web-03", "left", False),
+        ("web-04", "suspect", True)]
+    assert not picture.intent_known and picture.next_steps == ()

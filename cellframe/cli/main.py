@@ -6,6 +6,7 @@ options and hands them to the library; nothing here chooses a backend by importi
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -168,6 +169,10 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
     """cellframe: self-healing clusters built like stem cells."""
     from ..node.logs import configure_logging
 
+    if click.get_current_context().invoked_subcommand == "node":
+        # A node's console tells its story at INFO: role changes, peers up, down and left,
+        # claims, stop (pika stays quiet below -vv).
+        verbose = max(verbose, 1)
     configure_logging(verbose=verbose, json_lines=json_logs)
     if trace_file:
         from ..wire.tracing import enable_to_file
@@ -389,8 +394,8 @@ def _redact(url: str) -> str:
 @key_options
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing records as the nodes ship them.")
-@click.option("--node", help="Only this node's records.")
-@click.option("--role", help="Only records of nodes playing this role.")
+@click.option("--node", type=UTF8, help="Only this node's records.")
+@click.option("--role", type=UTF8, help="Only records of nodes playing this role.")
 @click.option("--level", type=click.Choice(["debug", "info", "warning", "error", "critical"]),
               help="Only records at this level or above.")
 @click.option("--since", metavar="T", help="Only records since T: 30s, 10m, 2h, 1d, or an ISO time.")
@@ -442,6 +447,33 @@ def logs(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], f
         transport.close()
 
 
+@main.command("dead-letters")
+@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="At most this many letters.")
+@click.option("--idle", type=POSITIVE_SECONDS, default=2.0, show_default=True,
+              help="Stop once no letter has come for this many seconds.")
+@click.option("--take", is_flag=True, help="Remove the letters shown (default: leave them).")
+@click.option("--json", "as_json", is_flag=True, help="Print each letter as one JSON object.")
+@click.option("--exchange", metavar="NAME", help="The cluster's control exchange (default "
+              "cellframe.control): its dead letters are NAME.dead-letter.")
+def dead_letters(amqp: tuple[str, ...], limit: int, idle: float, take: bool, as_json: bool,
+                 exchange: str | None) -> None:
+    """Show the dead letters: messages a node in diagnostic mode ignored or refused, with the
+    reason (turn it on with `cellframe send node:NAME '(diagnostic true)'`)."""
+    import json
+
+    from .deadletters import format_letter, read_dead_letters
+
+    with make_transport(amqp, exchange=exchange) as transport:
+        letters = read_dead_letters(transport, limit=limit, idle=idle, take=take)
+    for letter in letters:
+        click.echo(json.dumps(letter.as_dict(), sort_keys=True) if as_json else format_letter(letter))
+    if not as_json:
+        kept = "removed" if take else "left in the queue"
+        click.echo(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''} ({kept})", err=True)
+
+
 @main.command()
 @zone_option
 @click.option("--amqp", metavar="URL", help="Run the nodes as processes on this RabbitMQ.")
@@ -453,7 +485,6 @@ def demo(zone_file: str | None, dns_server: str | None, domain: str | None, exam
          as_json: bool, timeout: float) -> None:
     """Start a local cluster, kill nodes, and watch it heal (exit 0 only if it did)."""
     import json
-    import logging
 
     from rich.console import Console
 
@@ -538,8 +569,6 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
          amqp: tuple[str, ...], history: str | None,
          exchange: str | None, queue_prefix: str) -> None:
     """An interactive prompt: TARGET EXPRESSION lines, call-backs printed as they arrive."""
-    import logging
-
     from ..client import Client
     from .repl import DEFAULT_HISTORY, Repl
 

@@ -30,14 +30,15 @@ class MemberRow:
     name: str
     role: str | None
     answered: bool
-    health: str  # alive, suspect, held, down, left; "silent": no answer and no view's word
+    health: str  # alive, suspect, held, down, left; "silent": heard alive, but no answer
     evidence: tuple[str, ...] = ()  # the nodes whose views report ``health``
     heartbeat_lag: float | None = None  # the freshest heartbeat another node heard, in s
     status: Mapping[str, Any] | None = None  # its own answer
 
     @property
     def live(self) -> bool:
-        return self.health in _LIVE or (self.answered and self.health == "silent")
+        """Live as the reconciler counts it: a silent node is still heard, so it holds its role."""
+        return self.health in _LIVE or self.health == "silent"
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def _member(name: str, own: Mapping[str, Any] | None,
     seen = [(owner, m) for owner, view in views.items() if owner != name
             for m in view if m["name"] == name]
     statuses = [str(m.get("status", "?")) for _, m in seen]
-    health = next((s for s in _SEVERITY if s in statuses), "silent")
+    # No other view knows it: it answered (else it would not be listed), so it is alive.
+    health = next((s for s in _SEVERITY if s in statuses), "alive")
     if own is None and health == "alive":
         health = "silent"  # the others still hear it, yet it did not answer in the window
     evidence = tuple(sorted(owner for owner, m in seen if m.get("status") == health))

@@ -80,9 +80,11 @@ def _summarize(target: str, message_id: str, replies: list[Reply], wait: float) 
     if not replies:
         _say(f"no call-back within {wait:g} s from {target} (message {message_id}): it was "
              f"delivered, but may have been a no-op (a verb no cell there knows, or no "
-             f"transition from its state; see the 'ignored' column of cellframe status). "
+             f"transition from its state; see the 'ignored' column of cellframe status), or "
+             f"refused unread (not signed with the nodes' secret: they log a warning). "
              f"To find out, send (diagnostic true) to the node and send again: a no-op then "
-             f"goes to the dead letters with its reason (docs/operations.md, 'The first hour').")
+             f"goes to the dead letters with its reason, which `cellframe dead-letters` shows "
+             f"(docs/operations.md, 'The first hour').")
         return SendOutcome.NO_CALL_BACK
     errors = sum(is_error_reply(r) for r in replies)
     if errors:
