@@ -96,6 +96,16 @@ class HealingConfig:
     pause_gap: float | None = None  # own tick late by more: doubt; default 3 intervals
     rejoin_grace: float = 10.0  # a doubted member unheard for this long is judged again
     watchers: int = 0  # k > 0: each node is watched by k others (the watch ring); 0: by all
+    broker_confirm: float | None = None  # queue gone this long before it counts; 3 intervals
+
+    @property
+    def broker_confirm_s(self) -> float:
+        """How long a member's queue must stay gone before a returned probe declares it down:
+        a node whose broker node died fails over and re-declares its queue meanwhile (0.2 s
+        measured on the 3-node cluster), and is no more dead than before."""
+        if self.broker_confirm is not None:
+            return self.broker_confirm
+        return 3 * self.heartbeat_interval
 
     @property
     def pause_gap_s(self) -> float:
@@ -160,6 +170,7 @@ _SETTING_KEYS = (
     ("healing.pause-gap-ms", "pause_gap", 0.001),
     ("healing.rejoin-grace-ms", "rejoin_grace", 0.001),
     ("healing.watchers", "watchers", 1.0),
+    ("healing.broker-confirm-ms", "broker_confirm", 0.001),
 )
 
 
@@ -192,6 +203,8 @@ class Member:
     probed_at: float = -math.inf
     #: Not judged before this local time unless heard from first (this node was blind).
     doubted_until: float | None = None
+    #: When a probe first came back unroutable (its queue gone) since it was last heard.
+    gone_since: float | None = None
     detector: PhiAccrual | None = field(default=None, repr=False)
 
     def public(self, now: float) -> dict[str, Any]:
@@ -235,7 +248,7 @@ class Membership(Cell):
         self.role_since = time.time()
         self.started = time.monotonic()
         self.last_heartbeat = -math.inf
-        self._returned: list[tuple[str, int]] = []
+        self._returned: list[tuple[str, int, float]] = []
         self._returned_lock = threading.Lock()
         self._intent: IntentWatcher | None = None
         self._intent_failed = False
@@ -482,6 +495,7 @@ class Membership(Cell):
         member.seq = seq if isinstance(seq, int) else member.seq + 1
         member.last_seen = now
         member.doubted_until = None
+        member.gone_since = None
         assert member.detector is not None
         member.detector.heartbeat(now)
         self._learn_role(member, role, role_since)
@@ -550,11 +564,11 @@ class Membership(Cell):
         if now - member.probed_at < self.config.heartbeat_interval:
             return
         member.probed_at = now
-        name, incarnation = member.name, member.incarnation
+        name, incarnation, sent = member.name, member.incarnation, now
 
         def returned(envelope: Any, reason: str) -> None:  # a broker thread: hand it over
             with self._returned_lock:
-                self._returned.append((name, incarnation))
+                self._returned.append((name, incarnation, sent))
             try:
                 self.actor_ref.tell(Message([Symbol("probe-returned")]))
             except Exception:  # the cell stopped meanwhile: nothing left to tell
@@ -571,14 +585,21 @@ class Membership(Cell):
         with self._returned_lock:
             returned, self._returned = self._returned, []
         now = time.monotonic()
-        for name, incarnation in returned:
+        for name, incarnation, sent in returned:
             member = self.view.get(name)
             if member is None or member.incarnation != incarnation:
                 continue  # a newer life answered meanwhile: the probe was about the old one
             if member.doubted_until is not None:
                 continue  # sent before or while we were blind: its queue may be rebuilding
-            if member.status in (*_LIVE, HELD):
+            if member.status not in (*_LIVE, HELD):
+                continue
+            if member.gone_since is None or sent < member.gone_since:
+                member.gone_since = sent  # gone, or failing over to another broker node?
+                member.probed_at = -math.inf  # probe again on the next tick
+            elif sent - member.gone_since >= self.config.broker_confirm_s:
                 self._declare_down(member, now, "broker")
+            else:
+                member.probed_at = -math.inf
 
     @transition("probe")
     def probed(self, by: str | None = None, **extra: Any) -> None:
