@@ -245,8 +245,8 @@ class Membership(Cell):
                                      claim_ttl=5 * self.config.claim_window_s + 1.0)
         self.seq = 0
         self.node_role: str | None = None
-        self.role_since = time.time()
-        self.started = time.monotonic()
+        self.role_since = self.membership_wall()
+        self.started = self.membership_clock()
         self.last_heartbeat = -math.inf
         self._returned: list[tuple[str, int, float]] = []
         self._returned_lock = threading.Lock()
@@ -271,6 +271,15 @@ class Membership(Cell):
         return patterns
 
     # -- configuration ------------------------------------------------------------------------
+
+    def membership_clock(self) -> float:
+        """Local monotonic time, the only clock membership judges by (``cellframe.simulation``
+        overrides it with its virtual clock)."""
+        return time.monotonic()
+
+    def membership_wall(self) -> float:
+        """Wall time, for ``role-since`` (comparable across nodes)."""
+        return time.time()
 
     def _read_config(self) -> HealingConfig:
         if self.healing is not None:
@@ -310,7 +319,7 @@ class Membership(Cell):
     @transition("tick")
     @transition("tick", source="joining", target="running", guard="_warm")
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.membership_clock()
         self._sync_role()
         if not self._sighted(now):
             return
@@ -426,7 +435,7 @@ class Membership(Cell):
         self.heard_counts["announce"] += 1
         if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
             return
-        now = time.monotonic()
+        now = self.membership_clock()
         member = self.view.get(node)
         if member is None or incarnation > member.incarnation:
             member = self._new_life(node, role, incarnation, interval, now, member)
@@ -462,7 +471,7 @@ class Membership(Cell):
         return holders > intent.roles[self.node_role]
 
     def _warm(self) -> bool:
-        return time.monotonic() - self.started >= self.config.reconcile_period_s
+        return self.membership_clock() - self.started >= self.config.reconcile_period_s
 
     def _heartbeat(self, now: float) -> None:
         self.seq += 1
@@ -479,7 +488,7 @@ class Membership(Cell):
                         **extra: Any) -> None:
         if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
             return
-        now = time.monotonic()
+        now = self.membership_clock()
         self.heard_counts["heartbeat"] += 1
         self._notice_pause(now)
         member = self.view.get(node)
@@ -584,7 +593,7 @@ class Membership(Cell):
     def _drain_returns(self) -> None:
         with self._returned_lock:
             returned, self._returned = self._returned, []
-        now = time.monotonic()
+        now = self.membership_clock()
         for name, incarnation, sent in returned:
             member = self.view.get(name)
             if member is None or member.incarnation != incarnation:
@@ -604,7 +613,7 @@ class Membership(Cell):
     @transition("probe")
     def probed(self, by: str | None = None, **extra: Any) -> None:
         """Someone suspects us: answer with a heartbeat now (at most twice an interval)."""
-        now = time.monotonic()
+        now = self.membership_clock()
         if now - self.last_heartbeat >= self.config.heartbeat_interval / 2:
             self._heartbeat(now)
 
@@ -666,18 +675,18 @@ class Membership(Cell):
             return  # we cannot judge it now; we will once we hear it, or after the grace
         if not self._watched(node):
             # Its watchers judged it; we hear none of its heartbeats to judge by ourselves.
-            self._declare_down(member, time.monotonic(), f"{evidence or 'phi'} by {by}",
+            self._declare_down(member, self.membership_clock(), f"{evidence or 'phi'} by {by}",
                                publish=False)
             return
         member.probed_at = -math.inf
-        self._probe(member, time.monotonic())
+        self._probe(member, self.membership_clock())
 
     def _refute(self, incarnation: int, by: str | None) -> None:
         """We are alive but were declared down: start a new life that supersedes that news."""
         new = self.cell_host.renew_incarnation(incarnation)
-        self.role_since = time.time()  # a new life: the newest holder if our role was refilled
+        self.role_since = self.membership_wall()  # a new life: the newest holder if our role was refilled
         self._emit("refuted", incarnation=new, by=by)
-        self._heartbeat(time.monotonic())
+        self._heartbeat(self.membership_clock())
         if self.config.watchers > 0:
             self._announce()
 
@@ -686,7 +695,7 @@ class Membership(Cell):
         member = self.view.get(node) if isinstance(node, str) else None
         if member is None or incarnation != member.incarnation or member.status in (DOWN, LEFT):
             return
-        self._set_status(member, LEFT, time.monotonic())
+        self._set_status(member, LEFT, self.membership_clock())
         self.reconciler.forget(node)
         self._emit("left", member=node, incarnation=incarnation)
 
@@ -705,7 +714,7 @@ class Membership(Cell):
         member = self.view.get(node)
         if member is not None and (member.status in (DOWN, LEFT) or member.role is not None):
             return  # a claim from a node already gone, or already playing a role: stale
-        self.reconciler.hear_claim(Claim(node, role, incarnation, time.monotonic()))
+        self.reconciler.hear_claim(Claim(node, role, incarnation, self.membership_clock()))
 
     @transition("claim-withdrawn")
     def heard_withdrawal(self, node: str, role: str | None = None, **extra: Any) -> None:
@@ -747,7 +756,7 @@ class Membership(Cell):
             return
         self._sync_role()
         self._emit(event, role=role, previous=previous)
-        self._heartbeat(time.monotonic())
+        self._heartbeat(self.membership_clock())
         if self.config.watchers > 0:
             self._announce()
 
@@ -765,7 +774,7 @@ class Membership(Cell):
     def _sync_role(self) -> None:
         role = self.cell_host.role
         if role != self.node_role:
-            self.node_role, self.role_since = role, time.time()
+            self.node_role, self.role_since = role, self.membership_wall()
             if self.config.watchers > 0 and self._announced:
                 self._announce()
 
@@ -780,7 +789,7 @@ class Membership(Cell):
 
     def cell_view(self) -> list[dict[str, Any]]:
         """The view as plain dicts (safe to call from any thread), this node included."""
-        now = time.monotonic()
+        now = self.membership_clock()
         while True:
             try:
                 others = list(self.view.values())
