@@ -330,7 +330,7 @@ class Membership(Cell):
                 self._announce(hello=True)
             self._rewatch(now)
         self._drain_returns()
-        for member in list(self.view.values()):
+        for member in self._judged():
             if member.name != self.node_name:
                 self._judge(member, now)
         fresh = not self._doubting()
@@ -382,14 +382,14 @@ class Membership(Cell):
             self._doubt(now, "pause", gap)
             return
         late = gap - self.config.heartbeat_interval
-        for member in self.view.values():
+        for member in self._judged():
             if member.detector is not None:
                 member.detector.forgive(late, now)
 
     def _doubt(self, now: float, reason: str, seconds: float) -> None:
         """Restart every live member's silence at ``now`` and judge none of them before it is
         heard from again (or ``rejoin_grace`` has passed)."""
-        for member in self.view.values():
+        for member in self._judged():
             if member.status in (*_LIVE, HELD) and member.detector is not None:
                 member.detector.rebase(now)
                 member.doubted_until = now + self.config.rejoin_grace
@@ -448,7 +448,15 @@ class Membership(Cell):
             self._announce(to=cell_key(f"{node}-membership"))
 
     def _doubting(self) -> bool:
-        return any(m.doubted_until is not None for m in self.view.values())
+        return any(m.doubted_until is not None for m in self._judged())
+
+    def _judged(self) -> list[Member]:
+        """The members this node judges: all it knows, or in the watch ring those it watches
+        (a tick then costs O(k), not O(n): at 1,000 simulated nodes the whole-view loop was
+        most of the time)."""
+        if self.config.watchers <= 0:
+            return list(self.view.values())
+        return [self.view[name] for name in self._watching if name in self.view]
 
     def _clear_fence(self, now: float) -> None:
         """After a pause the role cells serve again once this node heard every peer, waited
