@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, overload
 
-from .errors import LanguageError, SecurityError
+from .errors import CellframeError, LanguageError, SecurityError
 from .language.printer import write
 from .language.reader import read
 from .transports.base import Delivery, Transport
 from .wire import tracing
-from .wire.envelope import Envelope, envelope_for
+from .wire.envelope import Envelope, envelope_for, is_cellframe_content
 from .wire.routing import is_persistent, reply_key
 
 __all__ = ["Client", "Reply", "ReplyLog"]
@@ -33,12 +33,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A call-back received by a client: the expression, who sent it, and its raw text."""
+    """A call-back received by a client: the expression, who sent it, its text, its own id,
+    and the id of the message it answers (``correlation_id``; None from a sender that did not
+    say)."""
 
     expr: Any
     sender: str | None
     text: str
     message_id: str
+    correlation_id: str | None = None
 
 
 class ReplyLog:
@@ -134,6 +137,8 @@ class Client:
         self.queue = queue_prefix + self.reply_to
         self.replies = ReplyLog(keep_replies)
         self.on_reply = on_reply
+        #: Call-backs refused (unverifiable or unreadable), newest last: the errors.
+        self.refused: list[CellframeError] = []
         self._arrived = threading.Condition()
         transport.declare_queue(self.queue, exclusive=True)
         transport.bind(self.queue, self.reply_to)
@@ -150,6 +155,21 @@ class Client:
         self.transport.publish(target, envelope, on_return=on_return or self._returned,
                                persistent=is_persistent(target))
         return envelope.message_id
+
+    def answers(self, message_id: str, *, or_unnamed: bool = False) -> list[Reply]:
+        """The held call-backs that answer the message ``send`` returned ``message_id`` for
+        (with ``or_unnamed``, also those that name no message they answer)."""
+        return [reply for reply in self.replies if reply.correlation_id == message_id
+                or (or_unnamed and reply.correlation_id is None)]
+
+    def wait_for_answers(self, message_id: str, count: int, timeout: float, *,
+                         or_unnamed: bool = False) -> list[Reply]:
+        """Block this (non-cell) caller until ``count`` call-backs answering ``message_id``
+        arrived or ``timeout`` passed; return those held, oldest first."""
+        with self._arrived:
+            self._arrived.wait_for(
+                lambda: len(self.answers(message_id, or_unnamed=or_unnamed)) >= count, timeout)
+            return self.answers(message_id, or_unnamed=or_unnamed)
 
     def wait_for_replies(self, count: int, timeout: float) -> list[Reply]:
         """Block this (non-cell) caller until ``count`` replies arrived in all (``len`` of
@@ -175,14 +195,21 @@ class Client:
     def _on_delivery(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
         try:
+            if not is_cellframe_content(envelope.content_type):
+                raise LanguageError(f"foreign content type {str(envelope.content_type)[:80]!r}")
             if self.signer is not None:
-                self.signer.verify(envelope)
+                self.signer.verify(envelope, delivery.routing_key)
             expr = read(envelope.body)
         except (SecurityError, LanguageError) as error:
             log.warning("client %s: refused a reply: %s", self.name, error)
+            with self._arrived:
+                self.refused.append(error)
+                del self.refused[:-DEFAULT_KEEP_REPLIES]
+                self._arrived.notify_all()
             delivery.ack()
             return
-        reply = Reply(expr, envelope.sender, write(expr), envelope.message_id)
+        reply = Reply(expr, envelope.sender, write(expr), envelope.message_id,
+                      envelope.correlation_id)
         with self._arrived:
             self.replies.append(reply)
             self._arrived.notify_all()

@@ -14,12 +14,16 @@
     │   ├── ClosedTransportError            the transport was closed
     │   └── BrokerUnavailableError          no broker address could be reached
     ├── SecurityError                       a message failed its signature, or is too old to trust
+    │   └── RefusedError                    a node or client refused a message (``reason`` says why)
     ├── ConfigError (ValueError)            configuration that is missing, malformed or contradictory
     │   └── DnsLookupError                  the DNS server or zone file could not answer
     ├── StoreError                          the append-only store could not do what was asked
     │   ├── CorruptSegmentError             a segment failed its checksum where no torn tail explains it
     │   └── GuidExhaustedError              a shard has issued all 2**48 of its ids
     ├── ClusterError                        membership, healing or ring operations that cannot proceed
+    │   └── CellCrashedError                a cell crashed (an action raised a BaseException, or its actor died)
+    ├── HaproxyError                        HAProxy's runtime API refused a command
+    │   └── HaproxyUnreachableError (ConnectionError)  its admin socket could not be reached
     └── MissingExtraError (ImportError)     an optional part needs an extra that is not installed
 
 Errors from pika and dnspython are translated at the transport and resolver boundaries with
@@ -34,6 +38,7 @@ __all__ = [
     "ArityError",
     "BrokerUnavailableError",
     "BufferFullError",
+    "CellCrashedError",
     "CellframeError",
     "ClosedTransportError",
     "ClusterError",
@@ -42,11 +47,14 @@ __all__ = [
     "DnsLookupError",
     "EvaluationError",
     "GuidExhaustedError",
+    "HaproxyError",
+    "HaproxyUnreachableError",
     "InputTooLargeError",
     "LanguageError",
     "LimitExceededError",
     "MissingExtraError",
     "ReadError",
+    "RefusedError",
     "SecurityError",
     "StateMachineError",
     "StoreError",
@@ -121,6 +129,15 @@ class SecurityError(CellframeError):
     """A message was unsigned, forged, or too old to be trusted."""
 
 
+class RefusedError(SecurityError):
+    """A message a verifier refused; ``reason`` is one of ``wire.signing.REASONS``
+    (``unsigned``, ``bad-signature``, ``wrong-target``, ``expired``, ``replayed``, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ConfigError(CellframeError, ValueError):
     """Configuration that is missing, malformed or contradictory."""
 
@@ -145,6 +162,19 @@ class ClusterError(CellframeError):
     """Membership, healing or ring operations that cannot proceed."""
 
 
+class HaproxyError(CellframeError):
+    """HAProxy's runtime API refused a command, or answered what cannot be read."""
+
+
+class HaproxyUnreachableError(HaproxyError, ConnectionError):
+    """HAProxy's admin socket could not be reached: not running, restarting, or no such file."""
+
+
 class MissingExtraError(CellframeError, ImportError):
     """An optional part of cellframe was imported without the extra it needs; the message names
     the extra to install (``pip install 'cellframe[postgres]'``)."""
+
+
+class CellCrashedError(ClusterError):
+    """A cell crashed: an action raised a ``BaseException`` that is not an ``Exception``, or
+    the cell's actor died. Carries the cause as ``__cause__``; its supervisor restarts it."""

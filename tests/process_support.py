@@ -101,7 +101,7 @@ class ProcessCluster:
         self.secret_file.write_bytes(self.secret)
         self.tally_dir = self.workdir / "tallies"
         self.tally_dir.mkdir(exist_ok=True)
-        self.signer = Signer(self.secret)
+        self.signer = Signer(self.secret, exchange=self.names.exchange)
 
     @property
     def exchange(self) -> str:

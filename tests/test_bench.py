@@ -29,6 +29,13 @@ def test_bench_prints_the_language_and_cell_ratios_as_json() -> None:
     assert language["read_eval_lark_only_per_s"] > 0  # the same work with lark parsing all
 
 
+def test_bench_measures_durable_cells_against_the_store_and_their_recovery() -> None:
+    results = bench("durable_cell_vs_store_pipelined", "durable_cell_recovery")
+    durable = results["durable_cell_vs_store_pipelined"]
+    assert "error" not in durable and durable["durable_cell_per_s"] > 0
+    assert results["durable_cell_recovery"]["recovery_s"] > 0
+
+
 def test_a_noisy_comparison_reports_its_median_run_and_every_ratio() -> None:
     from cellframe.benchmarks.comparisons import _median_of
 

@@ -103,12 +103,21 @@ def test_env_of_malformed_records_prints_the_valid_pairs_and_reports_the_rest() 
     assert "no-equals-sign" in result.stderr and "not UTF-8" in result.stderr
 
 
-def test_env_of_a_name_without_records_is_a_spare_with_a_warning() -> None:
-    result = invoke("env", "nobody-07", "--zone", str(ZONE))
+def test_env_of_a_listed_name_without_records_is_a_spare_with_a_warning(tmp_path: Path) -> None:
+    zone = tmp_path / "listed.zone"
+    zone.write_text(ZONE.read_text().replace('"broken-01"', '"broken-01 nobody-07"'))
+    result = invoke("env", "nobody-07", "--zone", str(zone))
     assert result.exit_code == 0
     assert result.stdout.splitlines() == ["export CELLFRAME_NAME=nobody-07",
                                           "export CELLFRAME_ROLE=''"]
     assert "no TXT records" in result.stderr
+
+
+def test_env_of_a_name_the_zone_does_not_know_is_an_error_not_a_spare() -> None:
+    result = invoke("env", "web-1", "--zone", str(ZONE))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "node 'web-1' is not in the zone" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(("args", "problem"), [
@@ -132,7 +141,7 @@ def nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     them."""
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(b"a cluster secret for the cli tests")
-    signer = Signer(secret_file.read_bytes())
+    signer = Signer(secret_file.read_bytes(), exchange=amqp_names.exchange)
     started = []
     try:
         for name, role in (("cli-a", "tally"), ("cli-b", None)):
@@ -185,7 +194,7 @@ def time_from_send_to_exit(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple
 @pytest.mark.amqp
 def test_send_returns_once_the_broker_confirms(nodes, monkeypatch) -> None:
     result, took = time_from_send_to_exit(monkeypatch, "cell:cli-a", "(add 1)", *nodes["options"])
-    assert result.exit_code == 0 and result.stderr == ""
+    assert result.exit_code == 0 and result.stderr.startswith("delivered to cell:cli-a")
     # It used to wait a whole second for a return that never came; a confirm takes ms.
     assert took < 0.9, f"send took {took:.3f} s from publish to exit"
     wait_for(lambda: nodes["nodes"][0].cells()["cli-a"].total == 1, 10, what="(add 1) applied")
@@ -195,7 +204,7 @@ def test_send_returns_once_the_broker_confirms(nodes, monkeypatch) -> None:
 def test_send_to_a_target_nobody_listens_on_exits_1(nodes, monkeypatch) -> None:
     result, took = time_from_send_to_exit(monkeypatch, "node:nobody-here", "(ping)", *nodes["options"])
     assert result.exit_code == 1
-    assert "nothing is listening on node.nobody-here" in result.stderr
+    assert "nothing is listening on node:nobody-here" in result.stderr
     assert took < 0.9, f"send took {took:.3f} s from publish to exit"
 
 
@@ -205,7 +214,8 @@ def test_unsigned_send_gets_no_answer_from_signed_nodes(nodes) -> None:
     assert "--secret-file" not in options
     result = invoke("send", "node:cli-a", "(ping)", "--wait", "1", *options,
                     env={"CELLFRAME_SECRET": ""})
-    assert result.exit_code == 0 and result.stdout == ""
+    assert result.exit_code == 4 and result.stdout == ""
+    assert "no call-back within 1 s from node:cli-a" in result.stderr
     assert nodes["nodes"][0].counters.rejected >= 1
 
 

@@ -55,7 +55,7 @@ DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples" / "tutorial"
 
 #: Pages run by this file, and the languages their blocks may use.
-OWN_PAGES = {"tutorial.md", "testing.md", "operations.md", "architecture.md", "index.md"}
+OWN_PAGES = {"tutorial.md", "testing.md", "operations.md", "architecture.md", "index.md", "security.md"}
 #: Pages that start in an empty folder, as a reader's new project does.
 EMPTY_FOLDER_PAGES = {"tutorial.md", "testing.md"}
 #: Pages whose Python blocks must all be files: they are a project, run by pytest.
@@ -77,6 +77,7 @@ OTHER_PAGES: dict[str, tuple[set[str], list[str]]] = {
         "tests/test_registration.py::test_the_bind_examples_in_the_dns_docs_run",
     ]),
     "healing.md": (PROSE, []),
+    "supervision.md": (PROSE, []),
     "postgres-multimaster.md": ({"python", "sql", "dns", "ini"}, [
         "tests/test_pgmulti_ddl.py::test_every_code_block_of_the_doc_is_checked_or_run",
         "tests/test_pgmulti_ddl.py::test_the_docs_ddl_blocks_are_exactly_what_cellframe_generates",
@@ -89,6 +90,9 @@ OTHER_PAGES: dict[str, tuple[set[str], list[str]]] = {
     ]),
     "data.md": ({"python", ""}, [
         "tests/test_store.py::test_the_data_design_doc_examples_run",
+    ]),
+    "web.md": ({"dns", "python", "text"}, [
+        "tests/test_web_haproxy.py::test_the_web_page_runs_as_written",
     ]),
 }
 

@@ -28,3 +28,19 @@ def test_the_hy_cell_declares_its_state_machine_like_a_python_cell(
     assert Ponger.cell_verbs() == {"ping"}
     assert Ponger.cell_machine.initial == "waiting"
     assert Ponger.role == "ponger"
+
+
+def test_the_durable_counter_resumes_on_another_node_and_counts_each_message_once() -> None:
+    result = subprocess.run([sys.executable, str(EXAMPLES / "durable_counter.py"),
+                             "--messages", "60"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "counter-02 took the role and resumed at 30" in result.stdout
+    assert "final count 60 for 60 distinct messages" in result.stdout
+
+
+def test_the_durable_order_is_delivered_by_the_node_that_took_its_role() -> None:
+    result = subprocess.run([sys.executable, str(EXAMPLES / "durable_order.py")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "orders-02 resumed: shipped, items {'chair': 4}, paid 120" in result.stdout
+    assert "the warehouse dispatched 1 time(s)" in result.stdout

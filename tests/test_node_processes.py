@@ -267,25 +267,25 @@ def test_unsigned_forged_altered_and_stale_messages_are_refused(cluster, client)
     rejected = cluster.status(client, "other-01")["counters"]["rejected"]
     before = totals(cluster, client, "other-01", "tally-01")
     good = cluster.signer
-    altered = good.sign(Envelope(b"(add 1)", message_id="altered"))
+    altered = good.sign(Envelope(b"(add 1)", message_id="altered"), "cell.other-01")
     bad = {
         "unsigned": Envelope(b"(add 100)", message_id="unsigned"),
-        "forged": Signer(b"not the cluster secret!").sign(
-            Envelope(b"(add 100)", message_id="forged")),
+        "forged": Signer(b"not the cluster secret!", exchange=cluster.exchange).sign(
+            Envelope(b"(add 100)", message_id="forged"), "cell.other-01"),
         "altered": Envelope(b"(add 100)", altered.message_id, altered.timestamp,
                             headers=altered.headers),
         "stale": good.sign(Envelope(b"(add 100)", message_id="stale",
-                                    timestamp=time.time() - 3600)),
+                                    timestamp=time.time() - 3600), "cell.other-01"),
     }
     for envelope in bad.values():
         raw.publish("cell.other-01", envelope)
     raw.publish("cell.tally-01", Envelope(b"(add 100)", message_id="unsigned-to-tally"))
-    raw.publish("cell.other-01", good.sign(Envelope(b"(add 1)", message_id="good")))
+    raw.publish("cell.other-01", good.sign(Envelope(b"(add 1)", message_id="good"), "cell.other-01"))
     wait_for(lambda: set(bad) <= set(dead.ids), 15, what="four dead letters")
     reasons = {d.envelope.message_id: d.envelope.headers[DEAD_LETTER_REASON]
                for d in dead.deliveries}
     assert "not signed" in reasons["unsigned"] and "forged" in reasons["forged"]
-    assert "old" in reasons["stale"]
+    assert "expired" in reasons["stale"]
     wait_for(lambda: totals(cluster, client, "other-01")["other-01"] == before["other-01"] + 1,
              10, what="the one good add")
     assert cluster.status(client, "other-01")["counters"]["rejected"] == rejected + 4

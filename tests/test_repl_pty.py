@@ -8,6 +8,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
+#: The prompt names the default target: ``cellframe all> ``, ``cellframe node:web-01> ``.
+PROMPT = r"cellframe [a-z]+(:[A-Za-z0-9_-]+)?>"
+
 
 @pytest.fixture
 def repl(tmp_path: Path):
@@ -19,7 +22,7 @@ def repl(tmp_path: Path):
              "PROMPT_TOOLKIT_NO_CPR": "1"},
     )
     child.expect("local cluster on the embedded transport")
-    child.expect("cellframe>")
+    child.expect(PROMPT)
     yield child, history
     if child.isalive():
         quit_with_ctrl_d(child)
@@ -33,7 +36,7 @@ def quit_with_ctrl_d(child: pexpect.spawn) -> None:
     in raw mode. So wait until the prompt is drawn again after the last output, and press Ctrl-D a
     second time, as a person would, if the first was swallowed.
     """
-    child.expect("cellframe>")
+    child.expect(PROMPT)
     child.sendcontrol("d")
     if child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=5) == 1:
         child.sendcontrol("d")
@@ -77,3 +80,57 @@ def test_repl_keeps_history_across_sessions(repl) -> None:
     child.expect(r"\(pong")
     quit_with_ctrl_d(child)
     assert "node:proxy-01 (ping)" in history.read_text()
+
+
+def test_help_prints_the_commands(repl) -> None:
+    child, _ = repl
+    child.sendline(",help")
+    child.expect(r",target TARGET\s+change the default target")
+    child.expect(r",status\s+ask every node")
+
+
+def test_the_prompt_shows_the_target_a_bare_expression_goes_to(repl) -> None:
+    child, _ = repl
+    child.sendline("node:web-02 (ping)")
+    child.expect(r'\(pong :node "web-02"')
+    child.expect("cellframe node:web-02>")
+    child.sendline("(ping)")
+    child.expect(r'\(pong :node "web-02"')
+
+
+def test_an_unfinished_expression_shows_what_is_open_and_ctrl_c_abandons_it(repl) -> None:
+    child, _ = repl
+    child.send("node:web-01 (do (ping\r")
+    child.expect(r"\.\.\.2 open")
+    child.sendcontrol("c")
+    child.expect(r"\(abandoned\)")
+    child.expect(PROMPT)
+    child.sendline("node:web-03 (ping)")  # sent alone, not joined to the abandoned text
+    child.expect(r'\(pong :node "web-03"')
+
+
+def test_ctrl_d_abandons_an_unfinished_expression_and_does_not_quit(repl) -> None:
+    child, _ = repl
+    child.send("node:web-01 (do\r")
+    child.expect(r"\.\.\.1 open")
+    child.sendcontrol("d")
+    child.expect(r"\(abandoned\)")
+    child.sendline("node:web-01 (ping)")
+    child.expect(r'\(pong :node "web-01"')
+    assert child.isalive()
+
+
+def test_status_prints_the_status_table(repl) -> None:
+    child, _ = repl
+    child.sendline(",status")
+    child.expect(r"cellframe cluster: \d+ of \d+ nodes answered")
+    child.expect(r"web-01\s+│ web\s+│ web-01 \(serving\)")
+    assert ":node '" not in child.before
+
+
+def test_a_nesting_error_does_not_echo_a_long_line_back(repl) -> None:
+    child, _ = repl
+    child.sendline("node:web-01 " + "(" * 5000 + ")" * 5000)
+    child.expect("error: ")
+    child.expect(r"at line 1, column")
+    assert len(child.before) < 1000, len(child.before)

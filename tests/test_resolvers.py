@@ -90,7 +90,7 @@ def test_missing_zone_file_is_a_lookup_error(tmp_path):
 
 def test_zone_file_without_origin_needs_one_passed_in(tmp_path):
     path = _zone_copy(tmp_path, ZONE_FILE.read_text().replace("$ORIGIN cluster.test.\n", ""))
-    with pytest.raises(DnsLookupError, match=r"no \$ORIGIN: pass origin="):
+    with pytest.raises(DnsLookupError, match=r"no \$ORIGIN: name the zone's domain \(--domain"):
         ZoneFileResolver(path)
     assert ZoneFileResolver(path, origin="cluster.test.").node_config("web-01").role == "web"
 

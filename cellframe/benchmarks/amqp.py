@@ -78,7 +78,7 @@ def bench_transport(n: int = 20_000, size: int = 100, *, url: str = DEFAULT_URL,
 
         def handle(delivery: Any) -> None:
             if signer is not None:
-                signer.verify(delivery.envelope)
+                signer.verify(delivery.envelope, delivery.routing_key)
             delivery.ack()
             count[0] += 1
             if count[0] == 1:
@@ -271,7 +271,7 @@ def _publish_all(pub: AmqpTransport, n: int, body: bytes, signer: Signer | None)
     for _ in range(n):
         envelope = Envelope(body)
         if signer is not None:
-            envelope = signer.sign(envelope)
+            envelope = signer.sign(envelope, "role.bench")
         while True:
             try:
                 pub.publish("role.bench", envelope)
@@ -331,7 +331,7 @@ def _signed_properties(size: int) -> pika.BasicProperties:
     from ..transports._amqp_wire import to_amqp
 
     envelope = Envelope(b"x" * size, reply_to="reply.bench-client", sender="bench-client")
-    return to_amqp(Signer(b"k" * 32).sign(envelope), persistent=False)
+    return to_amqp(Signer(b"k" * 32).sign(envelope, _LIKE_KEY), persistent=False)
 
 
 def _delete(url: str, *queues: str, exchanges: tuple[str, ...] = ()) -> None:

@@ -32,6 +32,18 @@ def _cells(quick: bool) -> dict[str, Any]:
     return bench_cell_dispatch(n=30_000 if quick else 100_000, rounds=3)
 
 
+def _durable_cell(quick: bool) -> dict[str, Any]:
+    from .durable import bench_durable_cell
+
+    return bench_durable_cell(n=5_000 if quick else 20_000, rounds=3)
+
+
+def _durable_recovery(quick: bool) -> dict[str, Any]:
+    from .durable import bench_durable_recovery
+
+    return bench_durable_recovery(n=20_000 if quick else 100_000)
+
+
 def _language(quick: bool) -> dict[str, Any]:
     from .language import bench_language
 
@@ -157,6 +169,13 @@ def _pgbouncer(quick: bool) -> dict[str, Any]:
     return bench_pgbouncer_inserts(n=1_600 if quick else 4_000, rounds=1 if quick else 3)
 
 
+def _web(quick: bool) -> dict[str, Any]:
+    from .web import bench_web_through_haproxy
+
+    # Skips itself, with the reason, where haproxy, wrk or waitress is absent.
+    return bench_web_through_haproxy(seconds=2 if quick else 3, rounds=2 if quick else 6)
+
+
 # The broker's comparisons run before the store's, which write and fsync hundreds of MB: in
 # one run the pipeline measured after them gave 5.5k messages/s (node CPU 119 us a message),
 # and 8.3k-9.2k/s (74-84 us) alone minutes later on the same quiet machine.
@@ -165,6 +184,11 @@ COMPARISONS = [
                "< 100 ms", False, _imports),
     Comparison("cell_dispatch_vs_pykka_tell", "Cell state-machine dispatch vs raw pykka tell",
                ">= 0.7", False, _cells),
+    Comparison("durable_cell_vs_store_pipelined",
+               "a durable cell applying and settling messages vs the store's pipelined inserts",
+               ">= 0.5", False, _durable_cell),
+    Comparison("durable_cell_recovery", "start of a durable cell with 100k applied messages (s)",
+               "< 1 s", False, _durable_recovery),
     Comparison("read_eval_vs_lark_parse", "read + evaluate vs bare lark LALR parse",
                ">= 0.8", False, _language),
     Comparison("control_pipeline_vs_raw_pika",
@@ -181,6 +205,9 @@ COMPARISONS = [
     Comparison("pgbouncer_inserts_vs_direct",
                "inserts through pgbouncer's write alias (5 masters, 8 writers) vs straight to one master",
                ">= 0.8", False, _pgbouncer),
+    Comparison("http_through_haproxy_vs_plain",
+               "HTTP requests/s through HAProxy to a web cell vs the same app under plain waitress",
+               ">= 0.8", False, _web),
     Comparison("store_inserts_vs_sqlite_wal", "durable inserts (8 writers) vs SQLite WAL, FULL sync",
                ">= 5", False, _store),
     Comparison("store_blocking_vs_fsync_bound",

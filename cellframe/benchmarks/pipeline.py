@@ -297,7 +297,9 @@ class _Bench:
 def _counting_node(url: str, *, in_process: bool, trace_dir: Path | None = None,
                    sample: float = 1.0) -> Iterator[_Bench]:
     secret = secrets.token_hex(16).encode()
-    bench = _Bench(url, uuid.uuid4().hex[:8], Signer(secret), f"bench-{uuid.uuid4().hex[:6]}")
+    token = uuid.uuid4().hex[:8]
+    bench = _Bench(url, token, Signer(secret, exchange=f"cf-bench-{token}.control"),
+                   f"bench-{uuid.uuid4().hex[:6]}")
     try:
         if in_process:
             with _node_in_process(bench):

@@ -2,6 +2,7 @@
 from .cell import Cell as Cell
 from .cell import CellCounters as CellCounters
 from .dedup import DedupMemory as DedupMemory
+from .durable import CellJournal as CellJournal
 from .fence import PauseFence as PauseFence
 from .host import CellHost as CellHost
 from .host import StandaloneHost as StandaloneHost
@@ -14,6 +15,7 @@ __all__ = [
     "Cell",
     "CellCounters",
     "CellHost",
+    "CellJournal",
     "DedupMemory",
     "Outbox",
     "PauseFence",

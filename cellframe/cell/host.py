@@ -86,6 +86,11 @@ class CellHost(Outbox, Protocol):
         """The node's status: its name, role, counters and every cell's snapshot (``cells``)."""
         ...
 
+    def load(self) -> float | None:
+        """How busy the node's role cells say they are (``Cell.cell_load``: 1.0 is at their
+        threshold), the busiest one's; None if none measures it. Never waits on a lock."""
+        ...
+
     def emit(self, kind: str, **fields: Any) -> None:
         """Publish a healing or membership event ``kind`` with ``fields`` (fire and forget)."""
         ...
@@ -103,6 +108,27 @@ class CellHost(Outbox, Protocol):
     def attach_cell(self, cell: HostedCell) -> None:
         """Called once by each cell created with this host, from its constructor, so the host
         can read the cell's snapshot without waiting on it."""
+        ...
+
+    @property
+    def quarantined(self) -> bool:
+        """True while the node may not play a role it gave up when a cell failed."""
+        ...
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """Tell the cell ``watcher`` ``(cell-down :cell W ...)`` when the cell ``watched``
+        crashes or fails."""
+        ...
+
+    def cell_crashed(self, cell: HostedCell, message: Message | None,
+                     error: BaseException | None) -> None:
+        """Called from the cell's thread as it dies: ``message`` (None: none was being
+        applied) crashed it with ``error``. Messages for it are held from now on."""
+        ...
+
+    def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
+        """Called from the cell's thread as its actor ends, with what its mailbox still held
+        (``Inbound`` or ``Message`` items, in order), which the host must not lose."""
         ...
 
     @property
@@ -143,13 +169,16 @@ class StandaloneHost:
         self.role: str | None = None
         self.resolver: ConfigResolver | None = None
         self.registry: Container[str] | None = None
+        self.quarantined = False
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             correlation_id: str | None = None) -> None:
         if self.outbox is None:
             raise CellframeError(f"cell {sender or self.name} has no outbox to send through")
-        self.outbox.send(target, expr, reply_to=reply_to, sender=sender, on_return=on_return)
+        self.outbox.send(target, expr, reply_to=reply_to, sender=sender, on_return=on_return,
+                         correlation_id=correlation_id)
 
     def dead_letter(self, message: Message, reason: str) -> None:
         if self.outbox is None:
@@ -158,6 +187,9 @@ class StandaloneHost:
 
     def cells(self) -> Mapping[str, HostedCell]:
         return {}
+
+    def load(self) -> float | None:
+        return None
 
     def status(self) -> dict[str, Any]:
         return {"node": self.name, "role": None, "started_at": None, "diagnostic": False,
@@ -175,6 +207,25 @@ class StandaloneHost:
 
     def attach_cell(self, cell: HostedCell) -> None:
         """Nothing to do: the cell is the only one."""
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """Nothing to watch: the cell is the only one."""
+
+    def cell_crashed(self, cell: HostedCell, message: Message | None,
+                     error: BaseException | None) -> None:
+        """No supervisor: the cell stays down, and says so in the log."""
+        log.error("%s crashed (no node supervises it, so it stays down): %r",
+                  cell.cell_name, error)
+
+    def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
+        """Refuse what the mailbox still held: given back to its queue if a transport
+        delivered it, else only logged."""
+        for item in orphans:
+            refuse = getattr(item, "refuse", None)
+            if refuse is not None:
+                refuse(f"{cell.cell_name} stopped before applying it", True)
+        if orphans:
+            log.warning("%s stopped with %d messages unapplied", cell.cell_name, len(orphans))
 
     @property
     def broker_connected(self) -> bool:

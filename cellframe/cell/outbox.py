@@ -22,9 +22,11 @@ class Outbox(Protocol):
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             correlation_id: str | None = None) -> None:
         """Send ``expr`` to the routing key ``target``; ``on_return`` (called from any thread)
-        hears if no queue received it."""
+        hears if no queue received it; ``correlation_id`` names the message a call-back
+        answers."""
 
     def dead_letter(self, message: Message, reason: str) -> None:
         """Reflect an errant ``message`` to the dead letters, with ``reason``."""
@@ -36,6 +38,7 @@ class Sent:
     expr: Any
     reply_to: str | None
     sender: str | None
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +57,10 @@ class RecordingOutbox:
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             correlation_id: str | None = None) -> None:
         with self._lock:
-            self.sent.append(Sent(target, expr, reply_to, sender))
+            self.sent.append(Sent(target, expr, reply_to, sender, correlation_id))
 
     def dead_letter(self, message: Message, reason: str) -> None:
         with self._lock:

@@ -10,12 +10,12 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..config.bundled import bundled_zone
 from ..errors import CellframeError
 
 __all__ = ["main"]
@@ -23,7 +23,6 @@ __all__ = ["main"]
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 #: How long ``send`` waits for the broker to confirm (or return) what it sent.
 CONFIRM_TIMEOUT = 10.0
-BUNDLED_ZONE = Path(__file__).resolve().parents[2] / "examples" / "cluster.zone"
 
 
 class CliError(click.ClickException):
@@ -36,25 +35,62 @@ def _fail(error: CellframeError) -> CliError:
     return CliError(str(error))
 
 
-def bundled_zone() -> Path:
-    """The zone file shipped with cellframe (inside the wheel, or in the source tree)."""
-    from importlib.resources import files
+class Utf8Text(click.ParamType):
+    """A text argument that must be valid UTF-8: a stray byte would otherwise reach the
+    reader and the wire as a lone surrogate (``'\\udcff'``)."""
 
-    packaged = files("cellframe") / "examples" / "cluster.zone"
-    if packaged.is_file():
-        return Path(str(packaged))
-    return BUNDLED_ZONE
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        for index, char in enumerate(text):
+            if "\udc80" <= char <= "\udcff":  # how Python keeps an undecodable byte
+                self.fail(f"byte 0x{ord(char) - 0xDC00:02x} at position {index} is not "
+                          f"valid UTF-8", param, ctx)
+        return text
+
+
+UTF8 = Utf8Text()
+
+
+def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> Any:
+    from .completion import complete_target
+
+    return complete_target(ctx, param, incomplete)
+class FilePath(click.Path):
+    """A path option; a NUL byte, which no file name can hold, is refused here rather than
+    by ``open`` with a ValueError."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            self.fail("a path cannot contain a NUL byte", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class NumberRange(click.FloatRange):
+    """A number in range, and never ``nan`` (which every range comparison lets through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return seconds
+
+
+#: Seconds that must not be negative (--wait, --timeout), and ones that must be positive.
+SECONDS = NumberRange(min=0.0, max=86_400.0)
+POSITIVE_SECONDS = NumberRange(min=0.0, min_open=True, max=86_400.0)
 
 
 def zone_option(function: Any) -> Any:
     function = click.option("--domain", help="DNS zone of the cluster (with --dns).")(function)
     function = click.option("--dns", "dns_server", metavar="HOST:PORT", help="DNS server to ask.")(function)
-    return click.option("--zone", "zone_file", type=click.Path(dir_okay=False),
+    return click.option("--zone", "zone_file", type=FilePath(dir_okay=False),
                         help="Zone file to read (default: the bundled example zone).")(function)
 
 
 def secret_option(function: Any) -> Any:
-    return click.option("--secret-file", type=click.Path(dir_okay=False),
+    return click.option("--secret-file", type=FilePath(dir_okay=False),
                         help="Cluster secret for signing (else $CELLFRAME_SECRET; none: unsigned).")(function)
 
 
@@ -69,15 +105,16 @@ def make_resolver(zone_file: str | None, dns_server: str | None, domain: str | N
         raise _fail(error) from error
 
 
-def make_signer(secret_file: str | None, *, required: bool = False) -> Any:
-    from ..wire.signing import Signer, load_secret
+def make_signer(secret_file: str | None, *, required: bool = False,
+                exchange: str | None = None) -> Any:
+    from ..wire.signing import DEFAULT_EXCHANGE, Signer, load_secret
 
     if secret_file is None and not os.environ.get("CELLFRAME_SECRET"):
         if required:
             raise CliError("a cluster secret is required: set CELLFRAME_SECRET or pass --secret-file")
         return None
     try:
-        return Signer(load_secret(file=secret_file))
+        return Signer(load_secret(file=secret_file), exchange=exchange or DEFAULT_EXCHANGE)
     except CellframeError as error:
         raise _fail(error) from error
 
@@ -112,7 +149,7 @@ def topology_option(function: Any) -> Any:
 @click.option("--trace-file", metavar="PATH", envvar="CELLFRAME_TRACE_FILE",
               help="Trace messages with OpenTelemetry (cellframe[otel]), each span a JSON line "
                    "in PATH ({pid}: the process id).")
-@click.option("--trace-sample", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+@click.option("--trace-sample", type=NumberRange(0.0, 1.0), default=1.0, show_default=True,
               envvar="CELLFRAME_TRACE_SAMPLE", help="With --trace-file: the share of new traces recorded.")
 def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: float) -> None:
     """cellframe: self-healing clusters built like stem cells."""
@@ -129,19 +166,20 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
 
 
 @main.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=UTF8)
 @zone_option
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
 @click.option("--role", help="Play this role instead of the one DNS names.")
 @click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
-@click.option("--metrics-port", type=int, help="Expose Prometheus metrics on this port.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Expose Prometheus metrics on this port (0: any free port).")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address the metrics listen on (0.0.0.0 for every interface).")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE:ATTR",
               help="Register more roles: ATTR is a Cell class (under its `role`) or a mapping "
                    "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="CELLFRAME_DATA_DIR",
+@click.option("--data-dir", type=FilePath(file_okay=False), envvar="CELLFRAME_DATA_DIR",
               help="Where cells keep data (a shard's store: DIR/NAME/shard-ID; the log sump's "
                    "files: DIR/NAME/logsump; DNS data-dir wins).")
 @click.option("--quorum", is_flag=True, help="Declare durable queues (the role mailboxes) as "
@@ -170,7 +208,7 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
             transport=make_transport(amqp, exchange=exchange, quorum=quorum,
                                      name=f"{name}@{socket.gethostname()}:{os.getpid()}"),
             resolver=make_resolver(zone_file, dns_server, domain),
-            signer=make_signer(secret_file),
+            signer=make_signer(secret_file, exchange=exchange),
             role=role,
             diagnostic=diagnostic,
             metrics_port=metrics_port,
@@ -183,54 +221,49 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 
 
 @main.command()
-@click.argument("target")
-@click.argument("expression")
+@click.argument("target", type=UTF8, shell_complete=_complete_target)
+@click.argument("expression", type=UTF8)
 @secret_option
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
-@click.option("--wait", "wait_seconds", type=float, default=0.0,
-              help="Print the call-backs that arrive within this many seconds.")
+@click.option("--wait", "wait_seconds", type=SECONDS, default=0.0,
+              help="Print the call-backs answering it that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
 @topology_option
 def send(target: str, expression: str, secret_file: str | None, amqp: tuple[str, ...],
          wait_seconds: float, hy_syntax: bool, exchange: str | None, queue_prefix: str) -> None:
     """Send EXPRESSION to TARGET (all, node:NAME, role:NAME, each:NAME or cell:NAME).
 
-    Returns once the broker has confirmed the message (exit 0), or returned it because nothing
-    listens on TARGET (exit 1); with --wait, prints the call-backs that arrive meanwhile."""
-    from ..client import Client
+    Returns once the broker has confirmed the message; with --wait, prints each call-back
+    that answers it (matched by correlation id) as it arrives, on stdout, one expression a
+    line. What happened goes to stderr.
+
+    \b
+    Exit codes:
+      0  delivered (with --wait: call-backs came, and none was an error)
+      1  not delivered: nothing listens on TARGET, or the broker did not confirm
+      2  a usage or environment error (bad option, expression, broker URL, secret)
+      3  with --wait: a call-back was an (error ...)
+      4  with --wait: no call-back came (the message may have been a no-op)"""
     from ..language.hylang import read_hy
     from ..language.reader import read
     from ..wire.routing import parse_target
+    from .sending import send_and_report
 
     try:
         key = parse_target(target)
         expr = read_hy(expression) if hy_syntax else read(expression)
     except CellframeError as error:
         raise _fail(error) from error
-    returned = threading.Event()
-
-    def on_return(envelope: Any, reason: str) -> None:
-        click.echo(f"error: nothing is listening on {key}: {reason}", err=True)
-        returned.set()
-
-    with make_transport(amqp, exchange=exchange) as transport, \
-            Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix,
-                   on_reply=lambda reply: click.echo(reply.text)) as client:
-        sent_at = time.monotonic()
-        client.send(key, expr, expect_reply=wait_seconds > 0, on_return=on_return)
-        # The broker confirms a message once a queue has it, or returns it first when none
-        # is bound: either way flush returns then, with on_return already run.
-        if not transport.flush(CONFIRM_TIMEOUT):
-            click.echo(f"error: the broker did not confirm the message within "
-                       f"{CONFIRM_TIMEOUT:g} s", err=True)
-            sys.exit(1)
-        if returned.is_set():
-            sys.exit(1)
-        time.sleep(max(0.0, wait_seconds - (time.monotonic() - sent_at)))
+    with make_transport(amqp, exchange=exchange) as transport:
+        code = send_and_report(transport, key, expr,
+                               signer=make_signer(secret_file, exchange=exchange),
+                               queue_prefix=queue_prefix, wait=wait_seconds,
+                               confirm_timeout=CONFIRM_TIMEOUT, target=target)
+    sys.exit(code)
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", type=UTF8)
 @zone_option
 def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | None) -> None:
     """Print node NAME's DNS configuration as shell export lines (for eval in bash)."""
@@ -239,10 +272,15 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
     resolver = make_resolver(zone_file, dns_server, domain)
     try:
         config = resolver.node_config(name)
+        # No records and not listed either: a typo, not a spare (spares are in _nodes).
+        unknown = not config.settings and name not in resolver.node_names()
     except CellframeError as error:
         raise _fail(error) from error
     finally:
         resolver.close()
+    if unknown:
+        raise CliError(f"node {name!r} is not in the zone: it has no TXT records and _nodes "
+                       f"does not list it (a typo? a spare must be listed in _nodes)")
     lines, rejected = export_lines(config)
     for line in lines:
         click.echo(line)
@@ -257,39 +295,63 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 @click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
-@click.option("--window", type=float, default=1.0, show_default=True,
+@click.option("--window", type=POSITIVE_SECONDS, default=1.0, show_default=True,
               help="Seconds to gather the nodes' call-backs.")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="--watch period.")
+@click.option("--interval", type=POSITIVE_SECONDS, default=2.0, show_default=True,
+              help="--watch period.")
 @topology_option
 def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
            window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
-    """Show the cluster: nodes, roles, cells and states, health, heartbeats, counters."""
+    """Show the cluster: every node (the silent and the dead too), roles against the intent,
+    cells and states, health, heartbeats, counters. Exits 1 when no node answered."""
     import json
 
     from rich.console import Console
     from rich.live import Live
 
     from ..client import Client
-    from .status import collect_status, status_table, to_json_ready
+    from .picture import ClusterPicture
+    from .status import collect_status, status_view, to_json_ready
 
+    console = Console()
+    if not console.is_terminal:  # piped: rich would squeeze the table into 80 columns
+        console = Console(width=400)
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     try:
-        if as_json:
-            nodes = collect_status(client, window=window)
-            click.echo(json.dumps({"nodes": to_json_ready(nodes)}, sort_keys=True))
-        elif not watch:
-            Console().print(status_table(collect_status(client, window=window)))
-        else:
-            with Live(status_table([]), auto_refresh=False) as live:
+        if watch:
+            with Live(status_view([]), console=console, auto_refresh=False) as live:
                 while True:
-                    live.update(status_table(collect_status(client, window=window)), refresh=True)
+                    live.update(status_view(collect_status(client, window=window)), refresh=True)
                     threading.Event().wait(interval)
+        nodes = collect_status(client, window=window)
+        if as_json:
+            click.echo(json.dumps({"nodes": to_json_ready(nodes),
+                                   **ClusterPicture.from_statuses(nodes).as_dict()},
+                                  sort_keys=True))
+        elif nodes:
+            console.print(status_view(nodes))
     except KeyboardInterrupt:
-        pass
+        return
     finally:
         client.close()
         transport.close()
+    if not nodes:
+        raise click.ClickException(
+            f"no node answered within {window:g} s. Check that nodes run "
+            f"(cellframe node NAME --amqp URL), on this broker ({', '.join(_redact(u) for u in amqp)}), "
+            f"with the same --exchange/--queue-prefix and cluster secret (unsigned "
+            f"requests get no answer from signed nodes), or give them longer (--window)")
+
+
+def _redact(url: str) -> str:
+    """A broker URL without its password, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
 
 
 @main.command()
@@ -303,10 +365,10 @@ def status(secret_file: str | None, amqp: tuple[str, ...], as_json: bool, watch:
 @click.option("--since", metavar="T", help="Only records since T: 30s, 10m, 2h, 1d, or an ISO time.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="At most this many of the newest records before following.")
-@click.option("--data-dir", type=click.Path(file_okay=False, exists=True),
+@click.option("--data-dir", type=FilePath(file_okay=False, exists=True),
               help="Read a log sump's folder (the one holding records.jsonl) instead of asking it.")
 @click.option("--json", "as_json", is_flag=True, help="Print each record as its JSON line.")
-@click.option("--timeout", type=float, default=10.0, show_default=True,
+@click.option("--timeout", type=POSITIVE_SECONDS, default=10.0, show_default=True,
               help="Seconds to wait for the sump's answer.")
 @topology_option
 def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str | None,
@@ -334,7 +396,7 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
     except CellframeError as error:
         raise _fail(error) from error
     transport = make_transport(amqp, exchange=exchange)
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     try:
         query = LogQuery(client, wanted, limit=limit, show=show)
         if follow:  # bound before asking: nothing shipped in between is missed
@@ -352,7 +414,7 @@ def logs(secret_file: str | None, amqp: tuple[str, ...], follow: bool, node: str
 @zone_option
 @click.option("--amqp", metavar="URL", help="Run the nodes as processes on this RabbitMQ.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
+@click.option("--timeout", type=POSITIVE_SECONDS, default=30.0, show_default=True,
               help="Seconds to wait for each step before declaring the healing failed.")
 def demo(zone_file: str | None, dns_server: str | None, domain: str | None, amqp: str | None,
          as_json: bool, timeout: float) -> None:
@@ -462,7 +524,7 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
 @click.option("--amqp", multiple=True, metavar="URL", help="Talk to the cluster on this "
               "RabbitMQ (repeat for fail-over); without it, start a local cluster on the "
               "embedded transport and talk to that.")
-@click.option("--history", type=click.Path(dir_okay=False), help="History file "
+@click.option("--history", type=FilePath(dir_okay=False), help="History file "
               "(default ~/.cellframe_history).")
 @topology_option
 def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
@@ -481,10 +543,13 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
         from ..node.cluster import LocalCluster
 
         logging.getLogger("cellframe").setLevel(logging.ERROR)
-        cluster = LocalCluster(zone_file or str(bundled_zone())).start()
+        try:
+            cluster = LocalCluster(zone_file or str(bundled_zone())).start()
+        except CellframeError as error:
+            raise _fail(error) from error
         transport = cluster.broker.connect(name="repl")
         click.echo(f"local cluster on the embedded transport: {', '.join(cluster.names)}")
-    client = Client(transport, signer=make_signer(secret_file), queue_prefix=queue_prefix)
+    client = Client(transport, signer=make_signer(secret_file, exchange=exchange), queue_prefix=queue_prefix)
     session = Repl.with_file_history(client, Path(history) if history else DEFAULT_HISTORY)
     client.on_reply = session.on_reply
     click.echo("type TARGET EXPRESSION, e.g. node:web-01 (status); ,help for more; Ctrl-D quits")

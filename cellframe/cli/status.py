@@ -2,26 +2,38 @@
 
 Fire and forget all the way: the request goes to ``all``; each node calls back with
 ``(node-status ...)``, whose shape ``cellframe.node.status`` defines and decodes; whatever has
-arrived when the window closes is the picture (a node that did not answer in time is listed as
-silent if the others' membership views know it). An answer not of that shape is logged and
-left out.
+arrived when the window closes is the picture (``picture.ClusterPicture``): a node that did
+not answer in time is still listed, as silent, suspect, down or left, with whose membership
+view says so. An answer not of that shape is logged and left out.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from ..client import Client
 from ..errors import LanguageError
 from ..language.symbols import Keyword, Symbol
 from ..node.status import STATUS_VERB, decode_status
 from ..wire.routing import ALL
+from .picture import ClusterPicture, MemberRow
 
-__all__ = ["collect_status", "decode_status", "status_table", "to_json_ready"]
+__all__ = [
+    "collect_status",
+    "decode_status",
+    "render_text",
+    "roles_table",
+    "status_table",
+    "status_view",
+    "to_json_ready",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,44 +69,74 @@ def _answers(client: Client, first: int) -> dict[str, dict[str, Any]]:
 
 
 def status_table(statuses: list[dict[str, Any]]) -> Table:
-    """One row per node: role, cells and states, health, heartbeat, message counters."""
-    table = Table(title=f"cellframe cluster: {len(statuses)} nodes answered", expand=False)
+    """One row per member any view knows, the silent and the dead included: role, cells and
+    states, health with whose view says so, the freshest heartbeat another node heard, and
+    the message counters. The roles (intent against actual) are ``roles_table``."""
+    picture = ClusterPicture.from_statuses(statuses)
+    gone = sum(not m.answered for m in picture.members)
+    title = f"cellframe cluster: {picture.answered} of {len(picture.members)} nodes answered"
+    table = Table(title=title + (f", {gone} did not" if gone else ""), expand=False)
     for column in ("node", "role", "cells (state)", "health", "last heartbeat", "applied",
                    "ignored", "refused", "errors", "dead letters", "store"):
         table.add_column(column)
-    views = _membership_views(statuses)
-    for status in statuses:
-        cells = [c for c in status["cells"] if "members" not in c]
-        totals = {k: sum(c["counters"].get(k, 0) for c in status["cells"]) for k in _TOTALS}
-        health, seen = _health(status["node"], views)
-        store = [c["store"] for c in status["cells"] if isinstance(c.get("store"), dict)]
-        table.add_row(
-            status["node"], status.get("role") or "spare",
-            ", ".join(f"{c['name']} ({c['state']})" for c in cells) or "-",
-            health, seen,
-            *(str(totals[k]) for k in _TOTALS),
-            _store_summary(store),
-        )
+    for member in picture.members:
+        table.add_row(member.name, member.role or "spare", *_answer_columns(member),
+                      style=None if member.live else "red")
     return table
 
 
-def _membership_views(statuses: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [c["members"] for s in statuses for c in s["cells"] if isinstance(c.get("members"), list)]
+def _answer_columns(member: MemberRow) -> list[str]:
+    health = member.health
+    if len(member.evidence) > 3:
+        health += f" (per {len(member.evidence)} views)"
+    elif member.evidence:
+        health += f" (per {', '.join(member.evidence)})"
+    lag = "-" if member.heartbeat_lag is None else _ago(member.heartbeat_lag)
+    status = member.status
+    if status is None:
+        return ["- (no answer)", health, lag, *("-" for _ in _TOTALS), "-"]
+    cells = [c for c in status["cells"] if "healing" not in c]
+    totals = {k: sum(c["counters"].get(k, 0) for c in status["cells"]) for k in _TOTALS}
+    store = [c["store"] for c in status["cells"] if isinstance(c.get("store"), dict)]
+    return [", ".join(f"{c['name']} ({_cell_condition(c)})" for c in cells) or "-", health, lag,
+            *(str(totals[k]) for k in _TOTALS), _store_summary(store)]
 
 
-def _health(node: str, views: list[list[dict[str, Any]]]) -> tuple[str, str]:
-    """The worst health any live node reports for ``node``, and the freshest heartbeat lag."""
-    states, lags = [], []
-    for view in views:
-        for member in view:
-            if isinstance(member, dict) and member.get("name") == node:
-                states.append(str(member.get("status", "?")))
-                if isinstance(member.get("silence"), int | float):
-                    lags.append(member["silence"])
-    if not states:
-        return "-", "-"
-    worst = next((s for s in ("down", "held", "suspect", "alive") if s in states), states[0])
-    return worst, f"{min(lags) * 1000:.0f} ms ago" if lags else "-"
+def _ago(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms ago" if seconds < 1 else f"{seconds:.1f} s ago"
+
+
+def roles_table(statuses: list[dict[str, Any]]) -> Table | None:
+    """Per role: the intent, the live holders (``web 2/3``), what is missing. None when no
+    node reports the intent."""
+    picture = ClusterPicture.from_statuses(statuses)
+    if not picture.intent_known:
+        return None
+    table = Table(title="roles: intent (DNS) against actual", expand=False)
+    for column in ("role", "held / wanted", "missing", "held by"):
+        table.add_column(column)
+    for row in picture.roles:
+        table.add_row(row.role, f"{len(row.holders)}/{row.wanted}", str(row.missing or "-"),
+                      ", ".join(row.holders) or "-", style="red" if row.missing else None)
+    return table
+
+
+def status_view(statuses: list[dict[str, Any]]) -> Group:
+    """Everything ``cellframe status`` prints: the members, the roles, and what the healing
+    does next (which spare takes which role, and why)."""
+    picture = ClusterPicture.from_statuses(statuses)
+    roles = roles_table(statuses)
+    steps = [Text(f"next: {step}") for step in picture.next_steps]
+    return Group(status_table(statuses), *([roles] if roles is not None else []), *steps)
+
+
+def render_text(renderable: Any, width: int = 200) -> str:
+    """A rich renderable as plain text (no colours), for the REPL's ``,status``."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text().rstrip("\n")
 
 
 def _store_summary(stores: list[dict[str, Any]]) -> str:
@@ -114,3 +156,12 @@ def to_json_ready(value: Any) -> Any:
     if isinstance(value, Symbol | Keyword):
         return str(value)
     return value
+
+
+def _cell_condition(cell: dict[str, Any]) -> str:
+    """A cell's state while it runs; else its supervisor's condition (restarting, failed),
+    with its restarts when it has any."""
+    condition = cell.get("condition", "running")
+    shown = cell["state"] if condition == "running" else condition
+    restarts = cell.get("restarts", 0)
+    return f"{shown}, {restarts} restarts" if restarts else shown

@@ -17,6 +17,7 @@ so a new role reaches a running node without a restart.
 from __future__ import annotations
 
 import abc
+import ipaddress
 import logging
 import os
 import threading
@@ -163,9 +164,11 @@ class ZoneFileResolver(_TxtResolver):
             )
         except dns.zone.UnknownOrigin as exc:
             raise DnsLookupError(
-                f"zone file {str(self.path)!r} has no $ORIGIN: pass origin="
+                f"zone file {str(self.path)!r} has no $ORIGIN: name the zone's domain "
+                "(--domain in the CLI, origin= in Python)"
             ) from exc
-        except (OSError, dns.exception.DNSException) as exc:
+        except (OSError, ValueError, dns.exception.DNSException) as exc:  # ValueError: dnspython
+            # on a zone that does not fit the origin given (``--domain ""``: "non-origin SOA")
             raise DnsLookupError(f"zone file {str(self.path)!r}: {exc}") from exc
 
     def _current(self) -> dns.zone.Zone:
@@ -211,6 +214,11 @@ class DnsServerResolver(_TxtResolver):
     ):
         self.address, self.port = address, port
         self._resolver = dns.resolver.Resolver(configure=False)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"DNS server {address!r} must be an IP address (HOST[:PORT], "
+                              f"e.g. 127.0.0.1:53), not a host name") from None
         try:
             self.origin = dns.name.from_text(domain)
             self._resolver.nameservers = [address]

@@ -48,7 +48,11 @@ log = logging.getLogger("cellframe.config")
 
 #: Keys at ``_cluster`` that are settings, not role counts (a dotted key is a setting too,
 #: since a role name is one routing word and never holds a dot).
-CLUSTER_SETTING_KEYS = frozenset({"replicas", "heartbeat-ms", "failure-timeout-ms"})
+CLUSTER_SETTING_KEYS = frozenset({
+    "replicas", "heartbeat-ms", "failure-timeout-ms",
+    # Capacity that follows load (cellframe.healing.capacity): thresholds and hold times.
+    "scale-out-load", "scale-in-load", "scale-out-hold-ms", "scale-in-hold-ms",
+})
 
 #: Settings that give the evaluator's budgets (``cellframe.language.budget``): at ``_cluster``
 #: for every node, or in a node's own records, which win. Dotted, so settings at ``_cluster``.
@@ -85,13 +89,18 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class ClusterIntent:
-    """The shape the cluster should have: cells per role, the spare nodes, other settings."""
+    """The shape the cluster should have: cells per role, the spare nodes, other settings.
+
+    A role given as a range (``web=3..6``) has its minimum in ``roles`` and the range in
+    ``ranges``: capacity follows load between the two (``cellframe.healing.capacity``).
+    """
 
     roles: dict[str, int]
     spares: tuple[str, ...] = ()
     settings: dict[str, str] = field(default_factory=dict)
     ttl: int = field(default=0, compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -110,6 +119,7 @@ class ClusterIntent:
         """
         problems: list[str] = []
         roles: dict[str, int] = {}
+        ranges: dict[str, tuple[int, int]] = {}
         other: dict[str, str] = {}
         spares: tuple[str, ...] = ()
         for key, value in settings.items():
@@ -117,12 +127,14 @@ class ClusterIntent:
                 spares = _parse_names(value, "spare", problems)
             elif key in CLUSTER_SETTING_KEYS or "." in key:
                 other[key] = value
+            elif ".." in value:
+                _add_role_range(roles, ranges, key, value, problems)
             else:
                 _add_role_count(roles, key, value, problems)
         if strict and problems:
             raise ConfigError("cluster intent: " + "; ".join(problems))
         _log_all(problems)
-        return cls(roles, spares, other, ttl, (*warnings, *problems))
+        return cls(roles, spares, other, ttl, (*warnings, *problems), ranges)
 
 
 def _add_role_count(roles: dict[str, int], key: str, value: str, problems: list[str]) -> None:
@@ -135,6 +147,17 @@ def _add_role_count(roles: dict[str, int], key: str, value: str, problems: list[
         problems.append(f"role {key!r}: count {value!r} is not a non-negative integer; ignored")
         return
     roles[key] = int(value)
+
+
+def _add_role_range(roles: dict[str, int], ranges: dict[str, tuple[int, int]], key: str,
+                    value: str, problems: list[str]) -> None:
+    low, _, high = value.partition("..")
+    if not (_COUNT.match(low) and _COUNT.match(high)) or int(low) > int(high):
+        problems.append(f"role {key!r}: range {value!r} is not MIN..MAX with MIN <= MAX; ignored")
+        return
+    _add_role_count(roles, key, low, problems)
+    if key in roles:
+        ranges[key] = (int(low), int(high))
 
 
 def parse_names(text: str) -> tuple[tuple[str, ...], list[str]]:

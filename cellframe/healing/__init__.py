@@ -2,7 +2,8 @@
 
 The phi-accrual ``detector`` judges silence, ``membership`` keeps every node's view of the
 others from heartbeats, and the ``reconciler`` turns a shortfall against DNS intent into claims
-that spares make.
+that spares make; for a role given as a range (``web=3..6``), ``capacity`` moves the count it
+works to with the load the holders report.
 """
 
 import lazy_loader

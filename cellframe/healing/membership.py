@@ -21,7 +21,9 @@ if alive, refutes it by bumping its incarnation), ``(member-leave ...)`` on a cl
 ``(claim ...)`` and ``(claim-withdrawn ...)``. Anything about an incarnation older than the
 one known is ignored, so a 'down' heard twice, late, or after the node came back changes
 nothing. Every step is also an event on ``event.<kind>.<node>``: up, suspected, down, held,
-left, claimed, stood-down, ready, stepped-down, refuted.
+left, claimed, stood-down, ready, stepped-down, refuted, claim-failed (a role whose cells
+failed to start on this node: the claim is withdrawn, and the node leaves that role to others
+for ``failed_role_hold`` seconds).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from ..wire.routing import (
     leave_key,
     probe_key,
 )
+from .capacity import CapacityPlanner, ScaleSettings
 from .detector import FlapDamper, PhiAccrual
 from .reconciler import Claim, LiveMember, Reconciler
 from .watchring import watched_by
@@ -67,6 +70,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The role a node announces while it may not play the role it gave up when a cell failed
+#: (see ``cellframe.node.supervisor``): not a role any intent counts, so it is no spare.
+QUARANTINED = "quarantined"
 
 ALIVE, SUSPECT, DOWN, LEFT, HELD = "alive", "suspect", "down", "left", "held"
 _LIVE = frozenset({ALIVE, SUSPECT})
@@ -206,6 +213,7 @@ class Member:
     #: When a probe first came back unroutable (its queue gone) since it was last heard.
     gone_since: float | None = None
     detector: PhiAccrual | None = field(default=None, repr=False)
+    load: float | None = None  # what its last heartbeat said its role cells' load was
 
     def public(self, now: float) -> dict[str, Any]:
         phi = self.detector.phi(now) if self.detector is not None else 0.0
@@ -226,6 +234,8 @@ class Membership(Cell):
     initial = "joining"
     bindings = ("heartbeat.*", "membership.#", "probe.{node}")
     healing: ClassVar[HealingConfig | None] = None
+    #: How long a node whose cells failed to start for a role leaves that role to others.
+    failed_role_hold: ClassVar[float] = 30.0
 
     @classmethod
     def configured(cls, config: HealingConfig | None = None, **overrides: Any) -> type[Membership]:
@@ -263,6 +273,9 @@ class Membership(Cell):
         self._ring_dirty = True
         self._announced = False
         self.heard_counts = {"heartbeat": 0, "announce": 0, "other": 0}
+        self.capacity = CapacityPlanner()
+        self._capacity_rows: dict[str, dict[str, Any]] = {}
+        self._scale_error = ""
 
     def cell_bindings(self, node: str, role: str | None) -> list[str]:
         patterns = super().cell_bindings(node, role)
@@ -488,12 +501,17 @@ class Membership(Cell):
             Symbol("heartbeat"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
             Keyword("incarnation"), self.incarnation, Keyword("seq"), self.seq,
             Keyword("role-since"), self.role_since,
-            Keyword("interval"), self.config.heartbeat_interval], on_return=_unheard)
+            Keyword("interval"), self.config.heartbeat_interval,
+            *self._load_fields()], on_return=_unheard)
+
+    def _load_fields(self) -> list[Any]:
+        load = self.cell_host.load()
+        return [] if load is None else [Keyword("load"), load]
 
     @transition("heartbeat")
     def heard_heartbeat(self, node: str, role: str | None = None, incarnation: int = 0,
                         seq: int = 0, role_since: float = 0.0, interval: float | None = None,
-                        **extra: Any) -> None:
+                        load: Any = None, **extra: Any) -> None:
         if not isinstance(node, str) or node == self.node_name or not isinstance(incarnation, int):
             return
         now = self.membership_clock()
@@ -513,6 +531,7 @@ class Membership(Cell):
         member.last_seen = now
         member.doubted_until = None
         member.gone_since = None
+        member.load = float(load) if isinstance(load, int | float) and not isinstance(load, bool) else None
         assert member.detector is not None
         member.detector.heartbeat(now)
         self._learn_role(member, role, role_since)
@@ -725,9 +744,12 @@ class Membership(Cell):
         self.reconciler.hear_claim(Claim(node, role, incarnation, self.membership_clock()))
 
     @transition("claim-withdrawn")
-    def heard_withdrawal(self, node: str, role: str | None = None, **extra: Any) -> None:
+    def heard_withdrawal(self, node: str, role: str | None = None, failed: Any = False,
+                         **extra: Any) -> None:
         if isinstance(node, str):
             self.reconciler.forget(node, role)
+            if failed is True and isinstance(role, str):  # it cannot play the role: skip it
+                self.reconciler.cannot_play(node, role, self.membership_clock() + self.failed_role_hold)
 
     def _reconcile(self, now: float) -> None:
         intent = self._current_intent()
@@ -736,9 +758,12 @@ class Membership(Cell):
         registry = self.cell_host.registry
         roles = {role: count for role, count in intent.roles.items()
                  if registry is None or role in registry}
-        live = [LiveMember(m.name, m.role, m.role_since)
+        live = [LiveMember(m.name, m.role, m.role_since, m.load)
                 for m in self.view.values() if m.status in _LIVE and m.name != self.node_name]
-        live.append(LiveMember(self.node_name, self.node_role, self.role_since))
+        live.append(LiveMember(self.node_name, self.node_role, self.role_since,
+                               self.cell_host.load()))
+        if intent.ranges:
+            roles = self._plan_capacity(now, intent, roles, live)
         decision = self.reconciler.tick(now, roles, live)
         if decision.withdraw:
             self._publish(claim_key(self.node_name), [
@@ -761,12 +786,45 @@ class Membership(Cell):
             self.cell_host.differentiate(role)
         except CellframeError as error:
             log.warning("%s: could not become %s: %s", self.cell_name, role or "a spare", error)
+            if role is not None:
+                self._claim_failed(role, error)
             return
         self._sync_role()
         self._emit(event, role=role, previous=previous)
         self._heartbeat(self.membership_clock())
         if self.config.watchers > 0:
             self._announce()
+
+    def _plan_capacity(self, now: float, intent: ClusterIntent, roles: dict[str, int],
+                       live: list[LiveMember]) -> dict[str, int]:
+        """Move the counts of ranged roles (``web=3..6``) with load; each move is an event."""
+        try:
+            settings = ScaleSettings.from_settings(intent.settings)
+        except ConfigError as error:
+            if str(error) != self._scale_error:  # once per distinct mistake, not every tick
+                log.warning("%s: %s; default scaling", self.cell_name, error)
+            self._scale_error = str(error)
+            settings = ScaleSettings()
+        self.capacity.settings = settings
+        wanted, moves = self.capacity.plan(now, roles, intent.ranges, live)
+        for move in moves:
+            self._emit("scale-out" if move.after > move.before else "scale-in", role=move.role,
+                       before=move.before, after=move.after, load=round(move.load, 3),
+                       reason=move.reason)
+        self._capacity_rows = {
+            role: {"held": sum(1 for m in live if m.role == role), "want": wanted[role],
+                   "min": low, "max": high, "load": self.capacity.loads.get(role)}
+            for role, (low, high) in intent.ranges.items() if role in wanted}
+        return wanted
+
+    def _claim_failed(self, role: str, error: CellframeError) -> None:
+        """This node cannot play ``role`` (its cells failed to start): say so, give the slot
+        back so that another spare claims it, and claim other roles only for a while."""
+        self.reconciler.cannot_play(self.node_name, role, self.membership_clock() + self.failed_role_hold)
+        self._publish(claim_key(self.node_name), [
+            Symbol("claim-withdrawn"), Keyword("node"), self.node_name, Keyword("role"), role,
+            Keyword("failed"), True])
+        self._emit("claim-failed", role=role, error=str(error))
 
     def _current_intent(self) -> ClusterIntent | None:
         resolver = self.cell_host.resolver
@@ -781,6 +839,10 @@ class Membership(Cell):
 
     def _sync_role(self) -> None:
         role = self.cell_host.role
+        if role is None and self.cell_host.quarantined:
+            # Announced as no spare while it may not take back the role it gave up, so that
+            # every view (this one too) gives the role to another spare.
+            role = QUARANTINED
         if role != self.node_role:
             self.node_role, self.role_since = role, self.membership_wall()
             if self.config.watchers > 0 and self._announced:
@@ -816,6 +878,13 @@ class Membership(Cell):
         snapshot["heard"] = dict(self.heard_counts)
         snapshot["watching"] = sorted(self._watching)
         snapshot["healing"] = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
+        intent = self._intent.current if self._intent is not None else None
+        if intent is not None:  # what the reconciler counts, for `cellframe status`
+            registry = self.cell_host.registry
+            snapshot["intent"] = {role: count for role, count in intent.roles.items()
+                                  if registry is None or role in registry}
+        if self._capacity_rows:  # roles with a range: held against wanted, min..max, load
+            snapshot["capacity"] = dict(self._capacity_rows)
         return snapshot
 
     # -- sending ------------------------------------------------------------------------------

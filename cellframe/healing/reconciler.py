@@ -28,7 +28,7 @@ here takes ``now`` as an argument: no clock, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -50,6 +50,7 @@ class LiveMember:
     name: str
     role: str | None
     role_since: float = 0.0
+    load: float | None = None  # what its heartbeat last said (``Cell.cell_load``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +102,13 @@ def assign(
     live: Sequence[LiveMember],
     me: str,
     claims: Mapping[str, str] | None = None,
+    unable: Mapping[str, Collection[str]] | None = None,
 ) -> Assignment:
     """The step the view asks of node ``me`` (rules 1 to 4 of the module doc).
 
     ``claims`` maps other nodes to the role they claimed: a slot already claimed is not
-    offered again, and the claimants are not counted among the free spares.
+    offered again, and the claimants are not counted among the free spares. ``unable`` maps
+    nodes to roles whose cells failed to start there: those slots go to the next spare.
     """
     claims = claims or {}
     holders = _holders(intent, live)
@@ -121,8 +124,20 @@ def assign(
         if role in slots:
             slots.remove(role)
     spares = sorted({m.name for m in live if m.role is None and m.name not in claims} | {me})
-    rank = spares.index(me)
-    return Assignment(take=slots[rank] if rank < len(slots) else None, short=short)
+    return Assignment(take=_match(slots, spares, unable or {}).get(me), short=short)
+
+
+def _match(slots: list[str], spares: list[str],
+           unable: Mapping[str, Collection[str]]) -> dict[str, str]:
+    """Each slot in order to the first spare by name still free that can play it (with no
+    ``unable``, spare ``i`` takes slot ``i``)."""
+    taken: dict[str, str] = {}
+    for role in slots:
+        for spare in spares:
+            if spare not in taken and role not in unable.get(spare, ()):
+                taken[spare] = role
+                break
+    return taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +165,19 @@ class Reconciler:
     claiming: str | None = None
     claimed_at: float = 0.0
     heard: dict[str, Claim] = field(default_factory=dict)
+    unable: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, role) -> until
+
+    def cannot_play(self, node: str, role: str, until: float) -> None:
+        """``node`` failed to start ``role``'s cells: offer its slots to others until ``until``."""
+        self.unable[(node, role)] = until
+
+    def _unable(self, now: float) -> dict[str, set[str]]:
+        for key in [k for k, until in self.unable.items() if until <= now]:
+            del self.unable[key]
+        found: dict[str, set[str]] = {}
+        for node, role in self.unable:
+            found.setdefault(node, set()).add(role)
+        return found
 
     def hear_claim(self, claim: Claim) -> None:
         """Record another node's claim (idempotent: the latest claim of a node replaces it)."""
@@ -173,7 +201,8 @@ class Reconciler:
         claims = self.active_claims(now)
         if self.claiming is not None:
             return self._confirm(now, intent, live, claims)
-        wanted = assign(intent, live, self.me, {c.node: c.role for c in claims})
+        wanted = assign(intent, live, self.me, {c.node: c.role for c in claims},
+                        self._unable(now))
         if wanted.step_down:
             return ClaimDecision(step_down=True, reason="role over-filled; the newest steps down")
         if wanted.take is None:

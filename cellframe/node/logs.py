@@ -41,4 +41,6 @@ def configure_logging(*, verbose: int = 0, json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("pika").setLevel(max(level, logging.WARNING))
+    # pika logs every failed connection stage at ERROR, four or five lines a try; the
+    # transport reports the same failure once, in its own words. Shown with -vv.
+    logging.getLogger("pika").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)

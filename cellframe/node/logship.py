@@ -179,7 +179,9 @@ class SumpHandler(logging.Handler):
         head = [Symbol(LOG_RECORDS_VERB), Keyword("node"), self.node, Keyword("dropped"), self.dropped]
         for part in pages(texts, head):
             try:
-                envelope = envelope_for(part, sender=self.node, signer=self.signer)
+                envelope = envelope_for(part, sender=self.node)  # not traced: no target
+                if self.signer is not None:
+                    envelope = self.signer.sign(envelope, self.key)
                 self.transport.publish(self.key, envelope, on_return=self._on_return)
             except CellframeError as error:  # a full buffer, a closed transport: try later
                 log.debug("log batch not sent: %s", error)

@@ -12,9 +12,17 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from ..errors import ConfigError
 
 __all__ = ["MetricsExporter", "NodeCollector", "serve_metrics"]
 
@@ -68,12 +76,21 @@ class NodeCollector(Collector):
     def _node_metrics(status: dict[str, Any]) -> Iterator[Metric]:
         node = status["node"]
         for name, doc in (("delivered", "deliveries handed to cells"),
-                          ("rejected", "deliveries refused: oversized, unsigned, unreadable"),
+                          ("rejected", "deliveries refused (all reasons: see cellframe_node_messages_refused)"),
                           ("unroutable", "sent messages no queue received"),
-                          ("sent", "messages sent by this node and its cells")):
+                          ("sent", "messages sent by this node and its cells"),
+                          ("crashes", "cells that crashed"),
+                          ("restarts", "crashed cells restarted by the node's supervisor"),
+                          ("failures", "cells failed past their restart intensity")):
             family = CounterMetricFamily(f"cellframe_node_messages_{name}", doc, labels=["node"])
             family.add_metric([node], status["counters"].get(name, 0))
             yield family
+        refused = CounterMetricFamily("cellframe_node_messages_refused",
+                                      "deliveries refused before any cell saw them, by reason",
+                                      labels=["node", "reason"])
+        for reason, count in sorted(status["counters"].get("refused", {}).items()):
+            refused.add_metric([node, reason], count)
+        yield refused
         role = GaugeMetricFamily("cellframe_node_role", "1 for the role this node plays",
                                  labels=["node", "role"])
         role.add_metric([node, status["role"] or "spare"], 1)
@@ -131,8 +148,18 @@ class MetricsExporter:
 
 
 def serve_metrics(node: Any, port: int, addr: str = "127.0.0.1") -> MetricsExporter:
-    """Expose ``node``'s metrics at ``http://addr:port/metrics`` (port 0: any free port)."""
+    """Expose ``node``'s metrics at ``http://addr:port/metrics`` (port 0: any free port), with
+    the standard ``process_*`` and ``python_*`` collectors beside the node's own.
+
+    A port in use or an address not on this host is a ConfigError saying which."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node))
-    server, thread = start_http_server(port, addr=addr, registry=registry)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"metrics cannot listen on {addr}:{port}: "
+                          f"{exc.strerror or exc}") from exc
     return MetricsExporter(server, thread, registry)

@@ -31,19 +31,33 @@ import pykka
 from pykka.messages import ProxyGetAttr
 
 from ..cell.cell import Cell, Inbound, SettingsChanged
+from ..cell.durable import CellJournal
 from ..cell.fence import PauseFence
 from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
-from ..errors import ConfigError, LanguageError, SecurityError
+from ..errors import (
+    ArityError,
+    CellframeError,
+    ClusterError,
+    ConfigError,
+    RefusedError,
+)
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
 from ..roles.registry import RoleRegistry
 from ..transports.base import Delivery, Transport
 from ..wire import tracing
-from ..wire.envelope import Envelope, Message, envelope_for
+from ..wire.envelope import (
+    CONTENT_TYPE,
+    Envelope,
+    Message,
+    envelope_for,
+    is_cellframe_content,
+    request_id,
+)
 from ..wire.routing import (
     ALL,
     cell_key,
@@ -55,7 +69,9 @@ from ..wire.routing import (
     topic_matches,
     validate_name,
 )
+from .gate import Gate, head_verb
 from .status import status_reply
+from .supervisor import RestartIntensity, SupervisionPolicy
 
 __all__ = ["Node", "NodeCounters", "NodeDaemon"]
 
@@ -84,13 +100,21 @@ class NodeCounters:
     rejected: int = 0
     unroutable: int = 0
     sent: int = 0
+    #: RefusedError deliveries by reason (``wire.signing.REASONS``).
+    refused: dict[str, int] = field(default_factory=dict)
+    #: Cells that crashed, were restarted, or failed past their restart intensity.
+    crashes: int = 0
+    restarts: int = 0
+    failures: int = 0
     #: Deliveries for role cells given back, never applied, because the node was paused.
     fenced: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"delivered": self.delivered, "rejected": self.rejected,
-                "unroutable": self.unroutable, "sent": self.sent, "fenced": self.fenced}
+                "unroutable": self.unroutable, "sent": self.sent, "refused": dict(self.refused),
+                "crashes": self.crashes, "restarts": self.restarts, "failures": self.failures,
+                "fenced": self.fenced}
 
 
 class NodeDaemon(Cell):
@@ -118,15 +142,28 @@ class NodeDaemon(Cell):
         self.node.differentiate(role)
 
     @transition("diagnostic")
-    def diagnostic(self, enabled: bool) -> None:
-        self.node.set_diagnostic(bool(enabled))
+    def diagnostic(self, enabled: bool | None) -> None:
+        # true, or false/nil: Python's bool() would read "false", "maybe" and 1 as true.
+        if enabled is not None and type(enabled) is not bool:
+            raise ArityError(f"diagnostic takes true or false, not {enabled!r}")
+        self.node.set_diagnostic(enabled is True)
 
 
 @dataclass(slots=True)
 class _Hosted:
+    """One supervised cell: its current actor (replaced at each restart), its condition
+    (running, restarting, failed, stopped) and what is held for it while it is down."""
+
     ref: pykka.ActorRef[Any]
     cell: Cell
     patterns: list[str] = field(default_factory=list)
+    start: Callable[[], pykka.ActorRef[Any]] | None = None
+    condition: str = "running"
+    restarts: int = 0
+    pending: list[Inbound] = field(default_factory=list)
+    intensity: RestartIntensity | None = None
+    #: When the restart is due (monotonic), set at the crash; None: no restart scheduled.
+    restart_due: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,17 +212,30 @@ class Node:
         watch_config: bool = True,
         config_min_interval: float = 1.0,
         queue_prefix: str = "",
+        supervision: SupervisionPolicy | None = None,
+        journal: CellJournal | None = None,
     ) -> None:
         self.name = validate_name(name, "node name")
         self.transport = transport
         self.resolver = resolver
         self.registry = registry or RoleRegistry()
         self.signer = signer
+        self.gate = Gate(signer, max_message_bytes)
         self.diagnostic = diagnostic
         self.max_message_bytes = max_message_bytes
         self.dedup_capacity = dedup_capacity
         self.settings: dict[str, str] = {}
         self.role: str | None = None
+        self._given_supervision = supervision
+        #: Where durable cells keep their state (None: a durable cell is refused at start).
+        self.journal = journal
+        #: How this node restarts its cells (DNS ``supervision.*`` when not given).
+        self.supervision = supervision or SupervisionPolicy()
+        #: Roles this node gave up past a cell's restart intensity, until (monotonic) when.
+        self._quarantine: dict[str, float] = {}
+        #: Cell name -> the cells to tell (cell-down ...) when it crashes or fails.
+        self._monitors: dict[str, set[str]] = {}
+        self._count_monitor = 0
         self.counters = NodeCounters()
         # Queue names may carry a prefix (several clusters, or tests, sharing one broker);
         # routing keys never do.
@@ -203,6 +253,9 @@ class Node:
         self._cells: dict[str, _Hosted] = {}
         self._system: dict[str, _Hosted] = {}
         self._attached: dict[str, Cell] = {}
+        #: Every cell started, by name, as the supervisor finds it from the cell's thread
+        #: (without ``_lock``: differentiate holds it while it waits for cells to stop).
+        self._supervised: dict[str, _Hosted] = {}
         self._bound: dict[str, int] = {}
         self._daemon: _Hosted | None = None
         self._routes = _Routes()
@@ -232,6 +285,9 @@ class Node:
             config = self.resolver.node_config(self.name)
             self.settings = dict(config.settings)
             role = role if role is not None else config.role
+            if self._given_supervision is None:
+                self.supervision = SupervisionPolicy.from_settings(
+                    *self._cluster_settings(), self.settings)
         self.transport.declare_queue(self.queue, exclusive=True)
         if self.resolver is not None:
             self._declare_role_queues()
@@ -258,6 +314,13 @@ class Node:
             self._watcher.start()
         self.emit("started", role=self.role)
         return self
+
+    def _cluster_settings(self) -> list[dict[str, str]]:
+        assert self.resolver is not None
+        try:
+            return [dict(self.resolver.cluster_intent().settings)]
+        except ConfigError:
+            return []
 
     def _declare_role_queues(self) -> None:
         """Declare the durable queue of every role the cluster intends, so that messages to a
@@ -295,9 +358,17 @@ class Node:
     def _host(self, cls: type[Cell], name: str, **kwargs: Any) -> _Hosted:
         """Start a cell with this node as its host and bind its routes."""
         host: CellHost = self  # mypy checks here that a Node is all a cell may ask of its host
-        ref = cls.start(name, host=host, diagnostic=self.diagnostic,
-                        dedup_capacity=self.dedup_capacity, settings=self.settings, **kwargs)
-        hosted = _Hosted(ref, self._attached.pop(name))
+        if cls.durable:
+            kwargs["journal"] = self.journal
+
+        def start() -> pykka.ActorRef[Any]:
+            return cls.start(name, host=host, diagnostic=self.diagnostic,
+                             dedup_capacity=self.dedup_capacity, settings=self.settings, **kwargs)
+
+        ref = start()
+        hosted = _Hosted(ref, self._attached.pop(name), start=start,
+                         intensity=RestartIntensity(self.supervision))
+        self._supervised[name] = hosted
         hosted.patterns = hosted.cell.cell_bindings(self.name, self.role)
         for pattern in [cell_key(name), *hosted.patterns]:
             self._bind_node(pattern)
@@ -305,6 +376,10 @@ class Node:
         return hosted
 
     def _unhost(self, hosted: _Hosted) -> None:
+        with self._intake:
+            hosted.condition = "stopped"
+            pending, hosted.pending = hosted.pending, []
+        self._give_back(hosted, pending, "cell stopped")
         self._ticker.remove(hosted)
         for pattern in [cell_key(hosted.cell.cell_name), *hosted.patterns]:
             self._unbind_node(pattern)
@@ -416,6 +491,9 @@ class Node:
         if role is not None:
             validate_name(role, "role")
             classes = self.registry.cells_for(role)
+            if self._quarantine.get(role, 0.0) > time.monotonic():
+                raise ClusterError(f"{self.name} gave up {role} when a cell failed; "
+                                   "it may not take it again before its quarantine ends")
         with self._lock:
             if role == self.role and (role is None or self._cells):
                 return False
@@ -423,14 +501,30 @@ class Node:
             self._retire_role_cells()
             self.role = role
             if role is not None:
-                self._start_role_cells(role, classes)
+                try:
+                    self._start_role_cells(role, classes)
+                except CellframeError as error:
+                    self.role = None  # a spare again: the cells that started were stopped
+                    self.emit("differentiate-failed", role=role, previous=old, error=str(error))
+                    raise
         self.emit("differentiated", role=role, previous=old)
         return True
 
     def _start_role_cells(self, role: str, classes: list[type]) -> None:
+        """Start ``role``'s cells; if one fails to start (its app does not import, its port is
+        taken), stop those that did and raise a CellframeError that says why."""
         for cls in classes:
             name = self.name if len(classes) == 1 else f"{self.name}-{cls.__name__.lower()}"
-            hosted = self._host(cls, name)
+            try:
+                hosted = self._host(cls, name)
+            except Exception as exc:
+                self._attached.pop(name, None)
+                started, self._cells = list(self._cells.values()), {}
+                for hosted in started:
+                    self._unhost(hosted)
+                if isinstance(exc, CellframeError):
+                    raise
+                raise ConfigError(f"role {role}: {cls.__name__} failed to start: {exc!r}") from exc
             self._cells[hosted.cell.cell_name] = hosted
         self._reroute()
         self._bind_node(each_key(role))
@@ -481,8 +575,8 @@ class Node:
                 self._tell(item.targets, item.message, item.delivery,
                            from_role_queue=item.from_role_queue)
             else:
-                self._give_back(item.delivery, item.from_role_queue, "the node's role changed "
-                                "while it was paused")
+                self._give_back_fenced(item.delivery, item.from_role_queue,
+                                       "the node's role changed while it was paused")
 
     def cell_bind(self, cell: str, pattern: str) -> None:
         """Bind ``pattern`` to this node's queue and route it to hosted cell ``cell``."""
@@ -510,10 +604,139 @@ class Node:
         self.incarnation = max(self.incarnation, above) + 1
         return self.incarnation
 
+    # -- supervision: called from a dying cell's thread, so never taking _lock --------------
+
+    @property
+    def quarantined(self) -> bool:
+        """True while this node may not play a role it gave up past a cell's restart
+        intensity (membership then announces it as no spare, so a spare takes the role)."""
+        now = time.monotonic()
+        return any(until > now for until in self._quarantine.values())
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """Tell the cell ``watcher`` ``(cell-down :cell W :node N :condition C :reason R)``
+        whenever the cell ``watched`` of this node crashes (C: restarting) or fails."""
+        with self._intake:
+            self._monitors.setdefault(watched, set()).add(watcher)
+
+    def cell_crashed(self, cell: HostedCell, message: Message | None,
+                     error: BaseException | None) -> None:
+        hosted = self._supervised.get(cell.cell_name)
+        if hosted is None or hosted.cell is not cell:
+            log.error("%s: an unsupervised cell %s crashed: %r", self.name, cell.cell_name, error)
+            return
+        now = time.monotonic()
+        with self._intake:
+            if hosted.condition == "stopped":
+                return
+            assert hosted.intensity is not None
+            backoff = hosted.intensity.crash(now)
+            hosted.condition = "failed" if backoff is None else "restarting"
+            hosted.restart_due = None if backoff is None else now + backoff
+            self.counters.crashes += 1
+        reason = f"{type(error).__name__}: {error}"
+        self.emit("cell-crashed", cell=cell.cell_name, role=self.role,
+                  verb=None if message is None else head_verb(message.expr),
+                  exception=reason, message_id=None if message is None else message.id,
+                  restarts=hosted.restarts)
+        self._tell_monitors(hosted, reason)
+        if hosted.condition == "restarting" and self.supervision.strategy == "one-for-all":
+            self._restart_siblings(hosted)
+
+    def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
+        hosted = self._supervised.get(cell.cell_name)
+        if hosted is None or hosted.cell is not cell or hosted.condition in ("running", "stopped"):
+            self._give_back(hosted, orphans, f"{cell.cell_name} stopped")
+            return
+        with self._intake:
+            hosted.pending[:0] = [o for o in orphans if type(o) is Inbound]
+            failed = hosted.condition == "failed"
+            if failed:
+                pending, hosted.pending = hosted.pending, []
+        if failed:
+            self._give_back(hosted, pending, f"{cell.cell_name}: cell crashed")
+            threading.Thread(target=self._escalate, args=(hosted,),
+                             name=f"escalate:{cell.cell_name}", daemon=True).start()
+            return
+        delay = max(0.0, (hosted.restart_due or 0.0) - time.monotonic())
+        timer = threading.Timer(delay, self._restart, args=(hosted,))
+        timer.name, timer.daemon = f"restart:{cell.cell_name}", True
+        timer.start()
+
+    def _restart(self, hosted: _Hosted) -> None:
+        """Start a new instance of a crashed cell and tell it what was held for it."""
+        assert hosted.start is not None
+        if self._stopped.is_set() or hosted.condition != "restarting":
+            return
+        name = hosted.cell.cell_name
+        ref = hosted.start()
+        cell = self._attached.pop(name)
+        with self._intake:
+            if hosted.condition != "restarting" or self._stopped.is_set():
+                ref.stop(block=False)  # retired meanwhile: its held messages went back
+                return
+            hosted.ref, hosted.cell, hosted.condition = ref, cell, "running"
+            hosted.restarts += 1
+            self.counters.restarts += 1
+            pending, hosted.pending = hosted.pending, []
+            for inbound in pending:
+                ref.tell(inbound)
+        self.emit("cell-restarted", cell=name, role=self.role, restarts=hosted.restarts,
+                  held=len(pending))
+
+    def _restart_siblings(self, crashed: _Hosted) -> None:
+        """One-for-all: every other role cell of the node stops (after applying what its
+        mailbox holds) and restarts with the crashed one."""
+        siblings = [h for h in self._routes.role_cells if h is not crashed]
+        if crashed not in self._routes.role_cells:
+            return
+        with self._intake:
+            for sibling in siblings:
+                if sibling.condition == "running":
+                    sibling.condition, sibling.restart_due = "restarting", crashed.restart_due
+                    sibling.ref.stop(block=False)
+
+    def _escalate(self, hosted: _Hosted) -> None:
+        """Past the restart intensity: report the cell failed and, for a role cell, give up
+        the role for the quarantine, so that the reconciler gives it to a spare."""
+        self.counters.failures += 1
+        role = self.role if hosted in self._routes.role_cells else None
+        self.emit("cell-failed", cell=hosted.cell.cell_name, role=role, restarts=hosted.restarts)
+        if role is None:
+            return
+        self._quarantine[role] = time.monotonic() + self.supervision.quarantine
+        try:
+            self.differentiate(None)
+        except Exception:  # the node stays up as it was; its cell is failed either way
+            log.exception("%s: could not step down from %s", self.name, role)
+
+    def _give_back(self, hosted: _Hosted | None, items: list[Any], reason: str) -> None:
+        """Refuse messages no cell will apply: role messages go back to their queue for
+        another node, node messages to the dead letters with ``reason``."""
+        for item in items:
+            if type(item) is Inbound:
+                item.refuse(reason, True)
+
+    def _tell_monitors(self, hosted: _Hosted, reason: str) -> None:
+        name = hosted.cell.cell_name
+        with self._intake:
+            watchers = [self._supervised.get(w) for w in self._monitors.get(name, ())]
+        down = [Symbol("cell-down"), Keyword("cell"), name, Keyword("node"), self.name,
+                Keyword("condition"), hosted.condition, Keyword("reason"), reason]
+        for watcher in watchers:
+            if watcher is None or watcher is hosted:
+                continue
+            self._count_monitor += 1
+            note = Message(down, id=f"down-{self.name}-{name}-{self._count_monitor}")
+            try:
+                watcher.ref.tell(note)
+            except pykka.ActorDeadError:
+                log.debug("%s: watcher of %s is down too", self.name, name)
+
     # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
 
     def _on_node_delivery(self, delivery: Delivery) -> None:
-        message = self._decode(delivery)
+        message = self._decode(delivery, "node")
         if message is None:
             return
         key = delivery.routing_key
@@ -521,14 +744,14 @@ class Node:
             targets = self._cells_named(key[5:])
         else:
             targets = self._cells_bound_to(key) or self._cells_for_verb(message.expr)
-        self._tell(targets, message, delivery)
+        self._tell(targets, message, delivery, from_role_queue=False)
 
     def _on_role_delivery(self, delivery: Delivery) -> None:
-        message = self._decode(delivery)
+        message = self._decode(delivery, "role")
         if message is None:
             return
         cells = self._routes.role_cells
-        verb = _head_verb(message.expr)
+        verb = head_verb(message.expr)
         declaring = [h for h in cells if verb in h.cell.cell_verbs()]
         self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True)
 
@@ -544,7 +767,7 @@ class Node:
         daemon = routes.daemon
         if daemon is None:
             return []
-        verb = _head_verb(expr)
+        verb = head_verb(expr)
         if verb is None or verb in daemon.cell.cell_verbs():
             return [daemon]
         declaring = [h for h in routes.role_cells if verb in h.cell.cell_verbs()]
@@ -552,6 +775,9 @@ class Node:
 
     def _tell(self, targets: list[_Hosted], message: Message, delivery: Delivery, *,
               from_role_queue: bool = False) -> None:
+        """Hand a delivery to its cells; a cell that is down has it held for its restart.
+        ``from_role_queue``: a refused message may go back to its queue (a role queue, where
+        another node may apply it), else it is dead-lettered (this node's own queue)."""
         if not targets:
             self._refuse(delivery, "no cell here to receive it", message.reply_to)
             return
@@ -570,11 +796,19 @@ class Node:
                 return  # left unsettled: the broker gives it to another node
             self.counters.delivered += 1
             settle = _countdown(len(targets), delivery.ack)
+            refuse = self._refusal(delivery, message, settle, len(targets) == 1, from_role_queue)
             for hosted in targets:
-                try:
-                    hosted.ref.tell(Inbound(message, settle, admit))
-                except pykka.ActorDeadError:
-                    settle()
+                inbound = Inbound(message, settle, refuse, admit)
+                if hosted.condition == "running":
+                    try:
+                        hosted.ref.tell(inbound)
+                        continue
+                    except pykka.ActorDeadError:
+                        pass  # it is dying: its supervisor is about to hear of it
+                if hosted.condition in ("failed", "stopped"):
+                    refuse(f"{hosted.cell.cell_name}: cell crashed", True)
+                else:
+                    hosted.pending.append(inbound)
 
     def _admission(self, fence: PauseFence, generation: int, delivery: Delivery,
                    from_role_queue: bool) -> Callable[[], bool]:
@@ -588,13 +822,13 @@ class Node:
                 if not decided:
                     decided.append(fence.admits(generation))
                     if not decided[0]:
-                        self._give_back(delivery, from_role_queue,
+                        self._give_back_fenced(delivery, from_role_queue,
                                         "it arrived before the node was paused")
                 return decided[0]
 
         return admit
 
-    def _give_back(self, delivery: Delivery, from_role_queue: bool, why: str) -> None:
+    def _give_back_fenced(self, delivery: Delivery, from_role_queue: bool, why: str) -> None:
         """A delivery a fenced role cell must not apply: back to its role queue for another
         holder, or, addressed to this node, to the dead letters with the reason."""
         self.counters.fenced += 1
@@ -606,56 +840,94 @@ class Node:
             log.debug("%s: giving back %s failed", self.name, delivery.envelope.message_id,
                       exc_info=True)
 
-    def _decode(self, delivery: Delivery) -> Message | None:
-        """Check size and signature, then read the body; refuse anything else."""
-        envelope = delivery.envelope
-        if len(envelope.body) > self.max_message_bytes:
-            self._refuse(delivery, f"message of {len(envelope.body)} bytes exceeds {self.max_message_bytes}")
-            return None
-        if self.signer is not None:
+    def _refusal(self, delivery: Delivery, message: Message, settle: Callable[[], None],
+                 alone: bool, requeue: bool) -> Callable[[str, bool], None]:
+        """The ``refuse`` of an Inbound: settle the delivery without applying it."""
+        if alone:
+            def refuse(reason: str, again: bool) -> None:
+                delivery.reject(requeue=again and requeue, reason=reason)
+            return refuse
+
+        def refuse_one(reason: str, again: bool) -> None:  # the other cells still apply it
             try:
-                self.signer.verify(envelope)
-            except SecurityError as error:
-                self._refuse(delivery, f"refused: {error}")
-                return None
-        try:
-            expr = read(envelope.body, max_bytes=self.max_message_bytes)
-        except LanguageError as error:
-            self._refuse(delivery, f"unreadable: {error}", envelope.reply_to)
+                self.dead_letter(message, reason)
+            finally:
+                settle()
+        return refuse_one
+
+    def _decode(self, delivery: Delivery, where: str) -> Message | None:
+        """Pass the delivery through the gate (size, signature, replay, read, capabilities);
+        refuse it with the reason, or make it a message for the cells."""
+        envelope = delivery.envelope
+        if not is_cellframe_content(envelope.content_type):
+            # Its reply_to is not verified yet: answered only in an unsigned cluster.
+            self._refuse(delivery, f"foreign content type {str(envelope.content_type)[:80]!r}: "
+                                   f"a node reads only {CONTENT_TYPE}",
+                         envelope.reply_to if self.signer is None else None,
+                         reason="content-type", dead_letter=True)
             return None
-        return Message(expr, id=envelope.message_id, reply_to=envelope.reply_to,
+        try:
+            admitted = self.gate.admit(delivery, where)
+        except RefusedError as error:
+            verified = error.reason in ("unreadable", "not-allowed")  # its reply_to is signed
+            self._refuse(delivery, f"refused: {error}", envelope.reply_to if verified else None,
+                         reason=error.reason)
+            self._audit(delivery, getattr(error, "key", None), None, f"refused: {error.reason}")
+            return None
+        if admitted.key is not None and admitted.key.kind == "operator":
+            self._audit(delivery, admitted.key, admitted.verb, "accepted")
+        return Message(admitted.expr, id=envelope.message_id, reply_to=envelope.reply_to,
                        sender=envelope.sender, sent_at=envelope.timestamp,
+                       correlation_id=envelope.correlation_id,
                        trace=None if tracing.active is None
                        else tracing.active.on_deliver(envelope, delivery.routing_key))
 
-    def _refuse(self, delivery: Delivery, reason: str, reply_to: str | None = None) -> None:
-        """Count and log a refused delivery; dead-letter it in diagnostic mode, else drop it."""
+    def _audit(self, delivery: Delivery, key: Any, verb: str | None, result: str) -> None:
+        """An ``event.audit.<node>`` for what an operator key sent (and for refusals)."""
+        if self.signer is None:
+            return
+        self.emit("audit", key=getattr(key, "id", None), target=delivery.routing_key,
+                  verb=verb, message_id=str(delivery.envelope.message_id)[:200], result=result)
+
+    def _refuse(self, delivery: Delivery, detail: str, reply_to: str | None = None, *,
+                reason: str = "no-cell", dead_letter: bool = False) -> None:
+        """Count and log a refused delivery; dead-letter it in diagnostic mode (or always, with
+        ``dead_letter``: a message meant for something else), else drop it."""
         self.counters.rejected += 1
-        log.warning("%s: %s (message %s)", self.name, reason, delivery.envelope.message_id)
-        if self.diagnostic:
-            delivery.reject(requeue=False, reason=f"{self.name}: {reason}")
+        refused = self.counters.refused
+        refused[reason] = refused.get(reason, 0) + 1
+        log.warning("%s: %s (message %r)", self.name, detail,
+                    str(delivery.envelope.message_id)[:200])
+        if self.diagnostic or dead_letter:
+            delivery.reject(requeue=False, reason=f"{self.name}: {reason}: {detail}")
         else:
             delivery.ack()
         if reply_to:
             self.send(reply_to, [Symbol("error"), Keyword("node"), self.name, Keyword("id"),
-                                 delivery.envelope.message_id, Keyword("reason"), reason])
+                                 delivery.envelope.message_id, Keyword("reason"), detail],
+                      correlation_id=request_id(delivery.envelope))
 
     # -- sending (the Outbox of the hosted cells) ------------------------------------------
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             correlation_id: str | None = None) -> None:
         """Publish ``expr`` to ``target``; ``on_return`` (any thread) hears if it was unroutable
-        (membership uses that as a probe: a dead node's queue is gone)."""
+        (membership uses that as a probe: a dead node's queue is gone); ``correlation_id``
+        names the message a call-back answers."""
         envelope = envelope_for(expr, sender=sender or self.name, reply_to=reply_to,
-                                signer=self.signer, target=target)
+                                target=target, correlation_id=correlation_id)
+        if self.signer is not None:
+            envelope = self.signer.sign(envelope, target, key=self.gate.reply_key(target))
         self.counters.sent += 1
         self.transport.publish(target, envelope, on_return=on_return or self._on_return,
                                persistent=is_persistent(target))
 
     def dead_letter(self, message: Message, reason: str) -> None:
         envelope = Envelope(write(message.expr).encode(), message_id=message.id,
-                            timestamp=message.sent_at, reply_to=message.reply_to, sender=message.sender)
+                            timestamp=message.sent_at, reply_to=message.reply_to,
+                            sender=message.sender, correlation_id=message.correlation_id)
         self.transport.dead_letter(envelope, reason)
 
     def _on_return(self, envelope: Envelope, reason: str) -> None:
@@ -676,9 +948,11 @@ class Node:
         for key, value in payload.items():
             expr += [Keyword(key.replace("_", "-")), value]
         try:
-            envelope = envelope_for(expr, sender=self.name, signer=self.signer,
-                                    headers={_EVENT_HEADER: 1})
-            self.transport.publish(event_key(kind, self.name), envelope, on_return=self._on_return)
+            key = event_key(kind, self.name)
+            envelope = envelope_for(expr, sender=self.name, headers={_EVENT_HEADER: 1})
+            if self.signer is not None:  # signed for its key, but not traced (no target given)
+                envelope = self.signer.sign(envelope, key)
+            self.transport.publish(key, envelope, on_return=self._on_return)
         except Exception:  # an event is informational; failing to publish it must not stop the node
             log.debug("%s: event %s not published", self.name, kind, exc_info=True)
 
@@ -695,18 +969,21 @@ class Node:
         with self._lock:
             return {name: h.cell for name, h in self._cells.items()}
 
+    def load(self) -> float | None:
+        """The busiest role cell's ``cell_load()`` (None: none measures it). Read from the
+        routes snapshot, not under the lock: membership asks every heartbeat, and
+        ``differentiate`` holds the lock while a web cell drains, for seconds."""
+        loads = [load for hosted in self._routes.role_cells
+                 if (load := hosted.cell.cell_load()) is not None]
+        return max(loads) if loads else None
+
     def status(self) -> dict[str, Any]:
         """A snapshot of the node: name, role, cells with state and counters."""
         with self._lock:
-            cells = [h.cell.cell_snapshot() for h in [*self._system.values(), *self._cells.values()]]
+            cells = [{**h.cell.cell_snapshot(), "condition": h.condition, "restarts": h.restarts}
+                     for h in [*self._system.values(), *self._cells.values()]]
         return {"node": self.name, "role": self.role, "started_at": self.started_at,
                 "diagnostic": self.diagnostic, "counters": self.counters.as_dict(), "cells": cells}
-
-
-def _head_verb(expr: Any) -> str | None:
-    if isinstance(expr, list) and expr and isinstance(expr[0], Symbol):
-        return expr[0].name
-    return None
 
 
 def _countdown(count: int, done: Callable[[], None]) -> Callable[[], None]:
@@ -772,8 +1049,10 @@ class _Ticker:
                     try:
                         hosted.ref.tell(Message(tick, id=f"tick-{self._node.name}-{self._count}"))
                     except pykka.ActorDeadError:
-                        self.remove(hosted)
-                        continue
+                        if hosted.condition == "stopped":
+                            self.remove(hosted)
+                            continue
+                        # down for a restart: it ticks again once restarted
                     due = now + (hosted.cell.cell_tick_interval() or 1.0)
                     with self._lock:
                         if key in self._due:

@@ -56,13 +56,13 @@ def run_node(
         system_cells=system_cells(),
         queue_prefix=queue_prefix,
     )
-    shipping = logship.install(transport, node, signer=signer) if ship_logs else None
-    node.start()
     exporter = None
-    if metrics_port is not None:
+    if metrics_port is not None:  # first: a port in use stops the start before anything ran
         from .metrics import serve_metrics
 
         exporter = serve_metrics(node, metrics_port, metrics_addr)
+    shipping = logship.install(transport, node, signer=signer) if ship_logs else None
+    node.start()
     log.info("node %s running as %s", name, node.role or "a spare")
     print(f"node {name} ready as {node.role or 'spare'}", flush=True)
     try:

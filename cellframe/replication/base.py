@@ -234,17 +234,22 @@ class ShardBase(Cell):
         return True
 
     def _publish(self, target: str, expr: Any, *, reply_to: str | None = None,
-                 on_return: Callable[[Any, str], None] | None = None) -> None:
+                 on_return: Callable[[Any, str], None] | None = None,
+                 correlation_id: str | None = None) -> None:
         """Fire and forget: no listener is fine; a closed transport (a killed node), or a
         cell alone without an outbox, sends nothing."""
         try:
-            self.cell_send(target, expr, reply_to=reply_to, on_return=on_return or _ignore_return)
+            self.cell_send(target, expr, reply_to=reply_to, on_return=on_return or _ignore_return,
+                           correlation_id=correlation_id)
         except CellframeError as error:
             log.debug("%s: not sent to %s: %s", self.cell_name, target, error)
 
-    def reply(self, reply_to: str | None, expr: list[Any]) -> None:
+    def reply(self, reply_to: str | None, expr: list[Any], request: Any = None) -> None:
+        """Call back ``reply_to`` with ``expr``, correlated to ``request``: the id of the
+        request it answers (the request message's own id unless its sender named one)."""
         if reply_to:
-            self._publish(reply_to, expr)
+            self._publish(reply_to, expr,
+                          correlation_id=request if isinstance(request, str) else None)
 
     def count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n

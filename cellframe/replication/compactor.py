@@ -36,6 +36,7 @@ from ..cell.statemachine import transition
 from ..errors import CellframeError
 from ..language.symbols import Keyword, Symbol
 from ..store import CompactionResult, Record, Retention
+from ..wire.envelope import request_id
 from .base import ShardBase, _int
 from .wire import quoted
 
@@ -68,14 +69,14 @@ class Compactions(ShardBase):
         """Compact every held partition (or ``:partitions '(p ...)``, a peer's nudge)."""
         message = self.cell_message
         reply_to = message.reply_to if message is not None else None
-        request = message.id if message is not None else None
+        request = request_id(message) if message is not None else None
         chosen = None
         if isinstance(partitions, list):
             chosen = [p for p in partitions if _int(p) and 0 <= p < self.config.partitions]
         reason = self.start_compaction(chosen, reply_to, request)
         if reason is not None:
             self.reply(reply_to, [Symbol("error"), Keyword("cell"), self.cell_name,
-                                  Keyword("reason"), reason, Keyword("request"), request])
+                                  Keyword("reason"), reason, Keyword("request"), request], request)
 
     def start_compaction(self, partitions: list[int] | None, reply_to: str | None = None,
                          request: str | None = None) -> str | None:
@@ -143,7 +144,7 @@ class Compactions(ShardBase):
                         len(results), error)
             self.reply(reply_to, [Symbol("error"), Keyword("cell"), self.cell_name,
                                   Keyword("reason"), f"compaction failed: {error}",
-                                  Keyword("request"), request])
+                                  Keyword("request"), request], request)
             return
         log.info("%s: compacted %d partitions in %.3f s, %d records dropped", self.cell_name,
                  len(results), seconds, dropped)
@@ -153,7 +154,7 @@ class Compactions(ShardBase):
                               Keyword("kept"), sum(r.kept for r in results),
                               Keyword("dropped"), dropped,
                               Keyword("bytes"), sum(r.bytes_written for r in results),
-                              Keyword("seconds"), round(seconds, 3)])
+                              Keyword("seconds"), round(seconds, 3)], request)
 
     def on_stop(self) -> None:
         self.compaction_stop.set()

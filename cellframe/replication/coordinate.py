@@ -29,7 +29,7 @@ from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
 from ..store import Receipt, Record
-from ..wire.envelope import Message
+from ..wire.envelope import Message, request_id
 from ..wire.routing import cell_key
 from .base import ShardBase, _int, _names
 from .quorum import AS_OF, HISTORY, NEWEST, PendingRead, PendingWrite, merge, repairs
@@ -148,7 +148,7 @@ class Coordinator(ShardBase):
             self.reply(reply_to, [
                 Symbol("inserted"), Keyword("family"), pending.family, Keyword("guid"), guid,
                 Keyword("time"), pending.time, Keyword("copies"), len(pending.durable),
-                Keyword("request"), request])
+                Keyword("request"), request], request)
 
     # -- select and history -----------------------------------------------------------------
 
@@ -252,12 +252,12 @@ class Coordinator(ShardBase):
         if read_.mode == HISTORY:
             versions = [_version(r) for r in result]
             self.reply(read_.reply_to, [Symbol("history-selected"), *head,
-                                        Keyword("versions"), quoted(versions)])
+                                        Keyword("versions"), quoted(versions)], read_.request)
         elif result:
             self.reply(read_.reply_to, [Symbol("selected"), *head, Keyword("found"), True,
-                                        *_version(result[0], quote=True)])
+                                        *_version(result[0], quote=True)], read_.request)
         else:
-            self.reply(read_.reply_to, [Symbol("selected"), *head, Keyword("found"), False])
+            self.reply(read_.reply_to, [Symbol("selected"), *head, Keyword("found"), False], read_.request)
 
     def _repair(self, read_: PendingRead) -> None:
         """Send every replica that answered with less the records it lacked (read repair)."""
@@ -296,7 +296,7 @@ class Coordinator(ShardBase):
         message = self.cell_message
         reply_to = message.reply_to if message is not None else None
         if not isinstance(request, str):
-            request = message.id if message is not None else uuid.uuid4().hex
+            request = request_id(message) if message is not None else uuid.uuid4().hex
         return reply_to, request
 
     def _partition(self, family: str) -> int:
@@ -335,7 +335,7 @@ class Coordinator(ShardBase):
                 Keyword("request"), request]
         for key, value in fields.items():
             expr += [Keyword(key), value]
-        self.reply(reply_to, expr)
+        self.reply(reply_to, expr, request)
 
 
 def _opt(key: str, value: Any) -> list[Any]:

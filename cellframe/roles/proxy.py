@@ -9,6 +9,15 @@ once. Requests ``(route R)`` go to ``cell.<backend>`` as ``(serve :request R :pr
 the requester's reply address, chosen by smooth weighted round-robin (nginx's algorithm): over
 any run of ``sum(weights)`` picks each backend gets exactly its weight, spread evenly.
 
+The data plane: by default the proxy routes s-expression requests itself (above). With
+``haproxy-socket=PATH`` in DNS it also drives a real HAProxy through its runtime API
+(``cellframe.web.dataplane``): a backend that joins with ``:address A :port P`` becomes a server
+of HAProxy's backend ``haproxy-backend`` (web), its ``set-weight`` becomes HAProxy's weight,
+``(drain-pool :backend B)`` sets it to drain (and out of the s-expression rotation), and leaving
+or its node going down deletes it. The pool is synced again every ``haproxy-sync-ms`` (500),
+so a restarted HAProxy is rebuilt from the cluster; an unreachable one is retried with backoff.
+``haproxy-server-options`` replaces what each added server is given (``SERVER_OPTIONS``).
+
 Not thrashing the pool: a ``join-pool`` from a node life already declared down (same or older
 incarnation, a late or duplicated message) is ignored, and a node that went down more than
 once recently is held out for a growing interval (``FlapDamper``) before it may rejoin.
@@ -24,8 +33,11 @@ from typing import Any, ClassVar
 
 from ..cell.cell import Cell
 from ..cell.statemachine import transition
+from ..config.txtconfig import int_setting
 from ..healing.detector import FlapDamper
 from ..language.symbols import Keyword, Symbol
+from ..web.dataplane import HaproxyPool
+from ..web.haproxy import SERVER_OPTIONS, HaproxyRuntime
 from ..wire.envelope import Message
 from ..wire.routing import cell_key, each_key
 from ._quiet import send_quietly
@@ -128,6 +140,39 @@ class ProxyCell(Cell):
         self.route_log: deque[tuple[float, str, str]] = deque(maxlen=self.route_log_size)
         self.stats = {"routed": 0, "unrouted": 0, "served": 0, "refused_joins": 0, "rerouted": 0}
         self.pool_changes: list[tuple[float, str, str]] = []  # (time, "added"/"removed", backend)
+        self.haproxy: HaproxyPool | None = None
+        self.sync_every = int_setting(self.cell_settings, "haproxy-sync-ms", 500, minimum=10) / 1000
+        self.last_sync = -float("inf")
+        if self.cell_settings.get("haproxy-socket"):
+            runtime = HaproxyRuntime(self.cell_settings["haproxy-socket"])
+            backend = self.cell_settings.get("haproxy-backend", "web")
+            options = self.cell_settings.get("haproxy-server-options", SERVER_OPTIONS)
+            self.haproxy = HaproxyPool(runtime, backend, options=options)
+
+    def cell_tick_interval(self) -> float | None:
+        return None if self.haproxy is None else min(self.sync_every, 0.1)
+
+    @transition("tick")
+    def tick(self) -> None:
+        """Sync HAProxy every ``haproxy-sync-ms``, sooner when a failed sync's backoff is due."""
+        if self.haproxy is None:
+            return
+        now = time.monotonic()
+        if self.haproxy.failures or now - self.last_sync >= self.sync_every:
+            self._sync(now)
+
+    def _sync(self, now: float | None = None) -> None:
+        if self.haproxy is None:
+            return
+        now = time.monotonic() if now is None else now
+        was_reachable = self.haproxy.failures == 0
+        if self.haproxy.sync(now):
+            self.last_sync = now
+            if not was_reachable:
+                self._emit("haproxy-reachable", backend=self.haproxy.backend)
+        elif was_reachable and self.haproxy.failures == 1:
+            self._emit("haproxy-unreachable", backend=self.haproxy.backend,
+                       error=self.haproxy.last_error or "")
 
     def on_start(self) -> None:
         # Ask the backends to announce themselves now rather than at their next period.
@@ -138,7 +183,8 @@ class ProxyCell(Cell):
 
     @transition("join-pool")
     def join_pool(self, backend: str, node: str | None = None, weight: Any = 10,
-                  incarnation: int = 0, **extra: Any) -> None:
+                  incarnation: int = 0, address: str | None = None, port: int | None = None,
+                  **extra: Any) -> None:
         node = node if isinstance(node, str) else backend
         weight_ = _weight(weight)
         if not isinstance(backend, str) or weight_ is None or not isinstance(incarnation, int):
@@ -148,12 +194,29 @@ class ProxyCell(Cell):
             return
         if self.pool.add(backend, node, weight_, incarnation):
             self._changed("added", backend, weight=weight_, member=node)
+        if self.haproxy is not None and isinstance(address, str) and isinstance(port, int):
+            known = self.haproxy.wanted.get(backend)
+            if known is None or (known.address, known.port, known.weight) != (address, port, weight_):
+                self.haproxy.put(backend, address, port, weight_)
+                self._sync()
 
     @transition("set-weight")
     def set_weight(self, backend: str, weight: Any, **extra: Any) -> None:
         weight_ = _weight(weight)
         if weight_ is not None and self.pool.set_weight(backend, weight_):
             self._emit("pool-weight", backend=backend, weight=weight_)
+            if self.haproxy is not None:
+                self.haproxy.set_weight(backend, weight_)
+                self._sync()
+
+    @transition("drain-pool")
+    def drain_pool(self, backend: str, **extra: Any) -> None:
+        """A backend stopping cleanly: no new requests to it; those it has finish."""
+        if self.pool.set_weight(backend, 0):
+            self._emit("pool-drain", backend=backend)
+        if self.haproxy is not None and backend in self.haproxy.wanted:
+            self.haproxy.drain(backend)
+            self._sync()
 
     @transition("leave-pool")
     def leave_pool(self, backend: str, **extra: Any) -> None:
@@ -186,6 +249,9 @@ class ProxyCell(Cell):
     def _changed(self, change: str, backend: str, **fields: Any) -> None:
         self.pool_changes.append((time.time(), change, backend))
         self._emit(f"pool-{change}", backend=backend, **fields)
+        if change == "removed" and self.haproxy is not None:
+            self.haproxy.remove(backend)
+            self._sync()
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -257,6 +323,8 @@ class ProxyCell(Cell):
         snapshot = super().cell_snapshot()
         snapshot["pool"] = self.pool.rows()
         snapshot["stats"] = dict(self.stats)
+        if self.haproxy is not None:
+            snapshot["haproxy"] = self.haproxy.status(time.monotonic())
         return snapshot
 
     def _emit(self, kind: str, **fields: Any) -> None:

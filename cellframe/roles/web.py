@@ -1,9 +1,18 @@
-"""The web cell: a minimal service that serves, measures its own load, and keeps its proxies
-informed by fire-and-forget messages only.
+"""The web cell: a service that serves, measures its own load, and keeps its proxies informed
+by fire-and-forget messages only.
+
+With ``app=package.module:attr`` in DNS it serves that WSGI app over real HTTP (waitress, on
+``listen=HOST:PORT``; port 0 takes a free one) and answers ``health-url``'s path itself; its
+load is the latency and requests in flight its ``LoadMeter`` sees, and ``WeightPolicy`` turns
+that into the weight it asks for (``slow-ms``/``fast-ms``, hysteresis). On a clean stop it
+asks the proxies to drain it, waits until its requests in flight are done (at most
+``drain-ms``), and only then closes and leaves. Without ``app`` it serves the s-expression
+requests below, the embedded default.
 
 - When it comes online, and again every ``announce-ms`` (the announcement is idempotent, so a
   proxy that started later or lost it catches up), it sends ``(join-pool :backend B :node N
   :weight W :incarnation I)`` to ``each.proxy``; a proxy that starts asks with ``(pool-hello)``.
+  With HTTP the announcement also carries ``:address A :port P``.
 - ``(serve :request R :proxy P)`` is a request: it counts it, calls the proxy back with
   ``(served :request R :backend B)``, and answers the requester if it gave a reply address.
 - Load is the request rate over the last ``load-window-ms``. Above ``capacity`` requests per
@@ -12,7 +21,9 @@ informed by fire-and-forget messages only.
 - When it stops cleanly it sends ``(leave-pool :backend B)``.
 
 Settings (the node's DNS TXT): ``weight`` (10), ``capacity`` (100), ``announce-ms`` (1000),
-``load-window-ms`` (1000), ``proxy-role`` (proxy).
+``load-window-ms`` (1000), ``proxy-role`` (proxy); for HTTP ``app``, ``listen``
+(127.0.0.1:0), ``health-url`` (/health), ``slow-ms`` (100), ``fast-ms`` (50), ``http-threads``
+(8), ``drain-ms`` (2000).
 """
 
 from __future__ import annotations
@@ -21,12 +32,15 @@ import logging
 import time
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..cell.cell import Cell
 from ..cell.statemachine import transition
 from ..config.txtconfig import int_setting
 from ..errors import ConfigError
 from ..language.symbols import Keyword, Symbol
+from ..web.load import WeightPolicy
+from ..web.server import HttpServer, load_app
 from ..wire.routing import cell_key, each_key
 from ._quiet import send_quietly
 
@@ -54,6 +68,27 @@ class WebCell(Cell):
         self.arrivals: deque[float] = deque()
         self.served = 0
         self.last_announce = -float("inf")
+        self.http: HttpServer | None = None
+        self.policy: WeightPolicy | None = None
+        self.last_load: float | None = None
+        if settings.get("app"):
+            self._open_http(settings)
+
+    def _open_http(self, settings: dict[str, str]) -> None:
+        """Import the app and listen, in the node's thread, so that a bad ``app`` or a taken
+        port fails the node's differentiation with a ConfigError that says why."""
+        app = load_app(settings["app"])
+        host, _, port = settings.get("listen", "127.0.0.1:0").rpartition(":")
+        if not port.isdigit():
+            raise ConfigError(f"listen={settings.get('listen')!r}: expected HOST:PORT")
+        health = urlsplit(settings.get("health-url", "/health")).path or "/health"
+        slow = self._setting("slow-ms", 100, minimum=1)
+        fast = min(slow, self._setting("fast-ms", 50, minimum=0))
+        self.policy = WeightPolicy(self.base_weight, slow, fast)
+        self.drain_wait = self._setting("drain-ms", 2000, minimum=0) / 1000
+        self.http = HttpServer(app, host or "127.0.0.1", int(port), health_path=health,
+                               threads=self._setting("http-threads", 8, minimum=1),
+                               window=self.window).start()
 
     def _setting(self, key: str, default: int, *, minimum: int) -> int:
         try:
@@ -73,16 +108,40 @@ class WebCell(Cell):
         self._announce()
 
     def on_stop(self) -> None:
+        if self.http is not None:
+            self._drain(self.http)
         self._send(self.proxies, [Symbol("leave-pool"), Keyword("backend"), self.cell_name])
+
+    def on_failure(self, *exc_info: Any) -> None:
+        if self.http is not None:
+            self.http.close()
+
+    def _drain(self, http: HttpServer) -> None:
+        """Ask the proxies to send nothing new, fail health checks, wait for the requests in
+        flight (and those HAProxy had already chosen us for) to finish, then close."""
+        self._send(self.proxies, [Symbol("drain-pool"), Keyword("backend"), self.cell_name])
+        http.draining = True
+        deadline = time.monotonic() + self.drain_wait
+        quiet_since, seen = time.monotonic(), http.meter.total
+        while time.monotonic() < deadline:
+            if http.meter.total != seen or http.meter.in_flight:
+                quiet_since, seen = time.monotonic(), http.meter.total
+            elif time.monotonic() - quiet_since >= min(0.3, self.drain_wait):
+                break  # nothing for 0.3 s: three health-check intervals of ours
+            time.sleep(0.01)
+        http.close()
 
     # -- announcing ---------------------------------------------------------------------------
 
     def _announce(self) -> None:
         self.last_announce = time.monotonic()
-        self._send(self.proxies, [
-            Symbol("join-pool"), Keyword("backend"), self.cell_name,
-            Keyword("node"), self.node_name, Keyword("weight"), self.weight,
-            Keyword("incarnation"), self.cell_host.incarnation])
+        join = [Symbol("join-pool"), Keyword("backend"), self.cell_name,
+                Keyword("node"), self.node_name, Keyword("weight"), self.weight,
+                Keyword("incarnation"), self.cell_host.incarnation]
+        if self.http is not None:
+            address = "127.0.0.1" if self.http.host in ("0.0.0.0", "") else self.http.host
+            join += [Keyword("address"), address, Keyword("port"), self.http.port]
+        self._send(self.proxies, join)
 
     @transition("pool-hello")
     def pool_hello(self, proxy: str | None = None, **extra: Any) -> None:
@@ -114,25 +173,45 @@ class WebCell(Cell):
         return len(self.arrivals) / self.window
 
     def _reweigh(self) -> None:
-        rate = self.rate()
-        wanted = self.base_weight
-        if rate > self.capacity:
-            wanted = max(1, round(self.base_weight * self.capacity / rate))
+        if self.http is not None and self.policy is not None:
+            sample = self.http.meter.sample()
+            self.last_load = round(max(sample.busy, sample.p95_ms / self.policy.slow_ms), 3)
+            wanted = self.policy.decide(sample)
+        else:
+            rate = self.rate()
+            wanted = self.base_weight
+            if rate > self.capacity:
+                wanted = max(1, round(self.base_weight * self.capacity / rate))
         if wanted != self.weight:
             self.weight = wanted
             self._send(self.proxies, [Symbol("set-weight"), Keyword("backend"), self.cell_name,
                                       Keyword("weight"), wanted])
 
+    def cell_load(self) -> float | None:
+        """With HTTP: the busier of its threads' busy fraction and p95 latency / ``slow-ms``,
+        as of the last tick (without HTTP: None)."""
+        return self.last_load
+
     @transition("load")
     def load(self) -> None:
-        """Reply ``(load :backend B :rate R :weight W :served N)``."""
-        self.cell_reply([Symbol("load"), Keyword("backend"), self.cell_name,
-                         Keyword("rate"), self.rate(), Keyword("weight"), self.weight,
-                         Keyword("served"), self.served])
+        """Reply ``(load :backend B :rate R :weight W :served N ...)``, with HTTP also
+        ``:in-flight :p50-ms :p95-ms :p99-ms :cpu``."""
+        reply = [Symbol("load"), Keyword("backend"), self.cell_name, Keyword("rate"), self.rate(),
+                 Keyword("weight"), self.weight, Keyword("served"), self.served]
+        if self.http is not None:
+            sample = self.http.meter.sample().as_dict()
+            reply[4:6] = [Keyword("rate"), sample.pop("rate")]
+            reply[8:10] = [Keyword("served"), self.http.meter.total]
+            for key, value in sample.items():
+                reply += [Keyword(key), value]
+        self.cell_reply(reply)
 
     def cell_snapshot(self) -> dict[str, Any]:
         snapshot = super().cell_snapshot()
         snapshot.update(weight=self.weight, served=self.served)
+        if self.http is not None:
+            snapshot["http"] = {"port": self.http.port, "served": self.http.meter.total,
+                                **self.http.meter.sample().as_dict()}
         return snapshot
 
     def _send(self, target: str, expr: list[Any]) -> None:

@@ -72,7 +72,8 @@ class SimHost:
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,
-             on_return: Callable[[Envelope, str], None] | None = None) -> None:
+             on_return: Callable[[Envelope, str], None] | None = None,
+             **options: Any) -> None:
         self.sim.publish(self.name, target, expr, on_return)
 
     def dead_letter(self, message: Message, reason: str) -> None:
@@ -97,6 +98,22 @@ class SimHost:
 
     def attach_cell(self, cell: Any) -> None:
         """The simulation holds its cells itself."""
+
+    @property
+    def quarantined(self) -> bool:
+        return False
+
+    def load(self) -> float | None:
+        return None
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """No other cells to watch."""
+
+    def cell_crashed(self, cell: Any, message: Message | None, error: BaseException | None) -> None:
+        raise RuntimeError(f"{cell.cell_name} crashed in the simulation") from error
+
+    def cell_stopped(self, cell: Any, orphans: list[Any]) -> None:
+        """Nothing to give back: the simulation's messages are not deliveries."""
 
     def guard_pauses(self, gap: float) -> PauseFence | None:
         return None  # no role cells to fence

@@ -7,7 +7,8 @@
   library code can use it) and ``holds_for`` (``waiting.py``); ``Collector``, ``Connector``
   and ``publish_many`` for deliveries and transports.
 - ``FakeClock`` (``clock.py``), ``AmqpNames`` (``amqp.py``), ``run_named`` and ``BindServer``
-  (``bind.py``), ``running_cluster`` (``cluster.py``), ``missing`` (``services.py``).
+  (``bind.py``), ``run_haproxy`` (``haproxy.py``), ``running_cluster`` (``cluster.py``),
+  ``missing`` (``services.py``).
 - ``plugin.py``: the pytest plugin (entry point ``pytest11``) whose fixtures use all of these.
 
 The names are listed in ``__init__.pyi`` and load on first use (lazy_loader, as in

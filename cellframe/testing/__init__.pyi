@@ -4,6 +4,7 @@ from .bind import BindServer as BindServer
 from .bind import run_named as run_named
 from .clock import FakeClock as FakeClock
 from .cluster import running_cluster as running_cluster
+from .haproxy import run_haproxy as run_haproxy
 from .resolvers import ResolverConformance as ResolverConformance
 from .resolvers import conformance_zone as conformance_zone
 from .services import missing as missing
@@ -26,6 +27,7 @@ __all__ = [
     "holds_for",
     "missing",
     "publish_many",
+    "run_haproxy",
     "run_named",
     "running_cluster",
     "wait_for",

@@ -10,6 +10,8 @@ Installed with cellframe and loaded by pytest through the ``pytest11`` entry poi
   ``amqp_connect`` is its ``connect``;
 - ``bind_server``: a real BIND 9 on a loopback port serving ``bind_zone`` (one per module;
   override ``bind_zone`` to serve your own zone's text);
+- ``haproxy_server``: a real HAProxy on a loopback port, its backend ``web`` empty and its
+  runtime API on a Unix socket (``HaproxyProcess``), removed after the test;
 - ``local_cluster``: ``local_cluster(zone, registry=..., ...)`` starts a ``LocalCluster``,
   waits until it converged, and stops it after the test;
 - ``recording_outbox``: a ``RecordingOutbox``, for a cell started on its own;
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from ..cell.outbox import RecordingOutbox
     from ..node.cluster import LocalCluster
     from ..transports.amqp import AmqpTransport
+    from ..web.launch import HaproxyProcess
     from .amqp import AmqpNames
     from .bind import BindServer
     from .clock import FakeClock
@@ -94,6 +97,15 @@ def bind_server(bind_zone: str) -> Iterator[BindServer]:
     from .bind import run_named
 
     with run_named(bind_zone) as server:
+        yield server
+
+
+@pytest.fixture
+def haproxy_server() -> Iterator[HaproxyProcess]:
+    """A private HAProxy: frontend ``.url``, admin socket ``.socket_path``, backend ``web``."""
+    from .haproxy import run_haproxy
+
+    with run_haproxy() as server:
         yield server
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import queue
+import re
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -90,6 +91,9 @@ class BrokerLink:
         self.connected = threading.Event()
         self.errors: dict[str, str] = {}  # the last connection error of each broker address
         self.restore_errors: list[str] = []  # re-declarations the broker refused
+        #: Set when a broker refused the login or the virtual host before any connection
+        #: opened: retrying cannot help, so the transport fails at once with this line.
+        self.refused: str | None = None
         self.stats = dict.fromkeys(("published", "confirmed", "returned", "nacked", "resent",
                                     "acked", "requeued", "dead_lettered", "undecodable",
                                     "connections", "reconnects"), 0)
@@ -329,8 +333,17 @@ class BrokerLink:
         if self._closing:
             self._ioloop.stop()
             return
-        self.errors[self._describe(self._index)] = repr(error)
-        log.warning("broker %s unreachable: %r", self._describe(self._index), error)
+        where = self._describe(self._index)
+        refusal = _refusal(error, self._params[self._index])
+        if refusal is not None and not self.stats["connections"]:
+            self.refused = f"broker {where} {refusal}"
+        reason = refusal or _short_reason(error)
+        # Said once per address and reason (a retry every few seconds repeats it at DEBUG); a
+        # refusal before the first connection is raised to the caller as one line instead.
+        repeated = self.errors.get(where) == reason
+        self.errors[where] = reason
+        log.log(logging.DEBUG if self.refused or repeated else logging.WARNING,
+                "broker %s unreachable: %s", where, reason)
         self._index = (self._index + 1) % len(self._params)
         self._tries += 1
         if self._tries % len(self._params):
@@ -656,3 +669,28 @@ class BrokerLink:
 def _reason_text(reason: BaseException) -> str:
     code, text = getattr(reason, "reply_code", None), getattr(reason, "reply_text", None)
     return f"{code} {text}" if code is not None else repr(reason)
+
+
+def _refusal(error: BaseException, params: pika.ConnectionParameters) -> str | None:
+    """One line for a refusal that retrying cannot cure (403 bad login, 530 no such virtual
+    host), else None: a broker that is down or slow may well answer the next try."""
+    if isinstance(error, pika.exceptions.ProbableAuthenticationError):
+        user = getattr(params.credentials, "username", "?")
+        return f"refused the login of user {user!r} (403 ACCESS_REFUSED): check the user and password"
+    if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+        return (f"refused virtual host {params.virtual_host!r} (530 NOT_ALLOWED): it does not "
+                f"exist or the user may not use it")
+    return None
+
+
+_OS_ERROR = re.compile(r"(\w+[Ee]rror)\((-?\d+), '([^']+)'\)")
+
+
+def _short_reason(error: BaseException) -> str:
+    """The operating system's words for a failed connection ("Connection refused") when
+    pika's nested workflow error carries them, else its repr, shortened."""
+    text = repr(error)
+    match = _OS_ERROR.search(text)
+    if match:
+        return f"{match.group(3)} ({match.group(1)})"
+    return text if len(text) <= 200 else text[:197] + "..."

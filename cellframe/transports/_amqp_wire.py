@@ -9,6 +9,8 @@ Mapping (round-trips exactly for str, bytes, int, float, bool and None header va
                  ``x-cf-ts`` header holding ``repr(float)``: full precision
 ``reply_to``     ``properties.reply_to`` (a header if longer than 255 bytes)
 ``sender``       ``properties.app_id`` (a header if longer than 255 bytes)
+``correlation_id`` ``properties.correlation_id`` (a header if longer than 255 bytes)
+``content_type`` ``properties.content_type``
 ``headers``      ``properties.headers``
 ===============  ==============================================================
 
@@ -31,6 +33,7 @@ delivery with that reason and counts it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -58,7 +61,8 @@ __all__ = [
 RESERVED_PREFIX = "x-cf-"
 _TS = "x-cf-ts"
 _FLOAT = "x-cf-float"
-_LONG_FIELDS = {"message_id": "x-cf-id", "reply_to": "x-cf-reply-to", "sender": "x-cf-sender"}
+_LONG_FIELDS = {"message_id": "x-cf-id", "reply_to": "x-cf-reply-to", "sender": "x-cf-sender",
+                "correlation_id": "x-cf-correlation-id"}
 _SHORTSTR = 255
 _INT64 = range(-(2**63), 2**63)
 #: Tables and arrays nested deeper than this in headers are refused (the broker's own
@@ -139,6 +143,8 @@ def to_amqp(envelope: Envelope, *, persistent: bool) -> pika.BasicProperties:
         message_id=short["message_id"],
         reply_to=short["reply_to"],
         app_id=short["sender"],
+        correlation_id=short["correlation_id"],
+        content_type=envelope.content_type,
         timestamp=int(ts) if math.isfinite(ts) and 0 <= ts < 2**63 else None,
         headers=headers,
         delivery_mode=2 if persistent else 1,
@@ -162,22 +168,20 @@ def from_amqp(properties: pika.BasicProperties, body: bytes) -> Envelope:
         "message_id": headers.pop(_LONG_FIELDS["message_id"], None) or properties.message_id,
         "reply_to": headers.pop(_LONG_FIELDS["reply_to"], None) or properties.reply_to,
         "sender": headers.pop(_LONG_FIELDS["sender"], None) or properties.app_id,
+        "correlation_id": (headers.pop(_LONG_FIELDS["correlation_id"], None)
+                           or properties.correlation_id),
     }
     # A message the broker dead-lettered (delivery limit, TTL) carries the why in its own header.
     if DEAD_LETTER_REASON not in headers and "x-first-death-reason" in headers:
         headers[DEAD_LETTER_REASON] = str(headers["x-first-death-reason"])
     return Envelope(body, fields["message_id"] or new_message_id(),
                     time.time() if ts is None else ts, fields["reply_to"], fields["sender"],
-                    headers)
+                    headers, fields["correlation_id"], properties.content_type)
 
 
 def with_reason(envelope: Envelope, reason: str) -> Envelope:
     """A copy of ``envelope`` whose headers say why it was dead-lettered."""
-    headers = dict(envelope.headers)
-    headers[DEAD_LETTER_REASON] = reason
-    return Envelope(body=envelope.body, message_id=envelope.message_id,
-                    timestamp=envelope.timestamp, reply_to=envelope.reply_to,
-                    sender=envelope.sender, headers=headers)
+    return dataclasses.replace(envelope, headers={**envelope.headers, DEAD_LETTER_REASON: reason})
 
 
 def dead_letter_properties(envelope: Envelope, reason: str) -> tuple[Envelope,
@@ -204,7 +208,7 @@ def dead_letter_properties(envelope: Envelope, reason: str) -> tuple[Envelope,
                 dropped.append(str(key)[:40])
     if dropped:
         kept[DEAD_LETTER_REASON] = f"{reason} (headers dropped: {', '.join(dropped)})"
-    copy = Envelope(copy.body, copy.message_id, copy.timestamp, copy.reply_to, copy.sender, kept)
+    copy = dataclasses.replace(copy, headers=kept)
     properties = to_amqp(copy, persistent=True)
     properties.headers.update(foreign)
     return copy, properties

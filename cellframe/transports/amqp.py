@@ -125,9 +125,15 @@ class AmqpTransport:
         self._link = BrokerLink(params, topology, max_in_flight=max_in_flight, backoff=backoff,
                                 release=self._release, name=self.name)
         self._link.start()
-        if not self._link.connected.wait(connect_timeout):
+        deadline = time.monotonic() + connect_timeout
+        # Woken every 50 ms to see a refusal: a bad login fails at once, not after the timeout.
+        while not self._link.connected.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self._link.refused is None and time.monotonic() < deadline:
+                continue
             self._link.shutdown(1.0)
             self._closed = True
+            if self._link.refused is not None:
+                raise BrokerUnavailableError(self._link.refused)
             tried = "; ".join(f"{url}: {err}" for url, err in self._link.errors.items())
             raise BrokerUnavailableError(
                 f"no broker reachable within {connect_timeout} s ({tried or 'no answer'})")
@@ -363,6 +369,7 @@ def _parameters(urls: str | Sequence[str], *, heartbeat: int,
         raise ConfigError("AmqpTransport needs at least one broker URL")
     params = []
     for url in urls:
+        _check_url(url)
         try:
             p = pika.URLParameters(url)
         except Exception as exc:
@@ -374,6 +381,25 @@ def _parameters(urls: str | Sequence[str], *, heartbeat: int,
         p.client_properties = {"connection_name": name}
         params.append(p)
     return params
+
+
+def _check_url(url: object) -> None:
+    """A broker URL is ``amqp[s]://[user:password@]host[:port][/vhost]``; pika alone would
+    accept ``http://...`` and fail on ``not a url`` with an IndexError."""
+    from urllib.parse import urlsplit
+
+    example = "amqp://USER:PASSWORD@HOST:5672/%2F"
+    if not isinstance(url, str):
+        raise ConfigError(f"broker URL {url!r} must be a str like {example}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (read for the ValueError a bad port raises)
+    except ValueError as exc:
+        raise ConfigError(f"broker URL {url!r} is malformed ({exc}); write it like {example}") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigError(f"broker URL {url!r} must start with amqp:// or amqps://, like {example}")
+    if not parts.hostname:
+        raise ConfigError(f"broker URL {url!r} names no host; write it like {example}")
 
 
 def _check_name(name: object, what: str, *, empty_ok: bool = False) -> None:

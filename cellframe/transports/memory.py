@@ -56,13 +56,14 @@ _ROUTE_CACHE_SIZE = 10_000
 # every delivery builds its own Envelope from it, so neither a publisher that reuses its
 # envelope nor a consumer that scribbles on its copy disturbs anyone. A tuple rather than a
 # pristine Envelope: building a dataclass costs about 0.5 us, which this path cannot spare.
-_Fields = tuple[bytes, str, float, "str | None", "str | None"]
+# (body, message_id, timestamp, reply_to, sender, correlation_id, content_type)
+_Fields = tuple[bytes, str, float, "str | None", "str | None", "str | None", "str | None"]
 _Message = tuple[_Fields, dict[str, Any], str, bool]
 
 
 def _message(envelope: Envelope, key: str) -> _Message:
     fields = (envelope.body, envelope.message_id, envelope.timestamp, envelope.reply_to,
-              envelope.sender)
+              envelope.sender, envelope.correlation_id, envelope.content_type)
     return fields, dict(envelope.headers), key, False
 
 
@@ -172,7 +173,9 @@ class MemoryDelivery:
 
     def __init__(self, message: _Message, consumer: _Consumer):
         fields, headers, self.routing_key, self.redelivered = message
-        self.envelope = Envelope(*fields, headers.copy())
+        body, message_id, timestamp, reply_to, sender, correlation_id, content_type = fields
+        self.envelope = Envelope(body, message_id, timestamp, reply_to, sender, headers.copy(),
+                                 correlation_id, content_type)
         self._consumer = consumer
         self._message = message
         self._settled = False

@@ -1,5 +1,6 @@
 """The wire format: what a message is (``Envelope``, ``Message``), where it goes (routing keys
-and topic matching), and how it is signed (``Signer``). Transports carry envelopes; they do not
+and topic matching), how it is signed (``Signer``), by which keys (``Key``, ``Keyring``, ``KeyFiles``), and
+the memory that refuses replays (``ReplayCache``). Transports carry envelopes; they do not
 look inside them.
 """
 

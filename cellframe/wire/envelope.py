@@ -18,7 +18,12 @@ from typing import Any, Protocol
 from ..language.printer import write
 from . import tracing
 
-__all__ = ["Envelope", "Message", "envelope_for", "new_message_id"]
+__all__ = ["CONTENT_TYPE", "Envelope", "Message", "envelope_for", "is_cellframe_content",
+           "new_message_id", "request_id"]
+
+#: The media type of cellframe text (an s-expression in canonical UTF-8), set on every message
+#: a cellframe transport publishes; a node refuses a delivery that names another one.
+CONTENT_TYPE = "application/vnd.cellframe.sexp"
 
 
 class _MessageIds:
@@ -56,6 +61,25 @@ class Envelope:
     reply_to: str | None = None
     sender: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    #: The id of the message this one answers (a call-back), else None.
+    correlation_id: str | None = None
+    #: The body's media type: ``CONTENT_TYPE``, or None from a sender that named none.
+    content_type: str | None = CONTENT_TYPE
+
+
+def is_cellframe_content(content_type: str | None) -> bool:
+    """Whether a delivery's content type is cellframe text: none named (a raw tool), or
+    ``CONTENT_TYPE`` with at most a ``charset=utf-8`` parameter, in any letter case."""
+    if content_type is None:
+        return True
+    kind, _, parameters = content_type.partition(";")
+    if kind.strip().lower() != CONTENT_TYPE:
+        return False
+    for parameter in filter(None, (p.strip() for p in parameters.split(";"))):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
+            return False
+    return True
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,26 +91,39 @@ class Message:
     reply_to: str | None = None
     sender: str | None = None
     sent_at: float = field(default_factory=time.time)
+    #: A call-back: the id of the request it answers. A request: the id of the original
+    #: request it forwards (see ``request_id``), else None.
+    correlation_id: str | None = None
     #: The trace context it was delivered in (``cellframe.wire.tracing``); None with tracing off.
     trace: Any = None
+
+
+def request_id(message: Message | Envelope) -> str:
+    """The id a call-back to ``message`` names as its correlation id: the original request's,
+    if ``message`` forwards one (it carries that id as its correlation id), else its own."""
+    if isinstance(message, Envelope):
+        return message.correlation_id or message.message_id
+    return message.correlation_id or message.id
 
 
 class _Signs(Protocol):
     """What ``envelope_for`` needs of a signer (``wire.signing.Signer``, which imports this
     module)."""
 
-    def sign(self, envelope: Envelope) -> Envelope: ...
+    def sign(self, envelope: Envelope, target: str | None = None) -> Envelope: ...
 
 
 def envelope_for(expr: Any, *, sender: str | None, reply_to: str | None = None,
                  signer: _Signs | None = None, headers: dict[str, Any] | None = None,
-                 target: str | None = None) -> Envelope:
+                 target: str | None = None, correlation_id: str | None = None) -> Envelope:
     """``expr`` as a node or client publishes it: its canonical text (so every sender puts the
     same bytes on the wire for the same data), a fresh id and time, the reply address and the
-    sender, then signed by ``signer`` if there is one. Given the ``target`` it goes to, and
-    with tracing on, it is sent in a span whose context its headers carry."""
+    sender (and, for a call-back, the id of the request it answers), then signed by ``signer``
+    if there is one. Given the ``target`` it goes to, and with tracing on, it is sent in a span
+    whose context its headers carry; the signature binds it to that ``target``."""
     envelope = Envelope(write(expr).encode(), reply_to=reply_to, sender=sender,
-                        headers={} if headers is None else headers)
+                        headers={} if headers is None else headers,
+                        correlation_id=correlation_id)
     if target is not None and tracing.active is not None:
         tracing.active.on_send(envelope, target)
-    return envelope if signer is None else signer.sign(envelope)
+    return envelope if signer is None else signer.sign(envelope, target)

@@ -1,27 +1,41 @@
-"""Message signing: an HMAC-SHA256 over an envelope, with a cluster-wide shared secret.
+"""Message signing: an HMAC-SHA256 that binds a message to its target, its sender's key and
+a short life.
 
-Every node of a cluster holds the same secret (from the environment or a file, never from
-DNS, which anyone on the path can read or spoof). ``Signer.sign`` puts the signature in the
-``x-cellframe-signature`` header; ``Signer.verify`` refuses a message that is unsigned,
-forged, tampered with, too old (``max_age``: a replay outside the window the dedup memory
-covers) or stamped too far in the future.
+A ``Signer`` holds the key it signs with and the keys it accepts (a ``Keyring``, or
+``KeyFiles`` reloaded on SIGHUP). ``sign`` stamps an envelope for one routing key;
+``verify`` refuses, with a ``SecurityError`` whose ``reason`` is one of ``REASONS``, a message
+that is unsigned, signed by an unknown (or revoked) key, forged or altered, meant for another
+routing key, or outside its life (expired, stamped in the future, or living longer than
+``max_age``). Replays within the life are the receiver's ``ReplayCache``'s to refuse; what a
+key may send (its capabilities) is checked once the body is read.
 
-What the signature covers, as one canonical byte string::
+Headers it adds (AMQP header table entries)::
 
-    b"cellframe-sig-v1"
-    then for message_id, timestamp, reply_to, sender, body, in that order:
+    x-cellframe-signature   64 lowercase hex digits: HMAC-SHA256(key secret, canonical bytes)
+    x-cellframe-key         the key id (text)
+    x-cellframe-target      the routing key it was signed for (text)
+    x-cellframe-expires     the expiry, seconds since the epoch (float)
+
+What the signature covers, as one canonical byte string (version 2; docs/security.md gives
+the same layout with a test vector)::
+
+    b"cellframe-sig-v2"
+    then for exchange, routing key, message id, key id, timestamp, expires, reply_to,
+    sender, correlation id, body, in that order:
         1 byte   0 = absent (None), 1 = present
-        8 bytes  length, big-endian
-        n bytes  the value (UTF-8 for text, IEEE-754 big-endian double for the timestamp)
+        8 bytes  length n, unsigned big-endian
+        n bytes  the value: UTF-8 for text, IEEE-754 binary64 big-endian for the two times,
+                 raw bytes for the body
+    (an absent field is the byte 0 then eight zero bytes)
 
-The length prefixes mean no bytes can move from one field to the next (``reply_to="ab",
-sender="c"`` and ``reply_to="a", sender="bc"`` sign differently), and an absent field differs
-from an empty one. Headers are not covered: they carry transport notes such as a dead-letter
-reason, which are added after signing.
+The length prefixes mean no bytes can move from one field to the next, and an absent field
+differs from an empty one. Other headers are not covered: they carry transport notes such as
+a dead-letter reason or a trace context, which are added after signing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import math
@@ -29,66 +43,125 @@ import os
 import struct
 import time
 from pathlib import Path
+from typing import Protocol
 
-from ..errors import ConfigError, InputTooLargeError, SecurityError
+from ..errors import ConfigError, InputTooLargeError, RefusedError
 from .envelope import Envelope
+from .keys import MIN_SECRET_BYTES, Key, Keyring
 
 __all__ = [
+    "DEFAULT_EXCHANGE",
     "DEFAULT_MAX_AGE",
     "DEFAULT_MAX_SKEW",
+    "DEFAULT_TTL",
+    "EXPIRES_HEADER",
+    "KEY_HEADER",
     "MIN_SECRET_BYTES",
+    "REASONS",
     "SIGNATURE_HEADER",
+    "TARGET_HEADER",
     "Signer",
+    "canonical_bytes",
     "check_size",
     "load_secret",
 ]
 
 SIGNATURE_HEADER = "x-cellframe-signature"
-#: Seconds a signed message stays acceptable; older ones are refused as possible replays.
+KEY_HEADER = "x-cellframe-key"
+TARGET_HEADER = "x-cellframe-target"
+EXPIRES_HEADER = "x-cellframe-expires"
+DEFAULT_EXCHANGE = "cellframe.control"
+#: Seconds a message lives after it is sent, unless the sender says otherwise.
+DEFAULT_TTL = 300.0
+#: The longest life a receiver accepts (expires - timestamp): it bounds the replay cache.
 DEFAULT_MAX_AGE = 300.0
 #: Seconds a timestamp may lie in the future (clock skew between nodes).
 DEFAULT_MAX_SKEW = 30.0
-#: Shortest secret accepted: 128 bits.
-MIN_SECRET_BYTES = 16
-_VERSION = b"cellframe-sig-v1"
+#: Why a message is refused: the label of the refusal counters and dead letters.
+REASONS = ("unsigned", "bad-signature", "wrong-target", "expired", "replayed", "not-allowed",
+           "oversized", "unreadable")
+_VERSION = b"cellframe-sig-v2"
 _DIGEST_HEX_LEN = 64
 _PRESENT = struct.Struct(">BQ")
 _ABSENT = _PRESENT.pack(0, 0)
 _DOUBLE = struct.Struct(">d")
+#: The key id of a Signer made from one bare cluster secret (--secret-file).
+CLUSTER_KEY_ID = "cluster"
+
+
+class _Keys(Protocol):
+    def get(self, key_id: object) -> Key | None: ...
 
 
 class Signer:
-    """Signs and verifies envelopes with one shared secret."""
+    """Signs with one key and verifies against a keyring (by default, that key alone).
 
-    def __init__(self, secret: bytes, *, max_age: float = DEFAULT_MAX_AGE,
-                 max_skew: float = DEFAULT_MAX_SKEW, max_bytes: int | None = None) -> None:
-        if not isinstance(secret, bytes):
-            raise ConfigError(f"the cluster secret must be bytes, not {type(secret).__name__}")
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"the cluster secret is {len(secret)} bytes; at least {MIN_SECRET_BYTES} needed")
-        # Keyed once; each signature copies this state (about 30% faster than hmac.new here).
-        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+    ``key`` may be a bare secret (bytes): a node key with id ``cluster`` allowed everything,
+    which is what ``--secret-file`` gives. ``exchange`` is the control exchange the messages
+    travel through; both ends must name the same one.
+    """
+
+    def __init__(self, key: Key | bytes | None, *, keyring: _Keys | None = None,
+                 exchange: str = DEFAULT_EXCHANGE, ttl: float = DEFAULT_TTL,
+                 max_age: float = DEFAULT_MAX_AGE, max_skew: float = DEFAULT_MAX_SKEW,
+                 max_bytes: int | None = None) -> None:
+        if isinstance(key, bytes | bytearray) or (key is not None and not isinstance(key, Key)):
+            if not isinstance(key, bytes):
+                raise ConfigError(f"the cluster secret must be bytes, not {type(key).__name__}")
+            key = Key(CLUSTER_KEY_ID, key, kind="node")
+        if key is None and keyring is None:
+            raise ConfigError("a Signer needs a key to sign with or a keyring to verify with")
+        self.key = key
+        self.keyring: _Keys = keyring if keyring is not None else Keyring([key] if key else [])
+        self.exchange = exchange
+        self.ttl = min(ttl, max_age)
         self.max_age = max_age
         self.max_skew = max_skew
         self.max_bytes = max_bytes
+        # Keyed once per key; each signature copies this state (about 30% faster than
+        # hmac.new here).
+        self._macs: dict[tuple[str, bytes], hmac.HMAC] = {}
 
-    def signature(self, envelope: Envelope) -> str:
-        """The hex HMAC-SHA256 of ``envelope``'s canonical bytes."""
-        mac = self._mac.copy()
-        mac.update(canonical_bytes(envelope))
+    def _mac(self, key: Key) -> hmac.HMAC:
+        entry = (key.id, key.secret)
+        mac = self._macs.get(entry)
+        if mac is None:
+            if len(self._macs) > 64:  # keys come and go on reload: never grow without bound
+                self._macs.clear()
+            mac = self._macs[entry] = hmac.new(key.secret, digestmod=hashlib.sha256)
+        return mac.copy()
+
+    def signature(self, envelope: Envelope, target: str | None, key: Key | None = None,
+                  expires: float | None = None) -> str:
+        """The hex HMAC-SHA256 of ``envelope``'s canonical bytes for ``target``."""
+        key = key or self._signing_key()
+        if expires is None:
+            expires = envelope.headers.get(EXPIRES_HEADER)
+        mac = self._mac(key)
+        mac.update(canonical_bytes(envelope, exchange=self.exchange, target=target,
+                                   key_id=key.id, expires=expires))
         return mac.hexdigest()
 
-    def sign(self, envelope: Envelope) -> Envelope:
-        """A copy of ``envelope`` carrying its signature header (the original is unchanged)."""
+    def sign(self, envelope: Envelope, target: str | None = None, *, key: Key | None = None,
+             ttl: float | None = None) -> Envelope:
+        """A copy of ``envelope`` signed for routing key ``target`` with ``key`` (default: the
+        signer's own), living ``ttl`` seconds (the original is unchanged)."""
+        key = key or self._signing_key()
+        expires = envelope.timestamp + (self.ttl if ttl is None else ttl)
         headers = dict(envelope.headers)
-        headers[SIGNATURE_HEADER] = self.signature(envelope)
-        return Envelope(envelope.body, envelope.message_id, envelope.timestamp,
-                        envelope.reply_to, envelope.sender, headers)
+        headers[KEY_HEADER] = key.id
+        headers[EXPIRES_HEADER] = expires
+        if target is not None:
+            headers[TARGET_HEADER] = target
+        else:
+            headers.pop(TARGET_HEADER, None)
+        headers[SIGNATURE_HEADER] = self.signature(envelope, target, key, expires)
+        return dataclasses.replace(envelope, headers=headers)
 
-    def verify(self, envelope: Envelope, *, max_age: float | None = None,
-               now: float | None = None, max_bytes: int | None = None) -> None:
-        """Raise SecurityError unless ``envelope`` is signed with this secret and fresh.
+    def verify(self, envelope: Envelope, routing_key: str | None, *,
+               now: float | None = None, max_bytes: int | None = None) -> Key:
+        """The key that signed ``envelope`` for ``routing_key``; raise ``RefusedError`` unless it
+        is signed by a known key, unaltered, meant for that routing key, and alive.
 
         ``max_bytes`` (or the signer's default) rejects an oversized body with
         InputTooLargeError before anything else is looked at.
@@ -96,41 +169,72 @@ class Signer:
         limit = max_bytes if max_bytes is not None else self.max_bytes
         if limit is not None:
             check_size(envelope, limit)
-        given = envelope.headers.get(SIGNATURE_HEADER)
+        headers = envelope.headers
+        given = headers.get(SIGNATURE_HEADER)
         if given is None:
-            raise SecurityError(f"message {_id(envelope)} is not signed")
+            raise RefusedError("unsigned", f"message {_id(envelope)} is not signed")
         if not _looks_like_digest(given):
-            raise SecurityError(f"message {_id(envelope)} has a malformed signature")
+            raise RefusedError("bad-signature", f"message {_id(envelope)} has a malformed signature")
+        key_id = headers.get(KEY_HEADER)
+        key = self.keyring.get(key_id)
+        if key is None:
+            raise RefusedError("bad-signature", f"message {_id(envelope)} is signed by an unknown "
+                                           f"or revoked key {repr(key_id)[:70]}")
+        target = headers.get(TARGET_HEADER)
+        expires = headers.get(EXPIRES_HEADER)
+        if not (target is None or isinstance(target, str)) or not _is_time(expires):
+            raise RefusedError("bad-signature", f"message {_id(envelope)} has malformed "
+                                           "target or expiry headers")
+        expires = float(expires)  # type: ignore[arg-type]  # _is_time: an int or a float
         try:
-            expected = self.signature(envelope)
+            expected = self.signature(envelope, target, key, expires)
         except (TypeError, ValueError, AttributeError, struct.error) as exc:
-            raise SecurityError(f"message {_id(envelope)} has unsignable fields: {exc}") from exc
+            raise RefusedError("bad-signature",
+                          f"message {_id(envelope)} has unsignable fields: {exc}") from exc
         if not hmac.compare_digest(expected, given):
-            raise SecurityError(f"message {_id(envelope)} has a forged or altered signature")
-        self._check_time(envelope, max_age if max_age is not None else self.max_age, now)
+            raise RefusedError("bad-signature",
+                          f"message {_id(envelope)} has a forged or altered signature")
+        if target != routing_key:
+            raise RefusedError("wrong-target", f"message {_id(envelope)} was signed for "
+                                          f"{repr(target)[:70]}, not {repr(routing_key)[:70]}")
+        self._check_time(envelope, expires, now)
+        return key
 
-    def _check_time(self, envelope: Envelope, max_age: float, now: float | None) -> None:
+    def _check_time(self, envelope: Envelope, expires: float, now: float | None) -> None:
         ts = envelope.timestamp
-        if not math.isfinite(ts):
-            raise SecurityError(f"message {_id(envelope)} has no usable timestamp ({ts!r})")
+        if not math.isfinite(ts) or not math.isfinite(expires):
+            raise RefusedError("expired", f"message {_id(envelope)} has no usable time")
         now = time.time() if now is None else now
-        age = now - ts
-        if age > max_age:
-            raise SecurityError(
-                f"message {_id(envelope)} is {age:.1f} s old, older than max_age {max_age:g} s")
-        if -age > self.max_skew:
-            raise SecurityError(f"message {_id(envelope)} is stamped {-age:.1f} s in the future "
-                                f"(more than the {self.max_skew:g} s allowed for clock skew)")
+        if now > expires:
+            raise RefusedError("expired", f"message {_id(envelope)} expired "
+                                     f"{now - expires:.1f} s ago")
+        if expires - ts > self.max_age:
+            raise RefusedError("expired", f"message {_id(envelope)} asks to live "
+                                     f"{expires - ts:.1f} s, more than max_age {self.max_age:g} s")
+        if ts - now > self.max_skew:
+            raise RefusedError("expired", f"message {_id(envelope)} is stamped {ts - now:.1f} s in "
+                                     f"the future (more than the {self.max_skew:g} s allowed "
+                                     "for clock skew)")
 
-    def __repr__(self) -> str:
-        return f"<Signer max_age={self.max_age:g} max_skew={self.max_skew:g}>"  # never the key
+    def _signing_key(self) -> Key:
+        if self.key is None:
+            raise ConfigError("this Signer only verifies: it has no key to sign with")
+        return self.key
+
+    def __repr__(self) -> str:  # never a secret
+        key = self.key.id if self.key else None
+        return f"<Signer key={key} exchange={self.exchange} max_age={self.max_age:g}>"
 
 
-def canonical_bytes(envelope: Envelope) -> bytes:
+def canonical_bytes(envelope: Envelope, *, exchange: str | None, target: str | None,
+                    key_id: str | None, expires: float | None) -> bytes:
     """The byte string the signature covers (see the module doc for its layout)."""
     parts = [_VERSION]
-    for value in (_text(envelope.message_id), _DOUBLE.pack(envelope.timestamp),
-                  _text(envelope.reply_to), _text(envelope.sender), envelope.body):
+    for value in (_text(exchange), _text(target), _text(envelope.message_id), _text(key_id),
+                  _DOUBLE.pack(envelope.timestamp),
+                  None if expires is None else _DOUBLE.pack(expires),
+                  _text(envelope.reply_to), _text(envelope.sender),
+                  _text(envelope.correlation_id), envelope.body):
         if value is None:
             parts.append(_ABSENT)
         else:
@@ -176,6 +280,10 @@ def load_secret(env: str = "CELLFRAME_SECRET", file: str | os.PathLike[str] | No
 
 def _text(value: str | None) -> bytes | None:
     return None if value is None else value.encode("utf-8", "surrogatepass")
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool)
 
 
 def _looks_like_digest(value: object) -> bool:

@@ -1,0 +1,206 @@
+"""Durable cells: a cell's state, declared fields and memory of applied message ids kept in the
+append-only store, so that the cell that takes its role after a failover resumes from the
+last message applied, and applies no message twice.
+
+A durable cell (``durable = True`` on its class) writes one record per applied message to the
+family of its role (``cell/<role>/<class>``; a cell with no role: ``cell/<name>``). The record
+is the whole recorded state after the message: ``{"id", "state", "fields"}`` as JSON, so the
+newest record is a snapshot and recovery reads it plus the ids of the tail. The message's
+delivery is settled only once its record is durable (group commit: the cell goes on applying
+meanwhile), so:
+
+* a message whose record is durable is never applied again, whoever it is delivered to
+  next: the recovering cell remembers its id (the last ``dedup_capacity`` ids are read back);
+* a message whose record was not durable when the node died was not acknowledged either; the
+  spare applies it, once, from a state that never saw it.
+
+That is exactly once for the cell's recorded state. What the cell did outside itself
+(messages it sent) is at least once: a send released just before the node died is sent again
+when the spare re-applies the message. Make those idempotent with the outbox pattern: give
+each sent message an id derived from the applied one (``<id>/<n>``) and let its receiver
+drop ids it has seen (every cell does).
+
+Snapshots bound recovery (``CellJournal``): it reads the newest snapshot and at most
+``snapshot_every`` records after it. Compaction bounds the store: ``Retention(newest=
+snapshot_every)`` keeps every record a recovery reads (and the newest snapshots).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from ..store.store import Store
+
+__all__ = ["CellJournal", "Recovered"]
+
+Recovered = tuple[str, dict[str, Any], list[str]]
+
+
+class CellJournal:
+    """Where durable cells keep their recorded state: a ``Store`` (given, never closed here).
+
+    Every ``snapshot_every`` records of a family, a snapshot goes to ``<family>/snapshot``:
+    the state, the fields, the ids of the last ``capacity`` applied messages and the time of
+    the last record it covers. Recovery reads the newest snapshot and the records after it,
+    never more than ``snapshot_every`` of them. The snapshot is submitted after the records it
+    covers, and the store commits in submission order, so a durable snapshot never names an
+    id whose record was lost.
+    """
+
+    def __init__(self, store: Store, *, snapshot_every: int = 5_000) -> None:
+        if snapshot_every < 1:
+            raise ConfigError("snapshot_every must be at least 1")
+        self.store = store
+        self.snapshot_every = snapshot_every
+        # Per family: the claims of the role's instances (the fence that keeps a redelivered
+        # message from being applied by a second live instance), the ids recorded, and the
+        # records not yet durable (a cell restarted here recovers once they are in, else it
+        # would miss applied messages whose deliveries are about to be acknowledged).
+        self._families: dict[str, _Family] = {}
+        self._lock = threading.Condition()
+
+    def _family(self, family: str, capacity: int) -> _Family:
+        state = self._families.get(family)
+        if state is None:
+            state = self._families[family] = _Family(capacity)
+        return state
+
+    def claim(self, family: str, message_id: str, capacity: int) -> bool:
+        """Claim ``message_id`` for the role of ``family``: False if an instance of the role
+        applied it or is applying it (then it must not be applied again)."""
+        with self._lock:
+            return self._family(family, capacity).claims.claim(message_id)
+
+    def release(self, family: str, message_id: str) -> None:
+        """Give up a claim: the message was not applied (it failed, or the cell crashed)."""
+        with self._lock:
+            state = self._families.get(family)
+            if state is not None:
+                state.claims.ids.discard(message_id)
+
+    @staticmethod
+    def family_for(cell_name: str, role: str | None, class_name: str) -> str:
+        """The family a durable cell writes: its role's, so that a spare finds it."""
+        return f"cell/{role}/{class_name.lower()}" if role else f"cell/{cell_name}"
+
+    def record(self, family: str, message_id: str, state: str, fields: dict[str, Any],
+               done: Callable[[BaseException | None], None]) -> None:
+        """Append the state after ``message_id``; ``done(error)`` once it is durable."""
+        try:
+            value = json.dumps({"id": message_id, "state": state, "fields": fields},
+                               separators=(",", ":")).encode()
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{family}: a durable cell's fields must be JSON values: "
+                              f"{error}") from error
+        with self._lock:
+            journal = self._family(family, self.snapshot_every)
+            journal.in_flight += 1
+            # The store's time unit (int microseconds), kept increasing within a family.
+            when = journal.last_time = max(time.time_ns() // 1000, journal.last_time + 1)
+            journal.recorded.append(message_id)
+            journal.since_snapshot += 1
+            snapshot = journal.since_snapshot >= self.snapshot_every
+            if snapshot:
+                journal.since_snapshot = 0
+                ids = list(journal.recorded)
+
+        def durable(receipt: Any, error: BaseException | None) -> None:
+            with self._lock:
+                journal.in_flight -= 1
+                if journal.in_flight == 0 and journal.recovering:
+                    self._lock.notify_all()
+            done(error)
+
+        self.store.insert_nowait(family, value, durable, time=when)
+        if snapshot:
+            body = json.dumps({"state": state, "fields": fields, "ids": ids, "upto": when},
+                              separators=(",", ":")).encode()
+            self.store.insert_nowait(family + _SNAPSHOT, body, time=when)
+
+    def recover(self, family: str, capacity: int) -> Recovered | None:
+        """The recorded state (state, fields) and the ids of the last ``capacity`` applied
+        messages, oldest first; None if the family holds nothing."""
+        with self._lock:
+            journal = self._family(family, capacity)
+            journal.recorded = deque(journal.recorded, maxlen=max(capacity, self.snapshot_every))
+            journal.recovering += 1
+            try:
+                drained = self._lock.wait_for(lambda: journal.in_flight == 0, 30.0)
+            finally:
+                journal.recovering -= 1
+            if not drained:
+                raise StoreError(f"{family}: records still not durable after 30 s")
+        try:
+            state, fields, ids, upto = self._read_snapshot(family)
+            tail = self.store.select_history(family, since=upto + 1)
+            for record in tail:
+                latest = json.loads(record.value)
+                ids.append(latest["id"])
+                state, fields = latest["state"], latest["fields"]
+        except (ValueError, KeyError) as error:
+            raise StoreError(f"{family}: an unreadable durable-cell record: {error}") from error
+        if state is None:
+            return None
+        ids = ids[-capacity:]
+        with self._lock:
+            journal.claims.capacity = max(journal.claims.capacity, capacity)
+            for message_id in ids:
+                journal.claims.claim(message_id)
+            if not journal.recorded:
+                journal.recorded.extend(ids)
+                journal.last_time = max(journal.last_time, tail[-1].time if tail else upto)
+        return state, fields, ids
+
+    def _read_snapshot(self, family: str) -> tuple[Any, dict[str, Any], list[str], int]:
+        snapshot = self.store.select(family + _SNAPSHOT)
+        if snapshot is None:
+            return None, {}, [], -1
+        body = json.loads(snapshot.value)
+        return body["state"], body["fields"], body["ids"], body["upto"]
+
+
+#: The suffix of the family that holds a durable cell's snapshots.
+_SNAPSHOT = "/snapshot"
+
+
+class _Family:
+    """What a journal knows of one durable family (under the journal's lock)."""
+
+    __slots__ = ("claims", "recorded", "in_flight", "last_time", "since_snapshot", "recovering")
+
+    def __init__(self, capacity: int) -> None:
+        self.claims = _Claims(capacity)
+        self.recorded: deque[str] = deque(maxlen=capacity)
+        self.in_flight = 0
+        self.last_time = 0
+        self.since_snapshot = 0
+        self.recovering = 0  # recoveries waiting for in_flight to reach 0
+
+
+class _Claims:
+    """The last ``capacity`` ids claimed for one role (FIFO), like a cell's DedupMemory but
+    one may be released."""
+
+    __slots__ = ("capacity", "ids", "order")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.ids: set[str] = set()
+        self.order: deque[str] = deque()
+
+    def claim(self, message_id: str) -> bool:
+        if message_id in self.ids:
+            return False
+        self.ids.add(message_id)
+        self.order.append(message_id)
+        if len(self.order) > self.capacity:
+            self.ids.discard(self.order.popleft())
+        return True

@@ -1,0 +1,103 @@
+"""The gate: the checks a delivery passes before any cell sees it, each refusal with its reason.
+
+In order, cheapest first: the body's size, the signature (a known key, unaltered, meant for
+the routing key it arrived on, alive: ``Signer.verify``), a replay within the message's life
+(``ReplayCache``), the body read as cellframe language, and last what the key may send (its
+capabilities, which need the verb). Every refusal is a ``RefusedError`` whose ``reason`` is one of
+``wire.signing.REASONS``; the node counts them by reason and dead-letters the message in
+diagnostic mode. Runs on the transport's consumer thread, so it never blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from ..errors import LanguageError, RefusedError
+from ..language.reader import read
+from ..language.symbols import Symbol
+from ..transports.base import Delivery
+from ..wire.keys import Key
+from ..wire.replay import ReplayCache
+from ..wire.signing import EXPIRES_HEADER
+
+__all__ = ["Admitted", "Gate"]
+
+#: Client reply addresses remembered with the operator key that last wrote from them.
+_REPLY_KEYS = 10_000
+
+
+class Admitted:
+    """A delivery that passed the gate: its expression and the key that signed it."""
+
+    __slots__ = ("expr", "key", "verb")
+
+    def __init__(self, expr: Any, key: Key | None, verb: str | None) -> None:
+        self.expr = expr
+        self.key = key
+        self.verb = verb
+
+
+class Gate:
+    """Admits or refuses deliveries for one node (``signer`` None: unsigned, insecure)."""
+
+    def __init__(self, signer: Any | None, max_message_bytes: int,
+                 replays: ReplayCache | None = None) -> None:
+        self.signer = signer
+        self.max_message_bytes = max_message_bytes
+        self.replays = replays if replays is not None else ReplayCache()
+        self._reply_keys: OrderedDict[str, Key] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, delivery: Delivery, where: str) -> Admitted:
+        """The delivery's expression and signing key; ``RefusedError`` says why not. ``where``
+        names the queue it came from (one message may reach a node through two queues)."""
+        envelope = delivery.envelope
+        size = len(envelope.body)
+        if size > self.max_message_bytes:
+            raise RefusedError("oversized", f"message of {size} bytes exceeds {self.max_message_bytes}")
+        key = None
+        if self.signer is not None:
+            key = self.signer.verify(envelope, delivery.routing_key)
+            entry = (key.id, envelope.message_id, delivery.routing_key, where)
+            expires = float(envelope.headers[EXPIRES_HEADER])
+            if self.replays.seen(entry, expires, time.time()) and not delivery.redelivered:
+                raise _with_key(RefusedError("replayed", f"message {envelope.message_id!r} was seen "
+                                                    "before (a replay within its life)"), key)
+            if key.kind == "operator" and envelope.reply_to:
+                self._remember(envelope.reply_to, key)
+        try:
+            expr = read(envelope.body, max_bytes=self.max_message_bytes)
+        except LanguageError as error:
+            raise RefusedError("unreadable", f"unreadable: {error}") from error
+        verb = head_verb(expr)
+        if key is not None and not key.allows(delivery.routing_key, verb):
+            raise _with_key(RefusedError("not-allowed", f"key {key.id!r} may not send ({verb} ...) "
+                                                   f"to {delivery.routing_key!r}"), key)
+        return Admitted(expr, key, verb)
+
+    def reply_key(self, target: str) -> Key | None:
+        """The operator key to sign a call-back to ``target`` with: the one its client wrote
+        with, so a client holding only its own key can verify the answer."""
+        return self._reply_keys.get(target)
+
+    def _remember(self, reply_to: str, key: Key) -> None:
+        with self._lock:
+            self._reply_keys[reply_to] = key
+            self._reply_keys.move_to_end(reply_to)
+            if len(self._reply_keys) > _REPLY_KEYS:
+                self._reply_keys.popitem(last=False)
+
+
+def _with_key(error: RefusedError, key: Key) -> RefusedError:
+    error.key = key  # type: ignore[attr-defined]  # for the audit trail
+    return error
+
+
+def head_verb(expr: Any) -> str | None:
+    """The verb of ``(verb ...)``, else None."""
+    if isinstance(expr, list) and expr and isinstance(expr[0], Symbol):
+        return expr[0].name
+    return None

@@ -1,0 +1,257 @@
+"""Signing keys: who may sign messages, and what each key may send (targets and verbs).
+
+A ``Key`` is an id, a secret and a list of capabilities. A capability is one line of text, a
+target then the verbs it allows (``*`` for any)::
+
+    all *                         anything, anywhere (node keys)
+    role:web set-weight           (set-weight ...) to role.web or each.web
+    node:web-* status ping        (status) or (ping) to any node whose name matches web-*
+    cell:echo-01 say              (say ...) to the cell echo-01
+
+Targets match with shell globs on the name (``fnmatch``). A ``node`` key may sign what the
+nodes send among themselves (heartbeats, claims, replication, call-backs); an ``operator`` key
+is one a person or a tool holds, and what it sends is audited.
+
+Keys live in TOML files, never in DNS (which anyone on the path can read or spoof)::
+
+    [[key]]
+    id = "ops-2026"
+    kind = "operator"
+    secret = "9f1c...64 hex digits"
+    allow = ["role:web set-weight", "node:* status"]
+
+A ``Keyring`` is an immutable snapshot of the valid keys by id; ``KeyFiles`` rereads its files
+when asked (SIGHUP) or when one changed, and replaces the snapshot whole, so a verifier reads
+it without a lock. Two keys valid at once is how a key is rotated (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from ..errors import ConfigError
+from .routing import validate_name
+
+__all__ = [
+    "ALL_CAPABILITIES",
+    "KINDS",
+    "MIN_SECRET_BYTES",
+    "Capability",
+    "Key",
+    "KeyFiles",
+    "Keyring",
+    "dump_keys",
+    "load_keys",
+    "new_key",
+]
+
+#: Shortest secret accepted: 128 bits.
+MIN_SECRET_BYTES = 16
+KINDS = ("node", "operator")
+#: routing key prefixes each capability target kind covers.
+_PREFIXES = {"role": ("role.", "each."), "node": ("node.",), "cell": ("cell.",),
+             "key": ("",)}
+
+
+@dataclass(frozen=True, slots=True)
+class Capability:
+    """One grant: messages to ``target`` (``all``, ``role:NAME``, ``node:NAME``,
+    ``cell:NAME`` or ``key:ROUTING-KEY``, globs allowed in the name) whose verb is in ``verbs``
+    (None: any verb)."""
+
+    target: str
+    verbs: frozenset[str] | None
+
+    @classmethod
+    def parse(cls, text: str) -> Capability:
+        """Read ``"TARGET VERB..."`` (``*`` or no verb: any verb)."""
+        if not isinstance(text, str):
+            raise ConfigError(f"a capability is text like 'role:web set-weight', not {text!r}")
+        words = text.split()
+        if not words:
+            raise ConfigError("an empty capability: give a target and verbs, e.g. 'all *'")
+        target, verbs = words[0], words[1:]
+        if target not in ("all", "*"):
+            kind, _, name = target.partition(":")
+            if kind not in _PREFIXES or not name:
+                raise ConfigError(f"capability target {target!r}: use all, role:NAME, "
+                                  "node:NAME, cell:NAME or key:ROUTING-KEY")
+        else:
+            target = "all"
+        return cls(target, None if not verbs or "*" in verbs else frozenset(verbs))
+
+    def allows(self, routing_key: str, verb: str | None) -> bool:
+        if self.verbs is not None and verb not in self.verbs:
+            return False
+        if self.target == "all":
+            return True
+        kind, _, pattern = self.target.partition(":")
+        return any(routing_key.startswith(prefix)
+                   and fnmatchcase(routing_key[len(prefix):], pattern)
+                   for prefix in _PREFIXES[kind])
+
+    def __str__(self) -> str:
+        return f"{self.target} {' '.join(sorted(self.verbs)) if self.verbs is not None else '*'}"
+
+
+ALL_CAPABILITIES = (Capability("all", None),)
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A signing key: its id (sent with every message it signs), its secret, its kind
+    (``node`` or ``operator``) and what it may send."""
+
+    id: str
+    secret: bytes
+    allow: tuple[Capability, ...] = ALL_CAPABILITIES
+    kind: str = "operator"
+
+    def __post_init__(self) -> None:
+        validate_name(self.id, "key id")
+        if not isinstance(self.secret, bytes):
+            raise ConfigError(f"key {self.id!r}: the secret must be bytes, "
+                              f"not {type(self.secret).__name__}")
+        if len(self.secret) < MIN_SECRET_BYTES:
+            raise ConfigError(f"key {self.id!r}: the secret is {len(self.secret)} bytes; "
+                              f"at least {MIN_SECRET_BYTES} needed")
+        if self.kind not in KINDS:
+            raise ConfigError(f"key {self.id!r}: kind {self.kind!r} is not one of {KINDS}")
+
+    def allows(self, routing_key: str, verb: str | None) -> bool:
+        """May this key send a message with head ``verb`` to ``routing_key``?"""
+        return any(c.allows(routing_key, verb) for c in self.allow)
+
+    def __repr__(self) -> str:  # never the secret
+        return f"<Key {self.id} {self.kind} allow={[str(c) for c in self.allow]}>"
+
+
+def new_key(key_id: str, allow: Iterable[str] = ("all *",), *, kind: str = "operator") -> Key:
+    """A fresh key with a random 256-bit secret."""
+    return Key(key_id, secrets.token_bytes(32), tuple(Capability.parse(a) for a in allow), kind)
+
+
+class Keyring:
+    """The keys a verifier accepts, by id: an immutable snapshot."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[Key] = ()) -> None:
+        found: dict[str, Key] = {}
+        for key in keys:
+            if key.id in found and found[key.id] != key:
+                raise ConfigError(f"two different keys share the id {key.id!r}")
+            found[key.id] = key
+        self._keys = found
+
+    def get(self, key_id: object) -> Key | None:
+        return self._keys.get(key_id) if isinstance(key_id, str) else None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._keys.values())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"<Keyring {sorted(self._keys)}>"
+
+
+def load_keys(path: str | os.PathLike[str]) -> list[Key]:
+    """The keys in a TOML key file (see the module doc); ConfigError says what is wrong."""
+    where = os.fspath(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {where!r}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"key file {where!r} is not valid TOML: {exc}") from exc
+    entries = data.get("key")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"key file {where!r} holds no [[key]] table")
+    return [_key_from(entry, where) for entry in entries]
+
+
+def _key_from(entry: object, where: str) -> Key:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"key file {where!r}: a [[key]] entry is not a table")
+    try:
+        secret = bytes.fromhex(entry["secret"])
+        allow = entry.get("allow", [])
+        if not isinstance(allow, list):
+            raise ConfigError(f"key file {where!r}: allow must be a list of capabilities")
+        return Key(entry["id"], secret, tuple(Capability.parse(a) for a in allow),
+                   entry.get("kind", "operator"))
+    except KeyError as exc:
+        raise ConfigError(f"key file {where!r}: a key has no {exc.args[0]!r}") from exc
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"key file {where!r}: a key's secret must be hex ({exc})") from exc
+
+
+def dump_keys(keys: Iterable[Key]) -> str:
+    """The TOML text of a key file holding ``keys`` (``load_keys`` reads it back)."""
+    blocks = []
+    for key in keys:
+        allow = ", ".join(f'"{c}"' for c in key.allow)
+        blocks.append(f'[[key]]\nid = "{key.id}"\nkind = "{key.kind}"\n'
+                      f'secret = "{key.secret.hex()}"\nallow = [{allow}]\n')
+    return "\n".join(blocks)
+
+
+class KeyFiles:
+    """A keyring read from files: ``reload()`` (on SIGHUP) or ``refresh()`` (when a file
+    changed) replaces the snapshot whole; a file that fails to read keeps the old keys."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ConfigError("no key files given")
+        self._lock = threading.Lock()
+        self._stamps: tuple[tuple[int, int], ...] = ()
+        self.keyring = Keyring()
+        self.reload(strict=True)
+
+    def reload(self, *, strict: bool = False) -> bool:
+        """Read every file again; True if the new keys are in place. With ``strict``, an
+        error is raised; else it is left for the caller to log and the old keys stay."""
+        with self._lock:
+            try:
+                stamps = self._read_stamps()
+                keys = [key for path in self.paths for key in load_keys(path)]
+                self.keyring = Keyring(keys)
+                self._stamps = stamps
+                return True
+            except ConfigError:
+                if strict:
+                    raise
+                return False
+
+    def refresh(self) -> bool:
+        """Reload if a file's size or modification time changed; True if it reloaded."""
+        try:
+            if self._read_stamps() == self._stamps:
+                return False
+        except ConfigError:
+            return False
+        return self.reload()
+
+    def _read_stamps(self) -> tuple[tuple[int, int], ...]:
+        try:
+            return tuple((s.st_mtime_ns, s.st_size) for s in (p.stat() for p in self.paths))
+        except OSError as exc:
+            raise ConfigError(f"cannot read a key file: {exc}") from exc
+
+    def get(self, key_id: object) -> Key | None:
+        return self.keyring.get(key_id)
+
+    def __repr__(self) -> str:
+        return f"<KeyFiles {[str(p) for p in self.paths]} {self.keyring!r}>"

@@ -1,0 +1,59 @@
+"""Driving ``cellframe`` in-process as an operator does (click's CliRunner), with the root
+logger put back afterwards, and in-process nodes on a topology of the test's own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from cellframe.cli.main import main
+from cellframe.node.node import Node
+from cellframe.roles.registry import RoleRegistry
+from cellframe.wire.signing import Signer
+from tests.node_support import Tally
+
+__all__ = ["ZONE", "invoke", "keep_logging", "signed_nodes"]
+
+ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """``cellframe`` points the root logger at the runner's stderr; put it back afterwards."""
+    root, pika = logging.getLogger(), logging.getLogger("pika")
+    handlers, level, pika_level = root.handlers[:], root.level, pika.level
+    yield
+    root.handlers[:], root.level = handlers, level
+    pika.setLevel(pika_level)
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    """Run ``cellframe ARGS`` as a user would; a traceback of our own fails the test."""
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def signed_nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Two signed in-process nodes (one plays ``tally``), and the CLI options that reach them."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_bytes(b"a cluster secret for the operator tests")
+    signer = Signer(secret_file.read_bytes(), exchange=amqp_names.exchange)
+    started = []
+    try:
+        for name, role in (("op-a", "tally"), ("op-b", None)):
+            transport = amqp_names.connect(name=f"cf-test-{amqp_names.token}-{name}")
+            node = Node(name, transport=transport, signer=signer, role=role,
+                        registry=RoleRegistry({"tally": [Tally]}),
+                        queue_prefix=amqp_names.queue_prefix)
+            started.append(node.start())
+        yield {"nodes": started, "options": [
+            "--amqp", amqp_names.url, "--exchange", amqp_names.exchange, "--queue-prefix",
+            amqp_names.queue_prefix, "--secret-file", str(secret_file)]}
+    finally:
+        for node in started:
+            node.stop()

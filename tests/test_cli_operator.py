@@ -1,0 +1,286 @@
+"""An operator's day (issue 19), each surprise driven through the CLI as a user does: errors
+are one line and a non-zero exit, never a traceback; a send says what happened and exits
+accordingly; status lists the dead and compares intent with actual. Broker items run on the
+real RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cellframe.cli.picture import ClusterPicture
+from cellframe.testing import wait_for
+from tests import cli_support
+from tests.cli_support import ZONE, invoke
+from tests.process_support import ProcessCluster
+
+keep_logging = cli_support.keep_logging
+signed_nodes = cli_support.signed_nodes
+
+
+def assert_one_line_error(result: Any, *, exit_code: int = 2) -> str:
+    assert result.exit_code == exit_code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+# -- errors: one line, a non-zero exit ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("not a url", "must start with amqp:// or amqps://"),
+    ("http://127.0.0.1:5672/", "must start with amqp:// or amqps://"),
+    ("amqp://127.0.0.1:99999/", "Port out of range"),
+    ("amqp:///%2F", "names no host"),
+])
+def test_a_malformed_broker_url_is_one_line_before_any_connection(url: str, problem: str) -> None:
+    assert problem in assert_one_line_error(invoke("send", "all", "(ping)", "--amqp", url))
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize(("change", "problem"), [
+    (("guest:guest@", "guest:wrong-password@"), "refused the login of user 'guest' (403"),
+    (("/%2F", "/no-such-vhost"), "refused virtual host 'no-such-vhost' (530"),
+])
+def test_a_refused_login_or_virtual_host_fails_at_once_in_one_line(
+        amqp_url: str, change: tuple[str, str], problem: str) -> None:
+    url = amqp_url.replace(*change)
+    assert url != amqp_url
+    started = time.monotonic()
+    result = invoke("send", "all", "(ping)", "--amqp", url)
+    took = time.monotonic() - started
+    assert problem in assert_one_line_error(result)
+    assert result.stderr.count("\n") == 1, result.stderr  # no pika ERROR lines, no retries
+    assert took < 5, f"a permanent refusal took {took:.1f} s (it used to retry for 10 s)"
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--dns", "notahost"], "must be an IP address"),
+    (["--zone", "README.md"], "--domain"),
+])
+def test_env_names_the_cli_option_not_python_internals(args: list[str], problem: str) -> None:
+    line = assert_one_line_error(invoke("env", "web-01", *args))
+    assert problem in line and "dns.nameserver" not in line and "pass origin=" not in line
+
+
+def test_a_non_utf8_expression_is_refused_before_it_is_sent() -> None:
+    # How Python hands a program the bytes of $'(load "\xff")': as a lone surrogate.
+    line = assert_one_line_error(invoke("send", "all", '(load "\udcff")', "--amqp", "amqp://h/"))
+    assert "byte 0xff at position 7 is not valid UTF-8" in line and "\\udc" not in line
+
+
+@pytest.mark.parametrize("args", [
+    ["send", "all", "(ping)", "--wait", "-1"],
+    ["status", "--window", "-1"],
+    ["status", "--window", "0"],
+    ["logs", "--timeout", "-5"],
+])
+def test_negative_durations_are_refused(args: list[str]) -> None:
+    assert "is not in the range" in assert_one_line_error(invoke(*args))
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_metrics_port_in_use_is_one_line_and_the_node_never_starts(busy_port: int) -> None:
+    result = invoke("node", "web-01", "--metrics-port", str(busy_port))
+    line = assert_one_line_error(result)
+    assert f"metrics cannot listen on 127.0.0.1:{busy_port}" in line
+    assert "ready" not in result.stdout
+
+
+# -- send: feedback and exit codes ----------------------------------------------------------
+
+
+@pytest.mark.amqp
+def test_a_no_op_send_says_no_call_back_came_and_how_to_find_out(signed_nodes) -> None:
+    result = invoke("send", "node:op-a", '(set-wieght "web-01" 5)', "--wait", "1",
+                    *signed_nodes["options"])
+    assert result.exit_code == 4 and result.stdout == ""
+    assert "no call-back within 1 s from node:op-a" in result.stderr
+    assert "may have been a no-op" in result.stderr and "(diagnostic true)" in result.stderr
+
+
+@pytest.mark.amqp
+def test_a_send_without_wait_says_it_was_delivered(signed_nodes) -> None:
+    result = invoke("send", "cell:op-a", "(add 1)", *signed_nodes["options"])
+    assert result.exit_code == 0
+    assert result.stderr.startswith("delivered to cell:op-a (message ")
+
+
+@pytest.mark.amqp
+def test_an_error_call_back_makes_send_exit_3(signed_nodes) -> None:
+    result = invoke("send", "cell:op-a", '(add "not a number")', "--wait", "1.5",
+                    *signed_nodes["options"])
+    assert result.stdout.startswith("(error :cell ")
+    assert result.exit_code == 3
+    assert "1 of 1 call-backs within 1.5 s were errors" in result.stderr
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize("value", ['"maybe"', '"false"', "1", "0"])
+def test_diagnostic_takes_only_true_or_false(signed_nodes, value: str) -> None:
+    result = invoke("send", "node:op-a", f"(diagnostic {value})", "--wait", "1.5",
+                    *signed_nodes["options"])
+    assert result.exit_code == 3 and "diagnostic takes true or false" in result.stdout
+    assert signed_nodes["nodes"][0].diagnostic is False
+
+
+@pytest.mark.amqp
+def test_diagnostic_false_and_nil_turn_it_off(signed_nodes) -> None:
+    node = signed_nodes["nodes"][0]
+    for value, expected in (("true", True), ("false", False), ("true", True), ("nil", False)):
+        assert invoke("send", "node:op-a", f"(diagnostic {value})",
+                      *signed_nodes["options"]).exit_code == 0
+        wait_for(lambda expected=expected: node.diagnostic is expected, 10,
+                 what=f"diagnostic {expected} after (diagnostic {value})",
+                 show=lambda: node.diagnostic)
+
+
+@pytest.mark.amqp
+def test_status_with_no_node_answering_exits_1_saying_what_to_check(amqp_names) -> None:
+    result = invoke("status", "--window", "0.3", "--amqp", amqp_names.url, "--exchange",
+                    amqp_names.exchange, "--queue-prefix", amqp_names.queue_prefix)
+    line = assert_one_line_error(result, exit_code=1)
+    assert "no node answered within 0.3 s" in line and "cellframe node NAME" in line
+
+
+# -- status: the dead are listed, intent against actual -------------------------------------
+
+
+@pytest.fixture
+def three_nodes(amqp_url: str, tmp_path: Path) -> Iterator[ProcessCluster]:
+    cluster = ProcessCluster(amqp_url, tmp_path)
+    try:
+        cluster.start(["web-01", "web-02", "spare-01"], "--zone", str(ZONE))
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def status_json(cluster: ProcessCluster) -> dict[str, Any]:
+    result = invoke("status", "--json", "--window", "1.5", "--amqp", cluster.url,
+                    "--exchange", cluster.exchange, "--queue-prefix", cluster.prefix,
+                    "--secret-file", str(cluster.secret_file))
+    return json.loads(result.stdout) if result.exit_code == 0 else {"failed": result.output}
+
+
+def health_of(picture: dict[str, Any], name: str) -> str | None:
+    return next((m["health"] for m in picture.get("members", []) if m["name"] == name), None)
+
+
+@pytest.mark.amqp
+@pytest.mark.slow
+def test_status_lists_a_killed_node_as_down_and_shows_intent_against_actual(three_nodes) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def spare_took_logsump() -> bool:
+        seen[:] = [status_json(three_nodes)]
+        return any(r["role"] == "logsump" and r["holders"] == ["spare-01"]
+                   for r in seen[0].get("roles") or [])
+
+    wait_for(spare_took_logsump, 30, what="spare-01 holding logsump", show=lambda: seen)
+    three_nodes.kill("web-02")
+    wait_for(lambda: health_of(seen.__setitem__(0, status_json(three_nodes)) or seen[0],
+                               "web-02") == "down", 30,
+             what="web-02 reported down", show=lambda: seen)
+    result = invoke("status", "--window", "1.5", "--amqp", three_nodes.url, "--exchange",
+                    three_nodes.exchange, "--queue-prefix", three_nodes.prefix,
+                    "--secret-file", str(three_nodes.secret_file))
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.stdout.splitlines()
+            if line.startswith("│ ")}
+    assert "2 of 3 nodes answered, 1 did not" in result.stdout
+    assert "down (per spare-01, web-01)" in rows["web-02"] and "no answer" in rows["web-02"]
+    assert "│ 0 ms ago" not in rows["web-01"]  # others' views, not its own view of itself
+    assert "1/3" in rows["web"] and "web-01" in rows["web"]
+    assert "next: no spare left" in result.stdout and "web 1/3" in result.stdout
+    assert "…" not in result.stdout  # not squeezed to 80 columns though not a terminal
+
+
+def test_the_picture_says_which_spare_takes_which_role_next_and_why() -> None:
+    def view(*members: tuple[str, str | None, str]) -> dict[str, Any]:
+        return {"name": "x-membership", "state": "running", "counters": {}, "healing": {},
+                "intent": {"web": 3, "logsump": 1},
+                "members": [{"name": n, "role": r, "status": s, "silence": 0.1}
+                            for n, r, s in members]}
+
+    members = (("web-01", "web", "alive"), ("web-02", "web", "down"),
+               ("spare-01", None, "alive"))
+    statuses = [{"node": n, "role": r, "counters": {}, "cells": [view(*members)]}
+                for n, r, s in members if s == "alive"]
+    picture = ClusterPicture.from_statuses(statuses)
+    assert [(m.name, m.health, m.answered) for m in picture.members] == [
+        ("spare-01", "alive", True), ("web-01", "alive", True), ("web-02", "down", False)]
+    assert [(r.role, len(r.holders), r.wanted) for r in picture.roles] == [
+        ("logsump", 0, 1), ("web", 1, 3)]
+    assert picture.next_steps[0] == ("spare-01 takes logsump (logsump 0/1: the most "
+                                     "depleted role first)")
+    assert picture.next_steps[1].startswith("no spare left for 2 more (web 1/3)")
+
+
+@pytest.mark.amqp
+def test_differentiate_into_an_unknown_role_is_one_log_line_on_the_node(signed_nodes) -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    cell_log = logging.getLogger("cellframe.cell.cell")
+    cell_log.addHandler(handler)
+    try:
+        result = invoke("send", "node:op-a", '(differentiate "no-such-role")', "--wait", "1.5",
+                        *signed_nodes["options"])
+    finally:
+        cell_log.removeHandler(handler)
+    assert result.exit_code == 3 and "ConfigError" in result.stdout
+    failed = [r for r in records if "action failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None, failed
+    assert "no-such-role" in failed[0].getMessage()
+
+
+def test_metrics_carry_the_standard_process_and_python_collectors() -> None:
+    from cellframe import MemoryBroker, Node
+    from cellframe.node.metrics import serve_metrics
+
+    node = Node("m1", transport=MemoryBroker().connect())
+    exporter = serve_metrics(node, 0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        exporter.shutdown()
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info",
+                 "python_gc_collections_total"):
+        assert f"\n{name}" in text, name
+
+
+@pytest.mark.parametrize(("incomplete", "expected"), [
+    ("", ["all", "node:", "role:", "each:", "cell:"]),
+    ("node:w", ["node:web-01", "node:web-02", "node:web-03"]),
+    ("r", ["role:logsump", "role:proxy", "role:shard", "role:web"]),
+    ("each:s", ["each:shard"]),
+    ("cell:spare", ["cell:spare-01", "cell:spare-02"]),
+])
+def test_shell_completion_of_send_targets_comes_from_the_zone(
+        incomplete: str, expected: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.shell_completion import BashComplete
+
+    from cellframe.cli.main import main
+
+    monkeypatch.setenv("CELLFRAME_ZONE", str(ZONE))
+    complete = BashComplete(main, {}, "cellframe", "_CELLFRAME_COMPLETE")
+    assert [c.value for c in complete.get_completions(["send"], incomplete)] == expected

@@ -1,0 +1,91 @@
+"""A role message is applied once by the role, not once per live instance that sees it: on
+the real RabbitMQ, two live instances of a durable role, the broker's connections closed
+mid-stream, each of the distinct messages applied exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter as Tally
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cellframe import Cell, Envelope, Node, RoleRegistry, transition
+from cellframe.cell.durable import CellJournal
+from cellframe.store.store import Store
+from cellframe.testing import wait_for
+from tests.amqp_support import close_connections
+
+MESSAGES = 1500
+PACE = 200  # messages a second: the stream lasts 7.5 s, so every close lands inside it
+CLOSES = (200, 600, 1000)  # applied messages at which the connections are closed
+
+
+class Ledger(Cell):
+    """Records, for the whole process, which node applied which message id."""
+
+    role = "ledger"
+    durable = True
+    fields = ("count",)
+    applied: ClassVar[list[tuple[str, str]]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.count = 0
+        super().__init__(*args, **kwargs)
+
+    @transition("entry")
+    def entry(self, number: int) -> None:
+        self.count += 1
+        message = self.cell_message
+        assert message is not None
+        with self.lock:
+            self.applied.append((self.cell_name, message.id))
+
+
+def _publish_paced(publisher: Any, ids: list[str]) -> None:
+    start = time.monotonic()
+    for number, message_id in enumerate(ids):
+        publisher.publish("role.ledger", Envelope(f"(entry {number})".encode(),
+                                                  message_id=message_id), persistent=True)
+        ahead = start + number / PACE - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)  # pacing the stream, not waiting for a condition
+
+
+def test_two_live_instances_apply_each_role_message_once_across_closed_connections(
+        amqp_connect, amqp_names, tmp_path: Path, record_property: Any) -> None:
+    name = f"cf-once-{amqp_names.token}"
+    registry = RoleRegistry({"ledger": [Ledger]})
+    Ledger.applied.clear()
+    ids = [f"entry-{n}" for n in range(MESSAGES)]
+    with Store(tmp_path / "s") as store:
+        journal = CellJournal(store)  # the fence both instances share
+        nodes = [Node(node, transport=amqp_connect(name=name), role="ledger", registry=registry,
+                      journal=journal, queue_prefix=amqp_names.queue_prefix).start()
+                 for node in ("once-1", "once-2")]
+        publisher = amqp_connect(name=name, buffer_size=MESSAGES)
+        try:
+            stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
+            stream.start()
+            for at in CLOSES:
+                wait_for(lambda at=at: len(Ledger.applied) >= at, 60,
+                         what=f"{at} messages applied", show=lambda: len(Ledger.applied))
+                close_connections(name, expect=3)
+            stream.join(60)
+            assert publisher.flush(60), "the broker confirmed every message"
+            wait_for(lambda: len({i for _, i in Ledger.applied}) == MESSAGES, 90,
+                     what=f"all {MESSAGES} ids applied",
+                     show=lambda: (len(Ledger.applied), [n.status()["counters"] for n in nodes]))
+            by_id = Tally(i for _, i in Ledger.applied)
+            assert [i for i, times in by_id.items() if times > 1] == []
+            by_node = Tally(node for node, _ in Ledger.applied)
+            assert set(by_node) == {"once-1", "once-2"}, by_node  # both instances served
+            fenced = sum(c.cell_counters.duplicates for n in nodes for c in n.cells().values())
+            record_property("redeliveries_fenced", fenced)
+        finally:
+            for node in nodes:
+                node.stop()
+            for node in nodes:
+                node.transport.close()
+            publisher.close()

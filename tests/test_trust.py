@@ -1,0 +1,166 @@
+"""Trust without a broker: the signature's published layout, keys and their capabilities, key
+files and their reloading, and the replay cache's bounds."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from cellframe.errors import ConfigError
+from cellframe.wire.envelope import Envelope
+from cellframe.wire.keys import Capability, Key, KeyFiles, Keyring, dump_keys, load_keys, new_key
+from cellframe.wire.replay import ReplayCache
+from cellframe.wire.signing import SIGNATURE_HEADER, Signer, canonical_bytes
+
+SECURITY_DOCS = Path(__file__).resolve().parents[1] / "docs" / "security.md"
+
+
+# -- the signature, as docs/security.md publishes it ---------------------------------------------
+
+
+def test_the_signature_test_vector_of_the_security_docs() -> None:
+    page = SECURITY_DOCS.read_text()
+    section = page[page.index("### Test vector"):]
+    hex_block = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    documented = bytes.fromhex("".join(hex_block.split()))
+    signature = re.search(r"the signature is\n`([0-9a-f]{64})`", section).group(1)
+    envelope = Envelope(b'(say "hello")', message_id="m-1", timestamp=1700000000.25,
+                        reply_to="reply.repl", sender="repl")
+    canonical = canonical_bytes(envelope, exchange="cellframe.control", target="cell.echo-01",
+                                key_id="ops-1", expires=1700000300.25)
+    assert canonical == documented and len(canonical) == 186
+    # The layout alone, by hand, as a client in another language would build it.
+    def field(value: bytes) -> bytes:
+        return b"\x01" + len(value).to_bytes(8, "big") + value
+    by_hand = b"cellframe-sig-v2" + b"".join(field(v) for v in (
+        b"cellframe.control", b"cell.echo-01", b"m-1", b"ops-1",
+        struct.pack(">d", 1700000000.25), struct.pack(">d", 1700000300.25),
+        b"reply.repl", b"repl")) + b"\x00" + bytes(8) + field(b'(say "hello")')  # no correlation
+    assert by_hand == documented
+    assert hmac.new(bytes(range(32)), documented, hashlib.sha256).hexdigest() == signature
+    signed = Signer(Key("ops-1", bytes(range(32))), ttl=300).sign(envelope, "cell.echo-01")
+    assert signed.headers[SIGNATURE_HEADER] == signature
+
+
+def test_an_absent_field_is_a_zero_byte_and_eight_zero_bytes() -> None:
+    envelope = Envelope(b"", message_id="m", timestamp=0.0)
+    canonical = canonical_bytes(envelope, exchange=None, target=None, key_id="k", expires=1.0)
+    assert canonical.startswith(b"cellframe-sig-v2" + b"\x00" * 9 + b"\x00" * 9)
+    assert canonical.endswith(b"\x00" * 9 + b"\x00" * 9 + b"\x01" + b"\x00" * 8)
+
+
+# -- keys and capabilities ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("capability, key, verb, allowed", [
+    ("all *", "node.db-01", "differentiate", True),
+    ("all", "anything.at.all", None, True),
+    ("role:web set-weight", "role.web", "set-weight", True),
+    ("role:web set-weight", "each.web", "set-weight", True),
+    ("role:web set-weight", "role.db", "set-weight", False),
+    ("role:web set-weight", "role.web", "differentiate", False),
+    ("role:web set-weight", "node.web", "set-weight", False),
+    ("node:web-* status ping", "node.web-07", "ping", True),
+    ("node:web-* status ping", "node.db-01", "ping", False),
+    ("cell:echo-01 say", "cell.echo-01", "say", True),
+    ("cell:echo-01 say", "cell.echo-012", "say", False),
+    ("key:heartbeat.* *", "heartbeat.web-01", "heartbeat", True),
+    ("cell:* total", "cell.x", None, False),  # no verb (not a form) is allowed only by *
+])
+def test_a_capability_allows_its_targets_and_verbs_only(capability, key, verb, allowed) -> None:
+    assert Capability.parse(capability).allows(key, verb) is allowed
+
+
+@pytest.mark.parametrize("text", ["", "   ", "web set-weight", "role:", "host:web *", 42])
+def test_a_malformed_capability_is_a_config_error(text) -> None:
+    with pytest.raises(ConfigError):
+        Capability.parse(text)
+
+
+def test_a_key_file_round_trips_without_losing_a_capability(tmp_path) -> None:
+    keys = [new_key("ops-1", ["role:web set-weight", "node:web-* status ping"]),
+            new_key("nodes-1", kind="node")]
+    path = tmp_path / "k.toml"
+    path.write_text(dump_keys(keys))
+    assert load_keys(path) == keys
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "no \\[\\[key\\]\\]"),
+    ("[[key]]\nid = 'a'\n", "no 'secret'"),
+    ("[[key]]\nid = 'a'\nsecret = 'zz'\n", "hex"),
+    ("[[key]]\nid = 'a'\nsecret = '00ff'\n", "at least 16"),
+    ("[[key]]\nid = 'a b'\nsecret = '" + "00" * 32 + "'\n", "key id"),
+    ("[[key]]\nid = 'a'\nkind = 'root'\nsecret = '" + "00" * 32 + "'\n", "kind"),
+    ("[[key]]\nid = 'a'\nsecret = '" + "00" * 32 + "'\nallow = 'all'\n", "list"),
+    ("not toml [", "not valid TOML"),
+])
+def test_a_bad_key_file_is_a_config_error_saying_what_is_wrong(tmp_path, text, message) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_keys(path)
+
+
+def test_two_different_keys_may_not_share_an_id() -> None:
+    with pytest.raises(ConfigError, match="share the id"):
+        Keyring([new_key("same"), new_key("same")])
+
+
+def test_key_files_reload_on_request_and_keep_the_old_keys_if_the_new_file_is_bad(tmp_path) -> None:
+    path = tmp_path / "cluster.keys"
+    old, new = new_key("old"), new_key("new")
+    path.write_text(dump_keys([old]))
+    files = KeyFiles([path])
+    assert files.get("old") == old and files.get("new") is None
+    path.write_text(dump_keys([old, new]))
+    assert files.reload() and files.get("new") == new
+    path.write_text("broken [")
+    assert not files.reload() and files.get("new") == new
+    with pytest.raises(ConfigError):
+        KeyFiles([path])
+
+
+def test_key_files_notice_a_changed_file(tmp_path) -> None:
+    path = tmp_path / "cluster.keys"
+    path.write_text(dump_keys([new_key("a")]))
+    files = KeyFiles([path])
+    assert not files.refresh()
+    path.write_text(dump_keys([new_key("b")]))
+    os.utime(path, ns=(1, 1))  # a different mtime, whatever the file system's resolution
+    assert files.refresh() and files.get("b") is not None and files.get("a") is None
+
+
+# -- the replay cache ----------------------------------------------------------------------------
+
+
+def test_the_replay_cache_refuses_a_second_sight_until_the_expiry() -> None:
+    cache = ReplayCache()
+    assert not cache.seen(("k", "m-1"), expires=100.0, now=0.0)
+    assert cache.seen(("k", "m-1"), expires=100.0, now=50.0)
+    assert not cache.seen(("k", "m-2"), expires=100.0, now=50.0)
+    assert not cache.seen(("k", "m-3"), expires=300.0, now=150.0)  # past 100: both forgotten
+    assert len(cache) == 1
+
+
+def test_the_replay_cache_never_holds_more_than_its_capacity() -> None:
+    cache = ReplayCache(capacity=100)
+    for i in range(1000):
+        cache.seen(("k", str(i)), expires=1000.0 + i, now=0.0)
+    assert len(cache) == 100 and cache.evicted == 900
+    assert cache.seen(("k", "999"), expires=1999.0, now=0.0)  # the newest are kept
+    assert not cache.seen(("k", "0"), expires=1000.0, now=0.0)
+
+
+def test_the_replay_cache_holds_one_lifes_messages_at_a_steady_rate() -> None:
+    cache, life = ReplayCache(), 300.0
+    for second in range(2000):  # 10 messages a second for 2000 s, each living 300 s
+        for i in range(10):
+            cache.seen(("k", f"{second}-{i}"), expires=second + life, now=float(second))
+    assert len(cache) <= 10 * (life + 1) and cache.evicted == 0

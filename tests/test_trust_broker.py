@@ -1,0 +1,204 @@
+"""Trust on the real broker, with raw pika as the attacker: every hostile message is refused,
+counted by reason, dead-lettered (diagnostic mode) and never applied, and the node still
+answers (status) afterwards."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pytest
+
+from cellframe import Client, Node
+from cellframe.testing import Collector, wait_for
+from cellframe.testing.amqp import raw_channel
+from cellframe.transports.base import DEAD_LETTER_REASON
+from cellframe.wire.keys import KeyFiles, dump_keys, new_key
+from cellframe.wire.signing import EXPIRES_HEADER, KEY_HEADER, SIGNATURE_HEADER, Signer
+from tests.node_support import cell_total, registry, replies_matching
+
+pytestmark = pytest.mark.amqp
+
+
+@dataclass
+class Trust:
+    """Two nodes trusting a key file (a node key, an operator key, a key limited to (total)),
+    an operator's client, a spy queue that captures what the client sends, and the dead
+    letters."""
+
+    names: Any
+    keys: KeyFiles
+    nodes: dict[str, Node]
+    client: Client
+    spy: str
+    dead: Collector
+
+    def send_and_capture(self, target: str, text: str) -> tuple[Any, bytes]:
+        """Send ``text`` as the operator and return what the wire carried (properties, body)."""
+        message_id = self.client.send(target, text)
+        with raw_channel(self.names.url) as channel:
+            def captured() -> Any:
+                while True:
+                    method, properties, body = channel.basic_get(self.spy, auto_ack=True)
+                    if method is None:
+                        return None
+                    if properties.message_id == message_id:
+                        return properties, body
+            return wait_for(captured, 10, what=f"the spy to capture {message_id}")
+
+    def publish_raw(self, key: str, body: bytes, properties: Any) -> None:
+        with raw_channel(self.names.url) as channel:
+            channel.basic_publish(self.names.exchange, key, body, properties)
+
+    def refused(self, node: str = "a-01") -> dict[str, int]:
+        return dict(self.nodes[node].counters.refused)
+
+    def wait_refused(self, reason: str, count: int = 1, node: str = "a-01") -> None:
+        wait_for(lambda: self.refused(node).get(reason, 0) >= count, 10,
+                 what=f"{count} refusal(s) for {reason} on {node}", show=lambda: self.refused(node))
+
+    def total(self, node: str) -> int:
+        return cell_total(self.nodes[node], node)
+
+    def answers_status(self, node: str = "a-01") -> None:
+        since = len(self.client.replies)
+        self.client.send(f"node.{node}", "(status)")
+        replies_matching(self.client, "node-status", 1, since=since)
+
+
+@pytest.fixture
+def trust(amqp_names: Any, tmp_path: Any) -> Iterator[Trust]:
+    node_key = new_key("nodes-1", kind="node")
+    ops = new_key("ops-1", ["cell:* add total", "node:* status"])
+    limited = new_key("reader-1", ["cell:* total"])
+    key_file = tmp_path / "cluster.keys"
+    key_file.write_text(dump_keys([node_key, ops, limited]))
+    keys = KeyFiles([key_file])
+    nodes: dict[str, Node] = {}
+    transports = []
+    try:
+        for name in ("a-01", "b-01"):
+            transport = amqp_names.connect()
+            transports.append(transport)
+            signer = Signer(node_key, keyring=keys, exchange=amqp_names.exchange)
+            nodes[name] = Node(name, transport=transport, signer=signer, role="tally",
+                               registry=registry(), queue_prefix=amqp_names.queue_prefix,
+                               diagnostic=True, watch_config=False).start()
+        spy = amqp_names.queue("spy")
+        with raw_channel(amqp_names.url) as channel:
+            channel.queue_declare(spy)
+            channel.queue_bind(spy, amqp_names.exchange, "cell.*")
+        raw = amqp_names.connect()
+        dead = Collector()
+        raw.consume(raw.dead_letter_queue, dead)
+        client = Client(amqp_names.connect(), queue_prefix=amqp_names.queue_prefix,
+                        signer=Signer(ops, exchange=amqp_names.exchange, ttl=5.0))
+        yield Trust(amqp_names, keys, nodes, client, spy, dead)
+        client.close()
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+def test_a_signed_hit_replayed_to_another_target_is_refused_and_never_applied(trust) -> None:
+    properties, body = trust.send_and_capture("cell.a-01", "(add 5)")
+    wait_for(lambda: trust.total("a-01") == 5, 10, what="the genuine add on a-01")
+    trust.publish_raw("cell.b-01", body, properties)
+    trust.wait_refused("wrong-target", node="b-01")
+    assert trust.total("b-01") == 0
+    dead = wait_for(lambda: [d for d in trust.dead.deliveries
+                             if d.envelope.message_id == properties.message_id], 10,
+                    what="the replay's dead letter")
+    assert "wrong-target" in dead[0].envelope.headers[DEAD_LETTER_REASON]
+    trust.answers_status("b-01")
+
+
+def test_a_signed_message_replayed_within_its_life_is_refused_as_a_replay(trust) -> None:
+    properties, body = trust.send_and_capture("cell.a-01", "(add 3)")
+    wait_for(lambda: trust.total("a-01") == 3, 10, what="the genuine add")
+    trust.publish_raw("cell.a-01", body, properties)
+    trust.wait_refused("replayed")
+    assert trust.total("a-01") == 3
+    trust.answers_status()
+
+
+def test_a_signed_message_replayed_after_its_expiry_is_refused(trust) -> None:
+    properties, body = trust.send_and_capture("cell.b-01", "(add 2)")
+    wait_for(lambda: trust.total("b-01") == 2, 10, what="the genuine add")
+    expires = float(properties.headers[EXPIRES_HEADER]["x-cf-float"])
+    wait_for(lambda: time.time() > expires + 0.1, 10, what="the message's expiry (5 s ttl)")
+    # The replay cache forgets an entry at its expiry: from then on the expiry refuses it.
+    trust.publish_raw("cell.b-01", body, properties)
+    trust.wait_refused("expired", node="b-01")
+    assert trust.total("b-01") == 2
+    trust.answers_status("b-01")
+
+
+def test_a_verb_outside_the_keys_capabilities_is_refused(trust) -> None:
+    limited = next(k for k in trust.keys.keyring if k.id == "reader-1")
+    client = Client(trust.names.connect(), queue_prefix=trust.names.queue_prefix,
+                    signer=Signer(limited, exchange=trust.names.exchange))
+    try:
+        client.send("cell.a-01", "(add 100)")
+        client.send("node.a-01", "(differentiate nil)")
+        trust.wait_refused("not-allowed", 2)
+        error = replies_matching(client, "error", 2)
+        assert "may not send (add ...)" in str(error)
+        client.send("cell.a-01", "(total)")
+        assert replies_matching(client, "total", 1)[0][1] == 0  # allowed, and answered
+    finally:
+        client.close()
+    assert trust.total("a-01") == 0 and trust.nodes["a-01"].role == "tally"
+
+
+def test_a_key_removed_from_the_key_file_is_refused_after_a_reload(trust, tmp_path) -> None:
+    trust.client.send("cell.a-01", "(add 1)")
+    wait_for(lambda: trust.total("a-01") == 1, 10, what="the add before revocation")
+    kept = [k for k in trust.keys.keyring if k.id != "ops-1"]
+    trust.keys.paths[0].write_text(dump_keys(kept))
+    assert trust.keys.reload()
+    trust.client.send("cell.a-01", "(add 1)")
+    trust.wait_refused("bad-signature")
+    assert trust.total("a-01") == 1
+    wait_for(lambda: any("unknown or revoked key 'ops-1'" in d.envelope.headers[DEAD_LETTER_REASON]
+                         for d in trust.dead.deliveries), 10, what="the revoked key's dead letter",
+             show=lambda: [d.envelope.headers.get(DEAD_LETTER_REASON) for d in trust.dead.deliveries])
+
+
+@pytest.mark.parametrize("case", ["unsigned", "wrong-signature", "absurd-headers",
+                                  "missing-headers", "ten-megabytes", "not-utf8-unsigned",
+                                  "not-utf8-signed"])
+def test_hostile_messages_from_raw_pika_are_refused_and_the_node_stays_up(trust, case) -> None:
+    properties, body = trust.send_and_capture("cell.a-01", "(add 1)")
+    wait_for(lambda: trust.total("a-01") == 1, 10, what="the genuine add")
+    headers = dict(properties.headers)
+    fresh = pika.BasicProperties(message_id=f"{case}-1", headers=headers)
+    expected = "bad-signature"
+    if case == "unsigned":
+        fresh.headers = {}
+        body, expected = b"(add 100)", "unsigned"
+    elif case == "wrong-signature":
+        headers[SIGNATURE_HEADER] = "0" * 64
+    elif case == "absurd-headers":
+        headers.update({SIGNATURE_HEADER: 12345, KEY_HEADER: {"a": [1, 2, {"b": None}]},
+                        EXPIRES_HEADER: "x" * 100_000, "x-junk": list(range(1000))})
+    elif case == "missing-headers":
+        del headers[KEY_HEADER], headers[EXPIRES_HEADER]
+    elif case == "ten-megabytes":
+        body, expected = b"(add " + b"1" * 10_000_000 + b")", "oversized"
+    elif case == "not-utf8-unsigned":
+        fresh.headers, body, expected = {}, b"(add \xff\xfe)", "unsigned"
+    else:  # a valid key holder sending bytes that are not text: signed, then unreadable
+        envelope_signer = trust.client.signer
+        from cellframe.transports._amqp_wire import to_amqp
+        from cellframe.wire.envelope import Envelope
+
+        signed = envelope_signer.sign(Envelope(b"(add \xff\xfe)"), "cell.a-01")
+        fresh, body, expected = to_amqp(signed, persistent=False), signed.body, "unreadable"
+    trust.publish_raw("cell.a-01", body, fresh)
+    trust.wait_refused(expected)
+    assert trust.total("a-01") == 1
+    trust.answers_status()
