@@ -19,7 +19,13 @@ import pytest
 from cellframe.cell.fence import PauseFence
 from cellframe.healing.detector import PhiAccrual
 from cellframe.healing.membership import HealingConfig
-from tests.timing_support import CLUSTER_URLS, RMQC, broker_restart_trial, pause_trial
+from tests.timing_support import (
+    CLUSTER_URLS,
+    RMQC,
+    broker_kill_trial,
+    broker_restart_trial,
+    pause_trial,
+)
 
 
 class Clock:
@@ -142,3 +148,24 @@ def test_a_broker_restart_moves_no_role_and_declares_no_node_down(
     # back are unroutable, so at least one, not all four, reach its file.
     assert figures["doubting"] >= 1, figures
     assert (figures["lost"], figures["applied_twice"]) == (0, 0), figures
+
+
+@pytest.mark.amqp
+@pytest.mark.slow
+def test_a_broker_node_killed_mid_stream_loses_nothing_and_downs_no_node(
+        tmp_path, rabbitmq_cluster) -> None:
+    # Three cellframe nodes, one connected first to each broker node; the role's only holder
+    # is on cf2, which is SIGKILLed while 5,000 confirmed messages stream to the role's quorum
+    # queue (issue 16, item 4, at three nodes rather than thirty).
+    script = str(RMQC / "rabbitmq-cluster")
+    try:
+        figures = broker_kill_trial(
+            rabbitmq_cluster, tmp_path, messages=5000,
+            kill=lambda: subprocess.run([script, "kill", "2"], check=True, cwd="/", timeout=60))
+    finally:
+        subprocess.run([script, "restart", "2"], cwd="/", timeout=180, capture_output=True)
+    assert figures["confirmed"] and figures["sent"] >= 5000, figures
+    assert (figures["lost"], figures["applied_twice"]) == (0, 0), figures
+    assert figures["declared_down"] == 0, figures
+    assert figures["tally_holders_after"] == ["tally-01"], figures
+    assert all(seconds < 5.0 for seconds in figures["reconnected_after"]), figures

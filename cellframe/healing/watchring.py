@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 
 __all__ = ["ring_order", "watched_by", "watchers_of"]
 
 
+@lru_cache(maxsize=65536)
 def _position(name: str) -> tuple[int, str]:
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big"), name

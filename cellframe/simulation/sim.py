@@ -1,0 +1,353 @@
+"""A deterministic simulation of membership: the real ``Membership`` class, thousands of nodes
+in one process, on a virtual clock and a virtual broker driven by one seeded scheduler.
+
+Each simulated node is a ``Membership`` cell (the production class, with its clock replaced by
+the scheduler's) hosted by a ``SimHost``; no actor thread is started: the scheduler hands each
+cell its ticks and deliveries by calling ``on_receive`` itself, one at a time. The virtual
+broker routes by the same keys the real one does (exact keys, ``membership.#`` to everyone,
+and ``heartbeat.*`` when there is no watch ring), drops a message with probability ``loss``,
+delays each by a uniform random latency (so reorders them), and returns a publish that no
+queue binds (a probe to a crashed node). Faults: ``crash`` (the node's queue goes, as on
+SIGKILL), ``pause`` (SIGSTOP: no ticks, deliveries parked until it resumes).
+
+What it does not run (yet): the reconciler (no DNS intent; ``reconcile=False``), partitions,
+and the fence of a paused node's role cells (there are none).
+
+The same seed gives the same run: every random choice comes from one ``random.Random(seed)``
+and events are ordered by (virtual time, sequence number).
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import random
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..cell.fence import PauseFence
+from ..healing.membership import DOWN, HealingConfig, Membership
+from ..language.symbols import Symbol
+from ..wire.envelope import Envelope, Message
+
+__all__ = ["SimHost", "Simulation", "SimulationReport", "simulate"]
+
+_TICK = [Symbol("tick")]
+
+
+class _Scheduler:
+    """Virtual time and the queue of what happens next."""
+
+    def __init__(self, seed: int) -> None:
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (when, next(self._seq), action))
+
+    def run_until(self, until: float) -> None:
+        while self._queue and self._queue[0][0] <= until:
+            when, _, action = heapq.heappop(self._queue)
+            self.now = when
+            action()
+        self.now = until
+
+
+class SimHost:
+    """The ``CellHost`` of one simulated node: sends through the virtual broker."""
+
+    def __init__(self, sim: Simulation, name: str) -> None:
+        self.sim, self.name = sim, name
+        self.incarnation = 1
+        self.role: str | None = None
+        self.resolver = None
+        self.registry = None
+        self.broker_connected = True
+
+    def send(self, target: str, expr: Any, *, reply_to: str | None = None,
+             sender: str | None = None,
+             on_return: Callable[[Envelope, str], None] | None = None,
+             **options: Any) -> None:
+        self.sim.publish(self.name, target, expr, on_return)
+
+    def dead_letter(self, message: Message, reason: str) -> None:
+        """Nothing to keep: the simulation counts, it does not store."""
+
+    def cells(self) -> Mapping[str, Any]:
+        return {}
+
+    def status(self) -> dict[str, Any]:
+        return {"node": self.name, "role": None, "counters": {}, "cells": []}
+
+    def emit(self, kind: str, **fields_: Any) -> None:
+        self.sim.record(self.name, kind, fields_)
+
+    def differentiate(self, role: str | None) -> bool:
+        self.role = role
+        return True
+
+    def renew_incarnation(self, above: int) -> int:
+        self.incarnation = max(self.incarnation, above) + 1
+        return self.incarnation
+
+    def attach_cell(self, cell: Any) -> None:
+        """The simulation holds its cells itself."""
+
+    @property
+    def quarantined(self) -> bool:
+        return False
+
+    def load(self) -> float | None:
+        return None
+
+    def monitor(self, watcher: str, watched: str) -> None:
+        """No other cells to watch."""
+
+    def cell_crashed(self, cell: Any, message: Message | None, error: BaseException | None) -> None:
+        raise RuntimeError(f"{cell.cell_name} crashed in the simulation") from error
+
+    def cell_stopped(self, cell: Any, orphans: list[Any]) -> None:
+        """Nothing to give back: the simulation's messages are not deliveries."""
+
+    def guard_pauses(self, gap: float) -> PauseFence | None:
+        return None  # no role cells to fence
+
+    def clear_fence(self, generation: int) -> None:
+        """No fence."""
+
+    def cell_bind(self, cell: str, pattern: str) -> None:
+        self.sim.bind(self.name, pattern)
+
+    def cell_unbind(self, cell: str, pattern: str) -> None:
+        self.sim.unbind(self.name, pattern)
+
+
+@dataclass
+class _Node:
+    name: str
+    host: SimHost
+    cell: Membership
+    crashed: bool = False
+    paused_until: float | None = None
+    parked: list[Message] = field(default_factory=list)
+    received: int = 0
+
+
+@dataclass
+class SimulationReport:
+    """What a run measured (times are virtual seconds)."""
+
+    nodes: int
+    seconds: float
+    seed: int
+    loss: float
+    watchers: int
+    detection: dict[str, float]  # crash -> down on every live node: median, p99, worst
+    undetected: int  # crashes some live node never saw down (or never knew of)
+    false_downs: int  # 'down' verdicts about nodes that were neither crashed nor paused
+    messages_per_node_s: float  # membership deliveries each node received, per second
+    wall_seconds: float
+    node_seconds_per_wall_second: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Simulation:
+    """``n`` nodes named ``node-00000`` ... running the real Membership on a virtual clock."""
+
+    def __init__(self, n: int, *, seed: int = 0, loss: float = 0.0, watchers: int = 3,
+                 latency: tuple[float, float] = (0.0005, 0.005),
+                 healing: HealingConfig | None = None) -> None:
+        self.scheduler = _Scheduler(seed)
+        self.loss, self.latency, self.seed = loss, latency, seed
+        config = replace(healing or HealingConfig(), watchers=watchers, reconcile=False)
+        self.config = config
+        self.membership = self._membership_class(config)
+        self.exact: dict[str, set[str]] = {}
+        self.everyone: set[str] = set()  # nodes bound to membership.# (and heartbeat.* if k=0)
+        self.nodes: dict[str, _Node] = {}
+        self.events: list[tuple[float, str, str, dict[str, Any]]] = []
+        self.crashes: dict[str, float] = {}
+        self.paused: set[str] = set()
+        self._ids = itertools.count()
+        for index in range(n):
+            self._add(f"node-{index:05d}")
+
+    def _membership_class(self, config: HealingConfig) -> type[Membership]:
+        scheduler = self.scheduler
+        base = Membership.configured(config)
+
+        class SimMembership(base):  # type: ignore[valid-type, misc]
+            def membership_clock(self) -> float:
+                return scheduler.now
+
+            def membership_wall(self) -> float:
+                return 1_700_000_000.0 + scheduler.now
+
+        SimMembership.__name__ = "Membership"
+        return SimMembership
+
+    def _add(self, name: str) -> None:
+        host = SimHost(self, name)
+        cell = self.membership(f"{name}-membership", host=host, dedup_capacity=64)
+        node = _Node(name, host, cell)
+        self.nodes[name] = node
+        for pattern in cell.cell_bindings(name, None):
+            self.bind(name, pattern)
+        self.bind(name, f"cell.{name}-membership")
+        phase = self.scheduler.rng.random() * self.config.heartbeat_interval
+        self.scheduler.at(phase, lambda: self._tick(node))
+
+    # -- the virtual broker ---------------------------------------------------------------------
+
+    def bind(self, name: str, pattern: str) -> None:
+        if pattern in ("membership.#", "heartbeat.*"):
+            self.everyone.add(name)
+        else:
+            self.exact.setdefault(pattern, set()).add(name)
+
+    def unbind(self, name: str, pattern: str) -> None:
+        self.exact.get(pattern, set()).discard(name)
+
+    def _route(self, key: str) -> set[str]:
+        if key.startswith("membership.") or (key.startswith("heartbeat.")
+                                             and self.config.watchers <= 0):
+            return self.everyone
+        return self.exact.get(key, set())
+
+    def publish(self, sender: str, key: str, expr: Any,
+                on_return: Callable[[Envelope, str], None] | None) -> None:
+        if key.startswith("event."):
+            return
+        scheduler, rng = self.scheduler, self.scheduler.rng
+        targets = [t for t in self._route(key) if t != sender or key.startswith("cell.")]
+        if not targets:
+            if on_return is not None:
+                when = scheduler.now + rng.uniform(*self.latency)
+                scheduler.at(when, lambda: on_return(Envelope(b""), "no route"))
+            return
+        ident = f"{sender}-{next(self._ids)}"
+        for target in sorted(targets):  # sorted: set order must not decide a seeded run
+            if self.loss and rng.random() < self.loss:
+                continue
+            message = Message(expr, id=ident, sender=sender, sent_at=scheduler.now)
+            scheduler.at(scheduler.now + rng.uniform(*self.latency),
+                         self._delivery(self.nodes[target], message))
+
+    def _delivery(self, node: _Node, message: Message) -> Callable[[], None]:
+        return lambda: self._deliver(node, message)
+
+    def _deliver(self, node: _Node, message: Message) -> None:
+        if node.crashed:
+            return
+        if node.paused_until is not None:
+            node.parked.append(message)
+            return
+        node.received += 1
+        node.cell.on_receive(message)
+
+    def _tick(self, node: _Node) -> None:
+        if node.crashed:
+            return
+        if node.paused_until is None:
+            node.cell.on_receive(Message(_TICK, id=f"tick-{next(self._ids)}"))
+            when = self.scheduler.now + self.config.heartbeat_interval
+        else:
+            when = node.paused_until
+        self.scheduler.at(when, lambda: self._tick(node))
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def crash(self, name: str) -> None:
+        """SIGKILL: the node stops, and the broker deletes its queue (probes come back)."""
+        node = self.nodes[name]
+        node.crashed = True
+        self.crashes[name] = self.scheduler.now
+        self.everyone.discard(name)
+        for bound in self.exact.values():
+            bound.discard(name)
+
+    def pause(self, name: str, seconds: float) -> None:
+        """SIGSTOP for ``seconds``: no ticks, deliveries parked, its queue stays."""
+        node = self.nodes[name]
+        node.paused_until = self.scheduler.now + seconds
+        self.paused.add(name)
+
+        def resume() -> None:
+            node.paused_until = None
+            parked, node.parked = node.parked, []
+            for message in parked:
+                self._deliver(node, message)
+
+        self.scheduler.at(node.paused_until, resume)
+
+    # -- running and measuring ----------------------------------------------------------------
+
+    def record(self, node: str, kind: str, fields_: dict[str, Any]) -> None:
+        if kind in ("down", "refuted", "doubting"):
+            self.events.append((self.scheduler.now, node, kind, fields_))
+
+    def run(self, seconds: float) -> None:
+        self.scheduler.run_until(self.scheduler.now + seconds)
+
+    def report(self, seconds: float, wall: float, *,
+               node_seconds: float | None = None) -> SimulationReport:
+        """The figures of a run: messages counted over ``seconds`` (since the counts were
+        reset), speed over ``node_seconds`` simulated in ``wall`` CPU seconds."""
+        live = [n for n in self.nodes.values() if not n.crashed]
+        times = []
+        undetected = 0
+        for name, crashed_at in self.crashes.items():
+            seen = {node: t for t, node, kind, f in self.events
+                    if kind == "down" and f.get("member") == name}
+            if any(n.name not in seen for n in live):
+                undetected += 1
+            elif seen:
+                times.append(max(seen[n.name] for n in live) - crashed_at)
+        times.sort()
+        false_downs = sum(1 for _, _, kind, f in self.events if kind == "down"
+                          and f.get("member") not in self.crashes
+                          and f.get("member") not in self.paused)
+        received = sum(n.received for n in self.nodes.values())
+        n = len(self.nodes)
+        return SimulationReport(
+            nodes=n, seconds=seconds, seed=self.seed, loss=self.loss,
+            watchers=self.config.watchers,
+            detection={"median": round(statistics.median(times), 3) if times else -1.0,
+                       "p99": round(times[min(len(times) - 1, int(0.99 * len(times)))], 3)
+                       if times else -1.0,
+                       "worst": round(times[-1], 3) if times else -1.0,
+                       "crashes": len(self.crashes)},
+            undetected=undetected, false_downs=false_downs,
+            messages_per_node_s=round(received / n / seconds, 2),
+            wall_seconds=round(wall, 2),
+            node_seconds_per_wall_second=round((node_seconds or n * seconds) / wall, 1)
+            if wall > 0 else 0.0)
+
+    def views_agree_down(self, name: str) -> bool:
+        return all(n.cell.view.get(name) is not None and n.cell.view[name].status == DOWN
+                   for n in self.nodes.values() if not n.crashed and n.name != name)
+
+
+def simulate(n: int, *, seconds: float = 30.0, seed: int = 0, loss: float = 0.0,
+             watchers: int = 3, crashes: int = 10, warmup: float = 5.0) -> SimulationReport:
+    """Run ``n`` nodes for ``warmup`` virtual seconds, then ``seconds`` more in which
+    ``crashes`` nodes (chosen by the seed) are crashed at random times; report."""
+    started = time.process_time()
+    sim = Simulation(n, seed=seed, loss=loss, watchers=watchers)
+    sim.run(warmup)
+    for node in sim.nodes.values():  # steady state only: the cold start's announces are n**2
+        node.received = 0
+    victims = sim.scheduler.rng.sample(sorted(sim.nodes), min(crashes, n - 1))
+    for name in victims:
+        at = warmup + sim.scheduler.rng.uniform(0, max(0.0, seconds - 5.0))
+        sim.scheduler.at(at, functools.partial(sim.crash, name))
+    sim.run(seconds)
+    return sim.report(seconds, time.process_time() - started, node_seconds=n * (warmup + seconds))
