@@ -30,10 +30,12 @@ from tests.process_support import READY_TIMEOUT, REPO, Stream, child_env
 __all__ = ["Trial", "broker_kill_trial", "broker_restart_trial", "pause_trial"]
 
 CLUSTER_URLS = [f"amqp://guest:guest@127.0.0.1:{port}/%2F" for port in (5701, 5702, 5703)]
-#: ``../shared/tools`` beside the repository (a worktree sits one folder deeper).
+#: ``../shared/tools`` beside the repository (a worktree sits one folder deeper; a CI clone
+#: elsewhere on the machine finds the workplace's own ``/work/shared/tools``).
 RMQC = Path(os.environ.get("CELLFRAME_SHARED_TOOLS") or next(
-    (up / "shared" / "tools" for up in (REPO.parent, REPO.parent.parent)
-     if (up / "shared" / "tools" / "rabbitmq-cluster").exists()), REPO.parent / "shared" / "tools"))
+    (tools for tools in (REPO.parent / "shared" / "tools", REPO.parent.parent / "shared" / "tools",
+                         Path("/work/shared/tools"))
+     if (tools / "rabbitmq-cluster").exists()), REPO.parent / "shared" / "tools"))
 
 
 def _zone(path: Path, log_file: Path, *, tally: int, nodes: list[str]) -> Path:
