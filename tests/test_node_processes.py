@@ -185,12 +185,12 @@ def test_the_repl_talks_to_node_processes_on_rabbitmq(cluster, tmp_path) -> None
         env=child_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1"),
     )
     try:
-        child.expect("cellframe>")
+        child.expect(r"cellframe[^>\n]*>")
         child.sendline("node:tally-02 (ping)")
         child.expect(r'\(pong :node "tally-02"')
         child.sendline("node:tally-02 (ping))")  # an extra parenthesis: shown, not sent
         child.expect("error: ")
-        child.expect("cellframe>")
+        child.expect(r"cellframe[^>\n]*>")
         child.sendline(",quit")
         child.expect(pexpect.EOF)
     finally:
