@@ -56,6 +56,9 @@ def run(messages: int, directory: Path) -> int:
     with Store(directory) as store:
         with Node("counter-02", transport=broker.connect(), role="counter", registry=registry,
                   journal=CellJournal(store)) as node:
+            # The cell recovers in its own thread as it starts, before its first message.
+            wait_for(lambda: _count(node) == len(first_half), 10,
+                     what="the count recovered from the store", show=lambda: _count(node))
             print(f"counter-02 took the role and resumed at {_count(node)}")
             for message_id in first_half[-10:] + second_half:  # ten it already counted
                 publisher.publish("role.counter", Envelope(b"(inc)", message_id=message_id))

@@ -108,6 +108,10 @@ def run(directory: Path) -> tuple[str, dict[str, int], int]:
         with Store(directory) as store, Node("orders-02", transport=broker.connect(),
                                              role="orders", registry=registry,
                                              journal=CellJournal(store)) as node:
+            # The cell recovers in its own thread as it starts, before its first message.
+            wait_for(lambda: _order(node).cell_state == "shipped", 10,
+                     what="the order recovered from the store",
+                     show=lambda: _order(node).cell_state)
             order = _order(node)
             print(f"orders-02 resumed: {order.cell_state}, items {order.items}, "
                   f"paid {order.paid_amount}")

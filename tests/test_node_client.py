@@ -99,6 +99,7 @@ def test_the_node_client_signs_verifies_and_is_refused_when_forged_or_expired(
     assert out["verified"] == out["answers"] >= 8
     # A wrong signature and an expired message are refused, silently, and counted.
     assert out["forged_answered"] == 0 and out["expired_answered"] == 0
+    assert out["refusal_notices"] == 2  # unsigned hints, refused as answers by the client
     assert out["rejected_delta"] == 2
     refused = nodes[0].counters.refused
     assert refused.get("bad-signature") == 1 and refused.get("expired") == 1, refused

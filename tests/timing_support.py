@@ -89,7 +89,7 @@ class Trial:
                            *[arg for url in urls for arg in ("--amqp", url)],
                            "--zone", str(zone), "--exchange", self.names.exchange,
                            "--queue-prefix", self.names.queue_prefix,
-                           "--plugin", "tests.process_cells:ROLES", *options]
+                           "--plugin", "tests.process_cells:ROLES", "--insecure", *options]
                 self.procs[name] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                                     env=env, cwd=str(REPO))
             if name.startswith("logsump"):

@@ -20,6 +20,7 @@ from ..config.bundled import bundled_zone
 from ..errors import CellframeError
 from .failure import CliError
 from .failure import fail as _fail
+from .params import POSITIVE_SECONDS, SECONDS, UTF8, FilePath, NumberRange
 from .trust import key_options, keys, make_signer
 
 __all__ = ["main"]
@@ -29,51 +30,12 @@ DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 CONFIRM_TIMEOUT = 10.0
 
 
-class Utf8Text(click.ParamType):
-    """A text argument that must be valid UTF-8: a stray byte would otherwise reach the
-    reader and the wire as a lone surrogate (``'\\udcff'``)."""
-
-    name = "text"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        text = str(value)
-        for index, char in enumerate(text):
-            if "\udc80" <= char <= "\udcff":  # how Python keeps an undecodable byte
-                self.fail(f"byte 0x{ord(char) - 0xDC00:02x} at position {index} is not "
-                          f"valid UTF-8", param, ctx)
-        return text
-
-
-UTF8 = Utf8Text()
 
 
 def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> Any:
     from .completion import complete_target
 
     return complete_target(ctx, param, incomplete)
-class FilePath(click.Path):
-    """A path option; a NUL byte, which no file name can hold, is refused here rather than
-    by ``open`` with a ValueError."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and "\x00" in value:
-            self.fail("a path cannot contain a NUL byte", param, ctx)
-        return super().convert(value, param, ctx)
-
-
-class NumberRange(click.FloatRange):
-    """A number in range, and never ``nan`` (which every range comparison lets through)."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        seconds = super().convert(value, param, ctx)
-        if seconds != seconds:
-            self.fail(f"{value!r} is not a number", param, ctx)
-        return seconds
-
-
-#: Seconds that must not be negative (--wait, --timeout), and ones that must be positive.
-SECONDS = NumberRange(min=0.0, max=86_400.0)
-POSITIVE_SECONDS = NumberRange(min=0.0, min_open=True, max=86_400.0)
 
 
 def zone_option(function: Any) -> Any:
@@ -202,7 +164,7 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
                    "files: DIR/NAME/logsump; DNS data-dir wins).")
 @click.option("--quorum", is_flag=True, help="Declare durable queues (the role mailboxes) as "
               "quorum queues with a delivery limit: for a RabbitMQ cluster.")
-@click.option("--keys", "key_files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--keys", "key_files", multiple=True, type=FilePath(dir_okay=False),
               envvar="CELLFRAME_KEYS", help="Key file of the keys this node accepts "
               "(repeatable; reread on SIGHUP or when changed).")
 @click.option("--insecure", is_flag=True, help="Run with no keys: unsigned and unchecked "

@@ -17,6 +17,7 @@ import click
 
 from ..errors import CellframeError, ConfigError
 from .failure import CliError
+from .params import FilePath
 
 __all__ = ["key_options", "keys", "make_signer"]
 
@@ -24,10 +25,10 @@ __all__ = ["key_options", "keys", "make_signer"]
 def key_options(function: Any) -> Any:
     """``--secret-file`` and ``--key``: what a command signs with."""
     function = click.option(
-        "--key", "key_file", type=click.Path(dir_okay=False), envvar="CELLFRAME_KEY",
+        "--key", "key_file", type=FilePath(dir_okay=False), envvar="CELLFRAME_KEY",
         help="Key file to sign with (its first key; see `cellframe keys new`).")(function)
     return click.option(
-        "--secret-file", type=click.Path(dir_okay=False),
+        "--secret-file", type=FilePath(dir_okay=False),
         help="Cluster secret for signing (else $CELLFRAME_SECRET): one key, id 'cluster', "
              "allowed everything.")(function)
 
@@ -73,7 +74,7 @@ def keys() -> None:
                    "(globs allowed), then verbs or *. Repeatable; none: 'all *'.")
 @click.option("--node", "node_kind", is_flag=True,
               help="A node key (the nodes' own traffic), not an operator key.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=FilePath(dir_okay=False),
               help="File to write (default NAME.key); never overwritten.")
 def new(name: str, allow: tuple[str, ...], node_kind: bool, output: str | None) -> None:
     """Write a new key NAME (a random 256-bit secret) to a key file readable by you alone."""
@@ -96,7 +97,7 @@ def new(name: str, allow: tuple[str, ...], node_kind: bool, output: str | None) 
 
 
 @keys.command("list")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=FilePath(dir_okay=False))
 def list_keys(files: tuple[str, ...]) -> None:
     """Show the id, kind and capabilities of every key in FILES (never a secret)."""
     from ..wire.keys import load_keys

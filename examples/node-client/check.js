@@ -74,6 +74,8 @@ async function main() {
       out.forged_answered = (await client.answersTo(forged, 1, QUIET_MS)).length;
       out.expired_answered = (await client.answersTo(expired, 1, QUIET_MS)).length;
       out.rejected_delta = (await rejectedBy(client, first)) - before;
+      // the node's unsigned (refused ...) notices, which this client cannot verify: hints only
+      out.refusal_notices = client.refused.filter((r) => r.text.startsWith('(refused ')).length;
     }
   } finally {
     await client.close();
