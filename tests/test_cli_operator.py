@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from cellframe.cli.picture import ClusterPicture
+from cellframe.cli.status import render_text, status_view
 from cellframe.testing import wait_for
 from tests import cli_support
 from tests.cli_support import ZONE, invoke
@@ -247,6 +248,15 @@ def test_the_picture_says_which_spare_takes_which_role_next_and_why() -> None:
     assert picture.next_steps[0] == ("spare-01 takes logsump (logsump 0/1: the most "
                                      "depleted role first)")
     assert picture.next_steps[1].startswith("no spare left for 2 more (web 1/3)")
+
+
+def test_status_shows_a_ranged_roles_capacity_against_load() -> None:
+    membership = {"name": "web-01-membership", "state": "running", "counters": {},
+                  "healing": {}, "members": [],
+                  "capacity": {"web": {"held": 3, "min": 3, "max": 6, "want": 4}}}
+    statuses = [{"node": "web-01", "role": "web", "counters": {}, "cells": [membership]}]
+    text = render_text(status_view(statuses))
+    assert "capacity: web 3/3..6 -> 4" in text
 
 
 @pytest.mark.amqp

@@ -122,12 +122,19 @@ def roles_table(statuses: list[dict[str, Any]]) -> Table | None:
 
 
 def status_view(statuses: list[dict[str, Any]]) -> Group:
-    """Everything ``cellframe status`` prints: the members, the roles, and what the healing
-    does next (which spare takes which role, and why)."""
+    """Everything ``cellframe status`` prints: the members, the roles, the ranged roles'
+    capacity against load (``web 4/3..6``), and what the healing does next (which spare
+    takes which role, and why)."""
+    from ..healing.capacity import capacity_lines
+
     picture = ClusterPicture.from_statuses(statuses)
     roles = roles_table(statuses)
+    capacity: dict[str, Any] = next((cell["capacity"] for status in statuses for cell in status["cells"]
+                     if isinstance(cell.get("capacity"), dict)), {})
+    ranges = [Text(f"capacity: {line}") for line in capacity_lines(capacity)]
     steps = [Text(f"next: {step}") for step in picture.next_steps]
-    return Group(status_table(statuses), *([roles] if roles is not None else []), *steps)
+    return Group(status_table(statuses), *([roles] if roles is not None else []), *ranges,
+                 *steps)
 
 
 def render_text(renderable: Any, width: int = 200) -> str:
