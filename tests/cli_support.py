@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from cellframe.roles.registry import RoleRegistry
 from cellframe.wire.signing import Signer
 from tests.node_support import Tally
 
-__all__ = ["ZONE", "invoke", "keep_logging", "signed_nodes"]
+__all__ = ["ZONE", "invoke", "keep_logging", "running_signed_nodes", "signed_nodes"]
 
 ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
 
@@ -37,15 +38,17 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
-@pytest.fixture
-def signed_nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Two signed in-process nodes (one plays ``tally``), and the CLI options that reach them."""
+@contextmanager
+def running_signed_nodes(amqp_names: Any, tmp_path: Path,
+                         names: tuple[str, str]) -> Iterator[dict[str, Any]]:
+    """Two signed in-process nodes (the first plays ``tally``), and the CLI options that
+    reach them."""
     secret_file = tmp_path / "secret"
-    secret_file.write_bytes(b"a cluster secret for the operator tests")
+    secret_file.write_bytes(b"a cluster secret for the cli tests")
     signer = Signer(secret_file.read_bytes(), exchange=amqp_names.exchange)
     started = []
     try:
-        for name, role in (("op-a", "tally"), ("op-b", None)):
+        for name, role in zip(names, ("tally", None), strict=True):
             transport = amqp_names.connect(name=f"cf-test-{amqp_names.token}-{name}")
             node = Node(name, transport=transport, signer=signer, role=role,
                         registry=RoleRegistry({"tally": [Tally]}),
@@ -57,3 +60,10 @@ def signed_nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     finally:
         for node in started:
             node.stop()
+
+
+@pytest.fixture
+def signed_nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Nodes op-a (tally) and op-b, signed, and the CLI options that reach them."""
+    with running_signed_nodes(amqp_names, tmp_path, ("op-a", "op-b")) as found:
+        yield found

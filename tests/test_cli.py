@@ -19,11 +19,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cellframe.cli.main import main
-from cellframe.node.node import Node
-from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import wait_for
-from cellframe.wire.signing import Signer
-from tests.node_support import Tally
+from tests.cli_support import running_signed_nodes
 
 ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
 
@@ -138,25 +135,10 @@ def test_env_with_bad_options_exits_2_naming_the_problem(args: list[str], proble
 
 @pytest.fixture
 def nodes(amqp_names: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Two signed in-process nodes on this test's topology, and the CLI options that reach
-    them."""
-    secret_file = tmp_path / "secret"
-    secret_file.write_bytes(b"a cluster secret for the cli tests")
-    signer = Signer(secret_file.read_bytes(), exchange=amqp_names.exchange)
-    started = []
-    try:
-        for name, role in (("cli-a", "tally"), ("cli-b", None)):
-            transport = amqp_names.connect(name=f"cf-test-{amqp_names.token}-{name}")
-            node = Node(name, transport=transport, signer=signer, role=role,
-                        registry=RoleRegistry({"tally": [Tally]}),
-                        queue_prefix=amqp_names.queue_prefix)
-            started.append(node.start())
-        yield {"nodes": started, "options": [
-            "--amqp", amqp_names.url, "--exchange", amqp_names.exchange, "--queue-prefix",
-            amqp_names.queue_prefix, "--secret-file", str(secret_file)]}
-    finally:
-        for node in started:
-            node.stop()
+    """Nodes cli-a (tally) and cli-b, signed, on this test's topology, and the CLI options
+    that reach them."""
+    with running_signed_nodes(amqp_names, tmp_path, ("cli-a", "cli-b")) as found:
+        yield found
 
 
 @pytest.mark.amqp

@@ -9,29 +9,18 @@ from typing import Any
 
 import pytest
 
-from cellframe import Cell, Envelope, RoleRegistry, transition
+from cellframe import Envelope, RoleRegistry, transition
 from cellframe.cell.durable import CellJournal
 from cellframe.errors import ConfigError
 from cellframe.node.supervisor import SupervisionPolicy
 from cellframe.store.store import Store
 from cellframe.testing import wait_for
 from tests.cell_support import message
+from tests.durable_node import DurableCounter
 
 
-class Counter(Cell):
-    """Counts (inc); crashes (SystemExit) on (die)."""
-
-    role = "counter"
-    durable = True
-    fields = ("count",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.count = 0
-        super().__init__(*args, **kwargs)
-
-    @transition("inc")
-    def inc(self) -> None:
-        self.count += 1
+class Counter(DurableCounter):
+    """The durable counter of ``tests.durable_node``; crashes (SystemExit) on (die)."""
 
     @transition("die")
     def die(self) -> None:
