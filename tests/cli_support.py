@@ -3,7 +3,6 @@ logger put back afterwards, and in-process nodes on a topology of the test's own
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,19 +17,9 @@ from cellframe.roles.registry import RoleRegistry
 from cellframe.wire.signing import Signer
 from tests.node_support import Tally
 
-__all__ = ["ZONE", "invoke", "keep_logging", "running_signed_nodes", "signed_nodes"]
+__all__ = ["ZONE", "invoke", "running_signed_nodes", "signed_nodes"]
 
 ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
-
-
-@pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
-    """``cellframe`` points the root logger at the runner's stderr; put it back afterwards."""
-    root, pika = logging.getLogger(), logging.getLogger("pika")
-    handlers, level, pika_level = root.handlers[:], root.level, pika.level
-    yield
-    root.handlers[:], root.level = handlers, level
-    pika.setLevel(pika_level)
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -25,17 +25,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def logging_as_it_was() -> Iterator[None]:
-    """Commands run in-process (click's CliRunner) set logger levels as a ``cellframe`` process
-    would (the demo and the local REPL quiet ``cellframe`` to ERROR, ``-v`` sets the root):
-    put them back, so a later test's ``caplog`` sees what its code logs."""
+    """Commands run in-process (click's CliRunner) set up logging as a ``cellframe`` process
+    would (the root's handler on the runner's stderr, ``-v``'s level, the demo and the local
+    REPL quieting ``cellframe`` to ERROR): put it back, so a later test's ``caplog`` sees what
+    its code logs."""
     loggers = [logging.getLogger(name) for name in ("", "cellframe", "pika")]
     levels = [logger.level for logger in loggers]
     handlers = [list(logger.handlers) for logger in loggers]
     yield
     for logger, level, kept in zip(loggers, levels, handlers, strict=True):
         logger.setLevel(level)
-        for handler in [h for h in logger.handlers if h not in kept]:
-            logger.removeHandler(handler)
+        logger.handlers[:] = kept
 
 
 @pytest.fixture(scope="module")

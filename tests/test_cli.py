@@ -7,7 +7,6 @@ processes."""
 from __future__ import annotations
 
 import json
-import logging
 import shlex
 import subprocess
 import time
@@ -16,26 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from cellframe.cli.main import main
 from cellframe.testing import wait_for
-from tests.cli_support import running_signed_nodes
+from tests.cli_support import invoke, running_signed_nodes
 
 ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
-
-
-@pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
-    """``cellframe`` points the root logger at the runner's stderr; put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 # -- bad input -------------------------------------------------------------------------------

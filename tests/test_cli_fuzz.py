@@ -25,7 +25,6 @@ from cellframe.cli.main import main
 from cellframe.errors import BrokerUnavailableError, DnsLookupError
 from tests import cli_support
 
-keep_logging = cli_support.keep_logging
 ZONE = cli_support.ZONE
 
 COMMANDS = sorted(main.commands)

@@ -23,7 +23,6 @@ from tests import cli_support
 from tests.cli_support import ZONE, invoke
 from tests.process_support import ProcessCluster
 
-keep_logging = cli_support.keep_logging
 signed_nodes = cli_support.signed_nodes
 
 
