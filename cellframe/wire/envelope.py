@@ -70,7 +70,7 @@ class Envelope:
 def is_cellframe_content(content_type: str | None) -> bool:
     """Whether a delivery's content type is cellframe text: none named (a raw tool), or
     ``CONTENT_TYPE`` with at most a ``charset=utf-8`` parameter, in any letter case."""
-    if content_type is None:
+    if content_type is None or content_type == CONTENT_TYPE:  # what cellframe sends: every delivery
         return True
     kind, _, parameters = content_type.partition(";")
     if kind.strip().lower() != CONTENT_TYPE:
