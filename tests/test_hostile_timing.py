@@ -11,7 +11,6 @@ The figures over many runs come from ``python -m tests.hostile_timing_figures``.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
 import pytest
@@ -24,7 +23,10 @@ from tests.timing_support import (
     RMQC,
     broker_kill_trial,
     broker_restart_trial,
+    cluster_up,
+    cold_start_cluster,
     pause_trial,
+    stop_cluster,
 )
 
 
@@ -100,29 +102,20 @@ def test_a_paused_node_wakes_without_judging_its_peers_and_serves_nothing_of_its
     assert (figures["lost"], figures["applied_twice"]) == (0, 0), figures
 
 
-def _cluster_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5701), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def rabbitmq_cluster():
-    """The 3-node cluster, started if it is not running (and then stopped afterwards)."""
+    """The 3-node cluster, started from nothing if it is not running (then stopped afterwards)."""
     started = False
-    if not _cluster_up():
-        script = RMQC / "rabbitmq-cluster"
-        if not script.exists():
+    if not cluster_up():
+        if not (RMQC / "rabbitmq-cluster").exists():
             if os.environ.get("CI") == "true":
-                pytest.fail(f"{script} is missing")
-            pytest.skip(f"{script} is missing")
-        subprocess.run([str(script), "start"], check=True, cwd="/", timeout=180)
+                pytest.fail(f"{RMQC / 'rabbitmq-cluster'} is missing")
+            pytest.skip(f"{RMQC / 'rabbitmq-cluster'} is missing")
+        cold_start_cluster()
         started = True
     yield CLUSTER_URLS
     if started:
-        subprocess.run([str(RMQC / "rabbitmq-cluster"), "stop"], cwd="/", timeout=120)
+        stop_cluster()
 
 
 def _ctl(*args: str) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +29,8 @@ from cellframe.testing import AmqpNames, wait_for
 from tests.process_cells import TALLY_DIR, TALLY_TIMES, applied_ids
 from tests.process_support import READY_TIMEOUT, REPO, Stream, child_env
 
-__all__ = ["Trial", "broker_kill_trial", "broker_restart_trial", "pause_trial"]
+__all__ = ["Trial", "broker_kill_trial", "broker_restart_trial", "cluster_up",
+           "cold_start_cluster", "pause_trial", "stop_cluster"]
 
 CLUSTER_URLS = [f"amqp://guest:guest@127.0.0.1:{port}/%2F" for port in (5701, 5702, 5703)]
 #: ``../shared/tools`` beside the repository (a worktree sits one folder deeper; a CI clone
@@ -36,6 +39,67 @@ RMQC = Path(os.environ.get("CELLFRAME_SHARED_TOOLS") or next(
     (tools for tools in (REPO.parent / "shared" / "tools", REPO.parent.parent / "shared" / "tools",
                          Path("/work/shared/tools"))
      if (tools / "rabbitmq-cluster").exists()), REPO.parent / "shared" / "tools"))
+#: Where the script keeps the nodes' data (its ``$RMQC_BASE``).
+RMQC_BASE = Path(os.environ.get("RMQC_BASE", "/tmp/cf-rmqc"))
+CLUSTER_NODES = ("cf1@localhost", "cf2@localhost", "cf3@localhost")
+
+
+def cluster_up() -> bool:
+    """Whether cf1's AMQP port answers."""
+    try:
+        socket.create_connection(("127.0.0.1", 5701), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _leftover_cluster_vms() -> list[int]:
+    """The pids of Erlang VMs running one of the cluster's nodes (named in their environment:
+    RabbitMQ passes the node name there, not on the command line)."""
+    wanted = {f"RABBITMQ_NODENAME={node}".encode() for node in CLUSTER_NODES}
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() != "beam.smp":
+                continue
+            if wanted & set((proc / "environ").read_bytes().split(b"\0")):
+                pids.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
+
+
+def stop_cluster() -> None:
+    """Kill every VM running one of the cluster's nodes and remove their data: quick whatever
+    state the nodes are in (the script's ``stop`` asks each node and can wait minutes)."""
+    for pid in _leftover_cluster_vms():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(RMQC_BASE, ignore_errors=True)
+
+
+def cold_start_cluster(timeout: float = 240.0) -> None:
+    """Start the 3-node cluster from nothing.
+
+    A cluster a session left behind is dead (its VMs end with the session) but its data
+    remains, and a node restarted on that data waits five times 30 s for the peers it was
+    clustered with, which the script starts only after it: ``start`` then fails with "cf1 did
+    not start". So first kill any VM still running one of its nodes (``stop`` took minutes on
+    a node stuck in that wait) and remove the data (``stop_cluster``), then ``start``.
+    """
+    stop_cluster()
+    script = RMQC / "rabbitmq-cluster"
+    result = subprocess.run([str(script), "start"], cwd="/", timeout=timeout,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        logs = sorted(RMQC_BASE.glob("cf*/log/*.log"))
+        tails = "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-1500:]}" for log in logs)
+        raise RuntimeError(f"{script} start exited {result.returncode}: "
+                           f"{result.stderr.strip() or result.stdout.strip()}\n{tails}")
 
 
 def _zone(path: Path, log_file: Path, *, tally: int, nodes: list[str]) -> Path:
