@@ -57,12 +57,16 @@ _RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
 class SegmentFile:
     """One open segment file: appended to by one writer, read by position from any thread.
 
-    A log segment is *preallocated* (``posix_fallocate``) ahead of what is written, and
-    synced with ``fdatasync``: a write into space already allocated to the file changes no
-    size, so the sync flushes the data without the journal commit a growing file needs
-    (150 us against 200 us for append + fsync, measured here). The file then ends in zeros
-    past its last frame; ``trim`` cuts them off when the segment is sealed, and the scan
-    after a crash takes a run of zeros to the end of the file for unused space.
+    A log segment is *preallocated* ahead of what is written, and synced with
+    ``fdatasync``: a write into space already allocated to the file changes no size, so the
+    sync flushes the data without the journal commit a growing file needs. A durable segment
+    is preallocated by writing zeros (and syncing them once), not by ``posix_fallocate``: ext4
+    allocates *unwritten* extents, and the first write into one converts it, which is a
+    journal commit again. Interleaved here (10 rounds, 1.4 KB a sync, load 1.1), against
+    append + fsync: fallocate + ``pwritev(RWF_DSYNC)`` 1.19x, zeros written + the same 1.36x
+    (zeros + pwrite + fdatasync 1.44x). The file then ends in zeros past its last frame;
+    ``trim`` cuts them off when the segment is sealed, and the scan after a crash takes a run
+    of zeros to the end of the file for unused space.
     """
 
     def __init__(self, path: Path, fd: int, *, file_id: int, kind: int, partition: int,
@@ -100,7 +104,7 @@ class SegmentFile:
                       covers=covers, size=HEADER_SIZE, preallocate=preallocate)
         segment.crc = zlib.crc32(head)
         if preallocate:
-            segment._allocate(HEADER_SIZE)
+            segment._allocate(HEADER_SIZE, sync=sync)
         return segment
 
     @classmethod
@@ -127,7 +131,7 @@ class SegmentFile:
         offset = self.size
         end = offset + len(data)
         if end > self.allocated and self.preallocate:
-            self._allocate(end)
+            self._allocate(end, sync=sync)
         view, at = memoryview(data), offset
         while view:
             if sync and self.dsync_writes:
@@ -158,15 +162,22 @@ class SegmentFile:
             os.fdatasync(self.fd)
             return written
 
-    def _allocate(self, end: int) -> None:
-        """Allocate the file up to ``end`` plus one more step; if the file system cannot,
-        stop trying (writes past the end grow the file, and the syncs flush its size)."""
+    def _allocate(self, end: int, *, sync: bool) -> None:
+        """Allocate the file up to ``end`` plus one more step: zeros written and synced if
+        ``sync`` (see the class docstring), else ``posix_fallocate`` (nothing is synced, so
+        nothing is saved by writing). If that fails, stop trying: writes past the end grow
+        the file, and the syncs flush its size."""
         want = end + self.preallocate
         try:
-            os.posix_fallocate(self.fd, self.allocated, want - self.allocated)
+            if sync:
+                _write_zeros(self.fd, self.allocated, want)
+                os.fdatasync(self.fd)
+            else:
+                os.posix_fallocate(self.fd, self.allocated, want - self.allocated)
         except OSError as error:
             log.info("%s: no preallocation (%s); appending instead", self.path, error)
             self.preallocate = 0
+            self.allocated = max(self.allocated, os.fstat(self.fd).st_size)
             return
         self.allocated = want
 
@@ -217,6 +228,15 @@ class SegmentFile:
 
     def __repr__(self) -> str:
         return f"SegmentFile({self.path.name}, size={self.size})"
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def _write_zeros(fd: int, start: int, end: int) -> None:
+    """Write zeros over ``start`` to ``end`` of the file, a megabyte at a time."""
+    while start < end:
+        start += os.pwrite(fd, memoryview(_ZEROS)[:min(len(_ZEROS), end - start)], start)
 
 
 def file_crc(path: Path, limit: int | None = None, chunk: int = 1 << 20) -> int:
