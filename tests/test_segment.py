@@ -192,3 +192,37 @@ def test_a_torn_frame_before_the_preallocated_zeros_is_dropped_with_a_warning(
     with caplog.at_level(logging.WARNING):
         assert present_numbers(tmp_path) == {0, 1, 2}
     assert "dropping a torn tail" in caplog.text
+
+
+def test_a_durable_log_segment_is_preallocated_with_zeros_and_appends_within_them(
+        tmp_path: Path) -> None:
+    segment = SegmentFile.create(tmp_path / "log.seg", file_id=1, kind=KIND_LOG,
+                                 preallocate=1 << 16)
+    try:
+        size = (tmp_path / "log.seg").stat().st_size
+        assert size == HEADER_SIZE + (1 << 16) == segment.allocated
+        assert os.pread(segment.fd, size, HEADER_SIZE) == bytes(size - HEADER_SIZE)
+        record = Record("family", 1, b"value", 7, content_digest("family", 1, b"value"))
+        offset = segment.append(encode_frame(1 | LAST_IN_BATCH, record), sync=True)
+        assert (tmp_path / "log.seg").stat().st_size == size  # no size change, no journal
+        assert segment.read(offset)[1] == record
+    finally:
+        segment.close()
+
+
+def test_a_segment_whose_zeros_cannot_be_written_appends_instead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, start: int, end: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(segment_module, "_write_zeros", full)
+    segment = SegmentFile.create(tmp_path / "log.seg", file_id=1, kind=KIND_LOG,
+                                 preallocate=1 << 16)
+    try:
+        assert segment.preallocate == 0 and segment.allocated == HEADER_SIZE
+        record = Record("family", 1, b"value", 7, content_digest("family", 1, b"value"))
+        offset = segment.append(encode_frame(1 | LAST_IN_BATCH, record), sync=True)
+        assert segment.read(offset)[1] == record
+        assert (tmp_path / "log.seg").stat().st_size == segment.size
+    finally:
+        segment.close()
