@@ -1,15 +1,16 @@
 """Group commit: concurrent writes batched into one write+fsync by a single committer thread.
 
-Submitters append to the open batch and wait on (or attach a callback to) that batch; a
-committer thread takes the whole open batch, writes and syncs it, publishes it, then wakes
-every waiter of the batch at once. While one batch is being synced the next one fills up
-(and may be synced at the same time), so the batch size adapts to the load by itself: no
-timer, no added latency when idle. One gate per batch, not per record, keeps wake-ups cheap.
+Submitters append to the open batch and wait on (or attach a callback to) that batch; the
+committer takes the whole open batch, hands it to ``flush`` (which writes, fsyncs and
+publishes it), then wakes every waiter of the batch at once. While one batch is being
+fsynced the next one fills up, so the batch size adapts to the load by itself: no timer, no
+added latency when idle. One Event per batch, not per record, keeps wake-ups cheap.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -140,43 +141,37 @@ class Tally:
 
 
 class GroupCommitter:
-    """``in_flight`` *sync* threads that take the open batch in turn, place it (``write``),
-    make it durable (``flush``), and settle the batches in order: ``publish`` makes each one
-    visible, then its writers wake.
+    """Two threads: the *sync* thread writes and fsyncs one batch after another, and the *ack*
+    thread makes each synced batch visible (``publish``) and wakes its writers.
 
-    ``write(batch)`` runs in batch order, one at a time, and returns what ``flush`` needs to
-    make ``batch.items`` durable; ``flush`` calls run ``in_flight`` at a time, and batch
-    k + in_flight is flushed only once batch k is durable (the log's recovery rule depends
-    on it: see ``segment``). ``publish(batch, written)`` runs in batch order, once the batch
-    and every one before it are durable; a batch after one that failed fails too.
+    ``write(batch)`` must make ``batch.items`` durable and return what ``publish(batch,
+    written)`` needs to index them; batches are published in the order they were written.
 
-    Measured with 8 blocking writers (one sync 170 us, bare append + fsync 190 us here), one
-    sync at a time spent 290 us more per commit than the sync itself, every writer asleep
-    while it ran: publishing the batch 45 us, then the writers woken one after another,
-    27 us each (a wake-up across cores and the GIL taken, then the next insert's Python),
-    then the sync thread woken. That work runs under the GIL, in series, and blocking
-    writers cannot overlap it with their own sync. Two syncs in flight can: while one batch
-    syncs, the writers of the other are woken and queue the next, and the disk here completes
-    two concurrent synced writes at 1.8x the rate of one.
+    Measured with 8 blocking writers (bare fsync 0.2 ms here), one thread doing it all ran
+    one commit per 1.1 ms; most of it was Python work in series with the fsync, and that
+    work fights the sync thread for the GIL when the fsync returns. So:
 
-    While no other batch is syncing, a sync thread *lingers* for the writers it just woke:
-    until the batch is as large as the last one, for at most ``linger`` and at most as long
-    as the last sync took (with one sync at a time, writers that split into two groups taking
-    turns came back from each fsync to a GIL held by the other group: 3.7 records a commit).
-    While another batch syncs, it takes what is queued at once.
+    * When more records wait to be written, the ack thread publishes the synced batch while
+      the sync thread writes the next: the indexing and the wake-ups leave the path between
+      two fsyncs. When nothing waits, the sync thread publishes it itself (a hand-over to
+      another thread costs a wake-up, and there is nothing to overlap).
+    * After a commit the sync thread *lingers* for the writers it just woke: until the batch
+      is as large as the last one, for at most ``linger`` and at most as long as the last
+      write took. Without it the writers split into two groups that take turns, the fsync
+      of one overlapping the Python work of the other, so the sync thread came back from
+      each fsync to a GIL held by the other group (3.7 records a commit, 8k/s). With it,
+      nothing runs Python during the fsync and the whole group shares it.
     """
 
     def __init__(self, write: Callable[[CommitBatch], Any],
-                 publish: Callable[[CommitBatch, Any], None],
-                 flush: Callable[[Any], None] = lambda written: None, *,
-                 max_batch_bytes: int, first_batch: int = 1, linger: float = 0.002,
-                 in_flight: int = 2, name: str = "cellframe-commit") -> None:
+                 publish: Callable[[CommitBatch, Any], None], *, max_batch_bytes: int,
+                 first_batch: int = 1, linger: float = 0.002, max_unpublished: int = 4,
+                 name: str = "cellframe-commit") -> None:
         self._write = write
-        self._flush = flush
         self._publish = publish
         self._max = max_batch_bytes
         self.linger = linger
-        self.in_flight = in_flight
+        self._max_unpublished = max_unpublished
         self._mutex = threading.Lock()  # taken directly where no wait is needed: cheaper
         self._cond = threading.Condition(self._mutex)
         self._open = CommitBatch(first_batch)
@@ -185,22 +180,18 @@ class GroupCommitter:
         self._wanted = 1  # how many items wake a sleeping sync thread
         self._previous = 0
         self._took = 0.0
-        # Placing: one sync thread at a time takes the open batch and writes it, in order.
-        self._placing = threading.Lock()
-        self._next_ticket = 0
-        # Flushing: the tickets placed and not yet durable (each added before the next is
-        # placed, so the smallest one bounds what may be flushed).
-        self._flight = threading.Condition(threading.Lock())
-        self._flying: set[int] = set()
-        # Settling, in ticket order, by whichever sync thread completes the next one.
-        self._settling = threading.Lock()
-        self._completed: dict[int, tuple[CommitBatch, Any, BaseException | None]] = {}
-        self._next_settle = 0
-        self._failed: BaseException | None = None
-        self._threads = [threading.Thread(target=self._sync_loop, name=f"{name}-sync-{i}",
-                                          daemon=True) for i in range(in_flight)]
-        for thread in self._threads:
-            thread.start()
+        self._synced: queue.SimpleQueue[tuple[CommitBatch, Any, BaseException | None] | None] \
+            = queue.SimpleQueue()
+        # Batches handed to the ack thread, and settled by it: each counter has one writer.
+        self._handed = self._acked = 0
+        self._backlog = threading.Condition(threading.Lock())
+        self._backlogged = False
+        self._sync_thread = threading.Thread(target=self._sync_loop, name=f"{name}-sync",
+                                             daemon=True)
+        self._ack_thread = threading.Thread(target=self._ack_loop, name=f"{name}-ack",
+                                            daemon=True)
+        self._ack_thread.start()
+        self._sync_thread.start()
 
     def throttle(self) -> None:
         """Wait while the open batch is over its size budget (back-pressure, not a limit)."""
@@ -237,22 +228,15 @@ class GroupCommitter:
                 self._cond.notify()
             return batch
 
-    def wait_for_flushes(self) -> None:
-        """Wait until every batch placed so far is durable (from ``write``, before a change
-        that must not overtake them, such as sealing the file they are in)."""
-        with self._flight:
-            while self._flying:
-                self._flight.wait()
-
     def close(self) -> None:
-        """Commit what is open, publish it, then stop the sync threads."""
+        """Commit what is open, publish it, then stop both threads."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        for thread in self._threads:
-            thread.join()
+        self._sync_thread.join()
+        self._ack_thread.join()
 
-    # -- taking the open batch (one sync thread at a time, under _placing) -------------------
+    # -- the sync thread --------------------------------------------------------------------
 
     def _sleep(self, wanted: int, timeout: float | None) -> None:
         self._sleeping, self._wanted = True, wanted
@@ -269,7 +253,7 @@ class GroupCommitter:
                 if self._closing:
                     return None
                 self._sleep(1, None)
-            wanted = self._previous if not self._flying else 0
+            wanted = self._previous
             if len(self._open.items) < wanted and not self._closing:
                 deadline = time.monotonic() + min(self.linger, self._took)
                 while len(self._open.items) < wanted and not self._closing:
@@ -284,69 +268,49 @@ class GroupCommitter:
         self._previous = len(batch.items)
         return batch
 
-    # -- each sync thread ---------------------------------------------------------------------
-
     def _sync_loop(self) -> None:
-        while True:
-            with self._placing:
-                batch = self._take()
-                if batch is None:
-                    return
-                ticket = self._next_ticket
-                self._next_ticket += 1
+        try:
+            while (batch := self._take()) is not None:
+                start = time.monotonic()
                 try:
                     written, error = self._write(batch), None
                 except BaseException as exc:  # settled with the error, in order
+                    log.error("group commit failed: %s", exc)
                     written, error = None, exc
-                with self._flight:
-                    self._flying.add(ticket)
-            if error is None:
-                error = self._flush_in_turn(ticket, written)
-            else:
-                self._landed(ticket)
-            if error is not None:
-                log.error("group commit failed: %s", error)
-            self._complete(ticket, batch, written, error)
-
-    def _flush_in_turn(self, ticket: int, written: Any) -> BaseException | None:
-        """Flush once the batch ``in_flight`` places earlier is durable; the error if any."""
-        with self._flight:
-            while min(self._flying) <= ticket - self.in_flight:
-                self._flight.wait()
-        start = time.monotonic()
-        try:
-            self._flush(written)
-        except BaseException as exc:
-            return exc
+                self._took = time.monotonic() - start
+                if self._open.items or self._handed != self._acked:
+                    self._hand_over(batch, written, error)
+                else:  # nothing to overlap with, and every earlier batch is settled
+                    self._settle(batch, written, error)
         finally:
-            self._took = time.monotonic() - start
-            self._landed(ticket)
-        return None
+            self._synced.put(None)
 
-    def _landed(self, ticket: int) -> None:
-        with self._flight:
-            self._flying.discard(ticket)
-            self._flight.notify_all()
+    def _hand_over(self, batch: CommitBatch, written: Any, error: BaseException | None) -> None:
+        """Queue a synced batch for the ack thread; wait while too many are queued."""
+        self._handed += 1
+        self._synced.put((batch, written, error))
+        if self._handed - self._acked >= self._max_unpublished:
+            with self._backlog:
+                self._backlogged = True
+                while self._handed - self._acked >= self._max_unpublished:
+                    self._backlog.wait()
+                self._backlogged = False
 
-    def _complete(self, ticket: int, batch: CommitBatch, written: Any,
-                  error: BaseException | None) -> None:
-        """Settle every batch whose turn has come, in order (holding ``_settling``, so that
-        a batch is published only after the one before it)."""
-        with self._settling:
-            self._completed[ticket] = (batch, written, error)
-            while (done := self._completed.pop(self._next_settle, None)) is not None:
-                self._next_settle += 1
-                self._settle(*done)
+    # -- the ack thread ---------------------------------------------------------------------
+
+    def _ack_loop(self) -> None:
+        while (synced := self._synced.get()) is not None:
+            self._settle(*synced)
+            self._acked += 1  # only after settling: the sync thread reads it
+            if self._backlogged:
+                with self._backlog:
+                    self._backlog.notify()
 
     def _settle(self, batch: CommitBatch, written: Any, error: BaseException | None) -> None:
-        if error is None and self._failed is not None:
-            error = StoreError(f"an earlier commit failed: {self._failed}")
         if error is None:
             try:
                 self._publish(batch, written)
             except BaseException as exc:
                 log.error("publishing a group commit failed: %s", exc)
                 error = exc
-        if error is not None:
-            self._failed = self._failed or error
         batch.settle(error)

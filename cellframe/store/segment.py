@@ -4,23 +4,13 @@ A segment starts with a 32-byte header (magic, kind, file id, partition, covered
 crc32) followed by frames (see ``records``). Two kinds exist: the shared *log* that group
 commit appends to, and per-partition *compacted* files written whole by compaction.
 
-Recovery tells a torn tail from damage. Group commit writes one batch per synced write and
-keeps at most ``IN_FLIGHT`` (2) of them syncing at once: batch k+1 may be on disk while
-batch k is not, but batch k+2 is written only once batch k is durable. It acknowledges them
-in order (k+1 only once k is durable too), so only the last two batches can be torn, and
-within them the kernel may have persisted pages in any order. Every frame carries its batch
-number and the last frame of a batch is flagged. A damaged frame of batch k is a torn tail
-when no valid frame of batch k+2 or later follows it: the file is truncated there (dropping
-batch k+1 with it, never acknowledged). Damage followed by a batch two or more later is
-damage to acknowledged data and raises ``CorruptSegmentError``; so does any damage in a
-compacted file or in a log segment other than the newest (a segment is sealed only once its
-writes are durable).
-
-Two batches in flight cost one thing: damage to the second-to-last batch of the newest
-segment (an acknowledged one, by rot rather than a crash) is taken for a torn tail, as
-damage to the last one always was. They gain the overlap of two syncs: on this machine's
-disk two ``pwritev(RWF_DSYNC)`` from two threads completed 1.8x the syncs per second of one
-(3 in flight: 2.5x).
+Recovery tells a torn tail from damage. Group commit writes one batch per write+fsync and
+starts the next batch only after that fsync returned, so only the last batch can be torn, and
+within it the kernel may have persisted pages in any order. Every frame carries its batch
+number and the last frame of a batch is flagged. A damaged frame is a torn tail when no valid
+frame of a *later* batch follows it: the file is truncated there. Damage followed by a later
+batch is damage to acknowledged data and raises ``CorruptSegmentError``; so does any damage
+in a compacted file or in a log segment other than the newest.
 """
 
 from __future__ import annotations
@@ -40,7 +30,6 @@ from .records import BODY_FIXED, FRAME_HEAD, FRAME_MAGIC, Record, decode_body, f
 
 __all__ = [
     "HEADER_SIZE",
-    "IN_FLIGHT",
     "KIND_COMPACTED",
     "KIND_LOG",
     "LAST_IN_BATCH",
@@ -63,8 +52,6 @@ HEADER_SIZE = _HEADER.size + 4
 _READ_AHEAD = 4096
 _WINDOW = 4 << 20
 _RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
-#: Batches that group commit may have syncing at once (see the module docstring).
-IN_FLIGHT = 2
 
 
 class SegmentFile:
@@ -141,29 +128,10 @@ class SegmentFile:
 
     def append(self, data: bytes, *, sync: bool = False) -> int:
         """Append ``data`` (durably if ``sync``); return the offset it starts at."""
-        offset = self.reserve(data, sync=sync)
-        self.write_at(data, offset, sync=sync)
-        return offset
-
-    def reserve(self, data: bytes, *, sync: bool = False) -> int:
-        """Place ``data`` at the end of the file without writing it; return its offset.
-
-        Reserving is done in order, by one thread at a time; the writes (``write_at``) of
-        several reserved ranges may then run at once: group commit keeps ``IN_FLIGHT``
-        batches syncing together. ``crc`` and ``size`` count the data from here on.
-        """
         offset = self.size
         end = offset + len(data)
         if end > self.allocated and self.preallocate:
             self._allocate(end, sync=sync)
-        self.size = end
-        self.allocated = max(self.allocated, end)
-        if self.crc is not None:
-            self.crc = zlib.crc32(data, self.crc)
-        return offset
-
-    def write_at(self, data: bytes, offset: int, *, sync: bool = False) -> None:
-        """Write ``data`` at ``offset`` (a range ``reserve`` gave), durably if ``sync``."""
         view, at = memoryview(data), offset
         while view:
             if sync and self.dsync_writes:
@@ -171,8 +139,13 @@ class SegmentFile:
             else:
                 written = os.pwrite(self.fd, view, at)
             view, at = view[written:], at + written
+        self.size = end
+        self.allocated = max(self.allocated, end)
+        if self.crc is not None:
+            self.crc = zlib.crc32(data, self.crc)
         if sync and not self.dsync_writes:
             os.fdatasync(self.fd)
+        return offset
 
     def _write_synced(self, view: memoryview, at: int) -> int:
         """One ``pwritev`` with ``RWF_DSYNC``: written and durable in one call, so the
@@ -379,7 +352,7 @@ def _damaged(segment: SegmentFile, rest: bytes, at: int, batch: int, tolerate: b
     if tolerate and _zeros_from(rest, 0):
         log.debug("%s: %d preallocated bytes unused at offset %d", segment.path, len(rest), at)
     else:
-        later = _later_batch_after(rest, 0, batch + IN_FLIGHT - 1)
+        later = _later_batch_after(rest, 0, batch)
         if not tolerate or later is not None:
             where = f" (a later batch starts at offset {at + later})" \
                 if later is not None else ""

@@ -66,9 +66,8 @@ _GUID_LIMIT = 1 << 64
 #: caller's record itself, not a copy with them set (a Record made per record received cost a
 #: quarter of the time the store spent on it).
 _Placed = tuple[Content, int, int]
-#: A batch placed in the log: its segment, offset and frames, the segment's CRC after it, and
-#: the bytes to write there.
-_Written = tuple[SegmentFile, int, list[bytes], "int | None", bytes]
+#: A batch written and synced: its segment, offset and frames, and the segment's CRC after it.
+_Written = tuple[SegmentFile, int, list[bytes], "int | None"]
 
 _FORMAT = 1
 #: Log space allocated ahead of the writes at a time: a size change costs the next sync a
@@ -134,7 +133,7 @@ class Store(Recovery):
         self._published = (self._active.file_id, self._active.size, self._active.crc,
                            self._next_batch - 1)
         self._log_bytes = 0  # published since the open
-        self._committer = (GroupCommitter(self._place, self._publish, self._flush,
+        self._committer = (GroupCommitter(self._write, self._publish,
                                           max_batch_bytes=max_batch_bytes,
                                           first_batch=self._next_batch)
                            if group_commit else None)
@@ -350,38 +349,21 @@ class Store(Recovery):
             batch.settle(None)
 
     def _write(self, batch: CommitBatch) -> _Written:
-        """Write one batch to the log and make it durable; what ``_publish`` needs."""
-        written = self._place(batch)
-        self._flush(written)
-        return written
-
-    def _place(self, batch: CommitBatch) -> _Written:
-        """Frame one batch and reserve its place at the end of the log (a sync thread, one
-        batch at a time, in order); ``_flush`` writes it there."""
+        """Write one batch to the log and make it durable (the sync thread); what
+        ``_publish`` needs to index it."""
         with self._append_lock:
             try:
                 self._check_writable()
                 frames, data = self._frames(batch)
                 if self._active.size + len(data) > self.segment_bytes and \
                         self._active.size > 4096:
-                    if self._committer is not None:
-                        self._committer.wait_for_flushes()  # sealed only once durable
                     self._roll()
                 segment = self._active
-                offset = segment.reserve(data, sync=self.durable)
+                offset = segment.append(data, sync=self.durable)
             except BaseException as exc:
                 self._broken = self._broken or exc
                 raise
-            return segment, offset, frames, segment.crc, data
-
-    def _flush(self, written: _Written) -> None:
-        """Write a placed batch and make it durable (a sync thread; two may run at once)."""
-        segment, offset, _, _, data = written
-        try:
-            segment.write_at(data, offset, sync=self.durable)
-        except BaseException as exc:
-            self._broken = self._broken or exc
-            raise
+            return segment, offset, frames, segment.crc
 
     def _check_writable(self) -> None:
         if self._broken is not None:
@@ -396,11 +378,11 @@ class Store(Recovery):
         return frames, b"".join(frames)
 
     def _publish(self, batch: CommitBatch, written: _Written) -> None:
-        """Index a durable batch (a sync thread, in order): ``_index`` unrolled, with the lookups
+        """Index a durable batch (the ack thread): ``_index`` unrolled, with the lookups
         hoisted out of the loop, which runs once per record a replica receives (4.7 us a
         record before, 3.5 after; grouping a transfer's runs of one partition saved little
         more, and cost the scattered batches of client writes 1 us a record)."""
-        segment, offset, frames, crc, _ = written
+        segment, offset, frames, crc = written
         items = batch.items
         loc = location(segment.file_id, offset)
         parts, families = self._parts, self._families
