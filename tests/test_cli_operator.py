@@ -6,7 +6,6 @@ real RabbitMQ."""
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
 import urllib.request
@@ -258,22 +257,45 @@ def test_status_shows_a_ranged_roles_capacity_against_load() -> None:
     assert "capacity: web 3/3..6 -> 4" in text
 
 
-@pytest.mark.amqp
-def test_differentiate_into_an_unknown_role_is_one_log_line_on_the_node(signed_nodes) -> None:
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    cell_log = logging.getLogger("cellframe.cell.cell")
-    cell_log.addHandler(handler)
+@pytest.fixture
+def tally_node(amqp_url: str, tmp_path: Path) -> Iterator[ProcessCluster]:
+    """One ``cellframe node`` process, tally-01, playing ``tally``."""
+    cluster = ProcessCluster(amqp_url, tmp_path)
     try:
-        result = invoke("send", "node:op-a", '(differentiate "no-such-role")', "--wait", "1.5",
-                        *signed_nodes["options"])
+        cluster.start(["tally-01"], "--role", "tally")
+        yield cluster
     finally:
-        cell_log.removeHandler(handler)
-    assert result.exit_code == 3 and "ConfigError" in result.stdout
-    failed = [r for r in records if "action failed" in r.getMessage()]
-    assert len(failed) == 1 and failed[0].exc_info is None, failed
-    assert "no-such-role" in failed[0].getMessage()
+        cluster.close()
+
+
+def send_to(cluster: ProcessCluster, target: str, expr: str) -> Any:
+    return invoke("send", target, expr, "--wait", "3", "--amqp", cluster.url, "--exchange",
+                  cluster.exchange, "--queue-prefix", cluster.prefix, "--secret-file",
+                  str(cluster.secret_file))
+
+
+@pytest.mark.amqp
+def test_an_operators_mistake_is_one_line_on_the_node_and_a_bug_keeps_its_traceback(
+        tally_node: ProcessCluster) -> None:
+    node = tally_node.nodes["tally-01"]
+    result = send_to(tally_node, "node:tally-01", '(differentiate "no-such-role")')
+    assert result.exit_code == 3, result.output
+    assert ('action failed: ConfigError: no cells are registered for role \'no-such-role\''
+            in result.stdout), result.stdout
+    wait_for(lambda: "no-such-role" in node.text(), 10, what="the failure in the node's log",
+             show=node.text)
+    lines = [line for line in node.text().splitlines() if "no-such-role" in line]
+    assert len(lines) == 1, lines
+    assert (" ERROR cellframe.cell.cell: tally-01-daemon: action failed on message " in lines[0]
+            and ": ConfigError: no cells are registered for role 'no-such-role'" in lines[0])
+    # The same node still logs the traceback of a bug: an action's KeyError.
+    result = send_to(tally_node, "cell:tally-01", '(look-up "nowhere")')
+    assert result.exit_code == 3 and "action failed: KeyError: 'nowhere'" in result.stdout
+    wait_for(lambda: "Traceback" in node.text(), 10, what="the KeyError's traceback",
+             show=node.text)
+    text = node.text()
+    assert "tally-01: action failed on message " in text and "in look_up" in text
+    assert text.count("Traceback") == 1 and "no-such-role" not in text.split("Traceback")[1]
 
 
 def test_metrics_carry_the_standard_process_and_python_collectors() -> None:
