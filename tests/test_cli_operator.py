@@ -78,6 +78,86 @@ def test_a_non_utf8_expression_is_refused_before_it_is_sent() -> None:
     assert "byte 0xff at position 7 is not valid UTF-8" in line and "\\udc" not in line
 
 
+@pytest.mark.parametrize(("args", "option"), [
+    (["status", "--exchange", "\udcff", "--window", "0.5"], "--exchange"),
+    (["send", "all", "(ping)", "--queue-prefix", "a\udcff"], "--queue-prefix"),
+    (["send", "all", "(ping)", "--amqp", "amqp://h\udcff/"], "--amqp"),
+    (["env", "web-01", "--domain", "\udcff", "--dns", "127.0.0.1"], "--domain"),
+    (["node", "web-01", "--example", "--insecure", "--role", "\udcff"], "--role"),
+    (["keys", "new", "\udcff"], "NAME"),
+])
+def test_a_non_utf8_option_is_refused_in_the_clis_words(args: list[str], option: str) -> None:
+    # They reached the broker as '\udcff' (two ERROR lines, then "no broker reachable"),
+    # or dnspython ("A DNS label is > 63 octets long").
+    line = assert_one_line_error(invoke(*args))
+    assert f"Invalid value for '{option}'" in line and "is not valid UTF-8" in line, line
+    assert "\\udc" not in line
+
+
+def text_parameters() -> list[tuple[str, str]]:
+    """(command, parameter) for every parameter of every command that takes plain text."""
+    import click
+
+    from cellframe.cli.main import main
+
+    found = []
+
+    def walk(command: click.Command, path: str) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+        found.extend((path, p.name or "") for p in command.params
+                     if type(p.type) is click.types.StringParamType)
+
+    walk(main, "cellframe")
+    return found
+
+
+def test_every_text_option_is_checked_for_utf8_or_is_a_path() -> None:
+    assert text_parameters() == []
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--exchange", "amq.x"], "exchange 'amq.x' starts with 'amq.', which the broker keeps"),
+    (["--queue-prefix", "a" * 300], "must be 1 to 255 bytes, not 325"),
+    (["--queue-prefix", "amq."], "starts with 'amq.', which the broker keeps"),
+])
+@pytest.mark.amqp
+def test_a_name_the_broker_would_refuse_is_one_line_at_once(
+        amqp_names, args: list[str], problem: str) -> None:
+    # A too long reply queue name was a ConfigError's traceback; a name in amq.* the broker
+    # refused (403), and the command waited 10 s to say "no broker reachable".
+    options = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange, *args]
+    started = time.monotonic()
+    result = invoke("send", "all", "(ping)", "--wait", "1", *options)
+    assert problem in assert_one_line_error(result)
+    assert time.monotonic() - started < 5
+
+
+def test_an_ordinary_error_escaping_a_command_is_one_line_and_a_bug_keeps_its_traceback() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from cellframe.cli.failure import OneLineErrors
+    from cellframe.errors import ConfigError, StateMachineError
+
+    @click.group(cls=OneLineErrors)
+    def group() -> None:
+        pass
+
+    @group.command()
+    @click.argument("kind")
+    def fails(kind: str) -> None:
+        raise {"ordinary": ConfigError("a mistake, said in full"),
+               "machine": StateMachineError("a class that cannot be"),
+               "bug": KeyError("bug")}[kind]
+
+    result = CliRunner().invoke(group, ["fails", "ordinary"])
+    assert (result.exit_code, result.output) == (2, "Error: a mistake, said in full\n")
+    for kind, error in (("machine", StateMachineError), ("bug", KeyError)):
+        result = CliRunner().invoke(group, ["fails", kind])
+        assert type(result.exception) is error  # not turned into a line: its traceback shows
+
+
 @pytest.mark.parametrize("args", [
     ["send", "all", "(ping)", "--wait", "-1"],
     ["status", "--window", "-1"],
