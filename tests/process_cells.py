@@ -1,7 +1,8 @@
 """The cells that ``cellframe node`` processes host in the process tests (``--plugin``).
 
 ``python -m cellframe node NAME --plugin process_cells:ROLES`` (with tests/ on PYTHONPATH)
-registers ``Tally`` under every test role. A tally adds numbers and, when
+registers ``Tally`` under every test role. A tally adds numbers (and ``(look-up KEY)`` raises
+a ``KeyError``, a bug for the tests of what a node logs) and, when
 ``$CELLFRAME_TALLY_DIR`` is set, appends the id of every message it applies to
 ``<dir>/<cell>.<pid>.ids``, one per line, flushed at once: the file survives the process
 (even a SIGKILL), so a test can check across processes that nothing was lost and nothing
@@ -57,6 +58,11 @@ class Tally(Cell):
     @transition("total")
     def report(self) -> None:
         self.cell_reply([Symbol("total"), self.total, self.cell_name])
+
+    @transition("look-up")
+    def look_up(self, key: str) -> None:
+        """A bug on purpose: a ``KeyError``, whose traceback the node must log."""
+        self.cell_reply({}[key])
 
     def on_stop(self) -> None:
         for file in (self._ids, self._times):

@@ -269,13 +269,13 @@ def failures_logged(caplog: pytest.LogCaptureFixture) -> list[BaseException]:
             if r.name == "cellframe.cell.cell" and r.exc_info and r.exc_info[1] is not None]
 
 
-@pytest.mark.parametrize(("literal", "evaluated"), [
-    ("(boom 1)", "(boom (+ 1 0))"),
-    ('(parse "(")', '(parse (concat "(" ""))'),
-    ("(guarded 1)", "(guarded (+ 1 0))"),
+@pytest.mark.parametrize(("literal", "evaluated", "bug"), [
+    ("(boom 1)", "(boom (+ 1 0))", True),                     # a KeyError: a bug
+    ('(parse "(")', '(parse (concat "(" ""))', False),         # a ReadError: an ordinary error
+    ("(guarded 1)", "(guarded (+ 1 0))", True),               # the guard's ValueError
 ])
 def test_an_action_that_raises_is_reported_alike_however_the_message_is_written(
-        fragile, caplog, literal: str, evaluated: str) -> None:
+        fragile, caplog, literal: str, evaluated: str, bug: bool) -> None:
     ref, outbox = fragile
     caplog.set_level(logging.ERROR, logger="cellframe.cell.cell")
     ref.tell(message(literal, id="literal", reply_to="reply.op"))
@@ -285,9 +285,15 @@ def test_an_action_that_raises_is_reported_alike_however_the_message_is_written(
     reasons = reasons_sent(outbox, ["literal", "evaluated"])
     assert reasons["literal"] == reasons["evaluated"]
     assert reasons["literal"].startswith("action failed: ")
+    lines = [r for r in caplog.records if "action failed on" in r.getMessage()]
+    assert len(lines) == 2 and lines[0].getMessage().split(": ", 2)[2] == reasons[
+        "literal"].removeprefix("action failed: ")  # the log line says what the sender hears
     logged = failures_logged(caplog)
-    assert len(logged) == 2 and type(logged[0]) is type(logged[1])
-    assert all(error.__traceback__ is not None for error in logged)  # the traceback is logged
+    if bug:  # the traceback is logged, to find the bug
+        assert len(logged) == 2 and type(logged[0]) is type(logged[1])
+        assert all(error.__traceback__ is not None for error in logged)
+    else:  # an ordinary error of cellframe's tree says all in its one line
+        assert logged == []
 
 
 @pytest.mark.parametrize("text", [

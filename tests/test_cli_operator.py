@@ -6,7 +6,6 @@ real RabbitMQ."""
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
 import urllib.request
@@ -77,6 +76,86 @@ def test_a_non_utf8_expression_is_refused_before_it_is_sent() -> None:
     # How Python hands a program the bytes of $'(load "\xff")': as a lone surrogate.
     line = assert_one_line_error(invoke("send", "all", '(load "\udcff")', "--amqp", "amqp://h/"))
     assert "byte 0xff at position 7 is not valid UTF-8" in line and "\\udc" not in line
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["status", "--exchange", "\udcff", "--window", "0.5"], "--exchange"),
+    (["send", "all", "(ping)", "--queue-prefix", "a\udcff"], "--queue-prefix"),
+    (["send", "all", "(ping)", "--amqp", "amqp://h\udcff/"], "--amqp"),
+    (["env", "web-01", "--domain", "\udcff", "--dns", "127.0.0.1"], "--domain"),
+    (["node", "web-01", "--example", "--insecure", "--role", "\udcff"], "--role"),
+    (["keys", "new", "\udcff"], "NAME"),
+])
+def test_a_non_utf8_option_is_refused_in_the_clis_words(args: list[str], option: str) -> None:
+    # They reached the broker as '\udcff' (two ERROR lines, then "no broker reachable"),
+    # or dnspython ("A DNS label is > 63 octets long").
+    line = assert_one_line_error(invoke(*args))
+    assert f"Invalid value for '{option}'" in line and "is not valid UTF-8" in line, line
+    assert "\\udc" not in line
+
+
+def text_parameters() -> list[tuple[str, str]]:
+    """(command, parameter) for every parameter of every command that takes plain text."""
+    import click
+
+    from cellframe.cli.main import main
+
+    found = []
+
+    def walk(command: click.Command, path: str) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+        found.extend((path, p.name or "") for p in command.params
+                     if type(p.type) is click.types.StringParamType)
+
+    walk(main, "cellframe")
+    return found
+
+
+def test_every_text_option_is_checked_for_utf8_or_is_a_path() -> None:
+    assert text_parameters() == []
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--exchange", "amq.x"], "exchange 'amq.x' starts with 'amq.', which the broker keeps"),
+    (["--queue-prefix", "a" * 300], "must be 1 to 255 bytes, not 325"),
+    (["--queue-prefix", "amq."], "starts with 'amq.', which the broker keeps"),
+])
+@pytest.mark.amqp
+def test_a_name_the_broker_would_refuse_is_one_line_at_once(
+        amqp_names, args: list[str], problem: str) -> None:
+    # A too long reply queue name was a ConfigError's traceback; a name in amq.* the broker
+    # refused (403), and the command waited 10 s to say "no broker reachable".
+    options = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange, *args]
+    started = time.monotonic()
+    result = invoke("send", "all", "(ping)", "--wait", "1", *options)
+    assert problem in assert_one_line_error(result)
+    assert time.monotonic() - started < 5
+
+
+def test_an_ordinary_error_escaping_a_command_is_one_line_and_a_bug_keeps_its_traceback() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from cellframe.cli.failure import OneLineErrors
+    from cellframe.errors import ConfigError, StateMachineError
+
+    @click.group(cls=OneLineErrors)
+    def group() -> None:
+        pass
+
+    @group.command()
+    @click.argument("kind")
+    def fails(kind: str) -> None:
+        raise {"ordinary": ConfigError("a mistake, said in full"),
+               "machine": StateMachineError("a class that cannot be"),
+               "bug": KeyError("bug")}[kind]
+
+    result = CliRunner().invoke(group, ["fails", "ordinary"])
+    assert (result.exit_code, result.output) == (2, "Error: a mistake, said in full\n")
+    for kind, error in (("machine", StateMachineError), ("bug", KeyError)):
+        result = CliRunner().invoke(group, ["fails", kind])
+        assert type(result.exception) is error  # not turned into a line: its traceback shows
 
 
 @pytest.mark.parametrize("args", [
@@ -258,22 +337,45 @@ def test_status_shows_a_ranged_roles_capacity_against_load() -> None:
     assert "capacity: web 3/3..6 -> 4" in text
 
 
-@pytest.mark.amqp
-def test_differentiate_into_an_unknown_role_is_one_log_line_on_the_node(signed_nodes) -> None:
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    cell_log = logging.getLogger("cellframe.cell.cell")
-    cell_log.addHandler(handler)
+@pytest.fixture
+def tally_node(amqp_url: str, tmp_path: Path) -> Iterator[ProcessCluster]:
+    """One ``cellframe node`` process, tally-01, playing ``tally``."""
+    cluster = ProcessCluster(amqp_url, tmp_path)
     try:
-        result = invoke("send", "node:op-a", '(differentiate "no-such-role")', "--wait", "1.5",
-                        *signed_nodes["options"])
+        cluster.start(["tally-01"], "--role", "tally")
+        yield cluster
     finally:
-        cell_log.removeHandler(handler)
-    assert result.exit_code == 3 and "ConfigError" in result.stdout
-    failed = [r for r in records if "action failed" in r.getMessage()]
-    assert len(failed) == 1 and failed[0].exc_info is None, failed
-    assert "no-such-role" in failed[0].getMessage()
+        cluster.close()
+
+
+def send_to(cluster: ProcessCluster, target: str, expr: str) -> Any:
+    return invoke("send", target, expr, "--wait", "5", "--amqp", cluster.url, "--exchange",
+                  cluster.exchange, "--queue-prefix", cluster.prefix, "--secret-file",
+                  str(cluster.secret_file))
+
+
+@pytest.mark.amqp
+def test_an_operators_mistake_is_one_line_on_the_node_and_a_bug_keeps_its_traceback(
+        tally_node: ProcessCluster) -> None:
+    node = tally_node.nodes["tally-01"]
+    result = send_to(tally_node, "node:tally-01", '(differentiate "no-such-role")')
+    assert result.exit_code == 3, result.output
+    assert ('action failed: ConfigError: no cells are registered for role \'no-such-role\''
+            in result.stdout), result.stdout
+    wait_for(lambda: "no-such-role" in node.text(), 10, what="the failure in the node's log",
+             show=node.text)
+    lines = [line for line in node.text().splitlines() if "no-such-role" in line]
+    assert len(lines) == 1, lines
+    assert (" ERROR cellframe.cell.cell: tally-01-daemon: action failed on message " in lines[0]
+            and ": ConfigError: no cells are registered for role 'no-such-role'" in lines[0])
+    # The same node still logs the traceback of a bug: an action's KeyError.
+    result = send_to(tally_node, "cell:tally-01", '(look-up "nowhere")')
+    assert result.exit_code == 3 and "action failed: KeyError: 'nowhere'" in result.stdout
+    wait_for(lambda: "Traceback" in node.text(), 10, what="the KeyError's traceback",
+             show=node.text)
+    text = node.text()
+    assert "tally-01: action failed on message " in text and "in look_up" in text
+    assert text.count("Traceback") == 1 and "no-such-role" not in text.split("Traceback")[1]
 
 
 def test_metrics_carry_the_standard_process_and_python_collectors() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import zipfile
@@ -232,7 +233,7 @@ def test_errors_are_language_errors_and_value_errors() -> None:
 
 
 @pytest.mark.slow
-def test_grammar_loads_from_an_installed_wheel(tmp_path: Path) -> None:
+def test_an_installed_wheel_loads_its_grammar_and_names_its_authors(tmp_path: Path) -> None:
     pytest.importorskip("hatchling")  # in the dev extra, so CI always runs this
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
              "-q", "-w", str(tmp_path / "dist"), str(REPO)]
@@ -256,3 +257,8 @@ def test_grammar_loads_from_an_installed_wheel(tmp_path: Path) -> None:
                             cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[Symbol('set-weight'), 'web-01', 5]"
+    # What `pip show cellframe` reads: the installed metadata (this wheel's, not the
+    # environment's editable install). No home page: the project has no public address yet.
+    [installed] = importlib.metadata.distributions(path=[str(target)])
+    assert installed.metadata["Name"] == "cellframe"
+    assert installed.metadata["Author"] == "The cellframe maintainers"

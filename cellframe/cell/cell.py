@@ -6,8 +6,9 @@ current state is a no-op (counted, and reflected to the dead letters in diagnost
 message seen before (same id) is not applied again. What goes wrong is one of two things,
 told apart in the counters and in the ``(error ...)`` sent back, however the message was
 written: *bad input* (wrong arguments, an expression the evaluator refuses: ``refused``), or
-an action or guard that raised (``errors``, its traceback logged). Either leaves the state
-where it was. Nothing a cell does waits on another cell: it sends, and may be called back.
+an action or guard that raised (``errors``: logged in one line if it raised an ordinary error of
+cellframe's tree, with its traceback if it raised anything else: ``cellframe.failures``). Either
+leaves the state where it was. Nothing a cell does waits on another cell: it sends, and may be called back.
 
 A message is applied all or nothing. Before it is applied the cell takes an undo record: a
 copy of its instance dictionary (every field rebound by the action is put back) and a copy of
@@ -35,15 +36,8 @@ from typing import Any, ClassVar
 import pykka
 
 from ..config.txtconfig import language_budget
-from ..errors import (
-    ArityError,
-    CellCrashedError,
-    CellframeError,
-    ClusterError,
-    ConfigError,
-    LanguageError,
-    UnknownVerbError,
-)
+from ..errors import CellCrashedError, CellframeError, ConfigError, LanguageError, UnknownVerbError
+from ..failures import log_failure
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
 from ..wire import tracing
@@ -57,8 +51,6 @@ from .statemachine import Machine, Transition, compile_machine
 __all__ = ["Cell", "CellCounters", "Inbound", "SettingsChanged"]
 
 log = logging.getLogger(__name__)
-#: What an action raises for an operator's mistake, logged as one line without a traceback.
-_ORDINARY = (ConfigError, ClusterError, ArityError)
 
 
 @dataclass(slots=True)
@@ -295,8 +287,8 @@ class Cell(pykka.ThreadingActor):
                     self.cell_evaluator = self._cell_budgeted_evaluator()
                 try:
                     self.on_settings_changed(old)
-                except Exception:  # a bad hook must not kill the cell
-                    log.exception("%s: on_settings_changed raised", self.cell_name)
+                except Exception as error:  # a bad hook must not kill the cell
+                    log_failure(log, error, "%s: on_settings_changed raised", self.cell_name)
                 except KeyboardInterrupt:
                     raise
                 except BaseException as error:  # pykka would stop every actor: crash this one
@@ -534,12 +526,8 @@ class Cell(pykka.ThreadingActor):
 
     def _cell_action_failed(self, message: Message, error: BaseException) -> None:
         self.cell_counters.errors += 1
-        if isinstance(error, _ORDINARY):  # an operator's mistake (a role that does not
-            # exist, a bad argument): one line; the traceback is kept for what may be a bug
-            log.error("%s: action failed on %s: %s: %s", self.cell_name, _describe(message),
-                      type(error).__name__, error)
-        else:
-            log.error("%s: action failed on %s", self.cell_name, _describe(message), exc_info=error)
+        # An operator's mistake (a role that does not exist) is one line; a bug, its traceback.
+        log_failure(log, error, "%s: action failed on %s", self.cell_name, _describe(message))
         self._cell_report(message, f"action failed: {type(error).__name__}: {error}")
 
     def _cell_report(self, message: Message, reason: str) -> None:

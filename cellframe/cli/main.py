@@ -18,7 +18,7 @@ import click
 
 from ..config.bundled import bundled_zone
 from ..errors import CellframeError
-from .failure import CliError
+from .failure import CliError, OneLineErrors
 from .failure import fail as _fail
 from .params import POSITIVE_SECONDS, SECONDS, UTF8, FilePath, NumberRange
 from .trust import key_options, keys, make_signer
@@ -39,8 +39,9 @@ def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str
 
 
 def zone_option(function: Any) -> Any:
-    function = click.option("--domain", help="DNS zone of the cluster (with --dns).")(function)
-    function = click.option("--dns", "dns_server", metavar="HOST:PORT", help="DNS server to ask.")(function)
+    function = click.option("--domain", type=UTF8, help="DNS zone of the cluster (with --dns).")(function)
+    function = click.option("--dns", "dns_server", type=UTF8, metavar="HOST:PORT",
+                            help="DNS server to ask.")(function)
     function = click.option("--example", is_flag=True,
                             help="Read the bundled example zone (no --zone or --dns).")(function)
     return click.option("--zone", "zone_file", type=FilePath(dir_okay=False),
@@ -103,7 +104,9 @@ def tls_options(function: Any) -> Any:
             ("--tls-cert", "cert", "Client certificate for mutual TLS (PEM)."),
             ("--tls-ca", "ca", "CA file the broker's certificate is checked against "
                                "(default: the system's CAs).")):
-        function = click.option(flag, name, metavar="FILE" if name != "server_name" else "NAME",
+        text = name == "server_name"  # the others are paths, which need not be UTF-8
+        function = click.option(flag, name, metavar="NAME" if text else "FILE",
+                                type=UTF8 if text else FilePath(dir_okay=False),
                                 expose_value=False, callback=_remember_tls, help=doc)(function)
     return function
 
@@ -112,17 +115,18 @@ def topology_option(function: Any) -> Any:
     """``--exchange`` and ``--queue-prefix``: several clusters (or test runs) on one broker;
     and the ``--tls-*`` options of amqps:// URLs."""
     function = tls_options(function)
-    function = click.option("--queue-prefix", default="", metavar="PREFIX",
+    function = click.option("--queue-prefix", type=UTF8, default="", metavar="PREFIX",
                             help="Prefix of every queue name this command declares.")(function)
-    return click.option("--exchange", metavar="NAME",
+    return click.option("--exchange", type=UTF8, metavar="NAME",
                         help="Control exchange (default cellframe.control); the dead letters "
                              "go to NAME.dead-letter.")(function)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("--json-logs", is_flag=True, help="Log one JSON object per line.")
-@click.option("--trace-file", metavar="PATH", envvar="CELLFRAME_TRACE_FILE",
+@click.option("--trace-file", type=FilePath(dir_okay=False), metavar="PATH",
+              envvar="CELLFRAME_TRACE_FILE",
               help="Trace messages with OpenTelemetry (cellframe[otel]), each span a JSON line "
                    "in PATH ({pid}: the process id).")
 @click.option("--trace-sample", type=NumberRange(0.0, 1.0), default=1.0, show_default=True,
@@ -149,14 +153,14 @@ def main(verbose: int, json_logs: bool, trace_file: str | None, trace_sample: fl
 @click.argument("name", required=False, type=UTF8)
 @zone_option
 @key_options
-@click.option("--amqp", multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
-@click.option("--role", help="Play this role instead of the one DNS names.")
+@click.option("--amqp", type=UTF8, multiple=True, metavar="URL", help="Broker URL (repeat for fail-over).")
+@click.option("--role", type=UTF8, help="Play this role instead of the one DNS names.")
 @click.option("--diagnostic", is_flag=True, help="Reflect errant messages to the dead letters.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Expose Prometheus metrics on this port (0: any free port).")
-@click.option("--metrics-addr", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+@click.option("--metrics-addr", type=UTF8, default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address the metrics listen on (0.0.0.0 for every interface).")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE:ATTR",
+@click.option("--plugin", "plugins", type=UTF8, multiple=True, metavar="MODULE:ATTR",
               help="Register more roles: ATTR is a Cell class (under its `role`) or a mapping "
                    "role -> Cell class(es). Repeatable; like the cellframe.roles entry points.")
 @click.option("--data-dir", type=FilePath(file_okay=False), envvar="CELLFRAME_DATA_DIR",
@@ -217,7 +221,8 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
 @click.argument("target", type=UTF8, shell_complete=_complete_target)
 @click.argument("expression", type=UTF8)
 @key_options
-@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--amqp", type=UTF8, multiple=True, metavar="URL", default=[DEFAULT_AMQP],
+              show_default=True)
 @click.option("--wait", "wait_seconds", type=SECONDS, default=0.0,
               help="Print the call-backs answering it that arrive within this many seconds.")
 @click.option("--hy", "hy_syntax", is_flag=True, help="EXPRESSION is written in Hy.")
@@ -289,7 +294,8 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 
 @main.command()
 @key_options
-@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--amqp", type=UTF8, multiple=True, metavar="URL", default=[DEFAULT_AMQP],
+              show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
 @click.option("--window", type=POSITIVE_SECONDS, default=1.0, show_default=True,
@@ -354,13 +360,14 @@ def _redact(url: str) -> str:
 
 @main.command()
 @key_options
-@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--amqp", type=UTF8, multiple=True, metavar="URL", default=[DEFAULT_AMQP],
+              show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing records as the nodes ship them.")
 @click.option("--node", type=UTF8, help="Only this node's records.")
 @click.option("--role", type=UTF8, help="Only records of nodes playing this role.")
 @click.option("--level", type=click.Choice(["debug", "info", "warning", "error", "critical"]),
               help="Only records at this level or above.")
-@click.option("--since", metavar="T", help="Only records since T: 30s, 10m, 2h, 1d, or an ISO time.")
+@click.option("--since", type=UTF8, metavar="T", help="Only records since T: 30s, 10m, 2h, 1d, or an ISO time.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="At most this many of the newest records before following.")
 @click.option("--data-dir", type=FilePath(file_okay=False, exists=True),
@@ -410,14 +417,15 @@ def logs(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], f
 
 
 @main.command("dead-letters")
-@click.option("--amqp", multiple=True, metavar="URL", default=[DEFAULT_AMQP], show_default=True)
+@click.option("--amqp", type=UTF8, multiple=True, metavar="URL", default=[DEFAULT_AMQP],
+              show_default=True)
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True,
               help="At most this many letters.")
 @click.option("--idle", type=POSITIVE_SECONDS, default=2.0, show_default=True,
               help="Stop once no letter has come for this many seconds.")
 @click.option("--take", is_flag=True, help="Remove the letters shown (default: leave them).")
 @click.option("--json", "as_json", is_flag=True, help="Print each letter as one JSON object.")
-@click.option("--exchange", metavar="NAME", help="The cluster's control exchange (default "
+@click.option("--exchange", type=UTF8, metavar="NAME", help="The cluster's control exchange (default "
               "cellframe.control): its dead letters are NAME.dead-letter.")
 def dead_letters(amqp: tuple[str, ...], limit: int, idle: float, take: bool, as_json: bool,
                  exchange: str | None) -> None:
@@ -438,7 +446,7 @@ def dead_letters(amqp: tuple[str, ...], limit: int, idle: float, take: bool, as_
 
 @main.command()
 @zone_option
-@click.option("--amqp", metavar="URL", help="Run the nodes as processes on this RabbitMQ.")
+@click.option("--amqp", type=UTF8, metavar="URL", help="Run the nodes as processes on this RabbitMQ.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--timeout", type=POSITIVE_SECONDS, default=30.0, show_default=True,
               help="Seconds to wait for each step before declaring the healing failed.")
@@ -508,8 +516,8 @@ def simulate(nodes: int, seconds: float, loss: float, seed: int, watchers: int, 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--quick", is_flag=True, help="Smaller runs (a minute instead of several).")
-@click.option("--only", multiple=True, metavar="KEY", help="Run only these comparisons.")
-@click.option("--amqp", metavar="URL", default=DEFAULT_AMQP, show_default=True)
+@click.option("--only", type=UTF8, multiple=True, metavar="KEY", help="Run only these comparisons.")
+@click.option("--amqp", type=UTF8, metavar="URL", default=DEFAULT_AMQP, show_default=True)
 def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
     """Measure cellframe against raw pykka, raw pika, lark and SQLite, in one run."""
     import json
@@ -547,7 +555,7 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...], amqp: str) -> None:
 @main.command()
 @zone_option
 @key_options
-@click.option("--amqp", multiple=True, metavar="URL", help="Talk to the cluster on this "
+@click.option("--amqp", type=UTF8, multiple=True, metavar="URL", help="Talk to the cluster on this "
               "RabbitMQ (repeat for fail-over); without it, start a local cluster on the "
               "embedded transport and talk to that.")
 @click.option("--history", type=FilePath(dir_okay=False), help="History file "

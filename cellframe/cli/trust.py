@@ -17,7 +17,7 @@ import click
 
 from ..errors import CellframeError, ConfigError
 from .failure import CliError
-from .params import FilePath
+from .params import UTF8, FilePath
 
 __all__ = ["key_options", "keys", "make_signer"]
 
@@ -68,8 +68,8 @@ def keys() -> None:
 
 
 @keys.command("new")
-@click.argument("name")
-@click.option("--allow", "allow", multiple=True, metavar="'TARGET VERB...'",
+@click.argument("name", type=UTF8)
+@click.option("--allow", "allow", type=UTF8, multiple=True, metavar="'TARGET VERB...'",
               help="A capability: all, role:NAME, node:NAME, cell:NAME or key:ROUTING-KEY "
                    "(globs allowed), then verbs or *. Repeatable; none: 'all *'.")
 @click.option("--node", "node_kind", is_flag=True,

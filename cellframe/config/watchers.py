@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..errors import ConfigError
+from ..failures import log_failure
 from ..wire.routing import validate_name
 from .txtconfig import ClusterIntent, NodeConfig
 
@@ -81,8 +82,8 @@ class TtlWatcher(Generic[T]):
             return False
         try:
             self._on_change(old, new)
-        except Exception:  # a broken callback must not stop the watching
-            log.exception("on_change(%r, %r) raised", old, new)
+        except Exception as error:  # a broken callback must not stop the watching
+            log_failure(log, error, "on_change(%r, %r) raised", old, new)
         return True
 
     def start(self) -> TtlWatcher[T]:

@@ -42,6 +42,7 @@ from ..cell.statemachine import transition
 from ..config.txtconfig import ClusterIntent
 from ..config.watchers import IntentWatcher
 from ..errors import CellframeError, ConfigError
+from ..failures import log_failure
 from ..language.symbols import Keyword, Symbol
 from ..wire.envelope import Envelope, Message
 from ..wire.routing import (
@@ -785,7 +786,8 @@ class Membership(Cell):
         try:
             self.cell_host.differentiate(role)
         except CellframeError as error:
-            log.warning("%s: could not become %s: %s", self.cell_name, role or "a spare", error)
+            log_failure(log, error, "%s: could not become %s", self.cell_name, role or "a spare",
+                        level=logging.WARNING)
             if role is not None:
                 self._claim_failed(role, error)
             return

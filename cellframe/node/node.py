@@ -44,6 +44,7 @@ from ..errors import (
     ConfigError,
     RefusedError,
 )
+from ..failures import log_failure
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -710,8 +711,8 @@ class Node:
         self._quarantine[role] = time.monotonic() + self.supervision.quarantine
         try:
             self.differentiate(None)
-        except Exception:  # the node stays up as it was; its cell is failed either way
-            log.exception("%s: could not step down from %s", self.name, role)
+        except Exception as error:  # the node stays up as it was; its cell is failed either way
+            log_failure(log, error, "%s: could not step down from %s", self.name, role)
 
     def _give_back(self, hosted: _Hosted | None, items: list[Any], reason: str) -> None:
         """Refuse messages no cell will apply: role messages go back to their queue for

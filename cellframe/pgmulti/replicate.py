@@ -38,6 +38,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import CellframeError, ConfigError
+from ..failures import log_failure
 from .apply import describe_conninfo, translate_error
 from .schema import Description, Master, Table, child_name
 
@@ -294,8 +295,8 @@ class ReplicationLoop:
         while not self._stop.is_set():
             try:
                 report = self.replicator.sync_all()
-            except Exception:  # a bug must not kill the link silently: log it, try again
-                log.exception("replication round failed")
+            except Exception as failure:  # a bug must not kill the link silently: log it, retry
+                log_failure(log, failure, "replication round failed")
                 self.failures += 1
             else:
                 self.last_report = report

@@ -27,6 +27,7 @@ import pykka
 from ..cell.cell import Cell
 from ..cell.statemachine import transition
 from ..errors import CellframeError, ClusterError, ConfigError
+from ..failures import log_failure
 from ..language.symbols import Keyword, Symbol
 from ..store import Checkpoints, Record, Retention, Ring, Store, Transfer, now_micros
 from ..wire.routing import cell_key, each_key
@@ -177,8 +178,9 @@ class ShardBase(Cell):
         if type(message) is _Resume:
             try:
                 message.action(*message.args)
-            except Exception:  # a continuation's bug must not kill the cell
-                log.exception("%s: continuation %s failed", self.cell_name, message.action)
+            except Exception as error:  # a continuation's bug must not kill the cell
+                log_failure(log, error, "%s: continuation %s failed", self.cell_name,
+                            getattr(message.action, "__name__", message.action))
             return None
         return super().on_receive(message)
 

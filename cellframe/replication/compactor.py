@@ -34,6 +34,7 @@ from typing import Any
 
 from ..cell.statemachine import transition
 from ..errors import CellframeError
+from ..failures import log_failure
 from ..language.symbols import Keyword, Symbol
 from ..store import CompactionResult, Record, Retention
 from ..wire.envelope import request_id
@@ -119,7 +120,7 @@ class Compactions(ShardBase):
         except (OSError, CellframeError) as exc:
             error = exc
         except Exception as exc:  # a bug must still free the slot and be seen
-            log.exception("%s: compaction failed", self.cell_name)
+            log_failure(log, exc, "%s: compaction failed", self.cell_name)
             error = exc
         self.later(self._compacted, results, error, time.monotonic() - started, reply_to,
                    request)

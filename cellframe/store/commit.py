@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import StoreError
+from ..failures import log_failure
 
 __all__ = ["CommitBatch", "GroupCommitter", "ManyCallback", "Tally"]
 
@@ -83,8 +84,8 @@ class CommitBatch:
 def _call(fn: Callback, arg: Any, error: BaseException | None) -> None:
     try:
         fn(arg, error)
-    except Exception:  # a caller's callback must not stop the committer
-        log.exception("commit callback %r failed", fn)
+    except Exception as exc:  # a caller's callback must not stop the committer
+        log_failure(log, exc, "commit callback %r failed", fn)
 
 
 class Tally:

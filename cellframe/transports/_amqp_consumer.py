@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from enum import Enum
 from typing import Any
 
+from ..failures import log_failure
 from ..wire.envelope import Envelope
 from ._amqp_wire import UndecodableError, from_amqp
 from .base import DeliveryHandler
@@ -186,7 +187,7 @@ class ConsumerState:
             delivery = AmqpDelivery(self, channel, tag, key, redelivered, envelope)
             self.handler(delivery)
         except Exception as exc:  # a handler bug must not kill the consumer (or the I/O thread)
-            log.exception("handler for queue %r raised on %r", self.queue, delivery)
+            log_failure(log, exc, "handler for queue %r raised on %r", self.queue, delivery)
             if delivery is None:
                 delivery = AmqpDelivery(self, channel, tag, key, redelivered, Envelope(body))
             if not delivery.settled:

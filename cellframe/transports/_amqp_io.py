@@ -48,6 +48,7 @@ from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic
 
 from ..errors import TransportError
+from ..failures import log_failure
 from ..wire.envelope import Envelope
 from ._amqp_consumer import ConsumerState, Settle
 from ._amqp_reads import read_deliveries
@@ -215,8 +216,8 @@ class BrokerLink:
             fn, args = notice
             try:
                 fn(*args)
-            except Exception:
-                log.exception("callback %r raised", fn)
+            except Exception as error:  # a user's callback (on_return...): log it, go on
+                log_failure(log, error, "callback %r raised", fn)
 
     # -- I/O thread: the work queue --------------------------------------------------------
 

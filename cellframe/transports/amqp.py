@@ -103,7 +103,7 @@ class AmqpTransport:
                       delivery_limit=delivery_limit, heartbeat=heartbeat)
         for what, value in (("exchange", exchange), ("dead_letter_exchange", dead_letter_exchange),
                             ("dead_letter_queue", dead_letter_queue)):
-            _check_name(value, what)
+            _check_declared_name(value, what)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._exchange = exchange
         self._dead_letter_exchange = dead_letter_exchange
@@ -299,7 +299,7 @@ class AmqpTransport:
 
     def _queue_kwargs(self, name: str, *, durable: bool, exclusive: bool,
                       dead_letters: bool = True, quorum: bool | None = None) -> dict[str, Any]:
-        _check_name(name, "queue name")
+        _check_declared_name(name, "queue name")
         arguments: dict[str, Any] = {}
         if dead_letters:
             arguments["x-dead-letter-exchange"] = self._dead_letter_exchange
@@ -423,6 +423,16 @@ def _check_name(name: object, what: str, *, empty_ok: bool = False) -> None:
     size = len(name.encode("utf-8", "surrogatepass"))
     if size > 255 or (size == 0 and not empty_ok):
         raise ConfigError(f"{what} {name[:40]!r} must be 1 to 255 bytes, not {size}")
+
+
+def _check_declared_name(name: object, what: str) -> None:
+    """A name this transport declares: an AMQP name, and not one of the broker's own. RabbitMQ
+    refuses to declare a name starting ``amq.`` (403 ACCESS_REFUSED, which closes the channel:
+    the transport then waited its whole connect timeout and said "no broker reachable")."""
+    _check_name(name, what)
+    if isinstance(name, str) and name.startswith("amq."):
+        raise ConfigError(f"{what} {name[:40]!r} starts with 'amq.', which the broker keeps "
+                          "for its own exchanges and queues: choose another name")
 
 
 def _check_limits(**limits: int) -> None:

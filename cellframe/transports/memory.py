@@ -36,6 +36,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from ..errors import ClosedTransportError, ConfigError, TransportError
+from ..failures import log_failure
 from ..wire.envelope import Envelope
 from ..wire.routing import topic_matches
 from .base import DEAD_LETTER_REASON, DeliveryHandler, ReturnHandler
@@ -162,7 +163,7 @@ class _Consumer:
         if self.transport.closed:
             logger.debug("handler of %s failed after close: %r", self.tag, exc)
         else:
-            logger.exception("handler of consumer %s failed; dead-lettering", self.tag)
+            log_failure(logger, exc, "handler of consumer %s failed; dead-lettering", self.tag)
         delivery.reject(reason=f"handler failed: {type(exc).__name__}: {exc}")
 
 
@@ -233,8 +234,8 @@ class _Returns:
             handler, envelope, reason = item
             try:
                 handler(envelope, reason)
-            except Exception:
-                logger.exception("on_return handler failed for %s", envelope.message_id)
+            except Exception as error:
+                log_failure(logger, error, "on_return handler failed for %s", envelope.message_id)
 
 
 class _Counts:
