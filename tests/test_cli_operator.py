@@ -349,7 +349,7 @@ def tally_node(amqp_url: str, tmp_path: Path) -> Iterator[ProcessCluster]:
 
 
 def send_to(cluster: ProcessCluster, target: str, expr: str) -> Any:
-    return invoke("send", target, expr, "--wait", "5", "--amqp", cluster.url, "--exchange",
+    return invoke("send", target, expr, "--wait", "15", "--amqp", cluster.url, "--exchange",
                   cluster.exchange, "--queue-prefix", cluster.prefix, "--secret-file",
                   str(cluster.secret_file))
 
