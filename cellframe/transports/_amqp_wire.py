@@ -43,6 +43,7 @@ import pika.data
 
 from ..errors import TransportError
 from ..wire.envelope import Envelope, new_message_id
+from ._amqp_plain import decode_plain
 from .base import DEAD_LETTER_REASON
 
 __all__ = [
@@ -88,6 +89,9 @@ class Undecodable(pika.BasicProperties):  # type: ignore[misc]
 def decode_properties(data: bytes) -> pika.BasicProperties:
     """The properties encoded in ``data`` (a content header's property list), or
     ``Undecodable`` saying why not; never raises."""
+    plain = decode_plain(data)
+    if plain is not None:  # all text, tables one deep: nothing _problem refuses
+        return plain
     properties = pika.BasicProperties()
     try:
         properties.decode(data)
