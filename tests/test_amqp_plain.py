@@ -1,4 +1,5 @@
-"""The quick reader of AMQP properties reads them exactly as pika does, or leaves them to pika."""
+"""The quick reader of AMQP properties reads them exactly as pika does, or leaves them to pika;
+and ``to_amqp``'s memory of good header names changes none of its answers."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import secrets
 from typing import Any
 
 import pika
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cellframe.errors import TransportError
 from cellframe.language.symbols import Symbol
+from cellframe.transports import _amqp_wire
 from cellframe.transports._amqp_plain import decode_plain
 from cellframe.transports._amqp_wire import _problem, decode_properties, to_amqp
 from cellframe.wire.envelope import Envelope, envelope_for
@@ -95,3 +99,19 @@ def test_random_bytes_read_as_pika_reads_them_or_go_to_pika(data):
     quick = decode_plain(data)
     if quick is not None:
         assert _typed(vars(quick)) == _by_pika(data)
+
+
+# -- to_amqp's memory of header names ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["x-cf-ts", "x" * 256, "\ud800" * 100, 1, b"bytes"])
+def test_a_header_name_amqp_cannot_carry_is_refused_every_time(name):
+    for _ in range(2):
+        with pytest.raises(TransportError):
+            to_amqp(Envelope(b"", headers={name: "v"}), persistent=False)
+
+
+def test_the_header_names_to_amqp_remembers_stay_bounded():
+    for i in range(3 * _amqp_wire._GOOD_NAMES_KEPT):
+        to_amqp(Envelope(b"", headers={f"h-{i}": "v", "x-cellframe-key": "k"}), persistent=False)
+    assert len(_amqp_wire._GOOD_NAMES) <= _amqp_wire._GOOD_NAMES_KEPT
