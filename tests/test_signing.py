@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import math
 
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from cellframe.errors import ConfigError, InputTooLargeError, RefusedError
 from cellframe.testing import Collector
 from cellframe.wire.envelope import Envelope
-from cellframe.wire.keys import Keyring, new_key
+from cellframe.wire.keys import Key, Keyring, new_key
 from cellframe.wire.signing import (
     DEFAULT_TTL,
     EXPIRES_HEADER,
@@ -261,6 +263,25 @@ def test_any_single_byte_change_to_a_signed_message_is_refused(
 def test_canonical_bytes_start_with_a_version_tag():
     assert canonical_bytes(message(), exchange="e", target=TARGET, key_id="k",
                            expires=NOW).startswith(b"cellframe-sig-v2")
+
+
+@pytest.mark.parametrize("length", [16, 32, 63, 64, 65, 200])
+def test_the_signature_is_the_standard_hmac_sha256_of_the_canonical_bytes(length):
+    key = Key("k", bytes(range(256))[:length], kind="node")
+    signer = Signer(key, exchange="cf.control")
+    signed = signer.sign(message(correlation_id="c-1"), TARGET)
+    canonical = canonical_bytes(signed, exchange="cf.control", target=TARGET, key_id="k",
+                                expires=signed.headers[EXPIRES_HEADER])
+    assert signed.headers[SIGNATURE_HEADER] == hmac.new(key.secret, canonical,
+                                                        hashlib.sha256).hexdigest()
+
+
+def test_signing_carries_every_envelope_field_over(signer):
+    original = message(correlation_id="c-1", content_type="text/x", headers={"k": "v"})
+    signed = signer.sign(original, TARGET)
+    for field in dataclasses.fields(Envelope):
+        if field.name != "headers":
+            assert getattr(signed, field.name) == getattr(original, field.name), field.name
 
 
 # -- the secret ----------------------------------------------------------------------------

@@ -291,6 +291,17 @@ def test_a_full_buffer_raises_and_every_accepted_message_arrives(amqp_connect, q
     assert sorted(collector.ids) == sorted(accepted)
 
 
+def test_a_publisher_waiting_for_room_may_publish_again_once_confirms_come(amqp_connect, queue):
+    t = amqp_connect(buffer_size=3, max_in_flight=1)
+    bound_queue(t, queue(), "role.room")
+    with pytest.raises(BufferFullError):
+        for i in range(20_000):
+            t.publish("role.room", Envelope(b"%d" % i))
+    assert t.wait_for_room(10), f"no room after 10 s: {t.buffered} still buffered"
+    t.publish("role.room", Envelope(b"again"))
+    assert t.flush(10)
+
+
 def test_acks_from_many_threads_are_all_applied(amqp_connect, queue):
     t, later = amqp_connect(), amqp_connect()
     name = bound_queue(t, queue(), "role.acks", durable=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cellframe.errors import ConfigError
+from cellframe.wire import keys as keys_module
 from cellframe.wire.envelope import Envelope
 from cellframe.wire.keys import Capability, Key, KeyFiles, Keyring, dump_keys, load_keys, new_key
 from cellframe.wire.replay import ReplayCache
@@ -75,6 +76,22 @@ def test_an_absent_field_is_a_zero_byte_and_eight_zero_bytes() -> None:
 ])
 def test_a_capability_allows_its_targets_and_verbs_only(capability, key, verb, allowed) -> None:
     assert Capability.parse(capability).allows(key, verb) is allowed
+
+
+def test_a_key_answers_a_repeated_capability_question_alike_from_its_memory() -> None:
+    key = new_key("ops-1", ["role:web set-weight", "node:web-* status"])
+    questions = [("role.web", "set-weight"), ("role.web", "differentiate"),
+                 ("node.web-01", "status"), ("node.db-01", "status"), ("role.web", None)]
+    first = [key.allows(*question) for question in questions]
+    assert first == [True, False, True, False, False]
+    assert [key.allows(*question) for question in questions] == first
+
+
+def test_a_keys_capability_memory_stays_bounded() -> None:
+    key = new_key("ops-1", ["node:web-* status"])
+    for i in range(3 * keys_module._DECISIONS):
+        assert key.allows(f"node.web-{i}", "status") and not key.allows(f"node.db-{i}", "status")
+    assert len(key.decisions) <= keys_module._DECISIONS
 
 
 @pytest.mark.parametrize("text", ["", "   ", "web set-weight", "role:", "host:web *", 42])

@@ -264,7 +264,7 @@ class _Bench:
                     send(key, body, expect_reply=False)
                     break
                 except BufferFullError:
-                    client.transport.flush(0.001)  # type: ignore[attr-defined]  # back off
+                    client.transport.wait_for_room(1.0)  # type: ignore[attr-defined]
         return self.reached.get(timeout=300)
 
     def node_cpu(self) -> float | None:

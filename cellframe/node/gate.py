@@ -63,10 +63,11 @@ class Gate:
             raise RefusedError("oversized", f"message of {size} bytes exceeds {self.max_message_bytes}")
         key = None
         if self.signer is not None:
-            key = self.signer.verify(envelope, delivery.routing_key)
+            now = time.time()  # one clock read for the expiry and the replay cache
+            key = self.signer.verify(envelope, delivery.routing_key, now=now)
             entry = (key.id, envelope.message_id, delivery.routing_key, where)
             expires = float(envelope.headers[EXPIRES_HEADER])
-            if self.replays.seen(entry, expires, time.time()) and not delivery.redelivered:
+            if self.replays.seen(entry, expires, now) and not delivery.redelivered:
                 raise _with_key(RefusedError("replayed", f"message {envelope.message_id!r} was seen "
                                                     "before (a replay within its life)"), key)
             if key.kind == "operator" and envelope.reply_to:

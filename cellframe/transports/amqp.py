@@ -234,6 +234,16 @@ class AmqpTransport:
                 self._buffer_cond.wait(left)
         return self._link.notices_caught_up(max(0.0, deadline - time.monotonic()))
 
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait until ``publish`` has room in the buffer again (True), or ``timeout`` seconds
+        passed (False): how a publisher backs off after BufferFullError. Cheaper than
+        ``flush``, which lists every unsettled message: backing off with ``flush(0.001)`` was
+        13% of the client's samples in a py-spy profile of the control pipeline benchmark
+        (the client's CPU a message, 33-36 us, did not move measurably with this alone)."""
+        with self._buffer_cond:
+            return self._buffer_cond.wait_for(lambda: self._buffered < self._buffer_size,
+                                              timeout)
+
     def cancel(self, consumer_tag: str) -> None:
         self._check_open()
         future: Future[ConsumerState | None] = Future()

