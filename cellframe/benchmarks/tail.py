@@ -1,0 +1,73 @@
+"""The round trip's latency tail, judged in every one of several runs, one with a busy neighbour.
+
+``bench_round_trip_tail(n, runs)``: a counting node process and raw pika request/reply
+(``RawRpc``) stay open for the whole benchmark; each run times ``n`` cellframe round trips
+(``(ping)`` -> ``(pong ...)``, see ``pipeline.pinging``) and ``n`` raw ones, interleaved in
+blocks so both see the same moments of a shared machine's load, and takes the ratio of the
+p99s. One run (``burner_run``) has a CPU burner process spinning on the other core (pinned to
+the last CPU this process may use), started before the run and killed after it; it also stops
+itself after ``burner_seconds``. The figure judged is the worst run's ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from ..transports.amqp import DEFAULT_URL
+from .amqp import RawRpc, _latency
+from .burners import cpu_burners, other_cpu
+from .pipeline import pinging
+
+__all__ = ["bench_round_trip_tail"]
+
+_WARM_UP = 300
+#: Blocks of each kind per run: load that comes and goes within a run falls on both sides.
+_BLOCKS = 5
+
+
+def bench_round_trip_tail(n: int = 2_000, runs: int = 5, *, burner_run: int = 2,
+                          burner_seconds: float = 60.0, warm_up: int = _WARM_UP,
+                          url: str = DEFAULT_URL) -> dict[str, Any]:
+    """``runs`` runs of ``n`` round trips each, cellframe and raw pika interleaved, after
+    ``warm_up`` of each; run ``burner_run`` (0-based) with one CPU burner. ``ratio`` is the
+    worst run's p99 ratio."""
+    started = time.perf_counter()
+    results, burner = [], {}
+    with RawRpc(url) as raw, pinging(url) as ours:
+        raw.round_trips(warm_up)
+        ours(warm_up)
+        for run in range(runs):
+            with ExitStack() as stack:
+                if run == burner_run:
+                    cpu = other_cpu()
+                    burners = stack.enter_context(
+                        cpu_burners(1, seconds=burner_seconds, cpus=[cpu]))
+                ours_s, raw_s = _interleaved(ours, raw.round_trips, n)
+            if run == burner_run:
+                burner = {"pid": burners.pids[0], "cpu": cpu, "cpu_s": burners.cpu_seconds}
+            results.append(_run_figures(ours_s, raw_s, burned=run == burner_run))
+    ratios = [figures["ratio"] for figures in results]
+    return {"bench": "round_trip_tail", "n_per_run": n, "runs": results, "ratio_runs": ratios,
+            "ratio": max(ratios), "burner_run": burner_run, "burner": burner,
+            "seconds": round(time.perf_counter() - started, 1),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _interleaved(ours: Any, raw: Any, n: int) -> tuple[list[float], list[float]]:
+    ours_s: list[float] = []
+    raw_s: list[float] = []
+    for block in range(_BLOCKS):
+        size = n // _BLOCKS + (1 if block < n % _BLOCKS else 0)
+        raw_s += raw(size)
+        ours_s += ours(size)
+    return ours_s, raw_s
+
+
+def _run_figures(ours: list[float], raw: list[float], *, burned: bool) -> dict[str, Any]:
+    mine, theirs = _latency("round_trip", ours), _latency("raw_rpc", raw)
+    return {"p50_ms": mine["p50_ms"], "p99_ms": mine["p99_ms"], "max_ms": mine["max_ms"],
+            "raw_p50_ms": theirs["p50_ms"], "raw_p99_ms": theirs["p99_ms"],
+            "ratio": round(mine["p99_ms"] / theirs["p99_ms"], 3), "cpu_burner": burned}
