@@ -52,11 +52,14 @@ def test_the_tail_comparison_reports_five_runs_and_judges_the_worst(amqp_url: st
     from cellframe.benchmarks.tail import bench_round_trip_tail
 
     figures = bench_round_trip_tail(n=20, runs=5, burner_run=2, warm_up=5, url=amqp_url)
-    assert len(figures["runs"]) == 5
-    assert figures["ratio_runs"] == [run["ratio"] for run in figures["runs"]]
+    assert len(figures["ratio_runs"]) == 5
     assert figures["ratio"] == max(figures["ratio_runs"])
-    assert [run["cpu_burner"] for run in figures["runs"]] == [False, False, True, False, False]
-    assert all(run["p99_ms"] > 0 and run["raw_p99_ms"] > 0 for run in figures["runs"])
+    assert figures["burner_run"] == 2 and figures["burner"]["cpu_s"] >= 0
+    for key in ("p99_ms_runs", "raw_p99_ms_runs"):
+        assert len(figures[key]) == 5 and all(p99 > 0 for p99 in figures[key])
+    assert figures["ratio_runs"] == [round(ours / raw, 3) for ours, raw in
+                                     zip(figures["p99_ms_runs"], figures["raw_p99_ms_runs"],
+                                         strict=True)]
     assert gone(figures["burner"]["pid"])  # started and stopped by the benchmark
 
 
