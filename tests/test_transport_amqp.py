@@ -413,6 +413,29 @@ def test_held_acks_reach_the_broker_without_more_traffic(amqp_connect, queue):
              what="the broker to hear the three acks")
 
 
+def test_an_inline_consumers_acks_reach_the_broker(amqp_connect, queue):
+    t = amqp_connect()
+    name = bound_queue(t, queue(), "role.inline-acks", durable=True)
+    seen = Collector()  # acks each delivery
+    t.consume(name, seen, prefetch=256, inline=True)
+    for i in range(3):
+        t.publish("role.inline-acks", Envelope(b"%d" % i))
+    seen.wait(3)
+    wait_for(lambda: _unacknowledged(name) == 0, timeout=20,
+             what="the broker to hear the three acks")
+
+
+def test_an_inline_handler_dead_letters_what_it_rejects(amqp_connect, queue):
+    t = amqp_connect()
+    name = bound_queue(t, queue(), "role.inline-reject")
+    dead = Collector()
+    t.consume(t.dead_letter_queue, dead)
+    t.consume(name, lambda delivery: delivery.reject(reason="not wanted"), inline=True)
+    sent = Envelope(b"refused inline")
+    t.publish("role.inline-reject", sent)
+    assert dead.wait(1)[0].envelope.message_id == sent.message_id
+
+
 def test_write_coalescing_leaves_a_connection_it_does_not_recognise_alone() -> None:
     from cellframe.transports._amqp_writes import coalesce_writes
 

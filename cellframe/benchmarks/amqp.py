@@ -28,7 +28,8 @@ from ..transports.amqp import DEFAULT_URL, AmqpTransport
 from ..wire.envelope import Envelope
 from ..wire.signing import Signer
 
-__all__ = ["bench_raw_pika", "bench_raw_rpc", "bench_transport", "bench_transport_rpc", "main"]
+__all__ = ["RawRpc", "bench_raw_pika", "bench_raw_rpc", "bench_transport", "bench_transport_rpc",
+           "main"]
 
 _WINDOW = 1000  # confirms in flight, and the consumer's prefetch
 _ACK_EVERY = 100
@@ -102,31 +103,59 @@ def bench_transport(n: int = 20_000, size: int = 100, *, url: str = DEFAULT_URL,
 
 def bench_raw_rpc(n: int = 2_000, *, url: str = DEFAULT_URL) -> dict[str, Any]:
     """Raw pika request/reply round trips, one at a time: latency percentiles."""
-    name = f"cf-bench-rpc-{uuid.uuid4().hex[:8]}"
-    _declare(url, name)
-    server = threading.Thread(target=_raw_rpc_server, args=(url, name, n), daemon=True)
-    server.start()
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(url))
-        channel = connection.channel()
-        reply_queue = channel.queue_declare("", exclusive=True).method.queue
-        replies: list[bytes] = []
-        channel.basic_consume(reply_queue, lambda ch, m, p, body: replies.append(body),
-                              auto_ack=True)
+    with RawRpc(url) as rpc:
+        return _latency("raw_rpc", rpc.round_trips(n))
+
+
+class RawRpc:
+    """Raw pika request/reply, open across any number of timed batches: a
+    ``BlockingConnection`` client on the caller's thread, a server on a thread of its own,
+    no confirms, no thread hand-off on either side. ``round_trips(n)`` times ``n`` one at a
+    time; ``close`` stops the server and deletes the request queue."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.url = url
+        self.name = f"cf-bench-rpc-{uuid.uuid4().hex[:8]}"
+        _declare(url, self.name)
+        self._server = threading.Thread(target=_raw_rpc_server, args=(url, self.name), daemon=True)
+        self._server.start()
+        self._connection = pika.BlockingConnection(pika.URLParameters(url))
+        self._channel = self._connection.channel()
+        self._reply_queue = self._channel.queue_declare("", exclusive=True).method.queue
+        self._replies: list[bytes] = []
+        self._channel.basic_consume(self._reply_queue,
+                                    lambda ch, m, p, body: self._replies.append(body),
+                                    auto_ack=True)
+        self._sent = 0
+
+    def round_trips(self, n: int) -> list[float]:
+        """Seconds for each of ``n`` requests from publish to its reply in hand."""
+        channel, connection, replies = self._channel, self._connection, self._replies
         latencies = []
-        for i in range(n):
+        for _ in range(n):
+            self._sent += 1
             started = time.perf_counter()
-            channel.basic_publish("", name, b"%d" % i, pika.BasicProperties(
-                reply_to=reply_queue, correlation_id=str(i)))
+            channel.basic_publish("", self.name, b"%d" % self._sent, pika.BasicProperties(
+                reply_to=self._reply_queue, correlation_id=str(self._sent)))
             while not replies:
                 connection.process_data_events(time_limit=None)
             replies.clear()
             latencies.append(time.perf_counter() - started)
-        connection.close()
-        server.join(10)
-        return _latency("raw_rpc", latencies)
-    finally:
-        _delete(url, name)
+        return latencies
+
+    def close(self) -> None:
+        try:
+            self._channel.basic_publish("", self.name, b"")  # no reply-to: the server stops
+            self._connection.close()
+            self._server.join(10)
+        finally:
+            _delete(self.url, self.name)
+
+    def __enter__(self) -> RawRpc:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def bench_transport_rpc(n: int = 2_000, *, url: str = DEFAULT_URL) -> dict[str, Any]:
@@ -246,17 +275,17 @@ class _RawConsumer:
             self.connection.ioloop.stop()
 
 
-def _raw_rpc_server(url: str, queue_name: str, n: int) -> None:
+def _raw_rpc_server(url: str, queue_name: str) -> None:
+    """Answer each request on its reply-to queue; a request without one stops the server."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
-    served = [0]
 
     def serve(ch: Any, method: Any, properties: Any, body: bytes) -> None:
-        ch.basic_publish("", properties.reply_to, body,
-                         pika.BasicProperties(correlation_id=properties.correlation_id))
+        if properties.reply_to:
+            ch.basic_publish("", properties.reply_to, body,
+                             pika.BasicProperties(correlation_id=properties.correlation_id))
         ch.basic_ack(method.delivery_tag)
-        served[0] += 1
-        if served[0] == n:
+        if not properties.reply_to:
             ch.stop_consuming()
 
     channel.basic_consume(queue_name, serve)

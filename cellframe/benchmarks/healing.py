@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from ..language.plist import from_plist
 from ..language.reader import read
 from ..node.children import NodeProcesses
 from ..transports.base import Delivery
+from .burners import cpu_burners
 
 __all__ = ["bench_detection", "bench_false_downs", "main", "scenario_zone"]
 
@@ -247,18 +247,15 @@ def bench_false_downs(seconds: float = 60.0, transport: str = "amqp", burners: i
     workdir = Path(tempfile.mkdtemp(prefix="cellframe-bench-"))
     cluster = _open(transport, workdir, heartbeat_ms)
     count = burners if burners is not None else os.cpu_count() or 2
-    hogs: list[subprocess.Popen[bytes]] = []
     try:
         _start_all(cluster)
         started = time.time()
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-        time.sleep(seconds)
+        # Bounded past the run, in case this process dies before its clean-up kills them.
+        with cpu_burners(count, seconds=seconds + 60):
+            time.sleep(seconds)
         downs = cluster.events.since(started, "down")
         suspected = cluster.events.since(started, "suspected")
     finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
         cluster.close()
     return {"transport": transport, "seconds": seconds, "cpu_burners": count,
             "heartbeat_ms": heartbeat_ms, "false_downs": len(downs),

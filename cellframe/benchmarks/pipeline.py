@@ -31,7 +31,7 @@ import threading
 import time
 import timeit
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +51,7 @@ from ..wire.routing import cell_key, node_key, role_key
 from ..wire.signing import Signer
 from .amqp import _latency, bench_raw_pika, bench_raw_rpc
 
-__all__ = ["PipelineCounter", "bench_control_pipeline", "bench_round_trip", "main"]
+__all__ = ["PipelineCounter", "bench_control_pipeline", "bench_round_trip", "main", "pinging"]
 
 ROLE = "pipeline-counter"
 _WARM_UP = 500
@@ -184,18 +184,9 @@ def bench_round_trip(n: int = 2_000, *, url: str = DEFAULT_URL,
     """``(ping)`` -> ``(pong ...)`` round trips, one at a time, against raw pika's p99 (the
     mean of a run just before and one just after)."""
     raw_before = bench_raw_rpc(n, url=url)
-    with _counting_node(url, in_process=in_process) as bench:
-        arrived: queue.SimpleQueue[Reply] = queue.SimpleQueue()
-        # The raw baseline answers on pika's own thread; so does this client (inline).
-        client = bench.client(on_reply=arrived.put, inline=True)
-        target, ping = node_key(bench.name), [Symbol("ping")]
-        latencies = []
-        for i in range(_WARM_UP + n):
-            started = time.perf_counter()
-            client.send(target, ping)
-            arrived.get(timeout=10)
-            if i >= _WARM_UP:
-                latencies.append(time.perf_counter() - started)
+    with pinging(url, in_process=in_process) as round_trips:
+        round_trips(_WARM_UP)
+        latencies = round_trips(n)
     raw_after = bench_raw_rpc(n, url=url)
     raw = {key: round((raw_before[key] + raw_after[key]) / 2, 3) for key in ("p50_ms", "p99_ms")}
     figures = _latency("round_trip", latencies)
@@ -207,6 +198,30 @@ def bench_round_trip(n: int = 2_000, *, url: str = DEFAULT_URL,
         "load_average": _load(),
     })
     return figures
+
+
+@contextmanager
+def pinging(url: str = DEFAULT_URL, *,
+            in_process: bool = False) -> Iterator[Callable[[int], list[float]]]:
+    """A counting node and a client for ``(ping)`` -> ``(pong ...)`` round trips: yields
+    ``round_trips(n)``, the seconds of each of ``n`` sent one at a time, from the send to
+    the call-back in hand."""
+    with _counting_node(url, in_process=in_process) as bench:
+        arrived: queue.SimpleQueue[Reply] = queue.SimpleQueue()
+        # The raw baseline answers on pika's own thread; so does this client (inline).
+        client = bench.client(on_reply=arrived.put, inline=True)
+        target, ping = node_key(bench.name), [Symbol("ping")]
+
+        def round_trips(n: int) -> list[float]:
+            latencies = []
+            for _ in range(n):
+                started = time.perf_counter()
+                client.send(target, ping)
+                arrived.get(timeout=10)
+                latencies.append(time.perf_counter() - started)
+            return latencies
+
+        yield round_trips
 
 
 def main() -> None:
