@@ -155,3 +155,40 @@ def test_the_docs_zone_gives_exactly_the_docs_configuration(tmp_path) -> None:
     blocks = {b.options.get("role"): b for b in doc_blocks()}
     layout = zone_layout(tmp_path, blocks["zone"].text)
     assert bouncer_ini(layout, BouncerSettings()) == blocks["bouncer-ini"].text
+
+
+def test_the_docs_pgbouncer_node_record_configures_the_cell_as_the_docs_say(tmp_path) -> None:
+    import re
+    from pathlib import Path
+
+    from cellframe.cell.outbox import RecordingOutbox
+    from cellframe.roles.pgbouncer import BouncerCell
+    from tests.pg_support import doc_blocks
+
+    blocks = {b.options.get("role"): b for b in doc_blocks()}
+    path = tmp_path / "pg.zone"
+    path.write_text(blocks["zone"].text + blocks["pgbouncer-node"].text)
+    with ZoneFileResolver(path) as resolver:
+        config = resolver.node_config("pgb-01")
+    assert config.role == "pgbouncer"
+    cell = BouncerCell("pgb-01-pgbouncer", outbox=RecordingOutbox(), settings=dict(config.settings))
+    assert cell.config_path == Path("/etc/pgbouncer/pgbouncer.ini")
+    assert cell.listen == ("127.0.0.1", 6432) and cell.admin_user == "postgres"
+    assert (cell.interval, cell.probe_timeout) == (0.2, 1.0)
+    page = Path(__file__).parent.parent.joinpath("docs", "postgres-multimaster.md").read_text()
+    source = Path(BouncerCell.__module__.replace(".", "/") + ".py")
+    read_keys = set(re.findall(r'"(pgbouncer\.[a-z-]+)"', (Path(__file__).parent.parent / source).read_text()))
+    assert read_keys and all(f"`{key}`" in page for key in read_keys), "a setting the docs miss"
+
+
+@pytest.mark.parametrize(("settings", "complaint"), [
+    ({}, "needs the setting pgbouncer.config"),
+    ({"pgbouncer.config": "/x.ini", "pgbouncer.listen": "6432"}, "is not HOST:PORT"),
+    ({"pgbouncer.config": "/x.ini", "pgbouncer.interval-ms": "soon"}, "is not an integer"),
+])
+def test_a_pgbouncer_cell_with_bad_settings_is_refused_naming_the_setting(settings, complaint) -> None:
+    from cellframe.cell.outbox import RecordingOutbox
+    from cellframe.roles.pgbouncer import BouncerCell
+
+    with pytest.raises(ConfigError, match=complaint):
+        BouncerCell("pgb", outbox=RecordingOutbox(), settings=settings)

@@ -264,6 +264,24 @@ def test_the_driver_keeps_the_file_as_generated_when_nothing_changes(fresh) -> N
     assert fresh.bouncer.config_path.read_text() == before and driver.reloads == 0
 
 
+def test_a_driver_that_starts_over_an_old_file_rewrites_it_on_its_first_round(fresh) -> None:
+    from cellframe.pgmulti.bouncer import bouncer_ini, write_file_atomically
+
+    bouncer = fresh.bouncer
+    stale = bouncer_ini(fresh.layout, bouncer.settings, live=["a", "b", "d", "e"])
+    write_file_atomically(bouncer.config_path, stale)  # left by a driver that saw c lost
+    admin_command(bouncer.admin_conninfo, "RELOAD")
+    driver = BouncerDriver(lambda: fresh.layout, bouncer.config_path, bouncer.admin_conninfo,
+                           bouncer.settings)
+    try:
+        assert driver.poll() is True and driver.reloads == 1
+        assert driver.poll() is False and driver.reloads == 1
+    finally:
+        driver.stop()
+    alias = [row for row in admin_command(bouncer.admin_conninfo, "SHOW DATABASES") if row[0] == "write"]
+    assert "127.0.0.4" in str(alias), "master c, which answers, is still out of the alias"
+
+
 def test_the_docs_driver_and_helper_examples_run_as_written(fresh, capsys) -> None:
     from tests.pg_support import doc_blocks
 
