@@ -192,3 +192,9 @@ def test_a_pgbouncer_cell_with_bad_settings_is_refused_naming_the_setting(settin
 
     with pytest.raises(ConfigError, match=complaint):
         BouncerCell("pgb", outbox=RecordingOutbox(), settings=settings)
+
+
+def test_query_timeout_is_written_only_when_set(tmp_path) -> None:
+    layout = zone_layout(tmp_path)
+    assert "query_timeout" not in bouncer_ini(layout, BouncerSettings())
+    assert "\nquery_timeout = 2.5\n" in bouncer_ini(layout, BouncerSettings(query_timeout=2.5))

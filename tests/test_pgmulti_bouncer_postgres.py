@@ -7,9 +7,13 @@ use the application helper (``Router``) only.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,8 @@ from cellframe.errors import ConfigError, StoreError
 from cellframe.language.reader import read
 from cellframe.node.node import Node
 from cellframe.pgmulti import BouncerDriver, ReplicationLoop, Replicator, Router, admin_command
+from cellframe.pgmulti.bouncer import bouncer_ini, write_file_atomically
+from cellframe.pgmulti.processes import LocalServer
 from cellframe.roles.pgbouncer import BouncerCell
 from cellframe.store.guid import decode
 from cellframe.testing import wait_for
@@ -159,6 +165,62 @@ def test_a_master_lost_mid_stream_loses_no_acknowledged_insert_and_writes_go_on(
         lose_a_master_mid_stream(fresh, lambda: driver.live, lambda: driver.reloads)
 
 
+def _server_processes(server: LocalServer) -> list[int]:
+    """The postmaster of ``server`` and every process it forked (its backends)."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    found = [postmaster]
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(stat[1]) == postmaster:
+            found.append(int(entry))
+    return found
+
+
+def test_a_hung_master_leaves_the_alias_and_a_query_timeout_frees_every_writer(fresh) -> None:
+    bouncer = fresh.bouncer
+    settings = replace(bouncer.settings, query_timeout=2.0)
+    hung = fresh.servers["d"]
+    acked, stop, errors = Acked(), threading.Event(), []
+    threads = [threading.Thread(target=writer, args=(fresh, n, acked, stop, 10**6, errors))
+               for n in range(WRITERS)]
+    driver = BouncerDriver(lambda: fresh.layout, bouncer.config_path, bouncer.admin_conninfo,
+                           settings, interval=0.05, probe_timeout=1.0)
+    frozen: list[int] = []
+    try:
+        with driver:
+            wait_for(lambda: driver.reloads >= 1, 10, what="the driver to write query_timeout")
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: len(acked) >= 400, 60, what="400 inserts before the hang")
+            frozen = _server_processes(hung)
+            for pid in frozen:  # stopped dead: its sockets stay open, nothing answers
+                os.kill(pid, signal.SIGSTOP)
+            wait_for(lambda: "d" not in driver.live, 10, what="the probe's deadline to drop d",
+                     show=lambda: driver.live)
+            after = len(acked)
+            wait_for(lambda: {w for w, _ in list(acked.snapshot())[after:]} == set(range(WRITERS)),
+                     30, what="every writer acknowledged again, none stuck on the hung master",
+                     show=lambda: sorted({w for w, _ in list(acked.snapshot())[after:]}))
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+            assert errors == []
+    finally:
+        stop.set()
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        write_file_atomically(bouncer.config_path, bouncer_ini(fresh.layout, bouncer.settings))
+        admin_command(bouncer.admin_conninfo, "RELOAD")  # as the module's other tests expect
+    taken = acked.snapshot()
+    with replicator(fresh) as copying:
+        wait_for(lambda: not copying.sync_all().errors and len(read_side(fresh)) >= len(taken),
+                 30, what="the read side to catch up", show=lambda: len(read_side(fresh)))
+    assert_every_acked_row_once(fresh, taken)
+
+
 def _bouncer_cell(node: Node) -> BouncerCell:
     [cell] = [c for c in node.cells().values() if isinstance(c, BouncerCell)]
     return cell
@@ -265,8 +327,6 @@ def test_the_driver_keeps_the_file_as_generated_when_nothing_changes(fresh) -> N
 
 
 def test_a_driver_that_starts_over_an_old_file_rewrites_it_on_its_first_round(fresh) -> None:
-    from cellframe.pgmulti.bouncer import bouncer_ini, write_file_atomically
-
     bouncer = fresh.bouncer
     stale = bouncer_ini(fresh.layout, bouncer.settings, live=["a", "b", "d", "e"])
     write_file_atomically(bouncer.config_path, stale)  # left by a driver that saw c lost

@@ -24,7 +24,9 @@ Its DNS settings (in the node's record)::
 ``pgbouncer.config`` is required; ``pgbouncer.listen`` (127.0.0.1:6432) is where pgbouncer
 listens, written into the file and used to reach its console as ``pgbouncer.admin-user``
 (``postgres``), one of its ``admin_users``; ``pgbouncer.auth-file`` (``userlist.txt`` beside
-the file) and ``pgbouncer.auth-type`` (``trust``) are written as given. The cell needs
+the file) and ``pgbouncer.auth-type`` (``trust``) are written as given, and so is
+``pgbouncer.query-timeout-ms`` (0, off), pgbouncer's ``query_timeout``, which frees a client
+stuck on a hung master (``BouncerSettings``). The cell needs
 ``cellframe[postgres]``, imported only when it starts.
 """
 
@@ -78,6 +80,7 @@ class BouncerCell(Cell):
         self.interval = int_setting(self.cell_settings, "pgbouncer.interval-ms", 200, minimum=10) / 1000
         self.probe_timeout = int_setting(self.cell_settings, "pgbouncer.probe-ms", 1000,
                                          minimum=10) / 1000
+        self.query_timeout = int_setting(self.cell_settings, "pgbouncer.query-timeout-ms", 0) / 1000
         self.driver: Any = None  # a BouncerDriver once started (psycopg is imported then)
         self.hints = 0
 
@@ -94,7 +97,8 @@ class BouncerCell(Cell):
             listen_addr=host, listen_port=port, admin_users=(self.admin_user,),
             auth_file=self.cell_settings.get("pgbouncer.auth-file",
                                              str(self.config_path.parent / "userlist.txt")),
-            auth_type=self.cell_settings.get("pgbouncer.auth-type", "trust"))
+            auth_type=self.cell_settings.get("pgbouncer.auth-type", "trust"),
+            query_timeout=self.query_timeout)
         from psycopg.conninfo import make_conninfo
 
         admin = make_conninfo(host=host, port=port, dbname="pgbouncer", user=self.admin_user)
