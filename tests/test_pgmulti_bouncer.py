@@ -198,3 +198,18 @@ def test_query_timeout_is_written_only_when_set(tmp_path) -> None:
     layout = zone_layout(tmp_path)
     assert "query_timeout" not in bouncer_ini(layout, BouncerSettings())
     assert "\nquery_timeout = 2.5\n" in bouncer_ini(layout, BouncerSettings(query_timeout=2.5))
+
+
+def test_a_pgbouncer_cell_takes_its_settings_from_the_cluster_and_its_node_record_wins(tmp_path) -> None:
+    from cellframe.cell.host import StandaloneHost
+    from cellframe.cell.outbox import RecordingOutbox
+    from cellframe.roles.pgbouncer import BouncerCell
+
+    path = tmp_path / "pg.zone"
+    path.write_text(ZONE.replace('"web=1"', '"web=1" "pgbouncer.config=/etc/pgb.ini"'
+                                            ' "pgbouncer.listen=127.0.0.1:6000"'))
+    with ZoneFileResolver(path) as resolver:
+        host = StandaloneHost("spare-01", RecordingOutbox())
+        host.resolver = resolver
+        cell = BouncerCell("spare-01-pgbouncer", host=host, settings={"pgbouncer.listen": "10.0.0.9:6432"})
+    assert str(cell.config_path) == "/etc/pgb.ini" and cell.listen == ("10.0.0.9", 6432)

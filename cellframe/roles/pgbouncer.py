@@ -16,7 +16,8 @@ idempotent: a repeated or late one (a master that is back already) finds the liv
 is written already, and changes nothing. After each RELOAD the driver tells the cell, which
 emits ``event.pgbouncer-reloaded.<node>`` with the masters lost, back and live.
 
-Its DNS settings (in the node's record)::
+Its DNS settings, in the node's record or, for every node that may take the role (a spare
+beside a pgbouncer of its own), at ``_cluster``; the node's record wins::
 
     pgb-01 IN TXT "role=pgbouncer" "pgbouncer.config=/etc/pgbouncer/pgbouncer.ini"
                   "pgbouncer.listen=127.0.0.1:6432" "pgbouncer.auth-file=/etc/pgbouncer/userlist.txt"
@@ -70,17 +71,21 @@ class BouncerCell(Cell):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        config = self.cell_settings.get("pgbouncer.config")
+        settings: dict[str, str] = {}
+        for layer in self.cell_setting_layers():  # _cluster's, then the node's own
+            settings.update(layer)
+        config = settings.get("pgbouncer.config")
         if not config:
             raise ConfigError(f"{self.cell_name}: role pgbouncer needs the setting "
                               "pgbouncer.config=PATH (pgbouncer's configuration file)")
         self.config_path = Path(config)
-        self.listen = _listen(self.cell_settings.get("pgbouncer.listen", "127.0.0.1:6432"))
-        self.admin_user = self.cell_settings.get("pgbouncer.admin-user", "postgres")
-        self.interval = int_setting(self.cell_settings, "pgbouncer.interval-ms", 200, minimum=10) / 1000
-        self.probe_timeout = int_setting(self.cell_settings, "pgbouncer.probe-ms", 1000,
-                                         minimum=10) / 1000
-        self.query_timeout = int_setting(self.cell_settings, "pgbouncer.query-timeout-ms", 0) / 1000
+        self.listen = _listen(settings.get("pgbouncer.listen", "127.0.0.1:6432"))
+        self.admin_user = settings.get("pgbouncer.admin-user", "postgres")
+        self.auth_file = settings.get("pgbouncer.auth-file", str(self.config_path.parent / "userlist.txt"))
+        self.auth_type = settings.get("pgbouncer.auth-type", "trust")
+        self.interval = int_setting(settings, "pgbouncer.interval-ms", 200, minimum=10) / 1000
+        self.probe_timeout = int_setting(settings, "pgbouncer.probe-ms", 1000, minimum=10) / 1000
+        self.query_timeout = int_setting(settings, "pgbouncer.query-timeout-ms", 0) / 1000
         self.driver: Any = None  # a BouncerDriver once started (psycopg is imported then)
         self.hints = 0
 
@@ -95,10 +100,7 @@ class BouncerCell(Cell):
         host, port = self.listen
         settings = BouncerSettings(
             listen_addr=host, listen_port=port, admin_users=(self.admin_user,),
-            auth_file=self.cell_settings.get("pgbouncer.auth-file",
-                                             str(self.config_path.parent / "userlist.txt")),
-            auth_type=self.cell_settings.get("pgbouncer.auth-type", "trust"),
-            query_timeout=self.query_timeout)
+            auth_file=self.auth_file, auth_type=self.auth_type, query_timeout=self.query_timeout)
         from psycopg.conninfo import make_conninfo
 
         admin = make_conninfo(host=host, port=port, dbname="pgbouncer", user=self.admin_user)
