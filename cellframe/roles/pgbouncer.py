@@ -16,6 +16,10 @@ idempotent: a repeated or late one (a master that is back already) finds the liv
 is written already, and changes nothing. After each RELOAD the driver tells the cell, which
 emits ``event.pgbouncer-reloaded.<node>`` with the masters lost, back and live.
 
+A driver that cannot start (no layout in DNS yet, ``cellframe[postgres]`` not installed) does
+not stop the cell: it logs the reason at ERROR, emits ``event.pgbouncer-not-driven.<node>``
+(once per reason), and tries again every second, so a layout added to DNS is taken up.
+
 Its DNS settings, in the node's record or, for every node that may take the role (a spare
 beside a pgbouncer of its own), at ``_cluster``; the node's record wins::
 
@@ -42,7 +46,7 @@ import pykka
 from ..cell.cell import Cell
 from ..cell.statemachine import transition
 from ..config.txtconfig import int_setting
-from ..errors import ConfigError
+from ..errors import CellframeError, ConfigError
 from ..language.symbols import Keyword, Symbol
 from ..wire.envelope import Message
 
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: The verb the driver's thread tells the cell after a RELOAD.
 RELOADED_VERB = "pgbouncer-reloaded"
+#: Seconds between tries to start a driver that could not start (and between ticks).
+RETRY_START = 1.0
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -88,15 +94,45 @@ class BouncerCell(Cell):
         self.query_timeout = int_setting(settings, "pgbouncer.query-timeout-ms", 0) / 1000
         self.driver: Any = None  # a BouncerDriver once started (psycopg is imported then)
         self.hints = 0
+        self.not_started = ""  # why the driver could not start, when it could not
 
     def on_start(self) -> None:
         super().on_start()
+        self._start_driver()
+
+    def cell_tick_interval(self) -> float | None:
+        return RETRY_START
+
+    @transition("tick")
+    def tick(self) -> None:
+        """Start the driver if it could not start yet (DNS without a layout, no extra)."""
+        if self.driver is None:
+            self._start_driver()
+
+    def _start_driver(self) -> None:
+        """Start the driver; on a CellframeError say why (once per reason) and let the next
+        tick try again: an exception in ``on_start`` would stop the actor unseen by its
+        node's supervisor (pykka calls no ``on_failure`` for it)."""
+        try:
+            self.driver = self._new_driver().start()
+        except CellframeError as error:
+            if str(error) != self.not_started:
+                self.not_started = str(error)
+                log.error("%s: not driving pgbouncer, trying again every %g s: %s",
+                          self.cell_name, RETRY_START, error)
+                self.cell_host.emit("pgbouncer-not-driven", cell=self.cell_name, error=str(error))
+            return
+        self.not_started = ""
+        log.info("%s: driving pgbouncer %s:%d (%s) over masters %s", self.cell_name,
+                 *self.listen, self.config_path, ", ".join(self.driver.layout.names()))
+
+    def _new_driver(self) -> Any:
         from ..pgmulti import BouncerDriver, BouncerSettings, PgLayout
 
         resolver = self.cell_host.resolver
         if resolver is None:
-            raise ConfigError(f"{self.cell_name}: role pgbouncer reads the masters from DNS, and "
-                              "its node has no resolver")
+            raise ConfigError("role pgbouncer reads the masters from DNS, and its node has no "
+                              "resolver")
         host, port = self.listen
         settings = BouncerSettings(
             listen_addr=host, listen_port=port, admin_users=(self.admin_user,),
@@ -113,13 +149,9 @@ class BouncerCell(Cell):
             except pykka.ActorDeadError:
                 pass
 
-        self.driver = BouncerDriver(lambda: PgLayout.from_dns(resolver), self.config_path, admin,
-                                    settings, interval=self.interval,
-                                    probe_timeout=self.probe_timeout,
-                                    source=f"DNS, by node {self.cell_host.name}",
-                                    on_change=changed).start()
-        log.info("%s: driving pgbouncer %s:%d (%s) over masters %s", self.cell_name, host, port,
-                 self.config_path, ", ".join(self.driver.layout.names()))
+        return BouncerDriver(lambda: PgLayout.from_dns(resolver), self.config_path, admin,
+                             settings, interval=self.interval, probe_timeout=self.probe_timeout,
+                             source=f"DNS, by node {self.cell_host.name}", on_change=changed)
 
     def on_stop(self) -> None:
         self._stop_driver()
