@@ -20,12 +20,15 @@ from psycopg.conninfo import conninfo_to_dict
 
 from cellframe.config.resolvers import ZoneFileResolver
 from cellframe.errors import ConfigError
+from cellframe.node.node import Node
 from cellframe.pgmulti import Description, PgLayout, Table, apply_description
 from cellframe.pgmulti.processes import BouncerProcess, LocalServer, local_servers, run_bouncer
+from cellframe.roles import builtin_registry
 from cellframe.testing import missing
+from cellframe.transports.memory import MemoryTransport
 from tests.pg_support import require_postgres, throwaway_databases
 
-__all__ = ["EVENTS", "BouncedLayout", "bounced_layout", "layout_zone"]
+__all__ = ["EVENTS", "BouncedLayout", "bounced_layout", "bouncer_node", "layout_zone"]
 
 MASTERS = "abcde"
 EVENTS = Table("events", (("writer", "integer"), ("seq", "integer"), ("body", "text")))
@@ -95,6 +98,24 @@ def bounced_layout(tmp: Path, count: int = 5) -> Iterator[BouncedLayout]:
                                     description, bouncer)
     finally:
         servers_context.__exit__(None, None, None)
+
+
+@contextmanager
+def bouncer_node(bounced: BouncedLayout, tmp: Path, name: str = "pgb-01",
+                 **settings: str) -> Iterator[tuple[Node, MemoryTransport]]:
+    """A node in role ``pgbouncer`` driving the layout's pgbouncer, configured by DNS alone:
+    the layout's zone plus its own record (``settings`` add ``pgbouncer.*`` keys)."""
+    bouncer = bounced.bouncer
+    record = {"role": "pgbouncer", "pgbouncer.config": str(bouncer.config_path),
+              "pgbouncer.listen": f"{bouncer.settings.listen_addr}:{bouncer.settings.listen_port}",
+              "pgbouncer.auth-file": bouncer.settings.auth_file, **settings}
+    zone = tmp / f"{name}.zone"
+    zone.write_text(bounced.zone.read_text()
+                    + f"{name} IN TXT " + " ".join(f'"{k}={v}"' for k, v in record.items()) + "\n")
+    with ZoneFileResolver(zone) as resolver, MemoryTransport() as transport, \
+            Node(name, transport=transport, resolver=resolver, registry=builtin_registry(),
+                 watch_config=False) as node:
+        yield node, transport
 
 
 class Acked:

@@ -99,3 +99,44 @@ def test_every_line_the_broker_acknowledged_reaches_the_sump_even_from_a_killed_
     assert shown.returncode == 0, shown.stderr[-2000:]
     printed = shown.stdout.splitlines()
     assert len(printed) == 3 and all(" chat-03/chatter" in line for line in printed), printed
+
+
+def test_cellframe_logs_follow_prints_a_nodes_records_live_until_interrupted(cluster, tmp_path) -> None:
+    import signal
+    import threading
+
+    cluster.start(["sump-01"], "--role", "logsump", "--data-dir", str(tmp_path / "data"))
+    cluster.start(["chat-01", "chat-02"], "--role", "chatter")
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "cellframe", "logs", "--follow", "--json", "--node", "chat-01",
+         "--amqp", cluster.url, "--exchange", cluster.exchange, "--queue-prefix", cluster.prefix,
+         "--secret-file", str(cluster.secret_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=str(REPO))
+    printed: list[dict[str, object]] = []
+    reader = threading.Thread(target=lambda: printed.extend(json.loads(line) for line in follow.stdout),
+                              daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    client = cluster.client()
+    try:
+        # The sump's answer (the node's start, logged before) says the follower is bound.
+        wait_for(lambda: printed, 30, what="the sump's answer to the follower")
+        for name in ("chat-01", "chat-02"):
+            client.send(f"cell.{name}", [Symbol("chatter"), 300], expect_reply=False)
+
+        def lines_of_chat_01() -> set[int]:
+            return {int(m.group(1)) for r in list(printed)
+                    if (m := CHAT_LINE.fullmatch(str(r.get("message", ""))))}
+
+        wait_for(lambda: lines_of_chat_01() == set(range(300)), 60,
+                 what="chat-01's 300 lines printed live", show=lambda: len(lines_of_chat_01()))
+    finally:
+        client.close()
+        follow.send_signal(signal.SIGINT)
+        try:
+            follow.wait(30)
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+    reader.join(10)
+    assert follow.returncode == 0, follow.stderr.read()[-2000:]  # type: ignore[union-attr]
+    assert {r["node"] for r in printed} == {"chat-01"}, "--node let another node's records through"

@@ -250,3 +250,32 @@ def test_cellframe_logs_reads_a_sump_folder_with_filters(tmp_path) -> None:
         (folder / "records.jsonl").read_text().splitlines()[2])) + "\n"
     assert result.output.startswith("2023-11-14T22:13:22.000+00:00 ERROR    web-01/web/web-01 app: m2")
     assert "\n    ValueError: x" in result.output
+
+
+def test_an_embedded_node_with_ship_logs_ships_the_services_records_until_it_stops(sump) -> None:
+    broker, _, folder = sump
+    service = logging.getLogger(f"tests.service.{time.monotonic_ns()}")
+    with Node("svc-01", transport=broker.connect(), ship_logs=True) as node:
+        handler = node.log_shipping
+        assert handler in logging.getLogger().handlers
+        service.info("order %d taken", 7)
+        wait_for(lambda: [r for r in shipped_records(folder) if r["message"] == "order 7 taken"], 10,
+                 what="the service's own record in the sump",
+                 show=lambda: [r["message"] for r in shipped_records(folder)][-5:])
+    assert handler not in logging.getLogger().handlers and node.log_shipping is None
+    record = next(r for r in shipped_records(folder) if r["message"] == "order 7 taken")
+    assert (record["node"], record["logger"], record["level"]) == ("svc-01", service.name, "info")
+    stopped = wait_for(lambda: [r for r in shipped_records(folder)
+                                if r["message"].startswith("node svc-01 stopped; log shipping")], 10,
+                       what="the node's last words, shipped as it stopped")
+    assert stopped and handler.dropped == 0
+
+
+def test_a_second_node_in_one_process_may_not_ship_its_logs(sump) -> None:
+    broker, _, _ = sump
+    with Node("svc-01", transport=broker.connect(), ship_logs=True):
+        second = Node("svc-02", transport=broker.connect(), ship_logs=True)
+        with pytest.raises(ConfigError, match="already ships its logs as node svc-01"):
+            second.start()
+        second.stop()
+    assert not [h for h in logging.getLogger().handlers if isinstance(h, SumpHandler)]

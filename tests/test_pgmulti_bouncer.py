@@ -155,3 +155,99 @@ def test_the_docs_zone_gives_exactly_the_docs_configuration(tmp_path) -> None:
     blocks = {b.options.get("role"): b for b in doc_blocks()}
     layout = zone_layout(tmp_path, blocks["zone"].text)
     assert bouncer_ini(layout, BouncerSettings()) == blocks["bouncer-ini"].text
+
+
+def test_the_docs_pgbouncer_node_record_configures_the_cell_as_the_docs_say(tmp_path) -> None:
+    import re
+    from pathlib import Path
+
+    from cellframe.cell.outbox import RecordingOutbox
+    from cellframe.roles.pgbouncer import BouncerCell
+    from tests.pg_support import doc_blocks
+
+    blocks = {b.options.get("role"): b for b in doc_blocks()}
+    path = tmp_path / "pg.zone"
+    path.write_text(blocks["zone"].text + blocks["pgbouncer-node"].text)
+    with ZoneFileResolver(path) as resolver:
+        config = resolver.node_config("pgb-01")
+    assert config.role == "pgbouncer"
+    cell = BouncerCell("pgb-01-pgbouncer", outbox=RecordingOutbox(), settings=dict(config.settings))
+    assert cell.config_path == Path("/etc/pgbouncer/pgbouncer.ini")
+    assert cell.listen == ("127.0.0.1", 6432) and cell.admin_user == "postgres"
+    assert (cell.interval, cell.probe_timeout) == (0.2, 1.0)
+    page = Path(__file__).parent.parent.joinpath("docs", "postgres-multimaster.md").read_text()
+    source = Path(BouncerCell.__module__.replace(".", "/") + ".py")
+    read_keys = set(re.findall(r'"(pgbouncer\.[a-z-]+)"', (Path(__file__).parent.parent / source).read_text()))
+    assert read_keys and all(f"`{key}`" in page for key in read_keys), "a setting the docs miss"
+
+
+@pytest.mark.parametrize(("settings", "complaint"), [
+    ({}, "needs the setting pgbouncer.config"),
+    ({"pgbouncer.config": "/x.ini", "pgbouncer.listen": "6432"}, "is not HOST:PORT"),
+    ({"pgbouncer.config": "/x.ini", "pgbouncer.interval-ms": "soon"}, "is not an integer"),
+])
+def test_a_pgbouncer_cell_with_bad_settings_is_refused_naming_the_setting(settings, complaint) -> None:
+    from cellframe.cell.outbox import RecordingOutbox
+    from cellframe.roles.pgbouncer import BouncerCell
+
+    with pytest.raises(ConfigError, match=complaint):
+        BouncerCell("pgb", outbox=RecordingOutbox(), settings=settings)
+
+
+def test_query_timeout_is_written_only_when_set(tmp_path) -> None:
+    layout = zone_layout(tmp_path)
+    assert "query_timeout" not in bouncer_ini(layout, BouncerSettings())
+    assert "\nquery_timeout = 2.5\n" in bouncer_ini(layout, BouncerSettings(query_timeout=2.5))
+
+
+def test_a_pgbouncer_cell_takes_its_settings_from_the_cluster_and_its_node_record_wins(tmp_path) -> None:
+    from cellframe.cell.host import StandaloneHost
+    from cellframe.cell.outbox import RecordingOutbox
+    from cellframe.roles.pgbouncer import BouncerCell
+
+    path = tmp_path / "pg.zone"
+    path.write_text(ZONE.replace('"web=1"', '"web=1" "pgbouncer.config=/etc/pgb.ini"'
+                                            ' "pgbouncer.listen=127.0.0.1:6000"'))
+    with ZoneFileResolver(path) as resolver:
+        host = StandaloneHost("spare-01", RecordingOutbox())
+        host.resolver = resolver
+        cell = BouncerCell("spare-01-pgbouncer", host=host, settings={"pgbouncer.listen": "10.0.0.9:6432"})
+    assert str(cell.config_path) == "/etc/pgb.ini" and cell.listen == ("10.0.0.9", 6432)
+
+
+def test_a_pgbouncer_node_without_a_layout_in_dns_says_so_and_drives_once_dns_has_one(tmp_path) -> None:
+    from cellframe.node.node import Node
+    from cellframe.pgmulti.processes import free_port
+    from cellframe.roles import builtin_registry
+    from cellframe.roles.pgbouncer import BouncerCell
+    from cellframe.testing import wait_for
+    from cellframe.transports.memory import MemoryTransport
+
+    port = free_port(("127.0.0.2", "127.0.0.3"))  # nothing listens: the probes are refused
+    head = ("$ORIGIN pg.test.\n$TTL 1\n@ IN SOA ns.pg.test. h.pg.test. ( 1 60 30 600 1 )\n"
+            "  IN NS ns\nns IN A 127.0.0.1\n"
+            f'pgb-01 IN TXT "role=pgbouncer" "pgbouncer.config={tmp_path / "pgbouncer.ini"}"'
+            f' "pgbouncer.listen=127.0.0.1:{free_port()}"\n')
+    zone = tmp_path / "pg.zone"
+    zone.write_text(head + '_cluster IN TXT "web=1"\n')
+    events: list[tuple[str, dict[str, object]]] = []
+    with ZoneFileResolver(zone) as resolver, MemoryTransport() as transport:
+        node = Node("pgb-01", transport=transport, resolver=resolver, registry=builtin_registry(),
+                    watch_config=False)
+        node.listeners.append(lambda kind, fields: events.append((kind, fields)))
+        with node:
+            [cell] = [c for c in node.cells().values() if isinstance(c, BouncerCell)]
+            wait_for(lambda: [f for k, f in events if k == "pgbouncer-not-driven"], 5,
+                     what="the cell to say why it does not drive pgbouncer")
+            assert "pg.masters" in str(next(f for k, f in events if k == "pgbouncer-not-driven")["error"])
+            assert cell.actor_ref.is_alive() and cell.driver is None
+            zone.write_text(head + '_cluster IN TXT "web=1" "pg.masters=pg-a pg-b" "pg.read=pg-read"\n'
+                            + "".join(f'pg-{m} IN TXT "pg.master={m}" "pg.id={i}" "pg.host=127.0.0.{i + 1}"'
+                                      f' "pg.port={port}" "pg.dbname=app"\n' for i, m in ((1, "a"), (2, "b")))
+                            + 'pg-read IN TXT "pg.host=127.0.0.1" "pg.dbname=app_read"\n')
+            wait_for(lambda: cell.driver is not None and cell.driver.failures >= 1, 10,
+                     what="the cell to drive once DNS holds the layout")
+            assert len([k for k, _ in events if k == "pgbouncer-not-driven"]) == 1  # said once
+            # Neither master answers: the file says so; no pgbouncer listens: its RELOAD fails.
+            assert (tmp_path / "pgbouncer.ini").read_text().count("LOST") == 2
+            wait_for(lambda: cell.driver.failures >= 1, 5, what="the failed RELOAD counted")

@@ -197,6 +197,12 @@ class Node:
 
     ``with Node(...) as node:`` starts it (unless it was started already) and stops it on the
     way out. It never closes the transport, resolver or signer it is given.
+
+    ``ship_logs=True`` ships the process's Python log records, INFO and above, to the log sump
+    from ``start()`` until after ``stop()`` (``cellframe.node.logship.SumpHandler``, in
+    ``log_shipping``): what ``cellframe node`` does, for a service that embeds its node. The
+    handler sits on the root logger, so it ships every record of the process under this
+    node's name: one node per process may ship (a second is refused).
     """
 
     def __init__(
@@ -217,6 +223,7 @@ class Node:
         queue_prefix: str = "",
         supervision: SupervisionPolicy | None = None,
         journal: CellJournal | None = None,
+        ship_logs: bool = False,
     ) -> None:
         self.name = validate_name(name, "node name")
         self.transport = transport
@@ -278,11 +285,16 @@ class Node:
         self.fence: PauseFence | None = None
         self._held: list[_Held] = []
         self._held_lock = threading.Lock()
+        self._ship_logs = ship_logs
+        #: The handler shipping this process's log records to the sump (``ship_logs=True``).
+        self.log_shipping: Any = None
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> Node:
         """Discover identity and role, differentiate, bind routes, and start consuming."""
+        if self._ship_logs and self.log_shipping is None:
+            self._start_log_shipping()  # first: the start itself is in the sump
         role = self._initial_role
         config = None
         if self.resolver is not None:
@@ -318,6 +330,23 @@ class Node:
             self._watcher.start()
         self.emit("started", role=self.role)
         return self
+
+    def _start_log_shipping(self) -> None:
+        from . import logship  # it imports the log sump's cell; only nodes that ship pay
+
+        shipping = [h for h in logging.getLogger().handlers if isinstance(h, logship.SumpHandler)]
+        if shipping:
+            raise ConfigError(f"node {self.name}: this process already ships its logs as node "
+                              f"{shipping[0].node}: one node per process may (ship_logs)")
+        self.log_shipping = logship.install(self.transport, self, signer=self.signer)
+
+    def _stop_log_shipping(self) -> None:
+        from . import logship
+
+        shipping, self.log_shipping = self.log_shipping, None
+        if shipping is not None:
+            log.info("node %s stopped; log shipping %s", self.name, shipping.counters())
+            logship.uninstall(shipping)
 
     def _cluster_settings(self) -> list[dict[str, str]]:
         assert self.resolver is not None
@@ -437,6 +466,7 @@ class Node:
         for h in hosted:
             h.ref.stop(block=True, timeout=10)
         self._delete_queue()
+        self._stop_log_shipping()  # last: the cells' goodbyes are shipped too
 
     def _delete_queue(self) -> None:
         """Delete the node's own queue once its cells have said goodbye: what is sent to this

@@ -13,7 +13,6 @@ from typing import Any
 from ..errors import ConfigError
 from ..roles import RoleRegistry, default_registry
 from ..wire.keys import KeyFiles
-from . import logship
 from .node import Node
 
 __all__ = ["registry_with_plugins", "run_node"]
@@ -45,7 +44,7 @@ def run_node(
     On the way out the node stops consuming first, so messages not yet applied go back to
     their queues for another node, then lets its cells finish what their mailboxes hold.
     With ``ship_logs`` its Python log records at INFO and above go to the log sump
-    (``logship.SumpHandler``), from before it starts until after it stopped.
+    (``Node(ship_logs=True)``), from its start until after it stopped.
     """
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -64,13 +63,13 @@ def run_node(
         diagnostic=diagnostic,
         system_cells=system_cells(),
         queue_prefix=queue_prefix,
+        ship_logs=ship_logs,
     )
     exporter = None
     if metrics_port is not None:  # first: a port in use stops the start before anything ran
         from .metrics import serve_metrics
 
         exporter = serve_metrics(node, metrics_port, metrics_addr)
-    shipping = logship.install(transport, node, signer=signer) if ship_logs else None
     node.start()
     log.info("node %s running as %s", name, node.role or "a spare")
     print(f"node {name} ready as {node.role or 'spare'}", flush=True)
@@ -81,9 +80,6 @@ def run_node(
         node.stop()
         if exporter is not None:
             exporter.shutdown()
-        if shipping is not None:
-            log.info("node %s stopped; log shipping %s", name, shipping.counters())
-            logship.uninstall(shipping)
         transport.close()
         if resolver is not None:
             resolver.close()

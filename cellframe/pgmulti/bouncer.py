@@ -61,6 +61,14 @@ class BouncerSettings:
     died makes one connection attempt fail, and pgbouncer then holds back the whole pool for
     that long before trying the alias's next host; the driver's RELOAD comes within a probe
     interval anyway.
+
+    ``query_timeout`` (seconds, 0: off, pgbouncer's default) is for hung masters: a server
+    stopped dead (SIGSTOP, a frozen VM) while one of its connections carries a client's insert
+    never answers, and that client waits for ever, though the driver has taken the master out
+    of the alias (measured: 7 of 8 writers went on, the eighth stood still until the server was
+    resumed). With a timeout pgbouncer cancels the query and closes the client's connection,
+    so ``Router`` sends the rows again elsewhere. It applies to every query, reads included, so
+    set it above the longest legitimate one; written only when set.
     """
 
     listen_addr: str = "127.0.0.1"
@@ -72,6 +80,7 @@ class BouncerSettings:
     default_pool_size: int = 20
     max_client_conn: int = 500
     server_login_retry: float = 0.2
+    query_timeout: float = 0.0
     extra: tuple[tuple[str, str], ...] = ()
 
 
@@ -137,6 +146,7 @@ def _section(settings: BouncerSettings) -> list[str]:
         ("default_pool_size", settings.default_pool_size),
         ("max_client_conn", settings.max_client_conn),
         ("server_login_retry", settings.server_login_retry),
+        *([("query_timeout", settings.query_timeout)] if settings.query_timeout > 0 else []),
         *settings.extra,
     ]
     lines = []

@@ -12,8 +12,13 @@ alias by a new configuration file. ``BouncerDriver.poll()`` does one round:
    ``RELOAD`` on the admin console; pgbouncer then closes the old entry's server connections
    as they are released and opens new ones on the new host list.
 
-A master that answers again is put back the same way. ``start()`` runs rounds on a thread of
-its own every ``interval``; tests call ``poll()``.
+A master that answers again is put back the same way. The first round also compares the file
+on disk with what it would write, and rewrites it if they differ: a driver that starts (or a
+cell that takes over on another node) after a master was lost does not trust an old file.
+
+``start()`` runs rounds on a thread of its own every ``interval``, and ``probe_now()`` asks for
+one at once (the ``pgbouncer`` role cell does on membership news); ``on_change(lost, back)``
+is called on that thread after each RELOAD. Tests call ``poll()``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ def admin_command(admin_conninfo: str, command: str) -> list[tuple[Any, ...]]:
             return cur.fetchall() if cur.description else []
     except psycopg.Error as exc:
         raise StoreError(f"pgbouncer console: {command}: {exc}") from exc
+
+
+def _settings_of(ini: str) -> list[str]:
+    """The lines of a pgbouncer file that pgbouncer reads: no comments, no blank lines."""
+    return [line.strip() for line in ini.splitlines() if line.strip() and not line.lstrip().startswith(";")]
 
 
 class _Probe:
@@ -97,6 +107,7 @@ class BouncerDriver:
         probe_timeout: float = 1.0,
         source: str = "DNS",
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[list[str], list[str]], None] | None = None,
     ) -> None:
         self._layout_source = layout_source
         self.config_path = Path(config_path)
@@ -106,21 +117,31 @@ class BouncerDriver:
         self.probe_timeout = probe_timeout
         self.source = source
         self._clock = clock
+        self._on_change = on_change
         self.layout = layout_source()
         self._layout_due = clock() + self.layout.ttl
         self.live: frozenset[str] = frozenset(self.layout.names())
         self.reloads = 0
         self.failures = 0
+        self.rounds = 0
         self._probes: dict[str, _Probe] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cf-bouncer-probe")
+        self._checked_file = False
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def poll(self) -> bool:
-        """One round; True if pgbouncer was reconfigured."""
+        """One round; True if pgbouncer was reconfigured. ``rounds`` counts those finished."""
+        try:
+            return self._round()
+        finally:
+            self.rounds += 1
+
+    def _round(self) -> bool:
         layout_changed = self._refresh_layout()
         live = self._probe_all()
-        if not layout_changed and live == self.live:
+        if not layout_changed and live == self.live and self._file_as_written(live):
             return False
         lost, back = sorted(self.live - live), sorted(live - self.live)
         self.apply(live)
@@ -128,7 +149,22 @@ class BouncerDriver:
             log.warning("master %s lost: out of pgbouncer's write alias", ", ".join(lost))
         if back:
             log.info("master %s answers again: back in pgbouncer's write alias", ", ".join(back))
+        if self._on_change is not None:
+            self._on_change(lost, back)
         return True
+
+    def _file_as_written(self, live: frozenset[str]) -> bool:
+        """True once the file on disk says what this driver writes for ``live``, comments
+        aside (read on the first round only: afterwards only this driver writes it)."""
+        if self._checked_file:
+            return True
+        try:
+            on_disk = self.config_path.read_text(encoding="utf-8")
+        except OSError:
+            return False
+        wanted = bouncer_ini(self.layout, self.settings, live=live, source=self.source)
+        self._checked_file = _settings_of(on_disk) == _settings_of(wanted)
+        return self._checked_file
 
     def apply(self, live: frozenset[str]) -> None:
         """Write the configuration for ``live`` masters and RELOAD pgbouncer."""
@@ -137,6 +173,7 @@ class BouncerDriver:
         admin_command(self.admin_conninfo, "RELOAD")
         self.live = live
         self.reloads += 1
+        self._checked_file = True
 
     def _refresh_layout(self) -> bool:
         now = self._clock()
@@ -184,6 +221,10 @@ class BouncerDriver:
         self._thread.start()
         return self
 
+    def probe_now(self) -> None:
+        """Ask the running thread for a round now rather than at the end of its interval."""
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -191,10 +232,12 @@ class BouncerDriver:
             except CellframeError as error:  # pgbouncer itself down: try again next round
                 self.failures += 1
                 log.warning("pgbouncer driver: %s", error)
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -13,6 +13,7 @@ from .builtin import (
 )
 from .keepalive import KeepAliveCell as KeepAliveCell
 from .logsump import LogSumpCell as LogSumpCell
+from .pgbouncer import BouncerCell as BouncerCell
 from .proxy import ProxyCell as ProxyCell
 from .proxy import WeightedPool as WeightedPool
 from .registry import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
@@ -23,6 +24,7 @@ from .web import WebCell as WebCell
 __all__ = [
     "BUILTIN_CELLS",
     "BUILTIN_ROLES",
+    "BouncerCell",
     "ENTRY_POINT_GROUP",
     "KeepAliveCell",
     "LogSumpCell",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .keepalive import KeepAliveCell
 from .logsump import LogSumpCell
+from .pgbouncer import BouncerCell
 from .proxy import ProxyCell
 from .registry import RoleRegistry
 from .shard import ShardCell
@@ -15,6 +16,7 @@ __all__ = ["BUILTIN_CELLS", "BUILTIN_ROLES", "builtin_registry", "default_regist
 BUILTIN_CELLS: dict[str, type] = {
     "keepalive": KeepAliveCell,
     "logsump": LogSumpCell,
+    "pgbouncer": BouncerCell,
     "proxy": ProxyCell,
     "shard": ShardCell,
     "web": WebCell,
@@ -32,5 +34,5 @@ def builtin_registry(**replace: type) -> RoleRegistry:
 
 
 def default_registry() -> RoleRegistry:
-    """The built-in roles (proxy, web, keepalive, logsump, shard) plus installed plug-ins."""
+    """The built-in roles (proxy, web, keepalive, logsump, pgbouncer, shard) plus installed plug-ins."""
     return RoleRegistry(BUILTIN_ROLES).load_entry_points()
