@@ -58,8 +58,28 @@ class Watcher(Cell):
         self.heard.append(news)
 
 
+class SlowToStart(Cell):
+    """Fails in ``on_start`` while ``failures_left`` is above zero (shared by all instances)."""
+
+    role = "starting"
+    failures_left: ClassVar[int] = 0
+    starts: ClassVar[int] = 0
+
+    def on_start(self) -> None:
+        super().on_start()
+        type(self).starts += 1
+        if type(self).failures_left > 0:
+            type(self).failures_left -= 1
+            raise ConfigError("the disk it needs is not mounted yet")
+
+    @transition("hello")
+    def hello(self) -> None:
+        self.cell_reply([Symbol("hi")])
+
+
 def _registry() -> RoleRegistry:
-    return RoleRegistry({"fragile": [Fragile], "pair": [Fragile, Partner]})
+    return RoleRegistry({"fragile": [Fragile], "pair": [Fragile, Partner],
+                         "starting": [SlowToStart]})
 
 
 def _events(node: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -76,6 +96,7 @@ def _cell_status(node: Any, name: str) -> dict[str, Any]:
 def _fresh_records() -> None:
     Fragile.applied.clear()
     Watcher.heard.clear()
+    SlowToStart.failures_left, SlowToStart.starts = 0, 0
 
 
 def test_cell_crashing_on_every_fifth_message_is_restarted_and_keeps_serving(wire) -> None:
@@ -119,6 +140,32 @@ def test_cell_past_its_restart_intensity_fails_and_its_role_goes_to_another_node
              show=lambda: (Fragile.applied, second.status()))
     with pytest.raises(Exception, match="quarantine"):
         first.differentiate("fragile")
+
+
+def test_a_cell_that_fails_to_start_is_restarted_like_one_that_crashed(wire) -> None:
+    SlowToStart.failures_left = 2
+    node = wire.node("sv7", "starting", registry=_registry(), supervision=FAST)
+    events = _events(node)
+    wait_for(lambda: _cell_status(node, "sv7")["condition"] == "running"
+             and SlowToStart.starts == 3, 10, what="two failed starts, then a running cell",
+             show=lambda: (SlowToStart.starts, _cell_status(node, "sv7")))
+    client = wire.client()
+    client.send("cell.sv7", "(hello)")
+    replies_matching(client, "hi", 1)
+    assert node.status()["counters"]["crashes"] == 2
+    assert _cell_status(node, "sv7")["restarts"] == 2
+    crashed = [payload for kind, payload in events if kind == "cell-crashed"]
+    assert all("not mounted" in p["exception"] and p["verb"] is None for p in crashed), crashed
+
+
+def test_a_cell_that_never_starts_fails_and_its_node_steps_down(wire) -> None:
+    SlowToStart.failures_left = 1_000
+    strict = SupervisionPolicy(max_restarts=2, period=30.0, backoff=0.01, quarantine=30.0)
+    node = wire.node("sv8", "starting", registry=_registry(), supervision=strict)
+    wait_for(lambda: node.role is None, 10, what="the node stepping down from a cell that "
+             "never starts", show=lambda: (SlowToStart.starts, node.status()["cells"]))
+    assert SlowToStart.starts == 3  # the first start and two restarts
+    assert node.quarantined
 
 
 def test_one_for_all_restarts_every_cell_of_the_role(wire) -> None:

@@ -307,6 +307,19 @@ class Cell(pykka.ThreadingActor):
             f"{self.cell_name} crashed on {_describe(message)}: {type(error).__name__}: {error}"
         ) from error
 
+    def _actor_loop_setup(self) -> None:
+        """pykka's hook that runs ``on_start``: a cell that fails to start crashes as one that
+        fails on a message does, through ``on_failure``, so its supervisor hears of it. pykka
+        only logs it and stops the actor, and ``status`` went on saying ``running``."""
+        try:
+            self.on_start()
+        except BaseException as error:  # SystemExit too: this cell crashed, not the node
+            crash = CellCrashedError(f"{self.cell_name} crashed starting: "
+                                     f"{type(error).__name__}: {error}")
+            crash.__cause__ = error
+            self._handle_failure(type(crash), crash, error.__traceback__)
+            self.on_failure(type(crash), crash, error.__traceback__)
+
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """pykka's hook when the actor dies: tell the host (its supervisor restarts the
         cell), and refuse the message it died on. Subclasses overriding it call this one."""

@@ -264,6 +264,8 @@ class Node:
         self._cells: dict[str, _Hosted] = {}
         self._system: dict[str, _Hosted] = {}
         self._attached: dict[str, Cell] = {}
+        #: Crashes and stops of cells not yet registered (on_start failed), by cell name.
+        self._early: dict[str, list[tuple[HostedCell, str, tuple[Any, ...]]]] = {}
         #: Every cell started, by name, as the supervisor finds it from the cell's thread
         #: (without ``_lock``: differentiate holds it while it waits for cells to stop).
         self._supervised: dict[str, _Hosted] = {}
@@ -399,14 +401,31 @@ class Node:
                              dedup_capacity=self.dedup_capacity, settings=self.settings, **kwargs)
 
         ref = start()
-        hosted = _Hosted(ref, self._attached.pop(name), start=start,
-                         intensity=RestartIntensity(self.supervision))
-        self._supervised[name] = hosted
+        with self._intake:  # against a crash in on_start, reported from the cell's thread
+            hosted = _Hosted(ref, self._attached.pop(name), start=start,
+                             intensity=RestartIntensity(self.supervision))
+            self._supervised[name] = hosted
+            early = self._early.pop(name, [])
         hosted.patterns = hosted.cell.cell_bindings(self.name, self.role)
         for pattern in [cell_key(name), *hosted.patterns]:
             self._bind_node(pattern)
         self._ticker.add(hosted)
+        self._replay(early)
         return hosted
+
+    def _held_back(self, cell: HostedCell, event: str, *args: Any) -> bool:
+        """Whether ``cell`` is still starting (created, not yet registered): then its crash or
+        stop, reported from its own thread when ``on_start`` failed, waits for ``_replay``
+        once the node has registered it, instead of finding no supervisor."""
+        with self._intake:
+            if self._attached.get(cell.cell_name) is not cell:
+                return False
+            self._early.setdefault(cell.cell_name, []).append((cell, event, args))
+            return True
+
+    def _replay(self, early: list[tuple[HostedCell, str, tuple[Any, ...]]]) -> None:
+        for cell, event, args in early:
+            getattr(self, event)(cell, *args)
 
     def _unhost(self, hosted: _Hosted) -> None:
         with self._intake:
@@ -655,6 +674,8 @@ class Node:
 
     def cell_crashed(self, cell: HostedCell, message: Message | None,
                      error: BaseException | None) -> None:
+        if self._held_back(cell, "cell_crashed", message, error):
+            return
         hosted = self._supervised.get(cell.cell_name)
         if hosted is None or hosted.cell is not cell:
             log.error("%s: an unsupervised cell %s crashed: %r", self.name, cell.cell_name, error)
@@ -678,6 +699,8 @@ class Node:
             self._restart_siblings(hosted)
 
     def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
+        if self._held_back(cell, "cell_stopped", orphans):
+            return
         hosted = self._supervised.get(cell.cell_name)
         if hosted is None or hosted.cell is not cell or hosted.condition in ("running", "stopped"):
             self._give_back(hosted, orphans, f"{cell.cell_name} stopped")
@@ -704,8 +727,9 @@ class Node:
             return
         name = hosted.cell.cell_name
         ref = hosted.start()
-        cell = self._attached.pop(name)
         with self._intake:
+            cell = self._attached.pop(name)
+            early = self._early.pop(name, [])
             if hosted.condition != "restarting" or self._stopped.is_set():
                 ref.stop(block=False)  # retired meanwhile: its held messages went back
                 return
@@ -717,6 +741,7 @@ class Node:
                 ref.tell(inbound)
         self.emit("cell-restarted", cell=name, role=self.role, restarts=hosted.restarts,
                   held=len(pending))
+        self._replay(early)
 
     def _restart_siblings(self, crashed: _Hosted) -> None:
         """One-for-all: every other role cell of the node stops (after applying what its
