@@ -59,3 +59,9 @@ def test_cellframe_simulate_prints_the_report_as_json() -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["nodes"] == 30 and report["undetected"] == 0 and report["false_downs"] == 0
+
+
+def test_each_node_receives_as_many_membership_messages_at_400_nodes_as_at_100() -> None:
+    rates = {n: simulate(n, seconds=1.0, warmup=0.5, seed=11, loss=0.01, crashes=0,
+                         ).messages_per_node_s for n in (100, 400)}
+    assert 0.9 < rates[400] / rates[100] < 1.1, rates  # k heartbeats an interval, whatever n
