@@ -105,6 +105,10 @@ class HealingConfig:
     rejoin_grace: float = 10.0  # a doubted member unheard for this long is judged again
     watchers: int = 0  # k > 0: each node is watched by k others (the watch ring); 0: by all
     broker_confirm: float | None = None  # queue gone this long before it counts; 3 intervals
+    #: In the watch ring, each announce and down this node broadcasts is sent again on its
+    #: next ``ceil(repeat_factor * log10(n))`` ticks (SWIM's lambda log n): a node that lost
+    #: every copy (loss**(repeats + 1)) is the only one that never learns. 0: sent once.
+    repeat_factor: float = 1.0
 
     @property
     def broker_confirm_s(self) -> float:
@@ -179,6 +183,7 @@ _SETTING_KEYS = (
     ("healing.rejoin-grace-ms", "rejoin_grace", 0.001),
     ("healing.watchers", "watchers", 1.0),
     ("healing.broker-confirm-ms", "broker_confirm", 0.001),
+    ("healing.repeat-factor", "repeat_factor", 1.0),
 )
 
 
@@ -278,6 +283,7 @@ class Membership(Cell):
         self._watching: set[str] = set()
         self._ring_dirty = True
         self._announced = False
+        self._news: list[tuple[str, list[Any], int]] = []  # (key, broadcast, copies left)
         self.heard_counts = {"heartbeat": 0, "announce": 0, "other": 0}
         self.capacity = CapacityPlanner()
         self._capacity_rows: dict[str, dict[str, Any]] = {}
@@ -344,6 +350,7 @@ class Membership(Cell):
             return
         self._heartbeat(now)
         if self.config.watchers > 0:
+            self._repeat_news()  # first: news made on this tick is repeated on the next
             if not self._announced:
                 self._announced = True
                 self._announce(hello=True)
@@ -441,6 +448,26 @@ class Membership(Cell):
         the cold start's n**2 deliveries (2 * 10**6 at 1,000 nodes)."""
         self._announced = True
 
+    def _broadcast(self, key: str, expr: list[Any], again: list[Any] | None = None) -> None:
+        """Publish membership news to every node now, and ``again`` (default: the same) on
+        the next ticks (see ``HealingConfig.repeat_factor``): in the ring nothing else
+        repeats it, and at 1 % loss one node in a hundred missed each announce."""
+        self._publish(key, expr)
+        copies = 0
+        if self.config.watchers > 0:
+            copies = math.ceil(self.config.repeat_factor * math.log10(max(10, len(self.view))))
+        if copies > 0:
+            self._news = [item for item in self._news if item[0] != key]  # superseded
+            self._news.append((key, expr if again is None else again, copies))
+
+    def _repeat_news(self) -> None:
+        """Send each piece of news still due once more (one copy per tick: spread in time)."""
+        news, self._news = self._news, []
+        for key, expr, copies in news:
+            self._publish(key, expr)
+            if copies > 1:
+                self._news.append((key, expr, copies - 1))
+
     def _watched(self, name: str) -> bool:
         return self.config.watchers <= 0 or name in self._watching
 
@@ -448,10 +475,14 @@ class Membership(Cell):
         """Tell every node (or ``to``) this node's life and role: in the watch ring this is
         how nodes that do not watch it learn of it, once per change. ``hello`` asks every
         node to answer with its own announce (a joiner learning the view)."""
-        self._publish(to or announce_key(self.node_name), [
-            Symbol("announce"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
-            Keyword("incarnation"), self.incarnation, Keyword("role-since"), self.role_since,
-            Keyword("interval"), self.config.heartbeat_interval, Keyword("hello"), hello])
+        news = [Symbol("announce"), Keyword("node"), self.node_name, Keyword("role"),
+                self.node_role, Keyword("incarnation"), self.incarnation,
+                Keyword("role-since"), self.role_since,
+                Keyword("interval"), self.config.heartbeat_interval, Keyword("hello"), hello]
+        if to is not None:
+            self._publish(to, news)
+        else:  # repeated without the hello: answered once is enough
+            self._broadcast(announce_key(self.node_name), news, [*news[:-1], False])
 
     @transition("announce")
     def heard_announce(self, node: str, role: str | None = None, incarnation: int = 0,
@@ -677,7 +708,7 @@ class Membership(Cell):
                    evidence=evidence, phi=round(min(phi, 1e6), 2), silence=round(silence, 3),
                    hold=hold)
         if publish:
-            self._publish(down_key(member.name), news)
+            self._broadcast(down_key(member.name), news)
 
     def _remind_down(self, member: Member, now: float) -> None:
         """A member we declared down is heartbeating in the same life: our notice may have
