@@ -162,7 +162,7 @@ class SimulationReport:
     detection: dict[str, float]  # crash -> down on every live node: median, p99, worst
     undetected: int  # crashes some live node never saw down (or never knew of)
     false_downs: int  # 'down' verdicts about nodes that were neither crashed nor paused
-    messages_per_node_s: float  # membership deliveries each node received, per second
+    messages_per_node_s: float  # membership deliveries received, per node-second alive
     wall_seconds: float  # CPU seconds of the whole run, the start included
     node_seconds_per_wall_second: float  # simulated node-seconds per CPU second, after the start
     start_seconds: float = 0.0  # CPU seconds to build the nodes (and converge their views)
@@ -355,6 +355,12 @@ class Simulation:
                           and f.get("member") not in self.crashes
                           and f.get("member") not in self.paused)
         received = sum(n.received for n in self.nodes.values())
+        # Per node-second alive: a crashed node hears nothing after it, and 10 crashes of 100
+        # nodes counted as live for the whole run showed 3 % fewer messages than at 1,000.
+        since = self.scheduler.now - seconds
+        alive = sum(seconds if name not in self.crashes
+                    else min(seconds, max(0.0, self.crashes[name] - since))
+                    for name in self.nodes)
         n = len(self.nodes)
         return SimulationReport(
             nodes=n, seconds=seconds, seed=self.seed, loss=self.loss,
@@ -365,7 +371,7 @@ class Simulation:
                        "worst": round(times[-1], 3) if times else -1.0,
                        "crashes": len(self.crashes)},
             undetected=undetected, false_downs=false_downs,
-            messages_per_node_s=round(received / n / seconds, 2),
+            messages_per_node_s=round(received / alive, 2) if alive > 0 else 0.0,
             wall_seconds=round(wall, 2),
             node_seconds_per_wall_second=round((node_seconds or n * seconds) / (wall - start), 1)
             if wall > start else 0.0, start_seconds=round(start, 2))
