@@ -8,6 +8,7 @@ import json
 from click.testing import CliRunner
 
 from cellframe.cli.main import main
+from cellframe.healing.membership import ALIVE, DOWN, SUSPECT, HealingConfig
 from cellframe.simulation import Simulation, simulate
 from cellframe.simulation.sim import SimHost
 
@@ -59,3 +60,52 @@ def test_cellframe_simulate_prints_the_report_as_json() -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["nodes"] == 30 and report["undetected"] == 0 and report["false_downs"] == 0
+
+
+def test_each_node_receives_as_many_membership_messages_at_400_nodes_as_at_100() -> None:
+    rates = {n: simulate(n, seconds=1.0, warmup=0.5, seed=11, loss=0.01, crashes=0,
+                         ).messages_per_node_s for n in (100, 400)}
+    assert 0.9 < rates[400] / rates[100] < 1.1, rates  # k heartbeats an interval, whatever n
+
+
+def _stale_after_refute(repeat_factor: float) -> int:
+    """Nodes that still see a paused node down after it resumed and refuted, at 20 % loss."""
+    sim = Simulation(100, seed=1, loss=0.2, watchers=3, converged=True,
+                     healing=HealingConfig(repeat_factor=repeat_factor))
+    sim.run(2.0)
+    sim.pause("node-00020", 3.0)
+    sim.run(6.0)
+    return sum(1 for n in sim.nodes.values() if n.name != "node-00020"
+               and n.cell.view["node-00020"].status not in (ALIVE, SUSPECT))
+
+
+def test_a_refutation_reaches_every_node_under_loss_because_it_is_repeated() -> None:
+    assert _stale_after_refute(1.0) == 0
+    assert _stale_after_refute(0.0) > 5  # sent once: a fifth of the nodes lose it
+
+
+def _deaths_missed(repeat_factor: float) -> tuple[int, int]:
+    """(live nodes x deaths not seen down, false downs) at 20 % loss, 100 nodes, 3 crashes."""
+    sim = Simulation(100, seed=2, loss=0.2, watchers=3, converged=True,
+                     healing=HealingConfig(repeat_factor=repeat_factor))
+    sim.run(2.0)
+    victims = ["node-00010", "node-00050", "node-00090"]
+    for name in victims:
+        sim.crash(name)
+    sim.run(4.0)
+    missed = sum(1 for v in victims for n in sim.nodes.values()
+                 if not n.crashed and n.cell.view[v].status != DOWN)
+    false = sum(1 for _, _, kind, f in sim.events if kind == "down" and f["member"] not in victims)
+    return missed, false
+
+
+def test_every_node_learns_of_each_death_under_heavy_loss() -> None:
+    assert _deaths_missed(1.0) == (0, 0)
+    assert _deaths_missed(0.0)[0] > 0  # one copy from each of the k = 3 watchers: some lost all
+
+
+def test_a_converged_start_gives_every_node_the_whole_view_and_sends_no_hello() -> None:
+    sim = Simulation(50, seed=4, watchers=3, converged=True)
+    sim.run(1.0)
+    assert all(len(n.cell.view) == 49 for n in sim.nodes.values())
+    assert all(n.cell.heard_counts["announce"] == 49 for n in sim.nodes.values())

@@ -495,9 +495,11 @@ def demo(zone_file: str | None, dns_server: str | None, domain: str | None, exam
 @click.option("--watchers", type=click.IntRange(0), default=3, show_default=True,
               help="The watch ring's k (0: every node hears every heartbeat).")
 @click.option("--crashes", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--cold-start", is_flag=True,
+              help="Start with empty views and real hellos (n**2 deliveries) instead of converged.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 def simulate(nodes: int, seconds: float, loss: float, seed: int, watchers: int, crashes: int,
-             as_json: bool) -> None:
+             cold_start: bool, as_json: bool) -> None:
     """Run the real membership code for NODES nodes on a virtual clock and broker; report
     detection time, false downs and messages per node per second."""
     import json
@@ -505,7 +507,7 @@ def simulate(nodes: int, seconds: float, loss: float, seed: int, watchers: int, 
     from ..simulation import simulate as run
 
     report = run(nodes, seconds=seconds, seed=seed, loss=loss, watchers=watchers,
-                 crashes=crashes).as_dict()
+                 crashes=crashes, converged=not cold_start).as_dict()
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
         return

@@ -105,6 +105,10 @@ class HealingConfig:
     rejoin_grace: float = 10.0  # a doubted member unheard for this long is judged again
     watchers: int = 0  # k > 0: each node is watched by k others (the watch ring); 0: by all
     broker_confirm: float | None = None  # queue gone this long before it counts; 3 intervals
+    #: In the watch ring, each announce and down this node broadcasts is sent again on its
+    #: next ``ceil(repeat_factor * log10(n))`` ticks (SWIM's lambda log n): a node that lost
+    #: every copy (loss**(repeats + 1)) is the only one that never learns. 0: sent once.
+    repeat_factor: float = 1.0
 
     @property
     def broker_confirm_s(self) -> float:
@@ -179,6 +183,7 @@ _SETTING_KEYS = (
     ("healing.rejoin-grace-ms", "rejoin_grace", 0.001),
     ("healing.watchers", "watchers", 1.0),
     ("healing.broker-confirm-ms", "broker_confirm", 0.001),
+    ("healing.repeat-factor", "repeat_factor", 1.0),
 )
 
 
@@ -196,9 +201,14 @@ def _unheard(envelope: Envelope, reason: str) -> None:
     """A heartbeat nobody binds yet (a watch ring still forming) is no error worth a warning."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
-    """One node as this node sees it."""
+    """One node as this node sees it.
+
+    Slotted, and with a detector only while this node judges it (all members without a watch
+    ring, its ``k`` watched ones with one): every node holds an entry per member, so the
+    simulator's 1,000 nodes hold 10**6 of them (about 1 KB each with a detector and a dict,
+    1 GB; see docs/scale.md)."""
 
     name: str
     role: str | None
@@ -273,6 +283,7 @@ class Membership(Cell):
         self._watching: set[str] = set()
         self._ring_dirty = True
         self._announced = False
+        self._news: list[tuple[str, list[Any], int]] = []  # (key, broadcast, copies left)
         self.heard_counts = {"heartbeat": 0, "announce": 0, "other": 0}
         self.capacity = CapacityPlanner()
         self._capacity_rows: dict[str, dict[str, Any]] = {}
@@ -339,6 +350,7 @@ class Membership(Cell):
             return
         self._heartbeat(now)
         if self.config.watchers > 0:
+            self._repeat_news()  # first: news made on this tick is repeated on the next
             if not self._announced:
                 self._announced = True
                 self._announce(hello=True)
@@ -420,15 +432,45 @@ class Membership(Cell):
         wanted = set(watched_by(self.node_name, live, self.config.watchers))
         for name in sorted(wanted - self._watching):
             member = self.view[name]
-            config = self.config
-            member.detector = PhiAccrual(config.heartbeat_interval, config.min_std_s,
-                                         config.acceptable_pause, config.window)
+            member.detector = self._detector()
             member.detector.heartbeat(now)  # its silence counts from now: a dead one is found
             member.doubted_until = None
             self.cell_host.cell_bind(self.cell_name, heartbeat_key(name))
         for name in sorted(self._watching - wanted):
             self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
+            if name in self.view:
+                self.view[name].detector = None  # not judged here any more
         self._watching = wanted
+
+    def membership_known(self) -> None:
+        """Take this node as announced already: every peer knows it (a simulation that starts
+        from a converged view), so its first tick sends no hello for every node to answer,
+        the cold start's n**2 deliveries (2 * 10**6 at 1,000 nodes)."""
+        self._announced = True
+
+    def _broadcast(self, key: str, expr: list[Any], again: list[Any] | None = None, *,
+                   senders: int = 1) -> None:
+        """Publish membership news to every node now, and ``again`` (default: the same) on
+        the next ticks (see ``HealingConfig.repeat_factor``): in the ring nothing else
+        repeats it, and at 1 % loss one node in a hundred missed each announce. News that
+        ``senders`` nodes send each (a down, by each of the member's watchers) is repeated
+        by each a share of the times: 6 copies of a down at 100 nodes and k = 3, not 9."""
+        self._publish(key, expr)
+        copies = 0
+        if self.config.watchers > 0:
+            wanted = self.config.repeat_factor * math.log10(max(10, len(self.view)))
+            copies = math.ceil(wanted / max(1, senders))
+        if copies > 0:
+            self._news = [item for item in self._news if item[0] != key]  # superseded
+            self._news.append((key, expr if again is None else again, copies))
+
+    def _repeat_news(self) -> None:
+        """Send each piece of news still due once more (one copy per tick: spread in time)."""
+        news, self._news = self._news, []
+        for key, expr, copies in news:
+            self._publish(key, expr)
+            if copies > 1:
+                self._news.append((key, expr, copies - 1))
 
     def _watched(self, name: str) -> bool:
         return self.config.watchers <= 0 or name in self._watching
@@ -437,10 +479,14 @@ class Membership(Cell):
         """Tell every node (or ``to``) this node's life and role: in the watch ring this is
         how nodes that do not watch it learn of it, once per change. ``hello`` asks every
         node to answer with its own announce (a joiner learning the view)."""
-        self._publish(to or announce_key(self.node_name), [
-            Symbol("announce"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
-            Keyword("incarnation"), self.incarnation, Keyword("role-since"), self.role_since,
-            Keyword("interval"), self.config.heartbeat_interval, Keyword("hello"), hello])
+        news = [Symbol("announce"), Keyword("node"), self.node_name, Keyword("role"),
+                self.node_role, Keyword("incarnation"), self.incarnation,
+                Keyword("role-since"), self.role_since,
+                Keyword("interval"), self.config.heartbeat_interval, Keyword("hello"), hello]
+        if to is not None:
+            self._publish(to, news)
+        else:  # repeated without the hello: answered once is enough
+            self._broadcast(announce_key(self.node_name), news, [*news[:-1], False])
 
     @transition("announce")
     def heard_announce(self, node: str, role: str | None = None, incarnation: int = 0,
@@ -533,7 +579,8 @@ class Membership(Cell):
         member.doubted_until = None
         member.gone_since = None
         member.load = float(load) if isinstance(load, int | float) and not isinstance(load, bool) else None
-        assert member.detector is not None
+        if member.detector is None:  # in flight when we stopped watching it, or a new life
+            member.detector = self._detector(interval)
         member.detector.heartbeat(now)
         self._learn_role(member, role, role_since)
         if member.status == SUSPECT:
@@ -541,11 +588,9 @@ class Membership(Cell):
 
     def _new_life(self, node: str, role: Any, incarnation: int, interval: Any, now: float,
                   previous: Member | None) -> Member:
-        expected = interval if isinstance(interval, int | float) and interval > 0 else None
-        config = self.config
-        member = Member(node, None, incarnation, changed_at=now, detector=PhiAccrual(
-            expected or config.heartbeat_interval, config.min_std_s, config.acceptable_pause,
-            config.window))
+        judged = self.config.watchers <= 0 or node in self._watching
+        member = Member(node, None, incarnation, changed_at=now,
+                        detector=self._detector(interval) if judged else None)
         self.view[node] = member
         rejoined = previous is not None and previous.status in (DOWN, LEFT, HELD)
         if self.damper.held(node, now):
@@ -556,6 +601,13 @@ class Membership(Cell):
             self._emit("up", member=node, role=role if isinstance(role, str) else None,
                        incarnation=incarnation, rejoined=rejoined)
         return member
+
+    def _detector(self, interval: Any = None) -> PhiAccrual:
+        """A fresh detector, expecting ``interval`` (the member's own, if it said one)."""
+        expected = interval if isinstance(interval, int | float) and interval > 0 else None
+        config = self.config
+        return PhiAccrual(expected or config.heartbeat_interval, config.min_std_s,
+                          config.acceptable_pause, config.window)
 
     def _learn_role(self, member: Member, role: Any, role_since: Any) -> None:
         role = role if isinstance(role, str) else None
@@ -660,7 +712,7 @@ class Membership(Cell):
                    evidence=evidence, phi=round(min(phi, 1e6), 2), silence=round(silence, 3),
                    hold=hold)
         if publish:
-            self._publish(down_key(member.name), news)
+            self._broadcast(down_key(member.name), news, senders=self.config.watchers)
 
     def _remind_down(self, member: Member, now: float) -> None:
         """A member we declared down is heartbeating in the same life: our notice may have
