@@ -168,8 +168,8 @@ def from_amqp(properties: pika.BasicProperties, body: bytes) -> Envelope:
     if isinstance(properties, Undecodable):
         raise UndecodableError(f"undecodable AMQP properties ({properties.reason})")
     # Text first, as on encoding: most headers are (a signed message's signature, key and
-    # target), and this one pass with the own-field names kept in a tuple took from_amqp
-    # from 2.4 to 1.6 us for a signed message.
+    # target). This one pass, the own-field names kept in a tuple, measured 1.6-2.3 us for a
+    # signed message against 2.2-2.4 us (two interleaved runs on the loaded machine).
     raw = properties.headers
     headers: dict[str, Any] = {key: value if type(value) is str else _decode_value(value)
                                for key, value in raw.items()} if raw else {}
