@@ -64,6 +64,8 @@ _TS = "x-cf-ts"
 _FLOAT = "x-cf-float"
 _LONG_FIELDS = {"message_id": "x-cf-id", "reply_to": "x-cf-reply-to", "sender": "x-cf-sender",
                 "correlation_id": "x-cf-correlation-id"}
+_ID_HEADER, _REPLY_TO_HEADER, _SENDER_HEADER, _CORRELATION_HEADER = _LONG_FIELDS.values()
+_OWN_HEADERS = (_TS, *_LONG_FIELDS.values())
 _SHORTSTR = 255
 _INT64 = range(-(2**63), 2**63)
 #: Tables and arrays nested deeper than this in headers are refused (the broker's own
@@ -165,26 +167,26 @@ def from_amqp(properties: pika.BasicProperties, body: bytes) -> Envelope:
     transport's own (``x-cf-...``) that is not text."""
     if isinstance(properties, Undecodable):
         raise UndecodableError(f"undecodable AMQP properties ({properties.reason})")
-    headers: dict[str, Any] = {}
-    for key, value in (properties.headers or {}).items():
-        headers[key] = _decode_value(value)
-    for own in (_TS, *_LONG_FIELDS.values()):
+    # Text first, as on encoding: most headers are (a signed message's signature, key and
+    # target). This one pass, the own-field names kept in a tuple, measured 1.6-2.3 us for a
+    # signed message against 2.2-2.4 us (two interleaved runs on the loaded machine).
+    raw = properties.headers
+    headers: dict[str, Any] = {key: value if type(value) is str else _decode_value(value)
+                               for key, value in raw.items()} if raw else {}
+    for own in _OWN_HEADERS:
         if own in headers and type(headers[own]) is not str:
             raise UndecodableError(f"undecodable AMQP properties (header {own} is not text)")
     ts = _timestamp(headers.pop(_TS, None), properties.timestamp)
-    fields = {
-        "message_id": headers.pop(_LONG_FIELDS["message_id"], None) or properties.message_id,
-        "reply_to": headers.pop(_LONG_FIELDS["reply_to"], None) or properties.reply_to,
-        "sender": headers.pop(_LONG_FIELDS["sender"], None) or properties.app_id,
-        "correlation_id": (headers.pop(_LONG_FIELDS["correlation_id"], None)
-                           or properties.correlation_id),
-    }
+    pop = headers.pop
+    message_id = pop(_ID_HEADER, None) or properties.message_id
+    reply_to = pop(_REPLY_TO_HEADER, None) or properties.reply_to
+    sender = pop(_SENDER_HEADER, None) or properties.app_id
+    correlation_id = pop(_CORRELATION_HEADER, None) or properties.correlation_id
     # A message the broker dead-lettered (delivery limit, TTL) carries the why in its own header.
     if DEAD_LETTER_REASON not in headers and "x-first-death-reason" in headers:
         headers[DEAD_LETTER_REASON] = str(headers["x-first-death-reason"])
-    return Envelope(body, fields["message_id"] or new_message_id(),
-                    time.time() if ts is None else ts, fields["reply_to"], fields["sender"],
-                    headers, fields["correlation_id"], properties.content_type)
+    return Envelope(body, message_id or new_message_id(), time.time() if ts is None else ts,
+                    reply_to, sender, headers, correlation_id, properties.content_type)
 
 
 def with_reason(envelope: Envelope, reason: str) -> Envelope:

