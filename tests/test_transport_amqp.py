@@ -400,26 +400,16 @@ def _unacknowledged(name: str) -> int | None:
     return None
 
 
-def test_held_acks_reach_the_broker_without_more_traffic(amqp_connect, queue):
-    # Acks are coalesced into batches; a batch that never fills still goes out on its own.
+@pytest.mark.parametrize("inline", [False, True], ids=["worker-thread", "inline"])
+def test_held_acks_reach_the_broker_without_more_traffic(amqp_connect, queue, inline):
+    # Acks are coalesced into batches; a batch that never fills still goes out on its own,
+    # whether the consumer's handler runs on a worker thread or inline on the I/O thread.
     t = amqp_connect()
-    name = bound_queue(t, queue(), "role.few", durable=True)
+    name = bound_queue(t, queue(), f"role.few-{inline}", durable=True)
     seen = Collector()  # acks each delivery
-    t.consume(name, seen, prefetch=256)
+    t.consume(name, seen, prefetch=256, inline=inline)
     for i in range(3):
-        t.publish("role.few", Envelope(b"%d" % i))
-    seen.wait(3)
-    wait_for(lambda: _unacknowledged(name) == 0, timeout=20,
-             what="the broker to hear the three acks")
-
-
-def test_an_inline_consumers_acks_reach_the_broker(amqp_connect, queue):
-    t = amqp_connect()
-    name = bound_queue(t, queue(), "role.inline-acks", durable=True)
-    seen = Collector()  # acks each delivery
-    t.consume(name, seen, prefetch=256, inline=True)
-    for i in range(3):
-        t.publish("role.inline-acks", Envelope(b"%d" % i))
+        t.publish(f"role.few-{inline}", Envelope(b"%d" % i))
     seen.wait(3)
     wait_for(lambda: _unacknowledged(name) == 0, timeout=20,
              what="the broker to hear the three acks")
