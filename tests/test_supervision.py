@@ -77,9 +77,27 @@ class SlowToStart(Cell):
         self.cell_reply([Symbol("hi")])
 
 
+class StopOrder(Cell):
+    """Notes its own name in ``stopped`` when it stops."""
+
+    role = "ordered"
+    stopped: ClassVar[list[str]] = []
+
+    def on_stop(self) -> None:
+        self.stopped.append(type(self).__name__)
+
+
+class FirstSystem(StopOrder):
+    pass
+
+
+class SecondSystem(StopOrder):
+    pass
+
+
 def _registry() -> RoleRegistry:
     return RoleRegistry({"fragile": [Fragile], "pair": [Fragile, Partner],
-                         "starting": [SlowToStart]})
+                         "starting": [SlowToStart], "ordered": [StopOrder]})
 
 
 def _events(node: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -211,6 +229,19 @@ def test_messages_for_a_failed_cell_of_the_node_queue_are_dead_lettered(wire) ->
              show=lambda: [d.envelope.headers for d in seen])
     assert Fragile.applied == []
     assert all("cell crashed" in str(d.envelope.headers) for d in seen)
+
+
+def test_a_node_stops_its_cells_in_the_reverse_of_their_start_order(wire) -> None:
+    """The role's cells first, then the system cells last-started first: so membership says
+    goodbye (and a proxy drops the node) only once a web cell has drained."""
+    StopOrder.stopped.clear()
+    node = wire.node("sv9", role="ordered", registry=_registry(),
+                     system_cells=(FirstSystem, SecondSystem))
+    wait_for(lambda: any(c["name"] == "sv9" and c["condition"] == "running"
+                         for c in node.status()["cells"]), 10,
+             what="the role's cell running", show=lambda: node.status())
+    node.stop()
+    assert StopOrder.stopped == ["StopOrder", "SecondSystem", "FirstSystem"]
 
 
 def test_restart_intensity_backs_off_exponentially_then_refuses() -> None:

@@ -479,7 +479,7 @@ class Node:
             except Exception:  # the transport may already be gone; stopping must still finish
                 log.debug("cancel %s failed while stopping %s", tag, self.name, exc_info=True)
         with self._lock:
-            hosted = self._all_hosted()
+            hosted = self._stop_order()
             self._cells.clear()
             self._system.clear()
             self._reroute()
@@ -531,6 +531,16 @@ class Node:
     def _all_hosted(self) -> list[_Hosted]:
         daemon = [self._daemon] if self._daemon else []
         return [*daemon, *self._system.values(), *self._cells.values()]
+
+    def _stop_order(self) -> list[_Hosted]:
+        """The reverse of the start order, as an OTP supervisor stops its children: the role's
+        cells first, while the node is still a member (a web cell drains with its peers still
+        routing to it), then the system cells, last started first stopped (so membership says
+        goodbye only when the role's cells have), then the daemon. Membership stopping first
+        made the proxy delete a web cell, cutting its requests in flight, before the cell had
+        drained (found by test_web_haproxy under CI's load)."""
+        daemon = [self._daemon] if self._daemon else []
+        return [*self._cells.values(), *reversed(self._system.values()), *daemon]
 
     def _reroute(self) -> None:
         """Publish a new routing snapshot; call it, holding ``_lock``, after any change of
