@@ -240,6 +240,19 @@ def test_status_with_no_node_answering_exits_1_saying_what_to_check(amqp_names) 
     assert "no node answered within 0.3 s" in line and "cellframe node NAME" in line
 
 
+
+@pytest.mark.amqp
+@pytest.mark.parametrize(("watch", "exit_code"), [((), 1), (("--watch",), 0)])
+def test_ctrl_c_aborts_a_one_shot_status_but_ends_a_watch_normally(
+        amqp_names, monkeypatch, watch, exit_code) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise KeyboardInterrupt
+    monkeypatch.setattr("cellframe.cli.status.collect_status", interrupted)
+    result = invoke("status", *watch, "--window", "0.3", "--amqp", amqp_names.url, "--exchange",
+                    amqp_names.exchange, "--queue-prefix", amqp_names.queue_prefix)
+    assert result.exit_code == exit_code, result.output
+    assert ("Aborted" in result.output) is (exit_code == 1)
+
 # -- status: the dead are listed, intent against actual -------------------------------------
 
 

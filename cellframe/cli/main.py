@@ -336,7 +336,9 @@ def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...],
         elif nodes:
             console.print(status_view(nodes))
     except KeyboardInterrupt:
-        return
+        if watch:  # how a watch ends, as with watch(1): not a failure
+            return
+        raise  # a one-shot status cut short: click says "Aborted!" and exits 1
     finally:
         client.close()
         transport.close()
