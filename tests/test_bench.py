@@ -96,3 +96,17 @@ def test_bench_measures_http_through_haproxy_to_web_cells_against_plain_waitress
         return
     assert figures["cellframe_rps"] > 0 and figures["plain_rps"] > 0
     assert figures["load_generator"] == "wrk -t1" and figures["goal"] == ">= 0.8"
+
+
+def test_a_bench_run_that_fails_against_a_node_process_says_what_the_node_said_last(
+        amqp_url: str) -> None:
+    from cellframe.benchmarks.pipeline import _counting_node
+    from cellframe.errors import CellframeError
+
+    with pytest.raises(CellframeError) as failed:
+        with _counting_node(amqp_url, in_process=False) as node:
+            assert node.pid is not None
+            raise TimeoutError("no call-back")  # the node is stopped, and says goodbye
+    said = str(failed.value)
+    assert said.startswith("TimeoutError: no call-back; the node's last output"), said
+    assert "stopping" in said.lower() or "stopped" in said.lower(), said

@@ -31,6 +31,7 @@ import threading
 import time
 import timeit
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -355,27 +356,50 @@ def _node_process(bench: _Bench, secret: bytes, trace_dir: Path | None = None,
             env["CELLFRAME_TRACE_SAMPLE"] = str(sample)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         bench.pid = proc.pid
+        output: deque[bytes] = deque(maxlen=_KEPT_LINES)
         try:
-            _wait_ready(proc, bench.name)
-            yield
-        finally:
-            proc.send_signal(signal.SIGTERM)
+            reader = _wait_ready(proc, bench.name, output)
             try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+                yield
+            except Exception as error:  # say what the node said: a bench's only view of it
+                _stop(proc)
+                reader.join(5)  # to the end of its output
+                said = b"".join(output).decode(errors="replace").strip() or "(nothing)"
+                raise CellframeError(f"{type(error).__name__}: {error}; the node's last "
+                                     f"output (exit {proc.returncode}):\n{said}") from error
+        finally:
+            _stop(proc)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], name: str) -> None:
-    """Read the node's output until its ready line; then drain it in the background."""
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not stopped 20 s later; nothing if it has stopped."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+#: Lines of a bench node's output kept to explain a run that fails (a node's queue gone,
+#: no call-back): the node's last words, not its whole log.
+_KEPT_LINES = 40
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], name: str,
+                output: deque[bytes]) -> threading.Thread:
+    """Read the node's output until its ready line; then keep reading it in the background
+    (the thread returned), its last lines in ``output``."""
     assert proc.stdout is not None
     seen: list[bytes] = []
     for line in proc.stdout:
         seen.append(line)
         if line.startswith(f"node {name} ready".encode()):
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return
+            reader = threading.Thread(target=output.extend, args=(proc.stdout,), daemon=True)
+            reader.start()
+            return reader
     raise CellframeError(f"benchmark node {name} exited before it was ready: "
                          + b"".join(seen).decode(errors="replace")[-2000:])
 
