@@ -112,10 +112,12 @@ def test_across_processes_old_owners_drop_what_a_joining_shard_took_and_nothing_
             return out
 
         def two_copies_each() -> bool:
-            # every partition held by exactly N=2 nodes, with equal roots: the moved copies
-            # arrived and the old owners dropped theirs
+            # every partition held by exactly N=2 nodes, with equal roots, and the joiner
+            # holding its share: the moved copies arrived and the old owners dropped theirs.
+            # (Without the joiner's share this held at once while spare-01 was still starting
+            # under CI's load, before anything had moved: a CI failure, 0 partitions dropped.)
             seen = roots()
-            if set(seen) != set(names):
+            if set(seen) != set(names) or not seen["spare-01"]:
                 return False
             held: dict[int, set[str]] = {}
             for node, partitions in seen.items():
