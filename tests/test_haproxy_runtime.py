@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import urllib3
 
@@ -56,3 +58,21 @@ def test_health_checks_take_a_server_that_stops_answering_out(haproxy_server, se
 def test_a_refused_command_is_a_haproxy_error_with_haproxy_s_answer(haproxy_server) -> None:
     with pytest.raises(HaproxyError, match="No such server"):
         haproxy_server.runtime().set_weight("web", "nobody", 3)
+
+
+def test_closing_a_web_server_with_connections_open_ends_its_thread_cleanly_and_frees_the_port(
+        monkeypatch) -> None:
+    died: list[BaseException | None] = []
+    monkeypatch.setattr("threading.excepthook", lambda args: died.append(args.exc_value))
+    app = load_app("tests.web_apps:app")
+    for _ in range(30):  # closing raced the serving thread's select now and then
+        server = HttpServer(app, "127.0.0.1", 0).start()
+        http = urllib3.PoolManager()
+        assert http.request("GET", f"http://127.0.0.1:{server.port}/").status == 200  # kept alive
+        server.close()
+        assert not server._thread.is_alive()
+        http.clear()
+        with socket.socket() as again:  # the port is free again
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            again.bind(("127.0.0.1", server.port))
+    assert died == []

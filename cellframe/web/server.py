@@ -72,9 +72,27 @@ class HttpServer:
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop listening and wait for the serving thread (requests in progress are cut)."""
-        self._server.close()
-        self._thread.join(timeout)
+        """Stop listening, close every connection (requests in progress are cut) and wait for
+        the serving thread to end.
+
+        The sockets are closed on the serving thread itself, through waitress's trigger (its
+        loop runs what the trigger is handed): closed from here, they raced the loop's
+        ``select``, whose thread then died of ``EBADF`` (seen in CI).
+        """
+        if self._thread.is_alive():
+            self._server.trigger.pull_trigger(self._close_sockets)
+            self._thread.join(timeout)  # the loop ends when its map is empty
+        else:
+            self._close_sockets()
+        # Its worker threads end after the request each is running: waited for a second at
+        # most (an app that hangs must not hang the cell's stop), then left to end alone.
+        self._server.task_dispatcher.shutdown(timeout=min(timeout, 1.0))
+
+    def _close_sockets(self) -> None:
+        for channel in list(self._map.values()):
+            if channel is not self._server and channel is not self._server.trigger:
+                channel.close()
+        self._server.close()  # the listener and the trigger
 
     def pending(self) -> int:
         """Connections with a request read but not answered, or an answer not yet sent: what a
