@@ -257,7 +257,7 @@ def fill(cluster) -> ShardClient:
     shards = ShardClient(cluster.client())
     for request in [shards.insert(f, '"payload-payload"') for f in FAMILIES]:
         assert shards.answer(request)[0] == "inserted"
-    wait_for(lambda: all(len(holders(cluster, f)) == 2 for f in FAMILIES), 10)
+    wait_for(lambda: all(len(holders(cluster, f)) == 2 for f in FAMILIES), 30)
     return shards
 
 

@@ -141,7 +141,7 @@ def test_undecodable_properties_on_a_nodes_own_queue_are_dead_lettered_and_cost_
     assert node.transport.stats()["undecodable"] == len(BROKER_ACCEPTS) + 1  # type: ignore[attr-defined]
     _still_held(amqp_names, node.queue)
     client.send(f"node.{node.name}", "(status)")
-    wait_for(lambda: any(r.expr[:1] == [Symbol("node-status")] for r in client.replies), 5,
+    wait_for(lambda: any(r.expr[:1] == [Symbol("node-status")] for r in client.replies), 20,
              what="a status reply")
 
 
@@ -153,7 +153,7 @@ def test_undecodable_properties_on_a_durable_role_queue_are_no_poison(
         attacker.publish("role.tally", raw, body=b"(add 100)")
     client.send("role.tally", "(add 5)")
     tally = next(cell for cell in node.cells().values() if isinstance(cell, Tally))
-    wait_for(lambda: tally.total == 5, 10, what="(add 5) applied after the attacks")
+    wait_for(lambda: tally.total == 5, 30, what="(add 5) applied after the attacks")
     letters = _dead_letters(amqp_names, len(BROKER_ACCEPTS))
     assert all(str(h[DEAD_LETTER_REASON]).startswith("undecodable AMQP properties")
                for h in letters)
@@ -204,7 +204,7 @@ def test_a_node_under_attack_keeps_its_standing_with_its_peers(
                   system_cells=(membership,)).start() for side in ("target", "peer")]
     target, peer = nodes
     try:
-        wait_for(lambda: _view(peer).get(target.name, {}).get("status") == "alive", 10,
+        wait_for(lambda: _view(peer).get(target.name, {}).get("status") == "alive", 30,
                  what=f"{peer.name} to see {target.name} alive")
         incarnation = _view(peer)[target.name]["incarnation"]
         seen: set[str] = set()

@@ -33,7 +33,7 @@ def zombie(pid: int) -> bool:
 def test_a_burner_spins_while_inside_and_is_gone_after() -> None:
     with cpu_burners(1, seconds=30) as burners:
         (pid,) = burners.pids
-        wait_for(lambda: cpu_seconds(pid) >= 0.05, 10, what="the burner to use CPU",
+        wait_for(lambda: cpu_seconds(pid) >= 0.05, 30, what="the burner to use CPU",
                  show=lambda: cpu_seconds(pid))
     assert gone(pid)
     assert burners.cpu_seconds >= 0.05
@@ -43,7 +43,7 @@ def test_a_burner_spins_while_inside_and_is_gone_after() -> None:
 def test_a_burner_stops_itself_after_its_seconds_even_if_nobody_kills_it() -> None:
     with cpu_burners(1, seconds=0.3) as burners:
         (pid,) = burners.pids
-        wait_for(lambda: zombie(pid), 10, what="the burner to exit by itself")
+        wait_for(lambda: zombie(pid), 30, what="the burner to exit by itself")
     assert gone(pid)
 
 

@@ -227,7 +227,7 @@ def test_diagnostic_false_and_nil_turn_it_off(signed_nodes) -> None:
     for value, expected in (("true", True), ("false", False), ("true", True), ("nil", False)):
         assert invoke("send", "node:op-a", f"(diagnostic {value})",
                       *signed_nodes["options"]).exit_code == 0
-        wait_for(lambda expected=expected: node.diagnostic is expected, 10,
+        wait_for(lambda expected=expected: node.diagnostic is expected, 30,
                  what=f"diagnostic {expected} after (diagnostic {value})",
                  show=lambda: node.diagnostic)
 
@@ -307,7 +307,7 @@ def test_status_lists_a_killed_node_as_down_and_shows_intent_against_actual(thre
     assert "…" not in result.stdout  # not squeezed to 80 columns though not a terminal
     # The nodes' own consoles tell the story at INFO without -v.
     web_01, spare_01 = three_nodes.nodes["web-01"], three_nodes.nodes["spare-01"]
-    wait_for(lambda: "down member=web-02" in web_01.text(), 10,
+    wait_for(lambda: "down member=web-02" in web_01.text(), 30,
              what="web-01's console saying web-02 is down", show=web_01.text)
     assert "claimed role=logsump" in spare_01.text() and "ready role=logsump" in spare_01.text()
     assert "up member=web-01" in spare_01.text()
@@ -375,7 +375,7 @@ def test_an_operators_mistake_is_one_line_on_the_node_and_a_bug_keeps_its_traceb
     assert result.exit_code == 3, result.output
     assert ('action failed: ConfigError: no cells are registered for role \'no-such-role\''
             in result.stdout), result.stdout
-    wait_for(lambda: "no-such-role" in node.text(), 10, what="the failure in the node's log",
+    wait_for(lambda: "no-such-role" in node.text(), 30, what="the failure in the node's log",
              show=node.text)
     lines = [line for line in node.text().splitlines() if "no-such-role" in line]
     assert len(lines) == 1, lines
@@ -384,7 +384,7 @@ def test_an_operators_mistake_is_one_line_on_the_node_and_a_bug_keeps_its_traceb
     # The same node still logs the traceback of a bug: an action's KeyError.
     result = send_to(tally_node, "cell:tally-01", '(look-up "nowhere")')
     assert result.exit_code == 3 and "action failed: KeyError: 'nowhere'" in result.stdout
-    wait_for(lambda: "Traceback" in node.text(), 10, what="the KeyError's traceback",
+    wait_for(lambda: "Traceback" in node.text(), 30, what="the KeyError's traceback",
              show=node.text)
     text = node.text()
     assert "tally-01: action failed on message " in text and "in look_up" in text
@@ -431,7 +431,7 @@ def test_dead_letters_shows_a_no_op_with_its_reason_and_take_removes_it(
     options = signed_nodes["options"]
     where = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange, "--idle", "0.5"]
     assert invoke("send", "node:op-a", "(diagnostic true)", *options).exit_code == 0
-    wait_for(lambda: signed_nodes["nodes"][0].diagnostic, 10, what="op-a in diagnostic mode")
+    wait_for(lambda: signed_nodes["nodes"][0].diagnostic, 30, what="op-a in diagnostic mode")
     assert invoke("send", "node:op-a", '(set-wieght "web-01" 5)', *options).exit_code == 0
     seen: list[str] = []
 

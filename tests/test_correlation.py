@@ -21,7 +21,7 @@ from tests.process_cells import Echo, Relay
 
 def _answers(client: Client, message_id: str, count: int = 1) -> list[Any]:
     return wait_for(lambda: (found := client.answers(message_id)) and len(found) >= count
-                    and found, 10, what=f"{count} answer(s) to {message_id}",
+                    and found, 30, what=f"{count} answer(s) to {message_id}",
                     show=lambda: [(r.correlation_id, r.text) for r in client.replies])
 
 
@@ -77,7 +77,7 @@ def test_correlation_ids_and_the_content_type_travel_as_amqp_intends(
         transport.publish("reply.corr", Envelope(b"(pong)", correlation_id=short))
         assert transport.flush(10)
         with raw_channel(amqp_names.url) as channel:
-            got = wait_for(lambda: channel.basic_get(queue, auto_ack=True)[1], 10,
+            got = wait_for(lambda: channel.basic_get(queue, auto_ack=True)[1], 30,
                            what=f"the message on {queue}")
         assert (got.correlation_id, got.content_type) == (short, CONTENT_TYPE)
     finally:
@@ -113,7 +113,7 @@ def test_a_delivery_of_a_foreign_content_type_is_dead_lettered_with_the_reason(
                                       reply_to=client.reply_to))
             letter = wait_for(
                 lambda: channel.basic_get(amqp_names.topology["dead_letter_queue"],
-                                          auto_ack=True)[1], 10, what="the dead letter")
+                                          auto_ack=True)[1], 30, what="the dead letter")
         reason = str(letter.headers[DEAD_LETTER_REASON])
         assert "foreign content type 'application/json'" in reason and node.name in reason
         [refused] = _answers(client, "json-1")

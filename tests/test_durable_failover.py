@@ -49,7 +49,7 @@ def _count(client: Client) -> int | None:
     try:
         reply = wait_for(lambda: next((r.expr for r in client.replies[since:]
                                        if r.expr and r.expr[0] == Symbol("count")), None),
-                         5, what="a (count ...) reply")
+                         20, what="a (count ...) reply")
     except Exception:  # the node may be between lives: ask again
         return None
     return int(reply[1])

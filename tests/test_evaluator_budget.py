@@ -221,12 +221,12 @@ def test_a_cell_takes_its_budgets_from_its_settings_and_from_a_change_of_them() 
         cell = ref.proxy().cell_evaluator.get()
         assert cell.max_work == 1234 and cell.max_bytes == DEFAULT_BUDGET["max_bytes"]
         ref.tell(SettingsChanged({"language.max-bytes": "5555"}))
-        wait_for(lambda: ref.proxy().cell_evaluator.get().max_bytes == 5555, 5,
+        wait_for(lambda: ref.proxy().cell_evaluator.get().max_bytes == 5555, 20,
                  what="the new budget")
         assert ref.proxy().cell_evaluator.get().max_work == DEFAULT_BUDGET["max_work"]
         ref.tell(SettingsChanged({"language.max-bytes": "lots"}))  # bad: the defaults, logged
         wait_for(lambda: ref.proxy().cell_evaluator.get().max_bytes
-                 == DEFAULT_BUDGET["max_bytes"], 5, what="the default budget")
+                 == DEFAULT_BUDGET["max_bytes"], 20, what="the default budget")
     finally:
         ref.stop()
 

@@ -69,8 +69,8 @@ def first_time(path: Path, kind: str, **fields: str) -> float:
 def assert_the_log_shows_the_healing_sequence(path: Path, lost: str, spare: str,
                                               survivors: list[str]) -> None:
     downs = wait_for(lambda: {line.split("\t")[1] for line in events(path, "down", member=lost)}
-                     >= set(survivors) and events(path, "down", member=lost), 5)
-    wait_for(lambda: events(path, "pool-added", backend=spare), 5)
+                     >= set(survivors) and events(path, "down", member=lost), 20)
+    wait_for(lambda: events(path, "pool-added", backend=spare), 20)
     down = min(event_time(line) for line in downs)
     claimed = first_time(path, "claimed", node=spare, role="web")
     differentiated = first_time(path, "differentiated", node=spare, role="web")
@@ -85,16 +85,16 @@ def assert_the_log_shows_the_healing_sequence(path: Path, lost: str, spare: str,
 
 def test_in_process_a_killed_web_node_is_replaced_by_the_spare(tmp_path) -> None:
     with local_cluster(tmp_path, SCENARIO_NODES) as cluster:
-        wait_for(lambda: sorted(cluster.pool()) == WEBS, 5)
+        wait_for(lambda: sorted(cluster.pool()) == WEBS, 20)
         with Traffic(cluster.client("traffic")):
-            wait_for(lambda: cluster.proxy().stats["routed"] > 20, 5)
+            wait_for(lambda: cluster.proxy().stats["routed"] > 20, 20)
             killed = cluster.kill("web-01")
             wait_for(lambda: cluster.all_see("web-01", "down"), DOWN_BOUND)
             detected = time.time()
-            wait_for(lambda: "web-01" not in cluster.pool(), 5)
-            wait_for(lambda: sorted(cluster.pool()) == ["spare-01", "web-02", "web-03"], 5)
+            wait_for(lambda: "web-01" not in cluster.pool(), 20)
+            wait_for(lambda: sorted(cluster.pool()) == ["spare-01", "web-02", "web-03"], 20)
             routed = cluster.proxy().stats["routed"]
-            wait_for(lambda: cluster.proxy().stats["routed"] > routed + 20, 5)
+            wait_for(lambda: cluster.proxy().stats["routed"] > routed + 20, 20)
         assert detected - killed < DOWN_BOUND
         assert cluster.roles()["spare-01"] == "web"
         proxy = cluster.proxy()
@@ -110,13 +110,13 @@ def test_in_process_a_killed_web_node_is_replaced_by_the_spare(tmp_path) -> None
 def test_the_returning_node_rejoins_as_a_spare_when_its_role_was_refilled(tmp_path) -> None:
     with local_cluster(tmp_path, SCENARIO_NODES) as cluster:
         cluster.kill("web-02")
-        wait_for(lambda: cluster.roles().get("spare-01") == "web", 5)
+        wait_for(lambda: cluster.roles().get("spare-01") == "web", 20)
         cluster.start_node("web-02")  # DNS still says web: it starts as web, doubling the role
-        wait_for(lambda: cluster.roles()["web-02"] is None, 5)  # the newest holder steps down
+        wait_for(lambda: cluster.roles()["web-02"] is None, 20)  # the newest holder steps down
         healthy = ["spare-01", "web-01", "web-03"]
-        wait_for(lambda: cluster.converged() and sorted(cluster.pool()) == healthy, 5)
+        wait_for(lambda: cluster.converged() and sorted(cluster.pool()) == healthy, 20)
         assert sorted(cluster.holders("web")) == ["spare-01", "web-01", "web-03"]
-        assert wait_for(lambda: events(cluster.log_path, "stepped-down", node="web-02"), 5)
+        assert wait_for(lambda: events(cluster.log_path, "stepped-down", node="web-02"), 20)
 
 
 def test_duplicated_and_reordered_membership_and_healing_messages_end_in_the_same_healthy_state(
@@ -128,11 +128,11 @@ def test_duplicated_and_reordered_membership_and_healing_messages_end_in_the_sam
         return ChaosTransport(transport, chaos)
 
     with local_cluster(tmp_path, nodes, wrap_transport=wrap) as cluster:
-        wait_for(lambda: sorted(cluster.pool()) == WEBS, 5)
+        wait_for(lambda: sorted(cluster.pool()) == WEBS, 20)
         cluster.kill("web-03")
-        wait_for(lambda: cluster.all_see("web-03", "down"), 5)
-        wait_for(lambda: len(cluster.holders("web")) == 3 and cluster.converged(), 10)
-        wait_for(lambda: sorted(cluster.pool()) == sorted(cluster.holders("web")), 5)
+        wait_for(lambda: cluster.all_see("web-03", "down"), 20)
+        wait_for(lambda: len(cluster.holders("web")) == 3 and cluster.converged(), 30)
+        wait_for(lambda: sorted(cluster.pool()) == sorted(cluster.holders("web")), 20)
         time.sleep(0)  # the state is reached; now check that it is the healthy one
         assert sorted(cluster.holders("web")) == ["spare-01", "web-01", "web-02"]
         assert cluster.roles()["spare-02"] is None
@@ -144,7 +144,7 @@ def test_duplicated_and_reordered_membership_and_healing_messages_end_in_the_sam
                     for spare in ("spare-01", "spare-02")
                     for line in events(cluster.log_path, "differentiated", node=spare, role="web")}
 
-        assert len(wait_for(became, 5)) == 1  # one spare took the slot, once
+        assert len(wait_for(became, 20)) == 1  # one spare took the slot, once
         # Every view agrees: web-03 down, everyone else alive in the role they play.
         for name in cluster.live():
             view = cluster.view(name)
@@ -192,7 +192,7 @@ def test_across_real_processes_a_sigkilled_web_node_is_replaced(tmp_path, amqp_u
             def who_saw_it_down() -> set[str]:
                 return {line.split("\t")[1] for line in events(log_file, "down", member="web-01")}
 
-            wait_for(lambda: who_saw_it_down() >= set(survivors), 10, interval=0.05)
+            wait_for(lambda: who_saw_it_down() >= set(survivors), 30, interval=0.05)
             downs = events(log_file, "down", member="web-01")
             last_down = max(event_time(line) for line in downs)
             wait_for(lambda: pool() == ["spare-01", "web-02", "web-03"], 15, interval=0.2)
@@ -200,7 +200,7 @@ def test_across_real_processes_a_sigkilled_web_node_is_replaced(tmp_path, amqp_u
         assert last_down - killed < DOWN_BOUND
         removed = first_time(log_file, "pool-removed", backend="web-01")
         observer.send("each.proxy", [read("routes"), Keyword("since"), removed])
-        routes = wait_for(lambda: [r for r in observer.replies if r.expr[0] == read("routes")], 5)
+        routes = wait_for(lambda: [r for r in observer.replies if r.expr[0] == read("routes")], 20)
         reply = routes[-1]
         counts = dict(reply.expr[reply.expr.index(Keyword("counts")) + 1][1])
         assert counts.get("web-01", 0) == 0

@@ -42,11 +42,11 @@ def test_nodes_log_their_own_life_at_info_role_changes_peers_down_and_left_claim
 
     caplog.set_level(logging.INFO, logger="cellframe.node.node")
     with local_cluster(tmp_path, SCENARIO_NODES) as cluster:
-        wait_for(lambda: cluster.converged(), 5, what="the cluster to converge")
+        wait_for(lambda: cluster.converged(), 20, what="the cluster to converge")
         cluster.kill("web-01")
-        wait_for(lambda: cluster.roles().get("spare-01") == "web", 5, what="the spare to take web")
+        wait_for(lambda: cluster.roles().get("spare-01") == "web", 20, what="the spare to take web")
         cluster.stop_node("web-02")
-        wait_for(lambda: said("left member=web-02"), 5, what="a peer to log that web-02 left",
+        wait_for(lambda: said("left member=web-02"), 20, what="a peer to log that web-02 left",
                  show=lambda: said("left"))
         assert said("proxy-01: down member=web-01"), "a peer's down is not in its log"
         assert said("spare-01: claimed role=web"), "the claim is not in the claimant's log"

@@ -71,14 +71,14 @@ def test_records_reach_the_sump_as_json_with_every_field(sump, logger) -> None:
         raise ValueError("boom")
     except ValueError:
         logger.exception("it failed")
-    records = wait_for(lambda: len(shipped_records(folder)) == 2 and shipped_records(folder), 5)
+    records = wait_for(lambda: len(shipped_records(folder)) == 2 and shipped_records(folder), 20)
     hello, failed = records
     assert {k: hello[k] for k in ("node", "role", "cell", "level", "logger", "message")} == {
         "node": "web-01", "role": "web", "cell": "web-01-cache", "level": "info",
         "logger": logger.name, "message": "hello world"}
     assert isinstance(hello["time"], float) and "exception" not in hello
     assert failed["level"] == "error" and "ValueError: boom" in failed["exception"]
-    wait_for(lambda: handler.confirmed == 2, 5, what="both records confirmed")
+    wait_for(lambda: handler.confirmed == 2, 20, what="both records confirmed")
     assert handler.last_confirmed is not None and handler.last_confirmed["message"] == "it failed"
 
 
@@ -97,7 +97,7 @@ def test_a_record_logged_in_a_cell_names_the_cell(tmp_path) -> None:
     try:
         with Client(broker.connect()) as client:
             client.send("cell.noisy-01", "(say \"hi\")")
-            wait_for(lambda: seen, 5)
+            wait_for(lambda: seen, 20)
     finally:
         logging.getLogger("tests.noisy").removeHandler(keep)
         node.stop()
@@ -152,7 +152,7 @@ def test_a_full_broker_neither_blocks_the_caller_nor_loses_what_fits_and_drops_a
     assert handler.dropped == 2_000 and handler.counters()["waiting"] == 1_000
     transport.full.clear()  # the broker takes messages again
     wait_for(lambda: sum(r["message"].startswith("line ") for r in shipped_records(folder)) == 1_000,
-             10, show=lambda: len(shipped_records(folder)))
+             30, show=lambda: len(shipped_records(folder)))
     messages = [r["message"] for r in shipped_records(folder)]
     lines = [m for m in messages if m.startswith("line ")]
     assert lines == [f"line {i}" for i in range(1_000)]  # in order, none lost
@@ -171,7 +171,7 @@ def test_a_batch_too_large_for_one_message_is_split(sump, logger) -> None:
     logger.addHandler(handler)
     for index in range(500):
         logger.info("%d %s", index, "x" * 400)  # about 200 KB: four messages or more
-    wait_for(lambda: len(shipped_records(folder)) == 500, 10)
+    wait_for(lambda: len(shipped_records(folder)) == 500, 30)
     assert [int(r["message"].split()[0]) for r in shipped_records(folder)] == list(range(500))
 
 
@@ -181,16 +181,16 @@ def test_the_sump_answers_a_query_with_the_newest_matching_records(sump, logger)
     logger.addHandler(handler)
     for index in range(30):
         logger.log(logging.WARNING if index % 3 == 0 else logging.INFO, "n%d", index)
-    wait_for(lambda: len(shipped_records(folder)) == 30, 5)
+    wait_for(lambda: len(shipped_records(folder)) == 30, 20)
     with Client(broker.connect()) as client:
         client.send("role.logsump", [Symbol("logs-query"), Keyword("level"), "warning",
                                      Keyword("limit"), 4, Keyword("node"), "web-01"])
-        [page] = wait_for(lambda: client.replies[:], 5)
+        [page] = wait_for(lambda: client.replies[:], 20)
         records = [json.loads(text) for text in page.expr[page.expr.index(Keyword("records")) + 1]]
         assert [r["message"] for r in records] == ["n18", "n21", "n24", "n27"]
         assert page.expr[-2:] == [Keyword("last"), True]
         client.send("role.logsump", [Symbol("logs-query"), Keyword("level"), "loud"])
-        wait_for(lambda: len(client.replies) == 2, 5)
+        wait_for(lambda: len(client.replies) == 2, 20)
         assert client.replies[1].expr[0] == Symbol("error")
         assert "level must be one of" in client.replies[1].text
 
@@ -259,14 +259,14 @@ def test_an_embedded_node_with_ship_logs_ships_the_services_records_until_it_sto
         handler = node.log_shipping
         assert handler in logging.getLogger().handlers
         service.info("order %d taken", 7)
-        wait_for(lambda: [r for r in shipped_records(folder) if r["message"] == "order 7 taken"], 10,
+        wait_for(lambda: [r for r in shipped_records(folder) if r["message"] == "order 7 taken"], 30,
                  what="the service's own record in the sump",
                  show=lambda: [r["message"] for r in shipped_records(folder)][-5:])
     assert handler not in logging.getLogger().handlers and node.log_shipping is None
     record = next(r for r in shipped_records(folder) if r["message"] == "order 7 taken")
     assert (record["node"], record["logger"], record["level"]) == ("svc-01", service.name, "info")
     stopped = wait_for(lambda: [r for r in shipped_records(folder)
-                                if r["message"].startswith("node svc-01 stopped; log shipping")], 10,
+                                if r["message"].startswith("node svc-01 stopped; log shipping")], 30,
                        what="the node's last words, shipped as it stopped")
     assert stopped and handler.dropped == 0
 

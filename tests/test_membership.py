@@ -32,9 +32,9 @@ def test_a_killed_node_is_declared_down_by_every_survivor_with_the_brokers_evide
 ) -> None:
     with local_cluster(tmp_path, SMALL, healing=NO_HEALING) as cluster:
         cluster.kill("web-02")
-        wait_for(lambda: cluster.all_see("web-02", "down"), 5)
+        wait_for(lambda: cluster.all_see("web-02", "down"), 20)
         downs = wait_for(lambda: len(events(cluster.log_path, "down", member="web-02")) == 3
-                         and events(cluster.log_path, "down", member="web-02"), 5)
+                         and events(cluster.log_path, "down", member="web-02"), 20)
         assert sorted(line.split("\t")[1] for line in downs) == ["logsump-01", "web-01", "web-03"]
         assert all(':evidence "broker"' in line for line in downs)
 
@@ -46,10 +46,10 @@ def test_a_slow_node_is_suspected_and_probed_but_not_declared_down(tmp_path) -> 
     with local_cluster(tmp_path, SMALL, healing=patient, wrap_transport=GateTransport) as cluster:
         gate = cluster.node("web-03").transport
         gate.close_gate("heartbeat.*")  # its heartbeats are late; its queue stays
-        wait_for(lambda: events(cluster.log_path, "suspected", member="web-03"), 5)
-        wait_for(lambda: cluster.all_see("web-03", "suspect"), 5)
+        wait_for(lambda: events(cluster.log_path, "suspected", member="web-03"), 20)
+        wait_for(lambda: cluster.all_see("web-03", "suspect"), 20)
         gate.open_gate()
-        wait_for(lambda: cluster.all_see("web-03", "alive"), 5)
+        wait_for(lambda: cluster.all_see("web-03", "alive"), 20)
         assert events(cluster.log_path, "down", member="web-03") == []
 
 
@@ -59,19 +59,19 @@ def test_a_hung_node_is_declared_down_by_phi_and_refutes_it_when_it_wakes(tmp_pa
         before = cluster.view("web-01")["web-03"]["incarnation"]
         gate = cluster.node("web-03").transport
         gate.close_gate("heartbeat.*")  # silent past the acceptable pause, queue still there
-        wait_for(lambda: cluster.all_see("web-03", "down"), 5)
-        downs = wait_for(lambda: events(cluster.log_path, "down", member="web-03"), 5)
+        wait_for(lambda: cluster.all_see("web-03", "down"), 20)
+        downs = wait_for(lambda: events(cluster.log_path, "down", member="web-03"), 20)
         assert all(':evidence "phi"' in line for line in downs)
         gate.open_gate()  # it heard the 'down' about itself: a new life supersedes it
-        wait_for(lambda: cluster.all_see("web-03", "alive"), 5)
+        wait_for(lambda: cluster.all_see("web-03", "alive"), 20)
         assert cluster.view("web-01")["web-03"]["incarnation"] > before
-        assert wait_for(lambda: events(cluster.log_path, "refuted", node="web-03"), 5)
+        assert wait_for(lambda: events(cluster.log_path, "refuted", node="web-03"), 20)
 
 
 def test_a_clean_stop_is_a_leave_not_a_down(tmp_path) -> None:
     with local_cluster(tmp_path, SMALL, healing=NO_HEALING) as cluster:
         cluster.stop_node("web-01")
-        wait_for(lambda: cluster.all_see("web-01", "left"), 5)
+        wait_for(lambda: cluster.all_see("web-01", "left"), 20)
         assert events(cluster.log_path, "down", member="web-01") == []
 
 
@@ -79,9 +79,9 @@ def test_a_late_down_about_an_earlier_life_does_no_harm(tmp_path) -> None:
     with local_cluster(tmp_path, SMALL, healing=NO_HEALING) as cluster:
         old = cluster.view("web-01")["web-02"]["incarnation"]
         cluster.kill("web-02")
-        wait_for(lambda: cluster.all_see("web-02", "down"), 5)
+        wait_for(lambda: cluster.all_see("web-02", "down"), 20)
         cluster.start_node("web-02")
-        wait_for(lambda: cluster.all_see("web-02", "alive"), 5)
+        wait_for(lambda: cluster.all_see("web-02", "alive"), 20)
         client = cluster.client()
         try:
             for _ in range(3):  # the old news again, three times, late
@@ -89,7 +89,7 @@ def test_a_late_down_about_an_earlier_life_does_no_harm(tmp_path) -> None:
                     Symbol("member-down"), Keyword("node"), "web-02",
                     Keyword("incarnation"), old, Keyword("by"), "web-01"])
             client.send("cell.web-01-membership", read("(members)"))
-            wait_for(lambda: client.replies, 5)
+            wait_for(lambda: client.replies, 20)
         finally:
             client.close()
         assert cluster.all_see("web-02", "alive")
@@ -100,7 +100,7 @@ def test_a_down_heard_twice_is_applied_once(tmp_path) -> None:
     with local_cluster(tmp_path, SMALL, healing=NO_HEALING) as cluster:
         incarnation = cluster.view("web-01")["web-02"]["incarnation"]
         cluster.kill("web-02")
-        wait_for(lambda: cluster.all_see("web-02", "down"), 5)
+        wait_for(lambda: cluster.all_see("web-02", "down"), 20)
         client = cluster.client()
         try:
             for _ in range(3):
@@ -109,7 +109,7 @@ def test_a_down_heard_twice_is_applied_once(tmp_path) -> None:
                                                  Keyword("by"), "someone"], expect_reply=False)
         finally:
             client.close()
-        wait_for(lambda: len(events(cluster.log_path, "down", member="web-02")) >= 3, 5)
+        wait_for(lambda: len(events(cluster.log_path, "down", member="web-02")) >= 3, 20)
         downs = events(cluster.log_path, "down", member="web-02")
         assert sorted(line.split("\t")[1] for line in downs) == ["logsump-01", "web-01", "web-03"]
 
@@ -118,15 +118,15 @@ def test_a_node_that_keeps_dying_is_held_out_before_it_counts_again(tmp_path) ->
     config = FAST.__class__(**{**FAST.__dict__, "reconcile": False, "hold_base": 0.5})
     with local_cluster(tmp_path, SMALL, healing=config) as cluster:
         cluster.kill("web-02")
-        wait_for(lambda: cluster.all_see("web-02", "down"), 5)
+        wait_for(lambda: cluster.all_see("web-02", "down"), 20)
         cluster.start_node("web-02")  # the first down costs nothing: it is back at once
-        wait_for(lambda: cluster.all_see("web-02", "alive"), 5)
+        wait_for(lambda: cluster.all_see("web-02", "alive"), 20)
         cluster.kill("web-02")
-        wait_for(lambda: cluster.all_see("web-02", "down"), 5)
+        wait_for(lambda: cluster.all_see("web-02", "down"), 20)
         cluster.start_node("web-02")
-        wait_for(lambda: cluster.all_see("web-02", "held"), 5)  # second down: held 0.5 s
-        wait_for(lambda: cluster.all_see("web-02", "alive"), 5)
-        assert wait_for(lambda: events(cluster.log_path, "held", member="web-02"), 5)
+        wait_for(lambda: cluster.all_see("web-02", "held"), 20)  # second down: held 0.5 s
+        wait_for(lambda: cluster.all_see("web-02", "alive"), 20)
+        assert wait_for(lambda: events(cluster.log_path, "held", member="web-02"), 20)
 
 
 def test_the_view_is_queryable_by_s_expression(tmp_path) -> None:
@@ -134,7 +134,7 @@ def test_the_view_is_queryable_by_s_expression(tmp_path) -> None:
         client = cluster.client()
         try:
             client.send("cell.web-01-membership", read("(members)"))
-            (reply,) = wait_for(lambda: client.replies, 5)
+            (reply,) = wait_for(lambda: client.replies, 20)
         finally:
             client.close()
         assert reply.expr[0] == Symbol("members")
@@ -177,11 +177,11 @@ def test_a_node_whose_down_notices_were_lost_is_reminded_and_comes_back(tmp_path
             peer.close_gate("membership.down.*")  # the notices to web-03 will be lost
         gate = cluster.node("web-03").transport
         gate.close_gate("heartbeat.*")
-        wait_for(lambda: cluster.all_see("web-03", "down"), 5)
+        wait_for(lambda: cluster.all_see("web-03", "down"), 20)
         for peer in peers:
             with peer._lock:
                 peer.held.clear()  # lost, as if web-03's queue had been gone
             peer.open_gate()
         gate.open_gate()  # web-03 heartbeats again, in the life the others declared over
-        wait_for(lambda: cluster.all_see("web-03", "alive"), 10)
-        assert wait_for(lambda: events(cluster.log_path, "refuted", node="web-03"), 5)
+        wait_for(lambda: cluster.all_see("web-03", "alive"), 30)
+        assert wait_for(lambda: events(cluster.log_path, "refuted", node="web-03"), 20)

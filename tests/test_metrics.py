@@ -26,7 +26,7 @@ def test_metrics_endpoint_reports_cell_counters_role_and_events() -> None:
         client = Client(broker.connect())
         client.send("cell.m1", "(add 1)")
         client.send("cell.m1", "(nonsense)")
-        wait_for(lambda: cell.cell_counters.received == 2, 10)
+        wait_for(lambda: cell.cell_counters.received == 2, 30)
         text = scrape(exporter.port)
         assert 'cellframe_cell_messages_applied_total{cell="m1",node="m1",role="tally"} 1.0' in text
         assert 'cellframe_cell_messages_ignored_total{cell="m1",node="m1",role="tally"} 1.0' in text
@@ -49,7 +49,7 @@ def test_metrics_show_membership_as_seen_by_the_node() -> None:
     exporter = serve_metrics(nodes[0], 0)
     try:
         wait_for(lambda: 'cellframe_member_up{member="p2",node="p1",role="spare"} 1.0'
-                 in scrape(exporter.port), 10, what="p1 to see p2 alive")
+                 in scrape(exporter.port), 30, what="p1 to see p2 alive")
         assert "cellframe_heartbeat_lag_seconds{" in scrape(exporter.port)
     finally:
         exporter.shutdown()

@@ -38,7 +38,7 @@ def test_role_key_reaches_exactly_one_node_of_the_role(wire) -> None:
     client = wire.client()
     for _ in range(10):
         client.send("role.tally", "(add 1)")
-    wait_for(lambda: cell_total(n1, "r1") + cell_total(n2, "r2") == 10, 10, what="10 adds")
+    wait_for(lambda: cell_total(n1, "r1") + cell_total(n2, "r2") == 10, 30, what="10 adds")
 
 
 def test_each_key_reaches_every_node_of_the_role_and_no_other(wire) -> None:
@@ -46,7 +46,7 @@ def test_each_key_reaches_every_node_of_the_role_and_no_other(wire) -> None:
     other = wire.node("e3", "other")
     client = wire.client()
     client.send("each.tally", "(add 5)")
-    wait_for(lambda: cell_total(n1, "e1") == 5 and cell_total(n2, "e2") == 5, 10)
+    wait_for(lambda: cell_total(n1, "e1") == 5 and cell_total(n2, "e2") == 5, 30)
     client.send("cell.e3", "(total)")
     (total,) = replies_matching(client, "total", 1)
     assert total == [Symbol("total"), 0, "e3"]
@@ -68,7 +68,7 @@ def test_status_calls_back_name_role_cells_states_and_counters(wire) -> None:
     client = wire.client()
     client.send("cell.s1", "(add 2)")
     client.send("cell.s1", "(bogus)")
-    wait_for(lambda: node.cells()["s1"].cell_counters.received == 2, 10)
+    wait_for(lambda: node.cells()["s1"].cell_counters.received == 2, 30)
     client.send("node.s1", "(status)")
     (status,) = replies_matching(client, "node-status", 1)
     fields = decode_status(status)
@@ -84,9 +84,9 @@ def test_differentiate_changes_the_role_and_repeating_it_changes_nothing(wire) -
     assert spare.role is None and spare.cells() == {}
     for _ in range(2):
         client.send("node.d1", '(differentiate "tally")')
-    wait_for(lambda: "d1" in spare.cells(), 10, what="the tally cell")
+    wait_for(lambda: "d1" in spare.cells(), 30, what="the tally cell")
     client.send("role.tally", "(add 3)")
-    wait_for(lambda: cell_total(spare, "d1") == 3, 10)
+    wait_for(lambda: cell_total(spare, "d1") == 3, 30)
     assert spare.role == "tally"
     assert list(spare.cells()) == ["d1"]
 
@@ -99,7 +99,7 @@ def test_a_node_that_takes_a_role_later_inherits_its_backlog(wire) -> None:
         client.send("role.tally", f"(add {n})")
     heir = wire.node("b2")
     heir.differentiate("tally")
-    wait_for(lambda: "b2" in heir.cells() and cell_total(heir, "b2") == 6, 10, what="the backlog")
+    wait_for(lambda: "b2" in heir.cells() and cell_total(heir, "b2") == 6, 30, what="the backlog")
 
 
 def test_the_same_message_delivered_twice_is_applied_once(wire) -> None:
@@ -129,8 +129,8 @@ def test_unsigned_and_forged_messages_are_refused_and_dead_lettered(wire) -> Non
     good = Envelope(b"(add 1)", message_id="good")
     good = signer.sign(good, "cell.t1")
     raw.publish("cell.t1", good)
-    wait_for(lambda: cell_total(node, "t1") == 1, 10)
-    wait_for(lambda: {"unsigned", "forged"} <= set(dead.ids), 10, what="two dead letters")
+    wait_for(lambda: cell_total(node, "t1") == 1, 30)
+    wait_for(lambda: {"unsigned", "forged"} <= set(dead.ids), 30, what="two dead letters")
     assert cell_total(node, "t1") == 1
     assert node.counters.rejected == 2
 
@@ -145,7 +145,7 @@ def test_oversized_and_unreadable_messages_are_refused_with_a_clear_error(wire) 
     errors = replies_matching(client, "error", 2)
     reasons = [e[e.index(Keyword("reason")) + 1] for e in errors]
     assert any("line 1" in r for r in reasons), reasons
-    wait_for(lambda: node.counters.rejected == 3, 10)
+    wait_for(lambda: node.counters.rejected == 3, 30)
     assert cell_total(node, "o1") == 0
 
 
@@ -199,7 +199,7 @@ def test_a_client_with_inline_call_backs_hears_every_answer(wire) -> None:
     for n in range(1, 6):
         client.send("cell.i1", f"(add {n})")
     client.send("cell.i1", "(total)")
-    wait_for(lambda: heard, 10, what="the call-back")
+    wait_for(lambda: heard, 30, what="the call-back")
     assert heard == [[Symbol("total"), 15, "i1"]]
     if wire.kind == "amqp":  # no worker thread between the socket and the callback
         assert threads[0].startswith("cellframe-amqp-io-")

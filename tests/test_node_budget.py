@@ -59,7 +59,7 @@ def test_pings_are_answered_at_their_usual_pace_while_another_cell_burns_its_bud
     for text in ATTACKS.values():
         received, replies = tally.cell_counters.received, len(attacker.replies)
         attacker.send(f"cell.{tally.cell_name}", text)
-        wait_for(lambda: tally.cell_counters.received > received, 10,  # noqa: B023
+        wait_for(lambda: tally.cell_counters.received > received, 30,  # noqa: B023
                  what="the cell to start on the message")
         while len(attacker.replies) == replies:  # it is evaluating: ping meanwhile
             during.append(_ping(pinger, node))
@@ -79,5 +79,5 @@ def test_a_budget_exhausting_message_to_the_daemon_itself_delays_a_ping_by_its_b
         replies = len(attacker.replies)
         attacker.send(f"node.{node.name}", text)  # a let form: the daemon evaluates it
         assert _ping(pinger, node) < 1.0  # it waits for the attack (50 to 150 ms), not seconds
-        wait_for(lambda: _refusals(attacker, replies), 10,  # noqa: B023
+        wait_for(lambda: _refusals(attacker, replies), 30,  # noqa: B023
                  what="the refusal of the attack")

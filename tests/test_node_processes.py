@@ -210,7 +210,7 @@ def test_a_quorum_cluster_keeps_its_role_mailboxes_in_quorum_queues(tmp_path, am
         assert types[f"{quorate.prefix}role.quorate"] == "quorum"
         client = quorate.client()
         client.send("role.quorate", "(add 3)")
-        wait_for(lambda: quorate.cell(client, "quorum-01")["total"] == 3, 10,
+        wait_for(lambda: quorate.cell(client, "quorum-01")["total"] == 3, 30,
                  what="the add sent to the quorum mailbox")
     finally:
         quorate.close()
@@ -227,7 +227,7 @@ def test_a_role_change_in_dns_reaches_the_running_node(cluster, bind_server, cli
     wait_for(lambda: cluster.status(client, "morph-01")["role"] == "scribe", 15,
              interval=0.2, what="morph-01 to become a scribe")
     client.send("role.scribe", "(add 2)")
-    wait_for(lambda: cluster.cell(client, "morph-01")["total"] == 2, 10, what="the scribe's add")
+    wait_for(lambda: cluster.cell(client, "morph-01")["total"] == 2, 30, what="the scribe's add")
     assert dict(cluster.cell(client, "morph-01")["settings"]) == {"role": "scribe", "rack": "r9"}
     set_txt({"role": "scribe", "rack": "r10"})  # a setting alone changes: the same cell hears it
     wait_for(lambda: dict(cluster.cell(client, "morph-01")["settings"]).get("rack") == "r10", 15,
@@ -287,7 +287,7 @@ def test_unsigned_forged_altered_and_stale_messages_are_refused(cluster, client)
     assert "not signed" in reasons["unsigned"] and "forged" in reasons["forged"]
     assert "expired" in reasons["stale"]
     wait_for(lambda: totals(cluster, client, "other-01")["other-01"] == before["other-01"] + 1,
-             10, what="the one good add")
+             30, what="the one good add")
     assert cluster.status(client, "other-01")["counters"]["rejected"] == rejected + 4
     # Not in diagnostic mode, tally-01 drops what it refuses, and applies nothing of it.
     assert totals(cluster, client, "tally-01") == {"tally-01": before["tally-01"]}

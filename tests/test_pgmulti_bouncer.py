@@ -237,7 +237,7 @@ def test_a_pgbouncer_node_without_a_layout_in_dns_says_so_and_drives_once_dns_ha
         node.listeners.append(lambda kind, fields: events.append((kind, fields)))
         with node:
             [cell] = [c for c in node.cells().values() if isinstance(c, BouncerCell)]
-            wait_for(lambda: [f for k, f in events if k == "pgbouncer-not-driven"], 5,
+            wait_for(lambda: [f for k, f in events if k == "pgbouncer-not-driven"], 20,
                      what="the cell to say why it does not drive pgbouncer")
             assert "pg.masters" in str(next(f for k, f in events if k == "pgbouncer-not-driven")["error"])
             assert cell.actor_ref.is_alive() and cell.driver is None
@@ -245,9 +245,9 @@ def test_a_pgbouncer_node_without_a_layout_in_dns_says_so_and_drives_once_dns_ha
                             + "".join(f'pg-{m} IN TXT "pg.master={m}" "pg.id={i}" "pg.host=127.0.0.{i + 1}"'
                                       f' "pg.port={port}" "pg.dbname=app"\n' for i, m in ((1, "a"), (2, "b")))
                             + 'pg-read IN TXT "pg.host=127.0.0.1" "pg.dbname=app_read"\n')
-            wait_for(lambda: cell.driver is not None and cell.driver.failures >= 1, 10,
+            wait_for(lambda: cell.driver is not None and cell.driver.failures >= 1, 30,
                      what="the cell to drive once DNS holds the layout")
             assert len([k for k, _ in events if k == "pgbouncer-not-driven"]) == 1  # said once
             # Neither master answers: the file says so; no pgbouncer listens: its RELOAD fails.
             assert (tmp_path / "pgbouncer.ini").read_text().count("LOST") == 2
-            wait_for(lambda: cell.driver.failures >= 1, 5, what="the failed RELOAD counted")
+            wait_for(lambda: cell.driver.failures >= 1, 20, what="the failed RELOAD counted")

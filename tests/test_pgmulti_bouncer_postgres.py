@@ -129,7 +129,7 @@ def lose_a_master_mid_stream(bounced: BouncedLayout, live: Callable[[], frozense
         wait_for(lambda: len(acked) >= 400, 60, what="400 inserts before the loss")
         lost.stop("immediate")  # a crash: what it acknowledged survives on its disk
         at_loss = len(acked)
-        wait_for(lambda: "c" not in live(), 10, what="master c out of the write alias", show=live)
+        wait_for(lambda: "c" not in live(), 30, what="master c out of the write alias", show=live)
         after_reload = len(acked)
         wait_for(lambda: len(acked) >= after_reload + 400, 60,
                  what="400 more inserts once c is out of the alias", show=lambda: len(acked))
@@ -145,7 +145,7 @@ def lose_a_master_mid_stream(bounced: BouncedLayout, live: Callable[[], frozense
         assert late == [], "inserts acknowledged after the reload went to the lost master"
         assert len(taken) > at_loss + 400
         lost.start()  # the master comes back: its rows reach the read side, it rejoins
-        wait_for(lambda: "c" in live(), 10, what="master c back in the alias", show=live)
+        wait_for(lambda: "c" in live(), 30, what="master c back in the alias", show=live)
         assert reloads() >= 2
     finally:
         stop.set()
@@ -191,14 +191,14 @@ def test_a_hung_master_leaves_the_alias_and_a_query_timeout_frees_every_writer(f
     frozen: list[int] = []
     try:
         with driver:
-            wait_for(lambda: driver.reloads >= 1, 10, what="the driver to write query_timeout")
+            wait_for(lambda: driver.reloads >= 1, 30, what="the driver to write query_timeout")
             for thread in threads:
                 thread.start()
             wait_for(lambda: len(acked) >= 400, 60, what="400 inserts before the hang")
             frozen = _server_processes(hung)
             for pid in frozen:  # stopped dead: its sockets stay open, nothing answers
                 os.kill(pid, signal.SIGSTOP)
-            wait_for(lambda: "d" not in driver.live, 10, what="the probe's deadline to drop d",
+            wait_for(lambda: "d" not in driver.live, 30, what="the probe's deadline to drop d",
                      show=lambda: driver.live)
             after = len(acked)
             wait_for(lambda: {w for w, _ in list(acked.snapshot())[after:]} == set(range(WRITERS)),
@@ -236,12 +236,12 @@ def test_the_pgbouncer_cell_rewrites_and_reloads_when_a_master_is_lost_and_loses
     with bouncer_node(fresh, tmp_path, **{"pgbouncer.interval-ms": "50"}) as (node, _):
         node.listeners.append(lambda kind, fields: events.append((kind, fields)))
         cell = _bouncer_cell(node)
-        wait_for(lambda: _pgbouncer(cell)["rounds"] >= 1, 10, what="the cell's first round",
+        wait_for(lambda: _pgbouncer(cell)["rounds"] >= 1, 30, what="the cell's first round",
                  show=lambda: _pgbouncer(cell))
         lose_a_master_mid_stream(fresh, lambda: frozenset(_pgbouncer(cell)["live"]),
                                  lambda: _pgbouncer(cell)["reloads"])
         wait_for(lambda: [f for k, f in events if k == "pgbouncer-reloaded" and f.get("back") == "c"],
-                 10, what="the cell's event: c back", show=lambda: events)
+                 30, what="the cell's event: c back", show=lambda: events)
     lost = [f for k, f in events if k == "pgbouncer-reloaded" and f.get("lost") == "c"]
     assert lost and "c" not in lost[0]["live"].split()
     assert "by node pgb-01" in fresh.bouncer.config_path.read_text()
@@ -252,7 +252,7 @@ def test_membership_news_makes_the_cell_probe_at_once_and_repeats_change_nothing
     # A minute between rounds: only the first round and the news make the cell probe.
     with bouncer_node(fresh, tmp_path, **{"pgbouncer.interval-ms": "60000"}) as (node, transport):
         cell = _bouncer_cell(node)
-        wait_for(lambda: _pgbouncer(cell)["rounds"] >= 1, 10, what="the cell's first round",
+        wait_for(lambda: _pgbouncer(cell)["rounds"] >= 1, 30, what="the cell's first round",
                  show=lambda: _pgbouncer(cell))
         assert _pgbouncer(cell)["live"] == list("abcde")
         start_reloads = _pgbouncer(cell)["reloads"]
@@ -261,14 +261,14 @@ def test_membership_news_makes_the_cell_probe_at_once_and_repeats_change_nothing
         try:
             news = envelope_for(down, sender="test")
             transport.publish("membership.down.pg-c", news)
-            wait_for(lambda: "c" not in _pgbouncer(cell)["live"], 10,
+            wait_for(lambda: "c" not in _pgbouncer(cell)["live"], 30,
                      what="the news to drop master c at once", show=lambda: _pgbouncer(cell))
             assert _pgbouncer(cell)["reloads"] == start_reloads + 1
             for _ in range(2):
                 rounds = _pgbouncer(cell)["rounds"]
                 transport.publish("membership.down.pg-c", news)  # a duplicate delivery: dropped
                 transport.publish("membership.down.pg-c", envelope_for(down, sender="test"))  # anew
-                wait_for(lambda r=rounds: _pgbouncer(cell)["rounds"] > r, 10,
+                wait_for(lambda r=rounds: _pgbouncer(cell)["rounds"] > r, 30,
                          what="a round after the repeated news", show=lambda: _pgbouncer(cell))
             assert _pgbouncer(cell)["reloads"] == start_reloads + 1, "a repeated message reloaded"
         finally:
@@ -276,7 +276,7 @@ def test_membership_news_makes_the_cell_probe_at_once_and_repeats_change_nothing
         # Late news, after the master is back: the probe finds it, so it is in the alias, not out.
         rounds = _pgbouncer(cell)["rounds"]
         transport.publish("membership.down.pg-c", envelope_for(down, sender="test"))
-        wait_for(lambda: _pgbouncer(cell)["rounds"] > rounds, 10, what="a round after late news",
+        wait_for(lambda: _pgbouncer(cell)["rounds"] > rounds, 30, what="a round after late news",
                  show=lambda: _pgbouncer(cell))
         assert "c" in _pgbouncer(cell)["live"]
         assert "127.0.0.4" in str([r for r in admin_command(fresh.bouncer.admin_conninfo,

@@ -172,7 +172,7 @@ def test_a_link_that_was_down_catches_up_with_nothing_missing_or_doubled(cluster
         for master in FIVE.masters:
             names = [f"{master.name}-early-{i}" for i in range(10)]
             inserted.update(insert_names(cluster, master.name, names))
-        wait_for(lambda: len(read_rows(cluster)) == len(inserted), 10, what="every row copied",
+        wait_for(lambda: len(read_rows(cluster)) == len(inserted), 30, what="every row copied",
                  interval=0.02)
         loop.stop()  # the link goes down
 

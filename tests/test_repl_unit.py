@@ -39,7 +39,7 @@ def test_repl_sends_to_the_target_and_prints_call_backs() -> None:
         replies_matching(repl.client, "total", 1)
         # Each line sent is numbered, and the call-back names the line it answers.
         assert printed[:2] == ["-> #1 cell:r1", "-> #2 cell:r1"]
-        wait_for(lambda: '<- #2 r1: (total 2 "r1")' in printed, 5, what="the numbered answer",
+        wait_for(lambda: '<- #2 r1: (total 2 "r1")' in printed, 20, what="the numbered answer",
                  show=lambda: printed)
     finally:
         node.stop()
@@ -55,7 +55,7 @@ def test_bad_input_is_shown_with_its_position_and_the_repl_goes_on() -> None:
         assert any("error" in line for line in printed[-1:])
         assert repl.handle(",hy")
         assert repl.handle("cell:r1 (add 40)")
-        wait_for(lambda: node.cells()["r1"].total == 40, 5)
+        wait_for(lambda: node.cells()["r1"].total == 40, 20)
         assert not repl.handle(",quit")
     finally:
         node.stop()
@@ -94,7 +94,7 @@ def test_completion_offers_the_live_clusters_targets_and_verbs() -> None:
     node, repl, printed = make_repl()
     try:
         repl.client.send("all", "(status)")
-        wait_for(lambda: "r1" in repl.state.nodes, 10, what="r1's status learned",
+        wait_for(lambda: "r1" in repl.state.nodes, 30, what="r1's status learned",
                  show=lambda: printed)
         assert completions(repl, "node:") == ["node:r1"]
         assert completions(repl, "cell:r") == ["cell:r1"]

@@ -53,7 +53,7 @@ def test_after_a_shard_joins_old_owners_drop_what_moved_and_every_record_stays_r
     with shard_cluster(tmp_path, nodes=NODES, replicas=2, intent=4, handoff_rate=8_000,
                        drop_interval=0.1) as cluster:
         shards, before = fill_then_add_a_spare(cluster)
-        wait_for(lambda: cells(cluster).get("spare-01"), 5)
+        wait_for(lambda: cells(cluster).get("spare-01"), 20)
         misses, reads, deadline = 0, 0, time.monotonic() + 30
         while not settled(cluster, 4):  # reads while partitions move and are dropped
             assert time.monotonic() < deadline, "the move and the drops did not finish"
@@ -89,9 +89,9 @@ def test_a_record_only_an_old_owner_holds_reaches_the_new_owners_before_the_drop
         shards = fill(cluster)
         before = cells(cluster)["shard-01"].view.ring
         cluster.start_node("spare-01", role="shard")
-        newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 5)
+        newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 20)
         wait_for(lambda: newcomer.view.ring is not None
-                 and newcomer.me in newcomer.view.ring.members, 5)
+                 and newcomer.me in newcomer.view.ring.members, 20)
         shard, p = sorted(lost(before, newcomer.view.ring))[0]
         old = {c.me: c for c in cells(cluster).values()}[shard]
         family = next(f for f in (f"only-old/{i}" for i in range(10_000))

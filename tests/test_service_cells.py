@@ -83,7 +83,7 @@ def test_a_loaded_web_cell_asks_for_a_lower_weight_and_later_for_its_weight_back
             asked = sent(outbox, "set-weight")
             return bool(asked) and arg(asked[-1].expr, "weight") == 10
 
-        wait_for(restored, 5, interval=0.05)
+        wait_for(restored, 20, interval=0.05)
     finally:
         ref.stop()
 

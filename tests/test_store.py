@@ -136,7 +136,7 @@ def test_insert_nowait_calls_back_once_durable(tmp_path: Path) -> None:
     done: list[tuple[Receipt, BaseException | None]] = []
     with Store(tmp_path, partitions=8) as s:
         receipt = s.insert_nowait("k", b"v", lambda r, e: done.append((r, e)), time=3)
-        wait_for(lambda: done, 10)
+        wait_for(lambda: done, 30)
         assert done == [(receipt, None)]
         assert s.select("k").guid == receipt.guid
         again = s.insert_nowait("k", b"v", lambda r, e: done.append((r, e)), time=3)

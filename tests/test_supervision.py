@@ -126,7 +126,7 @@ def test_cell_crashing_on_every_fifth_message_is_restarted_and_keeps_serving(wir
     wanted = [n for n in range(1, 21) if n % 5]
     wait_for(lambda: sorted(Fragile.applied) == wanted, 15,
              what="every message that did not crash applied once", show=lambda: Fragile.applied)
-    wait_for(lambda: _cell_status(node, "sv1")["restarts"] == 4, 10,
+    wait_for(lambda: _cell_status(node, "sv1")["restarts"] == 4, 30,
              what="four restarts in status", show=lambda: _cell_status(node, "sv1"))
     status = _cell_status(node, "sv1")
     assert status["condition"] == "running"
@@ -145,16 +145,16 @@ def test_cell_past_its_restart_intensity_fails_and_its_role_goes_to_another_node
     events = _events(first)
     client = wire.client()
     client.send("cell.sv2", "(add 5)")
-    wait_for(lambda: _cell_status(first, "sv2")["restarts"] == 1, 10, what="one restart",
+    wait_for(lambda: _cell_status(first, "sv2")["restarts"] == 1, 30, what="one restart",
              show=lambda: first.status())
     client.send("cell.sv2", "(add 10)")
-    wait_for(lambda: first.role is None, 10, what="the node stepping down",
+    wait_for(lambda: first.role is None, 30, what="the node stepping down",
              show=lambda: events)
     assert first.quarantined
     assert [p["cell"] for kind, p in events if kind == "cell-failed"] == ["sv2"]
     second = wire.node("sv3", "fragile", registry=_registry(), supervision=strict)
     client.send("role.fragile", "(add 7)")
-    wait_for(lambda: Fragile.applied == [7], 10, what="the other node applying role messages",
+    wait_for(lambda: Fragile.applied == [7], 30, what="the other node applying role messages",
              show=lambda: (Fragile.applied, second.status()))
     with pytest.raises(Exception, match="quarantine"):
         first.differentiate("fragile")
@@ -165,7 +165,7 @@ def test_a_cell_that_fails_to_start_is_restarted_like_one_that_crashed(wire) -> 
     node = wire.node("sv7", "starting", registry=_registry(), supervision=FAST)
     events = _events(node)
     wait_for(lambda: _cell_status(node, "sv7")["condition"] == "running"
-             and SlowToStart.starts == 3, 10, what="two failed starts, then a running cell",
+             and SlowToStart.starts == 3, 30, what="two failed starts, then a running cell",
              show=lambda: (SlowToStart.starts, _cell_status(node, "sv7")))
     client = wire.client()
     client.send("cell.sv7", "(hello)")
@@ -180,7 +180,7 @@ def test_a_cell_that_never_starts_fails_and_its_node_steps_down(wire) -> None:
     SlowToStart.failures_left = 1_000
     strict = SupervisionPolicy(max_restarts=2, period=30.0, backoff=0.01, quarantine=30.0)
     node = wire.node("sv8", "starting", registry=_registry(), supervision=strict)
-    wait_for(lambda: node.role is None, 10, what="the node stepping down from a cell that "
+    wait_for(lambda: node.role is None, 30, what="the node stepping down from a cell that "
              "never starts", show=lambda: (SlowToStart.starts, node.status()["cells"]))
     assert SlowToStart.starts == 3  # the first start and two restarts
     assert node.quarantined
@@ -191,10 +191,10 @@ def test_one_for_all_restarts_every_cell_of_the_role(wire) -> None:
     node = wire.node("sv4", "pair", registry=_registry(), supervision=policy)
     client = wire.client()
     client.send("role.pair", "(add 5)")
-    wait_for(lambda: [c["restarts"] for c in node.status()["cells"]] == [1, 1], 10,
+    wait_for(lambda: [c["restarts"] for c in node.status()["cells"]] == [1, 1], 30,
              what="both cells of the role restarted", show=lambda: node.status()["cells"])
     client.send("role.pair", "(add 1)")
-    wait_for(lambda: Fragile.applied == [1], 10, what="the restarted role serving",
+    wait_for(lambda: Fragile.applied == [1], 30, what="the restarted role serving",
              show=lambda: Fragile.applied)
 
 
@@ -205,10 +205,10 @@ def test_a_cell_watching_another_hears_when_it_crashes(wire) -> None:
     client.send("cell.sv5-watcher", '(watch "sv5-fragile")')
     client.send("node.sv5", "(ping)")
     replies_matching(client, "pong", 1)
-    wait_for(lambda: _cell_status(node, "sv5-watcher")["counters"]["applied"] == 1, 10,
+    wait_for(lambda: _cell_status(node, "sv5-watcher")["counters"]["applied"] == 1, 30,
              what="the watch applied", show=lambda: node.status())
     client.send("cell.sv5-fragile", "(add 5)")
-    wait_for(lambda: len(Watcher.heard) == 1, 10, what="a (cell-down ...)",
+    wait_for(lambda: len(Watcher.heard) == 1, 30, what="a (cell-down ...)",
              show=lambda: node.status())
     assert Watcher.heard[0]["cell"] == "sv5-fragile"
     assert Watcher.heard[0]["condition"] == "restarting"
@@ -222,10 +222,10 @@ def test_messages_for_a_failed_cell_of_the_node_queue_are_dead_lettered(wire) ->
     dead.consume(dead.dead_letter_queue, lambda d: (seen.append(d), d.ack()))
     client = wire.client()
     client.send("cell.sv6-fragile", "(add 5)")
-    wait_for(lambda: _cell_status(node, "sv6-fragile")["condition"] == "failed", 10,
+    wait_for(lambda: _cell_status(node, "sv6-fragile")["condition"] == "failed", 30,
              what="the cell failed", show=lambda: node.status())
     client.send("cell.sv6-fragile", "(add 1)")
-    wait_for(lambda: len(seen) == 2, 10, what="both messages dead-lettered",
+    wait_for(lambda: len(seen) == 2, 30, what="both messages dead-lettered",
              show=lambda: [d.envelope.headers for d in seen])
     assert Fragile.applied == []
     assert all("cell crashed" in str(d.envelope.headers) for d in seen)
@@ -238,7 +238,7 @@ def test_a_node_stops_its_cells_in_the_reverse_of_their_start_order(wire) -> Non
     node = wire.node("sv9", role="ordered", registry=_registry(),
                      system_cells=(FirstSystem, SecondSystem))
     wait_for(lambda: any(c["name"] == "sv9" and c["condition"] == "running"
-                         for c in node.status()["cells"]), 10,
+                         for c in node.status()["cells"]), 30,
              what="the role's cell running", show=lambda: node.status())
     node.stop()
     assert StopOrder.stopped == ["StopOrder", "SecondSystem", "FirstSystem"]
@@ -290,13 +290,13 @@ def test_a_cell_past_its_intensity_escalates_and_the_reconciler_gives_its_role_t
         assert failing.supervision.max_restarts == 1  # read from DNS
         client = cluster.client("escalation")
         client.send("cell.fragile-01", "(add 5)")
-        wait_for(lambda: _cell_status(failing, "fragile-01")["restarts"] == 1, 10,
+        wait_for(lambda: _cell_status(failing, "fragile-01")["restarts"] == 1, 30,
                  what="one restart", show=lambda: failing.status())
         client.send("cell.fragile-01", "(add 10)")
         wait_for(lambda: cluster.roles() == {"fragile-01": None, "spare-01": "fragile"}, 20,
                  what="the spare holding the role", show=cluster.roles)
         client.send("role.fragile", "(add 7)")
-        wait_for(lambda: Fragile.applied == [7], 10, what="the spare serving the role",
+        wait_for(lambda: Fragile.applied == [7], 30, what="the spare serving the role",
                  show=lambda: Fragile.applied)
 
 
@@ -319,7 +319,7 @@ def test_a_crash_of_a_cell_leaves_the_other_actors_of_the_process_running() -> N
     alone = Fragile.start("alone", outbox=RecordingOutbox())
     try:
         alone.tell(message("(add 5)"))
-        wait_for(lambda: not alone.is_alive(), 10, what="the crashed cell to stop")
+        wait_for(lambda: not alone.is_alive(), 30, what="the crashed cell to stop")
         assert bystander.is_alive()  # pykka stops every actor on a BaseException; not here
         assert pykka.ActorRegistry.get_by_urn(bystander.actor_urn) is not None
     finally:

@@ -94,9 +94,9 @@ def test_a_send_through_two_cells_and_its_call_back_make_one_trace(spans) -> Non
     try:
         with Client(broker.connect()) as client:
             client.send("cell.relay-01", '(relay "echo-01" "hi")')
-            [reply] = wait_for(lambda: client.replies[:], 5)
+            [reply] = wait_for(lambda: client.replies[:], 20)
             assert reply.expr == [Symbol("echoed"), "hi", "echo-01"]
-            wait_for(lambda: len(spans.get_finished_spans()) == 8, 5,
+            wait_for(lambda: len(spans.get_finished_spans()) == 8, 20,
                      show=lambda: [s.name for s in spans.get_finished_spans()])
     finally:
         for node in nodes:
@@ -113,8 +113,8 @@ def test_every_message_carries_the_w3c_traceparent_of_its_send_span(spans) -> No
     transport.consume("watch", lambda d: (seen.append(d.envelope), d.ack()))
     client = Client(broker.connect())
     client.send("cell.anyone", "(ping)")
-    [envelope] = wait_for(lambda: seen[:], 5)
-    [send] = wait_for(spans.get_finished_spans, 5)
+    [envelope] = wait_for(lambda: seen[:], 20)
+    [send] = wait_for(spans.get_finished_spans, 20)
     context = send.get_span_context()
     version, trace_id, span_id, flags = envelope.headers["traceparent"].split("-")
     assert (version, trace_id, span_id) == ("00", f"{context.trace_id:032x}", f"{context.span_id:016x}")
@@ -128,8 +128,8 @@ def test_a_refused_message_is_an_error_span_with_its_result(spans) -> None:
     try:
         with Client(broker.connect()) as client:
             client.send("cell.echo-01", "(echo 1 2 3)")  # one argument too many
-            wait_for(lambda: client.replies[:], 5)
-        wait_for(lambda: any(s.name == "apply echo" for s in spans.get_finished_spans()), 5)
+            wait_for(lambda: client.replies[:], 20)
+        wait_for(lambda: any(s.name == "apply echo" for s in spans.get_finished_spans()), 20)
     finally:
         node.stop()
     [applied] = [s for s in spans.get_finished_spans() if s.name == "apply echo"]
@@ -206,7 +206,7 @@ def test_an_unsampled_trace_still_carries_its_context_and_records_nothing() -> N
     try:
         with Client(broker.connect()) as client:
             client.send("cell.echo-01", '(echo "quiet")')
-            wait_for(lambda: client.replies[:], 5)
+            wait_for(lambda: client.replies[:], 20)
     finally:
         node.stop()
         tracing.disable()
@@ -226,7 +226,7 @@ def test_a_malformed_traceparent_starts_a_new_trace_instead_of_failing(spans, tr
     envelope = Envelope(b"(ping)", headers={"traceparent": traceparent})
     context = spans.tracing.on_deliver(envelope, "cell.x")
     assert context is not None
-    [deliver] = wait_for(spans.get_finished_spans, 5)
+    [deliver] = wait_for(spans.get_finished_spans, 20)
     assert deliver.parent is None  # a root: the header named no valid parent
 
 

@@ -257,7 +257,7 @@ def test_flush_on_an_inline_handler_is_refused_rather_than_deadlocking(amqp_conn
 
     t.consume(name, handler, inline=True)
     t.publish("role.inline-flush", Envelope(b"x"))
-    wait_for(lambda: outcome, 10, what="the inline handler")
+    wait_for(lambda: outcome, 30, what="the inline handler")
     assert isinstance(outcome[0], TransportError) and "I/O thread" in str(outcome[0])
 
 

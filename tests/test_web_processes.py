@@ -87,7 +87,7 @@ def test_a_slow_web_process_gets_a_lower_weight_and_a_smaller_share_until_it_is_
     load = HttpLoad(haproxy_server.url, threads=3, seconds=40).start()
     try:
         web_apps.slow(port, 0.08)  # p95 80 ms against slow-ms=40
-        wait_for(lambda: weight("web-02") < 10, 10, what="HAProxy's weight for web-02 to drop",
+        wait_for(lambda: weight("web-02") < 10, 30, what="HAProxy's weight for web-02 to drop",
                  show=lambda: runtime.servers("web"))
         lowered = weight("web-02")
         before = runtime.request_totals("web")
@@ -96,7 +96,7 @@ def test_a_slow_web_process_gets_a_lower_weight_and_a_smaller_share_until_it_is_
         after = runtime.request_totals("web")
         share = (after["web-02"] - before["web-02"]) / sum(after[n] - before[n] for n in after)
         web_apps.slow(port, 0)
-        wait_for(lambda: weight("web-02") == 10, 10, what="web-02's weight back to 10",
+        wait_for(lambda: weight("web-02") == 10, 30, what="web-02's weight back to 10",
                  show=lambda: runtime.servers("web"))
     finally:
         load.stop()

@@ -263,9 +263,9 @@ def pause_trial(url: str, workdir: Path, *, pause: float = 3.0) -> dict[str, Any
         t.start(nodes, tally=2)
         client = t.client()
         with Stream(client, "role.tally", rate=200) as stream:
-            wait_for(lambda: len(stream.ids) > 100, 10, what="the stream to run")
+            wait_for(lambda: len(stream.ids) > 100, 30, what="the stream to run")
             stopped = t.signal("tally-01", signal.SIGSTOP)
-            wait_for(lambda: _downs_of(t, "tally-01"), 10, interval=0.05,
+            wait_for(lambda: _downs_of(t, "tally-01"), 30, interval=0.05,
                      what="tally-01 declared down", show=lambda: t.events("down"))
             time.sleep(max(0.0, stopped + pause - time.time()))  # the scenario: a pause this long
             resumed = t.signal("tally-01", signal.SIGCONT)
@@ -302,7 +302,7 @@ def broker_restart_trial(urls: list[str], workdir: Path, *, outage: float = 4.8,
         t.start(nodes, tally=1)
         client = t.client()
         with Stream(client, "role.tally", rate=100) as stream:
-            wait_for(lambda: len(stream.ids) > 50, 10, what="the stream to run")
+            wait_for(lambda: len(stream.ids) > 50, 30, what="the stream to run")
             began = time.time()
             stop()
             time.sleep(max(0.0, began + outage - time.time()))  # the scenario: an outage this long
