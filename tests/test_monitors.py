@@ -1,0 +1,166 @@
+"""Monitors across nodes: a cell hears, as an ordinary message, that a cell of another node
+crashed, or that a whole node went down; once for each life of that node, and a cell that
+does not care ignores the news."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+import pytest
+
+from cellframe import Cell, RoleRegistry, transition
+from cellframe.healing.membership import HealingConfig, Membership
+from cellframe.language.symbols import Symbol
+from cellframe.node.monitors import Monitors
+from cellframe.node.supervisor import SupervisionPolicy
+from cellframe.testing import wait_for
+
+FAST = SupervisionPolicy(max_restarts=10, period=5.0, backoff=0.01, max_backoff=0.05)
+#: 50 ms heartbeats, no healing: the nodes only judge each other.
+HEARTBEATS = Membership.configured(HealingConfig(heartbeat_interval=0.05, acceptable_pause=0.5,
+                                                 reconcile=False))
+
+
+class Crashing(Cell):
+    """Crashes its actor (SystemExit) on (crash)."""
+
+    role = "crashing"
+
+    @transition("crash")
+    def crash(self) -> None:
+        raise SystemExit("asked to")
+
+
+class Watching(Cell):
+    """Watches what it is told to and keeps what it heard, in order, in one list for all."""
+
+    role = "watching"
+    heard: ClassVar[list[tuple[str, dict[str, Any]]]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @transition("watch-cell")
+    def watch_cell(self, cell: str, node: str) -> None:
+        self.cell_monitor(cell, node=node)
+
+    @transition("watch-node")
+    def watch_node(self, node: str) -> None:
+        self.cell_monitor_node(node)
+
+    @transition("cell-down")
+    def cell_down(self, **news: Any) -> None:
+        with self.lock:
+            self.heard.append(("cell-down", news))
+
+    @transition("node-down")
+    def node_down(self, **news: Any) -> None:
+        with self.lock:
+            self.heard.append(("node-down", news))
+
+
+class Indifferent(Cell):
+    """Watches a node but has no node-down transition."""
+
+    role = "watching"
+
+    @transition("watch-node")
+    def watch_node(self, node: str) -> None:
+        self.cell_monitor_node(node)
+
+
+REGISTRY = RoleRegistry({"crashing": [Crashing], "watching": [Watching, Indifferent],
+                         "idle": [Indifferent]})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_records() -> None:
+    Watching.heard.clear()
+
+
+def _counters(node: Any, cell: str) -> dict[str, Any]:
+    return next(c for c in node.status()["cells"] if c["name"] == cell)["counters"]
+
+
+def _sees(node: Any, other: str, status: str) -> bool:
+    view = next(c for c in node.status()["cells"] if "members" in c)["members"]
+    return any(m["name"] == other and m["status"] == status for m in view)
+
+
+def _heard(kind: str) -> list[dict[str, Any]]:
+    with Watching.lock:
+        return [news for verb, news in Watching.heard if verb == kind]
+
+
+def _applied(node: Any, cell: str, count: int) -> None:
+    wait_for(lambda: _counters(node, cell)["applied"] >= count, 10,
+             what=f"{cell} applied {count}", show=lambda: _counters(node, cell))
+
+
+def test_a_cell_watching_a_cell_of_another_node_hears_when_it_crashes(wire) -> None:
+    watching = wire.node("mw1", "watching", registry=REGISTRY)
+    crashing = wire.node("mc1", "crashing", registry=REGISTRY, supervision=FAST)
+    client = wire.client()
+    client.send("cell.mw1-watching", '(watch-cell "mc1" "mc1")', expect_reply=False)
+    wait_for(lambda: "mw1" in crashing.monitors.askers("mc1"), 10,
+             what="mc1 asked to tell mw1", show=lambda: watching.status())
+    client.send("cell.mc1", "(crash)", expect_reply=False)
+    down = wait_for(lambda: _heard("cell-down"), 10, what="a (cell-down ...) from mc1",
+                    show=lambda: (Watching.heard, crashing.status()))
+    assert down == [{"cell": "mc1", "node": "mc1", "condition": "restarting",
+                     "reason": "SystemExit: asked to"}]
+
+
+def test_a_cell_watching_a_node_and_its_cell_hears_once_when_that_node_dies(wire) -> None:
+    watching = wire.node("mw2", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
+    doomed = wire.node("md2", "crashing", registry=REGISTRY, system_cells=(HEARTBEATS,))
+    wait_for(lambda: _sees(watching, "md2", "alive"), 10, what="mw2 seeing md2 alive",
+             show=lambda: watching.status())
+    client = wire.client()
+    client.send("cell.mw2-watching", '(watch-node "md2")', expect_reply=False)
+    client.send("cell.mw2-watching", '(watch-cell "md2" "md2")', expect_reply=False)
+    wait_for(lambda: "mw2" in doomed.monitors.askers("md2"), 10, what="md2 asked to tell mw2",
+             show=lambda: doomed.status())
+    doomed.transport.close()  # as a crash: its queue goes with its connection, no goodbye
+    doomed.stop()
+    wait_for(lambda: _heard("node-down") and _heard("cell-down"), 20,
+             what="node-down and cell-down for md2", show=lambda: (Watching.heard, watching.status()))
+    client.send("cell.mw2-watching", '(watch-node "md2")', expect_reply=False)
+    _applied(watching, "mw2-watching", 5)  # a later message applied: no second notice before it
+    assert _heard("node-down") == [{"node": "md2", "incarnation": doomed.incarnation,
+                                    "reason": "down"}]
+    assert _heard("cell-down") == [{"cell": "md2", "node": "md2", "condition": "down",
+                                    "reason": "node-down"}]
+
+
+def test_a_cell_with_no_node_down_transition_ignores_a_node_leaving(wire) -> None:
+    watching = wire.node("mw3", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
+    leaving = wire.node("ml3", "idle", registry=REGISTRY, system_cells=(HEARTBEATS,))
+    wait_for(lambda: _sees(watching, "ml3", "alive"), 10, what="mw3 seeing ml3 alive",
+             show=lambda: watching.status())
+    client = wire.client()
+    for cell in ("mw3-watching", "mw3-indifferent"):
+        client.send(f"cell.{cell}", '(watch-node "ml3")', expect_reply=False)
+        _applied(watching, cell, 1)
+    leaving.stop()  # a clean stop: membership says goodbye
+    wait_for(lambda: _heard("node-down")
+             and _counters(watching, "mw3-indifferent")["ignored"] == 1, 10,
+             what="the news heard, and ignored by the indifferent cell",
+             show=lambda: (Watching.heard, watching.status()))
+    assert _heard("node-down") == [{"node": "ml3", "incarnation": leaving.incarnation,
+                                    "reason": "left"}]
+    indifferent = next(c for c in watching.status()["cells"] if c["name"] == "mw3-indifferent")
+    assert indifferent["condition"] == "running" and indifferent["restarts"] == 0
+    assert indifferent["counters"]["errors"] == 0
+
+
+def test_news_of_a_life_already_reported_down_tells_nobody_again() -> None:
+    told: list[tuple[str, list[Any]]] = []
+    monitors = Monitors("here", lambda cell, expr: told.append((cell, expr)),
+                        lambda target, expr, on_return: None)
+    monitors.watch_node("watcher", "there")
+    for kind, incarnation in [("down", 7), ("down", 7), ("left", 7), ("down", 6), ("up", 7),
+                              ("up", 8), ("left", 8), ("down", 8)]:
+        monitors.heard_event(kind, {"node": "here", "member": "there",
+                                    "incarnation": incarnation})
+    assert [(cell, expr[0], expr[4], expr[6]) for cell, expr in told] == [
+        ("watcher", Symbol("node-down"), 7, "down"), ("watcher", Symbol("node-down"), 8, "left")]
