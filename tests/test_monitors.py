@@ -124,7 +124,7 @@ def test_a_cell_watching_a_node_and_its_cell_hears_once_when_that_node_dies(wire
     doomed.stop()
     wait_for(lambda: _heard("node-down") and _heard("cell-down"), 20,
              what="node-down and cell-down for md2", show=lambda: (Watching.heard, watching.status()))
-    client.send("cell.mw2-watching", '(watch-node "md2")', expect_reply=False)
+    client.send("cell.mw2-watching", '(watch-cell "mw2-indifferent" "mw2")', expect_reply=False)
     _applied(watching, "mw2-watching", 5)  # a later message applied: no second notice before it
     assert _heard("node-down") == [{"node": "md2", "incarnation": doomed.incarnation,
                                     "reason": "down"}]
@@ -153,14 +153,66 @@ def test_a_cell_with_no_node_down_transition_ignores_a_node_leaving(wire) -> Non
     assert indifferent["counters"]["errors"] == 0
 
 
+def test_a_cell_watching_a_cell_of_a_node_not_started_yet_hears_once_it_runs(wire) -> None:
+    watching = wire.node("mw4", "watching", registry=REGISTRY)
+    client = wire.client()
+    client.send("cell.mw4-watching", '(watch-cell "mc4" "mc4")', expect_reply=False)
+    _applied(watching, "mw4-watching", 1)  # asked while mc4 has no queue: unroutable
+    crashing = wire.node("mc4", "crashing", registry=REGISTRY, supervision=FAST)
+    wait_for(lambda: "mw4" in crashing.monitors.askers("mc4"), 10,
+             what="mw4 asking mc4 again once it runs", show=lambda: crashing.status())
+    client.send("cell.mc4", "(crash)", expect_reply=False)
+    wait_for(lambda: _heard("cell-down"), 10, what="a (cell-down ...) from mc4",
+             show=lambda: (Watching.heard, crashing.status()))
+    assert [news["condition"] for news in _heard("cell-down")] == ["restarting"]
+
+
+class _Recorder:
+    """Monitors' two outlets, recorded: what it tells cells here, and what it sends."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, list[Any]]] = []
+        self.sent: list[tuple[str, list[Any]]] = []
+
+    def monitors(self) -> Monitors:
+        return Monitors("here", lambda cell, expr: self.told.append((cell, expr)),
+                        lambda target, expr, on_return: self.sent.append((target, expr)))
+
+    def heads(self) -> list[tuple[str, str, Any]]:
+        return [(cell, expr[0].name, expr[2]) for cell, expr in self.told]
+
+
+def _news(monitors: Monitors, *events: tuple[str, int]) -> None:
+    for kind, incarnation in events:
+        monitors.heard_event(kind, {"node": "here", "member": "there", "incarnation": incarnation})
+
+
 def test_news_of_a_life_already_reported_down_tells_nobody_again() -> None:
-    told: list[tuple[str, list[Any]]] = []
-    monitors = Monitors("here", lambda cell, expr: told.append((cell, expr)),
-                        lambda target, expr, on_return: None)
+    record = _Recorder()
+    monitors = record.monitors()
     monitors.watch_node("watcher", "there")
-    for kind, incarnation in [("down", 7), ("down", 7), ("left", 7), ("down", 6), ("up", 7),
-                              ("up", 8), ("left", 8), ("down", 8)]:
-        monitors.heard_event(kind, {"node": "here", "member": "there",
-                                    "incarnation": incarnation})
-    assert [(cell, expr[0], expr[4], expr[6]) for cell, expr in told] == [
+    _news(monitors, ("down", 7), ("down", 7), ("left", 7), ("down", 6), ("up", 7), ("up", 8),
+          ("left", 8), ("down", 8))
+    assert [(cell, expr[0], expr[4], expr[6]) for cell, expr in record.told] == [
         ("watcher", Symbol("node-down"), 7, "down"), ("watcher", Symbol("node-down"), 8, "left")]
+
+
+def test_a_watch_asked_after_its_node_died_hears_so_at_once() -> None:
+    record = _Recorder()
+    monitors = record.monitors()
+    _news(monitors, ("up", 3), ("down", 3))
+    monitors.watch_node("late", "there")
+    monitors.watch_cell("late", "there-cell", node="there")
+    assert record.heads() == [("late", "node-down", "there"), ("late", "cell-down", "there-cell")]
+    assert record.sent == []  # nothing to ask a dead node: asked when it lives again
+    _news(monitors, ("up", 4))
+    assert [target for target, _ in record.sent] == ["node.there"]
+
+
+def test_a_watch_of_a_cell_is_told_its_node_went_down_once_per_life_and_asks_each_new_life() -> None:
+    record = _Recorder()
+    monitors = record.monitors()
+    monitors.watch_cell("watcher", "there-cell", node="there")
+    _news(monitors, ("up", 1), ("down", 1), ("left", 1), ("up", 2), ("down", 2))
+    assert record.heads() == [("watcher", "cell-down", "there-cell")] * 2
+    assert [expr[0].name for _, expr in record.sent] == ["monitor"] * 3  # asked, then twice again

@@ -6,9 +6,11 @@ A node keeps, for its own cells (the watchers):
 * watches of its own cells by name: a crash or failure here tells them at once;
 * watches of another node's cell: the watching node asks that node, with one fire-and-forget
   ``(monitor :cell C :by M)`` to ``node.<N>``, to send it ``(cell-down ...)`` when C crashes or
-  fails; its daemon hands each notice to the watchers here. Nothing waits for an answer:
-  an unroutable request (N has no queue: not running) tells the watchers at once that the
-  cell is down with N, as Erlang's ``noconnection``;
+  fails; its daemon hands each notice to the watchers here. Nothing waits for an answer. A
+  request that comes back unroutable (N has no queue: not started yet, or its broker failing
+  over, which took 0.2 s on the 3-node cluster) is sent again after ``RETRY_FIRST`` seconds,
+  doubling up to ``RETRY_MAX``, until N's queue takes it; it tells the watchers nothing, since
+  whether N is down is membership's to judge;
 * watches of whole nodes.
 
 What a node is down is this node's own membership's verdict (its ``down``/``left`` events,
@@ -43,6 +45,9 @@ _GONE = {"down": "down", "left": "left"}
 #: Membership's events that say a node lives (again): a watch of one of its cells re-arms.
 _BACK = frozenset({"up", "held"})
 
+#: Seconds before an unroutable request is sent again, the first time and at most.
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0
+
 #: tell(watcher, expr): hand ``expr`` to the local cell ``watcher`` as an ordinary message.
 Tell = Callable[[str, list[Any]], None]
 #: send(target, expr, on_return): publish fire and forget; ``on_return`` hears if unroutable.
@@ -51,11 +56,13 @@ Send = Callable[[str, list[Any], Callable[[Any, str], None]], None]
 
 @dataclass(slots=True)
 class _RemoteWatch:
-    """The watchers here of one cell of another node, and whether a notice is still due
-    (False once they heard that its node went down, until the node is heard alive again)."""
+    """The watchers here of one cell of another node; whether a node-down notice is still
+    due (False once they heard that its node went down, until it is heard alive again); and
+    whether an unroutable request waits to be sent again."""
 
     watchers: set[str] = field(default_factory=set)
     armed: bool = True
+    retrying: bool = False
 
 
 def cell_down(cell: str, node: str, condition: str, reason: str) -> list[Any]:
@@ -85,8 +92,16 @@ class Monitors:
         self._nodes: dict[str, set[str]] = {}
         #: A cell of this node -> the other nodes that asked to hear when it goes down.
         self._asked: dict[str, set[str]] = {}
-        #: Another node -> the newest incarnation of it reported down here.
-        self._down: dict[str, int] = {}
+        #: Another node -> the newest incarnation of it reported down here, and the reason.
+        self._down: dict[str, tuple[int, str]] = {}
+        #: Another node -> the newest incarnation of it heard alive here.
+        self._alive: dict[str, int] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop sending requests again (the node is stopping)."""
+        with self._lock:
+            self._closed = True
 
     # -- asking: from a watcher's thread ---------------------------------------------------
 
@@ -98,35 +113,58 @@ class Monitors:
                 self._local.setdefault(cell, set()).add(watcher)
             return
         with self._lock:
-            watch = self._remote.setdefault((node, cell), _RemoteWatch())
+            watch = self._remote.get((node, cell))
+            if watch is None:
+                watch = self._remote[(node, cell)] = _RemoteWatch(armed=self._gone(node) is None)
             watch.watchers.add(watcher)
             armed = watch.armed
         if armed:
             self._ask(node, cell)  # again for a second watcher: the other node keeps a set
-        else:  # its node is down here: the new watcher hears so at once, as the others did
+        else:  # its node is down: the new watcher hears so at once; asked when it is back
             self._notify([watcher], cell_down(cell, node, "down", "node-down"))
 
     def watch_node(self, watcher: str, node: str) -> None:
-        """``watcher`` hears ``(node-down ...)`` once for each life of ``node`` that ends."""
+        """``watcher`` hears ``(node-down ...)`` once for each life of ``node`` that ends (at
+        once if the last one heard of ended already)."""
         with self._lock:
             self._nodes.setdefault(node, set()).add(watcher)
+            gone = self._gone(node)
+        if gone is not None:
+            self._notify([watcher], node_down(node, *gone))
 
-    def _ask(self, node: str, cell: str) -> None:
+    def _gone(self, node: str) -> tuple[int, str] | None:
+        """The last life of ``node`` and why it ended, if none was heard alive since (hold
+        the lock)."""
+        ended = self._down.get(node)
+        if ended is None or self._alive.get(node, -1) > ended[0]:
+            return None
+        return ended
+
+    def _ask(self, node: str, cell: str, delay: float = RETRY_FIRST) -> None:
         def unroutable(envelope: Any, reason: str) -> None:  # a transport's thread
-            self._unreachable(node, cell)
+            self._retry_later(node, cell, delay)
 
         self._send(node_key(node), [Symbol("monitor"), Keyword("cell"), cell,
                                     Keyword("by"), self.node], unroutable)
 
-    def _unreachable(self, node: str, cell: str) -> None:
-        """The request found no queue of ``node``: its watchers hear the cell is down with it."""
+    def _retry_later(self, node: str, cell: str, delay: float) -> None:
+        """The request found no queue of ``node``: send it again in ``delay`` seconds."""
         with self._lock:
             watch = self._remote.get((node, cell))
-            if watch is None or not watch.armed:
+            if self._closed or watch is None or watch.retrying:
+                return  # stopping, or a retry is due already
+            watch.retrying = True
+        timer = threading.Timer(delay, self._retry, args=(node, cell, min(2 * delay, RETRY_MAX)))
+        timer.name, timer.daemon = f"monitor-retry:{node}/{cell}", True
+        timer.start()
+
+    def _retry(self, node: str, cell: str, delay: float) -> None:
+        with self._lock:
+            watch = self._remote.get((node, cell))
+            if self._closed or watch is None:
                 return
-            watch.armed = False
-            watchers = sorted(watch.watchers)
-        self._notify(watchers, cell_down(cell, node, "down", "node-down"))
+            watch.retrying = False
+        self._ask(node, cell, delay)
 
     def askers(self, cell: str) -> frozenset[str]:
         """The other nodes that asked to hear when ``cell`` of this node goes down."""
@@ -150,13 +188,13 @@ class Monitors:
         news = cell_down(cell, self.node, condition, reason)
         self._notify(watchers, news)
         for node in nodes:
-            self._send(node_key(node), news, _gone)
+            self._send(node_key(node), news, _undelivered)
 
     def heard_cell_down(self, node: str, cell: str, condition: str, reason: str) -> None:
         """Another node says its ``cell`` went down: tell the watchers here of that cell."""
         with self._lock:
             watch = self._remote.get((node, cell))
-            watchers = sorted(watch.watchers) if watch is not None and watch.armed else []
+            watchers = sorted(watch.watchers) if watch is not None else []
         self._notify(watchers, cell_down(cell, node, condition, reason))
 
     # -- membership's verdicts: from the membership cell's thread, through Node.emit -------
@@ -173,25 +211,26 @@ class Monitors:
 
     def _node_gone(self, node: str, incarnation: int, reason: str) -> None:
         with self._lock:
-            if incarnation <= self._down.get(node, -1):
+            if incarnation <= self._down.get(node, (-1, ""))[0]:
                 return  # this life, or a later one, was reported already: late or repeated
-            self._down[node] = incarnation
+            self._down[node] = (incarnation, reason)
             watchers = sorted(self._nodes.get(node, ()))
             cells = []
             for (where, cell), watch in self._remote.items():
                 if where == node and watch.armed:
                     watch.armed = False
                     cells.append((cell, sorted(watch.watchers)))
-            for asking in self._asked.values():
-                asking.discard(node)  # its next life asks again if it still wants to hear
+            # Nodes that asked are kept, even this one: a 'down' may be false (a pause), and a
+            # node refuting it keeps its watches; a notice to a gone node is merely unroutable.
         self._notify(watchers, node_down(node, incarnation, reason))
         for cell, cell_watchers in cells:
             self._notify(cell_watchers, cell_down(cell, node, "down", "node-down"))
 
     def _node_back(self, node: str, incarnation: int) -> None:
         with self._lock:
-            if incarnation <= self._down.get(node, -1):
+            if incarnation <= self._down.get(node, (-1, ""))[0]:
                 return  # news of the life already reported down
+            self._alive[node] = max(incarnation, self._alive.get(node, -1))
             cells = [cell for (where, cell), watch in self._remote.items() if where == node]
             for cell in cells:
                 self._remote[(node, cell)].armed = True
@@ -205,6 +244,6 @@ class Monitors:
             self._tell(watcher, news)
 
 
-def _gone(envelope: Any, reason: str) -> None:
+def _undelivered(envelope: Any, reason: str) -> None:
     """A notice for a node that is gone: its watchers went with it."""
     log.debug("a (cell-down ...) found no node to receive it: %s", reason)

@@ -484,6 +484,7 @@ class Node:
                 return
             self._stopped.set()
         self._ticker.stop()
+        self.monitors.close()
         if self._watcher is not None:
             self._watcher.stop()
         self.emit("stopping", role=self.role)
