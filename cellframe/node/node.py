@@ -6,7 +6,8 @@ cells: it checks size and signature, reads the s-expression, and settles the del
 once the receiving cell has applied it. Routing:
 
 * ``node.<name>``, ``all`` and ``each.<role>`` reach the node's daemon cell, which answers
-  ``(status)``, ``(ping)``, ``(differentiate ROLE)`` and ``(diagnostic BOOL)``, and hands any
+  ``(status)``, ``(ping)``, ``(differentiate ROLE)`` and ``(diagnostic BOOL)``, takes other
+  nodes' ``(monitor ...)`` and ``(cell-down ...)`` (``cellframe.node.monitors``), and hands any
   other verb to the hosted cells that declare it;
 * ``cell.<name>`` reaches one hosted cell;
 * ``role.<role>`` is a durable queue shared by every node of the role: one of them applies
@@ -123,7 +124,8 @@ class NodeCounters:
 
 
 class NodeDaemon(Cell):
-    """The management cell of a node: status, ping, differentiation, diagnostic mode."""
+    """The management cell of a node: status, ping, differentiation, diagnostic mode, and
+    the monitors other nodes ask of it or answer."""
 
     states = ("running",)
     initial = "running"
