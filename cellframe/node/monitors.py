@@ -56,13 +56,11 @@ Send = Callable[[str, list[Any], Callable[[Any, str], None]], None]
 
 @dataclass(slots=True)
 class _RemoteWatch:
-    """The watchers here of one cell of another node; whether a node-down notice is still
-    due (False once they heard that its node went down, until it is heard alive again); and
-    whether an unroutable request waits to be sent again."""
+    """The watchers here of one cell of another node, and whether a node-down notice is still
+    due (False once they heard that its node went down, until it is heard alive again)."""
 
     watchers: set[str] = field(default_factory=set)
     armed: bool = True
-    retrying: bool = False
 
 
 def cell_down(cell: str, node: str, condition: str, reason: str) -> list[Any]:
@@ -97,11 +95,15 @@ class Monitors:
         #: Another node -> the newest incarnation of it heard alive here.
         self._alive: dict[str, int] = {}
         self._closed = False
+        self._timers: dict[tuple[str, str], threading.Timer] = {}
 
     def close(self) -> None:
         """Stop sending requests again (the node is stopping)."""
         with self._lock:
             self._closed = True
+            timers, self._timers = list(self._timers.values()), {}
+        for timer in timers:
+            timer.cancel()
 
     # -- asking: from a watcher's thread ---------------------------------------------------
 
@@ -151,19 +153,19 @@ class Monitors:
         """The request found no queue of ``node``: send it again in ``delay`` seconds."""
         with self._lock:
             watch = self._remote.get((node, cell))
-            if self._closed or watch is None or watch.retrying:
+            if self._closed or watch is None or (node, cell) in self._timers:
                 return  # stopping, or a retry is due already
-            watch.retrying = True
-        timer = threading.Timer(delay, self._retry, args=(node, cell, min(2 * delay, RETRY_MAX)))
-        timer.name, timer.daemon = f"monitor-retry:{node}/{cell}", True
+            timer = threading.Timer(delay, self._retry,
+                                    args=(node, cell, min(2 * delay, RETRY_MAX)))
+            timer.name, timer.daemon = f"monitor-retry:{node}/{cell}", True
+            self._timers[(node, cell)] = timer
         timer.start()
 
     def _retry(self, node: str, cell: str, delay: float) -> None:
         with self._lock:
-            watch = self._remote.get((node, cell))
-            if self._closed or watch is None:
+            self._timers.pop((node, cell), None)
+            if self._closed or (node, cell) not in self._remote:
                 return
-            watch.retrying = False
         self._ask(node, cell, delay)
 
     def askers(self, cell: str) -> frozenset[str]:
