@@ -169,6 +169,29 @@ def test_a_cell_watching_a_cell_of_a_node_not_started_yet_hears_once_it_runs(wir
     assert [news["condition"] for news in _heard("cell-down")] == ["restarting"]
 
 
+def test_a_watch_of_a_cell_outlives_its_nodes_restart_and_hears_the_new_lifes_crash(wire) -> None:
+    watching = wire.node("mw5", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
+    first = wire.node("mc5", "crashing", registry=REGISTRY, system_cells=(HEARTBEATS,))
+    wait_for(lambda: _sees(watching, "mc5", "alive"), 10, what="mw5 seeing mc5 alive",
+             show=lambda: watching.status())
+    client = wire.client()
+    client.send("cell.mw5-watching", '(watch-cell "mc5" "mc5")', expect_reply=False)
+    wait_for(lambda: "mw5" in first.monitors.askers("mc5"), 10, what="mc5 asked to tell mw5",
+             show=lambda: first.status())
+    first.stop()
+    wait_for(lambda: _heard("cell-down"), 10, what="the cell down with its node",
+             show=lambda: (Watching.heard, watching.status()))
+    second = wire.node("mc5", "crashing", registry=REGISTRY, system_cells=(HEARTBEATS,),
+                       supervision=FAST)
+    wait_for(lambda: "mw5" in second.monitors.askers("mc5"), 10,
+             what="the new life of mc5 asked again", show=lambda: watching.status())
+    client.send("cell.mc5", "(crash)", expect_reply=False)
+    wait_for(lambda: len(_heard("cell-down")) == 2, 10, what="the new life's crash heard",
+             show=lambda: (Watching.heard, second.status()))
+    assert [(news["condition"], news["reason"]) for news in _heard("cell-down")] == [
+        ("down", "node-down"), ("restarting", "SystemExit: asked to")]
+
+
 class _Recorder:
     """Monitors' two outlets, recorded: what it tells cells here, and what it sends."""
 
