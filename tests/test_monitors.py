@@ -49,6 +49,10 @@ class Watching(Cell):
     def watch_node(self, node: str) -> None:
         self.cell_monitor_node(node)
 
+    @transition("unwatch-cell")
+    def unwatch_cell(self, cell: str, node: str) -> None:
+        self.cell_demonitor(cell, node=node)
+
     @transition("cell-down")
     def cell_down(self, **news: Any) -> None:
         with self.lock:
@@ -192,6 +196,19 @@ def test_a_watch_of_a_cell_outlives_its_nodes_restart_and_hears_the_new_lifes_cr
         ("down", "node-down"), ("restarting", "SystemExit: asked to")]
 
 
+def test_a_cell_that_stops_watching_a_cell_of_another_node_has_that_node_stop_telling(
+        wire) -> None:
+    watching = wire.node("mw6", "watching", registry=REGISTRY)
+    crashing = wire.node("mc6", "crashing", registry=REGISTRY)
+    client = wire.client()
+    client.send("cell.mw6-watching", '(watch-cell "mc6" "mc6")', expect_reply=False)
+    wait_for(lambda: "mw6" in crashing.monitors.askers("mc6"), 10, what="mc6 asked to tell mw6",
+             show=lambda: watching.status())
+    client.send("cell.mw6-watching", '(unwatch-cell "mc6" "mc6")', expect_reply=False)
+    wait_for(lambda: not crashing.monitors.askers("mc6"), 10, what="mc6 told to stop",
+             show=lambda: crashing.status())
+
+
 class _Recorder:
     """Monitors' two outlets, recorded: what it tells cells here, and what it sends."""
 
@@ -241,3 +258,21 @@ def test_a_watch_of_a_cell_is_told_its_node_went_down_once_per_life_and_asks_eac
     _news(monitors, ("up", 1), ("down", 1), ("left", 1), ("up", 2), ("down", 2))
     assert record.heads() == [("watcher", "cell-down", "there-cell")] * 2
     assert [expr[0].name for _, expr in record.sent] == ["monitor"] * 3  # asked, then twice again
+
+
+def test_a_cell_that_stops_watching_hears_no_more_and_the_last_one_tells_the_other_node() -> None:
+    record = _Recorder()
+    monitors = record.monitors()
+    for watcher in ("a", "b"):
+        monitors.watch_cell(watcher, "there-cell", node="there")
+        monitors.watch_node(watcher, "there")
+    monitors.unwatch_cell("a", "there-cell", node="there")
+    monitors.unwatch_node("a", "there")
+    assert [expr[0].name for _, expr in record.sent] == ["monitor", "monitor"]  # b still watches
+    monitors.heard_cell_down("there", "there-cell", "restarting", "SystemExit: x")
+    _news(monitors, ("down", 1))
+    assert record.heads() == [("b", "cell-down", "there-cell"), ("b", "node-down", "there"),
+                              ("b", "cell-down", "there-cell")]
+    monitors.unwatch_cell("b", "there-cell", node="there")
+    assert [(target, expr[0].name) for target, expr in record.sent[2:]] == [
+        ("node.there", "demonitor")]

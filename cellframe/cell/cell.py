@@ -613,6 +613,15 @@ class Cell(pykka.ThreadingActor):
         ``node-down`` transition."""
         self.cell_host.monitor_node(self.cell_name, node)
 
+    def cell_demonitor(self, watched: str, node: str | None = None) -> None:
+        """Undo ``cell_monitor``: no more notices of that cell (one already in the mailbox
+        is still applied, or ignored)."""
+        self.cell_host.demonitor(self.cell_name, watched, node)
+
+    def cell_demonitor_node(self, node: str) -> None:
+        """Undo ``cell_monitor_node``."""
+        self.cell_host.demonitor_node(self.cell_name, node)
+
     # -- introspection ----------------------------------------------------------------------
 
     def cell_load(self) -> float | None:

@@ -124,6 +124,14 @@ class CellHost(Outbox, Protocol):
         """Tell the cell ``watcher`` ``(node-down :node N ...)`` when a life of ``node`` ends."""
         ...
 
+    def demonitor(self, watcher: str, watched: str, node: str | None = None) -> None:
+        """Undo ``monitor``."""
+        ...
+
+    def demonitor_node(self, watcher: str, node: str) -> None:
+        """Undo ``monitor_node``."""
+        ...
+
     def cell_crashed(self, cell: HostedCell, message: Message | None,
                      error: BaseException | None) -> None:
         """Called from the cell's thread as it dies: ``message`` (None: none was being
@@ -217,6 +225,12 @@ class StandaloneHost:
 
     def monitor_node(self, watcher: str, node: str) -> None:
         """No membership to hear of nodes from: nothing is ever told."""
+
+    def demonitor(self, watcher: str, watched: str, node: str | None = None) -> None:
+        """Nothing was watched."""
+
+    def demonitor_node(self, watcher: str, node: str) -> None:
+        """Nothing was watched."""
 
     def cell_crashed(self, cell: HostedCell, message: Message | None,
                      error: BaseException | None) -> None:

@@ -134,6 +134,33 @@ class Monitors:
         if gone is not None:
             self._notify([watcher], node_down(node, *gone))
 
+    def unwatch_cell(self, watcher: str, cell: str, node: str | None = None) -> None:
+        """Undo ``watch_cell``: ``watcher`` hears no more of ``cell`` of ``node`` (a notice
+        already told stays in its mailbox). The last watcher here of another node's cell
+        tells that node to stop sending, fire and forget."""
+        with self._lock:
+            if node is None or node == self.node:
+                _discard(self._local, cell, watcher)
+                return
+            watch = self._remote.get((node, cell))
+            if watch is None:
+                return
+            watch.watchers.discard(watcher)
+            last = not watch.watchers
+            if last:
+                del self._remote[(node, cell)]
+                timer = self._timers.pop((node, cell), None)
+                if timer is not None:
+                    timer.cancel()
+        if last:
+            self._send(node_key(node), [Symbol("demonitor"), Keyword("cell"), cell,
+                                        Keyword("by"), self.node], _undelivered)
+
+    def unwatch_node(self, watcher: str, node: str) -> None:
+        """Undo ``watch_node``."""
+        with self._lock:
+            _discard(self._nodes, node, watcher)
+
     def _gone(self, node: str) -> tuple[int, str] | None:
         """The last life of ``node`` and why it ended, if none was heard alive since (hold
         the lock)."""
@@ -180,6 +207,11 @@ class Monitors:
         if node != self.node:
             with self._lock:
                 self._asked.setdefault(cell, set()).add(node)
+
+    def unasked_by(self, node: str, cell: str) -> None:
+        """``node`` no longer wants to hear when ``cell`` here goes down."""
+        with self._lock:
+            _discard(self._asked, cell, node)
 
     def cell_went_down(self, cell: str, condition: str, reason: str) -> None:
         """``cell`` of this node crashed (``restarting``) or failed: tell its watchers here,
@@ -246,6 +278,15 @@ class Monitors:
             self._tell(watcher, news)
 
 
+def _discard(table: dict[str, set[str]], key: str, member: str) -> None:
+    """Remove ``member`` from ``table[key]``, and the key once its set is empty."""
+    members = table.get(key)
+    if members is not None:
+        members.discard(member)
+        if not members:
+            del table[key]
+
+
 def _undelivered(envelope: Any, reason: str) -> None:
     """A notice for a node that is gone: its watchers went with it."""
-    log.debug("a (cell-down ...) found no node to receive it: %s", reason)
+    log.debug("a monitor's message found no node to receive it: %s", reason)

@@ -7,8 +7,8 @@ once the receiving cell has applied it. Routing:
 
 * ``node.<name>``, ``all`` and ``each.<role>`` reach the node's daemon cell, which answers
   ``(status)``, ``(ping)``, ``(differentiate ROLE)`` and ``(diagnostic BOOL)``, takes other
-  nodes' ``(monitor ...)`` and ``(cell-down ...)`` (``cellframe.node.monitors``), and hands any
-  other verb to the hosted cells that declare it;
+  nodes' ``(monitor ...)``, ``(demonitor ...)`` and ``(cell-down ...)``
+  (``cellframe.node.monitors``), and hands any other verb to the hosted cells that declare it;
 * ``cell.<name>`` reaches one hosted cell;
 * ``role.<role>`` is a durable queue shared by every node of the role: one of them applies
   each message, and a node that takes the role later inherits the backlog.
@@ -161,6 +161,13 @@ class NodeDaemon(Cell):
         if not isinstance(cell, str) or not isinstance(by, str):
             raise ArityError(f"monitor takes :cell NAME :by NODE, not {cell!r} and {by!r}")
         self.node.monitors.asked_by(by, cell)
+
+    @transition("demonitor")
+    def demonitor(self, cell: str, by: str) -> None:
+        """Another node (``by``) no longer wants to hear when ``cell`` here goes down."""
+        if not isinstance(cell, str) or not isinstance(by, str):
+            raise ArityError(f"demonitor takes :cell NAME :by NODE, not {cell!r} and {by!r}")
+        self.node.monitors.unasked_by(by, cell)
 
     @transition("cell-down")
     def cell_down(self, cell: str, node: str, condition: str = "failed", reason: str = "",
@@ -707,6 +714,14 @@ class Node:
         """Tell the cell ``watcher`` ``(node-down :node N :incarnation I :reason down|left)``
         once for each life of ``node`` that this node's membership sees end."""
         self.monitors.watch_node(watcher, node)
+
+    def demonitor(self, watcher: str, watched: str, node: str | None = None) -> None:
+        """Undo ``monitor``: ``watcher`` hears no more of the cell ``watched`` of ``node``."""
+        self.monitors.unwatch_cell(watcher, watched, node)
+
+    def demonitor_node(self, watcher: str, node: str) -> None:
+        """Undo ``monitor_node``."""
+        self.monitors.unwatch_node(watcher, node)
 
     def cell_crashed(self, cell: HostedCell, message: Message | None,
                      error: BaseException | None) -> None:
