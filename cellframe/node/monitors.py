@@ -152,9 +152,14 @@ class Monitors:
                 timer = self._timers.pop((node, cell), None)
                 if timer is not None:
                     timer.cancel()
-        if last:
-            self._send(node_key(node), [Symbol("demonitor"), Keyword("cell"), cell,
-                                        Keyword("by"), self.node], _undelivered)
+        if not last:
+            return
+        self._send(node_key(node), [Symbol("demonitor"), Keyword("cell"), cell,
+                                    Keyword("by"), self.node], _undelivered)
+        with self._lock:
+            again = (node, cell) in self._remote and self._remote[(node, cell)].armed
+        if again:  # another cell watched it meanwhile, and its request may have gone first
+            self._ask(node, cell)
 
     def unwatch_node(self, watcher: str, node: str) -> None:
         """Undo ``watch_node``."""
