@@ -836,8 +836,10 @@ class Node:
         hosted = self._supervised.get(watcher)
         if hosted is None or hosted.condition != "running":
             return  # gone, or down itself: a watcher that is not running hears nothing
-        note = Message(expr, id=f"monitor-{self.name}-{next(self._notices_told)}",
-                       sender=self.name)
+        # The incarnation in the id: a durable watcher recovers the ids it applied, and a
+        # restarted node's count starts again at 1.
+        note = Message(expr, sender=self.name,
+                       id=f"monitor-{self.name}-{self.incarnation}-{next(self._notices_told)}")
         try:
             hosted.ref.tell(note)
         except pykka.ActorDeadError:
