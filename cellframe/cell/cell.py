@@ -597,13 +597,30 @@ class Cell(pykka.ThreadingActor):
         self.cell_send(message.reply_to, expr, correlation_id=request_id(message))
         return True
 
-    def cell_monitor(self, watched: str) -> None:
+    def cell_monitor(self, watched: str, node: str | None = None) -> None:
         """Ask to be told ``(cell-down :cell W :node N :condition C :reason R)`` when the cell
-        ``watched`` of this node crashes (C: ``restarting``) or fails (``failed``): an
-        ordinary message, which a class without a ``cell-down`` transition ignores. Cells
-        of other nodes and whole nodes are watched through their events: bind
-        ``event.cell-crashed.*``, ``event.cell-failed.*`` or ``event.down.*``."""
-        self.cell_host.monitor(self.cell_name, watched)
+        ``watched`` of ``node`` (None: this cell's node) crashes (C: ``restarting``) or fails
+        (``failed``), or, of another node, when that node goes down (C: ``down``, R:
+        ``node-down``). An ordinary message, which a class without a ``cell-down`` transition
+        ignores; fire and forget: nothing is waited for, nor answered (docs/supervision.md,
+        "Monitors")."""
+        self.cell_host.monitor(self.cell_name, watched, node)
+
+    def cell_monitor_node(self, node: str) -> None:
+        """Ask to be told ``(node-down :node N :incarnation I :reason down|left)`` once for
+        each life of ``node`` that ends, as this node's membership judges (a node without a
+        membership cell never hears one). An ordinary message, ignored by a class without a
+        ``node-down`` transition."""
+        self.cell_host.monitor_node(self.cell_name, node)
+
+    def cell_demonitor(self, watched: str, node: str | None = None) -> None:
+        """Undo ``cell_monitor``: no more notices of that cell (one already in the mailbox
+        is still applied, or ignored)."""
+        self.cell_host.demonitor(self.cell_name, watched, node)
+
+    def cell_demonitor_node(self, node: str) -> None:
+        """Undo ``cell_monitor_node``."""
+        self.cell_host.demonitor_node(self.cell_name, node)
 
     # -- introspection ----------------------------------------------------------------------
 

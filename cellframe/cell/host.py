@@ -115,9 +115,21 @@ class CellHost(Outbox, Protocol):
         """True while the node may not play a role it gave up when a cell failed."""
         ...
 
-    def monitor(self, watcher: str, watched: str) -> None:
-        """Tell the cell ``watcher`` ``(cell-down :cell W ...)`` when the cell ``watched``
-        crashes or fails."""
+    def monitor(self, watcher: str, watched: str, node: str | None = None) -> None:
+        """Tell the cell ``watcher`` ``(cell-down :cell W ...)`` when the cell ``watched`` of
+        ``node`` (None: this one) crashes or fails, or that node goes down."""
+        ...
+
+    def monitor_node(self, watcher: str, node: str) -> None:
+        """Tell the cell ``watcher`` ``(node-down :node N ...)`` when a life of ``node`` ends."""
+        ...
+
+    def demonitor(self, watcher: str, watched: str, node: str | None = None) -> None:
+        """Undo ``monitor``."""
+        ...
+
+    def demonitor_node(self, watcher: str, node: str) -> None:
+        """Undo ``monitor_node``."""
         ...
 
     def cell_crashed(self, cell: HostedCell, message: Message | None,
@@ -208,8 +220,17 @@ class StandaloneHost:
     def attach_cell(self, cell: HostedCell) -> None:
         """Nothing to do: the cell is the only one."""
 
-    def monitor(self, watcher: str, watched: str) -> None:
+    def monitor(self, watcher: str, watched: str, node: str | None = None) -> None:
         """Nothing to watch: the cell is the only one."""
+
+    def monitor_node(self, watcher: str, node: str) -> None:
+        """No membership to hear of nodes from: nothing is ever told."""
+
+    def demonitor(self, watcher: str, watched: str, node: str | None = None) -> None:
+        """Nothing was watched."""
+
+    def demonitor_node(self, watcher: str, node: str) -> None:
+        """Nothing was watched."""
 
     def cell_crashed(self, cell: HostedCell, message: Message | None,
                      error: BaseException | None) -> None:

@@ -6,8 +6,9 @@ cells: it checks size and signature, reads the s-expression, and settles the del
 once the receiving cell has applied it. Routing:
 
 * ``node.<name>``, ``all`` and ``each.<role>`` reach the node's daemon cell, which answers
-  ``(status)``, ``(ping)``, ``(differentiate ROLE)`` and ``(diagnostic BOOL)``, and hands any
-  other verb to the hosted cells that declare it;
+  ``(status)``, ``(ping)``, ``(differentiate ROLE)`` and ``(diagnostic BOOL)``, takes other
+  nodes' ``(monitor ...)``, ``(demonitor ...)`` and ``(cell-down ...)``
+  (``cellframe.node.monitors``), and hands any other verb to the hosted cells that declare it;
 * ``cell.<name>`` reaches one hosted cell;
 * ``role.<role>`` is a durable queue shared by every node of the role: one of them applies
   each message, and a node that takes the role later inherits the backlog.
@@ -20,6 +21,7 @@ given stay open for whoever made them to close.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -71,6 +73,7 @@ from ..wire.routing import (
     validate_name,
 )
 from .gate import Gate, head_verb
+from .monitors import Monitors
 from .status import status_reply
 from .supervisor import RestartIntensity, SupervisionPolicy
 
@@ -121,7 +124,8 @@ class NodeCounters:
 
 
 class NodeDaemon(Cell):
-    """The management cell of a node: status, ping, differentiation, diagnostic mode."""
+    """The management cell of a node: status, ping, differentiation, diagnostic mode, and
+    the monitors other nodes ask of it or answer."""
 
     states = ("running",)
     initial = "running"
@@ -150,6 +154,28 @@ class NodeDaemon(Cell):
         if enabled is not None and type(enabled) is not bool:
             raise ArityError(f"diagnostic takes true or false, not {enabled!r}")
         self.node.set_diagnostic(enabled is True)
+
+    @transition("monitor")
+    def monitor(self, cell: str, by: str) -> None:
+        """Another node (``by``) asks to hear ``(cell-down ...)`` when ``cell`` here goes down."""
+        if not isinstance(cell, str) or not isinstance(by, str):
+            raise ArityError(f"monitor takes :cell NAME :by NODE, not {cell!r} and {by!r}")
+        self.node.monitors.asked_by(by, cell)
+
+    @transition("demonitor")
+    def demonitor(self, cell: str, by: str) -> None:
+        """Another node (``by``) no longer wants to hear when ``cell`` here goes down."""
+        if not isinstance(cell, str) or not isinstance(by, str):
+            raise ArityError(f"demonitor takes :cell NAME :by NODE, not {cell!r} and {by!r}")
+        self.node.monitors.unasked_by(by, cell)
+
+    @transition("cell-down")
+    def cell_down(self, cell: str, node: str, condition: str = "failed", reason: str = "",
+                  **extra: Any) -> None:
+        """A watched cell of another node went down: the node tells the cells here watching it."""
+        if not all(isinstance(v, str) for v in (cell, node, condition, reason)):
+            raise ArityError("cell-down takes :cell :node :condition :reason, all strings")
+        self.node.monitors.heard_cell_down(node, cell, condition, reason)
 
 
 @dataclass(slots=True)
@@ -244,9 +270,9 @@ class Node:
         self.supervision = supervision or SupervisionPolicy()
         #: Roles this node gave up past a cell's restart intensity, until (monotonic) when.
         self._quarantine: dict[str, float] = {}
-        #: Cell name -> the cells to tell (cell-down ...) when it crashes or fails.
-        self._monitors: dict[str, set[str]] = {}
-        self._count_monitor = 0
+        #: Who among the cells here watches which cell or node (``cellframe.node.monitors``).
+        self.monitors = Monitors(self.name, self._tell_watcher, self._send_notice)
+        self._notices_told = itertools.count(1)
         self.counters = NodeCounters()
         # Queue names may carry a prefix (several clusters, or tests, sharing one broker);
         # routing keys never do.
@@ -467,6 +493,7 @@ class Node:
                 return
             self._stopped.set()
         self._ticker.stop()
+        self.monitors.close()
         if self._watcher is not None:
             self._watcher.stop()
         self.emit("stopping", role=self.role)
@@ -677,11 +704,24 @@ class Node:
         now = time.monotonic()
         return any(until > now for until in self._quarantine.values())
 
-    def monitor(self, watcher: str, watched: str) -> None:
+    def monitor(self, watcher: str, watched: str, node: str | None = None) -> None:
         """Tell the cell ``watcher`` ``(cell-down :cell W :node N :condition C :reason R)``
-        whenever the cell ``watched`` of this node crashes (C: restarting) or fails."""
-        with self._intake:
-            self._monitors.setdefault(watched, set()).add(watcher)
+        whenever the cell ``watched`` of ``node`` (None: this node) crashes (C: restarting)
+        or fails, or its node goes down (C: down, R: node-down)."""
+        self.monitors.watch_cell(watcher, watched, node)
+
+    def monitor_node(self, watcher: str, node: str) -> None:
+        """Tell the cell ``watcher`` ``(node-down :node N :incarnation I :reason down|left)``
+        once for each life of ``node`` that this node's membership sees end."""
+        self.monitors.watch_node(watcher, node)
+
+    def demonitor(self, watcher: str, watched: str, node: str | None = None) -> None:
+        """Undo ``monitor``: ``watcher`` hears no more of the cell ``watched`` of ``node``."""
+        self.monitors.unwatch_cell(watcher, watched, node)
+
+    def demonitor_node(self, watcher: str, node: str) -> None:
+        """Undo ``monitor_node``."""
+        self.monitors.unwatch_node(watcher, node)
 
     def cell_crashed(self, cell: HostedCell, message: Message | None,
                      error: BaseException | None) -> None:
@@ -788,20 +828,32 @@ class Node:
                 item.refuse(reason, True)
 
     def _tell_monitors(self, hosted: _Hosted, reason: str) -> None:
-        name = hosted.cell.cell_name
-        with self._intake:
-            watchers = [self._supervised.get(w) for w in self._monitors.get(name, ())]
-        down = [Symbol("cell-down"), Keyword("cell"), name, Keyword("node"), self.name,
-                Keyword("condition"), hosted.condition, Keyword("reason"), reason]
-        for watcher in watchers:
-            if watcher is None or watcher is hosted:
-                continue
-            self._count_monitor += 1
-            note = Message(down, id=f"down-{self.name}-{name}-{self._count_monitor}")
-            try:
-                watcher.ref.tell(note)
-            except pykka.ActorDeadError:
-                log.debug("%s: watcher of %s is down too", self.name, name)
+        self.monitors.cell_went_down(hosted.cell.cell_name, hosted.condition, reason)
+
+    def _tell_watcher(self, watcher: str, expr: list[Any]) -> None:
+        """Hand a monitor's notice to the cell ``watcher`` of this node, an ordinary message
+        (never through the broker: no delivery to settle)."""
+        hosted = self._supervised.get(watcher)
+        if hosted is None or hosted.condition != "running":
+            return  # gone, or down itself: a watcher that is not running hears nothing
+        # The incarnation in the id: a durable watcher recovers the ids it applied, and a
+        # restarted node's count starts again at 1.
+        note = Message(expr, sender=self.name,
+                       id=f"monitor-{self.name}-{self.incarnation}-{next(self._notices_told)}")
+        try:
+            hosted.ref.tell(note)
+        except pykka.ActorDeadError:
+            log.debug("%s: watcher %s is down too", self.name, watcher)
+
+    def _send_notice(self, target: str, expr: list[Any],
+                     on_return: Callable[[Envelope, str], None]) -> None:
+        """Send a monitor's request or notice to another node, fire and forget."""
+        if self._stopped.is_set():
+            return
+        try:
+            self.send(target, expr, on_return=on_return)
+        except CellframeError as error:  # a closed transport: the peers learn we are gone
+            log.debug("%s: monitor message to %s not sent: %s", self.name, target, error)
 
     # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
 
@@ -1016,6 +1068,7 @@ class Node:
         if log.isEnabledFor(logging.INFO):  # the node's life in its log (and the sump's)
             log.info("%s: %s %s", self.name, kind,
                      " ".join(f"{key}={value}" for key, value in fields.items()))
+        self.monitors.heard_event(kind, payload)
         for listener in list(self.listeners):
             listener(kind, payload)
         expr = [Symbol("event"), Keyword("kind"), kind]

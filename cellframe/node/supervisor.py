@@ -25,8 +25,9 @@ role steps down from it and will not take it again for ``quarantine`` seconds, s
 reconciler gives it to a spare. Strategy ``one-for-all`` restarts every role cell of the node
 when one of them crashes (they first apply what their mailboxes hold).
 
-Watchers (``Node.monitor``) hear ``(cell-down :cell C :node N :reason R)`` when a cell crashes
-or fails; a cell may declare a ``cell-down`` transition to act on it, or ignore it.
+Watchers (``Cell.cell_monitor``, of this node or another: ``cellframe.node.monitors``) hear
+``(cell-down :cell C :node N :condition C :reason R)`` when a cell crashes or fails; a cell may
+declare a ``cell-down`` transition to act on it, or ignore it.
 """
 
 from __future__ import annotations

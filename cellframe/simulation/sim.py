@@ -117,8 +117,17 @@ class SimHost:
     def load(self) -> float | None:
         return None
 
-    def monitor(self, watcher: str, watched: str) -> None:
+    def monitor(self, watcher: str, watched: str, node: str | None = None) -> None:
         """No other cells to watch."""
+
+    def monitor_node(self, watcher: str, node: str) -> None:
+        """The simulation tells no cell of nodes going down."""
+
+    def demonitor(self, watcher: str, watched: str, node: str | None = None) -> None:
+        """Nothing was watched."""
+
+    def demonitor_node(self, watcher: str, node: str) -> None:
+        """Nothing was watched."""
 
     def cell_crashed(self, cell: Any, message: Message | None, error: BaseException | None) -> None:
         raise RuntimeError(f"{cell.cell_name} crashed in the simulation") from error
