@@ -98,7 +98,7 @@ def _heard(kind: str) -> list[dict[str, Any]]:
 
 
 def _applied(node: Any, cell: str, count: int) -> None:
-    wait_for(lambda: _counters(node, cell)["applied"] >= count, 10,
+    wait_for(lambda: _counters(node, cell)["applied"] >= count, 30,
              what=f"{cell} applied {count}", show=lambda: _counters(node, cell))
 
 
@@ -107,10 +107,10 @@ def test_a_cell_watching_a_cell_of_another_node_hears_when_it_crashes(wire) -> N
     crashing = wire.node("mc1", "crashing", registry=REGISTRY, supervision=FAST)
     client = wire.client()
     client.send("cell.mw1-watching", '(watch-cell "mc1" "mc1")', expect_reply=False)
-    wait_for(lambda: "mw1" in crashing.monitors.askers("mc1"), 10,
+    wait_for(lambda: "mw1" in crashing.monitors.askers("mc1"), 30,
              what="mc1 asked to tell mw1", show=lambda: watching.status())
     client.send("cell.mc1", "(crash)", expect_reply=False)
-    down = wait_for(lambda: _heard("cell-down"), 10, what="a (cell-down ...) from mc1",
+    down = wait_for(lambda: _heard("cell-down"), 30, what="a (cell-down ...) from mc1",
                     show=lambda: (Watching.heard, crashing.status()))
     assert down == [{"cell": "mc1", "node": "mc1", "condition": "restarting",
                      "reason": "SystemExit: asked to"}]
@@ -119,12 +119,12 @@ def test_a_cell_watching_a_cell_of_another_node_hears_when_it_crashes(wire) -> N
 def test_a_cell_watching_a_node_and_its_cell_hears_once_when_that_node_dies(wire) -> None:
     watching = wire.node("mw2", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
     doomed = wire.node("md2", "crashing", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    wait_for(lambda: _sees(watching, "md2", "alive"), 10, what="mw2 seeing md2 alive",
+    wait_for(lambda: _sees(watching, "md2", "alive"), 30, what="mw2 seeing md2 alive",
              show=lambda: watching.status())
     client = wire.client()
     client.send("cell.mw2-watching", '(watch-node "md2")', expect_reply=False)
     client.send("cell.mw2-watching", '(watch-cell "md2" "md2")', expect_reply=False)
-    wait_for(lambda: "mw2" in doomed.monitors.askers("md2"), 10, what="md2 asked to tell mw2",
+    wait_for(lambda: "mw2" in doomed.monitors.askers("md2"), 30, what="md2 asked to tell mw2",
              show=lambda: doomed.status())
     doomed.transport.close()  # as a crash: its queue goes with its connection, no goodbye
     doomed.stop()
@@ -141,7 +141,7 @@ def test_a_cell_watching_a_node_and_its_cell_hears_once_when_that_node_dies(wire
 def test_a_cell_with_no_node_down_transition_ignores_a_node_leaving(wire) -> None:
     watching = wire.node("mw3", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
     leaving = wire.node("ml3", "idle", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    wait_for(lambda: _sees(watching, "ml3", "alive"), 10, what="mw3 seeing ml3 alive",
+    wait_for(lambda: _sees(watching, "ml3", "alive"), 30, what="mw3 seeing ml3 alive",
              show=lambda: watching.status())
     client = wire.client()
     for cell in ("mw3-watching", "mw3-indifferent"):
@@ -149,7 +149,7 @@ def test_a_cell_with_no_node_down_transition_ignores_a_node_leaving(wire) -> Non
         _applied(watching, cell, 1)
     leaving.stop()  # a clean stop: membership says goodbye
     wait_for(lambda: _heard("node-down")
-             and _counters(watching, "mw3-indifferent")["ignored"] == 1, 10,
+             and _counters(watching, "mw3-indifferent")["ignored"] == 1, 30,
              what="the news heard, and ignored by the indifferent cell",
              show=lambda: (Watching.heard, watching.status()))
     assert _heard("node-down") == [{"node": "ml3", "incarnation": leaving.incarnation,
@@ -165,10 +165,10 @@ def test_a_cell_watching_a_cell_of_a_node_not_started_yet_hears_once_it_runs(wir
     client.send("cell.mw4-watching", '(watch-cell "mc4" "mc4")', expect_reply=False)
     _applied(watching, "mw4-watching", 1)  # asked while mc4 has no queue: unroutable
     crashing = wire.node("mc4", "crashing", registry=REGISTRY, supervision=FAST)
-    wait_for(lambda: "mw4" in crashing.monitors.askers("mc4"), 10,
+    wait_for(lambda: "mw4" in crashing.monitors.askers("mc4"), 30,
              what="mw4 asking mc4 again once it runs", show=lambda: crashing.status())
     client.send("cell.mc4", "(crash)", expect_reply=False)
-    wait_for(lambda: _heard("cell-down"), 10, what="a (cell-down ...) from mc4",
+    wait_for(lambda: _heard("cell-down"), 30, what="a (cell-down ...) from mc4",
              show=lambda: (Watching.heard, crashing.status()))
     assert [news["condition"] for news in _heard("cell-down")] == ["restarting"]
 
@@ -176,21 +176,21 @@ def test_a_cell_watching_a_cell_of_a_node_not_started_yet_hears_once_it_runs(wir
 def test_a_watch_of_a_cell_outlives_its_nodes_restart_and_hears_the_new_lifes_crash(wire) -> None:
     watching = wire.node("mw5", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
     first = wire.node("mc5", "crashing", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    wait_for(lambda: _sees(watching, "mc5", "alive"), 10, what="mw5 seeing mc5 alive",
+    wait_for(lambda: _sees(watching, "mc5", "alive"), 30, what="mw5 seeing mc5 alive",
              show=lambda: watching.status())
     client = wire.client()
     client.send("cell.mw5-watching", '(watch-cell "mc5" "mc5")', expect_reply=False)
-    wait_for(lambda: "mw5" in first.monitors.askers("mc5"), 10, what="mc5 asked to tell mw5",
+    wait_for(lambda: "mw5" in first.monitors.askers("mc5"), 30, what="mc5 asked to tell mw5",
              show=lambda: first.status())
     first.stop()
-    wait_for(lambda: _heard("cell-down"), 10, what="the cell down with its node",
+    wait_for(lambda: _heard("cell-down"), 30, what="the cell down with its node",
              show=lambda: (Watching.heard, watching.status()))
     second = wire.node("mc5", "crashing", registry=REGISTRY, system_cells=(HEARTBEATS,),
                        supervision=FAST)
-    wait_for(lambda: "mw5" in second.monitors.askers("mc5"), 10,
+    wait_for(lambda: "mw5" in second.monitors.askers("mc5"), 30,
              what="the new life of mc5 asked again", show=lambda: watching.status())
     client.send("cell.mc5", "(crash)", expect_reply=False)
-    wait_for(lambda: len(_heard("cell-down")) == 2, 10, what="the new life's crash heard",
+    wait_for(lambda: len(_heard("cell-down")) == 2, 30, what="the new life's crash heard",
              show=lambda: (Watching.heard, second.status()))
     assert [(news["condition"], news["reason"]) for news in _heard("cell-down")] == [
         ("down", "node-down"), ("restarting", "SystemExit: asked to")]
@@ -202,10 +202,10 @@ def test_a_cell_that_stops_watching_a_cell_of_another_node_has_that_node_stop_te
     crashing = wire.node("mc6", "crashing", registry=REGISTRY)
     client = wire.client()
     client.send("cell.mw6-watching", '(watch-cell "mc6" "mc6")', expect_reply=False)
-    wait_for(lambda: "mw6" in crashing.monitors.askers("mc6"), 10, what="mc6 asked to tell mw6",
+    wait_for(lambda: "mw6" in crashing.monitors.askers("mc6"), 30, what="mc6 asked to tell mw6",
              show=lambda: watching.status())
     client.send("cell.mw6-watching", '(unwatch-cell "mc6" "mc6")', expect_reply=False)
-    wait_for(lambda: not crashing.monitors.askers("mc6"), 10, what="mc6 told to stop",
+    wait_for(lambda: not crashing.monitors.askers("mc6"), 30, what="mc6 told to stop",
              show=lambda: crashing.status())
 
 
