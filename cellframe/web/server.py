@@ -27,6 +27,8 @@ from .load import LoadMeter, WsgiApp
 
 __all__ = ["HttpServer", "load_app"]
 
+log = logging.getLogger(__name__)
+
 
 def load_app(target: str) -> WsgiApp:
     """The WSGI app ``target`` names (``package.module:attr``); ConfigError if it cannot load."""
@@ -64,7 +66,8 @@ class HttpServer:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
         self.host, self.port = host, int(self._server.effective_port)
-        self._thread = threading.Thread(target=self._server.run, name=f"http:{self.port}",
+        self._closing = False
+        self._thread = threading.Thread(target=self._serve, name=f"http:{self.port}",
                                         daemon=True)
 
     def start(self) -> HttpServer:
@@ -79,20 +82,34 @@ class HttpServer:
         loop runs what the trigger is handed): closed from here, they raced the loop's
         ``select``, whose thread then died of ``EBADF`` (seen in CI).
         """
-        if self._thread.is_alive():
+        self._closing = True
+        try:
+            if not self._thread.is_alive():
+                raise OSError("not serving")
             self._server.trigger.pull_trigger(self._close_sockets)
-            self._thread.join(timeout)  # the loop ends when its map is empty
-        else:
-            self._close_sockets()
+        except OSError:  # not serving, or the trigger is gone already (seen once in CI)
+            self._close_sockets()  # from here, then: _serve takes the loop's EBADF calmly
+        self._thread.join(timeout)  # the loop ends when its map is empty
         # Its worker threads end after the request each is running: waited for a second at
         # most (an app that hangs must not hang the cell's stop), then left to end alone.
         self._server.task_dispatcher.shutdown(timeout=min(timeout, 1.0))
+
+    def _serve(self) -> None:
+        try:
+            self._server.run()
+        except OSError as error:  # its sockets closed under it: expected only once closing
+            if not self._closing:
+                raise
+            log.debug("http:%s: serving loop ended on %r while closing", self.port, error)
 
     def _close_sockets(self) -> None:
         for channel in list(self._map.values()):
             if channel is not self._server and channel is not self._server.trigger:
                 channel.close()
-        self._server.close()  # the listener and the trigger
+        try:
+            self._server.close()  # the listener and the trigger
+        except OSError as error:  # closed already
+            log.debug("http:%s: %r while closing", self.port, error)
 
     def pending(self) -> int:
         """Connections with a request read but not answered, or an answer not yet sent: what a
