@@ -355,7 +355,8 @@ def test_survivors_restore_n_copies_among_themselves_when_a_shard_is_lost(tmp_pa
         shards = ShardClient(cluster.client())
         families = [f"kept/{i}" for i in range(80)]
         for request in [shards.insert(f, '"v"') for f in families]:
-            assert shards.answer(request, 20)[0] == "inserted"
+            verb, fields = shards.answer(request, 20)
+            assert verb == "inserted", fields
         wait_for(lambda: all(len(holders(cluster, f)) == 3 for f in families), 20)
         cluster.kill("shard-04")
         wait_for(lambda: converged(cluster, 3), 20)
