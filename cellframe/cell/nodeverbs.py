@@ -39,5 +39,6 @@ def declare(owner: str, verbs: Mapping[str, str | None]) -> None:
                     f"{owner}: node verb {verb!r} names its speaker with {speaker!r}, but "
                     f"{_owners[verb]} declared {merged[verb]!r}")
             merged[verb] = speaker
+        for verb in verbs:
             _owners.setdefault(verb, owner)
         DECLARED = merged  # a plain dict: its get is the gate's cost (45 ns)
