@@ -15,6 +15,7 @@ import pytest
 from cellframe.cell import Cell, nodeverbs, transition
 from cellframe.errors import ConfigError, StateMachineError
 from cellframe.healing.membership import Membership  # noqa: F401  (declares its node verbs)
+from cellframe.language.symbols import Keyword
 from cellframe.node.node import Node
 from cellframe.transports.memory import MemoryBroker
 from cellframe.wire import keys as keys_module
@@ -228,7 +229,7 @@ def test_cells_node_verbs_must_be_verbs_they_declare() -> None:
 
 
 def test_a_node_verb_declared_twice_must_name_its_speaker_alike() -> None:
-    assert nodeverbs.DECLARED["heartbeat"] == "node"
+    assert nodeverbs.DECLARED["heartbeat"] is Keyword("node")
     with pytest.raises(StateMachineError, match="Membership declared 'node'"):
         class Liar(Cell):
             node_verbs = {"heartbeat": "by"}
