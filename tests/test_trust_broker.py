@@ -16,6 +16,7 @@ from cellframe import Client, Node
 from cellframe.cell import transition
 from cellframe.healing.membership import HealingConfig, Membership
 from cellframe.replication.coordinate import Coordinator
+from cellframe.roles.logsump import LOG_RECORDS_VERB
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
 from cellframe.testing.amqp import raw_channel
@@ -290,18 +291,20 @@ def test_an_operator_key_cannot_impersonate_a_node(trust) -> None:
 
 def test_an_operator_key_with_every_capability_cannot_send_replication_or_claims(trust) -> None:
     assert "replicate" in Coordinator.node_verbs and "claim" in Membership.node_verbs
+    assert LOG_RECORDS_VERB == "log-records"
     client = trust.root_client()
     try:
         client.send("cell.a-01", "(replicate :peer \"shard-x\" :rows '())")
         client.send("cell.a-01", '(claim :node "a-01" :role "tally")')
-        trust.wait_refused("not-allowed", 2)
+        client.send("cell.a-01", '(log-records :node "a-01" :records ())')  # the sump's
+        trust.wait_refused("not-allowed", 3)
         client.send("cell.a-01", "(add 2)")  # what it may do still works
         wait_for(lambda: trust.total("a-01") == 2, 10, what="the operator's own add")
     finally:
         client.close()
-    assert trust.refused()["not-allowed"] == 2
-    wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 2, 10,
-             what="two dead letters saying only node keys do",
+    assert trust.refused()["not-allowed"] == 3
+    wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 3, 10,
+             what="three dead letters saying only node keys do",
              show=lambda: trust.dead_reasons(""))
     trust.answers_status()
     # The same verbs from a node's own key reach the cell: the gate refused the operator.
@@ -325,6 +328,7 @@ def test_a_node_key_bound_to_one_node_cannot_speak_for_another(trust) -> None:
         ("cell.b-01", '(claim :node "b-01" :role "tally")'),  # to a cell that applies claims
         ("event.down.b-01", '(event :kind "down")'),
         ("log.b-01.info", '(log-records :node "b-01")'),
+        ("log.a-01.records", '(log-records :node "b-01")'),
     ]
     for routing_key, text in impersonations:
         trust.publish_signed(stolen, routing_key, text)
