@@ -5,9 +5,9 @@ the routing key it arrived on, alive: ``Signer.verify``), a replay within the me
 (``ReplayCache``), the body read as cellframe language, and last what the key may send: never
 a node's traffic from an operator key (the routing keys of ``NODE_ONLY``, the verbs cells
 declare in ``node_verbs``), never another node's name from a node key bound to one node, and
-then its capabilities, which need the verb. Every refusal is a ``RefusedError`` whose ``reason`` is one of
-``wire.signing.REASONS``; the node counts them by reason and dead-letters the message in
-diagnostic mode. Runs on the transport's consumer thread, so it never blocks.
+then its capabilities, which need the verb. Every refusal is a ``RefusedError`` whose
+``reason`` is one of ``wire.signing.REASONS``; the node counts them by reason and
+dead-letters the message in diagnostic mode. Runs on the transport's consumer thread, so it never blocks.
 """
 
 from __future__ import annotations
