@@ -88,7 +88,7 @@ def test_a_node_given_key_files_signs_with_the_key_bound_to_it(tmp_path) -> None
     assert make_signer(None, key_files=[str(path)], node="web-01").key.id == "web-01"
     assert make_signer(None, key_files=[str(path)], node="mail-01").key.id == "nodes"
     path.write_text(dump_keys(keys[1:]))
-    with pytest.raises(CliError, match="no node key node mail-01 may sign with"):
+    with pytest.raises(CliError, match="no node key in the key files may sign for node mail-01"):
         make_signer(None, key_files=[str(path)], node="mail-01")
 
 

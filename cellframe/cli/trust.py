@@ -52,8 +52,8 @@ def make_signer(secret_file: str | None, *, key_file: str | None = None,
         elif keyring is not None:
             own = _own_node_key(keyring.keyring, node)
             if own is None:
-                raise ConfigError(f"the key files hold no node key node {node or '?'} may sign "
-                                  "with (one bound to it, or to no node): give --key FILE")
+                raise ConfigError(f"no node key in the key files may sign for node "
+                                  f"{node or '?'} (one bound to it, or to no node): give --key FILE")
         if own is None:
             if required:
                 raise ConfigError("no key: give --key FILE, --secret-file FILE or set "
