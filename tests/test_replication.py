@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import time
 
+from cellframe.cell import nodeverbs
+from cellframe.language.reader import read
+from cellframe.node.gate import NODE_ONLY, head_verb
 from cellframe.replication.transfers import CHECKPOINT_EVERY
 from cellframe.store import Checkpoints, plan_transfer
 from cellframe.store.handoff import transfer_key
-from cellframe.testing import wait_for
+from cellframe.testing import Collector, wait_for
 from tests.replication_support import (
     InsertStream,
     ShardClient,
@@ -405,3 +408,31 @@ def test_the_benchmark_stops_polling_once_every_survivor_sent_every_part() -> No
     other = read("(shard-status-is :node \"b\")")
     assert not complete([a0, b0]) and not complete([a0, a1, other])
     assert complete([b0, a1, a0])
+
+
+def test_every_verb_shard_nodes_send_each_other_is_declared_node_only(tmp_path) -> None:
+    """On cell, role and each keys the gate refuses the declared node verbs from operator keys;
+    a verb nodes send each other there but nobody declared would reach cells from any operator
+    key allowed ``all *``."""
+    with shard_cluster(tmp_path, shards=3, spares=0, replicas=2,
+                       anti_entropy_interval=0.1) as cluster:
+        tap = cluster.broker.connect(name="tap")
+        tap.declare_queue("tap", exclusive=True)
+        tap.bind("tap", "#")
+        seen = Collector()
+        tap.consume("tap", seen)
+        shards = ShardClient(cluster.client())
+        for i in range(10):
+            shards.call(f'(insert "user/{i}" "v{i}")')
+        shards.call('(select "user/1")')
+
+        def sent() -> set[str]:
+            return {head_verb(read(d.envelope.body)) for d in list(seen.deliveries)
+                    if not d.routing_key.startswith(NODE_ONLY)}  # refused whatever the verb
+
+        exchanged = {"shard-hello", "replicate", "replicated", "read-records",
+                     "read-records-are", "merkle-roots"}
+        wait_for(lambda: exchanged <= sent(), 20, what="the shard protocol's exchanges",
+                 show=lambda: sorted(sent()))
+    # What clients send (and a coordinator forwards on their behalf) stays open to operators.
+    assert sent() - set(nodeverbs.DECLARED) <= {"insert", "select", "history"}

@@ -12,11 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from cellframe.errors import ConfigError
+from cellframe.cell import Cell, nodeverbs, transition
+from cellframe.errors import ConfigError, StateMachineError
+from cellframe.healing.membership import Membership  # noqa: F401  (declares its node verbs)
+from cellframe.language.symbols import Keyword
+from cellframe.node.node import Node
+from cellframe.transports.memory import MemoryBroker
 from cellframe.wire import keys as keys_module
 from cellframe.wire.envelope import Envelope
 from cellframe.wire.keys import Capability, Key, KeyFiles, Keyring, dump_keys, load_keys, new_key
 from cellframe.wire.replay import ReplayCache
+from cellframe.wire.routing import speaker_of
 from cellframe.wire.signing import SIGNATURE_HEADER, Signer, canonical_bytes
 
 SECURITY_DOCS = Path(__file__).resolve().parents[1] / "docs" / "security.md"
@@ -102,7 +108,7 @@ def test_a_malformed_capability_is_a_config_error(text) -> None:
 
 def test_a_key_file_round_trips_without_losing_a_capability(tmp_path) -> None:
     keys = [new_key("ops-1", ["role:web set-weight", "node:web-* status ping"]),
-            new_key("nodes-1", kind="node")]
+            new_key("nodes-1", kind="node"), new_key("web-01", kind="node", node="web-01")]
     path = tmp_path / "k.toml"
     path.write_text(dump_keys(keys))
     assert load_keys(path) == keys
@@ -116,6 +122,9 @@ def test_a_key_file_round_trips_without_losing_a_capability(tmp_path) -> None:
     ("[[key]]\nid = 'a b'\nsecret = '" + "00" * 32 + "'\n", "key id"),
     ("[[key]]\nid = 'a'\nkind = 'root'\nsecret = '" + "00" * 32 + "'\n", "kind"),
     ("[[key]]\nid = 'a'\nsecret = '" + "00" * 32 + "'\nallow = 'all'\n", "list"),
+    ("[[key]]\nid = 'a'\nnode = 'web-01'\nsecret = '" + "00" * 32 + "'\n", "only a node key"),
+    ("[[key]]\nid = 'a'\nkind = 'node'\nnode = 'web.01'\nsecret = '" + "00" * 32 + "'\n",
+     "node 'web.01'"),
     ("not toml [", "not valid TOML"),
 ])
 def test_a_bad_key_file_is_a_config_error_saying_what_is_wrong(tmp_path, text, message) -> None:
@@ -181,3 +190,49 @@ def test_the_replay_cache_holds_one_lifes_messages_at_a_steady_rate() -> None:
         for i in range(10):
             cache.seen(("k", f"{second}-{i}"), expires=second + life, now=float(second))
     assert len(cache) <= 10 * (life + 1) and cache.evicted == 0
+
+
+# -- node keys and node-only verbs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key, speaker", [
+    ("heartbeat.web-01", "web-01"), ("log.web-01.info", "web-01"), ("event.audit.web-01", "web-01"),
+    ("membership.leave.web-01", "web-01"), ("membership.claim.web-01", "web-01"),
+    ("membership.announce.web-01", "web-01"), ("membership.down.web-01", None),
+    ("probe.web-01", None), ("cell.web-01", None), ("node.web-01", None), ("event.x", None),
+    ("membership", None),
+])
+def test_the_routing_keys_a_node_speaks_on_name_it(key, speaker) -> None:
+    assert speaker_of(key) == speaker
+
+
+def test_a_node_key_bound_to_a_node_speaks_for_it_alone() -> None:
+    bound, cluster = new_key("k1", kind="node", node="web-01"), new_key("k2", kind="node")
+    assert bound.speaks_for("web-01") and not bound.speaks_for("db-01")
+    assert cluster.speaks_for("db-01") and not new_key("ops").speaks_for("web-01")
+    assert "node=web-01" in repr(bound)
+
+
+def test_a_node_refuses_to_start_with_a_key_bound_to_another_node() -> None:
+    signer = Signer(new_key("web-01", kind="node", node="web-01"))
+    with pytest.raises(ConfigError, match="speaks for node 'web-01'.*--for-node db-01"):
+        Node("db-01", transport=MemoryBroker().connect(), signer=signer, watch_config=False)
+
+
+def test_cells_node_verbs_must_be_verbs_they_declare() -> None:
+    with pytest.raises(StateMachineError, match="not verbs of its machine"):
+        class Typo(Cell):
+            node_verbs = {"replicat": None}
+
+            @transition("replicate")
+            def replicate(self) -> None: ...
+
+
+def test_a_node_verb_declared_twice_must_name_its_speaker_alike() -> None:
+    assert nodeverbs.DECLARED["heartbeat"] is Keyword("node")
+    with pytest.raises(StateMachineError, match="Membership declared 'node'"):
+        class Liar(Cell):
+            node_verbs = {"heartbeat": "by"}
+
+            @transition("heartbeat")
+            def heartbeat(self, **extra: object) -> None: ...

@@ -1,6 +1,6 @@
 """Trust on the real broker, with raw pika as the attacker: every hostile message is refused,
 counted by reason, dead-lettered (diagnostic mode) and never applied, and the node still
-answers (status) afterwards."""
+answers (status) afterwards. Each node signs with a node key bound to it (``node = NAME``)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,38 @@ import pika
 import pytest
 
 from cellframe import Client, Node
+from cellframe.cell import transition
+from cellframe.healing.membership import HealingConfig, Membership
+from cellframe.replication.coordinate import Coordinator
+from cellframe.roles.logsump import LOG_RECORDS_VERB
+from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
 from cellframe.testing.amqp import raw_channel
+from cellframe.transports._amqp_wire import to_amqp
 from cellframe.transports.base import DEAD_LETTER_REASON
-from cellframe.wire.keys import KeyFiles, dump_keys, new_key
+from cellframe.wire.envelope import Envelope
+from cellframe.wire.keys import Key, KeyFiles, dump_keys, new_key
 from cellframe.wire.signing import EXPIRES_HEADER, KEY_HEADER, SIGNATURE_HEADER, Signer
-from tests.node_support import cell_total, registry, replies_matching
+from tests.node_support import Tally, cell_total, replies_matching
 
 pytestmark = pytest.mark.amqp
+
+
+class Gullible(Tally):
+    """A tally that applies node-only verbs if they reach it: a replication adds 100, a claim
+    1000, so a total that moved shows the gate let one through."""
+
+    @transition("replicate", target="counting")
+    def replicate(self, **extra: Any) -> None:
+        self.total += 100
+
+    @transition("claim", target="counting")
+    def claim(self, **extra: Any) -> None:
+        self.total += 1000
+
+
+def registry() -> RoleRegistry:
+    return RoleRegistry({"tally": [Gullible]})
 
 
 @dataclass
@@ -53,6 +77,27 @@ class Trust:
         with raw_channel(self.names.url) as channel:
             channel.basic_publish(self.names.exchange, key, body, properties)
 
+    def publish_signed(self, key: Key, routing_key: str, text: str) -> None:
+        """Sign ``text`` for ``routing_key`` with ``key`` (a stolen one) and publish it with raw
+        pika."""
+        signed = Signer(key, exchange=self.names.exchange).sign(Envelope(text.encode()), routing_key)
+        self.publish_raw(routing_key, signed.body, to_amqp(signed, persistent=False))
+
+    def node_key(self, name: str) -> Key:
+        return next(k for k in self.keys.keyring if k.node == name)
+
+    def root_client(self) -> Client:
+        """A client whose operator key may send anything to anyone (``all *``)."""
+        everything = new_key("root-ops", ["all *"])
+        self.keys.paths[0].write_text(dump_keys([*self.keys.keyring, everything]))
+        assert self.keys.reload()
+        return Client(self.names.connect(), queue_prefix=self.names.queue_prefix,
+                      signer=Signer(everything, exchange=self.names.exchange))
+
+    def dead_reasons(self, containing: str) -> list[str]:
+        reasons = [d.envelope.headers.get(DEAD_LETTER_REASON, "") for d in self.dead.deliveries]
+        return [r for r in reasons if containing in r]
+
     def refused(self, node: str = "a-01") -> dict[str, int]:
         return dict(self.nodes[node].counters.refused)
 
@@ -71,11 +116,11 @@ class Trust:
 
 @pytest.fixture
 def trust(amqp_names: Any, tmp_path: Any) -> Iterator[Trust]:
-    node_key = new_key("nodes-1", kind="node")
+    node_keys = {name: new_key(name, kind="node", node=name) for name in ("a-01", "b-01")}
     ops = new_key("ops-1", ["cell:* add total", "node:* status"])
     limited = new_key("reader-1", ["cell:* total"])
     key_file = tmp_path / "cluster.keys"
-    key_file.write_text(dump_keys([node_key, ops, limited]))
+    key_file.write_text(dump_keys([*node_keys.values(), ops, limited]))
     keys = KeyFiles([key_file])
     nodes: dict[str, Node] = {}
     transports = []
@@ -83,7 +128,7 @@ def trust(amqp_names: Any, tmp_path: Any) -> Iterator[Trust]:
         for name in ("a-01", "b-01"):
             transport = amqp_names.connect()
             transports.append(transport)
-            signer = Signer(node_key, keyring=keys, exchange=amqp_names.exchange)
+            signer = Signer(node_keys[name], keyring=keys, exchange=amqp_names.exchange)
             nodes[name] = Node(name, transport=transport, signer=signer, role="tally",
                                registry=registry(), queue_prefix=amqp_names.queue_prefix,
                                diagnostic=True, watch_config=False).start()
@@ -228,11 +273,7 @@ def test_what_an_operator_key_sends_is_an_audit_event_on_the_wire(trust) -> None
 
 
 def test_an_operator_key_cannot_impersonate_a_node(trust) -> None:
-    everything = new_key("root-ops", ["all *"])
-    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, everything]))
-    assert trust.keys.reload()
-    client = Client(trust.names.connect(), queue_prefix=trust.names.queue_prefix,
-                    signer=Signer(everything, exchange=trust.names.exchange))
+    client = trust.root_client()
     node = trust.nodes["a-01"]
     for pattern in ("heartbeat.*", "membership.down.*"):  # as a membership cell binds them
         node.transport.bind(node.queue, pattern)
@@ -246,3 +287,91 @@ def test_an_operator_key_cannot_impersonate_a_node(trust) -> None:
     finally:
         client.close()
     assert trust.refused()["not-allowed"] == 2
+
+
+def test_an_operator_key_with_every_capability_cannot_send_replication_or_claims(trust) -> None:
+    assert "replicate" in Coordinator.node_verbs and "claim" in Membership.node_verbs
+    assert LOG_RECORDS_VERB == "log-records"
+    client = trust.root_client()
+    try:
+        client.send("cell.a-01", "(replicate :peer \"shard-x\" :rows '())")
+        client.send("cell.a-01", '(claim :node "a-01" :role "tally")')
+        client.send("cell.a-01", '(log-records :node "a-01" :records ())')  # the sump's
+        trust.wait_refused("not-allowed", 3)
+        client.send("cell.a-01", "(add 2)")  # what it may do still works
+        wait_for(lambda: trust.total("a-01") == 2, 10, what="the operator's own add")
+    finally:
+        client.close()
+    assert trust.refused()["not-allowed"] == 3
+    wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 3, 10,
+             what="three dead letters saying only node keys do",
+             show=lambda: trust.dead_reasons(""))
+    trust.answers_status()
+    # The same verbs from a node's own key reach the cell: the gate refused the operator.
+    trust.publish_signed(trust.node_key("a-01"), "cell.a-01", "(replicate :peer \"shard-x\")")
+    wait_for(lambda: trust.total("a-01") == 102, 10, what="a node's replication applied",
+             show=lambda: (trust.total("a-01"), trust.refused()))
+
+
+def test_a_node_key_bound_to_one_node_cannot_speak_for_another(trust) -> None:
+    stolen = trust.node_key("a-01")
+    victim = trust.nodes["b-01"]
+    for pattern in ("heartbeat.*", "membership.#", "log.#", "event.#"):
+        victim.transport.bind(victim.queue, pattern)
+    victim.transport.flush(10)
+    impersonations = [
+        ("heartbeat.b-01", '(heartbeat :node "b-01" :incarnation 99)'),
+        ("heartbeat.a-01", '(heartbeat :node "b-01" :incarnation 99)'),  # its key, another name
+        ("membership.leave.b-01", '(member-leave :node "b-01" :incarnation 1)'),
+        ("membership.claim.b-01", '(claim :node "b-01" :role "tally")'),
+        ("membership.down.a-01", '(member-down :node "a-01" :incarnation 1 :by "b-01")'),
+        ("cell.b-01", '(claim :node "b-01" :role "tally")'),  # to a cell that applies claims
+        ("event.down.b-01", '(event :kind "down")'),
+        ("log.b-01.info", '(log-records :node "b-01")'),
+        ("log.a-01.records", '(log-records :node "b-01")'),
+    ]
+    for routing_key, text in impersonations:
+        trust.publish_signed(stolen, routing_key, text)
+    trust.wait_refused("not-allowed", len(impersonations), node="b-01")
+    wait_for(lambda: len(trust.dead_reasons("node key 'a-01' speaks for 'a-01'"))
+             == len(impersonations), 10, what="a dead letter for each impersonation",
+             show=lambda: trust.dead_reasons(""))
+    assert trust.total("b-01") == 0
+    # In its own name it is still heard, on the same cell.
+    trust.publish_signed(stolen, "cell.b-01", '(claim :node "a-01" :role "tally")')
+    wait_for(lambda: trust.total("b-01") == 1000, 10, what="a-01's own claim applied",
+             show=lambda: (trust.total("b-01"), trust.refused("b-01")))
+    assert trust.refused("b-01")["not-allowed"] == len(impersonations)
+    trust.answers_status("b-01")
+
+
+def test_nodes_signing_with_keys_bound_to_them_see_each_other_alive(amqp_names, tmp_path) -> None:
+    names = ("m-01", "m-02")
+    node_keys = [new_key(name, kind="node", node=name) for name in names]
+    key_file = tmp_path / "nodes.keys"
+    key_file.write_text(dump_keys(node_keys))
+    keys = KeyFiles([key_file])
+    membership = Membership.configured(HealingConfig(heartbeat_interval=0.05,
+                                                     acceptable_pause=0.5))
+    nodes = []
+    try:
+        for key in node_keys:
+            signer = Signer(key, keyring=keys, exchange=amqp_names.exchange)
+            nodes.append(Node(key.id, transport=amqp_names.connect(), signer=signer,
+                              queue_prefix=amqp_names.queue_prefix, system_cells=(membership,),
+                              watch_config=False).start())
+
+        def views() -> dict[str, Any]:
+            found = {}
+            for node in nodes:
+                cell = next(c for c in node.status()["cells"] if "members" in c)
+                found[node.name] = {m["name"]: m["status"] for m in cell["members"]}
+            return found
+
+        wait_for(lambda: all(v == {"m-01": "alive", "m-02": "alive"} for v in views().values()),
+                 20, what="each node to see both alive", show=views)
+        assert all(not node.counters.refused for node in nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+

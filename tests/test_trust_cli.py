@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from cellframe.cli.failure import CliError
 from cellframe.cli.main import main
+from cellframe.cli.trust import make_signer
 from cellframe.client import Client
 from cellframe.node.node import Node
 from cellframe.testing import wait_for
@@ -67,14 +69,39 @@ def test_keys_new_writes_a_private_file_and_never_overwrites_it(tmp_path) -> Non
     assert load_keys(path) == [key]
 
 
+def test_keys_new_for_node_writes_a_node_key_that_speaks_for_that_node_alone(tmp_path) -> None:
+    path = tmp_path / "web-01.key"
+    result = invoke("keys", "new", "web-01", "--for-node", "web-01", "-o", str(path))
+    assert result.exit_code == 0, result.output
+    assert "node key web-01 for node web-01" in result.stdout
+    [key] = load_keys(path)
+    assert key.kind == "node" and key.node == "web-01" and key.speaks_for("web-01")
+    bad = invoke("keys", "new", "x", "--for-node", "web.01", "-o", str(tmp_path / "x.key"))
+    assert bad.exit_code == 1 and "node 'web.01'" in bad.stderr
+
+
+def test_a_node_given_key_files_signs_with_the_key_bound_to_it(tmp_path) -> None:
+    keys = [new_key("nodes", kind="node"), new_key("db-01", kind="node", node="db-01"),
+            new_key("web-01", kind="node", node="web-01")]
+    path = tmp_path / "cluster.keys"
+    path.write_text(dump_keys(keys))
+    assert make_signer(None, key_files=[str(path)], node="web-01").key.id == "web-01"
+    assert make_signer(None, key_files=[str(path)], node="mail-01").key.id == "nodes"
+    path.write_text(dump_keys(keys[1:]))
+    with pytest.raises(CliError, match="no node key in the key files may sign for node mail-01"):
+        make_signer(None, key_files=[str(path)], node="mail-01")
+
+
 def test_keys_list_shows_ids_and_capabilities_never_secrets(tmp_path) -> None:
-    keys = [new_key("ops-1", ["role:web set-weight"]), new_key("nodes-1", kind="node")]
+    keys = [new_key("ops-1", ["role:web set-weight"]), new_key("nodes-1", kind="node"),
+            new_key("web-01", kind="node", node="web-01")]
     path = tmp_path / "cluster.keys"
     path.write_text(dump_keys(keys))
     result = invoke("keys", "list", str(path))
     assert result.exit_code == 0
     assert "ops-1\toperator\trole:web set-weight" in result.stdout
     assert "nodes-1\tnode\tall *" in result.stdout
+    assert "web-01\tnode (web-01)\tall *" in result.stdout
     assert all(k.secret.hex() not in result.stdout for k in keys)
 
 

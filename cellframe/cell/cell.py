@@ -29,19 +29,27 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pykka
 
 from ..config.txtconfig import language_budget
-from ..errors import CellCrashedError, CellframeError, ConfigError, LanguageError, UnknownVerbError
+from ..errors import (
+    CellCrashedError,
+    CellframeError,
+    ConfigError,
+    LanguageError,
+    StateMachineError,
+    UnknownVerbError,
+)
 from ..failures import log_failure
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
 from ..wire import tracing
 from ..wire.envelope import Envelope, Message, request_id
+from . import nodeverbs
 from .dedup import DedupMemory
 from .durable import CellJournal
 from .host import CellHost, StandaloneHost
@@ -143,6 +151,11 @@ class Cell(pykka.ThreadingActor):
     #: Keep the state, the ``fields`` and the applied message ids in the store (through the
     #: ``CellJournal`` its node is given), so a spare resumes them (``cellframe.cell.durable``).
     durable: ClassVar[bool] = False
+    #: Verbs of this class that only nodes send each other (replication, claims, membership
+    #: news), each with the keyword naming the node that speaks (None: it names none). A node
+    #: refuses them from an operator key, and from a node key bound to another node
+    #: (``cellframe.cell.nodeverbs``).
+    node_verbs: ClassVar[Mapping[str, str | None]] = {}
     cell_machine: ClassVar[Machine]
 
     use_daemon_thread = True
@@ -166,6 +179,13 @@ class Cell(pykka.ThreadingActor):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.cell_machine = compile_machine(cls)
+        own = vars(cls).get("node_verbs")
+        if own:
+            unknown = sorted(set(own) - cls.cell_machine.verbs)
+            if unknown:
+                raise StateMachineError(f"{cls.__qualname__}: node_verbs {unknown} are not "
+                                        "verbs of its machine")
+            nodeverbs.declare(cls.__qualname__, own)
 
     def __init__(
         self,

@@ -187,7 +187,8 @@ def node(name: str, zone_file: str | None, dns_server: str | None, domain: str |
     from ..node.process import registry_with_plugins, run_node
 
     name = name or node_name_from_hostname()
-    signer = make_signer(secret_file, key_file=key_file, key_files=key_files, exchange=exchange)
+    signer = make_signer(secret_file, key_file=key_file, key_files=key_files, exchange=exchange,
+                         node=name)
     if signer is None and not insecure:
         raise CliError("no keys: give --keys FILE (see `cellframe keys new --node`), "
                        "--secret-file FILE or $CELLFRAME_SECRET; or --insecure to run unsigned")

@@ -35,8 +35,10 @@ def key_options(function: Any) -> Any:
 
 def make_signer(secret_file: str | None, *, key_file: str | None = None,
                 key_files: tuple[str, ...] | list[str] = (), exchange: str | None = None,
-                required: bool = False) -> Any:
-    """The Signer these options name, or None if they name no key (an error if ``required``)."""
+                required: bool = False, node: str | None = None) -> Any:
+    """The Signer these options name, or None if they name no key (an error if ``required``).
+    From ``key_files`` alone, node ``node`` signs with the node key bound to it, else with
+    the first bound to no node."""
     from ..wire.keys import KeyFiles, load_keys
     from ..wire.signing import DEFAULT_EXCHANGE, Signer, load_secret
 
@@ -48,9 +50,10 @@ def make_signer(secret_file: str | None, *, key_file: str | None = None,
         elif secret_file is not None or os.environ.get("CELLFRAME_SECRET"):
             own = load_secret(file=secret_file)
         elif keyring is not None:
-            own = next((k for k in keyring.keyring if k.kind == "node"), None)
+            own = _own_node_key(keyring.keyring, node)
             if own is None:
-                raise ConfigError("the key files hold no node key to sign with: give --key FILE")
+                raise ConfigError(f"no node key in the key files may sign for node "
+                                  f"{node or '?'} (one bound to it, or to no node): give --key FILE")
         if own is None:
             if required:
                 raise ConfigError("no key: give --key FILE, --secret-file FILE or set "
@@ -60,6 +63,12 @@ def make_signer(secret_file: str | None, *, key_file: str | None = None,
     except CellframeError as error:
 
         raise CliError(str(error)) from error
+
+
+def _own_node_key(keyring: Any, node: str | None) -> Any:
+    """The node key bound to ``node``, else the first one bound to no node, else None."""
+    candidates = [k for k in keyring if k.kind == "node" and k.node in (None, node)]
+    return next((k for k in candidates if k.node is not None), None) or next(iter(candidates), None)
 
 
 @click.group()
@@ -73,16 +82,22 @@ def keys() -> None:
               help="A capability: all, role:NAME, node:NAME, cell:NAME or key:ROUTING-KEY "
                    "(globs allowed), then verbs or *. Repeatable; none: 'all *'.")
 @click.option("--node", "node_kind", is_flag=True,
-              help="A node key (the nodes' own traffic), not an operator key.")
+              help="A node key (the nodes' own traffic), not an operator key; it speaks for "
+                   "every node unless --for-node binds it to one.")
+@click.option("--for-node", "for_node", type=UTF8, metavar="NODE",
+              help="A node key that speaks for node NODE alone (implies --node): refused on "
+                   "heartbeats, membership news, events and logs in another node's name.")
 @click.option("-o", "--output", type=FilePath(dir_okay=False),
               help="File to write (default NAME.key); never overwritten.")
-def new(name: str, allow: tuple[str, ...], node_kind: bool, output: str | None) -> None:
+def new(name: str, allow: tuple[str, ...], node_kind: bool, for_node: str | None,
+        output: str | None) -> None:
     """Write a new key NAME (a random 256-bit secret) to a key file readable by you alone."""
     from ..wire.keys import dump_keys, new_key
 
     path = Path(output or f"{name}.key")
     try:
-        key = new_key(name, allow or ("all *",), kind="node" if node_kind else "operator")
+        key = new_key(name, allow or ("all *",),
+                      kind="node" if node_kind or for_node else "operator", node=for_node)
     except CellframeError as error:
         raise click.ClickException(str(error)) from error
     try:
@@ -93,7 +108,9 @@ def new(name: str, allow: tuple[str, ...], node_kind: bool, output: str | None) 
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(dump_keys([key]))
-    click.echo(f"wrote {key.kind} key {key.id} to {path}: {', '.join(str(c) for c in key.allow)}")
+    bound = f" for node {key.node}" if key.node is not None else ""
+    click.echo(f"wrote {key.kind} key {key.id}{bound} to {path}: "
+               f"{', '.join(str(c) for c in key.allow)}")
 
 
 @keys.command("list")
@@ -108,4 +125,5 @@ def list_keys(files: tuple[str, ...]) -> None:
         except CellframeError as error:
             raise click.ClickException(str(error)) from error
         for key in found:
-            click.echo(f"{key.id}\t{key.kind}\t{'; '.join(str(c) for c in key.allow)}\t{file}")
+            kind = f"{key.kind} ({key.node})" if key.node is not None else key.kind
+            click.echo(f"{key.id}\t{kind}\t{'; '.join(str(c) for c in key.allow)}\t{file}")

@@ -244,6 +244,11 @@ class Membership(Cell):
     states = ("joining", "running")
     initial = "joining"
     bindings = ("heartbeat.*", "membership.#", "probe.{node}")
+    #: Membership news only nodes send, each naming its speaker: a node speaks for itself
+    #: with ``:node``, and of another node (down, probed) with ``:by``.
+    node_verbs: ClassVar[Mapping[str, str | None]] = {
+        "heartbeat": "node", "announce": "node", "member-leave": "node", "claim": "node",
+        "claim-withdrawn": "node", "member-down": "by", "probe": "by"}
     healing: ClassVar[HealingConfig | None] = None
     #: How long a node whose cells failed to start for a role leaves that role to others.
     failed_role_hold: ClassVar[float] = 30.0

@@ -255,6 +255,11 @@ class Node:
         self.transport = transport
         self.resolver = resolver
         self.registry = registry or RoleRegistry()
+        own = getattr(signer, "key", None)
+        if own is not None and own.node not in (None, self.name):
+            raise ConfigError(f"node {self.name}: its key {own.id!r} speaks for node {own.node!r}; "
+                              f"give it a node key made with `cellframe keys new --for-node "
+                              f"{self.name}` (or one bound to no node)")
         self.signer = signer
         self.gate = Gate(signer, max_message_bytes)
         self._notices = (0, 0)

@@ -28,8 +28,8 @@ duplicated or late message changes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from ..cell.statemachine import transition
 from ..language.symbols import Keyword, Symbol
@@ -96,6 +96,11 @@ class Exchanges:
 
 class AntiEntropy(ShardBase):
     """The anti-entropy part of the shard cell: rounds on the tick, exchanges by message."""
+
+    #: The exchanges of a round, between shard cells only.
+    node_verbs: ClassVar[Mapping[str, str | None]] = dict.fromkeys(
+        ("merkle-roots", "merkle-nodes", "merkle-nodes-are", "pull-partition", "bucket-digests",
+         "fetch", "records"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -62,6 +62,9 @@ class ShardBase(Cell):
     states = ("serving",)
     initial = "serving"
     bindings = ("membership.down.*", "membership.leave.*")
+    #: The shard protocol's announcements, between shard cells only.
+    node_verbs: ClassVar[Mapping[str, str | None]] = {
+        "shard-hello": "node", "shard-leave": "node", "ring-please": None, "ring-table": None}
     #: Overrides applied over the DNS settings (see ``ShardCell.configured``).
     shard_overrides: ClassVar[dict[str, Any]] = {}
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from ..cell.statemachine import transition
 from ..errors import LanguageError, StoreError
@@ -46,6 +47,10 @@ MAX_HOPS = 2
 
 class Coordinator(ShardBase):
     """The client-facing verbs and the replica side of writes and reads."""
+
+    #: The replica side (a client sends insert, select and history, which are not here).
+    node_verbs: ClassVar[Mapping[str, str | None]] = dict.fromkeys(
+        ("replicate", "replicated", "read-records", "read-records-are"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

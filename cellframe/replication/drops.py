@@ -40,8 +40,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..cell.statemachine import transition
 from ..errors import CellframeError
@@ -75,6 +76,9 @@ class DropCheck:
 
 class Drops(ShardBase):
     """The part of the shard cell that drops partitions it no longer owns, safely."""
+
+    #: The checks an old owner makes before it drops a partition, between shard cells only.
+    node_verbs: ClassVar[Mapping[str, str | None]] = dict.fromkeys(("drop-check", "drop-check-is"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

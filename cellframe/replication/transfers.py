@@ -30,9 +30,9 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..cell.statemachine import transition
 from ..errors import StoreError
@@ -125,6 +125,9 @@ class Pulls:
 
 class Handoff(ShardBase):
     """The transfer part of the shard cell: pulls what it gains, serves what others pull."""
+
+    #: A partition's transfer, between shard cells only.
+    node_verbs: ClassVar[Mapping[str, str | None]] = dict.fromkeys(("handoff-pull", "handoff-batch"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..cell import nodeverbs
 from ..cell.cell import Cell
 from ..config.txtconfig import int_setting
 from ..errors import CellframeError, ConfigError, LanguageError
@@ -64,6 +65,9 @@ log = logging.getLogger(__name__)
 LOG_RECORDS_VERB = "log-records"
 LOG_QUERY_VERB = "logs-query"
 LOG_PAGE_VERB = "log-page"
+# Only nodes ship records, each its own (the sump reads every message itself, with no
+# transitions, so it declares here rather than in node_verbs).
+nodeverbs.declare("LogSumpCell", {LOG_RECORDS_VERB: "node"})
 #: A batch or a page stays this far under a node's 64 KiB message limit.
 MAX_PAGE_BYTES = 60_000
 _DATA_DIR_ENV = "CELLFRAME_DATA_DIR"

@@ -10,7 +10,10 @@ target then the verbs it allows (``*`` for any)::
 
 Targets match with shell globs on the name (``fnmatch``). A ``node`` key may sign what the
 nodes send among themselves (heartbeats, claims, replication, call-backs); an ``operator`` key
-is one a person or a tool holds, and what it sends is audited.
+is one a person or a tool holds, and what it sends is audited. A node key may be bound to one
+node (``node = "web-01"``): it then speaks for that node alone, and the gate refuses it on
+heartbeats, membership news, events and logs in another node's name. A node key bound to no
+node (the cluster secret's, the demo's) speaks for every node.
 
 Keys live in TOML files, never in DNS (which anyone on the path can read or spoof)::
 
@@ -19,6 +22,13 @@ Keys live in TOML files, never in DNS (which anyone on the path can read or spoo
     kind = "operator"
     secret = "9f1c...64 hex digits"
     allow = ["role:web set-weight", "node:* status"]
+
+    [[key]]
+    id = "web-01"
+    kind = "node"
+    node = "web-01"
+    secret = "..."
+    allow = ["all *"]
 
 A ``Keyring`` is an immutable snapshot of the valid keys by id; ``KeyFiles`` rereads its files
 when asked (SIGHUP) or when one changed, and replaces the snapshot whole, so a verifier reads
@@ -109,12 +119,14 @@ ALL_CAPABILITIES = (Capability("all", None),)
 @dataclass(frozen=True, slots=True)
 class Key:
     """A signing key: its id (sent with every message it signs), its secret, its kind
-    (``node`` or ``operator``) and what it may send."""
+    (``node`` or ``operator``), what it may send, and for a node key the node it speaks for
+    (None: every node)."""
 
     id: str
     secret: bytes
     allow: tuple[Capability, ...] = ALL_CAPABILITIES
     kind: str = "operator"
+    node: str | None = None
     #: Allowed everything (``all *``): the check every node key makes per message, made once.
     unrestricted: bool = field(default=False, init=False, repr=False, compare=False)
     #: What ``allows`` answered, by (routing key, verb): 0.1 us a message instead of 1.5 us
@@ -135,6 +147,11 @@ class Key:
                               f"at least {MIN_SECRET_BYTES} needed")
         if self.kind not in KINDS:
             raise ConfigError(f"key {self.id!r}: kind {self.kind!r} is not one of {KINDS}")
+        if self.node is not None:
+            if self.kind != "node":
+                raise ConfigError(f"key {self.id!r}: only a node key speaks for a node "
+                                  f"(node = {self.node!r} on a {self.kind} key)")
+            validate_name(self.node, f"key {self.id!r}: node")
 
     def allows(self, routing_key: str, verb: str | None) -> bool:
         """May this key send a message with head ``verb`` to ``routing_key``?"""
@@ -148,13 +165,20 @@ class Key:
             self.decisions[routing_key, verb] = decision
         return decision
 
+    def speaks_for(self, node: str) -> bool:
+        """May this key sign traffic in ``node``'s name (a node key bound to it or to none)?"""
+        return self.kind == "node" and self.node in (None, node)
+
     def __repr__(self) -> str:  # never the secret
-        return f"<Key {self.id} {self.kind} allow={[str(c) for c in self.allow]}>"
+        bound = f" node={self.node}" if self.node is not None else ""
+        return f"<Key {self.id} {self.kind}{bound} allow={[str(c) for c in self.allow]}>"
 
 
-def new_key(key_id: str, allow: Iterable[str] = ("all *",), *, kind: str = "operator") -> Key:
-    """A fresh key with a random 256-bit secret."""
-    return Key(key_id, secrets.token_bytes(32), tuple(Capability.parse(a) for a in allow), kind)
+def new_key(key_id: str, allow: Iterable[str] = ("all *",), *, kind: str = "operator",
+            node: str | None = None) -> Key:
+    """A fresh key with a random 256-bit secret (``node``: the node a node key speaks for)."""
+    return Key(key_id, secrets.token_bytes(32), tuple(Capability.parse(a) for a in allow), kind,
+               node)
 
 
 class Keyring:
@@ -207,7 +231,7 @@ def _key_from(entry: object, where: str) -> Key:
         if not isinstance(allow, list):
             raise ConfigError(f"key file {where!r}: allow must be a list of capabilities")
         return Key(entry["id"], secret, tuple(Capability.parse(a) for a in allow),
-                   entry.get("kind", "operator"))
+                   entry.get("kind", "operator"), entry.get("node"))
     except KeyError as exc:
         raise ConfigError(f"key file {where!r}: a key has no {exc.args[0]!r}") from exc
     except (TypeError, ValueError) as exc:
@@ -221,7 +245,8 @@ def dump_keys(keys: Iterable[Key]) -> str:
     blocks = []
     for key in keys:
         allow = ", ".join(f'"{c}"' for c in key.allow)
-        blocks.append(f'[[key]]\nid = "{key.id}"\nkind = "{key.kind}"\n'
+        bound = f'node = "{key.node}"\n' if key.node is not None else ""
+        blocks.append(f'[[key]]\nid = "{key.id}"\nkind = "{key.kind}"\n{bound}'
                       f'secret = "{key.secret.hex()}"\nallow = [{allow}]\n')
     return "\n".join(blocks)
 

