@@ -297,19 +297,23 @@ def test_an_operator_key_with_every_capability_cannot_send_replication_or_claims
         client.send("cell.a-01", "(replicate :peer \"shard-x\" :rows '())")
         client.send("cell.a-01", '(claim :node "a-01" :role "tally")')
         client.send("cell.a-01", '(log-records :node "a-01" :records ())')  # the sump's
-        trust.wait_refused("not-allowed", 3)
+        # A node's monitors: a forged watch, or a forged notice that a watched cell went down.
+        client.send("node.a-01", '(monitor :cell "a-01" :by "b-01")')
+        client.send("node.a-01", '(cell-down :cell "x" :node "b-01" :condition "failed" '
+                                 ':reason "forged")')
+        trust.wait_refused("not-allowed", 5)
         client.send("cell.a-01", "(add 2)")  # what it may do still works
-        wait_for(lambda: trust.total("a-01") == 2, 10, what="the operator's own add")
+        wait_for(lambda: trust.total("a-01") == 2, 30, what="the operator's own add")
     finally:
         client.close()
-    assert trust.refused()["not-allowed"] == 3
-    wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 3, 10,
-             what="three dead letters saying only node keys do",
+    assert trust.refused()["not-allowed"] == 5
+    wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 5, 30,
+             what="five dead letters saying only node keys do",
              show=lambda: trust.dead_reasons(""))
     trust.answers_status()
     # The same verbs from a node's own key reach the cell: the gate refused the operator.
     trust.publish_signed(trust.node_key("a-01"), "cell.a-01", "(replicate :peer \"shard-x\")")
-    wait_for(lambda: trust.total("a-01") == 102, 10, what="a node's replication applied",
+    wait_for(lambda: trust.total("a-01") == 102, 30, what="a node's replication applied",
              show=lambda: (trust.total("a-01"), trust.refused()))
 
 
@@ -334,12 +338,12 @@ def test_a_node_key_bound_to_one_node_cannot_speak_for_another(trust) -> None:
         trust.publish_signed(stolen, routing_key, text)
     trust.wait_refused("not-allowed", len(impersonations), node="b-01")
     wait_for(lambda: len(trust.dead_reasons("node key 'a-01' speaks for 'a-01'"))
-             == len(impersonations), 10, what="a dead letter for each impersonation",
+             == len(impersonations), 30, what="a dead letter for each impersonation",
              show=lambda: trust.dead_reasons(""))
     assert trust.total("b-01") == 0
     # In its own name it is still heard, on the same cell.
     trust.publish_signed(stolen, "cell.b-01", '(claim :node "a-01" :role "tally")')
-    wait_for(lambda: trust.total("b-01") == 1000, 10, what="a-01's own claim applied",
+    wait_for(lambda: trust.total("b-01") == 1000, 30, what="a-01's own claim applied",
              show=lambda: (trust.total("b-01"), trust.refused("b-01")))
     assert trust.refused("b-01")["not-allowed"] == len(impersonations)
     trust.answers_status("b-01")

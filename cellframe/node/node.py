@@ -25,9 +25,9 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 from pykka.messages import ProxyGetAttr
@@ -129,6 +129,10 @@ class NodeDaemon(Cell):
 
     states = ("running",)
     initial = "running"
+    #: Monitors between nodes (``cellframe.node.monitors``): only nodes ask and tell them, a
+    #: node asking with ``:by``, a watched cell's node telling with ``:node``.
+    node_verbs: ClassVar[Mapping[str, str | None]] = {
+        "monitor": "by", "demonitor": "by", "cell-down": "node"}
 
     def __init__(self, name: str, *, node: Node, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
