@@ -109,3 +109,32 @@ def test_a_converged_start_gives_every_node_the_whole_view_and_sends_no_hello() 
     sim.run(1.0)
     assert all(len(n.cell.view) == 49 for n in sim.nodes.values())
     assert all(n.cell.heard_counts["announce"] == 49 for n in sim.nodes.values())
+
+
+def test_a_partition_cuts_every_message_between_its_sides_until_it_heals() -> None:
+    sim, again = (Simulation(30, seed=6, watchers=0, converged=True) for _ in range(2))
+    sim.run(1.0)
+    again.run(1.0)
+    side = sim.split_off(0.3)
+    assert len(side) == 9 and side == again.split_off(0.3)  # the seed chooses the side
+    sim.partition(side)
+    sim.run(4.0)
+    for node in sim.nodes.values():
+        others = set(side) if node.name not in side else set(sim.nodes) - set(side)
+        assert all(node.cell.view[o].status == DOWN for o in others), node.name
+        assert all(m.status != DOWN for m in node.cell.view.values() if m.name not in others)
+    sim.heal()
+    sim.run(3.0)
+    assert all(m.status != DOWN for n in sim.nodes.values() for m in n.cell.view.values())
+    assert sim.partitions == [(1.0, 5.0)]
+
+
+def test_cellframe_simulate_partition_reports_the_split() -> None:
+    result = CliRunner().invoke(main, ["simulate", "--nodes", "30", "--seconds", "8", "--crashes",
+                                       "0", "--watchers", "0", "--partition", "0.2@1+3", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["partition"]["side"] == 6 and report["partition"]["healed"], report
+    assert report["partition"]["downs_across"] == 2 * 6 * 24 and report["false_downs"] == 0
+    bad = CliRunner().invoke(main, ["simulate", "--partition", "half@1+3"])
+    assert bad.exit_code == 2 and "FRACTION@AT+SECONDS" in bad.output

@@ -8,15 +8,17 @@ broker routes by the same keys the real one does (exact keys, ``membership.#`` t
 and ``heartbeat.*`` when there is no watch ring), drops a message with probability ``loss``,
 delays each by a uniform random latency (so reorders them), and returns a publish that no
 queue binds (a probe to a crashed node). Faults: ``crash`` (the node's queue goes, as on
-SIGKILL), ``pause`` (SIGSTOP: no ticks, deliveries parked until it resumes).
+SIGKILL), ``pause`` (SIGSTOP: no ticks, deliveries parked until it resumes), ``partition``
+(the nodes split into sides: every message between two sides is dropped, probes included, as
+by a cut link that returns nothing; ``heal`` joins them again).
 
 ``converged=True`` (what ``simulate`` and ``cellframe simulate`` use) starts every node with
 the view a cold start ends in, through the real ``heard_announce``, and no hello: a cold
 start is n**2 deliveries through the evaluator (2 * 10**6 at 1,000 nodes, more than 400 s of
 CPU), the steady state about 40 per node-second. Figures and profile: docs/scale.md.
 
-What it does not run (yet): the reconciler (no DNS intent; ``reconcile=False``), partitions,
-and the fence of a paused node's role cells (there are none).
+What it does not run (yet): the reconciler (no DNS intent; ``reconcile=False``) and the fence
+of a paused node's role cells (there are none).
 
 The same seed gives the same run: every random choice comes from one ``random.Random(seed)``
 and events are ordered by (virtual time, sequence number).
@@ -30,16 +32,17 @@ import itertools
 import random
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..cell.fence import PauseFence
+from ..errors import ConfigError
 from ..healing.membership import DOWN, HealingConfig, Membership
 from ..language.symbols import Symbol
 from ..wire.envelope import Envelope, Message
 
-__all__ = ["SimHost", "Simulation", "SimulationReport", "simulate"]
+__all__ = ["PartitionFault", "SimHost", "Simulation", "SimulationReport", "simulate"]
 
 _TICK = [Symbol("tick")]
 
@@ -166,6 +169,7 @@ class SimulationReport:
     wall_seconds: float  # CPU seconds of the whole run, the start included
     node_seconds_per_wall_second: float  # simulated node-seconds per CPU second, after the start
     start_seconds: float = 0.0  # CPU seconds to build the nodes (and converge their views)
+    partition: dict[str, Any] = field(default_factory=dict)  # the split, if one ran
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -189,6 +193,8 @@ class Simulation:
         self.events: list[tuple[float, str, str, dict[str, Any]]] = []
         self.crashes: dict[str, float] = {}
         self.paused: set[str] = set()
+        self.side: dict[str, int] = {}  # node -> its side while partitioned; empty when whole
+        self.partitions: list[tuple[float, float | None]] = []  # (split at, healed at)
         self._ids = itertools.count()
         for index in range(n):
             self._add(f"node-{index:05d}")
@@ -273,9 +279,12 @@ class Simulation:
                           sent_at=scheduler.now)
         low, high = self.latency
         loss, nodes, deliver = self.loss, self.nodes, self._deliver
+        side = self.side.get(sender) if self.side else None
         for target in targets:
             if target == sender and not key.startswith("cell."):
                 continue
+            if side is not None and self.side.get(target) != side:
+                continue  # across the cut: lost, and nothing comes back
             if loss and rng.random() < loss:
                 continue
             scheduler.after(scheduler.now + rng.uniform(low, high), deliver, nodes[target],
@@ -326,10 +335,32 @@ class Simulation:
 
         self.scheduler.at(node.paused_until, resume)
 
+    def partition(self, *sides: Collection[str]) -> None:
+        """Split the nodes: each of ``sides`` hears only itself; the nodes named in none
+        form one more side together."""
+        self.side = {name: index for index, names in enumerate(sides) for name in names}
+        rest = len(sides)
+        for name in self.nodes:
+            self.side.setdefault(name, rest)
+        self.partitions.append((self.scheduler.now, None))
+
+    def heal(self) -> None:
+        """Join the sides again: messages sent from now on reach every node."""
+        self.side = {}
+        if self.partitions and self.partitions[-1][1] is None:
+            self.partitions[-1] = (self.partitions[-1][0], self.scheduler.now)
+
+    def split_off(self, fraction: float) -> list[str]:
+        """The nodes of a side of ``fraction`` of the cluster, chosen by the seed."""
+        count = max(1, min(len(self.nodes) - 1, round(fraction * len(self.nodes))))
+        return sorted(self.scheduler.rng.sample(sorted(self.nodes), count))
+
     # -- running and measuring ----------------------------------------------------------------
 
     def record(self, node: str, kind: str, fields_: dict[str, Any]) -> None:
         if kind in ("down", "refuted", "doubting"):
+            if self.side and self.side.get(fields_.get("member", node)) != self.side.get(node):
+                fields_ = {**fields_, "across": True}  # a verdict about the other side
             self.events.append((self.scheduler.now, node, kind, fields_))
 
     def run(self, seconds: float) -> None:
@@ -352,7 +383,7 @@ class Simulation:
                 times.append(max(seen[n.name] for n in live) - crashed_at)
         times.sort()
         false_downs = sum(1 for _, _, kind, f in self.events if kind == "down"
-                          and f.get("member") not in self.crashes
+                          and not f.get("across") and f.get("member") not in self.crashes
                           and f.get("member") not in self.paused)
         received = sum(n.received for n in self.nodes.values())
         # Per node-second alive: a crashed node hears nothing after it, and 10 crashes of 100
@@ -381,11 +412,44 @@ class Simulation:
                    for n in self.nodes.values() if not n.crashed and n.name != name)
 
 
+@dataclass(frozen=True)
+class PartitionFault:
+    """A split of ``fraction`` of the nodes (chosen by the seed) from the rest, ``at`` virtual
+    seconds after the warm-up, healed ``seconds`` later. Written ``FRACTION@AT+SECONDS``
+    (``0.3@10+5``) on the command line."""
+
+    fraction: float
+    at: float
+    seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> PartitionFault:
+        try:
+            fraction, rest = text.split("@")
+            at, seconds = rest.split("+")
+            fault = cls(float(fraction), float(at.rstrip("s")), float(seconds.rstrip("s")))
+        except ValueError:
+            raise ConfigError(f"partition {text!r}: expected FRACTION@AT+SECONDS, e.g."
+                              " 0.3@10+5") from None
+        if not 0 < fault.fraction < 1 or fault.at < 0 or fault.seconds <= 0:
+            raise ConfigError(f"partition {text!r}: need 0 < fraction < 1, at >= 0, seconds > 0")
+        return fault
+
+    def schedule(self, sim: Simulation, start: float) -> list[str]:
+        """Split at ``start + at`` and heal ``seconds`` later; the side split off, sorted."""
+        side = sim.split_off(self.fraction)
+        sim.scheduler.at(start + self.at, lambda: sim.partition(side))
+        sim.scheduler.at(start + self.at + self.seconds, sim.heal)
+        return side
+
+
 def simulate(n: int, *, seconds: float = 30.0, seed: int = 0, loss: float = 0.0,
              watchers: int = 3, crashes: int = 10, warmup: float = 5.0,
-             converged: bool = True) -> SimulationReport:
+             converged: bool = True, partition: PartitionFault | None = None,
+             ) -> SimulationReport:
     """Run ``n`` nodes for ``warmup`` virtual seconds, then ``seconds`` more in which
-    ``crashes`` nodes (chosen by the seed) are crashed at random times; report.
+    ``crashes`` nodes (chosen by the seed) are crashed at random times, and the cluster is
+    split by ``partition`` if given; report.
     ``converged=False`` runs the cold start's hellos too (n**2 deliveries)."""
     started = time.process_time()
     sim = Simulation(n, seed=seed, loss=loss, watchers=watchers, converged=converged)
@@ -393,10 +457,17 @@ def simulate(n: int, *, seconds: float = 30.0, seed: int = 0, loss: float = 0.0,
     sim.run(warmup)
     for node in sim.nodes.values():  # steady state only: the cold start's announces are n**2
         node.received = 0
+    side = partition.schedule(sim, warmup) if partition is not None else []
     victims = sim.scheduler.rng.sample(sorted(sim.nodes), min(crashes, n - 1))
     for name in victims:
         at = warmup + sim.scheduler.rng.uniform(0, max(0.0, seconds - 5.0))
         sim.scheduler.at(at, functools.partial(sim.crash, name))
     sim.run(seconds)
-    return sim.report(seconds, time.process_time() - started, node_seconds=n * (warmup + seconds),
-                      start=start)
+    report = sim.report(seconds, time.process_time() - started,
+                        node_seconds=n * (warmup + seconds), start=start)
+    if partition is not None:
+        report.partition = {"side": len(side), "of": n, "at": partition.at,
+                            "seconds": partition.seconds, "healed": sim.partitions[-1][1] is not None,
+                            "downs_across": sum(1 for _, _, kind, f in sim.events
+                                                if kind == "down" and f.get("across"))}
+    return report
