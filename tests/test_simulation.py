@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from cellframe.cli.main import main
 from cellframe.healing.membership import ALIVE, DOWN, SUSPECT, HealingConfig
 from cellframe.simulation import Simulation, simulate
+from cellframe.simulation.roles import RoleLedger
 from cellframe.simulation.sim import SimHost
 
 
@@ -131,10 +132,34 @@ def test_a_partition_cuts_every_message_between_its_sides_until_it_heals() -> No
 
 def test_cellframe_simulate_partition_reports_the_split() -> None:
     result = CliRunner().invoke(main, ["simulate", "--nodes", "30", "--seconds", "8", "--crashes",
-                                       "0", "--watchers", "0", "--partition", "0.2@1+3", "--json"])
+                                       "0", "--watchers", "0", "--partition", "0.2@1+3",
+                                       "--roles", "4", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["partition"]["side"] == 6 and report["partition"]["healed"], report
     assert report["partition"]["downs_across"] == 2 * 6 * 24 and report["false_downs"] == 0
+    assert report["partition"]["roles"] == 4 and "held_twice_after_heal" in report["partition"]
     bad = CliRunner().invoke(main, ["simulate", "--partition", "half@1+3"])
     assert bad.exit_code == 2 and "FRACTION@AT+SECONDS" in bad.output
+
+
+def test_a_crashed_holders_role_is_claimed_by_one_spare_with_the_intent_given_in_process() -> None:
+    sim = Simulation(20, seed=9, watchers=3, converged=True, intent={"web": 2, "db": 1})
+    assert [sim.nodes[f"node-{i:05d}"].host.role for i in range(4)] == ["web", "web", "db", None]
+    sim.run(2.0)
+    sim.crash("node-00000")  # a web holder
+    sim.run(4.0)
+    assert sim.roles.held("web") == 2 and sim.roles.held("db") == 1
+    assert sim.roles.overheld(0.0, sim.scheduler.now) == {}
+
+
+def test_the_role_ledger_measures_double_holding_and_when_it_ended() -> None:
+    ledger = RoleLedger({"web": 1})
+    ledger.move(0.0, "a", None, "web")
+    ledger.move(5.0, "b", None, "web")
+    ledger.move(7.5, "a", "web", None)
+    assert ledger.overheld(0.0, 10.0) == {"web": 2.5}
+    assert ledger.overheld(6.0, 10.0) == {"web": 1.5}
+    assert ledger.exact_from(6.0) == 1.5 and ledger.exact_from(8.0) == 0.0
+    ledger.move(9.0, "b", "web", None)
+    assert ledger.exact_from(6.0) is None

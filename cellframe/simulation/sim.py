@@ -17,8 +17,10 @@ the view a cold start ends in, through the real ``heard_announce``, and no hello
 start is n**2 deliveries through the evaluator (2 * 10**6 at 1,000 nodes, more than 400 s of
 CPU), the steady state about 40 per node-second. Figures and profile: docs/scale.md.
 
-What it does not run (yet): the reconciler (no DNS intent; ``reconcile=False``) and the fence
-of a paused node's role cells (there are none).
+The reconciler runs when an ``intent`` (role -> count) is given: every node reads it in
+process, as ``resolver.cluster_intent()`` would from DNS; the first nodes start holding it,
+and ``roles`` (``RoleLedger``) records who holds what, when. What it does not run (yet): the
+fence of a paused node's role cells (there are none).
 
 The same seed gives the same run: every random choice comes from one ``random.Random(seed)``
 and events are ordered by (virtual time, sequence number).
@@ -37,10 +39,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..cell.fence import PauseFence
+from ..config.txtconfig import ClusterIntent
 from ..errors import ConfigError
 from ..healing.membership import DOWN, HealingConfig, Membership
 from ..language.symbols import Symbol
 from ..wire.envelope import Envelope, Message
+from .roles import RoleLedger
 
 __all__ = ["PartitionFault", "SimHost", "Simulation", "SimulationReport", "simulate"]
 
@@ -103,6 +107,7 @@ class SimHost:
         self.sim.record(self.name, kind, fields_)
 
     def differentiate(self, role: str | None) -> bool:
+        self.sim.roles.move(self.sim.scheduler.now, self.name, self.role, role)
         self.role = role
         return True
 
@@ -180,11 +185,17 @@ class Simulation:
 
     def __init__(self, n: int, *, seed: int = 0, loss: float = 0.0, watchers: int = 3,
                  latency: tuple[float, float] = (0.0005, 0.005),
-                 healing: HealingConfig | None = None, converged: bool = False) -> None:
+                 healing: HealingConfig | None = None, converged: bool = False,
+                 intent: Mapping[str, int] | None = None) -> None:
         self.scheduler = _Scheduler(seed)
         self.loss, self.latency, self.seed = loss, latency, seed
-        config = replace(healing or HealingConfig(), watchers=watchers, reconcile=False)
+        config = replace(healing or HealingConfig(), watchers=watchers,
+                         reconcile=intent is not None)
         self.config = config
+        # The DNS intent, handed to every node in-process; the first nodes start holding it.
+        self.intent = ClusterIntent(roles=dict(intent)) if intent is not None else None
+        self.roles = RoleLedger(dict(intent or {}))
+        starting = [role for role, count in (intent or {}).items() for _ in range(count)]
         self.membership = self._membership_class(config)
         self.exact: dict[str, set[str]] = {}
         self.everyone: set[str] = set()  # nodes bound to membership.# (and heartbeat.* if k=0)
@@ -197,15 +208,18 @@ class Simulation:
         self.partitions: list[tuple[float, float | None]] = []  # (split at, healed at)
         self._ids = itertools.count()
         for index in range(n):
-            self._add(f"node-{index:05d}")
+            self._add(f"node-{index:05d}", starting[index] if index < len(starting) else None)
         if converged:
             self._converge()
 
     def _membership_class(self, config: HealingConfig) -> type[Membership]:
-        scheduler = self.scheduler
+        scheduler, sim = self.scheduler, self
         base = Membership.configured(config)
 
         class SimMembership(base):  # type: ignore[valid-type, misc]
+            def _current_intent(self) -> ClusterIntent | None:
+                return sim.intent  # no DNS server: the intent as a resolver would read it
+
             def membership_clock(self) -> float:
                 return scheduler.now
 
@@ -215,9 +229,11 @@ class Simulation:
         SimMembership.__name__ = "Membership"
         return SimMembership
 
-    def _add(self, name: str) -> None:
+    def _add(self, name: str, role: str | None = None) -> None:
         host = SimHost(self, name)
+        host.differentiate(role)
         cell = self.membership(f"{name}-membership", host=host, dedup_capacity=64)
+        cell.node_role = role
         node = _Node(name, host, cell)
         self.nodes[name] = node
         for pattern in cell.cell_bindings(name, None):
@@ -233,11 +249,13 @@ class Simulation:
         400 s of CPU, docs/scale.md); this costs n**2 calls of a few microseconds."""
         names = sorted(self.nodes)
         interval = self.config.heartbeat_interval
+        roles = {name: (self.nodes[name].host.role, self.nodes[name].cell.role_since)
+                 for name in names}
         for node in self.nodes.values():
             learn = node.cell.heard_announce
             for name in names:
                 if name != node.name:
-                    learn(name, None, 1, 0.0, interval)
+                    learn(name, roles[name][0], 1, roles[name][1], interval)
             node.cell.membership_known()
 
     # -- the virtual broker ---------------------------------------------------------------------
@@ -316,6 +334,7 @@ class Simulation:
         node = self.nodes[name]
         node.crashed = True
         self.crashes[name] = self.scheduler.now
+        self.roles.move(self.scheduler.now, name, node.host.role, None)
         self.everyone.discard(name)
         self._everyone_sorted = None
         for bound in self.exact.values():
@@ -407,6 +426,23 @@ class Simulation:
             node_seconds_per_wall_second=round((node_seconds or n * seconds) / (wall - start), 1)
             if wall > start else 0.0, start_seconds=round(start, 2))
 
+    def roles_after_heal(self) -> dict[str, Any]:
+        """Roles held twice (more than wanted) during the last split and after its heal, for
+        how long, and how long after the heal every role was held exactly as wanted (-1:
+        not yet at the end of the run)."""
+        split, healed = self.partitions[-1] if self.partitions else (0.0, None)
+        if healed is None:
+            return {}
+        now = self.scheduler.now
+        during = self.roles.overheld(split, healed)
+        after = self.roles.overheld(healed, now)
+        exact = self.roles.exact_from(healed)
+        return {"roles": len(self.roles.wanted),
+                "held_twice_while_split": len(during),
+                "held_twice_after_heal": len(after),
+                "longest_held_twice_after_heal": max(after.values(), default=0.0),
+                "exactly_once_after_heal_s": exact if exact is not None else -1.0}
+
     def views_agree_down(self, name: str) -> bool:
         return all(n.cell.view.get(name) is not None and n.cell.view[name].status == DOWN
                    for n in self.nodes.values() if not n.crashed and n.name != name)
@@ -446,13 +482,16 @@ class PartitionFault:
 def simulate(n: int, *, seconds: float = 30.0, seed: int = 0, loss: float = 0.0,
              watchers: int = 3, crashes: int = 10, warmup: float = 5.0,
              converged: bool = True, partition: PartitionFault | None = None,
-             ) -> SimulationReport:
+             roles: int = 0) -> SimulationReport:
     """Run ``n`` nodes for ``warmup`` virtual seconds, then ``seconds`` more in which
     ``crashes`` nodes (chosen by the seed) are crashed at random times, and the cluster is
-    split by ``partition`` if given; report.
+    split by ``partition`` if given; report. ``roles`` one-slot roles (``role-000`` ...) are
+    held by the first nodes at the start and reconciled by every node (the rest are spares).
     ``converged=False`` runs the cold start's hellos too (n**2 deliveries)."""
     started = time.process_time()
-    sim = Simulation(n, seed=seed, loss=loss, watchers=watchers, converged=converged)
+    intent = {f"role-{index:03d}": 1 for index in range(roles)} if roles else None
+    sim = Simulation(n, seed=seed, loss=loss, watchers=watchers, converged=converged,
+                     intent=intent)
     start = time.process_time() - started
     sim.run(warmup)
     for node in sim.nodes.values():  # steady state only: the cold start's announces are n**2
@@ -470,4 +509,6 @@ def simulate(n: int, *, seconds: float = 30.0, seed: int = 0, loss: float = 0.0,
                             "seconds": partition.seconds, "healed": sim.partitions[-1][1] is not None,
                             "downs_across": sum(1 for _, _, kind, f in sim.events
                                                 if kind == "down" and f.get("across"))}
+        if roles:
+            report.partition.update(sim.roles_after_heal())
     return report
