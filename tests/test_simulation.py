@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cellframe.cli.main import main
@@ -112,8 +113,11 @@ def test_a_converged_start_gives_every_node_the_whole_view_and_sends_no_hello() 
     assert all(n.cell.heard_counts["announce"] == 49 for n in sim.nodes.values())
 
 
-def test_a_partition_cuts_every_message_between_its_sides_until_it_heals() -> None:
-    sim, again = (Simulation(30, seed=6, watchers=0, converged=True) for _ in range(2))
+@pytest.mark.parametrize("watchers", [0, 3])
+def test_a_partition_cuts_every_message_between_its_sides_until_it_heals(watchers: int) -> None:
+    """With the watch ring too: its watchers keep a down member's heartbeats bound, so the
+    sides meet again (before, in the ring, every cross-side entry stayed down for ever)."""
+    sim, again = (Simulation(30, seed=6, watchers=watchers, converged=True) for _ in range(2))
     sim.run(1.0)
     again.run(1.0)
     side = sim.split_off(0.3)

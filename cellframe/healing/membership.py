@@ -281,6 +281,12 @@ class Membership(Cell):
         self._fence_tripped_at: float | None = None  # while the fence waits to be cleared
         # The watch ring (config.watchers > 0): the members whose heartbeats this node binds.
         self._watching: set[str] = set()
+        # The members this node watched until it found them down: their heartbeats stay bound
+        # (a dead node's cost nothing), so one that was only cut off is answered with the
+        # down notice when it is heard again (_remind_down), refutes, and is seen again by
+        # all. Without it the two sides of a healed partition never met again in the ring
+        # (60 nodes, k=3: every cross-side entry still down 20 s after the heal).
+        self._kept_bound: set[str] = set()
         self._ring_dirty = True
         self._announced = False
         self._news: list[tuple[str, list[Any], int]] = []  # (key, broadcast, copies left)
@@ -437,9 +443,19 @@ class Membership(Cell):
             member.doubted_until = None
             self.cell_host.cell_bind(self.cell_name, heartbeat_key(name))
         for name in sorted(self._watching - wanted):
-            self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
-            if name in self.view:
-                self.view[name].detector = None  # not judged here any more
+            member = self.view.get(name)
+            if member is not None and member.detector is not None:
+                member.detector = None  # not judged here any more
+            if member is not None and member.status == DOWN:
+                self._kept_bound.add(name)  # see _kept_bound in __init__
+            else:
+                self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
+        for name in sorted(self._kept_bound - wanted - self._watching):
+            member = self.view.get(name)
+            if member is None or member.status != DOWN:  # back in a new life: the ring decides
+                self._kept_bound.discard(name)
+                self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
+        self._kept_bound -= wanted
         self._watching = wanted
 
     def membership_known(self) -> None:
