@@ -442,21 +442,26 @@ class Membership(Cell):
             member.detector.heartbeat(now)  # its silence counts from now: a dead one is found
             member.doubted_until = None
             self.cell_host.cell_bind(self.cell_name, heartbeat_key(name))
+        self._release(wanted)
+        self._watching = wanted
+
+    def _release(self, wanted: set[str]) -> None:
+        """Unbind the heartbeats of members no longer watched, but a down one's (see
+        ``_kept_bound``) until it comes back in a new life."""
         for name in sorted(self._watching - wanted):
-            member = self.view.get(name)
-            if member is not None and member.detector is not None:
-                member.detector = None  # not judged here any more
-            if member is not None and member.status == DOWN:
-                self._kept_bound.add(name)  # see _kept_bound in __init__
+            left = self.view.get(name)
+            if left is not None:
+                left.detector = None  # not judged here any more
+            if left is not None and left.status == DOWN:
+                self._kept_bound.add(name)
             else:
                 self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
         for name in sorted(self._kept_bound - wanted - self._watching):
-            member = self.view.get(name)
-            if member is None or member.status != DOWN:  # back in a new life: the ring decides
+            kept = self.view.get(name)
+            if kept is None or kept.status != DOWN:  # back in a new life: the ring decides
                 self._kept_bound.discard(name)
                 self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
         self._kept_bound -= wanted
-        self._watching = wanted
 
     def membership_known(self) -> None:
         """Take this node as announced already: every peer knows it (a simulation that starts
