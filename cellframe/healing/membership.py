@@ -13,7 +13,9 @@ Every node hosts one ``Membership`` cell (``Node(system_cells=(Membership,))``).
    member is declared *down* with evidence ``broker``. A member that is only slow still has
    its queue: the probe is delivered, and only a silence past ``down_phi`` (which includes the
    ``acceptable_pause``) declares it down with evidence ``phi``;
-3. runs the reconciler (``cellframe.healing.reconciler``) once warm, and carries out what it decides.
+3. runs the reconciler (``cellframe.healing.reconciler``) once warm, and carries out what it
+   decides, but only while its view holds a majority of the cluster (keep-majority, see
+   ``_keep_majority`` and docs/healing.md, "Partitions").
 
 Membership changes are messages, applied idempotently: ``(member-down :node N :incarnation
 I)`` on ``membership.down.<N>`` (others take it as a hint and probe N themselves; N itself,
@@ -21,9 +23,9 @@ if alive, refutes it by bumping its incarnation), ``(member-leave ...)`` on a cl
 ``(claim ...)`` and ``(claim-withdrawn ...)``. Anything about an incarnation older than the
 one known is ignored, so a 'down' heard twice, late, or after the node came back changes
 nothing. Every step is also an event on ``event.<kind>.<node>``: up, suspected, down, held,
-left, claimed, stood-down, ready, stepped-down, refuted, claim-failed (a role whose cells
-failed to start on this node: the claim is withdrawn, and the node leaves that role to others
-for ``failed_role_hold`` seconds).
+left, claimed, stood-down, ready, stepped-down, refuted, outvoted, rejoined, claim-failed (a
+role whose cells failed to start on this node: the claim is withdrawn, and the node leaves
+that role to others for ``failed_role_hold`` seconds).
 """
 
 from __future__ import annotations
@@ -109,6 +111,10 @@ class HealingConfig:
     #: next ``ceil(repeat_factor * log10(n))`` ticks (SWIM's lambda log n): a node that lost
     #: every copy (loss**(repeats + 1)) is the only one that never learns. 0: sent once.
     repeat_factor: float = 1.0
+    #: Keep-majority: a node whose view holds no more than half of the members it knew (the
+    #: live ones and those found down in the last ``majority_memory`` seconds; a tie goes to
+    #: the side with the lowest name) claims nothing and steps nobody down.
+    majority_memory: float = 30.0
 
     @property
     def broker_confirm_s(self) -> float:
@@ -184,6 +190,7 @@ _SETTING_KEYS = (
     ("healing.watchers", "watchers", 1.0),
     ("healing.broker-confirm-ms", "broker_confirm", 0.001),
     ("healing.repeat-factor", "repeat_factor", 1.0),
+    ("healing.majority-memory-ms", "majority_memory", 0.001),
 )
 
 
@@ -225,6 +232,10 @@ class Member:
     gone_since: float | None = None
     detector: PhiAccrual | None = field(default=None, repr=False)
     load: float | None = None  # what its last heartbeat said its role cells' load was
+    #: Found down because the broker said its queue was gone (evidence ``broker``), not only
+    #: silent: a node cut off from the broker, which applies nothing from the role queues, not
+    #: another side of a split. Keep-majority does not count it (see ``_majority_count``).
+    queue_gone: bool = False
 
     def public(self, now: float) -> dict[str, Any]:
         phi = self.detector.phi(now) if self.detector is not None else 0.0
@@ -276,6 +287,10 @@ class Membership(Cell):
         self.last_tick: float | None = None
         self._pause_seen_at: float | None = None  # the last_tick whose gap was noticed
         self._blind_since: float | None = None
+        # Blind, or on the smaller side of a split, since this node last reconciled: its role
+        # may have been refilled meanwhile (see _keep_majority).
+        self._cut_off = False
+        self._rejoined_at = -math.inf
         self._fence: PauseFence | None = self.cell_host.guard_pauses(self.config.fence_gap_s)
         self._fence_seen = 0  # the fence generation membership has answered
         self._fence_tripped_at: float | None = None  # while the fence waits to be cleared
@@ -367,7 +382,8 @@ class Membership(Cell):
                 self._judge(member, now)
         fresh = not self._doubting()
         if fresh and self.cell_state == "running" and self.config.reconcile:
-            self._reconcile(now)
+            if self._keep_majority(now):
+                self._reconcile(now)
         if fresh:
             self._clear_fence(now)
 
@@ -383,6 +399,7 @@ class Membership(Cell):
         if not self.cell_host.broker_connected:
             if self._blind_since is None:
                 self._blind_since = now
+                self._cut_off = True
                 self._emit("blind", reason="broker")
             return False
         if self._blind_since is not None:
@@ -426,6 +443,53 @@ class Membership(Cell):
                 member.detector.rebase(now)
                 member.doubted_until = now + self.config.rejoin_grace
         self._emit("doubting", reason=reason, seconds=round(seconds, 3))
+
+    # -- keep-majority (docs/healing.md, "Partitions") -------------------------------------
+
+    def _keep_majority(self, now: float) -> bool:
+        """May this node reconcile now? Not on the smaller side of a split. A node back from
+        it (or from a blind spell) first takes a new role-since, so that where its role was
+        refilled by the majority it is the newest holder and steps down, and then waits for
+        the views to settle (a claim window and three heartbeats) before it claims anything."""
+        live, known = self._majority_count(now)
+        if live * 2 < known or (live * 2 == known and not self._holds_tie(now)):
+            if not self._cut_off:
+                self._emit("outvoted", live=live, of=known)
+            self._cut_off = True
+            return False
+        if self._cut_off:
+            self._cut_off = False
+            self._rejoined_at = now
+            self.role_since = self.membership_wall()
+            self._emit("rejoined", live=live, of=known)
+            if self.config.watchers > 0:
+                self._announce()
+        return now - self._rejoined_at >= self.config.claim_window_s + 3 * self.config.heartbeat_interval
+
+    def _majority_count(self, now: float) -> tuple[int, int]:
+        """(live members, this node included; those and the members that may be on another
+        side: found down by silence alone in the last ``majority_memory``). A member whose
+        queue the broker deleted is not counted: it is dead or blind, and with two nodes one
+        crash would otherwise leave the survivor outvoted (the tutorial's failover)."""
+        live = known = 1
+        for member in self.view.values():
+            if member.status in (*_LIVE, HELD):
+                live += 1
+                known += 1
+            elif self._maybe_split_off(member, now):
+                known += 1
+        return live, known
+
+    def _maybe_split_off(self, member: Member, now: float) -> bool:
+        return (member.status == DOWN and not member.queue_gone
+                and now - member.changed_at <= self.config.majority_memory)
+
+    def _holds_tie(self, now: float) -> bool:
+        """An even split goes to the side holding the lowest name (Akka's keep-majority)."""
+        counted = [m for m in self.view.values()
+                   if m.status in (*_LIVE, HELD) or self._maybe_split_off(m, now)]
+        lowest = min(counted, key=lambda m: m.name, default=None)
+        return lowest is None or self.node_name < lowest.name or lowest.status != DOWN
 
     # -- the watch ring (config.watchers > 0; see cellframe.healing.watchring) ---------------
 
@@ -724,6 +788,7 @@ class Membership(Cell):
         silence = now - member.last_seen
         hold = 0.0 if member.status == HELD else self.damper.record_down(member.name, now)
         self._set_status(member, DOWN, now)
+        member.queue_gone = evidence.startswith("broker")
         self.reconciler.forget(member.name)
         news = [Symbol("member-down"), Keyword("node"), member.name,
                 Keyword("incarnation"), member.incarnation, Keyword("by"), self.node_name,
@@ -785,7 +850,11 @@ class Membership(Cell):
     def _refute(self, incarnation: int, by: str | None) -> None:
         """We are alive but were declared down: start a new life that supersedes that news."""
         new = self.cell_host.renew_incarnation(incarnation)
-        self.role_since = self.membership_wall()  # a new life: the newest holder if our role was refilled
+        if by == "pause" or self._cut_off:
+            # Cut off (paused, blind, outvoted): the newest holder if the role was refilled.
+            # A node on the larger side keeps its role-since: the smaller side's verdicts
+            # would otherwise make every holder new at a heal, and which stepped down a race.
+            self.role_since = self.membership_wall()
         self._emit("refuted", incarnation=new, by=by)
         self._heartbeat(self.membership_clock())
         if self.config.watchers > 0:

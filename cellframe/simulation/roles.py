@@ -16,11 +16,13 @@ class RoleLedger:
     wanted: Mapping[str, int]
     holders: dict[str, set[str]] = field(default_factory=dict)
     changes: list[tuple[float, str, int]] = field(default_factory=list)  # (time, role, held)
+    moves: list[tuple[float, str, str | None, str | None]] = field(default_factory=list)
 
     def move(self, now: float, node: str, before: str | None, after: str | None) -> None:
         """``node`` stopped holding ``before`` and holds ``after`` from ``now``."""
         if before == after:
             return
+        self.moves.append((now, node, before, after))
         for role, add in ((before, False), (after, True)):
             if role is None:
                 continue

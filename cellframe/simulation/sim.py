@@ -28,6 +28,7 @@ and events are ordered by (virtual time, sequence number).
 
 from __future__ import annotations
 
+import collections
 import functools
 import heapq
 import itertools
@@ -206,6 +207,7 @@ class Simulation:
         self.paused: set[str] = set()
         self.side: dict[str, int] = {}  # node -> its side while partitioned; empty when whole
         self.partitions: list[tuple[float, float | None]] = []  # (split at, healed at)
+        self.last_split: dict[str, int] = {}  # the sides of the last partition, kept after heal
         self._ids = itertools.count()
         for index in range(n):
             self._add(f"node-{index:05d}", starting[index] if index < len(starting) else None)
@@ -361,6 +363,7 @@ class Simulation:
         rest = len(sides)
         for name in self.nodes:
             self.side.setdefault(name, rest)
+        self.last_split = dict(self.side)
         self.partitions.append((self.scheduler.now, None))
 
     def heal(self) -> None:
@@ -437,11 +440,30 @@ class Simulation:
         during = self.roles.overheld(split, healed)
         after = self.roles.overheld(healed, now)
         exact = self.roles.exact_from(healed)
+        sizes = collections.Counter(self.last_split.values())
+        smaller = {name for name, side in self.last_split.items()
+                   if sizes[side] < max(sizes.values())}
         return {"roles": len(self.roles.wanted),
+                "held_on_smaller_side_at_split": sum(
+                    1 for role, _, held in self._holders_at(split) if held & smaller),
+                "held_on_smaller_side_at_end": sum(
+                    1 for held in self.roles.holders.values() if held & smaller),
                 "held_twice_while_split": len(during),
                 "held_twice_after_heal": len(after),
                 "longest_held_twice_after_heal": max(after.values(), default=0.0),
                 "exactly_once_after_heal_s": exact if exact is not None else -1.0}
+
+    def _holders_at(self, when: float) -> list[tuple[str, int, set[str]]]:
+        """Each role's holders at ``when``, replayed from the ledger's changes."""
+        holders: dict[str, set[str]] = {role: set() for role in self.roles.wanted}
+        for at, node, before, after in self.roles.moves:
+            if at > when:
+                break
+            if before is not None:
+                holders.setdefault(before, set()).discard(node)
+            if after is not None:
+                holders.setdefault(after, set()).add(node)
+        return [(role, len(held), held) for role, held in holders.items()]
 
     def views_agree_down(self, name: str) -> bool:
         return all(n.cell.view.get(name) is not None and n.cell.view[name].status == DOWN
