@@ -803,11 +803,13 @@ class Membership(Cell):
     def _remind_down(self, member: Member, now: float) -> None:
         """A member we declared down is heartbeating in the same life: our notice may have
         been lost while its queue was gone (a dropped connection). Tell it again, at most once
-        a second, so it refutes with a new incarnation instead of staying down for ever."""
+        a second, so it refutes with a new incarnation instead of staying down for ever. To
+        it alone: broadcast, the reminders of a healed partition made every node of the
+        member's own side find it down too (1,600 such verdicts at 60 nodes, a 0.3 split)."""
         if now - member.probed_at < 1.0:
             return
         member.probed_at = now
-        self._publish(down_key(member.name), [
+        self._publish(cell_key(f"{member.name}-membership"), [
             Symbol("member-down"), Keyword("node"), member.name,
             Keyword("incarnation"), member.incarnation, Keyword("by"), self.node_name,
             Keyword("evidence"), "reminder"])
