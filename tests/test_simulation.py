@@ -183,3 +183,4 @@ def test_after_a_partition_heals_every_role_is_held_once_within_5_s_by_the_large
     assert split["held_on_smaller_side_at_split"] > 0 and split["held_twice_while_split"] > 0
     assert 0 <= split["exactly_once_after_heal_s"] <= 5.0, split
     assert split["held_on_smaller_side_at_end"] == 0, split
+    assert report.false_downs == 0, report  # the heal's down reminders go to the member alone
