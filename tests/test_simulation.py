@@ -138,13 +138,13 @@ def test_a_partition_cuts_every_message_between_its_sides_until_it_heals(watcher
 
 
 def test_cellframe_simulate_partition_reports_the_split() -> None:
-    result = CliRunner().invoke(main, ["simulate", "--nodes", "30", "--seconds", "8", "--crashes",
+    result = CliRunner().invoke(main, ["simulate", "--nodes", "20", "--seconds", "5", "--crashes",
                                        "0", "--watchers", "0", "--partition", "0.2@1+3",
                                        "--roles", "4", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["partition"]["side"] == 6 and report["partition"]["healed"], report
-    assert report["partition"]["downs_across"] == 2 * 6 * 24 and report["false_downs"] == 0
+    assert report["partition"]["side"] == 4 and report["partition"]["healed"], report
+    assert report["partition"]["downs_across"] == 2 * 4 * 16 and report["false_downs"] == 0
     assert report["partition"]["roles"] == 4 and "held_twice_after_heal" in report["partition"]
     bad = CliRunner().invoke(main, ["simulate", "--partition", "half@1+3"])
     assert bad.exit_code == 2 and "FRACTION@AT+SECONDS" in bad.output
