@@ -58,6 +58,7 @@ from ..wire.routing import (
 )
 from .capacity import CapacityPlanner, ScaleSettings
 from .detector import FlapDamper, PhiAccrual
+from .majority import holds_majority
 from .reconciler import Claim, LiveMember, Reconciler
 from .watchring import watched_by
 
@@ -112,8 +113,9 @@ class HealingConfig:
     #: every copy (loss**(repeats + 1)) is the only one that never learns. 0: sent once.
     repeat_factor: float = 1.0
     #: Keep-majority: a node whose view holds no more than half of the members it knew (the
-    #: live ones and those found down in the last ``majority_memory`` seconds; a tie goes to
-    #: the side with the lowest name) claims nothing and steps nobody down.
+    #: live ones and those found down by silence alone in the last ``majority_memory``
+    #: seconds; a tie goes to the side with the lowest name) claims nothing and steps nobody
+    #: down (``cellframe.healing.majority``).
     majority_memory: float = 30.0
 
     @property
@@ -234,7 +236,7 @@ class Member:
     load: float | None = None  # what its last heartbeat said its role cells' load was
     #: Found down because the broker said its queue was gone (evidence ``broker``), not only
     #: silent: a node cut off from the broker, which applies nothing from the role queues, not
-    #: another side of a split. Keep-majority does not count it (see ``_majority_count``).
+    #: another side of a split. Keep-majority does not count it (see ``_sides``).
     queue_gone: bool = False
 
     def public(self, now: float) -> dict[str, Any]:
@@ -451,45 +453,38 @@ class Membership(Cell):
         it (or from a blind spell) first takes a new role-since, so that where its role was
         refilled by the majority it is the newest holder and steps down, and then waits for
         the views to settle (a claim window and three heartbeats) before it claims anything."""
-        live, known = self._majority_count(now)
-        if live * 2 < known or (live * 2 == known and not self._holds_tie(now)):
+        live, unreachable = self._sides(now)
+        counts = {"live": len(live) + 1, "of": len(live) + len(unreachable) + 1}
+        if not holds_majority(self.node_name, live, unreachable):
             if not self._cut_off:
-                self._emit("outvoted", live=live, of=known)
+                self._emit("outvoted", **counts)
             self._cut_off = True
             return False
         if self._cut_off:
             self._cut_off = False
             self._rejoined_at = now
             self.role_since = self.membership_wall()
-            self._emit("rejoined", live=live, of=known)
+            self._emit("rejoined", **counts)
             if self.config.watchers > 0:
                 self._announce()
-        return now - self._rejoined_at >= self.config.claim_window_s + 3 * self.config.heartbeat_interval
+        settle = self.config.claim_window_s + 3 * self.config.heartbeat_interval
+        return now - self._rejoined_at >= settle
 
-    def _majority_count(self, now: float) -> tuple[int, int]:
-        """(live members, this node included; those and the members that may be on another
-        side: found down by silence alone in the last ``majority_memory``). A member whose
-        queue the broker deleted is not counted: it is dead or blind, and with two nodes one
-        crash would otherwise leave the survivor outvoted (the tutorial's failover)."""
-        live = known = 1
+    def _sides(self, now: float) -> tuple[list[str], list[str]]:
+        """(the live members, those that may be on another side: found down by silence alone
+        in the last ``majority_memory``). A member whose queue the broker deleted is on no
+        side: it is dead or blind, and with two nodes one crash would otherwise leave the
+        survivor outvoted (the tutorial's failover)."""
+        live: list[str] = []
+        unreachable: list[str] = []
+        memory = self.config.majority_memory
         for member in self.view.values():
             if member.status in (*_LIVE, HELD):
-                live += 1
-                known += 1
-            elif self._maybe_split_off(member, now):
-                known += 1
-        return live, known
-
-    def _maybe_split_off(self, member: Member, now: float) -> bool:
-        return (member.status == DOWN and not member.queue_gone
-                and now - member.changed_at <= self.config.majority_memory)
-
-    def _holds_tie(self, now: float) -> bool:
-        """An even split goes to the side holding the lowest name (Akka's keep-majority)."""
-        counted = [m for m in self.view.values()
-                   if m.status in (*_LIVE, HELD) or self._maybe_split_off(m, now)]
-        lowest = min(counted, key=lambda m: m.name, default=None)
-        return lowest is None or self.node_name < lowest.name or lowest.status != DOWN
+                live.append(member.name)
+            elif (member.status == DOWN and not member.queue_gone
+                  and now - member.changed_at <= memory):
+                unreachable.append(member.name)
+        return live, unreachable
 
     # -- the watch ring (config.watchers > 0; see cellframe.healing.watchring) ---------------
 
