@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cellframe.healing.majority import holds_majority
 from cellframe.healing.reconciler import Claim, LiveMember, Reconciler, assign, short_slots, shortfall
 
 INTENT = {"proxy": 1, "web": 3, "logsump": 1}
@@ -226,3 +227,30 @@ def test_with_delays_past_the_window_both_may_take_the_slot_but_the_newer_gives_
     nodes = simulate(0, 2, short=1, max_delay=0.4, duplicate=0.5, horizon=4.0)
     assert all(n.became for n in nodes)  # this seed's delays let both spares take the slot
     assert [n.name for n in nodes if n.role == "web"] == ["spare-01"]  # the older kept it
+
+
+def test_only_the_larger_side_of_a_split_holds_the_majority() -> None:
+    nodes = [f"n{i}" for i in range(7)]
+    big, small = nodes[:4], nodes[4:]
+    assert all(holds_majority(me, [n for n in big if n != me], small) for me in big)
+    assert not any(holds_majority(me, [n for n in small if n != me], big) for me in small)
+
+
+def test_an_even_split_goes_to_the_side_holding_the_lowest_name_and_to_one_side_only() -> None:
+    left, right = ["a", "d"], ["b", "c"]
+    assert holds_majority("a", ["d"], right) and holds_majority("d", ["a"], right)
+    assert not holds_majority("b", ["c"], left) and not holds_majority("c", ["b"], left)
+    assert holds_majority("solo", [], [])  # alone, nothing unreachable: the whole cluster
+
+
+@given(st.sets(st.integers(0, 40), min_size=1, max_size=12), st.integers(0, 2**16))
+@settings(max_examples=200, deadline=None)
+def test_of_any_two_sides_at_most_one_holds_the_majority(ids: set[int], seed: int) -> None:
+    names = sorted(f"node-{i:02d}" for i in ids)
+    rng = random.Random(seed)
+    side = {n for n in names if rng.random() < 0.5}
+    other = [n for n in names if n not in side]
+    winners = {n for n in names
+               if holds_majority(n, [m for m in (side if n in side else other) if m != n],
+                                 other if n in side else sorted(side))}
+    assert winners and winners in (side, set(other))  # one side, whole, and only one

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ..config.bundled import bundled_zone
-from ..errors import CellframeError
+from ..errors import CellframeError, ConfigError
 from .failure import CliError, OneLineErrors
 from .failure import fail as _fail
 from .params import POSITIVE_SECONDS, SECONDS, UTF8, FilePath, NumberRange
@@ -500,17 +500,29 @@ def demo(zone_file: str | None, dns_server: str | None, domain: str | None, exam
 @click.option("--crashes", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--cold-start", is_flag=True,
               help="Start with empty views and real hellos (n**2 deliveries) instead of converged.")
+@click.option("--partition", "partition_text", type=UTF8, metavar="FRACTION@AT+SECONDS",
+              help="Split FRACTION of the nodes (chosen by the seed) from the rest AT virtual "
+                   "seconds after the warm-up, for SECONDS, then heal (e.g. 0.3@10+5).")
+@click.option("--roles", type=click.IntRange(0), default=0, show_default=True,
+              help="One-slot roles in the DNS intent, held by the first nodes and reconciled "
+                   "(the report then says which roles were held twice after a partition).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 def simulate(nodes: int, seconds: float, loss: float, seed: int, watchers: int, crashes: int,
-             cold_start: bool, as_json: bool) -> None:
+             cold_start: bool, partition_text: str | None, roles: int, as_json: bool) -> None:
     """Run the real membership code for NODES nodes on a virtual clock and broker; report
     detection time, false downs and messages per node per second."""
     import json
 
+    from ..simulation import PartitionFault
     from ..simulation import simulate as run
 
+    try:
+        partition = PartitionFault.parse(partition_text) if partition_text else None
+    except ConfigError as error:
+        raise click.BadParameter(str(error), param_hint="--partition") from error
     report = run(nodes, seconds=seconds, seed=seed, loss=loss, watchers=watchers,
-                 crashes=crashes, converged=not cold_start).as_dict()
+                 crashes=crashes, converged=not cold_start, partition=partition,
+                 roles=roles).as_dict()
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
         return

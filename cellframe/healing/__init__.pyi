@@ -2,6 +2,7 @@
 from .capacity import CapacityPlanner as CapacityPlanner
 from .capacity import ScaleSettings as ScaleSettings
 from .detector import PhiAccrual as PhiAccrual
+from .majority import holds_majority as holds_majority
 from .membership import HealingConfig as HealingConfig
 from .membership import Membership as Membership
 from .reconciler import Reconciler as Reconciler
@@ -15,6 +16,7 @@ __all__ = [
     "PhiAccrual",
     "Reconciler",
     "ScaleSettings",
+    "holds_majority",
     "watched_by",
     "watchers_of",
 ]

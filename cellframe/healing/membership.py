@@ -13,7 +13,9 @@ Every node hosts one ``Membership`` cell (``Node(system_cells=(Membership,))``).
    member is declared *down* with evidence ``broker``. A member that is only slow still has
    its queue: the probe is delivered, and only a silence past ``down_phi`` (which includes the
    ``acceptable_pause``) declares it down with evidence ``phi``;
-3. runs the reconciler (``cellframe.healing.reconciler``) once warm, and carries out what it decides.
+3. runs the reconciler (``cellframe.healing.reconciler``) once warm, and carries out what it
+   decides, but only while its view holds a majority of the cluster (keep-majority, see
+   ``_keep_majority`` and docs/healing.md, "Partitions").
 
 Membership changes are messages, applied idempotently: ``(member-down :node N :incarnation
 I)`` on ``membership.down.<N>`` (others take it as a hint and probe N themselves; N itself,
@@ -21,9 +23,9 @@ if alive, refutes it by bumping its incarnation), ``(member-leave ...)`` on a cl
 ``(claim ...)`` and ``(claim-withdrawn ...)``. Anything about an incarnation older than the
 one known is ignored, so a 'down' heard twice, late, or after the node came back changes
 nothing. Every step is also an event on ``event.<kind>.<node>``: up, suspected, down, held,
-left, claimed, stood-down, ready, stepped-down, refuted, claim-failed (a role whose cells
-failed to start on this node: the claim is withdrawn, and the node leaves that role to others
-for ``failed_role_hold`` seconds).
+left, claimed, stood-down, ready, stepped-down, refuted, outvoted, rejoined, claim-failed (a
+role whose cells failed to start on this node: the claim is withdrawn, and the node leaves
+that role to others for ``failed_role_hold`` seconds).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from ..wire.routing import (
 )
 from .capacity import CapacityPlanner, ScaleSettings
 from .detector import FlapDamper, PhiAccrual
+from .majority import holds_majority
 from .reconciler import Claim, LiveMember, Reconciler
 from .watchring import watched_by
 
@@ -109,6 +112,11 @@ class HealingConfig:
     #: next ``ceil(repeat_factor * log10(n))`` ticks (SWIM's lambda log n): a node that lost
     #: every copy (loss**(repeats + 1)) is the only one that never learns. 0: sent once.
     repeat_factor: float = 1.0
+    #: Keep-majority: a node whose view holds no more than half of the members it knew (the
+    #: live ones and those found down by silence alone in the last ``majority_memory``
+    #: seconds; a tie goes to the side with the lowest name) claims nothing and steps nobody
+    #: down (``cellframe.healing.majority``).
+    majority_memory: float = 30.0
 
     @property
     def broker_confirm_s(self) -> float:
@@ -184,6 +192,7 @@ _SETTING_KEYS = (
     ("healing.watchers", "watchers", 1.0),
     ("healing.broker-confirm-ms", "broker_confirm", 0.001),
     ("healing.repeat-factor", "repeat_factor", 1.0),
+    ("healing.majority-memory-ms", "majority_memory", 0.001),
 )
 
 
@@ -225,6 +234,10 @@ class Member:
     gone_since: float | None = None
     detector: PhiAccrual | None = field(default=None, repr=False)
     load: float | None = None  # what its last heartbeat said its role cells' load was
+    #: Found down because the broker said its queue was gone (evidence ``broker``), not only
+    #: silent: a node cut off from the broker, which applies nothing from the role queues, not
+    #: another side of a split. Keep-majority does not count it (see ``_sides``).
+    queue_gone: bool = False
 
     def public(self, now: float) -> dict[str, Any]:
         phi = self.detector.phi(now) if self.detector is not None else 0.0
@@ -281,11 +294,21 @@ class Membership(Cell):
         self.last_tick: float | None = None
         self._pause_seen_at: float | None = None  # the last_tick whose gap was noticed
         self._blind_since: float | None = None
+        # Blind, or on the smaller side of a split, since this node last reconciled: its role
+        # may have been refilled meanwhile (see _keep_majority).
+        self._cut_off = False
+        self._rejoined_at = -math.inf
         self._fence: PauseFence | None = self.cell_host.guard_pauses(self.config.fence_gap_s)
         self._fence_seen = 0  # the fence generation membership has answered
         self._fence_tripped_at: float | None = None  # while the fence waits to be cleared
         # The watch ring (config.watchers > 0): the members whose heartbeats this node binds.
         self._watching: set[str] = set()
+        # The members this node watched until it found them down: their heartbeats stay bound
+        # (a dead node's cost nothing), so one that was only cut off is answered with the
+        # down notice when it is heard again (_remind_down), refutes, and is seen again by
+        # all. Without it the two sides of a healed partition never met again in the ring
+        # (60 nodes, k=3: every cross-side entry still down 20 s after the heal).
+        self._kept_bound: set[str] = set()
         self._ring_dirty = True
         self._announced = False
         self._news: list[tuple[str, list[Any], int]] = []  # (key, broadcast, copies left)
@@ -366,7 +389,8 @@ class Membership(Cell):
                 self._judge(member, now)
         fresh = not self._doubting()
         if fresh and self.cell_state == "running" and self.config.reconcile:
-            self._reconcile(now)
+            if self._keep_majority(now):
+                self._reconcile(now)
         if fresh:
             self._clear_fence(now)
 
@@ -382,6 +406,7 @@ class Membership(Cell):
         if not self.cell_host.broker_connected:
             if self._blind_since is None:
                 self._blind_since = now
+                self._cut_off = True
                 self._emit("blind", reason="broker")
             return False
         if self._blind_since is not None:
@@ -426,6 +451,46 @@ class Membership(Cell):
                 member.doubted_until = now + self.config.rejoin_grace
         self._emit("doubting", reason=reason, seconds=round(seconds, 3))
 
+    # -- keep-majority (docs/healing.md, "Partitions") -------------------------------------
+
+    def _keep_majority(self, now: float) -> bool:
+        """May this node reconcile now? Not on the smaller side of a split. A node back from
+        it (or from a blind spell) first takes a new role-since, so that where its role was
+        refilled by the majority it is the newest holder and steps down, and then waits for
+        the views to settle (a claim window and three heartbeats) before it claims anything."""
+        live, unreachable = self._sides(now)
+        counts = {"live": len(live) + 1, "of": len(live) + len(unreachable) + 1}
+        if not holds_majority(self.node_name, live, unreachable):
+            if not self._cut_off:
+                self._emit("outvoted", **counts)
+            self._cut_off = True
+            return False
+        if self._cut_off:
+            self._cut_off = False
+            self._rejoined_at = now
+            self.role_since = self.membership_wall()
+            self._emit("rejoined", **counts)
+            if self.config.watchers > 0:
+                self._announce()
+        settle = self.config.claim_window_s + 3 * self.config.heartbeat_interval
+        return now - self._rejoined_at >= settle
+
+    def _sides(self, now: float) -> tuple[list[str], list[str]]:
+        """(the live members, those that may be on another side: found down by silence alone
+        in the last ``majority_memory``). A member whose queue the broker deleted is on no
+        side: it is dead or blind, and with two nodes one crash would otherwise leave the
+        survivor outvoted (the tutorial's failover)."""
+        live: list[str] = []
+        unreachable: list[str] = []
+        memory = self.config.majority_memory
+        for member in self.view.values():
+            if member.status in (*_LIVE, HELD):
+                live.append(member.name)
+            elif (member.status == DOWN and not member.queue_gone
+                  and now - member.changed_at <= memory):
+                unreachable.append(member.name)
+        return live, unreachable
+
     # -- the watch ring (config.watchers > 0; see cellframe.healing.watchring) ---------------
 
     def _rewatch(self, now: float) -> None:
@@ -441,11 +506,26 @@ class Membership(Cell):
             member.detector.heartbeat(now)  # its silence counts from now: a dead one is found
             member.doubted_until = None
             self.cell_host.cell_bind(self.cell_name, heartbeat_key(name))
-        for name in sorted(self._watching - wanted):
-            self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
-            if name in self.view:
-                self.view[name].detector = None  # not judged here any more
+        self._release(wanted)
         self._watching = wanted
+
+    def _release(self, wanted: set[str]) -> None:
+        """Unbind the heartbeats of members no longer watched, but a down one's (see
+        ``_kept_bound``) until it comes back in a new life."""
+        for name in sorted(self._watching - wanted):
+            left = self.view.get(name)
+            if left is not None:
+                left.detector = None  # not judged here any more
+            if left is not None and left.status == DOWN:
+                self._kept_bound.add(name)
+            else:
+                self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
+        for name in sorted(self._kept_bound - wanted - self._watching):
+            kept = self.view.get(name)
+            if kept is None or kept.status != DOWN:  # back in a new life: the ring decides
+                self._kept_bound.discard(name)
+                self.cell_host.cell_unbind(self.cell_name, heartbeat_key(name))
+        self._kept_bound -= wanted
 
     def membership_known(self) -> None:
         """Take this node as announced already: every peer knows it (a simulation that starts
@@ -708,6 +788,7 @@ class Membership(Cell):
         silence = now - member.last_seen
         hold = 0.0 if member.status == HELD else self.damper.record_down(member.name, now)
         self._set_status(member, DOWN, now)
+        member.queue_gone = evidence.startswith("broker")
         self.reconciler.forget(member.name)
         news = [Symbol("member-down"), Keyword("node"), member.name,
                 Keyword("incarnation"), member.incarnation, Keyword("by"), self.node_name,
@@ -722,11 +803,13 @@ class Membership(Cell):
     def _remind_down(self, member: Member, now: float) -> None:
         """A member we declared down is heartbeating in the same life: our notice may have
         been lost while its queue was gone (a dropped connection). Tell it again, at most once
-        a second, so it refutes with a new incarnation instead of staying down for ever."""
+        a second, so it refutes with a new incarnation instead of staying down for ever. To
+        it alone: broadcast, the reminders of a healed partition made every node of the
+        member's own side find it down too (1,600 such verdicts at 60 nodes, a 0.3 split)."""
         if now - member.probed_at < 1.0:
             return
         member.probed_at = now
-        self._publish(down_key(member.name), [
+        self._publish(cell_key(f"{member.name}-membership"), [
             Symbol("member-down"), Keyword("node"), member.name,
             Keyword("incarnation"), member.incarnation, Keyword("by"), self.node_name,
             Keyword("evidence"), "reminder"])
@@ -769,7 +852,11 @@ class Membership(Cell):
     def _refute(self, incarnation: int, by: str | None) -> None:
         """We are alive but were declared down: start a new life that supersedes that news."""
         new = self.cell_host.renew_incarnation(incarnation)
-        self.role_since = self.membership_wall()  # a new life: the newest holder if our role was refilled
+        if by == "pause" or self._cut_off:
+            # Cut off (paused, blind, outvoted): the newest holder if the role was refilled.
+            # A node on the larger side keeps its role-since: the smaller side's verdicts
+            # would otherwise make every holder new at a heal, and which stepped down a race.
+            self.role_since = self.membership_wall()
         self._emit("refuted", incarnation=new, by=by)
         self._heartbeat(self.membership_clock())
         if self.config.watchers > 0:

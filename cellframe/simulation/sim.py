@@ -8,15 +8,19 @@ broker routes by the same keys the real one does (exact keys, ``membership.#`` t
 and ``heartbeat.*`` when there is no watch ring), drops a message with probability ``loss``,
 delays each by a uniform random latency (so reorders them), and returns a publish that no
 queue binds (a probe to a crashed node). Faults: ``crash`` (the node's queue goes, as on
-SIGKILL), ``pause`` (SIGSTOP: no ticks, deliveries parked until it resumes).
+SIGKILL), ``pause`` (SIGSTOP: no ticks, deliveries parked until it resumes), ``partition``
+(the nodes split into sides: every message between two sides is dropped, probes included, as
+by a cut link that returns nothing; ``heal`` joins them again).
 
 ``converged=True`` (what ``simulate`` and ``cellframe simulate`` use) starts every node with
 the view a cold start ends in, through the real ``heard_announce``, and no hello: a cold
 start is n**2 deliveries through the evaluator (2 * 10**6 at 1,000 nodes, more than 400 s of
 CPU), the steady state about 40 per node-second. Figures and profile: docs/scale.md.
 
-What it does not run (yet): the reconciler (no DNS intent; ``reconcile=False``), partitions,
-and the fence of a paused node's role cells (there are none).
+The reconciler runs when an ``intent`` (role -> count) is given: every node reads it in
+process, as ``resolver.cluster_intent()`` would from DNS; the first nodes start holding it,
+and ``roles`` (``RoleLedger``) records who holds what, when. What it does not run (yet): the
+fence of a paused node's role cells (there are none).
 
 The same seed gives the same run: every random choice comes from one ``random.Random(seed)``
 and events are ordered by (virtual time, sequence number).
@@ -24,22 +28,26 @@ and events are ordered by (virtual time, sequence number).
 
 from __future__ import annotations
 
+import collections
 import functools
 import heapq
 import itertools
 import random
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..cell.fence import PauseFence
+from ..config.txtconfig import ClusterIntent
+from ..errors import ConfigError
 from ..healing.membership import DOWN, HealingConfig, Membership
 from ..language.symbols import Symbol
 from ..wire.envelope import Envelope, Message
+from .roles import RoleLedger
 
-__all__ = ["SimHost", "Simulation", "SimulationReport", "simulate"]
+__all__ = ["PartitionFault", "SimHost", "Simulation", "SimulationReport", "simulate"]
 
 _TICK = [Symbol("tick")]
 
@@ -100,6 +108,7 @@ class SimHost:
         self.sim.record(self.name, kind, fields_)
 
     def differentiate(self, role: str | None) -> bool:
+        self.sim.roles.move(self.sim.scheduler.now, self.name, self.role, role)
         self.role = role
         return True
 
@@ -175,6 +184,7 @@ class SimulationReport:
     wall_seconds: float  # CPU seconds of the whole run, the start included
     node_seconds_per_wall_second: float  # simulated node-seconds per CPU second, after the start
     start_seconds: float = 0.0  # CPU seconds to build the nodes (and converge their views)
+    partition: dict[str, Any] = field(default_factory=dict)  # the split, if one ran
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -185,11 +195,17 @@ class Simulation:
 
     def __init__(self, n: int, *, seed: int = 0, loss: float = 0.0, watchers: int = 3,
                  latency: tuple[float, float] = (0.0005, 0.005),
-                 healing: HealingConfig | None = None, converged: bool = False) -> None:
+                 healing: HealingConfig | None = None, converged: bool = False,
+                 intent: Mapping[str, int] | None = None) -> None:
         self.scheduler = _Scheduler(seed)
         self.loss, self.latency, self.seed = loss, latency, seed
-        config = replace(healing or HealingConfig(), watchers=watchers, reconcile=False)
+        config = replace(healing or HealingConfig(), watchers=watchers,
+                         reconcile=intent is not None)
         self.config = config
+        # The DNS intent, handed to every node in-process; the first nodes start holding it.
+        self.intent = ClusterIntent(roles=dict(intent)) if intent is not None else None
+        self.roles = RoleLedger(dict(intent or {}))
+        starting = [role for role, count in (intent or {}).items() for _ in range(count)]
         self.membership = self._membership_class(config)
         self.exact: dict[str, set[str]] = {}
         self.everyone: set[str] = set()  # nodes bound to membership.# (and heartbeat.* if k=0)
@@ -198,17 +214,23 @@ class Simulation:
         self.events: list[tuple[float, str, str, dict[str, Any]]] = []
         self.crashes: dict[str, float] = {}
         self.paused: set[str] = set()
+        self.side: dict[str, int] = {}  # node -> its side while partitioned; empty when whole
+        self.partitions: list[tuple[float, float | None]] = []  # (split at, healed at)
+        self.last_split: dict[str, int] = {}  # the sides of the last partition, kept after heal
         self._ids = itertools.count()
         for index in range(n):
-            self._add(f"node-{index:05d}")
+            self._add(f"node-{index:05d}", starting[index] if index < len(starting) else None)
         if converged:
             self._converge()
 
     def _membership_class(self, config: HealingConfig) -> type[Membership]:
-        scheduler = self.scheduler
+        scheduler, sim = self.scheduler, self
         base = Membership.configured(config)
 
         class SimMembership(base):  # type: ignore[valid-type, misc]
+            def _current_intent(self) -> ClusterIntent | None:
+                return sim.intent  # no DNS server: the intent as a resolver would read it
+
             def membership_clock(self) -> float:
                 return scheduler.now
 
@@ -218,9 +240,11 @@ class Simulation:
         SimMembership.__name__ = "Membership"
         return SimMembership
 
-    def _add(self, name: str) -> None:
+    def _add(self, name: str, role: str | None = None) -> None:
         host = SimHost(self, name)
+        host.differentiate(role)
         cell = self.membership(f"{name}-membership", host=host, dedup_capacity=64)
+        cell.node_role = role
         node = _Node(name, host, cell)
         self.nodes[name] = node
         for pattern in cell.cell_bindings(name, None):
@@ -236,11 +260,13 @@ class Simulation:
         400 s of CPU, docs/scale.md); this costs n**2 calls of a few microseconds."""
         names = sorted(self.nodes)
         interval = self.config.heartbeat_interval
+        roles = {name: (self.nodes[name].host.role, self.nodes[name].cell.role_since)
+                 for name in names}
         for node in self.nodes.values():
             learn = node.cell.heard_announce
             for name in names:
                 if name != node.name:
-                    learn(name, None, 1, 0.0, interval)
+                    learn(name, roles[name][0], 1, roles[name][1], interval)
             node.cell.membership_known()
 
     # -- the virtual broker ---------------------------------------------------------------------
@@ -282,9 +308,12 @@ class Simulation:
                           sent_at=scheduler.now)
         low, high = self.latency
         loss, nodes, deliver = self.loss, self.nodes, self._deliver
+        side = self.side.get(sender) if self.side else None
         for target in targets:
             if target == sender and not key.startswith("cell."):
                 continue
+            if side is not None and self.side.get(target) != side:
+                continue  # across the cut: lost, and nothing comes back
             if loss and rng.random() < loss:
                 continue
             scheduler.after(scheduler.now + rng.uniform(low, high), deliver, nodes[target],
@@ -316,6 +345,7 @@ class Simulation:
         node = self.nodes[name]
         node.crashed = True
         self.crashes[name] = self.scheduler.now
+        self.roles.move(self.scheduler.now, name, node.host.role, None)
         self.everyone.discard(name)
         self._everyone_sorted = None
         for bound in self.exact.values():
@@ -335,10 +365,33 @@ class Simulation:
 
         self.scheduler.at(node.paused_until, resume)
 
+    def partition(self, *sides: Collection[str]) -> None:
+        """Split the nodes: each of ``sides`` hears only itself; the nodes named in none
+        form one more side together."""
+        self.side = {name: index for index, names in enumerate(sides) for name in names}
+        rest = len(sides)
+        for name in self.nodes:
+            self.side.setdefault(name, rest)
+        self.last_split = dict(self.side)
+        self.partitions.append((self.scheduler.now, None))
+
+    def heal(self) -> None:
+        """Join the sides again: messages sent from now on reach every node."""
+        self.side = {}
+        if self.partitions and self.partitions[-1][1] is None:
+            self.partitions[-1] = (self.partitions[-1][0], self.scheduler.now)
+
+    def split_off(self, fraction: float) -> list[str]:
+        """The nodes of a side of ``fraction`` of the cluster, chosen by the seed."""
+        count = max(1, min(len(self.nodes) - 1, round(fraction * len(self.nodes))))
+        return sorted(self.scheduler.rng.sample(sorted(self.nodes), count))
+
     # -- running and measuring ----------------------------------------------------------------
 
     def record(self, node: str, kind: str, fields_: dict[str, Any]) -> None:
         if kind in ("down", "refuted", "doubting"):
+            if self.side and self.side.get(fields_.get("member", node)) != self.side.get(node):
+                fields_ = {**fields_, "across": True}  # a verdict about the other side
             self.events.append((self.scheduler.now, node, kind, fields_))
 
     def run(self, seconds: float) -> None:
@@ -361,7 +414,7 @@ class Simulation:
                 times.append(max(seen[n.name] for n in live) - crashed_at)
         times.sort()
         false_downs = sum(1 for _, _, kind, f in self.events if kind == "down"
-                          and f.get("member") not in self.crashes
+                          and not f.get("across") and f.get("member") not in self.crashes
                           and f.get("member") not in self.paused)
         received = sum(n.received for n in self.nodes.values())
         # Per node-second alive: a crashed node hears nothing after it, and 10 crashes of 100
@@ -385,27 +438,108 @@ class Simulation:
             node_seconds_per_wall_second=round((node_seconds or n * seconds) / (wall - start), 1)
             if wall > start else 0.0, start_seconds=round(start, 2))
 
+    def roles_after_heal(self) -> dict[str, Any]:
+        """Roles held twice (more than wanted) during the last split and after its heal, for
+        how long, and how long after the heal every role was held exactly as wanted (-1:
+        not yet at the end of the run)."""
+        split, healed = self.partitions[-1] if self.partitions else (0.0, None)
+        if healed is None:
+            return {}
+        now = self.scheduler.now
+        during = self.roles.overheld(split, healed)
+        after = self.roles.overheld(healed, now)
+        exact = self.roles.exact_from(healed)
+        sizes = collections.Counter(self.last_split.values())
+        smaller = {name for name, side in self.last_split.items()
+                   if sizes[side] < max(sizes.values())}
+        return {"roles": len(self.roles.wanted),
+                "held_on_smaller_side_at_split": sum(
+                    1 for role, _, held in self._holders_at(split) if held & smaller),
+                "held_on_smaller_side_at_end": sum(
+                    1 for held in self.roles.holders.values() if held & smaller),
+                "held_twice_while_split": len(during),
+                "held_twice_after_heal": len(after),
+                "longest_held_twice_after_heal": max(after.values(), default=0.0),
+                "exactly_once_after_heal_s": exact if exact is not None else -1.0}
+
+    def _holders_at(self, when: float) -> list[tuple[str, int, set[str]]]:
+        """Each role's holders at ``when``, replayed from the ledger's changes."""
+        holders: dict[str, set[str]] = {role: set() for role in self.roles.wanted}
+        for at, node, before, after in self.roles.moves:
+            if at > when:
+                break
+            if before is not None:
+                holders.setdefault(before, set()).discard(node)
+            if after is not None:
+                holders.setdefault(after, set()).add(node)
+        return [(role, len(held), held) for role, held in holders.items()]
+
     def views_agree_down(self, name: str) -> bool:
         return all(n.cell.view.get(name) is not None and n.cell.view[name].status == DOWN
                    for n in self.nodes.values() if not n.crashed and n.name != name)
 
 
+@dataclass(frozen=True)
+class PartitionFault:
+    """A split of ``fraction`` of the nodes (chosen by the seed) from the rest, ``at`` virtual
+    seconds after the warm-up, healed ``seconds`` later. Written ``FRACTION@AT+SECONDS``
+    (``0.3@10+5``) on the command line."""
+
+    fraction: float
+    at: float
+    seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> PartitionFault:
+        try:
+            fraction, rest = text.split("@")
+            at, seconds = rest.split("+")
+            fault = cls(float(fraction), float(at.rstrip("s")), float(seconds.rstrip("s")))
+        except ValueError:
+            raise ConfigError(f"partition {text!r}: expected FRACTION@AT+SECONDS, e.g."
+                              " 0.3@10+5") from None
+        if not 0 < fault.fraction < 1 or fault.at < 0 or fault.seconds <= 0:
+            raise ConfigError(f"partition {text!r}: need 0 < fraction < 1, at >= 0, seconds > 0")
+        return fault
+
+    def schedule(self, sim: Simulation, start: float) -> list[str]:
+        """Split at ``start + at`` and heal ``seconds`` later; the side split off, sorted."""
+        side = sim.split_off(self.fraction)
+        sim.scheduler.at(start + self.at, lambda: sim.partition(side))
+        sim.scheduler.at(start + self.at + self.seconds, sim.heal)
+        return side
+
+
 def simulate(n: int, *, seconds: float = 30.0, seed: int = 0, loss: float = 0.0,
              watchers: int = 3, crashes: int = 10, warmup: float = 5.0,
-             converged: bool = True) -> SimulationReport:
+             converged: bool = True, partition: PartitionFault | None = None,
+             roles: int = 0) -> SimulationReport:
     """Run ``n`` nodes for ``warmup`` virtual seconds, then ``seconds`` more in which
-    ``crashes`` nodes (chosen by the seed) are crashed at random times; report.
+    ``crashes`` nodes (chosen by the seed) are crashed at random times, and the cluster is
+    split by ``partition`` if given; report. ``roles`` one-slot roles (``role-000`` ...) are
+    held by the first nodes at the start and reconciled by every node (the rest are spares).
     ``converged=False`` runs the cold start's hellos too (n**2 deliveries)."""
     started = time.process_time()
-    sim = Simulation(n, seed=seed, loss=loss, watchers=watchers, converged=converged)
+    intent = {f"role-{index:03d}": 1 for index in range(roles)} if roles else None
+    sim = Simulation(n, seed=seed, loss=loss, watchers=watchers, converged=converged,
+                     intent=intent)
     start = time.process_time() - started
     sim.run(warmup)
     for node in sim.nodes.values():  # steady state only: the cold start's announces are n**2
         node.received = 0
+    side = partition.schedule(sim, warmup) if partition is not None else []
     victims = sim.scheduler.rng.sample(sorted(sim.nodes), min(crashes, n - 1))
     for name in victims:
         at = warmup + sim.scheduler.rng.uniform(0, max(0.0, seconds - 5.0))
         sim.scheduler.at(at, functools.partial(sim.crash, name))
     sim.run(seconds)
-    return sim.report(seconds, time.process_time() - started, node_seconds=n * (warmup + seconds),
-                      start=start)
+    report = sim.report(seconds, time.process_time() - started,
+                        node_seconds=n * (warmup + seconds), start=start)
+    if partition is not None:
+        report.partition = {"side": len(side), "of": n, "at": partition.at,
+                            "seconds": partition.seconds, "healed": sim.partitions[-1][1] is not None,
+                            "downs_across": sum(1 for _, _, kind, f in sim.events
+                                                if kind == "down" and f.get("across"))}
+        if roles:
+            report.partition.update(sim.roles_after_heal())
+    return report
