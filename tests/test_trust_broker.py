@@ -17,6 +17,7 @@ from cellframe.cell import transition
 from cellframe.healing.membership import HealingConfig, Membership
 from cellframe.replication.coordinate import Coordinator
 from cellframe.roles.logsump import LOG_RECORDS_VERB
+from cellframe.roles.proxy import ProxyCell
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
 from cellframe.testing.amqp import raw_channel
@@ -85,6 +86,17 @@ class Trust:
 
     def node_key(self, name: str) -> Key:
         return next(k for k in self.keys.keyring if k.node == name)
+
+    def start_node(self, name: str, role: str, cells: list[type[Any]]) -> Node:
+        """One more node playing ``role`` with its own bound key, added to the key file."""
+        key = new_key(name, kind="node", node=name)
+        self.keys.paths[0].write_text(dump_keys([*self.keys.keyring, key]))
+        assert self.keys.reload()
+        signer = Signer(key, keyring=self.keys, exchange=self.names.exchange)
+        self.nodes[name] = Node(name, transport=self.names.connect(), signer=signer, role=role,
+                                registry=RoleRegistry({role: cells}), diagnostic=True,
+                                queue_prefix=self.names.queue_prefix, watch_config=False).start()
+        return self.nodes[name]
 
     def root_client(self) -> Client:
         """A client whose operator key may send anything to anyone (``all *``)."""
@@ -315,6 +327,37 @@ def test_an_operator_key_with_every_capability_cannot_send_replication_or_claims
     trust.publish_signed(trust.node_key("a-01"), "cell.a-01", "(replicate :peer \"shard-x\")")
     wait_for(lambda: trust.total("a-01") == 102, 30, what="a node's replication applied",
              show=lambda: (trust.total("a-01"), trust.refused()))
+
+
+def test_an_operator_key_with_every_capability_cannot_put_a_server_into_a_proxys_pool(
+        trust) -> None:
+    proxy = trust.start_node("p-01", "proxy", [ProxyCell]).cells()["p-01"]
+
+    def pool() -> dict[str, tuple[int, str]]:
+        return {name: (weight, node) for name, weight, node in proxy.pool.rows()}
+
+    # A web node joins in its own name; its key cannot join in another's.
+    trust.publish_signed(trust.node_key("a-01"), "cell.p-01",
+                         '(join-pool :backend "web-a" :node "a-01" :weight 10 :incarnation 1)')
+    wait_for(lambda: pool() == {"web-a": (10, "a-01")}, 30, what="a-01's own join", show=pool)
+    trust.publish_signed(trust.node_key("a-01"), "cell.p-01",
+                         '(join-pool :backend "web-b" :node "b-01" :weight 10 :incarnation 1)')
+    client = trust.root_client()
+    try:
+        client.send("cell.p-01", '(join-pool :backend "evil" :node "a-01" :weight 1000 '
+                                 ':incarnation 9 :address "10.0.0.66" :port 80)')
+        client.send("cell.p-01", '(drain-pool :backend "web-a")')
+        client.send("cell.p-01", '(leave-pool :backend "web-a")')
+        trust.wait_refused("not-allowed", 4, node="p-01")
+        client.send("cell.p-01", '(set-weight :backend "web-a" :weight 3)')  # an operator's
+        wait_for(lambda: pool() == {"web-a": (3, "a-01")}, 30, what="the operator's set-weight",
+                 show=pool)
+    finally:
+        client.close()
+    assert trust.refused("p-01") == {"not-allowed": 4}
+    wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 3, 30,
+             what="three dead letters saying only node keys do",
+             show=lambda: trust.dead_reasons(""))
 
 
 def test_a_node_key_bound_to_one_node_cannot_speak_for_another(trust) -> None:

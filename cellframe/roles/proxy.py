@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -128,6 +129,13 @@ class ProxyCell(Cell):
     states = ("serving",)
     initial = "serving"
     bindings = ("membership.down.*", "membership.leave.*")
+    #: What only the web cells and the proxy itself send it (``docs/security.md``): a backend
+    #: joins in its own node's name (``:node``), so no operator key can put a server into the
+    #: pool and a node key bound to web-01 joins only as web-01. ``set-weight`` is an
+    #: operator's action too, and ``route``, ``pool``, ``routes`` are a client's: left open.
+    node_verbs: ClassVar[Mapping[str, str | None]] = {
+        "join-pool": "node", "leave-pool": None, "drain-pool": None, "served": None,
+        "reroute": None}
     route_log_size: ClassVar[int] = 100_000
     #: Hold-out after a backend's node goes down the second time in a minute (then doubling).
     hold_base: ClassVar[float] = 1.0

@@ -31,7 +31,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..cell.cell import Cell
@@ -55,6 +56,10 @@ class WebCell(Cell):
     role = "web"
     states = ("serving",)
     initial = "serving"
+    #: What only a proxy sends it: its ``(pool-hello)`` and the requests it routes
+    #: (``(serve ...)``, which move the cell's load and so its weight). ``load`` is a
+    #: client's question: left open (``docs/security.md``).
+    node_verbs: ClassVar[Mapping[str, str | None]] = {"pool-hello": None, "serve": None}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
