@@ -106,6 +106,22 @@ def test_joining_twice_keeps_one_entry_and_leaving_removes_it(proxy) -> None:
     assert pool_of(ref) == {}
 
 
+def test_a_backend_is_its_nodes_alone_a_join_drain_or_leave_naming_another_node_is_ignored(
+        proxy) -> None:
+    ref, _ = proxy
+    join(ref, "web-01", 10)
+    tell(ref, '(join-pool :backend "web-01" :node "web-02" :weight 50 :incarnation 1 '
+              ':address "10.0.0.66" :port 80)')
+    tell(ref, '(drain-pool :backend "web-01" :node "web-02")')
+    tell(ref, '(leave-pool :backend "web-01" :node "web-02")')
+    assert pool_of(ref) == {"web-01": 10}
+    assert ref.proxy().stats.get(timeout=5)["refused_joins"] == 1
+    tell(ref, '(drain-pool :backend "web-01" :node "web-01")')
+    assert pool_of(ref) == {"web-01": 0}
+    tell(ref, '(leave-pool :backend "web-01" :node "web-01")')
+    assert pool_of(ref) == {}
+
+
 def test_a_node_declared_down_loses_its_backends_at_once_and_repeats_change_nothing(proxy) -> None:
     ref, _ = proxy
     join(ref, "web-01", 10)

@@ -329,32 +329,38 @@ def test_an_operator_key_with_every_capability_cannot_send_replication_or_claims
              show=lambda: (trust.total("a-01"), trust.refused()))
 
 
-def test_an_operator_key_with_every_capability_cannot_put_a_server_into_a_proxys_pool(
+def test_no_operator_key_and_no_other_nodes_key_can_change_a_web_nodes_place_in_a_proxys_pool(
         trust) -> None:
     proxy = trust.start_node("p-01", "proxy", [ProxyCell]).cells()["p-01"]
+    a01, b01 = trust.node_key("a-01"), trust.node_key("b-01")
+    join = '(join-pool :backend "{}" :node "{}" :weight 10 :incarnation 1 :address "{}" :port 80)'
 
     def pool() -> dict[str, tuple[int, str]]:
         return {name: (weight, node) for name, weight, node in proxy.pool.rows()}
 
-    # A web node joins in its own name; its key cannot join in another's.
-    trust.publish_signed(trust.node_key("a-01"), "cell.p-01",
-                         '(join-pool :backend "web-a" :node "a-01" :weight 10 :incarnation 1)')
-    wait_for(lambda: pool() == {"web-a": (10, "a-01")}, 30, what="a-01's own join", show=pool)
-    trust.publish_signed(trust.node_key("a-01"), "cell.p-01",
-                         '(join-pool :backend "web-b" :node "b-01" :weight 10 :incarnation 1)')
+    trust.publish_signed(a01, "cell.p-01", join.format("a-01", "a-01", "10.0.0.1"))
+    trust.publish_signed(b01, "cell.p-01", join.format("b-01", "b-01", "10.0.0.2"))
+    wait_for(lambda: pool() == {"a-01": (10, "a-01"), "b-01": (10, "b-01")}, 30,
+             what="each web node's own join", show=pool)
+    # a-01's key, in b-01's name: refused at the gate; in its own: b-01's backend is not its.
+    trust.publish_signed(a01, "cell.p-01", join.format("b-01", "b-01", "10.0.0.66"))
+    trust.publish_signed(a01, "cell.p-01", '(drain-pool :backend "b-01" :node "b-01")')
+    trust.publish_signed(a01, "cell.p-01", join.format("b-01", "a-01", "10.0.0.66"))
+    trust.publish_signed(a01, "cell.p-01", '(leave-pool :backend "b-01" :node "a-01")')
     client = trust.root_client()
     try:
-        client.send("cell.p-01", '(join-pool :backend "evil" :node "a-01" :weight 1000 '
-                                 ':incarnation 9 :address "10.0.0.66" :port 80)')
-        client.send("cell.p-01", '(drain-pool :backend "web-a")')
-        client.send("cell.p-01", '(leave-pool :backend "web-a")')
-        trust.wait_refused("not-allowed", 4, node="p-01")
-        client.send("cell.p-01", '(set-weight :backend "web-a" :weight 3)')  # an operator's
-        wait_for(lambda: pool() == {"web-a": (3, "a-01")}, 30, what="the operator's set-weight",
-                 show=pool)
+        client.send("cell.p-01", join.format("evil", "a-01", "10.0.0.66"))
+        client.send("cell.p-01", '(drain-pool :backend "a-01" :node "a-01")')
+        client.send("cell.p-01", '(leave-pool :backend "a-01" :node "a-01")')
+        trust.wait_refused("not-allowed", 5, node="p-01")
+        client.send("cell.p-01", '(set-weight :backend "a-01" :weight 3)')  # an operator's
+        wait_for(lambda: proxy.stats["refused_joins"] == 1 and pool()["a-01"] == (3, "a-01"), 30,
+                 what="a-01's join of b-01 ignored and the operator's set-weight applied",
+                 show=lambda: (pool(), proxy.stats))
     finally:
         client.close()
-    assert trust.refused("p-01") == {"not-allowed": 4}
+    assert pool() == {"a-01": (3, "a-01"), "b-01": (10, "b-01")}
+    assert trust.refused("p-01") == {"not-allowed": 5}
     wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 3, 30,
              what="three dead letters saying only node keys do",
              show=lambda: trust.dead_reasons(""))
