@@ -335,8 +335,9 @@ def test_no_operator_key_and_no_other_nodes_key_can_change_a_web_nodes_place_in_
     a01, b01 = trust.node_key("a-01"), trust.node_key("b-01")
     join = '(join-pool :backend "{}" :node "{}" :weight 10 :incarnation 1 :address "{}" :port 80)'
 
-    def pool() -> dict[str, tuple[int, str]]:
-        return {name: (weight, node) for name, weight, node in proxy.pool.rows()}
+    def pool() -> dict[str, tuple[int, str]]:  # asked of the cell: its turn, not our thread's
+        rows = proxy.actor_ref.proxy().cell_snapshot().get(timeout=10)["pool"]
+        return {name: (weight, node) for name, weight, node in rows}
 
     trust.publish_signed(a01, "cell.p-01", join.format("a-01", "a-01", "10.0.0.1"))
     trust.publish_signed(b01, "cell.p-01", join.format("b-01", "b-01", "10.0.0.2"))
