@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cellframe import Cell, Client, MemoryBroker, Node, RoleRegistry, Symbol, transition
-from cellframe.testing import AmqpNames, wait_for
+from cellframe.cell import nodeverbs
+from cellframe.language.reader import read
+from cellframe.node.gate import NODE_ONLY, head_verb
+from cellframe.testing import AmqpNames, Collector, wait_for
 from cellframe.transports.base import Transport
 
-__all__ = ["Tally", "Wire", "cell_total", "registry", "replies_matching"]
+__all__ = ["Tally", "VerbTap", "Wire", "cell_total", "registry", "replies_matching"]
 
 
 class Tally(Cell):
@@ -81,6 +84,28 @@ class Wire:
             client.close()
         for transport in self.transports:
             transport.close()
+
+
+class VerbTap:
+    """Every message a cluster's broker carries, from when the tap is made, by verb: what a
+    test checks against the declared node verbs (``cellframe.cell.nodeverbs``)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.transport = broker.connect(name="tap")
+        self.transport.declare_queue("tap", exclusive=True)
+        self.transport.bind("tap", "#")
+        self.seen = Collector()
+        self.transport.consume("tap", self.seen)
+
+    def verbs(self) -> set[str | None]:
+        """The verbs sent on keys where the gate refuses an operator by verb alone (the
+        ``NODE_ONLY`` keys it refuses whatever the verb)."""
+        return {head_verb(read(d.envelope.body)) for d in list(self.seen.deliveries)
+                if not d.routing_key.startswith(NODE_ONLY)}
+
+    def undeclared(self) -> set[str | None]:
+        """Those verbs no cell declared node-only: an operator key allowed ``all *`` sends them."""
+        return self.verbs() - set(nodeverbs.DECLARED)
 
 
 def cell_total(node: Node, name: str) -> int:

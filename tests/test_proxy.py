@@ -106,6 +106,22 @@ def test_joining_twice_keeps_one_entry_and_leaving_removes_it(proxy) -> None:
     assert pool_of(ref) == {}
 
 
+def test_a_backend_is_its_nodes_alone_a_join_drain_or_leave_naming_another_node_is_ignored(
+        proxy) -> None:
+    ref, _ = proxy
+    join(ref, "web-01", 10)
+    tell(ref, '(join-pool :backend "web-01" :node "web-02" :weight 50 :incarnation 1 '
+              ':address "10.0.0.66" :port 80)')
+    tell(ref, '(drain-pool :backend "web-01" :node "web-02")')
+    tell(ref, '(leave-pool :backend "web-01" :node "web-02")')
+    assert pool_of(ref) == {"web-01": 10}
+    assert ref.proxy().stats.get(timeout=5)["refused_joins"] == 1
+    tell(ref, '(drain-pool :backend "web-01" :node "web-01")')
+    assert pool_of(ref) == {"web-01": 0}
+    tell(ref, '(leave-pool :backend "web-01" :node "web-01")')
+    assert pool_of(ref) == {}
+
+
 def test_a_node_declared_down_loses_its_backends_at_once_and_repeats_change_nothing(proxy) -> None:
     ref, _ = proxy
     join(ref, "web-01", 10)
@@ -210,3 +226,28 @@ def test_a_request_whose_backend_vanished_before_detection_is_rerouted_not_lost(
         client.close()
         for node in nodes:
             node.stop()
+
+
+def test_every_verb_web_and_proxy_nodes_send_each_other_is_declared_node_only(
+        local_cluster, tmp_path) -> None:
+    """The web tier's own traffic (joins, drains, requests routed and their call-backs) is
+    refused from any operator key, so an operator allowed ``all *`` cannot put a server of its
+    own into the pool; only what an operator or a client sends stays open."""
+    from cellframe import MemoryBroker
+    from tests.node_support import VerbTap
+    from tests.web_support import web_zone
+
+    broker = MemoryBroker()
+    tap = VerbTap(broker)  # before the proxy starts, to see its (pool-hello)
+    cluster = local_cluster(web_zone(tmp_path / "web.zone", None, web=2), broker=broker)
+    wait_for(lambda: sorted(cluster.pool()) == ["web-01", "web-02"], 20, what="both web cells in the pool",
+             show=cluster.pool)
+    client = cluster.client()
+    for n in range(4):
+        client.send("each.proxy", f'(route "r{n}")')
+    cluster.stop_node("web-01")  # a clean stop: it drains, then leaves
+    exchanged = {"pool-hello", "join-pool", "serve", "served", "drain-pool", "leave-pool"}
+    wait_for(lambda: exchanged <= tap.verbs(), 20, what="the web tier's exchanges",
+             show=lambda: sorted(map(str, tap.verbs())))
+    # An operator's weight, and a client's requests and questions, stay open (docs/security.md).
+    assert tap.undeclared() <= {"set-weight", "route", "pool", "routes", "load"}

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import time
 
-from cellframe.cell import nodeverbs
 from cellframe.language.reader import read
-from cellframe.node.gate import NODE_ONLY, head_verb
 from cellframe.replication.transfers import CHECKPOINT_EVERY
 from cellframe.store import Checkpoints, plan_transfer
 from cellframe.store.handoff import transfer_key
-from cellframe.testing import Collector, wait_for
+from cellframe.testing import wait_for
+from tests.node_support import VerbTap
 from tests.replication_support import (
     InsertStream,
     ShardClient,
@@ -398,7 +397,6 @@ def test_the_restore_benchmark_sees_every_copy_back(tmp_path) -> None:
 
 def test_the_benchmark_stops_polling_once_every_survivor_sent_every_part() -> None:
     from cellframe.benchmarks.replication import _answered
-    from cellframe.language.reader import read
 
     complete = _answered(["a", "b"], "roots-are")
     assert complete is not None and _answered([], "roots-are") is None  # no names: the window
@@ -416,23 +414,15 @@ def test_every_verb_shard_nodes_send_each_other_is_declared_node_only(tmp_path) 
     key allowed ``all *``."""
     with shard_cluster(tmp_path, shards=3, spares=0, replicas=2,
                        anti_entropy_interval=0.1) as cluster:
-        tap = cluster.broker.connect(name="tap")
-        tap.declare_queue("tap", exclusive=True)
-        tap.bind("tap", "#")
-        seen = Collector()
-        tap.consume("tap", seen)
+        tap = VerbTap(cluster.broker)
         shards = ShardClient(cluster.client())
         for i in range(10):
             shards.call(f'(insert "user/{i}" "v{i}")')
         shards.call('(select "user/1")')
 
-        def sent() -> set[str]:
-            return {head_verb(read(d.envelope.body)) for d in list(seen.deliveries)
-                    if not d.routing_key.startswith(NODE_ONLY)}  # refused whatever the verb
-
         exchanged = {"shard-hello", "replicate", "replicated", "read-records",
                      "read-records-are", "merkle-roots"}
-        wait_for(lambda: exchanged <= sent(), 20, what="the shard protocol's exchanges",
-                 show=lambda: sorted(sent()))
+        wait_for(lambda: exchanged <= tap.verbs(), 20, what="the shard protocol's exchanges",
+                 show=lambda: sorted(map(str, tap.verbs())))
     # What clients send (and a coordinator forwards on their behalf) stays open to operators.
-    assert sent() - set(nodeverbs.DECLARED) <= {"insert", "select", "history"}
+    assert tap.undeclared() <= {"insert", "select", "history"}

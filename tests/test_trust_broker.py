@@ -17,6 +17,7 @@ from cellframe.cell import transition
 from cellframe.healing.membership import HealingConfig, Membership
 from cellframe.replication.coordinate import Coordinator
 from cellframe.roles.logsump import LOG_RECORDS_VERB
+from cellframe.roles.proxy import ProxyCell
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
 from cellframe.testing.amqp import raw_channel
@@ -85,6 +86,17 @@ class Trust:
 
     def node_key(self, name: str) -> Key:
         return next(k for k in self.keys.keyring if k.node == name)
+
+    def start_node(self, name: str, role: str, cells: list[type[Any]]) -> Node:
+        """One more node playing ``role`` with its own bound key, added to the key file."""
+        key = new_key(name, kind="node", node=name)
+        self.keys.paths[0].write_text(dump_keys([*self.keys.keyring, key]))
+        assert self.keys.reload()
+        signer = Signer(key, keyring=self.keys, exchange=self.names.exchange)
+        self.nodes[name] = Node(name, transport=self.names.connect(), signer=signer, role=role,
+                                registry=RoleRegistry({role: cells}), diagnostic=True,
+                                queue_prefix=self.names.queue_prefix, watch_config=False).start()
+        return self.nodes[name]
 
     def root_client(self) -> Client:
         """A client whose operator key may send anything to anyone (``all *``)."""
@@ -315,6 +327,44 @@ def test_an_operator_key_with_every_capability_cannot_send_replication_or_claims
     trust.publish_signed(trust.node_key("a-01"), "cell.a-01", "(replicate :peer \"shard-x\")")
     wait_for(lambda: trust.total("a-01") == 102, 30, what="a node's replication applied",
              show=lambda: (trust.total("a-01"), trust.refused()))
+
+
+def test_no_operator_key_and_no_other_nodes_key_can_change_a_web_nodes_place_in_a_proxys_pool(
+        trust) -> None:
+    proxy = trust.start_node("p-01", "proxy", [ProxyCell]).cells()["p-01"]
+    a01, b01 = trust.node_key("a-01"), trust.node_key("b-01")
+    join = '(join-pool :backend "{}" :node "{}" :weight 10 :incarnation 1 :address "{}" :port 80)'
+
+    def pool() -> dict[str, tuple[int, str]]:  # asked of the cell: its turn, not our thread's
+        rows = proxy.actor_ref.proxy().cell_snapshot().get(timeout=10)["pool"]
+        return {name: (weight, node) for name, weight, node in rows}
+
+    trust.publish_signed(a01, "cell.p-01", join.format("a-01", "a-01", "10.0.0.1"))
+    trust.publish_signed(b01, "cell.p-01", join.format("b-01", "b-01", "10.0.0.2"))
+    wait_for(lambda: pool() == {"a-01": (10, "a-01"), "b-01": (10, "b-01")}, 30,
+             what="each web node's own join", show=pool)
+    # a-01's key, in b-01's name: refused at the gate; in its own: b-01's backend is not its.
+    trust.publish_signed(a01, "cell.p-01", join.format("b-01", "b-01", "10.0.0.66"))
+    trust.publish_signed(a01, "cell.p-01", '(drain-pool :backend "b-01" :node "b-01")')
+    trust.publish_signed(a01, "cell.p-01", join.format("b-01", "a-01", "10.0.0.66"))
+    trust.publish_signed(a01, "cell.p-01", '(leave-pool :backend "b-01" :node "a-01")')
+    client = trust.root_client()
+    try:
+        client.send("cell.p-01", join.format("evil", "a-01", "10.0.0.66"))
+        client.send("cell.p-01", '(drain-pool :backend "a-01" :node "a-01")')
+        client.send("cell.p-01", '(leave-pool :backend "a-01" :node "a-01")')
+        trust.wait_refused("not-allowed", 5, node="p-01")
+        client.send("cell.p-01", '(set-weight :backend "a-01" :weight 3)')  # an operator's
+        wait_for(lambda: proxy.stats["refused_joins"] == 1 and pool()["a-01"] == (3, "a-01"), 30,
+                 what="a-01's join of b-01 ignored and the operator's set-weight applied",
+                 show=lambda: (pool(), proxy.stats))
+    finally:
+        client.close()
+    assert pool() == {"a-01": (3, "a-01"), "b-01": (10, "b-01")}
+    assert trust.refused("p-01") == {"not-allowed": 5}
+    wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 3, 30,
+             what="three dead letters saying only node keys do",
+             show=lambda: trust.dead_reasons(""))
 
 
 def test_a_node_key_bound_to_one_node_cannot_speak_for_another(trust) -> None:

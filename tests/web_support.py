@@ -21,7 +21,7 @@ WEB_SETTINGS = ('"app=tests.web_apps:app" "listen=127.0.0.1:0" "health-url=http:
                 '"announce-ms=200" "load-window-ms=500" "slow-ms=40" "fast-ms=15" "drain-ms=1500"')
 
 
-def web_zone(path: Path, haproxy_socket: str, *, web: int = 3, spares: int = 0,
+def web_zone(path: Path, haproxy_socket: str | None, *, web: int = 3, spares: int = 0,
              intent: str | None = None, web_app: str = "tests.web_apps:app",
              cluster_extra: str = "", web_extra: str = "") -> Path:
     webs = [f"web-{i:02d}" for i in range(1, web + 1)]
@@ -34,7 +34,8 @@ def web_zone(path: Path, haproxy_socket: str, *, web: int = 3, spares: int = 0,
         f'"failure-timeout-ms=500"' + (f' "spares={",".join(spare)}"' if spare else "")
         + (f" {cluster_extra}" if cluster_extra else ""),
         f'_nodes IN TXT "{" ".join(["proxy-01", *webs, *spare])}"',
-        f'proxy-01 IN TXT "role=proxy" "haproxy-socket={haproxy_socket}" "haproxy-sync-ms=200"',
+        'proxy-01 IN TXT "role=proxy"' + (f' "haproxy-socket={haproxy_socket}" "haproxy-sync-ms=200"'
+                                          if haproxy_socket else ""),  # None: no HAProxy
     ]
     settings = WEB_SETTINGS.replace("tests.web_apps:app", web_app) + (
         f" {web_extra}" if web_extra else "")

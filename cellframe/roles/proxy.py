@@ -2,7 +2,8 @@
 
 Backends (web cells) announce themselves with ``(join-pool :backend B :node N :weight W
 :incarnation I)``, ask for another weight with ``(set-weight :backend B :weight W)``, and say
-``(leave-pool :backend B)`` when they stop. Membership tells the proxy when a node is gone:
+``(leave-pool :backend B :node N)`` when they stop; a backend is its node's, and a join, drain
+or leave naming another node is ignored. Membership tells the proxy when a node is gone:
 ``(member-down :node N :incarnation I)`` or ``(member-leave ...)`` (the proxy binds
 ``membership.down.*`` and ``membership.leave.*``), and every backend on that node is dropped at
 once. Requests ``(route R)`` go to ``cell.<backend>`` as ``(serve :request R :proxy P)``, with
@@ -13,8 +14,8 @@ The data plane: by default the proxy routes s-expression requests itself (above)
 ``haproxy-socket=PATH`` in DNS it also drives a real HAProxy through its runtime API
 (``cellframe.web.dataplane``): a backend that joins with ``:address A :port P`` becomes a server
 of HAProxy's backend ``haproxy-backend`` (web), its ``set-weight`` becomes HAProxy's weight,
-``(drain-pool :backend B)`` sets it to drain (and out of the s-expression rotation), and leaving
-or its node going down deletes it. The pool is synced again every ``haproxy-sync-ms`` (500),
+``(drain-pool :backend B :node N)`` sets it to drain (and out of the s-expression rotation),
+and leaving or its node going down deletes it. The pool is synced again every ``haproxy-sync-ms`` (500),
 so a restarted HAProxy is rebuilt from the cluster; an unreachable one is retried with backoff.
 ``haproxy-server-options`` replaces what each added server is given (``SERVER_OPTIONS``).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -128,6 +130,14 @@ class ProxyCell(Cell):
     states = ("serving",)
     initial = "serving"
     bindings = ("membership.down.*", "membership.leave.*")
+    #: What only the web cells and the proxy itself send it (``docs/security.md``): a backend
+    #: joins, drains and leaves in its own node's name (``:node``), so no operator key can put
+    #: a server into the pool, and a node key bound to web-01 changes only web-01's backends.
+    #: ``set-weight`` is an operator's action too, and ``route``, ``pool``, ``routes`` are a
+    #: client's: left open.
+    node_verbs: ClassVar[Mapping[str, str | None]] = {
+        "join-pool": "node", "leave-pool": "node", "drain-pool": "node", "served": None,
+        "reroute": None}
     route_log_size: ClassVar[int] = 100_000
     #: Hold-out after a backend's node goes down the second time in a minute (then doubling).
     hold_base: ClassVar[float] = 1.0
@@ -189,7 +199,8 @@ class ProxyCell(Cell):
         weight_ = _weight(weight)
         if not isinstance(backend, str) or weight_ is None or not isinstance(incarnation, int):
             return
-        if self.gone.get(node, -1) >= incarnation or self.damper.held(node, time.monotonic()):
+        if (self.gone.get(node, -1) >= incarnation or self.damper.held(node, time.monotonic())
+                or not self._held_by(backend, node)):
             self.stats["refused_joins"] += 1
             return
         if self.pool.add(backend, node, weight_, incarnation):
@@ -210,8 +221,10 @@ class ProxyCell(Cell):
                 self._sync()
 
     @transition("drain-pool")
-    def drain_pool(self, backend: str, **extra: Any) -> None:
+    def drain_pool(self, backend: str, node: str | None = None, **extra: Any) -> None:
         """A backend stopping cleanly: no new requests to it; those it has finish."""
+        if not self._held_by(backend, node):
+            return
         if self.pool.set_weight(backend, 0):
             self._emit("pool-drain", backend=backend)
         if self.haproxy is not None and backend in self.haproxy.wanted:
@@ -219,9 +232,17 @@ class ProxyCell(Cell):
             self._sync()
 
     @transition("leave-pool")
-    def leave_pool(self, backend: str, **extra: Any) -> None:
-        if self.pool.remove(backend) is not None:
+    def leave_pool(self, backend: str, node: str | None = None, **extra: Any) -> None:
+        if self._held_by(backend, node) and self.pool.remove(backend) is not None:
             self._changed("removed", backend, reason="left")
+
+    def _held_by(self, backend: str, node: str | None) -> bool:
+        """Whether ``node`` may change ``backend``: a backend is its node's alone (cells are
+        named after their node) until it leaves or its node goes down, so web-01's key cannot
+        move web-02's server to an address of its own. None: a message naming no node (from a
+        web cell older than ``:node``), which only an unbound key gets past the gate."""
+        held = self.pool.backends.get(backend)
+        return node is None or held is None or held.node == node
 
     @transition("member-down")
     def member_down(self, node: str, incarnation: int = 0, **extra: Any) -> None:

@@ -18,7 +18,8 @@ requests below, the embedded default.
 - Load is the request rate over the last ``load-window-ms``. Above ``capacity`` requests per
   second it asks for a lower weight, ``weight * capacity / rate`` (at least 1); when the load
   falls it asks for its configured weight back: ``(set-weight :backend B :weight W)``.
-- When it stops cleanly it sends ``(leave-pool :backend B)``.
+- When it stops cleanly it sends ``(leave-pool :backend B :node N)`` (with HTTP after
+  ``(drain-pool :backend B :node N)``).
 
 Settings (the node's DNS TXT): ``weight`` (10), ``capacity`` (100), ``announce-ms`` (1000),
 ``load-window-ms`` (1000), ``proxy-role`` (proxy); for HTTP ``app``, ``listen``
@@ -31,7 +32,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..cell.cell import Cell
@@ -55,6 +57,10 @@ class WebCell(Cell):
     role = "web"
     states = ("serving",)
     initial = "serving"
+    #: What only a proxy sends it: its ``(pool-hello)`` and the requests it routes
+    #: (``(serve ...)``, which move the cell's load and so its weight). ``load`` is a
+    #: client's question: left open (``docs/security.md``).
+    node_verbs: ClassVar[Mapping[str, str | None]] = {"pool-hello": None, "serve": None}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,7 +116,8 @@ class WebCell(Cell):
     def on_stop(self) -> None:
         if self.http is not None:
             self._drain(self.http)
-        self._send(self.proxies, [Symbol("leave-pool"), Keyword("backend"), self.cell_name])
+        self._send(self.proxies, [Symbol("leave-pool"), Keyword("backend"), self.cell_name,
+                                  Keyword("node"), self.node_name])
 
     def on_failure(self, *exc_info: Any) -> None:
         if self.http is not None:
@@ -120,7 +127,8 @@ class WebCell(Cell):
         """Ask the proxies to send nothing new, fail health checks, wait for the requests in
         flight, queued or still being written (and those HAProxy had already chosen us for)
         to finish, then close."""
-        self._send(self.proxies, [Symbol("drain-pool"), Keyword("backend"), self.cell_name])
+        self._send(self.proxies, [Symbol("drain-pool"), Keyword("backend"), self.cell_name,
+                                  Keyword("node"), self.node_name])
         http.draining = True
         deadline = time.monotonic() + self.drain_wait
         quiet_since, seen = time.monotonic(), http.meter.total
