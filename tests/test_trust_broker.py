@@ -52,6 +52,10 @@ class Gullible(Tally):
         self.total += 10_000  # rolled back: the action failed
         raise RuntimeError("boom")
 
+    @transition("crash")
+    def crash(self) -> None:
+        raise SystemExit("down")  # not an action's failure: the cell crashes
+
 
 def registry() -> RoleRegistry:
     return RoleRegistry({"tally": [Gullible]})
@@ -351,6 +355,17 @@ def test_an_operators_message_whose_action_fails_is_audited_with_the_error(trust
         client.close()
     assert event["result"] == "failed: RuntimeError: boom"
     assert trust.total("a-01") == 0
+
+
+def test_an_operators_message_a_cell_crashes_on_is_audited_as_not_applied(trust) -> None:
+    events = audit_watcher(trust)
+    client = trust.root_client()
+    try:
+        sent = client.send("cell.a-01", "(crash)")
+        [event] = audited(events, sent)
+    finally:
+        client.close()
+    assert event["result"] == "not applied: cell crashed: SystemExit: down"
 
 
 def test_an_operators_message_applied_twice_is_audited_as_a_duplicate(trust) -> None:
