@@ -272,6 +272,8 @@ class Cell(pykka.ThreadingActor):
             if inbound is None:
                 return
             if error is None:
+                if inbound.report is not None:  # audited: applied only once it is recorded
+                    inbound.report(name, "applied")
                 inbound.settle()
             else:  # not recorded: give it back, so it is applied again where it is recorded
                 log.error("%s: the record of %s failed: %s", name, message.id, error)
@@ -296,11 +298,11 @@ class Cell(pykka.ThreadingActor):
                 raise
             except BaseException as error:  # SystemExit too: this cell crashed, not the node
                 self._cell_crashing(message.message, message, error)
-            if report is not None:
-                report(self.cell_name, self._cell_outcome(before))
             if self._cell_journal is not None and self.cell_counters.applied != applied:
-                self._cell_record(message.message, message)
+                self._cell_record(message.message, message)  # reported once it is durable
             else:
+                if report is not None:
+                    report(self.cell_name, self._cell_outcome(before))
                 message.settle()
         elif type(message) is Message:
             applied = self.cell_counters.applied
