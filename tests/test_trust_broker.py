@@ -17,7 +17,7 @@ from cellframe.cell import transition
 from cellframe.healing.membership import HealingConfig, Membership
 from cellframe.language.reader import read
 from cellframe.replication.coordinate import Coordinator
-from cellframe.roles.logsump import LOG_RECORDS_VERB
+from cellframe.roles.logsump import LOG_RECORDS_VERB, LogSumpCell
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
 from cellframe.testing.amqp import raw_channel
@@ -384,6 +384,32 @@ def test_an_operators_message_applied_twice_is_audited_as_a_duplicate(trust) -> 
     assert trust.total("a-01") == 3
     # b-01 never saw it: each.tally reaches it as its own first copy, applied.
     assert [e["result"] for e in audited(events, "dup-1", node="b-01")] == ["applied"]
+
+
+def test_the_log_sump_keeps_an_operators_audit_event_with_its_result(trust, tmp_path) -> None:
+    sump_key = new_key("s-01", kind="node", node="s-01")
+    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, sump_key]))
+    assert trust.keys.reload()
+    signer = Signer(sump_key, keyring=trust.keys, exchange=trust.names.exchange)
+    sump = Node("s-01", transport=trust.names.connect(), signer=signer, role="logsump",
+                registry=RoleRegistry({"logsump": [LogSumpCell]}),
+                queue_prefix=trust.names.queue_prefix, watch_config=False)
+    sump.settings = {"data-dir": str(tmp_path / "sump")}
+    sump.start()
+    try:
+        sump.transport.flush(10)
+        events = tmp_path / "sump" / "logsump" / "events.log"
+        sent = trust.client.send("cell.a-01", "(add 6)")
+
+        def kept() -> list[str]:
+            lines = events.read_text().splitlines() if events.exists() else []
+            return [line for line in lines if f':message-id "{sent}"' in line]
+        [line] = wait_for(kept, 30, what=f"the sump to keep the audit of {sent}",
+                          show=lambda: events.read_text() if events.exists() else "no file")
+    finally:
+        sump.stop()
+    assert '(event :kind "audit" :node "a-01"' in line
+    assert ':key "ops-1"' in line and ':result "applied"' in line
 
 
 def test_an_operator_key_cannot_impersonate_a_node(trust) -> None:
