@@ -122,3 +122,23 @@ def test_recovery_reads_the_newest_snapshot_and_the_records_after_it(tmp_path: P
         assert len(store.select_history("cell/counter/counter/snapshot")) == 2  # after m3, m7
         state, fields, ids = CellJournal(store, snapshot_every=4).recover("cell/counter/counter", 100)
         assert (state, fields, ids) == ("ready", {"count": 10}, [f"m{n}" for n in range(10)])
+
+
+def test_an_audited_message_to_a_durable_cell_is_reported_applied_then_duplicate(
+        tmp_path: Path) -> None:
+    from cellframe.cell.cell import Inbound
+
+    reports: list[tuple[str, str]] = []
+    settled: list[str] = []
+    with Store(tmp_path / "s") as store:
+        cell = Counter.start("c", journal=CellJournal(store))
+        try:
+            for _ in range(2):  # the same id twice: the second is a duplicate
+                inbound = Inbound(message("(inc)", id="op-1"), lambda: settled.append("op-1"),
+                                  report=lambda c, o: reports.append((c, o)))
+                cell.tell(inbound)
+            wait_for(lambda: len(settled) == 2, 20, what="both settled", show=lambda: reports)
+        finally:
+            cell.stop()
+    # The duplicate may be settled first: the first copy waits for its record to be durable.
+    assert sorted(reports) == [("c", "applied"), ("c", "duplicate")]

@@ -15,8 +15,9 @@ import pytest
 from cellframe import Client, Node
 from cellframe.cell import transition
 from cellframe.healing.membership import HealingConfig, Membership
+from cellframe.language.reader import read
 from cellframe.replication.coordinate import Coordinator
-from cellframe.roles.logsump import LOG_RECORDS_VERB
+from cellframe.roles.logsump import LOG_RECORDS_VERB, LogSumpCell
 from cellframe.roles.proxy import ProxyCell
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
@@ -42,6 +43,19 @@ class Gullible(Tally):
     @transition("claim", target="counting")
     def claim(self, **extra: Any) -> None:
         self.total += 1000
+
+    @transition("open", source="empty", target="counting")
+    def open(self) -> None:
+        """Only from ``empty``: once counting, an (open) is a no-op."""
+
+    @transition("explode")
+    def explode(self) -> None:
+        self.total += 10_000  # rolled back: the action failed
+        raise RuntimeError("boom")
+
+    @transition("crash")
+    def crash(self) -> None:
+        raise SystemExit("down")  # not an action's failure: the cell crashes
 
 
 def registry() -> RoleRegistry:
@@ -98,11 +112,16 @@ class Trust:
                                 queue_prefix=self.names.queue_prefix, watch_config=False).start()
         return self.nodes[name]
 
-    def root_client(self) -> Client:
-        """A client whose operator key may send anything to anyone (``all *``)."""
+    def root_key(self) -> Key:
+        """An operator key that may send anything to anyone (``all *``), trusted now."""
         everything = new_key("root-ops", ["all *"])
         self.keys.paths[0].write_text(dump_keys([*self.keys.keyring, everything]))
         assert self.keys.reload()
+        return everything
+
+    def root_client(self) -> Client:
+        """A client whose operator key may send anything to anyone (``all *``)."""
+        everything = self.root_key()
         return Client(self.names.connect(), queue_prefix=self.names.queue_prefix,
                       signer=Signer(everything, exchange=self.names.exchange))
 
@@ -275,13 +294,134 @@ def test_what_an_operator_key_sends_is_an_audit_event_on_the_wire(trust) -> None
     bodies = {d.routing_key: [] for d in events.deliveries}
     texts = [d.envelope.body.decode() for d in events.deliveries]
     assert set(bodies) == {"event.audit.a-01"}
-    assert any(f'"{accepted}"' in t and ':result "accepted"' in t and ':verb "add"' in t
+    assert any(f'"{accepted}"' in t and ':result "applied"' in t and ':verb "add"' in t
                and ':key "ops-1"' in t and ':target "cell.a-01"' in t for t in texts)
     assert any(f'"{refused}"' in t and ':result "refused: not-allowed"' in t for t in texts)
     # Signed with the node's key, for its routing key: a log sump verifies and keeps it.
     node_signer = trust.nodes["a-01"].signer
     for delivery in events.deliveries:
         assert node_signer.verify(delivery.envelope, delivery.routing_key).kind == "node"
+
+
+def audit_watcher(trust: Trust) -> Collector:
+    """The audit events of every node, as they are published."""
+    watcher = trust.names.connect()
+    queue = trust.names.queue("audit")
+    watcher.declare_queue(queue, exclusive=True)
+    watcher.bind(queue, "event.audit.*")
+    watcher.flush(10)
+    events = Collector()
+    watcher.consume(queue, events)
+    return events
+
+
+def audited(events: Collector, message_id: str, count: int = 1,
+            node: str = "a-01") -> list[dict[str, Any]]:
+    """The fields of the audit events ``node`` published for ``message_id``, once there are
+    ``count`` of them."""
+    def found() -> list[dict[str, Any]]:
+        fields = []
+        for delivery in list(events.deliveries):
+            if delivery.routing_key != f"event.audit.{node}":
+                continue
+            expr = read(delivery.envelope.body)
+            event = {str(k)[1:]: v for k, v in zip(expr[1::2], expr[2::2], strict=True)}
+            if event["message-id"] == message_id:
+                fields.append(event)
+        return fields
+    return wait_for(lambda: len(found()) >= count and found(), 30,
+                    what=f"{count} audit event(s) for {message_id} on {node}",
+                    show=lambda: [d.envelope.body for d in events.deliveries])
+
+
+def test_an_operators_message_applied_is_audited_as_applied_once(trust) -> None:
+    events = audit_watcher(trust)
+    sent = trust.client.send("cell.a-01", "(add 4)")
+    [event] = audited(events, sent)
+    assert (event["key"], event["target"], event["verb"]) == ("ops-1", "cell.a-01", "add")
+    assert event["result"] == "applied"
+    trust.answers_status()  # a later message: still one event for the add
+    assert len(audited(events, sent)) == 1
+
+
+def test_an_operators_message_with_no_transition_is_audited_as_ignored(trust) -> None:
+    events = audit_watcher(trust)
+    client = trust.root_client()
+    try:
+        client.send("cell.a-01", "(add 1)")
+        sent = client.send("cell.a-01", "(open)")  # only from empty: now counting
+        [event] = audited(events, sent)
+    finally:
+        client.close()
+    assert event["result"] == "ignored: no transition for 'open' from state 'counting'"
+    assert (event["key"], event["verb"]) == ("root-ops", "open")
+
+
+def test_an_operators_message_whose_action_fails_is_audited_with_the_error(trust) -> None:
+    events = audit_watcher(trust)
+    client = trust.root_client()
+    try:
+        sent = client.send("cell.a-01", "(explode)")
+        [event] = audited(events, sent)
+    finally:
+        client.close()
+    assert event["result"] == "failed: RuntimeError: boom"
+    assert trust.total("a-01") == 0
+
+
+def test_an_operators_message_a_cell_crashes_on_is_audited_as_not_applied(trust) -> None:
+    events = audit_watcher(trust)
+    client = trust.root_client()
+    try:
+        sent = client.send("cell.a-01", "(crash)")
+        [event] = audited(events, sent)
+    finally:
+        client.close()
+    assert event["result"] == "not applied: cell crashed: SystemExit: down"
+
+
+def test_an_operators_message_applied_twice_is_audited_as_a_duplicate(trust) -> None:
+    """The same message id signed for two routing keys that both reach a-01's cell (the gate
+    lets it through: a replay is judged per routing key): the cell's dedup skips the second."""
+    events = audit_watcher(trust)
+    root = trust.root_key()
+    signer = Signer(root, exchange=trust.names.exchange)
+    for routing_key in ("cell.a-01", "each.tally"):
+        signed = signer.sign(Envelope(b"(add 3)", message_id="dup-1"), routing_key)
+        trust.publish_raw(routing_key, signed.body, to_amqp(signed, persistent=False))
+        if routing_key == "cell.a-01":
+            audited(events, "dup-1")  # applied before the second copy is sent
+    results = {(e["target"], e["result"]) for e in audited(events, "dup-1", 2)}
+    assert results == {("cell.a-01", "applied"), ("each.tally", "duplicate")}
+    assert trust.total("a-01") == 3
+    # b-01 never saw it: each.tally reaches it as its own first copy, applied.
+    assert [e["result"] for e in audited(events, "dup-1", node="b-01")] == ["applied"]
+
+
+def test_the_log_sump_keeps_an_operators_audit_event_with_its_result(trust, tmp_path) -> None:
+    sump_key = new_key("s-01", kind="node", node="s-01")
+    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, sump_key]))
+    assert trust.keys.reload()
+    signer = Signer(sump_key, keyring=trust.keys, exchange=trust.names.exchange)
+    sump = Node("s-01", transport=trust.names.connect(), signer=signer, role="logsump",
+                registry=RoleRegistry({"logsump": [LogSumpCell]}),
+                queue_prefix=trust.names.queue_prefix, watch_config=False)
+    sump.settings = {"data-dir": str(tmp_path / "sump")}
+    sump.start()
+    try:
+        sump.transport.flush(10)
+        events = tmp_path / "sump" / "logsump" / "events.log"
+        sent = trust.client.send("cell.a-01", "(add 6)")
+
+        def kept() -> list[str]:
+            lines = events.read_text().splitlines() if events.exists() else []
+            return [line for line in lines if f':message-id "{sent}"' in line]
+        [line] = wait_for(kept, 30, what=f"the sump to keep the audit of {sent}",
+                          show=lambda: events.read_text() if events.exists() else "no file")
+    finally:
+        sump.stop()
+    assert '(event :kind "audit" :node "a-01"' in line
+    assert ':key "ops-1"' in line and ':result "applied"' in line
 
 
 def test_an_operator_key_cannot_impersonate_a_node(trust) -> None:

@@ -92,12 +92,18 @@ class Inbound:
     ``admit``, if given, is asked just before the message is applied: False means the host
     has taken the delivery back (a node fenced after a pause, see ``cellframe.cell.fence``),
     and the cell neither applies nor settles it.
+
+    ``report``, if given (a message an operator key sent: the node audits it), hears what
+    became of it, ``report(cell_name, outcome)``, before it is settled: ``applied``,
+    ``duplicate``, ``ignored: REASON``, ``failed: TYPE: MESSAGE`` or ``refused: bad input:
+    ...``. A crash reports nothing: the cell ``refuse``s the message instead.
     """
 
     message: Message
     settle: Callable[[], None] = field(default=lambda: None)
     refuse: Callable[[str, bool], None] = field(default=_no_refusal)
     admit: Callable[[], bool] | None = None
+    report: Callable[[str, str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +215,7 @@ class Cell(pykka.ThreadingActor):
         self.cell_settings = dict(settings or {})
         self.cell_state = self.cell_machine.initial
         self.cell_counters = CellCounters()
+        self._cell_last_reason = ""  # why the last message failed or was ignored (the audit)
         self.cell_dedup = DedupMemory(dedup_capacity)
         self._cell_given_evaluator = evaluator is not None
         self.cell_evaluator = evaluator or self._cell_budgeted_evaluator()
@@ -265,6 +272,8 @@ class Cell(pykka.ThreadingActor):
             if inbound is None:
                 return
             if error is None:
+                if inbound.report is not None:  # audited: applied only once it is recorded
+                    inbound.report(name, "applied")
                 inbound.settle()
             else:  # not recorded: give it back, so it is applied again where it is recorded
                 log.error("%s: the record of %s failed: %s", name, message.id, error)
@@ -280,6 +289,9 @@ class Cell(pykka.ThreadingActor):
             if message.admit is not None and not message.admit():
                 return  # given back by the host: never applied, never settled here
             applied = self.cell_counters.applied
+            report = message.report
+            if report is not None:  # audited: only an operator's messages pay for the outcome
+                before = self.cell_counters.as_dict()
             try:
                 self.cell_handle(message.message)
             except KeyboardInterrupt:
@@ -287,8 +299,10 @@ class Cell(pykka.ThreadingActor):
             except BaseException as error:  # SystemExit too: this cell crashed, not the node
                 self._cell_crashing(message.message, message, error)
             if self._cell_journal is not None and self.cell_counters.applied != applied:
-                self._cell_record(message.message, message)
+                self._cell_record(message.message, message)  # reported once it is durable
             else:
+                if report is not None:
+                    report(self.cell_name, self._cell_outcome(before))
                 message.settle()
         elif type(message) is Message:
             applied = self.cell_counters.applied
@@ -316,6 +330,21 @@ class Cell(pykka.ThreadingActor):
                                            f"{type(error).__name__}: {error}") from error
         else:
             log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
+
+    def _cell_outcome(self, before: dict[str, int]) -> str:
+        """What became of the message just handled, read from the counters it moved (the
+        ones every message moves anyway) and the reason its failure left behind."""
+        after = self.cell_counters
+        if after.applied != before["applied"]:
+            return "applied"
+        if after.duplicates != before["duplicates"]:
+            return "duplicate"
+        reason = self._cell_last_reason[:300]
+        if after.ignored != before["ignored"]:
+            return f"ignored: {reason}"
+        if after.refused != before["refused"]:
+            return f"refused: {reason}"
+        return f"failed: {reason.removeprefix('action failed: ')}"
 
     def _cell_crashing(self, message: Message, inbound: Inbound | None,
                        error: BaseException) -> None:
@@ -554,6 +583,7 @@ class Cell(pykka.ThreadingActor):
 
     def _cell_ignore(self, message: Message, reason: str) -> None:
         self.cell_counters.ignored += 1
+        self._cell_last_reason = reason  # for the audit (``_cell_outcome``): off the applied path
         if self.cell_diagnostic:
             self._cell_dead_letter(message, reason)
 
@@ -566,6 +596,7 @@ class Cell(pykka.ThreadingActor):
     def _cell_report(self, message: Message, reason: str) -> None:
         """Dead-letter a failed message (diagnostic mode) and call its sender back with
         ``(error :cell C :id ID :reason R)``."""
+        self._cell_last_reason = reason  # for the audit (``_cell_outcome``)
         if self.cell_diagnostic:
             self._cell_dead_letter(message, reason)
         if message.reply_to:

@@ -72,6 +72,7 @@ from ..wire.routing import (
     topic_matches,
     validate_name,
 )
+from .audit import AuditTrail
 from .gate import Gate, head_verb
 from .monitors import Monitors
 from .status import status_reply
@@ -208,6 +209,7 @@ class _Held:
     delivery: Delivery
     from_role_queue: bool
     role: str | None
+    trail: AuditTrail | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,10 +675,10 @@ class Node:
             role_cells = self._routes.role_cells
             if item.role == self.role and all(t in role_cells for t in item.targets):
                 self._tell(item.targets, item.message, item.delivery,
-                           from_role_queue=item.from_role_queue)
+                           from_role_queue=item.from_role_queue, trail=item.trail)
             else:
                 self._give_back_fenced(item.delivery, item.from_role_queue,
-                                       "the node's role changed while it was paused")
+                                       "the node's role changed while it was paused", item.trail)
 
     def cell_bind(self, cell: str, pattern: str) -> None:
         """Bind ``pattern`` to this node's queue and route it to hosted cell ``cell``."""
@@ -867,24 +869,27 @@ class Node:
     # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
 
     def _on_node_delivery(self, delivery: Delivery) -> None:
-        message = self._decode(delivery, "node")
-        if message is None:
+        decoded = self._decode(delivery, "node")
+        if decoded is None:
             return
+        message, trail = decoded
         key = delivery.routing_key
         if key.startswith("cell."):
             targets = self._cells_named(key[5:])
         else:
             targets = self._cells_bound_to(key) or self._cells_for_verb(message.expr)
-        self._tell(targets, message, delivery, from_role_queue=False)
+        self._tell(targets, message, delivery, from_role_queue=False, trail=trail)
 
     def _on_role_delivery(self, delivery: Delivery) -> None:
-        message = self._decode(delivery, "role")
-        if message is None:
+        decoded = self._decode(delivery, "role")
+        if decoded is None:
             return
+        message, trail = decoded
         cells = self._routes.role_cells
         verb = head_verb(message.expr)
         declaring = [h for h in cells if verb in h.cell.cell_verbs()]
-        self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True)
+        self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True,
+                   trail=trail)
 
     def _cells_named(self, name: str) -> list[_Hosted]:
         return [h for h in self._routes.everyone if h.cell.cell_name == name]
@@ -905,12 +910,15 @@ class Node:
         return declaring or [daemon]
 
     def _tell(self, targets: list[_Hosted], message: Message, delivery: Delivery, *,
-              from_role_queue: bool = False) -> None:
+              from_role_queue: bool = False, trail: AuditTrail | None = None) -> None:
         """Hand a delivery to its cells; a cell that is down has it held for its restart.
         ``from_role_queue``: a refused message may go back to its queue (a role queue, where
-        another node may apply it), else it is dead-lettered (this node's own queue)."""
+        another node may apply it), else it is dead-lettered (this node's own queue).
+        ``trail``: an operator's message, audited once settled (``cellframe.node.audit``)."""
         if not targets:
             self._refuse(delivery, "no cell here to receive it", message.reply_to)
+            if trail is not None:
+                trail.given_back("no cell here to receive it")
             return
         admit = None
         fence = self.fence
@@ -919,17 +927,25 @@ class Node:
                 generation, holding = fence.stamp()
                 if holding:
                     self._held.append(_Held(targets, message, delivery, from_role_queue,
-                                            self.role))
+                                            self.role, trail))
                     return
-            admit = self._admission(fence, generation, delivery, from_role_queue)
+            admit = _Admission(self, fence, generation, delivery, from_role_queue, trail)
         with self._intake:
             if self._stopped.is_set():
                 return  # left unsettled: the broker gives it to another node
             self.counters.delivered += 1
-            settle = _countdown(len(targets), delivery.ack)
-            refuse = self._refusal(delivery, message, settle, len(targets) == 1, from_role_queue)
+            alone = len(targets) == 1
+            if trail is None:
+                report = None
+                settle = _countdown(len(targets), delivery.ack)
+                refuse = self._refusal(delivery, message, settle, alone, from_role_queue)
+            else:
+                report = trail.report
+                settle = _countdown(len(targets), trail.settler(delivery.ack))
+                refuse = trail.refuser(
+                    self._refusal(delivery, message, settle, alone, from_role_queue), alone)
             for hosted in targets:
-                inbound = Inbound(message, settle, refuse, admit)
+                inbound = Inbound(message, settle, refuse, admit, report)
                 if hosted.condition == "running":
                     try:
                         hosted.ref.tell(inbound)
@@ -941,16 +957,13 @@ class Node:
                 else:
                     hosted.pending.append(inbound)
 
-    def _admission(self, fence: PauseFence, generation: int, delivery: Delivery,
-                   from_role_queue: bool) -> Callable[[], bool]:
-        """What a role cell asks just before applying a delivery stamped ``generation``: one
-        decision for all the cells it went to, and the delivery given back at most once."""
-        return _Admission(self, fence, generation, delivery, from_role_queue)
-
-    def _give_back_fenced(self, delivery: Delivery, from_role_queue: bool, why: str) -> None:
+    def _give_back_fenced(self, delivery: Delivery, from_role_queue: bool, why: str,
+                          trail: AuditTrail | None) -> None:
         """A delivery a fenced role cell must not apply: back to its role queue for another
         holder, or, addressed to this node, to the dead letters with the reason."""
         self.counters.fenced += 1
+        if trail is not None:
+            trail.given_back(why)
         reason = f"{self.name}: not applied: {why}"
         log.info("%s (message %s)", reason, delivery.envelope.message_id)
         try:
@@ -964,9 +977,10 @@ class Node:
         """The ``refuse`` of an Inbound: settle the delivery without applying it."""
         return _Refusal(self, delivery, message, settle, alone, requeue)
 
-    def _decode(self, delivery: Delivery, where: str) -> Message | None:
+    def _decode(self, delivery: Delivery, where: str) -> tuple[Message, AuditTrail | None] | None:
         """Pass the delivery through the gate (size, signature, replay, read, capabilities);
-        refuse it with the reason, or make it a message for the cells."""
+        refuse it with the reason, or make it a message for the cells (with its audit trail
+        if an operator key sent it)."""
         envelope = delivery.envelope
         if not is_cellframe_content(envelope.content_type):
             # Its reply_to is not verified yet: answered only in an unsigned cluster.
@@ -985,13 +999,14 @@ class Node:
                 self._notice(envelope, error.reason)
             self._audit(delivery, getattr(error, "key", None), None, f"refused: {error.reason}")
             return None
-        if admitted.key is not None and admitted.key.kind == "operator":
-            self._audit(delivery, admitted.key, admitted.verb, "accepted")
+        key = admitted.key
+        trail = (AuditTrail(self.emit, delivery, key, admitted.verb)
+                 if key is not None and key.kind == "operator" else None)
         return Message(admitted.expr, id=envelope.message_id, reply_to=envelope.reply_to,
                        sender=envelope.sender, sent_at=envelope.timestamp,
                        correlation_id=envelope.correlation_id,
                        trace=None if tracing.active is None
-                       else tracing.active.on_deliver(envelope, delivery.routing_key))
+                       else tracing.active.on_deliver(envelope, delivery.routing_key)), trail
 
     def _notice(self, envelope: Envelope, reason: str) -> None:
         """Tell a client whose message failed verification, unsigned (it could not verify an
@@ -1018,7 +1033,8 @@ class Node:
             log.debug("%s: refusal notice not sent", self.name, exc_info=True)
 
     def _audit(self, delivery: Delivery, key: Any, verb: str | None, result: str) -> None:
-        """An ``event.audit.<node>`` for what an operator key sent (and for refusals)."""
+        """An ``event.audit.<node>`` for a message the gate refused (one it admits from an
+        operator key is audited once settled: ``cellframe.node.audit``)."""
         if self.signer is None:
             return
         self.emit("audit", key=getattr(key, "id", None), target=delivery.routing_key,
@@ -1123,7 +1139,8 @@ class Node:
 
 
 class _Admission:
-    """``Node._admission``'s answer: asked by each cell a delivery went to, it decides once.
+    """What a role cell asks just before applying a delivery stamped ``generation``: one
+    decision for all the cells it went to, and the delivery given back at most once.
 
     An object with slots and the node's lock, where it was a closure over a list and a lock of
     its own, made on the I/O thread for every delivery to a role cell: ``Node._tell`` for one
@@ -1134,12 +1151,12 @@ class _Admission:
     """
 
     __slots__ = ("_decided", "_delivery", "_fence", "_from_role_queue", "_generation",
-                 "_lock", "_node")
+                 "_lock", "_node", "_trail")
 
     def __init__(self, node: Node, fence: PauseFence, generation: int, delivery: Delivery,
-                 from_role_queue: bool) -> None:
+                 from_role_queue: bool, trail: AuditTrail | None) -> None:
         self._node, self._fence, self._generation = node, fence, generation
-        self._delivery, self._from_role_queue = delivery, from_role_queue
+        self._delivery, self._from_role_queue, self._trail = delivery, from_role_queue, trail
         self._decided: bool | None = None
         self._lock = node._admission_lock
 
@@ -1149,7 +1166,8 @@ class _Admission:
                 self._decided = admitted = self._fence.admits(self._generation)
                 if not admitted:
                     self._node._give_back_fenced(self._delivery, self._from_role_queue,
-                                                 "it arrived before the node was paused")
+                                                 "it arrived before the node was paused",
+                                                 self._trail)
             return self._decided
 
 
