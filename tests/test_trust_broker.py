@@ -344,40 +344,27 @@ def test_an_operators_message_applied_is_audited_as_applied_once(trust) -> None:
     assert len(audited(events, sent)) == 1
 
 
-def test_an_operators_message_with_no_transition_is_audited_as_ignored(trust) -> None:
+@pytest.mark.parametrize(("first", "text", "result"), [
+    ("(add 1)", "(open)",  # only from empty: now counting
+     "ignored: no transition for 'open' from state 'counting'"),
+    (None, "(explode)", "failed: RuntimeError: boom"),
+    (None, "(crash)", "not applied: cell crashed: SystemExit: down"),
+], ids=["no-transition-is-ignored", "a-failing-action-is-failed", "a-crash-is-not-applied"])
+def test_an_operators_message_is_audited_with_what_applying_it_did(trust, first, text,
+                                                                  result) -> None:
     events = audit_watcher(trust)
     client = trust.root_client()
     try:
-        client.send("cell.a-01", "(add 1)")
-        sent = client.send("cell.a-01", "(open)")  # only from empty: now counting
+        if first is not None:
+            client.send("cell.a-01", first)
+        sent = client.send("cell.a-01", text)
         [event] = audited(events, sent)
     finally:
         client.close()
-    assert event["result"] == "ignored: no transition for 'open' from state 'counting'"
-    assert (event["key"], event["verb"]) == ("root-ops", "open")
-
-
-def test_an_operators_message_whose_action_fails_is_audited_with_the_error(trust) -> None:
-    events = audit_watcher(trust)
-    client = trust.root_client()
-    try:
-        sent = client.send("cell.a-01", "(explode)")
-        [event] = audited(events, sent)
-    finally:
-        client.close()
-    assert event["result"] == "failed: RuntimeError: boom"
-    assert trust.total("a-01") == 0
-
-
-def test_an_operators_message_a_cell_crashes_on_is_audited_as_not_applied(trust) -> None:
-    events = audit_watcher(trust)
-    client = trust.root_client()
-    try:
-        sent = client.send("cell.a-01", "(crash)")
-        [event] = audited(events, sent)
-    finally:
-        client.close()
-    assert event["result"] == "not applied: cell crashed: SystemExit: down"
+    assert event["result"] == result
+    assert (event["key"], event["verb"]) == ("root-ops", text[1:-1])
+    if first is None:
+        assert trust.total("a-01") == 0
 
 
 def test_an_operators_message_applied_twice_is_audited_as_a_duplicate(trust) -> None:
