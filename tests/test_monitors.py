@@ -116,12 +116,18 @@ def test_a_cell_watching_a_cell_of_another_node_hears_when_it_crashes(wire) -> N
                      "reason": "SystemExit: asked to"}]
 
 
-def test_a_cell_watching_a_node_and_its_cell_hears_once_when_that_node_dies(wire) -> None:
-    watching = wire.node("mw2", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    doomed = wire.node("md2", "crashing", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    wait_for(lambda: _sees(watching, "md2", "alive"), 30, what="mw2 seeing md2 alive",
+def _members(wire, watcher: str, other: str, role: str) -> tuple[Any, Any, Any]:
+    """Node ``watcher`` (role watching) and node ``other`` (``role``), both with membership,
+    once the watcher sees the other alive; and a client."""
+    watching = wire.node(watcher, "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
+    watched = wire.node(other, role, registry=REGISTRY, system_cells=(HEARTBEATS,))
+    wait_for(lambda: _sees(watching, other, "alive"), 30, what=f"{watcher} seeing {other} alive",
              show=lambda: watching.status())
-    client = wire.client()
+    return watching, watched, wire.client()
+
+
+def test_a_cell_watching_a_node_and_its_cell_hears_once_when_that_node_dies(wire) -> None:
+    watching, doomed, client = _members(wire, "mw2", "md2", "crashing")
     client.send("cell.mw2-watching", '(watch-node "md2")', expect_reply=False)
     client.send("cell.mw2-watching", '(watch-cell "md2" "md2")', expect_reply=False)
     wait_for(lambda: "mw2" in doomed.monitors.askers("md2"), 30, what="md2 asked to tell mw2",
@@ -139,11 +145,7 @@ def test_a_cell_watching_a_node_and_its_cell_hears_once_when_that_node_dies(wire
 
 
 def test_a_cell_with_no_node_down_transition_ignores_a_node_leaving(wire) -> None:
-    watching = wire.node("mw3", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    leaving = wire.node("ml3", "idle", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    wait_for(lambda: _sees(watching, "ml3", "alive"), 30, what="mw3 seeing ml3 alive",
-             show=lambda: watching.status())
-    client = wire.client()
+    watching, leaving, client = _members(wire, "mw3", "ml3", "idle")
     for cell in ("mw3-watching", "mw3-indifferent"):
         client.send(f"cell.{cell}", '(watch-node "ml3")', expect_reply=False)
         _applied(watching, cell, 1)
@@ -174,11 +176,7 @@ def test_a_cell_watching_a_cell_of_a_node_not_started_yet_hears_once_it_runs(wir
 
 
 def test_a_watch_of_a_cell_outlives_its_nodes_restart_and_hears_the_new_lifes_crash(wire) -> None:
-    watching = wire.node("mw5", "watching", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    first = wire.node("mc5", "crashing", registry=REGISTRY, system_cells=(HEARTBEATS,))
-    wait_for(lambda: _sees(watching, "mc5", "alive"), 30, what="mw5 seeing mc5 alive",
-             show=lambda: watching.status())
-    client = wire.client()
+    watching, first, client = _members(wire, "mw5", "mc5", "crashing")
     client.send("cell.mw5-watching", '(watch-cell "mc5" "mc5")', expect_reply=False)
     wait_for(lambda: "mw5" in first.monitors.askers("mc5"), 30, what="mc5 asked to tell mw5",
              show=lambda: first.status())
