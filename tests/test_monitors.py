@@ -53,6 +53,10 @@ class Watching(Cell):
     def unwatch_cell(self, cell: str, node: str) -> None:
         self.cell_demonitor(cell, node=node)
 
+    @transition("crash")
+    def crash(self) -> None:
+        raise SystemExit("asked to")
+
     @transition("cell-down")
     def cell_down(self, **news: Any) -> None:
         with self.lock:
@@ -114,6 +118,56 @@ def test_a_cell_watching_a_cell_of_another_node_hears_when_it_crashes(wire) -> N
                     show=lambda: (Watching.heard, crashing.status()))
     assert down == [{"cell": "mc1", "node": "mc1", "condition": "restarting",
                      "reason": "SystemExit: asked to"}]
+
+
+def _condition(node: Any, cell: str) -> str:
+    return str(next(c for c in node.status()["cells"] if c["name"] == cell)["condition"])
+
+
+def test_a_watcher_restarting_when_the_watched_cell_crashes_hears_it_once_restarted(
+        wire) -> None:
+    # The watcher's restart waits 2 s, against the few ms the notice takes to come.
+    watching = wire.node("mw7", "watching", registry=REGISTRY, supervision=SupervisionPolicy(
+        max_restarts=10, period=5.0, backoff=2.0, max_backoff=2.0))
+    crashing = wire.node("mc7", "crashing", registry=REGISTRY, supervision=FAST)
+    client = wire.client()
+    client.send("cell.mw7-watching", '(watch-cell "mc7" "mc7")', expect_reply=False)
+    wait_for(lambda: "mw7" in crashing.monitors.askers("mc7"), 30, what="mc7 asked to tell mw7",
+             show=lambda: watching.status())
+    client.send("cell.mw7-watching", "(crash)", expect_reply=False)
+    wait_for(lambda: _condition(watching, "mw7-watching") == "restarting", 30,
+             what="the watcher restarting", show=lambda: watching.status())
+    client.send("cell.mc7", "(crash)", expect_reply=False)
+    down = wait_for(lambda: _heard("cell-down"), 30, what="the notice, once restarted",
+                    show=lambda: (Watching.heard, watching.status()))
+    client.send("cell.mw7-watching", '(watch-node "mc7")', expect_reply=False)
+    _applied(watching, "mw7-watching", 2)  # a later message applied: no second copy before it
+    assert [(news["cell"], news["condition"]) for news in _heard("cell-down")] == [
+        ("mc7", "restarting")] == [(news["cell"], news["condition"]) for news in down]
+    watcher = next(c for c in watching.status()["cells"] if c["name"] == "mw7-watching")
+    assert watcher["restarts"] == 1
+
+
+def test_a_crash_notice_returned_unroutable_is_sent_again_and_heard_once_routable(
+        wire) -> None:
+    watching = wire.node("mw8", "watching", registry=REGISTRY)
+    crashing = wire.node("mc8", "crashing", registry=REGISTRY, supervision=FAST)
+    client = wire.client()
+    client.send("cell.mw8-watching", '(watch-cell "mc8" "mc8")', expect_reply=False)
+    wait_for(lambda: "mw8" in crashing.monitors.askers("mc8"), 30, what="mc8 asked to tell mw8",
+             show=lambda: watching.status())
+    watching.transport.unbind(watching.queue, "node.mw8")  # as mid failover: no queue takes it
+    client.send("cell.mc8", "(crash)", expect_reply=False)
+    wait_for(lambda: crashing.monitors.notices_owed() == 1, 30,
+             what="the notice returned, to be sent again", show=lambda: crashing.status())
+    watching.transport.bind(watching.queue, "node.mw8")
+    wait_for(lambda: _heard("cell-down"), 30, what="the notice sent again",
+             show=lambda: (Watching.heard, crashing.monitors.notices_owed()))
+    client.send("cell.mw8-watching", '(watch-node "mc8")', expect_reply=False)
+    _applied(watching, "mw8-watching", 2)  # a later message applied: no second copy before it
+    assert _heard("cell-down") == [{"cell": "mc8", "node": "mc8", "condition": "restarting",
+                                    "reason": "SystemExit: asked to"}]
+    assert crashing.monitors.notices_owed() == 0
 
 
 def _members(wire, watcher: str, other: str, role: str) -> tuple[Any, Any, Any]:
@@ -215,8 +269,10 @@ class _Recorder:
         self.sent: list[tuple[str, list[Any]]] = []
 
     def monitors(self) -> Monitors:
-        return Monitors("here", lambda cell, expr: self.told.append((cell, expr)),
-                        lambda target, expr, on_return: self.sent.append((target, expr)))
+        ids = iter(range(1, 1000))
+        return Monitors("here", lambda cell, expr, notice_id: self.told.append((cell, expr)),
+                        lambda target, expr, on_return: self.sent.append((target, expr)),
+                        lambda: f"here-1-{next(ids)}")
 
     def heads(self) -> list[tuple[str, str, Any]]:
         return [(cell, expr[0].name, expr[2]) for cell, expr in self.told]

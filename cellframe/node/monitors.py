@@ -13,6 +13,19 @@ A node keeps, for its own cells (the watchers):
   whether N is down is membership's to judge;
 * watches of whole nodes.
 
+Each notice has an id, ``<node>-<incarnation>-<n>`` of the node that made it, and the watcher
+gets it as the message's id (``monitor-<id>``): a copy of one notice is a duplicate to the
+watcher's dedup memory, never a second crash. A crash notice for another node carries its id
+(``:id``), so the watchers there get the same one however often it is sent.
+
+A crash notice for another node that comes back unroutable (that node has no queue: its
+broker failing over, or the node between two lives) is sent again after ``RETRY_FIRST``
+seconds, doubling up to ``RETRY_MAX``, at most ``NOTICE_SENDS`` times in all (about a minute),
+and only while that node still asks for it and is not down by this node's membership: once it
+is down or left, its watchers are gone or will be told ``node-down`` by their own node and
+re-armed, so the notice is dropped. Erlang's promise is the same: the DOWN arrives, or the
+connection is down.
+
 What a node is down is this node's own membership's verdict (its ``down``/``left`` events,
 ``cellframe.healing.membership``), never a peer's hint: a false 'down' a live node refutes
 tells nobody here unless this node's membership believed it too. Each life (incarnation) of
@@ -48,8 +61,13 @@ _BACK = frozenset({"up", "held"})
 #: Seconds before an unroutable request is sent again, the first time and at most.
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0
 
-#: tell(watcher, expr): hand ``expr`` to the local cell ``watcher`` as an ordinary message.
-Tell = Callable[[str, list[Any]], None]
+#: How often a crash notice for another node is sent at most, the first time included: with
+#: the delays above, the last one goes about 61 s after the first (0.5 + 1 + ... + 16 + 30).
+NOTICE_SENDS = 8
+
+#: tell(watcher, expr, notice_id): hand ``expr`` to the local cell ``watcher`` as an ordinary
+#: message, whose id is made of ``notice_id`` (the same for every copy of one notice).
+Tell = Callable[[str, list[Any], str], None]
 #: send(target, expr, on_return): publish fire and forget; ``on_return`` hears if unroutable.
 Send = Callable[[str, list[Any], Callable[[Any, str], None]], None]
 
@@ -69,6 +87,12 @@ def cell_down(cell: str, node: str, condition: str, reason: str) -> list[Any]:
             Keyword("condition"), condition, Keyword("reason"), reason]
 
 
+def with_id(news: list[Any], notice_id: str) -> list[Any]:
+    """``news`` as sent to another node: with ``:id``, so that its watchers there get the
+    same message id from every copy of it."""
+    return [*news, Keyword("id"), notice_id]
+
+
 def node_down(node: str, incarnation: int, reason: str) -> list[Any]:
     """``(node-down :node N :incarnation I :reason down|left)``."""
     return [Symbol("node-down"), Keyword("node"), node, Keyword("incarnation"), incarnation,
@@ -78,9 +102,9 @@ def node_down(node: str, incarnation: int, reason: str) -> list[Any]:
 class Monitors:
     """The monitors of one node: who watches what, and the notices owed to them."""
 
-    def __init__(self, node: str, tell: Tell, send: Send) -> None:
+    def __init__(self, node: str, tell: Tell, send: Send, new_id: Callable[[], str]) -> None:
         self.node = node
-        self._tell, self._send = tell, send
+        self._tell, self._send, self._new_id = tell, send, new_id
         self._lock = threading.Lock()
         #: A cell of this node -> the cells of this node watching it.
         self._local: dict[str, set[str]] = {}
@@ -96,12 +120,15 @@ class Monitors:
         self._alive: dict[str, int] = {}
         self._closed = False
         self._timers: dict[tuple[str, str], threading.Timer] = {}
+        #: (node, notice id) -> the timer that sends a returned crash notice to it again.
+        self._resends: dict[tuple[str, str], threading.Timer] = {}
 
     def close(self) -> None:
-        """Stop sending requests again (the node is stopping)."""
+        """Stop sending requests and notices again (the node is stopping)."""
         with self._lock:
             self._closed = True
-            timers, self._timers = list(self._timers.values()), {}
+            timers = [*self._timers.values(), *self._resends.values()]
+            self._timers, self._resends = {}, {}
         for timer in timers:
             timer.cancel()
 
@@ -224,17 +251,68 @@ class Monitors:
         with self._lock:
             watchers = sorted(self._local.get(cell, set()) - {cell})
             nodes = sorted(self._asked.get(cell, ()))
-        news = cell_down(cell, self.node, condition, reason)
-        self._notify(watchers, news)
+        news, notice_id = cell_down(cell, self.node, condition, reason), self._new_id()
+        self._notify(watchers, news, notice_id)
         for node in nodes:
-            self._send(node_key(node), news, _undelivered)
+            self._tell_node(node, cell, with_id(news, notice_id), notice_id, 1)
 
-    def heard_cell_down(self, node: str, cell: str, condition: str, reason: str) -> None:
-        """Another node says its ``cell`` went down: tell the watchers here of that cell."""
+    def heard_cell_down(self, node: str, cell: str, condition: str, reason: str,
+                        notice_id: str | None = None) -> None:
+        """Another node says its ``cell`` went down: tell the watchers here of that cell
+        (with the notice's id if it gave one: a copy of it is then a duplicate to them)."""
         with self._lock:
             watch = self._remote.get((node, cell))
             watchers = sorted(watch.watchers) if watch is not None else []
-        self._notify(watchers, cell_down(cell, node, condition, reason))
+        self._notify(watchers, cell_down(cell, node, condition, reason), notice_id)
+
+    def notices_owed(self) -> int:
+        """How many crash notices for other nodes came back unroutable and wait to be sent
+        again."""
+        with self._lock:
+            return len(self._resends)
+
+    def _tell_node(self, node: str, cell: str, news: list[Any], notice_id: str,
+                   sends: int, delay: float = RETRY_FIRST) -> None:
+        """Send a crash notice to ``node`` (the ``sends``-th time); again later if returned."""
+        def unroutable(envelope: Any, reason: str) -> None:  # a transport's thread
+            self._resend_later(node, cell, news, notice_id, sends, delay)
+
+        self._send(node_key(node), news, unroutable)
+
+    def _resend_later(self, node: str, cell: str, news: list[Any], notice_id: str,
+                      sends: int, delay: float) -> None:
+        with self._lock:
+            why = self._no_resend(node, cell, sends)
+            if why is None:
+                timer = threading.Timer(delay, self._resend, args=(
+                    node, cell, news, notice_id, sends + 1, min(2 * delay, RETRY_MAX)))
+                timer.name, timer.daemon = f"notice-resend:{node}/{notice_id}", True
+                self._resends[(node, notice_id)] = timer
+        if why is not None:
+            log.info("%s: notice %s that %s went down not delivered to %s: %s", self.node,
+                     notice_id, cell, node, why)
+            return
+        timer.start()
+
+    def _no_resend(self, node: str, cell: str, sends: int) -> str | None:
+        """Why a returned notice for ``node`` is not sent again, or None (hold the lock)."""
+        if self._closed:
+            return "this node is stopping"
+        if self._gone(node) is not None:
+            return "that node is down"  # its watchers went with it, or are told node-down
+        if node not in self._asked.get(cell, ()):
+            return "that node no longer asks"
+        if sends >= NOTICE_SENDS:
+            return f"sent {sends} times, unroutable each time"
+        return None
+
+    def _resend(self, node: str, cell: str, news: list[Any], notice_id: str, sends: int,
+                delay: float) -> None:
+        with self._lock:
+            self._resends.pop((node, notice_id), None)
+            why = self._no_resend(node, cell, sends - 1)
+        if why is None:
+            self._tell_node(node, cell, news, notice_id, sends, delay)
 
     # -- membership's verdicts: from the membership cell's thread, through Node.emit -------
 
@@ -278,9 +356,11 @@ class Monitors:
 
     # -- telling ---------------------------------------------------------------------------
 
-    def _notify(self, watchers: list[str], news: list[Any]) -> None:
+    def _notify(self, watchers: list[str], news: list[Any], notice_id: str | None = None) -> None:
+        """Tell ``watchers`` ``news``, one notice (a fresh id, unless given) for them all."""
+        notice_id = notice_id or self._new_id()
         for watcher in watchers:
-            self._tell(watcher, news)
+            self._tell(watcher, news, notice_id)
 
 
 def _discard(table: dict[str, set[str]], key: str, member: str) -> None:
@@ -293,5 +373,5 @@ def _discard(table: dict[str, set[str]], key: str, member: str) -> None:
 
 
 def _undelivered(envelope: Any, reason: str) -> None:
-    """A notice for a node that is gone: its watchers went with it."""
+    """A ``demonitor`` for a node that is gone: it has no watch left to end."""
     log.debug("a monitor's message found no node to receive it: %s", reason)

@@ -97,6 +97,11 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: deliveries at a time. Role queues keep the default: there a narrow window spreads work
 #: across the role's nodes.
 NODE_QUEUE_PREFETCH = 1000
+#: Monitors' notices held for one restarting watcher at most: as many as the deliveries its
+#: node queue's prefetch lets it hold. A restart is due within ``supervision.max-backoff``
+#: (2 s by default), and each watched cell's crashes are bounded by its restart intensity,
+#: so only a watcher of very many cells, all crashing at once, reaches it.
+HELD_NOTICES = 1000
 
 
 @dataclass(slots=True)
@@ -177,10 +182,14 @@ class NodeDaemon(Cell):
     @transition("cell-down")
     def cell_down(self, cell: str, node: str, condition: str = "failed", reason: str = "",
                   **extra: Any) -> None:
-        """A watched cell of another node went down: the node tells the cells here watching it."""
-        if not all(isinstance(v, str) for v in (cell, node, condition, reason)):
-            raise ArityError("cell-down takes :cell :node :condition :reason, all strings")
-        self.node.monitors.heard_cell_down(node, cell, condition, reason)
+        """A watched cell of another node went down: the node tells the cells here watching it
+        (``:id``, the notice's, sent again if it was returned: the watchers' message id)."""
+        notice_id = extra.get("id")
+        if not all(isinstance(v, str) for v in (cell, node, condition, reason)) or not (
+                notice_id is None or isinstance(notice_id, str) and len(notice_id) <= 200):
+            raise ArityError("cell-down takes :cell :node :condition :reason (and :id), "
+                             "all strings")
+        self.node.monitors.heard_cell_down(node, cell, condition, reason, notice_id)
 
 
 @dataclass(slots=True)
@@ -198,6 +207,8 @@ class _Hosted:
     intensity: RestartIntensity | None = None
     #: When the restart is due (monotonic), set at the crash; None: no restart scheduled.
     restart_due: float | None = None
+    #: Monitors' notices in ``pending`` (at most ``HELD_NOTICES``), told at the restart.
+    held_notices: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +293,8 @@ class Node:
         #: Roles this node gave up past a cell's restart intensity, until (monotonic) when.
         self._quarantine: dict[str, float] = {}
         #: Who among the cells here watches which cell or node (``cellframe.node.monitors``).
-        self.monitors = Monitors(self.name, self._tell_watcher, self._send_notice)
+        self.monitors = Monitors(self.name, self._tell_watcher, self._send_notice,
+                                 self._new_notice_id)
         self._notices_told = itertools.count(1)
         self.counters = NodeCounters()
         # Queue names may carry a prefix (several clusters, or tests, sharing one broker);
@@ -798,7 +810,7 @@ class Node:
             hosted.ref, hosted.cell, hosted.condition = ref, cell, "running"
             hosted.restarts += 1
             self.counters.restarts += 1
-            pending, hosted.pending = hosted.pending, []
+            pending, hosted.pending, hosted.held_notices = hosted.pending, [], 0
             for inbound in pending:
                 ref.tell(inbound)
         self.emit("cell-restarted", cell=name, role=self.role, restarts=hosted.restarts,
@@ -841,20 +853,29 @@ class Node:
     def _tell_monitors(self, hosted: _Hosted, reason: str) -> None:
         self.monitors.cell_went_down(hosted.cell.cell_name, hosted.condition, reason)
 
-    def _tell_watcher(self, watcher: str, expr: list[Any]) -> None:
-        """Hand a monitor's notice to the cell ``watcher`` of this node, an ordinary message
-        (never through the broker: no delivery to settle)."""
-        hosted = self._supervised.get(watcher)
-        if hosted is None or hosted.condition != "running":
-            return  # gone, or down itself: a watcher that is not running hears nothing
+    def _new_notice_id(self) -> str:
         # The incarnation in the id: a durable watcher recovers the ids it applied, and a
         # restarted node's count starts again at 1.
-        note = Message(expr, sender=self.name,
-                       id=f"monitor-{self.name}-{self.incarnation}-{next(self._notices_told)}")
-        try:
-            hosted.ref.tell(note)
-        except pykka.ActorDeadError:
-            log.debug("%s: watcher %s is down too", self.name, watcher)
+        return f"{self.name}-{self.incarnation}-{next(self._notices_told)}"
+
+    def _tell_watcher(self, watcher: str, expr: list[Any], notice_id: str) -> None:
+        """Hand a monitor's notice to the cell ``watcher`` of this node, an ordinary message
+        (never through the broker: nothing to settle), as a delivery is handed: held for a
+        watcher that is restarting (at most ``HELD_NOTICES``), and dropped for one that
+        failed or stopped."""
+        hosted = self._supervised.get(watcher)
+        if hosted is None:
+            return  # not a cell of this node (any more)
+        note = Inbound(Message(expr, sender=self.name, id=f"monitor-{notice_id}"),
+                       refuse=_notice_dropped)
+        with self._intake:
+            if hosted.condition == "restarting":
+                if hosted.held_notices >= HELD_NOTICES:
+                    log.warning("%s: %s is restarting with %d notices held: notice %s dropped",
+                                self.name, watcher, hosted.held_notices, notice_id)
+                    return
+                hosted.held_notices += 1
+            self._hand(hosted, note, note.refuse)
 
     def _send_notice(self, target: str, expr: list[Any],
                      on_return: Callable[[Envelope, str], None]) -> None:
@@ -945,17 +966,22 @@ class Node:
                 refuse = trail.refuser(
                     self._refusal(delivery, message, settle, alone, from_role_queue), alone)
             for hosted in targets:
-                inbound = Inbound(message, settle, refuse, admit, report)
-                if hosted.condition == "running":
-                    try:
-                        hosted.ref.tell(inbound)
-                        continue
-                    except pykka.ActorDeadError:
-                        pass  # it is dying: its supervisor is about to hear of it
-                if hosted.condition in ("failed", "stopped"):
-                    refuse(f"{hosted.cell.cell_name}: cell crashed", True)
-                else:
-                    hosted.pending.append(inbound)
+                self._hand(hosted, Inbound(message, settle, refuse, admit, report), refuse)
+
+    @staticmethod
+    def _hand(hosted: _Hosted, inbound: Inbound, refuse: Callable[[str, bool], None]) -> None:
+        """Tell ``hosted`` the message if it runs, hold it for its restart if it is
+        restarting, or refuse it (hold ``_intake``)."""
+        if hosted.condition == "running":
+            try:
+                hosted.ref.tell(inbound)
+                return
+            except pykka.ActorDeadError:
+                pass  # it is dying: its supervisor is about to hear of it
+        if hosted.condition in ("failed", "stopped"):
+            refuse(f"{hosted.cell.cell_name}: cell crashed", True)
+        else:
+            hosted.pending.append(inbound)
 
     def _give_back_fenced(self, delivery: Delivery, from_role_queue: bool, why: str,
                           trail: AuditTrail | None) -> None:
@@ -1194,6 +1220,12 @@ class _Refusal:
             self._node.dead_letter(self._message, reason)
         finally:
             self._settle()
+
+
+def _notice_dropped(reason: str, requeue: bool) -> None:
+    """The ``refuse`` of a monitor's notice: its watcher failed or stopped before hearing it,
+    and nobody else is owed it."""
+    log.debug("a monitor's notice dropped: %s", reason)
 
 
 def _countdown(count: int, done: Callable[[], None]) -> Callable[[], None]:
