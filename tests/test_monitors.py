@@ -330,3 +330,33 @@ def test_a_cell_that_stops_watching_hears_no_more_and_the_last_one_tells_the_oth
     monitors.unwatch_cell("b", "there-cell", node="there")
     assert [(target, expr[0].name) for target, expr in record.sent[2:]] == [
         ("node.there", "demonitor")]
+
+
+def test_two_copies_of_one_crash_notice_are_applied_once_by_the_watcher(wire) -> None:
+    watching = wire.node("mw9", "watching", registry=REGISTRY)
+    client = wire.client()
+    client.send("cell.mw9-watching", '(watch-cell "mc9" "mc9")', expect_reply=False)
+    _applied(watching, "mw9-watching", 1)
+    for _ in range(2):  # as the daemon hears a notice sent again, or redelivered
+        watching.monitors.heard_cell_down("mc9", "mc9", "restarting", "SystemExit: x", "mc9-1-1")
+    wait_for(lambda: _counters(watching, "mw9-watching")["duplicates"] == 1, 30,
+             what="the copy dropped as a duplicate", show=lambda: watching.status())
+    assert [news["cell"] for news in _heard("cell-down")] == ["mc9"]
+
+
+def test_a_returned_crash_notice_is_dropped_once_its_node_is_down() -> None:
+    returned: list[Any] = []
+    monitors = Monitors("here", lambda cell, expr, notice_id: None,
+                        lambda target, expr, on_return: returned.append(on_return),
+                        lambda: "here-1-1")
+    monitors.asked_by("there", "here-cell")
+    monitors.cell_went_down("here-cell", "restarting", "SystemExit: x")
+    _news(monitors, ("up", 1), ("down", 1))
+    returned[-1](None, "NO_ROUTE")
+    assert monitors.notices_owed() == 0  # its watchers went with it, or hear node-down
+    monitors.heard_event("up", {"node": "here", "member": "there", "incarnation": 2})
+    monitors.cell_went_down("here-cell", "restarting", "SystemExit: x")
+    returned[-1](None, "NO_ROUTE")
+    assert monitors.notices_owed() == 1  # a live node: sent again later
+    monitors.close()
+    assert monitors.notices_owed() == 0
