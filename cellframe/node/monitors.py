@@ -214,10 +214,8 @@ class Monitors:
             watch = self._remote.get((node, cell))
             if self._closed or watch is None or (node, cell) in self._timers:
                 return  # stopping, or a retry is due already
-            timer = threading.Timer(delay, self._retry,
-                                    args=(node, cell, min(2 * delay, RETRY_MAX)))
-            timer.name, timer.daemon = f"monitor-retry:{node}/{cell}", True
-            self._timers[(node, cell)] = timer
+            timer = _later(self._timers, (node, cell), delay, self._retry,
+                           node, cell, min(2 * delay, RETRY_MAX))
         timer.start()
 
     def _retry(self, node: str, cell: str, delay: float) -> None:
@@ -284,10 +282,8 @@ class Monitors:
         with self._lock:
             why = self._no_resend(node, cell, sends)
             if why is None:
-                timer = threading.Timer(delay, self._resend, args=(
-                    node, cell, news, notice_id, sends + 1, min(2 * delay, RETRY_MAX)))
-                timer.name, timer.daemon = f"notice-resend:{node}/{notice_id}", True
-                self._resends[(node, notice_id)] = timer
+                timer = _later(self._resends, (node, notice_id), delay, self._resend,
+                               node, cell, news, notice_id, sends + 1, min(2 * delay, RETRY_MAX))
         if why is not None:
             log.info("%s: notice %s that %s went down not delivered to %s: %s", self.node,
                      notice_id, cell, node, why)
@@ -361,6 +357,17 @@ class Monitors:
         notice_id = notice_id or self._new_id()
         for watcher in watchers:
             self._tell(watcher, news, notice_id)
+
+
+def _later(timers: dict[tuple[str, str], threading.Timer], key: tuple[str, str],
+           delay: float, call: Callable[..., None], *args: Any) -> threading.Timer:
+    """A daemon timer that calls ``call(*args)`` in ``delay`` seconds, kept in ``timers`` under
+    ``key`` (so ``close`` can cancel it), not yet started: the caller starts it once it has
+    let go of the lock (hold it)."""
+    timer = threading.Timer(delay, call, args=args)
+    timer.name, timer.daemon = f"monitor:{key[0]}/{key[1]}", True
+    timers[key] = timer
+    return timer
 
 
 def _discard(table: dict[str, set[str]], key: str, member: str) -> None:
