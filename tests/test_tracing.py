@@ -214,6 +214,26 @@ def test_an_unsampled_trace_still_carries_its_context_and_records_nothing() -> N
     assert exporter.get_finished_spans() == ()
 
 
+@pytest.mark.parametrize("attributes", [
+    {"messaging.message.id": "55b3c06e", "messaging.message.body.size": 100},
+    {"cellframe.verb": "héllo", "big": 1 << 70, "odd": Symbol("x")},  # past orjson: json's way
+])
+def test_the_file_exporter_writes_each_span_record_as_one_json_line(tmp_path, attributes) -> None:
+    from cellframe.wire._trace_files import JsonLinesExporter
+
+    records = [{"name": f"deliver cell.x-{i}", "kind": "CONSUMER", "trace_id": "a" * 32,
+                "span_id": f"{i:016x}", "parent_span_id": None, "start": 1, "end": 2,
+                "attributes": attributes, "status": "UNSET", "pid": 7} for i in range(3)]
+    exporter = JsonLinesExporter(str(tmp_path / "spans.jsonl"))
+    exporter.export_plain(records)
+    exporter.shutdown()
+    lines = (tmp_path / "spans.jsonl").read_text(encoding="utf-8").splitlines()
+    expected = [{**record, "attributes": {key: value if isinstance(value, (str, int)) else str(value)
+                                          for key, value in attributes.items()}}
+                for record in records]
+    assert [json.loads(line) for line in lines] == expected
+
+
 @pytest.mark.parametrize("traceparent", [
     "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # an all-zero trace id
     "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # a version we do not know
