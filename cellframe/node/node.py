@@ -26,41 +26,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pykka
 from pykka.messages import ProxyGetAttr
 
-from ..cell.cell import Cell, Inbound, SettingsChanged
+from ..cell.cell import Cell, SettingsChanged
 from ..cell.durable import CellJournal
 from ..cell.fence import PauseFence
 from ..cell.host import CellHost, HostedCell
 from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
-from ..errors import (
-    ArityError,
-    CellframeError,
-    ClusterError,
-    ConfigError,
-    RefusedError,
-)
-from ..failures import log_failure
+from ..errors import ArityError, CellframeError, ClusterError, ConfigError
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
 from ..roles.registry import RoleRegistry
-from ..transports.base import Delivery, Transport
-from ..wire import tracing
-from ..wire.envelope import (
-    CONTENT_TYPE,
-    Envelope,
-    Message,
-    envelope_for,
-    is_cellframe_content,
-    request_id,
-)
+from ..transports.base import Transport
+from ..wire.envelope import Envelope, Message, envelope_for
 from ..wire.routing import (
     ALL,
     cell_key,
@@ -69,14 +53,17 @@ from ..wire.routing import (
     is_persistent,
     node_key,
     role_key,
-    topic_matches,
     validate_name,
 )
-from .audit import AuditTrail
-from .gate import Gate, head_verb
+from .counters import NodeCounters
+from .gate import Gate
+from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
+from .receiving import Receiving
 from .status import status_reply
+from .supervising import Supervising
 from .supervisor import RestartIntensity, SupervisionPolicy
+from .ticker import Ticker
 
 __all__ = ["Node", "NodeCounters", "NodeDaemon"]
 
@@ -84,9 +71,6 @@ log = logging.getLogger(__name__)
 
 #: The header that marks an event (nobody listening to one is fine: a log sump is optional).
 _EVENT_HEADER = "x-cellframe-event"
-#: Unsigned refusal notices a node sends a second at most (see ``Node._notice``).
-NOTICES_PER_SECOND = 20
-
 #: Default cap on an incoming message body, checked before anything reads it.
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -97,36 +81,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: deliveries at a time. Role queues keep the default: there a narrow window spreads work
 #: across the role's nodes.
 NODE_QUEUE_PREFETCH = 1000
-#: Monitors' notices held for one restarting watcher at most: as many as the deliveries its
-#: node queue's prefetch lets it hold. A restart is due within ``supervision.max-backoff``
-#: (2 s by default), and each watched cell's crashes are bounded by its restart intensity,
-#: so only a watcher of very many cells, all crashing at once, reaches it.
-HELD_NOTICES = 1000
 
-
-@dataclass(slots=True)
-class NodeCounters:
-    """What the node did with deliveries before they reached any cell."""
-
-    delivered: int = 0
-    rejected: int = 0
-    unroutable: int = 0
-    sent: int = 0
-    #: RefusedError deliveries by reason (``wire.signing.REASONS``).
-    refused: dict[str, int] = field(default_factory=dict)
-    #: Cells that crashed, were restarted, or failed past their restart intensity.
-    crashes: int = 0
-    restarts: int = 0
-    failures: int = 0
-    #: Deliveries for role cells given back, never applied, because the node was paused.
-    fenced: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"delivered": self.delivered, "rejected": self.rejected,
-                "unroutable": self.unroutable, "sent": self.sent, "refused": dict(self.refused),
-                "crashes": self.crashes, "restarts": self.restarts, "failures": self.failures,
-                "fenced": self.fenced}
 
 
 class NodeDaemon(Cell):
@@ -192,50 +147,7 @@ class NodeDaemon(Cell):
         self.node.monitors.heard_cell_down(node, cell, condition, reason, notice_id)
 
 
-@dataclass(slots=True)
-class _Hosted:
-    """One supervised cell: its current actor (replaced at each restart), its condition
-    (running, restarting, failed, stopped) and what is held for it while it is down."""
-
-    ref: pykka.ActorRef[Any]
-    cell: Cell
-    patterns: list[str] = field(default_factory=list)
-    start: Callable[[], pykka.ActorRef[Any]] | None = None
-    condition: str = "running"
-    restarts: int = 0
-    pending: list[Inbound] = field(default_factory=list)
-    intensity: RestartIntensity | None = None
-    #: When the restart is due (monotonic), set at the crash; None: no restart scheduled.
-    restart_due: float | None = None
-    #: Monitors' notices in ``pending`` (at most ``HELD_NOTICES``), told at the restart.
-    held_notices: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """A delivery for role cells that arrived while the fence was holding."""
-
-    targets: list[_Hosted]
-    message: Message
-    delivery: Delivery
-    from_role_queue: bool
-    role: str | None
-    trail: AuditTrail | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Routes:
-    """Which cells a delivery may reach: one immutable snapshot, replaced whole on every
-    change, so that deliveries read it without a lock. They must: they are handled on the
-    transport's I/O thread, while ``differentiate`` holds the node's lock and waits on that
-    same thread to bind and consume."""
-
-    daemon: _Hosted | None = None
-    everyone: tuple[_Hosted, ...] = ()
-    role_cells: tuple[_Hosted, ...] = ()
-
-
-class Node:
+class Node(Supervising, Receiving):
     """One host's management daemon, and the ``CellHost`` of the cells it starts.
 
     ``with Node(...) as node:`` starts it (unless it was started already) and stops it on the
@@ -310,18 +222,18 @@ class Node:
         self._initial_role = role
         self._lock = threading.RLock()
         self._system_classes = tuple(system_cells)
-        self._cells: dict[str, _Hosted] = {}
-        self._system: dict[str, _Hosted] = {}
+        self._cells: dict[str, Hosted] = {}
+        self._system: dict[str, Hosted] = {}
         self._attached: dict[str, Cell] = {}
         #: Crashes and stops of cells not yet registered (on_start failed), by cell name.
         self._early: dict[str, list[tuple[HostedCell, str, tuple[Any, ...]]]] = {}
         #: Every cell started, by name, as the supervisor finds it from the cell's thread
         #: (without ``_lock``: differentiate holds it while it waits for cells to stop).
-        self._supervised: dict[str, _Hosted] = {}
+        self._supervised: dict[str, Hosted] = {}
         self._bound: dict[str, int] = {}
-        self._daemon: _Hosted | None = None
-        self._routes = _Routes()
-        self._ticker = _Ticker(self)
+        self._daemon: Hosted | None = None
+        self._routes = Routes()
+        self._ticker = Ticker(self.name, lambda: self.fence)
         self._watch_config = watch_config
         self._config_min_interval = config_min_interval
         self._watcher: ConfigWatcher | None = None
@@ -334,7 +246,7 @@ class Node:
         #: Set by membership (``guard_pauses``): role cells serve nothing after a pause until
         #: membership has judged this node's standing again (see ``cellframe.cell.fence``).
         self.fence: PauseFence | None = None
-        self._held: list[_Held] = []
+        self._held: list[HeldDelivery] = []
         self._held_lock = threading.Lock()
         self._ship_logs = ship_logs
         #: The handler shipping this process's log records to the sump (``ship_logs=True``).
@@ -440,7 +352,7 @@ class Node:
             except pykka.ActorDeadError:
                 pass
 
-    def _host(self, cls: type[Cell], name: str, **kwargs: Any) -> _Hosted:
+    def _host(self, cls: type[Cell], name: str, **kwargs: Any) -> Hosted:
         """Start a cell with this node as its host and bind its routes."""
         host: CellHost = self  # mypy checks here that a Node is all a cell may ask of its host
         if cls.durable:
@@ -452,7 +364,7 @@ class Node:
 
         ref = start()
         with self._intake:  # against a crash in on_start, reported from the cell's thread
-            hosted = _Hosted(ref, self._attached.pop(name), start=start,
+            hosted = Hosted(ref, self._attached.pop(name), start=start,
                              intensity=RestartIntensity(self.supervision))
             self._supervised[name] = hosted
             early = self._early.pop(name, [])
@@ -477,7 +389,7 @@ class Node:
         for cell, event, args in early:
             getattr(self, event)(cell, *args)
 
-    def _unhost(self, hosted: _Hosted) -> None:
+    def _unhost(self, hosted: Hosted) -> None:
         with self._intake:
             hosted.condition = "stopped"
             pending, hosted.pending = hosted.pending, []
@@ -562,7 +474,7 @@ class Node:
         self.stop()
 
     @staticmethod
-    def _drain_mailboxes(hosted: list[_Hosted], timeout: float = 10.0) -> None:
+    def _drain_mailboxes(hosted: list[Hosted], timeout: float = 10.0) -> None:
         """Return once every cell has handled what was in its mailbox (a read of its state
         queues behind it)."""
         futures = []
@@ -578,11 +490,11 @@ class Node:
             except Exception:  # a dead or stuck cell: its deliveries go back to the broker
                 log.debug("a cell did not drain its mailbox while stopping", exc_info=True)
 
-    def _all_hosted(self) -> list[_Hosted]:
+    def _all_hosted(self) -> list[Hosted]:
         daemon = [self._daemon] if self._daemon else []
         return [*daemon, *self._system.values(), *self._cells.values()]
 
-    def _stop_order(self) -> list[_Hosted]:
+    def _stop_order(self) -> list[Hosted]:
         """The reverse of the start order, as an OTP supervisor stops its children: the role's
         cells first, while the node is still a member (a web cell drains with its peers still
         routing to it), then the system cells, last started first stopped (so membership says
@@ -595,7 +507,7 @@ class Node:
     def _reroute(self) -> None:
         """Publish a new routing snapshot; call it, holding ``_lock``, after any change of
         the hosted cells."""
-        self._routes = _Routes(self._daemon, tuple(self._all_hosted()),
+        self._routes = Routes(self._daemon, tuple(self._all_hosted()),
                                tuple(self._cells.values()))
 
     # -- differentiation --------------------------------------------------------------------
@@ -709,7 +621,7 @@ class Node:
             hosted.patterns = [p for p in hosted.patterns if p != pattern]
             self._unbind_node(pattern)
 
-    def _hosted_named(self, cell: str) -> _Hosted | None:
+    def _hosted_named(self, cell: str) -> Hosted | None:
         return next((h for h in self._all_hosted() if h.cell.cell_name == cell), None)
 
     def renew_incarnation(self, above: int) -> int:
@@ -718,371 +630,6 @@ class Node:
         self.incarnation = max(self.incarnation, above) + 1
         return self.incarnation
 
-    # -- supervision: called from a dying cell's thread, so never taking _lock --------------
-
-    @property
-    def quarantined(self) -> bool:
-        """True while this node may not play a role it gave up past a cell's restart
-        intensity (membership then announces it as no spare, so a spare takes the role)."""
-        now = time.monotonic()
-        return any(until > now for until in self._quarantine.values())
-
-    def monitor(self, watcher: str, watched: str, node: str | None = None) -> None:
-        """Tell the cell ``watcher`` ``(cell-down :cell W :node N :condition C :reason R)``
-        whenever the cell ``watched`` of ``node`` (None: this node) crashes (C: restarting)
-        or fails, or its node goes down (C: down, R: node-down)."""
-        self.monitors.watch_cell(watcher, watched, node)
-
-    def monitor_node(self, watcher: str, node: str) -> None:
-        """Tell the cell ``watcher`` ``(node-down :node N :incarnation I :reason down|left)``
-        once for each life of ``node`` that this node's membership sees end."""
-        self.monitors.watch_node(watcher, node)
-
-    def demonitor(self, watcher: str, watched: str, node: str | None = None) -> None:
-        """Undo ``monitor``: ``watcher`` hears no more of the cell ``watched`` of ``node``."""
-        self.monitors.unwatch_cell(watcher, watched, node)
-
-    def demonitor_node(self, watcher: str, node: str) -> None:
-        """Undo ``monitor_node``."""
-        self.monitors.unwatch_node(watcher, node)
-
-    def cell_crashed(self, cell: HostedCell, message: Message | None,
-                     error: BaseException | None) -> None:
-        if self._held_back(cell, "cell_crashed", message, error):
-            return
-        hosted = self._supervised.get(cell.cell_name)
-        if hosted is None or hosted.cell is not cell:
-            log.error("%s: an unsupervised cell %s crashed: %r", self.name, cell.cell_name, error)
-            return
-        now = time.monotonic()
-        with self._intake:
-            if hosted.condition == "stopped":
-                return
-            assert hosted.intensity is not None
-            backoff = hosted.intensity.crash(now)
-            hosted.condition = "failed" if backoff is None else "restarting"
-            hosted.restart_due = None if backoff is None else now + backoff
-            self.counters.crashes += 1
-        reason = f"{type(error).__name__}: {error}"
-        self.emit("cell-crashed", cell=cell.cell_name, role=self.role,
-                  verb=None if message is None else head_verb(message.expr),
-                  exception=reason, message_id=None if message is None else message.id,
-                  restarts=hosted.restarts)
-        self._tell_monitors(hosted, reason)
-        if hosted.condition == "restarting" and self.supervision.strategy == "one-for-all":
-            self._restart_siblings(hosted)
-
-    def cell_stopped(self, cell: HostedCell, orphans: list[Any]) -> None:
-        if self._held_back(cell, "cell_stopped", orphans):
-            return
-        hosted = self._supervised.get(cell.cell_name)
-        if hosted is None or hosted.cell is not cell or hosted.condition in ("running", "stopped"):
-            self._give_back(hosted, orphans, f"{cell.cell_name} stopped")
-            return
-        with self._intake:
-            hosted.pending[:0] = [o for o in orphans if type(o) is Inbound]
-            failed = hosted.condition == "failed"
-            if failed:
-                pending, hosted.pending = hosted.pending, []
-        if failed:
-            self._give_back(hosted, pending, f"{cell.cell_name}: cell crashed")
-            threading.Thread(target=self._escalate, args=(hosted,),
-                             name=f"escalate:{cell.cell_name}", daemon=True).start()
-            return
-        delay = max(0.0, (hosted.restart_due or 0.0) - time.monotonic())
-        timer = threading.Timer(delay, self._restart, args=(hosted,))
-        timer.name, timer.daemon = f"restart:{cell.cell_name}", True
-        timer.start()
-
-    def _restart(self, hosted: _Hosted) -> None:
-        """Start a new instance of a crashed cell and tell it what was held for it."""
-        assert hosted.start is not None
-        if self._stopped.is_set() or hosted.condition != "restarting":
-            return
-        name = hosted.cell.cell_name
-        ref = hosted.start()
-        with self._intake:
-            cell = self._attached.pop(name)
-            early = self._early.pop(name, [])
-            if hosted.condition != "restarting" or self._stopped.is_set():
-                ref.stop(block=False)  # retired meanwhile: its held messages went back
-                return
-            hosted.ref, hosted.cell, hosted.condition = ref, cell, "running"
-            hosted.restarts += 1
-            self.counters.restarts += 1
-            pending, hosted.pending, hosted.held_notices = hosted.pending, [], 0
-            for inbound in pending:
-                ref.tell(inbound)
-        self.emit("cell-restarted", cell=name, role=self.role, restarts=hosted.restarts,
-                  held=len(pending))
-        self._replay(early)
-
-    def _restart_siblings(self, crashed: _Hosted) -> None:
-        """One-for-all: every other role cell of the node stops (after applying what its
-        mailbox holds) and restarts with the crashed one."""
-        siblings = [h for h in self._routes.role_cells if h is not crashed]
-        if crashed not in self._routes.role_cells:
-            return
-        with self._intake:
-            for sibling in siblings:
-                if sibling.condition == "running":
-                    sibling.condition, sibling.restart_due = "restarting", crashed.restart_due
-                    sibling.ref.stop(block=False)
-
-    def _escalate(self, hosted: _Hosted) -> None:
-        """Past the restart intensity: report the cell failed and, for a role cell, give up
-        the role for the quarantine, so that the reconciler gives it to a spare."""
-        self.counters.failures += 1
-        role = self.role if hosted in self._routes.role_cells else None
-        self.emit("cell-failed", cell=hosted.cell.cell_name, role=role, restarts=hosted.restarts)
-        if role is None:
-            return
-        self._quarantine[role] = time.monotonic() + self.supervision.quarantine
-        try:
-            self.differentiate(None)
-        except Exception as error:  # the node stays up as it was; its cell is failed either way
-            log_failure(log, error, "%s: could not step down from %s", self.name, role)
-
-    def _give_back(self, hosted: _Hosted | None, items: list[Any], reason: str) -> None:
-        """Refuse messages no cell will apply: role messages go back to their queue for
-        another node, node messages to the dead letters with ``reason``."""
-        for item in items:
-            if type(item) is Inbound:
-                item.refuse(reason, True)
-
-    def _tell_monitors(self, hosted: _Hosted, reason: str) -> None:
-        self.monitors.cell_went_down(hosted.cell.cell_name, hosted.condition, reason)
-
-    def _new_notice_id(self) -> str:
-        # The incarnation in the id: a durable watcher recovers the ids it applied, and a
-        # restarted node's count starts again at 1.
-        return f"{self.name}-{self.incarnation}-{next(self._notices_told)}"
-
-    def _tell_watcher(self, watcher: str, expr: list[Any], notice_id: str) -> None:
-        """Hand a monitor's notice to the cell ``watcher`` of this node, an ordinary message
-        (never through the broker: nothing to settle), as a delivery is handed: held for a
-        watcher that is restarting (at most ``HELD_NOTICES``), and dropped for one that
-        failed or stopped."""
-        hosted = self._supervised.get(watcher)
-        if hosted is None:
-            return  # not a cell of this node (any more)
-        note = Inbound(Message(expr, sender=self.name, id=f"monitor-{notice_id}"),
-                       refuse=_notice_dropped)
-        with self._intake:
-            if hosted.condition == "restarting":
-                if hosted.held_notices >= HELD_NOTICES:
-                    log.warning("%s: %s is restarting with %d notices held: notice %s dropped",
-                                self.name, watcher, hosted.held_notices, notice_id)
-                    return
-                hosted.held_notices += 1
-            self._hand(hosted, note, note.refuse)
-
-    def _send_notice(self, target: str, expr: list[Any],
-                     on_return: Callable[[Envelope, str], None]) -> None:
-        """Send a monitor's request or notice to another node, fire and forget."""
-        if self._stopped.is_set():
-            return
-        try:
-            self.send(target, expr, on_return=on_return)
-        except CellframeError as error:  # a closed transport: the peers learn we are gone
-            log.debug("%s: monitor message to %s not sent: %s", self.name, target, error)
-
-    # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
-
-    def _on_node_delivery(self, delivery: Delivery) -> None:
-        decoded = self._decode(delivery, "node")
-        if decoded is None:
-            return
-        message, trail = decoded
-        key = delivery.routing_key
-        if key.startswith("cell."):
-            targets = self._cells_named(key[5:])
-        else:
-            targets = self._cells_bound_to(key) or self._cells_for_verb(message.expr)
-        self._tell(targets, message, delivery, from_role_queue=False, trail=trail)
-
-    def _on_role_delivery(self, delivery: Delivery) -> None:
-        decoded = self._decode(delivery, "role")
-        if decoded is None:
-            return
-        message, trail = decoded
-        cells = self._routes.role_cells
-        verb = head_verb(message.expr)
-        declaring = [h for h in cells if verb in h.cell.cell_verbs()]
-        self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True,
-                   trail=trail)
-
-    def _cells_named(self, name: str) -> list[_Hosted]:
-        return [h for h in self._routes.everyone if h.cell.cell_name == name]
-
-    def _cells_bound_to(self, key: str) -> list[_Hosted]:
-        return [h for h in self._routes.everyone
-                if any(topic_matches(p, key) for p in h.patterns)]
-
-    def _cells_for_verb(self, expr: Any) -> list[_Hosted]:
-        routes = self._routes
-        daemon = routes.daemon
-        if daemon is None:
-            return []
-        verb = head_verb(expr)
-        if verb is None or verb in daemon.cell.cell_verbs():
-            return [daemon]
-        declaring = [h for h in routes.role_cells if verb in h.cell.cell_verbs()]
-        return declaring or [daemon]
-
-    def _tell(self, targets: list[_Hosted], message: Message, delivery: Delivery, *,
-              from_role_queue: bool = False, trail: AuditTrail | None = None) -> None:
-        """Hand a delivery to its cells; a cell that is down has it held for its restart.
-        ``from_role_queue``: a refused message may go back to its queue (a role queue, where
-        another node may apply it), else it is dead-lettered (this node's own queue).
-        ``trail``: an operator's message, audited once settled (``cellframe.node.audit``)."""
-        if not targets:
-            self._refuse(delivery, "no cell here to receive it", message.reply_to)
-            if trail is not None:
-                trail.given_back("no cell here to receive it")
-            return
-        admit = None
-        fence = self.fence
-        if fence is not None and all(t in self._routes.role_cells for t in targets):
-            with self._held_lock:
-                generation, holding = fence.stamp()
-                if holding:
-                    self._held.append(_Held(targets, message, delivery, from_role_queue,
-                                            self.role, trail))
-                    return
-            admit = _Admission(self, fence, generation, delivery, from_role_queue, trail)
-        with self._intake:
-            if self._stopped.is_set():
-                return  # left unsettled: the broker gives it to another node
-            self.counters.delivered += 1
-            alone = len(targets) == 1
-            if trail is None:
-                report = None
-                settle = _countdown(len(targets), delivery.ack)
-                refuse = self._refusal(delivery, message, settle, alone, from_role_queue)
-            else:
-                report = trail.report
-                settle = _countdown(len(targets), trail.settler(delivery.ack))
-                refuse = trail.refuser(
-                    self._refusal(delivery, message, settle, alone, from_role_queue), alone)
-            for hosted in targets:
-                self._hand(hosted, Inbound(message, settle, refuse, admit, report), refuse)
-
-    @staticmethod
-    def _hand(hosted: _Hosted, inbound: Inbound, refuse: Callable[[str, bool], None]) -> None:
-        """Tell ``hosted`` the message if it runs, hold it for its restart if it is
-        restarting, or refuse it (hold ``_intake``)."""
-        if hosted.condition == "running":
-            try:
-                hosted.ref.tell(inbound)
-                return
-            except pykka.ActorDeadError:
-                pass  # it is dying: its supervisor is about to hear of it
-        if hosted.condition in ("failed", "stopped"):
-            refuse(f"{hosted.cell.cell_name}: cell crashed", True)
-        else:
-            hosted.pending.append(inbound)
-
-    def _give_back_fenced(self, delivery: Delivery, from_role_queue: bool, why: str,
-                          trail: AuditTrail | None) -> None:
-        """A delivery a fenced role cell must not apply: back to its role queue for another
-        holder, or, addressed to this node, to the dead letters with the reason."""
-        self.counters.fenced += 1
-        if trail is not None:
-            trail.given_back(why)
-        reason = f"{self.name}: not applied: {why}"
-        log.info("%s (message %s)", reason, delivery.envelope.message_id)
-        try:
-            delivery.reject(requeue=from_role_queue, reason=reason)
-        except Exception:  # a consumer closed meanwhile: the broker requeued it already
-            log.debug("%s: giving back %s failed", self.name, delivery.envelope.message_id,
-                      exc_info=True)
-
-    def _refusal(self, delivery: Delivery, message: Message, settle: Callable[[], None],
-                 alone: bool, requeue: bool) -> Callable[[str, bool], None]:
-        """The ``refuse`` of an Inbound: settle the delivery without applying it."""
-        return _Refusal(self, delivery, message, settle, alone, requeue)
-
-    def _decode(self, delivery: Delivery, where: str) -> tuple[Message, AuditTrail | None] | None:
-        """Pass the delivery through the gate (size, signature, replay, read, capabilities);
-        refuse it with the reason, or make it a message for the cells (with its audit trail
-        if an operator key sent it)."""
-        envelope = delivery.envelope
-        if not is_cellframe_content(envelope.content_type):
-            # Its reply_to is not verified yet: answered only in an unsigned cluster.
-            self._refuse(delivery, f"foreign content type {str(envelope.content_type)[:80]!r}: "
-                                   f"a node reads only {CONTENT_TYPE}",
-                         envelope.reply_to if self.signer is None else None,
-                         reason="content-type", dead_letter=True)
-            return None
-        try:
-            admitted = self.gate.admit(delivery, where)
-        except RefusedError as error:
-            verified = error.reason in ("unreadable", "not-allowed", "replayed")
-            self._refuse(delivery, f"refused: {error}", envelope.reply_to if verified else None,
-                         reason=error.reason)
-            if not verified:
-                self._notice(envelope, error.reason)
-            self._audit(delivery, getattr(error, "key", None), None, f"refused: {error.reason}")
-            return None
-        key = admitted.key
-        trail = (AuditTrail(self.emit, delivery, key, admitted.verb)
-                 if key is not None and key.kind == "operator" else None)
-        return Message(admitted.expr, id=envelope.message_id, reply_to=envelope.reply_to,
-                       sender=envelope.sender, sent_at=envelope.timestamp,
-                       correlation_id=envelope.correlation_id,
-                       trace=None if tracing.active is None
-                       else tracing.active.on_deliver(envelope, delivery.routing_key)), trail
-
-    def _notice(self, envelope: Envelope, reason: str) -> None:
-        """Tell a client whose message failed verification, unsigned (it could not verify an
-        answer anyway), so ``cellframe send`` with a wrong key fails at once instead of
-        waiting for nothing. Only to ``reply.*`` addresses, at most ``NOTICES_PER_SECOND``: a
-        forged reply address can make a node send no more than that."""
-        reply_to = envelope.reply_to
-        if not (isinstance(reply_to, str) and reply_to.startswith("reply.")):
-            return
-        now = time.monotonic()
-        second, sent = self._notices
-        if int(now) != second:
-            second, sent = int(now), 0
-        if sent >= NOTICES_PER_SECOND:
-            return
-        self._notices = (second, sent + 1)
-        expr = [Symbol("refused"), Keyword("node"), self.name, Keyword("id"),
-                str(envelope.message_id)[:200], Keyword("reason"), reason]
-        try:
-            notice = envelope_for(expr, sender=self.name,
-                                  correlation_id=str(envelope.message_id)[:200])
-            self.transport.publish(reply_to, notice, on_return=lambda *_: None)
-        except Exception:  # best effort: the refusal is counted and logged already
-            log.debug("%s: refusal notice not sent", self.name, exc_info=True)
-
-    def _audit(self, delivery: Delivery, key: Any, verb: str | None, result: str) -> None:
-        """An ``event.audit.<node>`` for a message the gate refused (one it admits from an
-        operator key is audited once settled: ``cellframe.node.audit``)."""
-        if self.signer is None:
-            return
-        self.emit("audit", key=getattr(key, "id", None), target=delivery.routing_key,
-                  verb=verb, message_id=str(delivery.envelope.message_id)[:200], result=result)
-
-    def _refuse(self, delivery: Delivery, detail: str, reply_to: str | None = None, *,
-                reason: str = "no-cell", dead_letter: bool = False) -> None:
-        """Count and log a refused delivery; dead-letter it in diagnostic mode (or always, with
-        ``dead_letter``: a message meant for something else), else drop it."""
-        self.counters.rejected += 1
-        refused = self.counters.refused
-        refused[reason] = refused.get(reason, 0) + 1
-        log.warning("%s: %s (message %r)", self.name, detail,
-                    str(delivery.envelope.message_id)[:200])
-        if self.diagnostic or dead_letter:
-            delivery.reject(requeue=False, reason=f"{self.name}: {reason}: {detail}")
-        else:
-            delivery.ack()
-        if reply_to:
-            self.send(reply_to, [Symbol("error"), Keyword("node"), self.name, Keyword("id"),
-                                 delivery.envelope.message_id, Keyword("reason"), detail],
-                      correlation_id=request_id(delivery.envelope))
 
     # -- sending (the Outbox of the hosted cells) ------------------------------------------
 
@@ -1163,142 +710,3 @@ class Node:
         return {"node": self.name, "role": self.role, "started_at": self.started_at,
                 "diagnostic": self.diagnostic, "counters": self.counters.as_dict(), "cells": cells}
 
-
-class _Admission:
-    """What a role cell asks just before applying a delivery stamped ``generation``: one
-    decision for all the cells it went to, and the delivery given back at most once.
-
-    An object with slots and the node's lock, where it was a closure over a list and a lock of
-    its own, made on the I/O thread for every delivery to a role cell: ``Node._tell`` for one
-    cell behind the fence (the bench's counting node) took 7.1 us of that thread's CPU with the
-    closures (this and ``_Refusal``'s), 4.0 us with the objects, the cell applying the
-    messages on its own thread meanwhile. One lock for all the node's deliveries costs no
-    concurrency: the cells that ask take the fence's own lock one at a time anyway.
-    """
-
-    __slots__ = ("_decided", "_delivery", "_fence", "_from_role_queue", "_generation",
-                 "_lock", "_node", "_trail")
-
-    def __init__(self, node: Node, fence: PauseFence, generation: int, delivery: Delivery,
-                 from_role_queue: bool, trail: AuditTrail | None) -> None:
-        self._node, self._fence, self._generation = node, fence, generation
-        self._delivery, self._from_role_queue, self._trail = delivery, from_role_queue, trail
-        self._decided: bool | None = None
-        self._lock = node._admission_lock
-
-    def __call__(self) -> bool:
-        with self._lock:
-            if self._decided is None:
-                self._decided = admitted = self._fence.admits(self._generation)
-                if not admitted:
-                    self._node._give_back_fenced(self._delivery, self._from_role_queue,
-                                                 "it arrived before the node was paused",
-                                                 self._trail)
-            return self._decided
-
-
-class _Refusal:
-    """``Node._refusal``'s answer, ``refuse(reason, again)``: a delivery that went to one cell
-    is rejected (given back to its queue if ``again`` and it came from a role queue); one of
-    several cells refusing dead-letters a copy and counts down, the others still apply it.
-
-    An object with slots where it was a closure: see ``_Admission`` for what the two saved.
-    """
-
-    __slots__ = ("_alone", "_delivery", "_message", "_node", "_requeue", "_settle")
-
-    def __init__(self, node: Node, delivery: Delivery, message: Message,
-                 settle: Callable[[], None], alone: bool, requeue: bool) -> None:
-        self._node, self._delivery, self._message = node, delivery, message
-        self._settle, self._alone, self._requeue = settle, alone, requeue
-
-    def __call__(self, reason: str, again: bool) -> None:
-        if self._alone:
-            self._delivery.reject(requeue=again and self._requeue, reason=reason)
-            return
-        try:
-            self._node.dead_letter(self._message, reason)
-        finally:
-            self._settle()
-
-
-def _notice_dropped(reason: str, requeue: bool) -> None:
-    """The ``refuse`` of a monitor's notice: its watcher failed or stopped before hearing it,
-    and nobody else is owed it."""
-    log.debug("a monitor's notice dropped: %s", reason)
-
-
-def _countdown(count: int, done: Callable[[], None]) -> Callable[[], None]:
-    """A callback that calls ``done`` once it has itself been called ``count`` times."""
-    if count == 1:
-        return done
-    remaining = [count]
-    lock = threading.Lock()
-
-    def settle() -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last:
-            done()
-
-    return settle
-
-
-class _Ticker:
-    """One thread per node that puts ``(tick)`` in the mailbox of every cell that asks for it."""
-
-    def __init__(self, node: Node):
-        self._node = node
-        self._due: dict[int, tuple[float, _Hosted]] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"ticker-{node.name}", daemon=True)
-        self._count = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._wake.set()
-
-    def add(self, hosted: _Hosted) -> None:
-        interval = hosted.cell.cell_tick_interval()
-        if interval:
-            with self._lock:
-                self._due[id(hosted)] = (time.monotonic() + interval, hosted)
-            self._wake.set()
-
-    def remove(self, hosted: _Hosted) -> None:
-        with self._lock:
-            self._due.pop(id(hosted), None)
-
-    def _run(self) -> None:
-        tick = [Symbol("tick")]
-        while not self._stopped.is_set():
-            fence = self._node.fence
-            if fence is not None:
-                fence.beat()  # before any tick: a pause is noticed before membership judges
-            now = time.monotonic()
-            with self._lock:
-                entries = list(self._due.items())
-            next_due = now + 1.0
-            for key, (due, hosted) in entries:
-                if due <= now:
-                    self._count += 1
-                    try:
-                        hosted.ref.tell(Message(tick, id=f"tick-{self._node.name}-{self._count}"))
-                    except pykka.ActorDeadError:
-                        if hosted.condition == "stopped":
-                            self.remove(hosted)
-                            continue
-                        # down for a restart: it ticks again once restarted
-                    due = now + (hosted.cell.cell_tick_interval() or 1.0)
-                    with self._lock:
-                        if key in self._due:
-                            self._due[key] = (due, hosted)
-                next_due = min(next_due, due)
-            self._wake.wait(max(0.0, next_due - time.monotonic()))
-            self._wake.clear()
