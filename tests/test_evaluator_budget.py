@@ -278,6 +278,24 @@ def _reference_seconds_per_unit() -> float:
 
 _UNIT = _reference_seconds_per_unit()
 
+
+def _cpu_and_value(expr: Any) -> tuple[float, Any]:
+    """The thread CPU time a small-budget evaluator spends on ``expr``, and what it returned
+    (None for an error)."""
+    evaluator = Evaluator(**_SMALL_BUDGET)
+    started = time.thread_time()
+    try:
+        value: Any = evaluator.evaluate(expr, bindings={"a": 1, "b": "b", "c": [1]})
+    except CellframeError:
+        value = None
+    return time.thread_time() - started, value
+
+
+def _cpu_bound(unit: float) -> float:
+    """A unit of work is priced at about a plain step; allow twice that, and 20 ms more. The
+    worst of 600 generated programs used a tenth of this bound at four times the price."""
+    return 2 * unit * (_SMALL_BUDGET["max_work"] + _SMALL_BUDGET["max_steps"]) + 0.02
+
 _leaves = st.one_of(
     st.sampled_from(["0", "1", "-7", "2.5", '"s"', '"a\\nb"', ":k", "nil", "true",
                      "'(1 2 3)", "'()", "9" * 300, "9" * 4300,
@@ -339,20 +357,20 @@ def test_generated_programs_stay_within_their_budget_of_cpu_and_memory(text: str
         expr = read(text)
     except CellframeError:
         return
-    evaluator = Evaluator(**_SMALL_BUDGET)
-    started = time.thread_time()
-    try:
-        value: Any = evaluator.evaluate(expr, bindings={"a": 1, "b": "b", "c": [1]})
-    except CellframeError:
-        value = None
-    cpu = time.thread_time() - started
-    # A unit of work is priced at about a plain step; allow twice that, and 20 ms more. The
-    # worst of 600 generated programs used a tenth of this bound at four times the price.
-    bound = 2 * _UNIT * (_SMALL_BUDGET["max_work"] + _SMALL_BUDGET["max_steps"]) + 0.02
+    cpu, value = _cpu_and_value(expr)
+    bound = _cpu_bound(_UNIT)
+    if cpu >= bound:
+        # Thread CPU time on a loaded virtual machine counts cache misses and time the host
+        # took (133 ms once against a 60 ms bound, at a load of 26, passing on its rerun): the
+        # best of three more runs, against a reference measured now. An evaluator that does
+        # not stop at its budget is over the bound every time.
+        cpu = min([cpu] + [_cpu_and_value(expr)[0] for _ in range(3)])
+        bound = _cpu_bound(max(_UNIT, _reference_seconds_per_unit()))
     assert cpu < bound, f"{cpu * 1000:.1f} ms over the {bound * 1000:.1f} ms bound"
     if isinstance(value, list | str) or type(value) is int:
         text_of = write(value)  # what evaluation builds, the reader reads back
         assert read(text_of) == value
+    evaluator = Evaluator(**_SMALL_BUDGET)
     tracemalloc.start()
     try:
         evaluator.evaluate(expr, bindings={"a": 1, "b": "b", "c": [1]})
