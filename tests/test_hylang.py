@@ -157,10 +157,10 @@ def test_nesting_hidden_in_strings_is_refused_before_hy_spends_seconds(kinds: li
         text = _WRAPPERS[kinds[level % len(kinds)]](text, level)
     if len(text.encode()) > 8192:
         return
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(InputTooLargeError, match="nesting deeper than 32"):
         read_hy(text)
-    assert time.process_time() - started < 0.5
+    assert time.thread_time() - started < 0.5
 
 
 @settings(deadline=None, max_examples=40)
@@ -174,30 +174,30 @@ def test_text_within_every_limit_reads_in_time_linear_in_its_size(kinds: list[st
     text = "(" + " ".join([chain] * max(1, 8000 // (len(chain.encode()) + 1))) + ")"
     if len(text.encode()) > 8192:
         return
-    started = time.process_time()
+    started = time.thread_time()
     try:
         read_hy(text)
     except ReadError:  # f-strings and the like are refused, after Hy read them
         pass
     # 8 KB of 31-deep quote chains took 6 s when Hy rebuilt every form's subtree; 0.15 s now.
-    assert time.process_time() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 @pytest.mark.parametrize("count", [40, 100, 1500])
 def test_fields_nested_in_format_specs_are_refused_before_hy_spends_seconds(count: int) -> None:
     text = 'f"{a ' + ":{a " * count + "}" * count + '}"'  # one f-string: 100 took 1.2 s
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(InputTooLargeError, match="nesting deeper than 32"):
         read_hy(text)
-    assert time.process_time() - started < 0.5
+    assert time.thread_time() - started < 0.5
 
 
 def test_the_f_string_of_200_parentheses_is_refused_at_once() -> None:
     text = 'f"{' + "(" * 200 + ")" * 200 + '}"'  # 405 bytes: took 5 to 9 s
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(InputTooLargeError, match="nesting deeper than 32"):
         read_hy(text)
-    assert time.process_time() - started < 0.5
+    assert time.thread_time() - started < 0.5
 
 
 def test_a_shallow_f_string_is_read_by_hy_and_refused_as_hy_only() -> None:
