@@ -44,6 +44,10 @@ class Gullible(Tally):
     def claim(self, **extra: Any) -> None:
         self.total += 1000
 
+    @transition("note")
+    def note(self, *args: Any, **extra: Any) -> None:
+        """Takes anything: what a verb called inside its arguments did would stay applied."""
+
     @transition("open", source="empty", target="counting")
     def open(self) -> None:
         """Only from ``empty``: once counting, an (open) is a no-op."""
@@ -492,6 +496,60 @@ def test_no_operator_key_and_no_other_nodes_key_can_change_a_web_nodes_place_in_
     wait_for(lambda: len(trust.dead_reasons("only node keys do")) == 3, 30,
              what="three dead letters saying only node keys do",
              show=lambda: trust.dead_reasons(""))
+
+
+def test_a_node_key_bound_to_one_web_node_sets_only_its_own_backends_weight(trust) -> None:
+    proxy = trust.start_node("p-01", "proxy", [ProxyCell]).cells()["p-01"]
+    a01, b01 = trust.node_key("a-01"), trust.node_key("b-01")
+    join = '(join-pool :backend "{0}" :node "{0}" :weight 10 :incarnation 1)'
+
+    def pool() -> dict[str, int]:  # asked of the cell: its turn, not our thread's
+        rows = proxy.actor_ref.proxy().cell_snapshot().get(timeout=10)["pool"]
+        return {name: weight for name, weight, _ in rows}
+
+    trust.publish_signed(a01, "cell.p-01", join.format("a-01"))
+    trust.publish_signed(b01, "cell.p-01", join.format("b-01"))
+    wait_for(lambda: pool() == {"a-01": 10, "b-01": 10}, 30, what="both joins", show=pool)
+    # a-01's key: b-01's backend in its own name is not its; in b-01's name, in none, or
+    # inside another form, refused at the gate.
+    trust.publish_signed(a01, "cell.p-01", '(set-weight :backend "b-01" :node "a-01" :weight 1)')
+    trust.publish_signed(a01, "cell.p-01", '(set-weight :backend "b-01" :node "b-01" :weight 1)')
+    trust.publish_signed(a01, "cell.p-01", '(set-weight :backend "b-01" :weight 1)')
+    trust.publish_signed(a01, "cell.p-01", '(do (set-weight :backend "b-01" :weight 1))')
+    trust.publish_signed(a01, "cell.p-01", '(set-weight :backend "a-01" :node "a-01" :weight 2)')
+    trust.wait_refused("not-allowed", 3, node="p-01")
+    wait_for(lambda: pool()["a-01"] == 2, 30, what="a-01's own weight", show=pool)
+    client = trust.root_client()
+    try:
+        client.send("cell.p-01", '(set-weight :backend "b-01" :weight 5)')  # an operator's
+        wait_for(lambda: pool()["b-01"] == 5, 30, what="the operator's weight for b-01",
+                 show=pool)
+    finally:
+        client.close()
+    assert pool() == {"a-01": 2, "b-01": 5} and trust.refused("p-01") == {"not-allowed": 3}
+    wait_for(lambda: len(trust.dead_reasons("node key 'a-01' speaks for 'a-01'")) == 3, 30,
+             what="three dead letters naming a-01's key", show=lambda: trust.dead_reasons(""))
+
+
+def test_verbs_called_inside_a_message_are_checked_as_its_own_verb_is(trust) -> None:
+    noter = new_key("noter-1", ["cell:* note"])
+    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, noter]))
+    assert trust.keys.reload()
+    client = trust.root_client()
+    try:
+        client.send("cell.a-01", '(do (replicate :peer "shard-x"))')  # node-only, inside
+        trust.publish_signed(noter, "cell.a-01", "(note :x (add 5))")  # beyond its capabilities
+        trust.publish_signed(trust.node_key("b-01"), "cell.a-01",
+                             '(do (claim :node "a-01" :role "tally"))')  # another's name
+        trust.wait_refused("not-allowed", 3)
+        trust.publish_signed(noter, "cell.a-01", "(note :x (+ 1 2))")  # a built-in is no verb
+        client.send("cell.a-01", "(do (add 2) (note '(replicate)))")  # quoted: data, no call
+        wait_for(lambda: trust.total("a-01") == 2, 30, what="the root key's own add",
+                 show=lambda: (trust.total("a-01"), trust.refused()))
+    finally:
+        client.close()
+    assert trust.refused() == {"not-allowed": 3}
+    trust.answers_status()
 
 
 def test_a_node_key_bound_to_one_node_cannot_speak_for_another(trust) -> None:
