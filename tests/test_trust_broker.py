@@ -614,3 +614,60 @@ def test_nodes_signing_with_keys_bound_to_them_see_each_other_alive(amqp_names, 
         for node in nodes:
             node.stop()
 
+
+
+class DiesBeforeAck:
+    """A node's transport that dies as a node would between its audit event and its ack: the
+    first audit event it publishes goes out and is confirmed, but the delivery it audits is
+    never settled (the test then closes the connection, as the node's death would)."""
+
+    def __init__(self, inner: Any, name: str, died: list[str]) -> None:
+        self.inner, self.name, self.died = inner, name, died
+
+    def publish(self, routing_key: str, envelope: Envelope, **options: Any) -> None:
+        if routing_key.startswith("event.audit.") and options.get("on_settled") is not None \
+                and not self.died:
+            self.died.append(self.name)
+            options["on_settled"] = lambda: self.died.append("event confirmed")
+        self.inner.publish(routing_key, envelope, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_node_that_dies_after_its_audit_event_but_before_its_ack_loses_no_event(trust) -> None:
+    """The audit is at least once: the delivery is acked only once the broker has the event,
+    so a node that dies between leaves the message to be redelivered, and the node that
+    applies it audits it again, under the same message id, marked redelivered."""
+    events = audit_watcher(trust)
+    died: list[str] = []
+    nodes: dict[str, Node] = {}
+    try:
+        for name in ("c-01", "c-02"):
+            key = new_key(name, kind="node", node=name)
+            trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, key]))
+            assert trust.keys.reload()
+            signer = Signer(key, keyring=trust.keys, exchange=trust.names.exchange)
+            transport = DiesBeforeAck(trust.names.connect(), name, died)
+            nodes[name] = Node(name, transport=transport, signer=signer, role="ledger",
+                               registry=RoleRegistry({"ledger": [Gullible]}),
+                               queue_prefix=trust.names.queue_prefix, watch_config=False).start()
+        client = trust.root_client()
+        try:
+            sent = client.send("role.ledger", "(add 5)")
+            wait_for(lambda: "event confirmed" in died, 30, what="the first audit event confirmed",
+                     show=lambda: died)
+            first, survivor = died[0], next(n for n in nodes if n != died[0])
+            dead = nodes.pop(first)
+            dead.transport.inner.close()  # its death: the unacked delivery goes back
+            dead.stop()
+            [again] = audited(events, sent, node=survivor)
+        finally:
+            client.close()
+        [before] = audited(events, sent, node=first)
+    finally:
+        for node in nodes.values():
+            node.stop()
+    assert (before["result"], before["redelivered"]) == ("applied", False)
+    assert (again["result"], again["redelivered"]) == ("applied", True)
+    assert before["message-id"] == again["message-id"] == sent
