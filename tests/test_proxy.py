@@ -116,6 +116,7 @@ def test_a_backend_is_its_nodes_alone_a_join_drain_or_leave_naming_another_node_
     tell(ref, '(leave-pool :backend "web-01" :node "web-02")')
     assert pool_of(ref) == {"web-01": 10}
     assert ref.proxy().stats.get(timeout=5)["refused_joins"] == 1
+    assert ref.proxy().stats.get(timeout=5)["not_held"] == 3
     tell(ref, '(drain-pool :backend "web-01" :node "web-01")')
     assert pool_of(ref) == {"web-01": 0}
     tell(ref, '(leave-pool :backend "web-01" :node "web-01")')
@@ -131,6 +132,7 @@ def test_a_web_node_changes_only_its_own_backends_weight_and_an_operator_any(pro
     assert pool_of(ref) == {"web-01": 4, "web-02": 10}
     tell(ref, '(set-weight :backend "web-02" :weight 7)')  # an operator's names no node
     assert pool_of(ref) == {"web-01": 4, "web-02": 7}
+    assert ref.proxy().stats.get(timeout=5)["not_held"] == 1  # counted, as a refusal
 
 
 def test_a_served_request_is_counted_only_from_the_node_holding_its_backend(proxy) -> None:

@@ -529,6 +529,11 @@ def test_a_node_key_bound_to_one_web_node_sets_only_its_own_backends_weight(trus
     assert pool() == {"a-01": 2, "b-01": 5} and trust.refused("p-01") == {"not-allowed": 3}
     wait_for(lambda: len(trust.dead_reasons("node key 'a-01' speaks for 'a-01'")) == 3, 30,
              what="three dead letters naming a-01's key", show=lambda: trust.dead_reasons(""))
+    # The one the gate let through, in a-01's own name, the proxy refused as not a-01's.
+    wait_for(lambda: len(trust.dead_reasons("not-allowed: node 'a-01' does not hold backend "
+                                            "'b-01' (set-weight ...)")) == 1, 30,
+             what="a dead letter for a-01's set-weight of b-01", show=lambda: trust.dead_reasons(""))
+    assert proxy.stats["not_held"] == 1
 
 
 def test_verbs_called_inside_a_message_are_checked_as_its_own_verb_is(trust) -> None:

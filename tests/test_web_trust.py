@@ -96,7 +96,8 @@ def test_a_stolen_web_nodes_key_changes_only_its_own_backends_weight(tier) -> No
     wait_for(lambda: tier.pool()["w-01"] == (3, "w-01"), 30, what="w-01's own weight applied",
              show=tier.pool)
     assert tier.pool()["w-02"] == (10, "w-02")
-    assert tier.refused()["p-01"] == {"not-allowed": 3}
+    assert tier.refused()["p-01"] == {"not-allowed": 3}  # the gate's; the proxy's own:
+    assert tier.proxy().stats["not_held"] == 1
     tier.publish("ops", "cell.p-01", '(set-weight :backend "w-02" :weight 6)')  # an operator
     wait_for(lambda: tier.pool()["w-02"] == (6, "w-02"), 30, what="the operator's weight",
              show=tier.pool)

@@ -153,7 +153,8 @@ class ProxyCell(Cell):
         self.damper = FlapDamper(base=self.hold_base)
         self.gone: dict[str, int] = {}  # node -> newest incarnation declared down or left
         self.route_log: deque[tuple[float, str, str]] = deque(maxlen=self.route_log_size)
-        self.stats = {"routed": 0, "unrouted": 0, "served": 0, "refused_joins": 0, "rerouted": 0}
+        self.stats = {"routed": 0, "unrouted": 0, "served": 0, "refused_joins": 0, "rerouted": 0,
+                      "not_held": 0}
         self.pool_changes: list[tuple[float, str, str]] = []  # (time, "added"/"removed", backend)
         self.haproxy: HaproxyPool | None = None
         self.sync_every = int_setting(self.cell_settings, "haproxy-sync-ms", 500, minimum=10) / 1000
@@ -206,7 +207,7 @@ class ProxyCell(Cell):
         if not isinstance(backend, str) or weight_ is None or not isinstance(incarnation, int):
             return
         if (self.gone.get(node, -1) >= incarnation or self.damper.held(node, time.monotonic())
-                or not self._held_by(backend, node)):
+                or not self._held_by(backend, node, "join-pool")):
             self.stats["refused_joins"] += 1
             return
         if self.pool.add(backend, node, weight_, incarnation):
@@ -223,7 +224,7 @@ class ProxyCell(Cell):
         """A backend's new weight: a web cell's for itself (``:node``, its node's name, which
         a bound key must give), or an operator's for any backend (no ``:node``)."""
         weight_ = _weight(weight)
-        if weight_ is not None and self._held_by(backend, node) \
+        if weight_ is not None and self._held_by(backend, node, "set-weight") \
                 and self.pool.set_weight(backend, weight_):
             self._emit("pool-weight", backend=backend, weight=weight_)
             if self.haproxy is not None:
@@ -233,7 +234,7 @@ class ProxyCell(Cell):
     @transition("drain-pool")
     def drain_pool(self, backend: str, node: str | None = None, **extra: Any) -> None:
         """A backend stopping cleanly: no new requests to it; those it has finish."""
-        if not self._held_by(backend, node):
+        if not self._held_by(backend, node, "drain-pool"):
             return
         if self.pool.set_weight(backend, 0):
             self._emit("pool-drain", backend=backend)
@@ -243,17 +244,25 @@ class ProxyCell(Cell):
 
     @transition("leave-pool")
     def leave_pool(self, backend: str, node: str | None = None, **extra: Any) -> None:
-        if self._held_by(backend, node) and self.pool.remove(backend) is not None:
+        if self._held_by(backend, node, "leave-pool") and self.pool.remove(backend) is not None:
             self._changed("removed", backend, reason="left")
 
-    def _held_by(self, backend: str, node: str | None) -> bool:
+    def _held_by(self, backend: str, node: str | None, verb: str) -> bool:
         """Whether ``node`` may change ``backend``: a backend is its node's alone (cells are
         named after their node) until it leaves or its node goes down, so web-01's key cannot
         move web-02's server to an address of its own, nor change its weight. None: a message
         naming no node (an operator's set-weight, or a web cell older than ``:node``), which
-        no bound node key gets past the gate."""
+        no bound node key gets past the gate. A refusal is counted (``stats["not_held"]``),
+        logged, and dead-lettered in diagnostic mode as ``not-allowed``, as the gate's are."""
         held = self.pool.backends.get(backend)
-        return node is None or held is None or held.node == node
+        if node is None or held is None or held.node == node:
+            return True
+        self.stats["not_held"] += 1
+        reason = f"not-allowed: node {node!r} does not hold backend {backend!r} ({verb} ...)"
+        log.info("%s: %s", self.cell_name, reason)
+        if self.cell_diagnostic and self.cell_message is not None:
+            self._cell_dead_letter(self.cell_message, reason)
+        return False
 
     @transition("member-down")
     def member_down(self, node: str, incarnation: int = 0, **extra: Any) -> None:
@@ -328,7 +337,7 @@ class ProxyCell(Cell):
     def served(self, request: Any = None, backend: str | None = None, node: str | None = None,
                **extra: Any) -> None:
         """A backend served a request we routed: counted if its node holds it."""
-        if isinstance(backend, str) and self._held_by(backend, node):
+        if isinstance(backend, str) and self._held_by(backend, node, "served"):
             self.stats["served"] += 1
 
     # -- queries ------------------------------------------------------------------------------
