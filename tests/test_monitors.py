@@ -17,6 +17,8 @@ from cellframe.node.supervisor import SupervisionPolicy
 from cellframe.testing import wait_for
 
 FAST = SupervisionPolicy(max_restarts=10, period=5.0, backoff=0.01, max_backoff=0.05)
+#: Restarts without end, at once: a cell crashed in a loop for as long as a test needs.
+TIRELESS = SupervisionPolicy(max_restarts=100_000, period=1.0, backoff=0.001, max_backoff=0.001)
 #: 50 ms heartbeats, no healing: the nodes only judge each other. A killed node is found by
 #: its probe coming back (its queue gone), within 0.2 s; the 2 s acceptable pause keeps a busy
 #: CI machine's stall from declaring a live one down by silence alone.
@@ -360,3 +362,69 @@ def test_a_returned_crash_notice_is_dropped_once_its_node_is_down() -> None:
     assert monitors.notices_owed() == 1  # a live node: sent again later
     monitors.close()
     assert monitors.notices_owed() == 0
+
+
+@pytest.mark.amqp
+def test_crash_notices_sent_as_the_connection_drops_are_sent_again_and_heard_once(
+        amqp_names, record_property) -> None:
+    """A notice the broker never confirmed (the connection dropped first) is not returned, so
+    the monitors do not resend it: the transport does, since it keeps every unconfirmed
+    publish and sends it again after reconnecting; the notice's id keeps a copy from being
+    heard twice. The connection is closed broker-side while the cell crashes again and again,
+    and every crash's notice is heard, once."""
+    from cellframe import Node
+    from cellframe.language.reader import read
+    from cellframe.wire.envelope import Message
+    from tests.amqp_support import close_connections
+    from tests.node_support import Wire
+
+    wire = Wire.on_rabbitmq(amqp_names)
+    name = f"cf-crash-{amqp_names.token}"
+    try:
+        watching = wire.node("mw10", "watching", registry=REGISTRY)
+        transport = amqp_names.connect(name=name)
+        crashing = Node("mc10", transport=transport, registry=REGISTRY, role="crashing",
+                        queue_prefix=wire.prefix, supervision=TIRELESS, watch_config=False).start()
+        wire.nodes.append(crashing)
+        client = wire.client()
+        client.send("cell.mw10-watching", '(watch-cell "mc10" "mc10")', expect_reply=False)
+        wait_for(lambda: "mw10" in crashing.monitors.askers("mc10"), 30,
+                 what="mc10 asked to tell mw10", show=lambda: watching.status())
+
+        crashes: list[bool] = []  # per crash: whether the link was down as it crashed
+        done = threading.Event()
+
+        def crash() -> None:  # told in-process: the node's queue is cut with its link
+            # One after another from before the close until 20 after the reconnect: some
+            # notices are made while the link is down or going (it is down some milliseconds).
+            after = 0
+            while after < 20 and len(crashes) < 3000:
+                cell = crashing.cells()["mc10"]
+                crashes.append(not transport.connected)
+                cell.actor_ref.tell(Message(read("(crash)")))
+                wait_for(lambda c=cell: crashing.cells().get("mc10") is not c, 30,
+                         what="mc10 restarted", show=crashing.status)
+                after += done.is_set()
+
+        crasher = threading.Thread(target=crash)
+        crasher.start()
+        try:
+            close_connections(name)
+            wait_for(lambda: transport.stats()["reconnects"] == 1 and transport.connected, 30,
+                     what="mc10 reconnected", show=transport.stats)
+        finally:
+            done.set()
+            crasher.join(60)
+        wait_for(lambda: len(_heard("cell-down")) >= len(crashes), 30,
+                 what=f"{len(crashes)} crash notices heard",
+                 show=lambda: (len(_heard("cell-down")), crashes, transport.stats()))
+        client.send("cell.mw10-watching", '(watch-node "mc10")', expect_reply=False)
+        _applied(watching, "mw10-watching", 2)  # a later message applied: copies came before
+        assert len(_heard("cell-down")) == len(crashes)
+        assert any(crashes), f"no crash while the link was down: {crashes}"
+        assert transport.stats()["nacked"] == 0 and crashing.monitors.notices_owed() == 0
+        record_property("crashes", len(crashes))
+        record_property("crashes_with_the_link_down", sum(crashes))
+        record_property("resent_by_the_transport", transport.stats()["resent"])
+    finally:
+        wire.close()

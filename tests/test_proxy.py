@@ -94,7 +94,7 @@ def test_a_request_is_sent_to_the_backend_with_the_requesters_reply_address(prox
     wait_for(lambda: served_by(outbox))
     (sent,) = [s for s in outbox.sent if s.expr[0] == Symbol("serve")]
     assert sent.target == "cell.web-01" and sent.reply_to == "reply.client"
-    assert sent.expr == read('(serve :request "r1" :proxy "proxy-01")')
+    assert sent.expr == read('(serve :request "r1" :proxy "proxy-01" :node "proxy-01")')
 
 
 def test_joining_twice_keeps_one_entry_and_leaving_removes_it(proxy) -> None:
@@ -116,10 +116,31 @@ def test_a_backend_is_its_nodes_alone_a_join_drain_or_leave_naming_another_node_
     tell(ref, '(leave-pool :backend "web-01" :node "web-02")')
     assert pool_of(ref) == {"web-01": 10}
     assert ref.proxy().stats.get(timeout=5)["refused_joins"] == 1
+    assert ref.proxy().stats.get(timeout=5)["not_held"] == 3
     tell(ref, '(drain-pool :backend "web-01" :node "web-01")')
     assert pool_of(ref) == {"web-01": 0}
     tell(ref, '(leave-pool :backend "web-01" :node "web-01")')
     assert pool_of(ref) == {}
+
+
+def test_a_web_node_changes_only_its_own_backends_weight_and_an_operator_any(proxy) -> None:
+    ref, _ = proxy
+    join(ref, "web-01", 10)
+    join(ref, "web-02", 10)
+    tell(ref, '(set-weight :backend "web-02" :node "web-01" :weight 1)')  # not web-01's
+    tell(ref, '(set-weight :backend "web-01" :node "web-01" :weight 4)')  # its own
+    assert pool_of(ref) == {"web-01": 4, "web-02": 10}
+    tell(ref, '(set-weight :backend "web-02" :weight 7)')  # an operator's names no node
+    assert pool_of(ref) == {"web-01": 4, "web-02": 7}
+    assert ref.proxy().stats.get(timeout=5)["not_held"] == 1  # counted, as a refusal
+
+
+def test_a_served_request_is_counted_only_from_the_node_holding_its_backend(proxy) -> None:
+    ref, _ = proxy
+    join(ref, "web-01", 10)
+    tell(ref, '(served :request "r1" :backend "web-01" :node "web-02")')
+    tell(ref, '(served :request "r1" :backend "web-01" :node "web-01")')
+    assert ref.proxy().stats.get(timeout=5)["served"] == 1
 
 
 def test_a_node_declared_down_loses_its_backends_at_once_and_repeats_change_nothing(proxy) -> None:

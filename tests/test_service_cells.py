@@ -64,6 +64,7 @@ def test_a_web_cell_serves_and_calls_back_the_proxy_and_the_requester() -> None:
         wait_for(lambda: len(sent(outbox, "served")) == 2)
         assert sorted(s.target for s in sent(outbox, "served")) == ["cell.proxy-01", "reply.client"]
         assert all(arg(s.expr, "request") == "r7" for s in sent(outbox, "served"))
+        assert all(arg(s.expr, "node") == "web-01" for s in sent(outbox, "served"))  # its name
     finally:
         ref.stop()
 
@@ -75,7 +76,7 @@ def test_a_loaded_web_cell_asks_for_a_lower_weight_and_later_for_its_weight_back
             tell(ref, f'(serve :request "r{i}")')
         lower = wait_for(lambda: [s for s in sent(outbox, "set-weight")
                                   if arg(s.expr, "weight") < 10])
-        assert lower[0].target == "each.proxy"
+        assert lower[0].target == "each.proxy" and arg(lower[0].expr, "node") == "web-01"
         assert 1 <= arg(lower[-1].expr, "weight") <= 5
 
         def restored() -> bool:

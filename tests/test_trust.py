@@ -236,3 +236,35 @@ def test_a_node_verb_declared_twice_must_name_its_speaker_alike() -> None:
 
             @transition("heartbeat")
             def heartbeat(self, **extra: object) -> None: ...
+
+
+@pytest.mark.parametrize("text, calls", [
+    ('(set-weight :backend "b" :weight 3)', []),
+    ('(do (add 1) (note (total)))', ["add", "note", "total"]),
+    ('(add (+ 1 (count (list 1 2))))', []),  # built-ins call no verb
+    ("(note '(replicate :rows ()))", []),  # quoted: data
+    ('(let ((replicate 1) (n (total))) (add n))', ["total", "add"]),  # a binding's name is no call
+    ('(note ((total) 1))', []),  # a head that is no symbol: the evaluator calls nothing there
+    ('(if (ready) (add 1) (when (idle) (claim :node "a")))', ["ready", "add", "idle", "claim"]),
+])
+def test_the_verbs_a_message_calls_inside_are_read_from_its_data(text, calls) -> None:
+    from cellframe.language.calls import calls_within
+    from cellframe.language.reader import read
+    assert [form[0].name for form in calls_within(read(text))] == calls
+
+
+def test_cells_shared_and_local_verbs_must_be_verbs_they_declare() -> None:
+    for attr, value in (("shared_verbs", {"set-weigth": "node"}), ("local_verbs", ("rerout",))):
+        with pytest.raises(StateMachineError, match=f"{attr} .* are not verbs of its machine"):
+            type("Typo", (Cell,), {attr: value, "set_weight": transition("set-weight")(
+                lambda self, **extra: None)})
+
+
+def test_a_verb_is_declared_node_only_shared_or_local_by_every_class_alike() -> None:
+    from cellframe.roles import ProxyCell  # noqa: F401  (declares set-weight shared, reroute local)
+    assert nodeverbs.SPEAKERS["set-weight"] is Keyword("node")
+    assert "set-weight" not in nodeverbs.DECLARED  # operators send it too
+    assert "reroute" in nodeverbs.LOCAL and "reroute" in nodeverbs.DECLARED
+    with pytest.raises(StateMachineError, match="ProxyCell declared 'node' \\(a shared verb\\)"):
+        type("Rival", (Cell,), {"node_verbs": {"set-weight": "node"}, "set_weight": transition(
+            "set-weight")(lambda self, **extra: None)})

@@ -44,6 +44,10 @@ class Gullible(Tally):
     def claim(self, **extra: Any) -> None:
         self.total += 1000
 
+    @transition("note")
+    def note(self, *args: Any, **extra: Any) -> None:
+        """Takes anything: what a verb called inside its arguments did would stay applied."""
+
     @transition("open", source="empty", target="counting")
     def open(self) -> None:
         """Only from ``empty``: once counting, an (open) is a no-op."""
@@ -494,6 +498,65 @@ def test_no_operator_key_and_no_other_nodes_key_can_change_a_web_nodes_place_in_
              show=lambda: trust.dead_reasons(""))
 
 
+def test_a_node_key_bound_to_one_web_node_sets_only_its_own_backends_weight(trust) -> None:
+    proxy = trust.start_node("p-01", "proxy", [ProxyCell]).cells()["p-01"]
+    a01, b01 = trust.node_key("a-01"), trust.node_key("b-01")
+    join = '(join-pool :backend "{0}" :node "{0}" :weight 10 :incarnation 1)'
+
+    def pool() -> dict[str, int]:  # asked of the cell: its turn, not our thread's
+        rows = proxy.actor_ref.proxy().cell_snapshot().get(timeout=10)["pool"]
+        return {name: weight for name, weight, _ in rows}
+
+    trust.publish_signed(a01, "cell.p-01", join.format("a-01"))
+    trust.publish_signed(b01, "cell.p-01", join.format("b-01"))
+    wait_for(lambda: pool() == {"a-01": 10, "b-01": 10}, 30, what="both joins", show=pool)
+    # a-01's key: b-01's backend in its own name is not its; in b-01's name, in none, or
+    # inside another form, refused at the gate.
+    trust.publish_signed(a01, "cell.p-01", '(set-weight :backend "b-01" :node "a-01" :weight 1)')
+    trust.publish_signed(a01, "cell.p-01", '(set-weight :backend "b-01" :node "b-01" :weight 1)')
+    trust.publish_signed(a01, "cell.p-01", '(set-weight :backend "b-01" :weight 1)')
+    trust.publish_signed(a01, "cell.p-01", '(do (set-weight :backend "b-01" :weight 1))')
+    trust.publish_signed(a01, "cell.p-01", '(set-weight :backend "a-01" :node "a-01" :weight 2)')
+    trust.wait_refused("not-allowed", 3, node="p-01")
+    wait_for(lambda: pool()["a-01"] == 2, 30, what="a-01's own weight", show=pool)
+    client = trust.root_client()
+    try:
+        client.send("cell.p-01", '(set-weight :backend "b-01" :weight 5)')  # an operator's
+        wait_for(lambda: pool()["b-01"] == 5, 30, what="the operator's weight for b-01",
+                 show=pool)
+    finally:
+        client.close()
+    assert pool() == {"a-01": 2, "b-01": 5} and trust.refused("p-01") == {"not-allowed": 3}
+    wait_for(lambda: len(trust.dead_reasons("node key 'a-01' speaks for 'a-01'")) == 3, 30,
+             what="three dead letters naming a-01's key", show=lambda: trust.dead_reasons(""))
+    # The one the gate let through, in a-01's own name, the proxy refused as not a-01's.
+    wait_for(lambda: len(trust.dead_reasons("not-allowed: node 'a-01' does not hold backend "
+                                            "'b-01' (set-weight ...)")) == 1, 30,
+             what="a dead letter for a-01's set-weight of b-01", show=lambda: trust.dead_reasons(""))
+    assert proxy.stats["not_held"] == 1
+
+
+def test_verbs_called_inside_a_message_are_checked_as_its_own_verb_is(trust) -> None:
+    noter = new_key("noter-1", ["cell:* note"])
+    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, noter]))
+    assert trust.keys.reload()
+    client = trust.root_client()
+    try:
+        client.send("cell.a-01", '(do (replicate :peer "shard-x"))')  # node-only, inside
+        trust.publish_signed(noter, "cell.a-01", "(note :x (add 5))")  # beyond its capabilities
+        trust.publish_signed(trust.node_key("b-01"), "cell.a-01",
+                             '(do (claim :node "a-01" :role "tally"))')  # another's name
+        trust.wait_refused("not-allowed", 3)
+        trust.publish_signed(noter, "cell.a-01", "(note :x (+ 1 2))")  # a built-in is no verb
+        client.send("cell.a-01", "(do (add 2) (note '(replicate)))")  # quoted: data, no call
+        wait_for(lambda: trust.total("a-01") == 2, 30, what="the root key's own add",
+                 show=lambda: (trust.total("a-01"), trust.refused()))
+    finally:
+        client.close()
+    assert trust.refused() == {"not-allowed": 3}
+    trust.answers_status()
+
+
 def test_a_node_key_bound_to_one_node_cannot_speak_for_another(trust) -> None:
     stolen = trust.node_key("a-01")
     victim = trust.nodes["b-01"]
@@ -556,3 +619,60 @@ def test_nodes_signing_with_keys_bound_to_them_see_each_other_alive(amqp_names, 
         for node in nodes:
             node.stop()
 
+
+
+class DiesBeforeAck:
+    """A node's transport that dies as a node would between its audit event and its ack: the
+    first audit event it publishes goes out and is confirmed, but the delivery it audits is
+    never settled (the test then closes the connection, as the node's death would)."""
+
+    def __init__(self, inner: Any, name: str, died: list[str]) -> None:
+        self.inner, self.name, self.died = inner, name, died
+
+    def publish(self, routing_key: str, envelope: Envelope, **options: Any) -> None:
+        if routing_key.startswith("event.audit.") and options.get("on_settled") is not None \
+                and not self.died:
+            self.died.append(self.name)
+            options["on_settled"] = lambda: self.died.append("event confirmed")
+        self.inner.publish(routing_key, envelope, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_node_that_dies_after_its_audit_event_but_before_its_ack_loses_no_event(trust) -> None:
+    """The audit is at least once: the delivery is acked only once the broker has the event,
+    so a node that dies between leaves the message to be redelivered, and the node that
+    applies it audits it again, under the same message id, marked redelivered."""
+    events = audit_watcher(trust)
+    died: list[str] = []
+    nodes: dict[str, Node] = {}
+    try:
+        for name in ("c-01", "c-02"):
+            key = new_key(name, kind="node", node=name)
+            trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, key]))
+            assert trust.keys.reload()
+            signer = Signer(key, keyring=trust.keys, exchange=trust.names.exchange)
+            transport = DiesBeforeAck(trust.names.connect(), name, died)
+            nodes[name] = Node(name, transport=transport, signer=signer, role="ledger",
+                               registry=RoleRegistry({"ledger": [Gullible]}),
+                               queue_prefix=trust.names.queue_prefix, watch_config=False).start()
+        client = trust.root_client()
+        try:
+            sent = client.send("role.ledger", "(add 5)")
+            wait_for(lambda: "event confirmed" in died, 30, what="the first audit event confirmed",
+                     show=lambda: died)
+            first, survivor = died[0], next(n for n in nodes if n != died[0])
+            dead = nodes.pop(first)
+            dead.transport.inner.close()  # its death: the unacked delivery goes back
+            dead.stop()
+            [again] = audited(events, sent, node=survivor)
+        finally:
+            client.close()
+        [before] = audited(events, sent, node=first)
+    finally:
+        for node in nodes.values():
+            node.stop()
+    assert (before["result"], before["redelivered"]) == ("applied", False)
+    assert (again["result"], again["redelivered"]) == ("applied", True)
+    assert before["message-id"] == again["message-id"] == sent

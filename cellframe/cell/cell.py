@@ -162,6 +162,13 @@ class Cell(pykka.ThreadingActor):
     #: refuses them from an operator key, and from a node key bound to another node
     #: (``cellframe.cell.nodeverbs``).
     node_verbs: ClassVar[Mapping[str, str | None]] = {}
+    #: Verbs of this class that operators send too and nodes send in their own name, each with
+    #: the keyword naming the node (``{"set-weight": "node"}``): a node key bound to one node
+    #: sends them only naming that node; an operator key as its capabilities allow.
+    shared_verbs: ClassVar[Mapping[str, str]] = {}
+    #: Verbs this class only tells itself (``actor_ref.tell``): refused from the wire, whatever
+    #: the key.
+    local_verbs: ClassVar[tuple[str, ...]] = ()
     cell_machine: ClassVar[Machine]
 
     use_daemon_thread = True
@@ -185,13 +192,16 @@ class Cell(pykka.ThreadingActor):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.cell_machine = compile_machine(cls)
-        own = vars(cls).get("node_verbs")
-        if own:
-            unknown = sorted(set(own) - cls.cell_machine.verbs)
+        own = {attr: vars(cls).get(attr) or {} for attr in ("node_verbs", "shared_verbs",
+                                                            "local_verbs")}
+        for attr, verbs in own.items():
+            unknown = sorted(set(verbs) - cls.cell_machine.verbs)
             if unknown:
-                raise StateMachineError(f"{cls.__qualname__}: node_verbs {unknown} are not "
+                raise StateMachineError(f"{cls.__qualname__}: {attr} {unknown} are not "
                                         "verbs of its machine")
-            nodeverbs.declare(cls.__qualname__, own)
+        if any(own.values()):
+            nodeverbs.declare(cls.__qualname__, own["node_verbs"], shared=own["shared_verbs"],
+                              local=own["local_verbs"])
 
     def __init__(
         self,

@@ -1,13 +1,18 @@
 """The audit trail: what became of each message an operator key sent, one event per delivery.
 
-An operator's message that the gate admits is audited once its delivery is settled (acked,
-given back or dead-lettered), on ``event.audit.<node>``: key, target, verb, message id and the
-result, ``applied``, ``duplicate``, ``ignored: REASON``, ``failed: TYPE: MESSAGE``,
+An operator's message that the gate admits is audited when its outcome is final, on
+``event.audit.<node>``: key, target, verb, message id, whether the broker redelivered it, and
+the result, ``applied``, ``duplicate``, ``ignored: REASON``, ``failed: TYPE: MESSAGE``,
 ``refused: bad input: ...`` or ``not applied: REASON`` (the cell crashed on it, stopped, or
-the node was paused). Settlement is where the outcome is final: a message that waits in a
-mailbox (a busy cell, a cell restarting, a paused node) is audited when it is applied, and one
-the node never settles (it died first) is redelivered by the broker and audited by whoever
-applies it. Each cell that applies it reports its outcome (``Inbound.report``); a message that
+the node was paused). A message that waits in a mailbox (a busy cell, a cell restarting, a
+paused node) is audited when it is applied.
+
+At least once: the delivery is settled (acked, given back or dead-lettered) only once the
+broker has settled the event (``Transport.publish``'s ``on_settled``), so a node that dies
+before, even with the event sent, leaves the message to be redelivered, and whoever applies it
+audits it again. Two events with one message id are one message: the later one says
+``:redelivered true``. (Before, the event followed the ack, and a node that died between lost
+it.) Each cell that applies it reports its outcome (``Inbound.report``); a message that
 reached several cells (``each.*``, a node's cells bound to one key) gives one event whose
 result is the outcome they share, or each cell's when they differ.
 
@@ -27,7 +32,10 @@ __all__ = ["AuditTrail"]
 
 
 class AuditTrail:
-    """The outcomes of one operator's delivery, published as one audit event once settled.
+    """The outcomes of one operator's delivery, published as one audit event, then settled.
+
+    ``emit(kind, fields, then)`` publishes the event and calls ``then`` once the broker has
+    settled it (``Node.emit_settled``).
 
     ``report`` is called from the cells' threads, ``given_back`` and ``settle`` from any: a
     lock keeps the outcomes and publishes once.
@@ -35,8 +43,8 @@ class AuditTrail:
 
     __slots__ = ("_delivery", "_emit", "_key", "_lock", "_outcomes", "_published", "_verb")
 
-    def __init__(self, emit: Callable[..., None], delivery: Delivery, key: Any,
-                 verb: str | None) -> None:
+    def __init__(self, emit: Callable[[str, dict[str, Any], Callable[[], None] | None], None],
+                 delivery: Delivery, key: Any, verb: str | None) -> None:
         self._emit, self._delivery, self._key, self._verb = emit, delivery, key, verb
         self._outcomes: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -53,34 +61,41 @@ class AuditTrail:
         refusal settles the delivery, so the event is published after it."""
         def refused(reason: str, again: bool) -> None:
             self.report("", f"not applied: {reason}")
-            refuse(reason, again)
             if alone:
-                self.publish()
+                self.publish(then=lambda: refuse(reason, again))
+            else:
+                refuse(reason, again)
         return refused
 
     def settler(self, settle: Callable[[], None]) -> Callable[[], None]:
-        """``settle`` (the delivery's ack, once every cell is done) then the event."""
+        """The event (once every cell is done), then ``settle`` (the delivery's ack) once the
+        broker has it."""
         def settled() -> None:
-            settle()
-            self.publish()
+            self.publish(then=settle)
         return settled
 
-    def given_back(self, reason: str) -> None:
-        """The node took the delivery back before any cell applied it (a pause)."""
+    def given_back(self, reason: str, then: Callable[[], None] | None = None) -> None:
+        """The node took the delivery back before any cell applied it (a pause, no cell to
+        take it); ``then`` (giving it back) once the broker has the event."""
         self.report("", f"not applied: {reason}")
-        self.publish()
+        self.publish(then)
 
-    def publish(self) -> None:
-        """The audit event, once, with the result of every cell that reported."""
+    def publish(self, then: Callable[[], None] | None = None) -> None:
+        """The audit event, once, with the result of every cell that reported; ``then`` once
+        the broker has settled it (at once if the event was published before)."""
         with self._lock:
-            if self._published:
-                return
-            self._published = True
+            published, self._published = self._published, True
             outcomes = list(self._outcomes)
+        if published:
+            if then is not None:
+                then()
+            return
         delivery = self._delivery
-        self._emit("audit", key=getattr(self._key, "id", None), target=delivery.routing_key,
-                   verb=self._verb, message_id=str(delivery.envelope.message_id)[:200],
-                   result=result_of(outcomes))
+        self._emit("audit", {"key": getattr(self._key, "id", None),
+                             "target": delivery.routing_key, "verb": self._verb,
+                             "message_id": str(delivery.envelope.message_id)[:200],
+                             "result": result_of(outcomes),
+                             "redelivered": bool(delivery.redelivered)}, then)
 
 
 def result_of(outcomes: list[tuple[str, str]]) -> str:

@@ -662,6 +662,13 @@ class Node(Supervising, Receiving):
 
     def emit(self, kind: str, **fields: Any) -> None:
         """Publish a healing/membership event on ``event.<kind>.<node>`` (fire and forget)."""
+        self.emit_settled(kind, fields, None)
+
+    def emit_settled(self, kind: str, fields: dict[str, Any],
+                     on_settled: Callable[[], None] | None) -> None:
+        """``emit``, then ``on_settled()`` once the broker has settled the event (confirmed,
+        returned: nobody listens, or refused), or at once if it could not be published: what
+        the audit trail settles a delivery with, so its event is out first."""
         payload = {"node": self.name, "time": time.time(), **fields}
         if log.isEnabledFor(logging.INFO):  # the node's life in its log (and the sump's)
             log.info("%s: %s %s", self.name, kind,
@@ -677,9 +684,12 @@ class Node(Supervising, Receiving):
             envelope = envelope_for(expr, sender=self.name, headers={_EVENT_HEADER: 1})
             if self.signer is not None:  # signed for its key, but not traced (no target given)
                 envelope = self.signer.sign(envelope, key)
-            self.transport.publish(key, envelope, on_return=self._on_return)
+            self.transport.publish(key, envelope, on_return=self._on_return,
+                                   on_settled=on_settled)
         except Exception:  # an event is informational; failing to publish it must not stop the node
             log.debug("%s: event %s not published", self.name, kind, exc_info=True)
+            if on_settled is not None:
+                on_settled()
 
     # -- introspection ----------------------------------------------------------------------
 

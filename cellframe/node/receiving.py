@@ -8,6 +8,7 @@ lock. ``Receiving`` is the part of ``Node`` that does it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -63,6 +64,7 @@ class Receiving:
     _admission_lock: threading.Lock
     _notices: tuple[int, int]
     emit: Callable[..., None]
+    emit_settled: Callable[[str, dict[str, Any], Callable[[], None] | None], None]
     send: Callable[..., None]
     dead_letter: Callable[[Message, str], None]
 
@@ -116,9 +118,9 @@ class Receiving:
         another node may apply it), else it is dead-lettered (this node's own queue).
         ``trail``: an operator's message, audited once settled (``cellframe.node.audit``)."""
         if not targets:
-            self._refuse(delivery, "no cell here to receive it", message.reply_to)
-            if trail is not None:
-                trail.given_back("no cell here to receive it")
+            why = "no cell here to receive it"
+            self._refuse(delivery, why, message.reply_to,
+                         audit=None if trail is None else functools.partial(trail.given_back, why))
             return
         admit = None
         fence = self.fence
@@ -167,15 +169,20 @@ class Receiving:
         """A delivery a fenced role cell must not apply: back to its role queue for another
         holder, or, addressed to this node, to the dead letters with the reason."""
         self.counters.fenced += 1
-        if trail is not None:
-            trail.given_back(why)
         reason = f"{self.name}: not applied: {why}"
         log.info("%s (message %s)", reason, delivery.envelope.message_id)
-        try:
-            delivery.reject(requeue=from_role_queue, reason=reason)
-        except Exception:  # a consumer closed meanwhile: the broker requeued it already
-            log.debug("%s: giving back %s failed", self.name, delivery.envelope.message_id,
-                      exc_info=True)
+
+        def give_back() -> None:
+            try:
+                delivery.reject(requeue=from_role_queue, reason=reason)
+            except Exception:  # a consumer closed meanwhile: the broker requeued it already
+                log.debug("%s: giving back %s failed", self.name, delivery.envelope.message_id,
+                          exc_info=True)
+
+        if trail is None:
+            give_back()
+        else:
+            trail.given_back(why, then=give_back)
 
     def _refusal(self, delivery: Delivery, message: Message, settle: Callable[[], None],
                  alone: bool, requeue: bool) -> Callable[[str, bool], None]:
@@ -198,14 +205,15 @@ class Receiving:
             admitted = self.gate.admit(delivery, where)
         except RefusedError as error:
             verified = error.reason in ("unreadable", "not-allowed", "replayed")
+            key, result = getattr(error, "key", None), f"refused: {error.reason}"
             self._refuse(delivery, f"refused: {error}", envelope.reply_to if verified else None,
-                         reason=error.reason)
+                         reason=error.reason,
+                         audit=lambda settle: self._audit(delivery, key, None, result, settle))
             if not verified:
                 self._notice(envelope, error.reason)
-            self._audit(delivery, getattr(error, "key", None), None, f"refused: {error.reason}")
             return None
         key = admitted.key
-        trail = (AuditTrail(self.emit, delivery, key, admitted.verb)
+        trail = (AuditTrail(self.emit_settled, delivery, key, admitted.verb)
                  if key is not None and key.kind == "operator" else None)
         return Message(admitted.expr, id=envelope.message_id, reply_to=envelope.reply_to,
                        sender=envelope.sender, sent_at=envelope.timestamp,
@@ -237,27 +245,42 @@ class Receiving:
         except Exception:  # best effort: the refusal is counted and logged already
             log.debug("%s: refusal notice not sent", self.name, exc_info=True)
 
-    def _audit(self, delivery: Delivery, key: Any, verb: str | None, result: str) -> None:
-        """An ``event.audit.<node>`` for a message the gate refused (one it admits from an
-        operator key is audited once settled: ``cellframe.node.audit``)."""
+    def _audit(self, delivery: Delivery, key: Any, verb: str | None, result: str,
+               then: Callable[[], None]) -> None:
+        """An ``event.audit.<node>`` for a message the gate refused, and ``then`` (settling the
+        delivery) once the broker has the event, so a node that dies between loses no event:
+        the broker redelivers the message (one it admits from an operator key is audited the
+        same way: ``cellframe.node.audit``)."""
         if self.signer is None:
+            then()
             return
-        self.emit("audit", key=getattr(key, "id", None), target=delivery.routing_key,
-                  verb=verb, message_id=str(delivery.envelope.message_id)[:200], result=result)
+        self.emit_settled("audit", {"key": getattr(key, "id", None),
+                                    "target": delivery.routing_key, "verb": verb,
+                                    "message_id": str(delivery.envelope.message_id)[:200],
+                                    "result": result,
+                                    "redelivered": bool(delivery.redelivered)}, then)
 
     def _refuse(self, delivery: Delivery, detail: str, reply_to: str | None = None, *,
-                reason: str = "no-cell", dead_letter: bool = False) -> None:
+                reason: str = "no-cell", dead_letter: bool = False,
+                audit: Callable[[Callable[[], None]], None] | None = None) -> None:
         """Count and log a refused delivery; dead-letter it in diagnostic mode (or always, with
-        ``dead_letter``: a message meant for something else), else drop it."""
+        ``dead_letter``: a message meant for something else), else drop it; with ``audit``,
+        once ``audit`` has the event out (it is given the settling to do)."""
         self.counters.rejected += 1
         refused = self.counters.refused
         refused[reason] = refused.get(reason, 0) + 1
         log.warning("%s: %s (message %r)", self.name, detail,
                     str(delivery.envelope.message_id)[:200])
+        settle: Callable[[], None]
         if self.diagnostic or dead_letter:
-            delivery.reject(requeue=False, reason=f"{self.name}: {reason}: {detail}")
+            settle = functools.partial(delivery.reject, requeue=False,
+                                       reason=f"{self.name}: {reason}: {detail}")
         else:
-            delivery.ack()
+            settle = delivery.ack
+        if audit is None:
+            settle()
+        else:
+            audit(settle)
         if reply_to:
             self.send(reply_to, [Symbol("error"), Keyword("node"), self.name, Keyword("id"),
                                  delivery.envelope.message_id, Keyword("reason"), detail],

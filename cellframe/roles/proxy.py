@@ -1,12 +1,13 @@
 """The proxy cell: a weighted pool of backends, kept up to date only by messages.
 
 Backends (web cells) announce themselves with ``(join-pool :backend B :node N :weight W
-:incarnation I)``, ask for another weight with ``(set-weight :backend B :weight W)``, and say
-``(leave-pool :backend B :node N)`` when they stop; a backend is its node's, and a join, drain
-or leave naming another node is ignored. Membership tells the proxy when a node is gone:
+:incarnation I)``, ask for another weight with ``(set-weight :backend B :node N :weight W)``, and
+say ``(leave-pool :backend B :node N)`` when they stop; a backend is its node's, and a join,
+drain, leave, weight or ``served`` naming another node is ignored (an operator's
+``set-weight`` names none, and applies to any backend). Membership tells the proxy when a node is gone:
 ``(member-down :node N :incarnation I)`` or ``(member-leave ...)`` (the proxy binds
 ``membership.down.*`` and ``membership.leave.*``), and every backend on that node is dropped at
-once. Requests ``(route R)`` go to ``cell.<backend>`` as ``(serve :request R :proxy P)``, with
+once. Requests ``(route R)`` go to ``cell.<backend>`` as ``(serve :request R :proxy P :node N)``, with
 the requester's reply address, chosen by smooth weighted round-robin (nginx's algorithm): over
 any run of ``sum(weights)`` picks each backend gets exactly its weight, spread evenly.
 
@@ -130,14 +131,18 @@ class ProxyCell(Cell):
     states = ("serving",)
     initial = "serving"
     bindings = ("membership.down.*", "membership.leave.*")
-    #: What only the web cells and the proxy itself send it (``docs/security.md``): a backend
-    #: joins, drains and leaves in its own node's name (``:node``), so no operator key can put
-    #: a server into the pool, and a node key bound to web-01 changes only web-01's backends.
-    #: ``set-weight`` is an operator's action too, and ``route``, ``pool``, ``routes`` are a
-    #: client's: left open.
+    #: What only the web cells send it (``docs/security.md``): a backend joins, drains and
+    #: leaves, and says it served a request, in its own node's name (``:node``), so no
+    #: operator key can put a server into the pool, and a node key bound to web-01 speaks
+    #: only for web-01's backends.
     node_verbs: ClassVar[Mapping[str, str | None]] = {
-        "join-pool": "node", "leave-pool": "node", "drain-pool": "node", "served": None,
-        "reroute": None}
+        "join-pool": "node", "leave-pool": "node", "drain-pool": "node", "served": "node"}
+    #: A web cell asks for its own backend's weight in its node's name; an operator may set
+    #: any backend's (as its key's capabilities allow). ``route``, ``pool`` and ``routes`` are
+    #: a client's: open.
+    shared_verbs: ClassVar[Mapping[str, str]] = {"set-weight": "node"}
+    #: A request the broker returned is retried by the proxy telling itself; never from the wire.
+    local_verbs: ClassVar[tuple[str, ...]] = ("reroute",)
     route_log_size: ClassVar[int] = 100_000
     #: Hold-out after a backend's node goes down the second time in a minute (then doubling).
     hold_base: ClassVar[float] = 1.0
@@ -148,7 +153,8 @@ class ProxyCell(Cell):
         self.damper = FlapDamper(base=self.hold_base)
         self.gone: dict[str, int] = {}  # node -> newest incarnation declared down or left
         self.route_log: deque[tuple[float, str, str]] = deque(maxlen=self.route_log_size)
-        self.stats = {"routed": 0, "unrouted": 0, "served": 0, "refused_joins": 0, "rerouted": 0}
+        self.stats = {"routed": 0, "unrouted": 0, "served": 0, "refused_joins": 0, "rerouted": 0,
+                      "not_held": 0}
         self.pool_changes: list[tuple[float, str, str]] = []  # (time, "added"/"removed", backend)
         self.haproxy: HaproxyPool | None = None
         self.sync_every = int_setting(self.cell_settings, "haproxy-sync-ms", 500, minimum=10) / 1000
@@ -187,7 +193,8 @@ class ProxyCell(Cell):
     def on_start(self) -> None:
         # Ask the backends to announce themselves now rather than at their next period.
         send_quietly(self, each_key(self.backend_role),
-                     [Symbol("pool-hello"), Keyword("proxy"), self.cell_name])
+                     [Symbol("pool-hello"), Keyword("proxy"), self.cell_name,
+                      Keyword("node"), self.cell_host.name])
 
     # -- the pool -----------------------------------------------------------------------------
 
@@ -200,7 +207,7 @@ class ProxyCell(Cell):
         if not isinstance(backend, str) or weight_ is None or not isinstance(incarnation, int):
             return
         if (self.gone.get(node, -1) >= incarnation or self.damper.held(node, time.monotonic())
-                or not self._held_by(backend, node)):
+                or not self._held_by(backend, node, "join-pool")):
             self.stats["refused_joins"] += 1
             return
         if self.pool.add(backend, node, weight_, incarnation):
@@ -212,9 +219,13 @@ class ProxyCell(Cell):
                 self._sync()
 
     @transition("set-weight")
-    def set_weight(self, backend: str, weight: Any, **extra: Any) -> None:
+    def set_weight(self, backend: str, weight: Any, node: str | None = None,
+                   **extra: Any) -> None:
+        """A backend's new weight: a web cell's for itself (``:node``, its node's name, which
+        a bound key must give), or an operator's for any backend (no ``:node``)."""
         weight_ = _weight(weight)
-        if weight_ is not None and self.pool.set_weight(backend, weight_):
+        if weight_ is not None and self._held_by(backend, node, "set-weight") \
+                and self.pool.set_weight(backend, weight_):
             self._emit("pool-weight", backend=backend, weight=weight_)
             if self.haproxy is not None:
                 self.haproxy.set_weight(backend, weight_)
@@ -223,7 +234,7 @@ class ProxyCell(Cell):
     @transition("drain-pool")
     def drain_pool(self, backend: str, node: str | None = None, **extra: Any) -> None:
         """A backend stopping cleanly: no new requests to it; those it has finish."""
-        if not self._held_by(backend, node):
+        if not self._held_by(backend, node, "drain-pool"):
             return
         if self.pool.set_weight(backend, 0):
             self._emit("pool-drain", backend=backend)
@@ -233,16 +244,25 @@ class ProxyCell(Cell):
 
     @transition("leave-pool")
     def leave_pool(self, backend: str, node: str | None = None, **extra: Any) -> None:
-        if self._held_by(backend, node) and self.pool.remove(backend) is not None:
+        if self._held_by(backend, node, "leave-pool") and self.pool.remove(backend) is not None:
             self._changed("removed", backend, reason="left")
 
-    def _held_by(self, backend: str, node: str | None) -> bool:
+    def _held_by(self, backend: str, node: str | None, verb: str) -> bool:
         """Whether ``node`` may change ``backend``: a backend is its node's alone (cells are
         named after their node) until it leaves or its node goes down, so web-01's key cannot
-        move web-02's server to an address of its own. None: a message naming no node (from a
-        web cell older than ``:node``), which only an unbound key gets past the gate."""
+        move web-02's server to an address of its own, nor change its weight. None: a message
+        naming no node (an operator's set-weight, or a web cell older than ``:node``), which
+        no bound node key gets past the gate. A refusal is counted (``stats["not_held"]``),
+        logged, and dead-lettered in diagnostic mode as ``not-allowed``, as the gate's are."""
         held = self.pool.backends.get(backend)
-        return node is None or held is None or held.node == node
+        if node is None or held is None or held.node == node:
+            return True
+        self.stats["not_held"] += 1
+        reason = f"not-allowed: node {node!r} does not hold backend {backend!r} ({verb} ...)"
+        log.info("%s: %s", self.cell_name, reason)
+        if self.cell_diagnostic and self.cell_message is not None:
+            self._cell_dead_letter(self.cell_message, reason)
+        return False
 
     @transition("member-down")
     def member_down(self, node: str, incarnation: int = 0, **extra: Any) -> None:
@@ -302,7 +322,8 @@ class ProxyCell(Cell):
             return
         self.stats["routed"] += 1
         self.route_log.append((time.time(), str(request), backend.name))
-        serve = [Symbol("serve"), Keyword("request"), request, Keyword("proxy"), self.cell_name]
+        serve = [Symbol("serve"), Keyword("request"), request, Keyword("proxy"), self.cell_name,
+                 Keyword("node"), self.cell_host.name]
         retry = [Symbol("reroute"), request, Keyword("failed"), backend.name,
                  Keyword("reply-to"), reply_to]
         me = self.actor_ref
@@ -313,8 +334,11 @@ class ProxyCell(Cell):
         self.cell_send(cell_key(backend.name), serve, reply_to=reply_to, on_return=returned)
 
     @transition("served")
-    def served(self, request: Any = None, backend: str | None = None, **extra: Any) -> None:
-        self.stats["served"] += 1
+    def served(self, request: Any = None, backend: str | None = None, node: str | None = None,
+               **extra: Any) -> None:
+        """A backend served a request we routed: counted if its node holds it."""
+        if isinstance(backend, str) and self._held_by(backend, node, "served"):
+            self.stats["served"] += 1
 
     # -- queries ------------------------------------------------------------------------------
 

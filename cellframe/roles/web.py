@@ -11,13 +11,15 @@ requests below, the embedded default.
 
 - When it comes online, and again every ``announce-ms`` (the announcement is idempotent, so a
   proxy that started later or lost it catches up), it sends ``(join-pool :backend B :node N
-  :weight W :incarnation I)`` to ``each.proxy``; a proxy that starts asks with ``(pool-hello)``.
+  :weight W :incarnation I)`` to ``each.proxy``; a proxy that starts asks with ``(pool-hello
+  :proxy P :node N)``.
   With HTTP the announcement also carries ``:address A :port P``.
-- ``(serve :request R :proxy P)`` is a request: it counts it, calls the proxy back with
-  ``(served :request R :backend B)``, and answers the requester if it gave a reply address.
+- ``(serve :request R :proxy P :node N)`` is a request: it counts it, calls the proxy back
+  with ``(served :request R :backend B :node N)`` (N its own node), and answers the requester
+  if it gave a reply address.
 - Load is the request rate over the last ``load-window-ms``. Above ``capacity`` requests per
   second it asks for a lower weight, ``weight * capacity / rate`` (at least 1); when the load
-  falls it asks for its configured weight back: ``(set-weight :backend B :weight W)``.
+  falls it asks for its configured weight back: ``(set-weight :backend B :node N :weight W)``.
 - When it stops cleanly it sends ``(leave-pool :backend B :node N)`` (with HTTP after
   ``(drain-pool :backend B :node N)``).
 
@@ -57,10 +59,10 @@ class WebCell(Cell):
     role = "web"
     states = ("serving",)
     initial = "serving"
-    #: What only a proxy sends it: its ``(pool-hello)`` and the requests it routes
-    #: (``(serve ...)``, which move the cell's load and so its weight). ``load`` is a
-    #: client's question: left open (``docs/security.md``).
-    node_verbs: ClassVar[Mapping[str, str | None]] = {"pool-hello": None, "serve": None}
+    #: What only a proxy sends it, in its own node's name (``:node``): its ``(pool-hello)``
+    #: and the requests it routes (``(serve ...)``, which move the cell's load and so its
+    #: weight). ``load`` is a client's question: left open (``docs/security.md``).
+    node_verbs: ClassVar[Mapping[str, str | None]] = {"pool-hello": "node", "serve": "node"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -171,7 +173,8 @@ class WebCell(Cell):
     def serve(self, request: Any = None, proxy: str | None = None, **extra: Any) -> None:
         self.arrivals.append(time.monotonic())
         self.served += 1
-        served = [Symbol("served"), Keyword("request"), request, Keyword("backend"), self.cell_name]
+        served = [Symbol("served"), Keyword("request"), request, Keyword("backend"), self.cell_name,
+                  Keyword("node"), self.node_name]
         if isinstance(proxy, str):
             self._send(cell_key(proxy), served)
         self.cell_reply(served)
@@ -197,7 +200,7 @@ class WebCell(Cell):
         if wanted != self.weight:
             self.weight = wanted
             self._send(self.proxies, [Symbol("set-weight"), Keyword("backend"), self.cell_name,
-                                      Keyword("weight"), wanted])
+                                      Keyword("node"), self.node_name, Keyword("weight"), wanted])
 
     def cell_load(self) -> float | None:
         """With HTTP: the busier of its threads' busy fraction and p95 latency / ``slow-ms``,

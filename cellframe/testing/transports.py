@@ -321,6 +321,26 @@ class TransportConformance:
         reason = returned[0][1]
         assert isinstance(reason, str) and reason
 
+    def test_on_settled_runs_once_the_broker_settled_a_message_after_its_return(
+            self, connect, declare, unique):
+        t = connect()
+        queue = declare("settled")
+        t.bind(queue, f"role.{unique('bound')}")
+        events: list[tuple[str, str]] = []
+        routed, lost = envelope(b"routed"), envelope(b"lost")
+        t.publish(f"role.{unique('bound')}", routed,
+                  on_settled=lambda: events.append(("settled", routed.message_id)))
+        t.publish(f"role.{unique('nobody')}", lost,
+                  on_return=lambda e, r: events.append(("returned", e.message_id)),
+                  on_settled=lambda: events.append(("settled", lost.message_id)))
+        wait_for(lambda: len(events) >= 3, what="both messages settled, one returned first",
+                 show=lambda: events)
+        assert sorted(events) == sorted([("settled", routed.message_id),
+                                         ("returned", lost.message_id),
+                                         ("settled", lost.message_id)])
+        assert events.index(("returned", lost.message_id)) < events.index(
+            ("settled", lost.message_id))
+
     # -- competing consumers, backlog, redelivery ---------------------------------------------
 
     def test_competing_consumers_take_turns(self, connect, declare, unique):

@@ -508,6 +508,8 @@ class BrokerLink:
         elif not ok:
             self.stats["nacked"] += 1
             self._report(item, reason)
+        if item.on_settled is not None:  # after its on_return: the notifier runs them in order
+            self.notify(item.on_settled)
         if item.after_confirm is not None:
             consumer, channel, tag = item.after_confirm
             how = Settle.ACK if ok and not item.returned else Settle.REQUEUE

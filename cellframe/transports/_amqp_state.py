@@ -23,16 +23,18 @@ class Outgoing:
     """One publish waiting to be sent, then to be confirmed."""
 
     __slots__ = ("exchange", "routing_key", "envelope", "properties", "on_return",
-                 "after_confirm", "counted", "returned", "settled")
+                 "on_settled", "after_confirm", "counted", "returned", "settled")
 
     def __init__(self, exchange: str, routing_key: str, envelope: Envelope,
                  properties: pika.BasicProperties, on_return: Callable[..., None] | None,
-                 *, after_confirm: tuple[Any, ...] | None = None, counted: bool = True) -> None:
+                 *, after_confirm: tuple[Any, ...] | None = None, counted: bool = True,
+                 on_settled: Callable[[], None] | None = None) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.envelope = envelope
         self.properties = properties
         self.on_return = on_return
+        self.on_settled = on_settled  # run on the notifier thread once confirmed or refused
         self.after_confirm = after_confirm  # (consumer, channel, tag) to ack once confirmed
         self.counted = counted  # occupies a slot of the caller-visible buffer
         self.returned = False

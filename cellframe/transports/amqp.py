@@ -52,7 +52,7 @@ from ._amqp_consumer import ConsumerState
 from ._amqp_io import BrokerLink
 from ._amqp_state import ControlOp, Outgoing, Topology
 from ._amqp_wire import to_amqp, with_reason
-from .base import DeliveryHandler, ReturnHandler
+from .base import DeliveryHandler, ReturnHandler, SettledHandler
 from .tls import TlsOptions
 
 __all__ = ["DEFAULT_URL", "AmqpTransport"]
@@ -182,10 +182,11 @@ class AmqpTransport:
                       lambda: topology.bindings.pop((queue, pattern), None))
 
     def publish(self, routing_key: str, envelope: Envelope, *, persistent: bool = False,
-                on_return: ReturnHandler | None = None) -> None:
+                on_return: ReturnHandler | None = None,
+                on_settled: SettledHandler | None = None) -> None:
         """Hand the envelope to the I/O thread and return; raises BufferFullError when
         ``buffer_size`` messages already await the broker's confirmation."""
-        self._publish(self._exchange, routing_key, envelope, persistent, on_return)
+        self._publish(self._exchange, routing_key, envelope, persistent, on_return, on_settled)
 
     def dead_letter(self, envelope: Envelope, reason: str) -> None:
         self._check_open()
@@ -340,7 +341,8 @@ class AmqpTransport:
                 f"{what}: no broker answered within {self._op_timeout} s") from exc
 
     def _publish(self, exchange: str, routing_key: str, envelope: Envelope, persistent: bool,
-                 on_return: ReturnHandler | None) -> None:
+                 on_return: ReturnHandler | None,
+                 on_settled: SettledHandler | None = None) -> None:
         self._check_open()
         if not isinstance(envelope, Envelope):
             raise TransportError(f"publish needs an Envelope, not {type(envelope).__name__}")
@@ -360,7 +362,8 @@ class AmqpTransport:
                     f"{self._buffered} messages await broker confirmation "
                     f"(buffer_size={self._buffer_size}); back off and retry")
             self._buffered += 1
-        self._link.send(Outgoing(exchange, routing_key, envelope, properties, on_return))
+        self._link.send(Outgoing(exchange, routing_key, envelope, properties, on_return,
+                                 on_settled=on_settled))
 
     def _release(self, count: int) -> None:
         with self._buffer_cond:

@@ -21,7 +21,8 @@ from typing import Protocol, Self, runtime_checkable
 
 from ..wire.envelope import Envelope
 
-__all__ = ["DEAD_LETTER_REASON", "Delivery", "ReturnHandler", "Transport", "DeliveryHandler"]
+__all__ = ["DEAD_LETTER_REASON", "Delivery", "DeliveryHandler", "ReturnHandler", "SettledHandler",
+           "Transport"]
 
 #: Header that carries, on a dead-lettered envelope, why it was dead-lettered.
 DEAD_LETTER_REASON = "x-cellframe-reason"
@@ -45,6 +46,7 @@ class Delivery(Protocol):
 
 DeliveryHandler = Callable[[Delivery], None]
 ReturnHandler = Callable[[Envelope, str], None]
+SettledHandler = Callable[[], None]
 
 
 @runtime_checkable
@@ -78,9 +80,14 @@ class Transport(Protocol):
         *,
         persistent: bool = False,
         on_return: ReturnHandler | None = None,
+        on_settled: SettledHandler | None = None,
     ) -> None:
         """Send without waiting. If no queue receives it, ``on_return(envelope, reason)`` is
-        called (from any thread), else the transport logs it as unroutable."""
+        called (from any thread), else the transport logs it as unroutable. ``on_settled()``
+        is called (from any thread, never the caller's) once the broker has settled it, as
+        ``flush`` waits for: confirmed, or returned or refused, after its ``on_return``; a
+        message resent after a lost connection is settled once, when its copy is. Not called
+        if the transport closes first."""
 
     def dead_letter(self, envelope: Envelope, reason: str) -> None:
         """Put a copy of ``envelope`` on the dead-letter queue with ``reason``."""

@@ -39,7 +39,7 @@ from ..errors import ClosedTransportError, ConfigError, TransportError
 from ..failures import log_failure
 from ..wire.envelope import Envelope
 from ..wire.routing import topic_matches
-from .base import DEAD_LETTER_REASON, DeliveryHandler, ReturnHandler
+from .base import DEAD_LETTER_REASON, DeliveryHandler, ReturnHandler, SettledHandler
 
 __all__ = ["DEFAULT_DEAD_LETTER_QUEUE", "MemoryBroker", "MemoryDelivery", "MemoryTransport"]
 
@@ -644,8 +644,10 @@ class MemoryTransport:
         self.broker._bind(self, queue, pattern, False)
 
     def publish(self, routing_key: str, envelope: Envelope, *, persistent: bool = False,
-                on_return: ReturnHandler | None = None) -> None:
-        """Route ``envelope`` now and return; ``persistent`` means nothing in memory."""
+                on_return: ReturnHandler | None = None,
+                on_settled: SettledHandler | None = None) -> None:
+        """Route ``envelope`` now and return; ``persistent`` means nothing in memory.
+        ``on_settled`` runs on the returns thread, after any ``on_return`` of this message."""
         if self._closed:
             raise ClosedTransportError(f"transport {self.name} is closed")
         if not isinstance(envelope, Envelope) or not isinstance(envelope.body, bytes):
@@ -655,6 +657,8 @@ class MemoryTransport:
         ):
             raise TransportError(f"routing key {routing_key!r} is not a string of <= 255 bytes")
         self.broker._publish(routing_key, envelope, on_return or self.on_return)
+        if on_settled is not None:
+            _Returns.put(lambda _envelope, _reason: on_settled(), envelope, "")
 
     def dead_letter(self, envelope: Envelope, reason: str) -> None:
         self._check_open()
