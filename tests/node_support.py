@@ -112,7 +112,7 @@ def cell_total(node: Node, name: str) -> int:
     return node.cells()[name].total
 
 
-def replies_matching(client: Client, head: str, count: int, timeout: float = 10.0, *,
+def replies_matching(client: Client, head: str, count: int, timeout: float = 30.0, *,
                      since: int = 0) -> list[Any]:
     """Wait for ``count`` call-backs ``(head ...)`` after reply number ``since``; return their
     expressions."""

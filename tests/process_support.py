@@ -166,7 +166,7 @@ class ProcessCluster:
         return Client(self.connect(label), signer=self.signer if signed else None,
                       queue_prefix=self.prefix)
 
-    def status(self, client: Client, node: str, timeout: float = 10.0) -> dict[str, Any]:
+    def status(self, client: Client, node: str, timeout: float = 30.0) -> dict[str, Any]:
         """Ask node ``node`` for ``(status)`` and return its decoded call-back."""
         first = len(client.replies)
         client.send(f"node.{node}", [Symbol("status")])

@@ -165,10 +165,10 @@ class ShardClient:
                     out[fields["request"]] = (str(expr[0]), fields)
         return out
 
-    def answer(self, request: str, timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
+    def answer(self, request: str, timeout: float = 30.0) -> tuple[str, dict[str, Any]]:
         return wait_for(lambda: self.answers().get(request), timeout)
 
-    def call(self, text: str, timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
+    def call(self, text: str, timeout: float = 30.0) -> tuple[str, dict[str, Any]]:
         return self.answer(self.send(text), timeout)
 
 
