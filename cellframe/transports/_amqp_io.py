@@ -425,6 +425,11 @@ class BrokerLink:
         self.outbox.extendleft(reversed(self._unconfirmed.values()))
         self._unconfirmed = {}
 
+    @property
+    def address(self) -> str | None:
+        """``host:port`` of the broker node connected to now (None while reconnecting)."""
+        return self._describe(self._index) if self.connected.is_set() else None
+
     def _describe(self, index: int) -> str:
         p = self._params[index]
         return f"{p.host}:{p.port}"
