@@ -14,6 +14,8 @@ The figures over many runs: ``python -m tests.hostile_timing_figures node-kill|b
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.timing_support import RING_SETTINGS, broker_kill_trial, broker_kills, node_kill_trial
@@ -24,6 +26,7 @@ from tests.timing_support import RING_SETTINGS, broker_kill_trial, broker_kills,
 def test_thirty_nodes_find_a_killed_node_down_everywhere_within_a_second_at_a_flat_cost_per_node(
         tmp_path, rabbitmq_cluster) -> None:
     figures = node_kill_trial(rabbitmq_cluster, tmp_path, nodes=30, first=10, kills=3)
+    print("figures:", json.dumps(figures))  # pytest -s shows them (docs/scale.md)
     assert figures["down_everywhere_median"] < 1.0, figures
     assert figures["verdicts"] == 29 + 28 + 27, figures  # every survivor, each time
     assert figures["false_downs"] == 0, figures
@@ -40,6 +43,7 @@ def test_a_broker_node_killed_under_thirty_nodes_mid_stream_loses_nothing_and_do
     with broker_kills(2) as kill:
         figures = broker_kill_trial(rabbitmq_cluster, tmp_path, nodes=30, messages=5000,
                                     kill=kill, settings=RING_SETTINGS)
+    print("figures:", json.dumps(figures))
     assert figures["confirmed"] and figures["sent"] >= 5000, figures
     assert (figures["lost"], figures["applied_twice"]) == (0, 0), figures
     assert figures["declared_down"] == 0, figures
