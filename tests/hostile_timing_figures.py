@@ -1,5 +1,6 @@
-"""The figures of issue 21, items 6 and 7, and of issue 16, item 4, over many runs (not part of
-the test suite):
+"""The figures of issue 21 (items 6 and 7) and of issue 16 (item 4) over many runs.
+
+Not part of the test suite:
 
     python -m tests.hostile_timing_figures pause --runs 10
     python -m tests.hostile_timing_figures broker --runs 10   # needs the 3-node cluster
