@@ -5,12 +5,14 @@ fixtures here are the ones only this project needs."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.dns_docs import ZONE_FILE
 from tests.node_support import Wire
+from tests.timing_support import CLUSTER_URLS, RMQC, cluster_up, cold_start_cluster, stop_cluster
 
 pytest_plugins = ["pytester"]  # tests/test_testing_kit.py runs pytest on projects of its own
 
@@ -56,3 +58,20 @@ def wire(request: pytest.FixtureRequest) -> Iterator[Wire]:
         yield wire
     finally:
         wire.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster() -> Iterator[list[str]]:
+    """The URLs of the 3-node cluster (``../shared/tools/rabbitmq-cluster``), started from
+    nothing if it is not running (then stopped after the session)."""
+    started = False
+    if not cluster_up():
+        if not (RMQC / "rabbitmq-cluster").exists():
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{RMQC / 'rabbitmq-cluster'} is missing")
+            pytest.skip(f"{RMQC / 'rabbitmq-cluster'} is missing")
+        cold_start_cluster()
+        started = True
+    yield CLUSTER_URLS
+    if started:
+        stop_cluster()

@@ -166,3 +166,32 @@ def test_persistent_messages_and_the_buffer_survive_a_broker_restart(
     amqp_connect().consume(durable_queue, arrived)
     got = arrived.wait(300, timeout=60)  # at least once: a resent message may come twice
     assert {d.envelope.message_id for d in got} == {e.message_id for e in before + during}
+
+
+def test_a_queue_deleted_under_its_consumer_is_declared_again_with_its_bindings(
+        amqp_connect, amqp_names, amqp_url):
+    # As when a node fails over from a dead broker node and the cluster, cleaning up that
+    # node's queues late, deletes the exclusive queue the node has just declared again.
+    import pika
+
+    t = amqp_connect(name=f"cf-redeclare-{amqp_names.token}")
+    mine = amqp_names.queue("deleted")
+    t.declare_queue(mine)
+    t.bind(mine, "node.web-01")
+    collector = Collector()
+    t.consume(mine, collector)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().queue_delete(mine)
+    finally:
+        connection.close()
+    after = Envelope(b"(sent after the queue was deleted)")
+
+    def delivered() -> bool:  # unroutable until the queue and its binding are back: resend
+        t.publish("node.web-01", after, on_return=lambda e, r: None)
+        t.flush(5)
+        return after.message_id in collector.ids
+
+    wait_for(delivered, 20, interval=0.2, what="a delivery from the queue declared again",
+             show=lambda: collector.bodies)
+    assert t.stats()["reconnects"] == 0

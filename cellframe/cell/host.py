@@ -149,6 +149,12 @@ class CellHost(Outbox, Protocol):
         silence heard meanwhile is no evidence about peers.)"""
         ...
 
+    @property
+    def broker_address(self) -> str | None:
+        """``host:port`` of the broker node the node's transport is connected to now (None while
+        it is not, or with no broker to name): carried by its heartbeats."""
+        ...
+
     def guard_pauses(self, gap: float) -> PauseFence | None:
         """Fence the node's role cells after a pause longer than ``gap`` seconds (see
         ``cellframe.cell.fence``); returns the fence (None: this host cannot)."""
@@ -251,6 +257,10 @@ class StandaloneHost:
     @property
     def broker_connected(self) -> bool:
         return True  # no broker of its own to lose: never a reason to doubt
+
+    @property
+    def broker_address(self) -> str | None:
+        return None
 
     def guard_pauses(self, gap: float) -> PauseFence | None:
         return None  # no role cells to fence

@@ -580,6 +580,10 @@ class Node(Supervising, Receiving):
     def broker_connected(self) -> bool:
         return bool(getattr(self.transport, "connected", True))
 
+    @property
+    def broker_address(self) -> str | None:
+        return getattr(self.transport, "broker_address", None)
+
     def guard_pauses(self, gap: float) -> PauseFence:
         """Fence the role cells after a pause longer than ``gap`` (membership calls it)."""
         if self.fence is None or self.fence.gap != gap:

@@ -88,6 +88,7 @@ class SimHost:
         self.resolver = None
         self.registry = None
         self.broker_connected = True
+        self.broker_address: str | None = None  # one virtual broker: never a node of it lost
 
     def send(self, target: str, expr: Any, *, reply_to: str | None = None,
              sender: str | None = None,

@@ -101,6 +101,16 @@ class Topology:
                           f"binding {q!r} <- {p!r}") for q, p in self.bindings]
         return ops
 
+    def redeclare_ops(self, queue: str) -> list[ControlOp]:
+        """Declare ``queue`` and its bindings again, as declared before (none: not ours)."""
+        kwargs = self.queues.get(queue)
+        if kwargs is None:
+            return []
+        return [ControlOp("queue_declare", kwargs, f"queue {queue!r} again"),
+                *(ControlOp("queue_bind", {"queue": q, "exchange": self.exchange,
+                                           "routing_key": p}, f"binding {q!r} <- {p!r} again")
+                  for q, p in self.bindings if q == queue)]
+
     def forget_queue(self, name: str) -> None:
         self.queues.pop(name, None)
         for binding in [b for b in self.bindings if b[0] == name]:

@@ -288,6 +288,13 @@ class AmqpTransport:
     def connected(self) -> bool:
         return self._link.connected.is_set()
 
+    @property
+    def broker_address(self) -> str | None:
+        """``host:port`` of the broker node this transport is connected to (None while it
+        reconnects): peers ask whether that node is up before they take a queue of ours
+        that vanished for a death (``cellframe.healing.brokercheck``)."""
+        return self._link.address
+
     def wait_connected(self, timeout: float) -> bool:
         """True once a broker connection is open with the topology restored."""
         return self._link.connected.wait(timeout)
