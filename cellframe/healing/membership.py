@@ -60,7 +60,7 @@ from .capacity import CapacityPlanner, ScaleSettings
 from .detector import FlapDamper, PhiAccrual
 from .majority import holds_majority
 from .reconciler import Claim, LiveMember, Reconciler
-from .watchring import watched_by
+from .watchring import LiveRing
 
 __all__ = [
     "ALIVE",
@@ -314,6 +314,10 @@ class Membership(Cell):
         # (60 nodes, k=3: every cross-side entry still down 20 s after the heal).
         self._kept_bound: set[str] = set()
         self._ring_dirty = True
+        # The live members' ring, kept by the names whose entry or status changed since it
+        # was last brought up to date (on a dirty tick, see _live_ring); None: build afresh.
+        self._ring: LiveRing | None = None
+        self._ring_moved: set[str] = set()
         self._announced = False
         self._news: list[tuple[str, list[Any], int]] = []  # (key, broadcast, copies left)
         self.heard_counts = {"heartbeat": 0, "announce": 0, "other": 0}
@@ -504,8 +508,7 @@ class Membership(Cell):
         if not self._ring_dirty:
             return
         self._ring_dirty = False
-        live = [m.name for m in self.view.values() if m.status in (*_LIVE, HELD)]
-        wanted = set(watched_by(self.node_name, live, self.config.watchers))
+        wanted = set(self._live_ring().watched_by(self.node_name, self.config.watchers))
         for name in sorted(wanted - self._watching):
             member = self._own(self.view[name])
             member.detector = self._detector()
@@ -514,6 +517,23 @@ class Membership(Cell):
             self.cell_host.cell_bind(self.cell_name, heartbeat_key(name))
         self._release(wanted)
         self._watching = wanted
+
+    def _live_ring(self) -> LiveRing:
+        """The ring of the members now alive, suspect or held: the view's, brought up to
+        date by the members that changed since (the same ring as a pass over the view)."""
+        ring = self._ring
+        if ring is None:
+            ring = self._ring = LiveRing(m.name for m in self.view.values()
+                                         if m.status in (*_LIVE, HELD))
+        else:
+            for name in self._ring_moved:
+                member = self.view.get(name)
+                if member is not None and member.status in (*_LIVE, HELD):
+                    ring.add(name)
+                else:
+                    ring.discard(name)
+        self._ring_moved.clear()
+        return ring
 
     def _release(self, wanted: set[str]) -> None:
         """Unbind the heartbeats of members no longer watched, but a down one's (see
@@ -553,6 +573,7 @@ class Membership(Cell):
         view.pop(self.node_name, None)
         self.view = view
         self._ring_dirty = True
+        self._ring = None
 
     def _own(self, member: Member) -> Member:
         """``member`` as this node's own entry, to change: a shared entry (see
@@ -710,6 +731,7 @@ class Membership(Cell):
         member = Member(node, None, incarnation, changed_at=now,
                         detector=self._detector(interval) if judged else None)
         self.view[node] = member
+        self._ring_moved.add(node)
         rejoined = previous is not None and previous.status in (DOWN, LEFT, HELD)
         if self.damper.held(node, now):
             member.status = HELD
@@ -918,6 +940,7 @@ class Membership(Cell):
         if (status in _LIVE) != (member.status in _LIVE):
             self._ring_dirty = True
         member = self._own(member)
+        self._ring_moved.add(member.name)
         member.status = status
         member.changed_at = now
 
