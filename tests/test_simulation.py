@@ -4,6 +4,9 @@ crashes found by every node, no false downs under loss, and the same run from th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -30,6 +33,17 @@ def test_the_same_seed_gives_the_same_events_and_another_seed_other_ones() -> No
     first = _run(7)
     assert first and first == _run(7)
     assert first != _run(8)
+
+
+def test_the_same_seed_gives_the_same_events_in_processes_with_other_hash_seeds() -> None:
+    """``cellframe simulate --seed`` reproduces a run in another process: string hashes (so
+    the order of a set of names) change with the process's hash seed, and must not leak in."""
+    script = ("import json; from tests.test_simulation import _events_and_views as run;"
+              " print(json.dumps(run(True)))")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}, check=True,
+                           timeout=300).stdout for seed in ("1", "2", "3")}
+    assert len(runs) == 1 and len(json.loads(runs.pop())[0]) > 100
 
 
 def test_a_simulated_node_is_the_production_membership_on_a_simulation_host() -> None:
