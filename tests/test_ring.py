@@ -8,7 +8,7 @@ import pytest
 
 from cellframe.errors import ClusterError
 from cellframe.store import Ring, Transfer, moved_fraction, partition_of, plan_transfer
-from cellframe.store.ring import DEFAULT_PARTITIONS
+from cellframe.store.ring import DEFAULT_PARTITIONS, partitions_for
 
 P = DEFAULT_PARTITIONS
 COUNTS = range(2, 65)
@@ -175,3 +175,64 @@ def test_members_without_any_slot_still_belong_to_the_ring() -> None:
 def test_rings_with_different_partition_counts_cannot_be_planned() -> None:
     with pytest.raises(ClusterError):
         plan_transfer(Ring.build([1], partitions=8), Ring.build([1], partitions=16))
+
+
+# -- 4,096 shards (issue 16): a ring sized by partitions_for, grown by joins ----------------
+
+BIG = 4096
+BIG_P = partitions_for(BIG)
+
+
+def test_partitions_for_gives_every_shard_at_least_4_partitions_and_keeps_the_default() -> None:
+    assert partitions_for(1) == partitions_for(64) == partitions_for(256) == P
+    assert partitions_for(257) == 2048
+    assert partitions_for(BIG) == 16384 and partitions_for(1 << 16) == 1 << 18
+    with pytest.raises(ValueError):
+        partitions_for(0)
+
+
+@pytest.fixture(scope="module")
+def near_4096() -> dict[int, Ring]:
+    """Rings of 4,094, 4,095 and 4,096 shards on ``partitions_for(4096)`` partitions: the
+    first built (0.5 s), each next grown from it by one join (0.1 s)."""
+    rings = {4094: Ring.build(range(4094), partitions=BIG_P)}
+    for n in (4095, BIG):
+        rings[n] = rings[n - 1].rebalanced(range(n))
+    return rings
+
+
+def assert_balanced_at(ring: Ring, n: int) -> None:
+    primaries, slots = ring.primary_counts(), ring.slot_counts()
+    assert max(primaries.values()) <= 1.25 * ring.partitions / n, (n, max(primaries.values()))
+    assert max(slots.values()) <= 1.25 * 3 * ring.partitions / n, (n, max(slots.values()))
+    assert set(primaries) == set(ring.members)
+
+
+def test_4096_shards_stay_within_1_25x_of_the_mean(near_4096: dict[int, Ring]) -> None:
+    for n, ring in near_4096.items():
+        assert ring.partitions == 16384
+        assert_balanced_at(ring, n)
+
+
+def test_at_4096_shards_a_join_moves_at_most_1_2_over_n_of_the_keys(
+        near_4096: dict[int, Ring]) -> None:
+    """The keys moved are the replica slots newly assigned (a promotion moves no data)."""
+    for n in (4095, BIG):
+        _, slots = moved_fraction(near_4096[n - 1], near_4096[n])
+        assert 0 < slots <= 1.2 / n, (n, slots)
+        assert {t.to_shard for t in plan_transfer(near_4096[n - 1], near_4096[n])} == {n - 1}
+
+
+def test_at_4096_shards_a_leave_moves_at_most_1_2_over_n(near_4096: dict[int, Ring]) -> None:
+    ring = near_4096[BIG]
+    for gone in (0, BIG - 1):
+        after = ring.rebalanced([s for s in range(BIG) if s != gone])
+        primaries, slots = moved_fraction(ring, after)
+        assert primaries <= 1.2 / BIG and slots <= 1.2 / BIG, (gone, primaries, slots)
+        assert_balanced_at(after, BIG - 1)
+
+
+def test_1024_partitions_cannot_balance_4096_shards() -> None:
+    """Why partitions_for exists: the default count gives a quarter of the shards all the work."""
+    ring = Ring.build(range(BIG))
+    assert max(ring.primary_counts().values()) > 1.25 * P / BIG

@@ -4,15 +4,20 @@ crashes found by every node, no false downs under loss, and the same run from th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
 
 from cellframe.cli.main import main
 from cellframe.healing.membership import ALIVE, DOWN, SUSPECT, HealingConfig
+from cellframe.language.symbols import Keyword, Symbol
 from cellframe.simulation import PartitionFault, Simulation, simulate
 from cellframe.simulation.roles import RoleLedger
 from cellframe.simulation.sim import SimHost
+from cellframe.wire.envelope import Message
 
 
 def _run(seed: int) -> list[tuple[float, str, str, str]]:
@@ -28,6 +33,17 @@ def test_the_same_seed_gives_the_same_events_and_another_seed_other_ones() -> No
     first = _run(7)
     assert first and first == _run(7)
     assert first != _run(8)
+
+
+def test_the_same_seed_gives_the_same_events_in_processes_with_other_hash_seeds() -> None:
+    """``cellframe simulate --seed`` reproduces a run in another process: string hashes (so
+    the order of a set of names) change with the process's hash seed, and must not leak in."""
+    script = ("import json; from tests.test_simulation import _events_and_views as run;"
+              " print(json.dumps(run(True)))")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}, check=True,
+                           timeout=300).stdout for seed in ("1", "2", "3")}
+    assert len(runs) == 1 and len(json.loads(runs.pop())[0]) > 100
 
 
 def test_a_simulated_node_is_the_production_membership_on_a_simulation_host() -> None:
@@ -109,11 +125,59 @@ def test_every_node_learns_of_each_death_under_heavy_loss() -> None:
     assert _deaths_missed(0.0)[0] > 0  # one copy from each of the k = 3 watchers: some lost all
 
 
-def test_a_converged_start_gives_every_node_the_whole_view_and_sends_no_hello() -> None:
-    sim = Simulation(50, seed=4, watchers=3, converged=True)
+@pytest.mark.parametrize("share_views", [False, True])
+def test_a_converged_start_gives_every_node_the_whole_view_and_sends_no_hello(
+        share_views: bool) -> None:
+    sim = Simulation(50, seed=4, watchers=3, converged=True, share_views=share_views)
+    heard = {name: n.cell.heard_counts["announce"] for name, n in sim.nodes.items()}
     sim.run(1.0)
     assert all(len(n.cell.view) == 49 for n in sim.nodes.values())
-    assert all(n.cell.heard_counts["announce"] == 49 for n in sim.nodes.values())
+    assert {name: n.cell.heard_counts["announce"] for name, n in sim.nodes.items()} == heard
+    if not share_views:
+        assert set(heard.values()) == {49}  # each node heard each announce itself
+
+
+def test_shared_view_entries_are_one_object_until_a_node_changes_its_copy() -> None:
+    sim = Simulation(6, seed=4, watchers=3, converged=True)
+    a, b = sim.nodes["node-00000"].cell, sim.nodes["node-00001"].cell
+    assert a.view["node-00005"] is b.view["node-00005"] and a.view["node-00005"].shared
+    a.on_receive(Message([Symbol("member-down"), Keyword("node"), "node-00005",
+                          Keyword("incarnation"), 1, Keyword("by"), "node-00004"]))
+    a.on_receive(Message([Symbol("announce"), Keyword("node"), "node-00003", Keyword("role"),
+                          "web", Keyword("incarnation"), 1, Keyword("role-since"), 5.0]))
+    assert (a.view["node-00005"].status, b.view["node-00005"].status) == (DOWN, ALIVE)
+    assert (a.view["node-00003"].role, b.view["node-00003"].role) == ("web", None)
+    assert not a.view["node-00005"].shared and a.view["node-00005"] is not b.view["node-00005"]
+    assert all(n.cell.view["node-00005"].status == ALIVE for n in sim.nodes.values()
+               if n.name not in ("node-00000", "node-00005"))
+    assert a.view["node-00002"] is b.view["node-00002"]  # untouched: still one object
+
+
+def _events_and_views(share_views: bool) -> tuple[list[tuple[float, str, str, str]],
+                                                   list[tuple[str, str, str, int, str | None]]]:
+    sim = Simulation(60, seed=13, loss=0.02, watchers=3, converged=True, share_views=share_views,
+                     intent={"web": 3, "db": 2})
+    sim.run(2.0)
+    for name in ("node-00000", "node-00017", "node-00033"):
+        sim.crash(name)
+    sim.pause("node-00041", 2.0)
+    sim.run(2.0)
+    sim.partition(sim.split_off(0.3))
+    sim.run(3.0)
+    sim.heal()
+    sim.run(3.0)
+    events = [(round(t, 9), node, kind, str(sorted(f.items()))) for t, node, kind, f in sim.events]
+    views = [(n.name, m.name, m.status, m.incarnation, m.role) for n in sim.nodes.values()
+             for m in n.cell.view.values()]
+    return events, views
+
+
+def test_a_run_with_shared_view_entries_is_the_run_without_them_event_for_event() -> None:
+    """Sharing only saves memory: crashes, a pause, a partition and its heal, under loss,
+    give the same events and the same final views as a view of its own per node."""
+    shared, own = _events_and_views(True), _events_and_views(False)
+    assert len(shared[0]) > 100 and {e[2] for e in shared[0]} >= {"down", "refuted"}
+    assert shared == own
 
 
 @pytest.mark.parametrize("watchers", [0, 3])

@@ -3,10 +3,11 @@ so its membership traffic is flat in n, and the cluster still sees every death a
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import replace
 
-from cellframe.healing.watchring import ring_order, watched_by, watchers_of
+from cellframe.healing.watchring import LiveRing, ring_order, watched_by, watchers_of
 from cellframe.testing import wait_for
 from tests.healing_support import FAST, SCENARIO_NODES, local_cluster
 
@@ -25,6 +26,27 @@ def test_every_node_is_watched_by_exactly_k_others_however_the_hashes_fall() -> 
         assert set(counts.values()) == {k}
         assert all(sorted(watchers_of(n, names, k)) == sorted(w for w in names if n in watched[w])
                    for n in names[:20])
+
+
+def test_a_live_ring_kept_through_joins_and_deaths_watches_what_a_pass_over_the_view_does(
+) -> None:
+    rng = random.Random(3)
+    names = [f"node-{i:04d}" for i in range(300)]
+    live = set(rng.sample(names, 150))
+    ring = LiveRing(live)
+    for _ in range(400):
+        name = rng.choice(names)
+        if name in live and rng.random() < 0.5:
+            live.discard(name)
+            ring.discard(name)
+        else:
+            live.add(name)
+            ring.add(name)
+        assert len(ring) == len(live)
+        for me in rng.sample(names, 5) + [name]:
+            for k in (1, 3):
+                assert ring.watched_by(me, k) == watched_by(me, live, k), (me, k)
+    assert LiveRing(["a"]).watched_by("a", 3) == [] and LiveRing().watched_by("a", 3) == []
 
 
 def test_a_join_changes_the_watch_sets_of_about_2k_nodes_only() -> None:

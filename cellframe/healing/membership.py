@@ -61,7 +61,7 @@ from .capacity import CapacityPlanner, ScaleSettings
 from .detector import FlapDamper, PhiAccrual
 from .majority import holds_majority
 from .reconciler import Claim, LiveMember, Reconciler
-from .watchring import watched_by
+from .watchring import LiveRing
 
 __all__ = [
     "ALIVE",
@@ -241,6 +241,10 @@ class Member:
     queue_gone: bool = False
     #: ``host:port`` of the broker node its last heartbeat said it was connected to.
     broker: str | None = None
+    #: One object in the views of many nodes (a simulation's converged start, see
+    #: ``Membership.membership_adopt``): never changed, a node copies it first (``_own``).
+    #: Always False in production, where every node is its own process.
+    shared: bool = field(default=False, repr=False, compare=False)
 
     def public(self, now: float) -> dict[str, Any]:
         phi = self.detector.phi(now) if self.detector is not None else 0.0
@@ -314,6 +318,10 @@ class Membership(Cell):
         # (60 nodes, k=3: every cross-side entry still down 20 s after the heal).
         self._kept_bound: set[str] = set()
         self._ring_dirty = True
+        # The live members' ring, kept by the names whose entry or status changed since it
+        # was last brought up to date (on a dirty tick, see _live_ring); None: build afresh.
+        self._ring: LiveRing | None = None
+        self._ring_moved: set[str] = set()
         self._announced = False
         self._news: list[tuple[str, list[Any], int]] = []  # (key, broadcast, copies left)
         self.heard_counts = {"heartbeat": 0, "announce": 0, "other": 0}
@@ -450,8 +458,10 @@ class Membership(Cell):
         """Restart every live member's silence at ``now`` and judge none of them before it is
         heard from again (or ``rejoin_grace`` has passed)."""
         for member in self._judged():
-            if member.status in (*_LIVE, HELD) and member.detector is not None:
-                member.detector.rebase(now)
+            detector = member.detector
+            if member.status in (*_LIVE, HELD) and detector is not None:
+                detector.rebase(now)
+                member = self._own(member)
                 member.doubted_until = now + self.config.rejoin_grace
         self._emit("doubting", reason=reason, seconds=round(seconds, 3))
 
@@ -502,10 +512,9 @@ class Membership(Cell):
         if not self._ring_dirty:
             return
         self._ring_dirty = False
-        live = [m.name for m in self.view.values() if m.status in (*_LIVE, HELD)]
-        wanted = set(watched_by(self.node_name, live, self.config.watchers))
+        wanted = set(self._live_ring().watched_by(self.node_name, self.config.watchers))
         for name in sorted(wanted - self._watching):
-            member = self.view[name]
+            member = self._own(self.view[name])
             member.detector = self._detector()
             member.detector.heartbeat(now)  # its silence counts from now: a dead one is found
             member.doubted_until = None
@@ -513,13 +522,30 @@ class Membership(Cell):
         self._release(wanted)
         self._watching = wanted
 
+    def _live_ring(self) -> LiveRing:
+        """The ring of the members now alive, suspect or held: the view's, brought up to
+        date by the members that changed since (the same ring as a pass over the view)."""
+        ring = self._ring
+        if ring is None:
+            ring = self._ring = LiveRing(m.name for m in self.view.values()
+                                         if m.status in (*_LIVE, HELD))
+        else:
+            for name in self._ring_moved:
+                member = self.view.get(name)
+                if member is not None and member.status in (*_LIVE, HELD):
+                    ring.add(name)
+                else:
+                    ring.discard(name)
+        self._ring_moved.clear()
+        return ring
+
     def _release(self, wanted: set[str]) -> None:
         """Unbind the heartbeats of members no longer watched, but a down one's (see
         ``_kept_bound``) until it comes back in a new life."""
         for name in sorted(self._watching - wanted):
             left = self.view.get(name)
-            if left is not None:
-                left.detector = None  # not judged here any more
+            if left is not None and left.detector is not None:
+                self._own(left).detector = None  # not judged here any more
             if left is not None and left.status == DOWN:
                 self._kept_bound.add(name)
             else:
@@ -536,6 +562,33 @@ class Membership(Cell):
         from a converged view), so its first tick sends no hello for every node to answer,
         the cold start's n**2 deliveries (2 * 10**6 at 1,000 nodes)."""
         self._announced = True
+
+    def membership_adopt(self, shared: Mapping[str, Member]) -> None:
+        """Start from ``shared`` as the view (this node's own entry left out), its entries the
+        same objects in the views of other nodes: a simulation's converged start, where most
+        entries are the same on every node. At 10,000 nodes a view of its own per node was
+        10**8 entries, about 19 GB (docs/scale.md). Each entry is marked shared, and this
+        node copies it into its own view before any change (``_own``)."""
+        for member in shared.values():
+            if member.detector is not None:  # a detector is one node's readings: never shared
+                raise ValueError(f"{member.name}: an entry with a detector cannot be shared")
+            member.shared = True
+        view = dict(shared)  # a copy of the table, not n inserts: 0.1 ms at 10,000 entries
+        view.pop(self.node_name, None)
+        self.view = view
+        self._ring_dirty = True
+        self._ring = None
+
+    def _own(self, member: Member) -> Member:
+        """``member`` as this node's own entry, to change: a shared entry (see
+        ``membership_adopt``) is first replaced in the view by a copy of this node's, so no
+        other node sees the change. In production every entry is the node's own already."""
+        if not member.shared:
+            return member
+        mine = replace(member, shared=False)
+        if self.view.get(member.name) is member:  # else a stale entry: the copy stays apart
+            self.view[member.name] = mine
+        return mine
 
     def _broadcast(self, key: str, expr: list[Any], again: list[Any] | None = None, *,
                    senders: int = 1) -> None:
@@ -605,7 +658,9 @@ class Membership(Cell):
         most of the time)."""
         if self.config.watchers <= 0:
             return list(self.view.values())
-        return [self.view[name] for name in self._watching if name in self.view]
+        # Sorted: a set of names iterates in an order that changes with the hash seed, and a
+        # simulated run with two verdicts in one tick then differed from process to process.
+        return [self.view[name] for name in sorted(self._watching) if name in self.view]
 
     def _clear_fence(self, now: float) -> None:
         """After a pause the role cells serve again once this node heard every peer, waited
@@ -667,6 +722,7 @@ class Membership(Cell):
             return  # news from an older life, or from a life already declared over
         if isinstance(seq, int) and seq <= member.seq:
             return  # duplicate or reordered: arrival times only from fresh heartbeats
+        member = self._own(member)
         member.seq = seq if isinstance(seq, int) else member.seq + 1
         member.last_seen = now
         member.doubted_until = None
@@ -686,6 +742,7 @@ class Membership(Cell):
         member = Member(node, None, incarnation, changed_at=now,
                         detector=self._detector(interval) if judged else None)
         self.view[node] = member
+        self._ring_moved.add(node)
         rejoined = previous is not None and previous.status in (DOWN, LEFT, HELD)
         if self.damper.held(node, now):
             member.status = HELD
@@ -705,8 +762,11 @@ class Membership(Cell):
 
     def _learn_role(self, member: Member, role: Any, role_since: Any) -> None:
         role = role if isinstance(role, str) else None
-        if isinstance(role_since, int | float):
-            member.role_since = float(role_since)
+        since = float(role_since) if isinstance(role_since, int | float) else member.role_since
+        if (role, since) == (member.role, member.role_since):
+            return  # what we knew: a shared entry stays shared
+        member = self._own(member)
+        member.role_since = since
         if role != member.role:
             member.role = role
             if role is not None:
@@ -716,15 +776,17 @@ class Membership(Cell):
 
     def _judge(self, member: Member, now: float) -> None:
         """Move one member along alive -> suspect -> down, probing the broker on the way."""
-        if member.status not in (*_LIVE, HELD) or member.detector is None:
+        detector = member.detector
+        if member.status not in (*_LIVE, HELD) or detector is None:
             return
         if not self._watched(member.name):
             return  # its watchers judge it, and tell everyone
+        member = self._own(member)
         if member.doubted_until is not None:
             if now < member.doubted_until:
                 return  # not heard since we were blind: no verdict yet
             member.doubted_until = None  # never heard: judge it afresh from now
-            member.detector.rebase(now)
+            detector.rebase(now)
             return
         if member.status == HELD and not self.damper.held(member.name, now):
             self._set_status(member, ALIVE, now)
@@ -732,8 +794,8 @@ class Membership(Cell):
                        incarnation=member.incarnation, rejoined=True)
         # Two readings of one history: the raw phi suspects early (and only costs a probe);
         # the phi that grants the acceptable pause is the one that may declare down alone.
-        phi = member.detector.phi(now, pause=False)
-        if member.detector.phi(now) >= self.config.down_phi:
+        phi = detector.phi(now, pause=False)
+        if detector.phi(now) >= self.config.down_phi:
             self._declare_down(member, now, "phi")
         elif phi >= self.config.suspect_phi:
             if member.status == ALIVE:
@@ -746,6 +808,7 @@ class Membership(Cell):
         """Ask the broker whether ``member``'s queue still exists (at most once an interval)."""
         if now - member.probed_at < self.config.heartbeat_interval:
             return
+        member = self._own(member)
         member.probed_at = now
         name, incarnation, sent = member.name, member.incarnation, now
 
@@ -776,6 +839,7 @@ class Membership(Cell):
                 continue  # sent before or while we were blind: its queue may be rebuilding
             if member.status not in (*_LIVE, HELD):
                 continue
+            member = self._own(member)
             if member.gone_since is None or sent < member.gone_since:
                 member.gone_since = sent  # gone, or failing over to another broker node?
                 member.probed_at = -math.inf  # probe again on the next tick
@@ -817,6 +881,7 @@ class Membership(Cell):
 
     def _declare_down(self, member: Member, now: float, evidence: str, *,
                       publish: bool = True) -> None:
+        member = self._own(member)
         phi = member.detector.phi(now) if member.detector is not None else 0.0
         silence = now - member.last_seen
         hold = 0.0 if member.status == HELD else self.damper.record_down(member.name, now)
@@ -841,6 +906,7 @@ class Membership(Cell):
         member's own side find it down too (1,600 such verdicts at 60 nodes, a 0.3 split)."""
         if now - member.probed_at < 1.0:
             return
+        member = self._own(member)
         member.probed_at = now
         self._publish(cell_key(f"{member.name}-membership"), [
             Symbol("member-down"), Keyword("node"), member.name,
@@ -879,6 +945,7 @@ class Membership(Cell):
             self._declare_down(member, self.membership_clock(), f"{evidence or 'phi'} by {by}",
                                publish=False)
             return
+        member = self._own(member)
         member.probed_at = -math.inf
         self._probe(member, self.membership_clock())
 
@@ -907,6 +974,8 @@ class Membership(Cell):
     def _set_status(self, member: Member, status: str, now: float) -> None:
         if (status in _LIVE) != (member.status in _LIVE):
             self._ring_dirty = True
+        member = self._own(member)
+        self._ring_moved.add(member.name)
         member.status = status
         member.changed_at = now
 

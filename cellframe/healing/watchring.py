@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from bisect import bisect_left
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["ring_order", "watched_by", "watchers_of"]
+__all__ = ["LiveRing", "ring_order", "watched_by", "watchers_of"]
 
 
 @lru_cache(maxsize=65536)
@@ -59,3 +60,45 @@ def watchers_of(node: str, members: Iterable[str], k: int) -> list[str]:
     if len(nearest) < count:  # past the end of the ring: go on from its start
         nearest += heapq.nsmallest(count - len(nearest), (p for p in others if p < mine))
     return [name for _, name in nearest]
+
+
+class LiveRing:
+    """The ring of the live members as one node sees it, kept sorted as members come and
+    go, so that ``watched_by`` costs O(k + log n) after each change instead of a pass over
+    the view: with 10,000 simulated nodes each recomputing its ring after every change it
+    heard, those passes were about 100 s of CPU per crash (docs/scale.md)."""
+
+    __slots__ = ("_positions",)
+
+    def __init__(self, members: Iterable[str] = ()) -> None:
+        self._positions = sorted({_position(m) for m in members})
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def add(self, name: str) -> None:
+        position = _position(name)
+        index = bisect_left(self._positions, position)
+        if index == len(self._positions) or self._positions[index] != position:
+            self._positions.insert(index, position)
+
+    def discard(self, name: str) -> None:
+        position = _position(name)
+        index = bisect_left(self._positions, position)
+        if index < len(self._positions) and self._positions[index] == position:
+            del self._positions[index]
+
+    def watched_by(self, me: str, k: int) -> list[str]:
+        """What ``watched_by(me, members, k)`` gives for the members in this ring."""
+        positions, mine = self._positions, _position(me)
+        index = bisect_left(positions, mine)
+        present = index < len(positions) and positions[index] == mine
+        count = min(k, len(positions) - present)
+        found: list[str] = []
+        step = index - 1
+        while len(found) < count:  # backwards from me, past the start to the end of the ring
+            position = positions[step % len(positions)]
+            if position != mine:
+                found.append(position[1])
+            step -= 1
+        return found

@@ -15,7 +15,9 @@ by a cut link that returns nothing; ``heal`` joins them again).
 ``converged=True`` (what ``simulate`` and ``cellframe simulate`` use) starts every node with
 the view a cold start ends in, through the real ``heard_announce``, and no hello: a cold
 start is n**2 deliveries through the evaluator (2 * 10**6 at 1,000 nodes, more than 400 s of
-CPU), the steady state about 40 per node-second. Figures and profile: docs/scale.md.
+CPU), the steady state about 40 per node-second. With the watch ring the nodes share those
+view entries until one changes its copy (``share_views``; ``Membership.membership_adopt``):
+n**2 entries of their own were 19 GB at 10,000 nodes. Figures and profile: docs/scale.md.
 
 The reconciler runs when an ``intent`` (role -> count) is given: every node reads it in
 process, as ``resolver.cluster_intent()`` would from DNS; the first nodes start holding it,
@@ -197,7 +199,7 @@ class Simulation:
     def __init__(self, n: int, *, seed: int = 0, loss: float = 0.0, watchers: int = 3,
                  latency: tuple[float, float] = (0.0005, 0.005),
                  healing: HealingConfig | None = None, converged: bool = False,
-                 intent: Mapping[str, int] | None = None) -> None:
+                 intent: Mapping[str, int] | None = None, share_views: bool = True) -> None:
         self.scheduler = _Scheduler(seed)
         self.loss, self.latency, self.seed = loss, latency, seed
         config = replace(healing or HealingConfig(), watchers=watchers,
@@ -222,7 +224,7 @@ class Simulation:
         for index in range(n):
             self._add(f"node-{index:05d}", starting[index] if index < len(starting) else None)
         if converged:
-            self._converge()
+            self._converge(share=share_views and watchers > 0 and n > 1)
 
     def _membership_class(self, config: HealingConfig) -> type[Membership]:
         scheduler, sim = self.scheduler, self
@@ -254,20 +256,31 @@ class Simulation:
         phase = self.scheduler.rng.random() * self.config.heartbeat_interval
         self.scheduler.at(phase, lambda: self._tick(node))
 
-    def _converge(self) -> None:
+    def _converge(self, *, share: bool) -> None:
         """Start from the view a cold start ends in: each node has heard every other's
         announce (the real ``heard_announce``, called without the wire) and sends no hello.
         A cold start costs n**2 deliveries through the evaluator (at 1,000 nodes more than
-        400 s of CPU, docs/scale.md); this costs n**2 calls of a few microseconds."""
+        400 s of CPU, docs/scale.md). With ``share`` (the watch ring: no detector in an
+        entry until its node watches it) two nodes hear every announce and every node adopts
+        their entries, shared until it changes one (``Membership.membership_adopt``): n
+        calls and n copies of one table, where n**2 entries were 1.7 GB at 3,000 nodes."""
         names = sorted(self.nodes)
         interval = self.config.heartbeat_interval
         roles = {name: (self.nodes[name].host.role, self.nodes[name].cell.role_since)
                  for name in names}
-        for node in self.nodes.values():
+        learners = [self.nodes[name] for name in names[:2]] if share else list(self.nodes.values())
+        for node in learners:
             learn = node.cell.heard_announce
             for name in names:
                 if name != node.name:
                     learn(name, roles[name][0], 1, roles[name][1], interval)
+            node.cell.membership_known()
+        if not share:
+            return
+        first, second = learners[0].cell.view, learners[1].cell.view
+        shared = {name: first[name] if name in first else second[name] for name in names}
+        for node in self.nodes.values():  # the two learners too: their entries are shared
+            node.cell.membership_adopt(shared)
             node.cell.membership_known()
 
     # -- the virtual broker ---------------------------------------------------------------------

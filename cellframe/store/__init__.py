@@ -25,7 +25,7 @@ from .handoff import (
 from .lease import GuidAllocator
 from .merkle import MerkleTree, diff
 from .records import Receipt, Record, content_digest, now_micros, pack, unpack
-from .ring import Ring, Transfer, moved_fraction, partition_of, plan_transfer
+from .ring import Ring, Transfer, moved_fraction, partition_of, partitions_for, plan_transfer
 from .store import Store
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "now_micros",
     "pack",
     "partition_of",
+    "partitions_for",
     "plan_transfer",
     "reconcile",
     "run_transfer",

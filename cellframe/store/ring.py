@@ -36,12 +36,29 @@ __all__ = [
     "Transfer",
     "moved_fraction",
     "partition_of",
+    "partitions_for",
     "plan_transfer",
 ]
 
 DEFAULT_PARTITIONS = 1024
 DEFAULT_REPLICAS = 3
 _MAX_SHARD = (1 << 16) - 1
+#: Partitions per shard below which the balance can pass 1.25x the mean: a shard holds the
+#: floor or the ceiling of ``partitions / shards``, and (m + 1) / m <= 1.25 needs m >= 4.
+#: 1,024 partitions hold 4,096 shards at 0 or 1 primary each (4x the mean).
+PARTITIONS_PER_SHARD = 4
+
+
+def partitions_for(shards: int) -> int:
+    """The partition count for a cluster that may grow to ``shards`` shards: the smallest
+    power of two with at least ``PARTITIONS_PER_SHARD`` per shard, and never below
+    ``DEFAULT_PARTITIONS``. The count is fixed for the life of the data (a key's partition
+    is its hash modulo the count), so it is chosen for the largest cluster foreseen:
+    16,384 for 4,096 shards, 262,144 for 65,536 (docs/scale.md)."""
+    if shards < 1:
+        raise ValueError(f"a ring needs at least one shard, got {shards}")
+    wanted = max(DEFAULT_PARTITIONS, PARTITIONS_PER_SHARD * shards)
+    return 1 << (wanted - 1).bit_length()
 
 
 def partition_of(key: str | bytes, partitions: int = DEFAULT_PARTITIONS) -> int:
