@@ -35,7 +35,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from typing import Any, ClassVar
 
 from ..cell.cell import Cell
@@ -58,8 +58,10 @@ from ..wire.routing import (
 )
 from .brokercheck import BrokerCheck
 from .capacity import CapacityPlanner, ScaleSettings
+from .config import HealingConfig
 from .detector import FlapDamper, PhiAccrual
 from .majority import holds_majority
+from .member import ALIVE, DOWN, HELD, LEFT, LIVE, SUSPECT, Member
 from .reconciler import Claim, LiveMember, Reconciler
 from .watchring import LiveRing
 
@@ -80,178 +82,11 @@ log = logging.getLogger(__name__)
 #: (see ``cellframe.node.supervisor``): not a role any intent counts, so it is no spare.
 QUARANTINED = "quarantined"
 
-ALIVE, SUSPECT, DOWN, LEFT, HELD = "alive", "suspect", "down", "left", "held"
-_LIVE = frozenset({ALIVE, SUSPECT})
-
-
-@dataclass(frozen=True)
-class HealingConfig:
-    """Timing of heartbeats, detection and healing. ``None`` fields derive from the interval.
-
-    DNS may set them: ``heartbeat-ms`` and ``failure-timeout-ms`` (the acceptable pause) at
-    ``_cluster``, the rest as ``healing.<name>`` (e.g. ``healing.down-phi=10``); a node's own
-    TXT records override ``_cluster``; arguments given in code override both.
-    """
-
-    heartbeat_interval: float = 0.1
-    acceptable_pause: float = 0.5
-    suspect_phi: float = 3.0
-    down_phi: float = 8.0
-    min_std: float | None = None  # default: half the heartbeat interval
-    window: int = 100
-    claim_window: float | None = None  # default: two heartbeat intervals
-    reconcile_period: float | None = None  # warm-up before acting; default max(1 s, 3 intervals)
-    hold_base: float = 1.0
-    hold_cap: float = 30.0
-    flap_memory: float = 60.0
-    reconcile: bool = True
-    pause_gap: float | None = None  # own tick late by more: doubt; default 3 intervals
-    rejoin_grace: float = 10.0  # a doubted member unheard for this long is judged again
-    watchers: int = 0  # k > 0: each node is watched by k others (the watch ring); 0: by all
-    broker_confirm: float | None = None  # queue gone this long before it counts; 3 intervals
-    #: In the watch ring, each announce and down this node broadcasts is sent again on its
-    #: next ``ceil(repeat_factor * log10(n))`` ticks (SWIM's lambda log n): a node that lost
-    #: every copy (loss**(repeats + 1)) is the only one that never learns. 0: sent once.
-    repeat_factor: float = 1.0
-    #: Keep-majority: a node whose view holds no more than half of the members it knew (the
-    #: live ones and those found down by silence alone in the last ``majority_memory``
-    #: seconds; a tie goes to the side with the lowest name) claims nothing and steps nobody
-    #: down (``cellframe.healing.majority``).
-    majority_memory: float = 30.0
-
-    @property
-    def broker_confirm_s(self) -> float:
-        """How long a member's queue must stay gone before a returned probe declares it down:
-        a node whose broker node died fails over and re-declares its queue meanwhile (0.2 s
-        measured on the 3-node cluster), and is no more dead than before."""
-        if self.broker_confirm is not None:
-            return self.broker_confirm
-        return 3 * self.heartbeat_interval
-
-    @property
-    def pause_gap_s(self) -> float:
-        return self.pause_gap if self.pause_gap is not None else 3 * self.heartbeat_interval
-
-    @property
-    def fence_gap_s(self) -> float:
-        """A pause past which peers may have declared this node down: it fences its role
-        cells and refutes. Below the acceptable pause no peer's phi can reach ``down_phi``
-        (the silence they see is the pause plus at most an interval)."""
-        return max(self.acceptable_pause, self.pause_gap_s)
-
-    @property
-    def min_std_s(self) -> float:
-        return self.min_std if self.min_std is not None else self.heartbeat_interval / 2
-
-    @property
-    def claim_window_s(self) -> float:
-        return self.claim_window if self.claim_window is not None else 2 * self.heartbeat_interval
-
-    @property
-    def reconcile_period_s(self) -> float:
-        if self.reconcile_period is not None:
-            return self.reconcile_period
-        # Long enough to have heard every running node (3 heartbeats), and at least a second
-        # so that nodes of a cold start, launched one after another, are all seen first.
-        return max(1.0, 3 * self.heartbeat_interval)
-
-    @classmethod
-    def from_settings(cls, *layers: Mapping[str, str], **overrides: Any) -> HealingConfig:
-        """Read DNS settings (later layers win), then apply ``overrides``; ConfigError if bad."""
-        values: dict[str, Any] = {}
-        for settings in layers:
-            for key, name, scale in _SETTING_KEYS:
-                if key in settings:
-                    values[name] = _number(key, settings[key]) * scale
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "watchers" in values:
-            values["watchers"] = int(values["watchers"])
-        config = cls(**values)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        if self.heartbeat_interval <= 0 or self.acceptable_pause < 0:
-            raise ConfigError("heartbeat interval must be > 0 and the acceptable pause >= 0")
-        if not 0 < self.suspect_phi <= self.down_phi:
-            raise ConfigError(f"need 0 < suspect-phi <= down-phi, got {self.suspect_phi}"
-                              f" and {self.down_phi}")
-
-
-_SETTING_KEYS = (
-    ("heartbeat-ms", "heartbeat_interval", 0.001),
-    ("failure-timeout-ms", "acceptable_pause", 0.001),
-    ("healing.heartbeat-ms", "heartbeat_interval", 0.001),
-    ("healing.failure-timeout-ms", "acceptable_pause", 0.001),
-    ("healing.suspect-phi", "suspect_phi", 1.0),
-    ("healing.down-phi", "down_phi", 1.0),
-    ("healing.claim-window-ms", "claim_window", 0.001),
-    ("healing.reconcile-ms", "reconcile_period", 0.001),
-    ("healing.hold-ms", "hold_base", 0.001),
-    ("healing.pause-gap-ms", "pause_gap", 0.001),
-    ("healing.rejoin-grace-ms", "rejoin_grace", 0.001),
-    ("healing.watchers", "watchers", 1.0),
-    ("healing.broker-confirm-ms", "broker_confirm", 0.001),
-    ("healing.repeat-factor", "repeat_factor", 1.0),
-    ("healing.majority-memory-ms", "majority_memory", 0.001),
-)
-
-
-def _number(key: str, text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ConfigError(f"setting {key!r}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"setting {key!r}: {text!r} must be a finite number >= 0")
-    return value
+_LIVE = LIVE
 
 
 def _unheard(envelope: Envelope, reason: str) -> None:
     """A heartbeat nobody binds yet (a watch ring still forming) is no error worth a warning."""
-
-
-@dataclass(slots=True)
-class Member:
-    """One node as this node sees it.
-
-    Slotted, and with a detector only while this node judges it (all members without a watch
-    ring, its ``k`` watched ones with one): every node holds an entry per member, so the
-    simulator's 1,000 nodes hold 10**6 of them (about 1 KB each with a detector and a dict,
-    1 GB; see docs/scale.md)."""
-
-    name: str
-    role: str | None
-    incarnation: int
-    status: str = ALIVE
-    seq: int = -1
-    role_since: float = 0.0
-    last_seen: float = 0.0  # local monotonic time of the last heartbeat
-    changed_at: float = 0.0  # local monotonic time of the last status change
-    probed_at: float = -math.inf
-    #: Not judged before this local time unless heard from first (this node was blind).
-    doubted_until: float | None = None
-    #: When a probe first came back unroutable (its queue gone) since it was last heard.
-    gone_since: float | None = None
-    detector: PhiAccrual | None = field(default=None, repr=False)
-    load: float | None = None  # what its last heartbeat said its role cells' load was
-    #: Found down because the broker said its queue was gone (evidence ``broker``), not only
-    #: silent: a node cut off from the broker, which applies nothing from the role queues, not
-    #: another side of a split. Keep-majority does not count it (see ``_sides``).
-    queue_gone: bool = False
-    #: ``host:port`` of the broker node its last heartbeat said it was connected to.
-    broker: str | None = None
-    #: One object in the views of many nodes (a simulation's converged start, see
-    #: ``Membership.membership_adopt``): never changed, a node copies it first (``_own``).
-    #: Always False in production, where every node is its own process.
-    shared: bool = field(default=False, repr=False, compare=False)
-
-    def public(self, now: float) -> dict[str, Any]:
-        phi = self.detector.phi(now) if self.detector is not None else 0.0
-        return {"name": self.name, "role": self.role, "status": self.status,
-                "incarnation": self.incarnation, "seq": self.seq, "role_since": self.role_since,
-                "silence": round(max(0.0, now - self.last_seen), 4),
-                "phi": round(min(phi, 1e6), 3)}
 
 
 class Membership(Cell):
