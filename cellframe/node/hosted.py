@@ -3,6 +3,7 @@ role cells behind the pause fence, and the routing snapshot deliveries read with
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,9 +14,10 @@ from ..cell.cell import Cell, Inbound
 from ..transports.base import Delivery
 from ..wire.envelope import Message
 from .audit import AuditTrail
+from .counters import NodeCounters
 from .supervisor import RestartIntensity
 
-__all__ = ["HeldDelivery", "Hosted", "Routes"]
+__all__ = ["HeldDelivery", "Hosted", "NodeParts", "Routes"]
 
 
 @dataclass(slots=True)
@@ -60,3 +62,16 @@ class Routes:
     everyone: tuple[Hosted, ...] = ()
     role_cells: tuple[Hosted, ...] = ()
 
+
+class NodeParts:
+    """What the parts of ``Node`` that live in modules of their own (its intake, its
+    supervisor: base classes of it) all use of it; each part declares the rest it uses."""
+
+    name: str
+    role: str | None
+    counters: NodeCounters
+    _routes: Routes
+    _intake: threading.Lock
+    _stopped: threading.Event
+    emit: Callable[..., None]
+    send: Callable[..., None]

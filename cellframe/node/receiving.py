@@ -33,9 +33,8 @@ from ..wire.envelope import (
 )
 from ..wire.routing import topic_matches
 from .audit import AuditTrail
-from .counters import NodeCounters
 from .gate import Gate, head_verb
-from .hosted import HeldDelivery, Hosted, Routes
+from .hosted import HeldDelivery, Hosted, NodeParts
 
 __all__ = ["Receiving"]
 
@@ -45,27 +44,20 @@ log = logging.getLogger(__name__)
 NOTICES_PER_SECOND = 20
 
 
-class Receiving:
-    """The intake of ``Node`` (a base class of it): what it uses of the node is below."""
+class Receiving(NodeParts):
+    """The intake of ``Node`` (a base class of it): what it uses of the node besides
+    ``NodeParts`` is below."""
 
-    name: str
-    role: str | None
     signer: Any
     gate: Gate
     transport: Transport
-    counters: NodeCounters
     diagnostic: bool
     fence: PauseFence | None
-    _routes: Routes
-    _intake: threading.Lock
-    _stopped: threading.Event
     _held: list[HeldDelivery]
     _held_lock: threading.Lock
     _admission_lock: threading.Lock
     _notices: tuple[int, int]
-    emit: Callable[..., None]
     emit_settled: Callable[[str, dict[str, Any], Callable[[], None] | None], None]
-    send: Callable[..., None]
     dead_letter: Callable[[Message, str], None]
 
     # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --

@@ -19,9 +19,8 @@ from ..cell.host import HostedCell
 from ..errors import CellframeError
 from ..failures import log_failure
 from ..wire.envelope import Envelope, Message
-from .counters import NodeCounters
 from .gate import head_verb
-from .hosted import Hosted, Routes
+from .hosted import Hosted, NodeParts
 from .monitors import Monitors
 from .supervisor import SupervisionPolicy
 
@@ -36,25 +35,18 @@ log = logging.getLogger(__name__)
 HELD_NOTICES = 1000
 
 
-class Supervising:
-    """The supervisor of ``Node`` (a base class of it): what it uses of the node is below."""
+class Supervising(NodeParts):
+    """The supervisor of ``Node`` (a base class of it): what it uses of the node besides
+    ``NodeParts`` is below."""
 
-    name: str
-    role: str | None
     incarnation: int
-    counters: NodeCounters
     supervision: SupervisionPolicy
     monitors: Monitors
-    _routes: Routes
-    _intake: threading.Lock
-    _stopped: threading.Event
     _supervised: dict[str, Hosted]
     _attached: dict[str, Cell]
     _early: dict[str, list[tuple[HostedCell, str, tuple[Any, ...]]]]
     _quarantine: dict[str, float]
     _notices_told: Iterator[int]
-    emit: Callable[..., None]
-    send: Callable[..., None]
     differentiate: Callable[[str | None], bool]
     _held_back: Callable[..., bool]
     _replay: Callable[[list[tuple[HostedCell, str, tuple[Any, ...]]]], None]
