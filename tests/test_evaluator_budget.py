@@ -296,6 +296,8 @@ def _cpu_bound(unit: float) -> float:
     worst of 600 generated programs used a tenth of this bound at four times the price."""
     return 2 * unit * (_SMALL_BUDGET["max_work"] + _SMALL_BUDGET["max_steps"]) + 0.02
 
+_LONGEST = 65_536  # bytes: the longest generated program kept
+
 _leaves = st.one_of(
     st.sampled_from(["0", "1", "-7", "2.5", '"s"', '"a\\nb"', ":k", "nil", "true",
                      "'(1 2 3)", "'()", "9" * 300, "9" * 4300,
@@ -303,12 +305,18 @@ _leaves = st.one_of(
     st.sampled_from(_NAMES))
 
 
+def _repeat(form: str, times: int) -> str:
+    """``form`` ``times`` times, but never past the largest program kept (64 KiB): nested
+    repeats of a long leaf built gigabytes before the filter saw them (a MemoryError)."""
+    return " ".join([form] * max(1, min(times, _LONGEST // (len(form) + 1))))
+
+
 def _program_forms(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     calls = st.builds(lambda name, args: f"({name} {' '.join(args)})",
                       st.sampled_from(sorted(BUILTIN_NAMES)), st.lists(inner, max_size=4))
-    repeated = st.builds(lambda form, times: "(do " + " ".join([form] * times) + ")",
+    repeated = st.builds(lambda form, times: "(do " + _repeat(form, times) + ")",
                          inner, st.integers(1, 2000))
-    wide = st.builds(lambda form, times: "(list " + " ".join([form] * times) + ")",
+    wide = st.builds(lambda form, times: "(list " + _repeat(form, times) + ")",
                      st.sampled_from(_NAMES) | inner, st.integers(1, 300))
     doubling = st.builds(
         lambda op, seed, levels, body: "(let ((a " + seed + ")) "
@@ -322,7 +330,7 @@ def _program_forms(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 _makers = st.one_of(  # something big to hand to a built-in, built or shared
-    st.builds(lambda leaf, n: "(list " + " ".join([leaf] * n) + ")", _leaves,
+    st.builds(lambda leaf, n: "(list " + _repeat(leaf, n) + ")", _leaves,
               st.integers(1, 400)),
     st.builds(lambda op, seed, levels: "(let ((a " + seed + ")) "
               + f"(let ((a ({op} a a))) " * levels + "a" + ")" * (levels + 1),
@@ -342,11 +350,11 @@ def _expensive(draw: st.DrawFn) -> str:
     call = f"({name} {args})"
     times = draw(st.integers(1, 3000))
     return (f"(let ((a {draw(_makers)}) (b {draw(_makers)})) (do "
-            + " ".join([call] * times) + "))")
+            + _repeat(call, times) + "))")
 
 
 _programs = st.one_of(_expensive(), st.recursive(_leaves, _program_forms, max_leaves=12)).filter(
-    lambda text: len(text.encode()) <= 65_536)
+    lambda text: len(text.encode()) <= _LONGEST)
 
 
 @settings(max_examples=300, deadline=None,
