@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellframe import Cell
 from cellframe.cell.statemachine import Arity, on, transition
@@ -110,6 +115,37 @@ def test_arity_of_an_action_is_checked_without_calling_it() -> None:
         arity.check("v", (), {})
     with pytest.raises(TypeError, match=":colour"):
         arity.check("v", (1,), {"colour": "red"})
+
+
+def _signatures() -> list[Any]:
+    def a(self, n): ...  # noqa: ANN001, ANN202
+    def b(self, n, m=2, *, weight=1): ...  # noqa: ANN001, ANN202
+    def c(self, n, /, m, *, k): ...  # noqa: ANN001, ANN202
+    def d(self, n=0, *args, by=None, **extra): ...  # noqa: ANN001, ANN002, ANN003, ANN202
+    def e(self, node, role=None, incarnation=0, **extra): ...  # noqa: ANN001, ANN003, ANN202
+    return [a, b, c, d, e]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_signatures()), st.integers(0, 4),
+       st.lists(st.sampled_from(["n", "m", "k", "weight", "by", "node", "role", "other"]),
+                max_size=4, unique=True))
+def test_an_arity_accepts_exactly_the_calls_python_would_bind(
+        function: Any, count: int, names: list[str]) -> None:
+    """What the check passes, the action's call binds: so a call that Python would refuse is
+    the sender's bad input (refused), never an action's failure (logged as a bug)."""
+    args, kwargs = tuple(range(count)), dict.fromkeys(names, 0)
+    try:
+        inspect.signature(function).bind(None, *args, **kwargs)
+        binds = True
+    except TypeError:
+        binds = False
+    try:
+        Arity.of(function).check("v", args, kwargs)
+        passes = True
+    except TypeError:
+        passes = False
+    assert passes == binds
 
 
 @pytest.mark.parametrize("name", ["if", "count"])

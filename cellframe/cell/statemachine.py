@@ -42,6 +42,9 @@ class Arity:
     positional: int | None  # None: *args accepted
     keywords: frozenset[str] | None  # None: **kwargs accepted
     required_keywords: frozenset[str]
+    #: The positional parameters' names in order (None for one that takes no keyword):
+    #: a keyword may fill a positional slot that the call's positionals left open.
+    names: tuple[str | None, ...] = ()
 
     def fits_positional(self, count: int) -> bool:
         """The hot-path test: ``count`` positional arguments and no keywords are fine."""
@@ -69,24 +72,31 @@ class Arity:
             required_keywords=frozenset(
                 p.name for p in params if p.kind is kinds.KEYWORD_ONLY and p.default is empty
             ),
+            names=tuple(None if p.kind is kinds.POSITIONAL_ONLY else p.name for p in positional),
         )
 
     def check(self, verb: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise ArityError, naming the verb, unless ``args``/``kwargs`` fit."""
+        """Raise ArityError, naming the verb, unless ``args``/``kwargs`` fit: the call would
+        then bind, so what the action raises is the action's own failure, never the call's."""
         count = len(args)
         if self.positional is not None and count > self.positional:
             raise ArityError(f"{verb} takes at most {self.positional} arguments, got {count}")
-        if kwargs:
-            if self.keywords is not None:
-                unknown = [k for k in kwargs if k not in self.keywords]
-                if unknown:
-                    names = ", ".join(":" + k.replace("_", "-") for k in unknown)
-                    raise ArityError(f"{verb} has no keyword argument {names}")
-            filled = count + sum(1 for k in kwargs if k not in self.required_keywords)
-        else:
-            filled = count
+        if not kwargs:
+            if count < self.required or self.required_keywords:
+                raise ArityError(f"{verb} needs {self.required} arguments, got {count}")
+            return
+        if self.keywords is not None:
+            unknown = [k for k in kwargs if k not in self.keywords]
+            if unknown:
+                names = ", ".join(":" + k.replace("_", "-") for k in unknown)
+                raise ArityError(f"{verb} has no keyword argument {names}")
+        for name in self.names[:count]:
+            if name in kwargs:
+                raise ArityError(f"{verb} is given its argument {name.replace('_', '-')} "
+                                 f"twice: by position and as :{name.replace('_', '-')}")
+        filled = count + sum(1 for name in self.names[count:self.required] if name in kwargs)
         if filled < self.required or not self.required_keywords <= kwargs.keys():
-            raise ArityError(f"{verb} needs {self.required} arguments, got {count}")
+            raise ArityError(f"{verb} needs {self.required} arguments, got {filled}")
 
 
 @dataclass(frozen=True, slots=True)
