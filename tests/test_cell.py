@@ -296,6 +296,50 @@ def test_an_action_that_raises_is_reported_alike_however_the_message_is_written(
         assert logged == []
 
 
+class Keyed(Cell):
+    """A verb with positional and keyword arguments, recording what each call was given."""
+
+    @transition("mark")
+    def mark(self, n: int, *, by_node: Any = None, weight: int = 1) -> None:
+        self.marks = [*getattr(self, "marks", []), (n, by_node, weight)]
+
+
+@pytest.mark.parametrize(("literal", "evaluated"), [
+    ('(mark 1 :by-node "a" :weight 2)', '(mark (+ 1 0) :by-node "a" :weight (+ 1 1))'),
+    ('(mark :weight 2 1)', '(mark :weight (+ 1 1) (+ 1 0))'),   # keywords first
+    ('(mark 1 :by-node :x)', '(mark (+ 1 0) :by-node :x)'),     # a keyword as the value
+    ("(mark 1 :colour 2)", "(mark (+ 1 0) :colour 2)"),         # no such keyword
+    ("(mark 1 :weight 1 :weight 2)", "(mark (+ 1 0) :weight 1 :weight 2)"),  # given twice
+    ("(mark 1 :weight)", "(mark (+ 1 0) :weight)"),             # a keyword with no value
+    ("(mark :weight 2)", "(mark :weight (+ 1 1))"),             # the positional missing
+    ("(mark 1 2 :weight 2)", "(mark (+ 1 0) 2 :weight 2)"),     # one positional too many
+    ("(mark :n 1 :weight 2)", "(mark :n (+ 1 0) :weight 2)"),   # the positional by name
+    ("(mark 1 :n 1)", "(mark (+ 1 0) :n 1)"),                   # by position and by name
+])
+def test_a_call_with_keywords_has_one_outcome_however_its_arguments_are_written(
+        literal: str, evaluated: str) -> None:
+    """Literal arguments skip the evaluator (the hot path a heartbeat takes); a computed one
+    goes through it. Either way the cell ends the same, and a refusal gives the same reason."""
+    outcomes = []
+    for text in (literal, evaluated):
+        outbox = RecordingOutbox()
+        ref = Keyed.start("keyed", outbox=outbox)
+        try:
+            ref.tell(message(text, id="m", reply_to="reply.op"))
+            cell = ref.proxy()
+            counters = cell.cell_counters.get(timeout=5)
+            marks = cell.marks.get(timeout=5) if counters.applied else None
+            reasons = [s.expr[s.expr.index(Keyword("reason")) + 1].replace(text, "FORM")
+                       for s in outbox.sent]
+        finally:
+            ref.stop()
+        outcomes.append((counters.applied, counters.refused, counters.errors, marks, reasons))
+    assert outcomes[0] == outcomes[1]
+    applied, refused, errors, _, reasons = outcomes[0]
+    assert (applied, refused, errors) in {(1, 0, 0), (0, 1, 0)}
+    assert all(reason.startswith("bad input: ") for reason in reasons)
+
+
 @pytest.mark.parametrize("text", [
     "(boom 1 2)",          # wrong arity, on the fast path
     "(boom (+ 1 2) 3)",    # wrong arity, under the evaluator

@@ -75,9 +75,11 @@ class PhiAccrual:
 
     def heartbeat(self, now: float) -> None:
         """Record that a heartbeat arrived at ``now``."""
-        if self.last is not None and now > self.last:
-            self._push(now - self.last)
-        self.last = now if self.last is None else max(self.last, now)
+        last = self.last
+        if last is None or now > last:  # a late reading never moves the last arrival back
+            if last is not None:
+                self._push(now - last)
+            self.last = now
 
     def rebase(self, now: float) -> None:
         """Start the silence again at ``now`` without recording an interval: the observer
@@ -106,8 +108,9 @@ class PhiAccrual:
         # reading took 0.98 us with the two worked out, 0.49 us without.
         count = len(intervals)
         self.mean = mean = self._sum / count
-        variance = max(0.0, self._squares / count - mean * mean)
-        self.std = max(math.sqrt(variance), self.min_std)
+        variance = self._squares / count - mean * mean
+        std = math.sqrt(variance) if variance > 0.0 else 0.0
+        self.std = std if std > self.min_std else self.min_std
 
     def phi(self, now: float, *, pause: bool = True) -> float:
         """The suspicion level at ``now`` (0.0 before the first heartbeat). With

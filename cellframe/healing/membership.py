@@ -83,6 +83,9 @@ log = logging.getLogger(__name__)
 QUARANTINED = "quarantined"
 
 _LIVE = LIVE
+# A heartbeat's verb and keywords, made once: one is sent every interval.
+_HEARTBEAT_WORDS = (Symbol("heartbeat"), Keyword("node"), Keyword("role"), Keyword("incarnation"),
+                    Keyword("seq"), Keyword("role-since"), Keyword("interval"))
 
 
 def _unheard(envelope: Envelope, reason: str) -> None:
@@ -146,6 +149,7 @@ class Membership(Cell):
         self._fence_tripped_at: float | None = None  # while the fence waits to be cleared
         # The watch ring (config.watchers > 0): the members whose heartbeats this node binds.
         self._watching: set[str] = set()
+        self._watching_in_order: list[str] = []  # sorted once per change, read on every tick
         # The members this node watched until it found them down: their heartbeats stay bound
         # (a dead node's cost nothing), so one that was only cut off is answered with the
         # down notice when it is heard again (_remind_down), refutes, and is seen again by
@@ -356,6 +360,7 @@ class Membership(Cell):
             self.cell_host.cell_bind(self.cell_name, heartbeat_key(name))
         self._release(wanted)
         self._watching = wanted
+        self._watching_in_order = sorted(wanted)
 
     def _live_ring(self) -> LiveRing:
         """The ring of the members now alive, suspect or held: the view's, brought up to
@@ -495,7 +500,8 @@ class Membership(Cell):
             return list(self.view.values())
         # Sorted: a set of names iterates in an order that changes with the hash seed, and a
         # simulated run with two verdicts in one tick then differed from process to process.
-        return [self.view[name] for name in sorted(self._watching) if name in self.view]
+        view = self.view
+        return [view[name] for name in self._watching_in_order if name in view]
 
     def _clear_fence(self, now: float) -> None:
         """After a pause the role cells serve again once this node heard every peer, waited
@@ -523,11 +529,10 @@ class Membership(Cell):
     def _heartbeat(self, now: float) -> None:
         self.seq += 1
         self.last_heartbeat = now
+        heartbeat, node, role, incarnation, seq, role_since, interval = _HEARTBEAT_WORDS
         self._publish(heartbeat_key(self.node_name), [
-            Symbol("heartbeat"), Keyword("node"), self.node_name, Keyword("role"), self.node_role,
-            Keyword("incarnation"), self.incarnation, Keyword("seq"), self.seq,
-            Keyword("role-since"), self.role_since,
-            Keyword("interval"), self.config.heartbeat_interval,
+            heartbeat, node, self.node_name, role, self.node_role, incarnation, self.incarnation,
+            seq, self.seq, role_since, self.role_since, interval, self.config.heartbeat_interval,
             *self._load_fields(), *self._broker_fields()], on_return=_unheard)
 
     def _broker_fields(self) -> list[Any]:
@@ -630,6 +635,8 @@ class Membership(Cell):
         # Two readings of one history: the raw phi suspects early (and only costs a probe);
         # the phi that grants the acceptable pause is the one that may declare down alone.
         phi = detector.phi(now, pause=False)
+        if phi < self.config.suspect_phi:
+            return  # the reading with the pause granted is lower still, and down >= suspect
         if detector.phi(now) >= self.config.down_phi:
             self._declare_down(member, now, "phi")
         elif phi >= self.config.suspect_phi:

@@ -189,7 +189,7 @@ class _Run(Meter):
             if type(arg) is Keyword:
                 if index + 1 == end:
                     raise _fail(ArityError, f"keyword {arg} has no value after it", form)
-                key = arg.name.replace("-", "_")
+                key = arg.argument
                 if key in kwargs:
                     raise _fail(ArityError, f"keyword {arg} given twice", form)
                 value = form[index + 1]

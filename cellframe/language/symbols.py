@@ -27,11 +27,15 @@ class _Atom:
             atom = object.__new__(cls)
             object.__setattr__(atom, "name", name)
             object.__setattr__(atom, "_hash", hash((cls.__name__, name)))
+            atom._made()
             # Names arrive from the wire: intern only a bounded number so that a stream of
             # distinct names cannot grow memory without limit; equality still compares names.
             if len(cls._interned) < _INTERN_LIMIT:
                 cls._interned[name] = atom
         return atom
+
+    def _made(self) -> None:
+        """Set what a kind of atom derives from its name, once, when it is made."""
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -65,8 +69,13 @@ class Symbol(_Atom):
 class Keyword(_Atom):
     """A self-evaluating name written ``:name``; in a verb call it names the next argument."""
 
-    __slots__ = ()
+    __slots__ = ("argument",)
     _interned: dict[str, _Atom] = {}
+    #: The Python keyword argument it names in a verb call: ``:role-since`` is ``role_since``.
+    argument: str
+
+    def _made(self) -> None:
+        object.__setattr__(self, "argument", self.name.replace("-", "_"))
 
     def __str__(self) -> str:
         return ":" + self.name
