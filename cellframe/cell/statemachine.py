@@ -94,7 +94,10 @@ class Arity:
             if name in kwargs:
                 raise ArityError(f"{verb} is given its argument {name.replace('_', '-')} "
                                  f"twice: by position and as :{name.replace('_', '-')}")
-        filled = count + sum(1 for name in self.names[count:self.required] if name in kwargs)
+        filled = count
+        for name in self.names[count:self.required]:  # a loop: a generator cost more here
+            if name in kwargs:
+                filled += 1
         if filled < self.required or not self.required_keywords <= kwargs.keys():
             raise ArityError(f"{verb} needs {self.required} arguments, got {filled}")
 
