@@ -1,6 +1,8 @@
 """A role message is applied once by the role, not once per live instance that sees it: on
 the real RabbitMQ, two live instances of a durable role, the broker's connections closed
-mid-stream, each of the distinct messages applied exactly once."""
+mid-stream, each of the distinct messages applied exactly once; whether the instances share
+one journal (one process) or each has its own journal and store, as two processes do (then
+a redelivered message waits for the other instance's answer: ``cellframe.node.siblings``)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from typing import Any, ClassVar
 
 from cellframe import Cell, Envelope, Node, RoleRegistry, transition
 from cellframe.cell.durable import CellJournal
+from cellframe.healing.membership import HealingConfig, Membership
 from cellframe.store.store import Store
 from cellframe.testing import wait_for
+from cellframe.testing.amqp import AmqpNames
 from tests.amqp_support import close_connections
 
 MESSAGES = 1500
@@ -83,6 +87,67 @@ def test_two_live_instances_apply_each_role_message_once_across_closed_connectio
             assert set(by_node) == {"once-1", "once-2"}, by_node  # both instances served
             fenced = sum(c.cell_counters.duplicates for n in nodes for c in n.cells().values())
             record_property("redeliveries_fenced", fenced)
+        finally:
+            for node in nodes:
+                node.stop()
+            for node in nodes:
+                node.transport.close()
+            publisher.close()
+
+
+#: Membership only to know who else plays the role: 50 ms heartbeats, no reconciling, and a
+#: 5 s acceptable pause, so that the reconnections after each close are not taken for deaths.
+HEARTBEATS = Membership.configured(HealingConfig(heartbeat_interval=0.05, acceptable_pause=5.0,
+                                                 reconcile=False))
+
+
+def _sees(node: Node, other: str, role: str) -> bool:
+    members = next((c["members"] for c in node.status()["cells"] if "members" in c), [])
+    return any(m["name"] == other and m["role"] == role and m["status"] == "alive"
+               for m in members)
+
+
+def _stream_with_closes(name: str, nodes: list[Node], publisher: Any, ids: list[str]) -> None:
+    stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
+    stream.start()
+    for at in CLOSES:
+        wait_for(lambda at=at: len(Ledger.applied) >= at, 60,
+                 what=f"{at} messages applied", show=lambda: len(Ledger.applied))
+        close_connections(name, expect=3)
+    stream.join(60)
+    assert publisher.flush(60), "the broker confirmed every message"
+    wait_for(lambda: len({i for _, i in Ledger.applied}) == len(ids), 90,
+             what=f"all {len(ids)} ids applied",
+             show=lambda: (len(Ledger.applied), [n.status()["counters"] for n in nodes]))
+
+
+def test_two_instances_with_separate_journals_apply_each_role_message_once(
+        amqp_names: AmqpNames, tmp_path: Path, record_property: Any) -> None:
+    name = f"cf-sep-{amqp_names.token}"
+    registry = RoleRegistry({"ledger": [Ledger]})
+    Ledger.applied.clear()
+    ids = [f"entry-{n}" for n in range(MESSAGES)]
+    nodes: list[Node] = []
+    with Store(tmp_path / "a") as store_a, Store(tmp_path / "b") as store_b:
+        for node, store in (("sep-1", store_a), ("sep-2", store_b)):  # nothing shared
+            nodes.append(Node(node, transport=amqp_names.connect(name=name), role="ledger",
+                              registry=registry, journal=CellJournal(store),
+                              system_cells=(HEARTBEATS,), watch_config=False,
+                              queue_prefix=amqp_names.queue_prefix).start())
+        publisher = amqp_names.connect(name=name, buffer_size=MESSAGES)
+        try:
+            wait_for(lambda: _sees(nodes[0], "sep-2", "ledger") and
+                     _sees(nodes[1], "sep-1", "ledger"), 30,
+                     what="each node to see the other alive in the role")
+            _stream_with_closes(name, nodes, publisher, ids)
+            by_id = Tally(i for _, i in Ledger.applied)
+            twice = [i for i, times in by_id.items() if times > 1]
+            assert twice == [], f"{len(twice)} ids applied twice"
+            by_node = Tally(node for node, _ in Ledger.applied)
+            assert set(by_node) == {"sep-1", "sep-2"}, by_node  # both instances served
+            checks = [n.siblings.counts for n in nodes]
+            assert sum(c["held"] for c in checks) > 0, checks  # redeliveries were checked
+            record_property("sibling_checks", checks)
         finally:
             for node in nodes:
                 node.stop()

@@ -79,6 +79,20 @@ class CellJournal:
         with self._lock:
             return self._family(family, capacity).claims.claim(message_id)
 
+    def claimed(self, family: str, message_id: str) -> bool:
+        """Has an instance of the role of ``family`` here applied ``message_id`` (or is it
+        applying it)? What a node answers another instance of the role that asks."""
+        with self._lock:
+            state = self._families.get(family)
+            return state is not None and message_id in state.claims.ids
+
+    def claimed_in_role(self, role: str, message_id: str) -> bool:
+        """``claimed`` in any family of ``role`` (a node no longer playing it answers so)."""
+        prefix = f"cell/{role}/"
+        with self._lock:
+            return any(message_id in state.claims.ids for family, state in self._families.items()
+                       if family.startswith(prefix))
+
     def release(self, family: str, message_id: str) -> None:
         """Give up a claim: the message was not applied (it failed, or the cell crashed)."""
         with self._lock:
