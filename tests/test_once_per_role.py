@@ -148,6 +148,11 @@ def test_two_instances_with_separate_journals_apply_each_role_message_once(
             checks = [n.siblings.counts for n in nodes]
             assert sum(c["held"] for c in checks) > 0, checks  # redeliveries were checked
             record_property("sibling_checks", checks)
+            waited = [n.siblings.waited for n in nodes]
+            decided = sum(c["duplicates"] + c["applied"] for c in checks)
+            record_property("sibling_check_mean_ms",
+                            round(1000 * sum(w["total"] for w in waited) / max(1, decided), 2))
+            record_property("sibling_check_max_ms", round(1000 * max(w["max"] for w in waited)))
         finally:
             for node in nodes:
                 node.stop()

@@ -62,6 +62,7 @@ class _Held:
     decided: Decided
     wait: float
     due: float
+    since: float = 0.0
     asked: int = 1
     deciding: bool = False
     copies: list[Decided] = field(default_factory=list)
@@ -88,8 +89,11 @@ class SiblingCheck:
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        #: Held, then acknowledged as applied by a sibling, or applied here; questions re-sent.
-        self.counts = {"held": 0, "duplicates": 0, "applied": 0, "asked_again": 0}
+        #: Messages held, then acknowledged as applied by a sibling or applied here; second
+        #: copies of a message held already; questions sent again.
+        self.counts = {"held": 0, "duplicates": 0, "applied": 0, "copies": 0, "asked_again": 0}
+        #: Seconds from holding to deciding, in all and at most: what the check costs.
+        self.waited = {"total": 0.0, "max": 0.0}
 
     def hold(self, message_id: str, siblings: Iterable[str], decided: Decided) -> None:
         """Hold a redelivered message until ``siblings`` answered; ``decided(True)`` if one
@@ -98,13 +102,16 @@ class SiblingCheck:
         with self._lock:
             if self._closed:
                 return
-            self.counts["held"] += 1
             held = self._held.get(message_id)
             if held is not None:  # a second copy of a message already held: decided with it
+                self.counts["copies"] += 1
                 held.copies.append(decided)
                 return
-            due = self._clock() + self.timeout
-            self._held[message_id] = _Held(message_id, waiting, decided, self.timeout, due)
+            self.counts["held"] += 1
+            now = self._clock()
+            due = now + self.timeout
+            self._held[message_id] = _Held(message_id, waiting, decided, self.timeout, due,
+                                           since=now)
             heapq.heappush(self._due, (due, message_id))
             self._start_timer()
             self._lock.notify()
@@ -171,7 +178,11 @@ class SiblingCheck:
     def _decide(self, held: _Held, applied_elsewhere: bool) -> None:
         """Call the decisions (outside the lock), then forget the message: while they run it
         is still held, so a sibling asking meanwhile hears ``busy`` and asks again."""
-        self.counts["duplicates" if applied_elsewhere else "applied"] += 1
+        waited = self._clock() - held.since
+        with self._lock:
+            self.counts["duplicates" if applied_elsewhere else "applied"] += 1
+            self.waited["total"] += waited
+            self.waited["max"] = max(self.waited["max"], waited)
         try:
             held.decided(applied_elsewhere)
             for copy in held.copies:
