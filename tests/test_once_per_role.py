@@ -6,6 +6,8 @@ a redelivered message waits for the other instance's answer: ``cellframe.node.si
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter as Tally
@@ -19,6 +21,7 @@ from cellframe.store.store import Store
 from cellframe.testing import wait_for
 from cellframe.testing.amqp import AmqpNames
 from tests.amqp_support import close_connections
+from tests.process_support import child_env
 
 MESSAGES = 1500
 PACE = 200  # messages a second: the stream lasts 7.5 s, so every close lands inside it
@@ -159,3 +162,52 @@ def test_two_instances_with_separate_journals_apply_each_role_message_once(
             for node in nodes:
                 node.transport.close()
             publisher.close()
+
+
+def _applied_in(files: list[Path]) -> list[str]:
+    return [line for f in files if f.exists() for line in f.read_text().splitlines() if line]
+
+
+def test_two_node_processes_apply_each_role_message_once_across_closed_connections(
+        amqp_names: AmqpNames, tmp_path: Path) -> None:
+    name = f"cf-proc-{amqp_names.token}"
+    amqp_names.queue("role.ledger")  # the role's durable queue goes with the test
+    ids = [f"entry-{n}" for n in range(MESSAGES)]
+    nodes = ("proc-a", "proc-b")
+    files = [tmp_path / f"{node}.applied" for node in nodes]
+    logs = [tmp_path / f"{node}.log" for node in nodes]
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "tests.ledger_node", node, str(tmp_path / node), str(applied),
+         amqp_names.url, amqp_names.token, name], stdout=log.open("wb"),
+        stderr=subprocess.STDOUT, env=child_env())
+        for node, applied, log in zip(nodes, files, logs, strict=True)]
+    publisher = amqp_names.connect(name=name, buffer_size=MESSAGES)
+    try:
+        for node, other, log in ((nodes[0], nodes[1], logs[0]), (nodes[1], nodes[0], logs[1])):
+            wait_for(lambda node=node, other=other, log=log:
+                     f"{node}: up member={other} role=ledger" in log.read_text(), 60,
+                     what=f"{node} to see {other} alive in the role",
+                     show=lambda log=log: log.read_text()[-2000:])
+        stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
+        stream.start()
+        for at in CLOSES:
+            wait_for(lambda at=at: len(_applied_in(files)) >= at, 60,
+                     what=f"{at} messages applied", show=lambda: len(_applied_in(files)))
+            close_connections(name, expect=3)
+        stream.join(60)
+        assert publisher.flush(60), "the broker confirmed every message"
+        wait_for(lambda: len(set(_applied_in(files))) == MESSAGES, 90,
+                 what=f"all {MESSAGES} ids applied", show=lambda: len(_applied_in(files)))
+        twice = [i for i, times in Tally(_applied_in(files)).items() if times > 1]
+        assert twice == [], f"{len(twice)} ids applied twice"
+        assert all(f.read_text() for f in files), "both instances served"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(15)
+        publisher.close()
