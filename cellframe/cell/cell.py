@@ -353,6 +353,12 @@ class Cell(pykka.ThreadingActor):
         else:
             log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
 
+    def cell_drain_records(self, timeout: float) -> bool:
+        """Wait until the records of what this durable cell applied are durable and their
+        deliveries settled (True at once for a cell that is not durable)."""
+        journal = self._cell_journal
+        return journal is None or journal.drain(self._cell_family, timeout)
+
     def cell_applied(self, message_id: str) -> bool:
         """Has this cell (a durable one: any instance of its role sharing its journal)
         applied ``message_id``? Call it from the cell's thread."""

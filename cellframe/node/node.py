@@ -490,6 +490,7 @@ class Node(Supervising, Receiving):
         with self._lock:
             holding = self._all_hosted()
         self._drain_mailboxes(holding)
+        self._drain_records(holding)
         for tag in [*self._consumers, *([self._role_consumer] if self._role_consumer else [])]:
             try:
                 self.transport.cancel(tag)
@@ -544,6 +545,16 @@ class Node(Supervising, Receiving):
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # a dead or stuck cell: its deliveries go back to the broker
                 log.debug("a cell did not drain its mailbox while stopping", exc_info=True)
+
+    def _drain_records(self, hosted: list[Hosted], timeout: float = 10.0) -> None:
+        """Return once what the durable cells applied is recorded and acknowledged: closing
+        the role consumer before would send applied messages back to the role queue, and the
+        role's other instances would apply them again, this node having left."""
+        deadline = time.monotonic() + timeout
+        for h in hosted:
+            if not h.cell.cell_drain_records(max(0.0, deadline - time.monotonic())):
+                log.warning("%s: %s's records still not durable while stopping", self.name,
+                            h.cell.cell_name)
 
     def _all_hosted(self) -> list[Hosted]:
         daemon = [self._daemon] if self._daemon else []

@@ -28,7 +28,8 @@ Two nodes that hold a copy of the same message at once (the first holder's conne
 while it waited) would each hear ``not-applied`` from the other: a holder asked about a
 message it holds undecided answers ``busy`` if its name sorts first, so that exactly one of
 them goes first, and ``busy`` while it is handing the message it decided to apply to its
-cells, so the other asks again and then finds it applied.
+cells, so the other asks again and then finds it applied. Otherwise its cells answer: an
+earlier copy may have been applied there, whatever the copy it holds now.
 """
 
 from __future__ import annotations
@@ -119,15 +120,15 @@ class SiblingCheck:
             self._ask(sibling, message_id)
 
     def answer_for(self, message_id: str, asker: str) -> str | None:
-        """What to answer ``asker`` about a message held here: ``busy`` (ask again), or None
-        (not held here: the cells' journals answer)."""
+        """``busy`` (ask again) if a copy of ``message_id`` held here goes first (it is being
+        handed to the cells, or this node's name sorts before ``asker``'s); None: the cells'
+        journals answer (a copy held here undecided is not applied, but an earlier copy may
+        have been)."""
         with self._lock:
             held = self._held.get(message_id)
-        if held is None:
-            return None
-        if held.deciding or self.name < asker:
+        if held is not None and (held.deciding or self.name < asker):
             return BUSY
-        return NOT_APPLIED
+        return None
 
     def heard(self, sibling: str, message_id: str, answer: str) -> None:
         """``sibling``'s answer about ``message_id``."""
