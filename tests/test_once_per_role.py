@@ -1,9 +1,13 @@
 """A role message is applied once by the role, not once per live instance that sees it: on
 the real RabbitMQ, two live instances of a durable role, the broker's connections closed
-mid-stream, each of the distinct messages applied exactly once."""
+mid-stream, each of the distinct messages applied exactly once; whether the instances share
+one journal (one process) or each has its own journal and store, as two processes do (then
+a redelivered message waits for the other instance's answer: ``cellframe.node.siblings``)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter as Tally
@@ -12,9 +16,12 @@ from typing import Any, ClassVar
 
 from cellframe import Cell, Envelope, Node, RoleRegistry, transition
 from cellframe.cell.durable import CellJournal
+from cellframe.healing.membership import HealingConfig, Membership
 from cellframe.store.store import Store
 from cellframe.testing import wait_for
+from cellframe.testing.amqp import AmqpNames
 from tests.amqp_support import close_connections
+from tests.process_support import child_env
 
 MESSAGES = 1500
 PACE = 200  # messages a second: the stream lasts 7.5 s, so every close lands inside it
@@ -89,3 +96,124 @@ def test_two_live_instances_apply_each_role_message_once_across_closed_connectio
             for node in nodes:
                 node.transport.close()
             publisher.close()
+
+
+#: Membership only to know who else plays the role: 50 ms heartbeats, no reconciling, and a
+#: 5 s acceptable pause, so that the reconnections after each close are not taken for deaths.
+HEARTBEATS = Membership.configured(HealingConfig(heartbeat_interval=0.05, acceptable_pause=5.0,
+                                                 reconcile=False))
+
+
+def _sees(node: Node, other: str, role: str) -> bool:
+    members = next((c["members"] for c in node.status()["cells"] if "members" in c), [])
+    return any(m["name"] == other and m["role"] == role and m["status"] == "alive"
+               for m in members)
+
+
+def _stream_with_closes(name: str, nodes: list[Node], publisher: Any, ids: list[str]) -> None:
+    """Publish ``ids`` once each, closing the nodes' connections (not the publisher's) at
+    ``CLOSES``: every second copy the nodes see is then a redelivery of a lost ack. A
+    publisher whose connection closes sends its unconfirmed messages again, each a second
+    broker message under the same id, never marked redelivered; separate journals do not
+    fence those across instances (docs/supervision.md, "Not done")."""
+    stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
+    stream.start()
+    for at in CLOSES:
+        wait_for(lambda at=at: len(Ledger.applied) >= at, 60,
+                 what=f"{at} messages applied", show=lambda: len(Ledger.applied))
+        close_connections(name, expect=2)
+    stream.join(60)
+    assert publisher.flush(60), "the broker confirmed every message"
+    assert publisher.stats()["resent"] == 0  # one broker message per id
+    wait_for(lambda: len({i for _, i in Ledger.applied}) == len(ids), 90,
+             what=f"all {len(ids)} ids applied",
+             show=lambda: (len(Ledger.applied), [n.status()["counters"] for n in nodes]))
+
+
+def test_two_instances_with_separate_journals_apply_each_role_message_once(
+        amqp_names: AmqpNames, tmp_path: Path, record_property: Any) -> None:
+    name = f"cf-sep-{amqp_names.token}"
+    registry = RoleRegistry({"ledger": [Ledger]})
+    Ledger.applied.clear()
+    ids = [f"entry-{n}" for n in range(MESSAGES)]
+    nodes: list[Node] = []
+    with Store(tmp_path / "a") as store_a, Store(tmp_path / "b") as store_b:
+        for node, store in (("sep-1", store_a), ("sep-2", store_b)):  # nothing shared
+            nodes.append(Node(node, transport=amqp_names.connect(name=name), role="ledger",
+                              registry=registry, journal=CellJournal(store),
+                              system_cells=(HEARTBEATS,), watch_config=False,
+                              queue_prefix=amqp_names.queue_prefix).start())
+        publisher = amqp_names.connect(name=f"{name}-publisher", buffer_size=MESSAGES)
+        try:
+            wait_for(lambda: _sees(nodes[0], "sep-2", "ledger") and
+                     _sees(nodes[1], "sep-1", "ledger"), 30,
+                     what="each node to see the other alive in the role")
+            _stream_with_closes(name, nodes, publisher, ids)
+            by_id = Tally(i for _, i in Ledger.applied)
+            twice = [i for i, times in by_id.items() if times > 1]
+            assert twice == [], f"{len(twice)} ids applied twice"
+            by_node = Tally(node for node, _ in Ledger.applied)
+            assert set(by_node) == {"sep-1", "sep-2"}, by_node  # both instances served
+            checks = [n.siblings.counts for n in nodes]
+            record_property("sibling_checks", checks)
+            waited = [n.siblings.waited for n in nodes]
+            decided = sum(c["duplicates"] + c["applied"] for c in checks)
+            record_property("sibling_check_mean_ms",
+                            round(1000 * sum(w["total"] for w in waited) / max(1, decided), 2))
+            record_property("sibling_check_max_ms", round(1000 * max(w["max"] for w in waited)))
+        finally:
+            for node in nodes:
+                node.stop()
+            for node in nodes:
+                node.transport.close()
+            publisher.close()
+
+
+def _applied_in(files: list[Path]) -> list[str]:
+    return [line for f in files if f.exists() for line in f.read_text().splitlines() if line]
+
+
+def test_two_node_processes_apply_each_role_message_once_across_closed_connections(
+        amqp_names: AmqpNames, tmp_path: Path) -> None:
+    name = f"cf-proc-{amqp_names.token}"
+    amqp_names.queue("role.ledger")  # the role's durable queue goes with the test
+    ids = [f"entry-{n}" for n in range(MESSAGES)]
+    nodes = ("proc-a", "proc-b")
+    files = [tmp_path / f"{node}.applied" for node in nodes]
+    logs = [tmp_path / f"{node}.log" for node in nodes]
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "tests.ledger_node", node, str(tmp_path / node), str(applied),
+         amqp_names.url, amqp_names.token, name], stdout=log.open("wb"),
+        stderr=subprocess.STDOUT, env=child_env())
+        for node, applied, log in zip(nodes, files, logs, strict=True)]
+    publisher = amqp_names.connect(name=f"{name}-publisher", buffer_size=MESSAGES)
+    try:
+        for node, other, log in ((nodes[0], nodes[1], logs[0]), (nodes[1], nodes[0], logs[1])):
+            wait_for(lambda node=node, other=other, log=log:
+                     f"{node}: up member={other} role=ledger" in log.read_text(), 60,
+                     what=f"{node} to see {other} alive in the role",
+                     show=lambda log=log: log.read_text()[-2000:])
+        stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
+        stream.start()
+        for at in CLOSES:
+            wait_for(lambda at=at: len(_applied_in(files)) >= at, 60,
+                     what=f"{at} messages applied", show=lambda: len(_applied_in(files)))
+            close_connections(name, expect=2)  # the nodes', as in _stream_with_closes
+        stream.join(60)
+        assert publisher.flush(60), "the broker confirmed every message"
+        assert publisher.stats()["resent"] == 0
+        wait_for(lambda: len(set(_applied_in(files))) == MESSAGES, 90,
+                 what=f"all {MESSAGES} ids applied", show=lambda: len(_applied_in(files)))
+        twice = [i for i, times in Tally(_applied_in(files)).items() if times > 1]
+        assert twice == [], f"{len(twice)} ids applied twice"
+        assert all(f.read_text() for f in files), "both instances served"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(15)
+        publisher.close()

@@ -56,7 +56,7 @@ from .host import CellHost, StandaloneHost
 from .outbox import Outbox
 from .statemachine import Machine, Transition, compile_machine
 
-__all__ = ["Cell", "CellCounters", "Inbound", "SettingsChanged"]
+__all__ = ["AppliedQuery", "Cell", "CellCounters", "Inbound", "SettingsChanged"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,16 @@ class Inbound:
     refuse: Callable[[str, bool], None] = field(default=_no_refusal)
     admit: Callable[[], bool] | None = None
     report: Callable[[str, str], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedQuery:
+    """A mailbox item: another instance of the role asks whether this durable cell applied
+    ``message_id``; ``answer(applied)`` is called from the cell's thread once the cell has
+    handled everything its mailbox held before it (``cellframe.node.siblings``)."""
+
+    message_id: str
+    answer: Callable[[bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +334,8 @@ class Cell(pykka.ThreadingActor):
                 self._cell_crashing(message, None, error)
             if self._cell_journal is not None and self.cell_counters.applied != applied:
                 self._cell_record(message, None)
+        elif type(message) is AppliedQuery:
+            message.answer(self.cell_applied(message.message_id))
         elif type(message) is SettingsChanged:
             old, self.cell_settings = self.cell_settings, dict(message.settings)
             if old != self.cell_settings:
@@ -340,6 +352,20 @@ class Cell(pykka.ThreadingActor):
                                            f"{type(error).__name__}: {error}") from error
         else:
             log.warning("%s: ignoring a mailbox item that is not a Message: %r", self.cell_name, message)
+
+    def cell_drain_records(self, timeout: float) -> bool:
+        """Wait until the records of what this durable cell applied are durable and their
+        deliveries settled (True at once for a cell that is not durable)."""
+        journal = self._cell_journal
+        return journal is None or journal.drain(self._cell_family, timeout)
+
+    def cell_applied(self, message_id: str) -> bool:
+        """Has this cell (a durable one: any instance of its role sharing its journal)
+        applied ``message_id``? Call it from the cell's thread."""
+        journal = self._cell_journal
+        if journal is not None:
+            return journal.claimed(self._cell_family, message_id)
+        return message_id in self.cell_dedup
 
     def _cell_outcome(self, before: dict[str, int]) -> str:
         """What became of the message just handled, read from the counters it moved (the

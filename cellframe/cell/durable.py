@@ -79,6 +79,20 @@ class CellJournal:
         with self._lock:
             return self._family(family, capacity).claims.claim(message_id)
 
+    def claimed(self, family: str, message_id: str) -> bool:
+        """Has an instance of the role of ``family`` here applied ``message_id`` (or is it
+        applying it)? What a node answers another instance of the role that asks."""
+        with self._lock:
+            state = self._families.get(family)
+            return state is not None and message_id in state.claims.ids
+
+    def claimed_in_role(self, role: str, message_id: str) -> bool:
+        """``claimed`` in any family of ``role`` (a node no longer playing it answers so)."""
+        prefix = f"cell/{role}/"
+        with self._lock:
+            return any(message_id in state.claims.ids for family, state in self._families.items()
+                       if family.startswith(prefix))
+
     def release(self, family: str, message_id: str) -> None:
         """Give up a claim: the message was not applied (it failed, or the cell crashed)."""
         with self._lock:
@@ -113,17 +127,34 @@ class CellJournal:
                 ids = list(journal.recorded)
 
         def durable(receipt: Any, error: BaseException | None) -> None:
-            with self._lock:
-                journal.in_flight -= 1
-                if journal.in_flight == 0 and journal.recovering:
-                    self._lock.notify_all()
-            done(error)
+            try:
+                done(error)  # first: who waits for in_flight to reach 0 waits for the settling
+            finally:
+                with self._lock:
+                    journal.in_flight -= 1
+                    if journal.in_flight == 0 and journal.recovering:
+                        self._lock.notify_all()
 
         self.store.insert_nowait(family, value, durable, time=when)
         if snapshot:
             body = json.dumps({"state": state, "fields": fields, "ids": ids, "upto": when},
                               separators=(",", ":")).encode()
             self.store.insert_nowait(family + _SNAPSHOT, body, time=when)
+
+    def drain(self, family: str, timeout: float) -> bool:
+        """Wait until every record of ``family`` submitted so far is durable and its delivery
+        settled (a node stopping does, before it closes its role consumer: an applied
+        message whose acknowledgement is still to come would go back to the queue, and to
+        another instance of the role). False if ``timeout`` passed first."""
+        with self._lock:
+            journal = self._families.get(family)
+            if journal is None:
+                return True
+            journal.recovering += 1
+            try:
+                return self._lock.wait_for(lambda: journal.in_flight == 0, timeout)
+            finally:
+                journal.recovering -= 1
 
     def recover(self, family: str, capacity: int) -> Recovered | None:
         """The recorded state (state, fields) and the ids of the last ``capacity`` applied
@@ -182,7 +213,7 @@ class _Family:
         self.in_flight = 0
         self.last_time = 0
         self.since_snapshot = 0
-        self.recovering = 0  # recoveries waiting for in_flight to reach 0
+        self.recovering = 0  # recoveries (and drains) waiting for in_flight to reach 0
 
 
 class _Claims:

@@ -24,10 +24,13 @@ class NodeCounters:
     failures: int = 0
     #: Deliveries for role cells given back, never applied, because the node was paused.
     fenced: int = 0
+    #: Redelivered role messages acknowledged unapplied: another instance of the role had
+    #: applied them (``cellframe.node.siblings``).
+    sibling_duplicates: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"delivered": self.delivered, "rejected": self.rejected,
                 "unroutable": self.unroutable, "sent": self.sent, "refused": dict(self.refused),
                 "crashes": self.crashes, "restarts": self.restarts, "failures": self.failures,
-                "fenced": self.fenced}
+                "fenced": self.fenced, "sibling_duplicates": self.sibling_duplicates}

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import pykka
 from pykka.messages import ProxyGetAttr
 
-from ..cell.cell import Cell, SettingsChanged
+from ..cell.cell import AppliedQuery, Cell, SettingsChanged
 from ..cell.durable import CellJournal
 from ..cell.fence import PauseFence
 from ..cell.host import CellHost, HostedCell
@@ -39,6 +39,7 @@ from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
 from ..errors import ArityError, CellframeError, ClusterError, ConfigError
+from ..healing.membership import Membership
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -60,6 +61,7 @@ from .gate import Gate
 from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
+from .siblings import ANSWERS, APPLIED, BUSY, NOT_APPLIED, SiblingCheck
 from .status import status_reply
 from .supervising import Supervising
 from .supervisor import RestartIntensity, SupervisionPolicy
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 
 #: The header that marks an event (nobody listening to one is fine: a log sump is optional).
 _EVENT_HEADER = "x-cellframe-event"
+#: Membership's events that end a member's life: it is no longer asked about a message.
+_GONE = frozenset({"down", "left"})
 #: Default cap on an incoming message body, checked before anything reads it.
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -84,6 +88,33 @@ NODE_QUEUE_PREFETCH = 1000
 
 
 
+def _ask_cells(cells: list[Hosted], message_id: str, reply: Callable[[str], None]) -> None:
+    """Put the question in each cell's mailbox; ``reply`` once all answered (``applied`` if
+    one did), or ``busy`` at once if one is not running (restarting: its held messages are
+    not in its mailbox yet)."""
+    if any(h.condition != "running" for h in cells):
+        reply(BUSY)
+        return
+    remaining = [len(cells)]
+    applied = [False]
+    lock = threading.Lock()
+
+    def answer(was_applied: bool) -> None:
+        with lock:
+            remaining[0] -= 1
+            applied[0] = applied[0] or was_applied
+            last = remaining[0] == 0
+        if last:
+            reply(APPLIED if applied[0] else NOT_APPLIED)
+
+    for hosted in cells:
+        try:
+            hosted.ref.tell(AppliedQuery(message_id, answer))
+        except pykka.ActorDeadError:
+            reply(BUSY)  # dying: asked again once it is restarted
+            return
+
+
 class NodeDaemon(Cell):
     """The management cell of a node: status, ping, differentiation, diagnostic mode, and
     the monitors other nodes ask of it or answer."""
@@ -93,7 +124,8 @@ class NodeDaemon(Cell):
     #: Monitors between nodes (``cellframe.node.monitors``): only nodes ask and tell them, a
     #: node asking with ``:by``, a watched cell's node telling with ``:node``.
     node_verbs: ClassVar[Mapping[str, str | None]] = {
-        "monitor": "by", "demonitor": "by", "cell-down": "node"}
+        "monitor": "by", "demonitor": "by", "cell-down": "node",
+        "was-applied": "by", "applied-answer": "node"}
 
     def __init__(self, name: str, *, node: Node, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
@@ -133,6 +165,22 @@ class NodeDaemon(Cell):
         if not isinstance(cell, str) or not isinstance(by, str):
             raise ArityError(f"demonitor takes :cell NAME :by NODE, not {cell!r} and {by!r}")
         self.node.monitors.unasked_by(by, cell)
+
+    @transition("was-applied")
+    def was_applied(self, message: str, role: str, by: str) -> None:
+        """Another instance of the role (``by``) holds a redelivered ``message``: did this
+        node apply it? (``cellframe.node.siblings``)"""
+        if not all(isinstance(v, str) for v in (message, role, by)) or len(message) > 200:
+            raise ArityError("was-applied takes :message :role :by, all strings")
+        self.node.answer_sibling(by, role, message)
+
+    @transition("applied-answer")
+    def applied_answer(self, message: str, node: str, answer: str) -> None:
+        """Another instance of the role (``node``) answers ``was-applied``."""
+        if not all(isinstance(v, str) for v in (message, node, answer)) or answer not in ANSWERS:
+            raise ArityError(f"applied-answer takes :message :node :answer, the answer one of "
+                             f"{sorted(ANSWERS)}")
+        self.node.siblings.heard(node, message, answer)
 
     @transition("cell-down")
     def cell_down(self, cell: str, node: str, condition: str = "failed", reason: str = "",
@@ -179,6 +227,7 @@ class Node(Supervising, Receiving):
         supervision: SupervisionPolicy | None = None,
         journal: CellJournal | None = None,
         ship_logs: bool = False,
+        sibling_timeout: float = 2.0,
     ) -> None:
         self.name = validate_name(name, "node name")
         self.transport = transport
@@ -252,6 +301,11 @@ class Node(Supervising, Receiving):
         #: The handler shipping this process's log records to the sump (``ship_logs=True``).
         self.log_shipping: Any = None
         self._admission_lock = threading.Lock()  # see _Admission
+        #: Redelivered role messages held until the role's other instances say whether they
+        #: applied them; ``sibling_timeout``: the first wait for an answer.
+        self.siblings = SiblingCheck(self.name, self._ask_sibling, self.role_siblings,
+                                     timeout=sibling_timeout,
+                                     max_wait=max(8 * sibling_timeout, 16.0))
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -429,12 +483,14 @@ class Node(Supervising, Receiving):
             self._stopped.set()
         self._ticker.stop()
         self.monitors.close()
+        self.siblings.close()  # what it held stays unsettled: the broker redelivers it
         if self._watcher is not None:
             self._watcher.stop()
         self.emit("stopping", role=self.role)
         with self._lock:
             holding = self._all_hosted()
         self._drain_mailboxes(holding)
+        self._drain_records(holding)
         for tag in [*self._consumers, *([self._role_consumer] if self._role_consumer else [])]:
             try:
                 self.transport.cancel(tag)
@@ -489,6 +545,16 @@ class Node(Supervising, Receiving):
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # a dead or stuck cell: its deliveries go back to the broker
                 log.debug("a cell did not drain its mailbox while stopping", exc_info=True)
+
+    def _drain_records(self, hosted: list[Hosted], timeout: float = 10.0) -> None:
+        """Return once what the durable cells applied is recorded and acknowledged: closing
+        the role consumer before would send applied messages back to the role queue, and the
+        role's other instances would apply them again, this node having left."""
+        deadline = time.monotonic() + timeout
+        for h in hosted:
+            if not h.cell.cell_drain_records(max(0.0, deadline - time.monotonic())):
+                log.warning("%s: %s's records still not durable while stopping", self.name,
+                            h.cell.cell_name)
 
     def _all_hosted(self) -> list[Hosted]:
         daemon = [self._daemon] if self._daemon else []
@@ -628,6 +694,56 @@ class Node(Supervising, Receiving):
     def _hosted_named(self, cell: str) -> Hosted | None:
         return next((h for h in self._all_hosted() if h.cell.cell_name == cell), None)
 
+    # -- once per role across processes (``cellframe.node.siblings``) -------------------------
+
+    def role_siblings(self) -> list[str]:
+        """The other instances of this node's role that its membership holds neither down nor
+        left (none without a membership cell: then a redelivered message is not held)."""
+        role = self.role
+        membership = next((h.cell for h in self._routes.everyone
+                           if isinstance(h.cell, Membership)), None)
+        if role is None or membership is None:
+            return []
+        return [m["name"] for m in membership.cell_view()
+                if m["role"] == role and m["status"] not in _GONE and m["name"] != self.name]
+
+    def _ask_sibling(self, sibling: str, message_id: str) -> None:
+        self._send_quietly(node_key(sibling), [
+            Symbol("was-applied"), Keyword("message"), message_id, Keyword("role"),
+            self.role, Keyword("by"), self.name])
+
+    def answer_sibling(self, asker: str, role: str, message_id: str) -> None:
+        """Answer ``asker`` whether this node applied ``message_id`` of ``role``: from its
+        durable role cells, once each has handled what its mailbox held before the question;
+        from its journal if it no longer plays the role; ``busy`` if it holds a redelivered
+        copy itself (see ``SiblingCheck.answer_for``) or a cell of the role is restarting."""
+        def reply(answer: str) -> None:
+            self._send_quietly(node_key(asker), [
+                Symbol("applied-answer"), Keyword("message"), message_id, Keyword("node"),
+                self.name, Keyword("answer"), answer])
+
+        held = self.siblings.answer_for(message_id, asker)
+        if held is not None:
+            reply(held)
+            return
+        fence = self.fence
+        if fence is not None and fence.holding:
+            reply(BUSY)  # what it holds behind the fence may yet be applied here
+            return
+        cells = [h for h in self._routes.role_cells if h.cell.durable] if role == self.role else []
+        if not cells:
+            journal = self.journal
+            applied = journal is not None and journal.claimed_in_role(role, message_id)
+            reply(APPLIED if applied else NOT_APPLIED)
+            return
+        _ask_cells(cells, message_id, reply)
+
+    def _send_quietly(self, target: str, expr: list[Any]) -> None:
+        try:
+            self.send(target, expr, on_return=lambda *_: None)
+        except CellframeError as error:  # a closed transport: the asker asks again
+            log.debug("%s: not sent to %s: %s", self.name, target, error)
+
     def renew_incarnation(self, above: int) -> int:
         """Start a new life, numbered above ``above`` and the current one (membership does,
         to refute news of this node's death); returns it."""
@@ -678,6 +794,8 @@ class Node(Supervising, Receiving):
             log.info("%s: %s %s", self.name, kind,
                      " ".join(f"{key}={value}" for key, value in fields.items()))
         self.monitors.heard_event(kind, payload)
+        if kind in _GONE and isinstance(fields.get("member"), str):
+            self.siblings.gone(fields["member"])
         for listener in list(self.listeners):
             listener(kind, payload)
         expr = [Symbol("event"), Keyword("kind"), kind]

@@ -35,6 +35,7 @@ from ..wire.routing import topic_matches
 from .audit import AuditTrail
 from .gate import Gate, head_verb
 from .hosted import HeldDelivery, Hosted, NodeParts
+from .siblings import SiblingCheck
 
 __all__ = ["Receiving"]
 
@@ -59,6 +60,8 @@ class Receiving(NodeParts):
     _notices: tuple[int, int]
     emit_settled: Callable[[str, dict[str, Any], Callable[[], None] | None], None]
     dead_letter: Callable[[Message, str], None]
+    siblings: SiblingCheck
+    role_siblings: Callable[[], list[str]]
 
     # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
 
@@ -79,11 +82,57 @@ class Receiving(NodeParts):
         if decoded is None:
             return
         message, trail = decoded
+        if delivery.redelivered and self._hold_for_siblings(message, delivery, trail):
+            return  # until the role's other instances say whether they applied it
+        # _tell_role_cells written out: a first delivery pays one attribute read, no call more.
         cells = self._routes.role_cells
         verb = head_verb(message.expr)
         declaring = [h for h in cells if verb in h.cell.cell_verbs()]
         self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True,
                    trail=trail)
+
+    def _tell_role_cells(self, message: Message, delivery: Delivery,
+                         trail: AuditTrail | None) -> None:
+        cells = self._routes.role_cells
+        verb = head_verb(message.expr)
+        declaring = [h for h in cells if verb in h.cell.cell_verbs()]
+        self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True,
+                   trail=trail)
+
+    # -- once per role across processes (``cellframe.node.siblings``) --
+
+    def _hold_for_siblings(self, message: Message, delivery: Delivery,
+                           trail: AuditTrail | None) -> bool:
+        """A redelivered role message for a durable cell: hold it and ask the role's other
+        live instances whether they applied it. False (tell the cells now) if no cell here
+        is durable or membership knows no other instance."""
+        if not any(h.cell.durable for h in self._routes.role_cells):
+            return False
+        siblings = self.role_siblings()
+        if not siblings:
+            return False
+        self.siblings.hold(message.id, siblings,
+                           functools.partial(self._sibling_decided, message, delivery, trail))
+        return True
+
+    def _sibling_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
+                         applied_elsewhere: bool) -> None:
+        """A held redelivered message decided: acknowledged as a duplicate (another instance
+        applied it), or told to the cells here, or given back if the role went meanwhile."""
+        if applied_elsewhere:
+            self.counters.sibling_duplicates += 1
+            log.info("%s: %s was applied by another instance of %s: acknowledged as a "
+                     "duplicate", self.name, message.id, self.role)
+            if trail is None:
+                _ack_quietly(delivery)
+            else:
+                trail.report("", "duplicate")
+                trail.publish(then=functools.partial(_ack_quietly, delivery))
+        elif self._routes.role_cells:
+            self._tell_role_cells(message, delivery, trail)
+        else:
+            self._give_back_fenced(delivery, True, "the node left the role while it asked the "
+                                   "role's other instances", trail)
 
     def _cells_named(self, name: str) -> list[Hosted]:
         return [h for h in self._routes.everyone if h.cell.cell_name == name]
@@ -337,6 +386,13 @@ class _Refusal:
         finally:
             self._settle()
 
+
+
+def _ack_quietly(delivery: Delivery) -> None:
+    try:
+        delivery.ack()
+    except Exception:  # its channel closed meanwhile: the broker redelivers it, asked again
+        log.debug("acknowledging %s failed", delivery.envelope.message_id, exc_info=True)
 
 
 def _countdown(count: int, done: Callable[[], None]) -> Callable[[], None]:
