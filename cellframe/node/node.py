@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import pykka
 from pykka.messages import ProxyGetAttr
 
-from ..cell.cell import AppliedQuery, Cell, SettingsChanged
+from ..cell.cell import Cell, SettingsChanged
 from ..cell.durable import CellJournal
 from ..cell.fence import PauseFence
 from ..cell.host import CellHost, HostedCell
@@ -39,7 +39,6 @@ from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
 from ..errors import ArityError, CellframeError, ClusterError, ConfigError
-from ..healing.membership import Membership
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -56,12 +55,13 @@ from ..wire.routing import (
     role_key,
     validate_name,
 )
+from .answering import AnsweringSiblings
 from .counters import NodeCounters
 from .gate import Gate
 from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
-from .siblings import ANSWERS, APPLIED, BUSY, NOT_APPLIED, SiblingCheck
+from .siblings import ANSWERS, SiblingCheck
 from .status import status_reply
 from .supervising import Supervising
 from .supervisor import RestartIntensity, SupervisionPolicy
@@ -86,33 +86,6 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: across the role's nodes.
 NODE_QUEUE_PREFETCH = 1000
 
-
-
-def _ask_cells(cells: list[Hosted], message_id: str, reply: Callable[[str], None]) -> None:
-    """Put the question in each cell's mailbox; ``reply`` once all answered (``applied`` if
-    one did), or ``busy`` at once if one is not running (restarting: its held messages are
-    not in its mailbox yet)."""
-    if any(h.condition != "running" for h in cells):
-        reply(BUSY)
-        return
-    remaining = [len(cells)]
-    applied = [False]
-    lock = threading.Lock()
-
-    def answer(was_applied: bool) -> None:
-        with lock:
-            remaining[0] -= 1
-            applied[0] = applied[0] or was_applied
-            last = remaining[0] == 0
-        if last:
-            reply(APPLIED if applied[0] else NOT_APPLIED)
-
-    for hosted in cells:
-        try:
-            hosted.ref.tell(AppliedQuery(message_id, answer))
-        except pykka.ActorDeadError:
-            reply(BUSY)  # dying: asked again once it is restarted
-            return
 
 
 class NodeDaemon(Cell):
@@ -195,7 +168,7 @@ class NodeDaemon(Cell):
         self.node.monitors.heard_cell_down(node, cell, condition, reason, notice_id)
 
 
-class Node(Supervising, Receiving):
+class Node(Supervising, Receiving, AnsweringSiblings):
     """One host's management daemon, and the ``CellHost`` of the cells it starts.
 
     ``with Node(...) as node:`` starts it (unless it was started already) and stops it on the
@@ -693,56 +666,6 @@ class Node(Supervising, Receiving):
 
     def _hosted_named(self, cell: str) -> Hosted | None:
         return next((h for h in self._all_hosted() if h.cell.cell_name == cell), None)
-
-    # -- once per role across processes (``cellframe.node.siblings``) -------------------------
-
-    def role_siblings(self) -> list[str]:
-        """The other instances of this node's role that its membership holds neither down nor
-        left (none without a membership cell: then a redelivered message is not held)."""
-        role = self.role
-        membership = next((h.cell for h in self._routes.everyone
-                           if isinstance(h.cell, Membership)), None)
-        if role is None or membership is None:
-            return []
-        return [m["name"] for m in membership.cell_view()
-                if m["role"] == role and m["status"] not in _GONE and m["name"] != self.name]
-
-    def _ask_sibling(self, sibling: str, message_id: str) -> None:
-        self._send_quietly(node_key(sibling), [
-            Symbol("was-applied"), Keyword("message"), message_id, Keyword("role"),
-            self.role, Keyword("by"), self.name])
-
-    def answer_sibling(self, asker: str, role: str, message_id: str) -> None:
-        """Answer ``asker`` whether this node applied ``message_id`` of ``role``: from its
-        durable role cells, once each has handled what its mailbox held before the question;
-        from its journal if it no longer plays the role; ``busy`` if it holds a redelivered
-        copy itself (see ``SiblingCheck.answer_for``) or a cell of the role is restarting."""
-        def reply(answer: str) -> None:
-            self._send_quietly(node_key(asker), [
-                Symbol("applied-answer"), Keyword("message"), message_id, Keyword("node"),
-                self.name, Keyword("answer"), answer])
-
-        held = self.siblings.answer_for(message_id, asker)
-        if held is not None:
-            reply(held)
-            return
-        fence = self.fence
-        if fence is not None and fence.holding:
-            reply(BUSY)  # what it holds behind the fence may yet be applied here
-            return
-        cells = [h for h in self._routes.role_cells if h.cell.durable] if role == self.role else []
-        if not cells:
-            journal = self.journal
-            applied = journal is not None and journal.claimed_in_role(role, message_id)
-            reply(APPLIED if applied else NOT_APPLIED)
-            return
-        _ask_cells(cells, message_id, reply)
-
-    def _send_quietly(self, target: str, expr: list[Any]) -> None:
-        try:
-            self.send(target, expr, on_return=lambda *_: None)
-        except CellframeError as error:  # a closed transport: the asker asks again
-            log.debug("%s: not sent to %s: %s", self.name, target, error)
 
     def renew_incarnation(self, above: int) -> int:
         """Start a new life, numbered above ``above`` and the current one (membership does,

@@ -84,12 +84,7 @@ class Receiving(NodeParts):
         message, trail = decoded
         if delivery.redelivered and self._hold_for_siblings(message, delivery, trail):
             return  # until the role's other instances say whether they applied it
-        # _tell_role_cells written out: a first delivery pays one attribute read, no call more.
-        cells = self._routes.role_cells
-        verb = head_verb(message.expr)
-        declaring = [h for h in cells if verb in h.cell.cell_verbs()]
-        self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True,
-                   trail=trail)
+        self._tell_role_cells(message, delivery, trail)
 
     def _tell_role_cells(self, message: Message, delivery: Delivery,
                          trail: AuditTrail | None) -> None:
