@@ -6,6 +6,8 @@ A Symbol never equals a str with the same text: ``read('"a"') != read('a')``.
 
 from __future__ import annotations
 
+import sys
+
 __all__ = ["Keyword", "Symbol"]
 
 _INTERN_LIMIT = 65_536
@@ -75,7 +77,9 @@ class Keyword(_Atom):
     argument: str
 
     def _made(self) -> None:
-        object.__setattr__(self, "argument", self.name.replace("-", "_"))
+        # Interned: Python matches a keyword argument to a parameter by identity first (the
+        # parameter names are interned), and by comparing the strings only after that fails.
+        object.__setattr__(self, "argument", sys.intern(self.name.replace("-", "_")))
 
     def __str__(self) -> str:
         return ":" + self.name
