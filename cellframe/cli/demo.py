@@ -13,6 +13,7 @@ the embedded transport in one process or across real node processes on RabbitMQ.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -228,18 +229,33 @@ class _DataPhase:
     def _roots_agree(self, timeout: float) -> bool:
         assert self.observer is not None
         deadline = time.monotonic() + timeout
+        observer = self.observer
         while time.monotonic() < deadline:
-            before = len(self.observer.answers.get("roots-are", []))
-            self.observer.client.send(each_key("shard"), [Symbol("roots")])
-            self.observer.wait(lambda: False, 0.5)
-            roots: dict[str, dict[int, str]] = {}
-            for answer in self.observer.answers.get("roots-are", [])[before:]:
-                fields = _fields(answer[1:])
-                node_roots = roots.setdefault(str(fields.get("node")), {})
-                node_roots.update({int(p): str(r) for p, r in _unquote(fields.get("roots")) or []})
+            before = len(observer.answers.get("roots-are", []))
+            observer.client.send(each_key("shard"), [Symbol("roots")])
+            # Every shard's answer to this round: a busy node answers late, and a fixed
+            # half-second window saw fewer than three answers in a round, again and again.
+            observer.wait(functools.partial(self._answered_by_three, before),
+                          max(0.5, min(5.0, deadline - time.monotonic())))
+            roots = self._roots_since(before)
             if len(roots) >= 3 and len({tuple(sorted(r.items())) for r in roots.values()}) == 1:
                 return True
+            observer.wait(lambda: False, 0.5)  # writes still landing: ask again shortly
         return False
+
+    def _answered_by_three(self, start: int) -> bool:
+        return len(self._roots_since(start)) >= 3
+
+    def _roots_since(self, start: int) -> dict[str, dict[int, str]]:
+        """Each shard node's Merkle roots, from the ``roots-are`` answers after the first
+        ``start`` (a later answer of a node updates its earlier one)."""
+        assert self.observer is not None
+        roots: dict[str, dict[int, str]] = {}
+        for answer in list(self.observer.answers.get("roots-are", []))[start:]:
+            fields = _fields(answer[1:])
+            node_roots = roots.setdefault(str(fields.get("node")), {})
+            node_roots.update({int(p): str(r) for p, r in _unquote(fields.get("roots")) or []})
+        return roots
 
     def _verify_data(self) -> None:
         assert self.observer is not None
