@@ -18,6 +18,7 @@ import pytest
 from cellframe.cli.picture import ClusterPicture
 from cellframe.cli.status import render_text, status_view
 from cellframe.testing import wait_for
+from cellframe.wire.envelope import Envelope
 from tests import cli_support
 from tests.cli_support import ZONE, invoke
 from tests.process_support import ProcessCluster
@@ -445,6 +446,30 @@ def test_dead_letters_shows_a_no_op_with_its_reason_and_take_removes_it(
     assert "unknown verb set-wieght" in taken.stdout and "(removed)" in taken.stderr
     left = invoke("dead-letters", *where)
     assert "set-wieght" not in left.stdout and left.stderr.startswith("0 dead letters")
+
+
+@pytest.mark.amqp
+def test_dead_letters_whose_send_time_no_calendar_holds_are_shown_and_taken(amqp_names) -> None:
+    """A send time is what the sender wrote (x-cf-ts): nan or 1e300 made `dead-letters` end in
+    a traceback, after --take had already removed the letters it was showing."""
+    odd = [float("nan"), float("inf"), 1e300, -1e300, 2.0**62]
+    with amqp_names.connect() as transport:
+        for index, sent in enumerate(odd):
+            transport.dead_letter(Envelope(f"(odd {index})".encode(), timestamp=sent), "why")
+    where = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange, "--idle", "0.5"]
+    shown = invoke("dead-letters", "--json", *where)
+    assert shown.exit_code == 0, shown.output
+    assert [json.loads(line, parse_constant=_refuse)["sent_at"]
+            for line in shown.stdout.splitlines()] == [None] * len(odd)
+    taken = invoke("dead-letters", "--take", *where)
+    assert taken.exit_code == 0, taken.output
+    assert [line.split(" ", 1)[0] for line in taken.stdout.splitlines()[::2]] == ["??:??:??"] * len(odd)
+    assert all(f"(odd {index})" in taken.stdout for index in range(len(odd)))
+    assert f"{len(odd)} dead letters (removed)" in taken.stderr
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
 
 
 def test_a_node_that_others_hear_but_that_did_not_answer_is_silent_and_one_that_left_is_left() -> None:
