@@ -39,6 +39,7 @@ from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
 from ..errors import ArityError, CellframeError, ClusterError, ConfigError
+from ..failures import log_failure
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -719,8 +720,17 @@ class Node(Supervising, Receiving):
     def status(self) -> dict[str, Any]:
         """A snapshot of the node: name, role, cells with state and counters."""
         with self._lock:
-            cells = [{**h.cell.cell_snapshot(), "condition": h.condition, "restarts": h.restarts}
+            cells = [{**_snapshot(h.cell), "condition": h.condition, "restarts": h.restarts}
                      for h in [*self._system.values(), *self._cells.values()]]
         return {"node": self.name, "role": self.role, "started_at": self.started_at,
                 "diagnostic": self.diagnostic, "counters": self.counters.as_dict(), "cells": cells}
 
+
+def _snapshot(cell: Cell) -> dict[str, Any]:
+    """``cell``'s snapshot; if its own ``cell_snapshot`` raises, the base one and why: one
+    cell's bug took every cell of the node out of its status."""
+    try:
+        return cell.cell_snapshot()
+    except Exception as error:  # the cell's code, as its actions are
+        log_failure(log, error, "%s: cell_snapshot failed", cell.cell_name, level=logging.WARNING)
+        return {**Cell.cell_snapshot(cell), "snapshot_error": f"{type(error).__name__}: {error}"}
