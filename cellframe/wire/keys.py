@@ -221,7 +221,14 @@ def load_keys(path: str | os.PathLike[str]) -> list[Key]:
     entries = data.get("key")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"key file {where!r} holds no [[key]] table")
-    return [_key_from(entry, where) for entry in entries]
+    keys = [_key_from(entry, where) for entry in entries]
+    # As a Keyring does: `send --key FILE` signed with the first of two, `keys list` showed
+    # both, and only a node (which builds a Keyring) refused the file.
+    try:
+        Keyring(keys)
+    except ConfigError as exc:
+        raise ConfigError(f"key file {where!r}: {exc}") from exc
+    return keys
 
 
 def _key_from(entry: object, where: str) -> Key:
