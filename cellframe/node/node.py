@@ -82,6 +82,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: deliveries at a time. Role queues keep the default: there a narrow window spreads work
 #: across the role's nodes.
 NODE_QUEUE_PREFETCH = 1000
+#: Seconds a stopping node waits for its cells to drain their mailboxes, then for each to stop.
+CELL_STOP_TIMEOUT = 10.0
 
 
 
@@ -447,7 +449,14 @@ class Node(Supervising, Receiving):
             self._system.clear()
             self._reroute()
         for h in hosted:
-            h.ref.stop(block=True, timeout=10)
+            try:
+                h.ref.stop(block=True, timeout=CELL_STOP_TIMEOUT)
+            except pykka.Timeout:
+                # Its inbox flooded (a heartbeat every microsecond, set in DNS) or an action
+                # stuck: raising here left every cell after it running and the queue in place,
+                # and ended `cellframe node` in a traceback. It dies with the process instead.
+                log.error("%s: cell %s did not stop within %g s; stopping the others",
+                          self.name, h.cell.cell_name, CELL_STOP_TIMEOUT)
         self._delete_queue()
         self._stop_log_shipping()  # last: the cells' goodbyes are shipped too
 
@@ -475,9 +484,10 @@ class Node(Supervising, Receiving):
         self.stop()
 
     @staticmethod
-    def _drain_mailboxes(hosted: list[Hosted], timeout: float = 10.0) -> None:
+    def _drain_mailboxes(hosted: list[Hosted], timeout: float | None = None) -> None:
         """Return once every cell has handled what was in its mailbox (a read of its state
-        queues behind it)."""
+        queues behind it), or ``timeout`` (default ``CELL_STOP_TIMEOUT``) has passed."""
+        timeout = CELL_STOP_TIMEOUT if timeout is None else timeout
         futures = []
         for h in hosted:
             try:
