@@ -19,6 +19,7 @@ from cellframe.node.node import Node
 from cellframe.node.status import decode_status, status_reply
 from cellframe.roles.registry import RoleRegistry
 from cellframe.roles.web import WebCell
+from cellframe.testing import wait_for
 from cellframe.transports.memory import MemoryTransport
 from tests.node_support import Wire, replies_matching
 
@@ -135,10 +136,13 @@ def test_a_node_answers_status_whatever_its_cells_hold_or_their_snapshots_raise(
     cannot write; the node's status was unsendable from then on, and it looked silent."""
     wire = Wire.in_process()
     try:
-        wire.node("n-01", role="hoard", registry=RoleRegistry({"hoard": [Hoard, BrokenSnapshot]}))
+        node = wire.node("n-01", role="hoard", registry=RoleRegistry({"hoard": [Hoard, BrokenSnapshot]}))
         client = wire.client()
         for _ in range(2):
             client.send("node.n-01", "(add " + "9" * 4300 + ")")
+        hoard = node.cells()["n-01-hoard"]
+        wait_for(lambda: hoard.total > 10**4300, 20, what="both adds applied",  # another cell
+                 show=lambda: hoard.total.bit_length())  # answers (status): no order between them
         client.send("node.n-01", "(status)")
         cells = {c["class"]: c for c in decode_status(replies_matching(client, "node-status", 1)[0])["cells"]}
         assert cells["Hoard"]["total"] == "unwritable: integer of 14286 bits is too long to write"
