@@ -351,6 +351,35 @@ def test_status_shows_a_ranged_roles_capacity_against_load() -> None:
     assert "capacity: web 3/3..6 -> 4" in text
 
 
+@pytest.mark.parametrize(("where", "value"), [
+    (("role",), 3), (("role",), ["web"]),
+    (("cells", 0, "members", 0, "name"), 5), (("cells", 0, "members", 0, "name"), []),
+    (("cells", 0, "members", 0, "name"), None), (("cells", 0, "members", 0, "role"), {"a": 1}),
+    (("cells", 1, "counters", "applied"), "unwritable: integer of 14286 bits is too long to write"),
+    (("cells", 1, "counters", "errors"), [1]), (("cells", 1, "store", "records"), "many"),
+    (("cells", 0, "intent", "web"), "three"), (("cells", 0, "capacity", "web"), 4),
+    (("cells", 0, "capacity", "web", "max"), None), (("cells", 0, "capacity"), {"web": {"held": 1}}),
+])
+def test_status_shows_every_answer_whatever_a_field_past_the_checked_ones_holds(
+        where: tuple[Any, ...], value: Any) -> None:
+    """One answer with a member named 5, a role that is a number or a counter that is text
+    (another version, a forged reply, a value its node could not write) ended `cellframe
+    status` in a traceback, for the whole cluster."""
+    membership = {"name": "web-01-membership", "state": "running", "counters": {}, "healing": {},
+                  "members": [{"name": "web-02", "status": "alive", "silence": 0.5, "role": "web"}],
+                  "intent": {"web": 2}, "capacity": {"web": {"held": 2, "min": 2, "max": 4, "want": 2}}}
+    tally = {"name": "web-01", "state": "counting", "counters": {"applied": 3, "errors": 0},
+             "store": {"records": 5, "partitions": 2}}
+    status = {"node": "web-01", "role": "web", "counters": {}, "cells": [membership, tally]}
+    target: Any = status
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    text = render_text(status_view([status]))
+    assert "cellframe cluster: 1 of " in text and "web-01" in text  # a member named 5 is left out
+    assert ClusterPicture.from_statuses([status]).as_dict()["members"][0]["name"] == "web-01"
+
+
 @pytest.fixture
 def tally_node(amqp_url: str, tmp_path: Path) -> Iterator[ProcessCluster]:
     """One ``cellframe node`` process, tally-01, playing ``tally``."""
