@@ -131,6 +131,11 @@ def _boom(*args: Any) -> Any:
     ["node", "--domain", ""],
     ["send", "all", "(ping)", "--wait", "nan"],  # nan passes every range check
     ["status", "--window", "nan"],
+    ["simulate", "--seconds", "nan"],  # ran, and reported nothing
+    ["simulate", "--seconds", "inf"],  # ran for ever, as did 1e308
+    ["simulate", "--seconds", "1e308"],
+    ["simulate", "--loss", "nan"],
+    ["simulate", "--nodes", "3", "--roles", "4"],  # --roles 1000000: hours
 ])
 def test_what_the_fuzz_found_stays_fixed(args: list[str]) -> None:
     result = CliRunner().invoke(main, args)

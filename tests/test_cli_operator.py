@@ -18,6 +18,7 @@ import pytest
 from cellframe.cli.picture import ClusterPicture
 from cellframe.cli.status import render_text, status_view
 from cellframe.testing import wait_for
+from cellframe.wire.envelope import Envelope
 from tests import cli_support
 from tests.cli_support import ZONE, invoke
 from tests.process_support import ProcessCluster
@@ -350,6 +351,35 @@ def test_status_shows_a_ranged_roles_capacity_against_load() -> None:
     assert "capacity: web 3/3..6 -> 4" in text
 
 
+@pytest.mark.parametrize(("where", "value"), [
+    (("role",), 3), (("role",), ["web"]),
+    (("cells", 0, "members", 0, "name"), 5), (("cells", 0, "members", 0, "name"), []),
+    (("cells", 0, "members", 0, "name"), None), (("cells", 0, "members", 0, "role"), {"a": 1}),
+    (("cells", 1, "counters", "applied"), "unwritable: integer of 14286 bits is too long to write"),
+    (("cells", 1, "counters", "errors"), [1]), (("cells", 1, "store", "records"), "many"),
+    (("cells", 0, "intent", "web"), "three"), (("cells", 0, "capacity", "web"), 4),
+    (("cells", 0, "capacity", "web", "max"), None), (("cells", 0, "capacity"), {"web": {"held": 1}}),
+])
+def test_status_shows_every_answer_whatever_a_field_past_the_checked_ones_holds(
+        where: tuple[Any, ...], value: Any) -> None:
+    """One answer with a member named 5, a role that is a number or a counter that is text
+    (another version, a forged reply, a value its node could not write) ended `cellframe
+    status` in a traceback, for the whole cluster."""
+    membership = {"name": "web-01-membership", "state": "running", "counters": {}, "healing": {},
+                  "members": [{"name": "web-02", "status": "alive", "silence": 0.5, "role": "web"}],
+                  "intent": {"web": 2}, "capacity": {"web": {"held": 2, "min": 2, "max": 4, "want": 2}}}
+    tally = {"name": "web-01", "state": "counting", "counters": {"applied": 3, "errors": 0},
+             "store": {"records": 5, "partitions": 2}}
+    status = {"node": "web-01", "role": "web", "counters": {}, "cells": [membership, tally]}
+    target: Any = status
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    text = render_text(status_view([status]))
+    assert "cellframe cluster: 1 of " in text and "web-01" in text  # a member named 5 is left out
+    assert ClusterPicture.from_statuses([status]).as_dict()["members"][0]["name"] == "web-01"
+
+
 @pytest.fixture
 def tally_node(amqp_url: str, tmp_path: Path) -> Iterator[ProcessCluster]:
     """One ``cellframe node`` process, tally-01, playing ``tally``."""
@@ -445,6 +475,30 @@ def test_dead_letters_shows_a_no_op_with_its_reason_and_take_removes_it(
     assert "unknown verb set-wieght" in taken.stdout and "(removed)" in taken.stderr
     left = invoke("dead-letters", *where)
     assert "set-wieght" not in left.stdout and left.stderr.startswith("0 dead letters")
+
+
+@pytest.mark.amqp
+def test_dead_letters_whose_send_time_no_calendar_holds_are_shown_and_taken(amqp_names) -> None:
+    """A send time is what the sender wrote (x-cf-ts): nan or 1e300 made `dead-letters` end in
+    a traceback, after --take had already removed the letters it was showing."""
+    odd = [float("nan"), float("inf"), 1e300, -1e300, 2.0**62]
+    with amqp_names.connect() as transport:
+        for index, sent in enumerate(odd):
+            transport.dead_letter(Envelope(f"(odd {index})".encode(), timestamp=sent), "why")
+    where = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange, "--idle", "0.5"]
+    shown = invoke("dead-letters", "--json", *where)
+    assert shown.exit_code == 0, shown.output
+    assert [json.loads(line, parse_constant=_refuse)["sent_at"]
+            for line in shown.stdout.splitlines()] == [None] * len(odd)
+    taken = invoke("dead-letters", "--take", *where)
+    assert taken.exit_code == 0, taken.output
+    assert [line.split(" ", 1)[0] for line in taken.stdout.splitlines()[::2]] == ["??:??:??"] * len(odd)
+    assert all(f"(odd {index})" in taken.stdout for index in range(len(odd)))
+    assert f"{len(odd)} dead letters (removed)" in taken.stderr
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
 
 
 def test_a_node_that_others_hear_but_that_did_not_answer_is_silent_and_one_that_left_is_left() -> None:

@@ -233,6 +233,13 @@ def test_since_takes_relative_and_absolute_times() -> None:
         parse_since("yesterday")
 
 
+@pytest.mark.parametrize("stamp", [float("nan"), float("inf"), 1e300, -1e300, 2.0**62, "noon", None])
+def test_a_record_whose_time_no_calendar_holds_is_shown_without_one(stamp) -> None:
+    """A record's time is what its node shipped; `cellframe logs` shows the record anyway."""
+    line = format_record({"time": stamp, "level": "info", "node": "web-01", "message": "hi"})
+    assert line == "? INFO     web-01 ?: hi"
+
+
 def test_cellframe_logs_reads_a_sump_folder_with_filters(tmp_path) -> None:
     folder = tmp_path / "logsump"
     lines = RotatingLines(folder / "records.jsonl")

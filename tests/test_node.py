@@ -8,10 +8,14 @@ from typing import Any
 import pytest
 
 from cellframe import Client, Envelope, Keyword, Node, Symbol
+from cellframe.cell.cell import Cell
+from cellframe.cell.statemachine import transition
+from cellframe.node import node as node_module
 from cellframe.node.status import decode_status
+from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
 from cellframe.wire.signing import Signer
-from tests.node_support import cell_total, registry, replies_matching
+from tests.node_support import Tally, Wire, cell_total, registry, replies_matching
 
 SECRET = b"s" * 32
 
@@ -241,3 +245,39 @@ def test_a_node_that_fails_to_start_in_a_with_block_leaves_nothing_behind(wire) 
             pass
     transport.publish("node.bad1", Envelope(b"(ping)"), on_return=lambda e, r: returned.append(r))
     assert transport.flush(10) and len(returned) == 1  # its queue went with it
+
+
+class Stuck(Cell):
+    """A cell whose action holds it until released: it cannot stop in time."""
+
+    states = ("idle",)
+    initial = "idle"
+    role = "stuck"
+    entered = threading.Event()
+    release = threading.Event()
+
+    @transition("hold")
+    def hold(self) -> None:
+        Stuck.entered.set()
+        Stuck.release.wait(30)
+
+
+def test_a_cell_that_cannot_stop_in_time_leaves_the_node_stopping_every_other(
+        monkeypatch, caplog) -> None:
+    """A membership cell flooded by its own heartbeats (heartbeat-ms=0.001 in DNS) did not stop
+    within 10 s: stop() raised pykka's Timeout, left the cells after it running and the queue
+    in place, and `cellframe node` ended in a traceback."""
+    monkeypatch.setattr(node_module, "CELL_STOP_TIMEOUT", 0.5)
+    wire = Wire.in_process()
+    try:
+        node = wire.node("s-01", role="stuck", registry=RoleRegistry({"stuck": [Stuck, Tally]}))
+        others = [cell for name, cell in node.cells().items() if name != "s-01-stuck"]
+        client = wire.client()
+        client.send("cell.s-01-stuck", "(hold)")
+        assert Stuck.entered.wait(20), "the stuck cell never ran its action"
+        node.stop()
+        assert others and not any(cell.actor_ref.is_alive() for cell in others)
+        assert "s-01: cell s-01-stuck did not stop within 0.5 s" in caplog.text
+    finally:
+        Stuck.release.set()
+        wire.close()

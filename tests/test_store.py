@@ -177,6 +177,23 @@ def test_records_since_streams_a_partition_in_append_order(store: Store) -> None
     assert store.records_since(6, 0) == [] and store.last_position(6) == 0
 
 
+@pytest.mark.parametrize("partition", [3.0, 2.5, "3", None, -1, 8])
+def test_a_partition_that_is_not_one_of_the_stores_is_refused_and_the_store_stays_whole(
+        tmp_path: Path, partition: object) -> None:
+    """merkle(3.5) made a partition 3.5, which the store kept: every checkpoint failed from
+    then on (struct.error), and close() raised it."""
+    with Store(tmp_path, partitions=8, fsync=False) as s:
+        s.insert("k", b"v", time=1)
+        for ask in (s.merkle, s.holdings, lambda p: s.merkle_nodes(p, 0, [0]),
+                    lambda p: s.bucket(p, 0), lambda p: s.fetch(p, [])):
+            with pytest.raises((TypeError, ValueError), match="partition"):
+                ask(partition)  # type: ignore[operator]
+        assert sorted(s._parts) == [s.partition_of("k")]
+    assert (tmp_path / "CHECKPOINT").exists() or any(tmp_path.glob("*checkpoint*"))
+    with Store(tmp_path, partitions=8, fsync=False) as s:
+        assert s.select("k").value == b"v"
+
+
 def test_apply_keeps_the_origin_guid_and_is_idempotent(tmp_path: Path) -> None:
     with Store(tmp_path / "a", partitions=16, fsync=False, shard=1) as a, \
             Store(tmp_path / "b", partitions=16, fsync=False, shard=2) as b:

@@ -126,6 +126,12 @@ def test_a_key_file_round_trips_without_losing_a_capability(tmp_path) -> None:
     ("[[key]]\nid = 'a'\nkind = 'node'\nnode = 'web.01'\nsecret = '" + "00" * 32 + "'\n",
      "node 'web.01'"),
     ("not toml [", "not valid TOML"),
+    ("[[key]]\nid = 'a'\nsecret = '" + "00" * 32 + "'\n[[key]]\nid = 'a'\nsecret = '" + "01" * 32 + "'\n",
+     "two different keys share the id 'a'"),
+    ("[[key]]\nid = 'a'\nkind = 'node'\nnod = 'web-01'\nsecret = '" + "00" * 32 + "'\n",
+     "key 'a' has unknown field\\(s\\) 'nod'"),
+    ("[[key]]\nid = 'a'\nalow = ['all *']\nAllow = []\nsecret = '" + "00" * 32 + "'\n",
+     "unknown field\\(s\\) 'Allow', 'alow'"),
 ])
 def test_a_bad_key_file_is_a_config_error_saying_what_is_wrong(tmp_path, text, message) -> None:
     path = tmp_path / "bad.toml"

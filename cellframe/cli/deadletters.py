@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..transports.base import DEAD_LETTER_REASON, Delivery
+from .times import moment, shown
 
 __all__ = ["DeadLetter", "format_letter", "read_dead_letters"]
 
@@ -30,7 +31,7 @@ class DeadLetter:
     body: str
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {**vars(self), "sent_at": shown(self.sent_at)}
 
 
 def _letter(delivery: Delivery) -> DeadLetter:
@@ -75,6 +76,7 @@ def read_dead_letters(transport: Any, *, limit: int, idle: float,
 
 def format_letter(letter: DeadLetter, width: int = 200) -> str:
     """When, id, from whom, why it died; and on a second line what it said."""
-    when = time.strftime("%H:%M:%S", time.localtime(letter.sent_at))
+    sent = moment(letter.sent_at, local=True)
+    when = sent.strftime("%H:%M:%S") if sent is not None else "??:??:??"
     body = letter.body if len(letter.body) <= width else letter.body[:width - 3] + "..."
     return f"{when} {letter.message_id[:8]} from {letter.sender or '?'}: {letter.reason}\n    {body}"

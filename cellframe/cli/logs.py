@@ -25,6 +25,7 @@ from ..language.plist import from_plist
 from ..language.symbols import Keyword, Symbol
 from ..roles.logfiles import RECORDS_FILE, RecordFilter, read_records
 from ..roles.logsump import LOG_PAGE_VERB, LOG_QUERY_VERB, LOG_RECORDS_VERB
+from .times import moment
 
 __all__ = ["LogQuery", "format_record", "parse_since"]
 
@@ -40,19 +41,18 @@ def parse_since(text: str, now: float | None = None) -> float:
     if relative:
         return now - float(relative.group(1)) * _UNITS[relative.group(2)]
     try:
-        moment = datetime.fromisoformat(text.strip())
+        given = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ConfigError(f"--since {text!r}: give 30s, 10m, 2h, 1d or an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    if given.tzinfo is None:
+        given = given.replace(tzinfo=UTC)
+    return given.timestamp()
 
 
 def format_record(record: dict[str, Any]) -> str:
     """One record as a terminal line: time, level, where, logger, message (and exception)."""
-    stamp = record.get("time")
-    when = (datetime.fromtimestamp(stamp, tz=UTC).isoformat(timespec="milliseconds")
-            if isinstance(stamp, int | float) else "?")
+    stamp = moment(record.get("time"))
+    when = stamp.isoformat(timespec="milliseconds") if stamp is not None else "?"
     where = "/".join(str(record[k]) for k in ("node", "role", "cell") if record.get(k))
     trace = f" trace={record['trace_id']}" if record.get("trace_id") else ""
     line = (f"{when} {str(record.get('level', '?')).upper():8} {where or '?'} "

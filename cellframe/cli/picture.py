@@ -94,10 +94,13 @@ class ClusterPicture:
 
 
 def _view_of(status: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The membership cell's view in a node's answer ([] if it hosts none)."""
+    """The membership cell's view in a node's answer ([] if it hosts none). Past what
+    ``decode_status`` checks, an answer holds whatever its node put there (another version,
+    a forged reply, an "unwritable: ..." value): one member named 5 or [] ended `cellframe
+    status` in a traceback for the whole cluster, so each field is read for what it must be."""
     for cell in status.get("cells", []):
         if "healing" in cell and isinstance(cell.get("members"), list):
-            return [m for m in cell["members"] if isinstance(m, dict) and "name" in m]
+            return [m for m in cell["members"] if isinstance(m, dict) and isinstance(m.get("name"), str)]
     return []
 
 
@@ -115,7 +118,7 @@ def _member(name: str, own: Mapping[str, Any] | None,
     lags = [m["silence"] for _, m in seen if isinstance(m.get("silence"), int | float)]
     role = own.get("role") if own is not None else next(
         (m.get("role") for _, m in seen if m.get("role")), None)
-    return MemberRow(name, role or None, own is not None, health, evidence,
+    return MemberRow(name, role if isinstance(role, str) and role else None, own is not None, health, evidence,
                      min(lags) if lags else None, own)
 
 
@@ -123,7 +126,8 @@ def _intent(statuses: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
     for status in statuses:
         for cell in status.get("cells", []):
             if isinstance(cell.get("intent"), dict):
-                return {str(k): int(v) for k, v in cell["intent"].items()}
+                return {k: v for k, v in cell["intent"].items()
+                        if isinstance(k, str) and type(v) is int and v >= 0}
     return None
 
 

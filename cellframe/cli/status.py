@@ -96,7 +96,7 @@ def _answer_columns(member: MemberRow) -> list[str]:
     if status is None:
         return ["- (no answer)", health, lag, *("-" for _ in _TOTALS), "-"]
     cells = [c for c in status["cells"] if "healing" not in c]
-    totals = {k: sum(c["counters"].get(k, 0) for c in status["cells"]) for k in _TOTALS}
+    totals = {k: sum(_count(c["counters"].get(k)) for c in status["cells"]) for k in _TOTALS}
     store = [c["store"] for c in status["cells"] if isinstance(c.get("store"), dict)]
     return [", ".join(f"{c['name']} ({_cell_condition(c)})" for c in cells) or "-", health, lag,
             *(str(totals[k]) for k in _TOTALS), _store_summary(store)]
@@ -131,7 +131,9 @@ def status_view(statuses: list[dict[str, Any]]) -> Group:
     roles = roles_table(statuses)
     capacity: dict[str, Any] = next((cell["capacity"] for status in statuses for cell in status["cells"]
                      if isinstance(cell.get("capacity"), dict)), {})
-    ranges = [Text(f"capacity: {line}") for line in capacity_lines(capacity)]
+    rows = {role: row for role, row in capacity.items()  # as picture._view_of reads a view
+            if isinstance(role, str) and isinstance(row, dict) and {"held", "min", "max", "want"} <= row.keys()}
+    ranges = [Text(f"capacity: {line}") for line in capacity_lines(rows)]
     steps = [Text(f"next: {step}") for step in picture.next_steps]
     return Group(status_table(statuses), *([roles] if roles is not None else []), *ranges,
                  *steps)
@@ -149,9 +151,14 @@ def render_text(renderable: Any, width: int = 200) -> str:
 def _store_summary(stores: list[dict[str, Any]]) -> str:
     if not stores:
         return "-"
-    records = sum(s.get("records", 0) for s in stores)
-    partitions = sum(s.get("partitions", 0) for s in stores)
+    records = sum(_count(s.get("records")) for s in stores)
+    partitions = sum(_count(s.get("partitions")) for s in stores)
     return f"{records} records / {partitions} partitions"
+
+
+def _count(value: Any) -> int:
+    """A counter of a node's answer, 0 if it is not one (see ``picture._view_of``)."""
+    return value if type(value) is int else 0
 
 
 def to_json_ready(value: Any) -> Any:

@@ -39,6 +39,7 @@ from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
 from ..errors import ArityError, CellframeError, ClusterError, ConfigError
+from ..failures import log_failure
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -85,6 +86,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: deliveries at a time. Role queues keep the default: there a narrow window spreads work
 #: across the role's nodes.
 NODE_QUEUE_PREFETCH = 1000
+#: Seconds a stopping node waits for its cells to drain their mailboxes, then for each to stop.
+CELL_STOP_TIMEOUT = 10.0
 
 
 
@@ -475,7 +478,14 @@ class Node(Supervising, Receiving, AnsweringSiblings):
             self._system.clear()
             self._reroute()
         for h in hosted:
-            h.ref.stop(block=True, timeout=10)
+            try:
+                h.ref.stop(block=True, timeout=CELL_STOP_TIMEOUT)
+            except pykka.Timeout:
+                # Its inbox flooded (a heartbeat every microsecond, set in DNS) or an action
+                # stuck: raising here left every cell after it running and the queue in place,
+                # and ended `cellframe node` in a traceback. It dies with the process instead.
+                log.error("%s: cell %s did not stop within %g s; stopping the others",
+                          self.name, h.cell.cell_name, CELL_STOP_TIMEOUT)
         self._delete_queue()
         self._stop_log_shipping()  # last: the cells' goodbyes are shipped too
 
@@ -503,9 +513,10 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.stop()
 
     @staticmethod
-    def _drain_mailboxes(hosted: list[Hosted], timeout: float = 10.0) -> None:
+    def _drain_mailboxes(hosted: list[Hosted], timeout: float | None = None) -> None:
         """Return once every cell has handled what was in its mailbox (a read of its state
-        queues behind it)."""
+        queues behind it), or ``timeout`` (default ``CELL_STOP_TIMEOUT``) has passed."""
+        timeout = CELL_STOP_TIMEOUT if timeout is None else timeout
         futures = []
         for h in hosted:
             try:
@@ -760,8 +771,17 @@ class Node(Supervising, Receiving, AnsweringSiblings):
     def status(self) -> dict[str, Any]:
         """A snapshot of the node: name, role, cells with state and counters."""
         with self._lock:
-            cells = [{**h.cell.cell_snapshot(), "condition": h.condition, "restarts": h.restarts}
+            cells = [{**_snapshot(h.cell), "condition": h.condition, "restarts": h.restarts}
                      for h in [*self._system.values(), *self._cells.values()]]
         return {"node": self.name, "role": self.role, "started_at": self.started_at,
                 "diagnostic": self.diagnostic, "counters": self.counters.as_dict(), "cells": cells}
 
+
+def _snapshot(cell: Cell) -> dict[str, Any]:
+    """``cell``'s snapshot; if its own ``cell_snapshot`` raises, the base one and why: one
+    cell's bug took every cell of the node out of its status."""
+    try:
+        return cell.cell_snapshot()
+    except Exception as error:  # the cell's code, as its actions are
+        log_failure(log, error, "%s: cell_snapshot failed", cell.cell_name, level=logging.WARNING)
+        return {**Cell.cell_snapshot(cell), "snapshot_error": f"{type(error).__name__}: {error}"}

@@ -18,7 +18,12 @@ list of property lists. A reply reads::
                            :counters (:received 3 ...) :verbs '("pool-hello" "serve" "tick")
                            ...)))
 
-``decode_status(status_reply(status))`` gives ``status`` back, with tuples as lists. Every
+``decode_status(status_reply(status))`` gives ``status`` back, with tuples as lists, for every
+status the language can write. What it cannot (a cell whose total passed 4,300 digits or
+reached infinity, a key with a space, a set) is shown rather than sent as it is: one such value
+anywhere made the whole reply unwritable, and the node fell silent to every ``(status)`` for
+good. An atom the printer refuses becomes the string ``"unwritable: WHY"``, and a key that no
+keyword can carry becomes its text with each character no keyword holds replaced by ``_``. Every
 status has a ``node`` (str), ``counters`` (a mapping) and ``cells``: a sequence of mappings,
 each with a ``name`` and a ``state`` (str) and ``counters`` (a mapping); what else a cell's
 snapshot holds is up to its class.
@@ -26,10 +31,12 @@ snapshot holds is up to its class.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import LanguageError
+from ..language.printer import write
 from ..language.symbols import Keyword, Symbol
 
 __all__ = ["STATUS_VERB", "decode_status", "status_reply"]
@@ -37,6 +44,10 @@ __all__ = ["STATUS_VERB", "decode_status", "status_reply"]
 #: The head of the reply to ``(status)``.
 STATUS_VERB = Symbol("node-status")
 _QUOTE = Symbol("quote")
+#: A character no keyword holds (the grammar's KEYWORD, after its colon).
+_NOT_IN_KEYWORD = re.compile(r"[^\w!$%&*+\-./<=>?@^~|:#]")
+#: Integers this small are always written; larger ones are tried.
+_SMALL_INT = 2**63
 
 
 def status_reply(status: Mapping[str, Any]) -> list[Any]:
@@ -66,13 +77,19 @@ def _require(mapping: dict[str, Any], where: str, **kinds: type) -> None:
                                 f"not {mapping.get(key)!r}")
 
 
-def _mapping(mapping: Mapping[str, Any]) -> list[Any]:
+def _mapping(mapping: Mapping[Any, Any]) -> list[Any]:
     items: list[Any] = []
     for key, value in mapping.items():
-        if not isinstance(key, str):
-            raise LanguageError(f"a status key must be a str, not {key!r}")
-        items += [Keyword(key), _value(value)]
+        items += [_keyword(key), _value(value)]
     return items
+
+
+def _keyword(key: Any) -> Keyword:
+    """The keyword of a status key: the key itself when a keyword can carry it."""
+    text = key if isinstance(key, str) else str(key)
+    if not text or _NOT_IN_KEYWORD.search(text):
+        text = _NOT_IN_KEYWORD.sub("_", text) or "_"
+    return Keyword(text)
 
 
 def _value(value: Any) -> Any:
@@ -80,6 +97,18 @@ def _value(value: Any) -> Any:
         return _mapping(value)
     if isinstance(value, list | tuple):
         return [_QUOTE, [_value(v) for v in value]]
+    return _atom(value)
+
+
+def _atom(value: Any) -> Any:
+    """``value`` if the printer writes it, else a string saying why not."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None or (kind is int and -_SMALL_INT < value < _SMALL_INT):
+        return value  # nearly every value of a status: no need to try
+    try:
+        write(value)
+    except LanguageError as error:
+        return f"unwritable: {error}"
     return value
 
 

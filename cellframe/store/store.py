@@ -443,14 +443,14 @@ class Store(Recovery):
     def last_position(self, partition: int) -> int:
         """The sequence of the partition's newest durable record (0 if none)."""
         with self._lock:
-            part = self._parts.get(partition)
+            part = self._parts.get(self._own_partition(partition))
             return 0 if part is None else part.last_seq
 
     def records_since(self, partition: int, position: int, limit: int = 1000) -> list[Record]:
         """Up to ``limit`` durable records of ``partition`` with sequence > ``position``,
         in append order: the stream that handoff and replication read."""
         with self._lock:
-            part = self._parts.get(partition)
+            part = self._parts.get(self._own_partition(partition))
             if part is None:
                 return []
             return [self._read(loc) for loc in part.since(position, limit)]
@@ -475,7 +475,7 @@ class Store(Recovery):
         """The partition's newest durable sequence and the digests of its durable records up
         to it, read together: what a shard asks its owners to hold before dropping it."""
         with self._lock:
-            part = self._parts.get(partition)
+            part = self._parts.get(self._own_partition(partition))
             if part is None:
                 return 0, []
             return part.last_seq, list(part.all_digests())
@@ -483,7 +483,7 @@ class Store(Recovery):
     def missing(self, partition: int, digests: Iterable[bytes]) -> list[bytes]:
         """The ``digests`` of which the partition holds no durable record."""
         with self._lock:
-            part = self._parts.get(partition)
+            part = self._parts.get(self._own_partition(partition))
             if part is None:
                 return list(digests)
             return [d for d in digests if part.find(d) < 0]
@@ -656,12 +656,20 @@ class Store(Recovery):
         return self._files[file_id].read(offset)[1]
 
     def _part(self, partition: int) -> PartitionState:
-        part = self._parts.get(partition)
+        part = self._parts.get(self._own_partition(partition))
         if part is None:
-            if not 0 <= partition < self.partitions:
-                raise ValueError(f"partition {partition} is outside 0..{self.partitions - 1}")
             part = self._parts[partition] = PartitionState(partition)
         return part
+
+    def _own_partition(self, partition: object) -> int:
+        """``partition`` if it names one of this store's partitions, else TypeError or
+        ValueError. ``merkle(3.5)`` made a partition 3.5 the store kept: no checkpoint could
+        be written from then on (struct.error), and ``close`` raised it."""
+        if type(partition) is not int:
+            raise TypeError(f"partition must be an int, not {type(partition).__name__}")
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} is outside 0..{self.partitions - 1}")
+        return partition
 
     def _take_file_id(self) -> int:
         file_id = self._next_file

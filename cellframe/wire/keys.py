@@ -68,6 +68,8 @@ KINDS = ("node", "operator")
 #: routing key prefixes each capability target kind covers.
 _PREFIXES = {"role": ("role.", "each."), "node": ("node.",), "cell": ("cell.",),
              "key": ("",)}
+#: The fields of a key file's [[key]] table.
+_FIELDS = frozenset({"id", "kind", "node", "secret", "allow"})
 #: Capability decisions a key remembers at most (each a few hundred bytes).
 _DECISIONS = 4096
 
@@ -219,12 +221,25 @@ def load_keys(path: str | os.PathLike[str]) -> list[Key]:
     entries = data.get("key")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"key file {where!r} holds no [[key]] table")
-    return [_key_from(entry, where) for entry in entries]
+    keys = [_key_from(entry, where) for entry in entries]
+    # As a Keyring does: `send --key FILE` signed with the first of two, `keys list` showed
+    # both, and only a node (which builds a Keyring) refused the file.
+    try:
+        Keyring(keys)
+    except ConfigError as exc:
+        raise ConfigError(f"key file {where!r}: {exc}") from exc
+    return keys
 
 
 def _key_from(entry: object, where: str) -> Key:
     if not isinstance(entry, dict):
         raise ConfigError(f"key file {where!r}: a [[key]] entry is not a table")
+    unknown = sorted(set(entry) - _FIELDS)
+    if unknown:
+        # A misspelt field was ignored: `nod = "web-01"` left a node key bound to no node,
+        # free to speak for every node, and `alow` left a key with no capabilities.
+        raise ConfigError(f"key file {where!r}: key {entry.get('id')!r} has unknown field(s) "
+                          f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(_FIELDS))})")
     try:
         secret = bytes.fromhex(entry["secret"])
         allow = entry.get("allow", [])
