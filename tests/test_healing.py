@@ -6,9 +6,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cellframe.errors import ConfigError
+from cellframe.healing.capacity import ScaleSettings
 from cellframe.healing.majority import holds_majority
 from cellframe.healing.reconciler import Claim, LiveMember, Reconciler, assign, short_slots, shortfall
 
@@ -254,3 +257,23 @@ def test_of_any_two_sides_at_most_one_holds_the_majority(ids: set[int], seed: in
                if holds_majority(n, [m for m in (side if n in side else other) if m != n],
                                  other if n in side else sorted(side))}
     assert winners and winners in (side, set(other))  # one side, whole, and only one
+
+
+def test_an_intent_of_a_billion_cells_costs_what_the_spares_can_take() -> None:
+    """DNS allows counts up to 999,999,999: every node's reconciler built one slot per missing
+    cell on every tick, and ``cellframe status`` did too. The spares take the same slots."""
+    live = view(("web-01", "web"), ("spare-01", None), ("spare-02", None))
+    huge = {"web": 999_999_999, "proxy": 2}
+    assert len(short_slots(huge, live, at_most=len(live) + 1)) == 4 + 2
+    assert {assign(huge, live, name).take for name in ("spare-01", "spare-02")} == {"proxy"}
+    assert short_slots({"web": 3}, live) == ["web", "web"]  # no cap asked: every missing cell
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-1", "1e400"])
+def test_a_scale_setting_that_is_not_a_finite_load_is_refused(bad: str) -> None:
+    """nan passed "in-load < out-load" (every comparison with nan is false), and the cluster
+    then never scaled, without a word."""
+    for key in ("scale-out-load", "scale-in-load", "scale-out-hold-ms"):
+        with pytest.raises(ConfigError, match=key):
+            ScaleSettings.from_settings({key: bad})
+

@@ -156,8 +156,14 @@ def test_timing_comes_from_dns_settings_with_the_nodes_own_records_winning() -> 
     assert in_code.heartbeat_interval == 0.05
 
 
-@pytest.mark.parametrize("settings", [{"heartbeat-ms": "fast"}, {"heartbeat-ms": "0"},
-                                      {"healing.suspect-phi": "9", "healing.down-phi": "8"}])
+@pytest.mark.parametrize("settings", [
+    {"heartbeat-ms": "fast"}, {"heartbeat-ms": "0"},
+    {"healing.suspect-phi": "9", "healing.down-phi": "8"},
+    {"heartbeat-ms": "0.001"},           # half a core on heartbeats, its own cell flooded
+    {"heartbeat-ms": "1e300"},           # never a heartbeat
+    {"healing.heartbeat-ms": "120000"},  # two minutes: no detection worth the name
+    {"failure-timeout-ms": "1e300"},     # a hung node never found
+])
 def test_bad_timing_settings_are_a_config_error_naming_the_problem(settings) -> None:
     with pytest.raises(ConfigError):
         HealingConfig.from_settings(settings)

@@ -212,6 +212,17 @@ def test_cellframe_simulate_partition_reports_the_split() -> None:
     assert report["partition"]["roles"] == 4 and "held_twice_after_heal" in report["partition"]
     bad = CliRunner().invoke(main, ["simulate", "--partition", "half@1+3"])
     assert bad.exit_code == 2 and "FRACTION@AT+SECONDS" in bad.output
+    for endless in ("0.5@nan+1", "0.5@inf+1", "0.5@1+inf", "nan@1+1"):
+        bad = CliRunner().invoke(main, ["simulate", "--partition", endless])
+        assert bad.exit_code == 2 and "all finite" in bad.output, (endless, bad.output)
+
+
+def test_a_partition_due_after_the_run_is_reported_as_never_split() -> None:
+    """``--partition 0.5@1e308+1``: the split never came, and the report ended in an
+    IndexError looking for it."""
+    report = simulate(20, seconds=2.0, seed=1, crashes=0, warmup=1.0,
+                      partition=PartitionFault.parse("0.5@1e308+1"))
+    assert report.partition["split"] is False and report.partition["healed"] is False
 
 
 def test_a_crashed_holders_role_is_claimed_by_one_spare_with_the_intent_given_in_process() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..healing.reconciler import LiveMember, short_slots
+from ..healing.reconciler import LiveMember, short_slots, shortfall
 
 __all__ = ["ClusterPicture", "MemberRow", "RoleRow"]
 
@@ -134,7 +134,8 @@ def _intent(statuses: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
 def _next_steps(intent: Mapping[str, int], live: Sequence[MemberRow]) -> tuple[str, ...]:
     """What the reconciler will do: free spares take the short slots, the most depleted role
     first (held/wanted ascending, then the role's name), spares in name order."""
-    slots = short_slots(intent, [LiveMember(m.name, m.role) for m in live])
+    members = [LiveMember(m.name, m.role) for m in live]
+    slots = short_slots(intent, members, at_most=len(live) + 1)
     if not slots:
         return ("every role has what the intent asks",)
     spares = sorted(m.name for m in live if m.role is None)
@@ -144,6 +145,7 @@ def _next_steps(intent: Mapping[str, int], live: Sequence[MemberRow]) -> tuple[s
     unfilled = slots[len(spares):]
     if unfilled:
         short = ", ".join(f"{role} {held[role]}/{intent[role]}" for role in dict.fromkeys(unfilled))
-        steps.append(f"no spare left for {len(unfilled)} more ({short}): start nodes, or "
+        more = sum(shortfall(intent, members).values()) - min(len(spares), len(slots))
+        steps.append(f"no spare left for {more} more ({short}): start nodes, or "
                      f"list more spares in DNS")
     return tuple(steps)

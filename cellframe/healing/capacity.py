@@ -19,6 +19,7 @@ so every node computes the same count from the same heartbeats.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +51,8 @@ class ScaleSettings:
                     values[name] = float(settings[key]) * unit
                 except ValueError:
                     raise ConfigError(f"{key}={settings[key]!r} is not a number") from None
+                if not math.isfinite(values[name]) or values[name] < 0:
+                    raise ConfigError(f"{key}={settings[key]!r} must be a finite number >= 0")
         found = cls(**values)
         if found.in_load >= found.out_load:
             raise ConfigError(f"scale-in-load ({found.in_load}) must be below scale-out-load "

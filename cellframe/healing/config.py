@@ -100,12 +100,23 @@ class HealingConfig:
         return config
 
     def check(self) -> None:
-        if self.heartbeat_interval <= 0 or self.acceptable_pause < 0:
-            raise ConfigError("heartbeat interval must be > 0 and the acceptable pause >= 0")
+        if not MIN_HEARTBEAT_S <= self.heartbeat_interval <= MAX_HEARTBEAT_S:
+            raise ConfigError(f"the heartbeat interval must be from {MIN_HEARTBEAT_S * 1000:g} to "
+                              f"{MAX_HEARTBEAT_S * 1000:g} ms, got {self.heartbeat_interval * 1000:g}")
+        if not 0 <= self.acceptable_pause <= MAX_PAUSE_S:
+            raise ConfigError(f"the acceptable pause must be from 0 to {MAX_PAUSE_S:g} s, got "
+                              f"{self.acceptable_pause:g}")
         if not 0 < self.suspect_phi <= self.down_phi:
             raise ConfigError(f"need 0 < suspect-phi <= down-phi, got {self.suspect_phi}"
                               f" and {self.down_phi}")
 
+
+#: Heartbeat intervals accepted: a node heartbeating every microsecond (heartbeat-ms=0.001 in
+#: DNS) spent half a core on it and flooded its own membership cell; one every 1e300 ms never
+#: heartbeats at all.
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.01, 60.0
+#: The longest acceptable pause: past an hour a hung node is, for healing, never found.
+MAX_PAUSE_S = 3600.0
 
 _SETTING_KEYS = (
     ("heartbeat-ms", "heartbeat_interval", 0.001),

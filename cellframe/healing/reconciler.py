@@ -82,12 +82,16 @@ def _holders(intent: Mapping[str, int], live: Sequence[LiveMember]) -> dict[str,
     return holders
 
 
-def short_slots(intent: Mapping[str, int], live: Sequence[LiveMember]) -> list[str]:
-    """One entry per missing cell, the most depleted role first (deterministic)."""
+def short_slots(intent: Mapping[str, int], live: Sequence[LiveMember], *,
+                at_most: int | None = None) -> list[str]:
+    """One entry per missing cell, the most depleted role first (deterministic); at most
+    ``at_most`` entries for each role (no more spares than that can take one: an intent of
+    999,999,999 cells, which DNS allows, built a list of that many entries on every tick)."""
     holders = _holders(intent, live)
     short = [(len(holders[role]) / want, role, want - len(holders[role]))
              for role, want in intent.items() if want > len(holders[role])]
-    return [role for _, role, count in sorted(short) for _ in range(count)]
+    cap = at_most if at_most is not None else max((count for _, _, count in short), default=0)
+    return [role for _, role, count in sorted(short) for _ in range(min(count, cap))]
 
 
 def shortfall(intent: Mapping[str, int], live: Sequence[LiveMember]) -> dict[str, int]:
@@ -119,7 +123,7 @@ def assign(
         return Assignment(step_down=any(m.name == me for m in excess), short=short)
     if mine is not None and mine.role is not None:
         return Assignment(short=short)  # a role the intent does not count: left alone
-    slots = short_slots(intent, live)
+    slots = short_slots(intent, live, at_most=len(live) + 1)  # every spare, and me
     for role in claims.values():
         if role in slots:
             slots.remove(role)

@@ -34,6 +34,7 @@ import collections
 import functools
 import heapq
 import itertools
+import math
 import random
 import statistics
 import time
@@ -519,8 +520,10 @@ class PartitionFault:
         except ValueError:
             raise ConfigError(f"partition {text!r}: expected FRACTION@AT+SECONDS, e.g."
                               " 0.3@10+5") from None
-        if not 0 < fault.fraction < 1 or fault.at < 0 or fault.seconds <= 0:
-            raise ConfigError(f"partition {text!r}: need 0 < fraction < 1, at >= 0, seconds > 0")
+        if not 0 < fault.fraction < 1 or not 0 <= fault.at < math.inf or \
+                not 0 < fault.seconds < math.inf:
+            raise ConfigError(f"partition {text!r}: need 0 < fraction < 1, at >= 0, seconds > 0,"
+                              " all finite")
         return fault
 
     def schedule(self, sim: Simulation, start: float) -> list[str]:
@@ -559,7 +562,8 @@ def simulate(n: int, *, seconds: float = 30.0, seed: int = 0, loss: float = 0.0,
                         node_seconds=n * (warmup + seconds), start=start, start_wall=start_wall)
     if partition is not None:
         report.partition = {"side": len(side), "of": n, "at": partition.at,
-                            "seconds": partition.seconds, "healed": sim.partitions[-1][1] is not None,
+                            "seconds": partition.seconds, "split": bool(sim.partitions),
+                            "healed": bool(sim.partitions) and sim.partitions[-1][1] is not None,
                             "downs_across": sum(1 for _, _, kind, f in sim.events
                                                 if kind == "down" and f.get("across"))}
         if roles:
