@@ -240,6 +240,21 @@ def test_a_record_whose_time_no_calendar_holds_is_shown_without_one(stamp) -> No
     assert line == "? INFO     web-01 ?: hi"
 
 
+def test_cellframe_logs_json_writes_json_whatever_numbers_a_record_holds(tmp_path) -> None:
+    """A shipped record's numbers are its node's: NaN or an infinity (which Python's json
+    reads and writes, and JSON has not) came out as NaN, which no JSON reader takes."""
+    folder = tmp_path / "logsump"
+    lines = RotatingLines(folder / "records.jsonl")
+    lines.open()
+    lines.write(['{"time": NaN, "node": "web-01", "level": "info", "message": "hi", '
+                 '"load": Infinity}\n'])
+    lines.close()
+    result = CliRunner().invoke(main, ["logs", "--data-dir", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert record["time"] is None and record["load"] is None and record["message"] == "hi"
+
+
 def test_cellframe_logs_reads_a_sump_folder_with_filters(tmp_path) -> None:
     folder = tmp_path / "logsump"
     lines = RotatingLines(folder / "records.jsonl")

@@ -388,9 +388,11 @@ def logs(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], f
     from ..client import Client
     from ..roles.logfiles import RECORDS_FILE, RecordFilter
     from .logs import LogQuery, follow_file, format_record, parse_since, read_folder
+    from .status import to_json_ready
 
     def show(record: dict[str, Any]) -> None:
-        click.echo(json.dumps(record, ensure_ascii=False) if as_json else format_record(record))
+        click.echo(json.dumps(to_json_ready(record), ensure_ascii=False) if as_json
+                   else format_record(record))
 
     try:
         wanted = RecordFilter(node, role, level, parse_since(since) if since else None)
@@ -440,8 +442,11 @@ def dead_letters(amqp: tuple[str, ...], limit: int, idle: float, take: bool, as_
 
     with make_transport(amqp, exchange=exchange) as transport:
         letters = read_dead_letters(transport, limit=limit, idle=idle, take=take)
+    from .status import to_json_ready
+
     for letter in letters:
-        click.echo(json.dumps(letter.as_dict(), sort_keys=True) if as_json else format_letter(letter))
+        click.echo(json.dumps(to_json_ready(letter.as_dict()), sort_keys=True) if as_json
+                   else format_letter(letter))
     if not as_json:
         kept = "removed" if take else "left in the queue"
         click.echo(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''} ({kept})", err=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from typing import Any
 
@@ -162,7 +163,10 @@ def _count(value: Any) -> int:
 
 
 def to_json_ready(value: Any) -> Any:
-    """Status data with Symbols and Keywords turned into plain strings, for ``--json``."""
+    """Data from the wire made fit for ``--json``: Symbols and Keywords as plain strings, and
+    NaN or an infinity, which JSON has not (``json.dumps`` writes them anyway), as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
         return {str(k): to_json_ready(v) for k, v in value.items()}
     if isinstance(value, list):
