@@ -11,16 +11,18 @@ import sys
 import threading
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cellframe import Cell, Envelope, Node, RoleRegistry, transition
+from cellframe import Envelope, Node, RoleRegistry
 from cellframe.cell.durable import CellJournal
 from cellframe.healing.membership import HealingConfig, Membership
 from cellframe.store.store import Store
 from cellframe.testing import wait_for
 from cellframe.testing.amqp import AmqpNames
 from tests.amqp_support import close_connections
+from tests.ledger_node import CountingLedger
 from tests.process_support import child_env
 
 MESSAGES = 1500
@@ -28,26 +30,15 @@ PACE = 200  # messages a second: the stream lasts 7.5 s, so every close lands in
 CLOSES = (200, 600, 1000)  # applied messages at which the connections are closed
 
 
-class Ledger(Cell):
+class Ledger(CountingLedger):
     """Records, for the whole process, which node applied which message id."""
 
-    role = "ledger"
-    durable = True
-    fields = ("count",)
     applied: ClassVar[list[tuple[str, str]]] = []
     lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.count = 0
-        super().__init__(*args, **kwargs)
-
-    @transition("entry")
-    def entry(self, number: int) -> None:
-        self.count += 1
-        message = self.cell_message
-        assert message is not None
+    def record(self, message_id: str) -> None:
         with self.lock:
-            self.applied.append((self.cell_name, message.id))
+            self.applied.append((self.cell_name, message_id))
 
 
 def _publish_paced(publisher: Any, ids: list[str]) -> None:
@@ -73,17 +64,9 @@ def test_two_live_instances_apply_each_role_message_once_across_closed_connectio
                  for node in ("once-1", "once-2")]
         publisher = amqp_connect(name=name, buffer_size=MESSAGES)
         try:
-            stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
-            stream.start()
-            for at in CLOSES:
-                wait_for(lambda at=at: len(Ledger.applied) >= at, 60,
-                         what=f"{at} messages applied", show=lambda: len(Ledger.applied))
-                close_connections(name, expect=3)
-            stream.join(60)
-            assert publisher.flush(60), "the broker confirmed every message"
-            wait_for(lambda: len({i for _, i in Ledger.applied}) == MESSAGES, 90,
-                     what=f"all {MESSAGES} ids applied",
-                     show=lambda: (len(Ledger.applied), [n.status()["counters"] for n in nodes]))
+            _stream_with_closes(name, publisher, ids, _ledger_ids, connections=3,
+                                show=lambda: (len(Ledger.applied),
+                                              [n.status()["counters"] for n in nodes]))
             by_id = Tally(i for _, i in Ledger.applied)
             assert [i for i, times in by_id.items() if times > 1] == []
             by_node = Tally(node for node, _ in Ledger.applied)
@@ -91,11 +74,7 @@ def test_two_live_instances_apply_each_role_message_once_across_closed_connectio
             fenced = sum(c.cell_counters.duplicates for n in nodes for c in n.cells().values())
             record_property("redeliveries_fenced", fenced)
         finally:
-            for node in nodes:
-                node.stop()
-            for node in nodes:
-                node.transport.close()
-            publisher.close()
+            _close(nodes, publisher)
 
 
 #: Membership only to know who else plays the role: 50 ms heartbeats, no reconciling, and a
@@ -110,24 +89,38 @@ def _sees(node: Node, other: str, role: str) -> bool:
                for m in members)
 
 
-def _stream_with_closes(name: str, nodes: list[Node], publisher: Any, ids: list[str]) -> None:
-    """Publish ``ids`` once each, closing the nodes' connections (not the publisher's) at
-    ``CLOSES``: every second copy the nodes see is then a redelivery of a lost ack. A
-    publisher whose connection closes sends its unconfirmed messages again, each a second
-    broker message under the same id, never marked redelivered; separate journals do not
-    fence those across instances (docs/supervision.md, "Not done")."""
+def _stream_with_closes(name: str, publisher: Any, ids: list[str],
+                        applied: Callable[[], list[str]], *, connections: int = 2,
+                        show: Callable[[], Any] | None = None) -> None:
+    """Publish ``ids`` once each, closing the ``connections`` connections named ``name`` at
+    ``CLOSES`` applied messages, and wait until every id is applied (``applied``: the ids
+    applied so far, a second application too). With the nodes' connections only (2), every
+    second copy the nodes see is a redelivery of a lost ack. A publisher whose connection
+    closes (3) sends its unconfirmed messages again, each a second broker message under the
+    same id, never marked redelivered; separate journals do not fence those across instances
+    (docs/supervision.md, "Not done")."""
     stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
     stream.start()
     for at in CLOSES:
-        wait_for(lambda at=at: len(Ledger.applied) >= at, 60,
-                 what=f"{at} messages applied", show=lambda: len(Ledger.applied))
-        close_connections(name, expect=2)
+        wait_for(lambda at=at: len(applied()) >= at, 60,
+                 what=f"{at} messages applied", show=lambda: len(applied()))
+        close_connections(name, expect=connections)
     stream.join(60)
     assert publisher.flush(60), "the broker confirmed every message"
-    assert publisher.stats()["resent"] == 0  # one broker message per id
-    wait_for(lambda: len({i for _, i in Ledger.applied}) == len(ids), 90,
-             what=f"all {len(ids)} ids applied",
-             show=lambda: (len(Ledger.applied), [n.status()["counters"] for n in nodes]))
+    wait_for(lambda: len(set(applied())) == len(ids), 90, what=f"all {len(ids)} ids applied",
+             show=show or (lambda: len(applied())))
+
+
+def _close(nodes: list[Node], publisher: Any) -> None:
+    for node in nodes:
+        node.stop()
+    for node in nodes:
+        node.transport.close()
+    publisher.close()
+
+
+def _ledger_ids() -> list[str]:
+    return [i for _, i in Ledger.applied]
 
 
 def test_two_instances_with_separate_journals_apply_each_role_message_once(
@@ -148,7 +141,10 @@ def test_two_instances_with_separate_journals_apply_each_role_message_once(
             wait_for(lambda: _sees(nodes[0], "sep-2", "ledger") and
                      _sees(nodes[1], "sep-1", "ledger"), 30,
                      what="each node to see the other alive in the role")
-            _stream_with_closes(name, nodes, publisher, ids)
+            _stream_with_closes(name, publisher, ids, _ledger_ids,
+                                show=lambda: (len(Ledger.applied),
+                                              [n.status()["counters"] for n in nodes]))
+            assert publisher.stats()["resent"] == 0  # one broker message per id
             by_id = Tally(i for _, i in Ledger.applied)
             twice = [i for i, times in by_id.items() if times > 1]
             assert twice == [], f"{len(twice)} ids applied twice"
@@ -162,11 +158,7 @@ def test_two_instances_with_separate_journals_apply_each_role_message_once(
                             round(1000 * sum(w["total"] for w in waited) / max(1, decided), 2))
             record_property("sibling_check_max_ms", round(1000 * max(w["max"] for w in waited)))
         finally:
-            for node in nodes:
-                node.stop()
-            for node in nodes:
-                node.transport.close()
-            publisher.close()
+            _close(nodes, publisher)
 
 
 def _applied_in(files: list[Path]) -> list[str]:
@@ -193,17 +185,8 @@ def test_two_node_processes_apply_each_role_message_once_across_closed_connectio
                      f"{node}: up member={other} role=ledger" in log.read_text(), 60,
                      what=f"{node} to see {other} alive in the role",
                      show=lambda log=log: log.read_text()[-2000:])
-        stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
-        stream.start()
-        for at in CLOSES:
-            wait_for(lambda at=at: len(_applied_in(files)) >= at, 60,
-                     what=f"{at} messages applied", show=lambda: len(_applied_in(files)))
-            close_connections(name, expect=2)  # the nodes', as in _stream_with_closes
-        stream.join(60)
-        assert publisher.flush(60), "the broker confirmed every message"
-        assert publisher.stats()["resent"] == 0
-        wait_for(lambda: len(set(_applied_in(files))) == MESSAGES, 90,
-                 what=f"all {MESSAGES} ids applied", show=lambda: len(_applied_in(files)))
+        _stream_with_closes(name, publisher, ids, lambda: _applied_in(files))
+        assert publisher.stats()["resent"] == 0  # one broker message per id
         twice = [i for i, times in Tally(_applied_in(files)).items() if times > 1]
         assert twice == [], f"{len(twice)} ids applied twice"
         assert all(f.read_text() for f in files), "both instances served"
