@@ -60,6 +60,8 @@ def test_every_crash_is_seen_by_every_node_and_nothing_else_is_declared_down() -
     assert report.undetected == 0 and report.false_downs == 0, report
     assert report.detection["worst"] < 3.0, report
     assert report.messages_per_node_s < 60, report  # k heartbeats an interval, not n
+    # The news itself: from the first verdict to every live node, a part of the detection.
+    assert 0 < report.spread["median"] <= report.spread["worst"] < report.detection["worst"]
 
 
 def test_a_paused_node_is_found_down_and_refutes_when_it_resumes() -> None:
@@ -78,6 +80,8 @@ def test_cellframe_simulate_prints_the_report_as_json() -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["nodes"] == 30 and report["undetected"] == 0 and report["false_downs"] == 0
+    assert set(report["detection"]) == {"median", "p99", "worst", "crashes"}
+    assert set(report["spread"]) == {"median", "p99", "worst"}  # a change reaching every node
 
 
 def test_each_node_receives_as_many_membership_messages_at_400_nodes_as_at_100() -> None:

@@ -182,6 +182,9 @@ class SimulationReport:
     loss: float
     watchers: int
     detection: dict[str, float]  # crash -> down on every live node: median, p99, worst
+    #: The news of a crash, from the first node's down verdict to the last live node that
+    #: heard it (the time for a change to reach every node): median, p99, worst.
+    spread: dict[str, float]
     undetected: int  # crashes some live node never saw down (or never knew of)
     false_downs: int  # 'down' verdicts about nodes that were neither crashed nor paused
     messages_per_node_s: float  # membership deliveries received, per node-second alive
@@ -194,6 +197,16 @@ class SimulationReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    """Median, p99 and worst of ``values`` (rounded to the ms; -1.0 each when there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"median": -1.0, "p99": -1.0, "worst": -1.0}
+    return {"median": round(statistics.median(ordered), 3),
+            "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
+            "worst": round(ordered[-1], 3)}
 
 
 class Simulation:
@@ -426,13 +439,16 @@ class Simulation:
         live = [n for n in self.nodes.values() if not n.crashed]
         times = []
         undetected = 0
+        spreads = []
         for name, crashed_at in self.crashes.items():
             seen = {node: t for t, node, kind, f in self.events
                     if kind == "down" and f.get("member") == name}
             if any(n.name not in seen for n in live):
                 undetected += 1
             elif seen:
-                times.append(max(seen[n.name] for n in live) - crashed_at)
+                everywhere = max(seen[n.name] for n in live)
+                times.append(everywhere - crashed_at)
+                spreads.append(everywhere - min(seen.values()))  # from the first verdict on
         times.sort()
         false_downs = sum(1 for _, _, kind, f in self.events if kind == "down"
                           and not f.get("across") and f.get("member") not in self.crashes
@@ -448,11 +464,8 @@ class Simulation:
         return SimulationReport(
             nodes=n, seconds=seconds, seed=self.seed, loss=self.loss,
             watchers=self.config.watchers,
-            detection={"median": round(statistics.median(times), 3) if times else -1.0,
-                       "p99": round(times[min(len(times) - 1, int(0.99 * len(times)))], 3)
-                       if times else -1.0,
-                       "worst": round(times[-1], 3) if times else -1.0,
-                       "crashes": len(self.crashes)},
+            detection={**_quantiles(times), "crashes": len(self.crashes)},
+            spread=_quantiles(spreads),
             undetected=undetected, false_downs=false_downs,
             messages_per_node_s=round(received / alive, 2) if alive > 0 else 0.0,
             cpu_seconds=round(cpu, 2), wall_seconds=round(wall, 2),
