@@ -296,6 +296,22 @@ def test_an_action_that_raises_is_reported_alike_however_the_message_is_written(
         assert logged == []
 
 
+def test_a_sender_repeating_a_failing_message_cannot_flood_the_log(fragile, caplog) -> None:
+    """Every failure is counted and answered, but only a few a minute are logged: anyone
+    holding a key could otherwise fill the node's log with tracebacks, one message each."""
+    ref, outbox = fragile
+    caplog.set_level(logging.ERROR, logger="cellframe.cell.cell")
+    for i in range(200):
+        ref.tell(message("(boom 1)", id=f"m{i}", reply_to="reply.op"))
+    counters = ref.proxy().cell_counters.get(timeout=5)
+    assert counters.errors == 200
+    assert len(reasons_sent(outbox, [f"m{i}" for i in range(200)])) == 200
+    lines = [r.getMessage() for r in caplog.records if "action failed on" in r.getMessage()]
+    assert len(lines) == 5, lines
+    assert lines[-1].endswith("(more like this in the next 60 s are counted, not logged)")
+    assert len(failures_logged(caplog)) == 5  # each logged one still has its traceback
+
+
 class Keyed(Cell):
     """A verb with positional and keyword arguments, recording what each call was given."""
 

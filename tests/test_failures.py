@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cellframe
 from cellframe import errors
-from cellframe.failures import is_ordinary, log_failure
+from cellframe.failures import LineBudget, is_ordinary, log_failure, log_limited
 
 log = logging.getLogger("tests.failures")
 
@@ -62,6 +62,52 @@ def test_a_failure_below_the_loggers_level_costs_no_formatting(caplog) -> None:
 
     log_failure(log, raised(KeyError("x")), "%s failed", Loud())
     assert caplog.records == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_line_budget_logs_a_few_lines_a_window_and_then_says_how_many_it_held_back(
+        caplog) -> None:
+    caplog.set_level(logging.INFO, logger=log.name)
+    clock = Clock()
+    budget = LineBudget(lines=3, window=10.0, clock=clock)
+    for i in range(8):
+        log_limited(log, budget, "refused", logging.WARNING, "refused message %d", i)
+    log_limited(log, budget, "other kind", logging.WARNING, "another kind still logs")
+    clock.now = 10.0
+    log_limited(log, budget, "refused", logging.WARNING, "refused message %d", 8)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused message 0", "refused message 1",
+        "refused message 2 (more like this in the next 10 s are counted, not logged)",
+        "another kind still logs",
+        "refused message 8 (5 more like this were not logged)"]
+    assert budget.held == 5
+
+
+def test_a_line_budget_remembers_a_bounded_number_of_kinds() -> None:
+    budget = LineBudget(lines=1, window=60.0, kinds=4, clock=Clock())
+    assert all(budget.admit(kind) is not None for kind in range(1_000))
+    assert len(budget._windows) == 4
+    assert budget.admit(999) is None and budget.admit(0) is not None  # 0 was forgotten
+
+
+def test_a_budgeted_failure_is_counted_by_its_kind_and_the_errors_type(caplog) -> None:
+    caplog.set_level(logging.ERROR, logger=log.name)
+    budget = LineBudget(lines=1, window=60.0, clock=Clock())
+    for error in (KeyError("a"), KeyError("b"), TypeError("c")):
+        log_failure(log, raised(error), "%s: action failed", "tally-01", budget=budget,
+                    kind="action failed")
+    assert [r.getMessage() for r in caplog.records] == [
+        "tally-01: action failed: KeyError: 'a' "
+        "(more like this in the next 60 s are counted, not logged)",
+        "tally-01: action failed: TypeError: c "
+        "(more like this in the next 60 s are counted, not logged)"]
 
 
 #: The only places left that log a caught exception themselves: the AMQP I/O thread's own

@@ -44,7 +44,7 @@ from ..errors import (
     StateMachineError,
     UnknownVerbError,
 )
-from ..failures import log_failure
+from ..failures import LineBudget, log_failure
 from ..language.evaluator import Evaluator
 from ..language.symbols import Keyword, Symbol
 from ..wire import tracing
@@ -235,6 +235,7 @@ class Cell(pykka.ThreadingActor):
         self.cell_settings = dict(settings or {})
         self.cell_state = self.cell_machine.initial
         self.cell_counters = CellCounters()
+        self._cell_lines = LineBudget()  # failures its senders cause, logged a few a minute
         self._cell_last_reason = ""  # why the last message failed or was ignored (the audit)
         self.cell_dedup = DedupMemory(dedup_capacity)
         self._cell_given_evaluator = evaluator is not None
@@ -664,7 +665,8 @@ class Cell(pykka.ThreadingActor):
     def _cell_action_failed(self, message: Message, error: BaseException) -> None:
         self.cell_counters.errors += 1
         # An operator's mistake (a role that does not exist) is one line; a bug, its traceback.
-        log_failure(log, error, "%s: action failed on %s", self.cell_name, _describe(message))
+        log_failure(log, error, "%s: action failed on %s", self.cell_name, _describe(message),
+                    budget=self._cell_lines, kind="action failed")
         self._cell_report(message, f"action failed: {type(error).__name__}: {error}")
 
     def _cell_report(self, message: Message, reason: str) -> None:

@@ -39,7 +39,7 @@ from ..cell.statemachine import transition
 from ..config.txtconfig import NodeConfig
 from ..config.watchers import ConfigWatcher
 from ..errors import ArityError, CellframeError, ClusterError, ConfigError
-from ..failures import log_failure
+from ..failures import LineBudget, log_failure
 from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
@@ -234,6 +234,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                                  self._new_notice_id)
         self._notices_told = itertools.count(1)
         self.counters = NodeCounters()
+        self.lines = LineBudget()  # refusals its senders cause, logged a few a minute
         # Queue names may carry a prefix (several clusters, or tests, sharing one broker);
         # routing keys never do.
         self.queue_prefix = queue_prefix

@@ -20,6 +20,7 @@ import pykka
 from ..cell.cell import Inbound
 from ..cell.fence import PauseFence
 from ..errors import RefusedError
+from ..failures import LineBudget, log_limited
 from ..language.symbols import Keyword, Symbol
 from ..transports.base import Delivery, Transport
 from ..wire import tracing
@@ -53,6 +54,7 @@ class Receiving(NodeParts):
     gate: Gate
     transport: Transport
     diagnostic: bool
+    lines: LineBudget
     fence: PauseFence | None
     _held: list[HeldDelivery]
     _held_lock: threading.Lock
@@ -206,7 +208,8 @@ class Receiving(NodeParts):
         holder, or, addressed to this node, to the dead letters with the reason."""
         self.counters.fenced += 1
         reason = f"{self.name}: not applied: {why}"
-        log.info("%s (message %s)", reason, delivery.envelope.message_id)
+        log_limited(log, self.lines, "fenced", logging.INFO, "%s (message %s)", reason,
+                    delivery.envelope.message_id)
 
         def give_back() -> None:
             try:
@@ -305,8 +308,8 @@ class Receiving(NodeParts):
         self.counters.rejected += 1
         refused = self.counters.refused
         refused[reason] = refused.get(reason, 0) + 1
-        log.warning("%s: %s (message %r)", self.name, detail,
-                    str(delivery.envelope.message_id)[:200])
+        log_limited(log, self.lines, reason, logging.WARNING, "%s: %s (message %r)", self.name,
+                    detail, str(delivery.envelope.message_id)[:200])
         settle: Callable[[], None]
         if self.diagnostic or dead_letter:
             settle = functools.partial(delivery.reject, requeue=False,

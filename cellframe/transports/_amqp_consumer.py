@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from enum import Enum
 from typing import Any
 
-from ..failures import log_failure
+from ..failures import LineBudget, log_failure, log_limited
 from ..wire.envelope import Envelope
 from ._amqp_wire import UndecodableError, from_amqp
 from .base import DeliveryHandler
@@ -99,6 +99,7 @@ class ConsumerState:
         self.handler = handler
         self.prefetch = prefetch
         self.sink = sink
+        self.lines = LineBudget()  # deliveries refused or failed, logged a few a minute
         self.channel: Any = None
         self.outstanding: dict[int, None] = {}  # unsettled delivery tags, in delivery order
         self.acked: set[int] = set()
@@ -187,7 +188,8 @@ class ConsumerState:
             delivery = AmqpDelivery(self, channel, tag, key, redelivered, envelope)
             self.handler(delivery)
         except Exception as exc:  # a handler bug must not kill the consumer (or the I/O thread)
-            log_failure(log, exc, "handler for queue %r raised on %r", self.queue, delivery)
+            log_failure(log, exc, "handler for queue %r raised on %r", self.queue, delivery,
+                        budget=self.lines, kind="handler raised")
             if delivery is None:
                 delivery = AmqpDelivery(self, channel, tag, key, redelivered, Envelope(body))
             if not delivery.settled:
@@ -198,6 +200,7 @@ class ConsumerState:
         """Dead-letter a delivery no handler can be given: its body, under a fresh id, with
         ``reason``; the link counts it. One line in the log, never a traceback."""
         shown = key if type(key) is str else repr(key)
-        log.warning("queue %r: refused a delivery on %r: %s", self.queue, shown, reason)
+        log_limited(log, self.lines, "undecodable", logging.WARNING,
+                    "queue %r: refused a delivery on %r: %s", self.queue, shown, reason)
         delivery = AmqpDelivery(self, channel, tag, shown, redelivered, Envelope(body))
         delivery._settle(Settle.UNDECODABLE, f"{reason} (routing key {shown!r})")

@@ -36,7 +36,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from ..errors import ClosedTransportError, ConfigError, TransportError
-from ..failures import log_failure
+from ..failures import LineBudget, log_failure
 from ..wire.envelope import Envelope
 from ..wire.routing import topic_matches
 from .base import DEAD_LETTER_REASON, DeliveryHandler, ReturnHandler, SettledHandler
@@ -115,7 +115,7 @@ class _Consumer:
 
     __slots__ = (
         "tag", "queue", "transport", "handler", "prefetch", "unsettled", "settled", "inbox",
-        "thread", "stopping",
+        "thread", "stopping", "lines",
     )
 
     def __init__(self, tag: str, queue: _Queue, transport: MemoryTransport,
@@ -125,6 +125,7 @@ class _Consumer:
         self.transport = transport
         self.handler = handler
         self.prefetch = prefetch
+        self.lines = LineBudget()  # handler failures, logged a few a minute
         # A dict as an ordered set: delivery order is the order to requeue in.
         self.unsettled: dict[MemoryDelivery, None] = {}
         self.settled: deque[tuple[MemoryDelivery, bool, str | None]] = deque()
@@ -163,7 +164,8 @@ class _Consumer:
         if self.transport.closed:
             logger.debug("handler of %s failed after close: %r", self.tag, exc)
         else:
-            log_failure(logger, exc, "handler of consumer %s failed; dead-lettering", self.tag)
+            log_failure(logger, exc, "handler of consumer %s failed; dead-lettering", self.tag,
+                        budget=self.lines, kind="handler raised")
         delivery.reject(reason=f"handler failed: {type(exc).__name__}: {exc}")
 
 
