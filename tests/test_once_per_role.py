@@ -41,12 +41,12 @@ class Ledger(CountingLedger):
             self.applied.append((self.cell_name, message_id))
 
 
-def _publish_paced(publisher: Any, ids: list[str]) -> None:
+def _publish_paced(publisher: Any, ids: list[str], pace: int = PACE) -> None:
     start = time.monotonic()
     for number, message_id in enumerate(ids):
         publisher.publish("role.ledger", Envelope(f"(entry {number})".encode(),
                                                   message_id=message_id), persistent=True)
-        ahead = start + number / PACE - time.monotonic()
+        ahead = start + number / pace - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)  # pacing the stream, not waiting for a condition
 
@@ -200,3 +200,56 @@ def test_two_node_processes_apply_each_role_message_once_across_closed_connectio
                 process.kill()
                 process.wait(15)
         publisher.close()
+
+
+STEP_DOWNS = (300, 700, 1100)  # applied messages at which the first instance steps down
+STEP_PACE = 1000  # a faster stream: more applied and not yet acknowledged at each step down
+
+
+def test_an_instance_stepping_down_mid_stream_leaves_nothing_applied_to_be_applied_again(
+        amqp_names: AmqpNames, tmp_path: Path) -> None:
+    """Stepping down from a role (a spare again, not stopping) closes the role consumer: what
+    its durable cell applied but had not acknowledged went back to the role queue, and the
+    other instance applied it again. The node now waits for those acknowledgements first."""
+    name = f"cf-step-{amqp_names.token}"
+    registry = RoleRegistry({"ledger": [Ledger]})
+    Ledger.applied.clear()
+    ids = [f"entry-{n}" for n in range(MESSAGES)]
+    nodes: list[Node] = []
+    with Store(tmp_path / "a") as store_a, Store(tmp_path / "b") as store_b:
+        for node, store in (("step-1", store_a), ("step-2", store_b)):
+            nodes.append(Node(node, transport=amqp_names.connect(name=name), role="ledger",
+                              registry=registry, journal=CellJournal(store),
+                              system_cells=(HEARTBEATS,), watch_config=False,
+                              queue_prefix=amqp_names.queue_prefix).start())
+        publisher = amqp_names.connect(name=f"{name}-publisher", buffer_size=MESSAGES)
+        try:
+            wait_for(lambda: _sees(nodes[0], "step-2", "ledger") and
+                     _sees(nodes[1], "step-1", "ledger"), 30,
+                     what="each node to see the other alive in the role")
+            stream = threading.Thread(target=_publish_paced, args=(publisher, ids, STEP_PACE),
+                                      daemon=True)
+            stream.start()
+            for at in STEP_DOWNS:
+                wait_for(lambda at=at: len(Ledger.applied) >= at, 60,
+                         what=f"{at} messages applied", show=lambda: len(Ledger.applied))
+                nodes[0].differentiate(None)
+                wait_for(lambda at=at: len(Ledger.applied) >= at + 100, 60,
+                         what=f"{at + 100} messages applied with step-1 a spare",
+                         show=lambda: len(Ledger.applied))
+                nodes[0].differentiate("ledger")
+            stream.join(60)
+            assert publisher.flush(60), "the broker confirmed every message"
+            wait_for(lambda: len(set(_ledger_ids())) == len(ids), 90,
+                     what=f"all {len(ids)} ids applied",
+                     show=lambda: (len(Ledger.applied), [n.status()["counters"] for n in nodes]))
+            by_id = Tally(_ledger_ids())
+            twice = [i for i, times in by_id.items() if times > 1]
+            assert twice == [], f"{len(twice)} ids applied twice: {twice[:5]}"
+            # Nothing step-1 applied came back: step-2 never had to ask and hear "applied" (it
+            # did, 3 times in 20 redeliveries, and if membership had already said step-1 had
+            # left, it would have applied them again).
+            assert nodes[1].siblings.counts["duplicates"] == 0, nodes[1].siblings.counts
+            assert {node for node, _ in Ledger.applied} == {"step-1", "step-2"}
+        finally:
+            _close(nodes, publisher)

@@ -234,6 +234,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                                  self._new_notice_id)
         self._notices_told = itertools.count(1)
         self.counters = NodeCounters()
+        self._leaving_role = False  # role deliveries are left to the broker while it is set
         self.lines = LineBudget()  # refusals its senders cause, logged a few a minute
         # Queue names may carry a prefix (several clusters, or tests, sharing one broker);
         # routing keys never do.
@@ -571,19 +572,25 @@ class Node(Supervising, Receiving, AnsweringSiblings):
             if self._quarantine.get(role, 0.0) > time.monotonic():
                 raise ClusterError(f"{self.name} gave up {role} when a cell failed; "
                                    "it may not take it again before its quarantine ends")
-        with self._lock:
-            if role == self.role and (role is None or self._cells):
-                return False
-            old = self.role
-            self._retire_role_cells()
-            self.role = role
-            if role is not None:
-                try:
-                    self._start_role_cells(role, classes)
-                except CellframeError as error:
-                    self.role = None  # a spare again: the cells that started were stopped
-                    self.emit("differentiate-failed", role=role, previous=old, error=str(error))
-                    raise
+        if role != self.role:
+            self._settle_before_leaving()
+        try:
+            with self._lock:
+                if role == self.role and (role is None or self._cells):
+                    return False
+                old = self.role
+                self._retire_role_cells()
+                self.role = role
+                if role is not None:
+                    try:
+                        self._start_role_cells(role, classes)
+                    except CellframeError as error:
+                        self.role = None  # a spare again: the cells that started were stopped
+                        self.emit("differentiate-failed", role=role, previous=old,
+                                  error=str(error))
+                        raise
+        finally:
+            self._leaving_role = False  # also when closing the old role consumer failed
         self.emit("differentiated", role=role, previous=old)
         return True
 
@@ -609,10 +616,23 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self._role_consumer = self.transport.consume(role_queue, self._on_role_delivery,
                                                      inline=True)
 
+    def _settle_before_leaving(self) -> None:
+        """Take no more role deliveries, and wait until the role's cells have applied what
+        they hold and their records are durable and acknowledged, as ``stop`` does: closing
+        the role consumer before sent applied messages back to the role queue, and once
+        membership said this node had left, the role's other instances applied them again."""
+        with self._lock:
+            leaving = [h for h in self._cells.values() if h.cell.durable]
+        if leaving:
+            self._leaving_role = True
+            self._drain_mailboxes(leaving)
+            self._drain_records(leaving)
+
     def _retire_role_cells(self) -> None:
         if self._role_consumer is not None:
             self.transport.cancel(self._role_consumer)
             self._role_consumer = None
+        self._leaving_role = False
         if self.role is not None:
             self._unbind_node(each_key(self.role))
         retiring = list(self._cells.values())

@@ -55,6 +55,7 @@ class Receiving(NodeParts):
     transport: Transport
     diagnostic: bool
     lines: LineBudget
+    _leaving_role: bool
     fence: PauseFence | None
     _held: list[HeldDelivery]
     _held_lock: threading.Lock
@@ -80,6 +81,8 @@ class Receiving(NodeParts):
         self._tell(targets, message, delivery, from_role_queue=False, trail=trail)
 
     def _on_role_delivery(self, delivery: Delivery) -> None:
+        if self._leaving_role:
+            return  # left unsettled: the broker requeues it when the role consumer closes
         decoded = self._decode(delivery, "role")
         if decoded is None:
             return
