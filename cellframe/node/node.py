@@ -234,7 +234,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                                  self._new_notice_id)
         self._notices_told = itertools.count(1)
         self.counters = NodeCounters()
-        self._leaving_role = False  # role deliveries are left to the broker while it is set
+        # Role deliveries are left to the broker while it is set (set holding _intake).
+        self._leaving_role = False
         self.lines = LineBudget()  # refusals its senders cause, logged a few a minute
         # Queue names may carry a prefix (several clusters, or tests, sharing one broker);
         # routing keys never do.
@@ -624,7 +625,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         with self._lock:
             leaving = [h for h in self._cells.values() if h.cell.durable]
         if leaving:
-            self._leaving_role = True
+            with self._intake:  # what was handed to a cell before is in its mailbox now
+                self._leaving_role = True
             self._drain_mailboxes(leaving)
             self._drain_records(leaving)
 

@@ -174,7 +174,7 @@ class Receiving(NodeParts):
                     return
             admit = _Admission(self, fence, generation, delivery, from_role_queue, trail)
         with self._intake:
-            if self._stopped.is_set():
+            if self._stopped.is_set() or (from_role_queue and self._leaving_role):
                 return  # left unsettled: the broker gives it to another node
             self.counters.delivered += 1
             alone = len(targets) == 1
