@@ -3,13 +3,17 @@ the node that takes its role, resumes them and applies no message twice."""
 
 from __future__ import annotations
 
+import functools
+import json
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cellframe import Envelope, RoleRegistry, transition
+from cellframe.cell.cell import RECORD_GROUP, Inbound
 from cellframe.cell.durable import CellJournal
 from cellframe.errors import ConfigError
 from cellframe.node.supervisor import SupervisionPolicy
@@ -115,13 +119,51 @@ def test_recovery_reads_the_newest_snapshot_and_the_records_after_it(tmp_path: P
     with Store(tmp_path / "s") as store:
         journal = CellJournal(store, snapshot_every=4)
         first = Counter.start("c", journal=journal)
-        for number in range(10):
-            first.tell(message("(inc)", id=f"m{number}"))
+        for number in range(10):  # one at a time: a record each
+            first.ask(message("(inc)", id=f"m{number}"))
         first.stop(block=True)
     with Store(tmp_path / "s") as store:
         assert len(store.select_history("cell/counter/counter/snapshot")) == 2  # after m3, m7
         state, fields, ids = CellJournal(store, snapshot_every=4).recover("cell/counter/counter", 100)
         assert (state, fields, ids) == ("ready", {"count": 10}, [f"m{n}" for n in range(10)])
+
+
+def test_messages_applied_back_to_back_share_a_record_and_recover_as_one_by_one(
+        tmp_path: Path) -> None:
+    """While more messages wait in its mailbox, a durable cell records them together: fewer
+    records than messages, each settled once its group is durable, and a recovery that
+    gives the same state and ids as a record a message would."""
+    Holding.gate.clear()
+    settled: list[str] = []
+    sent = [f"m{number}" for number in range(300)]
+    with Store(tmp_path / "s") as store:
+        cell = Holding.start("c", journal=CellJournal(store, snapshot_every=50))
+        family = CellJournal.family_for("c", Holding.role, "Holding")
+        cell.tell(message("(hold)", id="hold"))  # the mailbox fills behind it
+        for message_id in sent:
+            cell.tell(Inbound(message("(inc)", id=message_id),
+                              functools.partial(settled.append, message_id)))
+        Holding.gate.set()
+        wait_for(lambda: len(settled) == len(sent), 20, what="every message settled",
+                 show=lambda: len(settled))
+        cell.stop(block=True)
+    with Store(tmp_path / "s") as store:
+        groups = [json.loads(r.value)["ids"] for r in store.select_history(family)]
+        assert [i for group in groups for i in group] == ["hold", *sent]
+        assert len(groups) < len(sent) // 4, f"{len(groups)} records"
+        assert max(len(group) for group in groups) <= RECORD_GROUP
+        state, fields, ids = CellJournal(store, snapshot_every=50).recover(family, 1000)
+        assert (state, fields, ids) == ("ready", {"count": 300}, ["hold", *sent])
+
+
+class Holding(Counter):
+    """A durable counter whose (hold) waits for the test: messages queue up behind it."""
+
+    gate = threading.Event()
+
+    @transition("hold")
+    def hold(self) -> None:
+        assert self.gate.wait(20), "the test never opened the gate"
 
 
 def test_an_audited_message_to_a_durable_cell_is_reported_applied_then_duplicate(
@@ -142,3 +184,29 @@ def test_an_audited_message_to_a_durable_cell_is_reported_applied_then_duplicate
             cell.stop()
     # The duplicate may be settled first: the first copy waits for its record to be durable.
     assert sorted(reports) == [("c", "applied"), ("c", "duplicate")]
+
+
+def test_a_crash_in_a_group_keeps_what_the_cell_applied_before_it(tmp_path: Path) -> None:
+    """Messages applied while more waited are recorded before the cell dies on a later one:
+    their deliveries are settled, and the cell that starts next counts them, once."""
+    Holding.gate.clear()
+    settled: list[str] = []
+    before = [f"m{number}" for number in range(10)]
+    with Store(tmp_path / "s") as store:
+        journal = CellJournal(store)
+        cell = Holding.start("c", journal=journal)
+        cell.tell(message("(hold)", id="hold"))
+        for message_id in [*before, "die", "after"]:
+            cell.tell(Inbound(message("(die)" if message_id == "die" else "(inc)", id=message_id),
+                              functools.partial(settled.append, message_id)))
+        Holding.gate.set()
+        wait_for(lambda: not cell.is_alive(), 20, what="the cell to die on (die)")
+        wait_for(lambda: settled == before, 20, what="the ten before the crash settled",
+                 show=lambda: settled)
+        again = Holding.start("c", journal=journal)
+        try:
+            assert again.proxy().count.get(timeout=10) == 10
+            assert again.proxy().cell_applied("m9").get(timeout=5)
+            assert not again.proxy().cell_applied("after").get(timeout=5)
+        finally:
+            again.stop()

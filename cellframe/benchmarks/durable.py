@@ -92,7 +92,7 @@ def bench_durable_recovery(n: int = 100_000) -> dict[str, Any]:
             journal, done = CellJournal(store), threading.Semaphore(0)
             for number in range(n):
                 journal.claim("cell/bench", f"m{number}", n)
-                journal.record("cell/bench", f"m{number}", "ready", {"count": number + 1},
+                journal.record("cell/bench", [f"m{number}"], "ready", {"count": number + 1},
                                lambda error: done.release())
             for _ in range(n):
                 done.acquire()

@@ -243,6 +243,8 @@ class Cell(pykka.ThreadingActor):
         self.cell_message: Message | None = None
         # What the message being applied sends, held until it is applied (None: send now).
         self._cell_held: list[tuple[str, Any, str | None, Any, str | None]] | None = None
+        # A durable cell's applied messages whose record is not yet written (``on_receive``).
+        self._cell_unrecorded: list[tuple[Message, Inbound | None]] = []
         self._cell_verbs = {
             verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
         }
@@ -262,6 +264,10 @@ class Cell(pykka.ThreadingActor):
                               "no store for its state: start its node with journal=CellJournal(store)")
         self._cell_family = journal.family_for(self.cell_name, self.role or self.cell_host.role,
                                               type(self).__name__)
+        # pykka dispatches each mailbox item through _handle_receive: a durable cell's goes
+        # through the recording of what it applied first (a cell that is not durable pays
+        # nothing for it).
+        self._handle_receive = self._cell_receive_durably  # type: ignore[method-assign]
         return journal
 
     def on_start(self) -> None:
@@ -284,24 +290,54 @@ class Cell(pykka.ThreadingActor):
             self.cell_dedup.seen(message_id)
         log.info("%s: recovered %s, %d applied ids", self.cell_name, state, len(ids))
 
-    def _cell_record(self, message: Message, inbound: Inbound | None) -> None:
-        """Journal the state after ``message``; its delivery is settled once that is durable."""
+    def _cell_record_when_idle(self) -> None:
+        """After each mailbox item: record what this durable cell applied, unless more wait in
+        its mailbox (and the group is under ``RECORD_GROUP``). One record then
+        covers them all: the state after the last, and every id. Each delivery is settled
+        once its record is durable, so a group only delays the acknowledgements by the time
+        it takes to apply the rest of it."""
+        if len(self._cell_unrecorded) >= RECORD_GROUP or self.actor_inbox.empty():
+            self._cell_record()
+
+    def _cell_record(self) -> None:
+        """Journal the state after the applied messages not yet recorded; their deliveries
+        are settled once that is durable. Called before anything else is handled (a read of
+        the state, a crash, a stop), so that what is applied is recorded first."""
+        group, self._cell_unrecorded = self._cell_unrecorded, []
+        if not group:
+            return
         assert self._cell_journal is not None
         name = self.cell_name
 
         def durable(error: BaseException | None) -> None:
-            if inbound is None:
-                return
-            if error is None:
-                if inbound.report is not None:  # audited: applied only once it is recorded
-                    inbound.report(name, "applied")
-                inbound.settle()
-            else:  # not recorded: give it back, so it is applied again where it is recorded
-                log.error("%s: the record of %s failed: %s", name, message.id, error)
-                inbound.refuse(f"{name}: not recorded: {error}", True)
+            if error is not None:  # not recorded: give them back, to be applied again
+                log.error("%s: the record of %s failed: %s", name,
+                          ", ".join(m.id for m, _ in group[:3]) + ("..." if group[3:] else ""),
+                          error)
+            for _, inbound in group:
+                if inbound is None:
+                    continue
+                if error is None:
+                    if inbound.report is not None:  # audited: applied only once recorded
+                        inbound.report(name, "applied")
+                    inbound.settle()
+                else:
+                    inbound.refuse(f"{name}: not recorded: {error}", True)
 
         fields = {field_name: getattr(self, field_name, None) for field_name in self.fields}
-        self._cell_journal.record(self._cell_family, message.id, self.cell_state, fields, durable)
+        self._cell_journal.record(self._cell_family, [m.id for m, _ in group], self.cell_state,
+                                  fields, durable)
+
+    def _cell_receive_durably(self, message: Any) -> Any:
+        """A durable cell's dispatch of every mailbox item (pykka's ``_handle_receive``): it
+        records what it applied once its mailbox is empty (``_cell_record_when_idle``), and
+        before anything but a message (a read of its state, a stop, a sibling's question)."""
+        if self._cell_unrecorded and type(message) is not Inbound and type(message) is not Message:
+            self._cell_record()
+        result = pykka.ThreadingActor._handle_receive(self, message)
+        if self._cell_unrecorded:
+            self._cell_record_when_idle()
+        return result
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -318,9 +354,10 @@ class Cell(pykka.ThreadingActor):
             except KeyboardInterrupt:
                 raise
             except BaseException as error:  # SystemExit too: this cell crashed, not the node
+                self._cell_record()  # what it applied before this one stays applied
                 self._cell_crashing(message.message, message, error)
             if self._cell_journal is not None and self.cell_counters.applied != applied:
-                self._cell_record(message.message, message)  # reported once it is durable
+                self._cell_unrecorded.append((message.message, message))  # settled once durable
             else:
                 if report is not None:
                     report(self.cell_name, self._cell_outcome(before))
@@ -332,9 +369,10 @@ class Cell(pykka.ThreadingActor):
             except KeyboardInterrupt:
                 raise
             except BaseException as error:
+                self._cell_record()
                 self._cell_crashing(message, None, error)
             if self._cell_journal is not None and self.cell_counters.applied != applied:
-                self._cell_record(message, None)
+                self._cell_unrecorded.append((message, None))
         elif type(message) is AppliedQuery:
             message.answer(self.cell_applied(message.message_id))
         elif type(message) is SettingsChanged:
@@ -409,6 +447,12 @@ class Cell(pykka.ThreadingActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """pykka's hook when the actor dies: tell the host (its supervisor restarts the
         cell), and refuse the message it died on. Subclasses overriding it call this one."""
+        if self._cell_unrecorded:  # died otherwise than on a message: keep what it applied
+            try:
+                self._cell_record()
+            except CellframeError as recording:
+                log.error("%s: what it applied could not be recorded: %s", self.cell_name,
+                          recording)
         message, inbound = getattr(self, "_cell_crash", (None, None))
         error = exception_value
         if isinstance(error, CellCrashedError) and error.__cause__ is not None:
@@ -420,6 +464,7 @@ class Cell(pykka.ThreadingActor):
     def _actor_loop_teardown(self) -> None:
         """pykka's hook after the actor's last message: what the mailbox still holds goes back
         to the host (pykka would drop what was told, unsettled), the rest to pykka."""
+        self._cell_record()  # stopped after applying, before anything else came
         inbox = self.actor_inbox
         orphans: list[Any] = []
         others = []
@@ -782,6 +827,9 @@ class Cell(pykka.ThreadingActor):
             "verbs": sorted(self.cell_verbs()),
         }
 
+
+#: At most this many applied messages of a durable cell go into one record (``on_receive``).
+RECORD_GROUP = 64
 
 _EVALUATED = (list, Symbol, Keyword)
 # What a verb call's argument may be to skip the evaluator: its self-evaluating types, exactly

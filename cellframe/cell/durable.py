@@ -2,11 +2,14 @@
 append-only store, so that the cell that takes its role after a failover resumes from the
 last message applied, and applies no message twice.
 
-A durable cell (``durable = True`` on its class) writes one record per applied message to the
-family of its role (``cell/<role>/<class>``; a cell with no role: ``cell/<name>``). The record
-is the whole recorded state after the message: ``{"id", "state", "fields"}`` as JSON, so the
-newest record is a snapshot and recovery reads it plus the ids of the tail. The message's
-delivery is settled only once its record is durable (group commit: the cell goes on applying
+A durable cell (``durable = True`` on its class) writes a record for what it applies to the
+family of its role (``cell/<role>/<class>``; a cell with no role: ``cell/<name>``): one a
+message, or one for a group of messages applied back to back while more waited in its
+mailbox (``Cell.on_receive``, at most ``RECORD_GROUP``). The record is the whole recorded
+state after the last of them, and all their ids: ``{"ids", "state", "fields"}`` as JSON
+(records written before groups hold one ``"id"``, and are read as well), so the newest
+record is a snapshot and recovery reads it plus the ids of the tail. A message's delivery is
+settled only once its record is durable (group commit: the cell goes on applying
 meanwhile), so:
 
 * a message whose record is durable is never applied again, whoever it is delivered to
@@ -42,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["CellJournal", "Recovered"]
 
 Recovered = tuple[str, dict[str, Any], list[str]]
+
+#: JSON as compact as ``json.dumps(..., separators=(",", ":"))``, without a new encoder a call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class CellJournal:
@@ -105,12 +111,12 @@ class CellJournal:
         """The family a durable cell writes: its role's, so that a spare finds it."""
         return f"cell/{role}/{class_name.lower()}" if role else f"cell/{cell_name}"
 
-    def record(self, family: str, message_id: str, state: str, fields: dict[str, Any],
+    def record(self, family: str, message_ids: list[str], state: str, fields: dict[str, Any],
                done: Callable[[BaseException | None], None]) -> None:
-        """Append the state after ``message_id``; ``done(error)`` once it is durable."""
+        """Append the state after ``message_ids`` (applied in that order); ``done(error)``
+        once it is durable."""
         try:
-            value = json.dumps({"id": message_id, "state": state, "fields": fields},
-                               separators=(",", ":")).encode()
+            value = _encode({"ids": message_ids, "state": state, "fields": fields}).encode()
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{family}: a durable cell's fields must be JSON values: "
                               f"{error}") from error
@@ -119,8 +125,8 @@ class CellJournal:
             journal.in_flight += 1
             # The store's time unit (int microseconds), kept increasing within a family.
             when = journal.last_time = max(time.time_ns() // 1000, journal.last_time + 1)
-            journal.recorded.append(message_id)
-            journal.since_snapshot += 1
+            journal.recorded.extend(message_ids)
+            journal.since_snapshot += len(message_ids)
             snapshot = journal.since_snapshot >= self.snapshot_every
             if snapshot:
                 journal.since_snapshot = 0
@@ -137,8 +143,7 @@ class CellJournal:
 
         self.store.insert_nowait(family, value, durable, time=when)
         if snapshot:
-            body = json.dumps({"state": state, "fields": fields, "ids": ids, "upto": when},
-                              separators=(",", ":")).encode()
+            body = _encode({"state": state, "fields": fields, "ids": ids, "upto": when}).encode()
             self.store.insert_nowait(family + _SNAPSHOT, body, time=when)
 
     def drain(self, family: str, timeout: float) -> bool:
@@ -174,7 +179,10 @@ class CellJournal:
             tail = self.store.select_history(family, since=upto + 1)
             for record in tail:
                 latest = json.loads(record.value)
-                ids.append(latest["id"])
+                if "ids" in latest:
+                    ids += latest["ids"]
+                else:  # one message a record, as written before records took groups
+                    ids.append(latest["id"])
                 state, fields = latest["state"], latest["fields"]
         except (ValueError, KeyError) as error:
             raise StoreError(f"{family}: an unreadable durable-cell record: {error}") from error
