@@ -157,13 +157,51 @@ def test_messages_applied_back_to_back_share_a_record_and_recover_as_one_by_one(
 
 
 class Holding(Counter):
-    """A durable counter whose (hold) waits for the test: messages queue up behind it."""
+    """A durable counter whose (hold) waits for the test: messages queue up behind it, and
+    whose (spoil) leaves a field that cannot be recorded."""
 
     gate = threading.Event()
 
     @transition("hold")
     def hold(self) -> None:
         assert self.gate.wait(20), "the test never opened the gate"
+
+    @transition("spoil")
+    def spoil(self) -> None:
+        self.count = {"not", "json"}
+
+
+def test_a_group_that_cannot_be_recorded_is_given_back_and_forgotten(tmp_path: Path) -> None:
+    """A field that is not JSON fails the record of its whole group: every delivery in it is
+    given back to its queue, no instance of the role counts them as applied, and the cell
+    dies (its supervisor restarts it from what was recorded)."""
+    Holding.gate.clear()
+    outcomes: list[tuple[str, str]] = []
+
+    def inbound(text: str, message_id: str) -> Inbound:
+        return Inbound(message(text, id=message_id),
+                       settle=lambda: outcomes.append((message_id, "settled")),
+                       refuse=lambda reason, requeue: outcomes.append(
+                           (message_id, f"requeued: {reason}" if requeue else reason)))
+
+    with Store(tmp_path / "s") as store:
+        journal = CellJournal(store)
+        cell = Holding.start("c", journal=journal)
+        cell.tell(message("(hold)", id="hold"))
+        for text, message_id in (("(inc)", "m1"), ("(inc)", "m2"), ("(spoil)", "spoil")):
+            cell.tell(inbound(text, message_id))
+        Holding.gate.set()
+        wait_for(lambda: not cell.is_alive(), 20, what="the cell to die on its record")
+        assert [i for i, _ in outcomes] == ["m1", "m2", "spoil"]
+        assert all(o.startswith("requeued: c: not recorded: ") and "JSON" in o
+                   for _, o in outcomes), outcomes
+        family = CellJournal.family_for("c", Holding.role, "Holding")
+        assert not any(journal.claimed(family, i) for i in ("m1", "spoil", "m2"))
+        again = Holding.start("c", journal=journal)
+        try:
+            assert again.proxy().count.get(timeout=10) == 0
+        finally:
+            again.stop()
 
 
 def test_an_audited_message_to_a_durable_cell_is_reported_applied_then_duplicate(

@@ -325,8 +325,21 @@ class Cell(pykka.ThreadingActor):
                     inbound.refuse(f"{name}: not recorded: {error}", True)
 
         fields = {field_name: getattr(self, field_name, None) for field_name in self.fields}
-        self._cell_journal.record(self._cell_family, [m.id for m, _ in group], self.cell_state,
-                                  fields, durable)
+        try:
+            self._cell_journal.record(self._cell_family, [m.id for m, _ in group],
+                                      self.cell_state, fields, durable)
+        except CellframeError as error:  # fields that are not JSON, a closed store
+            for message, _ in group:  # not applied, as far as any instance of the role knows
+                self._cell_journal.release(self._cell_family, message.id)
+            durable(error)
+            raise
+
+    def _cell_record_quietly(self) -> None:
+        """``_cell_record`` on the way out (the cell dies or stops): a failure is logged."""
+        try:
+            self._cell_record()
+        except CellframeError as error:
+            log.error("%s: what it applied could not be recorded: %s", self.cell_name, error)
 
     def _cell_receive_durably(self, message: Any) -> Any:
         """A durable cell's dispatch of every mailbox item (pykka's ``_handle_receive``): it
@@ -447,12 +460,7 @@ class Cell(pykka.ThreadingActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """pykka's hook when the actor dies: tell the host (its supervisor restarts the
         cell), and refuse the message it died on. Subclasses overriding it call this one."""
-        if self._cell_unrecorded:  # died otherwise than on a message: keep what it applied
-            try:
-                self._cell_record()
-            except CellframeError as recording:
-                log.error("%s: what it applied could not be recorded: %s", self.cell_name,
-                          recording)
+        self._cell_record_quietly()  # died otherwise than on a message: keep what it applied
         message, inbound = getattr(self, "_cell_crash", (None, None))
         error = exception_value
         if isinstance(error, CellCrashedError) and error.__cause__ is not None:
@@ -464,7 +472,7 @@ class Cell(pykka.ThreadingActor):
     def _actor_loop_teardown(self) -> None:
         """pykka's hook after the actor's last message: what the mailbox still holds goes back
         to the host (pykka would drop what was told, unsettled), the rest to pykka."""
-        self._cell_record()  # stopped after applying, before anything else came
+        self._cell_record_quietly()  # stopped after applying, before anything else came
         inbox = self.actor_inbox
         orphans: list[Any] = []
         others = []
