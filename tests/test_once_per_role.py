@@ -6,12 +6,13 @@ a redelivered message waits for the other instance's answer: ``cellframe.node.si
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -123,42 +124,52 @@ def _ledger_ids() -> list[str]:
     return [i for _, i in Ledger.applied]
 
 
-def test_two_instances_with_separate_journals_apply_each_role_message_once(
-        amqp_names: AmqpNames, tmp_path: Path, record_property: Any) -> None:
-    name = f"cf-sep-{amqp_names.token}"
+@contextlib.contextmanager
+def _two_instances_apart(amqp_names: AmqpNames, tmp_path: Path,
+                         name: str) -> Iterator[tuple[list[Node], Any]]:
+    """Two nodes of the durable role ``ledger``, ``NAME-1`` and ``NAME-2``, sharing nothing
+    (each its own store, journal and membership), once each sees the other alive in the role;
+    and a publisher. ``Ledger.applied`` starts empty. Connections are named ``name``."""
     registry = RoleRegistry({"ledger": [Ledger]})
     Ledger.applied.clear()
-    ids = [f"entry-{n}" for n in range(MESSAGES)]
     nodes: list[Node] = []
     with Store(tmp_path / "a") as store_a, Store(tmp_path / "b") as store_b:
-        for node, store in (("sep-1", store_a), ("sep-2", store_b)):  # nothing shared
+        for node, store in ((f"{name}-1", store_a), (f"{name}-2", store_b)):
             nodes.append(Node(node, transport=amqp_names.connect(name=name), role="ledger",
                               registry=registry, journal=CellJournal(store),
                               system_cells=(HEARTBEATS,), watch_config=False,
                               queue_prefix=amqp_names.queue_prefix).start())
         publisher = amqp_names.connect(name=f"{name}-publisher", buffer_size=MESSAGES)
         try:
-            wait_for(lambda: _sees(nodes[0], "sep-2", "ledger") and
-                     _sees(nodes[1], "sep-1", "ledger"), 30,
+            wait_for(lambda: _sees(nodes[0], f"{name}-2", "ledger") and
+                     _sees(nodes[1], f"{name}-1", "ledger"), 30,
                      what="each node to see the other alive in the role")
-            _stream_with_closes(name, publisher, ids, _ledger_ids,
-                                show=lambda: (len(Ledger.applied),
-                                              [n.status()["counters"] for n in nodes]))
-            assert publisher.stats()["resent"] == 0  # one broker message per id
-            by_id = Tally(i for _, i in Ledger.applied)
-            twice = [i for i, times in by_id.items() if times > 1]
-            assert twice == [], f"{len(twice)} ids applied twice"
-            by_node = Tally(node for node, _ in Ledger.applied)
-            assert set(by_node) == {"sep-1", "sep-2"}, by_node  # both instances served
-            checks = [n.siblings.counts for n in nodes]
-            record_property("sibling_checks", checks)
-            waited = [n.siblings.waited for n in nodes]
-            decided = sum(c["duplicates"] + c["applied"] for c in checks)
-            record_property("sibling_check_mean_ms",
-                            round(1000 * sum(w["total"] for w in waited) / max(1, decided), 2))
-            record_property("sibling_check_max_ms", round(1000 * max(w["max"] for w in waited)))
+            yield nodes, publisher
         finally:
             _close(nodes, publisher)
+
+
+def test_two_instances_with_separate_journals_apply_each_role_message_once(
+        amqp_names: AmqpNames, tmp_path: Path, record_property: Any) -> None:
+    name = f"cf-sep-{amqp_names.token}"
+    ids = [f"entry-{n}" for n in range(MESSAGES)]
+    with _two_instances_apart(amqp_names, tmp_path, name) as (nodes, publisher):
+        _stream_with_closes(name, publisher, ids, _ledger_ids,
+                            show=lambda: (len(Ledger.applied),
+                                          [n.status()["counters"] for n in nodes]))
+        assert publisher.stats()["resent"] == 0  # one broker message per id
+        by_id = Tally(i for _, i in Ledger.applied)
+        twice = [i for i, times in by_id.items() if times > 1]
+        assert twice == [], f"{len(twice)} ids applied twice"
+        by_node = Tally(node for node, _ in Ledger.applied)
+        assert set(by_node) == {f"{name}-1", f"{name}-2"}, by_node  # both instances served
+        checks = [n.siblings.counts for n in nodes]
+        record_property("sibling_checks", checks)
+        waited = [n.siblings.waited for n in nodes]
+        decided = sum(c["duplicates"] + c["applied"] for c in checks)
+        record_property("sibling_check_mean_ms",
+                        round(1000 * sum(w["total"] for w in waited) / max(1, decided), 2))
+        record_property("sibling_check_max_ms", round(1000 * max(w["max"] for w in waited)))
 
 
 def _applied_in(files: list[Path]) -> list[str]:
@@ -212,44 +223,28 @@ def test_an_instance_stepping_down_mid_stream_leaves_nothing_applied_to_be_appli
     its durable cell applied but had not acknowledged went back to the role queue, and the
     other instance applied it again. The node now waits for those acknowledgements first."""
     name = f"cf-step-{amqp_names.token}"
-    registry = RoleRegistry({"ledger": [Ledger]})
-    Ledger.applied.clear()
     ids = [f"entry-{n}" for n in range(MESSAGES)]
-    nodes: list[Node] = []
-    with Store(tmp_path / "a") as store_a, Store(tmp_path / "b") as store_b:
-        for node, store in (("step-1", store_a), ("step-2", store_b)):
-            nodes.append(Node(node, transport=amqp_names.connect(name=name), role="ledger",
-                              registry=registry, journal=CellJournal(store),
-                              system_cells=(HEARTBEATS,), watch_config=False,
-                              queue_prefix=amqp_names.queue_prefix).start())
-        publisher = amqp_names.connect(name=f"{name}-publisher", buffer_size=MESSAGES)
-        try:
-            wait_for(lambda: _sees(nodes[0], "step-2", "ledger") and
-                     _sees(nodes[1], "step-1", "ledger"), 30,
-                     what="each node to see the other alive in the role")
-            stream = threading.Thread(target=_publish_paced, args=(publisher, ids, STEP_PACE),
-                                      daemon=True)
-            stream.start()
-            for at in STEP_DOWNS:
-                wait_for(lambda at=at: len(Ledger.applied) >= at, 60,
-                         what=f"{at} messages applied", show=lambda: len(Ledger.applied))
-                nodes[0].differentiate(None)
-                wait_for(lambda at=at: len(Ledger.applied) >= at + 100, 60,
-                         what=f"{at + 100} messages applied with step-1 a spare",
-                         show=lambda: len(Ledger.applied))
-                nodes[0].differentiate("ledger")
-            stream.join(60)
-            assert publisher.flush(60), "the broker confirmed every message"
-            wait_for(lambda: len(set(_ledger_ids())) == len(ids), 90,
-                     what=f"all {len(ids)} ids applied",
-                     show=lambda: (len(Ledger.applied), [n.status()["counters"] for n in nodes]))
-            by_id = Tally(_ledger_ids())
-            twice = [i for i, times in by_id.items() if times > 1]
-            assert twice == [], f"{len(twice)} ids applied twice: {twice[:5]}"
-            # Nothing step-1 applied came back: step-2 never had to ask and hear "applied" (it
-            # did, 3 times in 20 redeliveries, and if membership had already said step-1 had
-            # left, it would have applied them again).
-            assert nodes[1].siblings.counts["duplicates"] == 0, nodes[1].siblings.counts
-            assert {node for node, _ in Ledger.applied} == {"step-1", "step-2"}
-        finally:
-            _close(nodes, publisher)
+    with _two_instances_apart(amqp_names, tmp_path, name) as (nodes, publisher):
+        stream = threading.Thread(target=_publish_paced, args=(publisher, ids, STEP_PACE),
+                                  daemon=True)
+        stream.start()
+        for at in STEP_DOWNS:
+            wait_for(lambda at=at: len(Ledger.applied) >= at, 60,
+                     what=f"{at} messages applied", show=lambda: len(Ledger.applied))
+            nodes[0].differentiate(None)
+            wait_for(lambda at=at: len(Ledger.applied) >= at + 100, 60,
+                     what=f"{at + 100} messages applied with the first instance a spare",
+                     show=lambda: len(Ledger.applied))
+            nodes[0].differentiate("ledger")
+        stream.join(60)
+        assert publisher.flush(60), "the broker confirmed every message"
+        wait_for(lambda: len(set(_ledger_ids())) == len(ids), 90,
+                 what=f"all {len(ids)} ids applied",
+                 show=lambda: (len(Ledger.applied), [n.status()["counters"] for n in nodes]))
+        twice = [i for i, times in Tally(_ledger_ids()).items() if times > 1]
+        assert twice == [], f"{len(twice)} ids applied twice: {twice[:5]}"
+        # Nothing the first applied came back: the second never had to ask and hear "applied"
+        # (it did, 3 times in 20 redeliveries, and had membership already said the first had
+        # left, it would have applied them again).
+        assert nodes[1].siblings.counts["duplicates"] == 0, nodes[1].siblings.counts
+        assert {node for node, _ in Ledger.applied} == {f"{name}-1", f"{name}-2"}
