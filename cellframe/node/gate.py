@@ -1,15 +1,16 @@
 """The gate: the checks a delivery passes before any cell sees it, each refusal with its reason.
 
-In order, cheapest first: the body's size, the signature (a known key, unaltered, meant for
-the routing key it arrived on, alive: ``Signer.verify``), a replay within the message's life
-(``ReplayCache``), the body read as cellframe language, and last what the key may send: never
-a node's traffic from an operator key (the routing keys of ``NODE_ONLY``, the verbs cells
-declare in ``node_verbs``), never what a cell only tells itself (``local_verbs``) from any key,
-never another node's name from a node key bound to one node (``node_verbs`` and
-``shared_verbs``), and then its capabilities, which need the verb. The verbs are those of the
-message and of every form inside it that calls one (``language.calls``). Every refusal is a ``RefusedError`` whose
-``reason`` is one of ``wire.signing.REASONS``; the node counts them by reason and
-dead-letters the message in diagnostic mode. Runs on the transport's consumer thread, so it never blocks.
+In order, cheapest first: the body's size, the signature (a known key, unaltered, meant for the
+routing key it arrived on, alive: ``Signer.verify``), a replay within the message's life
+(``ReplayCache``), the body read as cellframe language (a body seen lately is not read again:
+``ReadMemo``), and last what the key may send: never a node's traffic from an operator key (the
+routing keys of ``NODE_ONLY``, the verbs cells declare in ``node_verbs``), never what a cell
+only tells itself (``local_verbs``) from any key, never another node's name from a node key
+bound to one node (``node_verbs`` and ``shared_verbs``), and then its capabilities, which need
+the verb. The verbs are those of the message and of every form inside it that calls one
+(``language.calls``). Every refusal is a ``RefusedError`` whose ``reason`` is one of
+``wire.signing.REASONS``; the node counts them by reason and dead-letters the message in
+diagnostic mode. Runs on the transport's consumer thread, so it never blocks.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from ..cell import nodeverbs
 from ..errors import LanguageError, RefusedError
 from ..language.calls import calls_within
-from ..language.reader import read
+from ..language.read_memo import ReadMemo
 from ..language.symbols import Keyword, Symbol
 from ..transports.base import Delivery
 from ..wire.keys import Key
@@ -59,6 +60,7 @@ class Gate:
         self.signer = signer
         self.max_message_bytes = max_message_bytes
         self.replays = replays if replays is not None else ReplayCache()
+        self._read = ReadMemo(max_message_bytes).read  # a repeated body is read once
         self._reply_keys: OrderedDict[str, Key] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -81,7 +83,7 @@ class Gate:
             if key.kind == "operator" and envelope.reply_to:
                 self._remember(envelope.reply_to, key)
         try:
-            expr = read(envelope.body, max_bytes=self.max_message_bytes)
+            expr = self._read(envelope.body)
         except LanguageError as error:
             raise RefusedError("unreadable", f"unreadable: {error}") from error
         verb = head_verb(expr)

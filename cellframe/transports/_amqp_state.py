@@ -13,6 +13,7 @@ import pika
 
 from ..wire.envelope import Envelope
 from ._amqp_consumer import ConsumerState
+from ._amqp_wire import EncodedProperties
 
 __all__ = ["ControlOp", "Outgoing", "Topology"]
 
@@ -26,7 +27,7 @@ class Outgoing:
                  "on_settled", "after_confirm", "counted", "returned", "settled")
 
     def __init__(self, exchange: str, routing_key: str, envelope: Envelope,
-                 properties: pika.BasicProperties, on_return: Callable[..., None] | None,
+                 properties: pika.BasicProperties | EncodedProperties, on_return: Callable[..., None] | None,
                  *, after_confirm: tuple[Any, ...] | None = None, counted: bool = True,
                  on_settled: Callable[[], None] | None = None) -> None:
         self.exchange = exchange

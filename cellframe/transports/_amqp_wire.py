@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 import time
 from typing import Any
 
@@ -51,8 +52,10 @@ __all__ = [
     "RESERVED_PREFIX",
     "Undecodable",
     "UndecodableError",
+    "EncodedProperties",
     "dead_letter_properties",
     "decode_properties",
+    "encode_properties",
     "from_amqp",
     "to_amqp",
     "with_reason",
@@ -78,6 +81,15 @@ _REASON_CHARS = 200
 #: signed message's headers. Emptied past ``_GOOD_NAMES_KEPT``.
 _GOOD_NAMES: set[str] = set()
 _GOOD_NAMES_KEPT = 256
+
+
+#: Header names ``_check_key`` passed, each with its encoding as an AMQP short string.
+_NAME_BYTES: dict[str, bytes] = {}
+_P = pika.BasicProperties
+_LONG_STRING = struct.Struct(">cI")  # a table value's kind, then a long string's length
+_TABLE_SIZE = struct.Struct(">I")
+_FLAGS = struct.Struct(">H")
+_TIMESTAMP = struct.Struct(">Q")
 
 
 class UndecodableError(TransportError):
@@ -159,6 +171,132 @@ def to_amqp(envelope: Envelope, *, persistent: bool) -> pika.BasicProperties:
         headers=headers,
         delivery_mode=2 if persistent else 1,
     )
+
+
+class EncodedProperties:
+    """An envelope's properties already encoded (``encode_properties``): what pika's
+    ``BasicProperties.encode`` makes of ``to_amqp``'s properties, and the ``message_id``
+    property (None for an id that travels as a header) a returned message is matched by."""
+
+    __slots__ = ("data", "message_id")
+
+    def __init__(self, data: bytes, message_id: str | None) -> None:
+        self.data = data
+        self.message_id = message_id
+
+    def decoded(self) -> pika.BasicProperties:
+        """The pika properties these bytes hold (for a publisher of another shape)."""
+        return pika.BasicProperties().decode(self.data)
+
+
+def encode_properties(envelope: Envelope, *,
+                      persistent: bool) -> EncodedProperties | pika.BasicProperties:
+    """``to_amqp(envelope)`` ready to send: encoded in one pass where every header is text
+    or a float (what a signed message carries), else ``to_amqp``'s properties (raising what
+    it raises). The bytes are pika's to the byte (``tests/test_amqp_encoding.py``).
+
+    On a client sending signed messages, ``to_amqp`` and pika's ``encode`` took 4.4 and
+    5.9 us a message (a quarter of the client's samples in the pipeline benchmark): the
+    headers went through a dict of checked values, a ``BasicProperties`` of 14 fields, and
+    pika's table encoder a value at a time.
+    """
+    encoded = _encode_plain(envelope, persistent)
+    return encoded if encoded is not None else to_amqp(envelope, persistent=persistent)
+
+
+def _encode_plain(envelope: Envelope, persistent: bool) -> EncodedProperties | None:
+    """The properties in one pass, or None for anything but text and float headers, a time
+    that is not a float in range, or text that is not strict UTF-8 (``to_amqp`` then judges,
+    and pika encodes)."""
+    ts = envelope.timestamp
+    if type(ts) is not float or not 0 <= ts < 2**63:  # to_amqp raises, or sends no timestamp
+        return None
+    pieces: list[bytes] = []
+    add = pieces.extend
+    names, string = _NAME_BYTES, _LONG_STRING.pack
+    try:
+        for key, value in envelope.headers.items():
+            name = names.get(key) if type(key) is str else None
+            if name is None:
+                name = _name_bytes(key)
+                if name is None:
+                    return None
+            if type(value) is str:
+                data = value.encode()
+                add((name, string(b"S", len(data)), data))
+            elif type(value) is float:  # {"x-cf-float": repr(value)}, as _encode_value makes it
+                data = repr(value).encode()
+                add((name, b"F", _TABLE_SIZE.pack(len(data) + _FLOAT_ENTRY_SIZE), _FLOAT_NAME,
+                     string(b"S", len(data)), data))
+            else:
+                return None
+        data = repr(ts).encode()
+        add((_TS_NAME, string(b"S", len(data)), data))
+        short: list[bytes | None] = []
+        for value, header in ((envelope.message_id, _ID_NAME),
+                              (envelope.reply_to, _REPLY_TO_NAME),
+                              (envelope.sender, _SENDER_NAME),
+                              (envelope.correlation_id, _CORRELATION_NAME)):
+            if value is None:
+                short.append(None)
+                continue
+            if type(value) is not str:
+                return None
+            data = value.encode()
+            if len(data) > _SHORTSTR:
+                add((header, string(b"S", len(data)), data))
+                short.append(None)
+            else:
+                short.append(data)
+        content_type = envelope.content_type
+        content = None if content_type is None else content_type.encode()
+    except (UnicodeEncodeError, AttributeError):  # AttributeError: a content type not text
+        return None
+    if content is not None and len(content) > _SHORTSTR:
+        return None  # pika refuses it, as it always did
+    table = b"".join(pieces)
+    message_id, reply_to, sender, correlation_id = short
+    flags = _P.FLAG_HEADERS | _P.FLAG_DELIVERY_MODE | _P.FLAG_TIMESTAMP
+    out = [b"", b"" if content is None else bytes((len(content),)) + content,
+           _TABLE_SIZE.pack(len(table)), table, b"\x02" if persistent else b"\x01"]
+    if content is not None:
+        flags |= _P.FLAG_CONTENT_TYPE
+    for value, flag in ((correlation_id, _P.FLAG_CORRELATION_ID), (reply_to, _P.FLAG_REPLY_TO),
+                        (message_id, _P.FLAG_MESSAGE_ID)):
+        if value is not None:
+            flags |= flag
+            out.append(bytes((len(value),)) + value)
+    out.append(_TIMESTAMP.pack(int(ts)))
+    if sender is not None:
+        flags |= _P.FLAG_APP_ID
+        out.append(bytes((len(sender),)) + sender)
+    out[0] = _FLAGS.pack(flags)
+    return EncodedProperties(b"".join(out), None if message_id is None else envelope.message_id)
+
+
+def _name_bytes(key: object) -> bytes | None:
+    """A header name as an AMQP short string, remembered; None for one ``_check_key``
+    refuses or that is not strict UTF-8."""
+    try:
+        name = _check_key(key).encode()
+    except (TransportError, UnicodeEncodeError):
+        return None
+    if len(_NAME_BYTES) >= _GOOD_NAMES_KEPT:
+        _NAME_BYTES.clear()
+    if type(key) is str:
+        _NAME_BYTES[key] = encoded = bytes((len(name),)) + name
+        return encoded
+    return bytes((len(name),)) + name
+
+
+def _short(name: str) -> bytes:
+    data = name.encode()
+    return bytes((len(data),)) + data
+
+
+_TS_NAME, _ID_NAME, _REPLY_TO_NAME, _SENDER_NAME, _CORRELATION_NAME = map(_short, _OWN_HEADERS)
+_FLOAT_NAME = _short(_FLOAT)
+_FLOAT_ENTRY_SIZE = len(_FLOAT_NAME) + _LONG_STRING.size  # the float's table but its text
 
 
 def from_amqp(properties: pika.BasicProperties, body: bytes) -> Envelope:

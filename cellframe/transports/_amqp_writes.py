@@ -35,9 +35,11 @@ import functools
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from pika import spec
+
+from ._amqp_wire import EncodedProperties
 
 try:
     from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
@@ -52,8 +54,10 @@ log = logging.getLogger("cellframe.transports.amqp")
 #: an unbounded join could copy a large backlog many times over.
 JOIN_BYTES = 4 * 1024 * 1024
 
+#: Properties as a publish takes them: pika's, or already encoded.
+Properties: TypeAlias = "spec.BasicProperties | EncodedProperties"
 #: ``publish(exchange, routing_key, body, properties)``, always ``mandatory``.
-Publish = Callable[[str, str, bytes, spec.BasicProperties], None]
+Publish = Callable[[str, str, bytes, Properties], None]
 
 _FRAME = struct.Struct(">BHL")  # type, channel, payload size
 _PUBLISH = struct.Struct(">LH")  # method id, the reserved ticket
@@ -76,13 +80,15 @@ def publisher(channel: Any) -> Publish:
 
 
 def _basic_publish(channel: Any, exchange: str, routing_key: str, body: bytes,
-                   properties: spec.BasicProperties) -> None:
+                   properties: Properties) -> None:
+    if isinstance(properties, EncodedProperties):
+        properties = properties.decoded()
     channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
 
 
 def _publish_in_one_buffer(channel: Any, connection: Any, number: int, exchange: str,
                            routing_key: str, body: bytes,
-                           properties: spec.BasicProperties) -> None:
+                           properties: Properties) -> None:
     channel._raise_if_not_open()
     names = exchange.encode(), routing_key.encode()
     for name in names:
@@ -90,8 +96,9 @@ def _publish_in_one_buffer(channel: Any, connection: Any, number: int, exchange:
             raise ValueError(f"{name[:40]!r}... is longer than an AMQP short string")
     method = b"".join((_PUBLISH.pack(spec.Basic.Publish.INDEX, 0), bytes((len(names[0]),)),
                        names[0], bytes((len(names[1]),)), names[1], _MANDATORY))
-    content = b"".join((_CONTENT.pack(spec.BasicProperties.INDEX, 0, len(body)),
-                        *properties.encode()))
+    encoded = properties.data if isinstance(properties, EncodedProperties) \
+        else b"".join(properties.encode())
+    content = _CONTENT.pack(spec.BasicProperties.INDEX, 0, len(body)) + encoded
     frame = _FRAME.pack
     parts = [frame(spec.FRAME_METHOD, number, len(method)), method, _END,
              frame(spec.FRAME_HEADER, number, len(content)), content, _END]

@@ -51,7 +51,7 @@ from ..wire.envelope import Envelope
 from ._amqp_consumer import ConsumerState
 from ._amqp_io import BrokerLink
 from ._amqp_state import ControlOp, Outgoing, Topology
-from ._amqp_wire import to_amqp, with_reason
+from ._amqp_wire import encode_properties, with_reason
 from .base import DeliveryHandler, ReturnHandler, SettledHandler
 from .tls import TlsOptions
 
@@ -362,7 +362,7 @@ class AmqpTransport:
         if len(envelope.body) > self._max_message_bytes:
             raise TransportError(f"envelope body of {len(envelope.body)} bytes is over the "
                                  f"{self._max_message_bytes}-byte limit")
-        properties = to_amqp(envelope, persistent=persistent)
+        properties = encode_properties(envelope, persistent=persistent)
         with self._buffer_cond:
             if self._buffered >= self._buffer_size:
                 raise BufferFullError(

@@ -315,7 +315,12 @@ def load_secret(env: str = "CELLFRAME_SECRET", file: str | os.PathLike[str] | No
 
 
 def _is_time(value: object) -> bool:
-    return isinstance(value, float | int) and not isinstance(value, bool)
+    # A float first: what every signed message carries (a tuple, not ``float | int``, which
+    # builds a union on every call).
+    return type(value) is float or (isinstance(value, _NUMBERS) and not isinstance(value, bool))
+
+
+_NUMBERS = (float, int)
 
 
 def _looks_like_digest(value: object) -> bool:

@@ -29,6 +29,7 @@ and the cell are one attribute test each, and opentelemetry is never imported (a
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -76,6 +77,8 @@ TRACESTATE = "tracestate"
 active: Tracing | None = None
 
 _RESULTS = ("applied", "ignored", "refused", "errors", "duplicates")
+#: A cell's counts of each result, in one call (0.12 us against 0.31 for five getattrs).
+_counts = operator.attrgetter(*_RESULTS)
 
 
 def _import_api() -> Any:
@@ -157,14 +160,14 @@ class Tracing:
         verb = getattr(expr[0], "name", None) if isinstance(expr, list) and expr else None
         counters = cell.cell_counters
         before_state = cell.cell_state
-        before = [getattr(counters, name) for name in _RESULTS]
+        before = _counts(counters)
         span = self._start(f"apply {verb or 'message'}", self._internal, message.trace, None)
         token = self._attach(self._current(span))
         try:
             handle(message)
         finally:
             self._detach(token)
-            after = [getattr(counters, name) for name in _RESULTS]
+            after = _counts(counters)
             result = next((name for name, b, a in zip(_RESULTS, before, after, strict=True) if a > b),
                           "applied")
             self._end(span, {"cellframe.cell": cell.cell_name, "cellframe.verb": verb or "",
@@ -284,6 +287,9 @@ class ExportingTracing(Tracing):
         self._bits, self._random = random.getrandbits, random.random
         self._done: collections.deque[tuple[_Open, int, bool]] = collections.deque()
         self._unset = self._trace.Status(self._trace.StatusCode.UNSET)
+        self._sampled = self._flags(1)  # the flags of every recorded span, made once
+        # A kind's name by a dict: SpanKind.name is a Python-level property on every span.
+        self._kind_names = {kind: kind.name for kind in self._trace.SpanKind}
         self._pid = os.getpid()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -337,8 +343,10 @@ class ExportingTracing(Tracing):
         return span  # it has trace_id, span_id, trace_flags and trace_state, as a SpanContext
 
     def _current(self, span: Any) -> Any:
+        flags = span.trace_flags
         return self._set_span(self._non_recording(self._span_context(
-            span.trace_id, span.span_id, is_remote=False, trace_flags=self._flags(span.trace_flags),
+            span.trace_id, span.span_id, is_remote=False,
+            trace_flags=self._sampled if flags == 1 else self._flags(flags),
             trace_state=span.trace_state)))
 
     def _run(self) -> None:
@@ -365,8 +373,8 @@ class ExportingTracing(Tracing):
     def _plain_span(self, span: _Open, end: int, error: bool) -> dict[str, Any]:
         """``span`` as ``_trace_files.span_record`` writes a ReadableSpan."""
         return {
-            "name": span.name, "kind": span.kind.name, "trace_id": f"{span.trace_id:032x}",
-            "span_id": f"{span.span_id:016x}",
+            "name": span.name, "kind": self._kind_names[span.kind],
+            "trace_id": f"{span.trace_id:032x}", "span_id": f"{span.span_id:016x}",
             "parent_span_id": f"{span.parent_id:016x}" if span.parent_id else None,
             "start": span.start, "end": end, "attributes": span.attributes or {},
             "status": "ERROR" if error else "UNSET", "pid": self._pid,
