@@ -438,3 +438,44 @@ def test_every_verb_shard_nodes_send_each_other_is_declared_node_only(tmp_path) 
                  show=lambda: sorted(map(str, tap.verbs())))
     # What clients send (and a coordinator forwards on their behalf) stays open to operators.
     assert tap.undeclared() <= {"insert", "select", "history"}
+
+
+def test_a_joiner_that_built_a_table_alone_takes_the_clusters_and_only_the_join_moves(
+    tmp_path, monkeypatch,
+) -> None:
+    # A joiner on a starved machine may hear no peer within ring_wait and build a table of
+    # its own; here its mailbox loses the peers' hellos and tables until it has one.
+    from cellframe.replication.base import ShardBase
+    from cellframe.replication.config import derive_shard_id
+    from cellframe.store import Ring
+    from tests.replication_support import agreed_ring, settled
+
+    spare, deaf = derive_shard_id("spare-01"), [True]
+    handle = ShardBase.cell_handle
+
+    def hears(self, message) -> None:
+        verb = message.expr[0] if isinstance(message.expr, list) and message.expr else None
+        if self.me == spare and deaf[0] and str(verb) in ("shard-hello", "ring-table"):
+            return
+        handle(self, message)
+
+    monkeypatch.setattr(ShardBase, "cell_handle", hears)
+    nodes = ["shard-01", "shard-02", "shard-03"]
+    with shard_cluster(tmp_path, nodes=nodes, replicas=2, intent=4, ring_wait_max=0.3) as cluster:
+        shards = ShardClient(cluster.client())
+        for request in [shards.insert(f"item/{i}", "1") for i in range(40)]:
+            assert shards.answer(request)[0] == "inserted"
+        old = {c.me: c for c in cells(cluster).values()}
+        before = old[1].view.ring
+        changes = {s: c.stats.get("ring_changes", 0) for s, c in old.items()}
+        cluster.start_node("spare-01", role="shard")
+        newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 20)
+        wait_for(lambda: newcomer.view.ring is not None
+                 and newcomer.view.ring.members == (spare,), 20)  # built alone
+        deaf[0] = False
+        agreed = wait_for(lambda: agreed_ring(cluster, 4), 30)
+        wait_for(lambda: settled(cluster, 4), 30)  # moved, and dropped by the old owners
+        assert isinstance(agreed, Ring) and agreed == before.rebalanced([*before.members, spare])
+        assert {s: c.stats.get("ring_changes", 0) for s, c in old.items()} == {
+            s: n + 1 for s, n in changes.items()}  # the join's table, and no other
+        assert all(len(holders(cluster, f"item/{i}")) == 2 for i in range(40))
