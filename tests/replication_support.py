@@ -114,6 +114,17 @@ def converged(cluster: LocalCluster, count: int) -> bool:
             and all(not c.view.moved_at and not c.pulls for c in found))
 
 
+def agreed_ring(cluster: LocalCluster, count: int) -> Ring | None:
+    """The table ``count`` shard cells all hold, naming all of them (None until they do)."""
+    found = list(cells(cluster).values())
+    live = tuple(sorted(c.me for c in found))
+    rings = {(c.view.ring, c.view.digest) for c in found}
+    if len(live) != count or len(rings) != 1:
+        return None
+    ring = found[0].view.ring
+    return ring if ring is not None and ring.members == live else None
+
+
 def roots_agree(cluster: LocalCluster) -> bool:
     """Every partition's owners hold the same records (equal Merkle roots)."""
     found = cells(cluster)
