@@ -27,8 +27,10 @@ from tests.healing_support import FAST
 __all__ = [
     "ShardClient",
     "ShardProcesses",
+    "agreed_ring",
     "cells",
     "converged",
+    "rings_held",
     "roots_agree",
     "shard_cluster",
     "shard_zone",
@@ -123,6 +125,11 @@ def agreed_ring(cluster: LocalCluster, count: int) -> Ring | None:
         return None
     ring = found[0].view.ring
     return ring if ring is not None and ring.members == live else None
+
+
+def rings_held(cluster: LocalCluster) -> dict[str, tuple[Any, str]]:
+    """Each shard cell's table and the head of its digest: what a wait on the ring shows."""
+    return {name: (c.view.ring, c.view.digest[:8]) for name, c in cells(cluster).items()}
 
 
 def roots_agree(cluster: LocalCluster) -> bool:

@@ -25,6 +25,7 @@ from tests.replication_support import (
     holders,
     lonely_shard,
     record,
+    rings_held,
     roots_agree,
     settled,
     shard_cluster,
@@ -186,7 +187,8 @@ def test_a_joining_shard_receives_the_partitions_of_the_transfer_plan_and_reads_
         newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 20)
         # The table all four hold: a newcomer that heard no peer in time holds one of its own
         # for a moment, and answers reads from its empty store meanwhile (not handled).
-        wait_for(lambda: agreed_ring(cluster, 4), 30)
+        wait_for(lambda: agreed_ring(cluster, 4), 30, what="one table on all four shards",
+                 show=lambda: rings_held(cluster))
         misses = 0
         reads = 0
         deadline = time.monotonic() + 20
@@ -473,10 +475,13 @@ def test_a_joiner_that_built_a_table_alone_takes_the_clusters_and_only_the_join_
         cluster.start_node("spare-01", role="shard")
         newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 20)
         wait_for(lambda: newcomer.view.ring is not None
-                 and newcomer.view.ring.members == (spare,), 20)  # built alone
+                 and newcomer.view.ring.members == (spare,), 20,
+                 what="the joiner to build a table of its own", show=lambda: rings_held(cluster))
         deaf[0] = False
-        agreed = wait_for(lambda: agreed_ring(cluster, 4), 30)
-        wait_for(lambda: settled(cluster, 4), 30)  # moved, and dropped by the old owners
+        agreed = wait_for(lambda: agreed_ring(cluster, 4), 30, what="one table on all four shards",
+                          show=lambda: rings_held(cluster))
+        wait_for(lambda: settled(cluster, 4), 30, what="the move and the old owners' drops",
+                 show=lambda: rings_held(cluster))
         assert isinstance(agreed, Ring) and agreed == before.rebalanced([*before.members, spare])
         assert {s: c.stats.get("ring_changes", 0) for s, c in old.items()} == {
             s: n + 1 for s, n in changes.items()}  # the join's table, and no other

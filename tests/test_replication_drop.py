@@ -19,6 +19,7 @@ from tests.replication_support import (
     lost,
     read_everything,
     record,
+    rings_held,
     roots_agree,
     settled,
     shard_cluster,
@@ -93,7 +94,8 @@ def test_a_record_only_an_old_owner_holds_reaches_the_new_owners_before_the_drop
         # The table all four hold, not the newcomer's first: a newcomer that heard no peer in
         # time holds a table of its own for a moment, and a partition picked from it may stay
         # with the old owner (which then never drops it, and anti-entropy is off).
-        agreed = wait_for(lambda: agreed_ring(cluster, 4), 30)
+        agreed = wait_for(lambda: agreed_ring(cluster, 4), 30, what="one table on all four shards",
+                          show=lambda: rings_held(cluster))
         newcomer = cells(cluster)["spare-01"]
         shard, p = sorted(lost(before, agreed))[0]
         old = {c.me: c for c in cells(cluster).values()}[shard]
