@@ -27,8 +27,10 @@ from tests.healing_support import FAST
 __all__ = [
     "ShardClient",
     "ShardProcesses",
+    "agreed_ring",
     "cells",
     "converged",
+    "rings_held",
     "roots_agree",
     "shard_cluster",
     "shard_zone",
@@ -112,6 +114,22 @@ def converged(cluster: LocalCluster, count: int) -> bool:
                                        for c in found)
             and len({c.view.digest for c in found}) == 1
             and all(not c.view.moved_at and not c.pulls for c in found))
+
+
+def agreed_ring(cluster: LocalCluster, count: int) -> Ring | None:
+    """The table ``count`` shard cells all hold, naming all of them (None until they do)."""
+    found = list(cells(cluster).values())
+    live = tuple(sorted(c.me for c in found))
+    rings = {(c.view.ring, c.view.digest) for c in found}
+    if len(live) != count or len(rings) != 1:
+        return None
+    ring = found[0].view.ring
+    return ring if ring is not None and ring.members == live else None
+
+
+def rings_held(cluster: LocalCluster) -> dict[str, tuple[Any, str]]:
+    """Each shard cell's table and the head of its digest: what a wait on the ring shows."""
+    return {name: (c.view.ring, c.view.digest[:8]) for name, c in cells(cluster).items()}
 
 
 def roots_agree(cluster: LocalCluster) -> bool:

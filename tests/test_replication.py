@@ -9,20 +9,25 @@ import time
 from collections.abc import Callable
 
 from cellframe.language.reader import read
+from cellframe.replication.base import ShardBase
+from cellframe.replication.config import derive_shard_id
 from cellframe.replication.transfers import CHECKPOINT_EVERY
-from cellframe.store import Checkpoints, plan_transfer
+from cellframe.store import Checkpoints, Ring, plan_transfer
 from cellframe.store.handoff import transfer_key
 from cellframe.testing import wait_for
 from tests.node_support import VerbTap
 from tests.replication_support import (
     InsertStream,
     ShardClient,
+    agreed_ring,
     cells,
     converged,
     holders,
     lonely_shard,
     record,
+    rings_held,
     roots_agree,
+    settled,
     shard_cluster,
     unquote,
 )
@@ -180,8 +185,10 @@ def test_a_joining_shard_receives_the_partitions_of_the_transfer_plan_and_reads_
         before = cells(cluster)["shard-01"].view.ring
         cluster.start_node("spare-01", role="shard")
         newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 20)
-        wait_for(lambda: newcomer.view.ring is not None and newcomer.me in newcomer.view.ring.members,
-                 20)
+        # The table all four hold: a newcomer that heard no peer in time holds one of its own
+        # for a moment, and answers reads from its empty store meanwhile (not handled).
+        wait_for(lambda: agreed_ring(cluster, 4), 30, what="one table on all four shards",
+                 show=lambda: rings_held(cluster))
         misses = 0
         reads = 0
         deadline = time.monotonic() + 20
@@ -438,3 +445,44 @@ def test_every_verb_shard_nodes_send_each_other_is_declared_node_only(tmp_path) 
                  show=lambda: sorted(map(str, tap.verbs())))
     # What clients send (and a coordinator forwards on their behalf) stays open to operators.
     assert tap.undeclared() <= {"insert", "select", "history"}
+
+
+def test_a_joiner_that_built_a_table_alone_takes_the_clusters_and_only_the_join_moves(
+    tmp_path, monkeypatch,
+) -> None:
+    # A joiner on a starved machine may hear no peer within ring_wait and build a table of
+    # its own; here its mailbox loses the peers' hellos and tables until it has one.
+    spare, deaf = derive_shard_id("spare-01"), [True]
+    handle = ShardBase.cell_handle
+
+    def hears(self, message) -> None:
+        verb = message.expr[0] if isinstance(message.expr, list) and message.expr else None
+        if self.me == spare and deaf[0] and str(verb) in ("shard-hello", "ring-table"):
+            return
+        handle(self, message)
+
+    monkeypatch.setattr(ShardBase, "cell_handle", hears)
+    nodes = ["shard-01", "shard-02", "shard-03"]
+    # ring_wait_max: the joiner's membership view lists peers it cannot hear; it gives up
+    # waiting for their hellos after 0.3 s rather than 10.
+    with shard_cluster(tmp_path, nodes=nodes, replicas=2, intent=4, ring_wait_max=0.3) as cluster:
+        shards = ShardClient(cluster.client())
+        for request in [shards.insert(f"item/{i}", "1") for i in range(40)]:
+            assert shards.answer(request)[0] == "inserted"
+        old = {c.me: c for c in cells(cluster).values()}
+        before = old[1].view.ring
+        changes = {s: c.stats.get("ring_changes", 0) for s, c in old.items()}
+        cluster.start_node("spare-01", role="shard")
+        newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 20)
+        wait_for(lambda: newcomer.view.ring is not None
+                 and newcomer.view.ring.members == (spare,), 20,
+                 what="the joiner to build a table of its own", show=lambda: rings_held(cluster))
+        deaf[0] = False
+        agreed = wait_for(lambda: agreed_ring(cluster, 4), 30, what="one table on all four shards",
+                          show=lambda: rings_held(cluster))
+        wait_for(lambda: settled(cluster, 4), 30, what="the move and the old owners' drops",
+                 show=lambda: rings_held(cluster))
+        assert isinstance(agreed, Ring) and agreed == before.rebalanced([*before.members, spare])
+        assert {s: c.stats.get("ring_changes", 0) for s, c in old.items()} == {
+            s: n + 1 for s, n in changes.items()}  # the join's table, and no other
+        assert all(len(holders(cluster, f"item/{i}")) == 2 for i in range(40))

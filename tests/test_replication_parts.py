@@ -115,6 +115,25 @@ def test_cells_adopt_the_larger_table_for_the_same_members_only() -> None:
     assert not view.should_adopt(view.ring.version, view.digest, [1, 2])
 
 
+def test_a_table_built_alone_yields_to_a_clusters_table_which_then_counts_as_the_first() -> None:
+    spare = RingView(9, partitions=16, replicas=2)
+    assert spare.install(Ring.build([9], partitions=16, replicas=2), alone=True) == []
+    cluster = Ring.build([1, 2, 3], partitions=16, replicas=2).rebalanced([1, 2, 3, 9])
+    assert spare.should_adopt(cluster.version, cluster.digest(), cluster.members)
+    assert spare.install(cluster, now=5.0, afresh=True) == []  # no moves out of its own table
+    assert not spare.alone and not spare.moved_at and spare.mine()
+    assert not spare.should_adopt(cluster.version + 1, "", [1, 2, 3])  # back to the rule
+
+
+def test_a_table_built_alone_meets_another_one_members_table_as_before() -> None:
+    view = RingView(9, partitions=16, replicas=2)
+    view.install(Ring.build([9], partitions=16, replicas=2), alone=True)
+    other = Ring.build([4], partitions=16, replicas=2)  # a node that built alone too
+    assert not view.should_adopt(other.version + 1, other.digest(), other.members)
+    rebalanced = view.successor([4, 9])
+    assert view.install(rebalanced, now=1.0) and not view.alone  # its own moves, planned
+
+
 def test_a_write_is_answered_once_at_w_distinct_copies() -> None:
     write_ = PendingWrite("f", 7, 1, 0, needed=2, deadline=1.0, reply_to="r")
     assert not write_.acknowledge(1)

@@ -84,8 +84,10 @@ class ShardBase(Cell):
         self.last_hello = -float("inf")
         self.asked_ring: dict[tuple[int, str], float] = {}
         self.peer_rings: dict[int, tuple[int, str]] = {}  # shard -> (version, digest) announced
+        self.peer_ring_sizes: dict[int, int] = {}  # shard -> members of the table it announced
         self.peer_receiving: dict[int, frozenset[int]] = {}  # shard -> partitions it receives
         self.restored = False  # started from a saved ring
+        self.adopted_at: float | None = None  # when it took a peer's table as its first
         self.stats: dict[str, int] = {}
 
     # -- configuration and life cycle -------------------------------------------------------
@@ -297,6 +299,8 @@ class ShardBase(Cell):
         if isinstance(ring_version, int) and isinstance(ring_digest, str) and \
                 isinstance(ring_members, list):
             self.peer_rings[shard] = (ring_version, ring_digest)
+            self.peer_ring_sizes[shard] = len(set(ring_members))
+            self._still_alone()
             if self.view.should_adopt(ring_version, ring_digest, ring_members):
                 self._ask_ring(cell, ring_version, ring_digest)
 
@@ -330,6 +334,7 @@ class ShardBase(Cell):
             log.error("%s: a peer's ring has %s partitions, ours %s", self.cell_name,
                       ring.partitions, self.config.partitions)
             return
+        self._still_alone()
         if self.view.should_adopt(ring.version, ring.digest(), ring.members):
             self.install(ring, adopted=True)
 
@@ -349,13 +354,21 @@ class ShardBase(Cell):
 
     # -- the ring ---------------------------------------------------------------------------
 
-    def install(self, ring: Ring, *, adopted: bool = False) -> None:
-        """Make ``ring`` current and start what the move asks of this cell."""
-        first = self.view.ring is None
-        plan = self.view.install(ring, time.monotonic())
+    def install(self, ring: Ring, *, adopted: bool = False, alone: bool = False) -> None:
+        """Make ``ring`` current and start what the move asks of this cell (``alone``: a
+        table it built without hearing any peer, see ``ringview``)."""
+        afresh = adopted and self.view.alone  # a peer's table replaces one built alone
+        first = self.view.ring is None or afresh
+        plan = self.view.install(ring, time.monotonic(), alone=alone, afresh=afresh)
         log.info("%s: ring v%s with shards %s (%d transfers)", self.cell_name, ring.version,
                  list(ring.members), len(plan))
         self.count("ring_changes")
+        if first and adopted:
+            # Its members are heard before it is rebalanced, as a saved table's are: a cell
+            # that has heard one peer so far would rebalance the others out of it, and each
+            # hello heard after that would raise the version of a table that outranks the
+            # cluster's (a joiner under load: every cell moved to a layout that joiner made).
+            self.adopted_at = time.monotonic()
         self.on_ring_change(plan, first=first and adopted)
         self.save_ring()
         self._hello()
@@ -367,12 +380,18 @@ class ShardBase(Cell):
         ring = self.view.ring
         if ring is None:
             if self._may_build(now):
-                self.install(self.view.successor(live))
+                self.install(self.view.successor(live), alone=live == {self.me})
+        elif self._still_alone() and any(self.peer_ring_sizes.get(s, 0) > 1
+                                         for s in self.peers.by_shard):
+            return  # a peer's table (asked for on its hello) replaces ours: not rebalanced
         else:
-            if self.restored and (set(ring.members) <= live
-                                  or now - self.started >= self.config.restart_grace):
+            heard = set(ring.members) <= live
+            if self.restored and (heard or now - self.started >= self.config.restart_grace):
                 self.restored = False  # every member of the saved ring heard (or given up)
-            if set(ring.members) != live and not self.restored:
+            if self.adopted_at is not None and (
+                    heard or now - self.adopted_at >= self.config.restart_grace):
+                self.adopted_at = None  # every member of the peer's table heard (or given up)
+            if set(ring.members) != live and not self.restored and self.adopted_at is None:
                 self.install(self.view.successor(live))
 
     def _may_build(self, now: float) -> bool:
@@ -393,6 +412,14 @@ class ShardBase(Cell):
             return False
         unheard = self._shard_nodes() - {p.node for p in self.peers.by_shard.values()}
         return not unheard or waited > self.config.ring_wait_max
+
+    def _still_alone(self) -> bool:
+        """Does this cell hold a table it built alone, and nothing under it? Records make it
+        a one-node cluster's table, which a newcomer's must not replace (a newcomer that
+        built alone too and rebalanced its table to both would otherwise win with nothing)."""
+        if self.view.alone and self.store is not None and self.store.partitions_held():
+            self.view.alone = False
+        return self.view.alone
 
     def _shard_nodes(self) -> set[str]:
         """Other nodes the node's membership view lists as alive and playing a shard."""

@@ -13,6 +13,15 @@ owner of the partition says it is still receiving it (every hello lists the part
 sender is receiving) and ``settle_after`` seconds have passed: state that is announced again
 and again, rather than a one-off "ready" message that a cell whose table moved by another
 path would never expect.
+
+A table a cell built *alone* (it heard no peer before ``ring_wait``: a cold start of one
+node, or a joiner on a starved machine whose peers answered late) is only a stand-in while
+the cell holds nothing: it yields to a peer's table of two members or more, whatever they
+are, and the cell takes that one as its first (the cell clears ``alone`` once it holds
+records). Rebalanced instead, it grew a version with each peer heard one by one,
+outranked the cluster's table, and every cell moved its data to a layout derived from a table
+that held nothing. A peer's table of one member (another node that built alone, or a
+one-node cluster) is met as before: both rebalance and the larger table wins.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ class RingView:
         self.digest = ""
         self.previous: dict[int, tuple[int, ...]] = {}  # partition -> owners before the move
         self.moved_at: dict[int, float] = {}
+        self.alone = False  # the table was built by this cell alone: it yields to a peer's
         self._mine: list[int] = []
 
     # -- changing the table -----------------------------------------------------------------
@@ -48,9 +58,14 @@ class RingView:
             return Ring.build(members, partitions=self.partitions, replicas=self.replicas)
         return self.ring.rebalanced(members)
 
-    def install(self, new: Ring, now: float = 0.0) -> list[Transfer]:
-        """Make ``new`` current; return the transfers of the move (none for a first table)."""
-        old, self.ring = self.ring, new
+    def install(self, new: Ring, now: float = 0.0, *, alone: bool = False,
+                afresh: bool = False) -> list[Transfer]:
+        """Make ``new`` current; return the transfers of the move (none for a first table).
+
+        ``alone``: this cell built ``new`` without hearing any peer (see the module);
+        ``afresh``: ``new`` replaces such a table and counts as the first."""
+        old = None if afresh else self.ring
+        self.ring, self.alone = new, alone
         self.digest = new.digest()  # 1.5 ms for 1,024 partitions: hellos carry it often
         self._mine = new.partitions_of(self.me)
         if old is None or old.partitions != new.partitions:
@@ -71,9 +86,13 @@ class RingView:
                 self.previous.pop(p, None)
 
     def should_adopt(self, version: int, digest: str, members: Iterable[int]) -> bool:
-        """Is a peer's table (same members, larger version and digest) the one to converge on?"""
+        """Is a peer's table (same members, larger version and digest) the one to converge on?
+        Any peer's table is while this cell has none, and any of two members or more while
+        it has only one it built alone."""
         ring = self.ring
         if ring is None:
+            return True
+        if self.alone and len(set(members)) > 1:
             return True
         return (tuple(sorted(members)) == ring.members
                 and (version, digest) > (ring.version, self.digest))
