@@ -486,3 +486,37 @@ def test_a_joiner_that_built_a_table_alone_takes_the_clusters_and_only_the_join_
         assert {s: c.stats.get("ring_changes", 0) for s, c in old.items()} == {
             s: n + 1 for s, n in changes.items()}  # the join's table, and no other
         assert all(len(holders(cluster, f"item/{i}")) == 2 for i in range(40))
+
+
+def test_a_joiner_holding_a_table_it_built_alone_hands_reads_to_a_peer(
+    tmp_path, monkeypatch,
+) -> None:
+    """Its own table names it the owner of everything, and its store is empty: until a
+    peer's table reaches it, what it is asked goes to a peer it has heard, not "not found"."""
+    spare, deaf = derive_shard_id("spare-01"), {"shard-hello", "ring-table"}
+    handle = ShardBase.cell_handle
+
+    def hears(self, message) -> None:
+        verb = message.expr[0] if isinstance(message.expr, list) and message.expr else None
+        if self.me == spare and str(verb) in deaf:
+            return
+        handle(self, message)
+
+    monkeypatch.setattr(ShardBase, "cell_handle", hears)
+    with shard_cluster(tmp_path, nodes=["shard-01", "shard-02", "shard-03"], replicas=2,
+                       intent=4, ring_wait_max=0.3) as cluster:
+        shards = ShardClient(cluster.client())
+        for request in [shards.insert(f"item/{i}", "1") for i in range(20)]:
+            assert shards.answer(request)[0] == "inserted"
+        cluster.start_node("spare-01", role="shard")
+        newcomer = wait_for(lambda: cells(cluster).get("spare-01"), 20)
+        wait_for(lambda: newcomer.view.ring is not None
+                 and newcomer.view.ring.members == (spare,), 20,
+                 what="the joiner to build a table of its own", show=lambda: rings_held(cluster))
+        deaf.discard("shard-hello")  # it hears its peers, but their tables do not reach it
+        wait_for(lambda: len(newcomer.peers.by_shard) == 3, 20, what="the joiner to hear 3 peers",
+                 show=lambda: sorted(newcomer.peers.by_shard))
+        through_joiner = ShardClient(cluster.client(), target=f"cell.{newcomer.cell_name}")
+        answers = [through_joiner.call(f'(select "item/{i}")') for i in range(20)]
+        assert newcomer.stats.get("forwarded", 0) >= 20  # each read handed to a peer
+        assert [fields["found"] for _, fields in answers] == [True] * 20, answers[:3]

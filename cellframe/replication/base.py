@@ -300,7 +300,6 @@ class ShardBase(Cell):
                 isinstance(ring_members, list):
             self.peer_rings[shard] = (ring_version, ring_digest)
             self.peer_ring_sizes[shard] = len(set(ring_members))
-            self._still_alone()
             if self.view.should_adopt(ring_version, ring_digest, ring_members):
                 self._ask_ring(cell, ring_version, ring_digest)
 
@@ -334,7 +333,6 @@ class ShardBase(Cell):
             log.error("%s: a peer's ring has %s partitions, ours %s", self.cell_name,
                       ring.partitions, self.config.partitions)
             return
-        self._still_alone()
         if self.view.should_adopt(ring.version, ring.digest(), ring.members):
             self.install(ring, adopted=True)
 
@@ -380,7 +378,10 @@ class ShardBase(Cell):
         ring = self.view.ring
         if ring is None:
             if self._may_build(now):
-                self.install(self.view.successor(live), alone=live == {self.me})
+                # Alone: it heard no peer, and it holds nothing (a node restarted with its
+                # records and no saved table is a one-node cluster's table, not a stand-in).
+                holds = self.store is not None and bool(self.store.partitions_held())
+                self.install(self.view.successor(live), alone=live == {self.me} and not holds)
         elif self._still_alone() and any(self.peer_ring_sizes.get(s, 0) > 1
                                          for s in self.peers.by_shard):
             return  # a peer's table (asked for on its hello) replaces ours: not rebalanced
@@ -414,11 +415,11 @@ class ShardBase(Cell):
         return not unheard or waited > self.config.ring_wait_max
 
     def _still_alone(self) -> bool:
-        """Does this cell hold a table it built alone, and nothing under it? Records make it
-        a one-node cluster's table, which a newcomer's must not replace (a newcomer that
-        built alone too and rebalanced its table to both would otherwise win with nothing)."""
-        if self.view.alone and self.store is not None and self.store.partitions_held():
-            self.view.alone = False
+        """Does this cell hold a table it built alone, and no write it took under it? A write
+        it coordinated as that table's only owner makes it a one-node cluster's table, which
+        a newcomer's must not replace (``_coordinate_write``). Records that reach it from
+        peers (replicated, repaired, transferred) do not: the peers' table holds them, and a
+        joiner that stopped yielding on the first of them rebalanced its own table again."""
         return self.view.alone
 
     def _shard_nodes(self) -> set[str]:

@@ -74,13 +74,15 @@ class Coordinator(ShardBase):
         except LanguageError as error:
             return self._refuse(reply_to, request, family, f"value cannot be stored: {error}")
         p = self._partition(family)
-        target = self._route(p, hops)
+        stand_in = self._stand_in_peer(hops)
+        target = stand_in if stand_in is not None else self._route(p, hops)
         if target is None:
             return self._refuse(reply_to, request, family, "no live shard holds the partition")
         if target != self.me:
             return self._forward(target, [Symbol("insert"), family, quoted(value),
                                           *_opt("time", time), Keyword("request"), request,
-                                          Keyword("hops"), hops + 1], reply_to)
+                                          Keyword("hops"), MAX_HOPS if stand_in else hops + 1],
+                                 reply_to)
         self._coordinate_write(family, text, time, p, reply_to, request)
 
     def _coordinate_write(self, family: str, value: bytes, when: int | None, p: int,
@@ -98,6 +100,7 @@ class Coordinator(ShardBase):
                 family, value, lambda r, e: self.later(self._local_durable, r, e), time=when)
         except (StoreError, ValueError, TypeError) as error:
             return self._refuse(reply_to, request, family, f"insert failed: {error}")
+        self.view.alone = False  # it holds a write now: its table is the cluster's (``_still_alone``)
         pending = self.writes.get(receipt.guid)
         if pending is None:
             self.writes[receipt.guid] = PendingWrite(
@@ -184,12 +187,14 @@ class Coordinator(ShardBase):
             return self._refuse(reply_to, request, family, f"{expr[0]} needs a family string")
         p = self._partition(family)
         replicas = self.view.replica_set(p, self.live)
-        target = self.me if self.me in replicas else self._route(p, hops)
+        stand_in = self._stand_in_peer(hops)
+        target = stand_in if stand_in is not None else \
+            self.me if self.me in replicas else self._route(p, hops)
         if target is None:
             return self._refuse(reply_to, request, family, "no live shard holds the partition")
         if target != self.me:
-            return self._forward(target, [*expr, Keyword("request"), request,
-                                          Keyword("hops"), hops + 1], reply_to)
+            return self._forward(target, [*expr, Keyword("request"), request, Keyword("hops"),
+                                          MAX_HOPS if stand_in else hops + 1], reply_to)
         read_ = PendingRead(uuid.uuid4().hex, family, mode, p, set(replicas) | {self.me},
                             self.config.read_quorum,
                             time.monotonic() + self.config.request_timeout, reply_to, request,
@@ -220,7 +225,8 @@ class Coordinator(ShardBase):
         if len(rows) > 1:
             rows = rows[-fits(rows[::-1], MESSAGE_BUDGET // 2):]  # the newest that fit
         p = self._partition(family)
-        return rows, self.view.owns(p) and not self.is_receiving(p)
+        # A table built alone names this cell the owner of what it never received.
+        return rows, self.view.owns(p) and not self.is_receiving(p) and not self.view.alone
 
     @transition("read-records")
     def read_records(self, id: str, peer: str, family: str, mode: str, at: Any = None,
@@ -315,6 +321,17 @@ class Coordinator(ShardBase):
         if coordinator is not None and coordinator != self.me and _int(hops) and hops >= MAX_HOPS:
             return self.me
         return coordinator
+
+    def _stand_in_peer(self, hops: Any) -> int | None:
+        """A peer to hand a request to while this cell's table is one it built alone and it
+        holds nothing (``RingView``: a joiner that heard no peer in time): that table names
+        it the owner of everything, and its empty store would answer every read "not found".
+        None when it has heard no peer (it is the cluster), or the request has hopped enough.
+        The request goes with the most hops, so that the peer serves it with its own table
+        rather than hand it back to this cell, which its table may name the new owner."""
+        if not self._still_alone() or not self.peers.by_shard or (_int(hops) and hops >= MAX_HOPS):
+            return None
+        return min(self.peers.by_shard)
 
     def _forward(self, shard: int, expr: list[Any], reply_to: str | None) -> None:
         cell = self.peers.cell_of(shard)

@@ -15,10 +15,12 @@ and again, rather than a one-off "ready" message that a cell whose table moved b
 path would never expect.
 
 A table a cell built *alone* (it heard no peer before ``ring_wait``: a cold start of one
-node, or a joiner on a starved machine whose peers answered late) is only a stand-in while
-the cell holds nothing: it yields to a peer's table of two members or more, whatever they
-are, and the cell takes that one as its first (the cell clears ``alone`` once it holds
-records). Rebalanced instead, it grew a version with each peer heard one by one,
+node, or a joiner on a starved machine whose peers answered late) is only a stand-in until the
+cell takes a write under it: it yields to a peer's table of two members or more, whatever
+they are, and the cell takes that one as its first (the cell clears ``alone`` once it
+coordinates a write; records from peers do not clear it). Meanwhile the cell hands what it
+is asked to a peer it has heard, and its own answers to a peer's read are never taken as
+complete (``replication.coordinate``). Rebalanced instead, it grew a version with each peer heard one by one,
 outranked the cluster's table, and every cell moved its data to a layout derived from a table
 that held nothing. A peer's table of one member (another node that built alone, or a
 one-node cluster) is met as before: both rebalance and the larger table wins.
