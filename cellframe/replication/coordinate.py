@@ -81,7 +81,7 @@ class Coordinator(ShardBase):
         if target != self.me:
             return self._forward(target, [Symbol("insert"), family, quoted(value),
                                           *_opt("time", time), Keyword("request"), request,
-                                          Keyword("hops"), MAX_HOPS if stand_in else hops + 1],
+                                          Keyword("hops"), MAX_HOPS if stand_in is not None else hops + 1],
                                  reply_to)
         self._coordinate_write(family, text, time, p, reply_to, request)
 
@@ -194,7 +194,7 @@ class Coordinator(ShardBase):
             return self._refuse(reply_to, request, family, "no live shard holds the partition")
         if target != self.me:
             return self._forward(target, [*expr, Keyword("request"), request, Keyword("hops"),
-                                          MAX_HOPS if stand_in else hops + 1], reply_to)
+                                          MAX_HOPS if stand_in is not None else hops + 1], reply_to)
         read_ = PendingRead(uuid.uuid4().hex, family, mode, p, set(replicas) | {self.me},
                             self.config.read_quorum,
                             time.monotonic() + self.config.request_timeout, reply_to, request,
@@ -324,7 +324,7 @@ class Coordinator(ShardBase):
 
     def _stand_in_peer(self, hops: Any) -> int | None:
         """A peer to hand a request to while this cell's table is one it built alone and it
-        holds nothing (``RingView``: a joiner that heard no peer in time): that table names
+        took no write under it (``RingView``: a joiner that heard no peer in time): that table names
         it the owner of everything, and its empty store would answer every read "not found".
         None when it has heard no peer (it is the cluster), or the request has hopped enough.
         The request goes with the most hops, so that the peer serves it with its own table
