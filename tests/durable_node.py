@@ -1,8 +1,11 @@
 """A node process hosting a durable counter on a store directory, for the SIGKILL tests:
-``python -m tests.durable_node NAME STORE URL TOKEN`` (TOKEN: the test's AmqpNames token)."""
+``python -m tests.durable_node NAME STORE URL TOKEN`` (TOKEN: the test's AmqpNames token;
+STORE: a folder, or ``shards``)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 
 from cellframe import Cell, Keyword, Node, RoleRegistry, Symbol, transition
 from cellframe.cell.durable import CellJournal
+from cellframe.node.shard_journal import shard_journal
 from cellframe.store.store import Store
 from cellframe.testing import AmqpNames
 
@@ -35,11 +39,19 @@ class DurableCounter(Cell):
 
 
 def main(name: str, directory: str, url: str, token: str) -> None:
+    """``directory``: the store folder the counter's journal is in, or ``shards``: the
+    journal is the shard tier of the test's shard node processes (no folder at all)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("cellframe.cell.cell").setLevel(logging.INFO)  # what it recovered
     names = AmqpNames(url, token=token)
-    with Store(Path(directory)) as store:
+    with contextlib.ExitStack() as stack:
+        if directory == "shards":
+            journal: Any = shard_journal
+        else:
+            journal = CellJournal(stack.enter_context(Store(Path(directory))))
         node = Node(name, transport=names.connect(), role="counter",
                     registry=RoleRegistry({"counter": [DurableCounter]}),
-                    journal=CellJournal(store), queue_prefix=names.queue_prefix)
+                    journal=journal, queue_prefix=names.queue_prefix)
         with node:
             print(f"node {name} ready", flush=True)
             threading.Event().wait()  # until killed

@@ -1,6 +1,7 @@
 """A durable counter keeps counting exactly while its node is SIGKILLed and another process
-takes the role from the same store: messages sent 1 to 3 times under one id, the final count
-equal to the distinct ids, none lost, none applied twice. Real processes, real RabbitMQ."""
+takes the role, from the same store folder or from the cluster's shard tier: messages sent 1
+to 3 times under one id, the final count equal to the distinct ids, none lost, none applied
+twice. Real processes, real RabbitMQ."""
 
 from __future__ import annotations
 
@@ -10,19 +11,24 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cellframe import Client, Envelope, Symbol
+from cellframe.errors import ClusterError
 from cellframe.testing import wait_for
 from tests.process_support import child_env
+from tests.replication_support import ShardClient, ShardProcesses, shard_zone
 
 DISTINCT = 3000
 KILLS = 3
 PACE = 500  # publishes a second: the stream lasts about 12 s, and the kills land inside it
 
 
-def _start(name: str, store: Path, amqp_names: Any, log: Path) -> subprocess.Popen[bytes]:
+def _start(name: str, store: Path | str, amqp_names: Any, log: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.durable_node", name, str(store), amqp_names.url,
          amqp_names.token], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=child_env())
@@ -55,14 +61,42 @@ def _count(client: Client) -> int | None:
     return int(reply[1])
 
 
+@pytest.fixture(params=["store", "shards"])
+def journal_at(request: Any, amqp_names: Any, tmp_path: Path) -> Iterator[Path | str]:
+    """Where the counter's journal lives: a store folder each new process opens again, or the
+    shard tier of three shard node processes (then no node of the counter has a folder)."""
+    if request.param == "store":
+        yield tmp_path / "store"
+        return
+    zone = shard_zone(tmp_path / "cluster.zone", shards=3, spares=0, heartbeat_ms=100)
+    shards = ShardProcesses(amqp_names, zone, tmp_path)
+    probe = shards.client("durable-failover-probe")
+    try:
+        for name in ("shard-01", "shard-02", "shard-03"):
+            shards.start(name)
+        inserted = ShardClient(probe).call
+
+        def takes_a_write() -> bool:  # False until the nodes are up and the ring is built
+            try:
+                return inserted('(insert "probe" 1)', timeout=5)[0] == "inserted"
+            except ClusterError:
+                return False
+
+        wait_for(takes_a_write, 90, interval=0.3, what="the shard tier taking a write")
+        yield "shards"
+    finally:
+        shards.close()
+        probe.close()
+
+
 def test_durable_counter_counts_exactly_across_sigkills_and_takeovers(
-        amqp_names: Any, tmp_path: Path, record_property: Any) -> None:
+        amqp_names: Any, journal_at: Path | str, tmp_path: Path, record_property: Any) -> None:
     rng = random.Random(1414)
     ids = [f"inc-{n}" for n in range(DISTINCT)]
     sends = [i for i in ids for _ in range(rng.randint(1, 3))]
     rng.shuffle(sends)
     amqp_names.queue("role.counter")  # the role's durable queue goes with the test
-    store = tmp_path / "store"
+    store = journal_at
     publisher = amqp_names.connect(buffer_size=len(sends))
     lives = [_start("durable-0", store, amqp_names, tmp_path / "durable-0.log")]
     published = threading.Event()

@@ -31,37 +31,56 @@ snapshot_every)`` keeps every record a recovery reads (and the newest snapshots)
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigError, StoreError
+from ..errors import CellframeError, ConfigError, StoreError
 
 if TYPE_CHECKING:
-    from ..store.store import Store
+    from ..store.store import Record
 
-__all__ = ["CellJournal", "Recovered"]
+__all__ = ["CellJournal", "JournalStore", "Recovered"]
+
+log = logging.getLogger(__name__)
 
 Recovered = tuple[str, dict[str, Any], list[str]]
+
+
+class JournalStore(Protocol):
+    """What a journal asks of a store: ``cellframe.store.Store`` or ``ShardStore``. A store may
+    say ``max_value_bytes`` (the largest record it takes) and ``commits_in_order = False``
+    (records submitted later may be durable first)."""
+
+    def insert_nowait(self, family: str, value: bytes, callback: Any = None, *,
+                      time: int | None = None) -> Any: ...
+
+    def select(self, family: str) -> Record | Any | None: ...
+
+    def select_history(self, family: str, *, since: int | None = None) -> list[Any]: ...
 
 #: JSON as compact as ``json.dumps(..., separators=(",", ":"))``, without a new encoder a call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class CellJournal:
-    """Where durable cells keep their recorded state: a ``Store`` (given, never closed here).
+    """Where durable cells keep their recorded state: a ``JournalStore`` (given, never closed
+    here): a node's own ``Store``, which only a process opening the same folder reads, or the
+    cluster's shard tier (``ShardStore``), which any node reads.
 
     Every ``snapshot_every`` records of a family, a snapshot goes to ``<family>/snapshot``:
-    the state, the fields, the ids of the last ``capacity`` applied messages and the time of
-    the last record it covers. Recovery reads the newest snapshot and the records after it,
-    never more than ``snapshot_every`` of them. The snapshot is submitted after the records it
-    covers, and the store commits in submission order, so a durable snapshot never names an
-    id whose record was lost.
+    the state, the fields, the ids of the last ``capacity`` applied messages (on the shard
+    tier, as many of the newest as fit a record) and the time of the last record it covers.
+    Recovery reads the newest snapshot and the records after it, never more than
+    ``snapshot_every`` of them. A snapshot never names an id whose record was lost: it is
+    submitted after the records it covers to a store that commits in submission order, and
+    once they are durable to one that does not.
     """
 
-    def __init__(self, store: Store, *, snapshot_every: int = 5_000) -> None:
+    def __init__(self, store: JournalStore, *, snapshot_every: int = 5_000) -> None:
         if snapshot_every < 1:
             raise ConfigError("snapshot_every must be at least 1")
         self.store = store
@@ -128,6 +147,7 @@ class CellJournal:
             journal.recorded.extend(message_ids)
             journal.since_snapshot += len(message_ids)
             snapshot = journal.since_snapshot >= self.snapshot_every
+            ids: list[str] = []
             if snapshot:
                 journal.since_snapshot = 0
                 ids = list(journal.recorded)
@@ -135,16 +155,43 @@ class CellJournal:
         def durable(receipt: Any, error: BaseException | None) -> None:
             try:
                 done(error)  # first: who waits for in_flight to reach 0 waits for the settling
+                if snapshot and error is None and not in_order:
+                    self._snapshot(family, state, fields, ids, when)
             finally:
-                with self._lock:
-                    journal.in_flight -= 1
-                    if journal.in_flight == 0 and journal.recovering:
-                        self._lock.notify_all()
+                settled()
 
-        self.store.insert_nowait(family, value, durable, time=when)
-        if snapshot:
-            body = _encode({"state": state, "fields": fields, "ids": ids, "upto": when}).encode()
-            self.store.insert_nowait(family + _SNAPSHOT, body, time=when)
+        def settled() -> None:
+            with self._lock:
+                journal.in_flight -= 1
+                if journal.in_flight == 0 and journal.recovering:
+                    self._lock.notify_all()
+
+        # A snapshot must never name an id whose record is not durable: a store that commits
+        # in submission order takes it right after the record; one that does not (the shard
+        # tier: another family is another partition, on other replicas) once the record is in.
+        in_order = getattr(self.store, "commits_in_order", True)
+        try:
+            self.store.insert_nowait(family, value, durable, time=when)
+        except BaseException:
+            settled()  # not sent: nothing will call ``durable``
+            raise
+        if snapshot and in_order:
+            self._snapshot(family, state, fields, ids, when)
+
+    def _snapshot(self, family: str, state: str, fields: dict[str, Any], ids: list[str],
+                  upto: int) -> None:
+        """Write the snapshot after ``upto``; on a store that bounds a record's size
+        (``max_value_bytes``: the shard tier's), with as many of the newest ids as fit."""
+        limit = getattr(self.store, "max_value_bytes", None)
+        while True:
+            body = _encode({"state": state, "fields": fields, "ids": ids, "upto": upto}).encode()
+            if limit is None or len(body) <= limit or not ids:
+                break
+            ids = ids[len(ids) // 2 + 1:]
+        try:
+            self.store.insert_nowait(family + _SNAPSHOT, body, time=upto)
+        except CellframeError as error:  # the next snapshot will do; recovery reads more tail
+            log.warning("%s: a snapshot could not be written: %s", family, error)
 
     def drain(self, family: str, timeout: float) -> bool:
         """Wait until every record of ``family`` submitted so far is durable and its delivery

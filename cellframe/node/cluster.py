@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..cell.cell import Cell
+from ..cell.durable import CellJournal
 from ..client import Client
 from ..config.resolvers import ZoneFileResolver
 from ..errors import ClusterError, ConfigError
@@ -98,6 +99,7 @@ class LocalCluster:
         workdir: str | Path | None = None,
         signer: Any | None = None,
         wrap_transport: TransportWrapper | None = None,
+        journal: Callable[[Node], CellJournal] | None = None,
     ) -> None:
         if (zone is None) == (resolver is None):
             raise ConfigError("LocalCluster needs exactly one of a zone file or a resolver")
@@ -111,6 +113,8 @@ class LocalCluster:
         self.membership: type[Cell] = Membership.configured(healing) if healing else Membership
         self.signer = signer
         self.wrap_transport = wrap_transport
+        #: Each node's journal source (``shard_journal``: durable cells on the shard tier).
+        self.journal = journal
         self.names = list(nodes) if nodes is not None else self.default_nodes()
         self.nodes: dict[str, Node] = {}
         self.killed_at: dict[str, float] = {}
@@ -142,7 +146,8 @@ class LocalCluster:
         if self.wrap_transport is not None:
             transport = self.wrap_transport(transport)
         node = Node(name, transport=transport, resolver=self.resolver, registry=self.registry,
-                    signer=self.signer, role=role, system_cells=(self.membership,))
+                    signer=self.signer, role=role, system_cells=(self.membership,),
+                    journal=self.journal)
         with self._lock:
             if name in self.nodes:
                 raise ClusterError(f"node {name} is already running")

@@ -62,6 +62,7 @@ from .gate import Gate
 from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
+from .shard_journal import shard_journal
 from .siblings import ANSWERS, SiblingCheck
 from .status import status_reply
 from .supervising import Supervising
@@ -201,7 +202,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         config_min_interval: float = 1.0,
         queue_prefix: str = "",
         supervision: SupervisionPolicy | None = None,
-        journal: CellJournal | None = None,
+        journal: CellJournal | Callable[[Node], CellJournal] | None = None,
         ship_logs: bool = False,
         sibling_timeout: float = 2.0,
     ) -> None:
@@ -224,7 +225,11 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.role: str | None = None
         self._given_supervision = supervision
         #: Where durable cells keep their state (None: a durable cell is refused at start).
-        self.journal = journal
+        #: Given as a source (``shard_journal``, or DNS ``journal=shards``), it is made at start,
+        #: on this node's connection, if the node may play a durable cell, and closed at stop.
+        self.journal = journal if isinstance(journal, CellJournal) else None
+        self._journal_source = journal if callable(journal) and self.journal is None else None
+        self._journal_made = False
         #: How this node restarts its cells (DNS ``supervision.*`` when not given).
         self.supervision = supervision or SupervisionPolicy()
         #: Roles this node gave up past a cell's restart intensity, until (monotonic) when.
@@ -304,6 +309,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.transport.declare_queue(self.queue, exclusive=True)
         if self.resolver is not None:
             self._declare_role_queues()
+        self._make_journal()
         for key in (node_key(self.name), ALL):
             self._bind_node(key)
         read("nil")  # builds the reader's parser here, not on the I/O thread at a delivery
@@ -344,6 +350,34 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         if shipping is not None:
             log.info("node %s stopped; log shipping %s", self.name, shipping.counters())
             logship.uninstall(shipping)
+
+    def _make_journal(self) -> None:
+        """Make the journal from its source (given, or DNS ``journal=shards``: the cluster's
+        shard tier) if a role this node may play has a durable cell."""
+        source = self._journal_source
+        if self.journal is not None:
+            return
+        if source is None and self.resolver is not None:
+            chosen = {**next(iter(self._cluster_settings()), {}), **self.settings}.get("journal")
+            if chosen == "shards":
+                source = shard_journal
+            elif chosen is not None:
+                log.warning("%s: journal=%s is not a journal this node knows (shards)",
+                            self.name, chosen[:40])
+        if source is not None and any(getattr(cls, "durable", False)
+                                      for role in self.registry.roles
+                                      for cls in self.registry.cells_for(role)):
+            self.journal = source(self)
+            self._journal_made = True
+
+    def _close_journal(self) -> None:
+        journal, self._journal_made = self.journal, False
+        close = getattr(journal.store, "close", None) if journal is not None else None
+        if close is not None:
+            try:
+                close()
+            except Exception:  # stopping must finish
+                log.debug("%s: closing the journal's store failed", self.name, exc_info=True)
 
     def _cluster_settings(self) -> list[dict[str, str]]:
         assert self.resolver is not None
@@ -489,6 +523,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                 # and ended `cellframe node` in a traceback. It dies with the process instead.
                 log.error("%s: cell %s did not stop within %g s; stopping the others",
                           self.name, h.cell.cell_name, CELL_STOP_TIMEOUT)
+        if self._journal_made:
+            self._close_journal()
         self._delete_queue()
         self._stop_log_shipping()  # last: the cells' goodbyes are shipped too
 

@@ -1,0 +1,241 @@
+"""The cluster's replicated store, reached through its shard cells, as a durable cell's journal
+sees a store: so a durable cell's state lives on the shard tier, not on its node's disk, and a
+spare on any other machine resumes it.
+
+``ShardStore`` sends ``(insert ...)``, ``(select ...)`` and ``(history ...)`` to the
+``role.shard`` queue, as any client does (``cellframe.replication.coordinate``), and matches
+each call-back to its request by ``:request``:
+
+* ``insert_nowait`` never waits: its call-back runs once W replicas hold the record durably
+  (``(inserted ...)``), or with a ``StoreError`` on ``(error ...)`` or when no answer came in
+  ``timeout`` seconds. A record whose answer was lost may still be there: the journal's
+  recovery reads it, and a delivery given back for it then finds its id applied.
+* ``select`` and ``select_history`` are quorum reads (R replicas, read repair), and block the
+  caller: a durable cell reads them once, in ``on_start``, before it applies anything (messages
+  wait in its mailbox meanwhile). A shard cell answers a history with the newest records that
+  fit a message; ``select_history`` asks again for what is older until an answer is empty.
+
+``shard_journal`` is the journal source a node takes (``Node(journal=shard_journal)``, or the
+DNS setting ``journal=shards``): it makes the store on the node's own connection, signed with
+the node's key, the first time a durable cell starts there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..cell.durable import CellJournal
+from ..client import Client, Reply
+from ..errors import StoreError
+from ..language.plist import from_plist
+from ..language.symbols import Keyword, Symbol
+
+if TYPE_CHECKING:
+    from ..transports.base import Transport
+
+__all__ = ["ShardStore", "Version", "shard_journal"]
+
+log = logging.getLogger(__name__)
+
+#: The largest value a record may hold: what fits in a node's 64 KiB message once quoted,
+#: signed and forwarded (a JSON string doubles none of its bytes but its quotes).
+MAX_VALUE_BYTES = 40 * 1024
+
+#: Pages a history read may take before it gives up (each is one quorum read).
+MAX_PAGES = 10_000
+
+
+class Version(NamedTuple):
+    """A record as a shard cell answers it: its time (int microseconds) and value."""
+
+    time: int
+    value: str
+
+
+class _Pending:
+    __slots__ = ("deadline", "done", "answer", "arrived")
+
+    def __init__(self, deadline: float, done: Callable[[Any, BaseException | None], None] | None):
+        self.deadline = deadline
+        self.done = done  # an insert's call-back; None for a read, whose caller waits
+        self.answer: tuple[str, dict[str, Any]] | None = None
+        self.arrived = threading.Event()
+
+
+class ShardStore:
+    """``insert_nowait``, ``select`` and ``select_history`` of ``cellframe.store.Store``, on
+    the shard cells reached over ``transport`` (which stays open: its owner closes it)."""
+
+    max_value_bytes = MAX_VALUE_BYTES
+    #: Records of different families go to different partitions and replicas: one submitted
+    #: later may be durable first (``CellJournal`` writes a snapshot once its record is in).
+    commits_in_order = False
+
+    def __init__(self, transport: Transport, *, signer: Any | None = None, queue_prefix: str = "",
+                 target: str = "role.shard", timeout: float = 10.0, name: str | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Condition()
+        self._closed = False
+        self._client = Client(transport, signer=signer, queue_prefix=queue_prefix,
+                              name=name or f"journal-{uuid.uuid4().hex[:12]}",
+                              on_reply=self._answered, keep_replies=1)
+        self._sweeper = threading.Thread(target=self._sweep, name="shard-store-timeouts",
+                                         daemon=True)
+        self._sweeper.start()
+
+    # -- the calls a journal makes ---------------------------------------------------------------
+
+    def insert_nowait(self, family: str, value: bytes, callback: Callable[[Any, BaseException | None], None]
+                      | None = None, *, time: int | None = None) -> None:
+        """Send the record; ``callback(answer_fields, error)`` once W replicas hold it, or with
+        the error that came back instead, or when ``timeout`` passed with no answer."""
+        if len(value) > self.max_value_bytes:
+            raise StoreError(f"{family}: a record of {len(value)} bytes; the shard tier takes "
+                             f"at most {self.max_value_bytes}")
+        text = value.decode("utf-8")
+        expr = [Symbol("insert"), family, text]
+        if time is not None:
+            expr += [Keyword("time"), time]
+        self._request(expr, callback or _ignore)
+
+    def select(self, family: str) -> Version | None:
+        """The newest record of ``family`` (a quorum read), or None."""
+        fields = self._call([Symbol("select"), family], "selected")
+        if not fields.get("found"):
+            return None
+        return Version(fields["time"], _text(_unquoted(fields["value"])))
+
+    def select_history(self, family: str, *, since: int | None = None) -> list[Version]:
+        """Every record of ``family`` from ``since`` on, oldest first (quorum reads)."""
+        found: dict[tuple[int, str], Version] = {}
+        until: int | None = None
+        for _ in range(MAX_PAGES):
+            expr: list[Any] = [Symbol("history"), family]
+            if since is not None:
+                expr += [Keyword("since"), since]
+            if until is not None:
+                expr += [Keyword("until"), until]
+            versions = _unquoted(self._call(expr, "history-selected").get("versions")) or []
+            page = [Version(fields["time"], _text(fields["value"]))
+                    for fields in map(from_plist, versions)]
+            if not page:
+                break
+            found.update(((v.time, v.value), v) for v in page)
+            until = min(v.time for v in page) - 1
+            if since is not None and until < since:
+                break
+        else:
+            raise StoreError(f"{family}: a history of more than {MAX_PAGES} pages")
+        return sorted(found.values())
+
+    def close(self) -> None:
+        """Stop waiting for answers (those still due fail) and delete the reply queue."""
+        with self._lock:
+            self._closed = True
+            pending, self._pending = self._pending, {}
+            self._lock.notify_all()
+        for request in pending.values():
+            self._settle(request, None, StoreError("the shard store was closed"))
+        self._client.close()
+
+    # -- requests and answers --------------------------------------------------------------------
+
+    def _request(self, expr: list[Any], done: Callable[[Any, BaseException | None], None] | None
+                 ) -> tuple[str, _Pending]:
+        request_id = uuid.uuid4().hex
+        pending = _Pending(time.monotonic() + self.timeout, done)
+        with self._lock:
+            if self._closed:
+                raise StoreError("the shard store is closed")
+            self._pending[request_id] = pending
+            self._lock.notify_all()
+        self._client.send(self.target, [*expr, Keyword("request"), request_id])
+        return request_id, pending
+
+    def _call(self, expr: list[Any], verb: str) -> dict[str, Any]:
+        """Send a read and wait for its answer: its fields, or a StoreError."""
+        request_id, pending = self._request(expr, None)
+        if not pending.arrived.wait(self.timeout + 1.0) or pending.answer is None:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise StoreError(f"no shard cell answered {expr[0]} {expr[1]!r} within "
+                             f"{self.timeout} s")
+        answered, fields = pending.answer
+        if answered != verb:
+            raise StoreError(f"{expr[0]} {expr[1]!r}: {fields.get('reason') or answered}")
+        return fields
+
+    def _answered(self, reply: Reply) -> None:
+        expr = reply.expr
+        if not (isinstance(expr, list) and expr and len(expr) % 2 == 1):
+            return
+        try:
+            fields = from_plist(expr[1:])
+        except Exception:  # not a plist: not an answer of ours
+            return
+        request_id = fields.get("request")
+        with self._lock:
+            pending = self._pending.pop(request_id, None) if isinstance(request_id, str) else None
+        if pending is None:
+            return  # late, after its time-out, or not ours
+        verb = str(expr[0])
+        error = None if verb in ("inserted", "selected", "history-selected") else \
+            StoreError(str(fields.get("reason") or verb))
+        pending.answer = (verb, fields)
+        self._settle(pending, fields, error)
+
+    def _settle(self, pending: _Pending, fields: Any, error: BaseException | None) -> None:
+        pending.arrived.set()
+        if pending.done is not None:
+            try:
+                pending.done(fields, error)
+            except Exception:
+                log.exception("an insert's call-back raised")
+
+    def _sweep(self) -> None:
+        """Fail the inserts whose answer did not come in time (a read's caller times out)."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                late = [key for key, p in self._pending.items() if p.deadline < now]
+                expired = [self._pending.pop(key) for key in late]
+                if not expired:
+                    nearest = min((p.deadline for p in self._pending.values()), default=now + 60)
+                    self._lock.wait(max(0.01, nearest - now))
+                    continue
+            for pending in expired:
+                self._settle(pending, None, StoreError(
+                    f"no shard cell answered within {self.timeout} s"))
+
+
+def shard_journal(node: Any) -> CellJournal:
+    """The journal of durable cells on ``node``'s cluster shard tier (a node's journal source)."""
+    return CellJournal(ShardStore(node.transport, signer=node.signer, queue_prefix=node.queue_prefix,
+                                  name=f"journal-{node.name}-{uuid.uuid4().hex[:6]}"),
+                       snapshot_every=1_000)
+
+
+def _unquoted(value: Any) -> Any:
+    """A call-back's ``(quote X)`` argument as X (``cellframe.replication.wire.quoted``)."""
+    if isinstance(value, list) and len(value) == 2 and value[0] == Symbol("quote"):
+        return value[1]
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise StoreError(f"a journal record that is not text: {str(value)[:80]!r}")
+    return value
+
+
+def _ignore(fields: Any, error: BaseException | None) -> None:
+    return None
