@@ -11,6 +11,7 @@ from cellframe import Client, Envelope, Keyword, Node, Symbol
 from cellframe.cell.cell import Cell
 from cellframe.cell.statemachine import transition
 from cellframe.node import node as node_module
+from cellframe.node.gate import MAX_MESSAGE_ID
 from cellframe.node.status import decode_status
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
@@ -151,6 +152,16 @@ def test_oversized_and_unreadable_messages_are_refused_with_a_clear_error(wire) 
     assert any("line 1" in r for r in reasons), reasons
     wait_for(lambda: node.counters.rejected == 3, 30)
     assert cell_total(node, "o1") == 0
+
+
+def test_a_message_id_longer_than_the_gate_takes_is_refused_and_the_node_goes_on(wire) -> None:
+    node = wire.node("o2", "tally")
+    sender = wire.connect()
+    sender.publish("cell.o2", Envelope(b"(add 1)", message_id="i" * (MAX_MESSAGE_ID + 1)))
+    sender.publish("cell.o2", Envelope(b"(add 2)", message_id="i" * MAX_MESSAGE_ID))
+    wait_for(lambda: node.counters.rejected == 1 and cell_total(node, "o2") == 2, 30,
+             what="the long id refused, the other applied",
+             show=lambda: (node.counters.rejected, cell_total(node, "o2")))
 
 
 def test_a_cell_error_is_called_back_to_the_sender(wire) -> None:

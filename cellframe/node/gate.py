@@ -37,6 +37,11 @@ __all__ = ["NODE_ONLY", "Admitted", "Gate"]
 #: Routing keys only nodes publish to (heartbeats, membership news, probes, logs, events,
 #: call-backs): an operator key, whatever its capabilities, cannot impersonate a node there.
 NODE_ONLY = ("heartbeat.", "membership.", "probe.", "log.", "event.", "reply.")
+#: The longest message id a node takes: every cell remembers the ids it applied (100,000 by
+#: default) and a durable cell records them, so an id as long as a message would let one
+#: sender fill a node's memory, or a record.
+MAX_MESSAGE_ID = 1024
+
 #: Client reply addresses remembered with the operator key that last wrote from them.
 _REPLY_KEYS = 10_000
 
@@ -71,6 +76,9 @@ class Gate:
         size = len(envelope.body)
         if size > self.max_message_bytes:
             raise RefusedError("oversized", f"message of {size} bytes exceeds {self.max_message_bytes}")
+        if len(envelope.message_id) > MAX_MESSAGE_ID:
+            raise RefusedError("oversized", f"a message id of {len(envelope.message_id)} "
+                               f"characters exceeds {MAX_MESSAGE_ID}")
         key = None
         if self.signer is not None:
             now = time.time()  # one clock read for the expiry and the replay cache
