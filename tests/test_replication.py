@@ -8,10 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from cellframe.language.plist import from_plist
 from cellframe.language.reader import read
 from cellframe.replication.base import ShardBase
 from cellframe.replication.config import derive_shard_id
 from cellframe.replication.transfers import CHECKPOINT_EVERY
+from cellframe.replication.wire import MAX_RECORD_BYTES
 from cellframe.store import Checkpoints, Ring, plan_transfer
 from cellframe.store.handoff import transfer_key
 from cellframe.testing import wait_for
@@ -391,6 +393,21 @@ def test_a_shard_cell_with_bad_settings_stays_out_of_the_ring_and_says_why(tmp_p
         assert cell.store is None and cell.view.ring is None
         verb, fields = shards.call('(insert "x" 1)')
         assert verb == "error" and "write-quorum" in fields["reason"]
+
+
+def test_a_history_of_large_records_is_answered_and_a_record_too_large_is_refused(
+        tmp_path) -> None:
+    with shard_cluster(tmp_path) as cluster:
+        shards = ShardClient(cluster.client())
+        for n in range(30):  # 14 in the newest row made a replica's answer over 64 KiB
+            verb, fields = shards.call(f'(insert "large" "{n:02d}{"x" * 5000}")')
+            assert verb == "inserted", fields
+        verb, fields = shards.call('(history "large")')
+        versions = [from_plist(v) for v in unquote(fields["versions"])]
+        assert verb == "history-selected" and len(versions) >= 4
+        assert [v["value"][:2] for v in versions] == [f"{n:02d}" for n in range(30)][-len(versions):]
+        verb, fields = shards.call(f'(insert "larger" "{"x" * (MAX_RECORD_BYTES + 1)}")')
+        assert verb == "error" and "takes at most" in fields["reason"]
 
 
 def test_the_same_content_inserted_twice_is_one_record_and_both_callers_hear(tmp_path) -> None:

@@ -17,6 +17,7 @@ from cellframe.replication.quorum import HISTORY, NEWEST, PendingRead, PendingWr
 from cellframe.replication.transfers import Pulls
 from cellframe.replication.wire import (
     MESSAGE_BUDGET,
+    ROW_BUDGET,
     chunks,
     digest_hex,
     row_records,
@@ -42,6 +43,16 @@ def test_records_survive_the_wire_exactly(fields) -> None:
     rows = rows_of(records)
     assert rows_to_records(read(write(rows))) == (records, 0)
     assert all(row_size(r) == len(write(r).encode()) + 1 for r in rows)
+
+
+def test_large_records_go_fewer_to_a_row_so_that_a_row_stays_within_its_budget() -> None:
+    small = rows_of([rec("s", t) for t in range(40)])
+    assert [len(row_records(r)) for r in small] == [16, 16, 8]
+    large = rows_of([rec("l", t, b"x" * 3000) for t in range(40)])
+    assert [len(row_records(r)) for r in large] == [2] * 20
+    assert all(len(r) <= ROW_BUDGET for r in large)
+    huge = rows_of([rec("h", t, b"x" * 20_000) for t in range(3)])
+    assert [len(row_records(r)) for r in huge] == [1, 1, 1]  # a longer record goes alone
 
 
 def test_a_damaged_row_is_counted_and_skipped_without_an_exception() -> None:

@@ -34,7 +34,17 @@ from ..wire.envelope import Message, request_id
 from ..wire.routing import cell_key
 from .base import ShardBase, _int, _names
 from .quorum import AS_OF, HISTORY, NEWEST, PendingRead, PendingWrite, merge, repairs
-from .wire import MESSAGE_BUDGET, chunks, fits, quoted, row_size, rows_of, rows_to_records
+from .wire import (
+    MAX_RECORD_BYTES,
+    MESSAGE_BUDGET,
+    chunks,
+    fits,
+    quoted,
+    row_size,
+    rows_of,
+    rows_to_records,
+    value_text,
+)
 
 __all__ = ["Coordinator"]
 
@@ -73,6 +83,10 @@ class Coordinator(ShardBase):
             text = write(value).encode("utf-8")
         except LanguageError as error:
             return self._refuse(reply_to, request, family, f"value cannot be stored: {error}")
+        size = row_size(value_text(text)) + len(family) + 64  # its row, as replication sends it
+        if size > MAX_RECORD_BYTES:
+            return self._refuse(reply_to, request, family, f"a record of about {size} bytes; "
+                                f"a shard cell takes at most {MAX_RECORD_BYTES}")
         p = self._partition(family)
         stand_in = self._stand_in_peer(hops)
         target = stand_in if stand_in is not None else self._route(p, hops)

@@ -28,6 +28,7 @@ from ..language.symbols import Symbol
 from ..store import Record, content_digest
 
 __all__ = [
+    "MAX_RECORD_BYTES",
     "MESSAGE_BUDGET",
     "RECORDS_PER_ROW",
     "chunks",
@@ -49,6 +50,12 @@ RECORDS_PER_ROW = 16
 #: Bytes of rows or digests per message: the node refuses bodies over 64 KiB, and the rest of
 #: a message (verb, keywords, partition) takes well under a kilobyte.
 MESSAGE_BUDGET = 56 * 1024
+#: Characters of records packed in one row, at most (a longer record goes alone): a read's
+#: answer is cut at half a message by whole rows (``fits``), so rows stay well under that.
+ROW_BUDGET = 8 * 1024
+#: The longest record a shard cell takes (its row as a message writes it): one that long must
+#: still fit a message that replicates or answers it.
+MAX_RECORD_BYTES = MESSAGE_BUDGET // 2
 
 _QUOTE = Symbol("quote")
 #: What opens a record in a row: TIME (signed), GUID, F and V, each followed by a space.
@@ -75,10 +82,24 @@ def record_text(record: Record) -> str:
     return f"{record.time} {record.guid} {len(family)} {len(value)} {family}{value}"
 
 
-def rows_of(records: Iterable[Record], per_row: int = RECORDS_PER_ROW) -> list[str]:
-    """``records``, in order, packed ``per_row`` to a string."""
-    texts = [record_text(r) for r in records]
-    return ["".join(texts[i:i + per_row]) for i in range(0, len(texts), per_row)]
+def rows_of(records: Iterable[Record], per_row: int = RECORDS_PER_ROW,
+            budget: int = ROW_BUDGET) -> list[str]:
+    """``records``, in order, packed ``per_row`` to a string, and at most about ``budget``
+    characters to one (a longer record goes alone): rows are what ``fits`` and ``chunks``
+    count, so a row of sixteen large records must not outgrow a message."""
+    rows: list[str] = []
+    row: list[str] = []
+    size = 0
+    for record in records:
+        text = record_text(record)
+        if row and (len(row) == per_row or size + len(text) > budget):
+            rows.append("".join(row))
+            row, size = [], 0
+        row.append(text)
+        size += len(text)
+    if row:
+        rows.append("".join(row))
+    return rows
 
 
 def row_records(row: Any) -> list[Record]:
