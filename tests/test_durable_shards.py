@@ -4,7 +4,9 @@ shares no folder with it, resumes it and applies no message twice."""
 
 from __future__ import annotations
 
+import json
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +20,20 @@ from cellframe.node.shard_journal import ShardStore, shard_journal
 from cellframe.roles.registry import RoleRegistry
 from cellframe.roles.shard import ShardCell
 from cellframe.testing import running_cluster, wait_for
+from tests.cell_support import message
 from tests.durable_node import DurableCounter
-from tests.replication_support import SHARD_HEALING, converged
+from tests.replication_support import SHARD_HEALING, converged, shard_cluster
 
 
-def _zone(path: Path) -> Path:
-    path.write_text("""$ORIGIN cluster.test.
+def _zone(path: Path, settings: str = "") -> Path:
+    path.write_text(f"""$ORIGIN cluster.test.
 $TTL 5
 @           IN SOA  ns.cluster.test. hostmaster.cluster.test. ( 1 60 30 600 5 )
             IN NS   ns
 ns          IN A    127.0.0.1
 _cluster    IN TXT  "shard=3" "counter=1" "spares=spare-01" "replicas=3"
 _cluster    IN TXT  "heartbeat-ms=50" "failure-timeout-ms=500"
-_cluster    IN TXT  "shard.partitions=16" "shard.fsync=false"
+_cluster    IN TXT  "shard.partitions=16" "shard.fsync=false" {settings}
 _nodes      IN TXT  "shard-01 shard-02 shard-03 counter-01 spare-01"
 shard-01    IN TXT  "role=shard" "shard-id=1"
 shard-02    IN TXT  "role=shard" "shard-id=2"
@@ -88,14 +91,14 @@ def test_a_spare_resumes_a_durable_cell_from_the_shard_tier_and_applies_no_messa
         assert not (tmp_path / "counter-01").exists() and not (tmp_path / "spare-01").exists()
 
 
-def test_a_durable_cells_records_are_on_every_replica_of_the_shard_tier(tmp_path: Path) -> None:
+def test_dns_durable_journal_shards_puts_a_durable_cells_records_on_every_replica(tmp_path: Path) -> None:
     shard = ShardCell.configured(data_dir=str(tmp_path / "data"), anti_entropy_interval=0.2,
                                  ring_wait=0.3)
     registry = RoleRegistry({"shard": [shard], "counter": [DurableCounter]})
-    with running_cluster(resolver=ZoneFileResolver(_zone(tmp_path / "cluster.zone")),
-                         registry=registry, healing=SHARD_HEALING, workdir=tmp_path,
-                         journal=shard_journal, nodes=["shard-01", "shard-02", "shard-03",
-                                                       "counter-01"],
+    zone = _zone(tmp_path / "cluster.zone", '"durable.journal=shards"')  # no journal given
+    with running_cluster(resolver=ZoneFileResolver(zone), registry=registry,
+                         healing=SHARD_HEALING, workdir=tmp_path,
+                         nodes=["shard-01", "shard-02", "shard-03", "counter-01"],
                          ready=lambda c: converged(c, 3) and _counter(c, "counter-01")) as cluster:
         client = cluster.client()
         for _ in range(5):
@@ -134,3 +137,83 @@ def test_a_shard_store_with_no_shard_tier_fails_its_calls_with_a_clear_error(wir
             store.insert_nowait("cell/x", b"x" * (store.max_value_bytes + 1), time=2)
     finally:
         store.close()
+
+
+def _recorded_ids(store: ShardStore, family: str) -> Counter[str]:
+    """How many records of ``family`` name each message id."""
+    return Counter(i for record in store.select_history(family)
+                   for i in json.loads(record.value)["ids"])
+
+
+def test_a_message_a_dead_instance_recorded_is_not_applied_again_by_the_live_one(
+        tmp_path: Path) -> None:
+    """Two live instances of a durable role share its family on the shard tier. counter-01 is
+    killed mid-stream: what it applied and recorded, but had not acknowledged, comes back to
+    the role queue marked redelivered, and membership soon says counter-01 is down, so
+    counter-02 no longer asks it. It reads the role's records on the shard tier instead."""
+    shard = ShardCell.configured(data_dir=str(tmp_path / "data"), anti_entropy_interval=0.2,
+                                 ring_wait=0.3)
+    registry = RoleRegistry({"shard": [shard], "counter": [DurableCounter]})
+    zone = _zone(tmp_path / "cluster.zone").read_text().replace(
+        '"counter=1" "spares=spare-01"', '"counter=2"').replace(
+        'spare-01    IN TXT  "rack=r1"', 'counter-02  IN TXT  "role=counter"').replace(
+        "counter-01 spare-01", "counter-01 counter-02")
+    (tmp_path / "cluster.zone").write_text(zone, encoding="utf-8")
+    ids = [f"inc-{n}" for n in range(1500)]
+    with running_cluster(resolver=ZoneFileResolver(tmp_path / "cluster.zone"), registry=registry,
+                         healing=SHARD_HEALING, workdir=tmp_path, journal=shard_journal,
+                         ready=lambda c: converged(c, 3) and _counter(c, "counter-01")
+                         and _counter(c, "counter-02")) as cluster:
+        publisher = cluster.broker.connect(name="publisher")
+        for message_id in ids:
+            publisher.publish("role.counter", Envelope(b"(inc)", message_id=message_id),
+                              persistent=True)
+        wait_for(lambda: _count(cluster, "counter-01") > 150, 30, what="counter-01 counting",
+                 show=lambda: _count(cluster, "counter-01"))
+        cluster.kill("counter-01")
+        survivor = _counter(cluster, "counter-02")
+        assert survivor is not None
+        family = CellJournal.family_for("counter-02", "counter", "DurableCounter")
+        store = ShardStore(cluster.broker.connect(name="reader"))
+        try:
+            wait_for(lambda: set(_recorded_ids(store, family)) == set(ids), 60,
+                     what="every id recorded by one instance or the other",
+                     show=lambda: len(_recorded_ids(store, family)))
+            twice = {i: n for i, n in _recorded_ids(store, family).items() if n > 1}
+            assert twice == {}, f"{len(twice)} ids recorded twice, e.g. {sorted(twice)[:5]}"
+            assert survivor.cell_counters.duplicates > 0  # it found some of those records
+        finally:
+            store.close()
+
+
+def test_on_the_shard_tier_a_snapshot_keeps_its_ids_in_chunks_and_recovery_reads_them_all(
+        tmp_path: Path) -> None:
+    """Ids long enough that a snapshot's do not fit one record: each snapshot writes the ids
+    recorded since the last one, in chunks, and names the chunks of earlier snapshots that
+    hold the rest of the ids its cell remembers."""
+    ids = [f"{n:04d}-" + "x" * 600 for n in range(400)]
+    family = CellJournal.family_for("c", "counter", "DurableCounter")
+    with shard_cluster(tmp_path) as cluster:
+        stores = [ShardStore(cluster.broker.connect(name=f"journal-{n}")) for n in range(2)]
+        try:
+            cell = DurableCounter.start("c", journal=CellJournal(stores[0], snapshot_every=40),
+                                        dedup_capacity=300)
+
+            def head() -> dict[str, Any]:
+                found = stores[1].select(family + "/snapshot")
+                return json.loads(found.value) if found is not None else {}
+
+            for batch in range(40, len(ids) + 1, 40):  # each batch ends with a snapshot
+                for message_id in ids[batch - 40:batch]:
+                    cell.tell(message("(inc)", id=message_id))
+                wait_for(lambda batch=batch: head().get("fields") == {"count": batch}, 30,
+                         what=f"the snapshot at {batch}", show=head)
+            cell.stop()
+            refs = head()["refs"]
+            assert len(refs) > 1 and all(chunks >= 2 for _, chunks, _ in refs), refs
+            assert 300 <= sum(count for _, _, count in refs) < len(ids)  # only what is kept
+            state, fields, recovered = CellJournal(stores[1]).recover(family, 300)
+            assert (state, fields, recovered) == ("ready", {"count": len(ids)}, ids[-300:])
+        finally:
+            for store in stores:
+                store.close()

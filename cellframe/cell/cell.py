@@ -97,6 +97,9 @@ class Inbound:
     became of it, ``report(cell_name, outcome)``, before it is settled: ``applied``,
     ``duplicate``, ``ignored: REASON``, ``failed: TYPE: MESSAGE`` or ``refused: bad input:
     ...``. A crash reports nothing: the cell ``refuse``s the message instead.
+
+    ``redelivered``: a role-queue delivery the broker handed out again (an instance that got
+    it before may have applied it): a durable cell on a shared journal looks there first.
     """
 
     message: Message
@@ -104,6 +107,7 @@ class Inbound:
     refuse: Callable[[str, bool], None] = field(default=_no_refusal)
     admit: Callable[[], bool] | None = None
     report: Callable[[str, str], None] | None = None
+    redelivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +249,7 @@ class Cell(pykka.ThreadingActor):
         self._cell_held: list[tuple[str, Any, str | None, Any, str | None]] | None = None
         # A durable cell's applied messages whose record is not yet written (``on_receive``).
         self._cell_unrecorded: list[tuple[Message, Inbound | None]] = []
+        self._cell_unrecorded_ids = 0  # the length of their ids, bounded by RECORD_GROUP_IDS
         self._cell_verbs = {
             verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
         }
@@ -290,13 +295,28 @@ class Cell(pykka.ThreadingActor):
             self.cell_dedup.seen(message_id)
         log.info("%s: recovered %s, %d applied ids", self.cell_name, state, len(ids))
 
+    def _cell_read_others_records(self, inbound: Inbound) -> bool:
+        """Before a redelivered role message: learn what other instances of the role recorded
+        in a journal they share (the shard tier), so that a message one of them applied,
+        recorded, and died before acknowledging is not applied again here (its node's
+        membership no longer asks a dead sibling). False: the journal could not be read; the
+        delivery goes back to its queue, unapplied."""
+        assert self._cell_journal is not None
+        try:
+            self._cell_journal.refresh(self._cell_family)
+        except CellframeError as error:
+            inbound.refuse(f"{self.cell_name}: its journal could not be read: {error}", True)
+            return False
+        return True
+
     def _cell_record_when_idle(self) -> None:
         """After each mailbox item: record what this durable cell applied, unless more wait in
         its mailbox (and the group is under ``RECORD_GROUP``). One record then
         covers them all: the state after the last, and every id. Each delivery is settled
         once its record is durable, so a group only delays the acknowledgements by the time
         it takes to apply the rest of it."""
-        if len(self._cell_unrecorded) >= RECORD_GROUP or self.actor_inbox.empty():
+        if len(self._cell_unrecorded) >= RECORD_GROUP or self.actor_inbox.empty() \
+                or self._cell_unrecorded_ids >= RECORD_GROUP_IDS:
             self._cell_record()
 
     def _cell_record(self) -> None:
@@ -304,6 +324,7 @@ class Cell(pykka.ThreadingActor):
         are settled once that is durable. Called before anything else is handled (a read of
         the state, a crash, a stop), so that what is applied is recorded first."""
         group, self._cell_unrecorded = self._cell_unrecorded, []
+        self._cell_unrecorded_ids = 0
         if not group:
             return
         assert self._cell_journal is not None
@@ -358,6 +379,9 @@ class Cell(pykka.ThreadingActor):
         if type(message) is Inbound:
             if message.admit is not None and not message.admit():
                 return  # given back by the host: never applied, never settled here
+            if message.redelivered and self._cell_journal is not None \
+                    and not self._cell_read_others_records(message):
+                return
             applied = self.cell_counters.applied
             report = message.report
             if report is not None:  # audited: only an operator's messages pay for the outcome
@@ -371,6 +395,7 @@ class Cell(pykka.ThreadingActor):
                 self._cell_crashing(message.message, message, error)
             if self._cell_journal is not None and self.cell_counters.applied != applied:
                 self._cell_unrecorded.append((message.message, message))  # settled once durable
+                self._cell_unrecorded_ids += len(message.message.id)
             else:
                 if report is not None:
                     report(self.cell_name, self._cell_outcome(before))
@@ -386,6 +411,7 @@ class Cell(pykka.ThreadingActor):
                 self._cell_crashing(message, None, error)
             if self._cell_journal is not None and self.cell_counters.applied != applied:
                 self._cell_unrecorded.append((message, None))
+                self._cell_unrecorded_ids += len(message.id)
         elif type(message) is AppliedQuery:
             message.answer(self.cell_applied(message.message_id))
         elif type(message) is SettingsChanged:
@@ -838,6 +864,9 @@ class Cell(pykka.ThreadingActor):
 
 #: At most this many applied messages of a durable cell go into one record (``on_receive``).
 RECORD_GROUP = 64
+#: ... and at most about this many characters of message ids, so that a group's record fits
+#: the shard tier's records (``cellframe.node.shard_journal``) whatever its ids.
+RECORD_GROUP_IDS = 8 * 1024
 
 _EVALUATED = (list, Symbol, Keyword)
 # What a verb call's argument may be to skip the evaluator: its self-evaluating types, exactly

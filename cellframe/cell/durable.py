@@ -60,7 +60,8 @@ class JournalStore(Protocol):
 
     def select(self, family: str) -> Record | Any | None: ...
 
-    def select_history(self, family: str, *, since: int | None = None) -> list[Any]: ...
+    def select_history(self, family: str, *, since: int | None = None,
+                       until: int | None = None) -> list[Any]: ...
 
 #: JSON as compact as ``json.dumps(..., separators=(",", ":"))``, without a new encoder a call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -146,17 +147,22 @@ class CellJournal:
             when = journal.last_time = max(time.time_ns() // 1000, journal.last_time + 1)
             journal.recorded.extend(message_ids)
             journal.since_snapshot += len(message_ids)
-            snapshot = journal.since_snapshot >= self.snapshot_every
+            snapshot = journal.since_snapshot >= self.snapshot_every and not journal.snapshotting
             ids: list[str] = []
+            fresh = 0
             if snapshot:
-                journal.since_snapshot = 0
+                fresh, journal.since_snapshot = journal.since_snapshot, 0
                 ids = list(journal.recorded)
+                journal.snapshotting = True
 
         def durable(receipt: Any, error: BaseException | None) -> None:
             try:
                 done(error)  # first: who waits for in_flight to reach 0 waits for the settling
-                if snapshot and error is None and not in_order:
-                    self._snapshot(family, state, fields, ids, when)
+                if snapshot and not in_order:
+                    if error is None:
+                        self._snapshot(family, journal, state, fields, ids, fresh, when)
+                    else:
+                        journal.snapshotting = False
             finally:
                 settled()
 
@@ -176,22 +182,86 @@ class CellJournal:
             settled()  # not sent: nothing will call ``durable``
             raise
         if snapshot and in_order:
-            self._snapshot(family, state, fields, ids, when)
+            self._snapshot(family, journal, state, fields, ids, fresh, when)
 
-    def _snapshot(self, family: str, state: str, fields: dict[str, Any], ids: list[str],
-                  upto: int) -> None:
-        """Write the snapshot after ``upto``; on a store that bounds a record's size
-        (``max_value_bytes``: the shard tier's), with as many of the newest ids as fit."""
+    def _snapshot(self, family: str, journal: _Family, state: str, fields: dict[str, Any],
+                  ids: list[str], fresh: int, upto: int) -> None:
+        """Write the snapshot after ``upto`` (``ids``: the last ones recorded, ``fresh`` of
+        them since the last snapshot).
+
+        A store that bounds a record's size (``max_value_bytes``: the shard tier's) takes only
+        the fresh ids, in chunks (``<family>/snapshot/ids``, each tagged with ``upto``), and,
+        once they are all durable, the snapshot, which names the chunks of this and earlier
+        snapshots that hold the last ``capacity`` ids (``refs``): a snapshot never names a
+        chunk that is missing, and each id is written in a chunk once."""
         limit = getattr(self.store, "max_value_bytes", None)
-        while True:
+        if limit is None:
+            journal.snapshotting = False
             body = _encode({"state": state, "fields": fields, "ids": ids, "upto": upto}).encode()
-            if limit is None or len(body) <= limit or not ids:
-                break
-            ids = ids[len(ids) // 2 + 1:]
+            self._insert_quietly(family + _SNAPSHOT, body, upto)
+            return
+        new_ids = ids[len(ids) - min(fresh, len(ids)):]
+        chunks = [_encode({"upto": upto, "ids": chunk}).encode()
+                  for chunk in _chunks(new_ids, min(limit, SNAPSHOT_CHUNK_BYTES))]
+        remaining = [len(chunks)]
+
+        def write_head() -> None:
+            with self._lock:
+                refs = [*journal.refs, [upto, len(chunks), len(new_ids)]]
+                while len(refs) > 1 and sum(r[2] for r in refs[1:]) >= len(ids):
+                    refs.pop(0)  # the later chunks hold every id the dedup memory keeps
+                journal.refs = refs
+                journal.snapshotting = False
+            head = _encode({"state": state, "fields": fields, "upto": upto, "refs": refs})
+            self._insert_quietly(family + _SNAPSHOT, head.encode(), upto)
+
+        def chunk_durable(receipt: Any, error: BaseException | None) -> None:
+            if error is not None:  # this snapshot is abandoned; the next one will do
+                log.warning("%s: a snapshot's ids could not be written: %s", family, error)
+                with self._lock:
+                    journal.snapshotting = False
+                    journal.since_snapshot += fresh  # so the next one writes them
+                return
+            with self._lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                write_head()
+
+        if not chunks:
+            write_head()
+        for number, chunk in enumerate(chunks):
+            self._insert_quietly(family + _SNAPSHOT_IDS, chunk, upto + number, chunk_durable)
+
+    def _insert_quietly(self, family: str, body: bytes, when: int,
+                        durable: Callable[[Any, BaseException | None], None] | None = None) -> None:
         try:
-            self.store.insert_nowait(family + _SNAPSHOT, body, time=upto)
+            self.store.insert_nowait(family, body, durable, time=when)
         except CellframeError as error:  # the next snapshot will do; recovery reads more tail
             log.warning("%s: a snapshot could not be written: %s", family, error)
+
+    def refresh(self, family: str) -> None:
+        """Claim the ids that other instances of the role recorded in ``family`` since the
+        last look, on a store they write too (``shared``: the shard tier; else nothing to
+        do). Reads the records from ``REFRESH_OVERLAP`` before the newest one seen, so a record
+        that reached the store up to that much after a newer one is still found, and none
+        older than ``REFRESH_HORIZON``, so the read after a long quiet spell stays short."""
+        if not getattr(self.store, "shared", False):
+            return
+        with self._lock:
+            journal = self._family(family, self.snapshot_every)
+            since = max(journal.seen_upto - REFRESH_OVERLAP,
+                        time.time_ns() // 1000 - REFRESH_HORIZON)
+        records = self.store.select_history(family, since=since)
+        try:
+            found = [(record.time, json.loads(record.value)) for record in records]
+            ids = [i for _, body in found for i in (body["ids"] if "ids" in body else [body["id"]])]
+        except (ValueError, KeyError, TypeError) as error:
+            raise StoreError(f"{family}: an unreadable durable-cell record: {error}") from error
+        with self._lock:
+            for message_id in ids:
+                journal.claims.claim(message_id)
+            journal.seen_upto = max([journal.seen_upto, *(when for when, _ in found)])
 
     def drain(self, family: str, timeout: float) -> bool:
         """Wait until every record of ``family`` submitted so far is durable and its delivery
@@ -222,7 +292,8 @@ class CellJournal:
             if not drained:
                 raise StoreError(f"{family}: records still not durable after 30 s")
         try:
-            state, fields, ids, upto = self._read_snapshot(family)
+            state, fields, ids, upto, refs = self._read_snapshot(family)
+            snapshotted = len(ids)
             tail = self.store.select_history(family, since=upto + 1)
             for record in tail:
                 latest = json.loads(record.value)
@@ -231,10 +302,11 @@ class CellJournal:
                 else:  # one message a record, as written before records took groups
                     ids.append(latest["id"])
                 state, fields = latest["state"], latest["fields"]
-        except (ValueError, KeyError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise StoreError(f"{family}: an unreadable durable-cell record: {error}") from error
         if state is None:
             return None
+        tail_ids = len(ids) - snapshotted
         ids = ids[-capacity:]
         with self._lock:
             journal.claims.capacity = max(journal.claims.capacity, capacity)
@@ -243,24 +315,74 @@ class CellJournal:
             if not journal.recorded:
                 journal.recorded.extend(ids)
                 journal.last_time = max(journal.last_time, tail[-1].time if tail else upto)
+                journal.refs = refs
+                journal.since_snapshot = tail_ids  # in no snapshot yet
+            journal.seen_upto = max(journal.seen_upto, tail[-1].time if tail else upto)
         return state, fields, ids
 
-    def _read_snapshot(self, family: str) -> tuple[Any, dict[str, Any], list[str], int]:
+    def _read_snapshot(self, family: str
+                       ) -> tuple[Any, dict[str, Any], list[str], int, list[list[int]]]:
+        """The newest snapshot: state, fields, ids, the time of the last record it covers, and
+        the chunks of ids it names (none if it holds its ids itself)."""
         snapshot = self.store.select(family + _SNAPSHOT)
         if snapshot is None:
-            return None, {}, [], -1
+            return None, {}, [], -1, []
         body = json.loads(snapshot.value)
-        return body["state"], body["fields"], body["ids"], body["upto"]
+        upto = body["upto"]
+        if "refs" not in body:
+            return body["state"], body["fields"], body["ids"], upto, []
+        ids: list[str] = []
+        for chunks_upto, count, _ in body["refs"]:
+            found = [json.loads(record.value) for record in self.store.select_history(
+                family + _SNAPSHOT_IDS, since=chunks_upto, until=chunks_upto + count - 1)]
+            mine = [chunk["ids"] for chunk in found if chunk["upto"] == chunks_upto]
+            if len(mine) != count:
+                raise StoreError(f"{family}: the snapshot at {chunks_upto} has {count} chunks "
+                                 f"of ids, {len(mine)} were found")
+            ids += [i for chunk in mine for i in chunk]
+        return body["state"], body["fields"], ids, upto, body["refs"]
 
 
-#: The suffix of the family that holds a durable cell's snapshots.
+#: How far (microseconds) before the newest record seen ``refresh`` reads again: records of
+#: other instances that reached the shard tier up to this much late, or stamped by a clock up
+#: to this much behind, are still found.
+REFRESH_OVERLAP = 2_000_000
+#: How old (microseconds) a record of another instance ``refresh`` still reads: a message
+#: it applied and recorded longer before the broker handed it out again is not looked for.
+REFRESH_HORIZON = 120_000_000
+
+#: The suffix of the family that holds a durable cell's snapshots, and of the one that holds
+#: their ids in chunks (on a store that bounds a record's size).
 _SNAPSHOT = "/snapshot"
+_SNAPSHOT_IDS = "/snapshot/ids"
+
+#: The most a chunk of a snapshot's ids holds (bytes of JSON), well under a shard cell's
+#: largest record, so each chunk is read back in one answer.
+SNAPSHOT_CHUNK_BYTES = 12 * 1024
+
+
+def _chunks(ids: list[str], budget: int) -> list[list[str]]:
+    """``ids`` in order, cut into lists whose JSON takes at most about ``budget`` bytes."""
+    out: list[list[str]] = []
+    chunk: list[str] = []
+    size = 0
+    for message_id in ids:
+        cost = len(message_id.encode()) + 8  # quotes, comma, and escapes a JSON id may need
+        if chunk and size + cost > budget:
+            out.append(chunk)
+            chunk, size = [], 0
+        chunk.append(message_id)
+        size += cost
+    if chunk:
+        out.append(chunk)
+    return out
 
 
 class _Family:
     """What a journal knows of one durable family (under the journal's lock)."""
 
-    __slots__ = ("claims", "recorded", "in_flight", "last_time", "since_snapshot", "recovering")
+    __slots__ = ("claims", "recorded", "in_flight", "last_time", "since_snapshot", "recovering",
+                 "seen_upto", "snapshotting", "refs")
 
     def __init__(self, capacity: int) -> None:
         self.claims = _Claims(capacity)
@@ -269,6 +391,9 @@ class _Family:
         self.last_time = 0
         self.since_snapshot = 0
         self.recovering = 0  # recoveries (and drains) waiting for in_flight to reach 0
+        self.seen_upto = 0  # the newest record time read from a shared store (``refresh``)
+        self.snapshotting = False  # a snapshot is on its way (one at a time)
+        self.refs: list[list[int]] = []  # the chunks of ids the newest snapshot names
 
 
 class _Claims:

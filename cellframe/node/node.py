@@ -225,8 +225,9 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.role: str | None = None
         self._given_supervision = supervision
         #: Where durable cells keep their state (None: a durable cell is refused at start).
-        #: Given as a source (``shard_journal``, or DNS ``journal=shards``), it is made at start,
-        #: on this node's connection, if the node may play a durable cell, and closed at stop.
+        #: Given as a source (``shard_journal``, or DNS ``durable.journal=shards``), it is made
+        #: at start, on this node's connection, if the node may play a durable cell, and closed
+        #: at stop.
         self.journal = journal if isinstance(journal, CellJournal) else None
         self._journal_source = journal if callable(journal) and self.journal is None else None
         self._journal_made = False
@@ -352,17 +353,17 @@ class Node(Supervising, Receiving, AnsweringSiblings):
             logship.uninstall(shipping)
 
     def _make_journal(self) -> None:
-        """Make the journal from its source (given, or DNS ``journal=shards``: the cluster's
-        shard tier) if a role this node may play has a durable cell."""
+        """Make the journal from its source (given, or DNS ``durable.journal=shards``: the
+        cluster's shard tier) if a role this node may play has a durable cell."""
         source = self._journal_source
         if self.journal is not None:
             return
         if source is None and self.resolver is not None:
-            chosen = {**next(iter(self._cluster_settings()), {}), **self.settings}.get("journal")
+            chosen = {**next(iter(self._cluster_settings()), {}), **self.settings}.get("durable.journal")
             if chosen == "shards":
                 source = shard_journal
             elif chosen is not None:
-                log.warning("%s: journal=%s is not a journal this node knows (shards)",
+                log.warning("%s: durable.journal=%s is not a journal this node knows (shards)",
                             self.name, chosen[:40])
         if source is not None and any(getattr(cls, "durable", False)
                                       for role in self.registry.roles

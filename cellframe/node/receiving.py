@@ -187,8 +187,10 @@ class Receiving(NodeParts):
                 settle = _countdown(len(targets), trail.settler(delivery.ack))
                 refuse = trail.refuser(
                     self._refusal(delivery, message, settle, alone, from_role_queue), alone)
+            redelivered = from_role_queue and bool(delivery.redelivered)
             for hosted in targets:
-                self._hand(hosted, Inbound(message, settle, refuse, admit, report), refuse)
+                self._hand(hosted, Inbound(message, settle, refuse, admit, report, redelivered),
+                           refuse)
 
     @staticmethod
     def _hand(hosted: Hosted, inbound: Inbound, refuse: Callable[[str, bool], None]) -> None:

@@ -16,8 +16,8 @@ each call-back to its request by ``:request``:
   fit a message; ``select_history`` asks again for what is older until an answer is empty.
 
 ``shard_journal`` is the journal source a node takes (``Node(journal=shard_journal)``, or the
-DNS setting ``journal=shards``): it makes the store on the node's own connection, signed with
-the node's key, the first time a durable cell starts there.
+DNS setting ``durable.journal=shards``): the node makes the store on its own connection, signed
+with its key, at start, if a role it may play has a durable cell.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ __all__ = ["ShardStore", "Version", "shard_journal"]
 
 log = logging.getLogger(__name__)
 
-#: The largest value a record may hold: what fits in a node's 64 KiB message once quoted,
-#: signed and forwarded (a JSON string doubles none of its bytes but its quotes).
-MAX_VALUE_BYTES = 40 * 1024
+#: The largest record value sent: a shard cell takes records up to 28 KiB as it writes them
+#: (``MAX_RECORD_BYTES``), and a JSON value stored as a string has its quotes escaped.
+MAX_VALUE_BYTES = 20 * 1024
 
 #: Pages a history read may take before it gives up (each is one quorum read).
 MAX_PAGES = 10_000
@@ -75,6 +75,9 @@ class ShardStore:
     #: Records of different families go to different partitions and replicas: one submitted
     #: later may be durable first (``CellJournal`` writes a snapshot once its record is in).
     commits_in_order = False
+    #: Other instances of a role write the same family here: a durable cell reads what they
+    #: recorded before it applies a redelivered message (``CellJournal.refresh``).
+    shared = True
 
     def __init__(self, transport: Transport, *, signer: Any | None = None, queue_prefix: str = "",
                  target: str = "role.shard", timeout: float = 10.0, name: str | None = None) -> None:
@@ -112,10 +115,11 @@ class ShardStore:
             return None
         return Version(fields["time"], _text(_unquoted(fields["value"])))
 
-    def select_history(self, family: str, *, since: int | None = None) -> list[Version]:
-        """Every record of ``family`` from ``since`` on, oldest first (quorum reads)."""
+    def select_history(self, family: str, *, since: int | None = None,
+                       until: int | None = None) -> list[Version]:
+        """Every record of ``family`` from ``since`` to ``until``, oldest first (quorum
+        reads)."""
         found: dict[tuple[int, str], Version] = {}
-        until: int | None = None
         for _ in range(MAX_PAGES):
             expr: list[Any] = [Symbol("history"), family]
             if since is not None:
