@@ -30,10 +30,14 @@ def test_bench_prints_the_language_and_cell_ratios_as_json() -> None:
 
 
 def test_bench_measures_durable_cells_against_the_store_and_their_recovery() -> None:
-    results = bench("durable_cell_vs_store_pipelined", "durable_cell_recovery")
+    results = bench("durable_cell_vs_store_pipelined", "durable_cell_recovery",
+                    "durable_cell_on_shards_vs_shard_inserts")
     durable = results["durable_cell_vs_store_pipelined"]
     assert "error" not in durable and durable["durable_cell_per_s"] > 0
     assert results["durable_cell_recovery"]["recovery_s"] > 0
+    on_shards = results["durable_cell_on_shards_vs_shard_inserts"]
+    assert "error" not in on_shards, on_shards
+    assert on_shards["durable_cell_per_s"] > 0 and on_shards["recovery_s"] > 0
 
 
 def test_a_noisy_comparison_reports_its_median_run_and_every_ratio() -> None:

@@ -44,6 +44,12 @@ def _durable_recovery(quick: bool) -> dict[str, Any]:
     return bench_durable_recovery(n=20_000 if quick else 100_000)
 
 
+def _durable_cell_on_shards(quick: bool) -> dict[str, Any]:
+    from .durable import bench_durable_cell_on_shards
+
+    return bench_durable_cell_on_shards(n=1_000 if quick else 10_000)
+
+
 def _language(quick: bool) -> dict[str, Any]:
     from .language import bench_language
 
@@ -211,6 +217,10 @@ COMPARISONS = [
                ">= 0.5", False, _durable_cell),
     Comparison("durable_cell_recovery", "start of a durable cell with 100k applied messages (s)",
                "< 1 s", False, _durable_recovery),
+    Comparison("durable_cell_on_shards_vs_shard_inserts",
+               "a durable cell journaling on the shard tier vs the tier's pipelined inserts "
+               "(recovery_s: a new cell recovering them)", ">= 0.5", False,
+               _durable_cell_on_shards),
     Comparison("read_eval_vs_lark_parse", "read + evaluate vs bare lark LALR parse",
                ">= 0.8", False, _language),
     Comparison("control_pipeline_vs_raw_pika",

@@ -23,7 +23,7 @@ from ..language.symbols import Symbol
 from ..store.store import Store
 from ..wire.envelope import Message
 
-__all__ = ["bench_durable_cell", "bench_durable_recovery"]
+__all__ = ["bench_durable_cell", "bench_durable_cell_on_shards", "bench_durable_recovery"]
 
 
 class _DurableCounter(Cell):
@@ -57,19 +57,7 @@ def _store_rate(directory: Path, n: int, window: int, value: bytes) -> float:
 
 def _cell_rate(directory: Path, n: int, window: int) -> float:
     with Store(directory) as store:
-        ref = _DurableCounter.start("bench", journal=CellJournal(store))
-        slots = threading.Semaphore(window)
-        inc = [Symbol("inc")]
-        try:
-            start = time.perf_counter()
-            for number in range(n):
-                slots.acquire()
-                ref.tell(Inbound(Message(inc, id=f"m{number}"), slots.release))
-            for _ in range(window):
-                slots.acquire()
-            return n / (time.perf_counter() - start)
-        finally:
-            ref.stop()
+        return _rate_of_cell(CellJournal(store), n, window)
 
 
 def bench_durable_cell(n: int = 20_000, window: int = 256, rounds: int = 3) -> dict[str, Any]:
@@ -107,3 +95,90 @@ def bench_durable_recovery(n: int = 100_000) -> dict[str, Any]:
                 ref.stop()
     assert count == n, f"recovered a count of {count}, not {n}"
     return {"applied": n, "recovery_s": round(seconds, 3), "ratio": round(seconds, 3)}
+
+
+def bench_durable_cell_on_shards(n: int = 20_000, window: int = 256) -> dict[str, Any]:
+    """A durable cell whose journal is the shard tier (three shard cells, N=3, W=2, fsync, in
+    this process on the embedded transport): messages/s it applies and settles, against the
+    same tier's pipelined inserts (``ShardStore``, ``window`` in flight) of records of the same
+    size; then the seconds a new cell takes to recover the ``n`` messages from the tier."""
+    from ..config.resolvers import ZoneFileResolver
+    from ..node.cluster import LocalCluster, wait_for
+    from ..node.shard_journal import ShardStore
+    from ..roles.registry import RoleRegistry
+    from ..roles.shard import ShardCell
+    from .replication import restore_zone
+
+    value = b'{"ids":["m12345"],"state":"ready","fields":{"count":12345}}'
+    with tempfile.TemporaryDirectory(prefix="cellframe-bench-") as tmp:
+        work = Path(tmp)
+        registry = RoleRegistry({"shard": [ShardCell.configured(data_dir=str(work / "data"))]})
+        cluster = LocalCluster(resolver=ZoneFileResolver(restore_zone(work / "zone", 3,
+                                                                      partitions=64)),
+                               registry=registry, workdir=work,
+                               nodes=["shard-01", "shard-02", "shard-03"])
+        cluster.start()
+        stores: list[ShardStore] = []
+
+        def store() -> ShardStore:
+            stores.append(ShardStore(cluster.broker.connect(name=f"bench-{len(stores)}")))
+            return stores[-1]
+
+        try:
+            probe = store()
+            wait_for(lambda: _takes_a_write(probe), 60, what="the shard tier taking a write")
+            slots = threading.Semaphore(window)
+            start = time.perf_counter()
+            for number in range(n):
+                slots.acquire()
+                probe.insert_nowait(f"bench/{number % 64}", value,
+                                    lambda fields, error: slots.release())
+            for _ in range(window):
+                slots.acquire()
+            tier_rate = n / (time.perf_counter() - start)
+            cell_rate = _rate_of_cell(CellJournal(store(), snapshot_every=1_000), n, window,
+                                      dedup_capacity=n)
+            start = time.perf_counter()
+            ref = _DurableCounter.start("bench", journal=CellJournal(store()), dedup_capacity=n)
+            try:
+                count = ref.proxy().count.get(timeout=120)
+                recovery = time.perf_counter() - start
+            finally:
+                ref.stop()
+        finally:
+            for each in stores:
+                each.close()
+            cluster.stop()
+    assert count == n, f"recovered a count of {count}, not {n}"
+    return {"shard_tier_pipelined_per_s": round(tier_rate), "durable_cell_per_s": round(cell_rate),
+            "ratio": round(cell_rate / tier_rate, 2), "applied": n,
+            "recovery_s": round(recovery, 3)}
+
+
+def _takes_a_write(store: Any) -> bool:
+    answered: list[BaseException | None] = []
+    done = threading.Event()
+
+    def durable(fields: Any, error: BaseException | None) -> None:
+        answered.append(error)
+        done.set()
+
+    store.insert_nowait("bench/probe", b"1", durable)
+    return done.wait(10) and answered[0] is None
+
+
+def _rate_of_cell(journal: CellJournal, n: int, window: int, **options: Any) -> float:
+    """Messages/s a durable counter on ``journal`` applies and settles, ``window`` unsettled."""
+    ref = _DurableCounter.start("bench", journal=journal, **options)
+    slots = threading.Semaphore(window)
+    inc = [Symbol("inc")]
+    try:
+        start = time.perf_counter()
+        for number in range(n):
+            slots.acquire()
+            ref.tell(Inbound(Message(inc, id=f"m{number}"), slots.release))
+        for _ in range(window):
+            slots.acquire()
+        return n / (time.perf_counter() - start)
+    finally:
+        ref.stop()

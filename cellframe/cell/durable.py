@@ -331,13 +331,17 @@ class CellJournal:
         upto = body["upto"]
         if "refs" not in body:
             return body["state"], body["fields"], body["ids"], upto, []
+        ranges = [(family + _SNAPSHOT_IDS, at, at + count - 1) for at, count, _ in body["refs"]]
+        select_pages = getattr(self.store, "select_pages", None)  # one round trip for all
+        pages = select_pages(ranges) if select_pages is not None else [None] * len(ranges)
         ids: list[str] = []
-        for chunks_upto, count, _ in body["refs"]:
-            found = [json.loads(record.value) for record in self.store.select_history(
-                family + _SNAPSHOT_IDS, since=chunks_upto, until=chunks_upto + count - 1)]
-            mine = [chunk["ids"] for chunk in found if chunk["upto"] == chunks_upto]
-            if len(mine) != count:
-                raise StoreError(f"{family}: the snapshot at {chunks_upto} has {count} chunks "
+        for (chunks_family, at, until), page in zip(ranges, pages, strict=True):
+            mine = _chunks_of(page or [], at)
+            if len(mine) != until - at + 1:  # not all in one answer: read the whole range
+                mine = _chunks_of(self.store.select_history(chunks_family, since=at, until=until),
+                                  at)
+            if len(mine) != until - at + 1:
+                raise StoreError(f"{family}: the snapshot at {at} has {until - at + 1} chunks "
                                  f"of ids, {len(mine)} were found")
             ids += [i for chunk in mine for i in chunk]
         return body["state"], body["fields"], ids, upto, body["refs"]
@@ -359,6 +363,12 @@ _SNAPSHOT_IDS = "/snapshot/ids"
 #: The most a chunk of a snapshot's ids holds (bytes of JSON), well under a shard cell's
 #: largest record, so each chunk is read back in one answer.
 SNAPSHOT_CHUNK_BYTES = 12 * 1024
+
+
+def _chunks_of(records: list[Any], upto: int) -> list[list[str]]:
+    """The lists of ids of the chunks among ``records`` written for the snapshot at ``upto``."""
+    found = [json.loads(record.value) for record in records]
+    return [chunk["ids"] for chunk in found if chunk["upto"] == upto]
 
 
 def _chunks(ids: list[str], budget: int) -> list[list[str]]:

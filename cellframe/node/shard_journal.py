@@ -139,6 +139,30 @@ class ShardStore:
             raise StoreError(f"{family}: a history of more than {MAX_PAGES} pages")
         return sorted(found.values())
 
+    def select_pages(self, reads: list[tuple[str, int, int]]) -> list[list[Version] | None]:
+        """The first answer to each ``(family, since, until)`` history read, all sent at once
+        (a recovery reads a snapshot's chunks so): the newest records of the range that fit
+        an answer, oldest first, or None for a read that failed; ``select_history`` reads a
+        whole range."""
+        sent = []
+        for family, since, until in reads:
+            expr = [Symbol("history"), family, Keyword("since"), since, Keyword("until"), until]
+            sent.append(self._request(expr, None))
+        deadline = time.monotonic() + self.timeout + 1.0
+        pages: list[list[Version] | None] = []
+        for request_id, pending in sent:
+            pending.arrived.wait(max(0.0, deadline - time.monotonic()))
+            answer = pending.answer
+            if answer is None or answer[0] != "history-selected":
+                with self._lock:
+                    self._pending.pop(request_id, None)
+                pages.append(None)
+                continue
+            versions = _unquoted(answer[1].get("versions")) or []
+            pages.append(sorted(Version(f["time"], _text(f["value"]))
+                                for f in map(from_plist, versions)))
+        return pages
+
     def close(self) -> None:
         """Stop waiting for answers (those still due fail) and delete the reply queue."""
         with self._lock:
