@@ -1,6 +1,8 @@
 """Durable cells: a cell's state, declared fields and memory of applied message ids kept in the
 append-only store, so that the cell that takes its role after a failover resumes from the
-last message applied, and applies no message twice.
+last message applied, and applies no message twice. The store is the node's own (a spare
+resumes if it opens the same folder) or the cluster's shard tier
+(``cellframe.node.shard_journal``: any node resumes it).
 
 A durable cell (``durable = True`` on its class) writes a record for what it applies to the
 family of its role (``cell/<role>/<class>``; a cell with no role: ``cell/<name>``): one a
