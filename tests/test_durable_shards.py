@@ -25,22 +25,24 @@ from tests.durable_node import DurableCounter
 from tests.replication_support import SHARD_HEALING, converged, shard_cluster
 
 
-def _zone(path: Path, settings: str = "") -> Path:
+def _zone(path: Path, settings: str = "", spares: int = 1) -> Path:
+    spare_names = [f"spare-{n:02d}" for n in range(1, spares + 1)]
+    spare_records = "".join(f'{name}    IN TXT  "rack=r{n}"\n'
+                            for n, name in enumerate(spare_names, 1))
     path.write_text(f"""$ORIGIN cluster.test.
 $TTL 5
 @           IN SOA  ns.cluster.test. hostmaster.cluster.test. ( 1 60 30 600 5 )
             IN NS   ns
 ns          IN A    127.0.0.1
-_cluster    IN TXT  "shard=3" "counter=1" "spares=spare-01" "replicas=3"
+_cluster    IN TXT  "shard=3" "counter=1" "spares={','.join(spare_names)}" "replicas=3"
 _cluster    IN TXT  "heartbeat-ms=50" "failure-timeout-ms=500"
 _cluster    IN TXT  "shard.partitions=16" "shard.fsync=false" {settings}
-_nodes      IN TXT  "shard-01 shard-02 shard-03 counter-01 spare-01"
+_nodes      IN TXT  "shard-01 shard-02 shard-03 counter-01 {' '.join(spare_names)}"
 shard-01    IN TXT  "role=shard" "shard-id=1"
 shard-02    IN TXT  "role=shard" "shard-id=2"
 shard-03    IN TXT  "role=shard" "shard-id=3"
 counter-01  IN TXT  "role=counter"
-spare-01    IN TXT  "rack=r1"
-""", encoding="utf-8")
+{spare_records}""", encoding="utf-8")
     return path
 
 
@@ -55,8 +57,15 @@ def _count(cluster: Any, name: str) -> int:
     return -1 if cell is None else cell.count
 
 
+def _live_counter(cluster: Any) -> DurableCounter | None:
+    """The durable counter of whichever node plays the role now."""
+    return next((c for name in list(cluster.nodes) if (c := _counter(cluster, name))), None)
+
+
+@pytest.mark.parametrize("shard_lost_too", [False, True],
+                         ids=["its-node-lost", "its-node-and-a-shard-lost"])
 def test_a_spare_resumes_a_durable_cell_from_the_shard_tier_and_applies_no_message_twice(
-        tmp_path: Path) -> None:
+        tmp_path: Path, shard_lost_too: bool) -> None:
     shard = ShardCell.configured(data_dir=str(tmp_path / "data"), anti_entropy_interval=0.2,
                                  ring_wait=0.3)
     registry = RoleRegistry({"shard": [shard], "counter": [DurableCounter]})
@@ -64,9 +73,9 @@ def test_a_spare_resumes_a_durable_cell_from_the_shard_tier_and_applies_no_messa
     ids = [f"inc-{n}" for n in range(400)]
     sends = [i for i in ids for _ in range(rng.randint(1, 3))]
     rng.shuffle(sends)
-    with running_cluster(resolver=ZoneFileResolver(_zone(tmp_path / "cluster.zone")),
-                         registry=registry, healing=SHARD_HEALING, workdir=tmp_path,
-                         journal=shard_journal,
+    zone = _zone(tmp_path / "cluster.zone", spares=2 if shard_lost_too else 1)
+    with running_cluster(resolver=ZoneFileResolver(zone), registry=registry,
+                         healing=SHARD_HEALING, workdir=tmp_path, journal=shard_journal,
                          ready=lambda c: converged(c, 3) and _counter(c, "counter-01")) as cluster:
         publisher = cluster.broker.connect(name="publisher")
         for message_id in sends[: len(sends) // 2]:
@@ -76,19 +85,21 @@ def test_a_spare_resumes_a_durable_cell_from_the_shard_tier_and_applies_no_messa
                  what="counter-01 counting", show=lambda: _count(cluster, "counter-01"))
         lost = _counter(cluster, "counter-01")
         cluster.kill("counter-01")  # its disk holds nothing of the counter: there is none
+        if shard_lost_too:  # W = R = 2 of the two replicas left, until a spare takes it
+            cluster.kill("shard-03")
         for message_id in sends[len(sends) // 2:]:
             publisher.publish("role.counter", Envelope(b"(inc)", message_id=message_id),
                               persistent=True)
-        wait_for(lambda: _count(cluster, "spare-01") == len(ids), 60,
-                 what=f"the spare counting {len(ids)} distinct messages",
-                 show=lambda: (_count(cluster, "spare-01"), cluster.roles()))
-        spare = _counter(cluster, "spare-01")
-        assert lost is not None and spare is not None
+        wait_for(lambda: getattr(_live_counter(cluster), "count", -1) == len(ids), 90,
+                 what=f"a spare counting {len(ids)} distinct messages",
+                 show=lambda: (getattr(_live_counter(cluster), "count", -1), cluster.roles()))
+        spare = _live_counter(cluster)
+        assert lost is not None and spare is not None and spare is not lost
         # it resumed what counter-01 recorded: it applied only the rest itself
         assert 0 < spare.cell_counters.applied < len(ids)
         assert spare.cell_counters.duplicates > 0  # copies of what was applied before it
-        assert _count(cluster, "spare-01") == len(ids)  # nothing more arrived meanwhile
-        assert not (tmp_path / "counter-01").exists() and not (tmp_path / "spare-01").exists()
+        assert spare.count == len(ids)  # nothing more arrived meanwhile
+        assert not any((tmp_path / name).exists() for name in ("counter-01", "spare-01", "spare-02"))
 
 
 def test_dns_durable_journal_shards_puts_a_durable_cells_records_on_every_replica(tmp_path: Path) -> None:
