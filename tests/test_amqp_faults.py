@@ -13,6 +13,7 @@ import pytest
 
 from cellframe.errors import BufferFullError
 from cellframe.testing import Collector, holds_for, wait_for
+from cellframe.transports.base import RESENT_HEADER
 from cellframe.wire.envelope import Envelope
 from tests.amqp_support import close_connections
 
@@ -31,12 +32,15 @@ class Recorder:
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.redelivered = 0
+        self.resent: set[str] = set()  # ids of copies the publisher marked as sent again
         self._lock = threading.Lock()
 
     def __call__(self, delivery) -> None:
         with self._lock:
             self.ids.append(delivery.envelope.message_id)
             self.redelivered += delivery.redelivered
+            if RESENT_HEADER in delivery.envelope.headers:
+                self.resent.add(delivery.envelope.message_id)
         delivery.ack()
 
 
@@ -86,6 +90,12 @@ def test_every_message_arrives_after_the_connections_are_killed_mid_stream(
     record_property("resent", pub.stats()["resent"])
     record_property("redelivered", recorder.redelivered)
     assert pub.flush(10)
+    # each message sent again after the close carries the mark (a consumer checks it as it
+    # checks a redelivery: the broker may have had the first copy); the others do not
+    wait_for(lambda: len(recorder.resent) == pub.stats()["resent"], 30,
+             what="a marked copy of every message sent again",
+             show=lambda: (len(recorder.resent), pub.stats()["resent"]))
+    assert recorder.resent <= set(sent)
 
 
 def test_a_held_delivery_comes_back_redelivered_and_its_late_ack_is_ignored(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from cellframe.node.shard_journal import ShardStore, shard_journal
 from cellframe.roles.registry import RoleRegistry
 from cellframe.roles.shard import ShardCell
 from cellframe.testing import running_cluster, wait_for
+from cellframe.transports.base import RESENT_HEADER
 from tests.cell_support import message
 from tests.durable_node import DurableCounter
 from tests.replication_support import SHARD_HEALING, converged, shard_cluster
@@ -135,7 +137,8 @@ def test_dns_durable_journal_shards_puts_a_durable_cells_records_on_every_replic
 
 
 def test_a_shard_store_with_no_shard_tier_fails_its_calls_with_a_clear_error(wire) -> None:
-    store = ShardStore(wire.connect(), target="role.nobody-plays-this", timeout=0.3)
+    store = ShardStore(wire.connect(), target="role.nobody-plays-this", timeout=0.3,
+                       patience=0.5)
     errors: list[BaseException | None] = []
     try:
         store.insert_nowait("cell/x", b'{"ids":[]}', lambda fields, error: errors.append(error),
@@ -228,3 +231,44 @@ def test_on_the_shard_tier_a_snapshot_keeps_its_ids_in_chunks_and_recovery_reads
         finally:
             for store in stores:
                 store.close()
+
+
+def test_a_copy_marked_resent_is_looked_for_in_the_role_records_and_a_plain_one_is_not(
+        tmp_path: Path) -> None:
+    """Another instance of the role recorded two message ids on the shard tier. A first
+    delivery of one is applied without a look (the check is paid only where another copy may
+    have come first); a copy of the other that its publisher marked as sent again
+    (``RESENT_HEADER``) is found there and not applied."""
+    shard = ShardCell.configured(data_dir=str(tmp_path / "data"), anti_entropy_interval=0.2,
+                                 ring_wait=0.3)
+    registry = RoleRegistry({"shard": [shard], "counter": [DurableCounter]})
+    zone = _zone(tmp_path / "cluster.zone")
+    with running_cluster(resolver=ZoneFileResolver(zone), registry=registry,
+                         healing=SHARD_HEALING, workdir=tmp_path, journal=shard_journal,
+                         nodes=["shard-01", "shard-02", "shard-03", "counter-01"],
+                         ready=lambda c: converged(c, 3) and _counter(c, "counter-01")) as cluster:
+        counter = _counter(cluster, "counter-01")
+        assert counter is not None
+        assert counter.actor_ref.proxy().count.get(timeout=60) == 0  # it has recovered
+        family = CellJournal.family_for("counter-01", "counter", "DurableCounter")
+        store = ShardStore(cluster.broker.connect(name="the-other-instance"))
+        try:
+            recorded: list[BaseException | None] = []
+            body = json.dumps({"ids": ["resent-1", "plain-1"], "state": "ready",
+                               "fields": {"count": 2}}).encode()
+            store.insert_nowait(family, body, lambda fields, error: recorded.append(error),
+                                time=time.time_ns() // 1000)
+            wait_for(lambda: recorded == [None], 30, what="the other instance's record")
+        finally:
+            store.close()
+        publisher = cluster.broker.connect(name="publisher")
+        publisher.publish("role.counter", Envelope(b"(inc)", message_id="plain-1"),
+                          persistent=True)
+        wait_for(lambda: counter.cell_counters.received == 1, 30, what="the plain one",
+                 show=lambda: counter.cell_counters.as_dict())
+        assert counter.count == 1  # applied: it read nothing first
+        publisher.publish("role.counter", Envelope(b"(inc)", message_id="resent-1",
+                                                   headers={RESENT_HEADER: "1"}), persistent=True)
+        wait_for(lambda: counter.cell_counters.received == 2, 30, what="the resent one",
+                 show=lambda: counter.cell_counters.as_dict())
+        assert (counter.count, counter.cell_counters.duplicates) == (1, 1)

@@ -22,7 +22,7 @@ from ..cell.fence import PauseFence
 from ..errors import RefusedError
 from ..failures import LineBudget, log_limited
 from ..language.symbols import Keyword, Symbol
-from ..transports.base import Delivery, Transport
+from ..transports.base import Delivery, Transport, sent_before
 from ..wire import tracing
 from ..wire.envelope import (
     CONTENT_TYPE,
@@ -87,7 +87,7 @@ class Receiving(NodeParts):
         if decoded is None:
             return
         message, trail = decoded
-        if delivery.redelivered and self._hold_for_siblings(message, delivery, trail):
+        if sent_before(delivery) and self._hold_for_siblings(message, delivery, trail):
             return  # until the role's other instances say whether they applied it
         self._tell_role_cells(message, delivery, trail)
 
@@ -187,7 +187,7 @@ class Receiving(NodeParts):
                 settle = _countdown(len(targets), trail.settler(delivery.ack))
                 refuse = trail.refuser(
                     self._refusal(delivery, message, settle, alone, from_role_queue), alone)
-            redelivered = from_role_queue and bool(delivery.redelivered)
+            redelivered = from_role_queue and sent_before(delivery)
             for hosted in targets:
                 self._hand(hosted, Inbound(message, settle, refuse, admit, report, redelivered),
                            refuse)

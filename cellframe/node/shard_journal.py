@@ -12,8 +12,10 @@ each call-back to its request by ``:request``:
   recovery reads it, and a delivery given back for it then finds its id applied.
 * ``select`` and ``select_history`` are quorum reads (R replicas, read repair), and block the
   caller: a durable cell reads them once, in ``on_start``, before it applies anything (messages
-  wait in its mailbox meanwhile). A shard cell answers a history with the newest records that
-  fit a message; ``select_history`` asks again for what is older until an answer is empty.
+  wait in its mailbox meanwhile). A read that fails is asked again, for up to ``patience``
+  seconds: a durable cell that starts with its cluster waits for the shard tier. A shard
+  cell answers a history with the newest records that fit a message; ``select_history`` asks
+  again for what is older until an answer is empty.
 
 ``shard_journal`` is the journal source a node takes (``Node(journal=shard_journal)``, or the
 DNS setting ``durable.journal=shards``): the node makes the store on its own connection, signed
@@ -80,9 +82,11 @@ class ShardStore:
     shared = True
 
     def __init__(self, transport: Transport, *, signer: Any | None = None, queue_prefix: str = "",
-                 target: str = "role.shard", timeout: float = 10.0, name: str | None = None) -> None:
+                 target: str = "role.shard", timeout: float = 10.0, patience: float = 60.0,
+                 name: str | None = None) -> None:
         self.target = target
-        self.timeout = timeout
+        self.timeout = timeout  # for one answer
+        self.patience = patience  # for a read that keeps failing
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Condition()
         self._closed = False
@@ -188,7 +192,23 @@ class ShardStore:
         return request_id, pending
 
     def _call(self, expr: list[Any], verb: str) -> dict[str, Any]:
-        """Send a read and wait for its answer: its fields, or a StoreError."""
+        """Send a read and wait for its answer: its fields, or a StoreError once it failed
+        for ``patience`` seconds. A read is asked again while it fails (the tier is starting,
+        or healing: no live owner, too few replicas answering, no answer), so a durable cell
+        that starts with its cluster waits for the tier instead of crashing."""
+        deadline = time.monotonic() + self.patience
+        pause = 0.05
+        while True:
+            try:
+                return self._call_once(expr, verb)
+            except StoreError as error:
+                if self._closed or time.monotonic() + pause > deadline:
+                    raise
+                log.info("%s %r: %s; asking again", expr[0], expr[1], error)
+                time.sleep(pause)  # a read that failed: back off before the next
+                pause = min(pause * 2, 1.0)
+
+    def _call_once(self, expr: list[Any], verb: str) -> dict[str, Any]:
         request_id, pending = self._request(expr, None)
         if not pending.arrived.wait(self.timeout + 1.0) or pending.answer is None:
             with self._lock:

@@ -420,8 +420,12 @@ class BrokerLink:
         self._retry_later()
 
     def _requeue_unconfirmed(self) -> None:
-        """Unconfirmed messages go back to the front of the outbox, in their order."""
+        """Unconfirmed messages go back to the front of the outbox, in their order, each
+        marked as a resend (a dead letter's copy is not: its delivery is still held)."""
         self.stats["resent"] += len(self._unconfirmed)
+        for item in self._unconfirmed.values():
+            if item.after_confirm is None:
+                item.mark_resent()
         self.outbox.extendleft(reversed(self._unconfirmed.values()))
         self._unconfirmed = {}
 

@@ -3,6 +3,7 @@ and the topology it re-declares on every new connection."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -13,7 +14,8 @@ import pika
 
 from ..wire.envelope import Envelope
 from ._amqp_consumer import ConsumerState
-from ._amqp_wire import EncodedProperties
+from ._amqp_wire import EncodedProperties, encode_properties
+from .base import RESENT_HEADER
 
 __all__ = ["ControlOp", "Outgoing", "Topology"]
 
@@ -24,22 +26,32 @@ class Outgoing:
     """One publish waiting to be sent, then to be confirmed."""
 
     __slots__ = ("exchange", "routing_key", "envelope", "properties", "on_return",
-                 "on_settled", "after_confirm", "counted", "returned", "settled")
+                 "on_settled", "after_confirm", "counted", "returned", "settled", "persistent")
 
     def __init__(self, exchange: str, routing_key: str, envelope: Envelope,
                  properties: pika.BasicProperties | EncodedProperties, on_return: Callable[..., None] | None,
                  *, after_confirm: tuple[Any, ...] | None = None, counted: bool = True,
-                 on_settled: Callable[[], None] | None = None) -> None:
+                 on_settled: Callable[[], None] | None = None, persistent: bool = False) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.envelope = envelope
         self.properties = properties
+        self.persistent = persistent
         self.on_return = on_return
         self.on_settled = on_settled  # run on the notifier thread once confirmed or refused
         self.after_confirm = after_confirm  # (consumer, channel, tag) to ack once confirmed
         self.counted = counted  # occupies a slot of the caller-visible buffer
         self.returned = False
         self.settled = False  # confirmed, refused or given up: set on the I/O thread
+
+    def mark_resent(self) -> None:
+        """About to go again after a lost connection: the broker may hold the first copy,
+        so this one says so (``RESENT_HEADER``). Once; on the I/O thread."""
+        if RESENT_HEADER in self.envelope.headers:
+            return
+        self.envelope = dataclasses.replace(
+            self.envelope, headers={**self.envelope.headers, RESENT_HEADER: "1"})
+        self.properties = encode_properties(self.envelope, persistent=self.persistent)
 
 
 @dataclass(eq=False)

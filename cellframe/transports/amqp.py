@@ -370,7 +370,7 @@ class AmqpTransport:
                     f"(buffer_size={self._buffer_size}); back off and retry")
             self._buffered += 1
         self._link.send(Outgoing(exchange, routing_key, envelope, properties, on_return,
-                                 on_settled=on_settled))
+                                 on_settled=on_settled, persistent=persistent))
 
     def _release(self, count: int) -> None:
         with self._buffer_cond:

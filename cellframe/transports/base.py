@@ -21,11 +21,23 @@ from typing import Protocol, Self, runtime_checkable
 
 from ..wire.envelope import Envelope
 
-__all__ = ["DEAD_LETTER_REASON", "Delivery", "DeliveryHandler", "ReturnHandler", "SettledHandler",
-           "Transport"]
+__all__ = ["DEAD_LETTER_REASON", "RESENT_HEADER", "Delivery", "DeliveryHandler", "ReturnHandler",
+           "SettledHandler", "Transport", "sent_before"]
 
 #: Header that carries, on a dead-lettered envelope, why it was dead-lettered.
 DEAD_LETTER_REASON = "x-cellframe-reason"
+
+#: Header a publisher puts on a message it sends again because its connection closed before
+#: the broker confirmed it: the broker may hold the first copy too, so a consumer treats the
+#: copy as it treats a redelivered message (``sent_before``). Anyone can set a header: it
+#: only buys the message a check, never a pass (the replay cache reads the broker's flag).
+RESENT_HEADER = "x-cellframe-resent"
+
+
+def sent_before(delivery: Delivery) -> bool:
+    """Might another copy of this message have been delivered, and applied, before it? The
+    broker's ``redelivered``, or a publisher's resend (``RESENT_HEADER``)."""
+    return delivery.redelivered or RESENT_HEADER in delivery.envelope.headers
 
 
 @runtime_checkable
