@@ -98,8 +98,8 @@ def _stream_with_closes(name: str, publisher: Any, ids: list[str],
     applied so far, a second application too). With the nodes' connections only (2), every
     second copy the nodes see is a redelivery of a lost ack. A publisher whose connection
     closes (3) sends its unconfirmed messages again, each a second broker message under the
-    same id, never marked redelivered; separate journals do not fence those across instances
-    (docs/supervision.md, "Not done")."""
+    same id, marked ``x-cellframe-resent`` (not ``redelivered``), which the nodes check as
+    they check a redelivery."""
     stream = threading.Thread(target=_publish_paced, args=(publisher, ids), daemon=True)
     stream.start()
     for at in CLOSES:
