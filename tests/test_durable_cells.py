@@ -15,7 +15,7 @@ import pytest
 from cellframe import Envelope, RoleRegistry, transition
 from cellframe.cell.cell import RECORD_GROUP, Inbound
 from cellframe.cell.durable import CellJournal
-from cellframe.errors import ConfigError
+from cellframe.errors import ConfigError, StoreError
 from cellframe.node.supervisor import SupervisionPolicy
 from cellframe.store.store import Store
 from cellframe.testing import wait_for
@@ -246,5 +246,85 @@ def test_a_crash_in_a_group_keeps_what_the_cell_applied_before_it(tmp_path: Path
             assert again.proxy().count.get(timeout=10) == 10
             assert again.proxy().cell_applied("m9").get(timeout=5)
             assert not again.proxy().cell_applied("after").get(timeout=5)
+        finally:
+            again.stop()
+
+
+class HeldStore:
+    """A Store whose records wait for the test: ``complete(n, error)`` makes the n-th durable
+    (written to the real store, then its call-back) or fails it (dropped, call-back with
+    ``error``): what a shard tier does when one record times out and the next gets through."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.held: list[tuple[str, bytes, Any, int | None]] = []
+        self.select, self.select_history = store.select, store.select_history
+
+    def insert_nowait(self, family: str, value: bytes, callback: Any = None, *,
+                      time: int | None = None) -> None:
+        if "/snapshot" in family:
+            self.store.insert_nowait(family, value, callback, time=time)
+        else:
+            self.held.append((family, value, callback, time))
+
+    def complete(self, n: int, error: BaseException | None = None) -> None:
+        family, value, callback, when = self.held[n]
+        if error is None:
+            self.store.insert(family, value, time=when)  # durable when it returns
+        callback(None, error)
+
+
+def test_a_record_that_fails_after_a_later_one_is_durable_loses_nothing(tmp_path: Path) -> None:
+    """A record names the ids of the earlier records not yet durable: once it is durable,
+    their deliveries are settled too, whatever became of their own records."""
+    outcomes: list[tuple[str, str]] = []
+    with Store(tmp_path / "s") as store:
+        held = HeldStore(store)
+        cell = Counter.start("c", journal=CellJournal(held))
+        try:
+            for number, message_id in enumerate(("m0", "m1")):
+                cell.tell(Inbound(message("(inc)", id=message_id),
+                                  functools.partial(outcomes.append, (message_id, "settled"))))
+                wait_for(lambda number=number: len(held.held) > number, 10,
+                         what=f"the record of {message_id}")
+            held.complete(1)  # the later one: it names m0 too
+            held.complete(0, StoreError("only 1 of 2 copies were durable"))
+            assert sorted(outcomes) == [("m0", "settled"), ("m1", "settled")]
+            assert cell.is_alive() and cell.proxy().count.get(timeout=10) == 2
+        finally:
+            cell.stop()
+        state, fields, ids = CellJournal(store).recover("cell/counter/counter", 100)
+        assert (fields, ids) == ({"count": 2}, ["m0", "m1"])
+
+
+def test_a_cell_whose_last_record_failed_gives_its_messages_back_and_recovers(
+        tmp_path: Path) -> None:
+    """A record failed after the cell went on, with no later record to name its ids: its
+    messages go back to their queue, and the cell dies rather than go on from a state its
+    journal does not hold; the next one counts each message once."""
+    outcomes: list[tuple[str, str]] = []
+    with Store(tmp_path / "s") as store:
+        held = HeldStore(store)
+        journal = CellJournal(held)
+        cell = Counter.start("c", journal=journal)
+        cell.tell(Inbound(message("(inc)", id="m0"),
+                          functools.partial(outcomes.append, ("m0", "settled"))))
+        wait_for(lambda: len(held.held) == 1, 10, what="the record of m0")
+        held.complete(0)
+        cell.tell(Inbound(message("(inc)", id="m1"),
+                          functools.partial(outcomes.append, ("m1", "settled")),
+                          lambda reason, requeue: outcomes.append(("m1", f"requeue={requeue}"))))
+        wait_for(lambda: len(held.held) == 2, 10, what="the record of m1")
+        held.complete(1, StoreError("no shard cell answered within 10 s"))
+        wait_for(lambda: not cell.is_alive(), 10, what="the cell to die")
+        assert outcomes == [("m0", "settled"), ("m1", "requeue=True")]
+        again = Counter.start("c", journal=journal)
+        try:
+            assert again.proxy().count.get(timeout=10) == 1  # m0 only: m1 comes again
+            again.tell(Inbound(message("(inc)", id="m1"),
+                               functools.partial(outcomes.append, ("m1", "settled"))))
+            wait_for(lambda: len(held.held) == 3, 10, what="the record of m1, again")
+            held.complete(2)
+            assert again.proxy().count.get(timeout=10) == 2
         finally:
             again.stop()

@@ -127,6 +127,15 @@ class SettingsChanged:
     settings: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class RecordLost:
+    """A mailbox item a durable cell tells itself when a record of what it applied could not
+    be made durable: its state is ahead of its journal, so it crashes, and its restart recovers
+    what was recorded (the deliveries the record covered went back to their queue)."""
+
+    reason: str
+
+
 class _Ignored(CellframeError):
     """Internal: the message had no transition to take; carries the reason."""
 
@@ -250,6 +259,7 @@ class Cell(pykka.ThreadingActor):
         # A durable cell's applied messages whose record is not yet written (``on_receive``).
         self._cell_unrecorded: list[tuple[Message, Inbound | None]] = []
         self._cell_unrecorded_ids = 0  # the length of their ids, bounded by RECORD_GROUP_IDS
+        self._cell_losing = False  # a RecordLost is on its way to this instance
         self._cell_verbs = {
             verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
         }
@@ -345,15 +355,31 @@ class Cell(pykka.ThreadingActor):
                 else:
                     inbound.refuse(f"{name}: not recorded: {error}", True)
 
+        def recorded(error: BaseException | None) -> None:  # the journal's call-back
+            if error is not None:
+                self._cell_record_lost(error)
+            durable(error)
+
         fields = {field_name: getattr(self, field_name, None) for field_name in self.fields}
         try:
             self._cell_journal.record(self._cell_family, [m.id for m, _ in group],
-                                      self.cell_state, fields, durable)
+                                      self.cell_state, fields, recorded)
         except CellframeError as error:  # fields that are not JSON, a closed store
             for message, _ in group:  # not applied, as far as any instance of the role knows
                 self._cell_journal.release(self._cell_family, message.id)
             durable(error)
             raise
+
+    def _cell_record_lost(self, error: BaseException) -> None:
+        """From the journal's thread: a record failed after this cell went on; it must not
+        go on from a state its journal does not hold (``RecordLost``). Told once."""
+        if self._cell_losing:
+            return
+        self._cell_losing = True
+        try:
+            self.actor_ref.tell(RecordLost(f"{type(error).__name__}: {error}"))
+        except pykka.ActorDeadError:
+            pass  # it is gone already: its restart recovers from the journal
 
     def _cell_record_quietly(self) -> None:
         """``_cell_record`` on the way out (the cell dies or stops): a failure is logged."""
@@ -414,6 +440,9 @@ class Cell(pykka.ThreadingActor):
                 self._cell_unrecorded_ids += len(message.id)
         elif type(message) is AppliedQuery:
             message.answer(self.cell_applied(message.message_id))
+        elif type(message) is RecordLost:
+            raise CellCrashedError(f"{self.cell_name}: a record of what it applied was lost "
+                                   f"({message.reason}); it recovers from its journal")
         elif type(message) is SettingsChanged:
             old, self.cell_settings = self.cell_settings, dict(message.settings)
             if old != self.cell_settings:

@@ -88,6 +88,9 @@ class CellJournal:
             raise ConfigError("snapshot_every must be at least 1")
         self.store = store
         self.snapshot_every = snapshot_every
+        limit = getattr(store, "max_value_bytes", None)
+        #: Characters of ids a record may carry from the records before it not yet durable.
+        self._carry_budget = limit // 3 if limit is not None else CARRY_BUDGET
         # Per family: the claims of the role's instances (the fence that keeps a redelivered
         # message from being applied by a second live instance), the ids recorded, and the
         # records not yet durable (a cell restarted here recovers once they are in, else it
@@ -137,13 +140,32 @@ class CellJournal:
                done: Callable[[BaseException | None], None]) -> None:
         """Append the state after ``message_ids`` (applied in that order); ``done(error)``
         once it is durable."""
-        try:
-            value = _encode({"ids": message_ids, "state": state, "fields": fields}).encode()
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{family}: a durable cell's fields must be JSON values: "
-                              f"{error}") from error
         with self._lock:
             journal = self._family(family, self.snapshot_every)
+            # Every record also names the ids of the records before it not yet durable: its
+            # state covers them, so once it is durable, so are they, whatever became of theirs.
+            # So that a record stays small, a cell waits while they are many (back-pressure).
+            budget = self._carry_budget
+            if journal.carried_chars > budget and not self._lock.wait_for(
+                    lambda: journal.carried_chars <= budget or journal.broken is not None,
+                    CARRY_WAIT):
+                raise StoreError(f"{family}: records not durable for {CARRY_WAIT:g} s")
+            if journal.broken is not None:
+                raise StoreError(f"{family}: a record of what was applied before was lost "
+                                 f"({journal.broken}); the cell must recover first")
+            carried = [i for entry in journal.unconfirmed for i in entry.ids]
+            try:
+                body = {"ids": message_ids, "state": state, "fields": fields}
+                if carried:
+                    body["carried"] = carried
+                value = _encode(body).encode()
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{family}: a durable cell's fields must be JSON values: "
+                                  f"{error}") from error
+            entry = _Unconfirmed(journal.next_seq, message_ids, done)
+            journal.next_seq += 1
+            journal.unconfirmed.append(entry)
+            journal.carried_chars += entry.chars
             journal.in_flight += 1
             # The store's time unit (int microseconds), kept increasing within a family.
             when = journal.last_time = max(time.time_ns() // 1000, journal.last_time + 1)
@@ -159,7 +181,8 @@ class CellJournal:
 
         def durable(receipt: Any, error: BaseException | None) -> None:
             try:
-                done(error)  # first: who waits for in_flight to reach 0 waits for the settling
+                # first: who waits for in_flight to reach 0 waits for the settling
+                self._settle(family, journal, entry.seq, error)
                 if snapshot and not in_order:
                     if error is None:
                         self._snapshot(family, journal, state, fields, ids, fresh, when)
@@ -181,10 +204,39 @@ class CellJournal:
         try:
             self.store.insert_nowait(family, value, durable, time=when)
         except BaseException:
-            settled()  # not sent: nothing will call ``durable``
+            with self._lock:  # not sent: nothing will call ``durable``
+                if entry in journal.unconfirmed:
+                    journal.unconfirmed.remove(entry)  # its caller gives it back
+                    journal.carried_chars -= entry.chars
+            settled()
             raise
         if snapshot and in_order:
             self._snapshot(family, journal, state, fields, ids, fresh, when)
+
+    def _settle(self, family: str, journal: _Family, seq: int,
+                error: BaseException | None) -> None:
+        """Record ``seq`` is durable (``error`` None): it and every record before it not yet
+        durable are settled (it names their ids). Or it failed: if a later record is on its
+        way, that one names its ids, and settles or fails them; if none is, every record not
+        yet durable fails, their claims are released, and the family takes no record until a
+        cell recovers it (the cell's state is ahead of what is recorded)."""
+        with self._lock:
+            if error is None:
+                done = [e for e in journal.unconfirmed if e.seq <= seq]
+                journal.unconfirmed = [e for e in journal.unconfirmed if e.seq > seq]
+            elif any(e.seq >= seq for e in journal.unconfirmed) and \
+                    not any(e.seq > seq for e in journal.unconfirmed):
+                done, journal.unconfirmed = journal.unconfirmed, []
+                journal.broken = f"{type(error).__name__}: {error}"
+                for lost in done:
+                    for message_id in lost.ids:
+                        journal.claims.ids.discard(message_id)
+            else:  # covered by a later record already, or a later one will tell
+                done = []
+            journal.carried_chars -= sum(each.chars for each in done)
+            self._lock.notify_all()  # a record waiting for fewer of them to carry
+        for each in done:
+            each.done(error)
 
     def _snapshot(self, family: str, journal: _Family, state: str, fields: dict[str, Any],
                   ids: list[str], fresh: int, upto: int) -> None:
@@ -257,7 +309,7 @@ class CellJournal:
         records = self.store.select_history(family, since=since)
         try:
             found = [(record.time, json.loads(record.value)) for record in records]
-            ids = [i for _, body in found for i in (body["ids"] if "ids" in body else [body["id"]])]
+            ids = [i for _, body in found for i in _ids_of(body)]
         except (ValueError, KeyError, TypeError) as error:
             raise StoreError(f"{family}: an unreadable durable-cell record: {error}") from error
         with self._lock:
@@ -299,18 +351,19 @@ class CellJournal:
             tail = self.store.select_history(family, since=upto + 1)
             for record in tail:
                 latest = json.loads(record.value)
-                if "ids" in latest:
-                    ids += latest["ids"]
-                else:  # one message a record, as written before records took groups
-                    ids.append(latest["id"])
+                ids += _ids_of(latest)
                 state, fields = latest["state"], latest["fields"]
         except (ValueError, KeyError, TypeError) as error:
             raise StoreError(f"{family}: an unreadable durable-cell record: {error}") from error
         if state is None:
             return None
-        tail_ids = len(ids) - snapshotted
+        # A record names again (``carried``) the ids of the records before it that were not
+        # yet durable when it was made: each id counts once, where it first appears.
+        ids = list(dict.fromkeys(ids))
+        tail_ids = len(ids) - min(snapshotted, len(ids))
         ids = ids[-capacity:]
         with self._lock:
+            journal.broken = None  # what the recovering cell holds is what is recorded
             journal.claims.capacity = max(journal.claims.capacity, capacity)
             for message_id in ids:
                 journal.claims.claim(message_id)
@@ -357,6 +410,12 @@ REFRESH_OVERLAP = 2_000_000
 #: it applied and recorded longer before the broker handed it out again is not looked for.
 REFRESH_HORIZON = 120_000_000
 
+#: Characters of ids a record may carry from earlier records not yet durable, on a store
+#: with no bound on a record (on one with a bound: a third of it), and the most a record
+#: waits for them to be fewer.
+CARRY_BUDGET = 64 * 1024
+CARRY_WAIT = 30.0
+
 #: The suffix of the family that holds a durable cell's snapshots, and of the one that holds
 #: their ids in chunks (on a store that bounds a record's size).
 _SNAPSHOT = "/snapshot"
@@ -365,6 +424,13 @@ _SNAPSHOT_IDS = "/snapshot/ids"
 #: The most a chunk of a snapshot's ids holds (bytes of JSON), well under a shard cell's
 #: largest record, so each chunk is read back in one answer.
 SNAPSHOT_CHUNK_BYTES = 12 * 1024
+
+
+def _ids_of(record: dict[str, Any]) -> list[str]:
+    """The ids a record says are applied: those of earlier records not yet durable when it
+    was made (``carried``), then its own (``ids``; ``id`` before records took groups)."""
+    own = record["ids"] if "ids" in record else [record["id"]]
+    return [*record["carried"], *own] if "carried" in record else own
 
 
 def _chunks_of(records: list[Any], upto: int) -> list[list[str]]:
@@ -394,7 +460,8 @@ class _Family:
     """What a journal knows of one durable family (under the journal's lock)."""
 
     __slots__ = ("claims", "recorded", "in_flight", "last_time", "since_snapshot", "recovering",
-                 "seen_upto", "snapshotting", "refs")
+                 "seen_upto", "snapshotting", "refs", "unconfirmed", "next_seq", "broken",
+                 "carried_chars")
 
     def __init__(self, capacity: int) -> None:
         self.claims = _Claims(capacity)
@@ -406,6 +473,20 @@ class _Family:
         self.seen_upto = 0  # the newest record time read from a shared store (``refresh``)
         self.snapshotting = False  # a snapshot is on its way (one at a time)
         self.refs: list[list[int]] = []  # the chunks of ids the newest snapshot names
+        self.unconfirmed: list[_Unconfirmed] = []  # records not yet durable, oldest first
+        self.carried_chars = 0  # the length of their ids
+        self.next_seq = 0
+        self.broken: str | None = None  # why a record was lost, until a recovery
+
+
+class _Unconfirmed:
+    """A record on its way: its number in its family, its own ids, and who to tell."""
+
+    __slots__ = ("seq", "ids", "done", "chars")
+
+    def __init__(self, seq: int, ids: list[str], done: Callable[[BaseException | None], None]):
+        self.seq, self.ids, self.done = seq, ids, done
+        self.chars = sum(map(len, ids)) + 4 * len(ids)  # as JSON, about
 
 
 class _Claims:

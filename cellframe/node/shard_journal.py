@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..cell.durable import CellJournal
 from ..client import Client, Reply
 from ..errors import StoreError
+from ..failures import log_failure
 from ..language.plist import from_plist
 from ..language.symbols import Keyword, Symbol
 
@@ -244,8 +245,8 @@ class ShardStore:
         if pending.done is not None:
             try:
                 pending.done(fields, error)
-            except Exception:
-                log.exception("an insert's call-back raised")
+            except Exception as error:
+                log_failure(log, error, "an insert's call-back")
 
     def _sweep(self) -> None:
         """Fail the inserts whose answer did not come in time (a read's caller times out)."""
