@@ -18,6 +18,7 @@ from tests.process_cells import Echo, Relay
 from tests.process_support import REPO, ProcessCluster, child_env
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
+from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
@@ -232,6 +233,26 @@ def test_the_file_exporter_writes_each_span_record_as_one_json_line(tmp_path, at
                                           for key, value in attributes.items()}}
                 for record in records]
     assert [json.loads(line) for line in lines] == expected
+
+
+@pytest.mark.parametrize("attributes", [
+    None, {"messaging.message.id": "55b3c06e", "messaging.destination.name": 'cell."q"\\é'},
+    {"cellframe.verb": "héllo", "big": 1 << 70, "odd": Symbol("x")},  # past orjson: json's way
+])
+@pytest.mark.parametrize("name", ["deliver cell.x", "send \ud800 lone"])
+@pytest.mark.parametrize("parent_id", [0, 0xB7AD6B7169203331])
+def test_a_recorded_span_is_written_as_the_line_of_its_span_record(attributes, name, parent_id) -> None:
+    from cellframe.wire._trace_files import _line, recorded_line, recorded_record
+    from cellframe.wire.tracing import _Open
+
+    span = _Open(name, trace.SpanKind.CONSUMER, 0x0AF7651916CD43DD8448EB211C80319C, 0xFF, 1, None,
+                 parent_id, True, 1_700_000_000_000_000_001, attributes)
+    for error in (False, True):
+        record = recorded_record(span, 1_700_000_000_000_000_002, error, 7)
+        assert record["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+        assert record["span_id"] == "00000000000000ff"
+        assert record["status"] == ("ERROR" if error else "UNSET")
+        assert recorded_line(span, 1_700_000_000_000_000_002, error, 7) == _line(record)
 
 
 @pytest.mark.parametrize("traceparent", [

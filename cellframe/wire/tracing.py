@@ -79,6 +79,18 @@ active: Tracing | None = None
 _RESULTS = ("applied", "ignored", "refused", "errors", "duplicates")
 #: A cell's counts of each result, in one call (0.12 us against 0.31 for five getattrs).
 _counts = operator.attrgetter(*_RESULTS)
+#: What an apply span says of each: its ``cellframe.result``, and whether it is an error.
+_OUTCOMES = (("applied", False), ("ignored", False), ("refused", True), ("error", True),
+             ("duplicate", False))
+
+
+def _outcome(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[str, bool]:
+    """The outcome of the first count that moved, in ``_RESULTS``' order; applied if none
+    did. A plain loop: 0.24 us against 0.85 for ``next()`` over a generator and a lookup."""
+    for outcome, b, a in zip(_OUTCOMES, before, after, strict=True):
+        if a > b:
+            return outcome
+    return _OUTCOMES[0]
 
 
 def _import_api() -> Any:
@@ -130,7 +142,8 @@ class Tracing:
                            _messaging(envelope, target, "send", operation))
         context = self._context_of(span)
         headers = envelope.headers
-        headers[TRACEPARENT] = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        headers[TRACEPARENT] = "00-%032x-%016x-%02x" % (  # noqa: UP031 (0.32 us; the f-string 0.51)
+            context.trace_id, context.span_id, context.trace_flags)
         if context.trace_state:
             headers[TRACESTATE] = context.trace_state.to_header()
         self._end(span)
@@ -167,13 +180,10 @@ class Tracing:
             handle(message)
         finally:
             self._detach(token)
-            after = _counts(counters)
-            result = next((name for name, b, a in zip(_RESULTS, before, after, strict=True) if a > b),
-                          "applied")
+            result, error = _outcome(before, _counts(counters))
             self._end(span, {"cellframe.cell": cell.cell_name, "cellframe.verb": verb or "",
                              "cellframe.transition": f"{before_state} -> {cell.cell_state}",
-                             "cellframe.result": _RESULT_NAMES.get(result, result)},
-                      error=result in ("refused", "errors"))
+                             "cellframe.result": result}, error=error)
 
     def trace_id(self) -> str | None:
         """The current trace id (32 hex digits), or None outside any span."""
@@ -220,19 +230,19 @@ def _header_ids(headers: dict[str, Any]) -> tuple[int, int, int, str | None] | N
     None if it is missing or malformed: version 00, 32 and 16 hex digits, not all zero, 2 of
     flags."""
     value = headers.get(TRACEPARENT)
-    if type(value) is not str or len(value) != 55 or value.count("-") != 3:
-        return None
-    version, trace_id, span_id, flags = value.split("-")
-    if version != "00" or len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
+    # The dashes where the four fields end, and no others: what splitting on them and
+    # checking the fields' lengths found, without the list.
+    if (type(value) is not str or len(value) != 55 or value[2] != "-" or value[35] != "-"
+            or value[52] != "-" or value[:2] != "00" or value.count("-") != 3):
         return None
     try:
-        ids = int(trace_id, 16), int(span_id, 16), int(flags, 16)
+        trace_id, span_id, flags = int(value[3:35], 16), int(value[36:52], 16), int(value[53:], 16)
     except ValueError:
         return None
-    if not ids[0] or not ids[1]:
+    if not trace_id or not span_id:
         return None
     state = headers.get(TRACESTATE)
-    return (*ids, state if isinstance(state, str) and state else None)
+    return trace_id, span_id, flags, state if state and type(state) is str else None
 
 
 class _Open:
@@ -288,8 +298,6 @@ class ExportingTracing(Tracing):
         self._done: collections.deque[tuple[_Open, int, bool]] = collections.deque()
         self._unset = self._trace.Status(self._trace.StatusCode.UNSET)
         self._sampled = self._flags(1)  # the flags of every recorded span, made once
-        # A kind's name by a dict: SpanKind.name is a Python-level property on every span.
-        self._kind_names = {kind: kind.name for kind in self._trace.SpanKind}
         self._pid = os.getpid()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -359,26 +367,16 @@ class ExportingTracing(Tracing):
         done = self._done
         while done:
             batch = [done.popleft() for _ in range(min(len(done), self.batch_spans))]
-            plain = getattr(self.exporter, "export_plain", None)  # cellframe's own file exporter
+            recorded = getattr(self.exporter, "export_recorded", None)  # cellframe's own file exporter
             try:
-                if plain is not None:
-                    plain([self._plain_span(span, end, error) for span, end, error in batch])
+                if recorded is not None:
+                    recorded(batch, self._pid)
                 else:
                     self.exporter.export([self._readable_span(span, end, error)
                                           for span, end, error in batch])
                 self.exported += len(batch)
             except Exception:  # an exporter's failure must not stop the node: count, go on
                 self.dropped += len(batch)
-
-    def _plain_span(self, span: _Open, end: int, error: bool) -> dict[str, Any]:
-        """``span`` as ``_trace_files.span_record`` writes a ReadableSpan."""
-        return {
-            "name": span.name, "kind": self._kind_names[span.kind],
-            "trace_id": f"{span.trace_id:032x}", "span_id": f"{span.span_id:016x}",
-            "parent_span_id": f"{span.parent_id:016x}" if span.parent_id else None,
-            "start": span.start, "end": end, "attributes": span.attributes or {},
-            "status": "ERROR" if error else "UNSET", "pid": self._pid,
-        }
 
     def _readable_span(self, span: _Open, end: int, error: bool) -> Any:
         context = self._span_context(span.trace_id, span.span_id, is_remote=False,
@@ -407,9 +405,6 @@ class _NoProvider:
 
     def get_tracer(self, name: str) -> None:
         return None
-
-
-_RESULT_NAMES = {"errors": "error", "duplicates": "duplicate"}
 
 
 def _messaging(envelope: Envelope, key: str, kind: str, operation: str) -> dict[str, Any]:
