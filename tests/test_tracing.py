@@ -123,6 +123,40 @@ def test_every_message_carries_the_w3c_traceparent_of_its_send_span(spans) -> No
     client.close()
 
 
+class Lamp:
+    """The little of a cell an apply span reads."""
+
+    def __init__(self) -> None:
+        from cellframe.cell.cell import CellCounters
+
+        self.cell_name, self.cell_state, self.cell_counters = "lamp-01", "off", CellCounters()
+
+
+def test_a_span_an_action_starts_with_its_own_tracer_is_a_child_of_the_apply_span(spans) -> None:
+    from cellframe.wire.envelope import Envelope, Message
+
+    envelope = Envelope(b"(on)", headers={})
+    spans.tracing.on_send(envelope, "cell.lamp-01")
+    delivered = spans.tracing.on_deliver(envelope, "cell.lamp-01")
+    own = InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(own))
+    lamp = Lamp()
+
+    def action(message: Message) -> None:
+        lamp.cell_counters.applied += 1
+        with provider.get_tracer("the action's own").start_as_current_span("own work"):
+            pass
+
+    spans.tracing.apply(lamp, Message([Symbol("on")], id="m-1", trace=delivered), action)
+    [mine] = own.get_finished_spans()
+    [applied] = wait_for(lambda: [s for s in spans.get_finished_spans() if s.name == "apply on"], 20)
+    assert mine.parent.span_id == applied.context.span_id
+    assert mine.context.trace_id == applied.context.trace_id
+    assert mine.context.trace_flags.sampled
+    assert applied.attributes["cellframe.result"] == "applied"
+
+
 def test_a_refused_message_is_an_error_span_with_its_result(spans) -> None:
     broker = MemoryBroker()
     node = Node("echo-01", transport=broker.connect(), registry=REGISTRY, role="echo").start()
