@@ -281,12 +281,14 @@ def test_a_recorded_span_is_written_as_the_line_of_its_span_record(attributes, n
 
     span = _Open(name, trace.SpanKind.CONSUMER, 0x0AF7651916CD43DD8448EB211C80319C, 0xFF, 1, None,
                  parent_id, True, 1_700_000_000_000_000_001, attributes)
+    span.end = 1_700_000_000_000_000_002
     for error in (False, True):
-        record = recorded_record(span, 1_700_000_000_000_000_002, error, 7)
+        span.error = error
+        record = recorded_record(span, 7)
         assert record["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
         assert record["span_id"] == "00000000000000ff"
         assert record["status"] == ("ERROR" if error else "UNSET")
-        assert recorded_line(span, 1_700_000_000_000_000_002, error, 7) == _line(record)
+        assert recorded_line(span, 7) == _line(record)
 
 
 @pytest.mark.parametrize("traceparent", [

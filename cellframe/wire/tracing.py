@@ -247,10 +247,12 @@ def _header_ids(headers: dict[str, Any]) -> tuple[int, int, int, str | None] | N
 
 class _Open:
     """A span ExportingTracing has begun, in plain numbers: what it needs to record it once
-    it ends (the OpenTelemetry objects are made on the exporting thread)."""
+    it ends (the OpenTelemetry objects are made on the exporting thread). Its end time and
+    whether it failed are kept on it too, so a span waits for export as one object, not in a
+    tuple: half the objects the collector walks while a batch fills."""
 
     __slots__ = ("name", "kind", "trace_id", "span_id", "trace_flags", "trace_state", "parent_id",
-                 "parent_remote", "start", "attributes")
+                 "parent_remote", "start", "attributes", "end", "error")
 
     def __init__(self, name: str, kind: Any, trace_id: int, span_id: int, trace_flags: int,
                  trace_state: Any, parent_id: int, parent_remote: bool, start: int,
@@ -259,6 +261,7 @@ class _Open:
         self.trace_flags, self.trace_state = trace_flags, trace_state
         self.parent_id, self.parent_remote = parent_id, parent_remote
         self.start, self.attributes = start, attributes
+        self.end, self.error = 0, False
 
 
 class ExportingTracing(Tracing):
@@ -295,7 +298,7 @@ class ExportingTracing(Tracing):
         self._readable, self._scope = ReadableSpan, InstrumentationScope("cellframe")
         self._now = time.time_ns
         self._bits, self._random = random.getrandbits, random.random
-        self._done: collections.deque[tuple[_Open, int, bool]] = collections.deque()
+        self._done: collections.deque[_Open] = collections.deque()
         self._unset = self._trace.Status(self._trace.StatusCode.UNSET)
         from ._current_span import CurrentSpan
 
@@ -348,7 +351,8 @@ class ExportingTracing(Tracing):
         if len(done) >= self.capacity:
             self.dropped += 1
             return
-        done.append((span, self._now(), error))
+        span.end, span.error = self._now(), error
+        done.append(span)
         if len(done) == self.batch_spans:
             self._wake.set()
 
@@ -373,13 +377,12 @@ class ExportingTracing(Tracing):
                 if recorded is not None:
                     recorded(batch, self._pid)
                 else:
-                    self.exporter.export([self._readable_span(span, end, error)
-                                          for span, end, error in batch])
+                    self.exporter.export([self._readable_span(span) for span in batch])
                 self.exported += len(batch)
             except Exception:  # an exporter's failure must not stop the node: count, go on
                 self.dropped += len(batch)
 
-    def _readable_span(self, span: _Open, end: int, error: bool) -> Any:
+    def _readable_span(self, span: _Open) -> Any:
         context = self._span_context(span.trace_id, span.span_id, is_remote=False,
                                      trace_flags=self._flags(span.trace_flags),
                                      trace_state=span.trace_state)
@@ -387,7 +390,7 @@ class ExportingTracing(Tracing):
                                     trace_flags=self._flags(span.trace_flags)) if span.parent_id else None
         return self._readable(span.name, context=context, parent=parent, resource=self.resource,
                               attributes=span.attributes, kind=span.kind, start_time=span.start,
-                              end_time=end, status=self._error if error else self._unset,
+                              end_time=span.end, status=self._error if span.error else self._unset,
                               instrumentation_scope=self._scope)
 
     def shutdown(self) -> None:
