@@ -242,14 +242,14 @@ def _header_ids(headers: dict[str, Any]) -> tuple[int, int, int, str | None] | N
     if not trace_id or not span_id:
         return None
     state = headers.get(TRACESTATE)
-    return trace_id, span_id, flags, state if state and type(state) is str else None
+    return trace_id, span_id, flags, state if isinstance(state, str) and state else None
 
 
 class _Open:
     """A span ExportingTracing has begun, in plain numbers: what it needs to record it once
     it ends (the OpenTelemetry objects are made on the exporting thread). Its end time and
-    whether it failed are kept on it too, so a span waits for export as one object, not in a
-    tuple: half the objects the collector walks while a batch fills."""
+    whether it failed are kept on it too, so a span waits for export as one object, without a
+    tuple around it."""
 
     __slots__ = ("name", "kind", "trace_id", "span_id", "trace_flags", "trace_state", "parent_id",
                  "parent_remote", "start", "attributes", "end", "error")
