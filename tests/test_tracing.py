@@ -18,6 +18,7 @@ from tests.process_cells import Echo, Relay
 from tests.process_support import REPO, ProcessCluster, child_env
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
+from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
@@ -120,6 +121,40 @@ def test_every_message_carries_the_w3c_traceparent_of_its_send_span(spans) -> No
     assert (version, trace_id, span_id) == ("00", f"{context.trace_id:032x}", f"{context.span_id:016x}")
     assert int(flags, 16) & 1, "not marked sampled"
     client.close()
+
+
+class Lamp:
+    """The little of a cell an apply span reads."""
+
+    def __init__(self) -> None:
+        from cellframe.cell.cell import CellCounters
+
+        self.cell_name, self.cell_state, self.cell_counters = "lamp-01", "off", CellCounters()
+
+
+def test_a_span_an_action_starts_with_its_own_tracer_is_a_child_of_the_apply_span(spans) -> None:
+    from cellframe.wire.envelope import Envelope, Message
+
+    envelope = Envelope(b"(on)", headers={})
+    spans.tracing.on_send(envelope, "cell.lamp-01")
+    delivered = spans.tracing.on_deliver(envelope, "cell.lamp-01")
+    own = InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(own))
+    lamp = Lamp()
+
+    def action(message: Message) -> None:
+        lamp.cell_counters.applied += 1
+        with provider.get_tracer("the action's own").start_as_current_span("own work"):
+            pass
+
+    spans.tracing.apply(lamp, Message([Symbol("on")], id="m-1", trace=delivered), action)
+    [mine] = own.get_finished_spans()
+    [applied] = wait_for(lambda: [s for s in spans.get_finished_spans() if s.name == "apply on"], 20)
+    assert mine.parent.span_id == applied.context.span_id
+    assert mine.context.trace_id == applied.context.trace_id
+    assert mine.context.trace_flags.sampled
+    assert applied.attributes["cellframe.result"] == "applied"
 
 
 def test_a_refused_message_is_an_error_span_with_its_result(spans) -> None:
@@ -232,6 +267,28 @@ def test_the_file_exporter_writes_each_span_record_as_one_json_line(tmp_path, at
                                           for key, value in attributes.items()}}
                 for record in records]
     assert [json.loads(line) for line in lines] == expected
+
+
+@pytest.mark.parametrize("attributes", [
+    None, {"messaging.message.id": "55b3c06e", "messaging.destination.name": 'cell."q"\\é'},
+    {"cellframe.verb": "héllo", "big": 1 << 70, "odd": Symbol("x")},  # past orjson: json's way
+])
+@pytest.mark.parametrize("name", ["deliver cell.x", "send \ud800 lone"])
+@pytest.mark.parametrize("parent_id", [0, 0xB7AD6B7169203331])
+def test_a_recorded_span_is_written_as_the_line_of_its_span_record(attributes, name, parent_id) -> None:
+    from cellframe.wire._trace_files import _line, recorded_line, recorded_record
+    from cellframe.wire.tracing import _Open
+
+    span = _Open(name, trace.SpanKind.CONSUMER, 0x0AF7651916CD43DD8448EB211C80319C, 0xFF, 1, None,
+                 parent_id, True, 1_700_000_000_000_000_001, attributes)
+    span.end = 1_700_000_000_000_000_002
+    for error in (False, True):
+        span.error = error
+        record = recorded_record(span, 7)
+        assert record["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+        assert record["span_id"] == "00000000000000ff"
+        assert record["status"] == ("ERROR" if error else "UNSET")
+        assert recorded_line(span, 7) == _line(record)
 
 
 @pytest.mark.parametrize("traceparent", [

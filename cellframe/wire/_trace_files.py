@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
 
 __all__ = ["JsonLinesExporter", "file_provider", "process_resource", "span_record"]
 
@@ -47,6 +48,57 @@ def _line(record: dict[str, Any]) -> bytes:
         except orjson.JSONEncodeError:
             pass
     return (_encode(record) + "\n").encode()
+
+
+class Recorded(Protocol):
+    """A span ``tracing.ExportingTracing`` recorded itself, in plain numbers (declared here:
+    this module may not import tracing's, which imports it when asked to trace to a file)."""
+
+    name: str
+    kind: SpanKind
+    trace_id: int
+    span_id: int
+    parent_id: int
+    start: int
+    attributes: dict[str, Any] | None
+    end: int
+    error: bool
+
+
+#: A recorded span's line, ``span_record``'s keys in its order, filled in by ``%``: 1.1 us
+#: a span against 1.9 to build that dict and encode it (3 when the batch is not in the
+#: cache), which was most of what a traced node spent exporting. Only the name and the
+#: attributes go through orjson; the ids, times and words are numbers and constants.
+_RECORDED_LINE = (b'{"name":%b,"kind":"%b","trace_id":"%032x","span_id":"%016x",'
+                  b'"parent_span_id":%b,"start":%d,"end":%d,"attributes":%b,"status":"%b",'
+                  b'"pid":%d}\n')
+_KIND_NAMES = {kind: kind.name.encode() for kind in SpanKind}
+
+
+def recorded_record(span: Recorded, pid: int) -> dict[str, Any]:
+    """A recorded span as ``span_record`` makes a ReadableSpan's dict."""
+    return {
+        "name": span.name, "kind": span.kind.name,
+        "trace_id": f"{span.trace_id:032x}", "span_id": f"{span.span_id:016x}",
+        "parent_span_id": f"{span.parent_id:016x}" if span.parent_id else None,
+        "start": span.start, "end": span.end, "attributes": span.attributes or {},
+        "status": "ERROR" if span.error else "UNSET", "pid": pid,
+    }
+
+
+def recorded_line(span: Recorded, pid: int) -> bytes:
+    """A recorded span as one JSON line, the same bytes ``_line(recorded_record(...))``
+    writes (a test holds them to it), without the dict."""
+    if orjson is not None:
+        try:
+            return _RECORDED_LINE % (
+                orjson.dumps(span.name), _KIND_NAMES[span.kind], span.trace_id, span.span_id,
+                b'"%016x"' % span.parent_id if span.parent_id else b"null", span.start, span.end,
+                orjson.dumps(span.attributes, default=str) if span.attributes else b"{}",
+                b"ERROR" if span.error else b"UNSET", pid)
+        except orjson.JSONEncodeError:  # a lone surrogate, an integer past 64 bits: json's way
+            pass
+    return _line(recorded_record(span, pid))
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
@@ -79,10 +131,16 @@ class JsonLinesExporter(SpanExporter):
         return self.export_plain([span_record(span) for span in spans])
 
     def export_plain(self, records: Sequence[dict[str, Any]]) -> SpanExportResult:
-        """Write spans already in ``span_record``'s form: what ``ExportingTracing`` hands
-        this exporter, skipping the ReadableSpan it would make for any other (7 us a span,
-        and 4 more to read it back here)."""
-        text = b"".join([_line(record) for record in records])
+        """Write spans already in ``span_record``'s form."""
+        return self._write(b"".join([_line(record) for record in records]))
+
+    def export_recorded(self, spans: Sequence[Recorded], pid: int) -> SpanExportResult:
+        """Write the spans ``ExportingTracing`` recorded: what it hands this exporter,
+        skipping the ReadableSpan it would make for any other (7 us a span, and 4 more to
+        read it back here)."""
+        return self._write(b"".join([recorded_line(span, pid) for span in spans]))
+
+    def _write(self, text: bytes) -> SpanExportResult:
         with self._lock:
             if self._file.closed:
                 return SpanExportResult.FAILURE

@@ -79,6 +79,18 @@ active: Tracing | None = None
 _RESULTS = ("applied", "ignored", "refused", "errors", "duplicates")
 #: A cell's counts of each result, in one call (0.12 us against 0.31 for five getattrs).
 _counts = operator.attrgetter(*_RESULTS)
+#: What an apply span says of each: its ``cellframe.result``, and whether it is an error.
+_OUTCOMES = (("applied", False), ("ignored", False), ("refused", True), ("error", True),
+             ("duplicate", False))
+
+
+def _outcome(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[str, bool]:
+    """The outcome of the first count that moved, in ``_RESULTS``' order; applied if none
+    did. A plain loop: 0.24 us against 0.85 for ``next()`` over a generator and a lookup."""
+    for outcome, b, a in zip(_OUTCOMES, before, after, strict=True):
+        if a > b:
+            return outcome
+    return _OUTCOMES[0]
 
 
 def _import_api() -> Any:
@@ -130,7 +142,8 @@ class Tracing:
                            _messaging(envelope, target, "send", operation))
         context = self._context_of(span)
         headers = envelope.headers
-        headers[TRACEPARENT] = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        headers[TRACEPARENT] = "00-%032x-%016x-%02x" % (  # noqa: UP031 (0.32 us; the f-string 0.51)
+            context.trace_id, context.span_id, context.trace_flags)
         if context.trace_state:
             headers[TRACESTATE] = context.trace_state.to_header()
         self._end(span)
@@ -167,13 +180,10 @@ class Tracing:
             handle(message)
         finally:
             self._detach(token)
-            after = _counts(counters)
-            result = next((name for name, b, a in zip(_RESULTS, before, after, strict=True) if a > b),
-                          "applied")
+            result, error = _outcome(before, _counts(counters))
             self._end(span, {"cellframe.cell": cell.cell_name, "cellframe.verb": verb or "",
                              "cellframe.transition": f"{before_state} -> {cell.cell_state}",
-                             "cellframe.result": _RESULT_NAMES.get(result, result)},
-                      error=result in ("refused", "errors"))
+                             "cellframe.result": result}, error=error)
 
     def trace_id(self) -> str | None:
         """The current trace id (32 hex digits), or None outside any span."""
@@ -220,27 +230,29 @@ def _header_ids(headers: dict[str, Any]) -> tuple[int, int, int, str | None] | N
     None if it is missing or malformed: version 00, 32 and 16 hex digits, not all zero, 2 of
     flags."""
     value = headers.get(TRACEPARENT)
-    if type(value) is not str or len(value) != 55 or value.count("-") != 3:
-        return None
-    version, trace_id, span_id, flags = value.split("-")
-    if version != "00" or len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
+    # The dashes where the four fields end, and no others: what splitting on them and
+    # checking the fields' lengths found, without the list.
+    if (type(value) is not str or len(value) != 55 or value[2] != "-" or value[35] != "-"
+            or value[52] != "-" or value[:2] != "00" or value.count("-") != 3):
         return None
     try:
-        ids = int(trace_id, 16), int(span_id, 16), int(flags, 16)
+        trace_id, span_id, flags = int(value[3:35], 16), int(value[36:52], 16), int(value[53:], 16)
     except ValueError:
         return None
-    if not ids[0] or not ids[1]:
+    if not trace_id or not span_id:
         return None
     state = headers.get(TRACESTATE)
-    return (*ids, state if isinstance(state, str) and state else None)
+    return trace_id, span_id, flags, state if isinstance(state, str) and state else None
 
 
 class _Open:
     """A span ExportingTracing has begun, in plain numbers: what it needs to record it once
-    it ends (the OpenTelemetry objects are made on the exporting thread)."""
+    it ends (the OpenTelemetry objects are made on the exporting thread). Its end time and
+    whether it failed are kept on it too, so a span waits for export as one object, without a
+    tuple around it."""
 
     __slots__ = ("name", "kind", "trace_id", "span_id", "trace_flags", "trace_state", "parent_id",
-                 "parent_remote", "start", "attributes")
+                 "parent_remote", "start", "attributes", "end", "error")
 
     def __init__(self, name: str, kind: Any, trace_id: int, span_id: int, trace_flags: int,
                  trace_state: Any, parent_id: int, parent_remote: bool, start: int,
@@ -249,6 +261,7 @@ class _Open:
         self.trace_flags, self.trace_state = trace_flags, trace_state
         self.parent_id, self.parent_remote = parent_id, parent_remote
         self.start, self.attributes = start, attributes
+        self.end, self.error = 0, False
 
 
 class ExportingTracing(Tracing):
@@ -285,11 +298,11 @@ class ExportingTracing(Tracing):
         self._readable, self._scope = ReadableSpan, InstrumentationScope("cellframe")
         self._now = time.time_ns
         self._bits, self._random = random.getrandbits, random.random
-        self._done: collections.deque[tuple[_Open, int, bool]] = collections.deque()
+        self._done: collections.deque[_Open] = collections.deque()
         self._unset = self._trace.Status(self._trace.StatusCode.UNSET)
-        self._sampled = self._flags(1)  # the flags of every recorded span, made once
-        # A kind's name by a dict: SpanKind.name is a Python-level property on every span.
-        self._kind_names = {kind: kind.name for kind in self._trace.SpanKind}
+        from ._current_span import CurrentSpan
+
+        self._current_span = CurrentSpan  # its SpanContext made only if asked: 0.6 us a message
         self._pid = os.getpid()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -314,17 +327,20 @@ class ExportingTracing(Tracing):
         return span
 
     def _start(self, name: str, kind: Any, parent: Any, attributes: dict[str, Any] | None) -> Any:
-        if type(parent) is _Open:  # a deliver span handed to the cell
-            return _Open(name, kind, parent.trace_id, self._bits(64) or 1, parent.trace_flags,
-                         parent.trace_state, parent.span_id, False, self._now(), attributes)
-        above = self._trace.get_current_span(parent).get_span_context()
-        if above.is_valid:
-            return _Open(name, kind, above.trace_id, self._bits(64) or 1, int(above.trace_flags),
-                         above.trace_state or None, above.span_id, above.is_remote, self._now(),
-                         attributes)
-        flags = 1 if self._random() < self.sample else 0
-        return _Open(name, kind, self._bits(128) or 1, self._bits(64) or 1, flags, None, 0, False,
-                     self._now(), attributes)
+        if type(parent) is not _Open:  # not a deliver span handed to the cell
+            current = self._trace.get_current_span(parent)
+            if type(current) is not self._current_span:  # not inside an apply span either
+                above = current.get_span_context()
+                if above.is_valid:
+                    return _Open(name, kind, above.trace_id, self._bits(64) or 1,
+                                 int(above.trace_flags), above.trace_state or None, above.span_id,
+                                 above.is_remote, self._now(), attributes)
+                flags = 1 if self._random() < self.sample else 0
+                return _Open(name, kind, self._bits(128) or 1, self._bits(64) or 1, flags, None, 0,
+                             False, self._now(), attributes)
+            parent = current.recorded
+        return _Open(name, kind, parent.trace_id, self._bits(64) or 1, parent.trace_flags,
+                     parent.trace_state, parent.span_id, False, self._now(), attributes)
 
     def _end(self, span: Any, attributes: dict[str, Any] | None = None, *, error: bool = False) -> None:
         if not span.trace_flags & 1:  # not sampled: it carried its context, nothing to record
@@ -335,7 +351,8 @@ class ExportingTracing(Tracing):
         if len(done) >= self.capacity:
             self.dropped += 1
             return
-        done.append((span, self._now(), error))
+        span.end, span.error = self._now(), error
+        done.append(span)
         if len(done) == self.batch_spans:
             self._wake.set()
 
@@ -343,11 +360,7 @@ class ExportingTracing(Tracing):
         return span  # it has trace_id, span_id, trace_flags and trace_state, as a SpanContext
 
     def _current(self, span: Any) -> Any:
-        flags = span.trace_flags
-        return self._set_span(self._non_recording(self._span_context(
-            span.trace_id, span.span_id, is_remote=False,
-            trace_flags=self._sampled if flags == 1 else self._flags(flags),
-            trace_state=span.trace_state)))
+        return self._set_span(self._current_span(span))
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -359,28 +372,17 @@ class ExportingTracing(Tracing):
         done = self._done
         while done:
             batch = [done.popleft() for _ in range(min(len(done), self.batch_spans))]
-            plain = getattr(self.exporter, "export_plain", None)  # cellframe's own file exporter
+            recorded = getattr(self.exporter, "export_recorded", None)  # cellframe's own file exporter
             try:
-                if plain is not None:
-                    plain([self._plain_span(span, end, error) for span, end, error in batch])
+                if recorded is not None:
+                    recorded(batch, self._pid)
                 else:
-                    self.exporter.export([self._readable_span(span, end, error)
-                                          for span, end, error in batch])
+                    self.exporter.export([self._readable_span(span) for span in batch])
                 self.exported += len(batch)
             except Exception:  # an exporter's failure must not stop the node: count, go on
                 self.dropped += len(batch)
 
-    def _plain_span(self, span: _Open, end: int, error: bool) -> dict[str, Any]:
-        """``span`` as ``_trace_files.span_record`` writes a ReadableSpan."""
-        return {
-            "name": span.name, "kind": self._kind_names[span.kind],
-            "trace_id": f"{span.trace_id:032x}", "span_id": f"{span.span_id:016x}",
-            "parent_span_id": f"{span.parent_id:016x}" if span.parent_id else None,
-            "start": span.start, "end": end, "attributes": span.attributes or {},
-            "status": "ERROR" if error else "UNSET", "pid": self._pid,
-        }
-
-    def _readable_span(self, span: _Open, end: int, error: bool) -> Any:
+    def _readable_span(self, span: _Open) -> Any:
         context = self._span_context(span.trace_id, span.span_id, is_remote=False,
                                      trace_flags=self._flags(span.trace_flags),
                                      trace_state=span.trace_state)
@@ -388,7 +390,7 @@ class ExportingTracing(Tracing):
                                     trace_flags=self._flags(span.trace_flags)) if span.parent_id else None
         return self._readable(span.name, context=context, parent=parent, resource=self.resource,
                               attributes=span.attributes, kind=span.kind, start_time=span.start,
-                              end_time=end, status=self._error if error else self._unset,
+                              end_time=span.end, status=self._error if span.error else self._unset,
                               instrumentation_scope=self._scope)
 
     def shutdown(self) -> None:
@@ -407,9 +409,6 @@ class _NoProvider:
 
     def get_tracer(self, name: str) -> None:
         return None
-
-
-_RESULT_NAMES = {"errors": "error", "duplicates": "duplicate"}
 
 
 def _messaging(envelope: Envelope, key: str, kind: str, operation: str) -> dict[str, Any]:
