@@ -17,6 +17,8 @@ from cellframe import Envelope
 from cellframe.cell.durable import CellJournal
 from cellframe.config.resolvers import ZoneFileResolver
 from cellframe.errors import StoreError
+from cellframe.language.plist import from_plist
+from cellframe.language.reader import read
 from cellframe.node.shard_journal import ShardStore, shard_journal
 from cellframe.roles.registry import RoleRegistry
 from cellframe.roles.shard import ShardCell
@@ -272,3 +274,45 @@ def test_a_copy_marked_resent_is_looked_for_in_the_role_records_and_a_plain_one_
         wait_for(lambda: counter.cell_counters.received == 2, 30, what="the resent one",
                  show=lambda: counter.cell_counters.as_dict())
         assert (counter.count, counter.cell_counters.duplicates) == (1, 1)
+
+
+def test_a_durable_cell_recovers_whole_after_the_shard_tier_compacts_by_newest(
+        tmp_path: Path) -> None:
+    """``shard.retention=newest=N`` with N at least what a recovery reads (the records after
+    the last snapshot, the chunks it names): the compaction drops older records and chunks,
+    and a recovery still gives the whole state and every id the cell remembers."""
+    ids = [f"{n:04d}-" + "x" * 600 for n in range(800)]
+    family = CellJournal.family_for("c", "counter", "DurableCounter")
+    with shard_cluster(tmp_path, retention="newest=20") as cluster:
+        stores = [ShardStore(cluster.broker.connect(name=f"journal-{n}")) for n in range(2)]
+        try:
+            cell = DurableCounter.start("c", journal=CellJournal(stores[0], snapshot_every=40),
+                                        dedup_capacity=300)
+            for batch in range(40, len(ids) + 1, 40):  # each batch ends with a snapshot
+                for message_id in ids[batch - 40:batch]:
+                    cell.tell(message("(inc)", id=message_id))
+                wait_for(lambda batch=batch: _snapshot_count(stores[1], family) == batch, 30,
+                         what=f"the snapshot at {batch}")
+            cell.stop()
+            records_before = len(stores[1].select_history(family))
+            client = cluster.client()
+            request = client.send("each.shard", read("(compact)"))
+            wait_for(lambda: len(_compacted(client, request)) == 3, 30, what="three compactions")
+            assert sum(r["dropped"] for r in _compacted(client, request)) > 0
+            assert len(stores[1].select_history(family)) < records_before
+            state, fields, recovered = CellJournal(stores[1]).recover(family, 300)
+            assert (state, fields, recovered) == ("ready", {"count": len(ids)}, ids[-300:])
+        finally:
+            for store in stores:
+                store.close()
+
+
+def _snapshot_count(store: ShardStore, family: str) -> int | None:
+    found = store.select(family + "/snapshot")
+    return json.loads(found.value)["fields"]["count"] if found is not None else None
+
+
+def _compacted(client: Any, request: str) -> list[dict[str, Any]]:
+    return [from_plist(r.expr[1:]) for r in list(client.replies)
+            if r.expr and str(r.expr[0]) == "compacted"
+            and from_plist(r.expr[1:]).get("request") == request]
