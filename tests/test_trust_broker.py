@@ -79,9 +79,11 @@ class Trust:
     spy: str
     dead: Collector
 
-    def send_and_capture(self, target: str, text: str) -> tuple[Any, bytes]:
-        """Send ``text`` as the operator and return what the wire carried (properties, body)."""
-        message_id = self.client.send(target, text)
+    def send_and_capture(self, target: str, text: str,
+                         client: Client | None = None) -> tuple[Any, bytes]:
+        """Send ``text`` as the operator (or ``client``) and return what the wire carried
+        (properties, body)."""
+        message_id = (client or self.client).send(target, text)
         with raw_channel(self.names.url) as channel:
             def captured() -> Any:
                 while True:
@@ -203,6 +205,30 @@ def test_a_signed_message_replayed_within_its_life_is_refused_as_a_replay(trust)
     trust.wait_refused("replayed")
     assert trust.total("a-01") == 3
     trust.answers_status()
+
+
+def test_a_signed_role_message_replayed_to_the_roles_other_instance_is_refused(trust) -> None:
+    """a-01 and b-01 both play tally: a copy of a role message may reach the instance that
+    did not apply it, whose own cache never saw it. The one that admitted it tells the role
+    (``cellframe.node.replays``), so every copy is refused, on both nodes."""
+    with raw_channel(trust.names.url) as channel:
+        channel.queue_bind(trust.spy, trust.names.exchange, "role.tally")
+    root = trust.root_client()  # the operator's key may not send to role:tally
+    properties, body = trust.send_and_capture("role.tally", "(add 4)", root)
+    wait_for(lambda: trust.total("a-01") + trust.total("b-01") == 4, 30,
+             what="the genuine add on one instance")
+    applied_on = "a-01" if trust.total("a-01") == 4 else "b-01"
+    other = "b-01" if applied_on == "a-01" else "a-01"
+    wait_for(lambda: trust.nodes[other].replay_gossip.heard_entries >= 1, 30,
+             what=f"{other} to hear that {applied_on} admitted it")
+    for _ in range(6):  # the broker hands them out in turn: both nodes get some
+        trust.publish_raw("role.tally", body, properties)
+    wait_for(lambda: sum(trust.refused(n).get("replayed", 0) for n in trust.nodes) == 6, 30,
+             what="six replays refused", show=lambda: {n: trust.refused(n) for n in trust.nodes})
+    assert trust.refused(other).get("replayed", 0) >= 1  # the instance that never saw it
+    assert trust.total("a-01") + trust.total("b-01") == 4
+    trust.answers_status(other)
+    root.close()
 
 
 def test_a_signed_message_replayed_after_its_expiry_is_refused(trust) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..cell import nodeverbs
@@ -65,6 +65,9 @@ class Gate:
         self.signer = signer
         self.max_message_bytes = max_message_bytes
         self.replays = replays if replays is not None else ReplayCache()
+        #: Told each signed message admitted from a role queue, for the role's other
+        #: instances (``cellframe.node.replays``).
+        self.on_role_admit: Callable[[tuple[str, str, str, str], float], None] | None = None
         self._read = ReadMemo(max_message_bytes).read  # a repeated body is read once
         self._reply_keys: OrderedDict[str, Key] = OrderedDict()
         self._lock = threading.Lock()
@@ -88,6 +91,8 @@ class Gate:
             if self.replays.seen(entry, expires, now) and not delivery.redelivered:
                 raise _with_key(RefusedError("replayed", f"message {envelope.message_id!r} was seen "
                                                     "before (a replay within its life)"), key)
+            if where == "role" and self.on_role_admit is not None:
+                self.on_role_admit(entry, expires)
             if key.kind == "operator" and envelope.reply_to:
                 self._remember(envelope.reply_to, key)
         try:

@@ -62,6 +62,7 @@ from .gate import Gate
 from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
+from .replays import ReplayGossip
 from .shard_journal import shard_journal
 from .siblings import ANSWERS, SiblingCheck
 from .status import status_reply
@@ -102,7 +103,7 @@ class NodeDaemon(Cell):
     #: node asking with ``:by``, a watched cell's node telling with ``:node``.
     node_verbs: ClassVar[Mapping[str, str | None]] = {
         "monitor": "by", "demonitor": "by", "cell-down": "node",
-        "was-applied": "by", "applied-answer": "node"}
+        "was-applied": "by", "applied-answer": "node", "replays-seen": "by"}
 
     def __init__(self, name: str, *, node: Node, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
@@ -150,6 +151,17 @@ class NodeDaemon(Cell):
         if not all(isinstance(v, str) for v in (message, role, by)) or len(message) > 200:
             raise ArityError("was-applied takes :message :role :by, all strings")
         self.node.answer_sibling(by, role, message)
+
+    @transition("replays-seen")
+    def replays_seen(self, by: str, entries: Any) -> None:
+        """Another instance of this node's role (``by``) admitted these signed role messages:
+        a copy replayed to this node is refused (``cellframe.node.replays``)."""
+        if not isinstance(by, str):
+            raise ArityError("replays-seen takes :by NODE :entries '(...)")
+        try:
+            self.node.replay_gossip.heard(by, entries)
+        except ValueError as error:
+            raise ArityError(str(error)) from error
 
     @transition("applied-answer")
     def applied_answer(self, message: str, node: str, answer: str) -> None:
@@ -217,6 +229,11 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                               f"{self.name}` (or one bound to no node)")
         self.signer = signer
         self.gate = Gate(signer, max_message_bytes)
+        #: What this node's gate admits from its role queue, told to the role's other instances
+        #: for their replay caches, and theirs heard (signed clusters only).
+        self.replay_gossip = ReplayGossip(self.name, self.gate.replays, self._send_quietly)
+        if signer is not None:
+            self.gate.on_role_admit = self.replay_gossip.admitted
         self._notices = (0, 0)
         self.diagnostic = diagnostic
         self.max_message_bytes = max_message_bytes
@@ -496,6 +513,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                 return
             self._stopped.set()
         self._ticker.stop()
+        self.replay_gossip.close()
         self.monitors.close()
         self.siblings.close()  # what it held stays unsettled: the broker redelivers it
         if self._watcher is not None:

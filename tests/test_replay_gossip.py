@@ -1,0 +1,66 @@
+"""The news a role's instances give each other of the signed messages their gates admitted
+(``cellframe.node.replays``): what is told, what is taken, and what is refused."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from cellframe.language.plist import from_plist
+from cellframe.node.replays import MAX_ENTRIES, ReplayGossip
+from cellframe.testing import wait_for
+from cellframe.wire.replay import ReplayCache
+
+
+def test_admitted_role_messages_are_told_to_the_role_in_batches() -> None:
+    told: list[tuple[str, Any]] = []
+    lock = threading.Lock()
+
+    def publish(target: str, expr: Any) -> None:
+        with lock:
+            told.append((target, from_plist(expr[1:])))
+
+    gossip = ReplayGossip("a-01", ReplayCache(), publish, interval=0.01)
+    try:
+        expires = time.time() + 30
+        for n in range(5):
+            gossip.admitted(("ops-1", f"m{n}", "role.tally", "role"), expires)
+        gossip.admitted(("ops-1", "w1", "role.web", "role"), expires)
+        wait_for(lambda: gossip.told == 6, 10, what="six entries told", show=lambda: told)
+    finally:
+        gossip.close()
+    by_target = {target: fields for target, fields in told}
+    assert set(by_target) == {"each.tally", "each.web"}
+    assert all(fields["by"] == "a-01" for fields in by_target.values())
+    entries = by_target["each.tally"]["entries"][1]  # quoted: (quote (...))
+    assert [e[1] for e in entries] == [f"m{n}" for n in range(5)]
+
+
+def test_a_sibling_takes_the_news_into_its_cache_and_ignores_its_own_and_the_expired() -> None:
+    cache = ReplayCache()
+    gossip = ReplayGossip("b-01", cache, lambda target, expr: None)
+    now = time.time()
+    entries = [["ops-1", "m1", "role.tally", "role", now + 30],
+               ["ops-1", "old", "role.tally", "role", now - 1]]
+    assert gossip.heard("b-01", entries, now) == 0  # its own news
+    assert gossip.heard("a-01", entries, now) == 1
+    assert cache.seen(("ops-1", "m1", "role.tally", "role"), now + 30, now)  # a replay now
+    assert not cache.seen(("ops-1", "old", "role.tally", "role"), now + 30, now)
+
+
+@pytest.mark.parametrize("entries", [
+    "not a list",
+    [["ops-1", "m1", "role.tally", "role"]],  # no expiry
+    [["ops-1", 5, "role.tally", "role", 1e12]],
+    [["ops-1", "x" * 2000, "role.tally", "role", 1e12]],
+    [["ops-1", "m1", "role.tally", "role", 1e12], ["ops-1", "m1", "role.tally", "role", "soon"]],
+    [["k", "m", "role.t", "role", 1e12]] * (MAX_ENTRIES + 1),
+])
+def test_news_that_is_not_a_list_of_entries_is_refused_whole(entries: Any) -> None:
+    cache = ReplayCache()
+    with pytest.raises(ValueError):
+        ReplayGossip("b-01", cache, lambda target, expr: None).heard("a-01", entries)
+    assert len(cache) == 0
