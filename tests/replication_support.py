@@ -42,13 +42,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 def shard_zone(path: Path, *, shards: int = 3, spares: int = 1, replicas: int = 3,
                partitions: int = 16, extra: str = "", heartbeat_ms: int = 50,
-               intent: int | None = None, fsync: bool = False) -> Path:
+               intent: int | None = None, fsync: bool = False,
+               others: dict[str, str] | None = None) -> Path:
     """A zone of ``shards`` shard nodes (ids 1..n) and ``spares`` spares; the intent asks for
-    ``intent`` shards (default ``shards``)."""
+    ``intent`` shards (default ``shards``). ``others``: more nodes, each name with its TXT
+    strings (``{"counter-01": '"role=counter"'}``); their roles' intent goes in ``extra``."""
     names = [f"shard-{i:02d}" for i in range(1, shards + 1)]
     spare_names = [f"spare-{i:02d}" for i in range(1, spares + 1)]
     nodes = "\n".join(f'{n}    IN TXT  "role=shard" "shard-id={i}"'
                       for i, n in enumerate(names, start=1))
+    nodes += "".join(f'\n{n}    IN TXT  {txt}' for n, txt in (others or {}).items())
+    names += list(others or {})
     nodes += "".join(f'\n{n}    IN TXT  "rack=r{i}"' for i, n in enumerate(spare_names, 1))
     spare_list = f' "spares={",".join(spare_names)}"' if spare_names else ""
     path.write_text(f"""$ORIGIN cluster.test.

@@ -26,28 +26,14 @@ from cellframe.testing import running_cluster, wait_for
 from cellframe.transports.base import RESENT_HEADER
 from tests.cell_support import message
 from tests.durable_node import DurableCounter
-from tests.replication_support import SHARD_HEALING, converged, shard_cluster
+from tests.replication_support import SHARD_HEALING, converged, shard_cluster, shard_zone
 
 
-def _zone(path: Path, settings: str = "", spares: int = 1) -> Path:
-    spare_names = [f"spare-{n:02d}" for n in range(1, spares + 1)]
-    spare_records = "".join(f'{name}    IN TXT  "rack=r{n}"\n'
-                            for n, name in enumerate(spare_names, 1))
-    path.write_text(f"""$ORIGIN cluster.test.
-$TTL 5
-@           IN SOA  ns.cluster.test. hostmaster.cluster.test. ( 1 60 30 600 5 )
-            IN NS   ns
-ns          IN A    127.0.0.1
-_cluster    IN TXT  "shard=3" "counter=1" "spares={','.join(spare_names)}" "replicas=3"
-_cluster    IN TXT  "heartbeat-ms=50" "failure-timeout-ms=500"
-_cluster    IN TXT  "shard.partitions=16" "shard.fsync=false" {settings}
-_nodes      IN TXT  "shard-01 shard-02 shard-03 counter-01 {' '.join(spare_names)}"
-shard-01    IN TXT  "role=shard" "shard-id=1"
-shard-02    IN TXT  "role=shard" "shard-id=2"
-shard-03    IN TXT  "role=shard" "shard-id=3"
-counter-01  IN TXT  "role=counter"
-{spare_records}""", encoding="utf-8")
-    return path
+def _zone(path: Path, settings: str = "", spares: int = 1, counters: int = 1) -> Path:
+    """Three shard nodes, ``counters`` nodes playing the durable counter, and spares."""
+    others = {f"counter-{n:02d}": '"role=counter"' for n in range(1, counters + 1)}
+    return shard_zone(path, spares=spares, others=others,
+                      extra=f'_cluster    IN TXT  "counter={counters}" {settings}')
 
 
 def _counter(cluster: Any, name: str) -> DurableCounter | None:
@@ -170,11 +156,7 @@ def test_a_message_a_dead_instance_recorded_is_not_applied_again_by_the_live_one
     shard = ShardCell.configured(data_dir=str(tmp_path / "data"), anti_entropy_interval=0.2,
                                  ring_wait=0.3)
     registry = RoleRegistry({"shard": [shard], "counter": [DurableCounter]})
-    zone = _zone(tmp_path / "cluster.zone").read_text().replace(
-        '"counter=1" "spares=spare-01"', '"counter=2"').replace(
-        'spare-01    IN TXT  "rack=r1"', 'counter-02  IN TXT  "role=counter"').replace(
-        "counter-01 spare-01", "counter-01 counter-02")
-    (tmp_path / "cluster.zone").write_text(zone, encoding="utf-8")
+    _zone(tmp_path / "cluster.zone", spares=0, counters=2)
     ids = [f"inc-{n}" for n in range(1500)]
     with running_cluster(resolver=ZoneFileResolver(tmp_path / "cluster.zone"), registry=registry,
                          healing=SHARD_HEALING, workdir=tmp_path, journal=shard_journal,
