@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 
 from cellframe.cell.durable import CellJournal
-from cellframe.errors import StoreError
+from cellframe.config.resolvers import ZoneFileResolver
+from cellframe.errors import ConfigError, StoreError
 from cellframe.language.reader import read
 from cellframe.node.shard_journal import ShardStore
+from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import wait_for
 from cellframe.transports.base import Delivery, Transport
 from cellframe.wire.envelope import envelope_for
+from tests.durable_node import DurableCounter
 from tests.node_support import Wire
 from tests.replication_support import shard_cluster
 
@@ -159,3 +162,50 @@ def test_a_group_of_ids_a_durable_cell_may_form_is_a_record_the_shard_tier_takes
         assert outcomes == [None]
     finally:
         store.close()
+
+
+class _ClusterRecordMissingAtFirst(ZoneFileResolver):
+    """A zone whose ``_cluster`` lookup fails (a DNS time-out, a zone half-way through an
+    update) until ``failing`` is set False."""
+
+    failing = True
+
+    def cluster_intent(self) -> Any:
+        if self.failing:
+            raise ConfigError("_cluster.cluster.test.: no TXT records: no cluster intent")
+        return super().cluster_intent()
+
+
+def test_a_spare_told_durable_journal_shards_can_take_a_durable_role_after_a_failed_lookup(
+        tmp_path: Path) -> None:
+    """``Node._make_journal`` reads ``durable.journal`` once, at start, and a failed lookup
+    of ``_cluster`` reads as no setting: a spare that started during a DNS blip never makes
+    the journal, and when it is later told to take a durable role (a failover), its durable
+    cell cannot start ('given no store for its state'), though DNS has long answered again:
+    the role is not taken over until an operator restarts the spare."""
+    zone = _zone_with_journal(tmp_path / "cluster.zone")
+    registry = RoleRegistry({"counter": [DurableCounter]})
+    wire = Wire.in_process()
+    try:
+        resolver = _ClusterRecordMissingAtFirst(zone)
+        spare = wire.node("spare-01", resolver=resolver, registry=registry)
+        resolver.failing = False  # DNS answers again, a moment after the spare started
+        assert resolver.cluster_intent().settings.get("durable.journal") == "shards"
+        spare.differentiate("counter")  # the failover: raises ConfigError
+        assert isinstance(next(iter(spare.cells().values())), DurableCounter)
+    finally:
+        wire.close()
+
+
+def _zone_with_journal(path: Path) -> Path:
+    path.write_text("""$ORIGIN cluster.test.
+$TTL 5
+@           IN SOA  ns.cluster.test. hostmaster.cluster.test. ( 1 60 30 600 5 )
+            IN NS   ns
+ns          IN A    127.0.0.1
+_cluster    IN TXT  "counter=1" "durable.journal=shards"
+_nodes      IN TXT  "counter-01 spare-01"
+counter-01  IN TXT  "role=counter"
+spare-01    IN TXT  "rack=r1"
+""", encoding="utf-8")
+    return path
