@@ -209,3 +209,41 @@ counter-01  IN TXT  "role=counter"
 spare-01    IN TXT  "rack=r1"
 """, encoding="utf-8")
     return path
+
+
+def test_a_record_refused_when_a_snapshot_is_due_does_not_stop_later_snapshots(
+        shard_tier: Any, big: bool = True) -> None:
+    """``CellJournal.record`` marks a snapshot on its way (``snapshotting``) before it sends
+    the record; if ``insert_nowait`` refuses the record at once (over ``max_value_bytes``, a
+    closed store), nothing resets the mark: the family takes no snapshot on this node again,
+    across the cell's restarts (the journal is the node's), so recovery reads an ever longer
+    tail, and compaction (``shard.retention=newest=``) then drops ids a recovery needs."""
+    family = "cell/big/durablecounter"
+    store = ShardStore(shard_tier.broker.connect(name="journal"))
+    reader = ShardStore(shard_tier.broker.connect(name="reader"))
+    try:
+        journal = CellJournal(store, snapshot_every=4)
+        outcomes: list[BaseException | None] = []
+
+        def record(n: int, fields: dict[str, Any]) -> None:  # one at a time, each durable
+            expected = len(outcomes) + 1
+            journal.record(family, [f"m{n}"], "ready", fields, outcomes.append)
+            wait_for(lambda: len(outcomes) == expected, 30, what=f"record {n} durable")
+
+        for n in range(3):
+            record(n, {"count": n + 1})
+        with pytest.raises(StoreError, match="at most"):  # the fourth: a snapshot is due
+            record(3, {"count": 4, "blob": "x" * (30_000 if big else 3)})
+        for n in range(4, 12):  # the cell restarts and goes on, with small records
+            record(n, {"count": n + 1})
+        assert outcomes == [None] * len(outcomes)
+
+        def head() -> dict[str, Any]:
+            found = reader.select(family + "/snapshot")
+            return json.loads(found.value) if found is not None else {}
+
+        wait_for(lambda: head().get("fields", {}).get("count", 0) >= 8, 20,
+                 what="a snapshot after the refused record", show=head)
+    finally:
+        store.close()
+        reader.close()
