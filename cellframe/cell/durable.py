@@ -208,6 +208,9 @@ class CellJournal:
                 if entry in journal.unconfirmed:
                     journal.unconfirmed.remove(entry)  # its caller gives it back
                     journal.carried_chars -= entry.chars
+                if snapshot:  # nor write its snapshot: the next record will
+                    journal.snapshotting = False
+                    journal.since_snapshot += fresh
             settled()
             raise
         if snapshot and in_order:

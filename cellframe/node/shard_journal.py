@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..cell.durable import CellJournal
 from ..client import Client, Reply
-from ..errors import StoreError
+from ..errors import LanguageError, StoreError
 from ..failures import log_failure
 from ..language.plist import from_plist
 from ..language.symbols import Keyword, Symbol
@@ -118,7 +118,7 @@ class ShardStore:
         fields = self._call([Symbol("select"), family], "selected")
         if not fields.get("found"):
             return None
-        return Version(fields["time"], _text(_unquoted(fields["value"])))
+        return _version(fields.get("time"), _unquoted(fields.get("value")))
 
     def select_history(self, family: str, *, since: int | None = None,
                        until: int | None = None) -> list[Version]:
@@ -131,9 +131,7 @@ class ShardStore:
                 expr += [Keyword("since"), since]
             if until is not None:
                 expr += [Keyword("until"), until]
-            versions = _unquoted(self._call(expr, "history-selected").get("versions")) or []
-            page = [Version(fields["time"], _text(fields["value"]))
-                    for fields in map(from_plist, versions)]
+            page = _versions(self._call(expr, "history-selected").get("versions"))
             if not page:
                 break
             found.update(((v.time, v.value), v) for v in page)
@@ -163,9 +161,10 @@ class ShardStore:
                     self._pending.pop(request_id, None)
                 pages.append(None)
                 continue
-            versions = _unquoted(answer[1].get("versions")) or []
-            pages.append(sorted(Version(f["time"], _text(f["value"]))
-                                for f in map(from_plist, versions)))
+            try:
+                pages.append(sorted(_versions(answer[1].get("versions"))))
+            except StoreError:  # as a read that failed: its caller reads the range again
+                pages.append(None)
         return pages
 
     def close(self) -> None:
@@ -278,6 +277,25 @@ def _unquoted(value: Any) -> Any:
     if isinstance(value, list) and len(value) == 2 and value[0] == Symbol("quote"):
         return value[1]
     return value
+
+
+def _versions(answer: Any) -> list[Version]:
+    """A history answer's ``:versions`` as Versions; a StoreError if it is not a list of
+    ``(:time INT :value TEXT)`` (a malformed answer fails the read, never the reader)."""
+    versions = _unquoted(answer) or []
+    if not isinstance(versions, list):
+        raise StoreError(f"a history answer whose versions are not a list: {str(versions)[:80]!r}")
+    try:
+        found = [from_plist(fields) for fields in versions]
+    except LanguageError as error:
+        raise StoreError(f"a malformed history answer: {error}") from error
+    return [_version(fields.get("time"), fields.get("value")) for fields in found]
+
+
+def _version(when: Any, value: Any) -> Version:
+    if type(when) is not int:
+        raise StoreError(f"a journal record whose time is not an int: {str(when)[:80]!r}")
+    return Version(when, _text(value))
 
 
 def _text(value: Any) -> str:
