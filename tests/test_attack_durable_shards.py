@@ -4,6 +4,7 @@ chunks the client-side bound lets through but a shard cell refuses."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cellframe.cell.cell import Inbound
 from cellframe.cell.durable import CellJournal
 from cellframe.config.resolvers import ZoneFileResolver
 from cellframe.errors import ConfigError, StoreError
@@ -21,6 +23,7 @@ from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import wait_for
 from cellframe.transports.base import Delivery, Transport
 from cellframe.wire.envelope import envelope_for
+from tests.cell_support import message
 from tests.durable_node import DurableCounter
 from tests.node_support import Wire
 from tests.replication_support import shard_cluster
@@ -94,18 +97,21 @@ def _insert(store: ShardStore, family: str, value: bytes, when: int) -> BaseExce
 
 
 def test_a_record_the_shard_store_sends_is_one_a_shard_cell_takes(shard_tier: Any) -> None:
-    """``ShardStore.max_value_bytes`` (20 KiB) is meant to keep a record under a shard cell's
-    28 KiB, but the shard cell counts the record as a message writes it, with every quote
-    and backslash escaped: a JSON record made mostly of short strings (ids, a list field)
-    passes the client's check and is refused by the shard cell. For a durable cell that is a
-    record lost: RecordLost, a restart, the same messages again, the same refusal."""
+    """A shard cell counts a record as a message writes it, every quote and backslash escaped
+    twice: a JSON record made mostly of short strings is far larger there than as JSON.
+    ``ShardStore`` measures it the same way, so it refuses at once what a shard cell would
+    refuse (a durable cell then gives the group back at once), and sends only what a shard
+    cell takes: no refusal comes back later, as a lost record."""
     store = ShardStore(shard_tier.broker.connect(name="journal"))
     try:
-        state = json.dumps({"ids": ["m1"], "state": "ready",
-                            "fields": {"tags": ["a"] * 4000}},
-                           separators=(",", ":")).encode()
-        assert len(state) < store.max_value_bytes  # the client's bound lets it through
-        assert _insert(store, "cell/tags/tagger", state, 1_000) is None
+        def record(tags: int) -> bytes:
+            return json.dumps({"ids": ["m1"], "state": "ready", "fields": {"tags": ["a"] * tags}},
+                              separators=(",", ":")).encode()
+
+        assert len(record(4000)) < 20 * 1024  # small as JSON...
+        with pytest.raises(StoreError, match="as a shard cell counts it"):
+            _insert(store, "cell/tags/tagger", record(4000), 1_000)  # ...but not on the wire
+        assert _insert(store, "cell/tags/tagger", record(2000), 1_001) is None  # taken
     finally:
         store.close()
 
@@ -143,24 +149,23 @@ def test_a_snapshot_is_written_after_message_ids_that_need_escaping(shard_tier: 
 
 def test_a_group_of_ids_a_durable_cell_may_form_is_a_record_the_shard_tier_takes(
         shard_tier: Any) -> None:
-    """A durable cell records up to ``RECORD_GROUP_IDS`` (8,192) characters of ids in one
-    record, and a node takes ids up to 1,024 characters. Eight ids of quotes (legal, from
-    any sender) make a record the client's bound lets through (16 KiB of JSON), which the
-    shard cell refuses (every quote escaped twice: 32 KiB): the record is lost, the cell
-    crashes (RecordLost), the eight come back, group again, and are refused again."""
-    from cellframe.cell.cell import RECORD_GROUP_IDS
-
-    family = "cell/quoted/durablecounter"
+    """Ids of 1,024 quotes (legal, from any sender) cost a record some 8 KiB each on the wire:
+    a durable cell's groups are cut by that cost (``id_cost``), not by the ids' length, so
+    eight of them back to back are recorded, none refused (before: one group of all eight,
+    65 KiB at the shard cell, refused, the cell crashing on it again and again)."""
     store = ShardStore(shard_tier.broker.connect(name="journal"))
+    ids = [f"{n}" + '"' * 1_023 for n in range(8)]
+    settled: list[str] = []
+    cell = DurableCounter.start("quoted", journal=CellJournal(store))
     try:
-        journal = CellJournal(store, snapshot_every=1_000)
-        ids = [f"{n}" + '"' * 1_023 for n in range(8)]
-        assert sum(map(len, ids)) <= RECORD_GROUP_IDS
-        outcomes: list[BaseException | None] = []
-        journal.record(family, ids, "ready", {"count": 8}, outcomes.append)
-        wait_for(lambda: outcomes, 30, what="the record's outcome")
-        assert outcomes == [None]
+        for message_id in ids:
+            cell.tell(Inbound(message("(inc)", id=message_id),
+                              functools.partial(settled.append, message_id)))
+        wait_for(lambda: len(settled) == len(ids), 30, what="all eight recorded and settled",
+                 show=lambda: len(settled))
+        assert cell.is_alive() and cell.proxy().count.get(timeout=10) == len(ids)
     finally:
+        cell.stop()
         store.close()
 
 

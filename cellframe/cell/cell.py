@@ -51,7 +51,7 @@ from ..wire import tracing
 from ..wire.envelope import Envelope, Message, request_id
 from . import nodeverbs
 from .dedup import DedupMemory
-from .durable import CellJournal
+from .durable import CellJournal, id_cost
 from .host import CellHost, StandaloneHost
 from .outbox import Outbox
 from .statemachine import Machine, Transition, compile_machine
@@ -258,7 +258,7 @@ class Cell(pykka.ThreadingActor):
         self._cell_held: list[tuple[str, Any, str | None, Any, str | None]] | None = None
         # A durable cell's applied messages whose record is not yet written (``on_receive``).
         self._cell_unrecorded: list[tuple[Message, Inbound | None]] = []
-        self._cell_unrecorded_ids = 0  # the length of their ids, bounded by RECORD_GROUP_IDS
+        self._cell_unrecorded_ids = 0  # what their ids cost a record, bounded by RECORD_GROUP_IDS
         self._cell_losing = False  # a RecordLost is on its way to this instance
         self._cell_verbs = {
             verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
@@ -421,7 +421,7 @@ class Cell(pykka.ThreadingActor):
                 self._cell_crashing(message.message, message, error)
             if self._cell_journal is not None and self.cell_counters.applied != applied:
                 self._cell_unrecorded.append((message.message, message))  # settled once durable
-                self._cell_unrecorded_ids += len(message.message.id)
+                self._cell_unrecorded_ids += id_cost(message.message.id)
             else:
                 if report is not None:
                     report(self.cell_name, self._cell_outcome(before))
@@ -437,7 +437,7 @@ class Cell(pykka.ThreadingActor):
                 self._cell_crashing(message, None, error)
             if self._cell_journal is not None and self.cell_counters.applied != applied:
                 self._cell_unrecorded.append((message, None))
-                self._cell_unrecorded_ids += len(message.id)
+                self._cell_unrecorded_ids += id_cost(message.id)
         elif type(message) is AppliedQuery:
             message.answer(self.cell_applied(message.message_id))
         elif type(message) is RecordLost:
@@ -893,9 +893,9 @@ class Cell(pykka.ThreadingActor):
 
 #: At most this many applied messages of a durable cell go into one record (``on_receive``).
 RECORD_GROUP = 64
-#: ... and at most about this many characters of message ids, so that a group's record fits
-#: the shard tier's records (``cellframe.node.shard_journal``) whatever its ids.
-RECORD_GROUP_IDS = 8 * 1024
+#: ... and its ids at most about this ``id_cost`` (plus the last one's), so that a group's
+#: record fits the shard tier's (``cellframe.node.shard_journal``) whatever its ids.
+RECORD_GROUP_IDS = 6 * 1024
 
 _EVALUATED = (list, Symbol, Keyword)
 # What a verb call's argument may be to skip the evaluator: its self-evaluating types, exactly

@@ -90,7 +90,7 @@ class CellJournal:
         self.snapshot_every = snapshot_every
         limit = getattr(store, "max_value_bytes", None)
         #: Characters of ids a record may carry from the records before it not yet durable.
-        self._carry_budget = limit // 3 if limit is not None else CARRY_BUDGET
+        self._carry_budget = limit // 4 if limit is not None else CARRY_BUDGET
         # Per family: the claims of the role's instances (the fence that keeps a redelivered
         # message from being applied by a second live instance), the ids recorded, and the
         # records not yet durable (a cell restarted here recovers once they are in, else it
@@ -273,13 +273,15 @@ class CellJournal:
             self._insert_quietly(family + _SNAPSHOT, head.encode(), upto)
 
         def chunk_durable(receipt: Any, error: BaseException | None) -> None:
-            if error is not None:  # this snapshot is abandoned; the next one will do
-                log.warning("%s: a snapshot's ids could not be written: %s", family, error)
-                with self._lock:
+            with self._lock:
+                if remaining[0] <= 0:
+                    return  # abandoned already, by an earlier chunk's failure
+                if error is not None:  # this snapshot is abandoned; the next one will do
+                    remaining[0] = 0
                     journal.snapshotting = False
                     journal.since_snapshot += fresh  # so the next one writes them
-                return
-            with self._lock:
+                    log.warning("%s: a snapshot's ids could not be written: %s", family, error)
+                    return
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
@@ -292,10 +294,14 @@ class CellJournal:
 
     def _insert_quietly(self, family: str, body: bytes, when: int,
                         durable: Callable[[Any, BaseException | None], None] | None = None) -> None:
+        """Submit a snapshot's record; one refused at once is failed as a later error would
+        be (``durable``), so the snapshot it belongs to ends."""
         try:
             self.store.insert_nowait(family, body, durable, time=when)
         except CellframeError as error:  # the next snapshot will do; recovery reads more tail
             log.warning("%s: a snapshot could not be written: %s", family, error)
+            if durable is not None:
+                durable(None, error)
 
     def refresh(self, family: str) -> None:
         """Claim the ids that other instances of the role recorded in ``family`` since the
@@ -309,7 +315,9 @@ class CellJournal:
             journal = self._family(family, self.snapshot_every)
             since = max(journal.seen_upto - REFRESH_OVERLAP,
                         time.time_ns() // 1000 - REFRESH_HORIZON)
-        records = self.store.select_history(family, since=since)
+        read = getattr(self.store, "select_recent", None)  # asked once: no waiting
+        records = read(family, since=since) if read is not None else \
+            self.store.select_history(family, since=since)
         try:
             found = [(record.time, json.loads(record.value)) for record in records]
             ids = [i for _, body in found for i in _ids_of(body)]
@@ -413,9 +421,9 @@ REFRESH_OVERLAP = 2_000_000
 #: it applied and recorded longer before the broker handed it out again is not looked for.
 REFRESH_HORIZON = 120_000_000
 
-#: Characters of ids a record may carry from earlier records not yet durable, on a store
-#: with no bound on a record (on one with a bound: a third of it), and the most a record
-#: waits for them to be fewer.
+#: What the ids a record carries from earlier records not yet durable may cost (``id_cost``)
+#: on a store with no bound on a record (on one with a bound: a quarter of it), and the most
+#: a record waits for them to be fewer.
 CARRY_BUDGET = 64 * 1024
 CARRY_WAIT = 30.0
 
@@ -442,13 +450,25 @@ def _chunks_of(records: list[Any], upto: int) -> list[list[str]]:
     return [chunk["ids"] for chunk in found if chunk["upto"] == upto]
 
 
+def id_cost(message_id: str) -> int:
+    """About what ``message_id`` adds to a record as the shard tier measures one
+    (``cellframe.node.shard_journal.record_cost``): its JSON (non-ASCII as ``\\uXXXX``) and a
+    comma, each quote and backslash of it escaped twice more (the record is written as a
+    string, then in a row): 4 bytes each. A plain id costs its length and 9."""
+    if message_id.isascii() and message_id.isprintable() and '"' not in message_id \
+            and "\\" not in message_id:
+        return len(message_id) + 9
+    text = _encode(message_id)
+    return len(text) + 1 + 3 * (text.count('"') + text.count("\\"))
+
+
 def _chunks(ids: list[str], budget: int) -> list[list[str]]:
-    """``ids`` in order, cut into lists whose JSON takes at most about ``budget`` bytes."""
+    """``ids`` in order, cut into lists that cost at most about ``budget`` (``id_cost``)."""
     out: list[list[str]] = []
     chunk: list[str] = []
     size = 0
     for message_id in ids:
-        cost = len(message_id.encode()) + 8  # quotes, comma, and escapes a JSON id may need
+        cost = id_cost(message_id)
         if chunk and size + cost > budget:
             out.append(chunk)
             chunk, size = [], 0
@@ -489,7 +509,7 @@ class _Unconfirmed:
 
     def __init__(self, seq: int, ids: list[str], done: Callable[[BaseException | None], None]):
         self.seq, self.ids, self.done = seq, ids, done
-        self.chars = sum(map(len, ids)) + 4 * len(ids)  # as JSON, about
+        self.chars = sum(map(id_cost, ids))  # what they add to a record that carries them
 
 
 class _Claims:

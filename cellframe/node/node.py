@@ -441,6 +441,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         """Start a cell with this node as its host and bind its routes."""
         host: CellHost = self  # mypy checks here that a Node is all a cell may ask of its host
         if cls.durable:
+            if self.journal is None:
+                self._make_journal()  # DNS may not have answered when the node started
             kwargs["journal"] = self.journal
 
         def start() -> pykka.ActorRef[Any]:

@@ -36,7 +36,9 @@ from ..client import Client, Reply
 from ..errors import LanguageError, StoreError
 from ..failures import log_failure
 from ..language.plist import from_plist
+from ..language.printer import write
 from ..language.symbols import Keyword, Symbol
+from ..replication.wire import MAX_RECORD_BYTES, row_size, value_text
 
 if TYPE_CHECKING:
     from ..transports.base import Transport
@@ -45,9 +47,9 @@ __all__ = ["ShardStore", "Version", "shard_journal"]
 
 log = logging.getLogger(__name__)
 
-#: The largest record value sent: a shard cell takes records up to 28 KiB as it writes them
-#: (``MAX_RECORD_BYTES``), and a JSON value stored as a string has its quotes escaped.
-MAX_VALUE_BYTES = 20 * 1024
+#: The largest record sent, measured as a shard cell measures it (``record_cost``): a shard
+#: cell refuses one over ``MAX_RECORD_BYTES``, so this store refuses it first, at once.
+MAX_VALUE_BYTES = MAX_RECORD_BYTES
 
 #: Pages a history read may take before it gives up (each is one quorum read).
 MAX_PAGES = 10_000
@@ -104,10 +106,11 @@ class ShardStore:
                       | None = None, *, time: int | None = None) -> None:
         """Send the record; ``callback(answer_fields, error)`` once W replicas hold it, or with
         the error that came back instead, or when ``timeout`` passed with no answer."""
-        if len(value) > self.max_value_bytes:
-            raise StoreError(f"{family}: a record of {len(value)} bytes; the shard tier takes "
-                             f"at most {self.max_value_bytes}")
         text = value.decode("utf-8")
+        size = record_cost(family, text)
+        if size > self.max_value_bytes:
+            raise StoreError(f"{family}: a record of about {size} bytes as a shard cell counts "
+                             f"it; the shard tier takes at most {self.max_value_bytes}")
         expr = [Symbol("insert"), family, text]
         if time is not None:
             expr += [Keyword("time"), time]
@@ -120,10 +123,18 @@ class ShardStore:
             return None
         return _version(fields.get("time"), _unquoted(fields.get("value")))
 
+    def select_recent(self, family: str, *, since: int) -> list[Version]:
+        """``select_history`` asked once, not again while it fails: what a cell reads before
+        a redelivered message, which goes back to its queue if the read fails (a cell must
+        not wait a minute a message, whoever marks them)."""
+        return self.select_history(family, since=since, patience=0.0)
+
     def select_history(self, family: str, *, since: int | None = None,
-                       until: int | None = None) -> list[Version]:
+                       until: int | None = None, patience: float | None = None
+                       ) -> list[Version]:
         """Every record of ``family`` from ``since`` to ``until``, oldest first (quorum
-        reads)."""
+        reads, each asked again while it fails for ``patience`` seconds, the store's own by
+        default)."""
         found: dict[tuple[int, str], Version] = {}
         for _ in range(MAX_PAGES):
             expr: list[Any] = [Symbol("history"), family]
@@ -131,7 +142,7 @@ class ShardStore:
                 expr += [Keyword("since"), since]
             if until is not None:
                 expr += [Keyword("until"), until]
-            page = _versions(self._call(expr, "history-selected").get("versions"))
+            page = _versions(self._call(expr, "history-selected", patience).get("versions"))
             if not page:
                 break
             found.update(((v.time, v.value), v) for v in page)
@@ -191,12 +202,12 @@ class ShardStore:
         self._client.send(self.target, [*expr, Keyword("request"), request_id])
         return request_id, pending
 
-    def _call(self, expr: list[Any], verb: str) -> dict[str, Any]:
+    def _call(self, expr: list[Any], verb: str, patience: float | None = None) -> dict[str, Any]:
         """Send a read and wait for its answer: its fields, or a StoreError once it failed
         for ``patience`` seconds. A read is asked again while it fails (the tier is starting,
         or healing: no live owner, too few replicas answering, no answer), so a durable cell
         that starts with its cluster waits for the tier instead of crashing."""
-        deadline = time.monotonic() + self.patience
+        deadline = time.monotonic() + (self.patience if patience is None else patience)
         pause = 0.05
         while True:
             try:
@@ -270,6 +281,13 @@ def shard_journal(node: Any) -> CellJournal:
     return CellJournal(ShardStore(node.transport, signer=node.signer, queue_prefix=node.queue_prefix,
                                   name=f"journal-{node.name}-{uuid.uuid4().hex[:6]}"),
                        snapshot_every=1_000)
+
+
+def record_cost(family: str, text: str) -> int:
+    """A record's size as a shard cell measures it before it takes an insert (its row, as
+    replication sends it: ``cellframe.replication.coordinate``): the value written as a
+    string, then as a row, each time with its quotes and backslashes escaped."""
+    return row_size(value_text(write(text).encode("utf-8"))) + len(family) + 64
 
 
 def _unquoted(value: Any) -> Any:
