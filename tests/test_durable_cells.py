@@ -328,3 +328,35 @@ def test_a_cell_whose_last_record_failed_gives_its_messages_back_and_recovers(
             assert again.proxy().count.get(timeout=10) == 2
         finally:
             again.stop()
+
+
+class RefusingStore:
+    """A Store that refuses at once (as a closed store, or a record too large for the shard
+    tier) every record naming ``refused`` among its ids."""
+
+    def __init__(self, store: Store, refused: str) -> None:
+        self.store, self.refused = store, refused
+        self.select, self.select_history = store.select, store.select_history
+
+    def insert_nowait(self, family: str, value: bytes, callback: Any = None, *,
+                      time: int | None = None) -> Any:
+        if self.refused in json.loads(value).get("ids", []):
+            raise StoreError("refused at once")
+        return self.store.insert_nowait(family, value, callback, time=time)
+
+
+def test_a_record_refused_at_once_leaves_no_id_for_a_later_snapshot_to_name(
+        tmp_path: Path) -> None:
+    """A snapshot names the ids recorded: one whose record was refused was never recorded,
+    and a snapshot naming it would make a recovery drop its copy given back to the queue."""
+    with Store(tmp_path / "s") as store:
+        journal = CellJournal(RefusingStore(store, "m2"), snapshot_every=4)
+        done: list[BaseException | None] = []
+        for n in range(6):
+            try:
+                journal.record("cell/c", [f"m{n}"], "ready", {"count": n}, done.append)
+            except StoreError:
+                assert n == 2
+        wait_for(lambda: len(done) == 5, 10, what="five records durable")
+        snapshot = json.loads(store.select("cell/c/snapshot").value)
+        assert "m2" not in snapshot["ids"] and "m4" in snapshot["ids"]

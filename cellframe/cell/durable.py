@@ -211,6 +211,7 @@ class CellJournal:
                 if snapshot:  # nor write its snapshot: the next record will
                     journal.snapshotting = False
                     journal.since_snapshot += fresh
+                _forget(journal, message_ids)  # no snapshot may name them: never recorded
             settled()
             raise
         if snapshot and in_order:
@@ -234,6 +235,7 @@ class CellJournal:
                 for lost in done:
                     for message_id in lost.ids:
                         journal.claims.ids.discard(message_id)
+                    _forget(journal, lost.ids)
             else:  # covered by a later record already, or a later one will tell
                 done = []
             journal.carried_chars -= sum(each.chars for each in done)
@@ -448,6 +450,16 @@ def _chunks_of(records: list[Any], upto: int) -> list[list[str]]:
     """The lists of ids of the chunks among ``records`` written for the snapshot at ``upto``."""
     found = [json.loads(record.value) for record in records]
     return [chunk["ids"] for chunk in found if chunk["upto"] == upto]
+
+
+def _forget(journal: _Family, message_ids: list[str]) -> None:
+    """Take the ids of a record that was lost out of those a snapshot will name (a snapshot
+    that named them would make a recovery drop their copies given back to the queue).
+    Rare: a pass over the ids recorded."""
+    lost = set(message_ids)
+    journal.since_snapshot = max(0, journal.since_snapshot - len(lost))
+    journal.recorded = deque((i for i in journal.recorded if i not in lost),
+                             maxlen=journal.recorded.maxlen)
 
 
 def id_cost(message_id: str) -> int:
