@@ -63,7 +63,6 @@ from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
 from .replays import ReplayGossip
-from .shard_journal import shard_journal
 from .siblings import ANSWERS, SiblingCheck
 from .status import status_reply
 from .supervising import Supervising
@@ -378,6 +377,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         if source is None and self.resolver is not None:
             chosen = {**next(iter(self._cluster_settings()), {}), **self.settings}.get("durable.journal")
             if chosen == "shards":
+                from .shard_journal import shard_journal  # loads the replication wire: only now
+
                 source = shard_journal
             elif chosen is not None:
                 log.warning("%s: durable.journal=%s is not a journal this node knows (shards)",

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..language.symbols import Keyword, Symbol
-from ..replication.wire import chunks, quoted
 from ..wire.replay import ReplayCache
 from ..wire.routing import each_key
 
@@ -116,11 +115,24 @@ class ReplayGossip:
         for role, entry, expires in pending:
             by_role.setdefault(role, []).append([*entry, expires])
         for role, entries in by_role.items():
-            for part in chunks(entries, _size, _BUDGET):
+            for part in _parts(entries):
                 self.publish(each_key(role), [Symbol("replays-seen"), Keyword("by"), self.name,
-                                              Keyword("entries"), quoted(part)])
+                                              Keyword("entries"), [_QUOTE, part]])
                 self.told += len(part)
 
 
-def _size(entry: list[Any]) -> int:
-    return sum(len(part) for part in entry[:4]) + 40
+_QUOTE = Symbol("quote")
+
+
+def _parts(entries: list[list[Any]]) -> list[list[list[Any]]]:
+    """``entries`` cut to fit a message each (``_BUDGET`` bytes, ``MAX_ENTRIES`` entries)."""
+    parts: list[list[list[Any]]] = [[]]
+    used = 0
+    for entry in entries:
+        size = sum(len(part) for part in entry[:4]) + 40
+        if parts[-1] and (used + size > _BUDGET or len(parts[-1]) >= MAX_ENTRIES):
+            parts.append([])
+            used = 0
+        parts[-1].append(entry)
+        used += size
+    return parts if parts[0] else []
