@@ -28,6 +28,7 @@ import copy
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,7 +100,8 @@ class Inbound:
     ...``. A crash reports nothing: the cell ``refuse``s the message instead.
 
     ``redelivered``: a role-queue delivery the broker handed out again (an instance that got
-    it before may have applied it): a durable cell on a shared journal looks there first.
+    it before may have applied it): a durable cell on a shared journal looks there first,
+    unless it looked since ``received`` (monotonic), when the delivery reached the node.
     """
 
     message: Message
@@ -108,6 +110,7 @@ class Inbound:
     admit: Callable[[], bool] | None = None
     report: Callable[[str, str], None] | None = None
     redelivered: bool = False
+    received: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +263,9 @@ class Cell(pykka.ThreadingActor):
         self._cell_unrecorded: list[tuple[Message, Inbound | None]] = []
         self._cell_unrecorded_ids = 0  # what their ids cost a record, bounded by RECORD_GROUP_IDS
         self._cell_losing = False  # a RecordLost is on its way to this instance
+        # When the last look at what other instances recorded began (monotonic): a
+        # redelivered message that reached the node before that needs no look of its own.
+        self._cell_looked_from = 0.0
         self._cell_verbs = {
             verb: self._cell_dispatcher(verb, ts) for verb, ts in self.cell_machine.by_verb.items()
         }
@@ -312,11 +318,15 @@ class Cell(pykka.ThreadingActor):
         membership no longer asks a dead sibling). False: the journal could not be read; the
         delivery goes back to its queue, unapplied."""
         assert self._cell_journal is not None
+        if inbound.received and inbound.received < self._cell_looked_from:
+            return True  # a look that began after it arrived saw what came before it
+        began = time.monotonic()
         try:
             self._cell_journal.refresh(self._cell_family)
         except CellframeError as error:
             inbound.refuse(f"{self.cell_name}: its journal could not be read: {error}", True)
             return False
+        self._cell_looked_from = began
         return True
 
     def _cell_record_when_idle(self) -> None:

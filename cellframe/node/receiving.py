@@ -188,9 +188,10 @@ class Receiving(NodeParts):
                 refuse = trail.refuser(
                     self._refusal(delivery, message, settle, alone, from_role_queue), alone)
             redelivered = from_role_queue and sent_before(delivery)
+            received = time.monotonic() if redelivered else 0.0
             for hosted in targets:
-                self._hand(hosted, Inbound(message, settle, refuse, admit, report, redelivered),
-                           refuse)
+                self._hand(hosted, Inbound(message, settle, refuse, admit, report, redelivered,
+                                           received), refuse)
 
     @staticmethod
     def _hand(hosted: Hosted, inbound: Inbound, refuse: Callable[[str, bool], None]) -> None:
