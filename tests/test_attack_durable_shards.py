@@ -117,12 +117,11 @@ def test_a_record_the_shard_store_sends_is_one_a_shard_cell_takes(shard_tier: An
 
 
 def test_a_snapshot_is_written_after_message_ids_that_need_escaping(shard_tier: Any) -> None:
-    """Chunks of a snapshot's ids are cut by the ids' UTF-8 length (``_chunks``), not their
-    JSON: ids with quotes (or non-ASCII, written ``\\uXXXX``) make a chunk over the store's
-    bound, ``insert_nowait`` refuses it at once, ``_insert_quietly`` only logs, and the
-    chunk's call-back, the one place that resets ``snapshotting``, never runs: no snapshot of
-    the family is written again (recovery reads an ever longer tail; compaction then drops
-    ids a recovery needs)."""
+    """Ids that need escaping (quotes; non-ASCII is written ``\\uXXXX``) still let snapshots
+    be written: chunks are cut by what the ids cost on the wire (``id_cost``), and a chunk
+    refused at once ends its own snapshot, not every later one. (Before: chunks cut by the
+    ids' length went over the bound, the refusal was only logged, and the family took no
+    snapshot again: recovery read an ever longer tail.)"""
     family = "cell/quoted/durablecounter"
     store = ShardStore(shard_tier.broker.connect(name="journal"))
     reader = ShardStore(shard_tier.broker.connect(name="reader"))
@@ -183,11 +182,10 @@ class _ClusterRecordMissingAtFirst(ZoneFileResolver):
 
 def test_a_spare_told_durable_journal_shards_can_take_a_durable_role_after_a_failed_lookup(
         tmp_path: Path) -> None:
-    """``Node._make_journal`` reads ``durable.journal`` once, at start, and a failed lookup
-    of ``_cluster`` reads as no setting: a spare that started during a DNS blip never makes
-    the journal, and when it is later told to take a durable role (a failover), its durable
-    cell cannot start ('given no store for its state'), though DNS has long answered again:
-    the role is not taken over until an operator restarts the spare."""
+    """A spare that started while ``_cluster`` did not answer makes its journal when it is
+    told to take a durable role, once DNS answers again. (Before: ``durable.journal`` was
+    read once, at start, and its durable cell could not start, 'given no store for its
+    state', until an operator restarted the spare.)"""
     zone = _zone_with_journal(tmp_path / "cluster.zone")
     registry = RoleRegistry({"counter": [DurableCounter]})
     wire = Wire.in_process()
@@ -218,11 +216,10 @@ spare-01    IN TXT  "rack=r1"
 
 def test_a_record_refused_when_a_snapshot_is_due_does_not_stop_later_snapshots(
         shard_tier: Any, big: bool = True) -> None:
-    """``CellJournal.record`` marks a snapshot on its way (``snapshotting``) before it sends
-    the record; if ``insert_nowait`` refuses the record at once (over ``max_value_bytes``, a
-    closed store), nothing resets the mark: the family takes no snapshot on this node again,
-    across the cell's restarts (the journal is the node's), so recovery reads an ever longer
-    tail, and compaction (``shard.retention=newest=``) then drops ids a recovery needs."""
+    """A record refused at once (over the store's bound, a closed store) when a snapshot is
+    due leaves the snapshot to the next record. (Before: the snapshot stayed marked as on its
+    way, and the family took no snapshot on this node again, across the cell's restarts:
+    recovery read an ever longer tail, and compaction then dropped ids a recovery needs.)"""
     family = "cell/big/durablecounter"
     store = ShardStore(shard_tier.broker.connect(name="journal"))
     reader = ShardStore(shard_tier.broker.connect(name="reader"))
