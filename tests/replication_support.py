@@ -273,12 +273,14 @@ def lost(before: Ring, after: Ring) -> set[tuple[int, int]]:
             if s not in after.owners(p)}
 
 
-def read_everything(shards: ShardClient, families: list[str]) -> int:
-    """Select every family through the cluster; the number not found."""
-    misses = 0
+def read_everything(shards: ShardClient, families: list[str]) -> list[tuple[str, str, Any]]:
+    """Select every family through the cluster; those not found: (family, the answer's verb,
+    its reason or whether it found the family)."""
+    misses = []
     for family in families:
         verb, fields = shards.call(f'(select "{family}")')
-        misses += verb != "selected" or fields["found"] is not True
+        if verb != "selected" or fields["found"] is not True:
+            misses.append((family, verb, fields.get("reason", fields.get("found"))))
     return misses
 
 
