@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cellframe.language.plist import from_plist
-from cellframe.node.replays import MAX_ENTRIES, ReplayGossip
+from cellframe.node.replays import MAX_ASKED, MAX_ENTRIES, Questions, ReplayGossip
 from cellframe.testing import wait_for
 from cellframe.wire.replay import ReplayCache
 
@@ -64,3 +64,40 @@ def test_news_that_is_not_a_list_of_entries_is_refused_whole(entries: Any) -> No
     with pytest.raises(ValueError):
         ReplayGossip("b-01", cache, lambda target, expr: None).heard("a-01", entries)
     assert len(cache) == 0
+
+
+def test_questions_to_a_sibling_wait_for_the_batch_on_its_way_and_then_go_together() -> None:
+    sent: list[tuple[str, list[Any]]] = []
+    now = [0.0]
+    questions = Questions(lambda sibling, batch: sent.append((sibling, batch)), patience=1.0,
+                          clock=lambda: now[0])
+    questions.ask("b-01", ("k", "m1", "role.tally"))
+    questions.ask("b-01", ("k", "m2", "role.tally"))
+    questions.ask("b-01", ("k", "m3", "role.tally"))
+    questions.ask("c-01", ("k", "m1", "role.tally"))  # another sibling: not held back
+    assert sent == [("b-01", [("k", "m1", "role.tally")]), ("c-01", [("k", "m1", "role.tally")])]
+    questions.answered("b-01")
+    assert sent[-1] == ("b-01", [("k", "m2", "role.tally"), ("k", "m3", "role.tally")])
+    questions.answered("b-01")  # nothing waits: the next question goes at once
+    questions.ask("b-01", ("k", "m4", "role.tally"))
+    assert sent[-1] == ("b-01", [("k", "m4", "role.tally")])
+    questions.ask("b-01", ("k", "m5", "role.tally"))
+    assert len(sent) == 4  # held behind m4's batch ...
+    now[0] = 1.5
+    questions.ask("b-01", ("k", "m6", "role.tally"))  # ... until it waited past the patience
+    assert sent[-1] == ("b-01", [("k", "m5", "role.tally"), ("k", "m6", "role.tally")])
+    assert (questions.batches, questions.entries) == (5, 7)
+
+
+def test_a_batch_of_questions_is_cut_to_fit_a_message() -> None:
+    sent: list[list[Any]] = []
+    questions = Questions(lambda sibling, batch: sent.append(batch), patience=1.0)
+    questions.ask("b-01", ("k", "first", "role.tally"))
+    for n in range(MAX_ASKED + 10):
+        questions.ask("b-01", ("k", f"{n:0>500}", "role.tally"))
+    while questions.entries < MAX_ASKED + 11:
+        questions.answered("b-01")
+    assert all(0 < len(batch) <= MAX_ASKED for batch in sent)
+    assert all(sum(len(part) for asked in batch for part in asked) < 32 * 1024 for batch in sent)
+    assert [asked[1] for batch in sent for asked in batch][1:] == \
+        [f"{n:0>500}" for n in range(MAX_ASKED + 10)]

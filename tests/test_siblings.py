@@ -137,3 +137,22 @@ def test_closing_returns_what_was_held_and_decides_nothing() -> None:
     assert check.close() == ["m1"]
     check.heard("b", "m1", NOT_APPLIED)
     assert recorder.decisions == []
+
+
+def test_a_holder_that_lets_an_asker_go_first_waits_for_its_answer_again() -> None:
+    """b held m1 and heard ``not-applied`` from a, before a held a copy of its own. Then a
+    holds one and asks b: b lets a go first (a sorts first), so a applies it; b must not take
+    a's old answer, and asks a again, which says ``applied``. Without that both applied it."""
+    recorder = Recorder()
+    recorder.live = {"a", "c"}
+    b = _check(recorder, "b", timeout=0.08)
+    b.hold("m1", ["a", "c"], recorder.decided("m1"))
+    b.heard("a", "m1", NOT_APPLIED)  # a had no copy yet
+    assert b.answer_for("m1", "a") is None  # a holds one now: a goes first
+    b.heard("c", "m1", NOT_APPLIED)
+    assert recorder.decisions == []  # still waiting for a
+    wait_for(lambda: recorder.asked.count(("a", "m1")) == 2, 10, what="b to ask a again",
+             show=lambda: recorder.asked)
+    b.heard("a", "m1", APPLIED)
+    assert recorder.decisions == [("m1", True)]
+    b.close()

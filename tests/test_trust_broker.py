@@ -107,7 +107,8 @@ class Trust:
     def node_key(self, name: str) -> Key:
         return next(k for k in self.keys.keyring if k.node == name)
 
-    def start_node(self, name: str, role: str, cells: list[type[Any]]) -> Node:
+    def start_node(self, name: str, role: str, cells: list[type[Any]],
+                   **options: Any) -> Node:
         """One more node playing ``role`` with its own bound key, added to the key file."""
         key = new_key(name, kind="node", node=name)
         self.keys.paths[0].write_text(dump_keys([*self.keys.keyring, key]))
@@ -115,7 +116,8 @@ class Trust:
         signer = Signer(key, keyring=self.keys, exchange=self.names.exchange)
         self.nodes[name] = Node(name, transport=self.names.connect(), signer=signer, role=role,
                                 registry=RoleRegistry({role: cells}), diagnostic=True,
-                                queue_prefix=self.names.queue_prefix, watch_config=False).start()
+                                queue_prefix=self.names.queue_prefix, watch_config=False,
+                                **options).start()
         return self.nodes[name]
 
     def root_key(self) -> Key:
@@ -229,6 +231,53 @@ def test_a_signed_role_message_replayed_to_the_roles_other_instance_is_refused(t
     assert trust.total("a-01") + trust.total("b-01") == 4
     trust.answers_status(other)
     root.close()
+
+
+#: Membership only to know who else plays the role.
+SEEING = Membership.configured(HealingConfig(heartbeat_interval=0.05, acceptable_pause=5.0))
+
+
+@pytest.mark.parametrize("mode", ["ask", "gossip"])
+def test_copies_of_a_role_message_published_at_once_are_applied_once_across_instances(
+        trust, mode: str) -> None:
+    """The first copy and six replays, published together: they reach both instances of the
+    role before either could tell the other what it admitted. Asking (the default) holds each
+    copy until the other instance answers, so one copy is applied and six are refused as
+    replays; gossip alone lets the other instance apply a copy too (its window)."""
+    nodes = [trust.start_node(name, "counter", [Gullible], system_cells=(SEEING,),
+                              replays_across_role=mode) for name in ("r-01", "r-02")]
+    wait_for(lambda: all(node.role_siblings() for node in nodes), 30,
+             what="each instance to see the other alive",
+             show=lambda: {node.name: node.role_siblings() for node in nodes})
+    stolen = new_key("ops-role", ["role:counter add"])
+    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, stolen]))
+    assert trust.keys.reload()
+    signed = Signer(stolen, exchange=trust.names.exchange).sign(Envelope(b"(add 4)"),
+                                                                "role.counter")
+    properties = to_amqp(signed, persistent=False)
+    with raw_channel(trust.names.url) as channel:
+        for _ in range(7):
+            channel.basic_publish(trust.names.exchange, "role.counter", signed.body, properties)
+
+    def settled() -> dict[str, Any]:
+        return {node.name: (node.counters.delivered, dict(node.counters.refused))
+                for node in nodes}
+
+    def applied() -> int:
+        return sum(cell_total(node, node.name) for node in nodes)
+
+    def replays() -> int:
+        return sum(node.counters.refused.get("replayed", 0) for node in nodes)
+
+    wait_for(lambda: applied() + replays() * 4 >= 28, 30,
+             what="each of the seven copies applied or refused", show=settled)
+    if mode == "ask":
+        assert applied() == 4, settled()
+        assert replays() == 6, settled()
+        for node in nodes:
+            trust.answers_status(node.name)
+    else:  # gossip alone: each instance's own cache refuses its second copy, no more
+        assert applied() in (4, 8), settled()
 
 
 def test_a_signed_message_replayed_after_its_expiry_is_refused(trust) -> None:

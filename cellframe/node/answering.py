@@ -1,13 +1,16 @@
-"""The part of ``Node`` that answers, and asks, the other instances of its role about a
-redelivered role message (``cellframe.node.siblings`` has the exchange and its policy): which
-instances there are, by membership; the question; and the answer, from the durable role cells
-here once each has handled what its mailbox held before the question.
+"""The part of ``Node`` that answers, and asks, the other instances of its role about a role
+message (``cellframe.node.siblings`` has the exchange and its policy): which instances there
+are, by membership; and two questions. Whether a redelivered message was applied, answered by
+the durable role cells here once each has handled what its mailbox held before the question;
+and whether a signed message's copy was admitted (``cellframe.node.replays``), answered by the
+gate's replay cache.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +23,16 @@ from ..errors import CellframeError
 from ..healing.membership import Membership
 from ..language.symbols import Keyword, Symbol
 from ..wire.routing import node_key
+from .gate import Gate
 from .hosted import Hosted, NodeParts
+from .replays import Asked, Questions, replay_entry, replay_id
 from .siblings import APPLIED, BUSY, NOT_APPLIED, SiblingCheck
 
 __all__ = ["AnsweringSiblings"]
 
 log = logging.getLogger(__name__)
+
+_QUOTE = Symbol("quote")
 
 #: Membership's statuses of a member no longer asked about a message.
 _GONE = frozenset({"down", "left"})
@@ -35,6 +42,9 @@ class AnsweringSiblings(NodeParts):
     """Asks and answers the role's other instances (see the module's docstring)."""
 
     siblings: SiblingCheck
+    replay_check: SiblingCheck
+    questions: Questions
+    gate: Gate
     journal: CellJournal | None
     fence: PauseFence | None
 
@@ -79,6 +89,43 @@ class AnsweringSiblings(NodeParts):
             reply(APPLIED if applied else NOT_APPLIED)
             return
         _ask_cells(cells, message_id, reply)
+
+    def _ask_replay(self, sibling: str, held_id: str) -> None:
+        key, message, route, _ = replay_entry(held_id)
+        self.questions.ask(sibling, (key, message, route))
+
+    def _send_replay_questions(self, sibling: str, batch: list[Asked]) -> None:
+        self._send_quietly(node_key(sibling), [
+            Symbol("were-admitted"), Keyword("by"), self.name,
+            Keyword("entries"), [_QUOTE, [list(asked) for asked in batch]]])
+
+    def answer_replays(self, asker: str, entries: list[Asked]) -> None:
+        """Answer ``asker`` whether this node's gate admitted each signed role message
+        (key id, message id, routing key): ``busy`` if it holds a copy that goes first,
+        ``not-applied`` if it holds one that does not (the asker goes first, and is asked
+        again here), else its replay cache says."""
+        now = time.time()
+        answers = []
+        for key, message, route in entries:
+            entry = (key, message, route, "role")
+            held_id = replay_id(entry)
+            answer = self.replay_check.answer_for(held_id, asker)
+            if answer is None:
+                if self.replay_check.holds(held_id):
+                    answer = NOT_APPLIED
+                else:
+                    answer = APPLIED if self.gate.replays.contains(entry, now) else NOT_APPLIED
+            answers.append([key, message, route, answer])
+        self._send_quietly(node_key(asker), [
+            Symbol("admitted-answers"), Keyword("node"), self.name,
+            Keyword("answers"), [_QUOTE, answers]])
+
+    def heard_replay_answers(self, sibling: str, answers: list[tuple[str, str, str, str]],
+                             ) -> None:
+        """``sibling``'s answers to a batch of ``were-admitted``; the next batch goes."""
+        for key, message, route, answer in answers:
+            self.replay_check.heard(sibling, replay_id((key, message, route, "role")), answer)
+        self.questions.answered(sibling)
 
     def _send_quietly(self, target: str, expr: list[Any]) -> None:
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..cell import nodeverbs
@@ -32,7 +32,7 @@ from ..wire.replay import ReplayCache
 from ..wire.routing import speaker_of
 from ..wire.signing import EXPIRES_HEADER
 
-__all__ = ["NODE_ONLY", "Admitted", "Gate"]
+__all__ = ["NODE_ONLY", "Admitted", "Gate", "ReplayEntry"]
 
 #: Routing keys only nodes publish to (heartbeats, membership news, probes, logs, events,
 #: call-backs): an operator key, whatever its capabilities, cannot impersonate a node there.
@@ -46,15 +46,25 @@ MAX_MESSAGE_ID = 1024
 _REPLY_KEYS = 10_000
 
 
+#: What the replay cache remembers of a signed message: (key id, message id, routing key,
+#: the queue it came from).
+ReplayEntry = tuple[str, str, str, str]
+
+
 class Admitted:
-    """A delivery that passed the gate: its expression and the key that signed it."""
+    """A delivery that passed the gate: its expression, the key that signed it, and (signed)
+    its replay cache entry and expiry, for the role's other instances
+    (``cellframe.node.replays``)."""
 
-    __slots__ = ("expr", "key", "verb")
+    __slots__ = ("entry", "expires", "expr", "key", "verb")
 
-    def __init__(self, expr: Any, key: Key | None, verb: str | None) -> None:
+    def __init__(self, expr: Any, key: Key | None, verb: str | None,
+                 entry: ReplayEntry | None = None, expires: float = 0.0) -> None:
         self.expr = expr
         self.key = key
         self.verb = verb
+        self.entry = entry
+        self.expires = expires
 
 
 class Gate:
@@ -65,9 +75,6 @@ class Gate:
         self.signer = signer
         self.max_message_bytes = max_message_bytes
         self.replays = replays if replays is not None else ReplayCache()
-        #: Told each signed message admitted from a role queue, for the role's other
-        #: instances (``cellframe.node.replays``).
-        self.on_role_admit: Callable[[tuple[str, str, str, str], float], None] | None = None
         self._read = ReadMemo(max_message_bytes).read  # a repeated body is read once
         self._reply_keys: OrderedDict[str, Key] = OrderedDict()
         self._lock = threading.Lock()
@@ -82,7 +89,7 @@ class Gate:
         if len(envelope.message_id) > MAX_MESSAGE_ID:
             raise RefusedError("oversized", f"a message id of {len(envelope.message_id)} "
                                f"characters exceeds {MAX_MESSAGE_ID}")
-        key = None
+        key, entry, expires = None, None, 0.0
         if self.signer is not None:
             now = time.time()  # one clock read for the expiry and the replay cache
             key = self.signer.verify(envelope, delivery.routing_key, now=now)
@@ -91,8 +98,6 @@ class Gate:
             if self.replays.seen(entry, expires, now) and not delivery.redelivered:
                 raise _with_key(RefusedError("replayed", f"message {envelope.message_id!r} was seen "
                                                     "before (a replay within its life)"), key)
-            if where == "role" and self.on_role_admit is not None:
-                self.on_role_admit(entry, expires)
             if key.kind == "operator" and envelope.reply_to:
                 self._remember(envelope.reply_to, key)
         try:
@@ -117,7 +122,7 @@ class Gate:
                 for form in inner:
                     if not key.allows(routing_key, form[0].name):
                         raise _beyond(key, routing_key, form[0].name)
-        return Admitted(expr, key, verb)
+        return Admitted(expr, key, verb, entry, expires)
 
     def reply_key(self, target: str) -> Key | None:
         """The operator key to sign a call-back to ``target`` with: the one its client wrote

@@ -58,11 +58,11 @@ from ..wire.routing import (
 )
 from .answering import AnsweringSiblings
 from .counters import NodeCounters
-from .gate import Gate
+from .gate import MAX_MESSAGE_ID, Gate
 from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
-from .replays import ReplayGossip
+from .replays import MAX_ASKED, Questions, ReplayGossip
 from .siblings import ANSWERS, SiblingCheck
 from .status import status_reply
 from .supervising import Supervising
@@ -102,7 +102,8 @@ class NodeDaemon(Cell):
     #: node asking with ``:by``, a watched cell's node telling with ``:node``.
     node_verbs: ClassVar[Mapping[str, str | None]] = {
         "monitor": "by", "demonitor": "by", "cell-down": "node",
-        "was-applied": "by", "applied-answer": "node", "replays-seen": "by"}
+        "was-applied": "by", "applied-answer": "node", "replays-seen": "by",
+        "were-admitted": "by", "admitted-answers": "node"}
 
     def __init__(self, name: str, *, node: Node, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
@@ -162,6 +163,24 @@ class NodeDaemon(Cell):
         except ValueError as error:
             raise ArityError(str(error)) from error
 
+    @transition("were-admitted")
+    def were_admitted(self, by: str, entries: Any) -> None:
+        """Another instance of the role (``by``) holds copies of signed role messages: did
+        this node's gate admit them? (``cellframe.node.replays``)"""
+        if not isinstance(by, str):
+            raise ArityError("were-admitted takes :by NODE :entries '((KEY ID ROUTE) ...)")
+        self.node.answer_replays(by, _asked(entries, 3, "were-admitted"))
+
+    @transition("admitted-answers")
+    def admitted_answers(self, node: str, answers: Any) -> None:
+        """Another instance of the role (``node``) answers ``were-admitted``."""
+        if not isinstance(node, str):
+            raise ArityError("admitted-answers takes :node NODE :answers '(...)")
+        checked = _asked(answers, 4, "admitted-answers")
+        if any(answer[3] not in ANSWERS for answer in checked):
+            raise ArityError(f"admitted-answers: each answer is one of {sorted(ANSWERS)}")
+        self.node.heard_replay_answers(node, checked)
+
     @transition("applied-answer")
     def applied_answer(self, message: str, node: str, answer: str) -> None:
         """Another instance of the role (``node``) answers ``was-applied``."""
@@ -216,6 +235,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         journal: CellJournal | Callable[[Node], CellJournal] | None = None,
         ship_logs: bool = False,
         sibling_timeout: float = 2.0,
+        replays_across_role: str = "ask",
     ) -> None:
         self.name = validate_name(name, "node name")
         self.transport = transport
@@ -231,8 +251,6 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         #: What this node's gate admits from its role queue, told to the role's other instances
         #: for their replay caches, and theirs heard (signed clusters only).
         self.replay_gossip = ReplayGossip(self.name, self.gate.replays, self._send_quietly)
-        if signer is not None:
-            self.gate.on_role_admit = self.replay_gossip.admitted
         self._notices = (0, 0)
         self.diagnostic = diagnostic
         self.max_message_bytes = max_message_bytes
@@ -307,6 +325,16 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.siblings = SiblingCheck(self.name, self._ask_sibling, self.role_siblings,
                                      timeout=sibling_timeout,
                                      max_wait=max(8 * sibling_timeout, 16.0))
+        if replays_across_role not in ("ask", "gossip"):
+            raise ConfigError(f"replays_across_role is 'ask' or 'gossip', not "
+                              f"{replays_across_role!r}")
+        #: ``ask``: a signed role message is held until the role's other live instances said
+        #: whether they admitted a copy (``cellframe.node.replays``); ``gossip``: not held.
+        self.replays_across_role = replays_across_role
+        self.replay_check = SiblingCheck(self.name, self._ask_replay, self.role_siblings,
+                                         timeout=sibling_timeout,
+                                         max_wait=max(8 * sibling_timeout, 16.0))
+        self.questions = Questions(self._send_replay_questions, patience=sibling_timeout / 4)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -519,6 +547,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.replay_gossip.close()
         self.monitors.close()
         self.siblings.close()  # what it held stays unsettled: the broker redelivers it
+        self.replay_check.close()  # so does what it held for a replay check
         if self._watcher is not None:
             self._watcher.stop()
         self.emit("stopping", role=self.role)
@@ -811,6 +840,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.monitors.heard_event(kind, payload)
         if kind in _GONE and isinstance(fields.get("member"), str):
             self.siblings.gone(fields["member"])
+            self.replay_check.gone(fields["member"])
         for listener in list(self.listeners):
             listener(kind, payload)
         expr = [Symbol("event"), Keyword("kind"), kind]
@@ -866,3 +896,15 @@ def _snapshot(cell: Cell) -> dict[str, Any]:
     except Exception as error:  # the cell's code, as its actions are
         log_failure(log, error, "%s: cell_snapshot failed", cell.cell_name, level=logging.WARNING)
         return {**Cell.cell_snapshot(cell), "snapshot_error": f"{type(error).__name__}: {error}"}
+
+
+def _asked(entries: Any, width: int, verb: str) -> list[Any]:
+    """``entries`` checked: a list of at most ``MAX_ASKED`` lists of ``width`` strings, a key
+    id, a message id and a routing key first, each of a sane length; ``ArityError`` if not."""
+    if not isinstance(entries, list) or len(entries) > MAX_ASKED or not all(
+            isinstance(item, list) and len(item) == width
+            and all(isinstance(part, str) for part in item)
+            and len(item[0]) <= 200 and len(item[1]) <= MAX_MESSAGE_ID and len(item[2]) <= 300
+            for item in entries):
+        raise ArityError(f"{verb} takes at most {MAX_ASKED} entries, each ({width} strings)")
+    return [tuple(item) for item in entries]

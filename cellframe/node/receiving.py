@@ -34,8 +34,9 @@ from ..wire.envelope import (
 )
 from ..wire.routing import topic_matches
 from .audit import AuditTrail
-from .gate import Gate, head_verb
+from .gate import Admitted, Gate, head_verb
 from .hosted import HeldDelivery, Hosted, NodeParts
+from .replays import ReplayGossip, replay_id
 from .siblings import SiblingCheck
 
 __all__ = ["Receiving"]
@@ -65,6 +66,9 @@ class Receiving(NodeParts):
     dead_letter: Callable[[Message, str], None]
     siblings: SiblingCheck
     role_siblings: Callable[[], list[str]]
+    replay_check: SiblingCheck
+    replay_gossip: ReplayGossip
+    replays_across_role: str
 
     # -- receiving: on the transport's I/O thread, so never blocking and never taking _lock --
 
@@ -72,7 +76,7 @@ class Receiving(NodeParts):
         decoded = self._decode(delivery, "node")
         if decoded is None:
             return
-        message, trail = decoded
+        message, trail, _ = decoded
         key = delivery.routing_key
         if key.startswith("cell."):
             targets = self._cells_named(key[5:])
@@ -86,7 +90,18 @@ class Receiving(NodeParts):
         decoded = self._decode(delivery, "role")
         if decoded is None:
             return
-        message, trail = decoded
+        message, trail, admitted = decoded
+        if admitted.entry is not None and self._hold_for_replays(message, delivery, trail,
+                                                                 admitted):
+            return  # until the role's other instances say whether they admitted it
+        self._role_admitted(message, delivery, trail, admitted)
+
+    def _role_admitted(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
+                       admitted: Admitted) -> None:
+        """A role delivery no other instance admitted before: told to the role's other
+        instances (signed), then to the cells, after the sibling check if redelivered."""
+        if admitted.entry is not None:
+            self.replay_gossip.admitted(admitted.entry, admitted.expires)
         if sent_before(delivery) and self._hold_for_siblings(message, delivery, trail):
             return  # until the role's other instances say whether they applied it
         self._tell_role_cells(message, delivery, trail)
@@ -98,6 +113,43 @@ class Receiving(NodeParts):
         declaring = [h for h in cells if verb in h.cell.cell_verbs()]
         self._tell(declaring or list(cells[:1]), message, delivery, from_role_queue=True,
                    trail=trail)
+
+    # -- a replay to another instance of the role (``cellframe.node.replays``) --
+
+    def _hold_for_replays(self, message: Message, delivery: Delivery,
+                          trail: AuditTrail | None, admitted: Admitted) -> bool:
+        """A signed role message the broker hands out for the first time: hold it and ask
+        the role's other live instances whether their gates admitted it (a copy replayed
+        to the role may reach an instance that never saw the first). False (go on now) if
+        the node only gossips (``replays_across_role="gossip"``), the broker redelivered it
+        (a lost ack's message must be applied somewhere), or membership knows no other
+        instance."""
+        if self.replays_across_role != "ask" or delivery.redelivered:
+            return False
+        siblings = self.role_siblings()
+        if not siblings:
+            return False
+        assert admitted.entry is not None
+        self.replay_check.hold(replay_id(admitted.entry), siblings, functools.partial(
+            self._replay_decided, message, delivery, trail, admitted))
+        return True
+
+    def _replay_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
+                        admitted: Admitted, admitted_elsewhere: bool) -> None:
+        """A held role message decided: refused as ``replayed`` if another instance admitted
+        a copy first, else on its way to the cells here (or back to the role queue if the
+        node left the role meanwhile)."""
+        if admitted_elsewhere:
+            key, result = admitted.key, "refused: replayed"
+            self._refuse(delivery, f"refused: message {message.id!r} was admitted by another "
+                         f"instance of {self.role} (a replay within its life)",
+                         reason="replayed", audit=lambda settle: self._audit(
+                             delivery, key, admitted.verb, result, settle))
+        elif self._routes.role_cells and not self._leaving_role:
+            self._role_admitted(message, delivery, trail, admitted)
+        else:
+            self._give_back_fenced(delivery, True, "the node left the role while it asked the "
+                                   "role's other instances", trail)
 
     # -- once per role across processes (``cellframe.node.siblings``) --
 
@@ -234,10 +286,11 @@ class Receiving(NodeParts):
         """The ``refuse`` of an Inbound: settle the delivery without applying it."""
         return _Refusal(self, delivery, message, settle, alone, requeue)
 
-    def _decode(self, delivery: Delivery, where: str) -> tuple[Message, AuditTrail | None] | None:
+    def _decode(self, delivery: Delivery, where: str,
+                ) -> tuple[Message, AuditTrail | None, Admitted] | None:
         """Pass the delivery through the gate (size, signature, replay, read, capabilities);
         refuse it with the reason, or make it a message for the cells (with its audit trail
-        if an operator key sent it)."""
+        if an operator key sent it, and what the gate admitted)."""
         envelope = delivery.envelope
         if not is_cellframe_content(envelope.content_type):
             # Its reply_to is not verified yet: answered only in an unsigned cluster.
@@ -264,7 +317,8 @@ class Receiving(NodeParts):
                        sender=envelope.sender, sent_at=envelope.timestamp,
                        correlation_id=envelope.correlation_id,
                        trace=None if tracing.active is None
-                       else tracing.active.on_deliver(envelope, delivery.routing_key)), trail
+                       else tracing.active.on_deliver(envelope, delivery.routing_key)), \
+            trail, admitted
 
     def _notice(self, envelope: Envelope, reason: str) -> None:
         """Tell a client whose message failed verification, unsigned (it could not verify an

@@ -1,28 +1,48 @@
-"""Replay protection across a role's instances: what one node's gate admitted from its role
-queue, the others learn.
+"""Replay protection across a role's instances: a copy of a signed role message replayed to
+the role may reach an instance whose own replay cache never saw the first copy.
 
 A node's replay cache (``cellframe.wire.replay``) remembers the signed messages its own gate
 admitted, until their expiry. A message sent to a role reaches one of the role's instances,
-and a copy of it replayed to the same role may reach another, whose cache never saw it. So
-every ``interval`` (50 ms) a node tells the role's instances (``each.<role>``, its own node
-queue included, which it ignores) the signed role messages its gate admitted since:
-``(replays-seen :by NODE :entries '((KEY ID ROUTING-KEY WHERE EXPIRES) ...))``, and each puts
-them in its own cache. A replay that reaches a sibling after that is refused as ``replayed``.
+and a copy of it replayed to the same role may reach another. Two things close that:
 
-What it costs: one message a node every 50 ms while signed role messages come in (entries of
-about 100 bytes, cut to fit a message), nothing otherwise, and one cache insert an entry on
-each sibling. What it leaves: a replay that reaches another instance within about that
-interval of the first copy (before the news) is admitted there; a node that gets more than
-``MAX_PENDING`` admissions in one interval tells only the first (``dropped`` counts the rest).
+* **Asking** (``replays_across_role="ask"``, the default). A signed role message the broker
+  hands out for the first time is held, neither applied nor acknowledged, until each of the
+  role's other live instances (by membership) has said whether its gate admitted a copy:
+  ``(were-admitted :by ME :entries '((KEY ID ROUTING-KEY) ...))`` to ``node.<S>``, answered
+  ``(admitted-answers :node S :answers '((KEY ID ROUTING-KEY A) ...))``, A one of
+  ``applied`` (admitted: this copy is refused as ``replayed``), ``not-applied`` or ``busy``
+  (ask again soon). The exchange and its rules are ``cellframe.node.siblings``': of two
+  instances holding copies at once, the one whose name sorts first goes first and the other
+  asks it again, so exactly one applies it. It costs a round trip to each sibling before a
+  role message is applied (latency, not a blocked thread: held messages wait in the
+  consumer's prefetch window). The questions to a sibling are batched (``Questions``): one
+  batch on its way at a time, the next sent with what came meanwhile once it is answered,
+  so under load a question and an answer cover many messages. A sibling that does not
+  answer is asked again for as long as membership holds it alive; without a membership cell
+  a node knows no siblings and only gossips.
+* **Gossip**, always (signed clusters): every ``interval`` (50 ms) a node tells the role's
+  instances (``each.<role>``, its own node queue included, which it ignores) the signed role
+  messages it admitted since: ``(replays-seen :by NODE :entries '((KEY ID ROUTING-KEY WHERE
+  EXPIRES) ...))``, and each puts them in its own cache. So a replay that comes after an
+  instance left or died is refused too, with nobody to ask. With ``"gossip"`` alone (no
+  asking), a replay that reaches another instance within about that interval of the first
+  copy is admitted there.
 
-A copy the broker marks ``redelivered`` passes the cache anyway (a lost ack's message must
-be applied somewhere). A publisher's resend (``RESENT_HEADER``) is refused as a replay by a
-sibling that heard of its first copy: that copy was admitted, so it is applied or comes back
+What gossip costs: one message a node every 50 ms while signed role messages come in
+(entries of about 100 bytes, cut to fit a message), nothing otherwise, and one cache insert
+an entry on each sibling; a node that gets more than ``MAX_PENDING`` admissions in one
+interval tells only the first (``dropped`` counts the rest).
+
+A copy the broker marks ``redelivered`` passes the cache and is not asked about (a lost ack's
+message must be applied somewhere: the durable sibling check and the cells' dedup settle
+it). A publisher's resend (``RESENT_HEADER``) is asked about like a first copy, and refused
+as a replay where its first copy was admitted: that copy is applied or comes back
 ``redelivered``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -33,7 +53,8 @@ from ..language.symbols import Keyword, Symbol
 from ..wire.replay import ReplayCache
 from ..wire.routing import each_key
 
-__all__ = ["GOSSIP_INTERVAL", "MAX_PENDING", "ReplayGossip"]
+__all__ = ["GOSSIP_INTERVAL", "MAX_PENDING", "Questions", "ReplayGossip", "replay_entry",
+           "replay_id"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +68,80 @@ MAX_ENTRIES = 2_000
 _BUDGET = 40 * 1024
 
 Entry = tuple[str, str, str, str]
+
+
+#: (key id, message id, routing key) of a held role message, as a question names it.
+Asked = tuple[str, str, str]
+#: Entries one ``(were-admitted ...)`` carries at most (a sibling refuses more), and bytes.
+MAX_ASKED = 256
+_ASKED_BUDGET = 24 * 1024
+
+
+class Questions:
+    """The questions a node asks its siblings about held role messages, batched: one batch on
+    its way to a sibling at a time; what is asked meanwhile waits for its answer (``answered``)
+    and goes in the next. A batch not answered within ``patience`` no longer holds the next
+    back (its sibling is slow, or the answer was lost: the held messages are asked about
+    again by their ``SiblingCheck``).
+
+    ``send(sibling, entries)`` publishes one ``(were-admitted ...)``; it is never called
+    holding the lock.
+    """
+
+    def __init__(self, send: Callable[[str, list[Asked]], None], *, patience: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._send, self.patience, self._clock = send, patience, clock
+        self._waiting: dict[str, list[Asked]] = {}
+        self._sent_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        #: Batches sent, and entries in them.
+        self.batches = self.entries = 0
+
+    def ask(self, sibling: str, asked: Asked) -> None:
+        with self._lock:
+            self._waiting.setdefault(sibling, []).append(asked)
+            sent_at = self._sent_at.get(sibling)
+            if sent_at is not None and self._clock() - sent_at < self.patience:
+                return  # goes with the next batch, once this one is answered
+            batch = self._next(sibling)
+        self._send(sibling, batch)
+
+    def answered(self, sibling: str) -> None:
+        """``sibling`` answered a batch: send it what waits, if anything."""
+        with self._lock:
+            if not self._waiting.get(sibling):
+                self._sent_at.pop(sibling, None)
+                return
+            batch = self._next(sibling)
+        self._send(sibling, batch)
+
+    def _next(self, sibling: str) -> list[Asked]:
+        """(Holding the lock.) The next batch for ``sibling``, marked on its way."""
+        waiting = self._waiting[sibling]
+        cut, used = 0, 0
+        while cut < len(waiting) and cut < MAX_ASKED:
+            used += sum(map(len, waiting[cut])) + 16
+            if cut and used > _ASKED_BUDGET:
+                break
+            cut += 1
+        batch = waiting[:cut]
+        del waiting[:cut]
+        self._sent_at[sibling] = self._clock()
+        self.batches += 1
+        self.entries += len(batch)
+        return batch
+
+
+def replay_id(entry: Entry) -> str:
+    """The id a held role message goes by in the node's ``SiblingCheck``: its key id,
+    message id and routing key (the queue is always a role queue), unambiguously joined."""
+    return json.dumps(entry[:3])
+
+
+def replay_entry(held_id: str) -> Entry:
+    """The replay cache entry of a held role message's id (``replay_id``'s inverse)."""
+    key, message, route = json.loads(held_id)
+    return key, message, route, "role"
 Publish = Callable[[str, list[Any]], None]
 
 

@@ -115,7 +115,8 @@ class SiblingCheck:
                                            since=now)
             heapq.heappush(self._due, (due, message_id))
             self._start_timer()
-            self._lock.notify()
+            if self._due[0][1] == message_id:  # the timer sleeps till an earlier one else
+                self._lock.notify()
         for sibling in sorted(waiting):
             self._ask(sibling, message_id)
 
@@ -123,12 +124,26 @@ class SiblingCheck:
         """``busy`` (ask again) if a copy of ``message_id`` held here goes first (it is being
         handed to the cells, or this node's name sorts before ``asker``'s); None: the cells'
         journals answer (a copy held here undecided is not applied, but an earlier copy may
-        have been)."""
+        have been).
+
+        A copy held here undecided that lets ``asker`` go first waits for ``asker`` again: an
+        answer it had from ``asker`` before ``asker`` held its own copy said ``not-applied``,
+        and ``asker`` is about to apply it. Without that both applied it."""
         with self._lock:
             held = self._held.get(message_id)
-        if held is not None and (held.deciding or self.name < asker):
-            return BUSY
+            if held is None:
+                return None
+            if held.deciding or self.name < asker:
+                return BUSY
+            if asker not in held.waiting:
+                held.waiting.add(asker)
+                self._reschedule(held, self._clock() + self.timeout / 8)
         return None
+
+    def holds(self, message_id: str) -> bool:
+        """Whether a copy of ``message_id`` is held here (decided or not)."""
+        with self._lock:
+            return message_id in self._held
 
     def heard(self, sibling: str, message_id: str, answer: str) -> None:
         """``sibling``'s answer about ``message_id``."""

@@ -54,6 +54,12 @@ class ReplayCache:
             order.append((expires, entry))
             return False
 
+    def contains(self, entry: tuple[str, ...], now: float) -> bool:
+        """Whether ``entry`` is recorded and has not expired (recording nothing)."""
+        with self._lock:
+            expires = self._expiry.get(entry)
+        return expires is not None and expires >= now
+
     def __len__(self) -> int:
         return len(self._expiry)
 
