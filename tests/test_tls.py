@@ -19,12 +19,12 @@ from cellframe.cli.main import main
 from cellframe.errors import BrokerUnavailableError, ConfigError
 from cellframe.testing import Connector, TransportConformance
 from cellframe.testing.services import missing
+from cellframe.testing.tls_broker import RABBITMQ_SERVER, TlsBroker
 from cellframe.transports.amqp import AmqpTransport
 from cellframe.transports.tls import TlsOptions
 from cellframe.wire.keys import dump_keys, new_key
 from cellframe.wire.signing import Signer
 from tests.node_support import registry, replies_matching
-from tests.tls_support import RABBITMQ_SERVER, TlsBroker
 
 pytestmark = pytest.mark.amqp
 SETTINGS = {"heartbeat": 5, "connect_timeout": 10.0, "op_timeout": 10.0, "close_timeout": 5.0}

@@ -507,6 +507,36 @@ def test_an_operator_key_cannot_impersonate_a_node(trust) -> None:
     assert trust.refused()["not-allowed"] == 2
 
 
+def test_an_operator_key_cannot_ask_or_answer_a_replay_check_and_bad_entries_are_refused(
+        trust, caplog) -> None:
+    """A forged ``not-applied`` would let a replay through: only node keys send the replay
+    check's verbs. A node's malformed entries are a clear error, and the node stays up."""
+    client = trust.root_client()
+    try:
+        client.send("node.a-01", '(admitted-answers :node "b-01" :answers '
+                                 '\'(("k" "m" "role.tally" "not-applied")))')
+        client.send("node.a-01", '(were-admitted :by "b-01" :entries \'(("k" "m" "role.tally")))')
+        trust.wait_refused("not-allowed", 2)
+    finally:
+        client.close()
+    b_key = trust.node_key("b-01")
+    for text in ('(were-admitted :by "b-01" :entries "junk")',
+                 '(admitted-answers :node "b-01" :answers \'(("k" "m" "role.tally" "maybe")))',
+                 '(were-admitted :by "b-01" :entries \'(("k" 5 "role.tally")))'):
+        trust.publish_signed(b_key, "node.a-01", text)
+    node = trust.nodes["a-01"]
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if "a-01-daemon" in r.getMessage() and "ArityError" in r.getMessage()]
+
+    # An action that raises ArityError is rolled back and logged, as the other node verbs'.
+    wait_for(lambda: len(refusals()) == 3, 30,
+             what="three malformed replay checks refused by a-01's daemon", show=refusals)
+    assert node.replay_check.holding() == 0
+    trust.answers_status()
+
+
 def test_an_operator_key_with_every_capability_cannot_send_replication_or_claims(trust) -> None:
     assert "replicate" in Coordinator.node_verbs and "claim" in Membership.node_verbs
     assert LOG_RECORDS_VERB == "log-records"

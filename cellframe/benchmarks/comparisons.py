@@ -8,6 +8,7 @@ below the goal is better) with both raw figures. The goals are the issues' floor
 from __future__ import annotations
 
 import functools
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -157,13 +158,47 @@ def _pipeline_tls(quick: bool) -> dict[str, Any]:
 
     from .pipeline import bench_control_pipeline
 
+    def run(url: str) -> dict[str, Any]:
+        # The headline pipeline and its raw pika baseline, both over the same TLS listener.
+        return _median_of(1 if quick else PIPELINE_RUNS, lambda: bench_control_pipeline(
+            n=5_000 if quick else 20_000, via="cell", url=url))
+
     url = os.environ.get("CELLFRAME_BENCH_TLS_URL")
-    if not url:
-        return {"skipped": "set CELLFRAME_BENCH_TLS_URL to an amqps:// URL (with pika's "
-                           "ssl_options argument for its CA and client certificate)"}
-    # The headline pipeline and its raw pika baseline, both over the same TLS listener.
-    return _median_of(1 if quick else PIPELINE_RUNS, lambda: bench_control_pipeline(
-        n=5_000 if quick else 20_000, via="cell", url=url))
+    if url:
+        return {"listener": "CELLFRAME_BENCH_TLS_URL", **run(url)}
+    return _with_tls_broker(run)
+
+
+def _with_tls_broker(run: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """``run(url)`` against a RabbitMQ node with a TLS listener started here for it (mutual
+    TLS, certificates made by openssl; ``cellframe.testing.TlsBroker``), or skipped, saying
+    why, where one cannot start (no RabbitMQ server installed, not root)."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ..testing.tls_broker import RABBITMQ_SERVER, TlsBroker
+
+    if not RABBITMQ_SERVER.exists() or os.geteuid() != 0:
+        return {"skipped": f"no TLS listener: set CELLFRAME_BENCH_TLS_URL to an amqps:// URL "
+                           f"(with pika's ssl_options argument), or run as root where "
+                           f"{RABBITMQ_SERVER} is installed, so the bench starts one"}
+    # Its own folder straight under the temporary directory: the broker runs as the rabbitmq
+    # user, who cannot pass through a private folder of root's.
+    base = Path(tempfile.mkdtemp(prefix="cellframe-bench-tls-"))
+    try:
+        try:
+            broker = TlsBroker(base).start()
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
+            return {"skipped": f"the TLS broker node did not start: {error}"}
+        try:
+            return {"listener": f"a RabbitMQ node with mutual TLS on 127.0.0.1:{broker.port}, "
+                                f"started for the bench", **run(broker.url_with_certificates)}
+        finally:
+            broker.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _pipeline_durable(quick: bool) -> dict[str, Any]:

@@ -29,7 +29,15 @@ while it waited) would each hear ``not-applied`` from the other: a holder asked 
 message it holds undecided answers ``busy`` if its name sorts first, so that exactly one of
 them goes first, and ``busy`` while it is handing the message it decided to apply to its
 cells, so the other asks again and then finds it applied. Otherwise its cells answer: an
-earlier copy may have been applied there, whatever the copy it holds now.
+earlier copy may have been applied there, whatever the copy it holds now; and the holder
+waits for the asker again, since what the asker said before it held its own copy
+(``not-applied``) no longer holds: it asks again soon and hears ``busy`` until the asker has
+decided, then ``applied`` if it applied it. (Answers from one node come in the order it sent
+them: one publisher, one queue.)
+
+The same exchange, with the gate's replay cache answering instead of the cells, keeps a
+signed role message from being applied by two instances when copies of it reach both
+(``cellframe.node.replays``).
 """
 
 from __future__ import annotations

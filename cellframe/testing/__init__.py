@@ -8,7 +8,8 @@
   and ``publish_many`` for deliveries and transports.
 - ``FakeClock`` (``clock.py``), ``AmqpNames`` (``amqp.py``), ``run_named`` and ``BindServer``
   (``bind.py``), ``run_haproxy`` (``haproxy.py``), ``running_cluster`` (``cluster.py``),
-  ``missing`` (``services.py``).
+  ``missing`` (``services.py``), ``TlsBroker`` (``tls_broker.py``: a RabbitMQ node with a TLS
+  listener and certificates made by openssl, for the TLS tests and the TLS bench).
 - ``plugin.py``: the pytest plugin (entry point ``pytest11``) whose fixtures use all of these.
 
 The names are listed in ``__init__.pyi`` and load on first use (lazy_loader, as in

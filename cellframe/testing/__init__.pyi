@@ -8,6 +8,7 @@ from .haproxy import run_haproxy as run_haproxy
 from .resolvers import ResolverConformance as ResolverConformance
 from .resolvers import conformance_zone as conformance_zone
 from .services import missing as missing
+from .tls_broker import TlsBroker as TlsBroker
 from .transports import Collector as Collector
 from .transports import Connector as Connector
 from .transports import TransportConformance as TransportConformance
@@ -22,6 +23,7 @@ __all__ = [
     "Connector",
     "FakeClock",
     "ResolverConformance",
+    "TlsBroker",
     "TransportConformance",
     "conformance_zone",
     "holds_for",

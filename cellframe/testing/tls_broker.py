@@ -1,6 +1,7 @@
 """A RabbitMQ node with a TLS listener on loopback, and certificates made by openssl, for the
-TLS tests (the approach of tools/rabbitmq-cluster: a node of its own name, config, data and
-distribution port, run as the rabbitmq user beside the main broker, which it never touches).
+TLS tests and ``cellframe bench``'s TLS pipeline (the approach of tools/rabbitmq-cluster: a
+node of its own name, config, data and distribution port, run as the rabbitmq user beside the
+main broker, which it never touches).
 
 It listens for AMQPS only (no plain TCP listener), asks every client for a certificate signed
 by the test CA (``verify_peer``, ``fail_if_no_peer_cert``), and its certificate names
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +62,11 @@ def make_certificates(folder: Path) -> Certificates:
     """A test CA, a server certificate for localhost/127.0.0.1, a client certificate, and a
     rogue CA's client certificate."""
     folder.mkdir(parents=True, exist_ok=True)
-    for ca in ("ca", "rogue-ca"):
+    for authority in ("ca", "rogue-ca"):
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                 "-keyout", str(folder / f"{ca}.key"), "-out", str(folder / f"{ca}.pem"),
-                 "-subj", f"/CN=cellframe test {ca}")
+                 "-keyout", str(folder / f"{authority}.key"),
+                 "-out", str(folder / f"{authority}.pem"),
+                 "-subj", f"/CN=cellframe test {authority}")
     ca, ca_key = folder / "ca.pem", folder / "ca.key"
     _signed(folder, "server", ca, ca_key, "/CN=localhost", "DNS:localhost,IP:127.0.0.1")
     _signed(folder, "client", ca, ca_key, "/CN=cellframe-client", None)
@@ -87,14 +90,24 @@ class TlsBroker:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.name = f"cftls{uuid.uuid4().hex[:6]}@localhost"
-        self.port = next((p for p in AMQPS_PORTS if _free(p) and _free(p + DIST_OFFSET)), None)
-        if self.port is None:
+        port = next((p for p in AMQPS_PORTS if _free(p) and _free(p + DIST_OFFSET)), None)
+        if port is None:
             raise RuntimeError(f"no free port for the TLS broker in {AMQPS_PORTS}")
+        self.port: int = port
         self.certs = make_certificates(base / "certs")
 
     @property
     def url(self) -> str:
         return f"amqps://guest:guest@localhost:{self.port}/%2F"
+
+    @property
+    def url_with_certificates(self) -> str:
+        """``url`` carrying pika's own ``ssl_options`` argument (the test CA, the client's
+        certificate and key): a URL raw pika and cellframe both connect with as it is."""
+        certs = self.certs
+        options = {"ca_certs": str(certs.ca), "certfile": str(certs.client_cert),
+                   "keyfile": str(certs.client_key), "server_hostname": "localhost"}
+        return f"{self.url}?ssl_options={urllib.parse.quote(repr(options))}"
 
     def start(self, timeout: float = 90.0) -> TlsBroker:
         certs, base = self.certs, self.base
