@@ -156,3 +156,16 @@ def test_a_holder_that_lets_an_asker_go_first_waits_for_its_answer_again() -> No
     b.heard("a", "m1", APPLIED)
     assert recorder.decisions == [("m1", True)]
     b.close()
+
+
+def test_a_check_that_gives_up_stops_waiting_for_a_silent_sibling_after_its_time() -> None:
+    recorder = Recorder()
+    check = _check(recorder, timeout=0.05, max_wait=0.05, give_up=0.3)
+    check.hold("m1", ["b", "c"], recorder.decided("m1"))
+    check.heard("c", "m1", NOT_APPLIED)
+    wait_for(lambda: recorder.decisions, 10, what="m1 decided without b's answer",
+             show=lambda: (recorder.asked, check.counts))
+    assert recorder.decisions == [("m1", False)]
+    assert recorder.asked.count(("b", "m1")) >= 2  # asked again meanwhile
+    assert check.counts["gave_up"] == 1
+    check.close()

@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 
 _QUOTE = Symbol("quote")
 
-#: Membership's statuses of a member no longer asked about a message.
-_GONE = frozenset({"down", "left"})
-
 
 class AnsweringSiblings(NodeParts):
     """Asks and answers the role's other instances (see the module's docstring)."""
@@ -56,8 +53,7 @@ class AnsweringSiblings(NodeParts):
                            if isinstance(h.cell, Membership)), None)
         if role is None or membership is None:
             return []
-        return [m["name"] for m in membership.cell_view()
-                if m["role"] == role and m["status"] not in _GONE and m["name"] != self.name]
+        return membership.others_in_role(role)
 
     def _ask_sibling(self, sibling: str, message_id: str) -> None:
         self._send_quietly(node_key(sibling), [

@@ -331,9 +331,13 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         #: ``ask``: a signed role message is held until the role's other live instances said
         #: whether they admitted a copy (``cellframe.node.replays``); ``gossip``: not held.
         self.replays_across_role = replays_across_role
+        # A sibling that does not answer (one of an older version, which has no such verb; a
+        # stuck node) holds a role message back for 4 timeouts at most, not forever: the
+        # replay check is not worth a role that stops.
         self.replay_check = SiblingCheck(self.name, self._ask_replay, self.role_siblings,
                                          timeout=sibling_timeout,
-                                         max_wait=max(8 * sibling_timeout, 16.0))
+                                         max_wait=max(8 * sibling_timeout, 16.0),
+                                         give_up=4 * sibling_timeout)
         self.questions = Questions(self._send_replay_questions, patience=sibling_timeout / 4)
 
     # -- life cycle -------------------------------------------------------------------------

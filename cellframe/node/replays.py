@@ -18,8 +18,10 @@ and a copy of it replayed to the same role may reach another. Two things close t
   consumer's prefetch window). The questions to a sibling are batched (``Questions``): one
   batch on its way at a time, the next sent with what came meanwhile once it is answered,
   so under load a question and an answer cover many messages. A sibling that does not
-  answer is asked again for as long as membership holds it alive; without a membership cell
-  a node knows no siblings and only gossips.
+  answer is asked again, for at most four ``sibling_timeout`` (8 s by default): a node of
+  an older version, which has no such verb, or a stuck one, must not stop the role; that
+  message then has only the gossip. Without a membership cell a node knows no siblings and
+  only gossips.
 * **Gossip**, always (signed clusters): every ``interval`` (50 ms) a node tells the role's
   instances (``each.<role>``, its own node queue included, which it ignores) the signed role
   messages it admitted since: ``(replays-seen :by NODE :entries '((KEY ID ROUTING-KEY WHERE

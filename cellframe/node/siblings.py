@@ -87,11 +87,14 @@ class SiblingCheck:
     """
 
     def __init__(self, name: str, ask: Ask, live: Callable[[], Iterable[str]], *,
-                 timeout: float = 2.0, max_wait: float = 16.0,
+                 timeout: float = 2.0, max_wait: float = 16.0, give_up: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if timeout <= 0 or max_wait < timeout:
             raise ValueError("the sibling check needs 0 < timeout <= max_wait")
         self.name, self.timeout, self.max_wait = name, timeout, max_wait
+        #: Seconds after which a message no longer waits for siblings that have not answered
+        #: (None: it waits for as long as membership holds them alive).
+        self.give_up = give_up
         self._ask, self._live, self._clock = ask, live, clock
         self._held: dict[str, _Held] = {}
         self._due: list[tuple[float, str]] = []
@@ -100,7 +103,8 @@ class SiblingCheck:
         self._closed = False
         #: Messages held, then acknowledged as applied by a sibling or applied here; second
         #: copies of a message held already; questions sent again.
-        self.counts = {"held": 0, "duplicates": 0, "applied": 0, "copies": 0, "asked_again": 0}
+        self.counts = {"held": 0, "duplicates": 0, "applied": 0, "copies": 0, "asked_again": 0,
+                       "gave_up": 0}
         #: Seconds from holding to deciding, in all and at most: what the check costs.
         self.waited = {"total": 0.0, "max": 0.0}
 
@@ -260,6 +264,12 @@ class SiblingCheck:
                 if held.deciding:
                     continue
                 held.waiting &= live
+                if held.waiting and self.give_up is not None and now - held.since >= self.give_up:
+                    log.warning("%s: %s waited %.1f s for %s, who did not answer: it waits no "
+                                "longer", self.name, held.message_id, now - held.since,
+                                ", ".join(sorted(held.waiting)))
+                    self.counts["gave_up"] += 1
+                    held.waiting.clear()
                 if not held.waiting:
                     held.deciding = True
                     settled.append(held)
