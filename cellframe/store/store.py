@@ -258,7 +258,9 @@ class Store(Recovery):
             self._check_usable()
             parts = self._parts
             for record, digest, p in checked:
-                part = parts.get(p) or self._part(p)
+                part = parts.get(p)
+                if part is None:
+                    part = self._part(p)
                 if part.find(digest) >= 0:
                     continue  # durable already
                 pending = part.pending.get(digest)
