@@ -37,11 +37,13 @@ class CommitBatch:
     8 blocking writers spent 77 us of CPU a record without any fsync.
     """
 
-    __slots__ = ("number", "items", "size", "callbacks", "error", "settled", "_gate", "_lock")
+    __slots__ = ("number", "items", "size", "callbacks", "error", "settled", "opened", "_gate",
+                 "_lock")
 
     def __init__(self, number: int = 0) -> None:
         self.number = number
         self.items: list[Any] = []
+        self.opened = 0.0  # when its first item came (monotonic): the linger counts from it
         self.size = 0
         self.callbacks: list[tuple[Callback, Any]] = []
         self.error: BaseException | None = None
@@ -162,6 +164,12 @@ class GroupCommitter:
       of one overlapping the Python work of the other, so the sync thread came back from
       each fsync to a GIL held by the other group (3.7 records a commit, 8k/s). With it,
       nothing runs Python during the fsync and the whole group shares it.
+    * It waits for the whole group at once: asleep until the batch is as large as the last
+      one, for at most about as long as the linger would last (its last start measured from
+      the start of the wait, plus the write's time), and only then by the clock from the
+      batch's first record. Woken by the first record as well, the sync thread took the GIL
+      between two writers in the middle of their wake-ups (1.2 to 1.6 sleeps a batch with
+      8 writers; 0.9 now).
     """
 
     def __init__(self, write: Callable[[CommitBatch], Any],
@@ -181,6 +189,7 @@ class GroupCommitter:
         self._wanted = 1  # how many items wake a sleeping sync thread
         self._previous = 0
         self._took = 0.0
+        self._gap = 0.0  # from the start of the last wait to the first item of its batch
         self._synced: queue.SimpleQueue[tuple[CommitBatch, Any, BaseException | None] | None] \
             = queue.SimpleQueue()
         # Batches handed to the ack thread, and settled by it: each counter has one writer.
@@ -209,6 +218,8 @@ class GroupCommitter:
             if self._closing:
                 raise StoreError("the store is closed")
             batch = self._open
+            if not batch.items:
+                batch.opened = time.monotonic()
             batch.items.append(item)
             batch.size += size
             if callback is not None:
@@ -223,6 +234,8 @@ class GroupCommitter:
             if self._closing:
                 raise StoreError("the store is closed")
             batch = self._open
+            if not batch.items:
+                batch.opened = time.monotonic()
             batch.items += items
             batch.size += size
             if self._sleeping and len(batch.items) >= self._wanted:
@@ -250,13 +263,16 @@ class GroupCommitter:
         """The open batch once it holds something, after the linger (a fresh one opens);
         None once closing with nothing left."""
         with self._cond:
+            since, wanted = time.monotonic(), self._previous
+            if wanted > 1 and len(self._open.items) < wanted and not self._closing:
+                # the whole group at once, about when the linger would end (see the class)
+                self._sleep(wanted, min(self.linger, self._gap + self._took))
             while not self._open.items:
                 if self._closing:
                     return None
                 self._sleep(1, None)
-            wanted = self._previous
             if len(self._open.items) < wanted and not self._closing:
-                deadline = time.monotonic() + min(self.linger, self._took)
+                deadline = self._open.opened + min(self.linger, self._took)
                 while len(self._open.items) < wanted and not self._closing:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -267,6 +283,7 @@ class GroupCommitter:
             if batch.size >= self._max:
                 self._cond.notify_all()  # writers held back by throttle
         self._previous = len(batch.items)
+        self._gap = max(0.0, batch.opened - since)
         return batch
 
     def _sync_loop(self) -> None:
