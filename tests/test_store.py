@@ -7,6 +7,7 @@ import re
 import signal
 import struct
 import threading
+import time as clock
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from cellframe.errors import StoreError
 from cellframe.store import Receipt, Record, Store, content_digest, pack, unpack
+from cellframe.store.commit import GroupCommitter
 from cellframe.store.guid import decode
 from cellframe.testing import wait_for
 from tests.store_support import read_lines_until, spawn_python
@@ -130,6 +132,32 @@ def test_concurrent_inserts_share_fsyncs_and_all_land(tmp_path: Path) -> None:
     with Store(tmp_path, partitions=64) as again:
         for w in range(8):
             assert [r.guid for r in again.select_history(f"w{w}")] == [r.guid for r in receipts[w]]
+
+
+def test_a_lone_record_after_a_group_waits_about_one_write_not_the_whole_linger() -> None:
+    """The sync thread sleeps until as many records as the last batch held are in, but only
+    about as long as the linger would last (the last write's time and the wait for its first
+    record): a writer left alone is not held for the group that is gone."""
+    committer = GroupCommitter(lambda batch: clock.sleep(0.002), lambda batch, written: None,
+                               max_batch_bytes=1 << 20, linger=1.0)
+    try:
+        barrier = threading.Barrier(8)
+
+        def writer() -> None:
+            barrier.wait()
+            for i in range(5):
+                committer.submit(i, 1).wait()
+
+        threads = [threading.Thread(target=writer) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        start = clock.monotonic()
+        committer.submit("alone", 1).wait()
+        assert clock.monotonic() - start < 0.5  # far below the linger of 1 s
+    finally:
+        committer.close()
 
 
 def test_insert_nowait_calls_back_once_durable(tmp_path: Path) -> None:

@@ -37,11 +37,13 @@ class CommitBatch:
     8 blocking writers spent 77 us of CPU a record without any fsync.
     """
 
-    __slots__ = ("number", "items", "size", "callbacks", "error", "settled", "_gate", "_lock")
+    __slots__ = ("number", "items", "size", "callbacks", "error", "settled", "opened", "_gate",
+                 "_lock")
 
     def __init__(self, number: int = 0) -> None:
         self.number = number
         self.items: list[Any] = []
+        self.opened = 0.0  # when its first item came (monotonic): GroupCommitter._take
         self.size = 0
         self.callbacks: list[tuple[Callback, Any]] = []
         self.error: BaseException | None = None
@@ -162,6 +164,14 @@ class GroupCommitter:
       of one overlapping the Python work of the other, so the sync thread came back from
       each fsync to a GIL held by the other group (3.7 records a commit, 8k/s). With it,
       nothing runs Python during the fsync and the whole group shares it.
+    * It waits for the whole group at once: asleep until the batch is as large as the last
+      one, for at most about as long as the linger would take to end (the time the last
+      batch's first record took to come, plus the last write's time); only if the group is
+      not in by then does the linger run as above. Woken by the first record too, the sync
+      thread took the GIL between two writers in the middle of their wake-ups (1.2 to 1.6
+      sleeps a batch with 8 writers; 0.9 now), and batches came out smaller under load
+      (sleeping on a raw lock as well: mean batch 7.1 to 7.6 for 8 writers, fsync stood in
+      for by a 120 us sleep, load 2).
     """
 
     def __init__(self, write: Callable[[CommitBatch], Any],
@@ -174,13 +184,16 @@ class GroupCommitter:
         self.linger = linger
         self._max_unpublished = max_unpublished
         self._mutex = threading.Lock()  # taken directly where no wait is needed: cheaper
-        self._cond = threading.Condition(self._mutex)
+        self._cond = threading.Condition(self._mutex)  # writers held back by throttle
+        self._bell = threading.Lock()  # the sleeping sync thread's: see _sleep
+        self._bell.acquire()
         self._open = CommitBatch(first_batch)
         self._closing = False
         self._sleeping = False
         self._wanted = 1  # how many items wake a sleeping sync thread
         self._previous = 0
         self._took = 0.0
+        self._gap = 0.0  # from the start of the last wait to the first item of its batch
         self._synced: queue.SimpleQueue[tuple[CommitBatch, Any, BaseException | None] | None] \
             = queue.SimpleQueue()
         # Batches handed to the ack thread, and settled by it: each counter has one writer.
@@ -209,12 +222,14 @@ class GroupCommitter:
             if self._closing:
                 raise StoreError("the store is closed")
             batch = self._open
+            if not batch.items:
+                batch.opened = time.monotonic()
             batch.items.append(item)
             batch.size += size
             if callback is not None:
                 batch.callbacks.append((callback, arg))  # open batch: cannot be settled yet
             if self._sleeping and len(batch.items) >= self._wanted:
-                self._cond.notify()  # one wake-up per batch, not one per record
+                self._wake()  # one wake-up per batch, not one per record
             return batch
 
     def submit_many(self, items: list[Any], size: int) -> CommitBatch:
@@ -223,10 +238,12 @@ class GroupCommitter:
             if self._closing:
                 raise StoreError("the store is closed")
             batch = self._open
+            if not batch.items:
+                batch.opened = time.monotonic()
             batch.items += items
             batch.size += size
             if self._sleeping and len(batch.items) >= self._wanted:
-                self._cond.notify()
+                self._wake()
             return batch
 
     def close(self) -> None:
@@ -234,27 +251,49 @@ class GroupCommitter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            if self._sleeping:
+                self._wake()
         self._sync_thread.join()
         self._ack_thread.join()
 
     # -- the sync thread --------------------------------------------------------------------
 
+    def _wake(self) -> None:
+        """Wake the sleeping sync thread (under the mutex, ``_sleeping`` true)."""
+        self._sleeping = False
+        self._bell.release()
+
     def _sleep(self, wanted: int, timeout: float | None) -> None:
+        """Wait, the mutex released, until the open batch holds ``wanted`` items, close, or
+        ``timeout``; under the mutex, which is held again on return.
+
+        On a raw lock, not ``self._cond``: a Condition's wait and notify run Python on both
+        sides (a fresh lock and a deque each time), in series with the writers, and its
+        notify could wake a writer held back by ``throttle`` instead of this thread. The
+        bell is locked while the thread sleeps: ``_wake`` releases it once, and a release
+        that came after a timeout is taken back here before the next sleep.
+        """
+        self._bell.acquire(False)
         self._sleeping, self._wanted = True, wanted
+        self._mutex.release()
         try:
-            self._cond.wait(timeout)
+            self._bell.acquire(True, -1 if timeout is None else timeout)
         finally:
+            self._mutex.acquire()
             self._sleeping = False
 
     def _take(self) -> CommitBatch | None:
         """The open batch once it holds something, after the linger (a fresh one opens);
         None once closing with nothing left."""
         with self._cond:
+            since, wanted = time.monotonic(), self._previous
+            if wanted > 1 and len(self._open.items) < wanted and not self._closing:
+                # the whole group at once, about when the linger would end (see the class)
+                self._sleep(wanted, min(self.linger, self._gap + self._took))
             while not self._open.items:
                 if self._closing:
                     return None
                 self._sleep(1, None)
-            wanted = self._previous
             if len(self._open.items) < wanted and not self._closing:
                 deadline = time.monotonic() + min(self.linger, self._took)
                 while len(self._open.items) < wanted and not self._closing:
@@ -267,6 +306,7 @@ class GroupCommitter:
             if batch.size >= self._max:
                 self._cond.notify_all()  # writers held back by throttle
         self._previous = len(batch.items)
+        self._gap = max(0.0, batch.opened - since)
         return batch
 
     def _sync_loop(self) -> None:

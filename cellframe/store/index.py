@@ -102,14 +102,6 @@ class PartitionState:
         view = bytes(self.digests)
         return (view[i:i + DIGEST_BYTES] for i in range(0, len(view), DIGEST_BYTES))
 
-    def _place(self, slots: array[int], row: int) -> None:
-        mask = len(slots) - 1
-        at = row * DIGEST_BYTES
-        i = int.from_bytes(self.digests[at:at + 8], "big") & mask
-        while slots[i]:
-            i = (i + 1) & mask
-        slots[i] = row + 1
-
     def rebuild_slots(self) -> None:
         """A new table for the rows there are (at most half full)."""
         size = _MIN_SLOTS
@@ -117,7 +109,7 @@ class PartitionState:
             size *= 2
         slots = array("I", bytes(4 * size))
         mask, digests = size - 1, bytes(self.digests)
-        for row in range(len(self.seqs)):  # _place, inlined: once per record at a scan
+        for row in range(len(self.seqs)):  # placed inline: once per record at a scan
             at = row * DIGEST_BYTES
             i = int.from_bytes(digests[at:at + 8], "big") & mask
             while slots[i]:
@@ -139,12 +131,16 @@ class PartitionState:
         self.locs.append(loc)
         self.times.append(time)
         self.digests += digest
-        if not place:
-            pass
-        elif 2 * (row + 1) > len(self.slots):
-            self.rebuild_slots()
-        else:
-            self._place(self.slots, row)
+        if place:
+            slots = self.slots
+            mask = len(slots) - 1
+            if 2 * (row + 1) > mask + 1:
+                self.rebuild_slots()
+            else:  # placed inline, from the digest at hand: once per record published
+                i = int.from_bytes(digest[:8], "big") & mask
+                while slots[i]:
+                    i = (i + 1) & mask
+                slots[i] = row + 1
         self.tree.add(digest)
         if seq >= self.next_seq:
             self.next_seq = seq + 1

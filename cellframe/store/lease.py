@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import GuidExhaustedError, StoreError
 from .files import fsync_directory
-from .guid import MAX_COUNTER, MAX_SHARD, encode
+from .guid import COUNTER_BITS, MAX_COUNTER, MAX_SHARD, encode
 
 __all__ = ["DEFAULT_LEASE_BLOCK", "GuidAllocator"]
 
@@ -50,6 +50,7 @@ class GuidAllocator:
         self.path = Path(path)
         self.block = block
         self._lock = threading.Lock()
+        self._base = shard << COUNTER_BITS  # encode(shard, c) is _base | c for c in range
         self._limit = _read_lease(self.path, shard)
         self._next = max(self._limit, 1)
 
@@ -59,13 +60,17 @@ class GuidAllocator:
         return self._limit
 
     def allocate(self) -> int:
-        """A fresh guid of this shard, larger than any it issued before (even before a crash)."""
+        """A fresh guid of this shard, larger than any it issued before (even before a crash).
+
+        Once per insert: ``encode``'s range checks are left out, since a counter below the
+        lease's limit is in range (``_lease`` refuses a limit past ``MAX_COUNTER + 1``).
+        """
         with self._lock:
-            if self._next >= self._limit:
-                self._lease(self._next)
             counter = self._next
-            self._next += 1
-            return encode(self.shard, counter)
+            if counter >= self._limit:
+                self._lease(counter)
+            self._next = counter + 1
+            return self._base | counter
 
     def allocate_many(self, count: int) -> list[int]:
         """``count`` fresh guids in increasing order, with at most one lease write per block."""
