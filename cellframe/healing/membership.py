@@ -677,12 +677,7 @@ class Membership(Judging, Cell):
     def cell_view(self) -> list[dict[str, Any]]:
         """The view as plain dicts (safe to call from any thread), this node included."""
         now = self.membership_clock()
-        while True:
-            try:
-                others = list(self.view.values())
-                break
-            except RuntimeError:  # resized by the cell's thread meanwhile: read again
-                continue
+        others = self._members()
         me = {"name": self.node_name, "role": self.node_role, "status": ALIVE,
               "incarnation": self.incarnation, "seq": self.seq, "role_since": self.role_since,
               "silence": 0.0, "phi": 0.0}
@@ -693,15 +688,17 @@ class Membership(Judging, Cell):
         """The other members playing ``role`` that are neither down nor left, by name (safe
         to call from any thread). Cheap, unlike ``cell_view``: no phi is computed, so a node
         may ask it for every message (``cellframe.node.replays``)."""
+        me = self.node_name
+        return sorted(m.name for m in self._members()
+                      if m.role == role and m.status not in (DOWN, LEFT) and m.name != me)
+
+    def _members(self) -> list[Member]:
+        """The members of the view, read from any thread."""
         while True:
             try:
-                others = list(self.view.values())
-                break
+                return list(self.view.values())
             except RuntimeError:  # resized by the cell's thread meanwhile: read again
                 continue
-        me = self.node_name
-        return sorted(m.name for m in others
-                      if m.role == role and m.status not in (DOWN, LEFT) and m.name != me)
 
     def cell_snapshot(self) -> dict[str, Any]:
         snapshot = super().cell_snapshot()
