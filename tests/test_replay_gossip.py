@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cellframe import Node
+from cellframe.config.resolvers import ZoneFileResolver
+from cellframe.errors import ConfigError
 from cellframe.language.plist import from_plist
-from cellframe.node.replays import MAX_ASKED, MAX_ENTRIES, Questions, ReplayGossip
+from cellframe.node.replays import MAX_ASKED, MAX_ENTRIES, Questions, ReplayGossip, replays_mode
 from cellframe.testing import wait_for
+from cellframe.transports.memory import MemoryBroker
 from cellframe.wire.replay import ReplayCache
 
 
@@ -101,3 +106,44 @@ def test_a_batch_of_questions_is_cut_to_fit_a_message() -> None:
     assert all(sum(len(part) for asked in batch for part in asked) < 32 * 1024 for batch in sent)
     assert [asked[1] for batch in sent for asked in batch][1:] == \
         [f"{n:0>500}" for n in range(MAX_ASKED + 10)]
+
+
+def test_the_replay_mode_is_read_from_dns_settings_and_a_bad_one_is_a_clear_error() -> None:
+    assert replays_mode() == "ask"  # secure by default
+    assert replays_mode({"replays.across-role": "gossip"}) == "gossip"
+    assert replays_mode({"replays.across-role": "gossip"}, {"replays.across-role": " ask "}) \
+        == "ask"  # the node's own record over the cluster's
+    with pytest.raises(ConfigError, match="replays.across-role: ask or gossip"):
+        replays_mode({"replays.across-role": "sometimes"})
+
+
+def test_a_node_takes_its_replay_mode_from_dns_and_refuses_to_start_on_a_bad_one(
+        tmp_path: Path) -> None:
+    from tests.node_support import registry
+
+    zone = tmp_path / "cluster.zone"
+    zone.write_text("""$ORIGIN cluster.test.
+$TTL 5
+@        IN SOA ns.cluster.test. hostmaster.cluster.test. ( 1 60 30 600 5 )
+         IN NS  ns
+ns       IN A   127.0.0.1
+_cluster IN TXT "tally=2" "replays.across-role=gossip"
+_nodes   IN TXT "n1 n2 n3"
+n1       IN TXT "role=tally"
+n2       IN TXT "role=tally" "replays.across-role=ask"
+n3       IN TXT "role=tally" "replays.across-role=often"
+""", encoding="utf-8")
+    broker = MemoryBroker()
+
+    def node(name: str, **options: Any) -> Node:
+        return Node(name, transport=broker.connect(), resolver=ZoneFileResolver(zone),
+                    registry=registry(), watch_config=False, **options)
+
+    started = [node("n1").start(), node("n2").start(), node("n3", replays_across_role="ask")]
+    try:
+        assert [n.replays_across_role for n in started] == ["gossip", "ask", "ask"]
+        with pytest.raises(ConfigError, match="replays.across-role: ask or gossip, not 'often'"):
+            node("n3").start()
+    finally:
+        for each in started:
+            each.stop()

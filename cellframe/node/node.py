@@ -62,7 +62,7 @@ from .gate import MAX_MESSAGE_ID, Gate
 from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
-from .replays import MAX_ASKED, Questions, ReplayGossip
+from .replays import MAX_ASKED, SETTING, Questions, ReplayGossip, replays_mode
 from .siblings import ANSWERS, SiblingCheck
 from .status import status_reply
 from .supervising import Supervising
@@ -235,7 +235,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         journal: CellJournal | Callable[[Node], CellJournal] | None = None,
         ship_logs: bool = False,
         sibling_timeout: float = 2.0,
-        replays_across_role: str = "ask",
+        replays_across_role: str | None = None,
     ) -> None:
         self.name = validate_name(name, "node name")
         self.transport = transport
@@ -325,12 +325,12 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.siblings = SiblingCheck(self.name, self._ask_sibling, self.role_siblings,
                                      timeout=sibling_timeout,
                                      max_wait=max(8 * sibling_timeout, 16.0))
-        if replays_across_role not in ("ask", "gossip"):
-            raise ConfigError(f"replays_across_role is 'ask' or 'gossip', not "
-                              f"{replays_across_role!r}")
         #: ``ask``: a signed role message is held until the role's other live instances said
         #: whether they admitted a copy (``cellframe.node.replays``); ``gossip``: not held.
-        self.replays_across_role = replays_across_role
+        #: Given, else DNS ``replays.across-role`` at start, else ``ask``.
+        self._given_replays = replays_across_role
+        self.replays_across_role = replays_mode(
+            {} if replays_across_role is None else {SETTING: replays_across_role})
         # A sibling that does not answer (one of an older version, which has no such verb; a
         # stuck node) holds a role message back for 4 timeouts at most, not forever: the
         # replay check is not worth a role that stops.
@@ -352,9 +352,12 @@ class Node(Supervising, Receiving, AnsweringSiblings):
             config = self.resolver.node_config(self.name)
             self.settings = dict(config.settings)
             role = role if role is not None else config.role
-            if self._given_supervision is None:
-                self.supervision = SupervisionPolicy.from_settings(
-                    *self._cluster_settings(), self.settings)
+            if self._given_supervision is None or self._given_replays is None:
+                layers = [*self._cluster_settings(), self.settings]  # one DNS question
+                if self._given_supervision is None:
+                    self.supervision = SupervisionPolicy.from_settings(*layers)
+                if self._given_replays is None:
+                    self.replays_across_role = replays_mode(*layers)
         self.transport.declare_queue(self.queue, exclusive=True)
         if self.resolver is not None:
             self._declare_role_queues()

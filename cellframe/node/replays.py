@@ -21,7 +21,9 @@ and a copy of it replayed to the same role may reach another. Two things close t
   answer is asked again, for at most four ``sibling_timeout`` (8 s by default): a node of
   an older version, which has no such verb, or a stuck one, must not stop the role; that
   message then has only the gossip. Without a membership cell a node knows no siblings and
-  only gossips.
+  only gossips. ``Node(replays_across_role=...)``, else the DNS setting ``replays.across-role``
+  (``ask`` or ``gossip``; the cluster's, then the node's own record; read at start), else
+  ``ask``.
 * **Gossip**, always (signed clusters): every ``interval`` (50 ms) a node tells the role's
   instances (``each.<role>``, its own node queue included, which it ignores) the signed role
   messages it admitted since: ``(replays-seen :by NODE :entries '((KEY ID ROUTING-KEY WHERE
@@ -48,15 +50,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..errors import ConfigError
 from ..language.symbols import Keyword, Symbol
 from ..wire.replay import ReplayCache
 from ..wire.routing import each_key
 
-__all__ = ["GOSSIP_INTERVAL", "MAX_PENDING", "Questions", "ReplayGossip", "replay_entry",
-           "replay_id"]
+__all__ = ["GOSSIP_INTERVAL", "MAX_PENDING", "MODES", "SETTING", "Questions", "ReplayGossip",
+           "replay_entry", "replay_id", "replays_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,23 @@ MAX_ENTRIES = 2_000
 _BUDGET = 40 * 1024
 
 Entry = tuple[str, str, str, str]
+
+#: The DNS setting that chooses how a role's instances keep a replay from another one.
+SETTING = "replays.across-role"
+#: Its values: hold and ask (exact), or only tell (a window of about ``GOSSIP_INTERVAL``).
+MODES = ("ask", "gossip")
+
+
+def replays_mode(*layers: Mapping[str, str]) -> str:
+    """The mode the settings choose (later layers win; ``ask`` if none says);
+    ``ConfigError`` for any other value."""
+    mode = "ask"
+    for settings in layers:
+        if SETTING in settings:
+            mode = settings[SETTING].strip()
+    if mode not in MODES:
+        raise ConfigError(f"{SETTING}: ask or gossip, not {mode[:80]!r}")
+    return mode
 
 
 #: (key id, message id, routing key) of a held role message, as a question names it.
