@@ -14,7 +14,18 @@ from cellframe import Node
 from cellframe.config.resolvers import ZoneFileResolver
 from cellframe.errors import ConfigError
 from cellframe.language.plist import from_plist
-from cellframe.node.replays import MAX_ASKED, MAX_ENTRIES, Questions, ReplayGossip, replays_mode
+from cellframe.language.printer import write
+from cellframe.language.symbols import Keyword, Symbol
+from cellframe.node.gate import MAX_MESSAGE_ID
+from cellframe.node.node import MAX_MESSAGE_BYTES
+from cellframe.node.replays import (
+    MAX_ASKED,
+    MAX_ENTRIES,
+    Questions,
+    ReplayGossip,
+    _parts,
+    replays_mode,
+)
 from cellframe.testing import wait_for
 from cellframe.transports.memory import MemoryBroker
 from cellframe.wire.replay import ReplayCache
@@ -147,3 +158,25 @@ n3       IN TXT "role=tally" "replays.across-role=often"
     finally:
         for each in started:
             each.stop()
+
+
+@pytest.mark.parametrize("odd", ["\x01", '"', "\u00e9", "\U0001f600"], ids=["control", "quote",
+                                                                          "two-bytes", "four-bytes"])
+def test_questions_and_news_about_ids_of_escaped_or_wide_characters_fit_a_message(
+        odd: str) -> None:
+    """The cuts count the bytes a message takes, not characters (an id of 1,000 control
+    characters is printed in 6,000 bytes): a batch larger than a node takes is refused whole."""
+    ids = [f"{n:03}" + odd * (MAX_MESSAGE_ID - 3) for n in range(300)]
+    sent: list[list[Any]] = []
+    questions = Questions(lambda sibling, batch: sent.append(batch), patience=1.0)
+    for message_id in ids:
+        questions.ask("b-01", ("ops-1", message_id, "role.tally"))
+    while questions.entries < len(ids):
+        questions.answered("b-01")
+    answers = [write([Symbol("admitted-answers"), Keyword("node"), "b-01", Keyword("answers"),
+                      [Symbol("quote"), [[*asked, "not-applied"] for asked in batch]]])
+               for batch in sent]
+    news = [write([Symbol("replays-seen"), Keyword("by"), "a-01", Keyword("entries"),
+                   [Symbol("quote"), part]])
+            for part in _parts([["ops-1", i, "role.tally", "role", 1e12] for i in ids])]
+    assert max(len(text.encode()) for text in answers + news) <= MAX_MESSAGE_BYTES

@@ -54,6 +54,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..language.printer import NEEDS_ESCAPE, write
 from ..language.symbols import Keyword, Symbol
 from ..wire.replay import ReplayCache
 from ..wire.routing import each_key
@@ -142,7 +143,7 @@ class Questions:
         waiting = self._waiting[sibling]
         cut, used = 0, 0
         while cut < len(waiting) and cut < MAX_ASKED:
-            used += sum(map(len, waiting[cut])) + 16
+            used += sum(map(printed_size, waiting[cut])) + 8
             if cut and used > _ASKED_BUDGET:
                 break
             cut += 1
@@ -152,6 +153,16 @@ class Questions:
         self.batches += 1
         self.entries += len(batch)
         return batch
+
+
+def printed_size(text: str) -> int:
+    """The bytes ``text`` takes in a message: UTF-8, quoted, escaped as the printer does. The
+    cuts count these, not characters: a control character is printed in six bytes
+    (``\\u0001``), so batches of 1,000-character ids cut by ``len`` came to 84-109 KB,
+    which a sibling refused whole as oversized (tests/test_attack_replays.py)."""
+    if text.isascii() and NEEDS_ESCAPE.search(text) is None:
+        return len(text) + 2
+    return len(write(text).encode())
 
 
 def replay_id(entry: Entry) -> str:
@@ -246,7 +257,7 @@ def _parts(entries: list[list[Any]]) -> list[list[list[Any]]]:
     parts: list[list[list[Any]]] = [[]]
     used = 0
     for entry in entries:
-        size = sum(len(part) for part in entry[:4]) + 40
+        size = sum(map(printed_size, entry[:4])) + 32
         if parts[-1] and (used + size > _BUDGET or len(parts[-1]) >= MAX_ENTRIES):
             parts.append([])
             used = 0

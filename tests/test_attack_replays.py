@@ -1,0 +1,84 @@
+"""Adversarial tests of the replay check across a role's instances (``cellframe.node.replays``,
+``cellframe.node.siblings``): what a key holder's odd message ids, a silent sibling, and a node
+that changes role or stops while it holds role messages do to it, on the real broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cellframe import Node
+from cellframe.roles.registry import RoleRegistry
+from cellframe.testing import wait_for
+from cellframe.testing.amqp import raw_channel
+from cellframe.transports._amqp_wire import to_amqp
+from cellframe.wire.envelope import Envelope
+from cellframe.wire.keys import Key, dump_keys, new_key
+from cellframe.wire.signing import Signer
+from tests.node_support import cell_total
+from tests.test_trust_broker import SEEING, Gullible, Trust
+from tests.test_trust_broker import trust as trust_fixture
+
+pytestmark = pytest.mark.amqp
+
+trust = trust_fixture  # two signed nodes of role tally, a key file, dead letters
+
+
+def start_node(trust: Trust, name: str, role: str, **options: Any) -> Node:
+    """``Trust.start_node`` with a registry of two roles (``counter``, ``other``), so that the
+    node may change role; each node sees the others by membership."""
+    key = new_key(name, kind="node", node=name)
+    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, key]))
+    assert trust.keys.reload()
+    signer = Signer(key, keyring=trust.keys, exchange=trust.names.exchange)
+    registry = RoleRegistry({"counter": [Gullible], "other": [Gullible]})
+    trust.nodes[name] = Node(name, transport=trust.names.connect(), signer=signer, role=role,
+                             registry=registry, diagnostic=True,
+                             queue_prefix=trust.names.queue_prefix, watch_config=False,
+                             system_cells=(SEEING,), **options).start()
+    return trust.nodes[name]
+
+
+def role_key(trust: Trust) -> Key:
+    """A client key that may send ``(add ...)`` to the ``counter`` role, trusted now."""
+    key = new_key("ops-role", ["role:counter add"])
+    trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, key]))
+    assert trust.keys.reload()
+    return key
+
+
+def publish_adds(trust: Trust, key: Key, ids: list[str]) -> None:
+    """An ``(add 1)`` to the ``counter`` role for each message id, signed with ``key``."""
+    signer = Signer(key, exchange=trust.names.exchange)
+    with raw_channel(trust.names.url) as channel:
+        for message_id in ids:
+            signed = signer.sign(Envelope(b"(add 1)", message_id=message_id), "role.counter")
+            channel.basic_publish(trust.names.exchange, "role.counter", signed.body,
+                                  to_amqp(signed, persistent=False))
+
+
+def seeing_each_other(nodes: list[Node]) -> None:
+    wait_for(lambda: all(node.role_siblings() for node in nodes), 30,
+             what="each instance to see the other alive",
+             show=lambda: {node.name: node.role_siblings() for node in nodes})
+
+
+def test_questions_about_messages_with_escaped_ids_fit_a_message_and_are_answered(trust) -> None:
+    """Message ids of 1,000 control characters (printed ``\\u0001``: six bytes each) from a
+    key that may send to the role. The questions about them were cut by characters, not by
+    the bytes printed: a batch of them was larger than a node takes (64 KB), its sibling
+    refused it whole, and every message in it waited out the give-up and was then applied
+    with only the gossip to keep a replay out."""
+    nodes = [start_node(trust, name, "counter", sibling_timeout=1.0) for name in ("r-01", "r-02")]
+    seeing_each_other(nodes)
+    publish_adds(trust, role_key(trust), [f"{n:03}" + "\x01" * 1000 for n in range(40)])
+
+    def state() -> dict[str, Any]:
+        return {node.name: (cell_total(node, node.name), node.replay_check.counts,
+                            dict(node.counters.refused)) for node in nodes}
+
+    wait_for(lambda: sum(cell_total(node, node.name) for node in nodes) == 40, 30,
+             what="the 40 adds applied", show=state)
+    assert all(node.replay_check.counts["gave_up"] == 0 for node in nodes), state()
+    assert all("oversized" not in node.counters.refused for node in nodes), state()
