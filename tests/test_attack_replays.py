@@ -82,3 +82,31 @@ def test_questions_about_messages_with_escaped_ids_fit_a_message_and_are_answere
              what="the 40 adds applied", show=state)
     assert all(node.replay_check.counts["gave_up"] == 0 for node in nodes), state()
     assert all("oversized" not in node.counters.refused for node in nodes), state()
+
+
+def silent(node: Node) -> None:
+    """``node`` no longer answers the replay check, as an older node without the verb, or a
+    stuck one (its questions to others still go)."""
+    node.answer_replays = lambda asker, entries: None  # type: ignore[method-assign]
+
+
+def test_a_message_held_when_its_node_changes_role_is_never_applied_by_the_new_role(
+        trust) -> None:
+    """r-01 holds role messages while its silent sibling r-02 does not answer, and changes
+    role meanwhile: closing the old role's consumer gives them back to the old role, where
+    r-02 applies them. Decided later (the give-up), they were handed to the new role's cells
+    as well: applied twice, once by a role they were never meant for."""
+    first = start_node(trust, "r-01", "counter", sibling_timeout=0.5)
+    second = start_node(trust, "r-02", "counter", sibling_timeout=0.5)
+    seeing_each_other([first, second])
+    silent(second)
+    publish_adds(trust, role_key(trust), [f"held-{n}" for n in range(8)])
+    wait_for(lambda: first.replay_check.holding() >= 1, 10,
+             what="r-01 to hold a role message", show=lambda: first.replay_check.counts)
+    assert first.differentiate("other")
+    wait_for(lambda: cell_total(second, "r-02") == 8, 20, what="r-02 to apply all 8 adds",
+             show=lambda: (cell_total(second, "r-02"), second.counters.refused))
+    wait_for(lambda: first.replay_check.holding() == 0, 10,
+             what="r-01 to decide what it held", show=lambda: first.replay_check.counts)
+    assert cell_total(first, "r-01") == 0  # the new role's cell
+    assert cell_total(second, "r-02") == 8

@@ -131,21 +131,22 @@ class Receiving(NodeParts):
             return False
         assert admitted.entry is not None
         self.replay_check.hold(replay_id(admitted.entry), siblings, functools.partial(
-            self._replay_decided, message, delivery, trail, admitted))
+            self._replay_decided, message, delivery, trail, admitted, self.role))
         return True
 
     def _replay_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
-                        admitted: Admitted, admitted_elsewhere: bool) -> None:
+                        admitted: Admitted, role: str | None, admitted_elsewhere: bool) -> None:
         """A held role message decided: refused as ``replayed`` if another instance admitted
         a copy first, else on its way to the cells here (or back to the role queue if the
-        node left the role meanwhile)."""
+        node left ``role``, the one it held it for, meanwhile: the new role's cells took it
+        too, and the old role's consumer had given it back already)."""
         if admitted_elsewhere:
             key, result = admitted.key, "refused: replayed"
             self._refuse(delivery, f"refused: message {message.id!r} was admitted by another "
                          f"instance of {self.role} (a replay within its life)",
                          reason="replayed", audit=lambda settle: self._audit(
                              delivery, key, admitted.verb, result, settle))
-        elif self._routes.role_cells and not self._leaving_role:
+        elif self._routes.role_cells and not self._leaving_role and self.role == role:
             self._role_admitted(message, delivery, trail, admitted)
         else:
             self._give_back_fenced(delivery, True, "the node left the role while it asked the "
@@ -163,14 +164,14 @@ class Receiving(NodeParts):
         siblings = self.role_siblings()
         if not siblings:
             return False
-        self.siblings.hold(message.id, siblings,
-                           functools.partial(self._sibling_decided, message, delivery, trail))
+        self.siblings.hold(message.id, siblings, functools.partial(
+            self._sibling_decided, message, delivery, trail, self.role))
         return True
 
     def _sibling_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
-                         applied_elsewhere: bool) -> None:
+                         role: str | None, applied_elsewhere: bool) -> None:
         """A held redelivered message decided: acknowledged as a duplicate (another instance
-        applied it), or told to the cells here, or given back if the role went meanwhile."""
+        applied it), or told to the cells here, or given back if the node left ``role`` meanwhile."""
         if applied_elsewhere:
             self.counters.sibling_duplicates += 1
             log.info("%s: %s was applied by another instance of %s: acknowledged as a "
@@ -180,7 +181,7 @@ class Receiving(NodeParts):
             else:
                 trail.report("", "duplicate")
                 trail.publish(then=functools.partial(_ack_quietly, delivery))
-        elif self._routes.role_cells:
+        elif self._routes.role_cells and self.role == role:
             self._tell_role_cells(message, delivery, trail)
         else:
             self._give_back_fenced(delivery, True, "the node left the role while it asked the "
