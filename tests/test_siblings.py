@@ -169,3 +169,17 @@ def test_a_check_that_gives_up_stops_waiting_for_a_silent_sibling_after_its_time
     assert recorder.asked.count(("b", "m1")) >= 2  # asked again meanwhile
     assert check.counts["gave_up"] == 1
     check.close()
+
+
+def test_a_check_that_gives_up_decides_at_its_give_up_time_not_at_the_retry_after() -> None:
+    """The waits double (0.2, 0.4, 0.8 s): a silent sibling was asked at 0, 0.2 and 0.6 s,
+    and the message, still held at 0.8 s, waited for the retry at 1.4 s: seven timeouts where
+    four were promised. Now the retry after a give-up time is moved to it."""
+    recorder = Recorder()
+    check = _check(recorder, timeout=0.2, max_wait=1.6, give_up=0.8)
+    check.hold("m1", ["b"], recorder.decided("m1"))
+    wait_for(lambda: recorder.decisions, 10, what="m1 decided without b's answer",
+             show=lambda: (recorder.asked, check.counts))
+    assert check.counts["gave_up"] == 1
+    assert 0.8 <= check.waited["max"] < 1.2, check.waited
+    check.close()

@@ -277,6 +277,8 @@ class SiblingCheck:
                 held.asked += 1
                 held.wait = min(held.wait * 2, self.max_wait)
                 held.due = now + held.wait
+                if self.give_up is not None:  # else the doubled wait outlasts it (7 x timeout)
+                    held.due = min(held.due, max(held.since + self.give_up, now))
                 heapq.heappush(self._due, (held.due, held.message_id))
                 ask.extend((sibling, held.message_id) for sibling in sorted(held.waiting))
             self.counts["asked_again"] += len(ask)
