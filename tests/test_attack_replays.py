@@ -90,12 +90,15 @@ def silent(node: Node) -> None:
     node.answer_replays = lambda asker, entries: None  # type: ignore[method-assign]
 
 
-def test_a_message_held_when_its_node_changes_role_is_never_applied_by_the_new_role(
-        trust) -> None:
+@pytest.mark.parametrize("roles", [["other"], ["other", "counter"]],
+                         ids=["to-another-role", "and-back"])
+def test_a_message_held_when_its_node_changes_role_is_applied_once_by_its_own_role(
+        trust, roles: list[str]) -> None:
     """r-01 holds role messages while its silent sibling r-02 does not answer, and changes
     role meanwhile: closing the old role's consumer gives them back to the old role, where
-    r-02 applies them. Decided later (the give-up), they were handed to the new role's cells
-    as well: applied twice, once by a role they were never meant for."""
+    r-02 applies them. Decided later, they were handed to the new role's cells as well:
+    applied twice, once by a role they were never meant for; or, if r-01 came back to the
+    role meanwhile, by the role's new cells on r-01."""
     first = start_node(trust, "r-01", "counter", sibling_timeout=0.5)
     second = start_node(trust, "r-02", "counter", sibling_timeout=0.5)
     seeing_each_other([first, second])
@@ -103,10 +106,29 @@ def test_a_message_held_when_its_node_changes_role_is_never_applied_by_the_new_r
     publish_adds(trust, role_key(trust), [f"held-{n}" for n in range(8)])
     wait_for(lambda: first.replay_check.holding() >= 1, 10,
              what="r-01 to hold a role message", show=lambda: first.replay_check.counts)
-    assert first.differentiate("other")
+    for role in roles:
+        assert first.differentiate(role)
     wait_for(lambda: cell_total(second, "r-02") == 8, 20, what="r-02 to apply all 8 adds",
              show=lambda: (cell_total(second, "r-02"), second.counters.refused))
     wait_for(lambda: first.replay_check.holding() == 0, 10,
              what="r-01 to decide what it held", show=lambda: first.replay_check.counts)
-    assert cell_total(first, "r-01") == 0  # the new role's cell
+    assert cell_total(first, "r-01") == 0  # the new role's cell, or the role's new one
     assert cell_total(second, "r-02") == 8
+
+
+def test_messages_held_when_their_node_stops_go_back_to_the_role_and_are_applied_once(
+        trust) -> None:
+    """r-01 stops while it holds role messages its silent sibling never answered about: they
+    are neither applied nor acknowledged there, and the broker gives them to r-02."""
+    first = start_node(trust, "r-01", "counter", sibling_timeout=2.0)
+    second = start_node(trust, "r-02", "counter", sibling_timeout=2.0)
+    seeing_each_other([first, second])
+    silent(second)
+    publish_adds(trust, role_key(trust), [f"held-{n}" for n in range(8)])
+    wait_for(lambda: first.replay_check.holding() >= 1, 10,
+             what="r-01 to hold a role message", show=lambda: first.replay_check.counts)
+    cell = first.cells()["r-01"]
+    first.stop()
+    assert cell.total == 0  # held, never applied
+    wait_for(lambda: cell_total(second, "r-02") == 8, 20, what="r-02 to apply all 8 adds",
+             show=lambda: (cell_total(second, "r-02"), second.counters.refused))

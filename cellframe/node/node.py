@@ -307,6 +307,9 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self._watcher: ConfigWatcher | None = None
         self._consumers: list[str] = []
         self._role_consumer: str | None = None
+        #: Role consumers closed so far: a role delivery held across a close went back to its
+        #: queue then, so a decision about it must not hand it to cells (``Receiving``).
+        self._role_consumers_closed = 0
         self._stopped = threading.Event()
         # Held while a delivery is handed to cells, and to set _stopped: once stop() has set
         # it, no cell receives another delivery (see stop()).
@@ -728,6 +731,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         if self._role_consumer is not None:
             self.transport.cancel(self._role_consumer)
             self._role_consumer = None
+            self._role_consumers_closed += 1
         self._leaving_role = False
         if self.role is not None:
             self._unbind_node(each_key(self.role))

@@ -57,6 +57,7 @@ class Receiving(NodeParts):
     diagnostic: bool
     lines: LineBudget
     _leaving_role: bool
+    _role_consumers_closed: int
     fence: PauseFence | None
     _held: list[HeldDelivery]
     _held_lock: threading.Lock
@@ -131,22 +132,26 @@ class Receiving(NodeParts):
             return False
         assert admitted.entry is not None
         self.replay_check.hold(replay_id(admitted.entry), siblings, functools.partial(
-            self._replay_decided, message, delivery, trail, admitted, self.role))
+            self._replay_decided, message, delivery, trail, admitted,
+            self._role_consumers_closed))
         return True
 
     def _replay_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
-                        admitted: Admitted, role: str | None, admitted_elsewhere: bool) -> None:
+                        admitted: Admitted, consumer: int, admitted_elsewhere: bool) -> None:
         """A held role message decided: refused as ``replayed`` if another instance admitted
-        a copy first, else on its way to the cells here (or back to the role queue if the
-        node left ``role``, the one it held it for, meanwhile: the new role's cells took it
-        too, and the old role's consumer had given it back already)."""
+        a copy first, else on its way to the cells here, unless the node left the role
+        meanwhile: then back to the role queue, never to cells. Once the role consumer it came
+        from is closed (``consumer``: those closed before it), the broker has requeued it
+        already: the new role's cells, or the role's new ones if the node came back to it,
+        applied it a second time."""
         if admitted_elsewhere:
             key, result = admitted.key, "refused: replayed"
             self._refuse(delivery, f"refused: message {message.id!r} was admitted by another "
                          f"instance of {self.role} (a replay within its life)",
                          reason="replayed", audit=lambda settle: self._audit(
                              delivery, key, admitted.verb, result, settle))
-        elif self._routes.role_cells and not self._leaving_role and self.role == role:
+        elif self._routes.role_cells and not self._leaving_role \
+                and consumer == self._role_consumers_closed:
             self._role_admitted(message, delivery, trail, admitted)
         else:
             self._give_back_fenced(delivery, True, "the node left the role while it asked the "
@@ -165,13 +170,14 @@ class Receiving(NodeParts):
         if not siblings:
             return False
         self.siblings.hold(message.id, siblings, functools.partial(
-            self._sibling_decided, message, delivery, trail, self.role))
+            self._sibling_decided, message, delivery, trail, self._role_consumers_closed))
         return True
 
     def _sibling_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
-                         role: str | None, applied_elsewhere: bool) -> None:
+                         consumer: int, applied_elsewhere: bool) -> None:
         """A held redelivered message decided: acknowledged as a duplicate (another instance
-        applied it), or told to the cells here, or given back if the node left ``role`` meanwhile."""
+        applied it), or told to the cells here, or given back if the node left the role
+        meanwhile (see ``_replay_decided``)."""
         if applied_elsewhere:
             self.counters.sibling_duplicates += 1
             log.info("%s: %s was applied by another instance of %s: acknowledged as a "
@@ -181,7 +187,7 @@ class Receiving(NodeParts):
             else:
                 trail.report("", "duplicate")
                 trail.publish(then=functools.partial(_ack_quietly, delivery))
-        elif self._routes.role_cells and self.role == role:
+        elif self._routes.role_cells and consumer == self._role_consumers_closed:
             self._tell_role_cells(message, delivery, trail)
         else:
             self._give_back_fenced(delivery, True, "the node left the role while it asked the "
