@@ -211,10 +211,15 @@ class SiblingCheck:
             self.counts["duplicates" if applied_elsewhere else "applied"] += 1
             self.waited["total"] += waited
             self.waited["max"] = max(self.waited["max"], waited)
+        decisions = [(held.decided, applied_elsewhere),
+                     *[(copy, True) for copy in held.copies]]  # the same message twice: one is enough
         try:
-            held.decided(applied_elsewhere)
-            for copy in held.copies:
-                copy(True)  # the same message twice here: one copy is enough
+            for decide, elsewhere in decisions:
+                try:
+                    decide(elsewhere)
+                except Exception:  # the node's code, on the timer's thread too: raising here
+                    # ended it, and every later retry and give-up with it
+                    log.exception("%s: deciding %s failed", self.name, held.message_id)
         finally:
             with self._lock:
                 if self._held.get(held.message_id) is held:
