@@ -180,3 +180,22 @@ def test_questions_and_news_about_ids_of_escaped_or_wide_characters_fit_a_messag
                    [Symbol("quote"), part]])
             for part in _parts([["ops-1", i, "role.tally", "role", 1e12] for i in ids])]
     assert max(len(text.encode()) for text in answers + news) <= MAX_MESSAGE_BYTES
+
+
+@pytest.mark.parametrize("far", [1e300, 10**400], ids=["float", "400-digit-int"])
+def test_news_of_an_expiry_past_any_messages_life_is_cut_to_it_and_does_not_pin_the_cache(
+        far: Any) -> None:
+    """The cache forgets entries in arrival order, each behind the ones before it: a sibling's
+    entry said to expire in 1e300 s was never forgotten and kept every later one in the cache
+    (full, then each admission evicting one: a shorter replay window), and a 400-digit int
+    raised OverflowError half-way through the news. An admitted message lives ``max_age`` +
+    ``max_skew`` at most (330 s), so no entry is kept longer."""
+    cache = ReplayCache()
+    gossip = ReplayGossip("b-01", cache, lambda target, expr: None)
+    now = time.time()
+    entries = [["ops-1", "far", "role.tally", "role", far],
+               *[["ops-1", f"m{n}", "role.tally", "role", now + 30] for n in range(100)]]
+    assert gossip.heard("a-01", entries, now) == 101
+    later = now + 400
+    assert not cache.seen(("ops-1", "new", "role.tally", "role"), later + 30, later)
+    assert len(cache) == 1

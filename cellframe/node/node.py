@@ -250,7 +250,9 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.gate = Gate(signer, max_message_bytes)
         #: What this node's gate admits from its role queue, told to the role's other instances
         #: for their replay caches, and theirs heard (signed clusters only).
-        self.replay_gossip = ReplayGossip(self.name, self.gate.replays, self._send_quietly)
+        self.replay_gossip = ReplayGossip(
+            self.name, self.gate.replays, self._send_quietly,
+            **({} if signer is None else {"max_life": signer.max_age + signer.max_skew}))
         self._notices = (0, 0)
         self.diagnostic = diagnostic
         self.max_message_bytes = max_message_bytes

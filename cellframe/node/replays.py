@@ -58,6 +58,7 @@ from ..language.printer import NEEDS_ESCAPE, write
 from ..language.symbols import Keyword, Symbol
 from ..wire.replay import ReplayCache
 from ..wire.routing import each_key
+from ..wire.signing import DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW
 
 __all__ = ["GOSSIP_INTERVAL", "MAX_PENDING", "MODES", "SETTING", "Questions", "ReplayGossip",
            "replay_entry", "replay_id", "replays_mode"]
@@ -182,11 +183,16 @@ class ReplayGossip:
     """One node's side: ``admitted`` from its gate, ``heard`` from its siblings' news."""
 
     def __init__(self, name: str, cache: ReplayCache, publish: Publish, *,
-                 interval: float = GOSSIP_INTERVAL) -> None:
+                 interval: float = GOSSIP_INTERVAL,
+                 max_life: float = DEFAULT_MAX_AGE + DEFAULT_MAX_SKEW) -> None:
         self.name = name
         self.cache = cache
         self.publish = publish
         self.interval = interval
+        #: Seconds ahead an admitted message expires at most (the signer's ``max_age`` and
+        #: ``max_skew``): a sibling's entry is kept no longer. The cache forgets in arrival
+        #: order, so one entry kept for ever would keep every later one too.
+        self.max_life = max_life
         self.told = self.heard_entries = self.dropped = 0
         self._pending: list[tuple[str, Entry, float]] = []
         self._lock = threading.Lock()
@@ -218,10 +224,11 @@ class ReplayGossip:
                    and all(isinstance(part, str) and len(part) <= 1100 for part in item[:4])
                    and type(item[4]) in (int, float) for item in entries):
             raise ValueError("an entry is (KEY-ID MESSAGE-ID ROUTING-KEY WHERE EXPIRES)")
-        taken = 0
+        taken, last = 0, now + self.max_life
         for item in entries:
-            if item[4] >= now:
-                self.cache.seen((item[0], item[1], item[2], item[3]), float(item[4]), now)
+            if item[4] >= now:  # min before float: a 400-digit int overflows a float
+                self.cache.seen((item[0], item[1], item[2], item[3]), float(min(item[4], last)),
+                                now)
                 taken += 1
         self.heard_entries += taken
         return taken
