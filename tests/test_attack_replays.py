@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cellframe import Node
+from cellframe.language.symbols import Keyword, Symbol
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import wait_for
 from cellframe.testing.amqp import raw_channel
@@ -132,3 +133,29 @@ def test_messages_held_when_their_node_stops_go_back_to_the_role_and_are_applied
     assert cell.total == 0  # held, never applied
     wait_for(lambda: cell_total(second, "r-02") == 8, 20, what="r-02 to apply all 8 adds",
              show=lambda: (cell_total(second, "r-02"), second.counters.refused))
+
+
+def test_a_sibling_that_answers_busy_for_ever_holds_a_role_message_for_its_give_up_at_most(
+        trust) -> None:
+    """r-02 answers every question ``busy`` (as if it always held a copy that goes first): each
+    of r-01's messages is asked again soon, and applied once the give-up time has passed
+    (four sibling timeouts: 2 s), not held for good."""
+    first = start_node(trust, "r-01", "counter", sibling_timeout=0.5)
+    second = start_node(trust, "r-02", "counter", sibling_timeout=0.5)
+    seeing_each_other([first, second])
+
+    def busy(asker: str, entries: list[Any]) -> None:
+        second._send_quietly(f"node.{asker}", [
+            Symbol("admitted-answers"), Keyword("node"), "r-02",
+            Keyword("answers"), [Symbol("quote"), [[*entry, "busy"] for entry in entries]]])
+
+    second.answer_replays = busy  # type: ignore[method-assign]
+    publish_adds(trust, role_key(trust), [f"busy-{n}" for n in range(8)])
+    wait_for(lambda: cell_total(first, "r-01") + cell_total(second, "r-02") == 8, 10,
+             what="all 8 adds applied once, r-01's once r-02 was given up on",
+             show=lambda: (cell_total(first, "r-01"), first.replay_check.counts,
+                           first.replay_check.waited))
+    counts = first.replay_check.counts
+    assert counts["held"] == counts["gave_up"] == cell_total(first, "r-01") > 0, counts
+    assert counts["asked_again"] >= counts["held"]  # asked again soon, not just waited
+    assert first.replay_check.waited["max"] < 3.0, first.replay_check.waited
