@@ -4,11 +4,13 @@ that changes role or stops while it holds role messages do to it, on the real br
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from cellframe import Node
+from cellframe.language.printer import write
 from cellframe.language.symbols import Keyword, Symbol
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import wait_for
@@ -159,3 +161,31 @@ def test_a_sibling_that_answers_busy_for_ever_holds_a_role_message_for_its_give_
     assert counts["held"] == counts["gave_up"] == cell_total(first, "r-01") > 0, counts
     assert counts["asked_again"] >= counts["held"]  # asked again soon, not just waited
     assert first.replay_check.waited["max"] < 3.0, first.replay_check.waited
+
+
+def test_a_node_key_of_another_role_cannot_make_a_roles_messages_refused_as_replays(
+        trust) -> None:
+    """a-01 plays tally; with its node key, it tells r-01 (counter) that it admitted a message
+    a client is about to send to the counter role (message ids are a per-process prefix and a
+    counter: one seen, the next ones known). r-01 took it into its replay cache, so the
+    message was refused as a replay there, and, asked, r-01 answered r-02 ``applied``: refused
+    on both, never applied. Replay news is taken from the instances of the node's own role."""
+    nodes = [start_node(trust, name, "counter") for name in ("r-01", "r-02")]
+    seeing_each_other(nodes)
+    key = role_key(trust)
+    expires = time.time() + 60
+    trust.publish_signed(trust.node_key("a-01"), "node.r-01", write([
+        Symbol("replays-seen"), Keyword("by"), "a-01", Keyword("entries"),
+        [Symbol("quote"), [[key.id, f"victim-{n}", "role.counter", "role", expires]
+                           for n in range(4)]]]))
+    trust.answers_status("r-01")  # after the news, on the same queue: it was handled
+    publish_adds(trust, key, [f"victim-{n}" for n in range(4)])
+
+    def state() -> dict[str, Any]:
+        return {node.name: (cell_total(node, node.name), dict(node.counters.refused))
+                for node in nodes}
+
+    wait_for(lambda: sum(cell_total(node, node.name) for node in nodes)
+             + sum(node.counters.refused.get("replayed", 0) for node in nodes) >= 4, 10,
+             what="the 4 adds applied or refused", show=state)
+    assert sum(cell_total(node, node.name) for node in nodes) == 4, state()

@@ -48,12 +48,16 @@ class AnsweringSiblings(NodeParts):
     def role_siblings(self) -> list[str]:
         """The other instances of this node's role that its membership holds neither down nor
         left (none without a membership cell: then a redelivered message is not held)."""
+        return self.known_siblings() or []
+
+    def known_siblings(self) -> list[str] | None:
+        """``role_siblings``, or None if the node has no membership cell to know them by."""
         role = self.role
         membership = next((h.cell for h in self._routes.everyone
                            if isinstance(h.cell, Membership)), None)
-        if role is None or membership is None:
-            return []
-        return membership.others_in_role(role)
+        if membership is None:
+            return None
+        return [] if role is None else membership.others_in_role(role)
 
     def _ask_sibling(self, sibling: str, message_id: str) -> None:
         self._send_quietly(node_key(sibling), [

@@ -27,8 +27,10 @@ and a copy of it replayed to the same role may reach another. Two things close t
 * **Gossip**, always (signed clusters): every ``interval`` (50 ms) a node tells the role's
   instances (``each.<role>``, its own node queue included, which it ignores) the signed role
   messages it admitted since: ``(replays-seen :by NODE :entries '((KEY ID ROUTING-KEY WHERE
-  EXPIRES) ...))``, and each puts them in its own cache. So a replay that comes after an
-  instance left or died is refused too, with nobody to ask. With ``"gossip"`` alone (no
+  EXPIRES) ...))``, and each puts them in its own cache (news from a node its membership
+  does not hold to be an instance of the role is dropped; each entry is kept a message's
+  life at most). So a replay that comes after an instance left or died is refused too, with
+  nobody to ask. With ``"gossip"`` alone (no
   asking), a replay that reaches another instance within about that interval of the first
   copy is admitted there.
 
@@ -184,8 +186,14 @@ class ReplayGossip:
 
     def __init__(self, name: str, cache: ReplayCache, publish: Publish, *,
                  interval: float = GOSSIP_INTERVAL,
-                 max_life: float = DEFAULT_MAX_AGE + DEFAULT_MAX_SKEW) -> None:
+                 max_life: float = DEFAULT_MAX_AGE + DEFAULT_MAX_SKEW,
+                 tellers: Callable[[], list[str] | None] = lambda: None) -> None:
         self.name = name
+        #: The nodes whose news is taken: the other instances of the role, by membership
+        #: (None: the node has no membership, and takes anyone's). A node of another role
+        #: told one instance that it admitted the ids a client was about to send: refused
+        #: there, and, asked, that instance answered the others ``applied``.
+        self.tellers = tellers
         self.cache = cache
         self.publish = publish
         self.interval = interval
@@ -193,7 +201,8 @@ class ReplayGossip:
         #: ``max_skew``): a sibling's entry is kept no longer. The cache forgets in arrival
         #: order, so one entry kept for ever would keep every later one too.
         self.max_life = max_life
-        self.told = self.heard_entries = self.dropped = 0
+        #: Entries told, entries taken, admissions not told (too many), news from strangers.
+        self.told = self.heard_entries = self.dropped = self.strangers = 0
         self._pending: list[tuple[str, Entry, float]] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -217,6 +226,10 @@ class ReplayGossip:
         ``ValueError`` for news that is not a list of ``(KEY ID KEY WHERE EXPIRES)``."""
         if by == self.name:
             return 0  # its own news, through its own binding of each.<role>
+        tellers = self.tellers()
+        if tellers is not None and by not in tellers:
+            self.strangers += 1
+            return 0
         if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
             raise ValueError(f"replays-seen takes at most {MAX_ENTRIES} entries in a list")
         now = time.time() if now is None else now
