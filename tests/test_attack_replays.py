@@ -189,3 +189,24 @@ def test_a_node_key_of_another_role_cannot_make_a_roles_messages_refused_as_repl
              + sum(node.counters.refused.get("replayed", 0) for node in nodes) >= 4, 10,
              what="the 4 adds applied or refused", show=state)
     assert sum(cell_total(node, node.name) for node in nodes) == 4, state()
+
+
+def test_a_sibling_that_leaves_while_asked_is_no_longer_waited_for(trust) -> None:
+    """r-01 holds role messages its silent sibling r-02 was asked about; r-02 then stops (it
+    leaves the membership): r-01 applies them at once, not after the give-up (8 s)."""
+    first = start_node(trust, "r-01", "counter", sibling_timeout=2.0)
+    second = start_node(trust, "r-02", "counter", sibling_timeout=2.0)
+    seeing_each_other([first, second])
+    silent(second)
+    publish_adds(trust, role_key(trust), [f"left-{n}" for n in range(8)])
+    wait_for(lambda: cell_total(second, "r-02") + first.replay_check.holding() == 8, 10,
+             what="r-02 to apply its adds and r-01 to hold the others",
+             show=lambda: (cell_total(second, "r-02"), first.replay_check.counts))
+    held = first.replay_check.holding()
+    assert held > 0
+    second.stop()
+    wait_for(lambda: cell_total(first, "r-01") == held, 10,
+             what="r-01 to apply what it held once r-02 left",
+             show=lambda: (cell_total(first, "r-01"), first.replay_check.counts))
+    assert first.replay_check.counts["gave_up"] == 0
+    assert first.replay_check.waited["max"] < 6.0, first.replay_check.waited
