@@ -19,6 +19,7 @@ from cellframe.transports._amqp_wire import to_amqp
 from cellframe.wire.envelope import Envelope
 from cellframe.wire.keys import Key, dump_keys, new_key
 from cellframe.wire.signing import Signer
+from tests.amqp_support import close_connections
 from tests.node_support import cell_total
 from tests.test_trust_broker import SEEING, Gullible, Trust
 from tests.test_trust_broker import trust as trust_fixture
@@ -28,15 +29,18 @@ pytestmark = pytest.mark.amqp
 trust = trust_fixture  # two signed nodes of role tally, a key file, dead letters
 
 
-def start_node(trust: Trust, name: str, role: str, **options: Any) -> Node:
+def start_node(trust: Trust, name: str, role: str, connection: str | None = None,
+               **options: Any) -> Node:
     """``Trust.start_node`` with a registry of two roles (``counter``, ``other``), so that the
-    node may change role; each node sees the others by membership."""
+    node may change role; each node sees the others by membership. ``connection``: the name
+    its broker connection carries (``close_connections`` cuts it)."""
     key = new_key(name, kind="node", node=name)
     trust.keys.paths[0].write_text(dump_keys([*trust.keys.keyring, key]))
     assert trust.keys.reload()
     signer = Signer(key, keyring=trust.keys, exchange=trust.names.exchange)
     registry = RoleRegistry({"counter": [Gullible], "other": [Gullible]})
-    trust.nodes[name] = Node(name, transport=trust.names.connect(), signer=signer, role=role,
+    transport = trust.names.connect(**({} if connection is None else {"name": connection}))
+    trust.nodes[name] = Node(name, transport=transport, signer=signer, role=role,
                              registry=registry, diagnostic=True,
                              queue_prefix=trust.names.queue_prefix, watch_config=False,
                              system_cells=(SEEING,), **options).start()
@@ -210,3 +214,27 @@ def test_a_sibling_that_leaves_while_asked_is_no_longer_waited_for(trust) -> Non
              show=lambda: (cell_total(first, "r-01"), first.replay_check.counts))
     assert first.replay_check.counts["gave_up"] == 0
     assert first.replay_check.waited["max"] < 6.0, first.replay_check.waited
+
+
+def test_messages_held_when_their_connection_is_cut_are_not_applied_there_as_well(
+        trust) -> None:
+    """r-01 holds role messages (its silent sibling r-02 does not answer) when the broker
+    cuts its connection: the broker requeues them, and r-02 applies them. Decided later (the
+    give-up), they were applied on r-01 as well: the node had the delivery, not the message."""
+    cut = f"cf-cut-{trust.names.token}"
+    first = start_node(trust, "r-01", "counter", connection=cut, sibling_timeout=0.5)
+    second = start_node(trust, "r-02", "counter", sibling_timeout=0.5)
+    seeing_each_other([first, second])
+    silent(second)
+    publish_adds(trust, role_key(trust), [f"cut-{n}" for n in range(8)])
+    wait_for(lambda: cell_total(second, "r-02") + first.replay_check.holding() == 8, 10,
+             what="r-02 to apply its adds and r-01 to hold the others",
+             show=lambda: (cell_total(second, "r-02"), first.replay_check.counts))
+    assert first.replay_check.holding() > 0
+    close_connections(cut)
+    wait_for(lambda: cell_total(second, "r-02") == 8, 20,
+             what="r-02 to apply the adds r-01 held, given back by the broker",
+             show=lambda: (cell_total(second, "r-02"), cell_total(first, "r-01")))
+    wait_for(lambda: first.replay_check.holding() == 0, 10,
+             what="r-01 to decide what it held", show=lambda: first.replay_check.counts)
+    assert cell_total(first, "r-01") + cell_total(second, "r-02") == 8

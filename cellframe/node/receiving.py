@@ -22,7 +22,7 @@ from ..cell.fence import PauseFence
 from ..errors import RefusedError
 from ..failures import LineBudget, log_limited
 from ..language.symbols import Keyword, Symbol
-from ..transports.base import Delivery, Transport, sent_before
+from ..transports.base import Delivery, Transport, sent_before, taken_back
 from ..wire import tracing
 from ..wire.envelope import (
     CONTENT_TYPE,
@@ -144,7 +144,10 @@ class Receiving(NodeParts):
         from is closed (``consumer``: those closed before it), the broker has requeued it
         already: the new role's cells, or the role's new ones if the node came back to it,
         applied it a second time."""
-        if admitted_elsewhere:
+        if taken_back(delivery):
+            log.info("%s: %s went back to the role queue while the role's other instances were "
+                     "asked: not applied here", self.name, message.id)
+        elif admitted_elsewhere:
             key, result = admitted.key, "refused: replayed"
             self._refuse(delivery, f"refused: message {message.id!r} was admitted by another "
                          f"instance of {self.role} (a replay within its life)",
@@ -178,7 +181,10 @@ class Receiving(NodeParts):
         """A held redelivered message decided: acknowledged as a duplicate (another instance
         applied it), or told to the cells here, or given back if the node left the role
         meanwhile (see ``_replay_decided``)."""
-        if applied_elsewhere:
+        if taken_back(delivery):
+            log.info("%s: %s went back to the role queue while the role's other instances were "
+                     "asked: not applied here", self.name, message.id)
+        elif applied_elsewhere:
             self.counters.sibling_duplicates += 1
             log.info("%s: %s was applied by another instance of %s: acknowledged as a "
                      "duplicate", self.name, message.id, self.role)
