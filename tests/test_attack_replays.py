@@ -238,3 +238,28 @@ def test_messages_held_when_their_connection_is_cut_are_not_applied_there_as_wel
     wait_for(lambda: first.replay_check.holding() == 0, 10,
              what="r-01 to decide what it held", show=lambda: first.replay_check.counts)
     assert cell_total(first, "r-01") + cell_total(second, "r-02") == 8
+
+
+def test_a_replay_after_the_instance_that_applied_it_stopped_is_refused(trust) -> None:
+    """The instance that applied a role message stops before its next news (every 50 ms; made
+    5 s here so that it surely does): what it admitted since its last news was never told, and
+    a replay that then reached the other instance was applied there, with nobody left to ask.
+    A stopping node tells what it has not told yet."""
+    nodes = [start_node(trust, name, "counter") for name in ("r-01", "r-02")]
+    seeing_each_other(nodes)
+    for node in nodes:
+        node.replay_gossip.interval = 5.0
+    signed = Signer(role_key(trust), exchange=trust.names.exchange).sign(
+        Envelope(b"(add 1)", message_id="once"), "role.counter")
+    properties = to_amqp(signed, persistent=False)
+    trust.publish_raw("role.counter", signed.body, properties)
+    wait_for(lambda: sum(cell_total(node, node.name) for node in nodes) == 1, 10,
+             what="the add applied on one instance")
+    applied = next(node for node in nodes if cell_total(node, node.name) == 1)
+    other = next(node for node in nodes if node is not applied)
+    applied.stop()
+    trust.publish_raw("role.counter", signed.body, properties)
+    wait_for(lambda: cell_total(other, other.name) + other.counters.refused.get("replayed", 0)
+             >= 1, 20, what=f"{other.name} to apply or refuse the replay",
+             show=lambda: (other.replay_check.counts, dict(other.counters.refused)))
+    assert cell_total(other, other.name) == 0

@@ -247,7 +247,13 @@ class ReplayGossip:
         return taken
 
     def close(self) -> None:
+        """Stop, telling first what was admitted since the last news: a stopping node is
+        about to be asked nothing more, so an instance it never told admitted a replay."""
         self._stopped.set()
+        try:
+            self._tell()
+        except Exception as error:  # a closed transport: nothing to tell with
+            log.debug("%s: last replay news not sent: %s", self.name, error)
 
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
