@@ -1,6 +1,7 @@
 """Adversarial tests of the replay check across a role's instances (``cellframe.node.replays``,
-``cellframe.node.siblings``): what a key holder's odd message ids, a silent sibling, and a node
-that changes role or stops while it holds role messages do to it, on the real broker."""
+``cellframe.node.siblings``): what a key holder's odd message ids, a silent or busy sibling, a
+node key of another role, and a node that changes role, stops or loses its connection while
+it holds role messages do to it, on the real broker; and the pause fence's held deliveries."""
 
 from __future__ import annotations
 
@@ -10,21 +11,21 @@ from typing import Any
 import pytest
 
 from cellframe import Node
+from cellframe.cell.fence import PauseFence
 from cellframe.language.printer import write
 from cellframe.language.symbols import Keyword, Symbol
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import wait_for
 from cellframe.testing.amqp import raw_channel
 from cellframe.transports._amqp_wire import to_amqp
-from cellframe.wire.envelope import Envelope
+from cellframe.transports.memory import MemoryBroker
+from cellframe.wire.envelope import Envelope, envelope_for
 from cellframe.wire.keys import Key, dump_keys, new_key
 from cellframe.wire.signing import Signer
 from tests.amqp_support import close_connections
-from tests.node_support import cell_total
+from tests.node_support import cell_total, registry
 from tests.test_trust_broker import SEEING, Gullible, Trust
 from tests.test_trust_broker import trust as trust_fixture
-
-pytestmark = pytest.mark.amqp
 
 trust = trust_fixture  # two signed nodes of role tally, a key file, dead letters
 
@@ -71,6 +72,7 @@ def seeing_each_other(nodes: list[Node]) -> None:
              show=lambda: {node.name: node.role_siblings() for node in nodes})
 
 
+@pytest.mark.amqp
 def test_questions_about_messages_with_escaped_ids_fit_a_message_and_are_answered(trust) -> None:
     """Message ids of 1,000 control characters (printed ``\\u0001``: six bytes each) from a
     key that may send to the role. The questions about them were cut by characters, not by
@@ -97,6 +99,7 @@ def silent(node: Node) -> None:
     node.answer_replays = lambda asker, entries: None  # type: ignore[method-assign]
 
 
+@pytest.mark.amqp
 @pytest.mark.parametrize("roles", [["other"], ["other", "counter"]],
                          ids=["to-another-role", "and-back"])
 def test_a_message_held_when_its_node_changes_role_is_applied_once_by_its_own_role(
@@ -123,6 +126,7 @@ def test_a_message_held_when_its_node_changes_role_is_applied_once_by_its_own_ro
     assert cell_total(second, "r-02") == 8
 
 
+@pytest.mark.amqp
 def test_messages_held_when_their_node_stops_go_back_to_the_role_and_are_applied_once(
         trust) -> None:
     """r-01 stops while it holds role messages its silent sibling never answered about: they
@@ -141,6 +145,7 @@ def test_messages_held_when_their_node_stops_go_back_to_the_role_and_are_applied
              show=lambda: (cell_total(second, "r-02"), second.counters.refused))
 
 
+@pytest.mark.amqp
 def test_a_sibling_that_answers_busy_for_ever_holds_a_role_message_for_its_give_up_at_most(
         trust) -> None:
     """r-02 answers every question ``busy`` (as if it always held a copy that goes first): each
@@ -167,6 +172,7 @@ def test_a_sibling_that_answers_busy_for_ever_holds_a_role_message_for_its_give_
     assert first.replay_check.waited["max"] < 3.0, first.replay_check.waited
 
 
+@pytest.mark.amqp
 def test_a_node_key_of_another_role_cannot_make_a_roles_messages_refused_as_replays(
         trust) -> None:
     """a-01 plays tally; with its node key, it tells r-01 (counter) that it admitted a message
@@ -195,6 +201,7 @@ def test_a_node_key_of_another_role_cannot_make_a_roles_messages_refused_as_repl
     assert sum(cell_total(node, node.name) for node in nodes) == 4, state()
 
 
+@pytest.mark.amqp
 def test_a_sibling_that_leaves_while_asked_is_no_longer_waited_for(trust) -> None:
     """r-01 holds role messages its silent sibling r-02 was asked about; r-02 then stops (it
     leaves the membership): r-01 applies them at once, not after the give-up (8 s)."""
@@ -216,6 +223,7 @@ def test_a_sibling_that_leaves_while_asked_is_no_longer_waited_for(trust) -> Non
     assert first.replay_check.waited["max"] < 6.0, first.replay_check.waited
 
 
+@pytest.mark.amqp
 def test_messages_held_when_their_connection_is_cut_are_not_applied_there_as_well(
         trust) -> None:
     """r-01 holds role messages (its silent sibling r-02 does not answer) when the broker
@@ -240,6 +248,7 @@ def test_messages_held_when_their_connection_is_cut_are_not_applied_there_as_wel
     assert cell_total(first, "r-01") + cell_total(second, "r-02") == 8
 
 
+@pytest.mark.amqp
 def test_a_replay_after_the_instance_that_applied_it_stopped_is_refused(trust) -> None:
     """The instance that applied a role message stops before its next news (every 50 ms; made
     5 s here so that it surely does): what it admitted since its last news was never told, and
@@ -263,3 +272,35 @@ def test_a_replay_after_the_instance_that_applied_it_stopped_is_refused(trust) -
              >= 1, 20, what=f"{other.name} to apply or refuse the replay",
              show=lambda: (other.replay_check.counts, dict(other.counters.refused)))
     assert cell_total(other, other.name) == 0
+
+
+def test_a_delivery_held_behind_the_pause_fence_is_not_applied_once_the_broker_took_it_back(
+) -> None:
+    """A paused node holds new role deliveries until membership clears its fence; if its
+    connection went meanwhile (a paused process misses its heartbeats), the broker requeued
+    them for another instance, and clearing the fence handed them to the cells here as well."""
+    broker = MemoryBroker()
+    clock = [0.0]
+    paused = Node("a-01", transport=broker.connect(), role="tally", registry=registry(),
+                  watch_config=False).start()
+    other = None
+    try:
+        paused.fence = PauseFence(1.0, clock=lambda: clock[0])
+        wait_for(lambda: paused.fence is not None and paused.fence.beat() == 0, 10,
+                 what="the fence beating")
+        clock[0] = 5.0  # a pause of 5 s: the next delivery trips the fence and is held
+        sender = broker.connect()
+        sender.publish("role.tally", envelope_for([Symbol("add"), 1], sender="client"))
+        wait_for(lambda: len(paused._held) == 1, 10, what="the delivery held behind the fence")
+        generation = paused.fence.generation
+        paused.transport.abort()  # its connection is gone: the broker takes the delivery back
+        other = Node("b-01", transport=broker.connect(), role="tally", registry=registry(),
+                     watch_config=False).start()
+        wait_for(lambda: cell_total(other, "b-01") == 1, 10, what="b-01 to apply the add")
+        paused.clear_fence(generation)
+        cell = paused.cells()["a-01"]
+        assert cell.actor_ref.proxy().total.get(timeout=10) == 0  # asked after what it was told
+    finally:
+        for node in (paused, other):
+            if node is not None:
+                node.stop()

@@ -44,7 +44,7 @@ from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
 from ..roles.registry import RoleRegistry
-from ..transports.base import Transport
+from ..transports.base import Transport, taken_back
 from ..wire.envelope import Envelope, Message, envelope_for
 from ..wire.routing import (
     ALL,
@@ -774,6 +774,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                 return
             held, self._held = self._held, []
         for item in held:
+            if taken_back(item.delivery):
+                continue  # its connection went while it was held: another instance has it
             role_cells = self._routes.role_cells
             if item.role == self.role and all(t in role_cells for t in item.targets):
                 self._tell(item.targets, item.message, item.delivery,
