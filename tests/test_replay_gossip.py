@@ -24,6 +24,7 @@ from cellframe.node.replays import (
     Questions,
     ReplayGossip,
     _parts,
+    message_budgets,
     replays_mode,
 )
 from cellframe.testing import wait_for
@@ -160,15 +161,19 @@ n3       IN TXT "role=tally" "replays.across-role=often"
             each.stop()
 
 
+@pytest.mark.parametrize("limit", [MAX_MESSAGE_BYTES, 16 * 1024], ids=["64KB", "16KB"])
 @pytest.mark.parametrize("odd", ["\x01", '"', "\u00e9", "\U0001f600"], ids=["control", "quote",
                                                                           "two-bytes", "four-bytes"])
 def test_questions_and_news_about_ids_of_escaped_or_wide_characters_fit_a_message(
-        odd: str) -> None:
+        odd: str, limit: int) -> None:
     """The cuts count the bytes a message takes, not characters (an id of 1,000 control
-    characters is printed in 6,000 bytes): a batch larger than a node takes is refused whole."""
+    characters is printed in 6,000 bytes), within what the nodes take (``max_message_bytes``):
+    a batch larger than a node takes is refused whole."""
+    asked_budget, news_budget = message_budgets(limit)
     ids = [f"{n:03}" + odd * (MAX_MESSAGE_ID - 3) for n in range(300)]
     sent: list[list[Any]] = []
-    questions = Questions(lambda sibling, batch: sent.append(batch), patience=1.0)
+    questions = Questions(lambda sibling, batch: sent.append(batch), patience=1.0,
+                          budget=asked_budget)
     for message_id in ids:
         questions.ask("b-01", ("ops-1", message_id, "role.tally"))
     while questions.entries < len(ids):
@@ -178,8 +183,9 @@ def test_questions_and_news_about_ids_of_escaped_or_wide_characters_fit_a_messag
                for batch in sent]
     news = [write([Symbol("replays-seen"), Keyword("by"), "a-01", Keyword("entries"),
                    [Symbol("quote"), part]])
-            for part in _parts([["ops-1", i, "role.tally", "role", 1e12] for i in ids])]
-    assert max(len(text.encode()) for text in answers + news) <= MAX_MESSAGE_BYTES
+            for part in _parts([["ops-1", i, "role.tally", "role", 1e12] for i in ids],
+                               news_budget)]
+    assert max(len(text.encode()) for text in answers + news) <= limit
 
 
 @pytest.mark.parametrize("far", [1e300, 10**400], ids=["float", "400-digit-int"])

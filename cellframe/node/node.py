@@ -62,7 +62,7 @@ from .gate import MAX_MESSAGE_ID, Gate
 from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
-from .replays import MAX_ASKED, SETTING, Questions, ReplayGossip, replays_mode
+from .replays import MAX_ASKED, SETTING, Questions, ReplayGossip, message_budgets, replays_mode
 from .siblings import ANSWERS, SiblingCheck
 from .status import status_reply
 from .supervising import Supervising
@@ -252,7 +252,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         #: for their replay caches, and theirs heard (signed clusters only).
         self.replay_gossip = ReplayGossip(
             self.name, self.gate.replays, self._send_quietly,
-            tellers=self.known_siblings,
+            tellers=self.known_siblings, budget=message_budgets(max_message_bytes)[1],
             **({} if signer is None else {"max_life": signer.max_age + signer.max_skew}))
         self._notices = (0, 0)
         self.diagnostic = diagnostic
@@ -344,7 +344,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                                          timeout=sibling_timeout,
                                          max_wait=max(8 * sibling_timeout, 16.0),
                                          give_up=4 * sibling_timeout)
-        self.questions = Questions(self._send_replay_questions, patience=sibling_timeout / 4)
+        self.questions = Questions(self._send_replay_questions, patience=sibling_timeout / 4,
+                                   budget=message_budgets(max_message_bytes)[0])
 
     # -- life cycle -------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ from ..wire.routing import each_key
 from ..wire.signing import DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW
 
 __all__ = ["GOSSIP_INTERVAL", "MAX_PENDING", "MODES", "SETTING", "Questions", "ReplayGossip",
-           "replay_entry", "replay_id", "replays_mode"]
+           "message_budgets", "printed_size", "replay_entry", "replay_id", "replays_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,11 @@ class Questions:
     """
 
     def __init__(self, send: Callable[[str, list[Asked]], None], *, patience: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 budget: int = _ASKED_BUDGET) -> None:
         self._send, self.patience, self._clock = send, patience, clock
+        #: Bytes of entries in one batch (a node that takes smaller messages asks for less).
+        self.budget = budget
         self._waiting: dict[str, list[Asked]] = {}
         self._sent_at: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -147,7 +150,7 @@ class Questions:
         cut, used = 0, 0
         while cut < len(waiting) and cut < MAX_ASKED:
             used += sum(map(printed_size, waiting[cut])) + 8
-            if cut and used > _ASKED_BUDGET:
+            if cut and used > self.budget:
                 break
             cut += 1
         batch = waiting[:cut]
@@ -156,6 +159,14 @@ class Questions:
         self.batches += 1
         self.entries += len(batch)
         return batch
+
+
+def message_budgets(max_message_bytes: int) -> tuple[int, int]:
+    """The bytes of entries in a batch of questions and in a message of news, for siblings
+    that take messages of ``max_message_bytes`` at most: half of it, room left for the
+    answers' words and the news' expiries (the defaults, 24 and 40 KB, at 64 KB)."""
+    half = max_message_bytes // 2
+    return min(_ASKED_BUDGET, half), min(_BUDGET, half)
 
 
 def printed_size(text: str) -> int:
@@ -187,8 +198,11 @@ class ReplayGossip:
     def __init__(self, name: str, cache: ReplayCache, publish: Publish, *,
                  interval: float = GOSSIP_INTERVAL,
                  max_life: float = DEFAULT_MAX_AGE + DEFAULT_MAX_SKEW,
-                 tellers: Callable[[], list[str] | None] = lambda: None) -> None:
+                 tellers: Callable[[], list[str] | None] = lambda: None,
+                 budget: int = _BUDGET) -> None:
         self.name = name
+        #: Bytes of entries in one message of news.
+        self.budget = budget
         #: The nodes whose news is taken: the other instances of the role, by membership
         #: (None: the node has no membership, and takes anyone's). A node of another role
         #: told one instance that it admitted the ids a client was about to send: refused
@@ -269,7 +283,7 @@ class ReplayGossip:
         for role, entry, expires in pending:
             by_role.setdefault(role, []).append([*entry, expires])
         for role, entries in by_role.items():
-            for part in _parts(entries):
+            for part in _parts(entries, self.budget):
                 self.publish(each_key(role), [Symbol("replays-seen"), Keyword("by"), self.name,
                                               Keyword("entries"), [_QUOTE, part]])
                 self.told += len(part)
@@ -278,13 +292,13 @@ class ReplayGossip:
 _QUOTE = Symbol("quote")
 
 
-def _parts(entries: list[list[Any]]) -> list[list[list[Any]]]:
-    """``entries`` cut to fit a message each (``_BUDGET`` bytes, ``MAX_ENTRIES`` entries)."""
+def _parts(entries: list[list[Any]], budget: int = _BUDGET) -> list[list[list[Any]]]:
+    """``entries`` cut to fit a message each (``budget`` bytes, ``MAX_ENTRIES`` entries)."""
     parts: list[list[list[Any]]] = [[]]
     used = 0
     for entry in entries:
         size = sum(map(printed_size, entry[:4])) + 32
-        if parts[-1] and (used + size > _BUDGET or len(parts[-1]) >= MAX_ENTRIES):
+        if parts[-1] and (used + size > budget or len(parts[-1]) >= MAX_ENTRIES):
             parts.append([])
             used = 0
         parts[-1].append(entry)
