@@ -163,10 +163,10 @@ class Questions:
 
 def message_budgets(max_message_bytes: int) -> tuple[int, int]:
     """The bytes of entries in a batch of questions and in a message of news, for siblings
-    that take messages of ``max_message_bytes`` at most: half of it, room left for the
-    answers' words and the news' expiries (the defaults, 24 and 40 KB, at 64 KB)."""
-    half = max_message_bytes // 2
-    return min(_ASKED_BUDGET, half), min(_BUDGET, half)
+    that take messages of ``max_message_bytes`` at most: the defaults (24 and 40 KB, at
+    64 KB), or a half and five eighths of it, room left for the words of the answers (16
+    bytes an entry, 256 entries) and the head of the news."""
+    return min(_ASKED_BUDGET, max_message_bytes // 2), min(_BUDGET, max_message_bytes * 5 // 8)
 
 
 def printed_size(text: str) -> int:
