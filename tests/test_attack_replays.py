@@ -274,6 +274,22 @@ def test_a_replay_after_the_instance_that_applied_it_stopped_is_refused(trust) -
     assert cell_total(other, other.name) == 0
 
 
+@pytest.mark.amqp
+def test_a_node_key_cannot_ask_or_answer_the_replay_check_in_another_nodes_name(trust) -> None:
+    """A forged answer in a sibling's name would let a replay through (``not-applied``) or
+    refuse a genuine message (``applied``): the gate holds a node key to its own name."""
+    b_key = trust.node_key("b-01")
+    for text in ('(were-admitted :by "c-01" :entries \'(("k" "m" "role.tally")))',
+                 '(admitted-answers :node "c-01" :answers \'(("k" "m" "role.tally" "applied")))',
+                 '(admitted-answers :answers \'(("k" "m" "role.tally" "applied")))'):
+        trust.publish_signed(b_key, "node.a-01", text)
+    trust.wait_refused("not-allowed", 3)
+    wait_for(lambda: len(trust.dead_reasons("node key 'b-01' speaks for 'b-01'")) == 3, 30,
+             what="three dead letters naming b-01's key", show=lambda: trust.dead_reasons(""))
+    assert trust.refused() == {"not-allowed": 3}
+    trust.answers_status()
+
+
 def test_a_delivery_held_behind_the_pause_fence_is_not_applied_once_the_broker_took_it_back(
 ) -> None:
     """A paused node holds new role deliveries until membership clears its fence; if its
