@@ -202,6 +202,23 @@ def test_a_node_key_of_another_role_cannot_make_a_roles_messages_refused_as_repl
 
 
 @pytest.mark.amqp
+def test_the_last_news_of_an_instance_that_left_is_still_taken(trust) -> None:
+    """What a stopping node tells last may come after membership heard it leave: the news of
+    a node that played the role is taken whatever its standing now, a stranger's is not."""
+    first, second = (start_node(trust, name, "counter") for name in ("r-01", "r-02"))
+    seeing_each_other([first, second])
+    second.stop()
+    wait_for(lambda: not first.role_siblings(), 10, what="r-01 to see r-02 leave")
+    key, expires = role_key(trust), time.time() + 60
+    for teller in ("r-02", "a-01"):  # left the role; never played it
+        trust.publish_signed(trust.node_key(teller), "node.r-01", write([
+            Symbol("replays-seen"), Keyword("by"), teller, Keyword("entries"),
+            [Symbol("quote"), [[key.id, f"from-{teller}", "role.counter", "role", expires]]]]))
+    trust.answers_status("r-01")  # after the news, on the same queue: it was handled
+    assert (first.replay_gossip.heard_entries, first.replay_gossip.strangers) == (1, 1)
+
+
+@pytest.mark.amqp
 def test_a_sibling_that_leaves_while_asked_is_no_longer_waited_for(trust) -> None:
     """r-01 holds role messages its silent sibling r-02 was asked about; r-02 then stops (it
     leaves the membership): r-01 applies them at once, not after the give-up (8 s)."""

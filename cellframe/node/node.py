@@ -252,7 +252,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         #: for their replay caches, and theirs heard (signed clusters only).
         self.replay_gossip = ReplayGossip(
             self.name, self.gate.replays, self._send_quietly,
-            tellers=self.known_siblings, budget=message_budgets(max_message_bytes)[1],
+            tellers=self.replay_tellers, budget=message_budgets(max_message_bytes)[1],
             **({} if signer is None else {"max_life": signer.max_age + signer.max_skew}))
         self._notices = (0, 0)
         self.diagnostic = diagnostic

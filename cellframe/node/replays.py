@@ -28,7 +28,7 @@ and a copy of it replayed to the same role may reach another. Two things close t
   instances (``each.<role>``, its own node queue included, which it ignores) the signed role
   messages it admitted since: ``(replays-seen :by NODE :entries '((KEY ID ROUTING-KEY WHERE
   EXPIRES) ...))``, and each puts them in its own cache (news from a node its membership
-  does not hold to be an instance of the role is dropped; each entry is kept a message's
+  has not seen play the role is dropped; each entry is kept a message's
   life at most). So a replay that comes after an instance left or died is refused too, with
   nobody to ask. With ``"gossip"`` alone (no
   asking), a replay that reaches another instance within about that interval of the first
@@ -203,8 +203,8 @@ class ReplayGossip:
         self.name = name
         #: Bytes of entries in one message of news.
         self.budget = budget
-        #: The nodes whose news is taken: the other instances of the role, by membership
-        #: (None: the node has no membership, and takes anyone's). A node of another role
+        #: The nodes whose news is taken: those membership has seen play the role, live or
+        #: not (None: the node has no membership, and takes anyone's). A node of another role
         #: told one instance that it admitted the ids a client was about to send: refused
         #: there, and, asked, that instance answered the others ``applied``.
         self.tellers = tellers
