@@ -49,6 +49,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ..failures import log_failure
+
 __all__ = ["ANSWERS", "APPLIED", "BUSY", "NOT_APPLIED", "SiblingCheck"]
 
 log = logging.getLogger(__name__)
@@ -217,9 +219,9 @@ class SiblingCheck:
             for decide, elsewhere in decisions:
                 try:
                     decide(elsewhere)
-                except Exception:  # the node's code, on the timer's thread too: raising here
-                    # ended it, and every later retry and give-up with it
-                    log.exception("%s: deciding %s failed", self.name, held.message_id)
+                except Exception as error:  # the node's code, on the timer's thread too:
+                    # raising here ended it, and every later retry and give-up with it
+                    log_failure(log, error, "%s: deciding %s", self.name, held.message_id)
         finally:
             with self._lock:
                 if self._held.get(held.message_id) is held:
