@@ -14,7 +14,19 @@ from cellframe import Node
 from cellframe.config.resolvers import ZoneFileResolver
 from cellframe.errors import ConfigError
 from cellframe.language.plist import from_plist
-from cellframe.node.replays import MAX_ASKED, MAX_ENTRIES, Questions, ReplayGossip, replays_mode
+from cellframe.language.printer import write
+from cellframe.language.symbols import Keyword, Symbol
+from cellframe.node.gate import MAX_MESSAGE_ID
+from cellframe.node.node import MAX_MESSAGE_BYTES
+from cellframe.node.replays import (
+    MAX_ASKED,
+    MAX_ENTRIES,
+    Questions,
+    ReplayGossip,
+    _parts,
+    message_budgets,
+    replays_mode,
+)
 from cellframe.testing import wait_for
 from cellframe.transports.memory import MemoryBroker
 from cellframe.wire.replay import ReplayCache
@@ -147,3 +159,49 @@ n3       IN TXT "role=tally" "replays.across-role=often"
     finally:
         for each in started:
             each.stop()
+
+
+@pytest.mark.parametrize("limit", [MAX_MESSAGE_BYTES, 16 * 1024], ids=["64KB", "16KB"])
+@pytest.mark.parametrize("odd", ["\x01", '"', "\u00e9", "\U0001f600"], ids=["control", "quote",
+                                                                          "two-bytes", "four-bytes"])
+def test_questions_and_news_about_ids_of_escaped_or_wide_characters_fit_a_message(
+        odd: str, limit: int) -> None:
+    """The cuts count the bytes a message takes, not characters (an id of 1,000 control
+    characters is printed in 6,000 bytes), within what the nodes take (``max_message_bytes``):
+    a batch larger than a node takes is refused whole."""
+    asked_budget, news_budget = message_budgets(limit)
+    ids = [f"{n:03}" + odd * (MAX_MESSAGE_ID - 3) for n in range(300)]
+    sent: list[list[Any]] = []
+    questions = Questions(lambda sibling, batch: sent.append(batch), patience=1.0,
+                          budget=asked_budget)
+    for message_id in ids:
+        questions.ask("b-01", ("ops-1", message_id, "role.tally"))
+    while questions.entries < len(ids):
+        questions.answered("b-01")
+    answers = [write([Symbol("admitted-answers"), Keyword("node"), "b-01", Keyword("answers"),
+                      [Symbol("quote"), [[*asked, "not-applied"] for asked in batch]]])
+               for batch in sent]
+    news = [write([Symbol("replays-seen"), Keyword("by"), "a-01", Keyword("entries"),
+                   [Symbol("quote"), part]])
+            for part in _parts([["ops-1", i, "role.tally", "role", 1e12] for i in ids],
+                               news_budget)]
+    assert max(len(text.encode()) for text in answers + news) <= limit
+
+
+@pytest.mark.parametrize("far", [1e300, 10**400], ids=["float", "400-digit-int"])
+def test_news_of_an_expiry_past_any_messages_life_is_cut_to_it_and_does_not_pin_the_cache(
+        far: Any) -> None:
+    """The cache forgets entries in arrival order, each behind the ones before it: a sibling's
+    entry said to expire in 1e300 s was never forgotten and kept every later one in the cache
+    (full, then each admission evicting one: a shorter replay window), and a 400-digit int
+    raised OverflowError half-way through the news. An admitted message lives ``max_age`` +
+    ``max_skew`` at most (330 s), so no entry is kept longer."""
+    cache = ReplayCache()
+    gossip = ReplayGossip("b-01", cache, lambda target, expr: None)
+    now = time.time()
+    entries = [["ops-1", "far", "role.tally", "role", far],
+               *[["ops-1", f"m{n}", "role.tally", "role", now + 30] for n in range(100)]]
+    assert gossip.heard("a-01", entries, now) == 101
+    later = now + 400
+    assert not cache.seen(("ops-1", "new", "role.tally", "role"), later + 30, later)
+    assert len(cache) == 1

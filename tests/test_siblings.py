@@ -169,3 +169,43 @@ def test_a_check_that_gives_up_stops_waiting_for_a_silent_sibling_after_its_time
     assert recorder.asked.count(("b", "m1")) >= 2  # asked again meanwhile
     assert check.counts["gave_up"] == 1
     check.close()
+
+
+def test_a_check_that_gives_up_decides_at_its_give_up_time_not_at_the_retry_after() -> None:
+    """The waits double (0.2, 0.4, 0.8 s): a silent sibling was asked at 0, 0.2 and 0.6 s,
+    and the message, still held at 0.8 s, waited for the retry at 1.4 s: seven timeouts where
+    four were promised. Now the retry after a give-up time is moved to it."""
+    recorder = Recorder()
+    check = _check(recorder, timeout=0.2, max_wait=1.6, give_up=0.8)
+    check.hold("m1", ["b"], recorder.decided("m1"))
+    wait_for(lambda: recorder.decisions, 10, what="m1 decided without b's answer",
+             show=lambda: (recorder.asked, check.counts))
+    assert check.counts["gave_up"] == 1
+    assert 0.8 <= check.waited["max"] < 1.2, check.waited
+    check.close()
+
+
+def test_a_decision_that_raises_stops_neither_the_retries_nor_the_copies_decided_with_it(
+        caplog: Any) -> None:
+    """A decision runs the node's code (refusing, or handing the message to its cells) on the
+    thread that settled it: here the retry timer's. An exception from it ended that thread,
+    and with it every later retry and give-up (a silent sibling then held each message for
+    good), and left the second copy of the message undecided (its delivery never settled)."""
+    recorder = Recorder()
+    check = _check(recorder, timeout=0.05, max_wait=0.05, give_up=0.2)
+
+    def broken(applied_elsewhere: bool) -> None:
+        raise RuntimeError("a bug in what decides it")
+
+    check.hold("m1", ["b"], broken)
+    check.hold("m1", ["b"], recorder.decided("m1 copy"))
+    wait_for(lambda: recorder.decisions, 10, what="the copy decided with the broken decision",
+             show=lambda: check.counts)
+    check.hold("m2", ["b"], recorder.decided("m2"))
+    wait_for(lambda: ("m2", False) in recorder.decisions, 10,
+             what="m2 decided once its silent sibling was given up on",
+             show=lambda: (recorder.decisions, check.counts))
+    assert recorder.decisions == [("m1 copy", True), ("m2", False)]
+    assert check.holding() == 0
+    assert any("a bug in what decides it" in r.getMessage() or r.exc_info for r in caplog.records)
+    check.close()

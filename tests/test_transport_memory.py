@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cellframe.errors import ClosedTransportError, ConfigError, TransportError
 from cellframe.testing import Collector, Connector, TransportConformance, publish_many, wait_for
-from cellframe.transports.base import DEAD_LETTER_REASON
+from cellframe.transports.base import DEAD_LETTER_REASON, taken_back
 from cellframe.transports.memory import MemoryBroker, MemoryTransport
 from cellframe.wire.envelope import Envelope
 from tests.transport_support import reference_matches
@@ -432,3 +432,17 @@ def test_a_memory_transport_is_a_context_manager_that_closes(broker):
     with broker.connect() as t:
         t.declare_queue("mine", exclusive=True)
     assert t.closed and "mine" not in broker.queue_names()
+
+
+def test_a_delivery_its_consumer_left_unsettled_is_taken_back_and_says_so(connect):
+    """``taken_back``: a node that held a delivery while it asked other nodes must not apply it
+    once the broker gave it to another consumer (``cellframe.transports.base.taken_back``)."""
+    t = connect()
+    collector, tag = queue_with_consumer(t, settle=None)
+    t.publish("role.web", Envelope(b"held"))
+    t.publish("role.web", Envelope(b"acked"))
+    held, acked = collector.wait(2)
+    acked.ack()
+    assert not taken_back(held)
+    t.cancel(tag)
+    assert taken_back(held) and not taken_back(acked)

@@ -692,6 +692,12 @@ class Membership(Judging, Cell):
         return sorted(m.name for m in self._members()
                       if m.role == role and m.status not in (DOWN, LEFT) and m.name != me)
 
+    def members_in_role(self, role: str) -> list[str]:
+        """Every member the view holds to play ``role``, down and left ones too, by name (safe
+        to call from any thread): the nodes whose replay news is taken
+        (``cellframe.node.replays``; a node's last news may come after its leave)."""
+        return [m.name for m in self._members() if m.role == role]
+
     def _members(self) -> list[Member]:
         """The members of the view, read from any thread."""
         while True:

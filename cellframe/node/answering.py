@@ -48,12 +48,23 @@ class AnsweringSiblings(NodeParts):
     def role_siblings(self) -> list[str]:
         """The other instances of this node's role that its membership holds neither down nor
         left (none without a membership cell: then a redelivered message is not held)."""
-        role = self.role
-        membership = next((h.cell for h in self._routes.everyone
-                           if isinstance(h.cell, Membership)), None)
+        role, membership = self.role, self._membership()
         if role is None or membership is None:
             return []
         return membership.others_in_role(role)
+
+    def replay_tellers(self) -> list[str] | None:
+        """The nodes whose news of what they admitted this node takes: those its membership
+        has seen play its role, live or not (a node's last news may come after its leave);
+        None without a membership cell (then anyone's)."""
+        role, membership = self.role, self._membership()
+        if membership is None:
+            return None
+        return [] if role is None else membership.members_in_role(role)
+
+    def _membership(self) -> Membership | None:
+        return next((h.cell for h in self._routes.everyone if isinstance(h.cell, Membership)),
+                    None)
 
     def _ask_sibling(self, sibling: str, message_id: str) -> None:
         self._send_quietly(node_key(sibling), [

@@ -44,7 +44,7 @@ from ..language.printer import write
 from ..language.reader import read
 from ..language.symbols import Keyword, Symbol
 from ..roles.registry import RoleRegistry
-from ..transports.base import Transport
+from ..transports.base import Transport, taken_back
 from ..wire.envelope import Envelope, Message, envelope_for
 from ..wire.routing import (
     ALL,
@@ -62,7 +62,7 @@ from .gate import MAX_MESSAGE_ID, Gate
 from .hosted import HeldDelivery, Hosted, Routes
 from .monitors import Monitors
 from .receiving import Receiving
-from .replays import MAX_ASKED, SETTING, Questions, ReplayGossip, replays_mode
+from .replays import MAX_ASKED, SETTING, Questions, ReplayGossip, message_budgets, replays_mode
 from .siblings import ANSWERS, SiblingCheck
 from .status import status_reply
 from .supervising import Supervising
@@ -250,7 +250,10 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.gate = Gate(signer, max_message_bytes)
         #: What this node's gate admits from its role queue, told to the role's other instances
         #: for their replay caches, and theirs heard (signed clusters only).
-        self.replay_gossip = ReplayGossip(self.name, self.gate.replays, self._send_quietly)
+        self.replay_gossip = ReplayGossip(
+            self.name, self.gate.replays, self._send_quietly,
+            tellers=self.replay_tellers, budget=message_budgets(max_message_bytes)[1],
+            **({} if signer is None else {"max_life": signer.max_age + signer.max_skew}))
         self._notices = (0, 0)
         self.diagnostic = diagnostic
         self.max_message_bytes = max_message_bytes
@@ -307,6 +310,9 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self._watcher: ConfigWatcher | None = None
         self._consumers: list[str] = []
         self._role_consumer: str | None = None
+        #: Role consumers closed so far: a role delivery held across a close went back to its
+        #: queue then, so a decision about it must not hand it to cells (``Receiving``).
+        self._role_consumers_closed = 0
         self._stopped = threading.Event()
         # Held while a delivery is handed to cells, and to set _stopped: once stop() has set
         # it, no cell receives another delivery (see stop()).
@@ -338,7 +344,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                                          timeout=sibling_timeout,
                                          max_wait=max(8 * sibling_timeout, 16.0),
                                          give_up=4 * sibling_timeout)
-        self.questions = Questions(self._send_replay_questions, patience=sibling_timeout / 4)
+        self.questions = Questions(self._send_replay_questions, patience=sibling_timeout / 4,
+                                   budget=message_budgets(max_message_bytes)[0])
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -728,6 +735,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         if self._role_consumer is not None:
             self.transport.cancel(self._role_consumer)
             self._role_consumer = None
+            self._role_consumers_closed += 1
         self._leaving_role = False
         if self.role is not None:
             self._unbind_node(each_key(self.role))
@@ -767,6 +775,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                 return
             held, self._held = self._held, []
         for item in held:
+            if taken_back(item.delivery):
+                continue  # its connection went while it was held: another instance has it
             role_cells = self._routes.role_cells
             if item.role == self.role and all(t in role_cells for t in item.targets):
                 self._tell(item.targets, item.message, item.delivery,

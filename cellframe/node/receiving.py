@@ -22,7 +22,7 @@ from ..cell.fence import PauseFence
 from ..errors import RefusedError
 from ..failures import LineBudget, log_limited
 from ..language.symbols import Keyword, Symbol
-from ..transports.base import Delivery, Transport, sent_before
+from ..transports.base import Delivery, Transport, sent_before, taken_back
 from ..wire import tracing
 from ..wire.envelope import (
     CONTENT_TYPE,
@@ -57,6 +57,7 @@ class Receiving(NodeParts):
     diagnostic: bool
     lines: LineBudget
     _leaving_role: bool
+    _role_consumers_closed: int
     fence: PauseFence | None
     _held: list[HeldDelivery]
     _held_lock: threading.Lock
@@ -131,21 +132,29 @@ class Receiving(NodeParts):
             return False
         assert admitted.entry is not None
         self.replay_check.hold(replay_id(admitted.entry), siblings, functools.partial(
-            self._replay_decided, message, delivery, trail, admitted))
+            self._replay_decided, message, delivery, trail, admitted,
+            self._role_consumers_closed))
         return True
 
     def _replay_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
-                        admitted: Admitted, admitted_elsewhere: bool) -> None:
+                        admitted: Admitted, consumer: int, admitted_elsewhere: bool) -> None:
         """A held role message decided: refused as ``replayed`` if another instance admitted
-        a copy first, else on its way to the cells here (or back to the role queue if the
-        node left the role meanwhile)."""
-        if admitted_elsewhere:
+        a copy first, else on its way to the cells here, unless the node left the role
+        meanwhile: then back to the role queue, never to cells. Once the role consumer it came
+        from is closed (``consumer``: those closed before it), the broker has requeued it
+        already: the new role's cells, or the role's new ones if the node came back to it,
+        applied it a second time."""
+        if taken_back(delivery):
+            log.info("%s: %s went back to the role queue while the role's other instances were "
+                     "asked: not applied here", self.name, message.id)
+        elif admitted_elsewhere:
             key, result = admitted.key, "refused: replayed"
             self._refuse(delivery, f"refused: message {message.id!r} was admitted by another "
                          f"instance of {self.role} (a replay within its life)",
                          reason="replayed", audit=lambda settle: self._audit(
                              delivery, key, admitted.verb, result, settle))
-        elif self._routes.role_cells and not self._leaving_role:
+        elif self._routes.role_cells and not self._leaving_role \
+                and consumer == self._role_consumers_closed:
             self._role_admitted(message, delivery, trail, admitted)
         else:
             self._give_back_fenced(delivery, True, "the node left the role while it asked the "
@@ -163,15 +172,19 @@ class Receiving(NodeParts):
         siblings = self.role_siblings()
         if not siblings:
             return False
-        self.siblings.hold(message.id, siblings,
-                           functools.partial(self._sibling_decided, message, delivery, trail))
+        self.siblings.hold(message.id, siblings, functools.partial(
+            self._sibling_decided, message, delivery, trail, self._role_consumers_closed))
         return True
 
     def _sibling_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
-                         applied_elsewhere: bool) -> None:
+                         consumer: int, applied_elsewhere: bool) -> None:
         """A held redelivered message decided: acknowledged as a duplicate (another instance
-        applied it), or told to the cells here, or given back if the role went meanwhile."""
-        if applied_elsewhere:
+        applied it), or told to the cells here, or given back if the node left the role
+        meanwhile (see ``_replay_decided``)."""
+        if taken_back(delivery):
+            log.info("%s: %s went back to the role queue while the role's other instances were "
+                     "asked: not applied here", self.name, message.id)
+        elif applied_elsewhere:
             self.counters.sibling_duplicates += 1
             log.info("%s: %s was applied by another instance of %s: acknowledged as a "
                      "duplicate", self.name, message.id, self.role)
@@ -180,7 +193,7 @@ class Receiving(NodeParts):
             else:
                 trail.report("", "duplicate")
                 trail.publish(then=functools.partial(_ack_quietly, delivery))
-        elif self._routes.role_cells:
+        elif self._routes.role_cells and consumer == self._role_consumers_closed:
             self._tell_role_cells(message, delivery, trail)
         else:
             self._give_back_fenced(delivery, True, "the node left the role while it asked the "

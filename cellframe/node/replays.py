@@ -27,8 +27,10 @@ and a copy of it replayed to the same role may reach another. Two things close t
 * **Gossip**, always (signed clusters): every ``interval`` (50 ms) a node tells the role's
   instances (``each.<role>``, its own node queue included, which it ignores) the signed role
   messages it admitted since: ``(replays-seen :by NODE :entries '((KEY ID ROUTING-KEY WHERE
-  EXPIRES) ...))``, and each puts them in its own cache. So a replay that comes after an
-  instance left or died is refused too, with nobody to ask. With ``"gossip"`` alone (no
+  EXPIRES) ...))``, and each puts them in its own cache (news from a node its membership
+  has not seen play the role is dropped; each entry is kept a message's
+  life at most). So a replay that comes after an instance left or died is refused too, with
+  nobody to ask. With ``"gossip"`` alone (no
   asking), a replay that reaches another instance within about that interval of the first
   copy is admitted there.
 
@@ -54,12 +56,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..language.printer import NEEDS_ESCAPE, write
 from ..language.symbols import Keyword, Symbol
 from ..wire.replay import ReplayCache
 from ..wire.routing import each_key
+from ..wire.signing import DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW
 
 __all__ = ["GOSSIP_INTERVAL", "MAX_PENDING", "MODES", "SETTING", "Questions", "ReplayGossip",
-           "replay_entry", "replay_id", "replays_mode"]
+           "message_budgets", "printed_size", "replay_entry", "replay_id", "replays_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +115,11 @@ class Questions:
     """
 
     def __init__(self, send: Callable[[str, list[Asked]], None], *, patience: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 budget: int = _ASKED_BUDGET) -> None:
         self._send, self.patience, self._clock = send, patience, clock
+        #: Bytes of entries in one batch (a node that takes smaller messages asks for less).
+        self.budget = budget
         self._waiting: dict[str, list[Asked]] = {}
         self._sent_at: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -142,8 +149,8 @@ class Questions:
         waiting = self._waiting[sibling]
         cut, used = 0, 0
         while cut < len(waiting) and cut < MAX_ASKED:
-            used += sum(map(len, waiting[cut])) + 16
-            if cut and used > _ASKED_BUDGET:
+            used += sum(map(printed_size, waiting[cut])) + 8
+            if cut and used > self.budget:
                 break
             cut += 1
         batch = waiting[:cut]
@@ -152,6 +159,24 @@ class Questions:
         self.batches += 1
         self.entries += len(batch)
         return batch
+
+
+def message_budgets(max_message_bytes: int) -> tuple[int, int]:
+    """The bytes of entries in a batch of questions and in a message of news, for siblings
+    that take messages of ``max_message_bytes`` at most: the defaults (24 and 40 KB, at
+    64 KB), or a half and five eighths of it, room left for the words of the answers (16
+    bytes an entry, 256 entries) and the head of the news."""
+    return min(_ASKED_BUDGET, max_message_bytes // 2), min(_BUDGET, max_message_bytes * 5 // 8)
+
+
+def printed_size(text: str) -> int:
+    """The bytes ``text`` takes in a message: UTF-8, quoted, escaped as the printer does. The
+    cuts count these, not characters: a control character is printed in six bytes
+    (``\\u0001``), so batches of 1,000-character ids cut by ``len`` came to 84-109 KB,
+    which a sibling refused whole as oversized (tests/test_attack_replays.py)."""
+    if text.isascii() and NEEDS_ESCAPE.search(text) is None:
+        return len(text) + 2
+    return len(write(text).encode())
 
 
 def replay_id(entry: Entry) -> str:
@@ -171,12 +196,27 @@ class ReplayGossip:
     """One node's side: ``admitted`` from its gate, ``heard`` from its siblings' news."""
 
     def __init__(self, name: str, cache: ReplayCache, publish: Publish, *,
-                 interval: float = GOSSIP_INTERVAL) -> None:
+                 interval: float = GOSSIP_INTERVAL,
+                 max_life: float = DEFAULT_MAX_AGE + DEFAULT_MAX_SKEW,
+                 tellers: Callable[[], list[str] | None] = lambda: None,
+                 budget: int = _BUDGET) -> None:
         self.name = name
+        #: Bytes of entries in one message of news.
+        self.budget = budget
+        #: The nodes whose news is taken: those membership has seen play the role, live or
+        #: not (None: the node has no membership, and takes anyone's). A node of another role
+        #: told one instance that it admitted the ids a client was about to send: refused
+        #: there, and, asked, that instance answered the others ``applied``.
+        self.tellers = tellers
         self.cache = cache
         self.publish = publish
         self.interval = interval
-        self.told = self.heard_entries = self.dropped = 0
+        #: Seconds ahead an admitted message expires at most (the signer's ``max_age`` and
+        #: ``max_skew``): a sibling's entry is kept no longer. The cache forgets in arrival
+        #: order, so one entry kept for ever would keep every later one too.
+        self.max_life = max_life
+        #: Entries told, entries taken, admissions not told (too many), news from strangers.
+        self.told = self.heard_entries = self.dropped = self.strangers = 0
         self._pending: list[tuple[str, Entry, float]] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -200,6 +240,10 @@ class ReplayGossip:
         ``ValueError`` for news that is not a list of ``(KEY ID KEY WHERE EXPIRES)``."""
         if by == self.name:
             return 0  # its own news, through its own binding of each.<role>
+        tellers = self.tellers()
+        if tellers is not None and by not in tellers:
+            self.strangers += 1
+            return 0
         if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
             raise ValueError(f"replays-seen takes at most {MAX_ENTRIES} entries in a list")
         now = time.time() if now is None else now
@@ -207,16 +251,23 @@ class ReplayGossip:
                    and all(isinstance(part, str) and len(part) <= 1100 for part in item[:4])
                    and type(item[4]) in (int, float) for item in entries):
             raise ValueError("an entry is (KEY-ID MESSAGE-ID ROUTING-KEY WHERE EXPIRES)")
-        taken = 0
+        taken, last = 0, now + self.max_life
         for item in entries:
-            if item[4] >= now:
-                self.cache.seen((item[0], item[1], item[2], item[3]), float(item[4]), now)
+            if item[4] >= now:  # min before float: a 400-digit int overflows a float
+                self.cache.seen((item[0], item[1], item[2], item[3]), float(min(item[4], last)),
+                                now)
                 taken += 1
         self.heard_entries += taken
         return taken
 
     def close(self) -> None:
+        """Stop, telling first what was admitted since the last news: a stopping node is
+        about to be asked nothing more, so an instance it never told admitted a replay."""
         self._stopped.set()
+        try:
+            self._tell()
+        except Exception as error:  # a closed transport: nothing to tell with
+            log.debug("%s: last replay news not sent: %s", self.name, error)
 
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
@@ -232,7 +283,7 @@ class ReplayGossip:
         for role, entry, expires in pending:
             by_role.setdefault(role, []).append([*entry, expires])
         for role, entries in by_role.items():
-            for part in _parts(entries):
+            for part in _parts(entries, self.budget):
                 self.publish(each_key(role), [Symbol("replays-seen"), Keyword("by"), self.name,
                                               Keyword("entries"), [_QUOTE, part]])
                 self.told += len(part)
@@ -241,13 +292,13 @@ class ReplayGossip:
 _QUOTE = Symbol("quote")
 
 
-def _parts(entries: list[list[Any]]) -> list[list[list[Any]]]:
-    """``entries`` cut to fit a message each (``_BUDGET`` bytes, ``MAX_ENTRIES`` entries)."""
+def _parts(entries: list[list[Any]], budget: int = _BUDGET) -> list[list[list[Any]]]:
+    """``entries`` cut to fit a message each (``budget`` bytes, ``MAX_ENTRIES`` entries)."""
     parts: list[list[list[Any]]] = [[]]
     used = 0
     for entry in entries:
-        size = sum(len(part) for part in entry[:4]) + 40
-        if parts[-1] and (used + size > _BUDGET or len(parts[-1]) >= MAX_ENTRIES):
+        size = sum(map(printed_size, entry[:4])) + 32
+        if parts[-1] and (used + size > budget or len(parts[-1]) >= MAX_ENTRIES):
             parts.append([])
             used = 0
         parts[-1].append(entry)

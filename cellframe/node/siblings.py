@@ -49,6 +49,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ..failures import log_failure
+
 __all__ = ["ANSWERS", "APPLIED", "BUSY", "NOT_APPLIED", "SiblingCheck"]
 
 log = logging.getLogger(__name__)
@@ -211,10 +213,15 @@ class SiblingCheck:
             self.counts["duplicates" if applied_elsewhere else "applied"] += 1
             self.waited["total"] += waited
             self.waited["max"] = max(self.waited["max"], waited)
+        decisions = [(held.decided, applied_elsewhere),
+                     *[(copy, True) for copy in held.copies]]  # the same message twice: one is enough
         try:
-            held.decided(applied_elsewhere)
-            for copy in held.copies:
-                copy(True)  # the same message twice here: one copy is enough
+            for decide, elsewhere in decisions:
+                try:
+                    decide(elsewhere)
+                except Exception as error:  # the node's code, on the timer's thread too:
+                    # raising here ended it, and every later retry and give-up with it
+                    log_failure(log, error, "%s: deciding %s", self.name, held.message_id)
         finally:
             with self._lock:
                 if self._held.get(held.message_id) is held:
@@ -277,6 +284,8 @@ class SiblingCheck:
                 held.asked += 1
                 held.wait = min(held.wait * 2, self.max_wait)
                 held.due = now + held.wait
+                if self.give_up is not None:  # else the doubled wait outlasts it (7 x timeout)
+                    held.due = min(held.due, max(held.since + self.give_up, now))
                 heapq.heappush(self._due, (held.due, held.message_id))
                 ask.extend((sibling, held.message_id) for sibling in sorted(held.waiting))
             self.counts["asked_again"] += len(ask)

@@ -73,6 +73,12 @@ class AmqpDelivery:
     def settled(self) -> bool:
         return not self._once
 
+    @property
+    def taken_back(self) -> bool:
+        """Its channel closed (the broker requeued it) or the consumer moved to another one
+        (``base.taken_back``). Read from any thread: one reference compared."""
+        return self._consumer.channel is not self._channel
+
     def _settle(self, how: Settle, reason: str) -> None:
         try:
             self._once.pop()

@@ -22,7 +22,7 @@ from typing import Protocol, Self, runtime_checkable
 from ..wire.envelope import Envelope
 
 __all__ = ["DEAD_LETTER_REASON", "RESENT_HEADER", "Delivery", "DeliveryHandler", "ReturnHandler",
-           "SettledHandler", "Transport", "sent_before"]
+           "SettledHandler", "Transport", "sent_before", "taken_back"]
 
 #: Header that carries, on a dead-lettered envelope, why it was dead-lettered.
 DEAD_LETTER_REASON = "x-cellframe-reason"
@@ -32,6 +32,14 @@ DEAD_LETTER_REASON = "x-cellframe-reason"
 #: copy as it treats a redelivered message (``sent_before``). Anyone can set a header: it
 #: only buys the message a check, never a pass (the replay cache reads the broker's flag).
 RESENT_HEADER = "x-cellframe-resent"
+
+
+def taken_back(delivery: Delivery) -> bool:
+    """Did the broker take this unsettled delivery back (its channel or consumer closed)?
+    Then settling it does nothing, and another consumer may have the message already
+    (``redelivered``): one held while a question went round must not be applied too. False
+    where the transport cannot tell (a ``taken_back`` attribute says it)."""
+    return getattr(delivery, "taken_back", False) is True
 
 
 def sent_before(delivery: Delivery) -> bool:

@@ -172,7 +172,8 @@ class _Consumer:
 class MemoryDelivery:
     """One delivery from a memory queue; settle it with ``ack`` or ``reject`` (once counts)."""
 
-    __slots__ = ("envelope", "routing_key", "redelivered", "_consumer", "_message", "_settled")
+    __slots__ = ("envelope", "routing_key", "redelivered", "_consumer", "_message", "_settled",
+                 "taken_back")
 
     def __init__(self, message: _Message, consumer: _Consumer):
         fields, headers, self.routing_key, self.redelivered = message
@@ -182,6 +183,8 @@ class MemoryDelivery:
         self._consumer = consumer
         self._message = message
         self._settled = False
+        #: Requeued unsettled when its consumer closed (``base.taken_back``).
+        self.taken_back = False
 
     def ack(self) -> None:
         """The message was applied: forget it. Settling again is ignored."""
@@ -572,6 +575,7 @@ class MemoryBroker:
         consumer.unsettled.clear()
         for delivery in taken:
             delivery._settled = True  # a late ack or reject of it is now ignored
+            delivery.taken_back = True
         q = consumer.queue
         self._requeue_locked(q, taken)
         if q.ready and q.consumers:
