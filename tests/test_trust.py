@@ -169,6 +169,34 @@ def test_key_files_notice_a_changed_file(tmp_path) -> None:
     assert files.refresh() and files.get("b") is not None and files.get("a") is None
 
 
+def test_a_key_file_nested_too_deep_or_too_large_is_a_config_error_not_a_crash(tmp_path) -> None:
+    # tomllib recursed into 5,000 nested arrays (RecursionError), and /dev/zero was read
+    # until memory ran out (MemoryError): both were tracebacks from `cellframe keys list`.
+    nested = tmp_path / "nested.keys"
+    nested.write_text("a = " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_keys(nested)
+    big = tmp_path / "big.keys"
+    big.write_text(dump_keys([new_key("a")]) + "#" * keys_module.MAX_KEY_FILE_BYTES)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_keys(big)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_keys("/dev/zero")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("id = 'a'\nallow = ['host:web *']", "capability target 'host:web'"),
+    ("id = 'a b'", "key id 'a b'"),
+    ("id = 'a'\nkind = 'root'", "kind 'root'"),
+    ("id = 'a'\nallow = [42]", "a capability is text"),
+])
+def test_every_error_of_a_key_file_names_the_file(tmp_path, entry, message) -> None:
+    path = tmp_path / "third.keys"
+    path.write_text(f"[[key]]\n{entry}\nsecret = '{'00' * 32}'\n")
+    with pytest.raises(ConfigError, match=f"key file '{re.escape(str(path))}': .*{message}"):
+        load_keys(path)
+
+
 # -- the replay cache ----------------------------------------------------------------------------
 
 

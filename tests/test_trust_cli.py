@@ -196,3 +196,21 @@ def test_an_insecure_node_warns_at_start_and_again_every_period(monkeypatch, cap
     process._serve("lax-01", None, stop)
     warnings = [r for r in caplog.records if "runs INSECURE" in r.getMessage()]
     assert len(warnings) >= 3  # at start, then about every 0.05 s for 0.5 s
+
+
+@pytest.mark.parametrize("command", [
+    ["keys", "list", "{file}"],
+    ["send", "node:k-01", "(ping)", "--key", "{file}"],
+    ["status", "--key", "{file}"],
+    ["node", "k-01", "--example", "--keys", "{file}", "--amqp", "amqp://nowhere.invalid/"],
+])
+@pytest.mark.parametrize("content", [b"a = " + b"[" * 5000 + b"]" * 5000, b"\xff\xfe\x00garbage",
+                                     b"", b"[[key]]\nid = 'a'\nsecret = ''\n"])
+def test_a_garbage_key_file_is_one_line_and_a_non_zero_exit_for_every_command(
+        tmp_path, command, content) -> None:
+    path = tmp_path / "garbage.key"
+    path.write_bytes(content)
+    result = invoke(*(arg.format(file=path) for arg in command))
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: key file '{path}'"), line

@@ -52,6 +52,7 @@ from .routing import validate_name
 __all__ = [
     "ALL_CAPABILITIES",
     "KINDS",
+    "MAX_KEY_FILE_BYTES",
     "MIN_SECRET_BYTES",
     "Capability",
     "Key",
@@ -64,6 +65,9 @@ __all__ = [
 
 #: Shortest secret accepted: 128 bits.
 MIN_SECRET_BYTES = 16
+#: Largest key file read: a key takes about 200 bytes, so some 5,000 keys. Without a limit a
+#: key file of /dev/zero was read until memory ran out.
+MAX_KEY_FILE_BYTES = 1 << 20
 KINDS = ("node", "operator")
 #: routing key prefixes each capability target kind covers.
 _PREFIXES = {"role": ("role.", "each."), "node": ("node.",), "cell": ("cell.",),
@@ -210,25 +214,43 @@ class Keyring:
 
 
 def load_keys(path: str | os.PathLike[str]) -> list[Key]:
-    """The keys in a TOML key file (see the module doc); ConfigError says what is wrong."""
+    """The keys in a TOML key file (see the module doc); ConfigError says what is wrong, and
+    in which file."""
     where = os.fspath(path)
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        keys = _keys_in(_read_key_file(path, where), where)
+        # As a Keyring does: `send --key FILE` signed with the first of two, `keys list`
+        # showed both, and only a node (which builds a Keyring) refused the file.
+        Keyring(keys)
+    except ConfigError as exc:
+        prefix = f"key file {where!r}"
+        raise (exc if str(exc).startswith(prefix) else ConfigError(f"{prefix}: {exc}")) from exc
+    return keys
+
+
+def _read_key_file(path: str | os.PathLike[str], where: str) -> dict[str, object]:
+    try:
+        with open(path, "rb") as file:  # a pipe too: `--key <(pass show ops.key)`
+            raw = file.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the key file {where!r}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"key file {where!r} is larger than {MAX_KEY_FILE_BYTES} bytes: "
+                          "not a key file?")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"key file {where!r} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or table
+        raise ConfigError(f"key file {where!r} is not a key file: its values are nested "
+                          "too deeply") from exc
+
+
+def _keys_in(data: dict[str, object], where: str) -> list[Key]:
     entries = data.get("key")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"key file {where!r} holds no [[key]] table")
-    keys = [_key_from(entry, where) for entry in entries]
-    # As a Keyring does: `send --key FILE` signed with the first of two, `keys list` showed
-    # both, and only a node (which builds a Keyring) refused the file.
-    try:
-        Keyring(keys)
-    except ConfigError as exc:
-        raise ConfigError(f"key file {where!r}: {exc}") from exc
-    return keys
+    return [_key_from(entry, where) for entry in entries]
 
 
 def _key_from(entry: object, where: str) -> Key:
