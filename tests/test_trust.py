@@ -197,6 +197,41 @@ def test_every_error_of_a_key_file_names_the_file(tmp_path, entry, message) -> N
         load_keys(path)
 
 
+def test_a_changed_key_file_that_fails_to_read_says_why_once_and_keeps_the_old_keys(
+        tmp_path) -> None:
+    # refresh() returned False, the same as "unchanged": a node whose key file was saved
+    # broken (a revocation, say) logged nothing and kept the revoked key without a word.
+    path = tmp_path / "cluster.keys"
+    old, new = new_key("old"), new_key("new")
+    path.write_text(dump_keys([old]))
+    files = KeyFiles([path])
+    path.write_text(dump_keys([old])[:40])  # caught mid-write
+    with pytest.raises(ConfigError, match=f"key file '{re.escape(str(path))}'"):
+        files.refresh()
+    assert not files.refresh()  # said once for this version of the file, not every poll
+    assert files.get("old") == old
+    path.unlink()  # removed, then written anew (not atomic): said once too
+    with pytest.raises(ConfigError, match="No such file"):
+        files.refresh()
+    assert not files.refresh() and files.get("old") == old
+    path.write_text(dump_keys([new]))
+    assert files.refresh() and files.get("new") == new and files.get("old") is None
+
+
+def test_a_key_file_replaced_whole_with_the_same_size_and_time_is_noticed(tmp_path) -> None:
+    # A secret rotated in place keeps the file's size; a copy that keeps its source's
+    # modification time (cp -p, rsync -t) then left the old secret in force.
+    path, staged = tmp_path / "cluster.keys", tmp_path / "cluster.keys.new"
+    path.write_text(dump_keys([new_key("a")]))
+    files = KeyFiles([path])
+    before = path.stat()
+    rotated = new_key("a")
+    staged.write_text(dump_keys([rotated]))
+    os.utime(staged, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(staged, path)
+    assert files.refresh() and files.get("a") == rotated
+
+
 # -- the replay cache ----------------------------------------------------------------------------
 
 

@@ -198,6 +198,44 @@ def test_an_insecure_node_warns_at_start_and_again_every_period(monkeypatch, cap
     assert len(warnings) >= 3  # at start, then about every 0.05 s for 0.5 s
 
 
+def test_a_node_says_once_why_a_changed_key_file_was_not_reloaded(monkeypatch, tmp_path,
+                                                                   caplog) -> None:
+    # It logged nothing: a key file saved broken (a revocation, say) left the revoked key in
+    # force without a word, and a SIGHUP's error did not say which file or what was wrong.
+    import threading
+
+    from cellframe.node import process
+
+    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
+    caplog.set_level(logging.INFO, logger="cellframe.node.process")
+    path = tmp_path / "cluster.keys"
+    node_key, ops = new_key("nodes", kind="node"), new_key("ops")
+    path.write_text(dump_keys([node_key, ops]))
+    key_files = KeyFiles([path])
+    stop = threading.Event()
+    serving = threading.Thread(target=process._serve,
+                               args=("k-01", Signer(node_key, keyring=key_files), stop))
+    serving.start()
+
+    def lines(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+    try:
+        path.write_text(dump_keys([node_key]) + "[[key]]\nid = 'x'\nsecret = 'zz'\n")
+        wait_for(lambda: lines("NOT reloaded"), 5, what="the error line")
+        process._reload(key_files, "SIGHUP")
+        path.write_text(dump_keys([node_key]))
+        wait_for(lambda: lines("changed, reloaded"), 5, what="the reload of the mended file")
+    finally:
+        stop.set()
+        serving.join(5)
+    [changed, hup] = lines("NOT reloaded")
+    assert f"key file '{path}'" in changed and "must be hex" in changed
+    assert changed.startswith("node k-01: key files changed but NOT reloaded") and "old keys" in changed
+    assert hup.startswith("keys NOT reloaded (SIGHUP): key file") and "must be hex" in hup
+    assert key_files.get("ops") is None
+
+
 @pytest.mark.parametrize("command", [
     ["keys", "list", "{file}"],
     ["send", "node:k-01", "(ping)", "--key", "{file}"],

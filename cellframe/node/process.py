@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..failures import log_failure
 from ..roles import RoleRegistry, default_registry
 from ..wire.keys import KeyFiles
 from .node import Node
@@ -94,12 +95,7 @@ def _serve(name: str, signer: Any, stop: threading.Event) -> None:
     last_warning = time.monotonic()
     while not stop.wait(KEY_FILE_POLL):
         if key_files is not None:
-            try:
-                changed = key_files.refresh()
-            except Exception:  # a key file half written: the next poll reads it whole
-                changed = False
-            if changed:
-                log.info("node %s: key files changed, reloaded: %s", name, key_files.keyring)
+            _refresh(name, key_files)
         if signer is None and time.monotonic() - last_warning >= INSECURE_WARNING_EVERY:
             log.warning("node %s runs INSECURE: nothing is signed or checked", name)
             last_warning = time.monotonic()
@@ -110,12 +106,29 @@ def _key_files(signer: Any) -> KeyFiles | None:
     return keyring if isinstance(keyring, KeyFiles) else None
 
 
+def _refresh(name: str, key_files: KeyFiles) -> None:
+    """Reread the key files if one changed, and say what came of it. A file caught half
+    written is said once; the next poll reads it whole (its size and times change)."""
+    try:
+        if key_files.refresh():
+            log.info("node %s: key files changed, reloaded: %s", name, key_files.keyring)
+    except ConfigError as error:
+        log.error("node %s: key files changed but NOT reloaded: %s; the old keys stay in force",
+                  name, error)
+    except Exception as error:  # the poll must go on: it is how a revocation takes effect
+        log_failure(log, error, "node %s: rereading the key files", name)
+
+
 def _reload(key_files: KeyFiles, why: str) -> None:
-    if key_files.reload():
-        log.info("keys reloaded (%s): %s", why, key_files.keyring)
+    # Runs in a signal handler: whatever it raised would stop the node where it waits.
+    try:
+        key_files.reload(strict=True)
+    except ConfigError as error:
+        log.error("keys NOT reloaded (%s): %s; the old keys stay in force", why, error)
+    except Exception as error:
+        log_failure(log, error, "keys NOT reloaded (%s)", why)
     else:
-        log.error("keys NOT reloaded (%s): a key file is unreadable or malformed; the old keys "
-                  "stay in force", why)
+        log.info("keys reloaded (%s): %s", why, key_files.keyring)
 
 
 def system_cells() -> tuple[type, ...]:

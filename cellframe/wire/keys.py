@@ -74,6 +74,8 @@ _PREFIXES = {"role": ("role.", "each."), "node": ("node.",), "cell": ("cell.",),
              "key": ("",)}
 #: The fields of a key file's [[key]] table.
 _FIELDS = frozenset({"id", "kind", "node", "secret", "allow"})
+#: KeyFiles' stamps for files it could not even stat (removed, or a directory's mode changed).
+_UNREADABLE: tuple[tuple[int, ...], ...] = ((-1,),)
 #: Capability decisions a key remembers at most (each a few hundred bytes).
 _DECISIONS = 4096
 
@@ -298,7 +300,9 @@ class KeyFiles:
             raise ConfigError("no key files given")
         # Reentrant: SIGHUP's handler reloads on the main thread, which may be refreshing.
         self._lock = threading.RLock()
-        self._stamps: tuple[tuple[int, int], ...] = ()
+        self._stamps: tuple[tuple[int, ...], ...] = ()
+        #: The stamps of files that failed to read: refresh() says so once for each version.
+        self._failed: tuple[tuple[int, ...], ...] = ()
         self.keyring = Keyring()
         self.reload(strict=True)
 
@@ -318,18 +322,32 @@ class KeyFiles:
                 return False
 
     def refresh(self) -> bool:
-        """Reload if a file's size or modification time changed; True if it reloaded."""
+        """Reload if a file changed (replaced, written, moved or its mode changed); True if it
+        reloaded. A changed file that fails to read raises ConfigError, once for that version
+        of the files; the old keys stay."""
         with self._lock:
             try:
-                if self._read_stamps() == self._stamps:
-                    return False
+                stamps = self._read_stamps()
             except ConfigError:
+                if self._failed == _UNREADABLE:
+                    return False
+                self._failed = _UNREADABLE
+                raise
+            if stamps in (self._stamps, self._failed):
                 return False
-            return self.reload()
+            try:
+                self.reload(strict=True)
+            except ConfigError:
+                self._failed = stamps
+                raise
+            return True
 
-    def _read_stamps(self) -> tuple[tuple[int, int], ...]:
+    def _read_stamps(self) -> tuple[tuple[int, ...], ...]:
+        # The inode and change time too: a file replaced whole by one of the same size and
+        # modification time (a secret rotated in place, then `cp -p`) was not noticed.
         try:
-            return tuple((s.st_mtime_ns, s.st_size) for s in (p.stat() for p in self.paths))
+            return tuple((s.st_dev, s.st_ino, s.st_mtime_ns, s.st_ctime_ns, s.st_size)
+                         for s in (p.stat() for p in self.paths))
         except OSError as exc:
             raise ConfigError(f"cannot read a key file: {exc}") from exc
 
