@@ -167,3 +167,22 @@ def test_each_bad_certificate_file_is_named_with_what_is_wrong(certs, tmp_path, 
     with pytest.raises(ConfigError, match=re.escape(message.format(**files))):
         options.context()
 
+
+@pytest.mark.parametrize("ssl_options, problem", [
+    # PROTOCOL_TLS (2): pika built an SSLContext that checked neither the certificate nor
+    # the name, and the transport used it as it was.
+    ("{'protocol': 2, 'ca_certs': '{ca}'}", "the broker's certificate unchecked"),
+    ("{'protocol': 3, 'ca_certs': '{ca}'}", "the broker's certificate unchecked"),
+])
+def test_url_ssl_options_that_leave_the_broker_unchecked_are_refused(certs, ssl_options,
+                                                                     problem) -> None:
+    url = ("amqps://guest:guest@127.0.0.1:5671/%2F?ssl_options="
+           + ssl_options.replace("{ca}", str(certs.ca)))
+    with pytest.raises(ConfigError, match=problem):
+        AmqpTransport(url, **SETTINGS)
+
+
+def test_url_ssl_options_on_a_plain_url_are_refused(certs) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:5672/%2F?ssl_options={{'ca_certs': '{certs.ca}'}}"
+    with pytest.raises(ConfigError, match="not an amqps:// URL"):
+        AmqpTransport(url, **SETTINGS)
