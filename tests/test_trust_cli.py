@@ -243,12 +243,13 @@ def test_a_node_says_once_why_a_changed_key_file_was_not_reloaded(monkeypatch, t
     ["node", "k-01", "--example", "--keys", "{file}", "--amqp", "amqp://nowhere.invalid/"],
 ])
 @pytest.mark.parametrize("content", [b"a = " + b"[" * 5000 + b"]" * 5000, b"\xff\xfe\x00garbage",
-                                     b"", b"[[key]]\nid = 'a'\nsecret = ''\n"])
+                                     b"", b"[[key]]\nid = 'a'\nsecret = ''\n", None])
 def test_a_garbage_key_file_is_one_line_and_a_non_zero_exit_for_every_command(
         tmp_path, command, content) -> None:
     path = tmp_path / "garbage.key"
-    path.write_bytes(content)
+    if content is not None:  # None: no such file
+        path.write_bytes(content)
     result = invoke(*(arg.format(file=path) for arg in command))
     assert result.exit_code != 0 and "Traceback" not in result.output
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"Error: key file '{path}'"), line
+    assert line.startswith(f"Error: key file '{path}'") and line.count(str(path)) == 1, line

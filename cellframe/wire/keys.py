@@ -235,7 +235,7 @@ def _read_key_file(path: str | os.PathLike[str], where: str) -> dict[str, object
         with open(path, "rb") as file:  # a pipe too: `--key <(pass show ops.key)`
             raw = file.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read the key file {where!r}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"key file {where!r} cannot be read: {exc.strerror or exc}") from exc
     if len(raw) > MAX_KEY_FILE_BYTES:
         raise ConfigError(f"key file {where!r} is larger than {MAX_KEY_FILE_BYTES} bytes: "
                           "not a key file?")
@@ -277,6 +277,14 @@ def _key_from(entry: object, where: str) -> Key:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"key file {where!r}: a key's secret must be hex ({exc})") from exc
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as exc:
+        raise ConfigError(f"key file {os.fspath(path)!r} cannot be read: "
+                          f"{exc.strerror or exc}") from exc
 
 
 def dump_keys(keys: Iterable[Key]) -> str:
@@ -345,11 +353,8 @@ class KeyFiles:
     def _read_stamps(self) -> tuple[tuple[int, ...], ...]:
         # The inode and change time too: a file replaced whole by one of the same size and
         # modification time (a secret rotated in place, then `cp -p`) was not noticed.
-        try:
-            return tuple((s.st_dev, s.st_ino, s.st_mtime_ns, s.st_ctime_ns, s.st_size)
-                         for s in (p.stat() for p in self.paths))
-        except OSError as exc:
-            raise ConfigError(f"cannot read a key file: {exc}") from exc
+        return tuple((s.st_dev, s.st_ino, s.st_mtime_ns, s.st_ctime_ns, s.st_size)
+                     for s in map(_stat, self.paths))
 
     def get(self, key_id: object) -> Key | None:
         return self.keyring.get(key_id)
