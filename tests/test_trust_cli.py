@@ -253,3 +253,21 @@ def test_a_garbage_key_file_is_one_line_and_a_non_zero_exit_for_every_command(
     assert result.exit_code != 0 and "Traceback" not in result.output
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"Error: key file '{path}'") and line.count(str(path)) == 1, line
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--key", "{file}"], "--key"),
+    (["--secret-file", "{file}"], "--secret-file"),
+    (["--tls-ca", "{file}"], "--tls-ca"),
+    (["--dns", "127.0.0.1:53", "--exchange", "x"], "--dns, --exchange"),
+])
+def test_repl_without_amqp_refuses_the_options_of_a_remote_cluster_rather_than_ignore_them(
+        tmp_path, options, named) -> None:
+    # Without --amqp the REPL starts a local cluster with a key of its own: `repl --key
+    # ops.key` (the --amqp forgotten) talked to that toy cluster, the key unread.
+    path = tmp_path / "ops.key"
+    path.write_text(dump_keys([new_key("ops")]))
+    result = invoke("repl", *(o.format(file=path) for o in options))
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"{named} without --amqp" in line, line

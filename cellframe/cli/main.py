@@ -595,6 +595,7 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
     from .repl import DEFAULT_HISTORY, Repl
 
     cluster = None
+    _refuse_remote_options_without_amqp(amqp)
     if amqp:
         transport = make_transport(amqp, exchange=exchange)
         signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
@@ -622,6 +623,25 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
         transport.close()
         if cluster is not None:
             cluster.stop()
+
+
+#: repl's options that only a cluster on a broker reads (the local one has a key of its own).
+_REMOTE_OPTIONS = {"key_file": "--key", "secret_file": "--secret-file", "dns_server": "--dns",
+                   "domain": "--domain", "exchange": "--exchange"}
+
+
+def _refuse_remote_options_without_amqp(amqp: tuple[str, ...]) -> None:
+    """`repl --key ops.key` with --amqp forgotten talked to a local toy cluster, the key
+    unread. Options from the environment ($CELLFRAME_KEY) stay quiet: they are not a typo."""
+    if amqp:
+        return
+    ctx = click.get_current_context()
+    given = [flag for name, flag in _REMOTE_OPTIONS.items()
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    given += [f"--tls-{name.replace('_', '-')}" for name in ctx.meta.get("cellframe.tls", {})]
+    if given:
+        raise CliError(f"{', '.join(given)} without --amqp: give --amqp URL to talk to that "
+                       "cluster (without it, repl starts a local one with a key of its own)")
 
 
 def _stopped_by_signals() -> threading.Event:
