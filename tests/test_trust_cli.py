@@ -271,3 +271,51 @@ def test_repl_without_amqp_refuses_the_options_of_a_remote_cluster_rather_than_i
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert f"{named} without --amqp" in line, line
+
+
+@pytest.mark.parametrize("own_in_files", ["absent", "another secret"])
+def test_a_node_refuses_to_start_signing_with_a_key_its_key_files_do_not_hold(
+        tmp_path, own_in_files) -> None:
+    # It started, and refused its own heartbeats and call-backs as signed with an unknown key.
+    own = new_key("web-01", kind="node", node="web-01")
+    cluster = [new_key("ops")]
+    if own_in_files == "another secret":
+        cluster.append(new_key("web-01", kind="node", node="web-01"))
+    (tmp_path / "own.key").write_text(dump_keys([own]))
+    (tmp_path / "cluster.keys").write_text(dump_keys(cluster))
+    result = invoke("node", "web-01", "--example", "--key", str(tmp_path / "own.key"),
+                    "--keys", str(tmp_path / "cluster.keys"), "--amqp", "amqp://nowhere.invalid/")
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "signs with key 'web-01', which its --keys files do not hold" in line, line
+
+
+def test_a_node_warns_when_its_key_files_no_longer_hold_the_key_it_signs_with(
+        monkeypatch, tmp_path, caplog) -> None:
+    # A reload that dropped the node's own key (or changed its secret) was logged as a plain
+    # "keys reloaded": the node then refused every message of its own, and said why only
+    # message by message.
+    import threading
+
+    from cellframe.node import process
+
+    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
+    caplog.set_level(logging.INFO, logger="cellframe.node.process")
+    path = tmp_path / "cluster.keys"
+    own, other = new_key("k-01", kind="node", node="k-01"), new_key("k-02", kind="node")
+    path.write_text(dump_keys([own, other]))
+    key_files = KeyFiles([path])
+    stop = threading.Event()
+    serving = threading.Thread(target=process._serve,
+                               args=("k-01", Signer(own, keyring=key_files), stop))
+    serving.start()
+    try:
+        path.write_text(dump_keys([other]))
+        wait_for(lambda: any("no longer hold" in r.getMessage() for r in caplog.records), 5,
+                 what="the warning")
+    finally:
+        stop.set()
+        serving.join(5)
+    [warning] = [r for r in caplog.records if "no longer hold" in r.getMessage()]
+    assert warning.levelno == logging.ERROR
+    assert "node k-01 signs with key 'k-01', which its key files no longer hold" in warning.getMessage()

@@ -54,6 +54,11 @@ def make_signer(secret_file: str | None, *, key_file: str | None = None,
             if own is None:
                 raise ConfigError(f"no node key in the key files may sign for node "
                                   f"{node or '?'} (one bound to it, or to no node): give --key FILE")
+        if keyring is not None and own is not None and keyring.get(own.id) != own:
+            # Else the node started and refused its own heartbeats and call-backs.
+            raise ConfigError(f"node {node or '?'} signs with key {own.id!r}, which its --keys "
+                              "files do not hold (or hold with another secret or capabilities): "
+                              "its own messages would be refused; add that key to them")
         if own is None:
             if required:
                 raise ConfigError("no key: give --key FILE, --secret-file FILE or set "

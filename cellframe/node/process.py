@@ -53,7 +53,8 @@ def run_node(
             signal.signal(signum, lambda *_: stop.set())
         key_files = _key_files(signer)
         if key_files is not None:
-            signal.signal(signal.SIGHUP, lambda *_: _reload(key_files, "SIGHUP"))
+            signal.signal(signal.SIGHUP,
+                          lambda *_: _reload(key_files, "SIGHUP", name=name, signer=signer))
     node = Node(
         name,
         transport=transport,
@@ -95,7 +96,7 @@ def _serve(name: str, signer: Any, stop: threading.Event) -> None:
     last_warning = time.monotonic()
     while not stop.wait(KEY_FILE_POLL):
         if key_files is not None:
-            _refresh(name, key_files)
+            _refresh(name, key_files, signer)
         if signer is None and time.monotonic() - last_warning >= INSECURE_WARNING_EVERY:
             log.warning("node %s runs INSECURE: nothing is signed or checked", name)
             last_warning = time.monotonic()
@@ -106,12 +107,13 @@ def _key_files(signer: Any) -> KeyFiles | None:
     return keyring if isinstance(keyring, KeyFiles) else None
 
 
-def _refresh(name: str, key_files: KeyFiles) -> None:
+def _refresh(name: str, key_files: KeyFiles, signer: Any) -> None:
     """Reread the key files if one changed, and say what came of it. A file caught half
     written is said once; the next poll reads it whole (its size and times change)."""
     try:
         if key_files.refresh():
             log.info("node %s: key files changed, reloaded: %s", name, key_files.keyring)
+            _check_own_key(name, signer, key_files)
     except ConfigError as error:
         log.error("node %s: key files changed but NOT reloaded: %s; the old keys stay in force",
                   name, error)
@@ -119,7 +121,7 @@ def _refresh(name: str, key_files: KeyFiles) -> None:
         log_failure(log, error, "node %s: rereading the key files", name)
 
 
-def _reload(key_files: KeyFiles, why: str) -> None:
+def _reload(key_files: KeyFiles, why: str, *, name: str = "", signer: Any = None) -> None:
     # Runs in a signal handler: whatever it raised would stop the node where it waits.
     try:
         key_files.reload(strict=True)
@@ -129,6 +131,17 @@ def _reload(key_files: KeyFiles, why: str) -> None:
         log_failure(log, error, "keys NOT reloaded (%s)", why)
     else:
         log.info("keys reloaded (%s): %s", why, key_files.keyring)
+        _check_own_key(name, signer, key_files)
+
+
+def _check_own_key(name: str, signer: Any, key_files: KeyFiles) -> None:
+    """Say so if the reloaded files dropped (or changed) the key this node signs with: the
+    reload stands, as it may revoke other keys, but the node's own messages are now refused."""
+    own = getattr(signer, "key", None)
+    if own is not None and key_files.get(own.id) != own:
+        log.error("node %s signs with key %r, which its key files no longer hold as it is: "
+                  "its own messages are refused until it is restarted with a key they hold",
+                  name, own.id)
 
 
 def system_cells() -> tuple[type, ...]:
