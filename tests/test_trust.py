@@ -106,6 +106,20 @@ def test_a_malformed_capability_is_a_config_error(text) -> None:
         Capability.parse(text)
 
 
+@pytest.mark.parametrize("text, message", [
+    # Both were accepted and matched no verb at all: verbs are exact names, not globs, and a
+    # second target on the line was read as a verb.
+    ("role:web set-*", "verbs are exact names"),
+    ("role:web set-weigh?", "verbs are exact names"),
+    ("role:web node:db-* status", "one target a capability: 'node:db-\\*' is a second"),
+    ("all cell:echo-01 say", "one target a capability: 'cell:echo-01' is a second"),
+])
+def test_a_capability_whose_verbs_would_match_nothing_it_means_is_a_config_error(
+        text, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Capability.parse(text)
+
+
 def test_a_key_file_round_trips_without_losing_a_capability(tmp_path) -> None:
     keys = [new_key("ops-1", ["role:web set-weight", "node:web-* status ping"]),
             new_key("nodes-1", kind="node"), new_key("web-01", kind="node", node="web-01")]

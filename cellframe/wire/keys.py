@@ -105,6 +105,8 @@ class Capability:
                                   "node:NAME, cell:NAME or key:ROUTING-KEY")
         else:
             target = "all"
+        for verb in verbs:
+            _check_verb(verb, text)
         return cls(target, None if not verbs or "*" in verbs else frozenset(verbs))
 
     def allows(self, routing_key: str, verb: str | None) -> bool:
@@ -119,6 +121,16 @@ class Capability:
 
     def __str__(self) -> str:
         return f"{self.target} {' '.join(sorted(self.verbs)) if self.verbs is not None else '*'}"
+
+
+def _check_verb(verb: str, text: str) -> None:
+    """A verb that could never be what was meant: each matched nothing, silently."""
+    if verb.partition(":")[0] in _PREFIXES:
+        raise ConfigError(f"capability {text!r}: one target a capability: {verb!r} is a second "
+                          "(write a capability for each target)")
+    if verb != "*" and any(c in verb for c in "*?["):
+        raise ConfigError(f"capability {text!r}: verbs are exact names ('*' alone: any verb), "
+                          f"so {verb!r} would match no verb")
 
 
 ALL_CAPABILITIES = (Capability("all", None),)
