@@ -211,6 +211,17 @@ def test_every_error_of_a_key_file_names_the_file(tmp_path, entry, message) -> N
         load_keys(path)
 
 
+def test_one_id_with_two_keys_in_two_files_names_both_files(tmp_path) -> None:
+    # "two different keys share the id 'ops'": which of a node's --keys files? And `keys
+    # list a b` showed both without a word, where a node refused the pair.
+    first, second = tmp_path / "a.keys", tmp_path / "b.keys"
+    first.write_text(dump_keys([new_key("ops")]))
+    second.write_text(dump_keys([new_key("ops")]))
+    with pytest.raises(ConfigError, match=f"key 'ops' is in '{re.escape(str(first))}' and in "
+                                          f"'{re.escape(str(second))}', with another secret"):
+        KeyFiles([first, second])
+
+
 def test_a_changed_key_file_that_fails_to_read_says_why_once_and_keeps_the_old_keys(
         tmp_path) -> None:
     # refresh() returned False, the same as "unchanged": a node whose key file was saved

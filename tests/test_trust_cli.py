@@ -319,3 +319,13 @@ def test_a_node_warns_when_its_key_files_no_longer_hold_the_key_it_signs_with(
     [warning] = [r for r in caplog.records if "no longer hold" in r.getMessage()]
     assert warning.levelno == logging.ERROR
     assert "node k-01 signs with key 'k-01', which its key files no longer hold" in warning.getMessage()
+
+
+def test_keys_list_refuses_files_that_give_one_id_two_keys_as_a_node_would(tmp_path) -> None:
+    first, second = tmp_path / "a.keys", tmp_path / "b.keys"
+    first.write_text(dump_keys([new_key("ops")]))
+    second.write_text(dump_keys([new_key("ops")]))
+    result = invoke("keys", "list", str(first), str(second))
+    assert result.exit_code != 0
+    [line] = result.stderr.strip().splitlines()
+    assert f"key 'ops' is in '{first}' and in '{second}'" in line, line

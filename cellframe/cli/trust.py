@@ -122,13 +122,13 @@ def new(name: str, allow: tuple[str, ...], node_kind: bool, for_node: str | None
 @click.argument("files", nargs=-1, required=True, type=FilePath(dir_okay=False))
 def list_keys(files: tuple[str, ...]) -> None:
     """Show the id, kind and capabilities of every key in FILES (never a secret)."""
-    from ..wire.keys import load_keys
+    from ..wire.keys import load_key_files, load_keys
 
-    for file in files:
-        try:
-            found = load_keys(file)
-        except CellframeError as error:
-            raise click.ClickException(str(error)) from error
-        for key in found:
-            kind = f"{key.kind} ({key.node})" if key.node is not None else key.kind
-            click.echo(f"{key.id}\t{kind}\t{'; '.join(str(c) for c in key.allow)}\t{file}")
+    try:
+        load_key_files(files)  # as a node given them all would
+        found = [(key, file) for file in files for key in load_keys(file)]
+    except CellframeError as error:
+        raise click.ClickException(str(error)) from error
+    for key, file in found:
+        kind = f"{key.kind} ({key.node})" if key.node is not None else key.kind
+        click.echo(f"{key.id}\t{kind}\t{'; '.join(str(c) for c in key.allow)}\t{file}")

@@ -59,6 +59,7 @@ __all__ = [
     "KeyFiles",
     "Keyring",
     "dump_keys",
+    "load_key_files",
     "load_keys",
     "new_key",
 ]
@@ -242,6 +243,20 @@ def load_keys(path: str | os.PathLike[str]) -> list[Key]:
     return keys
 
 
+def load_key_files(paths: Iterable[str | os.PathLike[str]]) -> Keyring:
+    """The keyring of several key files; ConfigError names both files if they give one id two
+    different keys (a node refuses such files, so ``keys list`` does too)."""
+    found: dict[str, tuple[Key, str]] = {}
+    for path in paths:
+        for key in load_keys(path):
+            if key.id in found and found[key.id][0] != key:
+                raise ConfigError(f"key {key.id!r} is in {found[key.id][1]!r} and in "
+                                  f"{os.fspath(path)!r}, with another secret, kind, node or "
+                                  "capabilities: one id, one key")
+            found.setdefault(key.id, (key, os.fspath(path)))
+    return Keyring(key for key, _ in found.values())
+
+
 def _read_key_file(path: str | os.PathLike[str], where: str) -> dict[str, object]:
     try:
         with open(path, "rb") as file:  # a pipe too: `--key <(pass show ops.key)`
@@ -332,8 +347,7 @@ class KeyFiles:
         with self._lock:
             try:
                 stamps = self._read_stamps()
-                keys = [key for path in self.paths for key in load_keys(path)]
-                self.keyring = Keyring(keys)
+                self.keyring = load_key_files(self.paths)
                 self._stamps = stamps
                 return True
             except ConfigError:
