@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +330,35 @@ def test_keys_list_refuses_files_that_give_one_id_two_keys_as_a_node_would(tmp_p
     assert result.exit_code != 0
     [line] = result.stderr.strip().splitlines()
     assert f"key 'ops' is in '{first}' and in '{second}'" in line, line
+
+
+@pytest.mark.amqp
+def test_a_key_without_the_capability_is_told_at_once_by_send_and_status(amqp_names,
+                                                                        tmp_path) -> None:
+    # send waited its whole --wait and exited 3 ("1 of 1 call-backs were errors"), and
+    # status said "no node answered ... same cluster secret?" though the node had answered
+    # that the key may not send (status).
+    node_key, ops = new_key("nodes", kind="node"), new_key("ops", ["node:other-* status"])
+    keys_file, ops_file = tmp_path / "cluster.keys", tmp_path / "ops.key"
+    keys_file.write_text(dump_keys([node_key, ops]))
+    ops_file.write_text(dump_keys([ops]))
+    signer = Signer(node_key, keyring=KeyFiles([keys_file]), exchange=amqp_names.exchange)
+    node = Node("k-01", transport=amqp_names.connect(), signer=signer, role="tally",
+                registry=registry(), queue_prefix=amqp_names.queue_prefix, watch_config=False)
+    node.start()
+    try:
+        options = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange,
+                   "--queue-prefix", amqp_names.queue_prefix, "--key", str(ops_file)]
+        started = time.monotonic()
+        sent = invoke("send", "node:k-01", "(ping)", "--wait", "30", *options)
+        assert sent.exit_code == 2 and time.monotonic() - started < 10
+        [line] = [x for x in sent.stderr.strip().splitlines() if "k-01: refused:" not in x]
+        assert line == ("error: node k-01 refused our message: key 'ops' may not send "
+                        "(ping ...) to 'node.k-01'"), line
+        status = invoke("status", "--window", "1", *options)
+        assert status.exit_code == 2
+        [line] = [x for x in status.stderr.strip().splitlines() if "k-01: refused:" not in x]
+        assert line == ("Error: node k-01 refused our message: key 'ops' may not send "
+                        "(status ...) to 'all'"), line
+    finally:
+        node.stop()

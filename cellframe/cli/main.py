@@ -242,7 +242,7 @@ def send(target: str, expression: str, secret_file: str | None, key_file: str | 
       0  delivered (with --wait: call-backs came, and none was an error)
       1  not delivered: nothing listens on TARGET, or the broker did not confirm
       2  a usage or environment error (bad option, expression, broker URL, key), or a node
-         refused the message (a wrong key, most likely: it says so at once)
+         refused the message (a wrong key, or one without the capability: it says so at once)
       3  with --wait: a call-back was an (error ...)
       4  with --wait: no call-back came (the message may have been a no-op)"""
     from ..language.hylang import read_hy
@@ -307,7 +307,8 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
            window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
     """Show the cluster: every node (the silent and the dead too), roles against the intent,
-    cells and states, health, heartbeats, counters. Exits 1 when no node answered."""
+    cells and states, health, heartbeats, counters. Exits 1 when no node answered, 2 when
+    they refused it (a key without the capability)."""
     import json
 
     from rich.console import Console
@@ -315,6 +316,7 @@ def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...],
 
     from ..client import Client
     from .picture import ClusterPicture
+    from .sending import refusal
     from .status import collect_status, status_view, to_json_ready
 
     console = Console()
@@ -343,6 +345,13 @@ def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...],
     finally:
         client.close()
         transport.close()
+    # A node that refused our (status) answered too: "no node answered" blamed the secret.
+    refused = [str(r) for r in client.refused]
+    refused += [line for r in client.replies if (line := refusal(r)) is not None]
+    if refused and not nodes:
+        raise CliError(refused[0])
+    for line in refused:
+        click.echo(f"warning: {line}", err=True)
     if not nodes:
         raise click.ClickException(
             f"no node answered within {window:g} s. Check that nodes run "
