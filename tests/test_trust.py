@@ -229,7 +229,7 @@ def test_a_changed_key_file_that_fails_to_read_says_why_once_and_keeps_the_old_k
     path = tmp_path / "cluster.keys"
     old, new = new_key("old"), new_key("new")
     path.write_text(dump_keys([old]))
-    files = KeyFiles([path])
+    files = KeyFiles([path], settle=0)
     path.write_text(dump_keys([old])[:40])  # caught mid-write
     with pytest.raises(ConfigError, match=f"key file '{re.escape(str(path))}'"):
         files.refresh()
@@ -243,12 +243,32 @@ def test_a_changed_key_file_that_fails_to_read_says_why_once_and_keeps_the_old_k
     assert files.refresh() and files.get("new") == new and files.get("old") is None
 
 
+def test_a_key_file_still_being_written_is_read_once_it_rests(tmp_path) -> None:
+    # Its first [[key]] of two parses: read mid-write, it revoked the second key for a poll.
+    path = tmp_path / "cluster.keys"
+    first, second = new_key("first"), new_key("second")
+    path.write_text(dump_keys([first, second]))
+    os.utime(path, ns=(1, 1))
+    files = KeyFiles([path], settle=30)
+    path.write_text(dump_keys([first]))  # the writer has not reached the second key yet
+    assert not files.refresh() and files.get("second") == second
+    path.write_text(dump_keys([first, second, new_key("third")]))
+    now = path.stat().st_mtime_ns - 31 * 10**9
+    os.utime(path, ns=(now, now))  # rested
+    assert files.refresh() and files.get("third") is not None and files.get("second") == second
+    moved = tmp_path / "staged.keys"  # a file moved into place is read at once
+    moved.write_text(dump_keys([first]))
+    os.utime(moved, ns=(now, now))
+    os.replace(moved, path)
+    assert files.refresh() and files.get("second") is None
+
+
 def test_a_key_file_replaced_whole_with_the_same_size_and_time_is_noticed(tmp_path) -> None:
     # A secret rotated in place keeps the file's size; a copy that keeps its source's
     # modification time (cp -p, rsync -t) then left the old secret in force.
     path, staged = tmp_path / "cluster.keys", tmp_path / "cluster.keys.new"
     path.write_text(dump_keys([new_key("a")]))
-    files = KeyFiles([path])
+    files = KeyFiles([path], settle=0)
     before = path.stat()
     rotated = new_key("a")
     staged.write_text(dump_keys([rotated]))

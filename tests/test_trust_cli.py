@@ -212,7 +212,7 @@ def test_a_node_says_once_why_a_changed_key_file_was_not_reloaded(monkeypatch, t
     path = tmp_path / "cluster.keys"
     node_key, ops = new_key("nodes", kind="node"), new_key("ops")
     path.write_text(dump_keys([node_key, ops]))
-    key_files = KeyFiles([path])
+    key_files = KeyFiles([path], settle=0)
     stop = threading.Event()
     serving = threading.Thread(target=process._serve,
                                args=("k-01", Signer(node_key, keyring=key_files), stop))
@@ -305,7 +305,7 @@ def test_a_node_warns_when_its_key_files_no_longer_hold_the_key_it_signs_with(
     path = tmp_path / "cluster.keys"
     own, other = new_key("k-01", kind="node", node="k-01"), new_key("k-02", kind="node")
     path.write_text(dump_keys([own, other]))
-    key_files = KeyFiles([path])
+    key_files = KeyFiles([path], settle=0)
     stop = threading.Event()
     serving = threading.Thread(target=process._serve,
                                args=("k-01", Signer(own, keyring=key_files), stop))

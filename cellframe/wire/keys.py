@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ __all__ = [
     "KINDS",
     "MAX_KEY_FILE_BYTES",
     "MIN_SECRET_BYTES",
+    "SETTLE_SECONDS",
     "Capability",
     "Key",
     "KeyFiles",
@@ -75,6 +77,8 @@ _PREFIXES = {"role": ("role.", "each."), "node": ("node.",), "cell": ("cell.",),
              "key": ("",)}
 #: The fields of a key file's [[key]] table.
 _FIELDS = frozenset({"id", "kind", "node", "secret", "allow"})
+#: Seconds a changed key file must rest before KeyFiles.refresh() reads it (SIGHUP: at once).
+SETTLE_SECONDS = 1.0
 #: KeyFiles' stamps for files it could not even stat (removed, or a directory's mode changed).
 _UNREADABLE: tuple[tuple[int, ...], ...] = ((-1,),)
 #: Capability decisions a key remembers at most (each a few hundred bytes).
@@ -329,8 +333,10 @@ class KeyFiles:
     """A keyring read from files: ``reload()`` (on SIGHUP) or ``refresh()`` (when a file
     changed) replaces the snapshot whole; a file that fails to read keeps the old keys."""
 
-    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+    def __init__(self, paths: Iterable[str | os.PathLike[str]], *,
+                 settle: float = SETTLE_SECONDS) -> None:
         self.paths = [Path(p) for p in paths]
+        self.settle = settle
         if not self.paths:
             raise ConfigError("no key files given")
         # Reentrant: SIGHUP's handler reloads on the main thread, which may be refreshing.
@@ -367,7 +373,7 @@ class KeyFiles:
                     return False
                 self._failed = _UNREADABLE
                 raise
-            if stamps in (self._stamps, self._failed):
+            if stamps in (self._stamps, self._failed) or self._being_written(stamps):
                 return False
             try:
                 self.reload(strict=True)
@@ -375,6 +381,13 @@ class KeyFiles:
                 self._failed = stamps
                 raise
             return True
+
+    def _being_written(self, stamps: tuple[tuple[int, ...], ...]) -> bool:
+        """Was a file written less than ``settle`` seconds ago? A prefix of a file being
+        written that still parses (its first [[key]] of two) revoked the keys after it until
+        the next poll. A file moved into place keeps its old time and is read at once."""
+        age = time.time_ns() - max(stamp[2] for stamp in stamps)
+        return 0 <= age < self.settle * 1e9
 
     def _read_stamps(self) -> tuple[tuple[int, ...], ...]:
         # The inode and change time too: a file replaced whole by one of the same size and
