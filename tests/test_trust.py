@@ -113,8 +113,12 @@ def test_a_malformed_capability_is_a_config_error(text) -> None:
     ("role:web set-weigh?", "verbs are exact names"),
     ("role:web node:db-* status", "one target a capability: 'node:db-\\*' is a second"),
     ("all cell:echo-01 say", "one target a capability: 'cell:echo-01' is a second"),
+    # Names are routing words, so these targets matched no node, role or cell at all.
+    ("node:web-01,web-02 status", "would match no node"),
+    ("role:web.eu set-weight", "would match no role"),
+    ("cell:echo/01 say", "would match no cell"),
 ])
-def test_a_capability_whose_verbs_would_match_nothing_it_means_is_a_config_error(
+def test_a_capability_that_would_match_nothing_it_means_is_a_config_error(
         text, message) -> None:
     with pytest.raises(ConfigError, match=message):
         Capability.parse(text)

@@ -38,6 +38,7 @@ it without a lock. Two keys valid at once is how a key is rotated (docs/operatio
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -75,6 +76,9 @@ KINDS = ("node", "operator")
 #: routing key prefixes each capability target kind covers.
 _PREFIXES = {"role": ("role.", "each."), "node": ("node.",), "cell": ("cell.",),
              "key": ("",)}
+#: A role, node or cell name in a capability: a routing word (``routing.validate_name``),
+#: with shell globs. Anything else matched no name: ``node:web-01,web-02`` allowed nothing.
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-*?\[\]!]+")
 #: The fields of a key file's [[key]] table.
 _FIELDS = frozenset({"id", "kind", "node", "secret", "allow"})
 #: Seconds a changed key file must rest before KeyFiles.refresh() reads it (SIGHUP: at once).
@@ -108,6 +112,9 @@ class Capability:
             if kind not in _PREFIXES or not name:
                 raise ConfigError(f"capability target {target!r}: use all, role:NAME, "
                                   "node:NAME, cell:NAME or key:ROUTING-KEY")
+            if kind != "key" and not _NAME_PATTERN.fullmatch(name):
+                raise ConfigError(f"capability target {target!r}: names are letters, digits, "
+                                  f"'-' and '_' (globs: * ? [...]), so it would match no {kind}")
         else:
             target = "all"
         for verb in verbs:
