@@ -362,3 +362,34 @@ def test_a_key_without_the_capability_is_told_at_once_by_send_and_status(amqp_na
                         "(status ...) to 'all'"), line
     finally:
         node.stop()
+
+
+@pytest.mark.amqp
+def test_a_node_without_key_files_survives_sighup_and_says_there_is_nothing_to_reload(
+        amqp_names, tmp_path) -> None:
+    # Only a node given --keys handled SIGHUP: one run with --secret-file, --key or
+    # --insecure took the default action and died at once (no leave, no clean stop), so a
+    # `kill -HUP` sent to every node after a key rotation stopped some of them.
+    secret = tmp_path / "cluster.secret"
+    secret.write_text("s" * 32)
+    out = (tmp_path / "node.out").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellframe", "-v", "node", "hup-02", "--amqp", amqp_names.url,
+         "--example", "--secret-file", str(secret), "--exchange", amqp_names.exchange,
+         "--queue-prefix", amqp_names.queue_prefix],
+        stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, "CELLFRAME_SECRET": "", "PYTHONPATH": str(REPO)})
+
+    def log() -> str:
+        return (tmp_path / "node.out").read_text(errors="replace")
+
+    try:
+        wait_for(lambda: "ready as" in log(), 30, what="the node process ready", show=log)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: no key files to reload" in log() or proc.poll() is not None,
+                 10, what="the node's answer to SIGHUP", show=log)
+        assert proc.poll() is None, log()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        out.close()

@@ -52,9 +52,10 @@ def run_node(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         key_files = _key_files(signer)
-        if key_files is not None:
-            signal.signal(signal.SIGHUP,
-                          lambda *_: _reload(key_files, "SIGHUP", name=name, signer=signer))
+        # Always handled: SIGHUP's default action ended a node run without --keys at once (no
+        # leave, no clean stop), so a `kill -HUP` to every node after a rotation stopped some.
+        signal.signal(signal.SIGHUP, lambda *_: _reload(key_files, "SIGHUP", name=name,
+                                                        signer=signer))
     node = Node(
         name,
         transport=transport,
@@ -121,8 +122,13 @@ def _refresh(name: str, key_files: KeyFiles, signer: Any) -> None:
         log_failure(log, error, "node %s: rereading the key files", name)
 
 
-def _reload(key_files: KeyFiles, why: str, *, name: str = "", signer: Any = None) -> None:
+def _reload(key_files: KeyFiles | None, why: str, *, name: str = "",
+            signer: Any = None) -> None:
     # Runs in a signal handler: whatever it raised would stop the node where it waits.
+    if key_files is None:
+        log.warning("%s: no key files to reload: node %s was started without --keys (it "
+                    "reads its key or secret once, at start)", why, name)
+        return
     try:
         key_files.reload(strict=True)
     except ConfigError as error:
