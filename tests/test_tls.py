@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,8 +88,21 @@ def test_a_connection_that_fails_tls_checks_is_refused(tls_broker, case) -> None
         "wrong-server-name": TlsOptions(ca=certs.ca, cert=certs.client_cert,
                                         key=certs.client_key, server_name="broker.example"),
     }[case]
-    with pytest.raises(BrokerUnavailableError):
-        AmqpTransport(tls_broker.url, tls=options, **{**SETTINGS, "connect_timeout": 5.0})
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match="TLS"):
+        AmqpTransport(tls_broker.url, tls=options, **{**SETTINGS, "connect_timeout": 30.0})
+    # Retrying cannot cure it: said at once, not after the connect timeout.
+    assert time.monotonic() - started < 10
+
+
+def test_tls_to_a_port_that_does_not_speak_it_fails_at_once_saying_so() -> None:
+    # It retried for the whole connect timeout and then said "no broker reachable within
+    # 30 s (127.0.0.1:5672: [SSL: WRONG_VERSION_NUMBER] wrong version number ...)".
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match="does not speak TLS"):
+        AmqpTransport("amqps://guest:guest@127.0.0.1:5672/%2F",
+                      **{**SETTINGS, "connect_timeout": 30.0})
+    assert time.monotonic() - started < 10
 
 
 def test_tls_options_with_a_plain_url_are_refused_not_downgraded(tls) -> None:
