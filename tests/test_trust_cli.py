@@ -393,3 +393,22 @@ def test_a_node_without_key_files_survives_sighup_and_says_there_is_nothing_to_r
         proc.terminate()
         proc.wait(20)
         out.close()
+
+
+@pytest.mark.parametrize("command", [["send", "node:k-01", "(ping)"], ["status"],
+                                     ["node", "k-01", "--example"]])
+@pytest.mark.parametrize("key_from_environment", [False, True])
+def test_two_keys_to_sign_with_are_refused_rather_than_one_silently_chosen(
+        tmp_path, command, key_from_environment) -> None:
+    # --key won over --secret-file without a word, even when it came from $CELLFRAME_KEY and
+    # the --secret-file was typed on the command line.
+    key_file, secret = tmp_path / "ops.key", tmp_path / "cluster.secret"
+    key_file.write_text(dump_keys([new_key("ops", kind="node")]))
+    secret.write_text("s" * 32)
+    key_args, env = (([], {"CELLFRAME_KEY": str(key_file)}) if key_from_environment
+                     else (["--key", str(key_file)], {}))
+    result = invoke(*command, *key_args, "--secret-file", str(secret), "--amqp",
+                    "amqp://nowhere.invalid/", env=env)
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "--key (or $CELLFRAME_KEY) and --secret-file both name a key to sign with" in line, line

@@ -255,10 +255,10 @@ def send(target: str, expression: str, secret_file: str | None, key_file: str | 
         expr = read_hy(expression) if hy_syntax else read(expression)
     except CellframeError as error:
         raise _fail(error) from error
+    # The key before the broker: a bad key file is one line at once, not after a connection.
+    signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
     with make_transport(amqp, exchange=exchange) as transport:
-        code = send_and_report(transport, key, expr,
-                               signer=make_signer(secret_file, key_file=key_file,
-                                                  exchange=exchange),
+        code = send_and_report(transport, key, expr, signer=signer,
                                queue_prefix=queue_prefix, wait=wait_seconds,
                                confirm_timeout=CONFIRM_TIMEOUT, target=target)
     sys.exit(code)
@@ -322,8 +322,8 @@ def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...],
     console = Console()
     if not console.is_terminal:  # piped: rich would squeeze the table into 80 columns
         console = Console(width=400)
-    transport = make_transport(amqp, exchange=exchange)
     signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+    transport = make_transport(amqp, exchange=exchange)
     client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     try:
         if watch:
@@ -414,8 +414,8 @@ def logs(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], f
             return
     except CellframeError as error:
         raise _fail(error) from error
-    transport = make_transport(amqp, exchange=exchange)
     signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+    transport = make_transport(amqp, exchange=exchange)
     client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     try:
         query = LogQuery(client, wanted, limit=limit, show=show)
@@ -606,8 +606,8 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
     cluster = None
     _refuse_remote_options_without_amqp(amqp)
     if amqp:
-        transport = make_transport(amqp, exchange=exchange)
         signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+        transport = make_transport(amqp, exchange=exchange)
     else:
         from ..node.cluster import LocalCluster
         from ..wire.keys import new_key

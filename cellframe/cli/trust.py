@@ -43,6 +43,10 @@ def make_signer(secret_file: str | None, *, key_file: str | None = None,
     from ..wire.signing import DEFAULT_EXCHANGE, Signer, load_secret
 
     try:
+        if key_file is not None and secret_file is not None:
+            # --key won without a word, even from $CELLFRAME_KEY over a typed --secret-file.
+            raise ConfigError("--key (or $CELLFRAME_KEY) and --secret-file both name a key to "
+                              "sign with: give one")
         keyring = KeyFiles(key_files) if key_files else None
         own: Any = None
         if key_file is not None:
