@@ -6,8 +6,11 @@ server name or a plain URL with TLS options are refused."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from cellframe.cli.main import main
 from cellframe.errors import BrokerUnavailableError, ConfigError
 from cellframe.testing import Connector, TransportConformance
 from cellframe.testing.services import missing
-from cellframe.testing.tls_broker import RABBITMQ_SERVER, TlsBroker
+from cellframe.testing.tls_broker import RABBITMQ_SERVER, Certificates, TlsBroker, make_certificates
 from cellframe.transports.amqp import AmqpTransport
 from cellframe.transports.tls import TlsOptions
 from cellframe.wire.keys import dump_keys, new_key
@@ -85,8 +88,21 @@ def test_a_connection_that_fails_tls_checks_is_refused(tls_broker, case) -> None
         "wrong-server-name": TlsOptions(ca=certs.ca, cert=certs.client_cert,
                                         key=certs.client_key, server_name="broker.example"),
     }[case]
-    with pytest.raises(BrokerUnavailableError):
-        AmqpTransport(tls_broker.url, tls=options, **{**SETTINGS, "connect_timeout": 5.0})
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match="TLS"):
+        AmqpTransport(tls_broker.url, tls=options, **{**SETTINGS, "connect_timeout": 30.0})
+    # Retrying cannot cure it: said at once, not after the connect timeout.
+    assert time.monotonic() - started < 10
+
+
+def test_tls_to_a_port_that_does_not_speak_it_fails_at_once_saying_so() -> None:
+    # It retried for the whole connect timeout and then said "no broker reachable within
+    # 30 s (127.0.0.1:5672: [SSL: WRONG_VERSION_NUMBER] wrong version number ...)".
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match="does not speak TLS"):
+        AmqpTransport("amqps://guest:guest@127.0.0.1:5672/%2F",
+                      **{**SETTINGS, "connect_timeout": 30.0})
+    assert time.monotonic() - started < 10
 
 
 def test_tls_options_with_a_plain_url_are_refused_not_downgraded(tls) -> None:
@@ -122,3 +138,65 @@ def test_cellframe_send_and_status_speak_amqps_with_the_tls_options(tls_broker, 
     finally:
         node.stop()
         node.transport.close()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Certificates:
+    if shutil.which("openssl") is None:
+        missing("openssl, to make test certificates")
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+def test_an_encrypted_client_key_is_refused_without_asking_for_a_passphrase(
+        certs, tmp_path, capfd) -> None:
+    # OpenSSL asked "Enter PEM pass phrase:" on the terminal, twice: `cellframe send` in a
+    # script and a node started from a shell waited there; without a terminal it said
+    # "[Errno 22] Invalid argument".
+    encrypted = tmp_path / "client-encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(certs.client_key), "-aes256", "-passout",
+                    "pass:secret", "-out", str(encrypted)], check=True, capture_output=True)
+    with pytest.raises(ConfigError, match=f"{re.escape(str(encrypted))}.*encrypted"):
+        TlsOptions(cert=certs.client_cert, key=encrypted).context()
+    assert "pass phrase" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"ca": "garbage"}, "--tls-ca '{garbage}' holds no PEM certificate"),
+    ({"ca": "client_key"}, "--tls-ca '{client_key}' holds no PEM certificate"),
+    ({"cert": "client_cert"}, "--tls-cert '{client_cert}' holds no private key: give --tls-key"),
+    ({"cert": "garbage", "key": "client_key"}, "--tls-cert '{garbage}' holds no PEM certificate"),
+    ({"cert": "client_cert", "key": "garbage"}, "--tls-key '{garbage}' is not a PEM private key"),
+    ({"cert": "client_cert", "key": "rogue_key"},
+     "--tls-key '{rogue_key}' is not the key of --tls-cert '{client_cert}'"),
+])
+def test_each_bad_certificate_file_is_named_with_what_is_wrong(certs, tmp_path, given,
+                                                               message) -> None:
+    # All three of a certificate without its key, a garbage certificate and a garbage key
+    # said "TLS certificates could not be loaded: [SSL] PEM lib (_ssl.c:3926)".
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    files = {"garbage": garbage, **{f: getattr(certs, f) for f in
+                                    ("client_key", "client_cert", "rogue_key")}}
+    options = TlsOptions(**{option: files[name] for option, name in given.items()})
+    with pytest.raises(ConfigError, match=re.escape(message.format(**files))):
+        options.context()
+
+
+@pytest.mark.parametrize("ssl_options, problem", [
+    # PROTOCOL_TLS (2): pika built an SSLContext that checked neither the certificate nor
+    # the name, and the transport used it as it was.
+    ("{'protocol': 2, 'ca_certs': '{ca}'}", "the broker's certificate unchecked"),
+    ("{'protocol': 3, 'ca_certs': '{ca}'}", "the broker's certificate unchecked"),
+])
+def test_url_ssl_options_that_leave_the_broker_unchecked_are_refused(certs, ssl_options,
+                                                                     problem) -> None:
+    url = ("amqps://guest:guest@127.0.0.1:5671/%2F?ssl_options="
+           + ssl_options.replace("{ca}", str(certs.ca)))
+    with pytest.raises(ConfigError, match=problem):
+        AmqpTransport(url, **SETTINGS)
+
+
+def test_url_ssl_options_on_a_plain_url_are_refused(certs) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:5672/%2F?ssl_options={{'ca_certs': '{certs.ca}'}}"
+    with pytest.raises(ConfigError, match="not an amqps:// URL"):
+        AmqpTransport(url, **SETTINGS)

@@ -106,6 +106,24 @@ def test_a_malformed_capability_is_a_config_error(text) -> None:
         Capability.parse(text)
 
 
+@pytest.mark.parametrize("text, message", [
+    # Both were accepted and matched no verb at all: verbs are exact names, not globs, and a
+    # second target on the line was read as a verb.
+    ("role:web set-*", "verbs are exact names"),
+    ("role:web set-weigh?", "verbs are exact names"),
+    ("role:web node:db-* status", "one target a capability: 'node:db-\\*' is a second"),
+    ("all cell:echo-01 say", "one target a capability: 'cell:echo-01' is a second"),
+    # Names are routing words, so these targets matched no node, role or cell at all.
+    ("node:web-01,web-02 status", "would match no node"),
+    ("role:web.eu set-weight", "would match no role"),
+    ("cell:echo/01 say", "would match no cell"),
+])
+def test_a_capability_that_would_match_nothing_it_means_is_a_config_error(
+        text, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Capability.parse(text)
+
+
 def test_a_key_file_round_trips_without_losing_a_capability(tmp_path) -> None:
     keys = [new_key("ops-1", ["role:web set-weight", "node:web-* status ping"]),
             new_key("nodes-1", kind="node"), new_key("web-01", kind="node", node="web-01")]
@@ -167,6 +185,100 @@ def test_key_files_notice_a_changed_file(tmp_path) -> None:
     path.write_text(dump_keys([new_key("b")]))
     os.utime(path, ns=(1, 1))  # a different mtime, whatever the file system's resolution
     assert files.refresh() and files.get("b") is not None and files.get("a") is None
+
+
+def test_a_key_file_nested_too_deep_or_too_large_is_a_config_error_not_a_crash(tmp_path) -> None:
+    # tomllib recursed into 5,000 nested arrays (RecursionError), and /dev/zero was read
+    # until memory ran out (MemoryError): both were tracebacks from `cellframe keys list`.
+    nested = tmp_path / "nested.keys"
+    nested.write_text("a = " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_keys(nested)
+    big = tmp_path / "big.keys"
+    big.write_text(dump_keys([new_key("a")]) + "#" * keys_module.MAX_KEY_FILE_BYTES)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_keys(big)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_keys("/dev/zero")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("id = 'a'\nallow = ['host:web *']", "capability target 'host:web'"),
+    ("id = 'a b'", "key id 'a b'"),
+    ("id = 'a'\nkind = 'root'", "kind 'root'"),
+    ("id = 'a'\nallow = [42]", "a capability is text"),
+])
+def test_every_error_of_a_key_file_names_the_file(tmp_path, entry, message) -> None:
+    path = tmp_path / "third.keys"
+    path.write_text(f"[[key]]\n{entry}\nsecret = '{'00' * 32}'\n")
+    with pytest.raises(ConfigError, match=f"key file '{re.escape(str(path))}': .*{message}"):
+        load_keys(path)
+
+
+def test_one_id_with_two_keys_in_two_files_names_both_files(tmp_path) -> None:
+    # "two different keys share the id 'ops'": which of a node's --keys files? And `keys
+    # list a b` showed both without a word, where a node refused the pair.
+    first, second = tmp_path / "a.keys", tmp_path / "b.keys"
+    first.write_text(dump_keys([new_key("ops")]))
+    second.write_text(dump_keys([new_key("ops")]))
+    with pytest.raises(ConfigError, match=f"key 'ops' is in '{re.escape(str(first))}' and in "
+                                          f"'{re.escape(str(second))}', with another secret"):
+        KeyFiles([first, second])
+
+
+def test_a_changed_key_file_that_fails_to_read_says_why_once_and_keeps_the_old_keys(
+        tmp_path) -> None:
+    # refresh() returned False, the same as "unchanged": a node whose key file was saved
+    # broken (a revocation, say) logged nothing and kept the revoked key without a word.
+    path = tmp_path / "cluster.keys"
+    old, new = new_key("old"), new_key("new")
+    path.write_text(dump_keys([old]))
+    files = KeyFiles([path], settle=0)
+    path.write_text(dump_keys([old])[:40])  # caught mid-write
+    with pytest.raises(ConfigError, match=f"key file '{re.escape(str(path))}'"):
+        files.refresh()
+    assert not files.refresh()  # said once for this version of the file, not every poll
+    assert files.get("old") == old
+    path.unlink()  # removed, then written anew (not atomic): said once too
+    with pytest.raises(ConfigError, match="No such file"):
+        files.refresh()
+    assert not files.refresh() and files.get("old") == old
+    path.write_text(dump_keys([new]))
+    assert files.refresh() and files.get("new") == new and files.get("old") is None
+
+
+def test_a_key_file_still_being_written_is_read_once_it_rests(tmp_path) -> None:
+    # Its first [[key]] of two parses: read mid-write, it revoked the second key for a poll.
+    path = tmp_path / "cluster.keys"
+    first, second = new_key("first"), new_key("second")
+    path.write_text(dump_keys([first, second]))
+    os.utime(path, ns=(1, 1))
+    files = KeyFiles([path], settle=30)
+    path.write_text(dump_keys([first]))  # the writer has not reached the second key yet
+    assert not files.refresh() and files.get("second") == second
+    path.write_text(dump_keys([first, second, new_key("third")]))
+    now = path.stat().st_mtime_ns - 31 * 10**9
+    os.utime(path, ns=(now, now))  # rested
+    assert files.refresh() and files.get("third") is not None and files.get("second") == second
+    moved = tmp_path / "staged.keys"  # a file moved into place is read at once
+    moved.write_text(dump_keys([first]))
+    os.utime(moved, ns=(now, now))
+    os.replace(moved, path)
+    assert files.refresh() and files.get("second") is None
+
+
+def test_a_key_file_replaced_whole_with_the_same_size_and_time_is_noticed(tmp_path) -> None:
+    # A secret rotated in place keeps the file's size; a copy that keeps its source's
+    # modification time (cp -p, rsync -t) then left the old secret in force.
+    path, staged = tmp_path / "cluster.keys", tmp_path / "cluster.keys.new"
+    path.write_text(dump_keys([new_key("a")]))
+    files = KeyFiles([path], settle=0)
+    before = path.stat()
+    rotated = new_key("a")
+    staged.write_text(dump_keys([rotated]))
+    os.utime(staged, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(staged, path)
+    assert files.refresh() and files.get("a") == rotated
 
 
 # -- the replay cache ----------------------------------------------------------------------------

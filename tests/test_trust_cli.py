@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,218 @@ def test_an_insecure_node_warns_at_start_and_again_every_period(monkeypatch, cap
     process._serve("lax-01", None, stop)
     warnings = [r for r in caplog.records if "runs INSECURE" in r.getMessage()]
     assert len(warnings) >= 3  # at start, then about every 0.05 s for 0.5 s
+
+
+def test_a_node_says_once_why_a_changed_key_file_was_not_reloaded(monkeypatch, tmp_path,
+                                                                   caplog) -> None:
+    # It logged nothing: a key file saved broken (a revocation, say) left the revoked key in
+    # force without a word, and a SIGHUP's error did not say which file or what was wrong.
+    import threading
+
+    from cellframe.node import process
+
+    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
+    caplog.set_level(logging.INFO, logger="cellframe.node.process")
+    path = tmp_path / "cluster.keys"
+    node_key, ops = new_key("nodes", kind="node"), new_key("ops")
+    path.write_text(dump_keys([node_key, ops]))
+    key_files = KeyFiles([path], settle=0)
+    stop = threading.Event()
+    serving = threading.Thread(target=process._serve,
+                               args=("k-01", Signer(node_key, keyring=key_files), stop))
+    serving.start()
+
+    def lines(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+    try:
+        path.write_text(dump_keys([node_key]) + "[[key]]\nid = 'x'\nsecret = 'zz'\n")
+        wait_for(lambda: lines("NOT reloaded"), 5, what="the error line")
+        process._reload(key_files, "SIGHUP")
+        path.write_text(dump_keys([node_key]))
+        wait_for(lambda: lines("changed, reloaded"), 5, what="the reload of the mended file")
+    finally:
+        stop.set()
+        serving.join(5)
+    [changed, hup] = lines("NOT reloaded")
+    assert f"key file '{path}'" in changed and "must be hex" in changed
+    assert changed.startswith("node k-01: key files changed but NOT reloaded") and "old keys" in changed
+    assert hup.startswith("keys NOT reloaded (SIGHUP): key file") and "must be hex" in hup
+    assert key_files.get("ops") is None
+
+
+@pytest.mark.parametrize("command", [
+    ["keys", "list", "{file}"],
+    ["send", "node:k-01", "(ping)", "--key", "{file}"],
+    ["status", "--key", "{file}"],
+    ["node", "k-01", "--example", "--keys", "{file}", "--amqp", "amqp://nowhere.invalid/"],
+])
+@pytest.mark.parametrize("content", [b"a = " + b"[" * 5000 + b"]" * 5000, b"\xff\xfe\x00garbage",
+                                     b"", b"[[key]]\nid = 'a'\nsecret = ''\n", None])
+def test_a_garbage_key_file_is_one_line_and_a_non_zero_exit_for_every_command(
+        tmp_path, command, content) -> None:
+    path = tmp_path / "garbage.key"
+    if content is not None:  # None: no such file
+        path.write_bytes(content)
+    result = invoke(*(arg.format(file=path) for arg in command))
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: key file '{path}'") and line.count(str(path)) == 1, line
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--key", "{file}"], "--key"),
+    (["--secret-file", "{file}"], "--secret-file"),
+    (["--tls-ca", "{file}"], "--tls-ca"),
+    (["--dns", "127.0.0.1:53", "--exchange", "x"], "--dns, --exchange"),
+])
+def test_repl_without_amqp_refuses_the_options_of_a_remote_cluster_rather_than_ignore_them(
+        tmp_path, options, named) -> None:
+    # Without --amqp the REPL starts a local cluster with a key of its own: `repl --key
+    # ops.key` (the --amqp forgotten) talked to that toy cluster, the key unread.
+    path = tmp_path / "ops.key"
+    path.write_text(dump_keys([new_key("ops")]))
+    result = invoke("repl", *(o.format(file=path) for o in options))
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"{named} without --amqp" in line, line
+
+
+@pytest.mark.parametrize("own_in_files", ["absent", "another secret"])
+def test_a_node_refuses_to_start_signing_with_a_key_its_key_files_do_not_hold(
+        tmp_path, own_in_files) -> None:
+    # It started, and refused its own heartbeats and call-backs as signed with an unknown key.
+    own = new_key("web-01", kind="node", node="web-01")
+    cluster = [new_key("ops")]
+    if own_in_files == "another secret":
+        cluster.append(new_key("web-01", kind="node", node="web-01"))
+    (tmp_path / "own.key").write_text(dump_keys([own]))
+    (tmp_path / "cluster.keys").write_text(dump_keys(cluster))
+    result = invoke("node", "web-01", "--example", "--key", str(tmp_path / "own.key"),
+                    "--keys", str(tmp_path / "cluster.keys"), "--amqp", "amqp://nowhere.invalid/")
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "signs with key 'web-01', which its --keys files do not hold" in line, line
+
+
+def test_a_node_warns_when_its_key_files_no_longer_hold_the_key_it_signs_with(
+        monkeypatch, tmp_path, caplog) -> None:
+    # A reload that dropped the node's own key (or changed its secret) was logged as a plain
+    # "keys reloaded": the node then refused every message of its own, and said why only
+    # message by message.
+    import threading
+
+    from cellframe.node import process
+
+    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
+    caplog.set_level(logging.INFO, logger="cellframe.node.process")
+    path = tmp_path / "cluster.keys"
+    own, other = new_key("k-01", kind="node", node="k-01"), new_key("k-02", kind="node")
+    path.write_text(dump_keys([own, other]))
+    key_files = KeyFiles([path], settle=0)
+    stop = threading.Event()
+    serving = threading.Thread(target=process._serve,
+                               args=("k-01", Signer(own, keyring=key_files), stop))
+    serving.start()
+    try:
+        path.write_text(dump_keys([other]))
+        wait_for(lambda: any("no longer hold" in r.getMessage() for r in caplog.records), 5,
+                 what="the warning")
+    finally:
+        stop.set()
+        serving.join(5)
+    [warning] = [r for r in caplog.records if "no longer hold" in r.getMessage()]
+    assert warning.levelno == logging.ERROR
+    assert "node k-01 signs with key 'k-01', which its key files no longer hold" in warning.getMessage()
+
+
+def test_keys_list_refuses_files_that_give_one_id_two_keys_as_a_node_would(tmp_path) -> None:
+    first, second = tmp_path / "a.keys", tmp_path / "b.keys"
+    first.write_text(dump_keys([new_key("ops")]))
+    second.write_text(dump_keys([new_key("ops")]))
+    result = invoke("keys", "list", str(first), str(second))
+    assert result.exit_code != 0
+    [line] = result.stderr.strip().splitlines()
+    assert f"key 'ops' is in '{first}' and in '{second}'" in line, line
+
+
+@pytest.mark.amqp
+def test_a_key_without_the_capability_is_told_at_once_by_send_and_status(amqp_names,
+                                                                        tmp_path) -> None:
+    # send waited its whole --wait and exited 3 ("1 of 1 call-backs were errors"), and
+    # status said "no node answered ... same cluster secret?" though the node had answered
+    # that the key may not send (status).
+    node_key, ops = new_key("nodes", kind="node"), new_key("ops", ["node:other-* status"])
+    keys_file, ops_file = tmp_path / "cluster.keys", tmp_path / "ops.key"
+    keys_file.write_text(dump_keys([node_key, ops]))
+    ops_file.write_text(dump_keys([ops]))
+    signer = Signer(node_key, keyring=KeyFiles([keys_file]), exchange=amqp_names.exchange)
+    node = Node("k-01", transport=amqp_names.connect(), signer=signer, role="tally",
+                registry=registry(), queue_prefix=amqp_names.queue_prefix, watch_config=False)
+    node.start()
+    try:
+        options = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange,
+                   "--queue-prefix", amqp_names.queue_prefix, "--key", str(ops_file)]
+        started = time.monotonic()
+        sent = invoke("send", "node:k-01", "(ping)", "--wait", "30", *options)
+        assert sent.exit_code == 2 and time.monotonic() - started < 10
+        [line] = [x for x in sent.stderr.strip().splitlines() if "k-01: refused:" not in x]
+        assert line == ("error: node k-01 refused our message: key 'ops' may not send "
+                        "(ping ...) to 'node.k-01'"), line
+        status = invoke("status", "--window", "1", *options)
+        assert status.exit_code == 2
+        [line] = [x for x in status.stderr.strip().splitlines() if "k-01: refused:" not in x]
+        assert line == ("Error: node k-01 refused our message: key 'ops' may not send "
+                        "(status ...) to 'all'"), line
+    finally:
+        node.stop()
+
+
+@pytest.mark.amqp
+def test_a_node_without_key_files_survives_sighup_and_says_there_is_nothing_to_reload(
+        amqp_names, tmp_path) -> None:
+    # Only a node given --keys handled SIGHUP: one run with --secret-file, --key or
+    # --insecure took the default action and died at once (no leave, no clean stop), so a
+    # `kill -HUP` sent to every node after a key rotation stopped some of them.
+    secret = tmp_path / "cluster.secret"
+    secret.write_text("s" * 32)
+    out = (tmp_path / "node.out").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellframe", "-v", "node", "hup-02", "--amqp", amqp_names.url,
+         "--example", "--secret-file", str(secret), "--exchange", amqp_names.exchange,
+         "--queue-prefix", amqp_names.queue_prefix],
+        stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, "CELLFRAME_SECRET": "", "PYTHONPATH": str(REPO)})
+
+    def log() -> str:
+        return (tmp_path / "node.out").read_text(errors="replace")
+
+    try:
+        wait_for(lambda: "ready as" in log(), 30, what="the node process ready", show=log)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: no key files to reload" in log() or proc.poll() is not None,
+                 10, what="the node's answer to SIGHUP", show=log)
+        assert proc.poll() is None, log()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        out.close()
+
+
+@pytest.mark.parametrize("command", [["send", "node:k-01", "(ping)"], ["status"],
+                                     ["node", "k-01", "--example"]])
+@pytest.mark.parametrize("key_from_environment", [False, True])
+def test_two_keys_to_sign_with_are_refused_rather_than_one_silently_chosen(
+        tmp_path, command, key_from_environment) -> None:
+    # --key won over --secret-file without a word, even when it came from $CELLFRAME_KEY and
+    # the --secret-file was typed on the command line.
+    key_file, secret = tmp_path / "ops.key", tmp_path / "cluster.secret"
+    key_file.write_text(dump_keys([new_key("ops", kind="node")]))
+    secret.write_text("s" * 32)
+    key_args, env = (([], {"CELLFRAME_KEY": str(key_file)}) if key_from_environment
+                     else (["--key", str(key_file)], {}))
+    result = invoke(*command, *key_args, "--secret-file", str(secret), "--amqp",
+                    "amqp://nowhere.invalid/", env=env)
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "--key (or $CELLFRAME_KEY) and --secret-file both name a key to sign with" in line, line

@@ -242,7 +242,7 @@ def send(target: str, expression: str, secret_file: str | None, key_file: str | 
       0  delivered (with --wait: call-backs came, and none was an error)
       1  not delivered: nothing listens on TARGET, or the broker did not confirm
       2  a usage or environment error (bad option, expression, broker URL, key), or a node
-         refused the message (a wrong key, most likely: it says so at once)
+         refused the message (a wrong key, or one without the capability: it says so at once)
       3  with --wait: a call-back was an (error ...)
       4  with --wait: no call-back came (the message may have been a no-op)"""
     from ..language.hylang import read_hy
@@ -255,10 +255,10 @@ def send(target: str, expression: str, secret_file: str | None, key_file: str | 
         expr = read_hy(expression) if hy_syntax else read(expression)
     except CellframeError as error:
         raise _fail(error) from error
+    # The key before the broker: a bad key file is one line at once, not after a connection.
+    signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
     with make_transport(amqp, exchange=exchange) as transport:
-        code = send_and_report(transport, key, expr,
-                               signer=make_signer(secret_file, key_file=key_file,
-                                                  exchange=exchange),
+        code = send_and_report(transport, key, expr, signer=signer,
                                queue_prefix=queue_prefix, wait=wait_seconds,
                                confirm_timeout=CONFIRM_TIMEOUT, target=target)
     sys.exit(code)
@@ -307,7 +307,8 @@ def env(name: str, zone_file: str | None, dns_server: str | None, domain: str | 
 def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], as_json: bool, watch: bool,
            window: float, interval: float, exchange: str | None, queue_prefix: str) -> None:
     """Show the cluster: every node (the silent and the dead too), roles against the intent,
-    cells and states, health, heartbeats, counters. Exits 1 when no node answered."""
+    cells and states, health, heartbeats, counters. Exits 1 when no node answered, 2 when
+    they refused it (a key without the capability)."""
     import json
 
     from rich.console import Console
@@ -315,13 +316,14 @@ def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...],
 
     from ..client import Client
     from .picture import ClusterPicture
+    from .sending import refusal
     from .status import collect_status, status_view, to_json_ready
 
     console = Console()
     if not console.is_terminal:  # piped: rich would squeeze the table into 80 columns
         console = Console(width=400)
-    transport = make_transport(amqp, exchange=exchange)
     signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+    transport = make_transport(amqp, exchange=exchange)
     client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     try:
         if watch:
@@ -343,6 +345,13 @@ def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...],
     finally:
         client.close()
         transport.close()
+    # A node that refused our (status) answered too: "no node answered" blamed the secret.
+    refused = [str(r) for r in client.refused]
+    refused += [line for r in client.replies if (line := refusal(r)) is not None]
+    if refused and not nodes:
+        raise CliError(refused[0])
+    for line in refused:
+        click.echo(f"warning: {line}", err=True)
     if not nodes:
         raise click.ClickException(
             f"no node answered within {window:g} s. Check that nodes run "
@@ -405,8 +414,8 @@ def logs(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...], f
             return
     except CellframeError as error:
         raise _fail(error) from error
-    transport = make_transport(amqp, exchange=exchange)
     signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+    transport = make_transport(amqp, exchange=exchange)
     client = Client(transport, signer=signer, queue_prefix=queue_prefix)
     try:
         query = LogQuery(client, wanted, limit=limit, show=show)
@@ -595,9 +604,10 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
     from .repl import DEFAULT_HISTORY, Repl
 
     cluster = None
+    _refuse_remote_options_without_amqp(amqp)
     if amqp:
-        transport = make_transport(amqp, exchange=exchange)
         signer = make_signer(secret_file, key_file=key_file, exchange=exchange)
+        transport = make_transport(amqp, exchange=exchange)
     else:
         from ..node.cluster import LocalCluster
         from ..wire.keys import new_key
@@ -622,6 +632,25 @@ def repl(zone_file: str | None, dns_server: str | None, domain: str | None,
         transport.close()
         if cluster is not None:
             cluster.stop()
+
+
+#: repl's options that only a cluster on a broker reads (the local one has a key of its own).
+_REMOTE_OPTIONS = {"key_file": "--key", "secret_file": "--secret-file", "dns_server": "--dns",
+                   "domain": "--domain", "exchange": "--exchange"}
+
+
+def _refuse_remote_options_without_amqp(amqp: tuple[str, ...]) -> None:
+    """`repl --key ops.key` with --amqp forgotten talked to a local toy cluster, the key
+    unread. Options from the environment ($CELLFRAME_KEY) stay quiet: they are not a typo."""
+    if amqp:
+        return
+    ctx = click.get_current_context()
+    given = [flag for name, flag in _REMOTE_OPTIONS.items()
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    given += [f"--tls-{name.replace('_', '-')}" for name in ctx.meta.get("cellframe.tls", {})]
+    if given:
+        raise CliError(f"{', '.join(given)} without --amqp: give --amqp URL to talk to that "
+                       "cluster (without it, repl starts a local one with a key of its own)")
 
 
 def _stopped_by_signals() -> threading.Event:

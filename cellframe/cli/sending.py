@@ -15,11 +15,12 @@ from typing import Any
 import click
 
 from ..client import Client, Reply
-from ..language.symbols import Symbol
+from ..language.symbols import Keyword, Symbol
 
-__all__ = ["SendOutcome", "is_error_reply", "send_and_report"]
+__all__ = ["SendOutcome", "is_error_reply", "refusal", "send_and_report"]
 
 _ERROR = Symbol("error")
+_NODE, _REASON = Keyword("node"), Keyword("reason")
 
 
 class SendOutcome(IntEnum):
@@ -27,7 +28,8 @@ class SendOutcome(IntEnum):
 
     DELIVERED = 0
     NOT_DELIVERED = 1
-    REFUSED = 2  # a node refused the message before any cell saw it (a wrong key)
+    REFUSED = 2  # a node refused the message before any cell saw it (a wrong key, or one
+    #              without the capability)
     ERROR_REPLY = 3
     NO_CALL_BACK = 4
 
@@ -35,6 +37,18 @@ class SendOutcome(IntEnum):
 def is_error_reply(reply: Reply) -> bool:
     """True for an ``(error ...)`` call-back: a refused or failed message."""
     return isinstance(reply.expr, list) and bool(reply.expr) and reply.expr[0] == _ERROR
+
+
+def refusal(reply: Reply) -> str | None:
+    """What a node's gate said in refusing our message (a key without the capability, a
+    replay), if ``reply`` is that ``(error :node N :reason "refused: ...")``; else None."""
+    if not is_error_reply(reply):
+        return None
+    fields = dict(zip(reply.expr[1::2], reply.expr[2::2], strict=False))
+    reason = fields.get(_REASON)
+    if not isinstance(reason, str) or not reason.startswith("refused: "):
+        return None
+    return f"node {fields.get(_NODE, reply.sender)!s:.63} refused our message: {reason[9:]:.300}"
 
 
 def send_and_report(transport: Any, key: str, expr: Any, *, signer: Any, queue_prefix: str,
@@ -70,8 +84,10 @@ def send_and_report(transport: Any, key: str, expr: Any, *, signer: Any, queue_p
                                           or_refused=True)
             for reply in got[printed:]:
                 click.echo(reply.text)
-            if client.refused:
-                _say(f"error: {client.refused[0]}")
+            refused = [str(r) for r in client.refused]
+            refused += [line for r in got if (line := refusal(r)) is not None]
+            if refused:
+                _say(f"error: {refused[0]}")
                 return SendOutcome.REFUSED
     return _summarize(target, message_id, got, wait)
 

@@ -43,6 +43,10 @@ def make_signer(secret_file: str | None, *, key_file: str | None = None,
     from ..wire.signing import DEFAULT_EXCHANGE, Signer, load_secret
 
     try:
+        if key_file is not None and secret_file is not None:
+            # --key won without a word, even from $CELLFRAME_KEY over a typed --secret-file.
+            raise ConfigError("--key (or $CELLFRAME_KEY) and --secret-file both name a key to "
+                              "sign with: give one")
         keyring = KeyFiles(key_files) if key_files else None
         own: Any = None
         if key_file is not None:
@@ -54,6 +58,11 @@ def make_signer(secret_file: str | None, *, key_file: str | None = None,
             if own is None:
                 raise ConfigError(f"no node key in the key files may sign for node "
                                   f"{node or '?'} (one bound to it, or to no node): give --key FILE")
+        if keyring is not None and own is not None and keyring.get(own.id) != own:
+            # Else the node started and refused its own heartbeats and call-backs.
+            raise ConfigError(f"node {node or '?'} signs with key {own.id!r}, which its --keys "
+                              "files do not hold (or hold with another secret or capabilities): "
+                              "its own messages would be refused; add that key to them")
         if own is None:
             if required:
                 raise ConfigError("no key: give --key FILE, --secret-file FILE or set "
@@ -117,13 +126,13 @@ def new(name: str, allow: tuple[str, ...], node_kind: bool, for_node: str | None
 @click.argument("files", nargs=-1, required=True, type=FilePath(dir_okay=False))
 def list_keys(files: tuple[str, ...]) -> None:
     """Show the id, kind and capabilities of every key in FILES (never a secret)."""
-    from ..wire.keys import load_keys
+    from ..wire.keys import load_key_files, load_keys
 
-    for file in files:
-        try:
-            found = load_keys(file)
-        except CellframeError as error:
-            raise click.ClickException(str(error)) from error
-        for key in found:
-            kind = f"{key.kind} ({key.node})" if key.node is not None else key.kind
-            click.echo(f"{key.id}\t{kind}\t{'; '.join(str(c) for c in key.allow)}\t{file}")
+    try:
+        load_key_files(files)  # as a node given them all would
+        found = [(key, file) for file in files for key in load_keys(file)]
+    except CellframeError as error:
+        raise click.ClickException(str(error)) from error
+    for key, file in found:
+        kind = f"{key.kind} ({key.node})" if key.node is not None else key.kind
+        click.echo(f"{key.id}\t{kind}\t{'; '.join(str(c) for c in key.allow)}\t{file}")

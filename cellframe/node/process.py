@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..failures import log_failure
 from ..roles import RoleRegistry, default_registry
 from ..wire.keys import KeyFiles
 from .node import Node
@@ -51,8 +52,10 @@ def run_node(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         key_files = _key_files(signer)
-        if key_files is not None:
-            signal.signal(signal.SIGHUP, lambda *_: _reload(key_files, "SIGHUP"))
+        # Always handled: SIGHUP's default action ended a node run without --keys at once (no
+        # leave, no clean stop), so a `kill -HUP` to every node after a rotation stopped some.
+        signal.signal(signal.SIGHUP, lambda *_: _reload(key_files, "SIGHUP", name=name,
+                                                        signer=signer))
     node = Node(
         name,
         transport=transport,
@@ -94,12 +97,7 @@ def _serve(name: str, signer: Any, stop: threading.Event) -> None:
     last_warning = time.monotonic()
     while not stop.wait(KEY_FILE_POLL):
         if key_files is not None:
-            try:
-                changed = key_files.refresh()
-            except Exception:  # a key file half written: the next poll reads it whole
-                changed = False
-            if changed:
-                log.info("node %s: key files changed, reloaded: %s", name, key_files.keyring)
+            _refresh(name, key_files, signer)
         if signer is None and time.monotonic() - last_warning >= INSECURE_WARNING_EVERY:
             log.warning("node %s runs INSECURE: nothing is signed or checked", name)
             last_warning = time.monotonic()
@@ -110,12 +108,46 @@ def _key_files(signer: Any) -> KeyFiles | None:
     return keyring if isinstance(keyring, KeyFiles) else None
 
 
-def _reload(key_files: KeyFiles, why: str) -> None:
-    if key_files.reload():
-        log.info("keys reloaded (%s): %s", why, key_files.keyring)
+def _refresh(name: str, key_files: KeyFiles, signer: Any) -> None:
+    """Reread the key files if one changed, and say what came of it. A file caught half
+    written is said once; the next poll reads it whole (its size and times change)."""
+    try:
+        if key_files.refresh():
+            log.info("node %s: key files changed, reloaded: %s", name, key_files.keyring)
+            _check_own_key(name, signer, key_files)
+    except ConfigError as error:
+        log.error("node %s: key files changed but NOT reloaded: %s; the old keys stay in force",
+                  name, error)
+    except Exception as error:  # the poll must go on: it is how a revocation takes effect
+        log_failure(log, error, "node %s: rereading the key files", name)
+
+
+def _reload(key_files: KeyFiles | None, why: str, *, name: str = "",
+            signer: Any = None) -> None:
+    # Runs in a signal handler: whatever it raised would stop the node where it waits.
+    if key_files is None:
+        log.warning("%s: no key files to reload: node %s was started without --keys (it "
+                    "reads its key or secret once, at start)", why, name)
+        return
+    try:
+        key_files.reload(strict=True)
+    except ConfigError as error:
+        log.error("keys NOT reloaded (%s): %s; the old keys stay in force", why, error)
+    except Exception as error:
+        log_failure(log, error, "keys NOT reloaded (%s)", why)
     else:
-        log.error("keys NOT reloaded (%s): a key file is unreadable or malformed; the old keys "
-                  "stay in force", why)
+        log.info("keys reloaded (%s): %s", why, key_files.keyring)
+        _check_own_key(name, signer, key_files)
+
+
+def _check_own_key(name: str, signer: Any, key_files: KeyFiles) -> None:
+    """Say so if the reloaded files dropped (or changed) the key this node signs with: the
+    reload stands, as it may revoke other keys, but the node's own messages are now refused."""
+    own = getattr(signer, "key", None)
+    if own is not None and key_files.get(own.id) != own:
+        log.error("node %s signs with key %r, which its key files no longer hold as it is: "
+                  "its own messages are refused until it is restarted with a key they hold",
+                  name, own.id)
 
 
 def system_cells() -> tuple[type, ...]:

@@ -710,6 +710,27 @@ def _refusal(error: BaseException, params: pika.ConnectionParameters) -> str | N
     if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
         return (f"refused virtual host {params.virtual_host!r} (530 NOT_ALLOWED): it does not "
                 f"exist or the user may not use it")
+    return _tls_refusal(error)
+
+
+#: OpenSSL's reason in pika's nested workflow error: "[SSL: CODE] text (_ssl.c:1006)".
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\] (.{0,200}?)\s*\(_ssl")
+
+
+def _tls_refusal(error: BaseException) -> str | None:
+    """A TLS handshake that retrying cannot cure: a certificate not trusted or for another
+    name, a client certificate the broker refuses, a port that does not speak TLS. Each was
+    retried for the whole connect timeout, then said as 'no broker reachable'."""
+    match = _SSL_REASON.search(repr(error))
+    if match is None:
+        return None
+    code, text = match.group(1), match.group(2).replace("\\", "").strip()
+    if code == "WRONG_VERSION_NUMBER":
+        return (f"does not speak TLS on that port (SSL: {code}): is it the plain AMQP port? "
+                f"(amqps:// is usually 5671)")
+    if "CERTIFICATE" in code or "UNKNOWN_CA" in code:
+        return (f"failed the TLS handshake: {text} (SSL: {code}): check --tls-ca, --tls-cert, "
+                f"--tls-key and --tls-server-name")
     return None
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -404,17 +405,31 @@ def _parameters(urls: str | Sequence[str], *, heartbeat: int, name: str,
         p.socket_timeout = p.stack_timeout = 5.0
         p.blocked_connection_timeout = 60.0
         p.client_properties = {"connection_name": name}
-        if url.lower().startswith("amqps://") and tls is None and "ssl_options=" in url:
-            pass  # pika's own ssl_options URL argument (CA, certificate, server_hostname) holds
-        elif url.lower().startswith("amqps://"):
+        secure = url.lower().startswith("amqps://")
+        if secure and tls is None and p.ssl_options is not None and "ssl_options=" in url:
+            _check_url_tls(p.ssl_options, url)  # pika's own ssl_options URL argument holds
+        elif secure:
             context = (tls or TlsOptions()).context()
             server_name = tls.server_name if tls is not None and tls.server_name else p.host
             p.ssl_options = pika.SSLOptions(context, server_name)
-        elif tls is not None:
+        elif tls is not None or p.ssl_options is not None:
+            # pika's ssl_options on an amqp:// URL would have spoken TLS to the plain port.
             raise ConfigError(f"TLS options given for {url.split('@')[-1]!r}, which is not an "
                               "amqps:// URL")
         params.append(p)
     return params
+
+
+def _check_url_tls(options: pika.SSLOptions, url: str) -> None:
+    """The TLS context pika built from a URL's ``ssl_options`` checks the broker as
+    ``TlsOptions`` does: ``{'protocol': 2}`` (PROTOCOL_TLS) made one that checked neither the
+    certificate nor the name, and TLS 1.0 with ``3``."""
+    context = options.context
+    if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
+        raise ConfigError(f"the ssl_options of {url.split('@')[-1]!r} would leave the broker's "
+                          "certificate unchecked (drop 'protocol'): cellframe always checks it")
+    if context.minimum_version < ssl.TLSVersion.TLSv1_2:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
 
 
 def _check_url(url: object) -> None:

@@ -38,8 +38,10 @@ it without a lock. Two keys valid at once is how a key is rotated (docs/operatio
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
+import time
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,24 +54,37 @@ from .routing import validate_name
 __all__ = [
     "ALL_CAPABILITIES",
     "KINDS",
+    "MAX_KEY_FILE_BYTES",
     "MIN_SECRET_BYTES",
+    "SETTLE_SECONDS",
     "Capability",
     "Key",
     "KeyFiles",
     "Keyring",
     "dump_keys",
+    "load_key_files",
     "load_keys",
     "new_key",
 ]
 
 #: Shortest secret accepted: 128 bits.
 MIN_SECRET_BYTES = 16
+#: Largest key file read: a key takes about 200 bytes, so some 5,000 keys. Without a limit a
+#: key file of /dev/zero was read until memory ran out.
+MAX_KEY_FILE_BYTES = 1 << 20
 KINDS = ("node", "operator")
 #: routing key prefixes each capability target kind covers.
 _PREFIXES = {"role": ("role.", "each."), "node": ("node.",), "cell": ("cell.",),
              "key": ("",)}
+#: A role, node or cell name in a capability: a routing word (``routing.validate_name``),
+#: with shell globs. Anything else matched no name: ``node:web-01,web-02`` allowed nothing.
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-*?\[\]!]+")
 #: The fields of a key file's [[key]] table.
 _FIELDS = frozenset({"id", "kind", "node", "secret", "allow"})
+#: Seconds a changed key file must rest before KeyFiles.refresh() reads it (SIGHUP: at once).
+SETTLE_SECONDS = 1.0
+#: KeyFiles' stamps for files it could not even stat (removed, or a directory's mode changed).
+_UNREADABLE: tuple[tuple[int, ...], ...] = ((-1,),)
 #: Capability decisions a key remembers at most (each a few hundred bytes).
 _DECISIONS = 4096
 
@@ -97,8 +112,13 @@ class Capability:
             if kind not in _PREFIXES or not name:
                 raise ConfigError(f"capability target {target!r}: use all, role:NAME, "
                                   "node:NAME, cell:NAME or key:ROUTING-KEY")
+            if kind != "key" and not _NAME_PATTERN.fullmatch(name):
+                raise ConfigError(f"capability target {target!r}: names are letters, digits, "
+                                  f"'-' and '_' (globs: * ? [...]), so it would match no {kind}")
         else:
             target = "all"
+        for verb in verbs:
+            _check_verb(verb, text)
         return cls(target, None if not verbs or "*" in verbs else frozenset(verbs))
 
     def allows(self, routing_key: str, verb: str | None) -> bool:
@@ -113,6 +133,16 @@ class Capability:
 
     def __str__(self) -> str:
         return f"{self.target} {' '.join(sorted(self.verbs)) if self.verbs is not None else '*'}"
+
+
+def _check_verb(verb: str, text: str) -> None:
+    """A verb that could never be what was meant: each matched nothing, silently."""
+    if verb.partition(":")[0] in _PREFIXES:
+        raise ConfigError(f"capability {text!r}: one target a capability: {verb!r} is a second "
+                          "(write a capability for each target)")
+    if verb != "*" and any(c in verb for c in "*?["):
+        raise ConfigError(f"capability {text!r}: verbs are exact names ('*' alone: any verb), "
+                          f"so {verb!r} would match no verb")
 
 
 ALL_CAPABILITIES = (Capability("all", None),)
@@ -210,25 +240,57 @@ class Keyring:
 
 
 def load_keys(path: str | os.PathLike[str]) -> list[Key]:
-    """The keys in a TOML key file (see the module doc); ConfigError says what is wrong."""
+    """The keys in a TOML key file (see the module doc); ConfigError says what is wrong, and
+    in which file."""
     where = os.fspath(path)
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        keys = _keys_in(_read_key_file(path, where), where)
+        # As a Keyring does: `send --key FILE` signed with the first of two, `keys list`
+        # showed both, and only a node (which builds a Keyring) refused the file.
+        Keyring(keys)
+    except ConfigError as exc:
+        prefix = f"key file {where!r}"
+        raise (exc if str(exc).startswith(prefix) else ConfigError(f"{prefix}: {exc}")) from exc
+    return keys
+
+
+def load_key_files(paths: Iterable[str | os.PathLike[str]]) -> Keyring:
+    """The keyring of several key files; ConfigError names both files if they give one id two
+    different keys (a node refuses such files, so ``keys list`` does too)."""
+    found: dict[str, tuple[Key, str]] = {}
+    for path in paths:
+        for key in load_keys(path):
+            if key.id in found and found[key.id][0] != key:
+                raise ConfigError(f"key {key.id!r} is in {found[key.id][1]!r} and in "
+                                  f"{os.fspath(path)!r}, with another secret, kind, node or "
+                                  "capabilities: one id, one key")
+            found.setdefault(key.id, (key, os.fspath(path)))
+    return Keyring(key for key, _ in found.values())
+
+
+def _read_key_file(path: str | os.PathLike[str], where: str) -> dict[str, object]:
+    try:
+        with open(path, "rb") as file:  # a pipe too: `--key <(pass show ops.key)`
+            raw = file.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read the key file {where!r}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"key file {where!r} cannot be read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"key file {where!r} is larger than {MAX_KEY_FILE_BYTES} bytes: "
+                          "not a key file?")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"key file {where!r} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or table
+        raise ConfigError(f"key file {where!r} is not a key file: its values are nested "
+                          "too deeply") from exc
+
+
+def _keys_in(data: dict[str, object], where: str) -> list[Key]:
     entries = data.get("key")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"key file {where!r} holds no [[key]] table")
-    keys = [_key_from(entry, where) for entry in entries]
-    # As a Keyring does: `send --key FILE` signed with the first of two, `keys list` showed
-    # both, and only a node (which builds a Keyring) refused the file.
-    try:
-        Keyring(keys)
-    except ConfigError as exc:
-        raise ConfigError(f"key file {where!r}: {exc}") from exc
-    return keys
+    return [_key_from(entry, where) for entry in entries]
 
 
 def _key_from(entry: object, where: str) -> Key:
@@ -255,6 +317,14 @@ def _key_from(entry: object, where: str) -> Key:
         raise ConfigError(f"key file {where!r}: a key's secret must be hex ({exc})") from exc
 
 
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as exc:
+        raise ConfigError(f"key file {os.fspath(path)!r} cannot be read: "
+                          f"{exc.strerror or exc}") from exc
+
+
 def dump_keys(keys: Iterable[Key]) -> str:
     """The TOML text of a key file holding ``keys`` (``load_keys`` reads it back)."""
     blocks = []
@@ -270,13 +340,17 @@ class KeyFiles:
     """A keyring read from files: ``reload()`` (on SIGHUP) or ``refresh()`` (when a file
     changed) replaces the snapshot whole; a file that fails to read keeps the old keys."""
 
-    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+    def __init__(self, paths: Iterable[str | os.PathLike[str]], *,
+                 settle: float = SETTLE_SECONDS) -> None:
         self.paths = [Path(p) for p in paths]
+        self.settle = settle
         if not self.paths:
             raise ConfigError("no key files given")
         # Reentrant: SIGHUP's handler reloads on the main thread, which may be refreshing.
         self._lock = threading.RLock()
-        self._stamps: tuple[tuple[int, int], ...] = ()
+        self._stamps: tuple[tuple[int, ...], ...] = ()
+        #: The stamps of files that failed to read: refresh() says so once for each version.
+        self._failed: tuple[tuple[int, ...], ...] = ()
         self.keyring = Keyring()
         self.reload(strict=True)
 
@@ -286,8 +360,7 @@ class KeyFiles:
         with self._lock:
             try:
                 stamps = self._read_stamps()
-                keys = [key for path in self.paths for key in load_keys(path)]
-                self.keyring = Keyring(keys)
+                self.keyring = load_key_files(self.paths)
                 self._stamps = stamps
                 return True
             except ConfigError:
@@ -296,20 +369,38 @@ class KeyFiles:
                 return False
 
     def refresh(self) -> bool:
-        """Reload if a file's size or modification time changed; True if it reloaded."""
+        """Reload if a file changed (replaced, written, moved or its mode changed); True if it
+        reloaded. A changed file that fails to read raises ConfigError, once for that version
+        of the files; the old keys stay."""
         with self._lock:
             try:
-                if self._read_stamps() == self._stamps:
-                    return False
+                stamps = self._read_stamps()
             except ConfigError:
+                if self._failed == _UNREADABLE:
+                    return False
+                self._failed = _UNREADABLE
+                raise
+            if stamps in (self._stamps, self._failed) or self._being_written(stamps):
                 return False
-            return self.reload()
+            try:
+                self.reload(strict=True)
+            except ConfigError:
+                self._failed = stamps
+                raise
+            return True
 
-    def _read_stamps(self) -> tuple[tuple[int, int], ...]:
-        try:
-            return tuple((s.st_mtime_ns, s.st_size) for s in (p.stat() for p in self.paths))
-        except OSError as exc:
-            raise ConfigError(f"cannot read a key file: {exc}") from exc
+    def _being_written(self, stamps: tuple[tuple[int, ...], ...]) -> bool:
+        """Was a file written less than ``settle`` seconds ago? A prefix of a file being
+        written that still parses (its first [[key]] of two) revoked the keys after it until
+        the next poll. A file moved into place keeps its old time and is read at once."""
+        age = time.time_ns() - max(stamp[2] for stamp in stamps)
+        return 0 <= age < self.settle * 1e9
+
+    def _read_stamps(self) -> tuple[tuple[int, ...], ...]:
+        # The inode and change time too: a file replaced whole by one of the same size and
+        # modification time (a secret rotated in place, then `cp -p`) was not noticed.
+        return tuple((s.st_dev, s.st_ino, s.st_mtime_ns, s.st_ctime_ns, s.st_size)
+                     for s in map(_stat, self.paths))
 
     def get(self, key_id: object) -> Key | None:
         return self.keyring.get(key_id)
