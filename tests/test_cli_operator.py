@@ -47,6 +47,13 @@ def test_a_malformed_broker_url_is_one_line_before_any_connection(url: str, prob
     assert problem in assert_one_line_error(invoke("send", "all", "(ping)", "--amqp", url))
 
 
+@pytest.mark.parametrize("url", ["amqp://ops:hunter2@127.0.0.1:99999/",
+                                 "http://ops:hunter2@127.0.0.1:5672/"])
+def test_a_malformed_broker_url_is_shown_without_its_password(url: str) -> None:
+    line = assert_one_line_error(invoke("send", "all", "(ping)", "--amqp", url))
+    assert "hunter2" not in line and "ops:***@127.0.0.1" in line, line
+
+
 @pytest.mark.amqp
 @pytest.mark.parametrize(("change", "problem"), [
     (("guest:guest@", "guest:wrong-password@"), "refused the login of user 'guest' (403"),

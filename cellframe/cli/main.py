@@ -315,6 +315,7 @@ def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...],
     from rich.live import Live
 
     from ..client import Client
+    from ..transports.amqp import redacted
     from .picture import ClusterPicture
     from .sending import refusal
     from .status import collect_status, status_view, to_json_ready
@@ -355,19 +356,9 @@ def status(secret_file: str | None, key_file: str | None, amqp: tuple[str, ...],
     if not nodes:
         raise click.ClickException(
             f"no node answered within {window:g} s. Check that nodes run "
-            f"(cellframe node NAME --amqp URL), on this broker ({', '.join(_redact(u) for u in amqp)}), "
+            f"(cellframe node NAME --amqp URL), on this broker ({', '.join(redacted(u) for u in amqp)}), "
             f"with the same --exchange/--queue-prefix and cluster secret (unsigned "
             f"requests get no answer from signed nodes), or give them longer (--window)")
-
-
-def _redact(url: str) -> str:
-    """A broker URL without its password, for messages."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
 
 
 @main.command()

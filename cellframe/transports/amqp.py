@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -399,7 +400,7 @@ def _parameters(urls: str | Sequence[str], *, heartbeat: int, name: str,
         try:
             p = pika.URLParameters(url)
         except Exception as exc:
-            raise ConfigError(f"broker URL {url!r} is malformed: {exc}") from exc
+            raise ConfigError(f"broker URL {redacted(url)!r} is malformed: {exc}") from exc
         p.heartbeat = heartbeat
         p.connection_attempts = 1
         p.socket_timeout = p.stack_timeout = 5.0
@@ -432,6 +433,16 @@ def _check_url_tls(options: pika.SSLOptions, url: str) -> None:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
 
 
+#: ``scheme://user:password@``: what ``redacted`` hides the password of.
+_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@")
+
+
+def redacted(url: str) -> str:
+    """A broker URL with its password as ``***``, for messages and logs: a malformed URL's
+    error showed it whole."""
+    return _CREDENTIALS.sub(r"\1:***@", url, count=1)
+
+
 def _check_url(url: object) -> None:
     """A broker URL is ``amqp[s]://[user:password@]host[:port][/vhost]``; pika alone would
     accept ``http://...`` and fail on ``not a url`` with an IndexError."""
@@ -444,11 +455,11 @@ def _check_url(url: object) -> None:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (read for the ValueError a bad port raises)
     except ValueError as exc:
-        raise ConfigError(f"broker URL {url!r} is malformed ({exc}); write it like {example}") from None
+        raise ConfigError(f"broker URL {redacted(url)!r} is malformed ({exc}); write it like {example}") from None
     if parts.scheme not in ("amqp", "amqps"):
-        raise ConfigError(f"broker URL {url!r} must start with amqp:// or amqps://, like {example}")
+        raise ConfigError(f"broker URL {redacted(url)!r} must start with amqp:// or amqps://, like {example}")
     if not parts.hostname:
-        raise ConfigError(f"broker URL {url!r} names no host; write it like {example}")
+        raise ConfigError(f"broker URL {redacted(url)!r} names no host; write it like {example}")
 
 
 def _check_name(name: object, what: str, *, empty_ok: bool = False) -> None:
