@@ -99,6 +99,20 @@ def silent(node: Node) -> None:
     node.answer_replays = lambda asker, entries: None  # type: ignore[method-assign]
 
 
+def _holding_with_a_silent_sibling(trust: Trust, *, sibling_timeout: float,
+                                   ) -> tuple[Node, Node]:
+    """r-01 and r-02 of role counter, r-02 silent: eight adds sent to the role, and r-01
+    holding at least one of them (it waits for r-02's answer)."""
+    first = start_node(trust, "r-01", "counter", sibling_timeout=sibling_timeout)
+    second = start_node(trust, "r-02", "counter", sibling_timeout=sibling_timeout)
+    seeing_each_other([first, second])
+    silent(second)
+    publish_adds(trust, role_key(trust), [f"held-{n}" for n in range(8)])
+    wait_for(lambda: first.replay_check.holding() >= 1, 10,
+             what="r-01 to hold a role message", show=lambda: first.replay_check.counts)
+    return first, second
+
+
 @pytest.mark.amqp
 @pytest.mark.parametrize("roles", [["other"], ["other", "counter"]],
                          ids=["to-another-role", "and-back"])
@@ -109,13 +123,7 @@ def test_a_message_held_when_its_node_changes_role_is_applied_once_by_its_own_ro
     r-02 applies them. Decided later, they were handed to the new role's cells as well:
     applied twice, once by a role they were never meant for; or, if r-01 came back to the
     role meanwhile, by the role's new cells on r-01."""
-    first = start_node(trust, "r-01", "counter", sibling_timeout=0.5)
-    second = start_node(trust, "r-02", "counter", sibling_timeout=0.5)
-    seeing_each_other([first, second])
-    silent(second)
-    publish_adds(trust, role_key(trust), [f"held-{n}" for n in range(8)])
-    wait_for(lambda: first.replay_check.holding() >= 1, 10,
-             what="r-01 to hold a role message", show=lambda: first.replay_check.counts)
+    first, second = _holding_with_a_silent_sibling(trust, sibling_timeout=0.5)
     for role in roles:
         assert first.differentiate(role)
     wait_for(lambda: cell_total(second, "r-02") == 8, 20, what="r-02 to apply all 8 adds",
@@ -131,13 +139,7 @@ def test_messages_held_when_their_node_stops_go_back_to_the_role_and_are_applied
         trust) -> None:
     """r-01 stops while it holds role messages its silent sibling never answered about: they
     are neither applied nor acknowledged there, and the broker gives them to r-02."""
-    first = start_node(trust, "r-01", "counter", sibling_timeout=2.0)
-    second = start_node(trust, "r-02", "counter", sibling_timeout=2.0)
-    seeing_each_other([first, second])
-    silent(second)
-    publish_adds(trust, role_key(trust), [f"held-{n}" for n in range(8)])
-    wait_for(lambda: first.replay_check.holding() >= 1, 10,
-             what="r-01 to hold a role message", show=lambda: first.replay_check.counts)
+    first, second = _holding_with_a_silent_sibling(trust, sibling_timeout=2.0)
     cell = first.cells()["r-01"]
     first.stop()
     assert cell.total == 0  # held, never applied
@@ -283,7 +285,13 @@ def test_a_replay_after_the_instance_that_applied_it_stopped_is_refused(trust) -
              what="the add applied on one instance")
     applied = next(node for node in nodes if cell_total(node, node.name) == 1)
     other = next(node for node in nodes if node is not applied)
+    heard = other.replay_gossip.heard_entries
     applied.stop()
+    # The news and the replay reach the other instance by two queues: the news first, as it
+    # would be any time after the stop but the first instant (else it is the gossip window).
+    wait_for(lambda: other.replay_gossip.heard_entries > heard, 10,
+             what=f"{applied.name}'s last news, told as it stopped, to reach {other.name}",
+             show=lambda: (other.replay_gossip.heard_entries, other.replay_gossip.strangers))
     trust.publish_raw("role.counter", signed.body, properties)
     wait_for(lambda: cell_total(other, other.name) + other.counters.refused.get("replayed", 0)
              >= 1, 20, what=f"{other.name} to apply or refuse the replay",

@@ -36,6 +36,17 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
                                                      "CELLFRAME_KEYS": "", **(env or {})})
 
 
+def _node_process(name: str, amqp_names: Any, out: Any, *trust: str) -> subprocess.Popen[bytes]:
+    """``cellframe node NAME --example`` on the test's broker names, with ``trust`` (its key
+    options), writing to ``out``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cellframe", "-v", "node", name, "--amqp", amqp_names.url,
+         "--example", *trust, "--exchange", amqp_names.exchange,
+         "--queue-prefix", amqp_names.queue_prefix],
+        stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, "CELLFRAME_SECRET": "", "PYTHONPATH": str(REPO)})
+
+
 def test_a_node_without_keys_refuses_to_start_and_says_how_to_give_them() -> None:
     result = invoke("node", "n1", "--example", "--amqp", "amqp://nowhere.invalid/")
     assert result.exit_code == 2
@@ -140,12 +151,7 @@ def test_a_node_process_reloads_its_key_files_on_sighup(amqp_names, tmp_path) ->
     keys_file = tmp_path / "cluster.keys"
     keys_file.write_text(dump_keys([node_key, old]))
     out = (tmp_path / "node.out").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cellframe", "-v", "node", "hup-01", "--amqp", amqp_names.url,
-         "--example", "--keys", str(keys_file), "--exchange", amqp_names.exchange,
-         "--queue-prefix", amqp_names.queue_prefix],
-        stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-        env={**os.environ, "CELLFRAME_SECRET": "", "PYTHONPATH": str(REPO)})
+    proc = _node_process("hup-01", amqp_names, out, "--keys", str(keys_file))
     clients: list[Client] = []
 
     def client(key: Any) -> Client:
@@ -373,12 +379,7 @@ def test_a_node_without_key_files_survives_sighup_and_says_there_is_nothing_to_r
     secret = tmp_path / "cluster.secret"
     secret.write_text("s" * 32)
     out = (tmp_path / "node.out").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cellframe", "-v", "node", "hup-02", "--amqp", amqp_names.url,
-         "--example", "--secret-file", str(secret), "--exchange", amqp_names.exchange,
-         "--queue-prefix", amqp_names.queue_prefix],
-        stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-        env={**os.environ, "CELLFRAME_SECRET": "", "PYTHONPATH": str(REPO)})
+    proc = _node_process("hup-02", amqp_names, out, "--secret-file", str(secret))
 
     def log() -> str:
         return (tmp_path / "node.out").read_text(errors="replace")
