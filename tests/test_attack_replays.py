@@ -14,6 +14,7 @@ from cellframe import Node
 from cellframe.cell.fence import PauseFence
 from cellframe.language.printer import write
 from cellframe.language.symbols import Keyword, Symbol
+from cellframe.node.replays import replay_entry
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import wait_for
 from cellframe.testing.amqp import raw_channel
@@ -21,6 +22,7 @@ from cellframe.transports._amqp_wire import to_amqp
 from cellframe.transports.memory import MemoryBroker
 from cellframe.wire.envelope import Envelope, envelope_for
 from cellframe.wire.keys import Key, dump_keys, new_key
+from cellframe.wire.routing import each_key
 from cellframe.wire.signing import Signer
 from tests.amqp_support import close_connections
 from tests.node_support import cell_total, registry
@@ -297,6 +299,29 @@ def test_a_replay_after_the_instance_that_applied_it_stopped_is_refused(trust) -
              >= 1, 20, what=f"{other.name} to apply or refuse the replay",
              show=lambda: (other.replay_check.counts, dict(other.counters.refused)))
     assert cell_total(other, other.name) == 0
+
+
+@pytest.mark.amqp
+def test_news_from_a_silent_sibling_decides_the_copies_it_names_as_replays_at_once(trust) -> None:
+    """r-01 holds role messages its sibling r-02 does not answer about (stopping, or slow).
+    r-02's news then names them as admitted there: that is its answer, and they are refused
+    as replays at once. Before, they waited for the give-up (8 s here) and were applied
+    here as well: the news had only reached the replay cache, which a held copy had passed."""
+    first, second = _holding_with_a_silent_sibling(trust, sibling_timeout=2.0)
+    wait_for(lambda: cell_total(second, "r-02") + first.replay_check.holding() == 8, 10,
+             what="r-02 to apply its adds and r-01 to hold the others",
+             show=lambda: (cell_total(second, "r-02"), first.replay_check.counts))
+    held = [replay_entry(i) for i in list(first.replay_check._held)]
+    assert held
+    expires = time.time() + 60
+    second._send_quietly(each_key("counter"), [
+        Symbol("replays-seen"), Keyword("by"), "r-02",
+        Keyword("entries"), [Symbol("quote"), [[*entry, expires] for entry in held]]])
+    wait_for(lambda: first.counters.refused.get("replayed", 0) == len(held), 5,
+             what=f"r-01 to refuse the {len(held)} copies r-02's news named, before the give-up",
+             show=lambda: (dict(first.counters.refused), first.replay_check.counts))
+    assert cell_total(first, "r-01") == 0
+    assert first.replay_check.counts["gave_up"] == 0
 
 
 @pytest.mark.amqp

@@ -134,6 +134,14 @@ class AnsweringSiblings(NodeParts):
             self.replay_check.heard(sibling, replay_id((key, message, route, "role")), answer)
         self.questions.answered(sibling)
 
+    def heard_replay_news(self, sibling: str, entries: list[tuple[str, str, str, str]]) -> None:
+        """``sibling``'s news names what its gate admitted: for a copy held here that it was
+        asked about, that is its answer ``applied``. Its answer may never come (it stopped
+        after sending its last news, and was held for the give-up, then applied here too)."""
+        for entry in entries:
+            if entry[3] == "role":
+                self.replay_check.heard(sibling, replay_id(entry), APPLIED)
+
     def _send_quietly(self, target: str, expr: list[Any]) -> None:
         try:
             self.send(target, expr, on_return=lambda *_: None)

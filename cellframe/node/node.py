@@ -253,6 +253,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.replay_gossip = ReplayGossip(
             self.name, self.gate.replays, self._send_quietly,
             tellers=self.replay_tellers, budget=message_budgets(max_message_bytes)[1],
+            on_heard=self.heard_replay_news,
             **({} if signer is None else {"max_life": signer.max_age + signer.max_skew}))
         self._notices = (0, 0)
         self.diagnostic = diagnostic

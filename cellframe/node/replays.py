@@ -28,11 +28,11 @@ and a copy of it replayed to the same role may reach another. Two things close t
   instances (``each.<role>``, its own node queue included, which it ignores) the signed role
   messages it admitted since: ``(replays-seen :by NODE :entries '((KEY ID ROUTING-KEY WHERE
   EXPIRES) ...))``, and each puts them in its own cache (news from a node its membership
-  has not seen play the role is dropped; each entry is kept a message's
-  life at most). So a replay that comes after an instance left or died is refused too, with
-  nobody to ask. With ``"gossip"`` alone (no
-  asking), a replay that reaches another instance within about that interval of the first
-  copy is admitted there.
+  has not seen play the role is dropped; each entry is kept a message's life at most; news
+  naming a copy held here answers it ``applied``). So a replay that comes after an instance
+  left or died is refused too, with nobody to ask. With ``"gossip"`` alone (no asking), a
+  replay that reaches another instance within about that interval of the first copy is
+  admitted there.
 
 What gossip costs: one message a node every 50 ms while signed role messages come in
 (entries of about 100 bytes, cut to fit a message), nothing otherwise, and one cache insert
@@ -199,8 +199,13 @@ class ReplayGossip:
                  interval: float = GOSSIP_INTERVAL,
                  max_life: float = DEFAULT_MAX_AGE + DEFAULT_MAX_SKEW,
                  tellers: Callable[[], list[str] | None] = lambda: None,
-                 budget: int = _BUDGET) -> None:
+                 budget: int = _BUDGET,
+                 on_heard: Callable[[str, list[Entry]], None] = lambda by, entries: None,
+                 ) -> None:
         self.name = name
+        #: Told ``(by, entries)`` of the news taken: a copy held here that ``by`` names was
+        #: admitted there (``Node``: as its answer ``applied``).
+        self.on_heard = on_heard
         #: Bytes of entries in one message of news.
         self.budget = budget
         #: The nodes whose news is taken: those membership has seen play the role, live or
@@ -251,14 +256,17 @@ class ReplayGossip:
                    and all(isinstance(part, str) and len(part) <= 1100 for part in item[:4])
                    and type(item[4]) in (int, float) for item in entries):
             raise ValueError("an entry is (KEY-ID MESSAGE-ID ROUTING-KEY WHERE EXPIRES)")
-        taken, last = 0, now + self.max_life
+        taken: list[Entry] = []
+        last = now + self.max_life
         for item in entries:
             if item[4] >= now:  # min before float: a 400-digit int overflows a float
-                self.cache.seen((item[0], item[1], item[2], item[3]), float(min(item[4], last)),
-                                now)
-                taken += 1
-        self.heard_entries += taken
-        return taken
+                entry = (item[0], item[1], item[2], item[3])
+                self.cache.seen(entry, float(min(item[4], last)), now)
+                taken.append(entry)
+        self.heard_entries += len(taken)
+        if taken:
+            self.on_heard(by, taken)
+        return len(taken)
 
     def close(self) -> None:
         """Stop, telling first what was admitted since the last news: a stopping node is
