@@ -196,6 +196,12 @@ def test_url_ssl_options_that_leave_the_broker_unchecked_are_refused(certs, ssl_
         AmqpTransport(url, **SETTINGS)
 
 
+def test_url_ssl_options_beside_tls_options_are_refused(certs) -> None:
+    url = f"amqps://guest:guest@127.0.0.1:5671/%2F?ssl_options={{'ca_certs': '{certs.ca}'}}"
+    with pytest.raises(ConfigError, match="give them one way, not both"):
+        AmqpTransport(url, tls=TlsOptions(ca=certs.ca), **SETTINGS)
+
+
 def test_url_ssl_options_on_a_plain_url_are_refused(certs) -> None:
     url = f"amqp://guest:guest@127.0.0.1:5672/%2F?ssl_options={{'ca_certs': '{certs.ca}'}}"
     with pytest.raises(ConfigError, match="not an amqps:// URL"):

@@ -407,7 +407,12 @@ def _parameters(urls: str | Sequence[str], *, heartbeat: int, name: str,
         p.blocked_connection_timeout = 60.0
         p.client_properties = {"connection_name": name}
         secure = url.lower().startswith("amqps://")
-        if secure and tls is None and p.ssl_options is not None and "ssl_options=" in url:
+        in_url = p.ssl_options is not None and "ssl_options=" in url
+        if secure and in_url and tls is not None:
+            # which one won was a silent choice: the TlsOptions, and the URL's were dropped
+            raise ConfigError(f"{url.split('@')[-1]!r} carries ssl_options and TLS options "
+                              "(--tls-*) were given too: give them one way, not both")
+        if secure and in_url:
             _check_url_tls(p.ssl_options, url)  # pika's own ssl_options URL argument holds
         elif secure:
             context = (tls or TlsOptions()).context()

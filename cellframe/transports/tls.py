@@ -9,7 +9,8 @@ verified, against ``ca`` (else the system's trusted CAs), and must name the host
 with TLS options is refused, so a typo cannot silently downgrade to plain TCP. Without
 ``TlsOptions``, an ``amqps://`` URL may carry pika's own ``ssl_options`` argument (a dict of
 ``ca_certs``, ``certfile``, ``keyfile``, ``server_hostname``), which is then used as it is: raw
-pika and cellframe then read the same URL (the TLS bench does).
+pika and cellframe then read the same URL (the TLS bench does). Both at once are refused:
+which one applies is not a silent choice.
 
 Both of the transport's fast paths work over TLS: a publish is still marshalled into one
 buffer and handed to pika's TLS transport; only the joining of buffers into one ``send()``
