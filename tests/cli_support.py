@@ -17,7 +17,7 @@ from cellframe.roles.registry import RoleRegistry
 from cellframe.wire.signing import Signer
 from tests.node_support import Tally
 
-__all__ = ["ZONE", "invoke", "running_signed_nodes", "signed_nodes"]
+__all__ = ["ZONE", "invoke", "running_signed_nodes", "signed_nodes", "write_private"]
 
 ZONE = Path(__file__).resolve().parent.parent / "examples" / "cluster.zone"
 
@@ -27,13 +27,23 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
+def write_private(path: Path, content: str | bytes) -> None:
+    """Write a key or secret file readable by its owner alone, as ``cellframe keys new``
+    does (one others may read draws a warning on stderr)."""
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_bytes(content)
+    path.chmod(0o600)
+
+
 @contextmanager
 def running_signed_nodes(amqp_names: Any, tmp_path: Path,
                          names: tuple[str, str]) -> Iterator[dict[str, Any]]:
     """Two signed in-process nodes (the first plays ``tally``), and the CLI options that
     reach them."""
     secret_file = tmp_path / "secret"
-    secret_file.write_bytes(b"a cluster secret for the cli tests")
+    write_private(secret_file, b"a cluster secret for the cli tests")
     signer = Signer(secret_file.read_bytes(), exchange=amqp_names.exchange)
     started = []
     try:

@@ -99,6 +99,7 @@ class ProcessCluster:
         self.secret = secrets.token_hex(16).encode()
         self.secret_file = self.workdir / "cluster.secret"
         self.secret_file.write_bytes(self.secret)
+        self.secret_file.chmod(0o600)  # else each node warns that others may read it
         self.tally_dir = self.workdir / "tallies"
         self.tally_dir.mkdir(exist_ok=True)
         self.signer = Signer(self.secret, exchange=self.names.exchange)

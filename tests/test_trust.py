@@ -23,7 +23,7 @@ from cellframe.wire.envelope import Envelope
 from cellframe.wire.keys import Capability, Key, KeyFiles, Keyring, dump_keys, load_keys, new_key
 from cellframe.wire.replay import ReplayCache
 from cellframe.wire.routing import speaker_of
-from cellframe.wire.signing import SIGNATURE_HEADER, Signer, canonical_bytes
+from cellframe.wire.signing import SIGNATURE_HEADER, Signer, canonical_bytes, load_secret
 
 SECURITY_DOCS = Path(__file__).resolve().parents[1] / "docs" / "security.md"
 
@@ -200,6 +200,33 @@ def test_a_key_file_nested_too_deep_or_too_large_is_a_config_error_not_a_crash(t
         load_keys(big)
     with pytest.raises(ConfigError, match="larger than"):
         load_keys("/dev/zero")
+
+
+def test_a_secret_file_too_large_is_a_config_error_not_a_crash(tmp_path) -> None:
+    # The cluster secret was read whole: /dev/zero until memory ran out.
+    with pytest.raises(ConfigError, match="larger than"):
+        load_secret(file="/dev/zero")
+
+
+def test_a_key_or_secret_file_others_may_read_is_warned_of_once(tmp_path, caplog) -> None:
+    path = tmp_path / "ops.keys"
+    path.write_text(dump_keys([new_key("ops")]))
+    secret = tmp_path / "cluster.secret"
+    secret.write_text("s" * 40)
+    for private in (path, secret):
+        private.chmod(0o600)
+    load_keys(path)
+    load_secret(file=secret)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    for private in (path, secret):
+        private.chmod(0o644)
+    for _ in range(2):  # a node rereads its key files: one warning a file, not one a read
+        load_keys(path)
+        load_secret(file=secret)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 2, warned
+    assert all("mode 644" in w and "chmod 600" in w for w in warned), warned
+    assert str(path) in warned[0] and str(secret) in warned[1], warned
 
 
 @pytest.mark.parametrize("entry, message", [

@@ -26,6 +26,7 @@ from cellframe.node.node import Node
 from cellframe.testing import wait_for
 from cellframe.wire.keys import KeyFiles, dump_keys, load_keys, new_key
 from cellframe.wire.signing import Signer
+from tests.cli_support import write_private
 from tests.node_support import registry, replies_matching
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def test_a_node_without_zone_or_dns_refuses_to_start(tmp_path) -> None:
 
 def test_insecure_with_keys_is_a_contradiction(tmp_path) -> None:
     key_file = tmp_path / "n.keys"
-    key_file.write_text(dump_keys([new_key("nodes", kind="node")]))
+    write_private(key_file, dump_keys([new_key("nodes", kind="node")]))
     result = invoke("node", "n1", "--example", "--insecure", "--keys", str(key_file))
     assert result.exit_code == 2 and "--insecure contradicts" in result.stderr
 
@@ -96,10 +97,10 @@ def test_a_node_given_key_files_signs_with_the_key_bound_to_it(tmp_path) -> None
     keys = [new_key("nodes", kind="node"), new_key("db-01", kind="node", node="db-01"),
             new_key("web-01", kind="node", node="web-01")]
     path = tmp_path / "cluster.keys"
-    path.write_text(dump_keys(keys))
+    write_private(path, dump_keys(keys))
     assert make_signer(None, key_files=[str(path)], node="web-01").key.id == "web-01"
     assert make_signer(None, key_files=[str(path)], node="mail-01").key.id == "nodes"
-    path.write_text(dump_keys(keys[1:]))
+    write_private(path, dump_keys(keys[1:]))
     with pytest.raises(CliError, match="no node key in the key files may sign for node mail-01"):
         make_signer(None, key_files=[str(path)], node="mail-01")
 
@@ -108,7 +109,7 @@ def test_keys_list_shows_ids_and_capabilities_never_secrets(tmp_path) -> None:
     keys = [new_key("ops-1", ["role:web set-weight"]), new_key("nodes-1", kind="node"),
             new_key("web-01", kind="node", node="web-01")]
     path = tmp_path / "cluster.keys"
-    path.write_text(dump_keys(keys))
+    write_private(path, dump_keys(keys))
     result = invoke("keys", "list", str(path))
     assert result.exit_code == 0
     assert "ops-1\toperator\trole:web set-weight" in result.stdout
@@ -121,7 +122,7 @@ def test_keys_list_shows_ids_and_capabilities_never_secrets(tmp_path) -> None:
 def test_send_with_a_wrong_key_exits_non_zero_with_one_clear_line(amqp_names, tmp_path) -> None:
     node_key, ops, stranger = new_key("nodes", kind="node"), new_key("ops"), new_key("ops")
     keys_file = tmp_path / "cluster.keys"
-    keys_file.write_text(dump_keys([node_key, ops]))
+    write_private(keys_file, dump_keys([node_key, ops]))
     signer = Signer(node_key, keyring=KeyFiles([keys_file]), exchange=amqp_names.exchange)
     node = Node("k-01", transport=amqp_names.connect(), signer=signer, role="tally",
                 registry=registry(), queue_prefix=amqp_names.queue_prefix, watch_config=False)
@@ -130,8 +131,8 @@ def test_send_with_a_wrong_key_exits_non_zero_with_one_clear_line(amqp_names, tm
         options = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange,
                    "--queue-prefix", amqp_names.queue_prefix, "--wait", "10"]
         good, bad = tmp_path / "ops.key", tmp_path / "stranger.key"
-        good.write_text(dump_keys([ops]))
-        bad.write_text(dump_keys([stranger]))
+        write_private(good, dump_keys([ops]))
+        write_private(bad, dump_keys([stranger]))
         result = invoke("send", "node:k-01", "(ping)", "--key", str(good), *options[:-2],
                         "--wait", "1")
         assert result.exit_code == 0, result.stderr
@@ -149,7 +150,7 @@ def test_send_with_a_wrong_key_exits_non_zero_with_one_clear_line(amqp_names, tm
 def test_a_node_process_reloads_its_key_files_on_sighup(amqp_names, tmp_path) -> None:
     node_key, old, new = new_key("nodes", kind="node"), new_key("ops-old"), new_key("ops-new")
     keys_file = tmp_path / "cluster.keys"
-    keys_file.write_text(dump_keys([node_key, old]))
+    write_private(keys_file, dump_keys([node_key, old]))
     out = (tmp_path / "node.out").open("wb")
     proc = _node_process("hup-01", amqp_names, out, "--keys", str(keys_file))
     clients: list[Client] = []
@@ -169,12 +170,12 @@ def test_a_node_process_reloads_its_key_files_on_sighup(amqp_names, tmp_path) ->
         with_old.send("node.hup-01", "(ping)")
         replies_matching(with_old, "pong", 1)
         # Rotation: the new key beside the old one, then the old one revoked.
-        keys_file.write_text(dump_keys([node_key, old, new]))
+        write_private(keys_file, dump_keys([node_key, old, new]))
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "keys reloaded (SIGHUP)" in log(), 30, what="the reload", show=log)
         with_new.send("node.hup-01", "(ping)")
         replies_matching(with_new, "pong", 1)
-        keys_file.write_text(dump_keys([node_key, new]))
+        write_private(keys_file, dump_keys([node_key, new]))
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: log().count("keys reloaded (SIGHUP)") == 2, 30, what="the second reload",
                  show=log)
@@ -217,7 +218,7 @@ def test_a_node_says_once_why_a_changed_key_file_was_not_reloaded(monkeypatch, t
     caplog.set_level(logging.INFO, logger="cellframe.node.process")
     path = tmp_path / "cluster.keys"
     node_key, ops = new_key("nodes", kind="node"), new_key("ops")
-    path.write_text(dump_keys([node_key, ops]))
+    write_private(path, dump_keys([node_key, ops]))
     key_files = KeyFiles([path], settle=0)
     stop = threading.Event()
     serving = threading.Thread(target=process._serve,
@@ -228,10 +229,10 @@ def test_a_node_says_once_why_a_changed_key_file_was_not_reloaded(monkeypatch, t
         return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
     try:
-        path.write_text(dump_keys([node_key]) + "[[key]]\nid = 'x'\nsecret = 'zz'\n")
+        write_private(path, dump_keys([node_key]) + "[[key]]\nid = 'x'\nsecret = 'zz'\n")
         wait_for(lambda: lines("NOT reloaded"), 5, what="the error line")
         process._reload(key_files, "SIGHUP")
-        path.write_text(dump_keys([node_key]))
+        write_private(path, dump_keys([node_key]))
         wait_for(lambda: lines("changed, reloaded"), 5, what="the reload of the mended file")
     finally:
         stop.set()
@@ -255,7 +256,7 @@ def test_a_garbage_key_file_is_one_line_and_a_non_zero_exit_for_every_command(
         tmp_path, command, content) -> None:
     path = tmp_path / "garbage.key"
     if content is not None:  # None: no such file
-        path.write_bytes(content)
+        write_private(path, content)
     result = invoke(*(arg.format(file=path) for arg in command))
     assert result.exit_code != 0 and "Traceback" not in result.output
     [line] = result.stderr.strip().splitlines()
@@ -273,7 +274,7 @@ def test_repl_without_amqp_refuses_the_options_of_a_remote_cluster_rather_than_i
     # Without --amqp the REPL starts a local cluster with a key of its own: `repl --key
     # ops.key` (the --amqp forgotten) talked to that toy cluster, the key unread.
     path = tmp_path / "ops.key"
-    path.write_text(dump_keys([new_key("ops")]))
+    write_private(path, dump_keys([new_key("ops")]))
     result = invoke("repl", *(o.format(file=path) for o in options))
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
@@ -288,8 +289,8 @@ def test_a_node_refuses_to_start_signing_with_a_key_its_key_files_do_not_hold(
     cluster = [new_key("ops")]
     if own_in_files == "another secret":
         cluster.append(new_key("web-01", kind="node", node="web-01"))
-    (tmp_path / "own.key").write_text(dump_keys([own]))
-    (tmp_path / "cluster.keys").write_text(dump_keys(cluster))
+    write_private(tmp_path / "own.key", dump_keys([own]))
+    write_private(tmp_path / "cluster.keys", dump_keys(cluster))
     result = invoke("node", "web-01", "--example", "--key", str(tmp_path / "own.key"),
                     "--keys", str(tmp_path / "cluster.keys"), "--amqp", "amqp://nowhere.invalid/")
     assert result.exit_code == 2
@@ -310,14 +311,14 @@ def test_a_node_warns_when_its_key_files_no_longer_hold_the_key_it_signs_with(
     caplog.set_level(logging.INFO, logger="cellframe.node.process")
     path = tmp_path / "cluster.keys"
     own, other = new_key("k-01", kind="node", node="k-01"), new_key("k-02", kind="node")
-    path.write_text(dump_keys([own, other]))
+    write_private(path, dump_keys([own, other]))
     key_files = KeyFiles([path], settle=0)
     stop = threading.Event()
     serving = threading.Thread(target=process._serve,
                                args=("k-01", Signer(own, keyring=key_files), stop))
     serving.start()
     try:
-        path.write_text(dump_keys([other]))
+        write_private(path, dump_keys([other]))
         wait_for(lambda: any("no longer hold" in r.getMessage() for r in caplog.records), 5,
                  what="the warning")
     finally:
@@ -330,8 +331,8 @@ def test_a_node_warns_when_its_key_files_no_longer_hold_the_key_it_signs_with(
 
 def test_keys_list_refuses_files_that_give_one_id_two_keys_as_a_node_would(tmp_path) -> None:
     first, second = tmp_path / "a.keys", tmp_path / "b.keys"
-    first.write_text(dump_keys([new_key("ops")]))
-    second.write_text(dump_keys([new_key("ops")]))
+    write_private(first, dump_keys([new_key("ops")]))
+    write_private(second, dump_keys([new_key("ops")]))
     result = invoke("keys", "list", str(first), str(second))
     assert result.exit_code != 0
     [line] = result.stderr.strip().splitlines()
@@ -346,8 +347,8 @@ def test_a_key_without_the_capability_is_told_at_once_by_send_and_status(amqp_na
     # that the key may not send (status).
     node_key, ops = new_key("nodes", kind="node"), new_key("ops", ["node:other-* status"])
     keys_file, ops_file = tmp_path / "cluster.keys", tmp_path / "ops.key"
-    keys_file.write_text(dump_keys([node_key, ops]))
-    ops_file.write_text(dump_keys([ops]))
+    write_private(keys_file, dump_keys([node_key, ops]))
+    write_private(ops_file, dump_keys([ops]))
     signer = Signer(node_key, keyring=KeyFiles([keys_file]), exchange=amqp_names.exchange)
     node = Node("k-01", transport=amqp_names.connect(), signer=signer, role="tally",
                 registry=registry(), queue_prefix=amqp_names.queue_prefix, watch_config=False)
@@ -377,7 +378,7 @@ def test_a_node_without_key_files_survives_sighup_and_says_there_is_nothing_to_r
     # --insecure took the default action and died at once (no leave, no clean stop), so a
     # `kill -HUP` sent to every node after a key rotation stopped some of them.
     secret = tmp_path / "cluster.secret"
-    secret.write_text("s" * 32)
+    write_private(secret, "s" * 32)
     out = (tmp_path / "node.out").open("wb")
     proc = _node_process("hup-02", amqp_names, out, "--secret-file", str(secret))
 
@@ -404,8 +405,8 @@ def test_two_keys_to_sign_with_are_refused_rather_than_one_silently_chosen(
     # --key won over --secret-file without a word, even when it came from $CELLFRAME_KEY and
     # the --secret-file was typed on the command line.
     key_file, secret = tmp_path / "ops.key", tmp_path / "cluster.secret"
-    key_file.write_text(dump_keys([new_key("ops", kind="node")]))
-    secret.write_text("s" * 32)
+    write_private(key_file, dump_keys([new_key("ops", kind="node")]))
+    write_private(secret, "s" * 32)
     key_args, env = (([], {"CELLFRAME_KEY": str(key_file)}) if key_from_environment
                      else (["--key", str(key_file)], {}))
     result = invoke(*command, *key_args, "--secret-file", str(secret), "--amqp",

@@ -37,9 +37,11 @@ it without a lock. Two keys valid at once is how a key is rotated (docs/operatio
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 import tomllib
@@ -50,6 +52,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .routing import validate_name
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ALL_CAPABILITIES",
@@ -244,13 +248,15 @@ def load_keys(path: str | os.PathLike[str]) -> list[Key]:
     in which file."""
     where = os.fspath(path)
     try:
-        keys = _keys_in(_read_key_file(path, where), where)
+        data, opened = _read_key_file(path, where)
+        keys = _keys_in(data, where)
         # As a Keyring does: `send --key FILE` signed with the first of two, `keys list`
         # showed both, and only a node (which builds a Keyring) refused the file.
         Keyring(keys)
     except ConfigError as exc:
         prefix = f"key file {where!r}"
         raise (exc if str(exc).startswith(prefix) else ConfigError(f"{prefix}: {exc}")) from exc
+    warn_if_others_may_read(opened, f"key file {where!r}")  # once it is known to hold keys
     return keys
 
 
@@ -268,9 +274,12 @@ def load_key_files(paths: Iterable[str | os.PathLike[str]]) -> Keyring:
     return Keyring(key for key, _ in found.values())
 
 
-def _read_key_file(path: str | os.PathLike[str], where: str) -> dict[str, object]:
+def _read_key_file(path: str | os.PathLike[str], where: str,
+                   ) -> tuple[dict[str, object], os.stat_result]:
+    """The TOML of a key file, and what ``fstat`` said of the file read."""
     try:
         with open(path, "rb") as file:  # a pipe too: `--key <(pass show ops.key)`
+            opened = os.fstat(file.fileno())
             raw = file.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"key file {where!r} cannot be read: {exc.strerror or exc}") from exc
@@ -278,12 +287,33 @@ def _read_key_file(path: str | os.PathLike[str], where: str) -> dict[str, object
         raise ConfigError(f"key file {where!r} is larger than {MAX_KEY_FILE_BYTES} bytes: "
                           "not a key file?")
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8")), opened
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"key file {where!r} is not valid TOML: {exc}") from exc
     except RecursionError as exc:  # tomllib recurses once per nested array or table
         raise ConfigError(f"key file {where!r} is not a key file: its values are nested "
                           "too deeply") from exc
+
+
+#: (where, device, inode, mode) already warned of: a node rereads its key files on SIGHUP.
+_warned: set[tuple[str, int, int, int]] = set()
+
+
+def warn_if_others_may_read(st: os.stat_result, where: str) -> None:
+    """Log a warning, once per file and mode, if a regular file of secrets (``st``: what
+    ``os.fstat`` said of it as it was read) may be read or written by its group or by others
+    (ssh refuses such a private key): anyone who can read it can sign as its keys. A
+    warning, not a refusal: a file written under the default umask still works, and
+    ``cellframe keys new`` writes mode 600."""
+    exposed = stat.S_IMODE(st.st_mode) & 0o077
+    if not exposed or not stat.S_ISREG(st.st_mode):
+        return
+    seen = (where, st.st_dev, st.st_ino, st.st_mode)
+    if seen not in _warned:
+        _warned.add(seen)
+        log.warning("%s may be read or written by its group or by others (mode %03o): anyone "
+                    "who can read it can sign with its keys; chmod 600 it",
+                    where, stat.S_IMODE(st.st_mode))
 
 
 def _keys_in(data: dict[str, object], where: str) -> list[Key]:

@@ -41,12 +41,11 @@ import math
 import os
 import struct
 import time
-from pathlib import Path
 from typing import Protocol
 
 from ..errors import ConfigError, InputTooLargeError, RefusedError
 from .envelope import Envelope
-from .keys import MIN_SECRET_BYTES, Key, Keyring
+from .keys import MAX_KEY_FILE_BYTES, MIN_SECRET_BYTES, Key, Keyring, warn_if_others_may_read
 
 __all__ = [
     "DEFAULT_EXCHANGE",
@@ -297,11 +296,19 @@ def load_secret(env: str = "CELLFRAME_SECRET", file: str | os.PathLike[str] | No
     """
     if file is not None:
         try:
-            secret = Path(file).read_bytes().strip()
+            with open(file, "rb") as opened:
+                st = os.fstat(opened.fileno())
+                secret = opened.read(MAX_KEY_FILE_BYTES + 1)  # not all of /dev/zero
         except OSError as exc:
             raise ConfigError(f"cannot read the cluster secret from {os.fspath(file)!r}: "
                               f"{exc.strerror or exc}") from exc
+        if len(secret) > MAX_KEY_FILE_BYTES:
+            raise ConfigError(f"the secret file {os.fspath(file)!r} is larger than "
+                              f"{MAX_KEY_FILE_BYTES} bytes: not a secret file?")
+        secret = secret.strip()
         where = f"file {os.fspath(file)!r}"
+        if len(secret) >= MIN_SECRET_BYTES:
+            warn_if_others_may_read(st, f"secret file {os.fspath(file)!r}")
     else:
         value = os.environ.get(env)
         if value is None:
