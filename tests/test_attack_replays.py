@@ -236,10 +236,14 @@ def test_a_sibling_that_leaves_while_asked_is_no_longer_waited_for(trust) -> Non
              show=lambda: (cell_total(second, "r-02"), first.replay_check.counts))
     held = first.replay_check.holding()
     assert held > 0
+    applied_there = cell_total(second, "r-02")
     second.stop()
     wait_for(lambda: cell_total(first, "r-01") == held, 10,
              what="r-01 to apply what it held once r-02 left",
-             show=lambda: (cell_total(first, "r-01"), first.replay_check.counts))
+             show=lambda: {"held": held, "applied by r-02": applied_there,
+                           "applied by r-01": cell_total(first, "r-01"),
+                           "replay check": first.replay_check.counts,
+                           "redelivered": first.siblings.counts})
     assert first.replay_check.counts["gave_up"] == 0
     assert first.replay_check.waited["max"] < 6.0, first.replay_check.waited
 

@@ -144,8 +144,8 @@ def test_a_key_file_round_trips_without_losing_a_capability(tmp_path) -> None:
     ("[[key]]\nid = 'a'\nkind = 'node'\nnode = 'web.01'\nsecret = '" + "00" * 32 + "'\n",
      "node 'web.01'"),
     ("not toml [", "not valid TOML"),
-    ("[[key]]\nid = 'a'\nsecret = '" + "00" * 32 + "'\n[[key]]\nid = 'a'\nsecret = '" + "01" * 32 + "'\n",
-     "two different keys share the id 'a'"),
+    ("[[key]]\nid = 'a'\nallow = ['all *']\nsecret = '" + "00" * 32 + "'\n[[key]]\nid = 'a'\n"
+     "allow = ['all *']\nsecret = '" + "01" * 32 + "'\n", "two different keys share the id 'a'"),
     ("[[key]]\nid = 'a'\nkind = 'node'\nnod = 'web-01'\nsecret = '" + "00" * 32 + "'\n",
      "key 'a' has unknown field\\(s\\) 'nod'"),
     ("[[key]]\nid = 'a'\nalow = ['all *']\nAllow = []\nsecret = '" + "00" * 32 + "'\n",
@@ -234,6 +234,8 @@ def test_a_key_or_secret_file_others_may_read_is_warned_of_once(tmp_path, caplog
     ("id = 'a b'", "key id 'a b'"),
     ("id = 'a'\nkind = 'root'", "kind 'root'"),
     ("id = 'a'\nallow = [42]", "a capability is text"),
+    ("id = 'a'", "key 'a' allows nothing"),
+    ("id = 'a'\nkind = 'node'\nallow = []", "key 'a' allows nothing"),
 ])
 def test_every_error_of_a_key_file_names_the_file(tmp_path, entry, message) -> None:
     path = tmp_path / "third.keys"

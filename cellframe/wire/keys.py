@@ -337,8 +337,15 @@ def _key_from(entry: object, where: str) -> Key:
         allow = entry.get("allow", [])
         if not isinstance(allow, list):
             raise ConfigError(f"key file {where!r}: allow must be a list of capabilities")
-        return Key(entry["id"], secret, tuple(Capability.parse(a) for a in allow),
-                   entry.get("kind", "operator"), entry.get("node"))
+        key = Key(entry["id"], secret, tuple(Capability.parse(a) for a in allow),
+                  entry.get("kind", "operator"), entry.get("node"))
+        if not key.allow:
+            # Every message it signed was refused (not-allowed), a node's own heartbeats
+            # too, and nothing said so when the file was read.
+            raise ConfigError(f"key file {where!r}: key {key.id!r} allows nothing (no allow, "
+                              "or allow = []): give it capabilities, e.g. allow = ['all *']; "
+                              "to revoke a key, remove it")
+        return key
     except KeyError as exc:
         raise ConfigError(f"key file {where!r}: a key has no {exc.args[0]!r}") from exc
     except (TypeError, ValueError) as exc:
