@@ -12,7 +12,10 @@
 * ``store_blocking``: ``writers`` threads calling ``Store.insert`` (each waits until its
   record is durable before sending the next: group commit batches across threads);
 * ``handoff_ceiling``: ``writers`` blocking threads and one committer with no store code
-  at all (``_handoff_ceiling``): what thread wake-ups leave to blocking writers here;
+  at all (``_handoff_ceiling``): what thread wake-ups leave to blocking writers here, woken
+  as the store wakes them (one lock each waiter takes and hands on);
+* ``handoff_ceiling_each``: the same, each writer on its own lock, all released by the
+  committer: higher with no store code, slower in the store (docs/data.md says by how much);
 * ``store_pipelined``: ``writers`` threads each keeping up to ``window`` inserts in flight
   with ``insert_nowait``; a record counts once its durability callback has run.
 
@@ -118,17 +121,20 @@ def _sqlite(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float
     return sum(map(len, parts)) / _run_threads(work, len(parts))
 
 
-def _handoff_ceiling(directory: Path, writers: int, n: int) -> float:
+def _handoff_ceiling(directory: Path, writers: int, n: int, *, each: bool = False) -> float:
     """What ``writers`` blocking threads reach with no store at all: each hands a 180-byte
     record to one committer thread and waits on a raw lock, the committer writes all that is
     queued with one ``pwritev(RWF_DSYNC)`` into a preallocated file (what the store does,
     without its Python), after waiting up to 2 ms for the batch to be as large as the last.
-    The ceiling thread wake-ups and GIL hand-overs leave to blocking writers here."""
-    fd = os.open(directory / "ceiling", os.O_RDWR | os.O_CREAT, 0o644)
+    The ceiling thread wake-ups and GIL hand-overs leave to blocking writers here.
+
+    The writers of a batch wait on one lock that each takes and hands on, as the store's do;
+    ``each``: each writer waits on its own lock, and the committer releases them all."""
+    fd = os.open(directory / f"ceiling-{each}", os.O_RDWR | os.O_CREAT, 0o644)
     os.posix_fallocate(fd, 0, 256 * n + 4096)
     os.fsync(fd)
     cond = threading.Condition()
-    state: dict[str, Any] = {"open": [], "gate": _closed_gate(), "stop": False}
+    state: dict[str, Any] = {"open": [], "gate": _closed_gate(), "gates": [], "stop": False}
 
     def committer() -> None:
         offset, previous = 0, 0
@@ -141,22 +147,29 @@ def _handoff_ceiling(directory: Path, writers: int, n: int) -> float:
                 deadline = time.monotonic() + 0.002
                 while len(state["open"]) < previous and time.monotonic() < deadline:
                     cond.wait(0.0002)
-                items, gate = state["open"], state["gate"]
-                state["open"], state["gate"] = [], _closed_gate()
+                items, gate, gates = state["open"], state["gate"], state["gates"]
+                state["open"], state["gate"], state["gates"] = [], _closed_gate(), []
             previous = len(items)
             data = b"".join(items)
             os.pwritev(fd, [data], offset, getattr(os, "RWF_DSYNC", 0))
             offset += len(data)
-            gate.release()
+            for waiter in gates if each else (gate,):
+                waiter.release()
 
     def work(w: int) -> None:
+        own = _closed_gate()
         for _ in range(w, n, writers):
             with cond:
                 state["open"].append(_VALUE + _VALUE[:80])
                 gate = state["gate"]
+                if each:
+                    state["gates"].append(own)
                 cond.notify()
-            gate.acquire()
-            gate.release()
+            if each:
+                own.acquire()
+            else:
+                gate.acquire()
+                gate.release()
 
     thread = threading.Thread(target=committer)
     thread.start()
@@ -246,6 +259,7 @@ def _in_turns(directory: Path, parts: list[list[tuple[str, int, bytes]]], rounds
             "rocksdb_sync": _rocksdb(here, chunk) if rivals else "skipped: not asked for",
             "lmdb_sync": _lmdb(here, chunk) if rivals else "skipped: not asked for",
             "handoff_ceiling": _handoff_ceiling(here, writers, n // rounds),
+            "handoff_ceiling_each": _handoff_ceiling(here, writers, n // rounds, each=True),
         }
         turn["store_blocking"], batch = _store_blocking(here / "store", chunk)
         batches.append(batch)
@@ -271,6 +285,7 @@ def _in_turns(directory: Path, parts: list[list[tuple[str, int, bytes]]], rounds
     figures["blocking_vs_fsync_bound"] = ratio(blocking, bound)
     figures["handoff_ceiling_vs_fsync_bound"] = ratio(runs["handoff_ceiling"], bound)
     figures["blocking_vs_handoff_ceiling"] = ratio(blocking, runs["handoff_ceiling"])
+    figures["handoff_ceiling_each_vs_fsync_bound"] = ratio(runs["handoff_ceiling_each"], bound)
     rivals_run = [name for name in ("sqlite_wal_full", "rocksdb_sync", "lmdb_sync")
                   if isinstance(runs[name], list)]
     for name in rivals_run:
