@@ -11,7 +11,10 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from cellframe.cli.failure import CliError
 from cellframe.cli.main import main
 from cellframe.cli.trust import make_signer
 from cellframe.client import Client
+from cellframe.node import process
 from cellframe.node.node import Node
 from cellframe.testing import wait_for
 from cellframe.wire.keys import KeyFiles, dump_keys, load_keys, new_key
@@ -191,10 +195,6 @@ def test_a_node_process_reloads_its_key_files_on_sighup(amqp_names, tmp_path) ->
 
 
 def test_an_insecure_node_warns_at_start_and_again_every_period(monkeypatch, caplog) -> None:
-    import threading
-
-    from cellframe.node import process
-
     monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
     monkeypatch.setattr(process, "INSECURE_WARNING_EVERY", 0.05)
     stop = threading.Event()
@@ -206,37 +206,41 @@ def test_an_insecure_node_warns_at_start_and_again_every_period(monkeypatch, cap
     assert len(warnings) >= 3  # at start, then about every 0.05 s for 0.5 s
 
 
+@contextmanager
+def serving_keys(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                 signer: Signer) -> Iterator[None]:
+    """``cellframe node``'s key-file watch (``process._serve``) for node k-01 on a thread,
+    polling every 10 ms, its log captured at INFO; stopped on leaving."""
+    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
+    caplog.set_level(logging.INFO, logger="cellframe.node.process")
+    stop = threading.Event()
+    serving = threading.Thread(target=process._serve, args=("k-01", signer, stop))
+    serving.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        serving.join(5)
+
+
 def test_a_node_says_once_why_a_changed_key_file_was_not_reloaded(monkeypatch, tmp_path,
                                                                    caplog) -> None:
     # It logged nothing: a key file saved broken (a revocation, say) left the revoked key in
     # force without a word, and a SIGHUP's error did not say which file or what was wrong.
-    import threading
-
-    from cellframe.node import process
-
-    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
-    caplog.set_level(logging.INFO, logger="cellframe.node.process")
     path = tmp_path / "cluster.keys"
     node_key, ops = new_key("nodes", kind="node"), new_key("ops")
     write_private(path, dump_keys([node_key, ops]))
     key_files = KeyFiles([path], settle=0)
-    stop = threading.Event()
-    serving = threading.Thread(target=process._serve,
-                               args=("k-01", Signer(node_key, keyring=key_files), stop))
-    serving.start()
 
     def lines(text: str) -> list[str]:
         return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
-    try:
+    with serving_keys(monkeypatch, caplog, Signer(node_key, keyring=key_files)):
         write_private(path, dump_keys([node_key]) + "[[key]]\nid = 'x'\nsecret = 'zz'\n")
         wait_for(lambda: lines("NOT reloaded"), 5, what="the error line")
         process._reload(key_files, "SIGHUP")
         write_private(path, dump_keys([node_key]))
         wait_for(lambda: lines("changed, reloaded"), 5, what="the reload of the mended file")
-    finally:
-        stop.set()
-        serving.join(5)
     [changed, hup] = lines("NOT reloaded")
     assert f"key file '{path}'" in changed and "must be hex" in changed
     assert changed.startswith("node k-01: key files changed but NOT reloaded") and "old keys" in changed
@@ -303,27 +307,14 @@ def test_a_node_warns_when_its_key_files_no_longer_hold_the_key_it_signs_with(
     # A reload that dropped the node's own key (or changed its secret) was logged as a plain
     # "keys reloaded": the node then refused every message of its own, and said why only
     # message by message.
-    import threading
-
-    from cellframe.node import process
-
-    monkeypatch.setattr(process, "KEY_FILE_POLL", 0.01)
-    caplog.set_level(logging.INFO, logger="cellframe.node.process")
     path = tmp_path / "cluster.keys"
     own, other = new_key("k-01", kind="node", node="k-01"), new_key("k-02", kind="node")
     write_private(path, dump_keys([own, other]))
     key_files = KeyFiles([path], settle=0)
-    stop = threading.Event()
-    serving = threading.Thread(target=process._serve,
-                               args=("k-01", Signer(own, keyring=key_files), stop))
-    serving.start()
-    try:
+    with serving_keys(monkeypatch, caplog, Signer(own, keyring=key_files)):
         write_private(path, dump_keys([other]))
         wait_for(lambda: any("no longer hold" in r.getMessage() for r in caplog.records), 5,
                  what="the warning")
-    finally:
-        stop.set()
-        serving.join(5)
     [warning] = [r for r in caplog.records if "no longer hold" in r.getMessage()]
     assert warning.levelno == logging.ERROR
     assert "node k-01 signs with key 'k-01', which its key files no longer hold" in warning.getMessage()
