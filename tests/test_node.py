@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from cellframe.node.gate import MAX_MESSAGE_ID
 from cellframe.node.status import decode_status
 from cellframe.roles.registry import RoleRegistry
 from cellframe.testing import Collector, wait_for
+from cellframe.transports.memory import MemoryBroker, MemoryTransport
+from cellframe.wire.keys import Keyring, new_key
 from cellframe.wire.signing import Signer
 from tests.node_support import Tally, Wire, cell_total, registry, replies_matching
 
@@ -256,6 +259,63 @@ def test_a_node_that_fails_to_start_in_a_with_block_leaves_nothing_behind(wire) 
             pass
     transport.publish("node.bad1", Envelope(b"(ping)"), on_return=lambda e, r: returned.append(r))
     assert transport.flush(10) and len(returned) == 1  # its queue went with it
+
+
+class AuditConfirmsHeld(MemoryTransport):
+    """A connection whose broker confirms the audit events only when the transport is flushed,
+    as a loaded broker confirms them late: the acks of an operator's messages wait for them
+    (``cellframe.node.audit``). Notes how many still waited at each consumer's cancel."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker)
+        self.held: list[Callable[[], None]] = []
+        self.waiting_at_cancel: list[int] = []
+
+    def publish(self, routing_key: str, envelope: Envelope, *,
+                on_settled: Callable[[], None] | None = None, **options: Any) -> None:
+        if on_settled is not None and routing_key.startswith("event.audit."):
+            self.held.append(on_settled)
+            on_settled = None
+        super().publish(routing_key, envelope, on_settled=on_settled, **options)
+
+    def flush(self, timeout: float) -> bool:
+        held, self.held = self.held, []
+        for confirmed in held:
+            confirmed()
+        return super().flush(timeout)
+
+    def cancel(self, consumer_tag: str) -> None:
+        self.waiting_at_cancel.append(len(self.held))
+        super().cancel(consumer_tag)
+
+
+def test_a_stopping_node_acknowledges_what_it_applied_before_it_closes_its_consumers() -> None:
+    """An operator's message is acknowledged once the broker confirms its audit event. A node
+    that stopped drained its cells' mailboxes, not those confirms, and closed its consumers:
+    the broker requeued messages its cells had applied, and another instance of the role
+    applied them again (3 of 8 adds in test_attack_replays, under load). The audit events
+    here are confirmed only when the node waits for them."""
+    broker = MemoryBroker()
+    ops, node_key = new_key("ops-1", ["role:tally add"]), new_key("k-01", kind="node", node="k-01")
+    transport = AuditConfirmsHeld(broker)
+    node = Node("k-01", transport=transport, role="tally", registry=registry(),
+                signer=Signer(node_key, keyring=Keyring([node_key, ops])),
+                watch_config=False).start()
+    try:
+        sender, signer = broker.connect(), Signer(ops)
+        for n in range(3):
+            sender.publish("role.tally", signer.sign(Envelope(b"(add 1)", message_id=f"add-{n}"),
+                                                     "role.tally"))
+        wait_for(lambda: len(transport.held) == 3, 10,
+                 what="the 3 adds applied, their audit events not yet confirmed",
+                 show=lambda: (cell_total(node, "k-01"), len(transport.held),
+                               dict(node.counters.refused)))
+        assert cell_total(node, "k-01") == 3
+    finally:
+        node.stop()
+    assert transport.waiting_at_cancel and not any(transport.waiting_at_cancel), \
+        transport.waiting_at_cancel
+    assert broker.message_count("role.tally") == 0  # none back for another instance
 
 
 class Stuck(Cell):

@@ -548,7 +548,8 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         """Finish or give back every message in flight, then stop every cell.
 
         Deliveries that arrive from now on stay unsettled; the cells apply what their
-        mailboxes already hold, and those acks reach the broker; then the consumers close, so
+        mailboxes already hold, and those acks reach the broker (an operator's once the broker
+        has confirmed its audit event); then the consumers close, so
         the broker requeues the rest for another node. Each message is applied here or there,
         not both: closing the consumers first requeued messages still waiting in a mailbox,
         which were then applied here and by the next node as well (found by
@@ -570,6 +571,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
             holding = self._all_hosted()
         self._drain_mailboxes(holding)
         self._drain_records(holding)
+        self._drain_settlements()
         for tag in [*self._consumers, *([self._role_consumer] if self._role_consumer else [])]:
             try:
                 self.transport.cancel(tag)
@@ -644,6 +646,25 @@ class Node(Supervising, Receiving, AnsweringSiblings):
             if not h.cell.cell_drain_records(max(0.0, deadline - time.monotonic())):
                 log.warning("%s: %s's records still not durable while stopping", self.name,
                             h.cell.cell_name)
+
+    def _drain_settlements(self, timeout: float = 10.0) -> None:
+        """Return once the settlements that wait for a publish have reached the transport: an
+        operator's message is acknowledged only once the broker has its audit event
+        (``cellframe.node.audit``), after its cell applied it. The mailboxes drained, those
+        acks still waited for the event's confirm; the consumers closed first, the broker
+        requeued the messages, and another instance of the role applied them again (found by
+        test_attack_replays under load: 3 of the 4 adds a stopping node had applied). A
+        consumer's cancel goes after the acks handed to the transport before it."""
+        if not self.broker_connected:
+            return  # the deliveries went back to their queues with the connection
+        try:
+            if not self.transport.flush(timeout):
+                log.warning("%s: what it published was not all confirmed within %g s: the "
+                            "deliveries whose acks wait for it go back to their queues",
+                            self.name, timeout)
+        except Exception:  # the transport may already be gone; stopping must still finish
+            log.debug("%s: flushing the transport failed before closing its consumers",
+                      self.name, exc_info=True)
 
     def _all_hosted(self) -> list[Hosted]:
         daemon = [self._daemon] if self._daemon else []
@@ -731,6 +752,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
                 self._leaving_role = True
             self._drain_mailboxes(leaving)
             self._drain_records(leaving)
+            self._drain_settlements()
 
     def _retire_role_cells(self) -> None:
         if self._role_consumer is not None:
