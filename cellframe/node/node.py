@@ -548,9 +548,9 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         """Finish or give back every message in flight, then stop every cell.
 
         Deliveries that arrive from now on stay unsettled; the cells apply what their
-        mailboxes already hold, and those acks reach the broker (an operator's once the broker
-        has confirmed its audit event); then the consumers close, so
-        the broker requeues the rest for another node. Each message is applied here or there,
+        mailboxes already hold, and those acks reach the broker (an operator's once the
+        broker has confirmed its audit event); then the consumers close, so the broker
+        requeues the rest for another node. Each message is applied here or there,
         not both: closing the consumers first requeued messages still waiting in a mailbox,
         which were then applied here and by the next node as well (found by
         tests/test_node_processes.py under SIGTERM).
