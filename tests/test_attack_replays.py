@@ -102,14 +102,21 @@ def silent(node: Node) -> None:
 
 
 def _holding_with_a_silent_sibling(trust: Trust, *, sibling_timeout: float,
+                                   connection: str | None = None, all_placed: bool = False,
                                    ) -> tuple[Node, Node]:
     """r-01 and r-02 of role counter, r-02 silent: eight adds sent to the role, and r-01
-    holding at least one of them (it waits for r-02's answer)."""
-    first = start_node(trust, "r-01", "counter", sibling_timeout=sibling_timeout)
+    holding at least one of them (it waits for r-02's answer). ``all_placed``: and r-02 has
+    applied all the others. ``connection``: the name of r-01's broker connection."""
+    first = start_node(trust, "r-01", "counter", connection=connection,
+                       sibling_timeout=sibling_timeout)
     second = start_node(trust, "r-02", "counter", sibling_timeout=sibling_timeout)
     seeing_each_other([first, second])
     silent(second)
     publish_adds(trust, role_key(trust), [f"held-{n}" for n in range(8)])
+    if all_placed:
+        wait_for(lambda: cell_total(second, "r-02") + first.replay_check.holding() == 8, 10,
+                 what="r-02 to apply its adds and r-01 to hold the others",
+                 show=lambda: (cell_total(second, "r-02"), first.replay_check.counts))
     wait_for(lambda: first.replay_check.holding() >= 1, 10,
              what="r-01 to hold a role message", show=lambda: first.replay_check.counts)
     return first, second
@@ -226,16 +233,8 @@ def test_the_last_news_of_an_instance_that_left_is_still_taken(trust) -> None:
 def test_a_sibling_that_leaves_while_asked_is_no_longer_waited_for(trust) -> None:
     """r-01 holds role messages its silent sibling r-02 was asked about; r-02 then stops (it
     leaves the membership): r-01 applies them at once, not after the give-up (8 s)."""
-    first = start_node(trust, "r-01", "counter", sibling_timeout=2.0)
-    second = start_node(trust, "r-02", "counter", sibling_timeout=2.0)
-    seeing_each_other([first, second])
-    silent(second)
-    publish_adds(trust, role_key(trust), [f"left-{n}" for n in range(8)])
-    wait_for(lambda: cell_total(second, "r-02") + first.replay_check.holding() == 8, 10,
-             what="r-02 to apply its adds and r-01 to hold the others",
-             show=lambda: (cell_total(second, "r-02"), first.replay_check.counts))
+    first, second = _holding_with_a_silent_sibling(trust, sibling_timeout=2.0, all_placed=True)
     held = first.replay_check.holding()
-    assert held > 0
     applied_there = cell_total(second, "r-02")
     second.stop()
     wait_for(lambda: cell_total(first, "r-01") == held, 10,
@@ -255,15 +254,8 @@ def test_messages_held_when_their_connection_is_cut_are_not_applied_there_as_wel
     cuts its connection: the broker requeues them, and r-02 applies them. Decided later (the
     give-up), they were applied on r-01 as well: the node had the delivery, not the message."""
     cut = f"cf-cut-{trust.names.token}"
-    first = start_node(trust, "r-01", "counter", connection=cut, sibling_timeout=0.5)
-    second = start_node(trust, "r-02", "counter", sibling_timeout=0.5)
-    seeing_each_other([first, second])
-    silent(second)
-    publish_adds(trust, role_key(trust), [f"cut-{n}" for n in range(8)])
-    wait_for(lambda: cell_total(second, "r-02") + first.replay_check.holding() == 8, 10,
-             what="r-02 to apply its adds and r-01 to hold the others",
-             show=lambda: (cell_total(second, "r-02"), first.replay_check.counts))
-    assert first.replay_check.holding() > 0
+    first, second = _holding_with_a_silent_sibling(trust, sibling_timeout=0.5, connection=cut,
+                                                   all_placed=True)
     close_connections(cut)
     wait_for(lambda: cell_total(second, "r-02") == 8, 20,
              what="r-02 to apply the adds r-01 held, given back by the broker",

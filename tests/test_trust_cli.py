@@ -28,7 +28,7 @@ from cellframe.client import Client
 from cellframe.node import process
 from cellframe.node.node import Node
 from cellframe.testing import wait_for
-from cellframe.wire.keys import KeyFiles, dump_keys, load_keys, new_key
+from cellframe.wire.keys import Key, KeyFiles, dump_keys, load_keys, new_key
 from cellframe.wire.signing import Signer
 from tests.cli_support import write_private
 from tests.node_support import registry, replies_matching
@@ -122,15 +122,22 @@ def test_keys_list_shows_ids_and_capabilities_never_secrets(tmp_path) -> None:
     assert all(k.secret.hex() not in result.stdout for k in keys)
 
 
+def start_signed_node(amqp_names: Any, tmp_path: Path, *keys: Key) -> Node:
+    """Node k-01 of role tally, signing with a node key and trusting it and ``keys`` (the
+    key file ``cluster.keys``), started."""
+    node_key = new_key("nodes", kind="node")
+    keys_file = tmp_path / "cluster.keys"
+    write_private(keys_file, dump_keys([node_key, *keys]))
+    signer = Signer(node_key, keyring=KeyFiles([keys_file]), exchange=amqp_names.exchange)
+    return Node("k-01", transport=amqp_names.connect(), signer=signer, role="tally",
+                registry=registry(), queue_prefix=amqp_names.queue_prefix,
+                watch_config=False).start()
+
+
 @pytest.mark.amqp
 def test_send_with_a_wrong_key_exits_non_zero_with_one_clear_line(amqp_names, tmp_path) -> None:
-    node_key, ops, stranger = new_key("nodes", kind="node"), new_key("ops"), new_key("ops")
-    keys_file = tmp_path / "cluster.keys"
-    write_private(keys_file, dump_keys([node_key, ops]))
-    signer = Signer(node_key, keyring=KeyFiles([keys_file]), exchange=amqp_names.exchange)
-    node = Node("k-01", transport=amqp_names.connect(), signer=signer, role="tally",
-                registry=registry(), queue_prefix=amqp_names.queue_prefix, watch_config=False)
-    node.start()
+    ops, stranger = new_key("ops"), new_key("ops")
+    node = start_signed_node(amqp_names, tmp_path, ops)
     try:
         options = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange,
                    "--queue-prefix", amqp_names.queue_prefix, "--wait", "10"]
@@ -336,14 +343,9 @@ def test_a_key_without_the_capability_is_told_at_once_by_send_and_status(amqp_na
     # send waited its whole --wait and exited 3 ("1 of 1 call-backs were errors"), and
     # status said "no node answered ... same cluster secret?" though the node had answered
     # that the key may not send (status).
-    node_key, ops = new_key("nodes", kind="node"), new_key("ops", ["node:other-* status"])
-    keys_file, ops_file = tmp_path / "cluster.keys", tmp_path / "ops.key"
-    write_private(keys_file, dump_keys([node_key, ops]))
+    ops, ops_file = new_key("ops", ["node:other-* status"]), tmp_path / "ops.key"
     write_private(ops_file, dump_keys([ops]))
-    signer = Signer(node_key, keyring=KeyFiles([keys_file]), exchange=amqp_names.exchange)
-    node = Node("k-01", transport=amqp_names.connect(), signer=signer, role="tally",
-                registry=registry(), queue_prefix=amqp_names.queue_prefix, watch_config=False)
-    node.start()
+    node = start_signed_node(amqp_names, tmp_path, ops)
     try:
         options = ["--amqp", amqp_names.url, "--exchange", amqp_names.exchange,
                    "--queue-prefix", amqp_names.queue_prefix, "--key", str(ops_file)]
