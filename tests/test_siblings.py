@@ -130,6 +130,35 @@ def test_a_second_copy_held_is_decided_a_duplicate_with_the_first() -> None:
     check.close()
 
 
+def test_a_copy_stands_in_for_a_held_message_whose_delivery_went_back() -> None:
+    """The first copy's delivery went back to the queue (its connection closed) and came
+    back, redelivered, as the second copy: told "applied elsewhere" with the first, the
+    second was acknowledged as a duplicate and the message applied nowhere."""
+    recorder = Recorder()
+    check = _check(recorder)
+
+    def went_back(applied_elsewhere: bool) -> bool:
+        recorder.decided("first")(applied_elsewhere)
+        return False
+
+    check.hold("m1", ["b"], went_back)
+    check.hold("m1", ["b"], recorder.decided("second"))
+    check.hold("m1", ["b"], recorder.decided("third"))
+    check.heard("b", "m1", NOT_APPLIED)
+    assert recorder.decisions == [("first", False), ("second", False), ("third", True)]
+    check.close()
+
+
+def test_without_stand_ins_copies_are_duplicates_even_if_the_first_went_back() -> None:
+    recorder = Recorder()
+    check = _check(recorder, stand_in=False)
+    check.hold("m1", ["b"], lambda applied_elsewhere: False)
+    check.hold("m1", ["b"], recorder.decided("second"))
+    check.heard("b", "m1", NOT_APPLIED)
+    assert recorder.decisions == [("second", True)]
+    check.close()
+
+
 def test_closing_returns_what_was_held_and_decides_nothing() -> None:
     recorder = Recorder()
     check = _check(recorder)

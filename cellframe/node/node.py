@@ -344,7 +344,7 @@ class Node(Supervising, Receiving, AnsweringSiblings):
         self.replay_check = SiblingCheck(self.name, self._ask_replay, self.role_siblings,
                                          timeout=sibling_timeout,
                                          max_wait=max(8 * sibling_timeout, 16.0),
-                                         give_up=4 * sibling_timeout)
+                                         give_up=4 * sibling_timeout, stand_in=False)
         self.questions = Questions(self._send_replay_questions, patience=sibling_timeout / 4,
                                    budget=message_budgets(max_message_bytes)[0])
 

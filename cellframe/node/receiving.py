@@ -137,17 +137,19 @@ class Receiving(NodeParts):
         return True
 
     def _replay_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
-                        admitted: Admitted, consumer: int, admitted_elsewhere: bool) -> None:
+                        admitted: Admitted, consumer: int, admitted_elsewhere: bool) -> bool:
         """A held role message decided: refused as ``replayed`` if another instance admitted
         a copy first, else on its way to the cells here, unless the node left the role
         meanwhile: then back to the role queue, never to cells. Once the role consumer it came
         from is closed (``consumer``: those closed before it), the broker has requeued it
         already: the new role's cells, or the role's new ones if the node came back to it,
-        applied it a second time."""
+        applied it a second time. False if the delivery went back to the queue meanwhile
+        (``SiblingCheck`` then decides a copy held with it in its place)."""
         if taken_back(delivery):
             log.info("%s: %s went back to the role queue while the role's other instances were "
                      "asked: not applied here", self.name, message.id)
-        elif admitted_elsewhere:
+            return False
+        if admitted_elsewhere:
             key, result = admitted.key, "refused: replayed"
             self._refuse(delivery, f"refused: message {message.id!r} was admitted by another "
                          f"instance of {self.role} (a replay within its life)",
@@ -159,6 +161,7 @@ class Receiving(NodeParts):
         else:
             self._give_back_fenced(delivery, True, "the node left the role while it asked the "
                                    "role's other instances", trail)
+        return True
 
     # -- once per role across processes (``cellframe.node.siblings``) --
 
@@ -177,14 +180,15 @@ class Receiving(NodeParts):
         return True
 
     def _sibling_decided(self, message: Message, delivery: Delivery, trail: AuditTrail | None,
-                         consumer: int, applied_elsewhere: bool) -> None:
+                         consumer: int, applied_elsewhere: bool) -> bool:
         """A held redelivered message decided: acknowledged as a duplicate (another instance
         applied it), or told to the cells here, or given back if the node left the role
-        meanwhile (see ``_replay_decided``)."""
+        meanwhile (see ``_replay_decided``); False if its delivery went back to the queue."""
         if taken_back(delivery):
             log.info("%s: %s went back to the role queue while the role's other instances were "
                      "asked: not applied here", self.name, message.id)
-        elif applied_elsewhere:
+            return False
+        if applied_elsewhere:
             self.counters.sibling_duplicates += 1
             log.info("%s: %s was applied by another instance of %s: acknowledged as a "
                      "duplicate", self.name, message.id, self.role)
@@ -198,6 +202,7 @@ class Receiving(NodeParts):
         else:
             self._give_back_fenced(delivery, True, "the node left the role while it asked the "
                                    "role's other instances", trail)
+        return True
 
     def _cells_named(self, name: str) -> list[Hosted]:
         return [h for h in self._routes.everyone if h.cell.cell_name == name]
