@@ -35,6 +35,11 @@ waits for the asker again, since what the asker said before it held its own copy
 decided, then ``applied`` if it applied it. (Answers from one node come in the order it sent
 them: one publisher, one queue.)
 
+A second copy of a message held here is decided with it: the first whose delivery is still
+here goes, the others are duplicates. If the held one's delivery went back to the queue
+meanwhile (its connection closed), the copy may be that very delivery handed out again, so
+it stands in for it; acknowledged as a duplicate, it left the message applied nowhere.
+
 The same exchange, with the gate's replay cache answering instead of the cells, keeps a
 signed role message from being applied by two instances when copies of it reach both
 (``cellframe.node.replays``).
