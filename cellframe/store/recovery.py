@@ -25,6 +25,7 @@ from pathlib import Path
 from ..errors import StoreError
 from . import checkpoint as checkpoints
 from .checkpoint import Checkpoint, Head, PartitionImage, capture, read_checkpoint
+from .convoy import ConvoyFreeLock
 from .files import fsync_directory
 from .index import FamilyIndex, PartitionState, location
 from .segment import HEADER_SIZE, KIND_LOG, LAST_IN_BATCH, SegmentFile, file_crc, scan_heads
@@ -62,7 +63,7 @@ class Recovery:
     _families: dict[str, FamilyIndex]
     _next_file: int
     _next_batch: int
-    _lock: threading.Lock
+    _lock: ConvoyFreeLock
     _compact_lock: threading.Lock
     _published: tuple[int, int, int | None, int]
 

@@ -33,6 +33,7 @@ from . import compaction
 from .checkpoint import capture, write_checkpoint
 from .commit import CommitBatch, GroupCommitter, ManyCallback, Tally
 from .compaction import CompactionResult, Retention, kept_entries, obsolete
+from .convoy import ConvoyFreeLock
 from .files import DirectoryLock, fsync_directory
 from .index import FamilyIndex, PartitionState, location, split_location, tie_key
 from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
@@ -103,7 +104,7 @@ class Store(Recovery):
         self.partitions = partitions
         self.durable = fsync
         self.segment_bytes = segment_bytes
-        self._lock = threading.Lock()
+        self._lock = ConvoyFreeLock()  # see convoy.py
         self._append_lock = threading.RLock()
         self._compact_lock = threading.Lock()
         self._files: dict[int, SegmentFile] = {}
