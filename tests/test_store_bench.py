@@ -15,10 +15,11 @@ def test_the_insert_bench_measures_each_rival_beside_the_store_in_the_same_round
     pytest.importorskip("lmdb", reason="a dev extra")
     figures = bench_store_inserts(writers=2, n=160)
     for name in ("sqlite_wal_full", "rocksdb_sync", "lmdb_sync", "handoff_ceiling",
-                 "handoff_ceiling_each", "store_blocking", "bare_fsync"):
+                 "handoff_ceiling_each", "handoff_unsynced", "store_blocking", "bare_fsync"):
         assert len(figures[f"{name}_runs_per_s"]) == 4, name  # one figure per round
         assert figures[f"{name}_per_s"] > 0, name
     assert figures["blocking_vs_best_rival"] > 0 and figures["blocking_vs_fsync_bound"] > 0
+    assert 0 < figures["serial_handoff_bound_vs_fsync_bound"] < 1
     assert figures["store_pipelined_per_s"] > 0
 
 

@@ -121,7 +121,8 @@ def _sqlite(directory: Path, parts: list[list[tuple[str, int, bytes]]]) -> float
     return sum(map(len, parts)) / _run_threads(work, len(parts))
 
 
-def _handoff_ceiling(directory: Path, writers: int, n: int, *, each: bool = False) -> float:
+def _handoff_ceiling(directory: Path, writers: int, n: int, *, each: bool = False,
+                     sync: bool = True) -> float:
     """What ``writers`` blocking threads reach with no store at all: each hands a 180-byte
     record to one committer thread and waits on a raw lock, the committer writes all that is
     queued with one ``pwritev(RWF_DSYNC)`` into a preallocated file (what the store does,
@@ -129,8 +130,10 @@ def _handoff_ceiling(directory: Path, writers: int, n: int, *, each: bool = Fals
     The ceiling thread wake-ups and GIL hand-overs leave to blocking writers here.
 
     The writers of a batch wait on one lock that each takes and hands on, as the store's do;
-    ``each``: each writer waits on its own lock, and the committer releases them all."""
-    fd = os.open(directory / f"ceiling-{each}", os.O_RDWR | os.O_CREAT, 0o644)
+    ``each``: each writer waits on its own lock, and the committer releases them all.
+    ``sync=False`` writes without syncing: what the hand-overs alone cost."""
+    fd = os.open(directory / f"ceiling-{each}-{sync}", os.O_RDWR | os.O_CREAT, 0o644)
+    flags = getattr(os, "RWF_DSYNC", 0) if sync else 0
     os.posix_fallocate(fd, 0, 256 * n + 4096)
     os.fsync(fd)
     cond = threading.Condition()
@@ -151,7 +154,7 @@ def _handoff_ceiling(directory: Path, writers: int, n: int, *, each: bool = Fals
                 state["open"], state["gate"], state["gates"] = [], _closed_gate(), []
             previous = len(items)
             data = b"".join(items)
-            os.pwritev(fd, [data], offset, getattr(os, "RWF_DSYNC", 0))
+            os.pwritev(fd, [data], offset, flags)
             offset += len(data)
             for waiter in gates if each else (gate,):
                 waiter.release()
@@ -260,6 +263,7 @@ def _in_turns(directory: Path, parts: list[list[tuple[str, int, bytes]]], rounds
             "lmdb_sync": _lmdb(here, chunk) if rivals else "skipped: not asked for",
             "handoff_ceiling": _handoff_ceiling(here, writers, n // rounds),
             "handoff_ceiling_each": _handoff_ceiling(here, writers, n // rounds, each=True),
+            "handoff_unsynced": _handoff_ceiling(here, writers, n // rounds, sync=False),
         }
         turn["store_blocking"], batch = _store_blocking(here / "store", chunk)
         batches.append(batch)
@@ -286,6 +290,13 @@ def _in_turns(directory: Path, parts: list[list[tuple[str, int, bytes]]], rounds
     figures["handoff_ceiling_vs_fsync_bound"] = ratio(runs["handoff_ceiling"], bound)
     figures["blocking_vs_handoff_ceiling"] = ratio(blocking, runs["handoff_ceiling"])
     figures["handoff_ceiling_each_vs_fsync_bound"] = ratio(runs["handoff_ceiling_each"], bound)
+    # Blocking writers' next records come only after the sync that woke them, so a cycle is
+    # one fsync (f, from the bare rate) plus one hand-over per writer (c, the time a record
+    # of the unsynced hand-over): w writers reach at most w / (f + w c), f / (f + w c) of the
+    # fsync bound w / f. The hand-over ceiling lands near it; the store's Python comes on top.
+    figures["serial_handoff_bound_vs_fsync_bound"] = round(statistics.median(
+        1 / (1 + writers * fsync / unsynced)
+        for fsync, unsynced in zip(runs["bare_fsync"], runs["handoff_unsynced"], strict=True)), 2)
     rivals_run = [name for name in ("sqlite_wal_full", "rocksdb_sync", "lmdb_sync")
                   if isinstance(runs[name], list)]
     for name in rivals_run:
