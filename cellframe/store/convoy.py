@@ -60,10 +60,7 @@ class ConvoyFreeLock:
     def release(self) -> None:
         self._lock.release()
 
-    def __enter__(self) -> bool:
-        if self._lock.acquire(False):
-            return True
-        return self._contended()
+    __enter__ = acquire
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
