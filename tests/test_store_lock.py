@@ -1,5 +1,6 @@
-"""The store's lock: mutual exclusion, and a release that leaves it free for the thread that
-runs next rather than taken by one that is asleep (no lock convoy under the GIL)."""
+"""The store's lock as its writers take it (``Polling``): mutual exclusion, and a release that
+leaves it free for the thread that runs next rather than taken by one that is asleep (no lock
+convoy under the GIL)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 import threading
 import time
 
-from cellframe.store.convoy import ConvoyFreeLock
+from cellframe.store.convoy import Polling
 
 
 def _busy(seconds: float) -> None:
@@ -18,11 +19,12 @@ def _busy(seconds: float) -> None:
 
 
 def test_only_one_thread_at_a_time_holds_the_lock() -> None:
-    lock, inside, most, total = ConvoyFreeLock(), [0], [0], [0]
+    lock, inside, most, total = threading.Lock(), [0], [0], [0]
+    polling = Polling(lock)
 
     def work() -> None:
-        for _ in range(500):
-            with lock:
+        for n in range(500):
+            with polling if n % 5 else lock:  # writers poll, others sleep on it
                 inside[0] += 1
                 most[0] = max(most[0], inside[0])
                 time.sleep(0)  # another thread runs while this one holds the lock
@@ -41,12 +43,12 @@ def test_only_one_thread_at_a_time_holds_the_lock() -> None:
 def test_a_released_lock_is_free_for_the_running_thread_while_others_wait_for_it() -> None:
     """A ``threading.Lock`` released with a thread asleep on it is taken by that thread in C,
     before it has the GIL back: the next try of the thread still running fails, and the
-    store's writers fell into a convoy (convoy.py). Here the waiters poll, so it stays free."""
-    lock, tried, done = ConvoyFreeLock(), threading.Semaphore(0), []
+    store's writers fell into a convoy (convoy.py). Polling waiters leave it free."""
+    lock, tried, done = threading.Lock(), threading.Semaphore(0), []
 
     def wait_for_it() -> None:
         tried.release()
-        with lock:
+        with Polling(lock):
             done.append(1)
 
     waiters = [threading.Thread(target=wait_for_it) for _ in range(3)]
@@ -63,7 +65,7 @@ def test_a_released_lock_is_free_for_the_running_thread_while_others_wait_for_it
             lock.release()
             held = False
             _busy(0.002)  # a sleeper on a threading.Lock is awake and holds it by now
-            held = lock.acquire(blocking=False)
+            held = lock.acquire(False)
             assert held, f"a waiting thread took the lock while this one ran (try {attempt})"
         assert done == []  # nobody else had the GIL to take it
     finally:

@@ -202,9 +202,15 @@ def test_checkpoints_are_written_in_the_background_as_the_log_grows(tmp_path: Pa
             wait_for(lambda done=round_: checkpointer.written > done, 30,
                      what=f"{round_ + 1} background checkpoint(s)",
                      show=lambda: checkpointer.written)
-        assert checkpointer.failures == 0
-    with Store(tmp_path, partitions=PARTITIONS, fsync=False) as store:
+        wait_for(lambda: store.checkpoint_status()["idle"], 30,
+                 what="the checkpoint thread idle", show=store.checkpoint_status)
+        status = store.checkpoint_status()
+        assert status["written"] >= 2 and status["failures"] == 0
+        # idle: whatever the log grew by since the last one began, less than a checkpoint's worth
+        assert 0 <= status["log_bytes_since"] < 32 << 10
+    with Store(tmp_path, partitions=PARTITIONS, fsync=False, checkpoint_bytes=None) as store:
         assert store.opened_from == "snapshot" and store.stats()["records"] == 2_002
+        assert store.checkpoint_status() == {}
 
 
 def test_a_crashed_child_reopens_from_its_checkpoint_with_every_acknowledged_record(

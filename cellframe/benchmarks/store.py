@@ -357,7 +357,7 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
 
 
 _LOADER = """
-import resource, sys
+import resource, sys, time
 from cellframe.store import Store
 directory, n, families, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 value = b"v" * 64
@@ -365,6 +365,21 @@ store = Store(directory, fsync=False, checkpoint_bytes=every)
 for i in range(n - 1):
     store.insert_nowait(f"family-{i % families}", value, time=i)
 store.insert(f"family-{(n - 1) % families}", value, time=n - 1)  # every one before is in
+# Checkpoints are written in the background: wait for one at least, and for the checkpoint
+# thread to be done; if the last one took in every record, add records after it (a crash
+# comes in the middle of a load, with a tail to scan).
+deadline, extra = time.monotonic() + 120, 0
+while True:
+    status = store.checkpoint_status()
+    if time.monotonic() > deadline:
+        sys.exit(f"no checkpoint with a tail after it within 120 s of the load's end: {status}")
+    if not (status["written"] and status["idle"]):
+        time.sleep(0.01)
+    elif status["log_bytes_since"]:
+        break
+    else:
+        extra += 1
+        store.insert("family-0", value, time=n + extra)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
 sys.stdin.read()  # until killed
 """

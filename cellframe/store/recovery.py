@@ -25,7 +25,6 @@ from pathlib import Path
 from ..errors import StoreError
 from . import checkpoint as checkpoints
 from .checkpoint import Checkpoint, Head, PartitionImage, capture, read_checkpoint
-from .convoy import ConvoyFreeLock
 from .files import fsync_directory
 from .index import FamilyIndex, PartitionState, location
 from .segment import HEADER_SIZE, KIND_LOG, LAST_IN_BATCH, SegmentFile, file_crc, scan_heads
@@ -63,7 +62,7 @@ class Recovery:
     _families: dict[str, FamilyIndex]
     _next_file: int
     _next_batch: int
-    _lock: ConvoyFreeLock
+    _lock: threading.Lock
     _compact_lock: threading.Lock
     _published: tuple[int, int, int | None, int]
 
@@ -311,6 +310,7 @@ class Checkpointer:
         self._total = 0
         self._wake = threading.Event()
         self._stopping = False
+        self._writing = False
         self.written = 0
         self.failures = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -326,6 +326,17 @@ class Checkpointer:
         """Write one soon (the files changed: a compaction replaced some)."""
         self._wake.set()
 
+    @property
+    def idle(self) -> bool:
+        """Neither writing a checkpoint nor about to."""
+        return not self._writing and not self._wake.is_set()
+
+    @property
+    def behind(self) -> int:
+        """Bytes of log published since the last checkpoint began: what an open after a
+        crash now would scan."""
+        return self._total - self._began_at
+
     def close(self) -> None:
         self._stopping = True
         self._wake.set()
@@ -336,6 +347,7 @@ class Checkpointer:
             self._wake.wait()
             if self._stopping:
                 return
+            self._writing = True  # before the clear: ``idle`` is never true in between
             self._wake.clear()
             self._began_at = self._total
             try:
@@ -344,4 +356,6 @@ class Checkpointer:
             except Exception as error:  # the next open scans more: that is all it costs
                 self.failures += 1
                 log.warning("index checkpoint failed: %s", error)
+            finally:
+                self._writing = False
 

@@ -33,7 +33,7 @@ from . import compaction
 from .checkpoint import capture, write_checkpoint
 from .commit import CommitBatch, GroupCommitter, ManyCallback, Tally
 from .compaction import CompactionResult, Retention, kept_entries, obsolete
-from .convoy import ConvoyFreeLock
+from .convoy import Polling
 from .files import DirectoryLock, fsync_directory
 from .index import FamilyIndex, PartitionState, location, split_location, tie_key
 from .lease import DEFAULT_LEASE_BLOCK, GuidAllocator
@@ -104,7 +104,8 @@ class Store(Recovery):
         self.partitions = partitions
         self.durable = fsync
         self.segment_bytes = segment_bytes
-        self._lock = ConvoyFreeLock()  # see convoy.py
+        self._lock = threading.Lock()
+        self._lock_polling = Polling(self._lock)  # the writers': see convoy.py
         self._append_lock = threading.RLock()
         self._compact_lock = threading.Lock()
         self._files: dict[int, SegmentFile] = {}
@@ -255,7 +256,7 @@ class Store(Recovery):
         fresh: list[_Placed] = []
         waits: dict[int, tuple[CommitBatch, int]] = {}
         size = 0
-        with self._lock:
+        with self._lock_polling:
             self._check_usable()
             parts = self._parts
             for record, digest, p in checked:
@@ -322,7 +323,7 @@ class Store(Recovery):
         """
         index = self._families.get(family)  # a dict read is atomic; saves a hash per insert
         p = index.part.partition if index is not None else partition_of(family, self.partitions)
-        with self._lock:
+        with self._lock_polling:
             if self._closed or self._broken is not None:
                 self._check_usable()
             part = self._parts.get(p)
@@ -786,6 +787,16 @@ class Store(Recovery):
                 "batches": self.batches,
                 "mean_batch": self.batched_records / self.batches if self.batches else 0.0,
             }
+
+    def checkpoint_status(self) -> dict[str, Any]:
+        """The background checkpoints: how many were written, whether one is being written or
+        due, and the bytes of log published since the last one began (what an open after a
+        crash would scan). Empty without background checkpoints (``checkpoint_bytes=None``)."""
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            return {}
+        return {"written": checkpointer.written, "failures": checkpointer.failures,
+                "idle": checkpointer.idle, "log_bytes_since": checkpointer.behind}
 
     def __enter__(self) -> Store:
         return self
