@@ -357,54 +357,61 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
 
 
 _LOADER = """
-import resource, sys, time
+import os, resource, sys, time
 from cellframe.store import Store
-directory, n, families, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+directory, stage, first, last, families, every = sys.argv[1], sys.argv[2], \\
+    *map(int, sys.argv[3:])
 value = b"v" * 64
-store = Store(directory, fsync=False, checkpoint_bytes=every)
-for i in range(n - 1):
+store = Store(directory, fsync=False, checkpoint_bytes=every if stage == "bulk" else None)
+for i in range(first, last - 1):
     store.insert_nowait(f"family-{i % families}", value, time=i)
-store.insert(f"family-{(n - 1) % families}", value, time=n - 1)  # every one before is in
-# Checkpoints are written in the background: wait for one at least, and for the checkpoint
-# thread to be done; if the last one took in every record, add records after it (a crash
-# comes in the middle of a load, with a tail to scan).
-deadline, extra = time.monotonic() + 120, 0
-while True:
-    status = store.checkpoint_status()
-    if time.monotonic() > deadline:
-        sys.exit(f"no checkpoint with a tail after it within 120 s of the load's end: {status}")
-    if not (status["written"] and status["idle"]):
+store.insert(f"family-{(last - 1) % families}", value, time=last - 1)  # all before are in
+if stage == "bulk":  # wait for a checkpoint written in the background, and the thread idle
+    deadline = time.monotonic() + 120
+    while not ((status := store.checkpoint_status())["written"] and status["idle"]):
+        if time.monotonic() > deadline:
+            sys.exit(f"no checkpoint within 120 s of the load: {status}")
         time.sleep(0.01)
-    elif status["log_bytes_since"]:
-        break
-    else:
-        extra += 1
-        store.insert("family-0", value, time=n + extra)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+if stage == "bulk":
+    os._exit(0)  # no close, no last checkpoint: as a crash leaves the files
 sys.stdin.read()  # until killed
 """
 
 
 def _load_and_kill(directory: str, n: int, families: int) -> tuple[float, int]:
-    """Load ``n`` records in a child process without fsync (its checkpoints are written in
-    the background as it goes), then SIGKILL it: the files are as a crash leaves them.
-    Returns the load's seconds and the child's peak RSS in MB."""
+    """Load ``n`` records without fsync, in two child processes, and leave the files as a
+    crash leaves them. Returns the load's seconds and the children's peak RSS in MB.
+
+    The first loads nine tenths with checkpoints written in the background, waits for one to
+    be written, and ends without closing the store. The second opens it with no background
+    checkpoints, adds the last tenth and is killed (SIGKILL). So an open after it scans at
+    least that tenth past the last checkpoint: more than the log a checkpoint is written
+    after (8 MiB, about 64,000 records at a million), as when a crash comes just before the
+    next one was due. Killed as soon as the load ended, one process could leave a tail of
+    anything from none to two checkpoints' worth, and under load no checkpoint at all."""
     # the store's default, or less for a small load (a quick run) so it has a checkpoint
     every = min(DEFAULT_CHECKPOINT_BYTES, 16 * n)
+    split = n - n // 10
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", _LOADER, directory, str(n), str(families),
-                              str(every)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        load = time.perf_counter() - start
-        if not line.strip().isdigit():
-            raise RuntimeError(f"the loading process failed (exit {child.poll()})")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    return load, int(line)
+    peak = 0
+    for stage, first, last in (("bulk", 0, split), ("tail", split, n)):
+        child = subprocess.Popen([sys.executable, "-c", _LOADER, directory, stage, str(first),
+                                  str(last), str(families), str(every)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line.strip().isdigit():
+                raise RuntimeError(f"the {stage} loading process failed (exit {child.wait()})")
+            peak = max(peak, int(line))
+            if stage == "bulk" and child.wait(120):
+                raise RuntimeError(f"the bulk loading process failed (exit {child.returncode})")
+        finally:
+            if child.poll() is None:
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+    return time.perf_counter() - start, peak
 
 
 _OPENER = """
