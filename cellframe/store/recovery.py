@@ -333,8 +333,8 @@ class Checkpointer:
 
     @property
     def behind(self) -> int:
-        """Bytes of log published since the last checkpoint began: what an open after a
-        crash now would scan."""
+        """Bytes of log published since the last checkpoint this thread began: what an open
+        after a crash now would scan, unless ``Store.checkpoint()`` wrote one later."""
         return self._total - self._began_at
 
     def close(self) -> None:

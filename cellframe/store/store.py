@@ -790,7 +790,7 @@ class Store(Recovery):
 
     def checkpoint_status(self) -> dict[str, Any]:
         """The background checkpoints: how many were written, whether one is being written or
-        due, and the bytes of log published since the last one began (what an open after a
+        due, and the bytes of log published since the last one it began (what an open after a
         crash would scan). Empty without background checkpoints (``checkpoint_bytes=None``)."""
         checkpointer = self._checkpointer
         if checkpointer is None:
